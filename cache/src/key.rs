@@ -1,0 +1,154 @@
+//! The cache key: scheme, normalised host, path and query.
+//!
+//! Two requests share a key exactly when they name the same resource: the host is compared
+//! case-insensitively and without its scheme's default port; path and query are kept byte for
+//! byte (their meaning is the origin's to decide).
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::header::HOST;
+use http::{HeaderMap, Uri};
+
+/// A primary cache key, cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(Arc<str>);
+
+/// Why a request has no cache key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    MissingHost,
+    InvalidHost,
+    ConflictingHost,
+}
+
+impl KeyError {
+    pub fn message(&self) -> &'static str {
+        match self {
+            KeyError::MissingHost => "request has no Host header",
+            KeyError::InvalidHost => "request's Host header is not a valid host[:port]",
+            KeyError::ConflictingHost => "request has several Host headers",
+        }
+    }
+}
+
+impl CacheKey {
+    /// Builds a key from its parts; `host` may carry a port.
+    pub fn from_parts(scheme: &str, host: &str, path_and_query: &str) -> CacheKey {
+        let default_port = match scheme {
+            "https" => ":443",
+            _ => ":80",
+        };
+        let host = host.strip_suffix(default_port).unwrap_or(host);
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let path = if path_and_query.is_empty() {
+            "/"
+        } else {
+            path_and_query
+        };
+        let mut key = String::with_capacity(scheme.len() + 3 + host.len() + path.len());
+        key.push_str(scheme);
+        key.push_str("://");
+        key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+        key.push_str(path);
+        CacheKey(key.into())
+    }
+
+    /// The key of a request: the host from an absolute-form target, else from the one `Host` header.
+    pub fn for_request(scheme: &str, uri: &Uri, headers: &HeaderMap) -> Result<CacheKey, KeyError> {
+        let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        if let Some(authority) = uri.authority() {
+            return Ok(CacheKey::from_parts(scheme, authority.as_str(), path));
+        }
+        let mut hosts = headers.get_all(HOST).iter();
+        let host = hosts.next().ok_or(KeyError::MissingHost)?;
+        if hosts.next().is_some() {
+            return Err(KeyError::ConflictingHost);
+        }
+        let host = host.to_str().map_err(|_| KeyError::InvalidHost)?;
+        if host.is_empty() || host.parse::<http::uri::Authority>().is_err() || host.contains('@') {
+            return Err(KeyError::InvalidHost);
+        }
+        Ok(CacheKey::from_parts(scheme, host, path))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Bytes this key occupies, for the cache's weigher.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn key(uri: &str, host: Option<&str>) -> Result<CacheKey, KeyError> {
+        let mut headers = HeaderMap::new();
+        if let Some(h) = host {
+            headers.insert(HOST, HeaderValue::from_str(h).unwrap());
+        }
+        CacheKey::for_request("http", &uri.parse().unwrap(), &headers)
+    }
+
+    #[test]
+    fn host_is_lower_cased_and_default_port_dropped() {
+        let cases = [
+            (("/a?b=1", Some("Example.COM")), "http://example.com/a?b=1"),
+            (("/a", Some("example.com:80")), "http://example.com/a"),
+            (("/a", Some("example.com:8080")), "http://example.com:8080/a"),
+            (("/a", Some("example.com.")), "http://example.com/a"),
+            (("http://Other.Example:80/x", Some("ignored")), "http://other.example/x"),
+        ];
+        for ((uri, host), want) in cases {
+            assert_eq!(key(uri, host).unwrap().as_str(), want, "{uri} {host:?}");
+        }
+    }
+
+    #[test]
+    fn https_drops_443_not_80() {
+        assert_eq!(CacheKey::from_parts("https", "a.test:443", "/").as_str(), "https://a.test/");
+        assert_eq!(CacheKey::from_parts("https", "a.test:80", "/").as_str(), "https://a.test:80/");
+    }
+
+    #[test]
+    fn path_and_query_are_kept_exactly() {
+        assert_ne!(key("/A", Some("h")).unwrap(), key("/a", Some("h")).unwrap());
+        assert_ne!(key("/a?x=1&y=2", Some("h")).unwrap(), key("/a?y=2&x=1", Some("h")).unwrap());
+    }
+
+    #[test]
+    fn bad_hosts_have_no_key() {
+        assert_eq!(key("/", None), Err(KeyError::MissingHost));
+        assert_eq!(key("/", Some("")), Err(KeyError::InvalidHost));
+        assert_eq!(key("/", Some("a b")), Err(KeyError::InvalidHost));
+        assert_eq!(key("/", Some("user@host")), Err(KeyError::InvalidHost));
+        let mut headers = HeaderMap::new();
+        headers.append(HOST, HeaderValue::from_static("a"));
+        headers.append(HOST, HeaderValue::from_static("b"));
+        assert_eq!(
+            CacheKey::for_request("http", &"/".parse().unwrap(), &headers),
+            Err(KeyError::ConflictingHost)
+        );
+    }
+}

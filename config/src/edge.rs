@@ -1,0 +1,420 @@
+//! The edge role's configuration: validation from [`crate::raw`] into typed values.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme, Uri};
+
+use crate::error::{Collector, ConfigErrors};
+use crate::ids::{NodeId, RegionId};
+use crate::raw::{RawCache, RawEdgeFile, RawServer, RawSize, RawUpstream};
+use crate::units::{parse_duration, ByteSize};
+
+/// A validated edge configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeConfig {
+    pub id: NodeId,
+    pub region: RegionId,
+    pub server: ServerConfig,
+    pub cache: CacheConfig,
+    pub upstream: UpstreamConfig,
+}
+
+/// Listeners and per-connection limits shared by every cache node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Data-plane listener (HTTP/1.1 and cleartext HTTP/2).
+    pub listen: SocketAddr,
+    /// Admin listener (`/metrics`, `/healthz`), kept apart from client traffic.
+    pub admin_listen: SocketAddr,
+    /// Accepted connections beyond this wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Largest request head accepted; larger heads are answered 431.
+    pub max_header_bytes: ByteSize,
+    /// How long a client may take to send a request head.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+    pub h2_max_concurrent_streams: u32,
+}
+
+/// The cache engine's bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Bound on the cache's memory: response heads plus bodies.
+    pub max_bytes: ByteSize,
+    /// Larger responses stream through without being stored.
+    pub max_object_bytes: ByteSize,
+    /// How long a key whose response was not storable skips request coalescing.
+    pub hit_for_miss_ttl: Duration,
+    /// Bound on the number of keys remembered as not storable.
+    pub hit_for_miss_max_keys: u64,
+}
+
+/// Where misses go and how long they may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    pub origin: OriginUrl,
+    pub connect_timeout: Duration,
+    /// Time from sending the request to receiving the response head.
+    pub response_timeout: Duration,
+    pub max_idle_per_host: usize,
+    pub idle_timeout: Duration,
+}
+
+/// An origin's base URL: scheme and authority, no path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginUrl {
+    pub scheme: Scheme,
+    pub authority: Authority,
+}
+
+impl OriginUrl {
+    pub fn parse(text: &str) -> Result<OriginUrl, String> {
+        let uri: Uri = text
+            .parse()
+            .map_err(|e| format!("invalid URL {text:?}: {e}"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| format!("invalid URL {text:?}: missing scheme (http://)"))?;
+        if scheme != Scheme::HTTP {
+            return Err(format!(
+                "unsupported scheme in {text:?}: only http:// origins are supported"
+            ));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("invalid URL {text:?}: missing host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!("invalid URL {text:?}: user info is not allowed"));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!(
+                "invalid URL {text:?}: an origin is scheme and host only, without a path"
+            ));
+        }
+        Ok(OriginUrl { scheme, authority })
+    }
+}
+
+impl std::fmt::Display for OriginUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.authority)
+    }
+}
+
+/// Defaults, in one place so the README and examples can name them.
+pub mod defaults {
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:9080";
+    pub const MAX_CONNECTIONS: u64 = 10_000;
+    pub const MAX_HEADER_BYTES: &str = "16KiB";
+    pub const HEADER_READ_TIMEOUT: &str = "10s";
+    pub const SHUTDOWN_GRACE: &str = "10s";
+    pub const H2_MAX_CONCURRENT_STREAMS: u64 = 256;
+    pub const MAX_BYTES: &str = "256MiB";
+    pub const MAX_OBJECT_BYTES: &str = "8MiB";
+    pub const HIT_FOR_MISS_TTL: &str = "30s";
+    pub const HIT_FOR_MISS_MAX_KEYS: u64 = 100_000;
+    pub const CONNECT_TIMEOUT: &str = "2s";
+    pub const RESPONSE_TIMEOUT: &str = "30s";
+    pub const MAX_IDLE_PER_HOST: u64 = 256;
+    pub const IDLE_TIMEOUT: &str = "90s";
+}
+
+impl EdgeConfig {
+    /// Parses and validates an edge configuration, reporting every problem found.
+    pub fn from_toml(text: &str) -> Result<EdgeConfig, ConfigErrors> {
+        let raw: RawEdgeFile =
+            toml::from_str(text).map_err(|e| ConfigErrors::single(error_path(&e), e.message()))?;
+        validate(raw)
+    }
+
+    /// Reads a file and validates it; the file's path is named in a read error.
+    pub fn from_file(path: &Path) -> Result<EdgeConfig, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::single("", format!("cannot read {}: {e}", path.display())))?;
+        EdgeConfig::from_toml(&text)
+    }
+
+    /// The configuration for a quick start without a file: defaults plus these three values.
+    pub fn quick_start(listen: &str, admin_listen: &str, origin: &str) -> Result<EdgeConfig, ConfigErrors> {
+        let raw = RawEdgeFile {
+            server: Some(RawServer {
+                listen: Some(listen.to_string()),
+                admin_listen: Some(admin_listen.to_string()),
+                ..RawServer::default()
+            }),
+            upstream: Some(RawUpstream {
+                origin: Some(origin.to_string()),
+                ..RawUpstream::default()
+            }),
+            ..RawEdgeFile::default()
+        };
+        validate(raw)
+    }
+}
+
+/// Best-effort key path for a serde error: toml reports the offending key's span, not its path,
+/// so the path is recovered from the message when it names a field.
+fn error_path(e: &toml::de::Error) -> String {
+    let msg = e.message();
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        if let Some(end) = rest.find('`') {
+            return rest[..end].to_string();
+        }
+    }
+    String::new()
+}
+
+fn validate(raw: RawEdgeFile) -> Result<EdgeConfig, ConfigErrors> {
+    let mut c = Collector::default();
+    let node = raw.edge.unwrap_or_default();
+    let id = c.take("edge.id", NodeId::new(node.id.as_deref().unwrap_or("edge-1")));
+    let region = c.take(
+        "edge.region",
+        RegionId::new(node.region.as_deref().unwrap_or("local")),
+    );
+    let server = validate_server(&mut c, raw.server.unwrap_or_default());
+    let cache = validate_cache(&mut c, raw.cache.unwrap_or_default());
+    let upstream = validate_upstream(&mut c, raw.upstream.unwrap_or_default());
+    if let (Some(server), Some(_)) = (&server, &upstream) {
+        if server.listen == server.admin_listen && server.listen.port() != 0 {
+            c.push(
+                "server.admin_listen",
+                format!("{} is also server.listen; the admin listener needs its own address", server.admin_listen),
+            );
+        }
+    }
+    let value = match (id, region, server, cache, upstream) {
+        (Some(id), Some(region), Some(server), Some(cache), Some(upstream)) => Some(EdgeConfig {
+            id,
+            region,
+            server,
+            cache,
+            upstream,
+        }),
+        _ => None,
+    };
+    c.finish(value)
+}
+
+fn addr(c: &mut Collector, path: &str, value: Option<&str>, default: &str) -> Option<SocketAddr> {
+    let text = value.unwrap_or(default);
+    c.take(
+        path,
+        text.parse::<SocketAddr>()
+            .map_err(|_| format!("invalid socket address {text:?}: expected IP:PORT, e.g. 127.0.0.1:8080")),
+    )
+}
+
+fn size(c: &mut Collector, path: &str, value: Option<&RawSize>, default: &str) -> Option<ByteSize> {
+    let result = match value {
+        Some(RawSize::Bytes(n)) => Ok(ByteSize(*n)),
+        Some(RawSize::Text(t)) => ByteSize::parse(t),
+        None => ByteSize::parse(default),
+    };
+    c.take(path, result)
+}
+
+fn duration(c: &mut Collector, path: &str, value: Option<&str>, default: &str, min: Duration) -> Option<Duration> {
+    let d = c.take(path, parse_duration(value.unwrap_or(default)))?;
+    if d < min {
+        c.push(path, format!("must be at least {}ms", min.as_millis()));
+        return None;
+    }
+    Some(d)
+}
+
+fn count(c: &mut Collector, path: &str, value: Option<u64>, default: u64, range: (u64, u64)) -> Option<u64> {
+    let n = value.unwrap_or(default);
+    if n < range.0 || n > range.1 {
+        c.push(path, format!("{n} is out of range {}..={}", range.0, range.1));
+        return None;
+    }
+    Some(n)
+}
+
+fn validate_server(c: &mut Collector, raw: RawServer) -> Option<ServerConfig> {
+    use defaults::*;
+    let ms = Duration::from_millis(1);
+    let listen = addr(c, "server.listen", raw.listen.as_deref(), LISTEN);
+    let admin_listen = addr(c, "server.admin_listen", raw.admin_listen.as_deref(), ADMIN_LISTEN);
+    let max_connections = count(c, "server.max_connections", raw.max_connections, MAX_CONNECTIONS, (1, 1_000_000));
+    let max_header_bytes = size(c, "server.max_header_bytes", raw.max_header_bytes.as_ref(), MAX_HEADER_BYTES);
+    let max_header_bytes = max_header_bytes.and_then(|s| {
+        // hyper's read buffer cannot be smaller than 8 KiB.
+        if !(8192..=1 << 20).contains(&s.0) {
+            c.push("server.max_header_bytes", format!("{s} is out of range 8KiB..=1MiB"));
+            return None;
+        }
+        Some(s)
+    });
+    let header_read_timeout =
+        duration(c, "server.header_read_timeout", raw.header_read_timeout.as_deref(), HEADER_READ_TIMEOUT, ms);
+    let shutdown_grace = duration(c, "server.shutdown_grace", raw.shutdown_grace.as_deref(), SHUTDOWN_GRACE, Duration::ZERO);
+    let streams = count(
+        c,
+        "server.h2_max_concurrent_streams",
+        raw.h2_max_concurrent_streams,
+        H2_MAX_CONCURRENT_STREAMS,
+        (1, 10_000),
+    );
+    Some(ServerConfig {
+        listen: listen?,
+        admin_listen: admin_listen?,
+        max_connections: usize::try_from(max_connections?).ok()?,
+        max_header_bytes: max_header_bytes?,
+        header_read_timeout: header_read_timeout?,
+        shutdown_grace: shutdown_grace?,
+        h2_max_concurrent_streams: u32::try_from(streams?).ok()?,
+    })
+}
+
+fn validate_cache(c: &mut Collector, raw: RawCache) -> Option<CacheConfig> {
+    use defaults::*;
+    let max_bytes = size(c, "cache.max_bytes", raw.max_bytes.as_ref(), MAX_BYTES);
+    let max_object_bytes = size(c, "cache.max_object_bytes", raw.max_object_bytes.as_ref(), MAX_OBJECT_BYTES);
+    if let Some(m) = max_bytes {
+        if m.0 == 0 {
+            c.push("cache.max_bytes", "must be greater than 0");
+        }
+    }
+    if let Some(o) = max_object_bytes {
+        // The cache weighs entries in u32, so one object is below 4 GiB.
+        if o.0 >= u64::from(u32::MAX) {
+            c.push("cache.max_object_bytes", format!("{o} must be below 4GiB"));
+        }
+    }
+    if let (Some(m), Some(o)) = (max_bytes, max_object_bytes) {
+        if o > m {
+            c.push(
+                "cache.max_object_bytes",
+                format!("{o} is larger than cache.max_bytes ({m})"),
+            );
+        }
+    }
+    let hfm_ttl = duration(c, "cache.hit_for_miss_ttl", raw.hit_for_miss_ttl.as_deref(), HIT_FOR_MISS_TTL, Duration::ZERO);
+    let hfm_keys = count(c, "cache.hit_for_miss_max_keys", raw.hit_for_miss_max_keys, HIT_FOR_MISS_MAX_KEYS, (1, 100_000_000));
+    let (max_bytes, max_object_bytes) = (max_bytes?, max_object_bytes?);
+    if max_bytes.0 == 0 || max_object_bytes > max_bytes || max_object_bytes.0 >= u64::from(u32::MAX) {
+        return None;
+    }
+    Some(CacheConfig {
+        max_bytes,
+        max_object_bytes,
+        hit_for_miss_ttl: hfm_ttl?,
+        hit_for_miss_max_keys: hfm_keys?,
+    })
+}
+
+fn validate_upstream(c: &mut Collector, raw: RawUpstream) -> Option<UpstreamConfig> {
+    use defaults::*;
+    let ms = Duration::from_millis(1);
+    let origin = match raw.origin.as_deref() {
+        Some(text) => c.take("upstream.origin", OriginUrl::parse(text)),
+        None => {
+            c.push("upstream.origin", "missing: the origin URL, e.g. \"http://127.0.0.1:8000\"");
+            None
+        }
+    };
+    let connect_timeout = duration(c, "upstream.connect_timeout", raw.connect_timeout.as_deref(), CONNECT_TIMEOUT, ms);
+    let response_timeout = duration(c, "upstream.response_timeout", raw.response_timeout.as_deref(), RESPONSE_TIMEOUT, ms);
+    let max_idle = count(c, "upstream.max_idle_per_host", raw.max_idle_per_host, MAX_IDLE_PER_HOST, (0, 100_000));
+    let idle_timeout = duration(c, "upstream.idle_timeout", raw.idle_timeout.as_deref(), IDLE_TIMEOUT, ms);
+    Some(UpstreamConfig {
+        origin: origin?,
+        connect_timeout: connect_timeout?,
+        response_timeout: response_timeout?,
+        max_idle_per_host: usize::try_from(max_idle?).ok()?,
+        idle_timeout: idle_timeout?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [edge]
+        id = "edge-1"
+        [upstream]
+        origin = "http://127.0.0.1:8000"
+    "#;
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let cfg = EdgeConfig::from_toml(MINIMAL).unwrap();
+        assert_eq!(cfg.cache.max_bytes, ByteSize(256 << 20));
+        assert_eq!(cfg.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(cfg.upstream.origin.to_string(), "http://127.0.0.1:8000");
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_key_path() {
+        let text = r#"
+            [edge]
+            id = "bad id"
+            [server]
+            listen = "nowhere"
+            header_read_timeout = "10"
+            [cache]
+            max_bytes = "1MiB"
+            max_object_bytes = "2MiB"
+            [upstream]
+            origin = "ftp://x"
+            connect_timeout = "fast"
+        "#;
+        let errs = EdgeConfig::from_toml(text).unwrap_err();
+        for path in [
+            "edge.id",
+            "server.listen",
+            "server.header_read_timeout",
+            "cache.max_object_bytes",
+            "upstream.origin",
+            "upstream.connect_timeout",
+        ] {
+            assert!(errs.mentions(path), "{path} not reported in:\n{errs}");
+        }
+        assert_eq!(errs.errors.len(), 6, "{errs}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let text = format!("{MINIMAL}\n[cache]\nmax_byte = \"1MiB\"\n");
+        let errs = EdgeConfig::from_toml(&text).unwrap_err();
+        assert!(errs.to_string().contains("max_byte"), "{errs}");
+    }
+
+    #[test]
+    fn missing_origin_is_an_error() {
+        let errs = EdgeConfig::from_toml("[edge]\nid = \"e\"\n").unwrap_err();
+        assert!(errs.mentions("upstream.origin"), "{errs}");
+    }
+
+    #[test]
+    fn wrong_types_are_reported() {
+        let errs = EdgeConfig::from_toml(&format!("{MINIMAL}\n[server]\nmax_connections = \"many\"\n")).unwrap_err();
+        assert!(errs.to_string().contains("max_connections") || errs.to_string().contains("invalid type"), "{errs}");
+    }
+
+    #[test]
+    fn origin_urls_are_scheme_and_host_only() {
+        assert!(OriginUrl::parse("http://origin.example:8000").is_ok());
+        assert!(OriginUrl::parse("http://origin.example/").is_ok());
+        assert!(OriginUrl::parse("http://origin.example/path").is_err());
+        assert!(OriginUrl::parse("origin.example").is_err());
+        assert!(OriginUrl::parse("https://origin.example").is_err());
+        assert!(OriginUrl::parse("http://user@origin.example").is_err());
+    }
+
+    #[test]
+    fn quick_start_uses_the_three_values() {
+        let cfg = EdgeConfig::quick_start("127.0.0.1:0", "127.0.0.1:0", "http://127.0.0.1:9").unwrap();
+        assert_eq!(cfg.upstream.origin.authority.as_str(), "127.0.0.1:9");
+        assert!(EdgeConfig::quick_start("x", "127.0.0.1:0", "http://a").unwrap_err().mentions("server.listen"));
+    }
+}

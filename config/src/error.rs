@@ -1,0 +1,92 @@
+use std::fmt;
+
+/// One problem in a configuration, located by its key path (`cache.max_bytes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path of the offending value; empty for whole-file problems (syntax).
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a configuration. Never empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors {
+    pub errors: Vec<ConfigError>,
+}
+
+impl ConfigErrors {
+    pub fn single(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigErrors {
+            errors: vec![ConfigError {
+                path: path.into(),
+                message: message.into(),
+            }],
+        }
+    }
+
+    /// True when some error is reported at exactly this key path.
+    pub fn mentions(&self, path: &str) -> bool {
+        self.errors.iter().any(|e| e.path == path)
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        writeln!(
+            f,
+            "{n} configuration error{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.errors {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects errors while validating; each field is checked even after an earlier one failed.
+#[derive(Debug, Default)]
+pub(crate) struct Collector {
+    errors: Vec<ConfigError>,
+}
+
+impl Collector {
+    pub(crate) fn push(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Keeps the value of a successful check, records the error of a failed one.
+    pub(crate) fn take<T>(&mut self, path: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.push(path, message);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn finish<T>(self, value: Option<T>) -> Result<T, ConfigErrors> {
+        match value {
+            Some(v) if self.errors.is_empty() => Ok(v),
+            _ if self.errors.is_empty() => Err(ConfigErrors::single("", "invalid configuration")),
+            _ => Err(ConfigErrors {
+                errors: self.errors,
+            }),
+        }
+    }
+}

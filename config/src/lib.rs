@@ -1,0 +1,53 @@
+//! Typed configuration for Verge.
+//!
+//! Configuration is a pipeline, as in every role:
+//!
+//! - [`raw`]: serde structs that mirror the TOML file (`deny_unknown_fields`), with sizes and
+//!   durations still as text so that one bad value does not hide the others;
+//! - [`edge`]: validation that turns the raw structs into typed config and collects *every*
+//!   problem with its key path ([`ConfigErrors`]);
+//! - [`units`]: the typed values themselves ([`ByteSize`], durations) and their parsers;
+//! - [`ids`]: identifier newtypes ([`NodeId`], [`RegionId`]).
+//!
+//! Loading from a string is pure ([`EdgeConfig::from_toml`]); reading a file is a thin wrapper
+//! ([`EdgeConfig::from_file`]).
+
+pub mod edge;
+mod error;
+pub mod ids;
+pub mod raw;
+pub mod units;
+
+pub use edge::{CacheConfig, EdgeConfig, OriginUrl, ServerConfig, UpstreamConfig};
+pub use error::{ConfigError, ConfigErrors};
+pub use ids::{NodeId, RegionId};
+pub use units::{parse_duration, ByteSize};
+
+/// The role a configuration file is written for, told by its top-level table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Edge,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Edge => "edge",
+        }
+    }
+}
+
+/// Tells which role a configuration text is for, from its top-level `[edge]` table.
+pub fn detect_role(text: &str) -> Result<Role, ConfigErrors> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigErrors::single("", e.to_string()))?;
+    if table.contains_key("edge") {
+        Ok(Role::Edge)
+    } else {
+        Err(ConfigErrors::single(
+            "",
+            "cannot tell the role of this file: expected a top-level [edge] table",
+        ))
+    }
+}

@@ -1,0 +1,59 @@
+//! The configuration file as written: serde structs with `deny_unknown_fields`, every field
+//! optional (defaults are applied during validation), sizes and durations still as text.
+
+use serde::Deserialize;
+
+/// A size as written: a string with a unit (`"256MiB"`) or a bare number of bytes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEdgeFile {
+    pub edge: Option<RawNode>,
+    pub server: Option<RawServer>,
+    pub cache: Option<RawCache>,
+    pub upstream: Option<RawUpstream>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub id: Option<String>,
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub max_connections: Option<u64>,
+    pub max_header_bytes: Option<RawSize>,
+    pub header_read_timeout: Option<String>,
+    pub shutdown_grace: Option<String>,
+    pub h2_max_concurrent_streams: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub max_bytes: Option<RawSize>,
+    pub max_object_bytes: Option<RawSize>,
+    pub hit_for_miss_ttl: Option<String>,
+    pub hit_for_miss_max_keys: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub origin: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    pub max_idle_per_host: Option<u64>,
+    pub idle_timeout: Option<String>,
+}

@@ -1,0 +1,18 @@
+//! The annotated examples under `config/examples/` parse and validate.
+
+use verge_config::{detect_role, EdgeConfig, Role};
+
+#[test]
+fn edge_example_parses_and_is_an_edge_config() {
+    let text = include_str!("../examples/edge.toml");
+    assert_eq!(detect_role(text), Ok(Role::Edge));
+    let cfg = EdgeConfig::from_toml(text).expect("example must be valid");
+    assert_eq!(cfg.id.as_str(), "edge-1");
+    assert_eq!(cfg.upstream.origin.to_string(), "http://127.0.0.1:8000");
+}
+
+#[test]
+fn a_file_without_a_role_table_is_refused() {
+    let err = detect_role("[cache]\nmax_bytes = \"1MiB\"\n").unwrap_err();
+    assert!(err.to_string().contains("[edge]"));
+}
