@@ -1,1 +1,169 @@
-fn main() {}
+//! `verge`: one binary, a subcommand per role. This file only parses the command line and
+//! starts a role; the roles live in their crates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use verge_config::{detect_role, ConfigErrors, EdgeConfig, Role};
+use verge_edge::EdgeNode;
+
+/// Exit code for an invalid configuration.
+const EXIT_INVALID_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "verge", version, about = "Verge edge CDN")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an edge node: a caching reverse proxy in front of an origin.
+    Edge(EdgeArgs),
+    /// Validate a configuration file; print every problem and exit 2 if there are any.
+    CheckConfig {
+        /// The file to check; its role is told by its top-level table ([edge]).
+        file: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct EdgeArgs {
+    /// Configuration file (see config/examples/edge.toml).
+    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "origin"])]
+    config: Option<PathBuf>,
+    /// Quick start: client listener address.
+    #[arg(long, requires = "origin")]
+    listen: Option<String>,
+    /// Quick start: admin listener address (/metrics, /healthz).
+    #[arg(long, requires = "origin")]
+    admin_listen: Option<String>,
+    /// Quick start: origin URL, e.g. http://127.0.0.1:8000.
+    #[arg(long)]
+    origin: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Edge(args) => run_edge(args),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn report_invalid(source: &str, errors: &ConfigErrors) -> ExitCode {
+    eprintln!("{source}: {errors}");
+    ExitCode::from(EXIT_INVALID_CONFIG)
+}
+
+fn check_config(file: &PathBuf) -> ExitCode {
+    let shown = file.display().to_string();
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            return report_invalid(
+                &shown,
+                &ConfigErrors::single("", format!("cannot read file: {e}")),
+            )
+        }
+    };
+    let result = detect_role(&text).and_then(|role| match role {
+        Role::Edge => EdgeConfig::from_toml(&text).map(|_| role),
+    });
+    match result {
+        Ok(role) => {
+            println!("{shown}: valid {} configuration", role.as_str());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => report_invalid(&shown, &errors),
+    }
+}
+
+fn run_edge(args: EdgeArgs) -> ExitCode {
+    let (source, config) = match (&args.config, &args.origin) {
+        (Some(path), _) => (path.display().to_string(), EdgeConfig::from_file(path)),
+        (None, Some(origin)) => (
+            "command line".to_string(),
+            EdgeConfig::quick_start(
+                args.listen
+                    .as_deref()
+                    .unwrap_or(verge_config::edge::defaults::LISTEN),
+                args.admin_listen
+                    .as_deref()
+                    .unwrap_or(verge_config::edge::defaults::ADMIN_LISTEN),
+                origin,
+            ),
+        ),
+        (None, None) => {
+            eprintln!("verge edge: give --config FILE, or --origin URL (with optional --listen and --admin-listen)");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(errors) => return report_invalid(&source, &errors),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("verge edge: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let node = match EdgeNode::bind(&config).await {
+            Ok(node) => node,
+            Err(e) => {
+                eprintln!("verge edge: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(
+            id = %config.id,
+            listen = %node.data_addr(),
+            admin = %node.admin_addr(),
+            origin = %config.upstream.origin,
+            "edge serving"
+        );
+        node.run(shutdown_signal()).await;
+        tracing::info!("edge stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -119,7 +119,10 @@ impl<F: Clone + Send + Sync + 'static> Flights<F> {
         }
         {
             let mut map = self.lock();
-            if map.get(key).is_some_and(|rx| rx.same_channel(&tx.subscribe())) {
+            if map
+                .get(key)
+                .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
+            {
                 map.remove(key);
             }
         }
@@ -150,14 +153,17 @@ impl<F: Clone + Send + Sync + 'static> FlightLeader<F> {
 
     /// Requests waiting on this fill.
     pub fn followers(&self) -> usize {
-        self.tx.as_ref().map_or(0, |tx| tx.receiver_count().saturating_sub(2))
+        self.tx
+            .as_ref()
+            .map_or(0, |tx| tx.receiver_count().saturating_sub(2))
     }
 }
 
 impl<F: Clone + Send + Sync + 'static> Drop for FlightLeader<F> {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
-            self.flights.complete(&self.key, &tx, FillOutcome::Abandoned);
+            self.flights
+                .complete(&self.key, &tx, FillOutcome::Abandoned);
         }
     }
 }
@@ -187,8 +193,12 @@ mod tests {
     #[tokio::test]
     async fn second_join_follows_and_gets_the_outcome() {
         let flights = Flights::<String>::new(Duration::from_secs(30), 100);
-        let Join::Leader(leader) = flights.join(&key("/a")) else { panic!("first join must lead") };
-        let Join::Follower(follower) = flights.join(&key("/a")) else { panic!("second join must follow") };
+        let Join::Leader(leader) = flights.join(&key("/a")) else {
+            panic!("first join must lead")
+        };
+        let Join::Follower(follower) = flights.join(&key("/a")) else {
+            panic!("second join must follow")
+        };
         assert!(matches!(flights.join(&key("/b")), Join::Leader(_)));
         let waiter = tokio::spawn(follower.wait());
         leader.finish(FillOutcome::Failed("boom".to_string()));
@@ -199,7 +209,9 @@ mod tests {
     #[tokio::test]
     async fn not_storable_makes_the_key_uncoalesced() {
         let flights = Flights::<()>::new(Duration::from_secs(30), 100);
-        let Join::Leader(leader) = flights.join(&key("/a")) else { panic!() };
+        let Join::Leader(leader) = flights.join(&key("/a")) else {
+            panic!()
+        };
         leader.finish(FillOutcome::NotStorable);
         assert!(matches!(flights.join(&key("/a")), Join::Uncoalesced));
         assert_eq!(flights.hit_for_miss_keys(), 1);
@@ -210,8 +222,12 @@ mod tests {
     #[tokio::test]
     async fn dropped_leader_abandons_and_frees_the_key() {
         let flights = Flights::<()>::new(Duration::ZERO, 1);
-        let Join::Leader(leader) = flights.join(&key("/a")) else { panic!() };
-        let Join::Follower(follower) = flights.join(&key("/a")) else { panic!() };
+        let Join::Leader(leader) = flights.join(&key("/a")) else {
+            panic!()
+        };
+        let Join::Follower(follower) = flights.join(&key("/a")) else {
+            panic!()
+        };
         drop(leader);
         assert!(matches!(follower.wait().await, FillOutcome::Abandoned));
         assert!(matches!(flights.join(&key("/a")), Join::Leader(_)));

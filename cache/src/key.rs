@@ -116,9 +116,15 @@ mod tests {
         let cases = [
             (("/a?b=1", Some("Example.COM")), "http://example.com/a?b=1"),
             (("/a", Some("example.com:80")), "http://example.com/a"),
-            (("/a", Some("example.com:8080")), "http://example.com:8080/a"),
+            (
+                ("/a", Some("example.com:8080")),
+                "http://example.com:8080/a",
+            ),
             (("/a", Some("example.com.")), "http://example.com/a"),
-            (("http://Other.Example:80/x", Some("ignored")), "http://other.example/x"),
+            (
+                ("http://Other.Example:80/x", Some("ignored")),
+                "http://other.example/x",
+            ),
         ];
         for ((uri, host), want) in cases {
             assert_eq!(key(uri, host).unwrap().as_str(), want, "{uri} {host:?}");
@@ -127,14 +133,23 @@ mod tests {
 
     #[test]
     fn https_drops_443_not_80() {
-        assert_eq!(CacheKey::from_parts("https", "a.test:443", "/").as_str(), "https://a.test/");
-        assert_eq!(CacheKey::from_parts("https", "a.test:80", "/").as_str(), "https://a.test:80/");
+        assert_eq!(
+            CacheKey::from_parts("https", "a.test:443", "/").as_str(),
+            "https://a.test/"
+        );
+        assert_eq!(
+            CacheKey::from_parts("https", "a.test:80", "/").as_str(),
+            "https://a.test:80/"
+        );
     }
 
     #[test]
     fn path_and_query_are_kept_exactly() {
         assert_ne!(key("/A", Some("h")).unwrap(), key("/a", Some("h")).unwrap());
-        assert_ne!(key("/a?x=1&y=2", Some("h")).unwrap(), key("/a?y=2&x=1", Some("h")).unwrap());
+        assert_ne!(
+            key("/a?x=1&y=2", Some("h")).unwrap(),
+            key("/a?y=2&x=1", Some("h")).unwrap()
+        );
     }
 
     #[test]

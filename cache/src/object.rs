@@ -74,7 +74,9 @@ pub struct CachedObject {
 impl CachedObject {
     /// `current_age` of RFC 9111 §4.2.3 at `now`.
     pub fn current_age(&self, now: SystemTime) -> Duration {
-        let resident = now.duration_since(self.response_time).unwrap_or(Duration::ZERO);
+        let resident = now
+            .duration_since(self.response_time)
+            .unwrap_or(Duration::ZERO);
         self.corrected_initial_age + resident
     }
 
@@ -125,7 +127,10 @@ mod tests {
         assert_eq!(o.ttl_seconds(t0 + Duration::from_secs(49)), 1);
         assert!(!o.is_fresh(t0 + Duration::from_secs(50)));
         assert_eq!(o.ttl_seconds(t0 + Duration::from_secs(55)), -5);
-        assert_eq!(o.current_age(t0 + Duration::from_secs(5)), Duration::from_secs(15));
+        assert_eq!(
+            o.current_age(t0 + Duration::from_secs(5)),
+            Duration::from_secs(15)
+        );
     }
 
     #[test]
@@ -143,7 +148,10 @@ mod tests {
         assert!(!key.matches(&other));
         let mut extra = same.clone();
         extra.insert("x-lang", HeaderValue::from_static("fr"));
-        assert!(!key.matches(&extra), "a header absent when stored must be absent when reused");
+        assert!(
+            !key.matches(&extra),
+            "a header absent when stored must be absent when reused"
+        );
     }
 
     #[test]

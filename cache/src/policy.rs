@@ -212,7 +212,10 @@ pub fn freshness_lifetime(
     let Some(expires) = parse_date(expires) else {
         return Some(Duration::ZERO);
     };
-    let date = headers.get(DATE).and_then(parse_date).unwrap_or(response_time);
+    let date = headers
+        .get(DATE)
+        .and_then(parse_date)
+        .unwrap_or(response_time);
     Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
 }
 
@@ -235,7 +238,11 @@ pub struct AgeInputs {
 }
 
 impl AgeInputs {
-    pub fn from_headers(headers: &HeaderMap, request_time: SystemTime, response_time: SystemTime) -> AgeInputs {
+    pub fn from_headers(
+        headers: &HeaderMap,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> AgeInputs {
         AgeInputs {
             request_time,
             response_time,
@@ -294,20 +301,107 @@ mod tests {
     fn cache_control_parsing_table() {
         let secs = |s| Some(Duration::from_secs(s));
         let cases: &[(&str, CacheControl)] = &[
-            ("max-age=60", CacheControl { max_age: secs(60), ..Default::default() }),
-            ("MAX-AGE=60", CacheControl { max_age: secs(60), ..Default::default() }),
-            ("max-age=\"60\"", CacheControl { max_age: secs(60), ..Default::default() }),
-            ("public, s-maxage=10", CacheControl { public: true, s_maxage: secs(10), ..Default::default() }),
-            ("max-age=abc", CacheControl { max_age: secs(0), ..Default::default() }),
-            ("max-age=-1", CacheControl { max_age: secs(0), ..Default::default() }),
-            ("max-age", CacheControl { max_age: secs(0), ..Default::default() }),
-            ("max-age=10, max-age=20", CacheControl { max_age: secs(0), ..Default::default() }),
-            ("max-age=10, max-age=10", CacheControl { max_age: secs(10), ..Default::default() }),
-            ("max-age=99999999999", CacheControl { max_age: secs(MAX_DELTA_SECONDS), ..Default::default() }),
-            ("private=\"set-cookie, x\", max-age=5", CacheControl { private: true, max_age: secs(5), ..Default::default() }),
-            ("no-cache=\"set-cookie\"", CacheControl { no_cache: true, ..Default::default() }),
-            ("no-store,,must-revalidate", CacheControl { no_store: true, must_revalidate: true, ..Default::default() }),
-            ("proxy-revalidate, unknown=1, x", CacheControl { proxy_revalidate: true, ..Default::default() }),
+            (
+                "max-age=60",
+                CacheControl {
+                    max_age: secs(60),
+                    ..Default::default()
+                },
+            ),
+            (
+                "MAX-AGE=60",
+                CacheControl {
+                    max_age: secs(60),
+                    ..Default::default()
+                },
+            ),
+            (
+                "max-age=\"60\"",
+                CacheControl {
+                    max_age: secs(60),
+                    ..Default::default()
+                },
+            ),
+            (
+                "public, s-maxage=10",
+                CacheControl {
+                    public: true,
+                    s_maxage: secs(10),
+                    ..Default::default()
+                },
+            ),
+            (
+                "max-age=abc",
+                CacheControl {
+                    max_age: secs(0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "max-age=-1",
+                CacheControl {
+                    max_age: secs(0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "max-age",
+                CacheControl {
+                    max_age: secs(0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "max-age=10, max-age=20",
+                CacheControl {
+                    max_age: secs(0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "max-age=10, max-age=10",
+                CacheControl {
+                    max_age: secs(10),
+                    ..Default::default()
+                },
+            ),
+            (
+                "max-age=99999999999",
+                CacheControl {
+                    max_age: secs(MAX_DELTA_SECONDS),
+                    ..Default::default()
+                },
+            ),
+            (
+                "private=\"set-cookie, x\", max-age=5",
+                CacheControl {
+                    private: true,
+                    max_age: secs(5),
+                    ..Default::default()
+                },
+            ),
+            (
+                "no-cache=\"set-cookie\"",
+                CacheControl {
+                    no_cache: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                "no-store,,must-revalidate",
+                CacheControl {
+                    no_store: true,
+                    must_revalidate: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                "proxy-revalidate, unknown=1, x",
+                CacheControl {
+                    proxy_revalidate: true,
+                    ..Default::default()
+                },
+            ),
             ("", CacheControl::default()),
         ];
         for (line, want) in cases {
@@ -334,10 +428,22 @@ mod tests {
         assert_eq!(life("max-age=10"), Some(Duration::from_secs(10)));
         assert_eq!(life(""), Some(Duration::from_secs(300)));
         let invalid = headers(&[("expires", "0")]);
-        assert_eq!(freshness_lifetime(&cc(""), &invalid, now), Some(Duration::ZERO));
+        assert_eq!(
+            freshness_lifetime(&cc(""), &invalid, now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(freshness_lifetime(&cc(""), &HeaderMap::new(), now), None);
-        let past = headers(&[("date", &date), ("expires", &httpdate::fmt_http_date(now - Duration::from_secs(5)))]);
-        assert_eq!(freshness_lifetime(&cc(""), &past, now), Some(Duration::ZERO));
+        let past = headers(&[
+            ("date", &date),
+            (
+                "expires",
+                &httpdate::fmt_http_date(now - Duration::from_secs(5)),
+            ),
+        ]);
+        assert_eq!(
+            freshness_lifetime(&cc(""), &past, now),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]
@@ -347,27 +453,80 @@ mod tests {
         let none = HeaderMap::new();
         let auth = headers(&[("authorization", "Bearer x")]);
         let ok = StatusCode::OK;
-        let check = |method: &Method, req: &HeaderMap, status: StatusCode, resp: &[(&'static str, &str)]| {
+        let check = |method: &Method,
+                     req: &HeaderMap,
+                     status: StatusCode,
+                     resp: &[(&'static str, &str)]| {
             let resp = headers(resp);
-            storability(method, req, status, &resp, &CacheControl::from_headers(&resp), now)
+            storability(
+                method,
+                req,
+                status,
+                &resp,
+                &CacheControl::from_headers(&resp),
+                now,
+            )
         };
         let cc_line = |v| vec![("cache-control", v)];
-        assert_eq!(check(&get, &none, ok, &cc_line("max-age=60")), Ok(Duration::from_secs(60)));
-        assert_eq!(check(&Method::POST, &none, ok, &cc_line("max-age=60")), Err(NotStorable::Method));
-        assert_eq!(check(&get, &none, StatusCode::PARTIAL_CONTENT, &cc_line("max-age=60")), Err(NotStorable::Status));
-        assert_eq!(check(&get, &none, ok, &cc_line("no-store, max-age=60")), Err(NotStorable::NoStore));
-        assert_eq!(check(&get, &none, ok, &cc_line("private, max-age=60")), Err(NotStorable::Private));
-        assert_eq!(check(&get, &none, ok, &cc_line("no-cache, max-age=60")), Err(NotStorable::NoCache));
-        assert_eq!(check(&get, &auth, ok, &cc_line("max-age=60")), Err(NotStorable::Authorization));
-        assert_eq!(check(&get, &auth, ok, &cc_line("public, max-age=60")), Ok(Duration::from_secs(60)));
-        assert_eq!(check(&get, &auth, ok, &cc_line("s-maxage=60")), Ok(Duration::from_secs(60)));
-        assert_eq!(check(&get, &none, ok, &[]), Err(NotStorable::NoFreshness));
-        assert_eq!(check(&get, &none, ok, &cc_line("max-age=0")), Err(NotStorable::NoFreshness));
         assert_eq!(
-            check(&get, &none, ok, &[("cache-control", "max-age=60"), ("vary", "Accept, *")]),
+            check(&get, &none, ok, &cc_line("max-age=60")),
+            Ok(Duration::from_secs(60))
+        );
+        assert_eq!(
+            check(&Method::POST, &none, ok, &cc_line("max-age=60")),
+            Err(NotStorable::Method)
+        );
+        assert_eq!(
+            check(
+                &get,
+                &none,
+                StatusCode::PARTIAL_CONTENT,
+                &cc_line("max-age=60")
+            ),
+            Err(NotStorable::Status)
+        );
+        assert_eq!(
+            check(&get, &none, ok, &cc_line("no-store, max-age=60")),
+            Err(NotStorable::NoStore)
+        );
+        assert_eq!(
+            check(&get, &none, ok, &cc_line("private, max-age=60")),
+            Err(NotStorable::Private)
+        );
+        assert_eq!(
+            check(&get, &none, ok, &cc_line("no-cache, max-age=60")),
+            Err(NotStorable::NoCache)
+        );
+        assert_eq!(
+            check(&get, &auth, ok, &cc_line("max-age=60")),
+            Err(NotStorable::Authorization)
+        );
+        assert_eq!(
+            check(&get, &auth, ok, &cc_line("public, max-age=60")),
+            Ok(Duration::from_secs(60))
+        );
+        assert_eq!(
+            check(&get, &auth, ok, &cc_line("s-maxage=60")),
+            Ok(Duration::from_secs(60))
+        );
+        assert_eq!(check(&get, &none, ok, &[]), Err(NotStorable::NoFreshness));
+        assert_eq!(
+            check(&get, &none, ok, &cc_line("max-age=0")),
+            Err(NotStorable::NoFreshness)
+        );
+        assert_eq!(
+            check(
+                &get,
+                &none,
+                ok,
+                &[("cache-control", "max-age=60"), ("vary", "Accept, *")]
+            ),
             Err(NotStorable::VaryStar)
         );
-        assert_eq!(check(&get, &none, StatusCode::NOT_FOUND, &cc_line("max-age=60")), Ok(Duration::from_secs(60)));
+        assert_eq!(
+            check(&get, &none, StatusCode::NOT_FOUND, &cc_line("max-age=60")),
+            Ok(Duration::from_secs(60))
+        );
     }
 
     #[test]
@@ -380,9 +539,17 @@ mod tests {
             age: Some(Duration::from_secs(3)),
         };
         assert_eq!(inputs.corrected_initial_age(), Duration::from_secs(12));
-        let reported = AgeInputs { date: Some(t0 + Duration::from_secs(2)), age: Some(Duration::from_secs(30)), ..inputs };
+        let reported = AgeInputs {
+            date: Some(t0 + Duration::from_secs(2)),
+            age: Some(Duration::from_secs(30)),
+            ..inputs
+        };
         assert_eq!(reported.corrected_initial_age(), Duration::from_secs(32));
-        let clock_ahead = AgeInputs { date: Some(t0 + Duration::from_secs(100)), age: None, ..inputs };
+        let clock_ahead = AgeInputs {
+            date: Some(t0 + Duration::from_secs(100)),
+            age: None,
+            ..inputs
+        };
         assert_eq!(clock_ahead.corrected_initial_age(), Duration::from_secs(2));
     }
 }

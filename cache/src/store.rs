@@ -93,7 +93,11 @@ mod tests {
             store.insert(key, object(4 << 10)).await;
         }
         store.sync().await;
-        assert!(store.weighted_bytes() <= max, "{} > {max}", store.weighted_bytes());
+        assert!(
+            store.weighted_bytes() <= max,
+            "{} > {max}",
+            store.weighted_bytes()
+        );
         assert!(store.object_count() > 0);
         assert!(store.object_count() < 2_000);
     }

@@ -135,13 +135,18 @@ impl EdgeConfig {
 
     /// Reads a file and validates it; the file's path is named in a read error.
     pub fn from_file(path: &Path) -> Result<EdgeConfig, ConfigErrors> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigErrors::single("", format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::single("", format!("cannot read {}: {e}", path.display()))
+        })?;
         EdgeConfig::from_toml(&text)
     }
 
     /// The configuration for a quick start without a file: defaults plus these three values.
-    pub fn quick_start(listen: &str, admin_listen: &str, origin: &str) -> Result<EdgeConfig, ConfigErrors> {
+    pub fn quick_start(
+        listen: &str,
+        admin_listen: &str,
+        origin: &str,
+    ) -> Result<EdgeConfig, ConfigErrors> {
         let raw = RawEdgeFile {
             server: Some(RawServer {
                 listen: Some(listen.to_string()),
@@ -173,7 +178,10 @@ fn error_path(e: &toml::de::Error) -> String {
 fn validate(raw: RawEdgeFile) -> Result<EdgeConfig, ConfigErrors> {
     let mut c = Collector::default();
     let node = raw.edge.unwrap_or_default();
-    let id = c.take("edge.id", NodeId::new(node.id.as_deref().unwrap_or("edge-1")));
+    let id = c.take(
+        "edge.id",
+        NodeId::new(node.id.as_deref().unwrap_or("edge-1")),
+    );
     let region = c.take(
         "edge.region",
         RegionId::new(node.region.as_deref().unwrap_or("local")),
@@ -185,7 +193,10 @@ fn validate(raw: RawEdgeFile) -> Result<EdgeConfig, ConfigErrors> {
         if server.listen == server.admin_listen && server.listen.port() != 0 {
             c.push(
                 "server.admin_listen",
-                format!("{} is also server.listen; the admin listener needs its own address", server.admin_listen),
+                format!(
+                    "{} is also server.listen; the admin listener needs its own address",
+                    server.admin_listen
+                ),
             );
         }
     }
@@ -206,8 +217,9 @@ fn addr(c: &mut Collector, path: &str, value: Option<&str>, default: &str) -> Op
     let text = value.unwrap_or(default);
     c.take(
         path,
-        text.parse::<SocketAddr>()
-            .map_err(|_| format!("invalid socket address {text:?}: expected IP:PORT, e.g. 127.0.0.1:8080")),
+        text.parse::<SocketAddr>().map_err(|_| {
+            format!("invalid socket address {text:?}: expected IP:PORT, e.g. 127.0.0.1:8080")
+        }),
     )
 }
 
@@ -220,7 +232,13 @@ fn size(c: &mut Collector, path: &str, value: Option<&RawSize>, default: &str) -
     c.take(path, result)
 }
 
-fn duration(c: &mut Collector, path: &str, value: Option<&str>, default: &str, min: Duration) -> Option<Duration> {
+fn duration(
+    c: &mut Collector,
+    path: &str,
+    value: Option<&str>,
+    default: &str,
+    min: Duration,
+) -> Option<Duration> {
     let d = c.take(path, parse_duration(value.unwrap_or(default)))?;
     if d < min {
         c.push(path, format!("must be at least {}ms", min.as_millis()));
@@ -229,10 +247,19 @@ fn duration(c: &mut Collector, path: &str, value: Option<&str>, default: &str, m
     Some(d)
 }
 
-fn count(c: &mut Collector, path: &str, value: Option<u64>, default: u64, range: (u64, u64)) -> Option<u64> {
+fn count(
+    c: &mut Collector,
+    path: &str,
+    value: Option<u64>,
+    default: u64,
+    range: (u64, u64),
+) -> Option<u64> {
     let n = value.unwrap_or(default);
     if n < range.0 || n > range.1 {
-        c.push(path, format!("{n} is out of range {}..={}", range.0, range.1));
+        c.push(
+            path,
+            format!("{n} is out of range {}..={}", range.0, range.1),
+        );
         return None;
     }
     Some(n)
@@ -242,20 +269,50 @@ fn validate_server(c: &mut Collector, raw: RawServer) -> Option<ServerConfig> {
     use defaults::*;
     let ms = Duration::from_millis(1);
     let listen = addr(c, "server.listen", raw.listen.as_deref(), LISTEN);
-    let admin_listen = addr(c, "server.admin_listen", raw.admin_listen.as_deref(), ADMIN_LISTEN);
-    let max_connections = count(c, "server.max_connections", raw.max_connections, MAX_CONNECTIONS, (1, 1_000_000));
-    let max_header_bytes = size(c, "server.max_header_bytes", raw.max_header_bytes.as_ref(), MAX_HEADER_BYTES);
+    let admin_listen = addr(
+        c,
+        "server.admin_listen",
+        raw.admin_listen.as_deref(),
+        ADMIN_LISTEN,
+    );
+    let max_connections = count(
+        c,
+        "server.max_connections",
+        raw.max_connections,
+        MAX_CONNECTIONS,
+        (1, 1_000_000),
+    );
+    let max_header_bytes = size(
+        c,
+        "server.max_header_bytes",
+        raw.max_header_bytes.as_ref(),
+        MAX_HEADER_BYTES,
+    );
     let max_header_bytes = max_header_bytes.and_then(|s| {
         // hyper's read buffer cannot be smaller than 8 KiB.
         if !(8192..=1 << 20).contains(&s.0) {
-            c.push("server.max_header_bytes", format!("{s} is out of range 8KiB..=1MiB"));
+            c.push(
+                "server.max_header_bytes",
+                format!("{s} is out of range 8KiB..=1MiB"),
+            );
             return None;
         }
         Some(s)
     });
-    let header_read_timeout =
-        duration(c, "server.header_read_timeout", raw.header_read_timeout.as_deref(), HEADER_READ_TIMEOUT, ms);
-    let shutdown_grace = duration(c, "server.shutdown_grace", raw.shutdown_grace.as_deref(), SHUTDOWN_GRACE, Duration::ZERO);
+    let header_read_timeout = duration(
+        c,
+        "server.header_read_timeout",
+        raw.header_read_timeout.as_deref(),
+        HEADER_READ_TIMEOUT,
+        ms,
+    );
+    let shutdown_grace = duration(
+        c,
+        "server.shutdown_grace",
+        raw.shutdown_grace.as_deref(),
+        SHUTDOWN_GRACE,
+        Duration::ZERO,
+    );
     let streams = count(
         c,
         "server.h2_max_concurrent_streams",
@@ -277,7 +334,12 @@ fn validate_server(c: &mut Collector, raw: RawServer) -> Option<ServerConfig> {
 fn validate_cache(c: &mut Collector, raw: RawCache) -> Option<CacheConfig> {
     use defaults::*;
     let max_bytes = size(c, "cache.max_bytes", raw.max_bytes.as_ref(), MAX_BYTES);
-    let max_object_bytes = size(c, "cache.max_object_bytes", raw.max_object_bytes.as_ref(), MAX_OBJECT_BYTES);
+    let max_object_bytes = size(
+        c,
+        "cache.max_object_bytes",
+        raw.max_object_bytes.as_ref(),
+        MAX_OBJECT_BYTES,
+    );
     if let Some(m) = max_bytes {
         if m.0 == 0 {
             c.push("cache.max_bytes", "must be greater than 0");
@@ -297,10 +359,23 @@ fn validate_cache(c: &mut Collector, raw: RawCache) -> Option<CacheConfig> {
             );
         }
     }
-    let hfm_ttl = duration(c, "cache.hit_for_miss_ttl", raw.hit_for_miss_ttl.as_deref(), HIT_FOR_MISS_TTL, Duration::ZERO);
-    let hfm_keys = count(c, "cache.hit_for_miss_max_keys", raw.hit_for_miss_max_keys, HIT_FOR_MISS_MAX_KEYS, (1, 100_000_000));
+    let hfm_ttl = duration(
+        c,
+        "cache.hit_for_miss_ttl",
+        raw.hit_for_miss_ttl.as_deref(),
+        HIT_FOR_MISS_TTL,
+        Duration::ZERO,
+    );
+    let hfm_keys = count(
+        c,
+        "cache.hit_for_miss_max_keys",
+        raw.hit_for_miss_max_keys,
+        HIT_FOR_MISS_MAX_KEYS,
+        (1, 100_000_000),
+    );
     let (max_bytes, max_object_bytes) = (max_bytes?, max_object_bytes?);
-    if max_bytes.0 == 0 || max_object_bytes > max_bytes || max_object_bytes.0 >= u64::from(u32::MAX) {
+    if max_bytes.0 == 0 || max_object_bytes > max_bytes || max_object_bytes.0 >= u64::from(u32::MAX)
+    {
         return None;
     }
     Some(CacheConfig {
@@ -317,14 +392,41 @@ fn validate_upstream(c: &mut Collector, raw: RawUpstream) -> Option<UpstreamConf
     let origin = match raw.origin.as_deref() {
         Some(text) => c.take("upstream.origin", OriginUrl::parse(text)),
         None => {
-            c.push("upstream.origin", "missing: the origin URL, e.g. \"http://127.0.0.1:8000\"");
+            c.push(
+                "upstream.origin",
+                "missing: the origin URL, e.g. \"http://127.0.0.1:8000\"",
+            );
             None
         }
     };
-    let connect_timeout = duration(c, "upstream.connect_timeout", raw.connect_timeout.as_deref(), CONNECT_TIMEOUT, ms);
-    let response_timeout = duration(c, "upstream.response_timeout", raw.response_timeout.as_deref(), RESPONSE_TIMEOUT, ms);
-    let max_idle = count(c, "upstream.max_idle_per_host", raw.max_idle_per_host, MAX_IDLE_PER_HOST, (0, 100_000));
-    let idle_timeout = duration(c, "upstream.idle_timeout", raw.idle_timeout.as_deref(), IDLE_TIMEOUT, ms);
+    let connect_timeout = duration(
+        c,
+        "upstream.connect_timeout",
+        raw.connect_timeout.as_deref(),
+        CONNECT_TIMEOUT,
+        ms,
+    );
+    let response_timeout = duration(
+        c,
+        "upstream.response_timeout",
+        raw.response_timeout.as_deref(),
+        RESPONSE_TIMEOUT,
+        ms,
+    );
+    let max_idle = count(
+        c,
+        "upstream.max_idle_per_host",
+        raw.max_idle_per_host,
+        MAX_IDLE_PER_HOST,
+        (0, 100_000),
+    );
+    let idle_timeout = duration(
+        c,
+        "upstream.idle_timeout",
+        raw.idle_timeout.as_deref(),
+        IDLE_TIMEOUT,
+        ms,
+    );
     Some(UpstreamConfig {
         origin: origin?,
         connect_timeout: connect_timeout?,
@@ -397,8 +499,15 @@ mod tests {
 
     #[test]
     fn wrong_types_are_reported() {
-        let errs = EdgeConfig::from_toml(&format!("{MINIMAL}\n[server]\nmax_connections = \"many\"\n")).unwrap_err();
-        assert!(errs.to_string().contains("max_connections") || errs.to_string().contains("invalid type"), "{errs}");
+        let errs = EdgeConfig::from_toml(&format!(
+            "{MINIMAL}\n[server]\nmax_connections = \"many\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            errs.to_string().contains("max_connections")
+                || errs.to_string().contains("invalid type"),
+            "{errs}"
+        );
     }
 
     #[test]
@@ -413,8 +522,11 @@ mod tests {
 
     #[test]
     fn quick_start_uses_the_three_values() {
-        let cfg = EdgeConfig::quick_start("127.0.0.1:0", "127.0.0.1:0", "http://127.0.0.1:9").unwrap();
+        let cfg =
+            EdgeConfig::quick_start("127.0.0.1:0", "127.0.0.1:0", "http://127.0.0.1:9").unwrap();
         assert_eq!(cfg.upstream.origin.authority.as_str(), "127.0.0.1:9");
-        assert!(EdgeConfig::quick_start("x", "127.0.0.1:0", "http://a").unwrap_err().mentions("server.listen"));
+        assert!(EdgeConfig::quick_start("x", "127.0.0.1:0", "http://a")
+            .unwrap_err()
+            .mentions("server.listen"));
     }
 }

@@ -39,7 +39,12 @@ impl ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
         for (name, size) in UNITS {
             if self.0 >= size && self.0 % size == 0 {
                 return write!(f, "{}{name}", self.0 / size);
@@ -58,7 +63,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        "" => return Err(format!("invalid duration {text:?}: missing unit (ms, s, m, h or d)")),
+        "" => {
+            return Err(format!(
+                "invalid duration {text:?}: missing unit (ms, s, m, h or d)"
+            ))
+        }
         other => {
             return Err(format!(
                 "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h or d)"
@@ -108,10 +117,16 @@ mod tests {
 
     #[test]
     fn bad_sizes_say_what_is_wrong() {
-        assert!(ByteSize::parse("12XB").unwrap_err().contains("unknown unit"));
-        assert!(ByteSize::parse("MiB").unwrap_err().contains("expected a number"));
+        assert!(ByteSize::parse("12XB")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(ByteSize::parse("MiB")
+            .unwrap_err()
+            .contains("expected a number"));
         assert!(ByteSize::parse("-1MiB").is_err());
-        assert!(ByteSize::parse("99999999999TiB").unwrap_err().contains("too large"));
+        assert!(ByteSize::parse("99999999999TiB")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]
@@ -127,6 +142,8 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("30").unwrap_err().contains("missing unit"));
-        assert!(parse_duration("3 weeks").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("3 weeks")
+            .unwrap_err()
+            .contains("unknown unit"));
     }
 }

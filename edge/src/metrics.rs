@@ -1,0 +1,183 @@
+//! A node's Prometheus metrics, registered on a registry the caller passes in.
+
+use std::time::Duration;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+/// How a request was answered; the `cache_status` label of request metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOutcome {
+    Hit,
+    Miss,
+    /// Served from another request's fill.
+    Coalesced,
+    /// Not cacheable by method; forwarded as is.
+    Pass,
+    /// Answered with an error generated here.
+    Error,
+}
+
+impl RequestOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Hit => "hit",
+            RequestOutcome::Miss => "miss",
+            RequestOutcome::Coalesced => "coalesced",
+            RequestOutcome::Pass => "pass",
+            RequestOutcome::Error => "error",
+        }
+    }
+}
+
+/// The result of one upstream request; the `result` label of upstream metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamResult {
+    Ok,
+    ConnectError,
+    Timeout,
+    Error,
+}
+
+impl UpstreamResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamResult::Ok => "ok",
+            UpstreamResult::ConnectError => "connect_error",
+            UpstreamResult::Timeout => "timeout",
+            UpstreamResult::Error => "error",
+        }
+    }
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+#[derive(Clone)]
+pub struct NodeMetrics {
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    pub cache_objects: IntGauge,
+    pub cache_bytes: IntGauge,
+    pub cache_max_bytes: IntGauge,
+    upstream_requests: IntCounterVec,
+    upstream_duration: Histogram,
+    pub coalesced: IntCounter,
+    not_stored: IntCounterVec,
+    pub hit_for_miss_keys: IntGauge,
+    pub fills_in_flight: IntGauge,
+    pub connections_open: IntGauge,
+    pub connections_total: IntCounter,
+    pub connections_max: IntGauge,
+}
+
+impl NodeMetrics {
+    pub fn register(registry: &Registry) -> Result<NodeMetrics, prometheus::Error> {
+        let m = NodeMetrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "verge_requests_total",
+                    "Client requests answered, by cache status and HTTP status code",
+                ),
+                &["cache_status", "code"],
+            )?,
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "verge_request_duration_seconds",
+                    "Time to answer a client request (until the response head is ready)",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["cache_status"],
+            )?,
+            cache_objects: IntGauge::new("verge_cache_objects", "Objects held in the cache")?,
+            cache_bytes: IntGauge::new(
+                "verge_cache_bytes",
+                "Bytes held in the cache (heads, bodies and keys)",
+            )?,
+            cache_max_bytes: IntGauge::new(
+                "verge_cache_max_bytes",
+                "Configured bound on cache bytes",
+            )?,
+            upstream_requests: IntCounterVec::new(
+                Opts::new(
+                    "verge_upstream_requests_total",
+                    "Requests sent upstream, by result",
+                ),
+                &["result"],
+            )?,
+            upstream_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "verge_upstream_duration_seconds",
+                    "Time from sending an upstream request to its response head",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+            coalesced: IntCounter::new(
+                "verge_coalesced_requests_total",
+                "Misses that waited for another request's fill instead of going upstream",
+            )?,
+            not_stored: IntCounterVec::new(
+                Opts::new(
+                    "verge_cache_not_stored_total",
+                    "Upstream responses not stored, by reason",
+                ),
+                &["reason"],
+            )?,
+            hit_for_miss_keys: IntGauge::new(
+                "verge_hit_for_miss_keys",
+                "Keys remembered as not storable",
+            )?,
+            fills_in_flight: IntGauge::new("verge_fills_in_flight", "Cache fills in progress")?,
+            connections_open: IntGauge::new(
+                "verge_connections_open",
+                "Client connections open on the data plane",
+            )?,
+            connections_total: IntCounter::new(
+                "verge_connections_total",
+                "Client connections accepted on the data plane",
+            )?,
+            connections_max: IntGauge::new(
+                "verge_connections_max",
+                "Configured bound on open client connections",
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.request_duration.clone()))?;
+        registry.register(Box::new(m.cache_objects.clone()))?;
+        registry.register(Box::new(m.cache_bytes.clone()))?;
+        registry.register(Box::new(m.cache_max_bytes.clone()))?;
+        registry.register(Box::new(m.upstream_requests.clone()))?;
+        registry.register(Box::new(m.upstream_duration.clone()))?;
+        registry.register(Box::new(m.coalesced.clone()))?;
+        registry.register(Box::new(m.not_stored.clone()))?;
+        registry.register(Box::new(m.hit_for_miss_keys.clone()))?;
+        registry.register(Box::new(m.fills_in_flight.clone()))?;
+        registry.register(Box::new(m.connections_open.clone()))?;
+        registry.register(Box::new(m.connections_total.clone()))?;
+        registry.register(Box::new(m.connections_max.clone()))?;
+        Ok(m)
+    }
+
+    pub fn observe_request(&self, outcome: RequestOutcome, code: http::StatusCode, took: Duration) {
+        self.requests
+            .with_label_values(&[outcome.as_str(), code.as_str()])
+            .inc();
+        self.request_duration
+            .with_label_values(&[outcome.as_str()])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn observe_upstream(&self, result: UpstreamResult, took: Duration) {
+        self.upstream_requests
+            .with_label_values(&[result.as_str()])
+            .inc();
+        self.upstream_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn not_stored(&self, reason: &str) {
+        self.not_stored.with_label_values(&[reason]).inc();
+    }
+}

@@ -1,0 +1,143 @@
+//! Where misses go. [`Upstream`] is the hop boundary: the edge's upstream is its origin here,
+//! a shield ring later, and a shield's is an origin pool.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response};
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use verge_config::{OriginUrl, UpstreamConfig};
+
+use crate::error::EdgeError;
+
+/// A request body sent upstream: nothing (cache fills) or the client's body streamed through.
+pub type UpstreamBody = Either<Empty<Bytes>, Incoming>;
+
+/// One hop towards the origin.
+pub trait Upstream: Send + Sync + 'static {
+    /// Sends a request whose URI is origin-form (path and query); the upstream picks the server.
+    fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> impl Future<Output = Result<Response<Incoming>, EdgeError>> + Send;
+
+    /// How long a response body may stall between chunks before the fill is abandoned.
+    fn body_idle_timeout(&self) -> Duration;
+
+    /// Names the upstream in errors and logs.
+    fn name(&self) -> &str;
+}
+
+/// A single origin server reached over a pooled HTTP/1.1 client.
+pub struct OriginUpstream {
+    client: Client<HttpConnector, UpstreamBody>,
+    origin: OriginUrl,
+    name: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl OriginUpstream {
+    pub fn new(config: &UpstreamConfig) -> OriginUpstream {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.idle_timeout)
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        OriginUpstream {
+            client,
+            name: config.origin.to_string(),
+            origin: config.origin.clone(),
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.response_timeout,
+        }
+    }
+
+    fn classify(&self, error: hyper_util::client::legacy::Error) -> EdgeError {
+        let upstream = self.name.clone();
+        if error.is_connect() {
+            if timed_out(&error) {
+                return EdgeError::UpstreamTimeout {
+                    upstream,
+                    after: self.connect_timeout,
+                };
+            }
+            return EdgeError::UpstreamConnect {
+                upstream,
+                reason: root_cause(&error),
+            };
+        }
+        EdgeError::UpstreamBroken {
+            upstream,
+            reason: root_cause(&error),
+        }
+    }
+}
+
+impl Upstream for OriginUpstream {
+    async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, EdgeError> {
+        let (mut parts, body) = request.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::builder()
+            .scheme(self.origin.scheme.clone())
+            .authority(self.origin.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| EdgeError::UpstreamBroken {
+                upstream: self.name.clone(),
+                reason: format!("cannot build request URI: {e}"),
+            })?;
+        let request = Request::from_parts(parts, body);
+        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+            Err(_) => Err(EdgeError::UpstreamTimeout {
+                upstream: self.name.clone(),
+                after: self.response_timeout,
+            }),
+            Ok(Err(e)) => Err(self.classify(e)),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    fn body_idle_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
