@@ -131,7 +131,7 @@ impl<U: Upstream> EdgePipeline<U> {
         for _ in 0..MAX_FLIGHT_JOINS {
             if let Some(object) = self.lookup(ctx).await {
                 let status = CacheStatus::hit(object.ttl_seconds(self.clock.now()));
-                return Ok((self.from_cache(ctx, &object, &status), RequestOutcome::Hit));
+                return Ok((self.respond_from_cache(ctx, &object, &status), RequestOutcome::Hit));
             }
             match self.flights.join(&ctx.key) {
                 Join::Leader(leader) => {
@@ -139,7 +139,7 @@ impl<U: Upstream> EdgePipeline<U> {
                     if let Some(object) = self.lookup(ctx).await {
                         leader.finish(FillOutcome::Stored(Arc::clone(&object)));
                         let status = CacheStatus::hit(object.ttl_seconds(self.clock.now()));
-                        return Ok((self.from_cache(ctx, &object, &status), RequestOutcome::Hit));
+                        return Ok((self.respond_from_cache(ctx, &object, &status), RequestOutcome::Hit));
                     }
                     return self.fill(ctx, Some(leader)).await;
                 }
@@ -152,7 +152,7 @@ impl<U: Upstream> EdgePipeline<U> {
                                 ttl: Some(object.ttl_seconds(self.clock.now())),
                                 ..CacheStatus::forwarded("miss")
                             };
-                            let response = self.from_cache(ctx, &object, &status);
+                            let response = self.respond_from_cache(ctx, &object, &status);
                             return Ok((response, RequestOutcome::Coalesced));
                         }
                         FillOutcome::Stored(_) | FillOutcome::NotStorable => break,
@@ -288,7 +288,7 @@ impl<U: Upstream> EdgePipeline<U> {
             ttl: Some(object.ttl_seconds(self.clock.now())),
             ..CacheStatus::forwarded("miss")
         };
-        Ok((self.from_cache(ctx, &object, &status), RequestOutcome::Miss))
+        Ok((self.respond_from_cache(ctx, &object, &status), RequestOutcome::Miss))
     }
 
     /// Methods the cache does not handle: forwarded with their bodies, answered as streamed.
@@ -420,7 +420,7 @@ impl<U: Upstream> EdgePipeline<U> {
         Ok(BodyRead::Complete(buffer.freeze()))
     }
 
-    fn from_cache(
+    fn respond_from_cache(
         &self,
         ctx: &RequestContext,
         object: &CachedObject,
