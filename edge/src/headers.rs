@@ -51,10 +51,9 @@ pub struct CacheStatus {
 }
 
 impl CacheStatus {
-    pub fn hit(ttl: i64) -> CacheStatus {
+    pub fn hit() -> CacheStatus {
         CacheStatus {
             hit: true,
-            ttl: Some(ttl),
             ..CacheStatus::default()
         }
     }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
@@ -129,17 +129,19 @@ impl<U: Upstream> EdgePipeline<U> {
         ctx: &RequestContext,
     ) -> Result<(Response<ResponseBody>, RequestOutcome), EdgeError> {
         for _ in 0..MAX_FLIGHT_JOINS {
-            if let Some(object) = self.lookup(ctx).await {
-                let status = CacheStatus::hit(object.ttl_seconds(self.clock.now()));
-                return Ok((self.respond_from_cache(ctx, &object, &status), RequestOutcome::Hit));
+            let now = self.clock.now();
+            if let Some(object) = self.lookup(ctx, now).await {
+                let response = self.respond_from_cache(ctx, &object, CacheStatus::hit(), now);
+                return Ok((response, RequestOutcome::Hit));
             }
             match self.flights.join(&ctx.key) {
                 Join::Leader(leader) => {
                     // A fill that ended between the lookup and the join has stored its object.
-                    if let Some(object) = self.lookup(ctx).await {
+                    if let Some(object) = self.lookup(ctx, now).await {
                         leader.finish(FillOutcome::Stored(Arc::clone(&object)));
-                        let status = CacheStatus::hit(object.ttl_seconds(self.clock.now()));
-                        return Ok((self.respond_from_cache(ctx, &object, &status), RequestOutcome::Hit));
+                        let response =
+                            self.respond_from_cache(ctx, &object, CacheStatus::hit(), now);
+                        return Ok((response, RequestOutcome::Hit));
                     }
                     return self.fill(ctx, Some(leader)).await;
                 }
@@ -149,10 +151,10 @@ impl<U: Upstream> EdgePipeline<U> {
                         FillOutcome::Stored(object) if object.vary.matches(&ctx.parts.headers) => {
                             let status = CacheStatus {
                                 collapsed: true,
-                                ttl: Some(object.ttl_seconds(self.clock.now())),
                                 ..CacheStatus::forwarded("miss")
                             };
-                            let response = self.respond_from_cache(ctx, &object, &status);
+                            let response =
+                                self.respond_from_cache(ctx, &object, status, self.clock.now());
                             return Ok((response, RequestOutcome::Coalesced));
                         }
                         FillOutcome::Stored(_) | FillOutcome::NotStorable => break,
@@ -166,10 +168,9 @@ impl<U: Upstream> EdgePipeline<U> {
         self.fill(ctx, None).await
     }
 
-    async fn lookup(&self, ctx: &RequestContext) -> Option<Arc<CachedObject>> {
+    async fn lookup(&self, ctx: &RequestContext, now: SystemTime) -> Option<Arc<CachedObject>> {
         let object = self.store.get(&ctx.key).await?;
-        (object.vary.matches(&ctx.parts.headers) && object.is_fresh(self.clock.now()))
-            .then_some(object)
+        (object.vary.matches(&ctx.parts.headers) && object.is_fresh(now)).then_some(object)
     }
 
     /// Fetches the object, stores it when allowed, and tells the followers (if leading).
@@ -268,7 +269,7 @@ impl<U: Upstream> EdgePipeline<U> {
         let object = Arc::new(CachedObject {
             status: head.status,
             vary: VaryKey::new(&head.headers, &ctx.parts.headers),
-            headers: head.headers,
+            headers: compact_with_placeholders(&head.headers),
             body: bytes,
             response_time,
             corrected_initial_age,
@@ -285,10 +286,10 @@ impl<U: Upstream> EdgePipeline<U> {
         let status = CacheStatus {
             fwd_status,
             stored,
-            ttl: Some(object.ttl_seconds(self.clock.now())),
             ..CacheStatus::forwarded("miss")
         };
-        Ok((self.respond_from_cache(ctx, &object, &status), RequestOutcome::Miss))
+        let response = self.respond_from_cache(ctx, &object, status, self.clock.now());
+        Ok((response, RequestOutcome::Miss))
     }
 
     /// Methods the cache does not handle: forwarded with their bodies, answered as streamed.
@@ -420,25 +421,26 @@ impl<U: Upstream> EdgePipeline<U> {
         Ok(BodyRead::Complete(buffer.freeze()))
     }
 
+    /// Answers from a stored object. The stored headers already hold `Age` and `Cache-Status`
+    /// placeholders, so replacing them does not grow the cloned map.
     fn respond_from_cache(
         &self,
         ctx: &RequestContext,
         object: &CachedObject,
-        status: &CacheStatus,
+        mut status: CacheStatus,
+        now: SystemTime,
     ) -> Response<ResponseBody> {
         let body = if ctx.head_only {
             ResponseBody::empty()
         } else {
             ResponseBody::full(object.body.clone())
         };
+        status.ttl = Some(object.ttl_seconds(now));
         let mut response = Response::new(body);
         *response.status_mut() = object.status;
         let headers = response.headers_mut();
         *headers = object.headers.clone();
-        headers.insert(
-            AGE,
-            HeaderValue::from(object.current_age(self.clock.now()).as_secs()),
-        );
+        headers.insert(AGE, HeaderValue::from(object.current_age(now).as_secs()));
         headers.insert(CACHE_STATUS.clone(), status.render(self.cache_name));
         response
     }
@@ -509,6 +511,21 @@ impl<U: Upstream> Handler for EdgePipeline<U> {
     ) -> Response<ResponseBody> {
         EdgePipeline::handle(self, request, client).await
     }
+}
+
+/// Copies header values out of the upstream connection's read buffer, which a stored slice of
+/// it would otherwise keep alive for as long as the object is cached; adds `Age` and
+/// `Cache-Status` placeholders that every response from cache overwrites.
+fn compact_with_placeholders(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len() + 2);
+    for (name, value) in headers {
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        out.append(name.clone(), copy);
+    }
+    out.insert(AGE, HeaderValue::from_static("0"));
+    out.insert(CACHE_STATUS.clone(), HeaderValue::from_static("verge"));
+    out
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
