@@ -83,6 +83,8 @@ fn cached_object(body: &Bytes) -> Arc<CachedObject> {
         corrected_initial_age: Duration::ZERO,
         freshness_lifetime: Duration::from_secs(3600),
         vary: VaryKey::default(),
+        cc: CacheControl::default(),
+        surrogate_keys: Vec::new(),
     })
 }
 
@@ -170,11 +172,13 @@ fn cache_policy(c: &mut Criterion) {
     let request = request_headers();
     let response = response_headers();
     let cc = CacheControl::from_headers(&response);
+    let directives = policy::RequestDirectives::from_headers(&request);
     let response_time = SystemTime::now();
     assert_eq!(
         policy::storability(
             &Method::GET,
             &request,
+            &directives,
             StatusCode::OK,
             &response,
             &cc,
@@ -206,6 +210,7 @@ fn cache_policy(c: &mut Criterion) {
             policy::storability(
                 &Method::GET,
                 black_box(&request),
+                black_box(&directives),
                 StatusCode::OK,
                 black_box(&response),
                 black_box(&cc),

@@ -7,6 +7,8 @@
 //! - [`store`]: the moka store, bounded in bytes;
 //! - [`flight`]: single-flight fills, so concurrent misses for one key make one upstream request,
 //!   and the hit-for-miss memory of keys whose responses are not storable;
+//! - [`range`]: byte ranges served from a stored full representation;
+//! - [`purge`]: the index that finds keys by URL prefix and surrogate key;
 //! - [`clock`]: the wall clock, injectable so tests drive time.
 
 pub mod clock;
@@ -14,6 +16,8 @@ pub mod flight;
 pub mod key;
 pub mod object;
 pub mod policy;
+pub mod purge;
+pub mod range;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use crate::policy::vary_names;
+use crate::policy::{self, vary_names, CacheControl, RequestDirectives, Reuse};
 
 /// Fixed per-entry cost added to the weigher, for the bookkeeping around headers and body.
 const ENTRY_OVERHEAD_BYTES: usize = 256;
@@ -69,6 +69,11 @@ pub struct CachedObject {
     pub corrected_initial_age: Duration,
     pub freshness_lifetime: Duration,
     pub vary: VaryKey,
+    /// The directives Verge obeys for this response (CDN-Cache-Control, Surrogate-Control or
+    /// Cache-Control), kept for reuse decisions.
+    pub cc: CacheControl,
+    /// Surrogate keys (`Surrogate-Key`, `Cache-Tag`) for purging by tag.
+    pub surrogate_keys: Vec<std::sync::Arc<str>>,
 }
 
 impl CachedObject {
@@ -82,6 +87,25 @@ impl CachedObject {
 
     pub fn is_fresh(&self, now: SystemTime) -> bool {
         self.freshness_lifetime > self.current_age(now)
+    }
+
+    /// How this object may answer a request at `now`.
+    pub fn reuse(&self, request: &RequestDirectives, now: SystemTime) -> Reuse {
+        policy::reuse(&self.cc, self.freshness_lifetime, self.current_age(now), request)
+    }
+
+    /// Whether this object may stand in for a failed upstream at `now`.
+    pub fn may_serve_on_error(&self, request: &RequestDirectives, now: SystemTime) -> bool {
+        policy::may_serve_stale_on_error(&self.cc, self.freshness_lifetime, self.current_age(now), request)
+    }
+
+    /// A copy that is stale from `now` on (a soft purge): it must be revalidated before use,
+    /// but stale-if-error and stale-while-revalidate windows still apply.
+    pub fn expired_at(&self, now: SystemTime) -> CachedObject {
+        CachedObject {
+            freshness_lifetime: self.freshness_lifetime.min(self.current_age(now)),
+            ..self.clone()
+        }
     }
 
     /// Seconds of freshness left at `now`; negative once stale (the `ttl` of `Cache-Status`).
@@ -116,6 +140,8 @@ mod tests {
             corrected_initial_age: Duration::from_secs(initial_age),
             freshness_lifetime: Duration::from_secs(lifetime),
             vary: VaryKey::default(),
+            cc: CacheControl::default(),
+            surrogate_keys: Vec::new(),
         }
     }
 
@@ -131,6 +157,18 @@ mod tests {
             o.current_age(t0 + Duration::from_secs(5)),
             Duration::from_secs(15)
         );
+    }
+
+    #[test]
+    fn a_soft_purged_copy_is_stale_from_then_on() {
+        let t0 = SystemTime::now();
+        let o = object(60, 0, t0);
+        let later = t0 + Duration::from_secs(10);
+        let purged = o.expired_at(later);
+        assert!(o.is_fresh(later));
+        assert!(!purged.is_fresh(later));
+        assert_eq!(purged.ttl_seconds(later), 0);
+        assert_eq!(purged.body, o.body);
     }
 
     #[test]

@@ -81,6 +81,8 @@ mod tests {
             corrected_initial_age: Duration::ZERO,
             freshness_lifetime: Duration::from_secs(60),
             vary: VaryKey::default(),
+            cc: crate::policy::CacheControl::default(),
+            surrogate_keys: Vec::new(),
         })
     }
 

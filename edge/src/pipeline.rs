@@ -13,7 +13,7 @@ use http::header::{
 use http::{request, response, HeaderMap, Method, Request, Response, Version};
 use http_body_util::{BodyExt, Either, Empty};
 use hyper::body::Incoming;
-use verge_cache::policy::{self, AgeInputs};
+use verge_cache::policy::{self, AgeInputs, RequestDirectives, Reuse};
 use verge_cache::{
     CacheControl, CacheKey, CacheStore, CachedObject, Clock, FillOutcome, FlightLeader, Flights,
     Join, NotStorable, VaryKey,
@@ -170,7 +170,9 @@ impl<U: Upstream> EdgePipeline<U> {
 
     async fn lookup(&self, ctx: &RequestContext, now: SystemTime) -> Option<Arc<CachedObject>> {
         let object = self.store.get(&ctx.key).await?;
-        (object.vary.matches(&ctx.parts.headers) && object.is_fresh(now)).then_some(object)
+        let directives = RequestDirectives::from_headers(&ctx.parts.headers);
+        (object.vary.matches(&ctx.parts.headers) && object.reuse(&directives, now) == Reuse::Fresh)
+            .then_some(object)
     }
 
     /// Fetches the object, stores it when allowed, and tells the followers (if leading).
@@ -208,11 +210,13 @@ impl<U: Upstream> EdgePipeline<U> {
         let (mut head, body) = response.into_parts();
         self.prepare_response(&mut head);
         let fwd_status = Some(head.status.as_u16());
-        let cc = CacheControl::from_headers(&head.headers);
+        let cc = CacheControl::for_response(&head.headers);
+        let directives = RequestDirectives::from_headers(&ctx.parts.headers);
         let max_object = self.store.max_object_bytes();
         let lifetime = policy::storability(
             &Method::GET,
             &ctx.parts.headers,
+            &directives,
             head.status,
             &head.headers,
             &cc,
@@ -274,6 +278,8 @@ impl<U: Upstream> EdgePipeline<U> {
             response_time,
             corrected_initial_age,
             freshness_lifetime: lifetime,
+            cc,
+            surrogate_keys: Vec::new(),
         });
         let stored = self
             .store

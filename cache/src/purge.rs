@@ -1,0 +1,741 @@
+//! The purge index: which stored keys carry a surrogate key (a tag), and which keys start with a
+//! URL prefix, answered without scanning the cache.
+//!
+//! The store keeps one [`PurgeIndex`] beside its moka cache: it records a key with the tags of its
+//! response when it stores it, and forgets the key when the entry leaves (evicted, expired or
+//! purged). A purge then asks the index for the keys and invalidates exactly those.
+//!
+//! Layout: every key is recorded with its tags in one of [`SHARDS`] ordered maps (by key hash), and
+//! linked from each of its tags in one of [`SHARDS`] tag maps (by tag hash). The recorded tags are
+//! authoritative: inserting a key again replaces its tags, and removing a key unlinks exactly the
+//! tags it was recorded with, so links never outlive their key and a tag with no keys left is
+//! dropped. Memory is therefore proportional to the keys and (tag, key) pairs indexed.
+//!
+//! Locking: a writer holds its key's shard while it relinks that key's tags, one tag shard at a
+//! time, so concurrent writes to one key cannot leave stray links. Lookups hold one shard at a time,
+//! and only for a bounded piece of work (one shard's share of the tags, or [`PREFIX_CHUNK`] keys),
+//! so a purge of 10,000 tags delays a concurrent store by at most one such piece. No user code runs
+//! under these locks, so a poisoned lock still guards consistent data and is used as is.
+
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::collections::hash_map::{Entry, RandomState};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::ops::Bound;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use http::header::HeaderName;
+use http::HeaderMap;
+
+use crate::key::CacheKey;
+
+/// Tags kept from one response; the rest are dropped, so a hostile origin cannot make one stored
+/// object cost unbounded index memory.
+pub const MAX_TAGS_PER_RESPONSE: usize = 256;
+/// Longest tag kept, in bytes; longer ones are dropped.
+pub const MAX_TAG_BYTES: usize = 256;
+
+const SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
+const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
+
+/// Shards of the key maps and of the tag maps. More shards mean shorter waits for writers during a
+/// big purge, at the cost of one lock and one range seek per shard in a prefix lookup.
+const SHARDS: usize = 64;
+/// Keys a prefix lookup collects per hold of a shard's lock, so purging a whole site does not
+/// block stores for the whole walk.
+const PREFIX_CHUNK: usize = 1024;
+
+/// Keys by URL prefix and by surrogate key, for purges. See the [module docs](self).
+pub struct PurgeIndex {
+    /// Each key with its recorded tags, sorted by tag text; ordered for prefix ranges.
+    keys: Box<[RwLock<KeyShard>]>,
+    /// Each tag with the keys that carry it; never holds an empty set.
+    tags: Box<[RwLock<TagShard>]>,
+    /// Picks shards; random so that clients cannot aim every key at one shard.
+    shard_hasher: RandomState,
+}
+
+type KeyShard = BTreeMap<IndexedKey, Box<[Arc<str>]>>;
+type TagShard = HashMap<Arc<str>, HashSet<IndexedKey>>;
+
+impl PurgeIndex {
+    pub fn new() -> PurgeIndex {
+        PurgeIndex {
+            keys: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            tags: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            shard_hasher: RandomState::new(),
+        }
+    }
+
+    /// Records a stored key and the surrogate keys (tags) of its response. Idempotent; if the key
+    /// is already recorded, its tags are replaced by these (a new response for the same URL).
+    pub fn insert(&self, key: &CacheKey, tags: &[Arc<str>]) {
+        let mut wanted: Vec<&Arc<str>> = tags.iter().collect();
+        wanted.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        wanted.dedup_by(|a, b| a.as_ref() == b.as_ref());
+
+        let mut keys = write(&self.keys[self.shard_of(key.as_str())]);
+        let (key, old) = match keys.remove_entry(key.as_str()) {
+            Some((stored, old)) => (stored, old),
+            None => (IndexedKey(key.clone()), Box::default()),
+        };
+        let mut recorded = Vec::with_capacity(wanted.len());
+        for tag in wanted {
+            match find(&old, tag) {
+                Some(kept) => recorded.push(kept.clone()),
+                None => recorded.push(self.link(tag, &key)),
+            }
+        }
+        for tag in old.iter() {
+            if find(&recorded, tag).is_none() {
+                self.unlink(tag, &key);
+            }
+        }
+        keys.insert(key, recorded.into_boxed_slice());
+    }
+
+    /// Forgets a key (evicted, replaced or purged) and its tags. Unknown keys are ignored.
+    ///
+    /// The key is unlinked from the tags it was recorded with at [`PurgeIndex::insert`], which are
+    /// authoritative; `_tags` is not consulted, so a caller holding stale tags cannot leave a
+    /// dangling link.
+    pub fn remove(&self, key: &CacheKey, _tags: &[Arc<str>]) {
+        let mut keys = write(&self.keys[self.shard_of(key.as_str())]);
+        if let Some((key, tags)) = keys.remove_entry(key.as_str()) {
+            for tag in tags.iter() {
+                self.unlink(tag, &key);
+            }
+        }
+    }
+
+    /// Keys carrying any of these tags, deduplicated, in no particular order. Costs one hash
+    /// lookup per tag and one copy per key found; each tag shard is locked once.
+    pub fn keys_for_tags<S: AsRef<str>>(&self, tags: &[S]) -> Vec<CacheKey> {
+        let mut wanted: Vec<(usize, &str)> = tags
+            .iter()
+            .map(|tag| (self.shard_of(tag.as_ref()), tag.as_ref()))
+            .collect();
+        wanted.sort_unstable_by_key(|&(shard, _)| shard);
+
+        let mut found = Vec::new();
+        for group in wanted.chunk_by(|a, b| a.0 == b.0) {
+            let map = read(&self.tags[group[0].0]);
+            for &(_, tag) in group {
+                if let Some(keys) = map.get(tag) {
+                    found.extend(keys.iter().map(|key| key.0.clone()));
+                }
+            }
+        }
+        if wanted.len() <= 1 {
+            // A key is linked once per tag, so one tag's keys are already distinct.
+            return found;
+        }
+        let unique: HashSet<CacheKey> = found.into_iter().collect();
+        unique.into_iter().collect()
+    }
+
+    /// Keys whose text starts with `prefix` (e.g. `http://example.com/images/`), from a range of
+    /// each shard's ordered map: one seek per shard plus one step per key found.
+    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<CacheKey> {
+        let mut found: Vec<CacheKey> = Vec::new();
+        for shard in self.keys.iter() {
+            let mut after: Option<CacheKey> = None;
+            loop {
+                let map = read(shard);
+                let lower = match &after {
+                    Some(last) => Bound::Excluded(last.as_str()),
+                    None => Bound::Included(prefix),
+                };
+                let before = found.len();
+                found.extend(
+                    map.range::<str, _>((lower, Bound::Unbounded))
+                        .map(|(key, _)| &key.0)
+                        .take_while(|key| key.as_str().starts_with(prefix))
+                        .take(PREFIX_CHUNK)
+                        .cloned(),
+                );
+                drop(map);
+                if found.len() - before < PREFIX_CHUNK {
+                    break;
+                }
+                after = found.last().cloned();
+            }
+        }
+        found
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.keys.iter().map(|shard| read(shard).len()).sum()
+    }
+
+    pub fn tag_count(&self) -> usize {
+        self.tags.iter().map(|shard| read(shard).len()).sum()
+    }
+
+    /// Forgets everything, atomically with respect to concurrent writers.
+    pub fn clear(&self) {
+        let mut keys: Vec<_> = self.keys.iter().map(write).collect();
+        let mut tags: Vec<_> = self.tags.iter().map(write).collect();
+        for shard in &mut keys {
+            **shard = KeyShard::new();
+        }
+        for shard in &mut tags {
+            **shard = TagShard::new();
+        }
+    }
+
+    fn shard_of(&self, text: &str) -> usize {
+        // Truncation is intended: only the low bits pick the shard.
+        self.shard_hasher.hash_one(text) as usize % SHARDS
+    }
+
+    /// Links `key` from `tag`; returns the tag as the index holds it, so that every key carrying
+    /// a tag shares one allocation of its text.
+    fn link(&self, tag: &Arc<str>, key: &IndexedKey) -> Arc<str> {
+        let mut map = write(&self.tags[self.shard_of(tag)]);
+        match map.entry(tag.clone()) {
+            Entry::Occupied(mut entry) => {
+                let held = entry.key().clone();
+                entry.get_mut().insert(key.clone());
+                held
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(HashSet::from([key.clone()]));
+                tag.clone()
+            }
+        }
+    }
+
+    /// Unlinks `key` from `tag`, dropping the tag when no key carries it any more.
+    fn unlink(&self, tag: &str, key: &IndexedKey) {
+        let mut map = write(&self.tags[self.shard_of(tag)]);
+        let Some(keys) = map.get_mut(tag) else {
+            return;
+        };
+        keys.remove(key.as_str());
+        if keys.is_empty() {
+            map.remove(tag);
+            let len = map.len();
+            if is_sparse(len, map.capacity()) {
+                map.shrink_to(len * 2);
+            }
+        } else if is_sparse(keys.len(), keys.capacity()) {
+            keys.shrink_to(keys.len() * 2);
+        }
+    }
+}
+
+impl Default for PurgeIndex {
+    fn default() -> PurgeIndex {
+        PurgeIndex::new()
+    }
+}
+
+/// A key as the index holds it: ordered, hashed and looked up by its text, so that maps can be
+/// queried with a `&str` (a prefix, or the text of a caller's key).
+#[derive(Clone)]
+struct IndexedKey(CacheKey);
+
+impl IndexedKey {
+    fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl Borrow<str> for IndexedKey {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for IndexedKey {
+    fn eq(&self, other: &IndexedKey) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for IndexedKey {}
+
+impl PartialOrd for IndexedKey {
+    fn partial_cmp(&self, other: &IndexedKey) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for IndexedKey {
+    fn cmp(&self, other: &IndexedKey) -> Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl Hash for IndexedKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+/// Surrogate keys of a response, from every `Surrogate-Key` and `Cache-Tag` header line: separated
+/// by spaces, tabs and/or commas, empty items dropped, duplicates removed, each at most
+/// [`MAX_TAG_BYTES`] (longer ones dropped) and at most [`MAX_TAGS_PER_RESPONSE`] per response (the
+/// rest dropped). Non-UTF-8 lines are ignored. Tags are case-sensitive.
+pub fn surrogate_keys(headers: &HeaderMap) -> Vec<Arc<str>> {
+    let lines = headers
+        .get_all(SURROGATE_KEY)
+        .iter()
+        .chain(headers.get_all(CACHE_TAG).iter());
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut tags = Vec::new();
+    for line in lines {
+        let Ok(line) = std::str::from_utf8(line.as_bytes()) else {
+            continue;
+        };
+        for tag in line.split([' ', '\t', ',']) {
+            if tag.is_empty() || tag.len() > MAX_TAG_BYTES || !seen.insert(tag) {
+                continue;
+            }
+            tags.push(Arc::from(tag));
+            if tags.len() == MAX_TAGS_PER_RESPONSE {
+                return tags;
+            }
+        }
+    }
+    tags
+}
+
+/// The tag in `sorted` (sorted by text) with the same text as `tag`.
+fn find<'a>(sorted: &'a [Arc<str>], tag: &str) -> Option<&'a Arc<str>> {
+    sorted
+        .binary_search_by(|held| held.as_ref().cmp(tag))
+        .ok()
+        .map(|at| &sorted[at])
+}
+
+/// Whether a hash table is using under a quarter of its room (and is big enough to care).
+fn is_sparse(len: usize, capacity: usize) -> bool {
+    capacity > 32 && len * 4 < capacity
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+
+    fn key(url: &str) -> CacheKey {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let at = rest.find('/').unwrap_or(rest.len());
+        CacheKey::from_parts(scheme, &rest[..at], &rest[at..])
+    }
+
+    fn tags(names: &[&str]) -> Vec<Arc<str>> {
+        names.iter().map(|&name| Arc::from(name)).collect()
+    }
+
+    fn texts(keys: Vec<CacheKey>) -> Vec<String> {
+        let mut texts: Vec<String> = keys.iter().map(|key| key.as_str().to_owned()).collect();
+        texts.sort();
+        texts
+    }
+
+    /// Every recorded tag links its key, every link is recorded, no tag is left without keys.
+    fn assert_consistent(index: &PurgeIndex) {
+        let mut recorded = BTreeSet::new();
+        for (at, shard) in index.keys.iter().enumerate() {
+            for (key, tags) in read(shard).iter() {
+                assert_eq!(
+                    index.shard_of(key.as_str()),
+                    at,
+                    "{:?} in wrong shard",
+                    key.0
+                );
+                assert!(tags.windows(2).all(|pair| pair[0] < pair[1]), "{tags:?}");
+                for tag in tags.iter() {
+                    recorded.insert((tag.to_string(), key.as_str().to_owned()));
+                }
+            }
+        }
+        let mut linked = BTreeSet::new();
+        for (at, shard) in index.tags.iter().enumerate() {
+            for (tag, keys) in read(shard).iter() {
+                assert_eq!(index.shard_of(tag), at, "{tag:?} in wrong shard");
+                assert!(!keys.is_empty(), "{tag:?} is held with no keys");
+                for key in keys {
+                    linked.insert((tag.to_string(), key.as_str().to_owned()));
+                }
+            }
+        }
+        assert_eq!(recorded, linked);
+    }
+
+    #[test]
+    fn keys_for_tags_is_the_deduplicated_union() {
+        let index = PurgeIndex::new();
+        index.insert(&key("http://a.test/1"), &tags(&["red", "round"]));
+        index.insert(&key("http://a.test/2"), &tags(&["red"]));
+        index.insert(&key("http://b.test/3"), &tags(&["blue", "round"]));
+        index.insert(&key("http://b.test/4"), &[]);
+
+        assert_eq!(
+            texts(index.keys_for_tags(&["red"])),
+            ["http://a.test/1", "http://a.test/2"]
+        );
+        assert_eq!(
+            texts(index.keys_for_tags(&["red", "round", "red", "missing"])),
+            ["http://a.test/1", "http://a.test/2", "http://b.test/3"]
+        );
+        assert!(index.keys_for_tags(&["missing"]).is_empty());
+        assert!(index.keys_for_tags::<&str>(&[]).is_empty());
+        assert_eq!(index.key_count(), 4);
+        assert_eq!(index.tag_count(), 3);
+        assert_consistent(&index);
+    }
+
+    #[test]
+    fn insert_is_idempotent_and_duplicate_tags_count_once() {
+        let index = PurgeIndex::new();
+        let a = key("http://a.test/1");
+        for _ in 0..3 {
+            index.insert(&a, &tags(&["red", "red", "round"]));
+        }
+        assert_eq!(index.key_count(), 1);
+        assert_eq!(index.tag_count(), 2);
+        assert_eq!(index.keys_for_tags(&["red"]), [a.clone()]);
+        assert_consistent(&index);
+    }
+
+    #[test]
+    fn inserting_a_key_again_replaces_its_tags() {
+        let index = PurgeIndex::new();
+        let a = key("http://a.test/1");
+        index.insert(&a, &tags(&["old", "kept"]));
+        index.insert(&a, &tags(&["kept", "new"]));
+        assert!(index.keys_for_tags(&["old"]).is_empty());
+        assert_eq!(index.keys_for_tags(&["kept"]), [a.clone()]);
+        assert_eq!(index.keys_for_tags(&["new"]), [a.clone()]);
+        assert_eq!(index.tag_count(), 2);
+        assert_consistent(&index);
+    }
+
+    #[test]
+    fn remove_forgets_the_key_and_frees_tags_left_without_keys() {
+        let index = PurgeIndex::new();
+        let a = key("http://a.test/1");
+        let b = key("http://a.test/2");
+        index.insert(&a, &tags(&["only-a", "shared"]));
+        index.insert(&b, &tags(&["shared"]));
+
+        index.remove(&a, &tags(&["only-a", "shared"]));
+        assert_eq!(index.key_count(), 1);
+        assert_eq!(index.tag_count(), 1);
+        assert!(index.keys_for_tags(&["only-a"]).is_empty());
+        assert_eq!(index.keys_for_tags(&["shared"]), [b.clone()]);
+        assert!(index.keys_with_prefix("http://a.test/1").is_empty());
+
+        // Stale tags from the caller do not matter: the recorded ones are unlinked.
+        index.remove(&b, &tags(&["something-else"]));
+        assert_eq!((index.key_count(), index.tag_count()), (0, 0));
+        assert_consistent(&index);
+    }
+
+    #[test]
+    fn removing_an_unknown_key_is_ignored() {
+        let index = PurgeIndex::new();
+        index.insert(&key("http://a.test/1"), &tags(&["red"]));
+        index.remove(&key("http://a.test/2"), &tags(&["red"]));
+        index.remove(&key("http://a.test/2"), &[]);
+        assert_eq!((index.key_count(), index.tag_count()), (1, 1));
+        assert_consistent(&index);
+    }
+
+    #[test]
+    fn big_tags_shrink_back_when_their_keys_leave() {
+        let index = PurgeIndex::new();
+        let keys: Vec<CacheKey> = (0..5000)
+            .map(|n| key(&format!("http://a.test/{n}")))
+            .collect();
+        for (n, k) in keys.iter().enumerate() {
+            index.insert(k, &tags(&["all", &format!("own-{n}")]));
+        }
+        for k in &keys[1..] {
+            index.remove(k, &[]);
+        }
+        let all_capacity = |index: &PurgeIndex| {
+            index
+                .tags
+                .iter()
+                .map(|shard| read(shard).get("all").map_or(0, HashSet::capacity))
+                .sum::<usize>()
+        };
+        assert!(all_capacity(&index) <= 32, "{}", all_capacity(&index));
+        let map_capacity: usize = index.tags.iter().map(|s| read(s).capacity()).sum();
+        assert!(map_capacity < 64 * 64, "{map_capacity}");
+        assert_eq!(index.tag_count(), 2);
+        assert_consistent(&index);
+    }
+
+    #[test]
+    fn prefix_lookup_matches_by_text_and_nothing_else() {
+        let index = PurgeIndex::new();
+        for url in [
+            "http://example.com/",
+            "http://example.com/images/a.png",
+            "http://example.com/images/b.png",
+            "http://example.com/images2/c.png",
+            "http://example.com/index.html?images/",
+            "http://example.com.evil.test/images/a.png",
+            "http://example.co/images/a.png",
+            "https://example.com/images/a.png",
+            "http://other.test/images/a.png",
+        ] {
+            index.insert(&key(url), &[]);
+        }
+        let cases: [(&str, &[&str]); 6] = [
+            (
+                "http://example.com/images/",
+                &[
+                    "http://example.com/images/a.png",
+                    "http://example.com/images/b.png",
+                ],
+            ),
+            (
+                // A prefix that is a whole key matches that key.
+                "http://example.com/images/a.png",
+                &["http://example.com/images/a.png"],
+            ),
+            (
+                "http://example.com/images",
+                &[
+                    "http://example.com/images/a.png",
+                    "http://example.com/images/b.png",
+                    "http://example.com/images2/c.png",
+                ],
+            ),
+            (
+                // Other hosts and schemes are not matched by a host's root.
+                "http://example.com/",
+                &[
+                    "http://example.com/",
+                    "http://example.com/images/a.png",
+                    "http://example.com/images/b.png",
+                    "http://example.com/images2/c.png",
+                    "http://example.com/index.html?images/",
+                ],
+            ),
+            ("http://example.com/video/", &[]),
+            ("http://zzz.test/", &[]),
+        ];
+        for (prefix, want) in cases {
+            assert_eq!(texts(index.keys_with_prefix(prefix)), want, "{prefix}");
+        }
+        assert_eq!(index.keys_with_prefix("").len(), 9);
+    }
+
+    #[test]
+    fn prefix_lookup_finds_every_key_beyond_one_chunk() {
+        let index = PurgeIndex::new();
+        let wanted = PREFIX_CHUNK * SHARDS + 7;
+        for n in 0..wanted {
+            index.insert(&key(&format!("http://big.test/{n:06}")), &[]);
+        }
+        index.insert(&key("http://big.test0/x"), &[]);
+        index.insert(&key("http://bif.test/x"), &[]);
+        let found = index.keys_with_prefix("http://big.test/");
+        assert_eq!(found.len(), wanted);
+        assert_eq!(found.iter().collect::<HashSet<_>>().len(), wanted);
+    }
+
+    #[test]
+    fn clear_forgets_everything() {
+        let index = PurgeIndex::new();
+        index.insert(&key("http://a.test/1"), &tags(&["red"]));
+        index.clear();
+        assert_eq!((index.key_count(), index.tag_count()), (0, 0));
+        assert!(index.keys_with_prefix("").is_empty());
+        assert!(index.keys_for_tags(&["red"]).is_empty());
+    }
+
+    #[test]
+    fn surrogate_keys_are_split_deduplicated_and_bounded() {
+        let long = "x".repeat(MAX_TAG_BYTES);
+        let too_long = "y".repeat(MAX_TAG_BYTES + 1);
+        let with_long = format!("{too_long} a {long}");
+        let cases: [(&[(&str, &str)], &[&str]); 9] = [
+            (&[], &[]),
+            (&[("surrogate-key", "a b  c")], &["a", "b", "c"]),
+            (&[("surrogate-key", "a,b, c ,,d")], &["a", "b", "c", "d"]),
+            (&[("cache-tag", " a\tb ")], &["a", "b"]),
+            (
+                &[("surrogate-key", "a b"), ("cache-tag", "b,c")],
+                &["a", "b", "c"],
+            ),
+            (
+                &[("surrogate-key", "a"), ("surrogate-key", "a b")],
+                &["a", "b"],
+            ),
+            (&[("surrogate-key", "Aa aA aa")], &["Aa", "aA", "aa"]),
+            (&[("surrogate-key", " , ")], &[]),
+            (&[("surrogate-key", &with_long)], &["a", &long]),
+        ];
+        for (lines, want) in cases {
+            let mut headers = HeaderMap::new();
+            for &(name, value) in lines {
+                headers.append(name, HeaderValue::from_str(value).unwrap());
+            }
+            let got = surrogate_keys(&headers);
+            let got: Vec<&str> = got.iter().map(|tag| tag.as_ref()).collect();
+            assert_eq!(got, want, "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn surrogate_keys_keep_at_most_the_first_max_per_response() {
+        let mut headers = HeaderMap::new();
+        let first: Vec<String> = (0..200).map(|n| format!("t{n}")).collect();
+        let second: Vec<String> = (200..400).map(|n| format!("t{n}")).collect();
+        headers.append(
+            "surrogate-key",
+            HeaderValue::from_str(&first.join(" ")).unwrap(),
+        );
+        headers.append(
+            "cache-tag",
+            HeaderValue::from_str(&second.join(",")).unwrap(),
+        );
+        let got = surrogate_keys(&headers);
+        assert_eq!(got.len(), MAX_TAGS_PER_RESPONSE);
+        assert_eq!(got[0].as_ref(), "t0");
+        assert_eq!(got[MAX_TAGS_PER_RESPONSE - 1].as_ref(), "t255");
+    }
+
+    #[test]
+    fn surrogate_keys_skip_lines_that_are_not_utf8() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "surrogate-key",
+            HeaderValue::from_bytes(b"bad\xff tag").unwrap(),
+        );
+        headers.append(
+            "surrogate-key",
+            HeaderValue::from_bytes("caf\u{e9} ok".as_bytes()).unwrap(),
+        );
+        let got = surrogate_keys(&headers);
+        let got: Vec<&str> = got.iter().map(|tag| tag.as_ref()).collect();
+        assert_eq!(got, ["caf\u{e9}", "ok"]);
+    }
+
+    #[test]
+    fn concurrent_writers_and_readers_leave_the_expected_state() {
+        const OWNERS: usize = 4;
+        const KEYS: usize = 400;
+        const HOT_KEYS: usize = 16;
+        let index = PurgeIndex::new();
+        let owned = |owner: usize, n: usize| key(&format!("http://owner{owner}.test/{n}"));
+        let hot = |n: usize| key(&format!("http://hot.test/{n}"));
+        let done = AtomicBool::new(false);
+
+        std::thread::scope(|scope| {
+            let index = &index;
+            let done = &done;
+            let mut writers = Vec::new();
+            for owner in 0..OWNERS {
+                writers.push(scope.spawn(move || {
+                    let own = format!("owner-{owner}");
+                    for n in 0..KEYS {
+                        let class = format!("mod-{}", n % 10);
+                        index.insert(&owned(owner, n), &tags(&["all", &class, &own]));
+                    }
+                    // This thread alone touches its keys, so lookups must see all of them.
+                    assert_eq!(index.keys_for_tags(&[&own]).len(), KEYS);
+                    let host = format!("http://owner{owner}.test/");
+                    assert_eq!(index.keys_with_prefix(&host).len(), KEYS);
+                    for n in (0..KEYS).step_by(2) {
+                        index.remove(&owned(owner, n), &[]);
+                    }
+                    for n in (1..KEYS).step_by(4) {
+                        let class = format!("mod-{}", n % 10);
+                        index.insert(&owned(owner, n), &tags(&[&class, "replaced"]));
+                    }
+                }));
+            }
+            // Two threads fight over the same keys; each ends by removing all of them, so
+            // whichever goes last, the hot keys are gone at the end.
+            for churner in 0..2 {
+                writers.push(scope.spawn(move || {
+                    for round in 0..300 {
+                        for n in 0..HOT_KEYS {
+                            let tag = format!("hot-{}", (n + round + churner) % 5);
+                            if (n + round) % 3 == churner {
+                                index.remove(&hot(n), &[]);
+                            } else {
+                                index.insert(&hot(n), &tags(&[&tag, "hot"]));
+                            }
+                        }
+                    }
+                    for n in 0..HOT_KEYS {
+                        index.remove(&hot(n), &[]);
+                    }
+                }));
+            }
+            let reader = scope.spawn(move || {
+                let wanted = ["all", "hot", "hot-0", "hot-1", "mod-3", "replaced"];
+                while !done.load(AtomicOrdering::Relaxed) {
+                    let found = index.keys_for_tags(&wanted);
+                    let distinct: HashSet<&CacheKey> = found.iter().collect();
+                    assert_eq!(distinct.len(), found.len(), "duplicates in {found:?}");
+                    for key in index.keys_with_prefix("http://hot.test/") {
+                        assert!(key.as_str().starts_with("http://hot.test/"), "{key:?}");
+                    }
+                }
+            });
+            for writer in writers {
+                writer.join().unwrap();
+            }
+            done.store(true, AtomicOrdering::Relaxed);
+            reader.join().unwrap();
+        });
+
+        assert_consistent(&index);
+        assert_eq!(index.key_count(), OWNERS * KEYS / 2);
+        // all, mod-0..mod-9 (odd n only: mod-1, 3, 5, 7, 9), owner-0..3, replaced.
+        assert_eq!(index.tag_count(), 1 + 5 + OWNERS + 1);
+        assert!(index.keys_for_tags(&["hot", "hot-0"]).is_empty());
+        for owner in 0..OWNERS {
+            let replaced: BTreeSet<CacheKey> =
+                (1..KEYS).step_by(4).map(|n| owned(owner, n)).collect();
+            let untouched: BTreeSet<CacheKey> =
+                (3..KEYS).step_by(4).map(|n| owned(owner, n)).collect();
+            let own = format!("owner-{owner}");
+            assert_eq!(
+                index
+                    .keys_for_tags(&[&own])
+                    .into_iter()
+                    .collect::<BTreeSet<_>>(),
+                untouched
+            );
+            let host = format!("http://owner{owner}.test/");
+            let all_odd: BTreeSet<CacheKey> = replaced.union(&untouched).cloned().collect();
+            assert_eq!(
+                index
+                    .keys_with_prefix(&host)
+                    .into_iter()
+                    .collect::<BTreeSet<_>>(),
+                all_odd
+            );
+        }
+        assert_eq!(index.keys_for_tags(&["all"]).len(), OWNERS * KEYS / 4);
+        assert_eq!(index.keys_for_tags(&["replaced"]).len(), OWNERS * KEYS / 4);
+        assert_eq!(
+            index.keys_for_tags(&["all", "replaced"]).len(),
+            OWNERS * KEYS / 2
+        );
+    }
+}
