@@ -113,10 +113,11 @@ mod tests {
 
     #[test]
     fn cache_status_renders_rfc_9211_parameters() {
-        assert_eq!(
-            CacheStatus::hit(42).render("verge-edge"),
-            "verge-edge; hit; ttl=42"
-        );
+        let hit = CacheStatus {
+            ttl: Some(42),
+            ..CacheStatus::hit()
+        };
+        assert_eq!(hit.render("verge-edge"), "verge-edge; hit; ttl=42");
         let miss = CacheStatus {
             fwd_status: Some(200),
             stored: true,
