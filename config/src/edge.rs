@@ -8,7 +8,7 @@ use http::uri::{Authority, Scheme, Uri};
 
 use crate::error::{Collector, ConfigErrors};
 use crate::ids::{NodeId, RegionId};
-use crate::raw::{RawCache, RawEdgeFile, RawServer, RawSize, RawUpstream};
+use crate::raw::{RawAdmin, RawCache, RawEdgeFile, RawServer, RawSize, RawUpstream};
 use crate::units::{parse_duration, ByteSize};
 
 /// A validated edge configuration.
@@ -19,6 +19,25 @@ pub struct EdgeConfig {
     pub server: ServerConfig,
     pub cache: CacheConfig,
     pub upstream: UpstreamConfig,
+    pub admin: AdminConfig,
+}
+
+/// The admin API's protection and bounds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Bearer token for state-changing admin calls (purge). `None` disables them.
+    pub token: Option<String>,
+    /// Largest admin request body accepted; larger ones get 413.
+    pub max_body_bytes: ByteSize,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
 }
 
 /// Listeners and per-connection limits shared by every cache node.
@@ -50,6 +69,8 @@ pub struct CacheConfig {
     pub hit_for_miss_ttl: Duration,
     /// Bound on the number of keys remembered as not storable.
     pub hit_for_miss_max_keys: u64,
+    /// Ranges served per request; more are answered with the whole representation.
+    pub max_ranges: usize,
 }
 
 /// Where misses go and how long they may take.
@@ -123,6 +144,8 @@ pub mod defaults {
     pub const RESPONSE_TIMEOUT: &str = "30s";
     pub const MAX_IDLE_PER_HOST: u64 = 256;
     pub const IDLE_TIMEOUT: &str = "90s";
+    pub const MAX_RANGES: u64 = 16;
+    pub const ADMIN_MAX_BODY_BYTES: &str = "1MiB";
 }
 
 impl EdgeConfig {
@@ -142,10 +165,12 @@ impl EdgeConfig {
     }
 
     /// The configuration for a quick start without a file: defaults plus these three values.
-    pub fn quick_start(
+    /// The quick-start configuration with an admin token, enabling the purge API.
+    pub fn quick_start_with_token(
         listen: &str,
         admin_listen: &str,
         origin: &str,
+        token: Option<&str>,
     ) -> Result<EdgeConfig, ConfigErrors> {
         let raw = RawEdgeFile {
             server: Some(RawServer {
@@ -157,9 +182,21 @@ impl EdgeConfig {
                 origin: Some(origin.to_string()),
                 ..RawUpstream::default()
             }),
+            admin: Some(RawAdmin {
+                token: token.map(str::to_string),
+                ..RawAdmin::default()
+            }),
             ..RawEdgeFile::default()
         };
         validate(raw)
+    }
+
+    pub fn quick_start(
+        listen: &str,
+        admin_listen: &str,
+        origin: &str,
+    ) -> Result<EdgeConfig, ConfigErrors> {
+        EdgeConfig::quick_start_with_token(listen, admin_listen, origin, None)
     }
 }
 
@@ -189,6 +226,7 @@ fn validate(raw: RawEdgeFile) -> Result<EdgeConfig, ConfigErrors> {
     let server = validate_server(&mut c, raw.server.unwrap_or_default());
     let cache = validate_cache(&mut c, raw.cache.unwrap_or_default());
     let upstream = validate_upstream(&mut c, raw.upstream.unwrap_or_default());
+    let admin = validate_admin(&mut c, raw.admin.unwrap_or_default());
     if let (Some(server), Some(_)) = (&server, &upstream) {
         if server.listen == server.admin_listen && server.listen.port() != 0 {
             c.push(
@@ -200,14 +238,17 @@ fn validate(raw: RawEdgeFile) -> Result<EdgeConfig, ConfigErrors> {
             );
         }
     }
-    let value = match (id, region, server, cache, upstream) {
-        (Some(id), Some(region), Some(server), Some(cache), Some(upstream)) => Some(EdgeConfig {
-            id,
-            region,
-            server,
-            cache,
-            upstream,
-        }),
+    let value = match (id, region, server, cache, upstream, admin) {
+        (Some(id), Some(region), Some(server), Some(cache), Some(upstream), Some(admin)) => {
+            Some(EdgeConfig {
+                id,
+                region,
+                server,
+                cache,
+                upstream,
+                admin,
+            })
+        }
         _ => None,
     };
     c.finish(value)
@@ -373,6 +414,7 @@ fn validate_cache(c: &mut Collector, raw: RawCache) -> Option<CacheConfig> {
         HIT_FOR_MISS_MAX_KEYS,
         (1, 100_000_000),
     );
+    let max_ranges = count(c, "cache.max_ranges", raw.max_ranges, MAX_RANGES, (1, 1000));
     let (max_bytes, max_object_bytes) = (max_bytes?, max_object_bytes?);
     if max_bytes.0 == 0 || max_object_bytes > max_bytes || max_object_bytes.0 >= u64::from(u32::MAX)
     {
@@ -383,6 +425,31 @@ fn validate_cache(c: &mut Collector, raw: RawCache) -> Option<CacheConfig> {
         max_object_bytes,
         hit_for_miss_ttl: hfm_ttl?,
         hit_for_miss_max_keys: hfm_keys?,
+        max_ranges: usize::try_from(max_ranges?).ok()?,
+    })
+}
+
+fn validate_admin(c: &mut Collector, raw: RawAdmin) -> Option<AdminConfig> {
+    let token = match raw.token {
+        Some(t) if t.len() < 16 => {
+            c.push("admin.token", "must be at least 16 characters long");
+            None
+        }
+        Some(t) if t.chars().any(|ch| ch.is_whitespace() || ch.is_control()) => {
+            c.push("admin.token", "must not contain whitespace or control characters");
+            None
+        }
+        other => Some(other),
+    };
+    let max_body = size(
+        c,
+        "admin.max_body_bytes",
+        raw.max_body_bytes.as_ref(),
+        defaults::ADMIN_MAX_BODY_BYTES,
+    );
+    Some(AdminConfig {
+        token: token?,
+        max_body_bytes: max_body?,
     })
 }
 

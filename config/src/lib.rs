@@ -18,7 +18,7 @@ pub mod ids;
 pub mod raw;
 pub mod units;
 
-pub use edge::{CacheConfig, EdgeConfig, OriginUrl, ServerConfig, UpstreamConfig};
+pub use edge::{AdminConfig, CacheConfig, EdgeConfig, OriginUrl, ServerConfig, UpstreamConfig};
 pub use error::{ConfigError, ConfigErrors};
 pub use ids::{NodeId, RegionId};
 pub use units::{parse_duration, ByteSize};

@@ -18,6 +18,14 @@ pub struct RawEdgeFile {
     pub server: Option<RawServer>,
     pub cache: Option<RawCache>,
     pub upstream: Option<RawUpstream>,
+    pub admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub token: Option<String>,
+    pub max_body_bytes: Option<RawSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +54,7 @@ pub struct RawCache {
     pub max_object_bytes: Option<RawSize>,
     pub hit_for_miss_ttl: Option<String>,
     pub hit_for_miss_max_keys: Option<u64>,
+    pub max_ranges: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,6 +17,8 @@ pub enum Fault {
 pub enum EdgeError {
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("only-if-cached: nothing usable is stored for this request")]
+    NotCached,
     #[error("method {method} is not allowed here")]
     MethodNotAllowed { method: String },
     #[error("cannot connect to upstream {upstream}: {reason}")]
@@ -35,13 +37,15 @@ impl EdgeError {
             EdgeError::UpstreamConnect { .. } | EdgeError::UpstreamBroken { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            EdgeError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            EdgeError::UpstreamTimeout { .. } | EdgeError::NotCached => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
     pub fn fault(&self) -> Fault {
         match self {
-            EdgeError::BadRequest(_) | EdgeError::MethodNotAllowed { .. } => Fault::Client,
+            EdgeError::BadRequest(_) | EdgeError::MethodNotAllowed { .. } | EdgeError::NotCached => {
+                Fault::Client
+            }
             EdgeError::UpstreamConnect { .. }
             | EdgeError::UpstreamTimeout { .. }
             | EdgeError::UpstreamBroken { .. } => Fault::Upstream,
@@ -61,6 +65,7 @@ impl EdgeError {
             EdgeError::UpstreamConnect { .. } => "upstream-connect-error",
             EdgeError::UpstreamTimeout { .. } => "upstream-timeout",
             EdgeError::UpstreamBroken { .. } => "upstream-error",
+            EdgeError::NotCached => "only-if-cached",
         }
     }
 }

@@ -37,6 +37,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Fields meant for this cache (RFC 9213 `CDN-Cache-Control`, `Surrogate-Control`) or for its
+/// purges (`Surrogate-Key`, `Cache-Tag`): acted on here and not sent to clients.
+const CDN_ONLY: [&str; 4] = ["cdn-cache-control", "surrogate-control", "surrogate-key", "cache-tag"];
+
+/// Removes the fields of [`CDN_ONLY`].
+pub fn strip_cdn_only(headers: &mut HeaderMap) {
+    for name in CDN_ONLY {
+        headers.remove(name);
+    }
+}
+
 /// How a response came to be, in RFC 9211 terms; rendered after the cache's name.
 #[derive(Debug, Clone, Default)]
 pub struct CacheStatus {
@@ -54,6 +65,15 @@ impl CacheStatus {
     pub fn hit() -> CacheStatus {
         CacheStatus {
             hit: true,
+            ..CacheStatus::default()
+        }
+    }
+
+    /// A stale object served without going upstream first, and why that was allowed.
+    pub fn stale_hit(detail: &'static str) -> CacheStatus {
+        CacheStatus {
+            hit: true,
+            detail: Some(detail),
             ..CacheStatus::default()
         }
     }

@@ -17,15 +17,21 @@ pub enum RequestOutcome {
     Pass,
     /// Answered with an error generated here.
     Error,
+    /// A stale object served (max-stale, stale-while-revalidate, stale-if-error).
+    Stale,
+    /// A stored object confirmed by upstream (304) and served.
+    Revalidated,
 }
 
 impl RequestOutcome {
-    const ALL: [RequestOutcome; 5] = [
+    const ALL: [RequestOutcome; 7] = [
         RequestOutcome::Hit,
         RequestOutcome::Miss,
         RequestOutcome::Coalesced,
         RequestOutcome::Pass,
         RequestOutcome::Error,
+        RequestOutcome::Stale,
+        RequestOutcome::Revalidated,
     ];
 
     fn index(self) -> usize {
@@ -39,6 +45,8 @@ impl RequestOutcome {
             RequestOutcome::Coalesced => "coalesced",
             RequestOutcome::Pass => "pass",
             RequestOutcome::Error => "error",
+            RequestOutcome::Stale => "stale",
+            RequestOutcome::Revalidated => "revalidated",
         }
     }
 }
@@ -59,6 +67,24 @@ impl UpstreamResult {
             UpstreamResult::ConnectError => "connect_error",
             UpstreamResult::Timeout => "timeout",
             UpstreamResult::Error => "error",
+        }
+    }
+}
+
+/// How a revalidation of a stored object ended; the `result` label of revalidation metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevalidationResult {
+    NotModified,
+    Modified,
+    Error,
+}
+
+impl RevalidationResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevalidationResult::NotModified => "not_modified",
+            RevalidationResult::Modified => "modified",
+            RevalidationResult::Error => "error",
         }
     }
 }
@@ -88,6 +114,11 @@ pub struct NodeMetrics {
     pub connections_open: IntGauge,
     pub connections_total: IntCounter,
     pub connections_max: IntGauge,
+    revalidations: IntCounterVec,
+    purge_requests: IntCounterVec,
+    pub purged_urls: IntCounter,
+    pub purge_index_keys: IntGauge,
+    pub purge_index_tags: IntGauge,
 }
 
 impl NodeMetrics {
@@ -159,6 +190,17 @@ impl NodeMetrics {
                 "verge_connections_max",
                 "Configured bound on open client connections",
             )?,
+            revalidations: IntCounterVec::new(
+                Opts::new("verge_revalidations_total", "Revalidations of stored objects with upstream, by result"),
+                &["result"],
+            )?,
+            purge_requests: IntCounterVec::new(
+                Opts::new("verge_purge_requests_total", "Purge API calls, by HTTP status code"),
+                &["code"],
+            )?,
+            purged_urls: IntCounter::new("verge_purged_urls_total", "URLs purged (all their variants)")?,
+            purge_index_keys: IntGauge::new("verge_purge_index_keys", "URLs in the purge index")?,
+            purge_index_tags: IntGauge::new("verge_purge_index_tags", "Surrogate keys in the purge index")?,
             requests_ok: Vec::new(),
             durations: Vec::new(),
         };
@@ -187,6 +229,11 @@ impl NodeMetrics {
         registry.register(Box::new(m.connections_open.clone()))?;
         registry.register(Box::new(m.connections_total.clone()))?;
         registry.register(Box::new(m.connections_max.clone()))?;
+        registry.register(Box::new(m.revalidations.clone()))?;
+        registry.register(Box::new(m.purge_requests.clone()))?;
+        registry.register(Box::new(m.purged_urls.clone()))?;
+        registry.register(Box::new(m.purge_index_keys.clone()))?;
+        registry.register(Box::new(m.purge_index_tags.clone()))?;
         Ok(m)
     }
 
@@ -208,6 +255,14 @@ impl NodeMetrics {
             .with_label_values(&[result.as_str()])
             .inc();
         self.upstream_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn revalidation(&self, result: RevalidationResult) {
+        self.revalidations.with_label_values(&[result.as_str()]).inc();
+    }
+
+    pub fn purge_request(&self, code: http::StatusCode) {
+        self.purge_requests.with_label_values(&[code.as_str()]).inc();
     }
 
     pub fn not_stored(&self, reason: &str) {
