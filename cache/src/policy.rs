@@ -388,10 +388,10 @@ pub fn reuse(response: &CacheControl, lifetime: Duration, age: Duration, request
     if request.no_cache || response.no_cache {
         return Reuse::Revalidate;
     }
-    let within_request_max_age = request.max_age.map_or(true, |max| age <= max);
+    let within_request_max_age = request.max_age.is_none_or(|max| age <= max);
     let remaining = lifetime.saturating_sub(age);
     let fresh = age < lifetime;
-    if fresh && within_request_max_age && request.min_fresh.map_or(true, |min| remaining >= min) {
+    if fresh && within_request_max_age && request.min_fresh.is_none_or(|min| remaining >= min) {
         return Reuse::Fresh;
     }
     if fresh || response.forbids_stale() {

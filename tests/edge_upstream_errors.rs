@@ -1,0 +1,110 @@
+//! Upstream failures become gateway errors that say what went wrong: refused → 502
+//! `upstream-connect-error`, reset → 502, too slow → 504 `upstream-timeout`.
+
+// A panic is how a test fails: unwrapping is the point here.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{start_edge, FakeOrigin, HttpClient, Reply};
+use tokio::net::TcpListener;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_refusing_connections_gets_502_connect_error() {
+    // A port nothing listens on: bound, then released.
+    let dead = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let edge = start_edge(dead, &[]).await;
+
+    let response = HttpClient::http1().get(&edge.url("/x")).await;
+    assert_eq!(response.status, 502, "{}", response.text());
+    let status = response.cache_status();
+    assert!(status.contains("detail=upstream-connect-error"), "{status}");
+
+    let metrics = edge.metrics().await;
+    assert_eq!(
+        metrics.value(
+            "verge_upstream_requests_total",
+            &[("result", "connect_error")]
+        ),
+        Some(1.0),
+        "{}",
+        metrics.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_resetting_the_connection_gets_502() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/reset", Reply::reset());
+    let edge = start_edge(origin.addr(), &[]).await;
+
+    let response = HttpClient::http1().get(&edge.url("/reset")).await;
+    assert_eq!(response.status, 502, "{}", response.text());
+    let status = response.cache_status();
+    assert!(status.contains("detail=upstream-error"), "{status}");
+    assert!(origin.hits("/reset") >= 1, "the request reached the origin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_slower_than_response_timeout_gets_504() {
+    let origin = FakeOrigin::start().await;
+    origin.on(
+        "/slow",
+        Reply::ok("late")
+            .cache_control("max-age=60")
+            .delay(Duration::from_secs(2)),
+    );
+    let edge = start_edge(origin.addr(), &["upstream.response_timeout = \"200ms\""]).await;
+
+    let started = Instant::now();
+    let response = HttpClient::http1().get(&edge.url("/slow")).await;
+    let took = started.elapsed();
+    assert_eq!(response.status, 504, "{}", response.text());
+    let status = response.cache_status();
+    assert!(status.contains("detail=upstream-timeout"), "{status}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "the edge gave up after {took:?}, not after its 200ms response timeout"
+    );
+
+    let metrics = edge.metrics().await;
+    assert_eq!(
+        metrics.value("verge_upstream_requests_total", &[("result", "timeout")]),
+        Some(1.0),
+        "{}",
+        metrics.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fill_is_shared_with_its_waiters_and_not_cached() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/flaky", Reply::reset().delay(Duration::from_millis(200)));
+    let edge = start_edge(origin.addr(), &[]).await;
+    let client = HttpClient::http1();
+
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let client = client.clone();
+        let url = edge.url("/flaky");
+        requests.spawn(async move { client.get(&url).await });
+    }
+    while let Some(response) = requests.join_next().await {
+        assert_eq!(response.unwrap().status, 502);
+    }
+    let during = origin.hits("/flaky");
+    assert!(
+        during < 10,
+        "concurrent misses share one failing fill, yet the origin saw {during} requests"
+    );
+
+    origin.on("/flaky", Reply::ok("back").cache_control("max-age=60"));
+    let response = client.get(&edge.url("/flaky")).await;
+    assert_eq!(response.status, 200, "an error is not cached");
+    assert_eq!(response.text(), "back");
+}
