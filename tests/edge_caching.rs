@@ -24,7 +24,7 @@ async fn second_request_is_a_hit_served_without_the_origin() {
     assert_eq!(miss.text(), "hello");
     let status = miss.cache_status();
     assert!(status.starts_with("verge-edge;"), "{status}");
-    assert!(status.contains("fwd=miss"), "{status}");
+    assert!(status.contains("fwd=uri-miss"), "{status}");
     assert!(status.contains("stored"), "{status}");
     assert!(status.contains("fwd-status=200"), "{status}");
     assert_eq!(origin.hits("/a"), 1);
@@ -56,7 +56,8 @@ async fn no_store_responses_are_not_stored() {
         assert_eq!(response.status, 200);
         assert_eq!(response.text(), "secret");
         let status = response.cache_status();
-        assert!(status.contains("fwd=miss"), "{status}");
+        let fwd = if n == 1 { "fwd=uri-miss" } else { "fwd=miss" };
+        assert!(status.contains(fwd), "{status}");
         assert!(status.contains("detail=no-store"), "{status}");
         assert!(!status.contains("stored"), "{status}");
         assert_eq!(origin.hits("/ns"), n, "request {n} must reach the origin");
@@ -110,7 +111,7 @@ async fn max_age_keeps_a_response_fresh_until_it_runs_out() {
     let refetched = client.get(&edge.url("/m")).await;
     let status = refetched.cache_status();
     assert!(
-        status.contains("fwd=miss"),
+        status.contains("fwd=stale"),
         "stale at 105s of 100s: {status}"
     );
     assert!(
@@ -179,7 +180,7 @@ async fn s_maxage_shortens_a_longer_max_age() {
     edge.advance(10);
     let refetched = client.get(&edge.url("/short")).await;
     assert!(
-        refetched.cache_status().contains("fwd=miss"),
+        refetched.cache_status().contains("fwd=stale"),
         "{}",
         refetched.cache_status()
     );

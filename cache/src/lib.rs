@@ -25,4 +25,4 @@ pub use flight::{FillOutcome, FlightLeader, Flights, Join};
 pub use key::{CacheKey, KeyError};
 pub use object::{CachedObject, VaryKey};
 pub use policy::{CacheControl, NotStorable};
-pub use store::CacheStore;
+pub use store::{CacheStore, Lookup, PurgeTarget};

@@ -91,12 +91,22 @@ impl CachedObject {
 
     /// How this object may answer a request at `now`.
     pub fn reuse(&self, request: &RequestDirectives, now: SystemTime) -> Reuse {
-        policy::reuse(&self.cc, self.freshness_lifetime, self.current_age(now), request)
+        policy::reuse(
+            &self.cc,
+            self.freshness_lifetime,
+            self.current_age(now),
+            request,
+        )
     }
 
     /// Whether this object may stand in for a failed upstream at `now`.
     pub fn may_serve_on_error(&self, request: &RequestDirectives, now: SystemTime) -> bool {
-        policy::may_serve_stale_on_error(&self.cc, self.freshness_lifetime, self.current_age(now), request)
+        policy::may_serve_stale_on_error(
+            &self.cc,
+            self.freshness_lifetime,
+            self.current_age(now),
+            request,
+        )
     }
 
     /// A copy that is stale from `now` on (a soft purge): it must be revalidated before use,

@@ -343,7 +343,10 @@ pub fn freshness(
     let Some(last_modified) = headers.get(LAST_MODIFIED).and_then(parse_date) else {
         return Duration::ZERO;
     };
-    let date = headers.get(DATE).and_then(parse_date).unwrap_or(response_time);
+    let date = headers
+        .get(DATE)
+        .and_then(parse_date)
+        .unwrap_or(response_time);
     let since = date.duration_since(last_modified).unwrap_or(Duration::ZERO);
     (since / HEURISTIC_FRACTION).min(HEURISTIC_MAX)
 }
@@ -366,7 +369,10 @@ pub fn freshness_lifetime(
     let Some(expires) = parse_date(expires) else {
         return Some(Duration::ZERO);
     };
-    let date = headers.get(DATE).and_then(parse_date).unwrap_or(response_time);
+    let date = headers
+        .get(DATE)
+        .and_then(parse_date)
+        .unwrap_or(response_time);
     Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
 }
 
@@ -384,7 +390,12 @@ pub enum Reuse {
 }
 
 /// Decides how a stored response with `lifetime` and current `age` may answer a request.
-pub fn reuse(response: &CacheControl, lifetime: Duration, age: Duration, request: &RequestDirectives) -> Reuse {
+pub fn reuse(
+    response: &CacheControl,
+    lifetime: Duration,
+    age: Duration,
+    request: &RequestDirectives,
+) -> Reuse {
     if request.no_cache || response.no_cache {
         return Reuse::Revalidate;
     }
@@ -402,7 +413,10 @@ pub fn reuse(response: &CacheControl, lifetime: Duration, age: Duration, request
     if within_request_max_age && request.max_stale.is_some_and(|max| staleness <= max) {
         return Reuse::StaleAccepted;
     }
-    if response.stale_while_revalidate.is_some_and(|window| staleness <= window) {
+    if response
+        .stale_while_revalidate
+        .is_some_and(|window| staleness <= window)
+    {
         return Reuse::StaleWhileRevalidate;
     }
     Reuse::Revalidate
@@ -433,7 +447,9 @@ pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
     let inm = request.get_all(IF_NONE_MATCH);
     if inm.iter().next().is_some() {
         let Some(etag) = stored.get(ETAG).and_then(|v| v.to_str().ok()) else {
-            return inm.iter().any(|v| v.to_str().is_ok_and(|v| v.trim() == "*"));
+            return inm
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| v.trim() == "*"));
         };
         return inm
             .iter()
@@ -661,10 +677,38 @@ mod tests {
                     ..Default::default()
                 },
             ),
-            ("private=\"Set-Cookie, x\", max-age=5", CacheControl { private_fields: vec!["set-cookie".into(), "x".into()], max_age: secs(5), ..Default::default() }),
-            ("no-cache=\"set-cookie\"", CacheControl { no_cache_fields: vec!["set-cookie".into()], ..Default::default() }),
-            ("no-cache, private", CacheControl { no_cache: true, private: true, ..Default::default() }),
-            ("max-age=5, stale-while-revalidate=30, stale-if-error=60", CacheControl { max_age: secs(5), stale_while_revalidate: secs(30), stale_if_error: secs(60), ..Default::default() }),
+            (
+                "private=\"Set-Cookie, x\", max-age=5",
+                CacheControl {
+                    private_fields: vec!["set-cookie".into(), "x".into()],
+                    max_age: secs(5),
+                    ..Default::default()
+                },
+            ),
+            (
+                "no-cache=\"set-cookie\"",
+                CacheControl {
+                    no_cache_fields: vec!["set-cookie".into()],
+                    ..Default::default()
+                },
+            ),
+            (
+                "no-cache, private",
+                CacheControl {
+                    no_cache: true,
+                    private: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                "max-age=5, stale-while-revalidate=30, stale-if-error=60",
+                CacheControl {
+                    max_age: secs(5),
+                    stale_while_revalidate: secs(30),
+                    stale_if_error: secs(60),
+                    ..Default::default()
+                },
+            ),
             ("stale-while-revalidate=soon", CacheControl::default()),
             (
                 "no-store,,must-revalidate",
@@ -732,48 +776,162 @@ mod tests {
         let none = HeaderMap::new();
         let auth = headers(&[("authorization", "Bearer x")]);
         let ok = StatusCode::OK;
-        let check = |method: &Method, req: &HeaderMap, status: StatusCode, resp: &[(&'static str, &str)]| {
+        let check = |method: &Method,
+                     req: &HeaderMap,
+                     status: StatusCode,
+                     resp: &[(&'static str, &str)]| {
             let resp = headers(resp);
             let directives = RequestDirectives::from_headers(req);
-            storability(method, req, &directives, status, &resp, &CacheControl::for_response(&resp), now)
+            storability(
+                method,
+                req,
+                &directives,
+                status,
+                &resp,
+                &CacheControl::for_response(&resp),
+                now,
+            )
         };
         let cc_line = |v| vec![("cache-control", v)];
         let minute = Ok(Duration::from_secs(60));
         assert_eq!(check(&get, &none, ok, &cc_line("max-age=60")), minute);
-        assert_eq!(check(&Method::POST, &none, ok, &cc_line("max-age=60")), Err(NotStorable::Method));
-        assert_eq!(check(&get, &none, StatusCode::PARTIAL_CONTENT, &cc_line("max-age=60")), Err(NotStorable::Partial));
-        assert_eq!(check(&get, &none, StatusCode::NOT_MODIFIED, &cc_line("max-age=60")), Err(NotStorable::Status));
-        assert_eq!(check(&get, &none, ok, &cc_line("no-store, max-age=60")), Err(NotStorable::NoStore));
-        assert_eq!(check(&get, &none, ok, &cc_line("private, max-age=60")), Err(NotStorable::Private));
-        assert_eq!(check(&get, &none, ok, &cc_line("private=\"set-cookie\", max-age=60")), minute);
-        assert_eq!(check(&get, &none, ok, &cc_line("no-cache, max-age=60")), minute, "stored, revalidated on use");
-        assert_eq!(check(&get, &auth, ok, &cc_line("max-age=60")), Err(NotStorable::Authorization));
-        assert_eq!(check(&get, &auth, ok, &cc_line("public, max-age=60")), minute);
-        assert_eq!(check(&get, &auth, ok, &cc_line("s-maxage=60")), minute);
-        assert_eq!(check(&get, &auth, ok, &cc_line("must-revalidate, max-age=60")), minute);
-        assert_eq!(check(&get, &none, ok, &[]), Err(NotStorable::NoFreshness));
-        assert_eq!(check(&get, &none, ok, &cc_line("max-age=0")), Err(NotStorable::NoFreshness));
         assert_eq!(
-            check(&get, &none, ok, &[("cache-control", "max-age=0"), ("etag", "\"v1\"")]),
+            check(&Method::POST, &none, ok, &cc_line("max-age=60")),
+            Err(NotStorable::Method)
+        );
+        assert_eq!(
+            check(
+                &get,
+                &none,
+                StatusCode::PARTIAL_CONTENT,
+                &cc_line("max-age=60")
+            ),
+            Err(NotStorable::Partial)
+        );
+        assert_eq!(
+            check(
+                &get,
+                &none,
+                StatusCode::NOT_MODIFIED,
+                &cc_line("max-age=60")
+            ),
+            Err(NotStorable::Status)
+        );
+        assert_eq!(
+            check(&get, &none, ok, &cc_line("no-store, max-age=60")),
+            Err(NotStorable::NoStore)
+        );
+        assert_eq!(
+            check(&get, &none, ok, &cc_line("private, max-age=60")),
+            Err(NotStorable::Private)
+        );
+        assert_eq!(
+            check(
+                &get,
+                &none,
+                ok,
+                &cc_line("private=\"set-cookie\", max-age=60")
+            ),
+            minute
+        );
+        assert_eq!(
+            check(&get, &none, ok, &cc_line("no-cache, max-age=60")),
+            minute,
+            "stored, revalidated on use"
+        );
+        assert_eq!(
+            check(&get, &auth, ok, &cc_line("max-age=60")),
+            Err(NotStorable::Authorization)
+        );
+        assert_eq!(
+            check(&get, &auth, ok, &cc_line("public, max-age=60")),
+            minute
+        );
+        assert_eq!(check(&get, &auth, ok, &cc_line("s-maxage=60")), minute);
+        assert_eq!(
+            check(&get, &auth, ok, &cc_line("must-revalidate, max-age=60")),
+            minute
+        );
+        assert_eq!(check(&get, &none, ok, &[]), Err(NotStorable::NoFreshness));
+        assert_eq!(
+            check(&get, &none, ok, &cc_line("max-age=0")),
+            Err(NotStorable::NoFreshness)
+        );
+        assert_eq!(
+            check(
+                &get,
+                &none,
+                ok,
+                &[("cache-control", "max-age=0"), ("etag", "\"v1\"")]
+            ),
             Ok(Duration::ZERO),
             "stale but validatable"
         );
         assert_eq!(
-            check(&get, &none, ok, &[("cache-control", "max-age=60"), ("vary", "Accept, *")]),
+            check(
+                &get,
+                &none,
+                ok,
+                &[("cache-control", "max-age=60"), ("vary", "Accept, *")]
+            ),
             Err(NotStorable::VaryStar)
         );
-        assert_eq!(check(&get, &none, StatusCode::NOT_FOUND, &cc_line("max-age=60")), minute);
-        let no_store_req = headers(&[("cache-control", "no-store")]);
-        assert_eq!(check(&get, &no_store_req, ok, &cc_line("max-age=60")), Err(NotStorable::RequestNoStore));
-        // CDN-Cache-Control and Surrogate-Control take precedence over Cache-Control.
-        assert_eq!(check(&get, &none, ok, &[("cache-control", "no-store"), ("cdn-cache-control", "max-age=60")]), minute);
         assert_eq!(
-            check(&get, &none, ok, &[("cache-control", "max-age=60"), ("cdn-cache-control", "no-store")]),
+            check(&get, &none, StatusCode::NOT_FOUND, &cc_line("max-age=60")),
+            minute
+        );
+        let no_store_req = headers(&[("cache-control", "no-store")]);
+        assert_eq!(
+            check(&get, &no_store_req, ok, &cc_line("max-age=60")),
+            Err(NotStorable::RequestNoStore)
+        );
+        // CDN-Cache-Control and Surrogate-Control take precedence over Cache-Control.
+        assert_eq!(
+            check(
+                &get,
+                &none,
+                ok,
+                &[
+                    ("cache-control", "no-store"),
+                    ("cdn-cache-control", "max-age=60")
+                ]
+            ),
+            minute
+        );
+        assert_eq!(
+            check(
+                &get,
+                &none,
+                ok,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("cdn-cache-control", "no-store")
+                ]
+            ),
             Err(NotStorable::NoStore)
         );
-        assert_eq!(check(&get, &none, ok, &[("cache-control", "private"), ("surrogate-control", "max-age=60")]), minute);
         assert_eq!(
-            check(&get, &none, ok, &[("surrogate-control", "max-age=10"), ("cdn-cache-control", "max-age=60")]),
+            check(
+                &get,
+                &none,
+                ok,
+                &[
+                    ("cache-control", "private"),
+                    ("surrogate-control", "max-age=60")
+                ]
+            ),
+            minute
+        );
+        assert_eq!(
+            check(
+                &get,
+                &none,
+                ok,
+                &[
+                    ("surrogate-control", "max-age=10"),
+                    ("cdn-cache-control", "max-age=60")
+                ]
+            ),
             minute
         );
     }
@@ -785,16 +943,43 @@ mod tests {
         let date = httpdate::fmt_http_date(now);
         let h = headers(&[("last-modified", &lm), ("date", &date)]);
         let none = CacheControl::default();
-        assert_eq!(freshness(&none, StatusCode::OK, &h, now), Duration::from_secs(100));
-        assert_eq!(freshness(&none, StatusCode::NOT_FOUND, &h, now), Duration::from_secs(100));
+        assert_eq!(
+            freshness(&none, StatusCode::OK, &h, now),
+            Duration::from_secs(100)
+        );
+        assert_eq!(
+            freshness(&none, StatusCode::NOT_FOUND, &h, now),
+            Duration::from_secs(100)
+        );
         assert_eq!(freshness(&none, StatusCode::FOUND, &h, now), Duration::ZERO);
-        let public = CacheControl { public: true, ..Default::default() };
-        assert_eq!(freshness(&public, StatusCode::FOUND, &h, now), Duration::from_secs(100));
-        let explicit = CacheControl { max_age: Some(Duration::from_secs(5)), ..Default::default() };
-        assert_eq!(freshness(&explicit, StatusCode::OK, &h, now), Duration::from_secs(5));
-        let old = headers(&[("last-modified", &httpdate::fmt_http_date(SystemTime::UNIX_EPOCH)), ("date", &date)]);
+        let public = CacheControl {
+            public: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            freshness(&public, StatusCode::FOUND, &h, now),
+            Duration::from_secs(100)
+        );
+        let explicit = CacheControl {
+            max_age: Some(Duration::from_secs(5)),
+            ..Default::default()
+        };
+        assert_eq!(
+            freshness(&explicit, StatusCode::OK, &h, now),
+            Duration::from_secs(5)
+        );
+        let old = headers(&[
+            (
+                "last-modified",
+                &httpdate::fmt_http_date(SystemTime::UNIX_EPOCH),
+            ),
+            ("date", &date),
+        ]);
         assert_eq!(freshness(&none, StatusCode::OK, &old, now), HEURISTIC_MAX);
-        assert_eq!(freshness(&none, StatusCode::OK, &HeaderMap::new(), now), Duration::ZERO);
+        assert_eq!(
+            freshness(&none, StatusCode::OK, &HeaderMap::new(), now),
+            Duration::ZERO
+        );
     }
 
     #[test]
@@ -803,22 +988,40 @@ mod tests {
         let d = |pairs: &[(&'static str, &str)]| RequestDirectives::from_headers(&headers(pairs));
         assert_eq!(
             d(&[("cache-control", "max-age=5, min-fresh=2")]),
-            RequestDirectives { max_age: secs(5), min_fresh: secs(2), ..Default::default() }
+            RequestDirectives {
+                max_age: secs(5),
+                min_fresh: secs(2),
+                ..Default::default()
+            }
         );
-        assert_eq!(d(&[("cache-control", "max-stale")]).max_stale, Some(Duration::MAX));
+        assert_eq!(
+            d(&[("cache-control", "max-stale")]).max_stale,
+            Some(Duration::MAX)
+        );
         assert_eq!(d(&[("cache-control", "max-stale=10")]).max_stale, secs(10));
-        assert_eq!(d(&[("cache-control", "max-age=abc")]).max_age, None, "invalid request values are ignored");
+        assert_eq!(
+            d(&[("cache-control", "max-age=abc")]).max_age,
+            None,
+            "invalid request values are ignored"
+        );
         assert!(d(&[("cache-control", "no-cache")]).no_cache);
         assert!(d(&[("cache-control", "no-store")]).no_store);
         assert!(d(&[("cache-control", "only-if-cached")]).only_if_cached);
-        assert!(d(&[("pragma", "no-cache")]).no_cache, "Pragma counts without Cache-Control");
-        assert!(!d(&[("pragma", "no-cache"), ("cache-control", "max-age=5")]).no_cache, "and only then");
+        assert!(
+            d(&[("pragma", "no-cache")]).no_cache,
+            "Pragma counts without Cache-Control"
+        );
+        assert!(
+            !d(&[("pragma", "no-cache"), ("cache-control", "max-age=5")]).no_cache,
+            "and only then"
+        );
     }
 
     #[test]
     fn reuse_table() {
         let s = Duration::from_secs;
-        let req = |line: &str| RequestDirectives::from_headers(&headers(&[("cache-control", line)]));
+        let req =
+            |line: &str| RequestDirectives::from_headers(&headers(&[("cache-control", line)]));
         let none = RequestDirectives::default();
         let cases: Vec<(&str, u64, u64, RequestDirectives, Reuse)> = vec![
             ("max-age=60", 60, 10, none.clone(), Reuse::Fresh),
@@ -827,18 +1030,64 @@ mod tests {
             ("max-age=60", 60, 10, req("min-fresh=55"), Reuse::Revalidate),
             ("max-age=60", 60, 10, req("min-fresh=50"), Reuse::Fresh),
             ("max-age=60", 60, 10, req("no-cache"), Reuse::Revalidate),
-            ("no-cache, max-age=60", 60, 10, none.clone(), Reuse::Revalidate),
-            ("max-age=60", 60, 70, req("max-stale=20"), Reuse::StaleAccepted),
+            (
+                "no-cache, max-age=60",
+                60,
+                10,
+                none.clone(),
+                Reuse::Revalidate,
+            ),
+            (
+                "max-age=60",
+                60,
+                70,
+                req("max-stale=20"),
+                Reuse::StaleAccepted,
+            ),
             ("max-age=60", 60, 90, req("max-stale=20"), Reuse::Revalidate),
-            ("max-age=60", 60, 900, req("max-stale"), Reuse::StaleAccepted),
-            ("max-age=60, must-revalidate", 60, 70, req("max-stale"), Reuse::Revalidate),
+            (
+                "max-age=60",
+                60,
+                900,
+                req("max-stale"),
+                Reuse::StaleAccepted,
+            ),
+            (
+                "max-age=60, must-revalidate",
+                60,
+                70,
+                req("max-stale"),
+                Reuse::Revalidate,
+            ),
             ("s-maxage=60", 60, 70, req("max-stale"), Reuse::Revalidate),
-            ("max-age=60, stale-while-revalidate=30", 60, 80, none.clone(), Reuse::StaleWhileRevalidate),
-            ("max-age=60, stale-while-revalidate=30", 60, 100, none.clone(), Reuse::Revalidate),
-            ("max-age=60, stale-while-revalidate=30, proxy-revalidate", 60, 80, none.clone(), Reuse::Revalidate),
+            (
+                "max-age=60, stale-while-revalidate=30",
+                60,
+                80,
+                none.clone(),
+                Reuse::StaleWhileRevalidate,
+            ),
+            (
+                "max-age=60, stale-while-revalidate=30",
+                60,
+                100,
+                none.clone(),
+                Reuse::Revalidate,
+            ),
+            (
+                "max-age=60, stale-while-revalidate=30, proxy-revalidate",
+                60,
+                80,
+                none.clone(),
+                Reuse::Revalidate,
+            ),
         ];
         for (line, lifetime, age, request, want) in cases {
-            assert_eq!(reuse(&cc(line), s(lifetime), s(age), &request), want, "{line} age={age} {request:?}");
+            assert_eq!(
+                reuse(&cc(line), s(lifetime), s(age), &request),
+                want,
+                "{line} age={age} {request:?}"
+            );
         }
     }
 
@@ -846,13 +1095,44 @@ mod tests {
     fn stale_if_error_windows() {
         let s = Duration::from_secs;
         let none = RequestDirectives::default();
-        assert!(may_serve_stale_on_error(&cc("max-age=1, stale-if-error=60"), s(1), s(30), &none));
-        assert!(!may_serve_stale_on_error(&cc("max-age=1, stale-if-error=60"), s(1), s(90), &none));
-        assert!(!may_serve_stale_on_error(&cc("max-age=1, stale-if-error=60, must-revalidate"), s(1), s(30), &none));
-        assert!(!may_serve_stale_on_error(&cc("max-age=1, stale-if-error=60, no-cache"), s(1), s(30), &none));
-        assert!(!may_serve_stale_on_error(&cc("max-age=1"), s(1), s(30), &none));
-        let req = RequestDirectives::from_headers(&headers(&[("cache-control", "stale-if-error=100")]));
-        assert!(may_serve_stale_on_error(&cc("max-age=1"), s(1), s(30), &req));
+        assert!(may_serve_stale_on_error(
+            &cc("max-age=1, stale-if-error=60"),
+            s(1),
+            s(30),
+            &none
+        ));
+        assert!(!may_serve_stale_on_error(
+            &cc("max-age=1, stale-if-error=60"),
+            s(1),
+            s(90),
+            &none
+        ));
+        assert!(!may_serve_stale_on_error(
+            &cc("max-age=1, stale-if-error=60, must-revalidate"),
+            s(1),
+            s(30),
+            &none
+        ));
+        assert!(!may_serve_stale_on_error(
+            &cc("max-age=1, stale-if-error=60, no-cache"),
+            s(1),
+            s(30),
+            &none
+        ));
+        assert!(!may_serve_stale_on_error(
+            &cc("max-age=1"),
+            s(1),
+            s(30),
+            &none
+        ));
+        let req =
+            RequestDirectives::from_headers(&headers(&[("cache-control", "stale-if-error=100")]));
+        assert!(may_serve_stale_on_error(
+            &cc("max-age=1"),
+            s(1),
+            s(30),
+            &req
+        ));
     }
 
     #[test]
@@ -865,10 +1145,19 @@ mod tests {
         assert!(cond(&[("if-none-match", "\"x\", \"v1\"")]));
         assert!(cond(&[("if-none-match", "*")]));
         assert!(!cond(&[("if-none-match", "\"v2\"")]));
-        assert!(!cond(&[("if-none-match", "\"v2\""), ("if-modified-since", lm)]), "INM wins over IMS");
+        assert!(
+            !cond(&[("if-none-match", "\"v2\""), ("if-modified-since", lm)]),
+            "INM wins over IMS"
+        );
         assert!(cond(&[("if-modified-since", lm)]));
-        assert!(cond(&[("if-modified-since", "Wed, 16 Nov 1994 12:45:26 GMT")]));
-        assert!(!cond(&[("if-modified-since", "Mon, 14 Nov 1994 12:45:26 GMT")]));
+        assert!(cond(&[(
+            "if-modified-since",
+            "Wed, 16 Nov 1994 12:45:26 GMT"
+        )]));
+        assert!(!cond(&[(
+            "if-modified-since",
+            "Mon, 14 Nov 1994 12:45:26 GMT"
+        )]));
         assert!(!cond(&[("if-modified-since", "not a date")]));
         assert!(!cond(&[]));
     }
@@ -885,13 +1174,22 @@ mod tests {
         let v = validators(&stored);
         assert_eq!(v.len(), 2);
         assert_eq!(v[0], (IF_NONE_MATCH, HeaderValue::from_static("\"v1\"")));
-        let fresh = headers(&[("etag", "\"v1\""), ("cache-control", "max-age=60"), ("content-length", "0"), ("x-new", "2")]);
+        let fresh = headers(&[
+            ("etag", "\"v1\""),
+            ("cache-control", "max-age=60"),
+            ("content-length", "0"),
+            ("x-new", "2"),
+        ]);
         assert!(validates(&stored, &fresh));
         assert!(!validates(&stored, &headers(&[("etag", "\"v2\"")])));
         assert!(validates(&stored, &HeaderMap::new()));
         let merged = freshen_headers(&stored, &fresh);
         assert_eq!(merged.get("cache-control").unwrap(), "max-age=60");
-        assert_eq!(merged.get("content-length").unwrap(), "10", "Content-Length is never updated by a 304");
+        assert_eq!(
+            merged.get("content-length").unwrap(),
+            "10",
+            "Content-Length is never updated by a 304"
+        );
         assert_eq!(merged.get("x-old").unwrap(), "1");
         assert_eq!(merged.get("x-new").unwrap(), "2");
     }

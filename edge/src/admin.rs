@@ -1,48 +1,184 @@
-//! The admin listener: Prometheus metrics and health, apart from client traffic.
+//! The admin listener: Prometheus metrics, health, and the purge API, apart from client traffic.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{HeaderValue, CONTENT_TYPE};
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use prometheus::{Encoder, Registry, TextEncoder};
-use verge_cache::{CacheStore, Flights};
+use serde::Deserialize;
+use verge_cache::store::PurgeTarget;
+use verge_cache::{CacheKey, CacheStore, Clock, Flights};
 
 use crate::body::ResponseBody;
 use crate::error::EdgeError;
 use crate::metrics::NodeMetrics;
 use crate::server::Handler;
 
+/// Targets accepted in one purge request, all lists together.
+const MAX_PURGE_TARGETS: usize = 100_000;
+
 pub struct AdminService {
     pub registry: Registry,
     pub metrics: NodeMetrics,
     pub store: CacheStore,
     pub flights: Arc<Flights<EdgeError>>,
+    pub clock: Arc<dyn Clock>,
+    /// Bearer token for purges; `None` disables them.
+    pub token: Option<String>,
+    pub max_body_bytes: usize,
+}
+
+/// `POST /v1/purge` body. Every list may be empty; at least one target must be given.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    /// Absolute URLs; every variant of each is purged.
+    #[serde(default)]
+    urls: Vec<String>,
+    /// Absolute URL prefixes, e.g. `http://example.com/images/`.
+    #[serde(default)]
+    prefixes: Vec<String>,
+    /// Surrogate keys, as sent by the origin in `Surrogate-Key` or `Cache-Tag`.
+    #[serde(default)]
+    tags: Vec<String>,
+    /// Everything.
+    #[serde(default)]
+    all: bool,
+    /// Mark stale (revalidate before use; stale-if-error still applies) instead of removing.
+    #[serde(default)]
+    soft: bool,
 }
 
 impl AdminService {
-    async fn metrics_text(&self) -> Response<ResponseBody> {
-        self.store.sync().await;
+    fn metrics_text(&self) -> Response<ResponseBody> {
+        self.store.sync();
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.metrics
             .cache_objects
-            .set(i64::try_from(self.store.object_count()).unwrap_or(i64::MAX));
+            .set(gauge(self.store.url_count()));
         self.metrics
             .cache_bytes
-            .set(i64::try_from(self.store.weighted_bytes()).unwrap_or(i64::MAX));
+            .set(gauge(self.store.weighted_bytes()));
         self.metrics
             .hit_for_miss_keys
-            .set(i64::try_from(self.flights.hit_for_miss_keys()).unwrap_or(i64::MAX));
+            .set(gauge(self.flights.hit_for_miss_keys()));
+        let (keys, tags) = self.store.index_sizes();
+        self.metrics.purge_index_keys.set(gauge(keys as u64));
+        self.metrics.purge_index_tags.set(gauge(tags as u64));
         let encoder = TextEncoder::new();
         let mut buffer = Vec::with_capacity(16 * 1024);
         match encoder.encode(&self.registry.gather(), &mut buffer) {
             Ok(()) => text(StatusCode::OK, buffer, encoder.format_type()),
-            Err(error) => text(
+            Err(error) => plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot encode metrics: {error}\n").into_bytes(),
-                "text/plain; charset=utf-8",
+                format!("cannot encode metrics: {error}"),
             ),
         }
+    }
+
+    async fn purge(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+        let response = match self.try_purge(request).await {
+            Ok(purged) => json(StatusCode::OK, format!("{{\"purged\":{purged}}}\n")),
+            Err(refusal) => refusal.into_response(),
+        };
+        self.metrics.purge_request(response.status());
+        response
+    }
+
+    async fn try_purge(&self, request: Request<Incoming>) -> Result<usize, Refusal> {
+        self.authorize(request.headers())?;
+        let body = Limited::new(request.into_body(), self.max_body_bytes)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    Refusal::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "purge body is larger than admin.max_body_bytes ({} bytes)",
+                            self.max_body_bytes
+                        ),
+                    )
+                } else {
+                    Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("cannot read purge body: {e}"),
+                    )
+                }
+            })?
+            .to_bytes();
+        let (targets, soft) =
+            parse_purge(&body).map_err(|message| Refusal::new(StatusCode::BAD_REQUEST, message))?;
+        let now = self.clock.now();
+        let purged = targets
+            .iter()
+            .map(|target| self.store.purge(target, soft, now))
+            .sum();
+        self.metrics.purged_urls.inc_by(purged as u64);
+        tracing::info!(purged, soft, targets = targets.len(), "purge applied");
+        Ok(purged)
+    }
+
+    /// Bearer-token check: 401 without credentials, 403 with wrong ones (or when purges are
+    /// disabled). The comparison takes the same time wherever the tokens differ.
+    fn authorize(&self, headers: &http::HeaderMap) -> Result<(), Refusal> {
+        let Some(expected) = &self.token else {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "purge API disabled: no admin.token is configured".to_string(),
+            ));
+        };
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            });
+        let Some(presented) = presented else {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "missing credentials: send Authorization: Bearer <admin.token>".to_string(),
+            ));
+        };
+        if constant_time_eq(presented.trim().as_bytes(), expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "wrong admin token".to_string(),
+            ))
+        }
+    }
+}
+
+/// Why an admin call was refused; becomes the response in [`Refusal::into_response`].
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: String) -> Refusal {
+        Refusal { status, message }
+    }
+
+    fn into_response(self) -> Response<ResponseBody> {
+        let mut response = plain(self.status, self.message);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"verge-admin\""),
+            );
+        }
+        response
     }
 }
 
@@ -52,25 +188,111 @@ impl Handler for AdminService {
         request: Request<Incoming>,
         _client: SocketAddr,
     ) -> Response<ResponseBody> {
-        let plain = "text/plain; charset=utf-8";
-        if request.method() != Method::GET && request.method() != Method::HEAD {
-            return text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                b"only GET is served here\n".to_vec(),
-                plain,
-            );
-        }
-        match request.uri().path() {
-            "/metrics" => self.metrics_text().await,
-            "/healthz" => text(StatusCode::OK, b"ok\n".to_vec(), plain),
-            other => text(
+        let path = request.uri().path();
+        let method = request.method().clone();
+        match (path, method) {
+            ("/metrics", Method::GET | Method::HEAD) => self.metrics_text(),
+            ("/healthz", Method::GET | Method::HEAD) => plain(StatusCode::OK, "ok".to_string()),
+            ("/v1/purge", Method::POST) => self.purge(request).await,
+            ("/metrics" | "/healthz", _) => method_not_allowed("GET, HEAD"),
+            ("/v1/purge", _) => method_not_allowed("POST"),
+            (other, _) => plain(
                 StatusCode::NOT_FOUND,
-                format!("no such admin endpoint: {other} (try /metrics or /healthz)\n")
-                    .into_bytes(),
-                plain,
+                format!(
+                    "no such admin endpoint: {other} (try /metrics, /healthz or POST /v1/purge)"
+                ),
             ),
         }
     }
+}
+
+/// Parses and validates a purge body into targets, naming the first problem found.
+fn parse_purge(body: &Bytes) -> Result<(Vec<PurgeTarget>, bool), String> {
+    let request: PurgeRequest =
+        serde_json::from_slice(body).map_err(|e| format!("invalid purge body: {e}"))?;
+    let count = request.urls.len() + request.prefixes.len() + request.tags.len();
+    if count == 0 && !request.all {
+        return Err("empty purge: give urls, prefixes, tags or \"all\": true".to_string());
+    }
+    if count > MAX_PURGE_TARGETS {
+        return Err(format!(
+            "too many purge targets: {count} (at most {MAX_PURGE_TARGETS})"
+        ));
+    }
+    let mut targets = Vec::with_capacity(request.urls.len() + request.prefixes.len() + 2);
+    if request.all {
+        targets.push(PurgeTarget::All);
+    }
+    for url in &request.urls {
+        targets.push(PurgeTarget::Url(
+            url_key(url).map_err(|e| format!("urls: {e}"))?,
+        ));
+    }
+    for prefix in &request.prefixes {
+        let key = url_key(prefix).map_err(|e| format!("prefixes: {e}"))?;
+        targets.push(PurgeTarget::Prefix(key.as_str().to_string()));
+    }
+    if !request.tags.is_empty() {
+        if let Some(bad) = request
+            .tags
+            .iter()
+            .find(|t| t.is_empty() || t.contains([' ', ',']))
+        {
+            return Err(format!(
+                "tags: {bad:?} is not a surrogate key (empty, or contains a space or comma)"
+            ));
+        }
+        targets.push(PurgeTarget::Tags(request.tags));
+    }
+    Ok((targets, request.soft))
+}
+
+/// The cache key of an absolute URL, normalised like a request's.
+fn url_key(url: &str) -> Result<CacheKey, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(format!("{url:?} is not an absolute URL (http://host/path)"));
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("{url:?}: only http and https URLs are cached"));
+    }
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    Ok(CacheKey::from_parts(scheme, authority.as_str(), path))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
+    let mut response = plain(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed here; use {allow}"),
+    );
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn plain(status: StatusCode, message: String) -> Response<ResponseBody> {
+    text(
+        status,
+        format!("{message}\n").into_bytes(),
+        "text/plain; charset=utf-8",
+    )
+}
+
+fn json(status: StatusCode, body: String) -> Response<ResponseBody> {
+    text(status, body.into_bytes(), "application/json")
 }
 
 fn text(status: StatusCode, body: Vec<u8>, content_type: &str) -> Response<ResponseBody> {
@@ -80,4 +302,54 @@ fn text(status: StatusCode, body: Vec<u8>, content_type: &str) -> Response<Respo
         response.headers_mut().insert(CONTENT_TYPE, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_comparison_is_equality() {
+        assert!(constant_time_eq(b"secret-token-123", b"secret-token-123"));
+        assert!(!constant_time_eq(b"secret-token-123", b"secret-token-124"));
+        assert!(!constant_time_eq(b"secret", b"secret-token"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn purge_bodies_are_validated() {
+        let parse = |s: &str| parse_purge(&Bytes::from(s.to_string()));
+        let (targets, soft) =
+            parse(r#"{"urls":["http://Example.com:80/a?b"],"soft":true}"#).unwrap();
+        assert!(soft);
+        assert_eq!(
+            targets,
+            vec![PurgeTarget::Url(CacheKey::from_parts(
+                "http",
+                "example.com",
+                "/a?b"
+            ))]
+        );
+        let (targets, _) =
+            parse(r#"{"prefixes":["http://EXAMPLE.com/img/"],"tags":["t1","t2"],"all":true}"#)
+                .unwrap();
+        assert_eq!(targets.len(), 3);
+        assert!(targets.contains(&PurgeTarget::Prefix("http://example.com/img/".into())));
+        assert!(parse("{}").unwrap_err().contains("empty purge"));
+        assert!(parse("not json")
+            .unwrap_err()
+            .contains("invalid purge body"));
+        assert!(parse(r#"{"urls":["/relative"]}"#)
+            .unwrap_err()
+            .contains("absolute"));
+        assert!(parse(r#"{"urls":["ftp://h/x"]}"#)
+            .unwrap_err()
+            .contains("only http"));
+        assert!(parse(r#"{"tags":["a b"]}"#)
+            .unwrap_err()
+            .contains("not a surrogate key"));
+        assert!(parse(r#"{"url":["http://h/"]}"#)
+            .unwrap_err()
+            .contains("unknown field"));
+    }
 }

@@ -43,9 +43,9 @@ impl EdgeError {
 
     pub fn fault(&self) -> Fault {
         match self {
-            EdgeError::BadRequest(_) | EdgeError::MethodNotAllowed { .. } | EdgeError::NotCached => {
-                Fault::Client
-            }
+            EdgeError::BadRequest(_)
+            | EdgeError::MethodNotAllowed { .. }
+            | EdgeError::NotCached => Fault::Client,
             EdgeError::UpstreamConnect { .. }
             | EdgeError::UpstreamTimeout { .. }
             | EdgeError::UpstreamBroken { .. } => Fault::Upstream,

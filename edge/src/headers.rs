@@ -39,7 +39,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Fields meant for this cache (RFC 9213 `CDN-Cache-Control`, `Surrogate-Control`) or for its
 /// purges (`Surrogate-Key`, `Cache-Tag`): acted on here and not sent to clients.
-const CDN_ONLY: [&str; 4] = ["cdn-cache-control", "surrogate-control", "surrogate-key", "cache-tag"];
+const CDN_ONLY: [&str; 4] = [
+    "cdn-cache-control",
+    "surrogate-control",
+    "surrogate-key",
+    "cache-tag",
+];
 
 /// Removes the fields of [`CDN_ONLY`].
 pub fn strip_cdn_only(headers: &mut HeaderMap) {

@@ -1,9 +1,10 @@
 //! The Verge cache-node runtime and the edge role.
 //!
-//! - [`pipeline`]: the request path of a cache node, as one readable sequence of steps;
+//! - [`pipeline`]: the request path of a cache node, as one readable sequence of steps, with
+//!   its fills (fetch, revalidate, store) and its answers from cache (304, 206, 416) beside it;
 //! - [`upstream`]: the hop towards the origin ([`Upstream`]) and the direct-to-origin client;
 //! - [`server`]: listeners, HTTP/1.1 + HTTP/2, connection limits, graceful shutdown;
-//! - [`admin`]: `/metrics` and `/healthz` on a separate listener;
+//! - [`admin`]: `/metrics`, `/healthz` and `POST /v1/purge` on a separate listener;
 //! - [`metrics`]: the node's Prometheus metrics on a registry passed in;
 //! - [`headers`]: hop-by-hop handling, `Via`, `Cache-Status`;
 //! - [`body`]: the response body type; [`error`]: request-path errors and their statuses.
@@ -13,9 +14,11 @@
 pub mod admin;
 pub mod body;
 pub mod error;
+mod fill;
 pub mod headers;
 pub mod metrics;
 pub mod pipeline;
+mod respond;
 pub mod server;
 pub mod upstream;
 
@@ -30,7 +33,7 @@ use verge_cache::{CacheStore, Clock, Flights, SystemClock};
 use verge_config::EdgeConfig;
 
 pub use error::{EdgeError, Fault};
-pub use pipeline::EdgePipeline;
+pub use pipeline::{EdgePipeline, PipelineLimits};
 pub use upstream::{OriginUpstream, Upstream};
 
 use admin::AdminService;
@@ -92,6 +95,9 @@ impl EdgeNode {
         let max_object =
             usize::try_from(config.cache.max_object_bytes.bytes()).unwrap_or(usize::MAX);
         let store = CacheStore::new(config.cache.max_bytes.bytes(), max_object);
+        let limits = PipelineLimits {
+            max_ranges: config.cache.max_ranges,
+        };
         let flights = Flights::new(
             config.cache.hit_for_miss_ttl,
             config.cache.hit_for_miss_max_keys,
@@ -102,19 +108,24 @@ impl EdgeNode {
         metrics
             .connections_max
             .set(i64::try_from(config.server.max_connections).unwrap_or(i64::MAX));
-        let pipeline = Arc::new(EdgePipeline::new(
+        let pipeline = EdgePipeline::new(
             store.clone(),
             Arc::clone(&flights),
             OriginUpstream::new(&config.upstream),
             metrics.clone(),
-            clock,
+            Arc::clone(&clock),
             config.id.as_str(),
-        ));
+            limits,
+        );
         let admin_service = Arc::new(AdminService {
             registry,
             metrics: metrics.clone(),
             store,
             flights,
+            clock,
+            token: config.admin.token.clone(),
+            max_body_bytes: usize::try_from(config.admin.max_body_bytes.bytes())
+                .unwrap_or(usize::MAX),
         });
         let limits = ListenerLimits {
             max_connections: config.server.max_connections,

@@ -191,16 +191,28 @@ impl NodeMetrics {
                 "Configured bound on open client connections",
             )?,
             revalidations: IntCounterVec::new(
-                Opts::new("verge_revalidations_total", "Revalidations of stored objects with upstream, by result"),
+                Opts::new(
+                    "verge_revalidations_total",
+                    "Revalidations of stored objects with upstream, by result",
+                ),
                 &["result"],
             )?,
             purge_requests: IntCounterVec::new(
-                Opts::new("verge_purge_requests_total", "Purge API calls, by HTTP status code"),
+                Opts::new(
+                    "verge_purge_requests_total",
+                    "Purge API calls, by HTTP status code",
+                ),
                 &["code"],
             )?,
-            purged_urls: IntCounter::new("verge_purged_urls_total", "URLs purged (all their variants)")?,
+            purged_urls: IntCounter::new(
+                "verge_purged_urls_total",
+                "URLs purged (all their variants)",
+            )?,
             purge_index_keys: IntGauge::new("verge_purge_index_keys", "URLs in the purge index")?,
-            purge_index_tags: IntGauge::new("verge_purge_index_tags", "Surrogate keys in the purge index")?,
+            purge_index_tags: IntGauge::new(
+                "verge_purge_index_tags",
+                "Surrogate keys in the purge index",
+            )?,
             requests_ok: Vec::new(),
             durations: Vec::new(),
         };
@@ -258,11 +270,15 @@ impl NodeMetrics {
     }
 
     pub fn revalidation(&self, result: RevalidationResult) {
-        self.revalidations.with_label_values(&[result.as_str()]).inc();
+        self.revalidations
+            .with_label_values(&[result.as_str()])
+            .inc();
     }
 
     pub fn purge_request(&self, code: http::StatusCode) {
-        self.purge_requests.with_label_values(&[code.as_str()]).inc();
+        self.purge_requests
+            .with_label_values(&[code.as_str()])
+            .inc();
     }
 
     pub fn not_stored(&self, reason: &str) {

@@ -1,60 +1,62 @@
 //! The edge request pipeline: validate → cache key → lookup → (single-flight) fill → store →
 //! respond. [`EdgePipeline::handle`] never fails; errors become responses in one place.
+//!
+//! The steps live in three files: this one reads the request path top to bottom; `fill.rs`
+//! fetches, revalidates and stores; `respond.rs` turns a stored object into the answer the
+//! request asked for (304, 206, 416 or the whole object).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
-use http::header::{
-    HeaderValue, AGE, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, IF_MATCH, IF_MODIFIED_SINCE,
-    IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, VIA,
-};
-use http::{request, response, HeaderMap, Method, Request, Response, Version};
-use http_body_util::{BodyExt, Either, Empty};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LOCATION, CONTENT_TYPE, HOST, LOCATION};
+use http::{request, HeaderMap, Method, Request, Response, Version};
 use hyper::body::Incoming;
-use verge_cache::policy::{self, AgeInputs, RequestDirectives, Reuse};
-use verge_cache::{
-    CacheControl, CacheKey, CacheStore, CachedObject, Clock, FillOutcome, FlightLeader, Flights,
-    Join, NotStorable, VaryKey,
-};
+use verge_cache::policy::{RequestDirectives, Reuse};
+use verge_cache::store::Lookup;
+use verge_cache::{CacheKey, CacheStore, CachedObject, Clock, FillOutcome, Flights, Join};
 
 use crate::body::ResponseBody;
 use crate::error::{EdgeError, Fault};
-use crate::headers::{strip_hop_by_hop, CacheStatus, CACHE_STATUS};
-use crate::metrics::{NodeMetrics, RequestOutcome, UpstreamResult};
+use crate::headers::{CacheStatus, CACHE_STATUS};
+use crate::metrics::{NodeMetrics, RequestOutcome};
 use crate::server::Handler;
-use crate::upstream::{Upstream, UpstreamBody};
+use crate::upstream::Upstream;
 
 /// A follower whose leader gave up joins again at most this many times before fetching alone.
 const MAX_FLIGHT_JOINS: usize = 3;
 
 /// What a request carries through the pipeline.
-struct RequestContext {
-    key: CacheKey,
-    /// HEAD: answered from a GET fill, without a body.
-    head_only: bool,
-    parts: request::Parts,
-    client: SocketAddr,
+pub(crate) struct RequestContext {
+    pub(crate) key: CacheKey,
+    /// HEAD: answered from a stored GET, without a body.
+    pub(crate) head_only: bool,
+    pub(crate) parts: request::Parts,
+    pub(crate) client: SocketAddr,
+    pub(crate) directives: RequestDirectives,
 }
 
-/// A response body read for storing: whole, or found too large part way through.
-enum BodyRead {
-    Complete(Bytes),
-    TooLarge { prefix: Bytes, rest: Incoming },
+/// Limits the pipeline applies per request.
+#[derive(Debug, Clone)]
+pub struct PipelineLimits {
+    /// Byte ranges served in one 206; more are answered with the whole object.
+    pub max_ranges: usize,
 }
 
 /// Everything one cache node needs to answer requests; shared by all connections.
 pub struct EdgePipeline<U> {
-    store: CacheStore,
-    flights: Arc<Flights<EdgeError>>,
-    upstream: U,
-    metrics: NodeMetrics,
-    clock: Arc<dyn Clock>,
+    pub(crate) store: CacheStore,
+    pub(crate) flights: Arc<Flights<EdgeError>>,
+    pub(crate) upstream: U,
+    pub(crate) metrics: NodeMetrics,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) limits: PipelineLimits,
     /// This cache's name in `Cache-Status`.
-    cache_name: &'static str,
+    pub(crate) cache_name: &'static str,
     /// This node's entry in `Via`.
-    via: HeaderValue,
+    pub(crate) via: HeaderValue,
+    /// A handle on this pipeline for background refreshes (stale-while-revalidate).
+    pub(crate) me: Weak<EdgePipeline<U>>,
 }
 
 impl<U: Upstream> EdgePipeline<U> {
@@ -65,18 +67,21 @@ impl<U: Upstream> EdgePipeline<U> {
         metrics: NodeMetrics,
         clock: Arc<dyn Clock>,
         node_id: &str,
-    ) -> EdgePipeline<U> {
+        limits: PipelineLimits,
+    ) -> Arc<EdgePipeline<U>> {
         let via = HeaderValue::from_str(&format!("1.1 {node_id}"))
             .unwrap_or_else(|_| HeaderValue::from_static("1.1 verge"));
-        EdgePipeline {
+        Arc::new_cyclic(|me| EdgePipeline {
             store,
             flights,
             upstream,
             metrics,
             clock,
+            limits,
             cache_name: "verge-edge",
             via,
-        }
+            me: me.clone(),
+        })
     }
 
     /// Answers one client request. Never fails: errors are turned into responses here.
@@ -110,364 +115,182 @@ impl<U: Upstream> EdgePipeline<U> {
         let key = CacheKey::for_request("http", request.uri(), request.headers())
             .map_err(|e| EdgeError::BadRequest(e.message()))?;
         if method != Method::GET && method != Method::HEAD {
+            let is_unsafe = !matches!(*method, Method::OPTIONS | Method::TRACE);
+            let site = site_of(request.uri(), request.headers());
             let response = self.pass(request, client).await?;
+            let status = response.status();
+            if is_unsafe && (status.is_success() || status.is_redirection()) {
+                self.invalidate_after_unsafe(&key, site.as_deref(), response.headers());
+            }
             return Ok((response, RequestOutcome::Pass));
         }
         let (parts, _body) = request.into_parts();
         let ctx = RequestContext {
             key,
             head_only: parts.method == Method::HEAD,
+            directives: RequestDirectives::from_headers(&parts.headers),
             parts,
             client,
         };
         self.serve_cacheable(&ctx).await
     }
 
-    /// GET and HEAD: from cache when fresh, else through one fill per key.
+    /// GET and HEAD: from cache when the stored object may answer, else through one fill per key.
     async fn serve_cacheable(
         &self,
         ctx: &RequestContext,
     ) -> Result<(Response<ResponseBody>, RequestOutcome), EdgeError> {
-        for _ in 0..MAX_FLIGHT_JOINS {
+        let mut joins = 0;
+        loop {
             let now = self.clock.now();
-            if let Some(object) = self.lookup(ctx, now).await {
-                let response = self.respond_from_cache(ctx, &object, CacheStatus::hit(), now);
-                return Ok((response, RequestOutcome::Hit));
-            }
-            match self.flights.join(&ctx.key) {
-                Join::Leader(leader) => {
-                    // A fill that ended between the lookup and the join has stored its object.
-                    if let Some(object) = self.lookup(ctx, now).await {
-                        leader.finish(FillOutcome::Stored(Arc::clone(&object)));
+            let (stored, fwd) = match self.store.lookup(&ctx.key, &ctx.parts.headers) {
+                Lookup::Found(object) => match object.reuse(&ctx.directives, now) {
+                    Reuse::Fresh => {
                         let response =
                             self.respond_from_cache(ctx, &object, CacheStatus::hit(), now);
                         return Ok((response, RequestOutcome::Hit));
                     }
-                    return self.fill(ctx, Some(leader)).await;
-                }
+                    Reuse::StaleAccepted => {
+                        let status = CacheStatus::stale_hit("max-stale");
+                        return Ok((
+                            self.respond_from_cache(ctx, &object, status, now),
+                            RequestOutcome::Stale,
+                        ));
+                    }
+                    Reuse::StaleWhileRevalidate => {
+                        self.refresh_in_background(ctx, &object);
+                        let status = CacheStatus::stale_hit("stale-while-revalidate");
+                        return Ok((
+                            self.respond_from_cache(ctx, &object, status, now),
+                            RequestOutcome::Stale,
+                        ));
+                    }
+                    Reuse::Revalidate if object.is_fresh(now) => (Some(object), "request"),
+                    Reuse::Revalidate => (Some(object), "stale"),
+                },
+                Lookup::VaryMiss => (None, "vary-miss"),
+                Lookup::UriMiss => (None, "uri-miss"),
+            };
+            if ctx.directives.only_if_cached {
+                return Err(EdgeError::NotCached);
+            }
+            joins += 1;
+            if joins > MAX_FLIGHT_JOINS {
+                return self.fill(ctx, None, stored, fwd).await;
+            }
+            match self.flights.join(&ctx.key) {
+                Join::Leader(leader) => return self.fill(ctx, Some(leader), stored, fwd).await,
                 Join::Follower(follower) => {
                     self.metrics.coalesced.inc();
                     match follower.wait().await {
-                        FillOutcome::Stored(object) if object.vary.matches(&ctx.parts.headers) => {
+                        FillOutcome::Stored(object) if self.may_share(ctx, &object) => {
                             let status = CacheStatus {
                                 collapsed: true,
-                                ..CacheStatus::forwarded("miss")
+                                ..CacheStatus::forwarded(fwd)
                             };
                             let response =
                                 self.respond_from_cache(ctx, &object, status, self.clock.now());
                             return Ok((response, RequestOutcome::Coalesced));
                         }
-                        FillOutcome::Stored(_) | FillOutcome::NotStorable => break,
-                        FillOutcome::Failed(error) => return Err(error),
+                        FillOutcome::Stored(_) | FillOutcome::NotStorable => {
+                            return self.fill(ctx, None, stored, fwd).await
+                        }
+                        FillOutcome::Failed(error) => {
+                            return self.stale_or_error(ctx, stored, error)
+                        }
                         FillOutcome::Abandoned => continue,
                     }
                 }
-                Join::Uncoalesced => break,
+                Join::Uncoalesced => return self.fill(ctx, None, stored, "miss").await,
             }
         }
-        self.fill(ctx, None).await
     }
 
-    async fn lookup(&self, ctx: &RequestContext, now: SystemTime) -> Option<Arc<CachedObject>> {
-        let object = self.store.get(&ctx.key).await?;
-        let directives = RequestDirectives::from_headers(&ctx.parts.headers);
-        (object.vary.matches(&ctx.parts.headers) && object.reuse(&directives, now) == Reuse::Fresh)
-            .then_some(object)
+    /// Whether a follower may answer with the object its leader stored.
+    fn may_share(&self, ctx: &RequestContext, object: &CachedObject) -> bool {
+        object.vary.matches(&ctx.parts.headers)
+            && matches!(
+                object.reuse(&ctx.directives, self.clock.now()),
+                Reuse::Fresh | Reuse::StaleAccepted
+            )
     }
 
-    /// Fetches the object, stores it when allowed, and tells the followers (if leading).
-    async fn fill(
+    /// Refreshes a stale object once, off the request path (stale-while-revalidate).
+    fn refresh_in_background(&self, ctx: &RequestContext, stale: &Arc<CachedObject>) {
+        let Join::Leader(leader) = self.flights.join(&ctx.key) else {
+            return; // a fill for this key is already running
+        };
+        let Some(me) = self.me.upgrade() else { return };
+        let mut parts = ctx.parts.clone();
+        parts.method = Method::GET;
+        let background = RequestContext {
+            key: ctx.key.clone(),
+            head_only: false,
+            directives: RequestDirectives::default(),
+            parts,
+            client: ctx.client,
+        };
+        let stale = Arc::clone(stale);
+        tokio::spawn(async move {
+            let fwd = "stale";
+            if let Err(error) = me.fill(&background, Some(leader), Some(stale), fwd).await {
+                tracing::debug!(%error, key = %background.key, "background refresh failed");
+            }
+        });
+    }
+
+    /// Serves a stale object in place of an upstream failure when stale-if-error allows it.
+    pub(crate) fn stale_or_error(
         &self,
         ctx: &RequestContext,
-        leader: Option<FlightLeader<EdgeError>>,
+        stored: Option<Arc<CachedObject>>,
+        error: EdgeError,
     ) -> Result<(Response<ResponseBody>, RequestOutcome), EdgeError> {
-        self.metrics.fills_in_flight.inc();
-        let result = self.fill_inner(ctx, leader).await;
-        self.metrics.fills_in_flight.dec();
-        result
-    }
-
-    async fn fill_inner(
-        &self,
-        ctx: &RequestContext,
-        leader: Option<FlightLeader<EdgeError>>,
-    ) -> Result<(Response<ResponseBody>, RequestOutcome), EdgeError> {
-        let leading = leader.is_some();
-        let publish = |outcome: FillOutcome<EdgeError>| {
-            if let Some(leader) = leader {
-                leader.finish(outcome);
-            }
-        };
-        let request_time = self.clock.now();
-        let response = match self.send_upstream(self.fill_request(ctx)).await {
-            Ok(response) => response,
-            Err(error) => {
-                publish(FillOutcome::Failed(error.clone()));
-                return Err(error);
-            }
-        };
-        let response_time = self.clock.now();
-        let (mut head, body) = response.into_parts();
-        self.prepare_response(&mut head);
-        let fwd_status = Some(head.status.as_u16());
-        let cc = CacheControl::for_response(&head.headers);
-        let directives = RequestDirectives::from_headers(&ctx.parts.headers);
-        let max_object = self.store.max_object_bytes();
-        let lifetime = policy::storability(
-            &Method::GET,
-            &ctx.parts.headers,
-            &directives,
-            head.status,
-            &head.headers,
-            &cc,
-            response_time,
-        )
-        .and_then(|lifetime| match content_length(&head.headers) {
-            Some(n) if n > max_object as u64 => Err(NotStorable::TooLarge),
-            _ => Ok(lifetime),
-        });
-        let lifetime = match lifetime {
-            Ok(lifetime) => lifetime,
-            Err(reason) => {
-                self.metrics.not_stored(reason.as_str());
-                publish(FillOutcome::NotStorable);
+        let now = self.clock.now();
+        match stored {
+            Some(object) if object.may_serve_on_error(&ctx.directives, now) => {
+                tracing::info!(%error, key = %ctx.key, "upstream failed; serving stale");
                 let status = CacheStatus {
-                    fwd_status,
-                    detail: Some(reason.as_str()),
-                    ..CacheStatus::forwarded("miss")
+                    fwd: Some("stale"),
+                    ..CacheStatus::stale_hit("stale-if-error")
                 };
-                let body = ResponseBody::stream(Bytes::new(), body);
-                return Ok((
-                    self.streamed(ctx, head, body, &status),
-                    RequestOutcome::Miss,
-                ));
+                Ok((
+                    self.respond_from_cache(ctx, &object, status, now),
+                    RequestOutcome::Stale,
+                ))
             }
-        };
-        let bytes = match self.read_bounded(body, content_length(&head.headers)).await {
-            Ok(BodyRead::Complete(bytes)) => bytes,
-            Ok(BodyRead::TooLarge { prefix, rest }) => {
-                self.metrics.not_stored(NotStorable::TooLarge.as_str());
-                publish(FillOutcome::NotStorable);
-                let status = CacheStatus {
-                    fwd_status,
-                    detail: Some(NotStorable::TooLarge.as_str()),
-                    ..CacheStatus::forwarded("miss")
-                };
-                let body = ResponseBody::stream(prefix, rest);
-                return Ok((
-                    self.streamed(ctx, head, body, &status),
-                    RequestOutcome::Miss,
-                ));
-            }
-            Err(error) => {
-                publish(FillOutcome::Failed(error.clone()));
-                return Err(error);
-            }
-        };
-        let corrected_initial_age =
-            AgeInputs::from_headers(&head.headers, request_time, response_time)
-                .corrected_initial_age();
-        head.headers.remove(AGE);
-        head.headers
-            .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        let object = Arc::new(CachedObject {
-            status: head.status,
-            vary: VaryKey::new(&head.headers, &ctx.parts.headers),
-            headers: compact_with_placeholders(&head.headers),
-            body: bytes,
-            response_time,
-            corrected_initial_age,
-            freshness_lifetime: lifetime,
-            cc,
-            surrogate_keys: Vec::new(),
-        });
-        let stored = self
-            .store
-            .insert(ctx.key.clone(), Arc::clone(&object))
-            .await;
-        if !leading && stored {
-            self.flights.forget(&ctx.key);
-        }
-        publish(FillOutcome::Stored(Arc::clone(&object)));
-        let status = CacheStatus {
-            fwd_status,
-            stored,
-            ..CacheStatus::forwarded("miss")
-        };
-        let response = self.respond_from_cache(ctx, &object, status, self.clock.now());
-        Ok((response, RequestOutcome::Miss))
-    }
-
-    /// Methods the cache does not handle: forwarded with their bodies, answered as streamed.
-    async fn pass(
-        &self,
-        request: Request<Incoming>,
-        client: SocketAddr,
-    ) -> Result<Response<ResponseBody>, EdgeError> {
-        let (mut parts, body) = request.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        self.add_forwarding_headers(&mut parts.headers, &parts.uri, client);
-        parts.version = Version::HTTP_11;
-        let response = self
-            .send_upstream(Request::from_parts(parts, Either::Right(body)))
-            .await?;
-        let (mut head, body) = response.into_parts();
-        self.prepare_response(&mut head);
-        let status = CacheStatus {
-            fwd_status: Some(head.status.as_u16()),
-            ..CacheStatus::forwarded("request")
-        };
-        let mut response = Response::from_parts(head, ResponseBody::stream(Bytes::new(), body));
-        response
-            .headers_mut()
-            .insert(CACHE_STATUS.clone(), status.render(self.cache_name));
-        Ok(response)
-    }
-
-    /// The request a fill sends: a plain GET for the whole representation.
-    fn fill_request(&self, ctx: &RequestContext) -> Request<UpstreamBody> {
-        let mut headers = ctx.parts.headers.clone();
-        strip_hop_by_hop(&mut headers);
-        for name in [
-            IF_NONE_MATCH,
-            IF_MODIFIED_SINCE,
-            IF_MATCH,
-            IF_UNMODIFIED_SINCE,
-            IF_RANGE,
-            RANGE,
-        ] {
-            headers.remove(name);
-        }
-        self.add_forwarding_headers(&mut headers, &ctx.parts.uri, ctx.client);
-        let mut request = Request::new(Either::Left(Empty::new()));
-        *request.method_mut() = Method::GET;
-        *request.uri_mut() = ctx.parts.uri.clone();
-        *request.headers_mut() = headers;
-        request
-    }
-
-    fn add_forwarding_headers(&self, headers: &mut HeaderMap, uri: &http::Uri, client: SocketAddr) {
-        if !headers.contains_key(HOST) {
-            // HTTP/2 requests carry the host in :authority.
-            if let Some(value) = uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                headers.insert(HOST, value);
-            }
-        }
-        headers.append(VIA, self.via.clone());
-        if let Ok(ip) = HeaderValue::from_str(&client.ip().to_string()) {
-            headers.append("x-forwarded-for", ip);
+            _ => Err(error),
         }
     }
 
-    /// Readies an upstream response head for the client: our HTTP version, not the upstream's;
-    /// hop-by-hop fields removed; this node added to `Via`.
-    fn prepare_response(&self, head: &mut response::Parts) {
-        head.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut head.headers);
-        head.headers.append(VIA, self.via.clone());
-    }
-
-    async fn send_upstream(
-        &self,
-        request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, EdgeError> {
-        let started = Instant::now();
-        let result = self.upstream.send(request).await;
-        let label = match &result {
-            Ok(_) => UpstreamResult::Ok,
-            Err(EdgeError::UpstreamConnect { .. }) => UpstreamResult::ConnectError,
-            Err(EdgeError::UpstreamTimeout { .. }) => UpstreamResult::Timeout,
-            Err(_) => UpstreamResult::Error,
-        };
-        self.metrics.observe_upstream(label, started.elapsed());
-        result
-    }
-
-    /// Reads a body to store it, up to the per-object bound; past the bound, hands back what was
-    /// read and the rest of the stream so the client still gets the whole response.
-    async fn read_bounded(
-        &self,
-        mut body: Incoming,
-        expected: Option<u64>,
-    ) -> Result<BodyRead, EdgeError> {
-        let max = self.store.max_object_bytes();
-        let capacity = expected.map_or(0, |n| n.min(max as u64) as usize);
-        let mut buffer = BytesMut::with_capacity(capacity);
-        let idle = self.upstream.body_idle_timeout();
-        loop {
-            let frame = match tokio::time::timeout(idle, body.frame()).await {
-                Err(_) => {
-                    return Err(EdgeError::UpstreamTimeout {
-                        upstream: self.upstream.name().to_string(),
-                        after: idle,
-                    })
-                }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    return Err(EdgeError::UpstreamBroken {
-                        upstream: self.upstream.name().to_string(),
-                        reason: format!("response body: {e}"),
-                    })
-                }
-                Ok(Some(Ok(frame))) => frame,
+    /// RFC 9111 §4.4: a successful unsafe request invalidates its target and the same-site
+    /// URLs in `Location` and `Content-Location`.
+    fn invalidate_after_unsafe(&self, key: &CacheKey, site: Option<&str>, response: &HeaderMap) {
+        self.store.remove(key);
+        self.flights.forget(key);
+        let Some(site) = site else { return };
+        for name in [LOCATION, CONTENT_LOCATION] {
+            let Some(target) = response.get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
             };
-            if let Ok(data) = frame.into_data() {
-                buffer.extend_from_slice(&data);
-                if buffer.len() > max {
-                    return Ok(BodyRead::TooLarge {
-                        prefix: buffer.freeze(),
-                        rest: body,
-                    });
+            let Ok(uri) = target.parse::<http::Uri>() else {
+                continue;
+            };
+            let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let same_site = match uri.authority() {
+                Some(authority) => {
+                    uri.scheme_str().is_none_or(|s| s == "http")
+                        && CacheKey::from_parts("http", authority.as_str(), "/")
+                            == CacheKey::from_parts("http", site, "/")
                 }
+                None => path.starts_with('/'),
+            };
+            if same_site {
+                let target = CacheKey::from_parts("http", site, path);
+                self.store.remove(&target);
+                self.flights.forget(&target);
             }
         }
-        Ok(BodyRead::Complete(buffer.freeze()))
-    }
-
-    /// Answers from a stored object. The stored headers already hold `Age` and `Cache-Status`
-    /// placeholders, so replacing them does not grow the cloned map.
-    fn respond_from_cache(
-        &self,
-        ctx: &RequestContext,
-        object: &CachedObject,
-        mut status: CacheStatus,
-        now: SystemTime,
-    ) -> Response<ResponseBody> {
-        let body = if ctx.head_only {
-            ResponseBody::empty()
-        } else {
-            ResponseBody::full(object.body.clone())
-        };
-        status.ttl = Some(object.ttl_seconds(now));
-        let mut response = Response::new(body);
-        *response.status_mut() = object.status;
-        let headers = response.headers_mut();
-        *headers = object.headers.clone();
-        headers.insert(AGE, HeaderValue::from(object.current_age(now).as_secs()));
-        headers.insert(CACHE_STATUS.clone(), status.render(self.cache_name));
-        response
-    }
-
-    fn streamed(
-        &self,
-        ctx: &RequestContext,
-        head: response::Parts,
-        body: ResponseBody,
-        status: &CacheStatus,
-    ) -> Response<ResponseBody> {
-        let body = if ctx.head_only {
-            ResponseBody::empty()
-        } else {
-            body
-        };
-        let mut response = Response::from_parts(head, body);
-        response
-            .headers_mut()
-            .insert(CACHE_STATUS.clone(), status.render(self.cache_name));
-        response
     }
 
     /// The one place an error becomes a response.
@@ -519,24 +342,12 @@ impl<U: Upstream> Handler for EdgePipeline<U> {
     }
 }
 
-/// Copies header values out of the upstream connection's read buffer, which a stored slice of
-/// it would otherwise keep alive for as long as the object is cached; adds `Age` and
-/// `Cache-Status` placeholders that every response from cache overwrites.
-fn compact_with_placeholders(headers: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(headers.len() + 2);
-    for (name, value) in headers {
-        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        copy.set_sensitive(value.is_sensitive());
-        out.append(name.clone(), copy);
-    }
-    out.insert(AGE, HeaderValue::from_static("0"));
-    out.insert(CACHE_STATUS.clone(), HeaderValue::from_static("verge"));
-    out
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+/// The request's host[:port], for same-site checks.
+fn site_of(uri: &http::Uri, headers: &HeaderMap) -> Option<String> {
+    uri.authority().map(|a| a.as_str().to_string()).or_else(|| {
+        headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+    })
 }

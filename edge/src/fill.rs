@@ -1,0 +1,511 @@
+//! Fills: fetching from upstream (or revalidating a stored object), deciding whether to store,
+//! storing, and telling the followers of the fill what happened.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{
+    HeaderName, HeaderValue, AGE, CONTENT_LENGTH, HOST, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, VIA,
+};
+use http::{response, HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Either, Empty};
+use hyper::body::Incoming;
+use verge_cache::policy::{self, AgeInputs};
+use verge_cache::purge::surrogate_keys;
+use verge_cache::{CacheControl, CachedObject, FillOutcome, FlightLeader, NotStorable, VaryKey};
+
+use crate::body::ResponseBody;
+use crate::error::EdgeError;
+use crate::headers::{strip_cdn_only, strip_hop_by_hop, CacheStatus, CACHE_STATUS};
+use crate::metrics::{RequestOutcome, RevalidationResult, UpstreamResult};
+use crate::pipeline::{EdgePipeline, RequestContext};
+use crate::upstream::{Upstream, UpstreamBody};
+
+type Answer = Result<(Response<ResponseBody>, RequestOutcome), EdgeError>;
+
+/// A response body read for storing: whole, or found too large part way through.
+enum BodyRead {
+    Complete(Bytes),
+    TooLarge { prefix: Bytes, rest: Incoming },
+}
+
+/// The leader's duty to tell followers how the fill ended (a no-op for uncoalesced fills).
+struct Publisher(Option<FlightLeader<EdgeError>>);
+
+impl Publisher {
+    fn publish(&mut self, outcome: FillOutcome<EdgeError>) {
+        if let Some(leader) = self.0.take() {
+            leader.finish(outcome);
+        }
+    }
+
+    fn is_leading(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl<U: Upstream> EdgePipeline<U> {
+    /// Fetches the object (conditionally when a stored one can be revalidated), stores it when
+    /// allowed, and answers the request. `stored` is the object the lookup found but could not
+    /// use; `fwd` says why the request went upstream.
+    pub(crate) async fn fill(
+        &self,
+        ctx: &RequestContext,
+        leader: Option<FlightLeader<EdgeError>>,
+        stored: Option<Arc<CachedObject>>,
+        fwd: &'static str,
+    ) -> Result<(Response<ResponseBody>, RequestOutcome), EdgeError> {
+        self.metrics.fills_in_flight.inc();
+        let result = self.fill_inner(ctx, Publisher(leader), stored, fwd).await;
+        self.metrics.fills_in_flight.dec();
+        result
+    }
+
+    async fn fill_inner(
+        &self,
+        ctx: &RequestContext,
+        mut publisher: Publisher,
+        stored: Option<Arc<CachedObject>>,
+        fwd: &'static str,
+    ) -> Answer {
+        let validatable = stored
+            .as_ref()
+            .filter(|s| policy::has_validator(&s.headers))
+            .cloned();
+        // A HEAD for a stored GET that needs revalidation is checked with a HEAD (§4.3.5).
+        let method = if ctx.head_only && validatable.is_some() {
+            Method::HEAD
+        } else {
+            Method::GET
+        };
+        let conditions = match (&method, &validatable) {
+            (&Method::GET, Some(s)) => policy::validators(&s.headers),
+            _ => Vec::new(),
+        };
+        let request_time = self.clock.now();
+        let request = self.fill_request(ctx, method.clone(), conditions);
+        let response = match self.send_upstream(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                publisher.publish(FillOutcome::Failed(error.clone()));
+                self.revalidated(validatable.is_some(), RevalidationResult::Error);
+                return self.stale_or_error(ctx, stored, error);
+            }
+        };
+        let response_time = self.clock.now();
+        let (mut head, body) = response.into_parts();
+        let cc = CacheControl::for_response(&head.headers);
+        let tags = surrogate_keys(&head.headers);
+        self.prepare_response(&mut head);
+        let fwd_status = Some(head.status.as_u16());
+
+        if let Some(stale) = &validatable {
+            let confirmed = match method {
+                Method::HEAD => {
+                    head.status == StatusCode::OK
+                        && policy::has_validator(&head.headers)
+                        && policy::validates(&stale.headers, &head.headers)
+                }
+                _ => {
+                    head.status == StatusCode::NOT_MODIFIED
+                        && policy::validates(&stale.headers, &head.headers)
+                }
+            };
+            if confirmed {
+                self.revalidated(true, RevalidationResult::NotModified);
+                let times = (request_time, response_time);
+                return Ok(self.freshen(
+                    ctx,
+                    &mut publisher,
+                    stale,
+                    &head.headers,
+                    times,
+                    fwd,
+                    fwd_status,
+                ));
+            }
+            if method == Method::HEAD {
+                // The stored GET no longer describes the resource; it cannot be kept.
+                self.store.remove(&ctx.key);
+                publisher.publish(FillOutcome::NotStorable);
+                self.revalidated(true, RevalidationResult::Modified);
+                let status = CacheStatus {
+                    fwd_status,
+                    ..CacheStatus::forwarded(fwd)
+                };
+                return Ok((
+                    self.streamed(ctx, head, ResponseBody::empty(), &status),
+                    RequestOutcome::Miss,
+                ));
+            }
+            if head.status != StatusCode::NOT_MODIFIED {
+                self.revalidated(true, RevalidationResult::Modified);
+            }
+        }
+        if head.status == StatusCode::NOT_MODIFIED {
+            // Only conditional fills are sent, and this 304 is not for what was stored.
+            let error = EdgeError::UpstreamBroken {
+                upstream: self.upstream.name().to_string(),
+                reason: "answered 304 to a request it could not have matched".into(),
+            };
+            publisher.publish(FillOutcome::Failed(error.clone()));
+            return Err(error);
+        }
+        if is_error_status(head.status) {
+            if let Some(stale) = stored
+                .as_ref()
+                .filter(|s| s.may_serve_on_error(&ctx.directives, response_time))
+            {
+                let error = EdgeError::UpstreamBroken {
+                    upstream: self.upstream.name().to_string(),
+                    reason: format!("answered {}", head.status),
+                };
+                publisher.publish(FillOutcome::Failed(error.clone()));
+                return self.stale_or_error(ctx, Some(Arc::clone(stale)), error);
+            }
+        }
+
+        let max_object = self.store.max_object_bytes();
+        let lifetime = policy::storability(
+            &Method::GET,
+            &ctx.parts.headers,
+            &ctx.directives,
+            head.status,
+            &head.headers,
+            &cc,
+            response_time,
+        )
+        .and_then(|lifetime| match content_length(&head.headers) {
+            Some(n) if n > max_object as u64 => Err(NotStorable::TooLarge),
+            _ => Ok(lifetime),
+        });
+        let lifetime = match lifetime {
+            Ok(lifetime) => lifetime,
+            Err(reason) => {
+                if stored.is_some() {
+                    self.store.remove(&ctx.key);
+                }
+                return Ok(self.pass_through(
+                    ctx,
+                    &mut publisher,
+                    head,
+                    ResponseBody::stream(Bytes::new(), body),
+                    reason,
+                    fwd,
+                ));
+            }
+        };
+        let bytes = match self.read_bounded(body, content_length(&head.headers)).await {
+            Ok(BodyRead::Complete(bytes)) => bytes,
+            Ok(BodyRead::TooLarge { prefix, rest }) => {
+                let body = ResponseBody::stream(prefix, rest);
+                return Ok(self.pass_through(
+                    ctx,
+                    &mut publisher,
+                    head,
+                    body,
+                    NotStorable::TooLarge,
+                    fwd,
+                ));
+            }
+            Err(error) => {
+                publisher.publish(FillOutcome::Failed(error.clone()));
+                return self.stale_or_error(ctx, stored, error);
+            }
+        };
+        let corrected_initial_age =
+            AgeInputs::from_headers(&head.headers, request_time, response_time)
+                .corrected_initial_age();
+        head.headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        let object = Arc::new(CachedObject {
+            status: head.status,
+            vary: VaryKey::new(&head.headers, &ctx.parts.headers),
+            headers: stored_headers(&head.headers, &cc),
+            body: bytes,
+            response_time,
+            corrected_initial_age,
+            freshness_lifetime: lifetime,
+            cc,
+            surrogate_keys: tags,
+        });
+        let stored = self.store.insert(ctx.key.clone(), Arc::clone(&object));
+        if !publisher.is_leading() && stored {
+            self.flights.forget(&ctx.key);
+        }
+        publisher.publish(FillOutcome::Stored(Arc::clone(&object)));
+        let status = CacheStatus {
+            fwd_status,
+            stored,
+            ..CacheStatus::forwarded(fwd)
+        };
+        let response = self.respond_from_cache(ctx, &object, status, self.clock.now());
+        Ok((response, RequestOutcome::Miss))
+    }
+
+    /// A 304 (or matching HEAD) confirmed the stored object: update its headers and freshness
+    /// (RFC 9111 §3.2, §4.3.4) and answer from it.
+    #[allow(clippy::too_many_arguments)]
+    fn freshen(
+        &self,
+        ctx: &RequestContext,
+        publisher: &mut Publisher,
+        stale: &CachedObject,
+        update: &HeaderMap,
+        (request_time, response_time): (SystemTime, SystemTime),
+        fwd: &'static str,
+        fwd_status: Option<u16>,
+    ) -> (Response<ResponseBody>, RequestOutcome) {
+        let merged = policy::freshen_headers(&stale.headers, update);
+        let cc = CacheControl::for_response(&merged);
+        let tags = if update.contains_key("surrogate-key") || update.contains_key("cache-tag") {
+            surrogate_keys(update)
+        } else {
+            stale.surrogate_keys.clone()
+        };
+        let lifetime = policy::storability(
+            &Method::GET,
+            &ctx.parts.headers,
+            &ctx.directives,
+            stale.status,
+            &merged,
+            &cc,
+            response_time,
+        );
+        let object = Arc::new(CachedObject {
+            status: stale.status,
+            headers: stored_headers(&merged, &cc),
+            body: stale.body.clone(),
+            response_time,
+            corrected_initial_age: AgeInputs::from_headers(update, request_time, response_time)
+                .corrected_initial_age(),
+            freshness_lifetime: lifetime.unwrap_or_default(),
+            vary: stale.vary.clone(),
+            cc,
+            surrogate_keys: tags,
+        });
+        let stored = match lifetime {
+            Ok(_) => self.store.insert(ctx.key.clone(), Arc::clone(&object)),
+            Err(_) => {
+                self.store.remove(&ctx.key);
+                false
+            }
+        };
+        publisher.publish(FillOutcome::Stored(Arc::clone(&object)));
+        let status = CacheStatus {
+            fwd_status,
+            stored,
+            ..CacheStatus::forwarded(fwd)
+        };
+        let response = self.respond_from_cache(ctx, &object, status, self.clock.now());
+        (response, RequestOutcome::Revalidated)
+    }
+
+    /// A response that is not stored goes to the client as it streams in; followers fetch for
+    /// themselves.
+    fn pass_through(
+        &self,
+        ctx: &RequestContext,
+        publisher: &mut Publisher,
+        head: response::Parts,
+        body: ResponseBody,
+        reason: NotStorable,
+        fwd: &'static str,
+    ) -> (Response<ResponseBody>, RequestOutcome) {
+        self.metrics.not_stored(reason.as_str());
+        publisher.publish(FillOutcome::NotStorable);
+        let status = CacheStatus {
+            fwd_status: Some(head.status.as_u16()),
+            detail: Some(reason.as_str()),
+            ..CacheStatus::forwarded(fwd)
+        };
+        (
+            self.streamed(ctx, head, body, &status),
+            RequestOutcome::Miss,
+        )
+    }
+
+    /// Methods the cache does not handle: forwarded with their bodies, answered as streamed.
+    pub(crate) async fn pass(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Response<ResponseBody>, EdgeError> {
+        let (mut parts, body) = request.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        self.add_forwarding_headers(&mut parts.headers, &parts.uri, client);
+        parts.version = Version::HTTP_11;
+        let response = self
+            .send_upstream(Request::from_parts(parts, Either::Right(body)))
+            .await?;
+        let (mut head, body) = response.into_parts();
+        self.prepare_response(&mut head);
+        let status = CacheStatus {
+            fwd_status: Some(head.status.as_u16()),
+            ..CacheStatus::forwarded("bypass")
+        };
+        let mut response = Response::from_parts(head, ResponseBody::stream(Bytes::new(), body));
+        response
+            .headers_mut()
+            .insert(CACHE_STATUS.clone(), status.render(self.cache_name));
+        Ok(response)
+    }
+
+    /// The request a fill sends: the client's request without its own conditions and ranges
+    /// (the cache wants the whole representation), plus the cache's validators if any.
+    fn fill_request(
+        &self,
+        ctx: &RequestContext,
+        method: Method,
+        conditions: Vec<(HeaderName, HeaderValue)>,
+    ) -> Request<UpstreamBody> {
+        let mut headers = ctx.parts.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        for name in [
+            IF_NONE_MATCH,
+            IF_MODIFIED_SINCE,
+            IF_MATCH,
+            IF_UNMODIFIED_SINCE,
+            IF_RANGE,
+            RANGE,
+        ] {
+            headers.remove(name);
+        }
+        for (name, value) in conditions {
+            headers.insert(name, value);
+        }
+        self.add_forwarding_headers(&mut headers, &ctx.parts.uri, ctx.client);
+        let mut request = Request::new(Either::Left(Empty::new()));
+        *request.method_mut() = method;
+        *request.uri_mut() = ctx.parts.uri.clone();
+        *request.headers_mut() = headers;
+        request
+    }
+
+    fn add_forwarding_headers(&self, headers: &mut HeaderMap, uri: &http::Uri, client: SocketAddr) {
+        if !headers.contains_key(HOST) {
+            // HTTP/2 requests carry the host in :authority.
+            if let Some(value) = uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                headers.insert(HOST, value);
+            }
+        }
+        headers.append(VIA, self.via.clone());
+        if let Ok(ip) = HeaderValue::from_str(&client.ip().to_string()) {
+            headers.append("x-forwarded-for", ip);
+        }
+    }
+
+    /// Readies an upstream response head for the client: our HTTP version, not the upstream's;
+    /// hop-by-hop and CDN-only fields removed; this node added to `Via`.
+    fn prepare_response(&self, head: &mut response::Parts) {
+        head.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut head.headers);
+        strip_cdn_only(&mut head.headers);
+        head.headers.append(VIA, self.via.clone());
+    }
+
+    async fn send_upstream(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, EdgeError> {
+        let started = std::time::Instant::now();
+        let result = self.upstream.send(request).await;
+        let label = match &result {
+            Ok(_) => UpstreamResult::Ok,
+            Err(EdgeError::UpstreamConnect { .. }) => UpstreamResult::ConnectError,
+            Err(EdgeError::UpstreamTimeout { .. }) => UpstreamResult::Timeout,
+            Err(_) => UpstreamResult::Error,
+        };
+        self.metrics.observe_upstream(label, started.elapsed());
+        result
+    }
+
+    fn revalidated(&self, validating: bool, result: RevalidationResult) {
+        if validating {
+            self.metrics.revalidation(result);
+        }
+    }
+
+    /// Reads a body to store it, up to the per-object bound; past the bound, hands back what was
+    /// read and the rest of the stream so the client still gets the whole response.
+    async fn read_bounded(
+        &self,
+        mut body: Incoming,
+        expected: Option<u64>,
+    ) -> Result<BodyRead, EdgeError> {
+        let max = self.store.max_object_bytes();
+        let capacity = expected.map_or(0, |n| n.min(max as u64) as usize);
+        let mut buffer = BytesMut::with_capacity(capacity);
+        let idle = self.upstream.body_idle_timeout();
+        loop {
+            let frame = match tokio::time::timeout(idle, body.frame()).await {
+                Err(_) => {
+                    return Err(EdgeError::UpstreamTimeout {
+                        upstream: self.upstream.name().to_string(),
+                        after: idle,
+                    })
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    return Err(EdgeError::UpstreamBroken {
+                        upstream: self.upstream.name().to_string(),
+                        reason: format!("response body: {e}"),
+                    })
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                buffer.extend_from_slice(&data);
+                if buffer.len() > max {
+                    return Ok(BodyRead::TooLarge {
+                        prefix: buffer.freeze(),
+                        rest: body,
+                    });
+                }
+            }
+        }
+        Ok(BodyRead::Complete(buffer.freeze()))
+    }
+}
+
+/// 5xx statuses that count as an upstream error for stale-if-error (RFC 5861 §4).
+fn is_error_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
+
+/// The headers kept with a stored object: values copied out of the upstream connection's read
+/// buffer (a slice of it would keep the whole buffer alive), without the fields `private="…"`
+/// and `no-cache="…"` name, and with `Age` and `Cache-Status` placeholders that every response
+/// from cache overwrites in place.
+fn stored_headers(headers: &HeaderMap, cc: &CacheControl) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len() + 2);
+    for (name, value) in headers {
+        let excluded = cc
+            .private_fields
+            .iter()
+            .chain(&cc.no_cache_fields)
+            .any(|f| f == name.as_str());
+        if excluded || name == AGE || name == CACHE_STATUS {
+            continue;
+        }
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        out.append(name.clone(), copy);
+    }
+    out.insert(AGE, HeaderValue::from_static("0"));
+    out.insert(CACHE_STATUS.clone(), HeaderValue::from_static("verge"));
+    out
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
