@@ -436,7 +436,10 @@ fn validate_admin(c: &mut Collector, raw: RawAdmin) -> Option<AdminConfig> {
             None
         }
         Some(t) if t.chars().any(|ch| ch.is_whitespace() || ch.is_control()) => {
-            c.push("admin.token", "must not contain whitespace or control characters");
+            c.push(
+                "admin.token",
+                "must not contain whitespace or control characters",
+            );
             None
         }
         other => Some(other),
