@@ -32,7 +32,7 @@ enum Command {
 #[derive(Args)]
 struct EdgeArgs {
     /// Configuration file (see config/examples/edge.toml).
-    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "origin"])]
+    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "origin", "admin_token"])]
     config: Option<PathBuf>,
     /// Quick start: client listener address.
     #[arg(long, requires = "origin")]
@@ -43,6 +43,9 @@ struct EdgeArgs {
     /// Quick start: origin URL, e.g. http://127.0.0.1:8000.
     #[arg(long)]
     origin: Option<String>,
+    /// Quick start: bearer token enabling POST /v1/purge on the admin listener (16+ characters).
+    #[arg(long, requires = "origin")]
+    admin_token: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -96,7 +99,7 @@ fn run_edge(args: EdgeArgs) -> ExitCode {
         (Some(path), _) => (path.display().to_string(), EdgeConfig::from_file(path)),
         (None, Some(origin)) => (
             "command line".to_string(),
-            EdgeConfig::quick_start(
+            EdgeConfig::quick_start_with_token(
                 args.listen
                     .as_deref()
                     .unwrap_or(verge_config::edge::defaults::LISTEN),
@@ -104,6 +107,7 @@ fn run_edge(args: EdgeArgs) -> ExitCode {
                     .as_deref()
                     .unwrap_or(verge_config::edge::defaults::ADMIN_LISTEN),
                 origin,
+                args.admin_token.as_deref(),
             ),
         ),
         (None, None) => {
