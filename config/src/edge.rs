@@ -581,6 +581,17 @@ mod tests {
     }
 
     #[test]
+    fn admin_tokens_must_be_long_and_plain() {
+        let with = |token: &str| EdgeConfig::from_toml(&format!("{MINIMAL}\n[admin]\ntoken = \"{token}\"\n"));
+        assert!(with("short").unwrap_err().mentions("admin.token"));
+        assert!(with("has a space in it, long enough").unwrap_err().mentions("admin.token"));
+        let cfg = with("0123456789abcdef").unwrap();
+        assert_eq!(cfg.admin.token.as_deref(), Some("0123456789abcdef"));
+        assert!(!format!("{cfg:?}").contains("0123456789abcdef"), "tokens are redacted in Debug");
+        assert!(EdgeConfig::from_toml(MINIMAL).unwrap().admin.token.is_none());
+    }
+
+    #[test]
     fn origin_urls_are_scheme_and_host_only() {
         assert!(OriginUrl::parse("http://origin.example:8000").is_ok());
         assert!(OriginUrl::parse("http://origin.example/").is_ok());
