@@ -56,6 +56,9 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
     pub h2_max_concurrent_streams: u32,
+    /// Threads serving requests; 0 means one per core. With one, a single-threaded scheduler
+    /// is used, which costs less per request than the work-stealing one.
+    pub worker_threads: usize,
 }
 
 /// The cache engine's bounds.
@@ -361,7 +364,9 @@ fn validate_server(c: &mut Collector, raw: RawServer) -> Option<ServerConfig> {
         H2_MAX_CONCURRENT_STREAMS,
         (1, 10_000),
     );
+    let workers = count(c, "server.worker_threads", raw.worker_threads, 0, (0, 1024));
     Some(ServerConfig {
+        worker_threads: usize::try_from(workers?).ok()?,
         listen: listen?,
         admin_listen: admin_listen?,
         max_connections: usize::try_from(max_connections?).ok()?,
@@ -582,13 +587,24 @@ mod tests {
 
     #[test]
     fn admin_tokens_must_be_long_and_plain() {
-        let with = |token: &str| EdgeConfig::from_toml(&format!("{MINIMAL}\n[admin]\ntoken = \"{token}\"\n"));
+        let with = |token: &str| {
+            EdgeConfig::from_toml(&format!("{MINIMAL}\n[admin]\ntoken = \"{token}\"\n"))
+        };
         assert!(with("short").unwrap_err().mentions("admin.token"));
-        assert!(with("has a space in it, long enough").unwrap_err().mentions("admin.token"));
+        assert!(with("has a space in it, long enough")
+            .unwrap_err()
+            .mentions("admin.token"));
         let cfg = with("0123456789abcdef").unwrap();
         assert_eq!(cfg.admin.token.as_deref(), Some("0123456789abcdef"));
-        assert!(!format!("{cfg:?}").contains("0123456789abcdef"), "tokens are redacted in Debug");
-        assert!(EdgeConfig::from_toml(MINIMAL).unwrap().admin.token.is_none());
+        assert!(
+            !format!("{cfg:?}").contains("0123456789abcdef"),
+            "tokens are redacted in Debug"
+        );
+        assert!(EdgeConfig::from_toml(MINIMAL)
+            .unwrap()
+            .admin
+            .token
+            .is_none());
     }
 
     #[test]

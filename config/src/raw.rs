@@ -45,6 +45,7 @@ pub struct RawServer {
     pub header_read_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
     pub h2_max_concurrent_streams: Option<u64>,
+    pub worker_threads: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
