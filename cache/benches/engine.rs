@@ -6,8 +6,9 @@
 //!
 //! - `cache_key`: [`CacheKey::for_request`] for a typical request (Host header, path, query)
 //!   against cloning the same URL text as a `String`;
-//! - `store_hit`: [`CacheStore::get`] of a present key among 10,000 stored 1 KiB objects against
-//!   `HashMap::get` over the same keys and objects;
+//! - `store_hit`: [`CacheStore::lookup`] of a present key among 10,000 stored 1 KiB objects,
+//!   without `Vary` and with `Vary: Accept-Encoding` (the usual static asset), against
+//!   `HashMap::get` over the same keys;
 //! - `policy`: [`CacheControl::from_headers`] and [`policy::storability`] for a typical cacheable
 //!   response against merely finding the `Cache-Control` line and splitting it on commas.
 //!
@@ -20,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::header::{ACCEPT, ACCEPT_ENCODING, CACHE_CONTROL, HOST, USER_AGENT};
+use http::header::{ACCEPT, ACCEPT_ENCODING, CACHE_CONTROL, HOST, USER_AGENT, VARY};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use verge_cache::{policy, CacheControl, CacheKey, CacheStore, CachedObject, Lookup, VaryKey};
 
@@ -70,19 +71,26 @@ fn response_headers() -> HeaderMap {
         HeaderValue::from_static("Mon, 14 Jul 2025 08:30:00 GMT"),
     );
     headers.insert("etag", HeaderValue::from_static("\"5f3c-1a2b3c4d\""));
-    headers.insert("vary", HeaderValue::from_static("Accept-Encoding"));
+    headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
     headers
 }
 
-fn cached_object(body: &Bytes) -> Arc<CachedObject> {
+/// A stored response to `request`; `with_vary` keeps its `Vary: Accept-Encoding`, so that a
+/// lookup must compare the request's `Accept-Encoding` with the stored one.
+fn cached_object(body: &Bytes, request: &HeaderMap, with_vary: bool) -> Arc<CachedObject> {
+    let mut headers = response_headers();
+    if !with_vary {
+        headers.remove(VARY);
+    }
+    let vary = VaryKey::new(&headers, request);
     Arc::new(CachedObject {
         status: StatusCode::OK,
-        headers: response_headers(),
+        headers,
         body: body.clone(),
         response_time: SystemTime::now(),
         corrected_initial_age: Duration::ZERO,
         freshness_lifetime: Duration::from_secs(3600),
-        vary: VaryKey::default(),
+        vary,
         cc: CacheControl::default(),
         surrogate_keys: Vec::new(),
     })
@@ -115,28 +123,37 @@ fn cache_key(c: &mut Criterion) {
     group.finish();
 }
 
-fn store_hit(c: &mut Criterion) {
+/// A store holding one object per key, every one of them found by `request`.
+fn filled_store(keys: &[CacheKey], request: &HeaderMap, with_vary: bool) -> CacheStore {
     let body = Bytes::from(vec![b'x'; BODY_BYTES]);
-    let keys = stored_keys();
-    let request = HeaderMap::new();
-
     let store = CacheStore::new(STORE_MAX_BYTES, STORE_MAX_OBJECT_BYTES);
-    let mut map = HashMap::with_capacity(STORED_OBJECTS);
-    for key in &keys {
-        let object = cached_object(&body);
-        map.insert(key.clone(), object.clone());
+    for key in keys {
+        let object = cached_object(&body, request, with_vary);
         assert!(
             store.insert(key.clone(), object),
             "1 KiB is under the object bound"
         );
     }
     store.sync();
-    for key in &keys {
+    for key in keys {
         assert!(
-            matches!(store.lookup(key, &request), Lookup::Found(_)),
-            "{key} was evicted; raise STORE_MAX_BYTES"
+            matches!(store.lookup(key, request), Lookup::Found(_)),
+            "{key} was not found; raise STORE_MAX_BYTES"
         );
     }
+    store
+}
+
+fn store_hit(c: &mut Criterion) {
+    let keys = stored_keys();
+    let request = request_headers();
+    let body = Bytes::from(vec![b'x'; BODY_BYTES]);
+    let map: HashMap<CacheKey, Arc<CachedObject>> = keys
+        .iter()
+        .map(|key| (key.clone(), cached_object(&body, &request, false)))
+        .collect();
+    let plain = filled_store(&keys, &request, false);
+    let varied = filled_store(&keys, &request, true);
 
     let mut group = c.benchmark_group("store_hit");
     group.bench_function("baseline_hashmap_get", |b| {
@@ -150,7 +167,14 @@ fn store_hit(c: &mut Criterion) {
         let mut next = keys.iter().cycle();
         b.iter(|| {
             let key = next.next().expect("cycle over a non-empty list never ends");
-            store.lookup(black_box(key), black_box(&request))
+            plain.lookup(black_box(key), black_box(&request))
+        })
+    });
+    group.bench_function("store_lookup_vary_accept_encoding", |b| {
+        let mut next = keys.iter().cycle();
+        b.iter(|| {
+            let key = next.next().expect("cycle over a non-empty list never ends");
+            varied.lookup(black_box(key), black_box(&request))
         })
     });
     group.finish();

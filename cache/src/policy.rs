@@ -43,6 +43,9 @@ pub struct CacheControl {
     pub stale_while_revalidate: Option<Duration>,
     /// RFC 5861: how long past freshness the response may be served when upstream fails.
     pub stale_if_error: Option<Duration>,
+    /// These directives came from `CDN-Cache-Control` or `Surrogate-Control`, not
+    /// `Cache-Control`.
+    pub from_cdn_field: bool,
 }
 
 impl CacheControl {
@@ -59,7 +62,10 @@ impl CacheControl {
     pub fn for_response(headers: &HeaderMap) -> CacheControl {
         for name in [CDN_CACHE_CONTROL, SURROGATE_CONTROL] {
             if headers.contains_key(&name) {
-                return CacheControl::from_lines(headers.get_all(name));
+                return CacheControl {
+                    from_cdn_field: true,
+                    ..CacheControl::from_lines(headers.get_all(name))
+                };
             }
         }
         CacheControl::from_headers(headers)

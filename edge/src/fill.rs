@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
-    HeaderName, HeaderValue, AGE, CONTENT_LENGTH, HOST, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, VIA,
+    HeaderName, HeaderValue, AGE, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST,
+    IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, VIA,
 };
 use http::{response, HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Either, Empty};
@@ -30,6 +30,15 @@ type Answer = Result<(Response<ResponseBody>, RequestOutcome), EdgeError>;
 enum BodyRead {
     Complete(Bytes),
     TooLarge { prefix: Bytes, rest: Incoming },
+}
+
+/// What a 304 (or validating HEAD) brings to a stored object, read before the fields meant
+/// for this cache were removed from its headers.
+struct Update<'a> {
+    headers: &'a HeaderMap,
+    cc: &'a CacheControl,
+    /// Surrogate keys, when the response carried `Surrogate-Key` or `Cache-Tag`.
+    tags: Option<Vec<Arc<str>>>,
 }
 
 /// The leader's duty to tell followers how the fill ended (a no-op for uncoalesced fills).
@@ -97,8 +106,11 @@ impl<U: Upstream> EdgePipeline<U> {
         };
         let response_time = self.clock.now();
         let (mut head, body) = response.into_parts();
+        // Read before `prepare_response` removes the fields meant for this cache.
         let cc = CacheControl::for_response(&head.headers);
         let tags = surrogate_keys(&head.headers);
+        let carried_tags =
+            head.headers.contains_key("surrogate-key") || head.headers.contains_key("cache-tag");
         self.prepare_response(&mut head);
         let fwd_status = Some(head.status.as_u16());
 
@@ -117,11 +129,16 @@ impl<U: Upstream> EdgePipeline<U> {
             if confirmed {
                 self.revalidated(true, RevalidationResult::NotModified);
                 let times = (request_time, response_time);
+                let update = Update {
+                    headers: &head.headers,
+                    cc: &cc,
+                    tags: carried_tags.then(|| tags.clone()),
+                };
                 return Ok(self.freshen(
                     ctx,
                     &mut publisher,
                     stale,
-                    &head.headers,
+                    update,
                     times,
                     fwd,
                     fwd_status,
@@ -254,18 +271,23 @@ impl<U: Upstream> EdgePipeline<U> {
         ctx: &RequestContext,
         publisher: &mut Publisher,
         stale: &CachedObject,
-        update: &HeaderMap,
+        update: Update<'_>,
         (request_time, response_time): (SystemTime, SystemTime),
         fwd: &'static str,
         fwd_status: Option<u16>,
     ) -> (Response<ResponseBody>, RequestOutcome) {
-        let merged = policy::freshen_headers(&stale.headers, update);
-        let cc = CacheControl::for_response(&merged);
-        let tags = if update.contains_key("surrogate-key") || update.contains_key("cache-tag") {
-            surrogate_keys(update)
+        let merged = policy::freshen_headers(&stale.headers, update.headers);
+        // CDN-targeted directives are not kept in the stored headers (clients never see them), so
+        // the ones in force carry over unless the 304 sent new ones.
+        let cc = if update.cc.from_cdn_field {
+            update.cc.clone()
+        } else if stale.cc.from_cdn_field {
+            stale.cc.clone()
         } else {
-            stale.surrogate_keys.clone()
+            CacheControl::for_response(&merged)
         };
+        let tags = update.tags.unwrap_or_else(|| stale.surrogate_keys.clone());
+        let update = update.headers;
         let lifetime = policy::storability(
             &Method::GET,
             &ctx.parts.headers,
@@ -364,6 +386,7 @@ impl<U: Upstream> EdgePipeline<U> {
     ) -> Request<UpstreamBody> {
         let mut headers = ctx.parts.headers.clone();
         strip_hop_by_hop(&mut headers);
+        // The fill sends no content, so nothing that describes the client's content either.
         for name in [
             IF_NONE_MATCH,
             IF_MODIFIED_SINCE,
@@ -371,6 +394,10 @@ impl<U: Upstream> EdgePipeline<U> {
             IF_UNMODIFIED_SINCE,
             IF_RANGE,
             RANGE,
+            CONTENT_LENGTH,
+            CONTENT_TYPE,
+            CONTENT_ENCODING,
+            EXPECT,
         ] {
             headers.remove(name);
         }
