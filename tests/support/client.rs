@@ -40,6 +40,15 @@ impl TestResponse {
         self.header("cache-status").unwrap_or_default()
     }
 
+    /// Whether `Cache-Status` has exactly this parameter (`hit`, `stored`, `fwd=stale`, ...),
+    /// compared whole, not as a substring.
+    pub fn cache_status_has(&self, param: &str) -> bool {
+        self.cache_status()
+            .split(';')
+            .skip(1)
+            .any(|p| p.trim() == param)
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }

@@ -2,15 +2,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use verge_cache::ManualClock;
+use verge_cache::{Clock, ManualClock};
 use verge_config::EdgeConfig;
 use verge_edge::EdgeNode;
 
-use super::client::HttpClient;
+use super::client::{HttpClient, TestResponse};
 use super::metrics::Metrics;
 use super::within;
 
@@ -98,6 +98,29 @@ impl TestEdge {
     /// Moves the node's clock forward by `seconds`.
     pub fn advance(&self, seconds: u64) {
         self.clock.advance(Duration::from_secs(seconds));
+    }
+
+    /// The node's current time, by its clock.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    /// `POST /v1/purge` on the admin listener with this JSON body, with
+    /// `Authorization: Bearer <token>` when a token is given.
+    pub async fn purge(&self, body: &str, token: Option<&str>) -> TestResponse {
+        let authorization = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(value) = &authorization {
+            headers.push(("authorization", value.as_str()));
+        }
+        HttpClient::http1()
+            .request(
+                "POST",
+                &self.admin_url("/v1/purge"),
+                &headers,
+                body.to_string(),
+            )
+            .await
     }
 
     /// The admin `/metrics` text, fetched now.

@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use verge_cache::Clock;
+use verge_cache::{Clock, ManualClock};
 
 use super::http_date;
 
@@ -41,6 +41,9 @@ pub struct Reply {
     chunked: bool,
     /// Reset the connection (RST) instead of answering.
     reset: bool,
+    /// Moves this clock forward before answering: an origin that takes this long by the edge's
+    /// clock (a response delay the edge must count in `Age`).
+    clock_step: Option<(Arc<ManualClock>, Duration)>,
 }
 
 impl Reply {
@@ -53,6 +56,7 @@ impl Reply {
             delay: Duration::ZERO,
             chunked: false,
             reset: false,
+            clock_step: None,
         }
     }
 
@@ -91,6 +95,13 @@ impl Reply {
     /// Sends the body chunked, without `Content-Length`.
     pub fn chunked(mut self) -> Reply {
         self.chunked = true;
+        self
+    }
+
+    /// Advances `clock` by `by` once the request has arrived, before `Date` is stamped: by that
+    /// clock, the response took `by` to come back.
+    pub fn advance_clock(mut self, clock: Arc<ManualClock>, by: Duration) -> Reply {
+        self.clock_step = Some((clock, by));
         self
     }
 }
@@ -220,6 +231,18 @@ impl FakeOrigin {
         self.state.requests.lock().unwrap().len()
     }
 
+    /// Requests received so far for `path` (query ignored), in arrival order.
+    pub fn requests_for(&self, path: &str) -> Vec<RecordedRequest> {
+        self.state
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
     /// The last request received for `path`.
     pub fn last_request(&self, path: &str) -> Option<RecordedRequest> {
         self.state
@@ -308,6 +331,9 @@ async fn answer(
     };
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
+    }
+    if let Some((clock, by)) = &reply.clock_step {
+        clock.advance(*by);
     }
     if reply.reset {
         reset.store(true, Ordering::SeqCst);

@@ -5,7 +5,9 @@
 //! - [`edge`]: [`TestEdge`], an edge node with a manual clock, started in the test's runtime;
 //! - [`client`]: an HTTP/1.1 and HTTP/2 client returning whole responses, and raw TCP exchanges
 //!   for input no well-behaved client would send;
-//! - [`metrics`]: reading values out of the admin `/metrics` text.
+//! - [`metrics`]: reading values out of the admin `/metrics` text;
+//! - [`raw_origin`]: [`RawOrigin`], an origin answering with scripted bytes, for responses a
+//!   server library would rewrite.
 //!
 //! Every network wait here is bounded by [`IO_TIMEOUT`]; conditions are awaited with
 //! [`wait_until`], never with a fixed sleep.
@@ -17,6 +19,7 @@ pub mod client;
 pub mod edge;
 pub mod fake_origin;
 pub mod metrics;
+pub mod raw_origin;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,6 +28,7 @@ pub use client::{raw_exchange, HttpClient, RawReply, TestResponse};
 pub use edge::{edge_toml, start_edge, TestEdge};
 pub use fake_origin::{FakeOrigin, RecordedRequest, Reply};
 pub use metrics::Metrics;
+pub use raw_origin::RawOrigin;
 
 /// Bound on any single network wait in a test (a request, a connect, a read to the end).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +49,15 @@ where
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Starts a [`FakeOrigin`] and an edge in front of it (with `tweaks`, see [`edge_toml`]); the
+/// origin's `Date` follows the edge's manual clock.
+pub async fn start_origin_and_edge(tweaks: &[&str]) -> (FakeOrigin, TestEdge) {
+    let origin = FakeOrigin::start().await;
+    let edge = start_edge(origin.addr(), tweaks).await;
+    origin.follow_clock(edge.clock.clone());
+    (origin, edge)
 }
 
 /// Runs `future`, panicking with `what` if it takes longer than `limit`.
