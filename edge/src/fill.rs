@@ -51,6 +51,11 @@ impl Publisher {
         }
     }
 
+    /// Lets followers retry from the start (they find nothing stored and fetch).
+    fn abandon(&mut self) {
+        self.0.take();
+    }
+
     fn is_leading(&self) -> bool {
         self.0.is_some()
     }
@@ -146,8 +151,9 @@ impl<U: Upstream> EdgePipeline<U> {
             }
             if method == Method::HEAD {
                 // The stored GET no longer describes the resource; it cannot be kept.
+                // Followers fetch again; the URL is not marked as never storable.
                 self.store.remove(&ctx.key);
-                publisher.publish(FillOutcome::NotStorable);
+                publisher.abandon();
                 self.revalidated(true, RevalidationResult::Modified);
                 let status = CacheStatus {
                     fwd_status,

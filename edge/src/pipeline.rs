@@ -201,7 +201,7 @@ impl<U: Upstream> EdgePipeline<U> {
                         FillOutcome::Abandoned => continue,
                     }
                 }
-                Join::Uncoalesced => return self.fill(ctx, None, stored, "miss").await,
+                Join::Uncoalesced => return self.fill(ctx, None, stored, fwd).await,
             }
         }
     }
