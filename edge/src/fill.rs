@@ -259,14 +259,26 @@ impl<U: Upstream> EdgePipeline<U> {
         if !publisher.is_leading() && stored {
             self.flights.forget(&ctx.key);
         }
-        publisher.publish(FillOutcome::Stored(Arc::clone(&object)));
+        let response = self.answer_stored(ctx, &mut publisher, &object, stored, (fwd, fwd_status));
+        Ok((response, RequestOutcome::Miss))
+    }
+
+    /// Tells the followers about the object and answers from it.
+    fn answer_stored(
+        &self,
+        ctx: &RequestContext,
+        publisher: &mut Publisher,
+        object: &Arc<CachedObject>,
+        stored: bool,
+        (fwd, fwd_status): (&'static str, Option<u16>),
+    ) -> Response<ResponseBody> {
+        publisher.publish(FillOutcome::Stored(Arc::clone(object)));
         let status = CacheStatus {
             fwd_status,
             stored,
             ..CacheStatus::forwarded(fwd)
         };
-        let response = self.respond_from_cache(ctx, &object, status, self.clock.now());
-        Ok((response, RequestOutcome::Miss))
+        self.respond_from_cache(ctx, object, status, self.clock.now())
     }
 
     /// A 304 (or matching HEAD) confirmed the stored object: update its headers and freshness
@@ -322,13 +334,7 @@ impl<U: Upstream> EdgePipeline<U> {
                 false
             }
         };
-        publisher.publish(FillOutcome::Stored(Arc::clone(&object)));
-        let status = CacheStatus {
-            fwd_status,
-            stored,
-            ..CacheStatus::forwarded(fwd)
-        };
-        let response = self.respond_from_cache(ctx, &object, status, self.clock.now());
+        let response = self.answer_stored(ctx, publisher, &object, stored, (fwd, fwd_status));
         (response, RequestOutcome::Revalidated)
     }
 
