@@ -7,8 +7,8 @@
 # drives them in turn. Two workloads:
 #   one-object   every request is GET /one (1 KiB);
 #   10k-objects  each request is GET /obj/N, N uniform in 0..9999 (1 KiB each).
-# The table gives requests/s, p50 and p99 latency, error count and how many requests reached the
-# origin during the run (should be 0: everything is a hit), then verge/nginx requests/s per workload.
+# The table gives requests/s, p50 and p99 latency, error count, how many requests reached the
+# origin during the run (should be 0: everything is a hit) and verge/nginx requests/s.
 #
 # Run from anywhere, as root (it apt-installs nginx, wrk and curl when missing):
 #   bash benches/hit_throughput.sh
@@ -19,6 +19,7 @@
 #   ONLY=nginx|verge run one proxy only (no ratio)
 #   PROXY_CPU=0 LOAD_CPU=1   cores for the proxy under test and for wrk
 #   KEEP_TMP=1       keep the temporary directory (configs, logs) for inspection
+#   VERGE_BIN=path   benchmark this verge binary instead of building target/release/verge
 # It listens on loopback only, on ports the kernel chooses, and stops everything it started on exit.
 
 set -euo pipefail
@@ -34,7 +35,7 @@ OBJECTS=10000
 BODY_BYTES=1024
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VERGE_BIN="$REPO/target/release/verge"
+VERGE_BIN=${VERGE_BIN:-}
 
 case "$ONLY" in
     "") PROXIES=(nginx verge) ;;
@@ -95,10 +96,13 @@ CPUS=$(nproc)
     die "needs CPUs $PROXY_CPU and $LOAD_CPU, this machine has $CPUS (set PROXY_CPU / LOAD_CPU)"
 ((PROXY_CPU != LOAD_CPU)) || log "warning: proxy and wrk share CPU $PROXY_CPU; figures will be low"
 
-if wants verge; then
+if wants verge && [[ -z $VERGE_BIN ]]; then
     log "building verge (cargo build --release --bin verge)"
     (cd "$REPO" && cargo build --release --bin verge) || die "cargo build failed"
-    [[ -x $VERGE_BIN ]] || die "$VERGE_BIN was not built"
+    VERGE_BIN="$REPO/target/release/verge"
+fi
+if wants verge; then
+    [[ -x $VERGE_BIN ]] || die "no verge binary at $VERGE_BIN"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -124,7 +128,6 @@ cleanup() {
     local status=$? pid
     trap - EXIT INT TERM
     for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    wait 2>/dev/null || true
     if [[ -n $KEEP_TMP ]]; then
         log "kept $TMP"
     else
@@ -135,6 +138,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# Runs a command as a child that cleanup knows about and waits for it. A signal interrupts the
+# wait at once (bash defers traps while a foreground command runs), and cleanup stops the child.
+run() {
+    local pid status=0
+    "$@" &
+    pid=$!
+    PIDS+=("$pid")
+    wait "$pid" || status=$?
+    unset 'PIDS[-1]'
+    return "$status"
+}
 
 # Distinct free loopback ports: hold all the sockets open while asking, so none repeats.
 read -r ORIGIN_PORT NGINX_PORT VERGE_PORT VERGE_ADMIN_PORT < <(python3 -c '
@@ -258,7 +273,8 @@ $(nginx_temp_paths nginx)
 }
 EOF
     } >"$TMP/nginx.conf"
-    taskset -c "$PROXY_CPU" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx.conf" -e "$TMP/nginx/error.log" &
+    taskset -c "$PROXY_CPU" \
+        "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx.conf" -e "$TMP/nginx/error.log" &
     NGINX_PID=$!
     PIDS+=("$NGINX_PID")
     wait_ready "$NGINX_PID" "http://127.0.0.1:$NGINX_PORT/one" nginx
@@ -290,9 +306,10 @@ warm() {
     port=$(proxy_port "$name")
     log "warming $name with $((OBJECTS + 1)) objects"
     for pass in 1 2; do
-        curl -sS --fail --max-time 120 "http://127.0.0.1:$port/one" >/dev/null ||
+        run curl -sS --fail --max-time 10 -o /dev/null "http://127.0.0.1:$port/one" ||
             die "warming $name: GET /one failed (pass $pass)"
-        curl -sS --fail --max-time 300 "http://127.0.0.1:$port/obj/[0-$((OBJECTS - 1))]" >/dev/null ||
+        run curl -sS --fail --max-time 300 "http://127.0.0.1:$port/obj/[0-$((OBJECTS - 1))]" \
+            >/dev/null ||
             die "warming $name: GET /obj/N failed (pass $pass)"
     done
 }
@@ -319,7 +336,7 @@ EOF
 
 DURATION_SECONDS=$(duration_seconds "$DURATION")
 
-# Runs wrk against one proxy and workload; prints "rps p50_us p99_us errors origin_requests".
+# Runs wrk against one proxy and workload; sets MEASURED to "rps p50_us p99_us errors origin_reqs".
 measure() {
     local name=$1 workload=$2 port url out before after
     port=$(proxy_port "$name")
@@ -330,10 +347,10 @@ measure() {
     esac
     out="$TMP/wrk-$name-$workload-$RANDOM.txt"
     before=$(origin_requests)
-    timeout --kill-after=5 $((DURATION_SECONDS + 30)) \
+    run timeout --kill-after=5 $((DURATION_SECONDS + 30)) \
         taskset -c "$LOAD_CPU" wrk "${args[@]}" "$url" >"$out" || die "wrk failed: $(cat "$out")"
     after=$(origin_requests)
-    awk -v origin=$((after - before)) '
+    MEASURED=$(awk -v origin=$((after - before)) '
         function micros(v) {
             if (v ~ /us$/) return v + 0
             if (v ~ /ms$/) return v * 1000
@@ -350,11 +367,11 @@ measure() {
         END {
             if (rps == "") exit 1
             printf "%s %s %s %d %d\n", rps, p50, p99, errors, origin
-        }' "$out" || die "could not parse wrk output: $(cat "$out")"
+        }' "$out") || die "could not parse wrk output: $(cat "$out")"
 }
 
 WORKLOADS=(one-object 10k-objects)
-declare -A RPS_SUM
+declare -A RPS_SUM RPS_OF
 RESULTS=()
 for workload in "${WORKLOADS[@]}"; do
     for ((round = 1; round <= ROUNDS; round++)); do
@@ -362,8 +379,10 @@ for workload in "${WORKLOADS[@]}"; do
         if ((round % 2 == 0 && ${#order[@]} == 2)); then order=("${order[1]}" "${order[0]}"); fi
         for name in "${order[@]}"; do
             log "round $round: $workload through $name for $DURATION"
-            read -r rps p50 p99 errors origin < <(measure "$name" "$workload")
+            measure "$name" "$workload"
+            read -r rps p50 p99 errors origin <<<"$MEASURED"
             RESULTS+=("$workload $name $round $rps $p50 $p99 $errors $origin")
+            RPS_OF[$workload/$name/$round]=$rps
             RPS_SUM[$workload/$name]=$(awk -v a="${RPS_SUM[$workload/$name]:-0}" -v b="$rps" \
                 'BEGIN { printf "%.2f", a + b }')
         done
@@ -374,21 +393,29 @@ done
 # Report
 
 echo
-echo "Cache hits/s: ${PROXIES[*]} on CPU $PROXY_CPU, wrk -t1 -c$CONNECTIONS -d$DURATION on CPU $LOAD_CPU"
+echo "Cache hits/s: ${PROXIES[*]} on CPU $PROXY_CPU," \
+    "wrk -t1 -c$CONNECTIONS -d$DURATION on CPU $LOAD_CPU, $ROUNDS round(s)"
 echo "CPU: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo) ($CPUS cores)"
 echo "$("$NGINX" -v 2>&1); $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }')"
 echo
-printf '%-12s %-6s %5s %12s %10s %10s %7s %12s\n' \
-    workload proxy round requests/s p50 p99 errors origin_reqs
+printf '%-12s %-6s %5s %12s %10s %10s %7s %12s %12s\n' \
+    workload proxy round requests/s p50 p99 errors origin_reqs verge/nginx
 for row in "${RESULTS[@]}"; do
     read -r workload name round rps p50 p99 errors origin <<<"$row"
-    printf '%-12s %-6s %5s %12.0f %8.0fus %8.0fus %7d %12d\n' \
-        "$workload" "$name" "$round" "$rps" "$p50" "$p99" "$errors" "$origin"
+    ratio=-
+    if [[ $name == verge && -n ${RPS_OF[$workload/nginx/$round]:-} ]]; then
+        ratio=$(awk -v v="$rps" -v n="${RPS_OF[$workload/nginx/$round]}" \
+            'BEGIN { printf "%.2fx", (n > 0 ? v / n : 0) }')
+    fi
+    printf '%-12s %-6s %5s %12.0f %8.0fus %8.0fus %7d %12d %12s\n' \
+        "$workload" "$name" "$round" "$rps" "$p50" "$p99" "$errors" "$origin" "$ratio"
 done
 if ((${#PROXIES[@]} == 2)); then
     echo
     for workload in "${WORKLOADS[@]}"; do
-        awk -v w="$workload" -v v="${RPS_SUM[$workload/verge]}" -v n="${RPS_SUM[$workload/nginx]}" \
-            'BEGIN { printf "%-12s verge/nginx requests/s: %.2fx\n", w, (n > 0 ? v / n : 0) }'
+        awk -v w="$workload" -v v="${RPS_SUM[$workload/verge]}" -v n="${RPS_SUM[$workload/nginx]}" '
+            BEGIN {
+                printf "%-12s verge/nginx requests/s, all rounds: %.2fx\n", w, (n > 0 ? v / n : 0)
+            }'
     done
 fi
