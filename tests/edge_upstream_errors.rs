@@ -108,3 +108,73 @@ async fn a_failed_fill_is_shared_with_its_waiters_and_not_cached() {
     assert_eq!(response.status, 200, "an error is not cached");
     assert_eq!(response.text(), "back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_upstream_connection_limit_wait_then_get_503() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/busy", Reply::ok("slow").delay(Duration::from_millis(600)));
+    let edge = start_edge(
+        origin.addr(),
+        &[
+            "upstream.max_connections = 1",
+            "upstream.connect_timeout = \"100ms\"",
+        ],
+    )
+    .await;
+    let client = HttpClient::http1();
+
+    // The first request takes the only slot for 600 ms; the second waits 100 ms for it.
+    let first = {
+        let client = client.clone();
+        let url = edge.url("/busy?a");
+        tokio::spawn(async move { client.get(&url).await })
+    };
+    support::wait_until(
+        "the first request reaches the origin",
+        support::IO_TIMEOUT,
+        || {
+            let hits = origin.hits("/busy");
+            async move { hits == 1 }
+        },
+    )
+    .await;
+    let second = client.get(&edge.url("/busy?b")).await;
+    assert_eq!(second.status, 503, "{}", second.text());
+    assert!(
+        second.cache_status().contains("detail=upstream-saturated"),
+        "{}",
+        second.cache_status()
+    );
+    assert!(
+        second.text().contains("1 connections busy"),
+        "{}",
+        second.text()
+    );
+    assert_eq!(
+        origin.hits("/busy"),
+        1,
+        "the refused request never reached the origin"
+    );
+
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 200);
+    // The slot is free again once the first response has been delivered.
+    let third = client.get(&edge.url("/busy?c")).await;
+    assert_eq!(third.status, 200, "{}", third.text());
+
+    let metrics = edge.metrics().await;
+    assert_eq!(
+        metrics.value("verge_upstream_requests_total", &[("result", "saturated")]),
+        Some(1.0),
+        "{}",
+        metrics.text()
+    );
+    assert_eq!(
+        metrics.value("verge_upstream_connections_max", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.value("verge_upstream_connections_in_use", &[]),
+        Some(0.0)
+    );
+}

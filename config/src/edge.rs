@@ -85,6 +85,9 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     pub max_idle_per_host: usize,
     pub idle_timeout: Duration,
+    /// Requests (and so connections) open to the origin at once; more wait up to
+    /// `connect_timeout` for a slot, then get 503.
+    pub max_connections: usize,
 }
 
 /// An origin's base URL: scheme and authority, no path.
@@ -146,6 +149,7 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: &str = "2s";
     pub const RESPONSE_TIMEOUT: &str = "30s";
     pub const MAX_IDLE_PER_HOST: u64 = 256;
+    pub const UPSTREAM_MAX_CONNECTIONS: u64 = 1024;
     pub const IDLE_TIMEOUT: &str = "90s";
     pub const MAX_RANGES: u64 = 16;
     pub const ADMIN_MAX_BODY_BYTES: &str = "1MiB";
@@ -502,7 +506,15 @@ fn validate_upstream(c: &mut Collector, raw: RawUpstream) -> Option<UpstreamConf
         IDLE_TIMEOUT,
         ms,
     );
+    let max_connections = count(
+        c,
+        "upstream.max_connections",
+        raw.max_connections,
+        UPSTREAM_MAX_CONNECTIONS,
+        (1, 100_000),
+    );
     Some(UpstreamConfig {
+        max_connections: usize::try_from(max_connections?).ok()?,
         origin: origin?,
         connect_timeout: connect_timeout?,
         response_timeout: response_timeout?,

@@ -65,5 +65,6 @@ pub struct RawUpstream {
     pub connect_timeout: Option<String>,
     pub response_timeout: Option<String>,
     pub max_idle_per_host: Option<u64>,
+    pub max_connections: Option<u64>,
     pub idle_timeout: Option<String>,
 }

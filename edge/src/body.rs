@@ -6,13 +6,14 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
+
+use crate::upstream::UpstreamResponseBody;
 
 pub enum ResponseBody {
     Full(Option<Bytes>),
     Stream {
         prefix: Option<Bytes>,
-        rest: Incoming,
+        rest: UpstreamResponseBody,
     },
 }
 
@@ -26,7 +27,7 @@ impl ResponseBody {
         ResponseBody::Full((!bytes.is_empty()).then_some(bytes))
     }
 
-    pub fn stream(prefix: Bytes, rest: Incoming) -> ResponseBody {
+    pub fn stream(prefix: Bytes, rest: UpstreamResponseBody) -> ResponseBody {
         ResponseBody::Stream {
             prefix: (!prefix.is_empty()).then_some(prefix),
             rest,

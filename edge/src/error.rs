@@ -25,6 +25,8 @@ pub enum EdgeError {
     UpstreamConnect { upstream: String, reason: String },
     #[error("upstream {upstream} did not answer within {}ms", after.as_millis())]
     UpstreamTimeout { upstream: String, after: Duration },
+    #[error("upstream {upstream} is saturated: all {limit} connections busy")]
+    UpstreamSaturated { upstream: String, limit: usize },
     #[error("upstream {upstream} failed: {reason}")]
     UpstreamBroken { upstream: String, reason: String },
 }
@@ -38,6 +40,7 @@ impl EdgeError {
                 StatusCode::BAD_GATEWAY
             }
             EdgeError::UpstreamTimeout { .. } | EdgeError::NotCached => StatusCode::GATEWAY_TIMEOUT,
+            EdgeError::UpstreamSaturated { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -48,6 +51,7 @@ impl EdgeError {
             | EdgeError::NotCached => Fault::Client,
             EdgeError::UpstreamConnect { .. }
             | EdgeError::UpstreamTimeout { .. }
+            | EdgeError::UpstreamSaturated { .. }
             | EdgeError::UpstreamBroken { .. } => Fault::Upstream,
         }
     }
@@ -66,6 +70,7 @@ impl EdgeError {
             EdgeError::UpstreamTimeout { .. } => "upstream-timeout",
             EdgeError::UpstreamBroken { .. } => "upstream-error",
             EdgeError::NotCached => "only-if-cached",
+            EdgeError::UpstreamSaturated { .. } => "upstream-saturated",
         }
     }
 }

@@ -22,14 +22,17 @@ use crate::error::EdgeError;
 use crate::headers::{strip_cdn_only, strip_hop_by_hop, CacheStatus, CACHE_STATUS};
 use crate::metrics::{RequestOutcome, RevalidationResult, UpstreamResult};
 use crate::pipeline::{EdgePipeline, RequestContext};
-use crate::upstream::{Upstream, UpstreamBody};
+use crate::upstream::{Upstream, UpstreamBody, UpstreamResponseBody};
 
 type Answer = Result<(Response<ResponseBody>, RequestOutcome), EdgeError>;
 
 /// A response body read for storing: whole, or found too large part way through.
 enum BodyRead {
     Complete(Bytes),
-    TooLarge { prefix: Bytes, rest: Incoming },
+    TooLarge {
+        prefix: Bytes,
+        rest: UpstreamResponseBody,
+    },
 }
 
 /// What a 304 (or validating HEAD) brings to a stored object, read before the fields meant
@@ -452,13 +455,14 @@ impl<U: Upstream> EdgePipeline<U> {
     async fn send_upstream(
         &self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, EdgeError> {
+    ) -> Result<Response<UpstreamResponseBody>, EdgeError> {
         let started = std::time::Instant::now();
         let result = self.upstream.send(request).await;
         let label = match &result {
             Ok(_) => UpstreamResult::Ok,
             Err(EdgeError::UpstreamConnect { .. }) => UpstreamResult::ConnectError,
             Err(EdgeError::UpstreamTimeout { .. }) => UpstreamResult::Timeout,
+            Err(EdgeError::UpstreamSaturated { .. }) => UpstreamResult::Saturated,
             Err(_) => UpstreamResult::Error,
         };
         self.metrics.observe_upstream(label, started.elapsed());
@@ -475,7 +479,7 @@ impl<U: Upstream> EdgePipeline<U> {
     /// read and the rest of the stream so the client still gets the whole response.
     async fn read_bounded(
         &self,
-        mut body: Incoming,
+        mut body: UpstreamResponseBody,
         expected: Option<u64>,
     ) -> Result<BodyRead, EdgeError> {
         let max = self.store.max_object_bytes();

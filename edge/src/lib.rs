@@ -108,10 +108,16 @@ impl EdgeNode {
         metrics
             .connections_max
             .set(i64::try_from(config.server.max_connections).unwrap_or(i64::MAX));
+        metrics
+            .upstream_connections_max
+            .set(i64::try_from(config.upstream.max_connections).unwrap_or(i64::MAX));
         let pipeline = EdgePipeline::new(
             store.clone(),
             Arc::clone(&flights),
-            OriginUpstream::new(&config.upstream),
+            OriginUpstream::new(
+                &config.upstream,
+                metrics.upstream_connections_in_use.clone(),
+            ),
             metrics.clone(),
             Arc::clone(&clock),
             config.id.as_str(),

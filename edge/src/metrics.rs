@@ -57,6 +57,8 @@ pub enum UpstreamResult {
     Ok,
     ConnectError,
     Timeout,
+    /// No connection slot came free in time (`upstream.max_connections`).
+    Saturated,
     Error,
 }
 
@@ -66,6 +68,7 @@ impl UpstreamResult {
             UpstreamResult::Ok => "ok",
             UpstreamResult::ConnectError => "connect_error",
             UpstreamResult::Timeout => "timeout",
+            UpstreamResult::Saturated => "saturated",
             UpstreamResult::Error => "error",
         }
     }
@@ -119,6 +122,8 @@ pub struct NodeMetrics {
     pub purged_urls: IntCounter,
     pub purge_index_keys: IntGauge,
     pub purge_index_tags: IntGauge,
+    pub upstream_connections_in_use: IntGauge,
+    pub upstream_connections_max: IntGauge,
 }
 
 impl NodeMetrics {
@@ -213,6 +218,14 @@ impl NodeMetrics {
                 "verge_purge_index_tags",
                 "Surrogate keys in the purge index",
             )?,
+            upstream_connections_in_use: IntGauge::new(
+                "verge_upstream_connections_in_use",
+                "Upstream connection slots taken (requests in flight and responses streaming)",
+            )?,
+            upstream_connections_max: IntGauge::new(
+                "verge_upstream_connections_max",
+                "Configured bound on upstream connection slots",
+            )?,
             requests_ok: Vec::new(),
             durations: Vec::new(),
         };
@@ -246,6 +259,8 @@ impl NodeMetrics {
         registry.register(Box::new(m.purged_urls.clone()))?;
         registry.register(Box::new(m.purge_index_keys.clone()))?;
         registry.register(Box::new(m.purge_index_tags.clone()))?;
+        registry.register(Box::new(m.upstream_connections_in_use.clone()))?;
+        registry.register(Box::new(m.upstream_connections_max.clone()))?;
         Ok(m)
     }
 

@@ -2,16 +2,22 @@
 //! a shield ring later, and a shield's is an origin pool.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus::IntGauge;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use verge_config::{OriginUrl, UpstreamConfig};
 
 use crate::error::EdgeError;
@@ -19,13 +25,62 @@ use crate::error::EdgeError;
 /// A request body sent upstream: nothing (cache fills) or the client's body streamed through.
 pub type UpstreamBody = Either<Empty<Bytes>, Incoming>;
 
+/// An upstream response's body. It holds its connection's slot until it ends or is dropped,
+/// so the connection limit counts responses still streaming.
+pub struct UpstreamResponseBody {
+    inner: Incoming,
+    slot: Option<Slot>,
+}
+
+impl UpstreamResponseBody {
+    pub fn new(inner: Incoming) -> UpstreamResponseBody {
+        UpstreamResponseBody { inner, slot: None }
+    }
+}
+
+impl Body for UpstreamResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.slot = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// One of an upstream's connection slots, counted in a gauge while held.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    in_use: IntGauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.in_use.dec();
+    }
+}
+
 /// One hop towards the origin.
 pub trait Upstream: Send + Sync + 'static {
     /// Sends a request whose URI is origin-form (path and query); the upstream picks the server.
     fn send(
         &self,
         request: Request<UpstreamBody>,
-    ) -> impl Future<Output = Result<Response<Incoming>, EdgeError>> + Send;
+    ) -> impl Future<Output = Result<Response<UpstreamResponseBody>, EdgeError>> + Send;
 
     /// How long a response body may stall between chunks before the fill is abandoned.
     fn body_idle_timeout(&self) -> Duration;
@@ -41,10 +96,15 @@ pub struct OriginUpstream {
     name: String,
     connect_timeout: Duration,
     response_timeout: Duration,
+    /// Bounds requests (and so connections) open to the origin at once.
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    in_use: IntGauge,
 }
 
 impl OriginUpstream {
-    pub fn new(config: &UpstreamConfig) -> OriginUpstream {
+    /// `in_use` counts the connection slots taken.
+    pub fn new(config: &UpstreamConfig, in_use: IntGauge) -> OriginUpstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
@@ -60,6 +120,27 @@ impl OriginUpstream {
             origin: config.origin.clone(),
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
+            slots: Arc::new(Semaphore::new(config.max_connections)),
+            max_connections: config.max_connections,
+            in_use,
+        }
+    }
+
+    /// Waits up to the connect timeout for a free connection slot.
+    async fn slot(&self) -> Result<Slot, EdgeError> {
+        let acquire = Arc::clone(&self.slots).acquire_owned();
+        match tokio::time::timeout(self.connect_timeout, acquire).await {
+            Ok(Ok(permit)) => {
+                self.in_use.inc();
+                Ok(Slot {
+                    _permit: permit,
+                    in_use: self.in_use.clone(),
+                })
+            }
+            _ => Err(EdgeError::UpstreamSaturated {
+                upstream: self.name.clone(),
+                limit: self.max_connections,
+            }),
         }
     }
 
@@ -85,7 +166,11 @@ impl OriginUpstream {
 }
 
 impl Upstream for OriginUpstream {
-    async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, EdgeError> {
+    async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<UpstreamResponseBody>, EdgeError> {
+        let slot = self.slot().await?;
         let (mut parts, body) = request.into_parts();
         let path = parts
             .uri
@@ -108,7 +193,10 @@ impl Upstream for OriginUpstream {
                 after: self.response_timeout,
             }),
             Ok(Err(e)) => Err(self.classify(e)),
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => Ok(response.map(|inner| UpstreamResponseBody {
+                inner,
+                slot: Some(slot),
+            })),
         }
     }
 
