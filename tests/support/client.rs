@@ -26,13 +26,7 @@ pub struct TestResponse {
 impl TestResponse {
     /// Every value of header `name`, joined with `", "`; `None` when absent.
     pub fn header(&self, name: &str) -> Option<String> {
-        let values: Vec<&str> = self
-            .headers
-            .get_all(name)
-            .iter()
-            .map(|v| v.to_str().unwrap())
-            .collect();
-        (!values.is_empty()).then(|| values.join(", "))
+        super::joined_header(&self.headers, name)
     }
 
     /// The `Cache-Status` header, or `""` when absent.

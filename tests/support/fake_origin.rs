@@ -121,13 +121,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// Every value of header `name`, joined with `", "`; `None` when absent.
     pub fn header(&self, name: &str) -> Option<String> {
-        let values: Vec<&str> = self
-            .headers
-            .get_all(name)
-            .iter()
-            .map(|v| v.to_str().unwrap())
-            .collect();
-        (!values.is_empty()).then(|| values.join(", "))
+        super::joined_header(&self.headers, name)
     }
 }
 
@@ -217,13 +211,7 @@ impl FakeOrigin {
 
     /// Requests received so far for `path` (query ignored).
     pub fn hits(&self, path: &str) -> usize {
-        self.state
-            .requests
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.path == path)
-            .count()
+        self.requests_for(path).len()
     }
 
     /// Requests received so far, for any path.

@@ -100,3 +100,13 @@ pub fn http_date(t: SystemTime) -> String {
         rem % 60
     )
 }
+
+/// Every value of header `name`, joined with `", "`; `None` when absent.
+pub fn joined_header(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
