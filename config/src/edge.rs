@@ -9,6 +9,7 @@ use http::uri::{Authority, Scheme, Uri};
 use crate::error::{Collector, ConfigErrors};
 use crate::ids::{NodeId, RegionId};
 use crate::raw::{RawAdmin, RawCache, RawEdgeFile, RawServer, RawSize, RawUpstream};
+use crate::shields::{validate_shields, ShieldsConfig};
 use crate::units::{parse_duration, ByteSize};
 
 /// A validated edge configuration.
@@ -20,6 +21,8 @@ pub struct EdgeConfig {
     pub cache: CacheConfig,
     pub upstream: UpstreamConfig,
     pub admin: AdminConfig,
+    /// Origin shields that misses go to; empty means straight to the origin.
+    pub shields: ShieldsConfig,
 }
 
 /// The admin API's protection and bounds.
@@ -234,6 +237,7 @@ fn validate(raw: RawEdgeFile) -> Result<EdgeConfig, ConfigErrors> {
     let cache = validate_cache(&mut c, raw.cache.unwrap_or_default());
     let upstream = validate_upstream(&mut c, raw.upstream.unwrap_or_default());
     let admin = validate_admin(&mut c, raw.admin.unwrap_or_default());
+    let shields = validate_shields(&mut c, raw.shields.unwrap_or_default());
     if let (Some(server), Some(_)) = (&server, &upstream) {
         if server.listen == server.admin_listen && server.listen.port() != 0 {
             c.push(
@@ -245,17 +249,24 @@ fn validate(raw: RawEdgeFile) -> Result<EdgeConfig, ConfigErrors> {
             );
         }
     }
-    let value = match (id, region, server, cache, upstream, admin) {
-        (Some(id), Some(region), Some(server), Some(cache), Some(upstream), Some(admin)) => {
-            Some(EdgeConfig {
-                id,
-                region,
-                server,
-                cache,
-                upstream,
-                admin,
-            })
-        }
+    let value = match (id, region, server, cache, upstream, admin, shields) {
+        (
+            Some(id),
+            Some(region),
+            Some(server),
+            Some(cache),
+            Some(upstream),
+            Some(admin),
+            Some(shields),
+        ) => Some(EdgeConfig {
+            id,
+            region,
+            server,
+            cache,
+            upstream,
+            admin,
+            shields,
+        }),
         _ => None,
     };
     c.finish(value)
@@ -280,7 +291,7 @@ fn size(c: &mut Collector, path: &str, value: Option<&RawSize>, default: &str) -
     c.take(path, result)
 }
 
-fn duration(
+pub(crate) fn duration(
     c: &mut Collector,
     path: &str,
     value: Option<&str>,
@@ -295,7 +306,7 @@ fn duration(
     Some(d)
 }
 
-fn count(
+pub(crate) fn count(
     c: &mut Collector,
     path: &str,
     value: Option<u64>,

@@ -6,6 +6,7 @@
 //!   durations still as text so that one bad value does not hide the others;
 //! - [`edge`]: validation that turns the raw structs into typed config and collects *every*
 //!   problem with its key path ([`ConfigErrors`]);
+//! - [`shields`]: the origin shields an edge sends misses to;
 //! - [`units`]: the typed values themselves ([`ByteSize`], durations) and their parsers;
 //! - [`ids`]: identifier newtypes ([`NodeId`], [`RegionId`]).
 //!
@@ -16,11 +17,13 @@ pub mod edge;
 mod error;
 pub mod ids;
 pub mod raw;
+pub mod shields;
 pub mod units;
 
 pub use edge::{AdminConfig, CacheConfig, EdgeConfig, OriginUrl, ServerConfig, UpstreamConfig};
 pub use error::{ConfigError, ConfigErrors};
 pub use ids::{NodeId, RegionId};
+pub use shields::{ShieldSpec, ShieldsConfig};
 pub use units::{parse_duration, ByteSize};
 
 /// The role a configuration file is written for, told by its top-level table.

@@ -19,6 +19,25 @@ pub struct RawEdgeFile {
     pub cache: Option<RawCache>,
     pub upstream: Option<RawUpstream>,
     pub admin: Option<RawAdmin>,
+    pub shields: Option<RawShields>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShields {
+    pub origin_fallback: Option<bool>,
+    pub failures_to_eject: Option<u64>,
+    pub eject_for: Option<String>,
+    #[serde(default)]
+    pub members: Vec<RawShieldMember>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShieldMember {
+    pub id: Option<String>,
+    pub url: Option<String>,
+    pub weight: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

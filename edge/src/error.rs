@@ -27,6 +27,8 @@ pub enum EdgeError {
     UpstreamTimeout { upstream: String, after: Duration },
     #[error("upstream {upstream} is saturated: all {limit} connections busy")]
     UpstreamSaturated { upstream: String, limit: usize },
+    #[error("no origin shield could answer and origin fallback is off")]
+    NoShield,
     #[error("upstream {upstream} failed: {reason}")]
     UpstreamBroken { upstream: String, reason: String },
 }
@@ -40,7 +42,9 @@ impl EdgeError {
                 StatusCode::BAD_GATEWAY
             }
             EdgeError::UpstreamTimeout { .. } | EdgeError::NotCached => StatusCode::GATEWAY_TIMEOUT,
-            EdgeError::UpstreamSaturated { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            EdgeError::UpstreamSaturated { .. } | EdgeError::NoShield => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -52,6 +56,7 @@ impl EdgeError {
             EdgeError::UpstreamConnect { .. }
             | EdgeError::UpstreamTimeout { .. }
             | EdgeError::UpstreamSaturated { .. }
+            | EdgeError::NoShield
             | EdgeError::UpstreamBroken { .. } => Fault::Upstream,
         }
     }
@@ -71,6 +76,7 @@ impl EdgeError {
             EdgeError::UpstreamBroken { .. } => "upstream-error",
             EdgeError::NotCached => "only-if-cached",
             EdgeError::UpstreamSaturated { .. } => "upstream-saturated",
+            EdgeError::NoShield => "no-shield",
         }
     }
 }

@@ -385,9 +385,8 @@ impl<U: Upstream> EdgePipeline<U> {
             ..CacheStatus::forwarded("bypass")
         };
         let mut response = Response::from_parts(head, ResponseBody::stream(Bytes::new(), body));
-        response
-            .headers_mut()
-            .insert(CACHE_STATUS.clone(), status.render(self.cache_name));
+        let entry = status.render_after(self.cache_name, response.headers().get(&CACHE_STATUS));
+        response.headers_mut().insert(CACHE_STATUS.clone(), entry);
         Ok(response)
     }
 
@@ -554,7 +553,12 @@ fn stored_headers(headers: &HeaderMap, cc: &CacheControl) -> HeaderMap {
         out.append(name.clone(), copy);
     }
     out.insert(AGE, HeaderValue::from_static("0"));
-    out.insert(CACHE_STATUS.clone(), HeaderValue::from_static("verge"));
+    // Upstream caches' entries, which ours is appended to; empty when there are none.
+    let upstream_entries = headers
+        .get(&CACHE_STATUS)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static(""));
+    out.insert(CACHE_STATUS.clone(), upstream_entries);
     out
 }
 

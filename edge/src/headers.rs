@@ -90,6 +90,20 @@ impl CacheStatus {
         }
     }
 
+    /// This cache's entry appended to the entries of the caches before it (closer to the
+    /// origin), as RFC 9211 lists them; `prior` empty or absent means this is the first.
+    pub fn render_after(&self, cache_name: &str, prior: Option<&HeaderValue>) -> HeaderValue {
+        match prior.filter(|p| !p.is_empty()) {
+            None => self.render(cache_name),
+            Some(prior) => {
+                let mut bytes = prior.as_bytes().to_vec();
+                bytes.extend_from_slice(b", ");
+                bytes.extend_from_slice(self.render(cache_name).as_bytes());
+                HeaderValue::from_bytes(&bytes).unwrap_or_else(|_| self.render(cache_name))
+            }
+        }
+    }
+
     pub fn render(&self, cache_name: &str) -> HeaderValue {
         let mut s = String::with_capacity(64);
         s.push_str(cache_name);
@@ -134,6 +148,25 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn cache_status_entries_chain_after_upstream_caches() {
+        let shield = HeaderValue::from_static("verge-shield; hit; ttl=30");
+        let ours = CacheStatus::forwarded("uri-miss");
+        assert_eq!(
+            ours.render_after("verge-edge", Some(&shield)),
+            "verge-shield; hit; ttl=30, verge-edge; fwd=uri-miss"
+        );
+        let empty = HeaderValue::from_static("");
+        assert_eq!(
+            ours.render_after("verge-edge", Some(&empty)),
+            "verge-edge; fwd=uri-miss"
+        );
+        assert_eq!(
+            ours.render_after("verge-edge", None),
+            "verge-edge; fwd=uri-miss"
+        );
     }
 
     #[test]

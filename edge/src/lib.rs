@@ -3,6 +3,8 @@
 //! - [`pipeline`]: the request path of a cache node, as one readable sequence of steps, with
 //!   its fills (fetch, revalidate, store) and its answers from cache (304, 206, 416) beside it;
 //! - [`upstream`]: the hop towards the origin ([`Upstream`]) and the direct-to-origin client;
+//! - [`ring`]: the consistent-hashing ring that picks the origin shield owning a cache key;
+//! - [`shields`]: the edge's upstream over origin shields, with failover and ejection;
 //! - [`server`]: listeners, HTTP/1.1 + HTTP/2, connection limits, graceful shutdown;
 //! - [`admin`]: `/metrics`, `/healthz` and `POST /v1/purge` on a separate listener;
 //! - [`metrics`]: the node's Prometheus metrics on a registry passed in;
@@ -19,7 +21,9 @@ pub mod headers;
 pub mod metrics;
 pub mod pipeline;
 mod respond;
+pub mod ring;
 pub mod server;
+pub mod shields;
 pub mod upstream;
 
 use std::future::Future;
@@ -39,6 +43,7 @@ pub use upstream::{OriginUpstream, Upstream};
 use admin::AdminService;
 use metrics::NodeMetrics;
 use server::ListenerLimits;
+use shields::{EdgeUpstream, ShieldMetrics, ShieldUpstream};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +56,8 @@ pub enum StartError {
     },
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("cannot build the shield ring: {0}")]
+    Ring(#[from] ring::RingError),
 }
 
 /// A bound, ready-to-run edge node.
@@ -60,7 +67,7 @@ pub struct EdgeNode {
     data_addr: SocketAddr,
     admin_addr: SocketAddr,
     limits: ListenerLimits,
-    pipeline: Arc<EdgePipeline<OriginUpstream>>,
+    pipeline: Arc<EdgePipeline<EdgeUpstream>>,
     admin_service: Arc<AdminService>,
     metrics: NodeMetrics,
 }
@@ -111,13 +118,24 @@ impl EdgeNode {
         metrics
             .upstream_connections_max
             .set(i64::try_from(config.upstream.max_connections).unwrap_or(i64::MAX));
+        let in_use = metrics.upstream_connections_in_use.clone();
+        let origin = OriginUpstream::new(&config.upstream, in_use.clone());
+        let upstream = if config.shields.members.is_empty() {
+            EdgeUpstream::Origin(origin)
+        } else {
+            let shield_metrics = ShieldMetrics::register(&registry)?;
+            EdgeUpstream::Shields(ShieldUpstream::new(
+                &config.shields,
+                &config.upstream,
+                origin,
+                shield_metrics,
+                &in_use,
+            )?)
+        };
         let pipeline = EdgePipeline::new(
             store.clone(),
             Arc::clone(&flights),
-            OriginUpstream::new(
-                &config.upstream,
-                metrics.upstream_connections_in_use.clone(),
-            ),
+            upstream,
             metrics.clone(),
             Arc::clone(&clock),
             config.id.as_str(),

@@ -28,7 +28,7 @@ impl<U: Upstream> EdgePipeline<U> {
     ) -> Response<ResponseBody> {
         status.ttl = Some(object.ttl_seconds(now));
         let age = HeaderValue::from(object.current_age(now).as_secs());
-        let cache_status = status.render(self.cache_name);
+        let cache_status = status.render_after(self.cache_name, object.headers.get(&CACHE_STATUS));
         if object.status == StatusCode::OK {
             if policy::not_modified(&ctx.parts.headers, &object.headers) {
                 return not_modified(object, age, cache_status);
@@ -117,9 +117,8 @@ impl<U: Upstream> EdgePipeline<U> {
             body
         };
         let mut response = Response::from_parts(head, body);
-        response
-            .headers_mut()
-            .insert(CACHE_STATUS.clone(), status.render(self.cache_name));
+        let entry = status.render_after(self.cache_name, response.headers().get(&CACHE_STATUS));
+        response.headers_mut().insert(CACHE_STATUS.clone(), entry);
         response
     }
 }

@@ -1,0 +1,285 @@
+//! The edge's upstream when origin shields are configured: each miss goes to the shield that
+//! owns its cache key on the [`ShieldRing`], then to the next distinct shields in ring order when
+//! one fails, and finally (if allowed) to the origin directly.
+//!
+//! Health is passive: a shield that fails `failures_to_eject` times in a row (connect error,
+//! timeout, or a 500/502/503/504 answer) is taken out of the ring for `eject_for`; after that one
+//! request probes it, and success puts it back. Its keys move to the next shields meanwhile, and
+//! only its keys move.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{Either, Empty};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use verge_cache::CacheKey;
+use verge_config::{ShieldsConfig, UpstreamConfig};
+
+use crate::error::EdgeError;
+use crate::ring::{RingMember, ShieldRing};
+use crate::upstream::{OriginUpstream, Upstream, UpstreamBody, UpstreamResponseBody};
+
+/// One shield: its client and what the edge has seen of its health.
+struct Shield {
+    id: String,
+    client: OriginUpstream,
+    health: Mutex<Health>,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    consecutive_failures: u32,
+    /// Out of the ring until then; past it, the next request probes the shield.
+    ejected_until: Option<Instant>,
+}
+
+/// Per-shield metrics, labelled by shield id.
+#[derive(Clone)]
+pub struct ShieldMetrics {
+    requests: IntCounterVec,
+    up: IntGaugeVec,
+}
+
+impl ShieldMetrics {
+    pub fn register(registry: &Registry) -> Result<ShieldMetrics, prometheus::Error> {
+        let m = ShieldMetrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "verge_shield_requests_total",
+                    "Requests sent to each origin shield, by result",
+                ),
+                &["shield", "result"],
+            )?,
+            up: IntGaugeVec::new(
+                Opts::new(
+                    "verge_shield_up",
+                    "Whether a shield is in the ring (1) or ejected (0)",
+                ),
+                &["shield"],
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.up.clone()))?;
+        Ok(m)
+    }
+}
+
+/// Misses routed over origin shields by consistent hashing, with failover.
+pub struct ShieldUpstream {
+    ring: ShieldRing,
+    shields: Vec<Shield>,
+    /// The origin, when misses may go there directly once no shield can answer.
+    fallback: Option<OriginUpstream>,
+    failures_to_eject: u32,
+    eject_for: Duration,
+    metrics: ShieldMetrics,
+    name: String,
+}
+
+impl ShieldUpstream {
+    /// One client per shield, each with the upstream timeouts and connection bound of `upstream`;
+    /// `origin` is the fallback client.
+    pub fn new(
+        shields: &ShieldsConfig,
+        upstream: &UpstreamConfig,
+        origin: OriginUpstream,
+        metrics: ShieldMetrics,
+        in_use: &prometheus::IntGauge,
+    ) -> Result<ShieldUpstream, crate::ring::RingError> {
+        let members: Vec<RingMember<'_>> = shields
+            .members
+            .iter()
+            .map(|s| RingMember {
+                id: s.id.as_str(),
+                weight: s.weight,
+            })
+            .collect();
+        let ring = ShieldRing::new(&members)?;
+        let shields_list = shields
+            .members
+            .iter()
+            .map(|spec| {
+                let config = UpstreamConfig {
+                    origin: spec.url.clone(),
+                    ..upstream.clone()
+                };
+                metrics.up.with_label_values(&[spec.id.as_str()]).set(1);
+                Shield {
+                    id: spec.id.as_str().to_string(),
+                    client: OriginUpstream::new(&config, in_use.clone()),
+                    health: Mutex::new(Health::default()),
+                }
+            })
+            .collect();
+        Ok(ShieldUpstream {
+            ring,
+            shields: shields_list,
+            fallback: shields.origin_fallback.then_some(origin),
+            failures_to_eject: shields.failures_to_eject,
+            eject_for: shields.eject_for,
+            metrics,
+            name: format!("shields({})", shields.members.len()),
+        })
+    }
+
+    fn available(&self, index: usize, now: Instant) -> bool {
+        self.health(index)
+            .ejected_until
+            .is_none_or(|until| now >= until)
+    }
+
+    fn health(&self, index: usize) -> std::sync::MutexGuard<'_, Health> {
+        self.shields[index]
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn succeeded(&self, index: usize) {
+        let mut health = self.health(index);
+        if health.ejected_until.is_some() {
+            tracing::info!(shield = %self.shields[index].id, "shield back in the ring");
+        }
+        *health = Health::default();
+        drop(health);
+        let id = &self.shields[index].id;
+        self.metrics.up.with_label_values(&[id]).set(1);
+        self.metrics.requests.with_label_values(&[id, "ok"]).inc();
+    }
+
+    fn failed(&self, index: usize, result: &'static str) {
+        let id = &self.shields[index].id;
+        self.metrics.requests.with_label_values(&[id, result]).inc();
+        let mut health = self.health(index);
+        health.consecutive_failures = health.consecutive_failures.saturating_add(1);
+        if health.consecutive_failures >= self.failures_to_eject {
+            if health.ejected_until.is_none() {
+                tracing::warn!(shield = %id, failures = health.consecutive_failures, "shield ejected");
+            }
+            health.ejected_until = Some(Instant::now() + self.eject_for);
+            drop(health);
+            self.metrics.up.with_label_values(&[id]).set(0);
+        }
+    }
+}
+
+/// Statuses that count as a shield failing (and are worth asking another shield).
+fn is_failure(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
+
+impl Upstream for ShieldUpstream {
+    async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<UpstreamResponseBody>, EdgeError> {
+        let (parts, body) = request.into_parts();
+        let key = CacheKey::for_request("http", &parts.uri, &parts.headers)
+            .map(|k| k.as_str().as_bytes().to_vec())
+            .unwrap_or_else(|_| parts.uri.to_string().into_bytes());
+        // Only requests without a body can be sent again to another shield or the origin.
+        let replayable = matches!(body, Either::Left(_))
+            && (parts.method == Method::GET || parts.method == Method::HEAD);
+        let mut body = Some(body);
+        let now = Instant::now();
+        let order: Vec<usize> = self
+            .ring
+            .candidates(&key)
+            .filter(|&i| self.available(i, now))
+            .collect();
+        let mut last_error = None;
+        for (attempt, &index) in order.iter().enumerate() {
+            let body = match body.take() {
+                Some(body) => body,
+                None if replayable => Either::Left(Empty::new()),
+                None => break,
+            };
+            let more = replayable && (attempt + 1 < order.len() || self.fallback.is_some());
+            let shield = &self.shields[index];
+            match shield
+                .client
+                .send(Request::from_parts(parts.clone(), body))
+                .await
+            {
+                Ok(response) if more && is_failure(response.status()) => {
+                    tracing::debug!(shield = %shield.id, status = %response.status(), "shield failed; trying the next");
+                    self.failed(index, "error_status");
+                }
+                Ok(response) => {
+                    if is_failure(response.status()) {
+                        self.failed(index, "error_status");
+                    } else {
+                        self.succeeded(index);
+                    }
+                    return Ok(response);
+                }
+                Err(error) => {
+                    let result = match &error {
+                        EdgeError::UpstreamTimeout { .. } => "timeout",
+                        EdgeError::UpstreamConnect { .. } => "connect_error",
+                        EdgeError::UpstreamSaturated { .. } => "saturated",
+                        _ => "error",
+                    };
+                    self.failed(index, result);
+                    if !error.is_retryable() {
+                        return Err(error);
+                    }
+                    last_error = Some(error);
+                }
+            }
+        }
+        let body = match body.take() {
+            Some(body) => Some(body),
+            None if replayable => Some(Either::Left(Empty::new())),
+            None => None,
+        };
+        match (&self.fallback, body) {
+            (Some(origin), Some(body)) => origin.send(Request::from_parts(parts, body)).await,
+            _ => Err(last_error.unwrap_or(EdgeError::NoShield)),
+        }
+    }
+
+    fn body_idle_timeout(&self) -> Duration {
+        self.fallback
+            .as_ref()
+            .or_else(|| self.shields.first().map(|s| &s.client))
+            .map_or(Duration::from_secs(30), Upstream::body_idle_timeout)
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The edge's upstream: the origin directly, or origin shields.
+pub enum EdgeUpstream {
+    Origin(OriginUpstream),
+    Shields(ShieldUpstream),
+}
+
+impl Upstream for EdgeUpstream {
+    async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<UpstreamResponseBody>, EdgeError> {
+        match self {
+            EdgeUpstream::Origin(origin) => origin.send(request).await,
+            EdgeUpstream::Shields(shields) => shields.send(request).await,
+        }
+    }
+
+    fn body_idle_timeout(&self) -> Duration {
+        match self {
+            EdgeUpstream::Origin(origin) => origin.body_idle_timeout(),
+            EdgeUpstream::Shields(shields) => shields.body_idle_timeout(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            EdgeUpstream::Origin(origin) => origin.name(),
+            EdgeUpstream::Shields(shields) => shields.name(),
+        }
+    }
+}
