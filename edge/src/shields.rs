@@ -123,10 +123,18 @@ impl ShieldUpstream {
         })
     }
 
-    fn available(&self, index: usize, now: Instant) -> bool {
-        self.health(index)
-            .ejected_until
-            .is_none_or(|until| now >= until)
+    /// Whether a request may go to this shield now. An ejected shield whose time is up admits
+    /// exactly one request (the probe) and stays out for the others until that one ends.
+    fn admit(&self, index: usize, now: Instant) -> bool {
+        let mut health = self.health(index);
+        match health.ejected_until {
+            None => true,
+            Some(until) if now >= until => {
+                health.ejected_until = Some(now + self.eject_for);
+                true
+            }
+            Some(_) => false,
+        }
     }
 
     fn health(&self, index: usize) -> std::sync::MutexGuard<'_, Health> {
@@ -134,6 +142,14 @@ impl ShieldUpstream {
             .health
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A probe that never reached the shield does not count: the next request may probe.
+    fn release_probe(&self, index: usize) {
+        let mut health = self.health(index);
+        if health.consecutive_failures >= self.failures_to_eject {
+            health.ejected_until = Some(Instant::now());
+        }
     }
 
     fn succeeded(&self, index: usize) {
@@ -182,47 +198,53 @@ impl Upstream for ShieldUpstream {
         let replayable = matches!(body, Either::Left(_))
             && (parts.method == Method::GET || parts.method == Method::HEAD);
         let mut body = Some(body);
-        let now = Instant::now();
-        let order: Vec<usize> = self
-            .ring
-            .candidates(&key)
-            .filter(|&i| self.available(i, now))
-            .collect();
         let mut last_error = None;
-        for (attempt, &index) in order.iter().enumerate() {
+        let mut last_failed_response = None;
+        let now = Instant::now();
+        for index in self.ring.candidates(&key) {
+            if !self.admit(index, now) {
+                continue;
+            }
             let body = match body.take() {
                 Some(body) => body,
                 None if replayable => Either::Left(Empty::new()),
                 None => break,
             };
-            let more = replayable && (attempt + 1 < order.len() || self.fallback.is_some());
             let shield = &self.shields[index];
             match shield
                 .client
                 .send(Request::from_parts(parts.clone(), body))
                 .await
             {
-                Ok(response) if more && is_failure(response.status()) => {
-                    tracing::debug!(shield = %shield.id, status = %response.status(), "shield failed; trying the next");
+                Ok(response) if is_failure(response.status()) => {
+                    tracing::debug!(shield = %shield.id, status = %response.status(), "shield answered with a failure");
                     self.failed(index, "error_status");
+                    last_failed_response = Some(response);
+                    if !replayable {
+                        break;
+                    }
                 }
                 Ok(response) => {
-                    if is_failure(response.status()) {
-                        self.failed(index, "error_status");
-                    } else {
-                        self.succeeded(index);
-                    }
+                    self.succeeded(index);
                     return Ok(response);
+                }
+                // Our own connection bound, not the shield's fault: try another, eject nobody.
+                Err(error @ EdgeError::UpstreamSaturated { .. }) => {
+                    self.metrics
+                        .requests
+                        .with_label_values(&[&shield.id, "saturated"])
+                        .inc();
+                    self.release_probe(index);
+                    last_error = Some(error);
                 }
                 Err(error) => {
                     let result = match &error {
                         EdgeError::UpstreamTimeout { .. } => "timeout",
                         EdgeError::UpstreamConnect { .. } => "connect_error",
-                        EdgeError::UpstreamSaturated { .. } => "saturated",
                         _ => "error",
                     };
                     self.failed(index, result);
-                    if !error.is_retryable() {
+                    if !error.is_retryable() || !replayable {
                         return Err(error);
                     }
                     last_error = Some(error);
@@ -236,7 +258,10 @@ impl Upstream for ShieldUpstream {
         };
         match (&self.fallback, body) {
             (Some(origin), Some(body)) => origin.send(Request::from_parts(parts, body)).await,
-            _ => Err(last_error.unwrap_or(EdgeError::NoShield)),
+            _ => match last_failed_response {
+                Some(response) => Ok(response),
+                None => Err(last_error.unwrap_or(EdgeError::NoShield)),
+            },
         }
     }
 
