@@ -31,7 +31,7 @@ pub const VNODES_PER_WEIGHT: u32 = 160;
 pub const MAX_MEMBERS: usize = 64;
 
 /// The largest weight a member may have. Bounds the ring's size (at most
-/// `MAX_MEMBERS * MAX_WEIGHT * VNODES_PER_WEIGHT` virtual nodes, about 16 MiB), so a stray weight
+/// `MAX_MEMBERS * MAX_WEIGHT * VNODES_PER_WEIGHT` virtual nodes, about 16 MB), so a stray weight
 /// in a configuration cannot make `new` allocate without limit.
 pub const MAX_WEIGHT: u32 = 100;
 
