@@ -260,7 +260,12 @@ impl Upstream for ShieldUpstream {
             (Some(origin), Some(body)) => origin.send(Request::from_parts(parts, body)).await,
             _ => match last_failed_response {
                 Some(response) => Ok(response),
-                None => Err(last_error.unwrap_or(EdgeError::NoShield)),
+                None => {
+                    if let Some(error) = last_error {
+                        tracing::warn!(%error, "no shield could answer; origin fallback is off");
+                    }
+                    Err(EdgeError::NoShield)
+                }
             },
         }
     }
