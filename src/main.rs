@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use verge_config::{detect_role, ConfigErrors, EdgeConfig, Role};
+use verge_config::{detect_role, ConfigErrors, EdgeConfig, Role, ShieldConfig};
 use verge_edge::EdgeNode;
 
 /// Exit code for an invalid configuration.
@@ -24,7 +24,7 @@ enum Command {
     Edge(EdgeArgs),
     /// Validate a configuration file; print every problem and exit 2 if there are any.
     CheckConfig {
-        /// The file to check; its role is told by its top-level table ([edge]).
+        /// The file to check; its role is told by its top-level table ([edge] or [shield]).
         file: PathBuf,
     },
 }
@@ -84,6 +84,7 @@ fn check_config(file: &PathBuf) -> ExitCode {
     };
     let result = detect_role(&text).and_then(|role| match role {
         Role::Edge => EdgeConfig::from_toml(&text).map(|_| role),
+        Role::Shield => ShieldConfig::from_toml(&text).map(|_| role),
     });
     match result {
         Ok(role) => {

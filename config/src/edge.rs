@@ -212,7 +212,7 @@ impl EdgeConfig {
 
 /// Best-effort key path for a serde error: toml reports the offending key's span, not its path,
 /// so the path is recovered from the message when it names a field.
-fn error_path(e: &toml::de::Error) -> String {
+pub(crate) fn error_path(e: &toml::de::Error) -> String {
     let msg = e.message();
     if let Some(rest) = msg.strip_prefix("unknown field `") {
         if let Some(end) = rest.find('`') {
@@ -235,7 +235,7 @@ fn validate(raw: RawEdgeFile) -> Result<EdgeConfig, ConfigErrors> {
     );
     let server = validate_server(&mut c, raw.server.unwrap_or_default());
     let cache = validate_cache(&mut c, raw.cache.unwrap_or_default());
-    let upstream = validate_upstream(&mut c, raw.upstream.unwrap_or_default());
+    let upstream = validate_upstream(&mut c, raw.upstream.unwrap_or_default(), "upstream");
     let admin = validate_admin(&mut c, raw.admin.unwrap_or_default());
     let shields = validate_shields(&mut c, raw.shields.unwrap_or_default());
     if let (Some(server), Some(_)) = (&server, &upstream) {
@@ -324,7 +324,7 @@ pub(crate) fn count(
     Some(n)
 }
 
-fn validate_server(c: &mut Collector, raw: RawServer) -> Option<ServerConfig> {
+pub(crate) fn validate_server(c: &mut Collector, raw: RawServer) -> Option<ServerConfig> {
     use defaults::*;
     let ms = Duration::from_millis(1);
     let listen = addr(c, "server.listen", raw.listen.as_deref(), LISTEN);
@@ -392,7 +392,7 @@ fn validate_server(c: &mut Collector, raw: RawServer) -> Option<ServerConfig> {
     })
 }
 
-fn validate_cache(c: &mut Collector, raw: RawCache) -> Option<CacheConfig> {
+pub(crate) fn validate_cache(c: &mut Collector, raw: RawCache) -> Option<CacheConfig> {
     use defaults::*;
     let max_bytes = size(c, "cache.max_bytes", raw.max_bytes.as_ref(), MAX_BYTES);
     let max_object_bytes = size(
@@ -449,7 +449,7 @@ fn validate_cache(c: &mut Collector, raw: RawCache) -> Option<CacheConfig> {
     })
 }
 
-fn validate_admin(c: &mut Collector, raw: RawAdmin) -> Option<AdminConfig> {
+pub(crate) fn validate_admin(c: &mut Collector, raw: RawAdmin) -> Option<AdminConfig> {
     let token = match raw.token {
         Some(t) if t.len() < 16 => {
             c.push("admin.token", "must be at least 16 characters long");
@@ -476,14 +476,19 @@ fn validate_admin(c: &mut Collector, raw: RawAdmin) -> Option<AdminConfig> {
     })
 }
 
-fn validate_upstream(c: &mut Collector, raw: RawUpstream) -> Option<UpstreamConfig> {
+pub(crate) fn validate_upstream(
+    c: &mut Collector,
+    raw: RawUpstream,
+    section: &str,
+) -> Option<UpstreamConfig> {
+    let key = |name: &str| format!("{section}.{name}");
     use defaults::*;
     let ms = Duration::from_millis(1);
     let origin = match raw.origin.as_deref() {
-        Some(text) => c.take("upstream.origin", OriginUrl::parse(text)),
+        Some(text) => c.take(&key("origin"), OriginUrl::parse(text)),
         None => {
             c.push(
-                "upstream.origin",
+                &key("origin"),
                 "missing: the origin URL, e.g. \"http://127.0.0.1:8000\"",
             );
             None
@@ -491,35 +496,35 @@ fn validate_upstream(c: &mut Collector, raw: RawUpstream) -> Option<UpstreamConf
     };
     let connect_timeout = duration(
         c,
-        "upstream.connect_timeout",
+        &key("connect_timeout"),
         raw.connect_timeout.as_deref(),
         CONNECT_TIMEOUT,
         ms,
     );
     let response_timeout = duration(
         c,
-        "upstream.response_timeout",
+        &key("response_timeout"),
         raw.response_timeout.as_deref(),
         RESPONSE_TIMEOUT,
         ms,
     );
     let max_idle = count(
         c,
-        "upstream.max_idle_per_host",
+        &key("max_idle_per_host"),
         raw.max_idle_per_host,
         MAX_IDLE_PER_HOST,
         (0, 100_000),
     );
     let idle_timeout = duration(
         c,
-        "upstream.idle_timeout",
+        &key("idle_timeout"),
         raw.idle_timeout.as_deref(),
         IDLE_TIMEOUT,
         ms,
     );
     let max_connections = count(
         c,
-        "upstream.max_connections",
+        &key("max_connections"),
         raw.max_connections,
         UPSTREAM_MAX_CONNECTIONS,
         (1, 100_000),

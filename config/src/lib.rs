@@ -6,6 +6,7 @@
 //!   durations still as text so that one bad value does not hide the others;
 //! - [`edge`]: validation that turns the raw structs into typed config and collects *every*
 //!   problem with its key path ([`ConfigErrors`]);
+//! - [`shield`]: the shield role's configuration, with its origin pool;
 //! - [`shields`]: the origin shields an edge sends misses to;
 //! - [`units`]: the typed values themselves ([`ByteSize`], durations) and their parsers;
 //! - [`ids`]: identifier newtypes ([`NodeId`], [`RegionId`]).
@@ -17,12 +18,14 @@ pub mod edge;
 mod error;
 pub mod ids;
 pub mod raw;
+pub mod shield;
 pub mod shields;
 pub mod units;
 
 pub use edge::{AdminConfig, CacheConfig, EdgeConfig, OriginUrl, ServerConfig, UpstreamConfig};
 pub use error::{ConfigError, ConfigErrors};
 pub use ids::{NodeId, RegionId};
+pub use shield::{OriginPoolConfig, ShieldConfig};
 pub use shields::{ShieldSpec, ShieldsConfig};
 pub use units::{parse_duration, ByteSize};
 
@@ -30,12 +33,14 @@ pub use units::{parse_duration, ByteSize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Edge,
+    Shield,
 }
 
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Edge => "edge",
+            Role::Shield => "shield",
         }
     }
 }
@@ -45,12 +50,16 @@ pub fn detect_role(text: &str) -> Result<Role, ConfigErrors> {
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigErrors::single("", e.to_string()))?;
-    if table.contains_key("edge") {
-        Ok(Role::Edge)
-    } else {
-        Err(ConfigErrors::single(
+    match (table.contains_key("edge"), table.contains_key("shield")) {
+        (true, false) => Ok(Role::Edge),
+        (false, true) => Ok(Role::Shield),
+        (true, true) => Err(ConfigErrors::single(
             "",
-            "cannot tell the role of this file: expected a top-level [edge] table",
-        ))
+            "both [edge] and [shield] tables: a file configures one role",
+        )),
+        (false, false) => Err(ConfigErrors::single(
+            "",
+            "cannot tell the role of this file: expected a top-level [edge] or [shield] table",
+        )),
     }
 }

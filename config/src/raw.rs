@@ -87,3 +87,33 @@ pub struct RawUpstream {
     pub max_connections: Option<u64>,
     pub idle_timeout: Option<String>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShieldFile {
+    pub shield: Option<RawNode>,
+    pub server: Option<RawServer>,
+    pub cache: Option<RawCache>,
+    pub admin: Option<RawAdmin>,
+    pub origin: Option<RawOriginPool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOriginPool {
+    #[serde(default)]
+    pub servers: Vec<String>,
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    pub max_idle_per_host: Option<u64>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<u64>,
+    pub health_path: Option<String>,
+    pub health_interval: Option<String>,
+    pub healthy_after: Option<u64>,
+    pub unhealthy_after: Option<u64>,
+    pub eject_for: Option<String>,
+    pub max_eject_for: Option<String>,
+    pub retries: Option<u64>,
+    pub retry_budget_percent: Option<u64>,
+}

@@ -36,6 +36,15 @@ pub(crate) struct RequestContext {
     pub(crate) directives: RequestDirectives,
 }
 
+/// Who this pipeline is, in the headers it adds.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineIdentity<'a> {
+    /// This node's id, its entry in `Via`.
+    pub node_id: &'a str,
+    /// This cache's name in `Cache-Status` (`verge-edge`, `verge-shield`).
+    pub cache_name: &'static str,
+}
+
 /// Limits the pipeline applies per request.
 #[derive(Debug, Clone)]
 pub struct PipelineLimits {
@@ -66,9 +75,13 @@ impl<U: Upstream> EdgePipeline<U> {
         upstream: U,
         metrics: NodeMetrics,
         clock: Arc<dyn Clock>,
-        node_id: &str,
+        identity: PipelineIdentity<'_>,
         limits: PipelineLimits,
     ) -> Arc<EdgePipeline<U>> {
+        let PipelineIdentity {
+            node_id,
+            cache_name,
+        } = identity;
         let via = HeaderValue::from_str(&format!("1.1 {node_id}"))
             .unwrap_or_else(|_| HeaderValue::from_static("1.1 verge"));
         Arc::new_cyclic(|me| EdgePipeline {
@@ -78,7 +91,7 @@ impl<U: Upstream> EdgePipeline<U> {
             metrics,
             clock,
             limits,
-            cache_name: "verge-edge",
+            cache_name,
             via,
             me: me.clone(),
         })

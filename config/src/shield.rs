@@ -1,0 +1,274 @@
+//! The shield role's configuration: the same listeners, cache and admin API as an edge, with a
+//! pool of origin servers as the upstream.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::edge::{
+    count, duration, validate_admin, validate_cache, validate_server, validate_upstream,
+    AdminConfig, CacheConfig, OriginUrl, ServerConfig, UpstreamConfig,
+};
+use crate::error::{Collector, ConfigErrors};
+use crate::ids::{NodeId, RegionId};
+use crate::raw::{RawOriginPool, RawShieldFile, RawUpstream};
+
+/// Servers accepted in one origin pool.
+pub const MAX_ORIGIN_SERVERS: usize = 64;
+
+/// A validated shield configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShieldConfig {
+    pub id: NodeId,
+    pub region: RegionId,
+    pub server: ServerConfig,
+    pub cache: CacheConfig,
+    pub admin: AdminConfig,
+    pub origin: OriginPoolConfig,
+}
+
+/// The origin servers a shield fetches from, and how it judges and retries them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginPoolConfig {
+    /// Never empty.
+    pub servers: Vec<OriginUrl>,
+    /// Timeouts, keep-alive pool and per-server connection bound (`origin` is the first server).
+    pub upstream: UpstreamConfig,
+    /// Path probed on every server by active health checks; `None` disables them.
+    pub health_path: Option<String>,
+    pub health_interval: Duration,
+    /// Consecutive successful probes that mark a server up...
+    pub healthy_after: u32,
+    /// ...and consecutive failures (probes or requests) that mark it down.
+    pub unhealthy_after: u32,
+    /// First passive ejection; doubled on each consecutive one up to `max_eject_for`.
+    pub eject_for: Duration,
+    pub max_eject_for: Duration,
+    /// Extra attempts on other servers for idempotent requests.
+    pub retries: u32,
+    /// Retries allowed, as a percentage of requests.
+    pub retry_budget_percent: u32,
+}
+
+pub mod defaults {
+    pub const HEALTH_INTERVAL: &str = "2s";
+    pub const HEALTHY_AFTER: u64 = 2;
+    pub const UNHEALTHY_AFTER: u64 = 3;
+    pub const EJECT_FOR: &str = "1s";
+    pub const MAX_EJECT_FOR: &str = "30s";
+    pub const RETRIES: u64 = 1;
+    pub const RETRY_BUDGET_PERCENT: u64 = 20;
+}
+
+impl ShieldConfig {
+    /// Parses and validates a shield configuration, reporting every problem found.
+    pub fn from_toml(text: &str) -> Result<ShieldConfig, ConfigErrors> {
+        let raw: RawShieldFile = toml::from_str(text)
+            .map_err(|e| ConfigErrors::single(crate::edge::error_path(&e), e.message()))?;
+        validate(raw)
+    }
+
+    pub fn from_file(path: &Path) -> Result<ShieldConfig, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::single("", format!("cannot read {}: {e}", path.display()))
+        })?;
+        ShieldConfig::from_toml(&text)
+    }
+}
+
+fn validate(raw: RawShieldFile) -> Result<ShieldConfig, ConfigErrors> {
+    let mut c = Collector::default();
+    let node = raw.shield.unwrap_or_default();
+    let id = c.take(
+        "shield.id",
+        NodeId::new(node.id.as_deref().unwrap_or("shield-1")),
+    );
+    let region = c.take(
+        "shield.region",
+        RegionId::new(node.region.as_deref().unwrap_or("local")),
+    );
+    let server = validate_server(&mut c, raw.server.unwrap_or_default());
+    let cache = validate_cache(&mut c, raw.cache.unwrap_or_default());
+    let admin = validate_admin(&mut c, raw.admin.unwrap_or_default());
+    let origin = validate_pool(&mut c, raw.origin.unwrap_or_default());
+    let value = match (id, region, server, cache, admin, origin) {
+        (Some(id), Some(region), Some(server), Some(cache), Some(admin), Some(origin)) => {
+            Some(ShieldConfig {
+                id,
+                region,
+                server,
+                cache,
+                admin,
+                origin,
+            })
+        }
+        _ => None,
+    };
+    c.finish(value)
+}
+
+fn validate_pool(c: &mut Collector, raw: RawOriginPool) -> Option<OriginPoolConfig> {
+    use defaults::*;
+    if raw.servers.is_empty() {
+        c.push(
+            "origin.servers",
+            "missing: at least one origin server URL, e.g. [\"http://10.0.0.7:8000\"]",
+        );
+    }
+    if raw.servers.len() > MAX_ORIGIN_SERVERS {
+        c.push(
+            "origin.servers",
+            format!(
+                "{} servers given; at most {MAX_ORIGIN_SERVERS}",
+                raw.servers.len()
+            ),
+        );
+    }
+    let servers: Vec<Option<OriginUrl>> = raw
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, url)| c.take(&format!("origin.servers[{i}]"), OriginUrl::parse(url)))
+        .collect();
+    let upstream = validate_upstream(
+        c,
+        RawUpstream {
+            origin: Some(
+                raw.servers
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "http://0.0.0.0".into()),
+            ),
+            connect_timeout: raw.connect_timeout,
+            response_timeout: raw.response_timeout,
+            max_idle_per_host: raw.max_idle_per_host,
+            idle_timeout: raw.idle_timeout,
+            max_connections: raw.max_connections,
+        },
+        "origin",
+    );
+    let health_path = match raw.health_path {
+        Some(path)
+            if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() =>
+        {
+            c.push(
+                "origin.health_path",
+                format!("{path:?} is not an absolute path like \"/healthz\""),
+            );
+            None
+        }
+        other => Some(other),
+    };
+    let ms = Duration::from_millis(1);
+    let interval = duration(
+        c,
+        "origin.health_interval",
+        raw.health_interval.as_deref(),
+        HEALTH_INTERVAL,
+        ms,
+    );
+    let healthy_after = count(
+        c,
+        "origin.healthy_after",
+        raw.healthy_after,
+        HEALTHY_AFTER,
+        (1, 100),
+    );
+    let unhealthy_after = count(
+        c,
+        "origin.unhealthy_after",
+        raw.unhealthy_after,
+        UNHEALTHY_AFTER,
+        (1, 100),
+    );
+    let eject_for = duration(
+        c,
+        "origin.eject_for",
+        raw.eject_for.as_deref(),
+        EJECT_FOR,
+        ms,
+    );
+    let max_eject_for = duration(
+        c,
+        "origin.max_eject_for",
+        raw.max_eject_for.as_deref(),
+        MAX_EJECT_FOR,
+        ms,
+    );
+    if let (Some(e), Some(m)) = (eject_for, max_eject_for) {
+        if m < e {
+            c.push(
+                "origin.max_eject_for",
+                "must not be shorter than origin.eject_for",
+            );
+        }
+    }
+    let retries = count(c, "origin.retries", raw.retries, RETRIES, (0, 10));
+    let budget = count(
+        c,
+        "origin.retry_budget_percent",
+        raw.retry_budget_percent,
+        RETRY_BUDGET_PERCENT,
+        (0, 100),
+    );
+    let servers: Option<Vec<OriginUrl>> = servers.into_iter().collect();
+    let servers = servers.filter(|s| !s.is_empty() && s.len() <= MAX_ORIGIN_SERVERS)?;
+    let (eject_for, max_eject_for) = (eject_for?, max_eject_for?);
+    if max_eject_for < eject_for {
+        return None;
+    }
+    Some(OriginPoolConfig {
+        servers,
+        upstream: upstream?,
+        health_path: health_path?,
+        health_interval: interval?,
+        healthy_after: u32::try_from(healthy_after?).ok()?,
+        unhealthy_after: u32::try_from(unhealthy_after?).ok()?,
+        eject_for,
+        max_eject_for,
+        retries: u32::try_from(retries?).ok()?,
+        retry_budget_percent: u32::try_from(budget?).ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_shield_gets_defaults() {
+        let cfg =
+            ShieldConfig::from_toml("[origin]\nservers = [\"http://127.0.0.1:8000\"]\n").unwrap();
+        assert_eq!(cfg.id.as_str(), "shield-1");
+        assert_eq!(cfg.origin.servers.len(), 1);
+        assert_eq!(cfg.origin.retries, 1);
+        assert!(cfg.origin.health_path.is_none());
+        assert_eq!(
+            cfg.origin.upstream.origin.to_string(),
+            "http://127.0.0.1:8000"
+        );
+    }
+
+    #[test]
+    fn every_bad_pool_field_is_named() {
+        let text = "[shield]\nid = \"bad id\"\n[origin]\nservers = [\"http://a:1\", \"ftp://b\"]\n\
+                    health_path = \"healthz\"\nretries = 99\neject_for = \"10s\"\nmax_eject_for = \"1s\"\n\
+                    connect_timeout = \"soon\"\n";
+        let errs = ShieldConfig::from_toml(text).unwrap_err();
+        for path in [
+            "shield.id",
+            "origin.servers[1]",
+            "origin.health_path",
+            "origin.retries",
+            "origin.max_eject_for",
+            "origin.connect_timeout",
+        ] {
+            assert!(errs.mentions(path), "{path} not reported in:\n{errs}");
+        }
+    }
+
+    #[test]
+    fn a_pool_needs_servers() {
+        let errs = ShieldConfig::from_toml("[shield]\nid = \"s\"\n").unwrap_err();
+        assert!(errs.mentions("origin.servers"), "{errs}");
+    }
+}
