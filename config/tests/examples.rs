@@ -1,6 +1,6 @@
 //! The annotated examples under `config/examples/` parse and validate.
 
-use verge_config::{detect_role, EdgeConfig, Role};
+use verge_config::{detect_role, EdgeConfig, Role, ShieldConfig};
 
 #[test]
 fn edge_example_parses_and_is_an_edge_config() {
@@ -15,4 +15,14 @@ fn edge_example_parses_and_is_an_edge_config() {
 fn a_file_without_a_role_table_is_refused() {
     let err = detect_role("[cache]\nmax_bytes = \"1MiB\"\n").unwrap_err();
     assert!(err.to_string().contains("[edge]"));
+}
+
+#[test]
+fn shield_example_parses_and_is_a_shield_config() {
+    let text = include_str!("../examples/shield.toml");
+    assert_eq!(detect_role(text), Ok(Role::Shield));
+    let cfg = ShieldConfig::from_toml(text).expect("example must be valid");
+    assert_eq!(cfg.id.as_str(), "shield-1");
+    assert_eq!(cfg.origin.servers.len(), 1);
+    assert_eq!(cfg.origin.retries, 1);
 }

@@ -229,3 +229,22 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     }
     current.to_string()
 }
+
+/// A shared upstream is an upstream: roles that also run background work on theirs (health
+/// checks) keep one handle and give the pipeline another.
+impl<T: Upstream> Upstream for Arc<T> {
+    fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> impl Future<Output = Result<Response<UpstreamResponseBody>, EdgeError>> + Send {
+        T::send(self, request)
+    }
+
+    fn body_idle_timeout(&self) -> Duration {
+        T::body_idle_timeout(self)
+    }
+
+    fn name(&self) -> &str {
+        T::name(self)
+    }
+}
