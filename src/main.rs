@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use verge_config::{detect_role, ConfigErrors, EdgeConfig, Role, ShieldConfig};
 use verge_edge::EdgeNode;
+use verge_origin_shield::ShieldNode;
 
 /// Exit code for an invalid configuration.
 const EXIT_INVALID_CONFIG: u8 = 2;
@@ -22,11 +23,20 @@ struct Cli {
 enum Command {
     /// Run an edge node: a caching reverse proxy in front of an origin.
     Edge(EdgeArgs),
+    /// Run an origin shield: a mid-tier cache in front of a pool of origin servers.
+    Shield(ShieldArgs),
     /// Validate a configuration file; print every problem and exit 2 if there are any.
     CheckConfig {
         /// The file to check; its role is told by its top-level table ([edge] or [shield]).
         file: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct ShieldArgs {
+    /// Configuration file (see config/examples/shield.toml).
+    #[arg(long)]
+    config: PathBuf,
 }
 
 #[derive(Args)]
@@ -54,6 +64,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
         Command::Edge(args) => run_edge(args),
+        Command::Shield(args) => run_shield(args),
     }
 }
 
@@ -120,18 +131,7 @@ fn run_edge(args: EdgeArgs) -> ExitCode {
         Ok(config) => config,
         Err(errors) => return report_invalid(&source, &errors),
     };
-    let threads = match config.server.worker_threads {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
-        n => n,
-    };
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
-    };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match build_runtime(config.server.worker_threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("verge edge: cannot start the async runtime: {e}");
@@ -157,6 +157,63 @@ fn run_edge(args: EdgeArgs) -> ExitCode {
         tracing::info!("edge stopped");
         ExitCode::SUCCESS
     })
+}
+
+fn run_shield(args: ShieldArgs) -> ExitCode {
+    let source = args.config.display().to_string();
+    let config = match ShieldConfig::from_file(&args.config) {
+        Ok(config) => config,
+        Err(errors) => return report_invalid(&source, &errors),
+    };
+    let runtime = match build_runtime(config.server.worker_threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("verge shield: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let node = match ShieldNode::bind(&config).await {
+            Ok(node) => node,
+            Err(e) => {
+                eprintln!("verge shield: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let servers: Vec<String> = config
+            .origin
+            .servers
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(
+            id = %config.id,
+            listen = %node.data_addr(),
+            admin = %node.admin_addr(),
+            origin = ?servers,
+            "shield serving"
+        );
+        node.run(shutdown_signal()).await;
+        tracing::info!("shield stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// One thread per core unless configured (0 means that); one thread uses the single-threaded
+/// scheduler, which costs less per request than the work-stealing one.
+fn build_runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = match worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder.enable_all().build()
 }
 
 /// Completes on Ctrl-C or SIGTERM.

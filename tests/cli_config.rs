@@ -151,3 +151,30 @@ fn edge_with_a_bad_config_exits_2_without_serving() {
         assert!(text.contains(key), "{key} is not named in:\n{text}");
     }
 }
+
+#[test]
+fn check_config_accepts_the_shipped_shield_example() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/shield.toml");
+    let output = verge(&["check-config".as_ref(), example.as_os_str()]);
+    let text = all_output(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("valid shield configuration"), "{text}");
+}
+
+#[test]
+fn shield_with_a_bad_config_exits_2_and_names_every_key() {
+    let file = TempFile::new(
+        "bad-shield.toml",
+        "[shield]\nid = \"bad id\"\n[origin]\nservers = [\"ftp://x\"]\nretries = 99\n",
+    );
+    let output = verge(&[
+        "shield".as_ref(),
+        "--config".as_ref(),
+        file.path().as_os_str(),
+    ]);
+    let text = all_output(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    for key in ["shield.id", "origin.servers[0]", "origin.retries"] {
+        assert!(text.contains(key), "{key} is not named in:\n{text}");
+    }
+}

@@ -1,0 +1,679 @@
+//! The shield's upstream: a pool of origin servers for one origin.
+//!
+//! Each request goes to one server chosen round-robin among those that are *available*: up by
+//! the active health checks (if any) and not passively ejected. When no server is available the
+//! pool is in *panic mode* and chooses among all of them: a request that may fail is better than
+//! one refused outright while every server is merely suspected.
+//!
+//! - Passive health: a connect error, a timeout, a broken exchange or a 500/502/503/504 answer is
+//!   a failure; `unhealthy_after` failures in a row eject the server for `eject_for`, doubled on
+//!   each consecutive ejection up to `max_eject_for`. Once the ejection runs out the server takes
+//!   requests again; one more failure ejects it for the next, longer period, and a success clears
+//!   its record.
+//! - Active health ([`OriginPool::start_health_checks`]): `GET health_path` on every server each
+//!   `health_interval`; `healthy_after` 2xx answers in a row mark it up, `unhealthy_after`
+//!   failures in a row mark it down. Servers start up, so a pool serves before its first probe.
+//! - Retries: a GET or HEAD without a body is sent again to another server after a failure, at
+//!   most `retries` times, and only while the [`RetryBudget`] allows. The last attempt's answer is
+//!   returned as is (a 503 stays a 503), and its error is the request's error.
+//! - Saturation: when a server's connection slots are all taken (its `max_connections`), a
+//!   replayable request tries another server. Nothing reached the origin, so this is neither a
+//!   server failure nor a retry.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderValue, USER_AGENT};
+use http::uri::{PathAndQuery, Uri};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Empty};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+use verge_config::{OriginPoolConfig, UpstreamConfig};
+use verge_edge::upstream::{OriginUpstream, Upstream, UpstreamBody, UpstreamResponseBody};
+use verge_edge::EdgeError;
+
+/// Length of the sliding window the retry budget counts requests and retries over.
+const BUDGET_WINDOW_SECS: u64 = 10;
+
+/// Retries allowed per second whatever the traffic, so a quiet pool can still retry.
+const MIN_RETRIES_PER_SECOND: u32 = 3;
+
+/// Sent as `User-Agent` by health probes, so origin logs can tell them from traffic.
+const PROBE_USER_AGENT: &str = "verge-health-check";
+
+/// How one attempt on one server ended; the `result` label of `verge_origin_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttemptResult {
+    Ok,
+    /// The server answered 500, 502, 503 or 504.
+    ErrorStatus,
+    ConnectError,
+    Timeout,
+    /// No connection slot to this server came free in time; the server was not asked.
+    Saturated,
+    /// The exchange broke after connecting (reset, malformed answer).
+    Error,
+}
+
+impl AttemptResult {
+    const ALL: [AttemptResult; 6] = [
+        AttemptResult::Ok,
+        AttemptResult::ErrorStatus,
+        AttemptResult::ConnectError,
+        AttemptResult::Timeout,
+        AttemptResult::Saturated,
+        AttemptResult::Error,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            AttemptResult::Ok => "ok",
+            AttemptResult::ErrorStatus => "error_status",
+            AttemptResult::ConnectError => "connect_error",
+            AttemptResult::Timeout => "timeout",
+            AttemptResult::Saturated => "saturated",
+            AttemptResult::Error => "error",
+        }
+    }
+
+    fn of_error(error: &EdgeError) -> AttemptResult {
+        match error {
+            EdgeError::UpstreamConnect { .. } => AttemptResult::ConnectError,
+            EdgeError::UpstreamTimeout { .. } => AttemptResult::Timeout,
+            EdgeError::UpstreamSaturated { .. } => AttemptResult::Saturated,
+            _ => AttemptResult::Error,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Statuses that count as the server failing, and are worth asking another server.
+fn is_failure(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
+
+/// When passive failures eject a server, and for how long.
+#[derive(Debug, Clone, Copy)]
+struct EjectionPolicy {
+    failures: u32,
+    base: Duration,
+    max: Duration,
+}
+
+impl EjectionPolicy {
+    /// The length of the `nth` consecutive ejection (1-based): `base`, doubled each time, capped.
+    fn period(&self, nth: u32) -> Duration {
+        let doublings = nth.saturating_sub(1).min(31);
+        self.base
+            .checked_mul(1u32 << doublings)
+            .unwrap_or(self.max)
+            .min(self.max)
+    }
+}
+
+/// What the pool knows of one server's health. Pure: every method is given the time.
+#[derive(Debug)]
+struct ServerHealth {
+    /// The active checks' verdict; true until they say otherwise (and when they are off).
+    up: bool,
+    probe_successes: u32,
+    probe_failures: u32,
+    /// Passive: failures of real requests in a row.
+    failures: u32,
+    /// Consecutive ejections, for the back-off; cleared by a success.
+    ejections: u32,
+    /// Passively out of the pool until then.
+    ejected_until: Option<Instant>,
+}
+
+impl Default for ServerHealth {
+    fn default() -> ServerHealth {
+        ServerHealth {
+            up: true,
+            probe_successes: 0,
+            probe_failures: 0,
+            failures: 0,
+            ejections: 0,
+            ejected_until: None,
+        }
+    }
+}
+
+impl ServerHealth {
+    /// Whether the server may be chosen now. An ejection that has run out is cleared here, but
+    /// the failure count stays, so the next failure ejects the server again, for longer.
+    fn available(&mut self, now: Instant) -> bool {
+        if self.ejected_until.is_some_and(|until| now >= until) {
+            self.ejected_until = None;
+        }
+        self.up && self.ejected_until.is_none()
+    }
+
+    fn request_succeeded(&mut self) {
+        self.failures = 0;
+        self.ejections = 0;
+        self.ejected_until = None;
+    }
+
+    /// Counts a failed request; returns the ejection period when this failure ejects the server.
+    fn request_failed(&mut self, now: Instant, policy: &EjectionPolicy) -> Option<Duration> {
+        self.failures = self.failures.saturating_add(1);
+        let already_out = self.ejected_until.is_some_and(|until| now < until);
+        if self.failures < policy.failures || already_out {
+            return None;
+        }
+        self.ejections = self.ejections.saturating_add(1);
+        let period = policy.period(self.ejections);
+        self.ejected_until = Some(now + period);
+        Some(period)
+    }
+
+    /// Counts a probe; returns the new verdict when this probe changes it.
+    fn probed(&mut self, success: bool, healthy_after: u32, unhealthy_after: u32) -> Option<bool> {
+        if success {
+            self.probe_failures = 0;
+            self.probe_successes = self.probe_successes.saturating_add(1);
+            if !self.up && self.probe_successes >= healthy_after {
+                self.up = true;
+                return Some(true);
+            }
+        } else {
+            self.probe_successes = 0;
+            self.probe_failures = self.probe_failures.saturating_add(1);
+            if self.up && self.probe_failures >= unhealthy_after {
+                self.up = false;
+                return Some(false);
+            }
+        }
+        None
+    }
+}
+
+/// Caps retries at a share of requests over a sliding window, plus a small floor per second.
+///
+/// Without it, retries multiply the load on an origin exactly when it is struggling: with the
+/// budget, a failing pool sends at most `percent`% more requests than it is given.
+struct RetryBudget {
+    percent: u32,
+    min_per_second: u32,
+    start: Instant,
+    /// One bucket per second of the window, indexed by second modulo the window.
+    buckets: Mutex<[BudgetBucket; BUDGET_WINDOW_SECS as usize]>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct BudgetBucket {
+    /// Seconds since `start` this bucket counts.
+    second: u64,
+    requests: u64,
+    retries: u64,
+}
+
+impl RetryBudget {
+    fn new(percent: u32, min_per_second: u32, start: Instant) -> RetryBudget {
+        RetryBudget {
+            percent,
+            min_per_second,
+            start,
+            buckets: Mutex::new([BudgetBucket::default(); BUDGET_WINDOW_SECS as usize]),
+        }
+    }
+
+    fn record_request(&self, now: Instant) {
+        let mut buckets = lock(&self.buckets);
+        self.bucket(&mut buckets, now).requests += 1;
+    }
+
+    /// Takes one retry from the budget if the window allows it.
+    fn try_retry(&self, now: Instant) -> bool {
+        let mut buckets = lock(&self.buckets);
+        let second = self.second(now);
+        let (requests, retries) = buckets
+            .iter()
+            .filter(|b| b.second <= second && second - b.second < BUDGET_WINDOW_SECS)
+            .fold((0u64, 0u64), |(q, r), b| (q + b.requests, r + b.retries));
+        let allowed = requests * u64::from(self.percent)
+            + u64::from(self.min_per_second) * BUDGET_WINDOW_SECS * 100;
+        if (retries + 1) * 100 > allowed {
+            return false;
+        }
+        self.bucket(&mut buckets, now).retries += 1;
+        true
+    }
+
+    fn second(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.start).as_secs()
+    }
+
+    /// The bucket for `now`, emptied first if it still counts an older second.
+    fn bucket<'a>(
+        &self,
+        buckets: &'a mut [BudgetBucket; BUDGET_WINDOW_SECS as usize],
+        now: Instant,
+    ) -> &'a mut BudgetBucket {
+        let second = self.second(now);
+        // The modulo is below the window length, so it fits in usize.
+        let bucket = &mut buckets[(second % BUDGET_WINDOW_SECS) as usize];
+        if bucket.second != second {
+            *bucket = BudgetBucket {
+                second,
+                ..BudgetBucket::default()
+            };
+        }
+        bucket
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (plain counters).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One origin server: its client, its health and its metrics resolved once.
+struct Server {
+    /// The server's URL, its `server` label in metrics and logs.
+    label: String,
+    client: OriginUpstream,
+    health: Mutex<ServerHealth>,
+    /// `verge_origin_up{server}`, set when availability changes; an ejection that has run out
+    /// shows as 1 once the pool next looks at the server.
+    up: IntGauge,
+    /// `verge_origin_requests_total{server, result}`, indexed by [`AttemptResult::index`].
+    results: Vec<IntCounter>,
+}
+
+impl Server {
+    fn health(&self) -> MutexGuard<'_, ServerHealth> {
+        lock(&self.health)
+    }
+
+    fn count(&self, result: AttemptResult) {
+        if let Some(counter) = self.results.get(result.index()) {
+            counter.inc();
+        }
+    }
+}
+
+/// Active health check settings, when checks are configured.
+#[derive(Debug, Clone)]
+struct ProbeSettings {
+    path: PathAndQuery,
+    interval: Duration,
+}
+
+/// Several servers of one origin, used as one [`Upstream`].
+pub struct OriginPool {
+    servers: Vec<Server>,
+    /// Round-robin position; wraps harmlessly.
+    cursor: AtomicUsize,
+    /// Extra attempts on other servers for replayable requests.
+    retries: u32,
+    budget: RetryBudget,
+    ejection: EjectionPolicy,
+    probe: Option<ProbeSettings>,
+    healthy_after: u32,
+    unhealthy_after: u32,
+    /// Set while no server is available, so entering and leaving panic mode is logged once.
+    panicking: AtomicBool,
+    retries_total: IntCounter,
+    budget_exhausted: IntCounter,
+    body_idle_timeout: Duration,
+    name: String,
+}
+
+impl OriginPool {
+    /// One [`OriginUpstream`] per server, each with the timeouts, keep-alive pool and connection
+    /// bound of `config.upstream`; `in_use` counts the connection slots taken over all servers.
+    /// Registers `verge_origin_requests_total{server,result}`, `verge_origin_up{server}`,
+    /// `verge_origin_retries_total` and `verge_origin_retry_budget_exhausted_total`.
+    pub fn new(
+        config: &OriginPoolConfig,
+        registry: &Registry,
+        in_use: &IntGauge,
+    ) -> Result<OriginPool, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "verge_origin_requests_total",
+                "Attempts sent to each origin server, by result",
+            ),
+            &["server", "result"],
+        )?;
+        let up = IntGaugeVec::new(
+            Opts::new(
+                "verge_origin_up",
+                "Whether an origin server takes requests (1) or is down or ejected (0)",
+            ),
+            &["server"],
+        )?;
+        let retries_total = IntCounter::new(
+            "verge_origin_retries_total",
+            "Requests sent again to another origin server after a failure",
+        )?;
+        let budget_exhausted = IntCounter::new(
+            "verge_origin_retry_budget_exhausted_total",
+            "Retries not made because the retry budget was spent",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(up.clone()))?;
+        registry.register(Box::new(retries_total.clone()))?;
+        registry.register(Box::new(budget_exhausted.clone()))?;
+
+        let servers = config
+            .servers
+            .iter()
+            .map(|url| {
+                let label = url.to_string();
+                let upstream = UpstreamConfig {
+                    origin: url.clone(),
+                    ..config.upstream.clone()
+                };
+                let gauge = up.with_label_values(&[label.as_str()]);
+                gauge.set(1);
+                let results = AttemptResult::ALL
+                    .iter()
+                    .map(|r| requests.with_label_values(&[label.as_str(), r.as_str()]))
+                    .collect();
+                Server {
+                    client: OriginUpstream::new(&upstream, in_use.clone()),
+                    label,
+                    health: Mutex::new(ServerHealth::default()),
+                    up: gauge,
+                    results,
+                }
+            })
+            .collect();
+        let probe = config.health_path.as_deref().and_then(|path| {
+            match path.parse::<PathAndQuery>() {
+                Ok(path) => Some(ProbeSettings {
+                    path,
+                    interval: config.health_interval,
+                }),
+                Err(error) => {
+                    tracing::warn!(path, %error, "invalid health check path; active checks off");
+                    None
+                }
+            }
+        });
+        let names: Vec<String> = config.servers.iter().map(ToString::to_string).collect();
+        Ok(OriginPool {
+            servers,
+            cursor: AtomicUsize::new(0),
+            retries: config.retries,
+            budget: RetryBudget::new(
+                config.retry_budget_percent,
+                MIN_RETRIES_PER_SECOND,
+                Instant::now(),
+            ),
+            ejection: EjectionPolicy {
+                failures: config.unhealthy_after.max(1),
+                base: config.eject_for,
+                max: config.max_eject_for.max(config.eject_for),
+            },
+            probe,
+            healthy_after: config.healthy_after,
+            unhealthy_after: config.unhealthy_after,
+            panicking: AtomicBool::new(false),
+            retries_total,
+            budget_exhausted,
+            body_idle_timeout: config.upstream.response_timeout,
+            name: format!("origin pool [{}]", names.join(", ")),
+        })
+    }
+
+    /// Starts the active health checks when `health_path` is configured: one task per server,
+    /// probing every `health_interval` (the first probe at once). Dropping the returned handle
+    /// stops them; they also stop once the pool itself is dropped. Must be called within a tokio
+    /// runtime. Probes use the server's connection slots; a probe that finds them all busy gives
+    /// no verdict.
+    pub fn start_health_checks(self: &Arc<Self>) -> HealthChecks {
+        let mut tasks = JoinSet::new();
+        if let Some(probe) = &self.probe {
+            for index in 0..self.servers.len() {
+                tasks.spawn(probe_loop(Arc::downgrade(self), index, probe.clone()));
+            }
+        }
+        HealthChecks { _tasks: tasks }
+    }
+
+    /// The servers a request that has already been to the `tried` ones may go to next: the
+    /// available ones, or all of them in panic mode. Empty once every candidate has been tried.
+    fn candidates(&self, tried: &[bool], now: Instant) -> Vec<usize> {
+        let mut any_available = false;
+        let mut candidates = Vec::with_capacity(self.servers.len());
+        for (index, server) in self.servers.iter().enumerate() {
+            let available = {
+                let mut health = server.health();
+                let available = health.available(now);
+                // Read under the lock so a concurrent change cannot be overwritten by a stale value.
+                server.up.set(i64::from(available));
+                available
+            };
+            if available {
+                any_available = true;
+                if !tried[index] {
+                    candidates.push(index);
+                }
+            }
+        }
+        let panicking = !any_available;
+        if self.panicking.swap(panicking, Ordering::Relaxed) != panicking {
+            if panicking {
+                tracing::warn!(pool = %self.name, "no origin server is available; trying them all");
+            } else {
+                tracing::info!(pool = %self.name, "origin servers available again");
+            }
+        }
+        if panicking {
+            candidates = (0..self.servers.len()).filter(|&i| !tried[i]).collect();
+        }
+        candidates
+    }
+
+    /// Round-robin among `candidates` (never empty).
+    fn pick(&self, candidates: &[usize]) -> Option<usize> {
+        let turn = self.cursor.fetch_add(1, Ordering::Relaxed);
+        candidates.get(turn % candidates.len().max(1)).copied()
+    }
+
+    fn succeeded(&self, index: usize) {
+        let server = &self.servers[index];
+        server.count(AttemptResult::Ok);
+        let mut health = server.health();
+        if health.ejections > 0 {
+            tracing::info!(server = %server.label, "origin server back in the pool");
+        }
+        health.request_succeeded();
+        server.up.set(i64::from(health.up));
+    }
+
+    fn failed(&self, index: usize, result: AttemptResult) {
+        let server = &self.servers[index];
+        server.count(result);
+        let mut health = server.health();
+        if let Some(period) = health.request_failed(Instant::now(), &self.ejection) {
+            server.up.set(0);
+            drop(health);
+            tracing::warn!(
+                server = %server.label,
+                result = result.as_str(),
+                ejected_for_ms = period.as_millis(),
+                "origin server ejected"
+            );
+        }
+    }
+
+    /// Whether another attempt may be made; takes it from the budget if so.
+    fn may_retry(&self, retries_made: u32) -> bool {
+        if retries_made >= self.retries {
+            return false;
+        }
+        if !self.budget.try_retry(Instant::now()) {
+            self.budget_exhausted.inc();
+            return false;
+        }
+        self.retries_total.inc();
+        true
+    }
+
+    async fn probe(&self, index: usize, path: &PathAndQuery) {
+        let server = &self.servers[index];
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(Uri::from(path.clone()))
+            .header(USER_AGENT, HeaderValue::from_static(PROBE_USER_AGENT))
+            .body(Either::Left(Empty::new()));
+        let Ok(request) = request else {
+            return;
+        };
+        let success = match server.client.send(request).await {
+            Ok(response) => {
+                let success = response.status().is_success();
+                // Drained so the connection can be reused; the verdict is the status alone.
+                let drain = response.into_body().collect();
+                let _ = tokio::time::timeout(self.body_idle_timeout, drain).await;
+                success
+            }
+            // Busy with traffic: the probe says nothing about the server.
+            Err(EdgeError::UpstreamSaturated { .. }) => return,
+            Err(error) => {
+                tracing::debug!(server = %server.label, %error, "health probe failed");
+                false
+            }
+        };
+        let mut health = server.health();
+        let verdict = health.probed(success, self.healthy_after, self.unhealthy_after);
+        let available = health.available(Instant::now());
+        server.up.set(i64::from(available));
+        drop(health);
+        match verdict {
+            Some(true) => tracing::info!(server = %server.label, "origin server up"),
+            Some(false) => tracing::warn!(server = %server.label, "origin server down"),
+            None => {}
+        }
+    }
+}
+
+/// Probes one server every interval for as long as the pool lives.
+async fn probe_loop(pool: Weak<OriginPool>, index: usize, probe: ProbeSettings) {
+    let mut ticker = tokio::time::interval(probe.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        pool.probe(index, &probe.path).await;
+    }
+}
+
+/// The running active health checks of a pool; dropping it stops them.
+#[must_use = "health checks stop when this handle is dropped"]
+pub struct HealthChecks {
+    /// Dropping a `JoinSet` aborts its tasks.
+    _tasks: JoinSet<()>,
+}
+
+impl Upstream for OriginPool {
+    async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<UpstreamResponseBody>, EdgeError> {
+        let (parts, body) = request.into_parts();
+        // Only a request without a body can be sent again: the client's body is read once.
+        let replayable = matches!(body, Either::Left(_))
+            && (parts.method == Method::GET || parts.method == Method::HEAD);
+        self.budget.record_request(Instant::now());
+        let mut body = Some(body);
+        let mut tried = vec![false; self.servers.len()];
+        let mut retries_made = 0;
+        // Set once an attempt has reached a server and failed: the next one is a retry.
+        let mut failed_once = false;
+        let mut last: Option<Result<Response<UpstreamResponseBody>, EdgeError>> = None;
+        loop {
+            let candidates = self.candidates(&tried, Instant::now());
+            if candidates.is_empty() {
+                break;
+            }
+            let body = match body.take() {
+                Some(body) => body,
+                None if replayable => Either::Left(Empty::new()),
+                None => break,
+            };
+            if failed_once {
+                if !self.may_retry(retries_made) {
+                    break;
+                }
+                retries_made += 1;
+            }
+            let Some(index) = self.pick(&candidates) else {
+                break;
+            };
+            tried[index] = true;
+            let server = &self.servers[index];
+            let result = server
+                .client
+                .send(Request::from_parts(parts.clone(), body))
+                .await;
+            match result {
+                Ok(response) if is_failure(response.status()) => {
+                    tracing::debug!(server = %server.label, status = %response.status(), "origin server answered with a failure");
+                    self.failed(index, AttemptResult::ErrorStatus);
+                    failed_once = true;
+                    last = Some(Ok(response));
+                }
+                Ok(response) => {
+                    self.succeeded(index);
+                    return Ok(response);
+                }
+                // Our own connection bound: the server was not asked, so it is not at fault.
+                Err(error @ EdgeError::UpstreamSaturated { .. }) => {
+                    server.count(AttemptResult::Saturated);
+                    last = Some(Err(error));
+                }
+                Err(error) => {
+                    self.failed(index, AttemptResult::of_error(&error));
+                    let retryable = error.is_retryable();
+                    last = Some(Err(error));
+                    if !retryable {
+                        break;
+                    }
+                    failed_once = true;
+                }
+            }
+            if !replayable {
+                break;
+            }
+        }
+        match last {
+            Some(Ok(response)) => Ok(response),
+            Some(Err(error)) => {
+                tracing::debug!(pool = %self.name, %error, retries = retries_made, "origin pool gave up");
+                Err(error)
+            }
+            // Unreachable with at least one server: the first choice always finds one.
+            None => Err(EdgeError::UpstreamConnect {
+                upstream: self.name.clone(),
+                reason: "the pool has no origin server".to_string(),
+            }),
+        }
+    }
+
+    fn body_idle_timeout(&self) -> Duration {
+        self.body_idle_timeout
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests;
