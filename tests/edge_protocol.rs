@@ -190,3 +190,45 @@ async fn post_is_passed_through_with_its_body_and_not_cached() {
     );
     assert_eq!(origin.hits("/form"), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_already_passed_this_node_is_refused_with_508() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/loop", Reply::ok("never").cache_control("max-age=60"));
+    let edge = start_edge(origin.addr(), &[]).await;
+    let client = HttpClient::http1();
+
+    let looped = client
+        .request(
+            "GET",
+            &edge.url("/loop"),
+            &[(
+                "via",
+                &format!("1.1 shield-a, 1.1 {}", support::edge::EDGE_ID),
+            )],
+            "",
+        )
+        .await;
+    assert_eq!(looped.status, 508, "{}", looped.text());
+    assert!(
+        looped.cache_status().contains("detail=loop-detected"),
+        "{}",
+        looped.cache_status()
+    );
+    assert_eq!(
+        origin.hits("/loop"),
+        0,
+        "a looping request is never forwarded"
+    );
+
+    // Another node's id in Via is an ordinary hop.
+    let passed = client
+        .request(
+            "GET",
+            &edge.url("/loop"),
+            &[("via", "1.1 edge-test-other")],
+            "",
+        )
+        .await;
+    assert_eq!(passed.status, 200, "{}", passed.text());
+}

@@ -1,25 +1,32 @@
-//! What does picking the origin shield for a cache key cost, next to hashing the key once?
+//! What does picking the origin shield for a cache key cost, next to hashing the key once, and
+//! how does that cost grow with the number of shields?
 //!
-//! One group, `ring_lookup`, over 1,024 pre-built keys of about 64 bytes and an 8-member
-//! [`ShieldRing`] with weights 1, 2, 3, 1, 2, 3, 1, 2 (2,400 virtual nodes):
+//! One group, `ring_lookup`, over 1,024 pre-built keys of about 64 bytes and rings of 10, 64 and
+//! 256 shields of weight 1 ([`VNODES_PER_WEIGHT`](verge_edge::ring::VNODES_PER_WEIGHT) virtual
+//! nodes each), all built before timing:
 //!
 //! - `baseline_stable_hash`: [`stable_hash`] of the key alone, the floor any lookup pays;
-//! - `owner`: [`ShieldRing::owner`], the hash plus a binary search over the virtual nodes;
-//! - `candidates_first_2`: the owner and the fallback shield from [`ShieldRing::candidates`],
-//!   read into a fixed array (no allocation), as an edge retrying on a second shield would.
+//! - `owner/N`: [`ShieldRing::owner`] on an N-shield ring, the hash plus a binary search over the
+//!   virtual nodes;
+//! - `candidates_first_2/N`: the owner and the fallback shield from [`ShieldRing::candidates`],
+//!   read into a fixed array, as an edge retrying on a second shield would.
 //!
 //! Each iteration runs over all keys; throughput is per key, so the report reads as
-//! "a ring lookup costs N× a hash".
+//! "a ring lookup costs k× a hash". Neither lookup allocates: [`ShieldRing::candidates`] borrows
+//! the ring and tracks listed shields in a fixed bitset.
 //!
 //! Run with `cargo bench -p verge-edge --bench ring`.
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use verge_edge::ring::{stable_hash, RingMember, ShieldRing};
 
 /// Keys looked up per iteration.
 const KEYS: usize = 1024;
+
+/// Ring sizes measured: a typical fleet, the old member limit, the current one.
+const SHIELD_COUNTS: [usize; 3] = [10, 64, 256];
 
 /// Cache-key-like byte strings of 60 to 70 bytes.
 fn keys() -> Vec<Vec<u8>> {
@@ -34,19 +41,23 @@ fn keys() -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn ring() -> ShieldRing {
-    let ids: Vec<String> = (0..8).map(|i| format!("shield-{i}")).collect();
-    let members: Vec<RingMember<'_>> = ids
-        .iter()
-        .zip([1, 2, 3].into_iter().cycle())
-        .map(|(id, weight)| RingMember { id, weight })
-        .collect();
-    ShieldRing::new(&members).expect("8 distinct members with weights 1..=3 form a ring")
+/// A ring of `count` shields of weight 1.
+fn ring(count: usize) -> ShieldRing {
+    let ids: Vec<String> = (0..count).map(|i| format!("shield-{i}")).collect();
+    let members: Vec<RingMember<'_>> = ids.iter().map(|id| RingMember { id, weight: 1 }).collect();
+    ShieldRing::new(&members).expect("at most MAX_MEMBERS distinct members of weight 1")
+}
+
+/// The owner and the first fallback of `key`, as an edge retrying on a second shield reads them.
+fn first_2(ring: &ShieldRing, key: &[u8]) -> [Option<usize>; 2] {
+    let mut candidates = ring.candidates(key);
+    [candidates.next(), candidates.next()]
 }
 
 fn ring_lookup(c: &mut Criterion) {
     let keys = keys();
-    let ring = ring();
+    let rings: Vec<ShieldRing> = SHIELD_COUNTS.into_iter().map(ring).collect();
+
     let mut group = c.benchmark_group("ring_lookup");
     group.throughput(Throughput::Elements(KEYS as u64));
     group.bench_function("baseline_stable_hash", |b| {
@@ -56,21 +67,26 @@ fn ring_lookup(c: &mut Criterion) {
             }
         })
     });
-    group.bench_function("owner", |b| {
-        b.iter(|| {
-            for key in &keys {
-                black_box(ring.owner(black_box(key)));
-            }
-        })
-    });
-    group.bench_function("candidates_first_2", |b| {
-        b.iter(|| {
-            for key in &keys {
-                let mut candidates = ring.candidates(black_box(key));
-                black_box([candidates.next(), candidates.next()]);
-            }
-        })
-    });
+    for ring in &rings {
+        group.bench_with_input(BenchmarkId::new("owner", ring.len()), ring, |b, ring| {
+            b.iter(|| {
+                for key in &keys {
+                    black_box(ring.owner(black_box(key)));
+                }
+            })
+        });
+        group.bench_with_input(
+            BenchmarkId::new("candidates_first_2", ring.len()),
+            ring,
+            |b, ring| {
+                b.iter(|| {
+                    for key in &keys {
+                        black_box(first_2(ring, black_box(key)));
+                    }
+                })
+            },
+        );
+    }
     group.finish();
 }
 

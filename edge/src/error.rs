@@ -17,6 +17,8 @@ pub enum Fault {
 pub enum EdgeError {
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("loop detected: this request already passed through {node}")]
+    LoopDetected { node: String },
     #[error("only-if-cached: nothing usable is stored for this request")]
     NotCached,
     #[error("method {method} is not allowed here")]
@@ -38,6 +40,7 @@ impl EdgeError {
         match self {
             EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
             EdgeError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            EdgeError::LoopDetected { .. } => StatusCode::LOOP_DETECTED,
             EdgeError::UpstreamConnect { .. } | EdgeError::UpstreamBroken { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -52,7 +55,8 @@ impl EdgeError {
         match self {
             EdgeError::BadRequest(_)
             | EdgeError::MethodNotAllowed { .. }
-            | EdgeError::NotCached => Fault::Client,
+            | EdgeError::NotCached
+            | EdgeError::LoopDetected { .. } => Fault::Client,
             EdgeError::UpstreamConnect { .. }
             | EdgeError::UpstreamTimeout { .. }
             | EdgeError::UpstreamSaturated { .. }
@@ -75,6 +79,7 @@ impl EdgeError {
             EdgeError::UpstreamTimeout { .. } => "upstream-timeout",
             EdgeError::UpstreamBroken { .. } => "upstream-error",
             EdgeError::NotCached => "only-if-cached",
+            EdgeError::LoopDetected { .. } => "loop-detected",
             EdgeError::UpstreamSaturated { .. } => "upstream-saturated",
             EdgeError::NoShield => "no-shield",
         }

@@ -64,6 +64,8 @@ pub struct EdgePipeline<U> {
     pub(crate) cache_name: &'static str,
     /// This node's entry in `Via`.
     pub(crate) via: HeaderValue,
+    /// This node's id, as it appears in `Via`.
+    pub(crate) node_id: String,
     /// A handle on this pipeline for background refreshes (stale-while-revalidate).
     pub(crate) me: Weak<EdgePipeline<U>>,
 }
@@ -93,6 +95,7 @@ impl<U: Upstream> EdgePipeline<U> {
             limits,
             cache_name,
             via,
+            node_id: node_id.to_string(),
             me: me.clone(),
         })
     }
@@ -127,6 +130,11 @@ impl<U: Upstream> EdgePipeline<U> {
         }
         let key = CacheKey::for_request("http", request.uri(), request.headers())
             .map_err(|e| EdgeError::BadRequest(e.message()))?;
+        if self.already_passed(request.headers()) {
+            return Err(EdgeError::LoopDetected {
+                node: self.node_id.clone(),
+            });
+        }
         if method != Method::GET && method != Method::HEAD {
             let is_unsafe = !matches!(*method, Method::OPTIONS | Method::TRACE);
             let site = site_of(request.uri(), request.headers());
@@ -217,6 +225,17 @@ impl<U: Upstream> EdgePipeline<U> {
                 Join::Uncoalesced => return self.fill(ctx, None, stored, fwd).await,
             }
         }
+    }
+
+    /// Whether this node already appears in the request's `Via` (a routing loop between tiers).
+    fn already_passed(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get_all(http::header::VIA)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|hop| hop.split_whitespace().nth(1))
+            .any(|received_by| received_by == self.node_id)
     }
 
     /// Whether a follower may answer with the object its leader stored.

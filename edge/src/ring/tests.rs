@@ -256,3 +256,13 @@ fn errors_name_the_offending_member() {
         "shield `s1` is listed twice (members 0 and 1)"
     );
 }
+
+#[test]
+fn zz_print_pins() {
+    let ids = ["shield-ams", "shield-fra", "shield-lhr"];
+    let ring = ShieldRing::new(&[member(ids[0], 1), member(ids[1], 1), member(ids[2], 2)]).unwrap();
+    for key in ["http://example.com/a","http://example.com/b","http://example.com/c","http://example.com/","http://example.com/index.html","http://example.com/api/v1/items?page=2","https://cdn.example.org/img/logo.png?v=3","http://static.example.net/app.js"] {
+        let order: Vec<&str> = ring.candidates(key.as_bytes()).map(|m| ids[m]).collect();
+        println!("PIN {key} {order:?}");
+    }
+}
