@@ -5,9 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use verge_config::{detect_role, ConfigErrors, EdgeConfig, Role, ShieldConfig};
+use verge_config::edge::defaults;
+use verge_config::{detect_role, ConfigErrors, EdgeConfig, EdgeQuickStart, Role, ShieldConfig};
 use verge_edge::EdgeNode;
 use verge_origin_shield::ShieldNode;
+
+/// Quick-start listeners of a shield: beside an edge's defaults, not on them.
+const SHIELD_LISTEN: &str = "127.0.0.1:8081";
+const SHIELD_ADMIN_LISTEN: &str = "127.0.0.1:9081";
 
 /// Exit code for an invalid configuration.
 const EXIT_INVALID_CONFIG: u8 = 2;
@@ -35,14 +40,23 @@ enum Command {
 #[derive(Args)]
 struct ShieldArgs {
     /// Configuration file (see config/examples/shield.toml).
+    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "origin"])]
+    config: Option<PathBuf>,
+    /// Quick start: listener edges connect to.
+    #[arg(long, requires = "origin")]
+    listen: Option<String>,
+    /// Quick start: admin listener address (/metrics, /healthz).
+    #[arg(long, requires = "origin")]
+    admin_listen: Option<String>,
+    /// Quick start: an origin server URL; repeat for a pool.
     #[arg(long)]
-    config: PathBuf,
+    origin: Vec<String>,
 }
 
 #[derive(Args)]
 struct EdgeArgs {
     /// Configuration file (see config/examples/edge.toml).
-    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "origin", "admin_token"])]
+    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "origin", "admin_token", "shield"])]
     config: Option<PathBuf>,
     /// Quick start: client listener address.
     #[arg(long, requires = "origin")]
@@ -56,6 +70,9 @@ struct EdgeArgs {
     /// Quick start: bearer token enabling POST /v1/purge on the admin listener (16+ characters).
     #[arg(long, requires = "origin")]
     admin_token: Option<String>,
+    /// Quick start: an origin shield URL to send misses to; repeat for several.
+    #[arg(long, requires = "origin")]
+    shield: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -111,16 +128,16 @@ fn run_edge(args: EdgeArgs) -> ExitCode {
         (Some(path), _) => (path.display().to_string(), EdgeConfig::from_file(path)),
         (None, Some(origin)) => (
             "command line".to_string(),
-            EdgeConfig::quick_start_with_token(
-                args.listen
+            EdgeConfig::quick_start(&EdgeQuickStart {
+                listen: args.listen.as_deref().unwrap_or(defaults::LISTEN),
+                admin_listen: args
+                    .admin_listen
                     .as_deref()
-                    .unwrap_or(verge_config::edge::defaults::LISTEN),
-                args.admin_listen
-                    .as_deref()
-                    .unwrap_or(verge_config::edge::defaults::ADMIN_LISTEN),
+                    .unwrap_or(defaults::ADMIN_LISTEN),
                 origin,
-                args.admin_token.as_deref(),
-            ),
+                admin_token: args.admin_token.as_deref(),
+                shields: &args.shield,
+            }),
         ),
         (None, None) => {
             eprintln!("verge edge: give --config FILE, or --origin URL (with optional --listen and --admin-listen)");
@@ -160,8 +177,22 @@ fn run_edge(args: EdgeArgs) -> ExitCode {
 }
 
 fn run_shield(args: ShieldArgs) -> ExitCode {
-    let source = args.config.display().to_string();
-    let config = match ShieldConfig::from_file(&args.config) {
+    let (source, config) = match &args.config {
+        Some(path) => (path.display().to_string(), ShieldConfig::from_file(path)),
+        None if !args.origin.is_empty() => (
+            "command line".to_string(),
+            ShieldConfig::quick_start(
+                args.listen.as_deref().unwrap_or(SHIELD_LISTEN),
+                args.admin_listen.as_deref().unwrap_or(SHIELD_ADMIN_LISTEN),
+                &args.origin,
+            ),
+        ),
+        None => {
+            eprintln!("verge shield: give --config FILE, or --origin URL (repeatable, with optional --listen and --admin-listen)");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    let config = match config {
         Ok(config) => config,
         Err(errors) => return report_invalid(&source, &errors),
     };

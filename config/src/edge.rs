@@ -8,7 +8,9 @@ use http::uri::{Authority, Scheme, Uri};
 
 use crate::error::{Collector, ConfigErrors};
 use crate::ids::{NodeId, RegionId};
-use crate::raw::{RawAdmin, RawCache, RawEdgeFile, RawServer, RawSize, RawUpstream};
+use crate::raw::{
+    RawAdmin, RawCache, RawEdgeFile, RawServer, RawShieldMember, RawShields, RawSize, RawUpstream,
+};
 use crate::shields::{validate_shields, ShieldsConfig};
 use crate::units::{parse_duration, ByteSize};
 
@@ -175,39 +177,59 @@ impl EdgeConfig {
     }
 
     /// The configuration for a quick start without a file: defaults plus these three values.
-    /// The quick-start configuration with an admin token, enabling the purge API.
-    pub fn quick_start_with_token(
-        listen: &str,
-        admin_listen: &str,
-        origin: &str,
-        token: Option<&str>,
-    ) -> Result<EdgeConfig, ConfigErrors> {
+    /// The configuration for a quick start without a file: defaults plus these values. Each
+    /// shield URL becomes a ring member whose id is its `host_port`, so edges started with the
+    /// same URLs agree on placement whatever their order.
+    pub fn quick_start(start: &EdgeQuickStart<'_>) -> Result<EdgeConfig, ConfigErrors> {
         let raw = RawEdgeFile {
             server: Some(RawServer {
-                listen: Some(listen.to_string()),
-                admin_listen: Some(admin_listen.to_string()),
+                listen: Some(start.listen.to_string()),
+                admin_listen: Some(start.admin_listen.to_string()),
                 ..RawServer::default()
             }),
             upstream: Some(RawUpstream {
-                origin: Some(origin.to_string()),
+                origin: Some(start.origin.to_string()),
                 ..RawUpstream::default()
             }),
             admin: Some(RawAdmin {
-                token: token.map(str::to_string),
+                token: start.admin_token.map(str::to_string),
                 ..RawAdmin::default()
+            }),
+            shields: Some(RawShields {
+                members: start
+                    .shields
+                    .iter()
+                    .map(|url| RawShieldMember {
+                        id: Some(quick_start_id(url)),
+                        url: Some(url.clone()),
+                        weight: None,
+                    })
+                    .collect(),
+                ..RawShields::default()
             }),
             ..RawEdgeFile::default()
         };
         validate(raw)
     }
+}
 
-    pub fn quick_start(
-        listen: &str,
-        admin_listen: &str,
-        origin: &str,
-    ) -> Result<EdgeConfig, ConfigErrors> {
-        EdgeConfig::quick_start_with_token(listen, admin_listen, origin, None)
-    }
+/// The values `verge edge` takes on its command line instead of a file.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeQuickStart<'a> {
+    pub listen: &'a str,
+    pub admin_listen: &'a str,
+    pub origin: &'a str,
+    pub admin_token: Option<&'a str>,
+    pub shields: &'a [String],
+}
+
+/// A ring id for a shield given only by URL: its authority with `:` as `_`.
+pub(crate) fn quick_start_id(url: &str) -> String {
+    let authority = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .trim_end_matches('/');
+    authority.replace(':', "_")
 }
 
 /// Best-effort key path for a serde error: toml reports the offending key's span, not its path,
@@ -646,12 +668,33 @@ mod tests {
     }
 
     #[test]
-    fn quick_start_uses_the_three_values() {
-        let cfg =
-            EdgeConfig::quick_start("127.0.0.1:0", "127.0.0.1:0", "http://127.0.0.1:9").unwrap();
+    fn quick_start_uses_the_given_values() {
+        let start = EdgeQuickStart {
+            listen: "127.0.0.1:0",
+            admin_listen: "127.0.0.1:0",
+            origin: "http://127.0.0.1:9",
+            ..EdgeQuickStart::default()
+        };
+        let cfg = EdgeConfig::quick_start(&start).unwrap();
         assert_eq!(cfg.upstream.origin.authority.as_str(), "127.0.0.1:9");
-        assert!(EdgeConfig::quick_start("x", "127.0.0.1:0", "http://a")
+        assert!(cfg.shields.members.is_empty());
+        let bad = EdgeQuickStart {
+            listen: "x",
+            ..start.clone()
+        };
+        assert!(EdgeConfig::quick_start(&bad)
             .unwrap_err()
             .mentions("server.listen"));
+        let shields = [
+            "http://127.0.0.1:9001".to_string(),
+            "http://10.0.0.2:80/".to_string(),
+        ];
+        let with = EdgeQuickStart {
+            shields: &shields,
+            ..start
+        };
+        let cfg = EdgeConfig::quick_start(&with).unwrap();
+        let ids: Vec<&str> = cfg.shields.members.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["127.0.0.1_9001", "10.0.0.2_80"]);
     }
 }

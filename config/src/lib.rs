@@ -22,7 +22,9 @@ pub mod shield;
 pub mod shields;
 pub mod units;
 
-pub use edge::{AdminConfig, CacheConfig, EdgeConfig, OriginUrl, ServerConfig, UpstreamConfig};
+pub use edge::{
+    AdminConfig, CacheConfig, EdgeConfig, EdgeQuickStart, OriginUrl, ServerConfig, UpstreamConfig,
+};
 pub use error::{ConfigError, ConfigErrors};
 pub use ids::{NodeId, RegionId};
 pub use shield::{OriginPoolConfig, ShieldConfig};

@@ -10,7 +10,7 @@ use crate::edge::{
 };
 use crate::error::{Collector, ConfigErrors};
 use crate::ids::{NodeId, RegionId};
-use crate::raw::{RawOriginPool, RawShieldFile, RawUpstream};
+use crate::raw::{RawOriginPool, RawServer, RawShieldFile, RawUpstream};
 
 /// Servers accepted in one origin pool.
 pub const MAX_ORIGIN_SERVERS: usize = 64;
@@ -65,6 +65,26 @@ impl ShieldConfig {
         let raw: RawShieldFile = toml::from_str(text)
             .map_err(|e| ConfigErrors::single(crate::edge::error_path(&e), e.message()))?;
         validate(raw)
+    }
+
+    /// The configuration for a quick start without a file: defaults plus these values.
+    pub fn quick_start(
+        listen: &str,
+        admin_listen: &str,
+        origins: &[String],
+    ) -> Result<ShieldConfig, ConfigErrors> {
+        validate(RawShieldFile {
+            server: Some(RawServer {
+                listen: Some(listen.to_string()),
+                admin_listen: Some(admin_listen.to_string()),
+                ..RawServer::default()
+            }),
+            origin: Some(RawOriginPool {
+                servers: origins.to_vec(),
+                ..RawOriginPool::default()
+            }),
+            ..RawShieldFile::default()
+        })
     }
 
     pub fn from_file(path: &Path) -> Result<ShieldConfig, ConfigErrors> {
@@ -264,6 +284,19 @@ mod tests {
         ] {
             assert!(errs.mentions(path), "{path} not reported in:\n{errs}");
         }
+    }
+
+    #[test]
+    fn quick_start_takes_every_origin() {
+        let origins = [
+            "http://127.0.0.1:8000".to_string(),
+            "http://127.0.0.1:8001".to_string(),
+        ];
+        let cfg = ShieldConfig::quick_start("127.0.0.1:0", "127.0.0.1:0", &origins).unwrap();
+        assert_eq!(cfg.origin.servers.len(), 2);
+        assert!(ShieldConfig::quick_start("127.0.0.1:0", "127.0.0.1:0", &[])
+            .unwrap_err()
+            .mentions("origin.servers"));
     }
 
     #[test]

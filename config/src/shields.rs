@@ -8,8 +8,8 @@ use crate::error::Collector;
 use crate::ids::NodeId;
 use crate::raw::RawShields;
 
-/// Shields beyond this are refused: the ring tracks members in a 64-bit set.
-pub const MAX_SHIELDS: usize = 64;
+/// Shields beyond this are refused: the ring tracks members in a 256-bit set.
+pub const MAX_SHIELDS: usize = 256;
 
 /// The `[shields]` table. With no members, misses go straight to `upstream.origin`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,8 @@ pub struct ShieldsConfig {
 pub struct ShieldSpec {
     pub id: NodeId,
     pub url: OriginUrl,
-    /// Share of the ring, relative to the other shields (1..=100).
+    /// Share of the ring, relative to the other shields (1..=10): a bound that keeps the ring
+    /// (1024 points per unit of weight) small.
     pub weight: u32,
 }
 
@@ -73,7 +74,7 @@ pub(crate) fn validate_shields(c: &mut Collector, raw: RawShields) -> Option<Shi
                 None
             }
         };
-        let weight = count(c, &at("weight"), member.weight, defaults::WEIGHT, (1, 100));
+        let weight = count(c, &at("weight"), member.weight, defaults::WEIGHT, (1, 10));
         match (id, url, weight) {
             (Some(id), Some(url), Some(weight)) => members.push(ShieldSpec {
                 id,
