@@ -337,6 +337,18 @@ async fn a_dead_shields_keys_fail_over_to_the_next_shield_and_only_its_keys_move
     );
     assert_eq!(shield_up(&b, "s1").await, Some(0.0));
     assert_eq!(shield_up(&b, "s2").await, Some(1.0));
+    let metrics = b.metrics().await;
+    assert_eq!(
+        metrics.value("verge_shield_ejections_total", &[("shield", "s1")]),
+        Some(1.0),
+        "s1 was ejected once"
+    );
+    assert_eq!(metrics.value("verge_shield_ring_members", &[]), Some(2.0));
+    assert!(
+        metrics.has("verge_shield_duration_seconds_count"),
+        "{}",
+        metrics.text()
+    );
 
     for path in &s2_keys {
         let response = get_site(&client, &b, path).await;

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Empty};
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use verge_cache::CacheKey;
 use verge_config::{ShieldsConfig, UpstreamConfig};
 
@@ -39,11 +41,36 @@ struct Health {
 pub struct ShieldMetrics {
     requests: IntCounterVec,
     up: IntGaugeVec,
+    duration: HistogramVec,
+    ejections: IntCounterVec,
+    members: IntGauge,
 }
 
 impl ShieldMetrics {
     pub fn register(registry: &Registry) -> Result<ShieldMetrics, prometheus::Error> {
         let m = ShieldMetrics {
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "verge_shield_duration_seconds",
+                    "Time from sending a request to a shield to its response head",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
+                ]),
+                &["shield"],
+            )?,
+            ejections: IntCounterVec::new(
+                Opts::new(
+                    "verge_shield_ejections_total",
+                    "Times each shield was taken out of the ring",
+                ),
+                &["shield"],
+            )?,
+            members: IntGauge::new(
+                "verge_shield_ring_members",
+                "Shields configured in the ring",
+            )?,
             requests: IntCounterVec::new(
                 Opts::new(
                     "verge_shield_requests_total",
@@ -61,6 +88,9 @@ impl ShieldMetrics {
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.up.clone()))?;
+        registry.register(Box::new(m.duration.clone()))?;
+        registry.register(Box::new(m.ejections.clone()))?;
+        registry.register(Box::new(m.members.clone()))?;
         Ok(m)
     }
 }
@@ -96,6 +126,9 @@ impl ShieldUpstream {
             })
             .collect();
         let ring = ShieldRing::new(&members)?;
+        metrics
+            .members
+            .set(i64::try_from(members.len()).unwrap_or(i64::MAX));
         let shields_list = shields
             .members
             .iter()
@@ -172,6 +205,7 @@ impl ShieldUpstream {
         if health.consecutive_failures >= self.failures_to_eject {
             if health.ejected_until.is_none() {
                 tracing::warn!(shield = %id, failures = health.consecutive_failures, "shield ejected");
+                self.metrics.ejections.with_label_values(&[id]).inc();
             }
             health.ejected_until = Some(Instant::now() + self.eject_for);
             drop(health);
@@ -211,11 +245,16 @@ impl Upstream for ShieldUpstream {
                 None => break,
             };
             let shield = &self.shields[index];
-            match shield
+            let started = Instant::now();
+            let result = shield
                 .client
                 .send(Request::from_parts(parts.clone(), body))
-                .await
-            {
+                .await;
+            self.metrics
+                .duration
+                .with_label_values(&[&shield.id])
+                .observe(started.elapsed().as_secs_f64());
+            match result {
                 Ok(response) if is_failure(response.status()) => {
                     tracing::debug!(shield = %shield.id, status = %response.status(), "shield answered with a failure");
                     self.failed(index, "error_status");

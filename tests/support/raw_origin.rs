@@ -17,9 +17,21 @@ pub struct RawOrigin {
     accept: JoinHandle<()>,
 }
 
+/// What the origin does on a connection once a scripted response is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Keeps the connection open for the next request.
+    KeepOpen,
+    /// Closes the connection (FIN), however much of the response was promised.
+    Close,
+    /// Sends nothing more and answers nothing more (what arrives is read and dropped) until the
+    /// peer closes the connection.
+    Stall,
+}
+
 #[derive(Default)]
 struct RawState {
-    script: Mutex<VecDeque<Vec<u8>>>,
+    script: Mutex<VecDeque<(Vec<u8>, After)>>,
     /// Request heads received, as text.
     heads: Mutex<Vec<String>>,
 }
@@ -48,7 +60,27 @@ impl RawOrigin {
     /// Queues `response` (a whole HTTP/1.1 response: head, blank line, body) as the answer to
     /// the next request not yet answered.
     pub fn push(&self, response: impl Into<Vec<u8>>) {
-        self.state.script.lock().unwrap().push_back(response.into());
+        self.enqueue(response.into(), After::KeepOpen);
+    }
+
+    /// Like [`RawOrigin::push`], then closes the connection: an origin that dies part way
+    /// through a response, or answers garbage and hangs up.
+    pub fn push_then_close(&self, response: impl Into<Vec<u8>>) {
+        self.enqueue(response.into(), After::Close);
+    }
+
+    /// Like [`RawOrigin::push`], then stalls: the connection stays open and silent until the
+    /// peer closes it.
+    pub fn push_then_stall(&self, response: impl Into<Vec<u8>>) {
+        self.enqueue(response.into(), After::Stall);
+    }
+
+    fn enqueue(&self, response: Vec<u8>, after: After) {
+        self.state
+            .script
+            .lock()
+            .unwrap()
+            .push_back((response, after));
     }
 
     /// The request heads received so far, in arrival order.
@@ -73,7 +105,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<RawState>) {
 }
 
 /// Reads request heads (bodiless requests only) and writes one scripted response for each,
-/// keeping the connection open between them.
+/// keeping the connection open between them unless the script says to close or stall.
 async fn serve(mut stream: TcpStream, state: Arc<RawState>) {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -83,9 +115,23 @@ async fn serve(mut stream: TcpStream, state: Arc<RawState>) {
             buffer.drain(..end + 4);
             state.heads.lock().unwrap().push(head);
             let response = state.script.lock().unwrap().pop_front();
-            let response = response.unwrap_or_else(|| SCRIPT_EXHAUSTED.to_vec());
+            let (response, after) =
+                response.unwrap_or_else(|| (SCRIPT_EXHAUSTED.to_vec(), After::KeepOpen));
             if stream.write_all(&response).await.is_err() {
                 return;
+            }
+            match after {
+                After::KeepOpen => {}
+                After::Close => return,
+                After::Stall => {
+                    // Ends when the peer closes (read returns 0) or resets the connection.
+                    while let Ok(n) = stream.read(&mut chunk).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    return;
+                }
             }
         }
         match stream.read(&mut chunk).await {
