@@ -146,7 +146,9 @@ async fn requests_beyond_the_upstream_connection_limit_wait_then_get_503() {
         second.cache_status()
     );
     assert!(
-        second.text().contains("1 connections busy"),
+        second
+            .text()
+            .contains("all 1 upstream connections are busy"),
         "{}",
         second.text()
     );

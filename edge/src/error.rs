@@ -70,6 +70,29 @@ impl EdgeError {
         self.fault() == Fault::Upstream
     }
 
+    /// What a client is told: the whole story for its own mistakes; for upstream failures, what
+    /// kind of failure it was, without naming internal addresses (those go to the log).
+    pub fn public_message(&self) -> String {
+        match self {
+            EdgeError::UpstreamConnect { .. } => {
+                "bad gateway: could not connect to the upstream".into()
+            }
+            EdgeError::UpstreamTimeout { after, .. } => {
+                format!(
+                    "gateway timeout: the upstream did not answer within {}ms",
+                    after.as_millis()
+                )
+            }
+            EdgeError::UpstreamSaturated { limit, .. } => {
+                format!("service unavailable: all {limit} upstream connections are busy")
+            }
+            EdgeError::UpstreamBroken { .. } => {
+                "bad gateway: the upstream's response was broken or incomplete".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// Short token for `Cache-Status` `detail` and for logs.
     pub fn detail(&self) -> &'static str {
         match self {
@@ -89,6 +112,43 @@ impl EdgeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_failures_do_not_name_internal_addresses_to_clients() {
+        let errors = [
+            EdgeError::UpstreamConnect {
+                upstream: "http://10.1.2.3:8000".into(),
+                reason: "refused".into(),
+            },
+            EdgeError::UpstreamBroken {
+                upstream: "http://10.1.2.3:8000".into(),
+                reason: "reset".into(),
+            },
+            EdgeError::UpstreamTimeout {
+                upstream: "http://10.1.2.3:8000".into(),
+                after: Duration::from_secs(1),
+            },
+            EdgeError::UpstreamSaturated {
+                upstream: "http://10.1.2.3:8000".into(),
+                limit: 4,
+            },
+        ];
+        for error in errors {
+            assert!(
+                error.to_string().contains("10.1.2.3"),
+                "the log keeps the address"
+            );
+            assert!(
+                !error.public_message().contains("10.1.2.3"),
+                "{}",
+                error.public_message()
+            );
+        }
+        assert_eq!(
+            EdgeError::BadRequest("no Host").public_message(),
+            "bad request: no Host"
+        );
+    }
 
     #[test]
     fn statuses_and_faults() {

@@ -343,7 +343,8 @@ impl<U: Upstream> EdgePipeline<U> {
                 }
             }
         };
-        let mut response = Response::new(ResponseBody::full(format!("{error}\n")));
+        let mut response =
+            Response::new(ResponseBody::full(format!("{}\n", error.public_message())));
         *response.status_mut() = error.status();
         let headers = response.headers_mut();
         headers.insert(
