@@ -78,10 +78,12 @@ pub enum RingError {
 /// Members are referred to by their index in the list given to [`ShieldRing::new`].
 #[derive(Clone)]
 pub struct ShieldRing {
-    /// Virtual nodes as `(point, member index)`, sorted by point (then index, so that the order
-    /// is total even if two points collide). Every member has at least one entry, which is what
-    /// lets [`Candidates`] stop once it has listed them all.
-    vnodes: Vec<(u64, u16)>,
+    /// Virtual-node points, sorted (ties broken by member index, so the order is total). Kept
+    /// apart from `owners` so that the binary search touches 8 bytes per step, not 16.
+    points: Vec<u64>,
+    /// `owners[i]` is the member index of the virtual node at `points[i]`. Every member owns at
+    /// least one, which is what lets [`Candidates`] stop once it has listed them all.
+    owners: Vec<u16>,
     /// Number of members; at least 1, at most [`MAX_MEMBERS`].
     members: usize,
 }
@@ -138,8 +140,10 @@ impl ShieldRing {
             }
         }
         vnodes.sort_unstable();
+        let (points, owners) = vnodes.into_iter().unzip();
         Ok(ShieldRing {
-            vnodes,
+            points,
+            owners,
             members: members.len(),
         })
     }
@@ -148,7 +152,7 @@ impl ShieldRing {
     /// the members met walking clockwise from the key's point. Does not allocate.
     pub fn candidates<'r>(&'r self, key: &[u8]) -> Candidates<'r> {
         Candidates {
-            vnodes: &self.vnodes,
+            owners: &self.owners,
             next: self.first_vnode(key),
             seen: [0; SEEN_WORDS],
             remaining: self.members,
@@ -157,7 +161,7 @@ impl ShieldRing {
 
     /// The member owning this key: the first of its [`candidates`](ShieldRing::candidates).
     pub fn owner(&self, key: &[u8]) -> usize {
-        usize::from(self.vnodes[self.first_vnode(key)].1)
+        usize::from(self.owners[self.first_vnode(key)])
     }
 
     /// Number of members.
@@ -173,8 +177,8 @@ impl ShieldRing {
     /// Index of the first virtual node at or after the key's point, wrapping to 0 past the top.
     fn first_vnode(&self, key: &[u8]) -> usize {
         let point = stable_hash(key);
-        let at = self.vnodes.partition_point(|&(p, _)| p < point);
-        if at == self.vnodes.len() {
+        let at = self.points.partition_point(|&p| p < point);
+        if at == self.points.len() {
             0
         } else {
             at
@@ -187,7 +191,7 @@ impl fmt::Debug for ShieldRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShieldRing")
             .field("members", &self.members)
-            .field("vnodes", &self.vnodes.len())
+            .field("vnodes", &self.points.len())
             .finish()
     }
 }
@@ -198,7 +202,7 @@ const SEEN_WORDS: usize = MAX_MEMBERS.div_ceil(64);
 /// Member indices for one key in ring order, each once; see [`ShieldRing::candidates`].
 #[derive(Debug, Clone)]
 pub struct Candidates<'r> {
-    vnodes: &'r [(u64, u16)],
+    owners: &'r [u16],
     /// Index of the next virtual node to look at.
     next: usize,
     /// Bit `m % 64` of word `m / 64` is set once member `m` has been listed.
@@ -213,9 +217,9 @@ impl Iterator for Candidates<'_> {
 
     fn next(&mut self) -> Option<usize> {
         while self.remaining > 0 {
-            let member = self.vnodes[self.next].1;
+            let member = self.owners[self.next];
             self.next += 1;
-            if self.next == self.vnodes.len() {
+            if self.next == self.owners.len() {
                 self.next = 0;
             }
             let word = &mut self.seen[usize::from(member / 64)];
