@@ -1,0 +1,165 @@
+//! How many origin requests does the shield tier cost per object when 8 edges each ask for the
+//! same 1,000 objects, and what does the extra hop cost in time? The baseline, in the same run:
+//! 8 edges going to the origin directly. Everything runs in this process on loopback.
+//!
+//! Run with `cargo bench --bench tier_offload`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use verge_config::{EdgeConfig, ShieldConfig};
+use verge_edge::EdgeNode;
+use verge_origin_shield::ShieldNode;
+
+const EDGES: usize = 8;
+const OBJECTS: usize = 1_000;
+const CONCURRENCY: usize = 64;
+
+/// An origin serving 1 KiB cacheable objects, counting requests.
+async fn origin() -> (SocketAddr, Arc<Mutex<HashMap<String, usize>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let addr = listener.local_addr().expect("origin address");
+    let counts = Arc::new(Mutex::new(HashMap::new()));
+    let served = Arc::clone(&counts);
+    let body = Bytes::from(vec![b'x'; 1024]);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (served, body) = (Arc::clone(&served), body.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let (served, body) = (Arc::clone(&served), body.clone());
+                    async move {
+                        *served
+                            .lock()
+                            .expect("counter lock")
+                            .entry(request.uri().path().to_string())
+                            .or_insert(0) += 1;
+                        let mut response = Response::new(Full::new(body));
+                        response.headers_mut().insert(
+                            "cache-control",
+                            http::HeaderValue::from_static("public, max-age=3600"),
+                        );
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, counts)
+}
+
+async fn edge(origin: SocketAddr, shield: Option<SocketAddr>, n: usize) -> SocketAddr {
+    let shields = shield.map_or(String::new(), |s| {
+        format!("[shields]\norigin_fallback = false\nmembers = [{{ id = \"shield-1\", url = \"http://{s}\" }}]\n")
+    });
+    let toml = format!(
+        "[edge]\nid = \"edge-{n}\"\n[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+         [upstream]\norigin = \"http://{origin}\"\n{shields}"
+    );
+    let config = EdgeConfig::from_toml(&toml).expect("bench edge config");
+    let node = EdgeNode::bind(&config).await.expect("bind edge");
+    let addr = node.data_addr();
+    tokio::spawn(node.run(std::future::pending()));
+    addr
+}
+
+async fn shield(origin: SocketAddr) -> SocketAddr {
+    let toml = format!(
+        "[shield]\nid = \"shield-1\"\n[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+         [origin]\nservers = [\"http://{origin}\"]\n"
+    );
+    let config = ShieldConfig::from_toml(&toml).expect("bench shield config");
+    let node = ShieldNode::bind(&config).await.expect("bind shield");
+    let addr = node.data_addr();
+    tokio::spawn(node.run(std::future::pending()));
+    addr
+}
+
+/// Every edge asks for every object once, `CONCURRENCY` at a time; returns the elapsed time.
+async fn drive(edges: &[SocketAddr]) -> Duration {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let permits = Arc::new(Semaphore::new(CONCURRENCY));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(edges.len() * OBJECTS);
+    for object in 0..OBJECTS {
+        for edge in edges {
+            let permit = Arc::clone(&permits)
+                .acquire_owned()
+                .await
+                .expect("semaphore open");
+            let client = client.clone();
+            let uri = format!("http://{edge}/object/{object}");
+            tasks.push(tokio::spawn(async move {
+                let request = Request::builder()
+                    .uri(uri)
+                    .header("host", "www.example.test")
+                    .body(Empty::new())
+                    .expect("request");
+                let response = client.request(request).await.expect("edge answers");
+                assert_eq!(response.status(), 200);
+                response.into_body().collect().await.expect("body");
+                drop(permit);
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.expect("request task");
+    }
+    started.elapsed()
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (direct_origin, direct_counts) = origin().await;
+        let mut direct_edges = Vec::new();
+        for n in 0..EDGES {
+            direct_edges.push(edge(direct_origin, None, n).await);
+        }
+        let direct = drive(&direct_edges).await;
+        let direct_requests: usize = direct_counts.lock().expect("counts").values().sum();
+
+        let (tier_origin, tier_counts) = origin().await;
+        let shield = shield(tier_origin).await;
+        let mut tier_edges = Vec::new();
+        for n in 0..EDGES {
+            tier_edges.push(edge(tier_origin, Some(shield), n).await);
+        }
+        let tiered = drive(&tier_edges).await;
+        let tier_requests: usize = tier_counts.lock().expect("counts").values().sum();
+
+        let per_object = |n: usize| n as f64 / OBJECTS as f64;
+        println!("{EDGES} edges x {OBJECTS} objects, {CONCURRENCY} requests at a time");
+        println!(
+            "direct to origin: {direct_requests} origin requests ({:.2} per object) in {direct:?}",
+            per_object(direct_requests)
+        );
+        println!(
+            "through a shield: {tier_requests} origin requests ({:.2} per object) in {tiered:?}",
+            per_object(tier_requests)
+        );
+        println!(
+            "origin offload: {:.1}x fewer origin requests; time ratio tiered/direct {:.2}",
+            direct_requests as f64 / tier_requests.max(1) as f64,
+            tiered.as_secs_f64() / direct.as_secs_f64()
+        );
+    });
+}
