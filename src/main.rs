@@ -1,13 +1,15 @@
 //! `verge`: one binary, a subcommand per role. This file only parses the command line and
 //! starts a role; the roles live in their crates.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use verge_config::edge::defaults;
 use verge_config::{detect_role, ConfigErrors, EdgeConfig, EdgeQuickStart, Role, ShieldConfig};
-use verge_edge::EdgeNode;
+use verge_edge::{EdgeNode, StartError};
 use verge_origin_shield::ShieldNode;
 
 /// Quick-start listeners of a shield: beside an edge's defaults, not on them.
@@ -148,31 +150,9 @@ fn run_edge(args: EdgeArgs) -> ExitCode {
         Ok(config) => config,
         Err(errors) => return report_invalid(&source, &errors),
     };
-    let runtime = match build_runtime(config.server.worker_threads) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("verge edge: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let node = match EdgeNode::bind(&config).await {
-            Ok(node) => node,
-            Err(e) => {
-                eprintln!("verge edge: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        tracing::info!(
-            id = %config.id,
-            listen = %node.data_addr(),
-            admin = %node.admin_addr(),
-            origin = %config.upstream.origin,
-            "edge serving"
-        );
-        node.run(shutdown_signal()).await;
-        tracing::info!("edge stopped");
-        ExitCode::SUCCESS
+    let upstream = config.upstream.origin.to_string();
+    serve("edge", config.server.worker_threads, upstream, || async {
+        EdgeNode::bind(&config).await
     })
 }
 
@@ -196,36 +176,82 @@ fn run_shield(args: ShieldArgs) -> ExitCode {
         Ok(config) => config,
         Err(errors) => return report_invalid(&source, &errors),
     };
-    let runtime = match build_runtime(config.server.worker_threads) {
+    let servers: Vec<String> = config
+        .origin
+        .servers
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    serve(
+        "shield",
+        config.server.worker_threads,
+        servers.join(", "),
+        || async { ShieldNode::bind(&config).await },
+    )
+}
+
+/// What `serve` needs of a role's node.
+trait RoleNode {
+    fn data_addr(&self) -> SocketAddr;
+    fn admin_addr(&self) -> SocketAddr;
+    fn run(self, shutdown: impl Future<Output = ()> + Send) -> impl Future<Output = ()>;
+}
+
+impl RoleNode for EdgeNode {
+    fn data_addr(&self) -> SocketAddr {
+        EdgeNode::data_addr(self)
+    }
+    fn admin_addr(&self) -> SocketAddr {
+        EdgeNode::admin_addr(self)
+    }
+    fn run(self, shutdown: impl Future<Output = ()> + Send) -> impl Future<Output = ()> {
+        EdgeNode::run(self, shutdown)
+    }
+}
+
+impl RoleNode for ShieldNode {
+    fn data_addr(&self) -> SocketAddr {
+        ShieldNode::data_addr(self)
+    }
+    fn admin_addr(&self) -> SocketAddr {
+        ShieldNode::admin_addr(self)
+    }
+    fn run(self, shutdown: impl Future<Output = ()> + Send) -> impl Future<Output = ()> {
+        ShieldNode::run(self, shutdown)
+    }
+}
+
+/// Starts the runtime, binds the role's node and serves until Ctrl-C or SIGTERM.
+fn serve<N, B, F>(role: &str, worker_threads: usize, upstream: String, bind: B) -> ExitCode
+where
+    N: RoleNode,
+    B: FnOnce() -> F,
+    F: Future<Output = Result<N, StartError>>,
+{
+    let runtime = match build_runtime(worker_threads) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("verge shield: cannot start the async runtime: {e}");
+            eprintln!("verge {role}: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     runtime.block_on(async {
-        let node = match ShieldNode::bind(&config).await {
+        let node = match bind().await {
             Ok(node) => node,
             Err(e) => {
-                eprintln!("verge shield: {e}");
+                eprintln!("verge {role}: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        let servers: Vec<String> = config
-            .origin
-            .servers
-            .iter()
-            .map(ToString::to_string)
-            .collect();
         tracing::info!(
-            id = %config.id,
+            role,
             listen = %node.data_addr(),
             admin = %node.admin_addr(),
-            origin = ?servers,
-            "shield serving"
+            upstream,
+            "serving"
         );
         node.run(shutdown_signal()).await;
-        tracing::info!("shield stopped");
+        tracing::info!(role, "stopped");
         ExitCode::SUCCESS
     })
 }
