@@ -645,3 +645,63 @@ async fn cache_status_lists_the_shield_entry_then_the_edge_entry() {
     assert!(entry_has(&entries[1], "hit"), "{entries:?}");
     assert_eq!(origin.hits("/page"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_load_spills_a_hot_shields_extra_requests_to_the_next() {
+    let origin = FakeOrigin::start().await;
+    origin.on_prefix(
+        "/",
+        Reply::ok("slow object")
+            .cache_control("max-age=60")
+            .delay(Duration::from_millis(300)),
+    );
+    let s1 = start_shield(&origin, "s1").await;
+    let s2 = start_shield(&origin, "s2").await;
+    let shields = [("s1", s1.data_addr, 1), ("s2", s2.data_addr, 1)];
+    let placement = Placement::new(&[("s1", 1), ("s2", 1)]);
+    // Ten objects that all belong to s1, requested at once.
+    let hot: Vec<String> = paths(0, 400)
+        .into_iter()
+        .filter(|p| placement.owner_of(SITE, p) == "s1")
+        .take(10)
+        .collect();
+    assert_eq!(hot.len(), 10);
+
+    let run = |tweaks: Vec<String>| {
+        let (origin, hot) = (origin.addr(), hot.clone());
+        async move {
+            let tweaks: Vec<&str> = tweaks.iter().map(String::as_str).collect();
+            let front = start_front(origin, "front", &shields, &tweaks).await;
+            let client = HttpClient::http1();
+            let mut requests = Vec::new();
+            for path in &hot {
+                let (client, url) = (client.clone(), front.url(path));
+                requests.push(tokio::spawn(async move {
+                    client.request("GET", &url, &[("host", SITE)], "").await
+                }));
+            }
+            for request in requests {
+                assert_eq!(request.await.unwrap().status, 200);
+            }
+            front
+        }
+    };
+
+    // Bounded load with ε = 25%: s1 may hold at most ceil(1.25 × (in flight + 1) / 2).
+    let front = run(vec!["shields.bounded_load_percent = 25".to_string()]).await;
+    let by_s2 = hot
+        .iter()
+        .filter(|p| fetched_by(&origin.last_request(path_only(p)).unwrap()) == "s2")
+        .count();
+    assert!(
+        (3..10).contains(&by_s2),
+        "some of s1's concurrent misses spill to s2, not all: {by_s2} of 10"
+    );
+    let metrics = front.metrics().await;
+    assert_eq!(
+        metrics.value("verge_shield_spills_total", &[]),
+        Some(by_s2 as f64),
+        "{}",
+        metrics.text()
+    );
+}

@@ -21,6 +21,9 @@ pub struct ShieldsConfig {
     pub failures_to_eject: u32,
     /// How long an ejected shield stays out before one request probes it again.
     pub eject_for: Duration,
+    /// Bounded-load mode: a shield with more than (1 + this/100) × the mean in-flight requests
+    /// spills new ones to the next shield in ring order. `None`: off.
+    pub bounded_load_percent: Option<u32>,
 }
 
 /// One shield: its id (stable: ring placement is computed from it), address and weight.
@@ -98,6 +101,10 @@ pub(crate) fn validate_shields(c: &mut Collector, raw: RawShields) -> Option<Shi
         defaults::EJECT_FOR,
         Duration::from_millis(1),
     );
+    let bounded = match raw.bounded_load_percent {
+        None => Some(None),
+        Some(p) => count(c, "shields.bounded_load_percent", Some(p), 0, (1, 1000)).map(Some),
+    };
     if !complete || members.len() > MAX_SHIELDS {
         return None;
     }
@@ -106,6 +113,7 @@ pub(crate) fn validate_shields(c: &mut Collector, raw: RawShields) -> Option<Shi
         origin_fallback: raw.origin_fallback.unwrap_or(defaults::ORIGIN_FALLBACK),
         failures_to_eject: u32::try_from(failures?).ok()?,
         eject_for: eject_for?,
+        bounded_load_percent: bounded?.map(|p| u32::try_from(p).unwrap_or(u32::MAX)),
     })
 }
 
@@ -138,6 +146,23 @@ mod tests {
         assert!(!s.origin_fallback);
         assert_eq!(s.failures_to_eject, 2);
         assert_eq!(s.eject_for, std::time::Duration::from_millis(250));
+        assert_eq!(s.bounded_load_percent, None);
+        let bounded = EdgeConfig::from_toml(&format!("{text}\n"))
+            .map(|c| c.shields.bounded_load_percent)
+            .unwrap();
+        assert_eq!(bounded, None);
+        let on = text.replace("[shields]\n", "[shields]\nbounded_load_percent = 25\n");
+        assert_eq!(
+            EdgeConfig::from_toml(&on)
+                .unwrap()
+                .shields
+                .bounded_load_percent,
+            Some(25)
+        );
+        let bad = text.replace("[shields]\n", "[shields]\nbounded_load_percent = 0\n");
+        assert!(EdgeConfig::from_toml(&bad)
+            .unwrap_err()
+            .mentions("shields.bounded_load_percent"));
     }
 
     #[test]

@@ -7,13 +7,14 @@
 //! request probes it, and success puts it back. Its keys move to the next shields meanwhile, and
 //! only its keys move.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Empty};
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use verge_cache::CacheKey;
 use verge_config::{ShieldsConfig, UpstreamConfig};
@@ -27,6 +28,17 @@ struct Shield {
     id: String,
     client: OriginUpstream,
     health: Mutex<Health>,
+    /// Requests sent to this shield and not yet answered (bounded-load mode).
+    in_flight: AtomicUsize,
+}
+
+/// Counts a request in flight to a shield for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +56,7 @@ pub struct ShieldMetrics {
     duration: HistogramVec,
     ejections: IntCounterVec,
     members: IntGauge,
+    spills: IntCounter,
 }
 
 impl ShieldMetrics {
@@ -71,6 +84,10 @@ impl ShieldMetrics {
                 "verge_shield_ring_members",
                 "Shields configured in the ring",
             )?,
+            spills: IntCounter::new(
+                "verge_shield_spills_total",
+                "Requests passed on from an overloaded shield to the next (bounded-load mode)",
+            )?,
             requests: IntCounterVec::new(
                 Opts::new(
                     "verge_shield_requests_total",
@@ -91,6 +108,7 @@ impl ShieldMetrics {
         registry.register(Box::new(m.duration.clone()))?;
         registry.register(Box::new(m.ejections.clone()))?;
         registry.register(Box::new(m.members.clone()))?;
+        registry.register(Box::new(m.spills.clone()))?;
         Ok(m)
     }
 }
@@ -103,6 +121,7 @@ pub struct ShieldUpstream {
     fallback: Option<OriginUpstream>,
     failures_to_eject: u32,
     eject_for: Duration,
+    bounded_load_percent: Option<u32>,
     metrics: ShieldMetrics,
     name: String,
 }
@@ -142,6 +161,7 @@ impl ShieldUpstream {
                     id: spec.id.as_str().to_string(),
                     client: OriginUpstream::new(&config, in_use.clone()),
                     health: Mutex::new(Health::default()),
+                    in_flight: AtomicUsize::new(0),
                 }
             })
             .collect();
@@ -151,6 +171,7 @@ impl ShieldUpstream {
             fallback: shields.origin_fallback.then_some(origin),
             failures_to_eject: shields.failures_to_eject,
             eject_for: shields.eject_for,
+            bounded_load_percent: shields.bounded_load_percent,
             metrics,
             name: format!("shields({})", shields.members.len()),
         })
@@ -175,6 +196,24 @@ impl ShieldUpstream {
             .health
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Bounded-load mode: whether this shield already carries more than its share of the
+    /// requests in flight, (1 + ε) × the mean counting the new one. Off: never.
+    fn overloaded(&self, index: usize) -> bool {
+        let Some(percent) = self.bounded_load_percent else {
+            return false;
+        };
+        let total: usize = self
+            .shields
+            .iter()
+            .map(|s| s.in_flight.load(Ordering::Relaxed))
+            .sum();
+        let mine = self.shields[index].in_flight.load(Ordering::Relaxed);
+        // Capacity per shield: ceil((1 + p/100) × (total + 1) / n), counting the new request.
+        let n = self.shields.len();
+        let capacity = ((100 + percent as usize) * (total + 1)).div_ceil(100 * n);
+        mine + 1 > capacity
     }
 
     /// A probe that never reached the shield does not count: the next request may probe.
@@ -235,7 +274,14 @@ impl Upstream for ShieldUpstream {
         let mut last_error = None;
         let mut last_failed_response = None;
         let now = Instant::now();
+        let mut spilled = 0;
         for index in self.ring.candidates(&key) {
+            // Spill past overloaded shields, but never past all of them.
+            if spilled + 1 < self.shields.len() && self.overloaded(index) {
+                spilled += 1;
+                self.metrics.spills.inc();
+                continue;
+            }
             if !self.admit(index, now) {
                 continue;
             }
@@ -246,6 +292,8 @@ impl Upstream for ShieldUpstream {
             };
             let shield = &self.shields[index];
             let started = Instant::now();
+            shield.in_flight.fetch_add(1, Ordering::Relaxed);
+            let counted = InFlight(&shield.in_flight);
             let result = shield
                 .client
                 .send(Request::from_parts(parts.clone(), body))
@@ -254,6 +302,7 @@ impl Upstream for ShieldUpstream {
                 .duration
                 .with_label_values(&[&shield.id])
                 .observe(started.elapsed().as_secs_f64());
+            drop(counted);
             match result {
                 Ok(response) if is_failure(response.status()) => {
                     tracing::debug!(shield = %shield.id, status = %response.status(), "shield answered with a failure");
