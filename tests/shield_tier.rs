@@ -154,4 +154,13 @@ async fn the_shield_pool_rides_over_a_dead_origin_server() {
         "{}",
         metrics.text()
     );
+    let live_label = format!("http://{}", live.addr());
+    assert_eq!(
+        metrics.value(
+            "verge_origin_duration_seconds_count",
+            &[("server", &live_label)]
+        ),
+        Some(6.0),
+        "one timed request per object at the live server"
+    );
 }

@@ -28,7 +28,10 @@ use http::header::{HeaderValue, USER_AGENT};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Empty};
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use verge_config::{OriginPoolConfig, UpstreamConfig};
@@ -288,6 +291,8 @@ struct Server {
     up: IntGauge,
     /// `verge_origin_requests_total{server, result}`, indexed by [`AttemptResult::index`].
     results: Vec<IntCounter>,
+    /// `verge_origin_duration_seconds{server}`: request sent to response head.
+    latency: Histogram,
 }
 
 impl Server {
@@ -333,7 +338,8 @@ impl OriginPool {
     /// One [`OriginUpstream`] per server, each with the timeouts, keep-alive pool and connection
     /// bound of `config.upstream`; `in_use` counts the connection slots taken over all servers.
     /// Registers `verge_origin_requests_total{server,result}`, `verge_origin_up{server}`,
-    /// `verge_origin_retries_total` and `verge_origin_retry_budget_exhausted_total`.
+    /// `verge_origin_duration_seconds{server}`, `verge_origin_retries_total` and
+    /// `verge_origin_retry_budget_exhausted_total`.
     pub fn new(
         config: &OriginPoolConfig,
         registry: &Registry,
@@ -353,6 +359,17 @@ impl OriginPool {
             ),
             &["server"],
         )?;
+        let durations = HistogramVec::new(
+            HistogramOpts::new(
+                "verge_origin_duration_seconds",
+                "Time from sending a request to an origin server to its response head",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["server"],
+        )?;
         let retries_total = IntCounter::new(
             "verge_origin_retries_total",
             "Requests sent again to another origin server after a failure",
@@ -363,6 +380,7 @@ impl OriginPool {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(up.clone()))?;
+        registry.register(Box::new(durations.clone()))?;
         registry.register(Box::new(retries_total.clone()))?;
         registry.register(Box::new(budget_exhausted.clone()))?;
 
@@ -376,6 +394,7 @@ impl OriginPool {
                     ..config.upstream.clone()
                 };
                 let gauge = up.with_label_values(&[label.as_str()]);
+                let latency = durations.with_label_values(&[label.as_str()]);
                 gauge.set(1);
                 let results = AttemptResult::ALL
                     .iter()
@@ -387,6 +406,7 @@ impl OriginPool {
                     health: Mutex::new(ServerHealth::default()),
                     up: gauge,
                     results,
+                    latency,
                 }
             })
             .collect();
@@ -618,10 +638,12 @@ impl Upstream for OriginPool {
             };
             tried[index] = true;
             let server = &self.servers[index];
+            let started = Instant::now();
             let result = server
                 .client
                 .send(Request::from_parts(parts.clone(), body))
                 .await;
+            server.latency.observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(response) if is_failure(response.status()) => {
                     tracing::debug!(server = %server.label, status = %response.status(), "origin server answered with a failure");
