@@ -147,10 +147,6 @@ mod tests {
         assert_eq!(s.failures_to_eject, 2);
         assert_eq!(s.eject_for, std::time::Duration::from_millis(250));
         assert_eq!(s.bounded_load_percent, None);
-        let bounded = EdgeConfig::from_toml(&format!("{text}\n"))
-            .map(|c| c.shields.bounded_load_percent)
-            .unwrap();
-        assert_eq!(bounded, None);
         let on = text.replace("[shields]\n", "[shields]\nbounded_load_percent = 25\n");
         assert_eq!(
             EdgeConfig::from_toml(&on)
