@@ -16,6 +16,8 @@
 //!
 //! Run with `cargo bench -p verge-cache --bench purge`.
 
+mod fixture;
+
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,39 +25,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+use fixture::{Draws, HOSTS, PATHS_PER_HOST, PURGED_TAGS, TAGS};
 use verge_cache::purge::PurgeIndex;
 use verge_cache::CacheKey;
 
-const HOSTS: usize = 1_000;
-const PATHS_PER_HOST: usize = 1_000;
-const TAGS: usize = 100_000;
-const PURGED_TAGS: usize = 10_000;
 /// Keys the writer thread inserts and removes during the stall measurement.
 const WRITER_KEYS: usize = 10_000;
 /// How long the writer runs, alone and then beside the purges.
 const WRITER_RUN: Duration = Duration::from_secs(3);
-
-/// A deterministic generator (splitmix64), so every run indexes the same keys and tags.
-struct Draws(u64);
-
-impl Draws {
-    fn below(&mut self, bound: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z % bound as u64) as usize
-    }
-
-    /// One to three tags from `tags`.
-    fn tags(&mut self, tags: &[Arc<str>]) -> Vec<Arc<str>> {
-        let count = 1 + self.below(3);
-        (0..count)
-            .map(|_| tags[self.below(tags.len())].clone())
-            .collect()
-    }
-}
 
 struct Fixture {
     index: PurgeIndex,

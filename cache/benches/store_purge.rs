@@ -13,6 +13,8 @@
 //!
 //! Run with `cargo bench -p verge-cache --bench store_purge`.
 
+mod fixture;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,32 +22,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use criterion::Criterion;
+use fixture::{Draws, HOSTS, PATHS_PER_HOST, PURGED_TAGS, TAGS};
 use http::{HeaderMap, StatusCode};
 use verge_cache::policy::CacheControl;
 use verge_cache::{CacheKey, CacheStore, CachedObject, Lookup, PurgeTarget, VaryKey};
 
-const HOSTS: usize = 1_000;
-const PATHS_PER_HOST: usize = 1_000;
-const TAGS: usize = 100_000;
-const PURGED_TAGS: usize = 10_000;
 const LOOKUP_RUN: Duration = Duration::from_secs(2);
-
-/// splitmix64: the same fixture on every run.
-struct Draws(u64);
-
-impl Draws {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
-    }
-}
 
 struct Fixture {
     store: CacheStore,
@@ -67,7 +49,6 @@ fn build() -> Fixture {
                 &format!("site-{host}.example"),
                 &format!("/obj/{path}"),
             );
-            let count = 1 + draws.below(3);
             let object = CachedObject {
                 status: StatusCode::OK,
                 headers: HeaderMap::new(),
@@ -77,9 +58,7 @@ fn build() -> Fixture {
                 freshness_lifetime: Duration::from_secs(3600),
                 vary: VaryKey::default(),
                 cc: CacheControl::default(),
-                surrogate_keys: (0..count)
-                    .map(|_| tags[draws.below(TAGS)].clone())
-                    .collect(),
+                surrogate_keys: draws.tags(&tags),
             };
             assert!(
                 store.insert(key.clone(), Arc::new(object)),
