@@ -6,9 +6,16 @@
 //! timeout, or a 500/502/503/504 answer) is taken out of the ring for `eject_for`; after that one
 //! request probes it, and success puts it back. Its keys move to the next shields meanwhile, and
 //! only its keys move.
+//!
+//! The member list can change while the edge runs ([`ShieldUpstream::set_members`], fed by the
+//! control plane's routing tables): the new ring is built aside and swapped in atomically.
+//! A request keeps the ring it started with; shields present before and after keep their
+//! connections and health.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode};
@@ -17,7 +24,7 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use verge_cache::CacheKey;
-use verge_config::{ShieldsConfig, UpstreamConfig};
+use verge_config::{ShieldSpec, ShieldsConfig, UpstreamConfig};
 
 use crate::error::EdgeError;
 use crate::ring::{RingMember, ShieldRing};
@@ -26,6 +33,7 @@ use crate::upstream::{OriginUpstream, Upstream, UpstreamBody, UpstreamResponseBo
 /// One shield: its client and what the edge has seen of its health.
 struct Shield {
     id: String,
+    url: String,
     client: OriginUpstream,
     health: Mutex<Health>,
     /// Requests sent to this shield and not yet answered (bounded-load mode).
@@ -113,10 +121,21 @@ impl ShieldMetrics {
     }
 }
 
+/// One version of the member list: the ring and the shields it indexes.
+struct ShieldSet {
+    /// `None` when the list is empty: every miss goes to the fallback (or is refused).
+    ring: Option<ShieldRing>,
+    shields: Vec<Arc<Shield>>,
+}
+
 /// Misses routed over origin shields by consistent hashing, with failover.
 pub struct ShieldUpstream {
-    ring: ShieldRing,
-    shields: Vec<Shield>,
+    set: ArcSwap<ShieldSet>,
+    /// Serialises membership changes, so two updates cannot interleave their reuse of shields.
+    change: Mutex<()>,
+    /// Timeouts and connection bound for each shield's client.
+    upstream: UpstreamConfig,
+    in_use: prometheus::IntGauge,
     /// The origin, when misses may go there directly once no shield can answer.
     fallback: Option<OriginUpstream>,
     failures_to_eject: u32,
@@ -128,7 +147,8 @@ pub struct ShieldUpstream {
 
 impl ShieldUpstream {
     /// One client per shield, each with the upstream timeouts and connection bound of `upstream`;
-    /// `origin` is the fallback client.
+    /// `origin` is the fallback client. An empty member list is allowed (misses go to the
+    /// fallback) so that a control plane can fill it in later.
     pub fn new(
         shields: &ShieldsConfig,
         upstream: &UpstreamConfig,
@@ -136,51 +156,103 @@ impl ShieldUpstream {
         metrics: ShieldMetrics,
         in_use: &prometheus::IntGauge,
     ) -> Result<ShieldUpstream, crate::ring::RingError> {
-        let members: Vec<RingMember<'_>> = shields
-            .members
-            .iter()
-            .map(|s| RingMember {
-                id: s.id.as_str(),
-                weight: s.weight,
-            })
-            .collect();
-        let ring = ShieldRing::new(&members)?;
-        metrics
-            .members
-            .set(i64::try_from(members.len()).unwrap_or(i64::MAX));
-        let shields_list = shields
-            .members
-            .iter()
-            .map(|spec| {
-                let config = UpstreamConfig {
-                    origin: spec.url.clone(),
-                    ..upstream.clone()
-                };
-                metrics.up.with_label_values(&[spec.id.as_str()]).set(1);
-                Shield {
-                    id: spec.id.as_str().to_string(),
-                    client: OriginUpstream::new(&config, in_use.clone()),
-                    health: Mutex::new(Health::default()),
-                    in_flight: AtomicUsize::new(0),
-                }
-            })
-            .collect();
-        Ok(ShieldUpstream {
-            ring,
-            shields: shields_list,
+        let this = ShieldUpstream {
+            set: ArcSwap::from_pointee(ShieldSet {
+                ring: None,
+                shields: Vec::new(),
+            }),
+            change: Mutex::new(()),
+            upstream: upstream.clone(),
+            in_use: in_use.clone(),
             fallback: shields.origin_fallback.then_some(origin),
             failures_to_eject: shields.failures_to_eject,
             eject_for: shields.eject_for,
             bounded_load_percent: shields.bounded_load_percent,
             metrics,
-            name: format!("shields({})", shields.members.len()),
-        })
+            name: "shields".to_string(),
+        };
+        this.set_members(&shields.members)?;
+        Ok(this)
+    }
+
+    /// Replaces the member list: builds the new ring aside, then swaps it in atomically.
+    /// Requests in flight finish on the ring they started with. A shield kept with the same
+    /// URL keeps its connections and health; one that leaves is dropped when its last request
+    /// ends. On error nothing changes.
+    pub fn set_members(&self, members: &[ShieldSpec]) -> Result<(), crate::ring::RingError> {
+        let _serial = self
+            .change
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let ring = if members.is_empty() {
+            None
+        } else {
+            let ring_members: Vec<RingMember<'_>> = members
+                .iter()
+                .map(|s| RingMember {
+                    id: s.id.as_str(),
+                    weight: s.weight,
+                })
+                .collect();
+            Some(ShieldRing::new(&ring_members)?)
+        };
+        let old = self.set.load_full();
+        let shields: Vec<Arc<Shield>> = members
+            .iter()
+            .map(|spec| {
+                let url = spec.url.to_string();
+                if let Some(kept) = old
+                    .shields
+                    .iter()
+                    .find(|s| s.id == spec.id.as_str() && s.url == url)
+                {
+                    return Arc::clone(kept);
+                }
+                let config = UpstreamConfig {
+                    origin: spec.url.clone(),
+                    ..self.upstream.clone()
+                };
+                self.metrics
+                    .up
+                    .with_label_values(&[spec.id.as_str()])
+                    .set(1);
+                Arc::new(Shield {
+                    id: spec.id.as_str().to_string(),
+                    url,
+                    client: OriginUpstream::new(&config, self.in_use.clone()),
+                    health: Mutex::new(Health::default()),
+                    in_flight: AtomicUsize::new(0),
+                })
+            })
+            .collect();
+        for gone in old
+            .shields
+            .iter()
+            .filter(|s| !members.iter().any(|m| m.id.as_str() == s.id))
+        {
+            let _ = self.metrics.up.remove_label_values(&[&gone.id]);
+        }
+        self.metrics
+            .members
+            .set(i64::try_from(shields.len()).unwrap_or(i64::MAX));
+        self.set.store(Arc::new(ShieldSet { ring, shields }));
+        Ok(())
+    }
+
+    /// The ids of the shields in the ring now, in configuration order.
+    pub fn member_ids(&self) -> Vec<String> {
+        self.set
+            .load()
+            .shields
+            .iter()
+            .map(|s| s.id.clone())
+            .collect()
     }
 
     /// Whether a request may go to this shield now. An ejected shield whose time is up admits
     /// exactly one request (the probe) and stays out for the others until that one ends.
-    fn admit(&self, index: usize, now: Instant) -> bool {
-        let mut health = self.health(index);
+    fn admit(&self, shield: &Shield, now: Instant) -> bool {
+        let mut health = shield.health();
         match health.ejected_until {
             None => true,
             Some(until) if now >= until => {
@@ -191,55 +263,50 @@ impl ShieldUpstream {
         }
     }
 
-    fn health(&self, index: usize) -> std::sync::MutexGuard<'_, Health> {
-        self.shields[index]
-            .health
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Bounded-load mode: whether this shield already carries more than its share of the
     /// requests in flight, (1 + ε) × the mean counting the new one. Off: never.
-    fn overloaded(&self, index: usize) -> bool {
+    fn overloaded(&self, set: &ShieldSet, shield: &Shield) -> bool {
         let Some(percent) = self.bounded_load_percent else {
             return false;
         };
-        let total: usize = self
+        let total: usize = set
             .shields
             .iter()
             .map(|s| s.in_flight.load(Ordering::Relaxed))
             .sum();
-        let mine = self.shields[index].in_flight.load(Ordering::Relaxed);
+        let mine = shield.in_flight.load(Ordering::Relaxed);
         // Capacity per shield: ceil((1 + p/100) × (total + 1) / n), counting the new request.
-        let n = self.shields.len();
+        let n = set.shields.len();
         let capacity = ((100 + percent as usize) * (total + 1)).div_ceil(100 * n);
         mine + 1 > capacity
     }
 
     /// A probe that never reached the shield does not count: the next request may probe.
-    fn release_probe(&self, index: usize) {
-        let mut health = self.health(index);
+    fn release_probe(&self, shield: &Shield) {
+        let mut health = shield.health();
         if health.consecutive_failures >= self.failures_to_eject {
             health.ejected_until = Some(Instant::now());
         }
     }
 
-    fn succeeded(&self, index: usize) {
-        let mut health = self.health(index);
+    fn succeeded(&self, shield: &Shield) {
+        let mut health = shield.health();
         if health.ejected_until.is_some() {
-            tracing::info!(shield = %self.shields[index].id, "shield back in the ring");
+            tracing::info!(shield = %shield.id, "shield back in the ring");
         }
         *health = Health::default();
         drop(health);
-        let id = &self.shields[index].id;
-        self.metrics.up.with_label_values(&[id]).set(1);
-        self.metrics.requests.with_label_values(&[id, "ok"]).inc();
+        self.metrics.up.with_label_values(&[&shield.id]).set(1);
+        self.metrics
+            .requests
+            .with_label_values(&[&shield.id, "ok"])
+            .inc();
     }
 
-    fn failed(&self, index: usize, result: &'static str) {
-        let id = &self.shields[index].id;
+    fn failed(&self, shield: &Shield, result: &'static str) {
+        let id = &shield.id;
         self.metrics.requests.with_label_values(&[id, result]).inc();
-        let mut health = self.health(index);
+        let mut health = shield.health();
         health.consecutive_failures = health.consecutive_failures.saturating_add(1);
         if health.consecutive_failures >= self.failures_to_eject {
             if health.ejected_until.is_none() {
@@ -250,6 +317,14 @@ impl ShieldUpstream {
             drop(health);
             self.metrics.up.with_label_values(&[id]).set(0);
         }
+    }
+}
+
+impl Shield {
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -275,14 +350,18 @@ impl Upstream for ShieldUpstream {
         let mut last_failed_response = None;
         let now = Instant::now();
         let mut spilled = 0;
-        for index in self.ring.candidates(&key) {
+        // This request's ring, kept to the end even if the member list changes meanwhile.
+        let set = self.set.load_full();
+        let candidates = set.ring.iter().flat_map(|ring| ring.candidates(&key));
+        for index in candidates {
+            let shield = &*set.shields[index];
             // Spill past overloaded shields, but never past all of them.
-            if spilled + 1 < self.shields.len() && self.overloaded(index) {
+            if spilled + 1 < set.shields.len() && self.overloaded(&set, shield) {
                 spilled += 1;
                 self.metrics.spills.inc();
                 continue;
             }
-            if !self.admit(index, now) {
+            if !self.admit(shield, now) {
                 continue;
             }
             let body = match body.take() {
@@ -290,7 +369,6 @@ impl Upstream for ShieldUpstream {
                 None if replayable => Either::Left(Empty::new()),
                 None => break,
             };
-            let shield = &self.shields[index];
             let started = Instant::now();
             shield.in_flight.fetch_add(1, Ordering::Relaxed);
             let counted = InFlight(&shield.in_flight);
@@ -306,14 +384,14 @@ impl Upstream for ShieldUpstream {
             match result {
                 Ok(response) if is_failure(response.status()) => {
                     tracing::debug!(shield = %shield.id, status = %response.status(), "shield answered with a failure");
-                    self.failed(index, "error_status");
+                    self.failed(shield, "error_status");
                     last_failed_response = Some(response);
                     if !replayable {
                         break;
                     }
                 }
                 Ok(response) => {
-                    self.succeeded(index);
+                    self.succeeded(shield);
                     return Ok(response);
                 }
                 // Our own connection bound, not the shield's fault: try another, eject nobody.
@@ -322,7 +400,7 @@ impl Upstream for ShieldUpstream {
                         .requests
                         .with_label_values(&[&shield.id, "saturated"])
                         .inc();
-                    self.release_probe(index);
+                    self.release_probe(shield);
                     last_error = Some(error);
                 }
                 Err(error) => {
@@ -331,7 +409,7 @@ impl Upstream for ShieldUpstream {
                         EdgeError::UpstreamConnect { .. } => "connect_error",
                         _ => "error",
                     };
-                    self.failed(index, result);
+                    self.failed(shield, result);
                     if !error.is_retryable() || !replayable {
                         return Err(error);
                     }
@@ -359,10 +437,7 @@ impl Upstream for ShieldUpstream {
     }
 
     fn body_idle_timeout(&self) -> Duration {
-        self.fallback
-            .as_ref()
-            .or_else(|| self.shields.first().map(|s| &s.client))
-            .map_or(Duration::from_secs(30), Upstream::body_idle_timeout)
+        self.upstream.response_timeout
     }
 
     fn name(&self) -> &str {
@@ -401,3 +476,6 @@ impl Upstream for EdgeUpstream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

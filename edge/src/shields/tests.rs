@@ -1,0 +1,210 @@
+//! Membership changes of the shield ring, against tiny shields on real sockets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Either, Empty};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use verge_config::{NodeId, OriginUrl, ShieldSpec, ShieldsConfig, UpstreamConfig};
+
+use super::*;
+
+/// A shield that answers every request with `status` and its own name in `x-shield`, after
+/// `gate` is notified when one is given.
+struct TinyShield {
+    addr: SocketAddr,
+    /// Requests received so far (counted when their head has arrived).
+    hits: Arc<AtomicUsize>,
+}
+
+impl TinyShield {
+    async fn start(name: &'static str, status: u16, gate: Option<Arc<Notify>>) -> TinyShield {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let gate = gate.clone();
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut read = 0;
+                    while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf[read..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read += n,
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    if let Some(gate) = gate {
+                        gate.notified().await;
+                    }
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\nx-shield: {name}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                    );
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        TinyShield { addr, hits }
+    }
+
+    fn spec(&self, id: &str) -> ShieldSpec {
+        ShieldSpec {
+            id: NodeId::new(id).unwrap(),
+            url: OriginUrl::parse(&format!("http://{}", self.addr)).unwrap(),
+            weight: 1,
+        }
+    }
+}
+
+fn upstream_config() -> UpstreamConfig {
+    UpstreamConfig {
+        origin: OriginUrl::parse("http://127.0.0.1:9").unwrap(),
+        connect_timeout: Duration::from_secs(1),
+        response_timeout: Duration::from_secs(5),
+        max_idle_per_host: 4,
+        idle_timeout: Duration::from_secs(5),
+        max_connections: 16,
+    }
+}
+
+fn shield_upstream(members: Vec<ShieldSpec>) -> ShieldUpstream {
+    let config = ShieldsConfig {
+        members,
+        origin_fallback: false,
+        failures_to_eject: 1,
+        eject_for: Duration::from_secs(60),
+        bounded_load_percent: None,
+    };
+    let registry = Registry::new();
+    let metrics = ShieldMetrics::register(&registry).unwrap();
+    let in_use = prometheus::IntGauge::new("in_use", "in use").unwrap();
+    let upstream = upstream_config();
+    let origin = OriginUpstream::new(&upstream, in_use.clone());
+    ShieldUpstream::new(&config, &upstream, origin, metrics, &in_use).unwrap()
+}
+
+/// Sends a GET for `path` and returns the status and the shield that answered.
+async fn get(upstream: &ShieldUpstream, path: &str) -> Result<(StatusCode, String), EdgeError> {
+    let request = Request::get(format!("http://site.test{path}"))
+        .header("host", "site.test")
+        .body(Either::Left(Empty::new()))
+        .unwrap();
+    let response = upstream.send(request).await?;
+    let status = response.status();
+    let shield = response
+        .headers()
+        .get("x-shield")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let _ = response.into_body().collect().await;
+    Ok((status, shield))
+}
+
+#[tokio::test]
+async fn a_new_member_list_takes_effect_for_the_next_request() {
+    let a = TinyShield::start("a", 200, None).await;
+    let b = TinyShield::start("b", 200, None).await;
+    let upstream = shield_upstream(vec![a.spec("a")]);
+    assert_eq!(get(&upstream, "/x").await.unwrap().1, "a");
+
+    upstream.set_members(&[b.spec("b")]).unwrap();
+    assert_eq!(upstream.member_ids(), vec!["b".to_string()]);
+    for path in ["/x", "/y", "/z"] {
+        assert_eq!(get(&upstream, path).await.unwrap().1, "b");
+    }
+}
+
+#[tokio::test]
+async fn a_request_in_flight_fails_over_along_the_ring_it_started_with() {
+    // `a` answers 503 only when released; meanwhile the ring is replaced by `c` alone. The
+    // request must fail over to `b` (its own ring), not to `c`.
+    let gate = Arc::new(Notify::new());
+    let a = TinyShield::start("a", 503, Some(Arc::clone(&gate))).await;
+    let b = TinyShield::start("b", 200, None).await;
+    let c = TinyShield::start("c", 200, None).await;
+    let upstream = Arc::new(shield_upstream(vec![a.spec("a"), b.spec("b")]));
+
+    // A path `a` owns in the ring {a, b}.
+    let ring = ShieldRing::new(&[
+        RingMember { id: "a", weight: 1 },
+        RingMember { id: "b", weight: 1 },
+    ])
+    .unwrap();
+    let path = (0..1000)
+        .map(|i| format!("/k{i}"))
+        .find(|p| ring.owner(format!("http://site.test{p}").as_bytes()) == 0)
+        .unwrap();
+
+    let in_flight = tokio::spawn({
+        let upstream = Arc::clone(&upstream);
+        async move { get(&upstream, &path).await }
+    });
+    // Once the request has reached `a`, swap the ring, then release `a`.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while a.hits.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    upstream.set_members(&[c.spec("c")]).unwrap();
+    gate.notify_one();
+    let (status, shield) = tokio::time::timeout(Duration::from_secs(5), in_flight)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((status, shield.as_str()), (StatusCode::OK, "b"));
+    assert_eq!(get(&upstream, "/other").await.unwrap().1, "c");
+}
+
+#[tokio::test]
+async fn a_shield_kept_across_a_change_keeps_its_health() {
+    let a = TinyShield::start("a", 503, None).await;
+    let b = TinyShield::start("b", 200, None).await;
+    let upstream = shield_upstream(vec![a.spec("a")]);
+    // One failure ejects `a` (failures_to_eject = 1) for a minute.
+    assert_eq!(
+        get(&upstream, "/x").await.unwrap().0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    upstream.set_members(&[a.spec("a"), b.spec("b")]).unwrap();
+    // Every key, including those `a` owns, goes to `b` without trying `a` again.
+    for i in 0..20 {
+        assert_eq!(get(&upstream, &format!("/k{i}")).await.unwrap().1, "b");
+    }
+    assert_eq!(a.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_rejected_member_list_leaves_the_ring_as_it_was() {
+    let a = TinyShield::start("a", 200, None).await;
+    let upstream = shield_upstream(vec![a.spec("a")]);
+    let mut bad = a.spec("z");
+    bad.weight = 0;
+    assert!(matches!(
+        upstream.set_members(&[bad]),
+        Err(crate::ring::RingError::ZeroWeight { .. })
+    ));
+    assert_eq!(upstream.member_ids(), vec!["a".to_string()]);
+    assert_eq!(get(&upstream, "/x").await.unwrap().1, "a");
+}
+
+#[tokio::test]
+async fn an_empty_member_list_refuses_misses_without_fallback() {
+    let a = TinyShield::start("a", 200, None).await;
+    let upstream = shield_upstream(vec![a.spec("a")]);
+    upstream.set_members(&[]).unwrap();
+    assert!(matches!(
+        get(&upstream, "/x").await,
+        Err(EdgeError::NoShield)
+    ));
+}
