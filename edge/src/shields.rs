@@ -448,7 +448,7 @@ impl Upstream for ShieldUpstream {
 /// The edge's upstream: the origin directly, or origin shields.
 pub enum EdgeUpstream {
     Origin(OriginUpstream),
-    Shields(ShieldUpstream),
+    Shields(Box<ShieldUpstream>),
 }
 
 impl Upstream for EdgeUpstream {
