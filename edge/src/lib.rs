@@ -85,13 +85,13 @@ impl Node<EdgeUpstream> {
                 return Ok(EdgeUpstream::Origin(origin));
             }
             let shield_metrics = ShieldMetrics::register(registry)?;
-            Ok(EdgeUpstream::Shields(Box::new(ShieldUpstream::new(
+            Ok(EdgeUpstream::Shields(ShieldUpstream::new(
                 &config.shields,
                 &config.upstream,
                 origin,
                 shield_metrics,
                 &in_use,
-            )?)))
+            )?))
         })
         .await
     }

@@ -134,7 +134,7 @@ pub struct ShieldUpstream {
     /// Serialises membership changes, so two updates cannot interleave their reuse of shields.
     change: Mutex<()>,
     /// Timeouts and connection bound for each shield's client.
-    upstream: UpstreamConfig,
+    upstream: Box<UpstreamConfig>,
     in_use: prometheus::IntGauge,
     /// The origin, when misses may go there directly once no shield can answer.
     fallback: Option<OriginUpstream>,
@@ -162,7 +162,7 @@ impl ShieldUpstream {
                 shields: Vec::new(),
             }),
             change: Mutex::new(()),
-            upstream: upstream.clone(),
+            upstream: Box::new(upstream.clone()),
             in_use: in_use.clone(),
             fallback: shields.origin_fallback.then_some(origin),
             failures_to_eject: shields.failures_to_eject,
@@ -210,7 +210,7 @@ impl ShieldUpstream {
                 }
                 let config = UpstreamConfig {
                     origin: spec.url.clone(),
-                    ..self.upstream.clone()
+                    ..(*self.upstream).clone()
                 };
                 self.metrics
                     .up
@@ -448,7 +448,7 @@ impl Upstream for ShieldUpstream {
 /// The edge's upstream: the origin directly, or origin shields.
 pub enum EdgeUpstream {
     Origin(OriginUpstream),
-    Shields(Box<ShieldUpstream>),
+    Shields(ShieldUpstream),
 }
 
 impl Upstream for EdgeUpstream {
