@@ -9,7 +9,8 @@
 //! - [`shield`]: the shield role's configuration, with its origin pool;
 //! - [`shields`]: the origin shields an edge sends misses to;
 //! - [`units`]: the typed values themselves ([`ByteSize`], durations) and their parsers;
-//! - [`ids`]: identifier newtypes ([`NodeId`], [`RegionId`]).
+//! - [`ids`]: identifier newtypes ([`NodeId`], [`RegionId`]);
+//! - [`wire`]: what control and the nodes exchange (routing tables, purges, events).
 //!
 //! Loading from a string is pure ([`EdgeConfig::from_toml`]); reading a file is a thin wrapper
 //! ([`EdgeConfig::from_file`]).
@@ -21,6 +22,7 @@ pub mod raw;
 pub mod shield;
 pub mod shields;
 pub mod units;
+pub mod wire;
 
 pub use edge::{
     AdminConfig, CacheConfig, EdgeConfig, EdgeQuickStart, OriginUrl, ServerConfig, UpstreamConfig,
