@@ -115,6 +115,7 @@ fn check_config(file: &PathBuf) -> ExitCode {
     let result = detect_role(&text).and_then(|role| match role {
         Role::Edge => EdgeConfig::from_toml(&text).map(|_| role),
         Role::Shield => ShieldConfig::from_toml(&text).map(|_| role),
+        Role::Control => verge_config::ControlConfig::from_toml(&text).map(|_| role),
     });
     match result {
         Ok(role) => {

@@ -15,6 +15,7 @@
 //! Loading from a string is pure ([`EdgeConfig::from_toml`]); reading a file is a thin wrapper
 //! ([`EdgeConfig::from_file`]).
 
+pub mod control;
 pub mod edge;
 mod error;
 pub mod ids;
@@ -24,6 +25,7 @@ pub mod shields;
 pub mod units;
 pub mod wire;
 
+pub use control::{ControlConfig, ControlQuickStart};
 pub use edge::{
     AdminConfig, CacheConfig, EdgeConfig, EdgeQuickStart, OriginUrl, ServerConfig, UpstreamConfig,
 };
@@ -38,6 +40,7 @@ pub use units::{parse_duration, ByteSize};
 pub enum Role {
     Edge,
     Shield,
+    Control,
 }
 
 impl Role {
@@ -45,6 +48,7 @@ impl Role {
         match self {
             Role::Edge => "edge",
             Role::Shield => "shield",
+            Role::Control => "control",
         }
     }
 }
@@ -54,16 +58,25 @@ pub fn detect_role(text: &str) -> Result<Role, ConfigErrors> {
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigErrors::single("", e.to_string()))?;
-    match (table.contains_key("edge"), table.contains_key("shield")) {
-        (true, false) => Ok(Role::Edge),
-        (false, true) => Ok(Role::Shield),
-        (true, true) => Err(ConfigErrors::single(
+    let roles: Vec<Role> = [
+        ("edge", Role::Edge),
+        ("shield", Role::Shield),
+        ("controller", Role::Control),
+    ]
+    .into_iter()
+    .filter(|(table_name, _)| table.contains_key(*table_name))
+    .map(|(_, role)| role)
+    .collect();
+    match roles.as_slice() {
+        [role] => Ok(*role),
+        [] => Err(ConfigErrors::single(
             "",
-            "both [edge] and [shield] tables: a file configures one role",
+            "cannot tell the role of this file: expected a top-level [edge], [shield] or \
+             [controller] table",
         )),
-        (false, false) => Err(ConfigErrors::single(
+        _ => Err(ConfigErrors::single(
             "",
-            "cannot tell the role of this file: expected a top-level [edge] or [shield] table",
+            "more than one of [edge], [shield] and [controller]: a file configures one role",
         )),
     }
 }
