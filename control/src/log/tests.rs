@@ -3,6 +3,7 @@ use std::io::Write;
 
 use tempfile::TempDir;
 
+use super::file::{crc32c, decode_line};
 use super::*;
 
 fn url_purge(i: usize) -> PurgeSpec {
