@@ -1,5 +1,45 @@
 //! The control plane: nodes register and heartbeat; control health-checks them, computes
 //! versioned routing tables, keeps a durable purge log and streams tables and purges to every
 //! node. It talks to nodes only over HTTP, with the types of [`verge_config::wire`].
+//!
+//! - [`log`]: the durable purge log;
+//! - [`registry`]: registered nodes and their health;
+//! - [`routing`]: routing tables from the registry;
+//! - [`hub`]: the per-node push streams;
+//! - [`purges`]: where each purge has been applied;
+//! - [`service`]: the shared state and background tasks;
+//! - [`server`]: the node and admin HTTP APIs.
 
+pub mod hub;
 pub mod log;
+pub mod metrics;
+pub mod purges;
+pub mod registry;
+pub mod routing;
+pub mod server;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use server::ControlNode;
+
+/// Why control could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot create data directory {}: {source}", path.display())]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Log(#[from] log::LogError),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}

@@ -1,0 +1,232 @@
+//! The push streams: one bounded queue per connected node, fed by [`Hub::publish`], drained by
+//! the node's long-lived HTTP response ([`EventStream`]).
+//!
+//! A node too slow to keep up (its queue full) is disconnected rather than waited for, so it
+//! cannot slow the others; it reconnects with `since=SEQ` and catches up from the log.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+use verge_config::wire::{Event, NodeRole};
+use verge_config::NodeId;
+
+use crate::metrics::ControlMetrics;
+
+struct Subscriber {
+    role: NodeRole,
+    conn: u64,
+    tx: mpsc::Sender<Bytes>,
+}
+
+/// Subscribers and the watermark of purges released to edges, under one lock so a new stream's
+/// replay and the live events it receives neither overlap wrongly nor leave a gap.
+pub struct Subscribers {
+    subs: HashMap<NodeId, Subscriber>,
+    /// Highest purge sequence number published to edges.
+    pub edge_released: u64,
+}
+
+pub struct Hub {
+    inner: Mutex<Subscribers>,
+    buffer: usize,
+    next_conn: AtomicU64,
+    metrics: ControlMetrics,
+}
+
+/// One serialised event: a JSON line.
+pub fn line(event: &Event) -> Bytes {
+    let mut text = serde_json::to_vec(event).unwrap_or_else(|_| b"{}".to_vec());
+    text.push(b'\n');
+    Bytes::from(text)
+}
+
+fn event_type(event: &Event) -> &'static str {
+    match event {
+        Event::Purge { .. } => "purge",
+        Event::Routing { .. } => "routing",
+        Event::Resync { .. } => "resync",
+        Event::Keepalive { .. } => "keepalive",
+    }
+}
+
+impl Hub {
+    pub fn new(buffer: usize, edge_released: u64, metrics: ControlMetrics) -> Hub {
+        Hub {
+            inner: Mutex::new(Subscribers {
+                subs: HashMap::new(),
+                edge_released,
+            }),
+            buffer,
+            next_conn: AtomicU64::new(1),
+            metrics,
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Subscribers> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Opens a stream for a node, replacing any stream it had. `initial` runs under the hub's
+    /// lock and returns the events the node must get before any live one.
+    pub fn subscribe(
+        &self,
+        id: NodeId,
+        role: NodeRole,
+        initial: impl FnOnce(&Subscribers) -> Vec<Event>,
+    ) -> (u64, mpsc::Receiver<Bytes>, VecDeque<Bytes>) {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.buffer);
+        let mut guard = self.lock();
+        let events = initial(&guard);
+        for event in &events {
+            self.metrics
+                .events_pushed
+                .with_label_values(&[event_type(event)])
+                .inc();
+        }
+        let lines = events.iter().map(line).collect();
+        guard.subs.insert(id, Subscriber { role, conn, tx });
+        (conn, rx, lines)
+    }
+
+    /// Removes a node's stream if it is still the one numbered `conn`.
+    pub fn unsubscribe(&self, id: &NodeId, conn: u64) -> bool {
+        let mut guard = self.lock();
+        if guard.subs.get(id).is_some_and(|s| s.conn == conn) {
+            guard.subs.remove(id);
+            return true;
+        }
+        false
+    }
+
+    pub fn is_connected(&self, id: &NodeId) -> bool {
+        self.lock().subs.contains_key(id)
+    }
+
+    /// Queues events for the nodes of `role` (all nodes for `None`), under the held lock.
+    /// A node whose queue is full is disconnected.
+    pub fn publish_locked(
+        &self,
+        guard: &mut Subscribers,
+        role: Option<NodeRole>,
+        events: &[Event],
+    ) {
+        if events.is_empty() {
+            return;
+        }
+        let lines: Vec<Bytes> = events.iter().map(line).collect();
+        let mut slow = Vec::new();
+        for (id, sub) in &guard.subs {
+            if role.is_some_and(|r| r != sub.role) {
+                continue;
+            }
+            for (event, line) in events.iter().zip(&lines) {
+                match sub.tx.try_send(line.clone()) {
+                    Ok(()) => self
+                        .metrics
+                        .events_pushed
+                        .with_label_values(&[event_type(event)])
+                        .inc(),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        slow.push(id.clone());
+                        break;
+                    }
+                    // The stream is gone; its body's drop removes it.
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                }
+            }
+        }
+        for id in slow {
+            tracing::warn!(node = %id, "node too far behind on its event stream; disconnecting it");
+            self.metrics.stream_drops.with_label_values(&["slow"]).inc();
+            guard.subs.remove(&id);
+        }
+    }
+
+    pub fn publish(&self, role: Option<NodeRole>, events: &[Event]) {
+        let mut guard = self.lock();
+        self.publish_locked(&mut guard, role, events);
+    }
+}
+
+/// A node's event stream as an HTTP response body: the initial events, then live ones, with a
+/// keepalive line whenever it has been quiet for the keepalive period. Ends when control drops
+/// the node (too slow, replaced by a newer stream) or shuts down.
+pub struct EventStream {
+    initial: VecDeque<Bytes>,
+    rx: mpsc::Receiver<Bytes>,
+    keepalive: Pin<Box<Sleep>>,
+    period: Duration,
+    head: Arc<AtomicU64>,
+    on_close: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl EventStream {
+    pub fn new(
+        initial: VecDeque<Bytes>,
+        rx: mpsc::Receiver<Bytes>,
+        period: Duration,
+        head: Arc<AtomicU64>,
+        on_close: Box<dyn FnOnce() + Send + Sync>,
+    ) -> EventStream {
+        EventStream {
+            initial,
+            rx,
+            keepalive: Box::pin(tokio::time::sleep(period)),
+            period,
+            head,
+            on_close: Some(on_close),
+        }
+    }
+}
+
+impl Body for EventStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        if let Some(first) = this.initial.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(data)) => {
+                let next = Instant::now() + this.period;
+                this.keepalive.as_mut().reset(next);
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
+        }
+        if this.keepalive.as_mut().poll(cx).is_ready() {
+            let next = Instant::now() + this.period;
+            this.keepalive.as_mut().reset(next);
+            let seq = this.head.load(Ordering::Relaxed);
+            return Poll::Ready(Some(Ok(Frame::data(line(&Event::Keepalive { seq })))));
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        if let Some(on_close) = self.on_close.take() {
+            on_close();
+        }
+    }
+}

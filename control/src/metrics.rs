@@ -1,0 +1,99 @@
+//! Control's metrics, on its own registry.
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+#[derive(Clone)]
+pub struct ControlMetrics {
+    pub registry: Registry,
+    /// Accepted → applied on one node, from the nodes' acks.
+    pub propagation: Histogram,
+    /// Accepted → applied on every live node.
+    pub completion: Histogram,
+    pub nodes: IntGaugeVec,
+    pub table_version: IntGauge,
+    pub events_pushed: IntCounterVec,
+    pub stream_connects: IntCounter,
+    pub stream_drops: IntCounterVec,
+    pub purges: IntCounterVec,
+    pub log_head: IntGauge,
+    pub resyncs: IntCounter,
+}
+
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl ControlMetrics {
+    pub fn new() -> Result<ControlMetrics, prometheus::Error> {
+        let registry = Registry::new();
+        let m = ControlMetrics {
+            propagation: Histogram::with_opts(
+                HistogramOpts::new(
+                    "verge_purge_propagation_seconds",
+                    "Time from accepting a purge to one node acknowledging it",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+            completion: Histogram::with_opts(
+                HistogramOpts::new(
+                    "verge_purge_completion_seconds",
+                    "Time from accepting a purge to the last live node acknowledging it",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+            nodes: IntGaugeVec::new(
+                Opts::new("verge_control_nodes", "Registered nodes by role and state"),
+                &["role", "state"],
+            )?,
+            table_version: IntGauge::new(
+                "verge_routing_table_version",
+                "Version of the routing table in force",
+            )?,
+            events_pushed: IntCounterVec::new(
+                Opts::new(
+                    "verge_control_events_pushed_total",
+                    "Events queued onto node streams, by type",
+                ),
+                &["type"],
+            )?,
+            stream_connects: IntCounter::new(
+                "verge_control_stream_connects_total",
+                "Event streams opened by nodes (first connections and reconnects)",
+            )?,
+            stream_drops: IntCounterVec::new(
+                Opts::new(
+                    "verge_control_stream_drops_total",
+                    "Event streams closed by control, by reason",
+                ),
+                &["reason"],
+            )?,
+            purges: IntCounterVec::new(
+                Opts::new("verge_purges_total", "Purge requests by result"),
+                &["result"],
+            )?,
+            log_head: IntGauge::new(
+                "verge_purge_log_head",
+                "Sequence number of the newest purge in the log",
+            )?,
+            resyncs: IntCounter::new(
+                "verge_control_resyncs_total",
+                "Nodes told to flush because the log no longer held what they missed",
+            )?,
+            registry,
+        };
+        let r = &m.registry;
+        r.register(Box::new(m.propagation.clone()))?;
+        r.register(Box::new(m.completion.clone()))?;
+        r.register(Box::new(m.nodes.clone()))?;
+        r.register(Box::new(m.table_version.clone()))?;
+        r.register(Box::new(m.events_pushed.clone()))?;
+        r.register(Box::new(m.stream_connects.clone()))?;
+        r.register(Box::new(m.stream_drops.clone()))?;
+        r.register(Box::new(m.purges.clone()))?;
+        r.register(Box::new(m.log_head.clone()))?;
+        r.register(Box::new(m.resyncs.clone()))?;
+        Ok(m)
+    }
+}

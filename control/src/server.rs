@@ -1,0 +1,482 @@
+//! Control's two HTTP listeners: the node API (register, heartbeat, ack, event stream) and the
+//! admin API (purges, nodes, routing, metrics; bearer token).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use verge_config::wire::{Ack, Heartbeat, PurgeSpec, Registration};
+use verge_config::{ControlConfig, NodeId};
+
+use crate::log::LogError;
+use crate::registry::Refused;
+use crate::service::{Control, PurgeRefused};
+use crate::StartError;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Most bytes of a node's register/heartbeat/ack body.
+const MAX_NODE_BODY: usize = 256 * 1024;
+/// Most connections each listener serves at once.
+const MAX_CONNECTIONS: usize = 4096;
+
+/// A bound control service, ready to run.
+pub struct ControlNode {
+    node_listener: TcpListener,
+    admin_listener: TcpListener,
+    pub node_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    control: Arc<Control>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl ControlNode {
+    /// Opens the purge log and binds both listeners (port 0 picks a free port).
+    pub async fn bind(config: ControlConfig) -> Result<ControlNode, StartError> {
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, what, source })?;
+            let local =
+                listener
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, what, source })?;
+            Ok::<_, StartError>((listener, local))
+        };
+        let (node_listener, node_addr) = bind(config.listen, "controller.listen").await?;
+        let (admin_listener, admin_addr) =
+            bind(config.admin_listen, "controller.admin_listen").await?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let control = Control::start(config, shutdown_rx).await?;
+        Ok(ControlNode {
+            node_listener,
+            admin_listener,
+            node_addr,
+            admin_addr,
+            control,
+            shutdown,
+        })
+    }
+
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// Serves both APIs until `stop` completes; open streams are closed then.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        let ControlNode {
+            node_listener,
+            admin_listener,
+            control,
+            shutdown,
+            ..
+        } = self;
+        let rx = shutdown.subscribe();
+        let nodes = tokio::spawn(serve(
+            node_listener,
+            Arc::clone(&control),
+            rx.clone(),
+            Api::Node,
+        ));
+        let admin = tokio::spawn(serve(admin_listener, Arc::clone(&control), rx, Api::Admin));
+        stop.await;
+        let _ = shutdown.send(true);
+        let _ = nodes.await;
+        let _ = admin.await;
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Api {
+    Node,
+    Admin,
+}
+
+async fn serve(
+    listener: TcpListener,
+    control: Arc<Control>,
+    mut shutdown: watch::Receiver<bool>,
+    api: Api,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!("control connection limit reached; refusing a connection");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let control = Arc::clone(&control);
+        let mut conn_shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let service = service_fn(move |request| {
+                let control = Arc::clone(&control);
+                async move {
+                    Ok::<_, Infallible>(match api {
+                        Api::Node => node_api(&control, request).await,
+                        Api::Admin => admin_api(&control, request).await,
+                    })
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = conn_shutdown.changed() => {}
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    connections.shutdown().await;
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)).boxed_unsync())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync()))
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json(status, &ErrorBody { error: message })
+}
+
+/// An error after which the connection is closed: the peer sent something we could not parse.
+fn garbage(message: &str) -> Response<Body> {
+    let mut response = error(StatusCode::BAD_REQUEST, message);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    response
+}
+
+fn refused(r: Refused) -> Response<Body> {
+    match r {
+        Refused::Full(_) => error(StatusCode::SERVICE_UNAVAILABLE, &r.to_string()),
+        Refused::Unknown(_) => error(StatusCode::NOT_FOUND, &r.to_string()),
+    }
+}
+
+/// Reads a body up to `max` bytes: `Err` is the response to send.
+async fn read_body(request: Request<Incoming>, max: usize) -> Result<Bytes, Response<Body>> {
+    match Limited::new(request.into_body(), max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("body larger than {max} bytes"),
+            ))
+        }
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("cannot read body: {e}"),
+        )),
+    }
+}
+
+async fn parse<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+    max: usize,
+    what: &str,
+) -> Result<T, Response<Body>> {
+    let body = read_body(request, max).await?;
+    serde_json::from_slice(&body).map_err(|e| garbage(&format!("invalid {what}: {e}")))
+}
+
+async fn node_api(control: &Arc<Control>, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    match (request.method().clone(), path.as_str()) {
+        (Method::POST, "/v1/register") => {
+            match parse::<Registration>(request, MAX_NODE_BODY, "registration").await {
+                Ok(registration) => {
+                    if let Err(e) = check_registration(&registration) {
+                        return garbage(&e);
+                    }
+                    match control.register(registration) {
+                        Ok(registered) => json(StatusCode::OK, &registered),
+                        Err(r) => refused(r),
+                    }
+                }
+                Err(response) => response,
+            }
+        }
+        (Method::POST, "/v1/heartbeat") => {
+            match parse::<Heartbeat>(request, MAX_NODE_BODY, "heartbeat").await {
+                Ok(beat) => match control.heartbeat(beat) {
+                    Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
+                    Err(r) => refused(r),
+                },
+                Err(response) => response,
+            }
+        }
+        (Method::POST, "/v1/ack") => match parse::<Ack>(request, MAX_NODE_BODY, "ack").await {
+            Ok(ack) => match control.ack(ack) {
+                Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
+                Err(r) => refused(r),
+            },
+            Err(response) => response,
+        },
+        (Method::GET, "/v1/events") => {
+            let (node, since) = match events_query(request.uri().query().unwrap_or("")) {
+                Ok(q) => q,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+            };
+            match control.stream(node, since) {
+                Ok(stream) => Response::builder()
+                    .header(header::CONTENT_TYPE, "application/x-ndjson")
+                    .header(header::CACHE_CONTROL, "no-store")
+                    .body(stream.boxed_unsync())
+                    .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "stream")),
+                Err(r) => refused(r),
+            }
+        }
+        (Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        (_, "/v1/register" | "/v1/heartbeat" | "/v1/ack" | "/v1/events") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed on this path",
+        ),
+        _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
+    }
+}
+
+fn check_registration(r: &Registration) -> Result<(), String> {
+    for (what, url) in [("data_url", &r.data_url), ("admin_url", &r.admin_url)] {
+        match url.parse::<http::Uri>() {
+            Ok(uri) if uri.scheme_str().is_some() && uri.authority().is_some() => {}
+            _ => return Err(format!("{what}: {url:?} is not an absolute URL")),
+        }
+    }
+    if !(1..=10).contains(&r.weight) {
+        return Err(format!("weight: {} is out of range 1..=10", r.weight));
+    }
+    Ok(())
+}
+
+/// `node=ID&since=SEQ` (since optional).
+fn events_query(query: &str) -> Result<(NodeId, Option<u64>), String> {
+    let mut node = None;
+    let mut since = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "node" => node = Some(NodeId::new(value).map_err(|e| format!("node: {e}"))?),
+            "since" => {
+                since = Some(
+                    value
+                        .parse::<u64>()
+                        .map_err(|_| format!("since: {value:?} is not a sequence number"))?,
+                )
+            }
+            other => return Err(format!("unknown query parameter {other:?}")),
+        }
+    }
+    Ok((node.ok_or("missing node=ID")?, since))
+}
+
+async fn admin_api(control: &Arc<Control>, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    let method = request.method().clone();
+    match (method.clone(), path.as_str()) {
+        (Method::GET, "/healthz") => {
+            return json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+        }
+        (Method::GET, "/metrics") => return metrics(control),
+        _ => {}
+    }
+    if !path.starts_with("/v1/") {
+        return error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}"));
+    }
+    if let Some(response) = refuse_unauthorized(&control.config.token, request.headers()) {
+        return response;
+    }
+    match (method, path.as_str()) {
+        (Method::POST, "/v1/purge") => {
+            if let Err(retry) = control.admit_purge() {
+                control
+                    .metrics
+                    .purges
+                    .with_label_values(&["rate_limited"])
+                    .inc();
+                let mut response = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!(
+                        "purge rate limit ({} per second) exceeded",
+                        control.config.purge.rate_per_second
+                    ),
+                );
+                let secs = retry.as_secs().max(1).to_string();
+                if let Ok(value) = http::HeaderValue::from_str(&secs) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                return response;
+            }
+            let spec = match read_body(request, control.config.purge.max_body_bytes).await {
+                Ok(body) => serde_json::from_slice::<PurgeSpec>(&body),
+                Err(response) => {
+                    control.metrics.purges.with_label_values(&["invalid"]).inc();
+                    return response;
+                }
+            };
+            let spec = match spec {
+                Ok(spec) => spec,
+                Err(e) => {
+                    control.metrics.purges.with_label_values(&["invalid"]).inc();
+                    return error(StatusCode::BAD_REQUEST, &format!("invalid purge body: {e}"));
+                }
+            };
+            match control.purge(spec).await {
+                Ok(accepted) => {
+                    control
+                        .metrics
+                        .purges
+                        .with_label_values(&["accepted"])
+                        .inc();
+                    json(StatusCode::ACCEPTED, &accepted)
+                }
+                Err(PurgeRefused::Invalid(e)) => {
+                    control.metrics.purges.with_label_values(&["invalid"]).inc();
+                    error(StatusCode::BAD_REQUEST, &e)
+                }
+                Err(PurgeRefused::Log(e)) => {
+                    control
+                        .metrics
+                        .purges
+                        .with_label_values(&["log_error"])
+                        .inc();
+                    tracing::error!(error = %e, "purge not logged");
+                    let status = match e {
+                        LogError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                        _ => StatusCode::INTERNAL_SERVER_ERROR,
+                    };
+                    error(status, &format!("purge not accepted: {e}"))
+                }
+            }
+        }
+        (Method::GET, p) if p.starts_with("/v1/purge/") => {
+            let id = &p["/v1/purge/".len()..];
+            match id.parse::<u64>() {
+                Ok(seq) => match control.purge_status(seq) {
+                    Some(status) => json(StatusCode::OK, &status),
+                    None => error(
+                        StatusCode::NOT_FOUND,
+                        &format!("purge {seq} is unknown or no longer tracked"),
+                    ),
+                },
+                Err(_) => error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("{id:?} is not a purge id"),
+                ),
+            }
+        }
+        (Method::GET, "/v1/nodes") => json(StatusCode::OK, &control.nodes()),
+        (Method::GET, "/v1/routing") => json(StatusCode::OK, &control.routing()),
+        (_, "/v1/purge" | "/v1/nodes" | "/v1/routing") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed on this path",
+        ),
+        _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
+    }
+}
+
+fn metrics(control: &Control) -> Response<Body> {
+    use prometheus::Encoder;
+    let mut out = Vec::new();
+    let encoder = prometheus::TextEncoder::new();
+    if encoder
+        .encode(&control.metrics.registry.gather(), &mut out)
+        .is_err()
+    {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics");
+    }
+    Response::builder()
+        .header(header::CONTENT_TYPE, encoder.format_type())
+        .body(Full::new(Bytes::from(out)).boxed_unsync())
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "metrics"))
+}
+
+/// Bearer-token check: the refusal, if any — 401 without credentials, 403 with the wrong ones.
+fn refuse_unauthorized(token: &str, headers: &http::HeaderMap) -> Option<Response<Body>> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Bearer <token>",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"verge-control\""),
+        );
+        return Some(response);
+    };
+    let presented = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    (!constant_time_eq(presented.as_bytes(), token.as_bytes()))
+        .then(|| error(StatusCode::FORBIDDEN, "wrong token"))
+}
+
+/// Equality whose time depends only on the lengths, not on where the bytes differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_events_query_is_parsed_and_checked() {
+        let (node, since) = events_query("node=e1&since=42").unwrap();
+        assert_eq!((node.as_str(), since), ("e1", Some(42)));
+        assert_eq!(events_query("node=e1").unwrap().1, None);
+        assert!(events_query("since=1")
+            .unwrap_err()
+            .contains("missing node"));
+        assert!(events_query("node=e1&since=x")
+            .unwrap_err()
+            .contains("since"));
+        assert!(events_query("node=a%20b").unwrap_err().starts_with("node:"));
+        assert!(events_query("node=e1&who=1").unwrap_err().contains("who"));
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,539 @@
+//! The control service: shared state, its background tasks (health rounds, purge dispatch) and
+//! the operations the two HTTP APIs call.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::{mpsc, watch};
+use verge_config::wire::{
+    Ack, Event, Heartbeat, NodeRole, PurgeAccepted, PurgeSpec, PurgeStatus, Registered,
+    Registration, RoutingTable,
+};
+use verge_config::{ControlConfig, NodeId};
+
+use crate::hub::{EventStream, Hub};
+use crate::log::{LogError, PurgeLog, Since};
+use crate::metrics::ControlMetrics;
+use crate::purges::Tracker;
+use crate::registry::{NodeView, Refused, Registry};
+use crate::routing;
+
+/// Purges a node may replay on one reconnect; a node further behind must resync.
+const MAX_REPLAY: usize = 1_000_000;
+
+/// Shared state of a running control service.
+pub struct Control {
+    pub config: ControlConfig,
+    pub metrics: ControlMetrics,
+    log: PurgeLog,
+    registry: Mutex<Registry>,
+    table: Mutex<RoutingTable>,
+    hub: Hub,
+    tracker: Mutex<Tracker>,
+    /// Bumped on every acknowledgement, so the dispatcher can wait for shields.
+    acks: watch::Sender<u64>,
+    dispatch: mpsc::Sender<u64>,
+    /// The log's head, for keepalive events.
+    head: Arc<AtomicU64>,
+    limiter: Mutex<TokenBucket>,
+}
+
+/// Why a purge was not accepted.
+#[derive(Debug)]
+pub enum PurgeRefused {
+    Invalid(String),
+    Log(LogError),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Control {
+    /// Opens the purge log and starts the background tasks (they stop when the returned
+    /// `Arc` and every clone are dropped, or on `shutdown`).
+    pub async fn start(
+        config: ControlConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<Control>, crate::StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| crate::StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let log = PurgeLog::open(&config.data_dir, config.purge.log_retain).await?;
+        let metrics = ControlMetrics::new()?;
+        let head = log.head();
+        metrics
+            .log_head
+            .set(i64::try_from(head).unwrap_or(i64::MAX));
+        let (dispatch, dispatch_rx) = mpsc::channel(4096);
+        let (acks, acks_rx) = watch::channel(0);
+        let control = Arc::new(Control {
+            hub: Hub::new(config.streams.node_buffer, head, metrics.clone()),
+            registry: Mutex::new(Registry::new(config.streams.max_nodes)),
+            table: Mutex::new(RoutingTable {
+                version: 0,
+                regions: Vec::new(),
+                shields: Vec::new(),
+            }),
+            tracker: Mutex::new(Tracker::new(config.purge.status_retain)),
+            acks,
+            dispatch,
+            head: Arc::new(AtomicU64::new(head)),
+            limiter: Mutex::new(TokenBucket::new(
+                config.purge.rate_per_second,
+                config.purge.burst,
+            )),
+            log,
+            metrics,
+            config,
+        });
+        control.republish();
+        tokio::spawn(dispatcher(
+            Arc::downgrade(&control),
+            dispatch_rx,
+            acks_rx,
+            head,
+            shutdown.clone(),
+        ));
+        tokio::spawn(health_rounds(Arc::downgrade(&control), shutdown));
+        Ok(control)
+    }
+
+    pub fn register(&self, registration: Registration) -> Result<Registered, Refused> {
+        let changed = lock(&self.registry).register(registration.clone(), Instant::now())?;
+        tracing::info!(node = %registration.id, role = %registration.role, region = %registration.region, "node registered");
+        if changed {
+            self.republish();
+        }
+        Ok(Registered {
+            heartbeat_interval_ms: crate::registry::millis(self.config.health.heartbeat_interval),
+            head: self.log.head(),
+        })
+    }
+
+    pub fn heartbeat(&self, beat: Heartbeat) -> Result<(), Refused> {
+        let id = beat.id.clone();
+        let applied = beat.applied_seq;
+        let before = {
+            let mut registry = lock(&self.registry);
+            let before = registry.get(&id).map(|n| n.applied_seq);
+            registry.heartbeat(beat, Instant::now())?;
+            before.unwrap_or(0)
+        };
+        self.acknowledged(&id, before, applied);
+        Ok(())
+    }
+
+    pub fn ack(&self, ack: Ack) -> Result<(), Refused> {
+        let (_, before) = lock(&self.registry).ack(&ack.id, ack.applied_seq)?;
+        self.acknowledged(&ack.id, before, ack.applied_seq);
+        Ok(())
+    }
+
+    fn acknowledged(&self, id: &NodeId, before: u64, applied: u64) {
+        if applied <= before {
+            return;
+        }
+        let outcome = {
+            let registry = lock(&self.registry);
+            lock(&self.tracker).ack(id, before, applied, Instant::now(), |n| registry.is_live(n))
+        };
+        for d in outcome.applied_after {
+            self.metrics.propagation.observe(d.as_secs_f64());
+        }
+        for d in outcome.completed_after {
+            self.metrics.completion.observe(d.as_secs_f64());
+        }
+        self.acks.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Opens the event stream of node `id`, resuming after `since` (`None`: from the head).
+    pub fn stream(
+        self: &Arc<Self>,
+        id: NodeId,
+        since: Option<u64>,
+    ) -> Result<EventStream, Refused> {
+        let role = {
+            let mut registry = lock(&self.registry);
+            let node = registry
+                .get(&id)
+                .ok_or_else(|| Refused::Unknown(id.clone()))?;
+            let role = node.registration.role;
+            registry.set_connected(&id, true);
+            role
+        };
+        self.metrics.stream_connects.inc();
+        let table = lock(&self.table).clone();
+        let log = &self.log;
+        let metrics = &self.metrics;
+        let (conn, rx, initial) = self.hub.subscribe(id.clone(), role, |subs| {
+            // Edges only get purges the shields have had their chance to apply.
+            let released = match role {
+                NodeRole::Shield => log.head(),
+                NodeRole::Edge => subs.edge_released,
+            };
+            let mut events = Vec::new();
+            let mut seq = released;
+            match since {
+                None => {}
+                Some(after) if after > log.head() => {
+                    metrics.resyncs.inc();
+                    events.push(Event::Resync {
+                        seq: released,
+                        reason: format!(
+                            "node has applied up to {after} but the log ends at {}",
+                            log.head()
+                        ),
+                    });
+                }
+                Some(after) => match log.since(after, MAX_REPLAY) {
+                    Since::Gone { first_retained } => {
+                        metrics.resyncs.inc();
+                        events.push(Event::Resync {
+                            seq: released,
+                            reason: format!(
+                                "the log no longer holds purges after {after} (oldest kept: {first_retained})"
+                            ),
+                        });
+                    }
+                    Since::Records(records) => {
+                        events.extend(records.into_iter().filter(|r| r.seq <= released).map(
+                            |r| Event::Purge {
+                                seq: r.seq,
+                                spec: r.spec,
+                            },
+                        ));
+                        seq = after.max(events.last().map_or(0, Event::seq));
+                    }
+                },
+            }
+            events.push(Event::Routing { seq, table });
+            events
+        });
+        let weak = Arc::downgrade(self);
+        let on_close = Box::new(move || {
+            if let Some(control) = weak.upgrade() {
+                if control.hub.unsubscribe(&id, conn) {
+                    lock(&control.registry).set_connected(&id, false);
+                }
+            }
+        });
+        Ok(EventStream::new(
+            initial,
+            rx,
+            self.config.streams.keepalive,
+            Arc::clone(&self.head),
+            on_close,
+        ))
+    }
+
+    /// Admits a purge against the rate limit: `Err(retry_after)` when over it.
+    pub fn admit_purge(&self) -> Result<(), Duration> {
+        lock(&self.limiter).take(Instant::now())
+    }
+
+    /// Validates, logs durably, and queues a purge for delivery.
+    pub async fn purge(&self, spec: PurgeSpec) -> Result<PurgeAccepted, PurgeRefused> {
+        spec.validate().map_err(PurgeRefused::Invalid)?;
+        let record = self
+            .log
+            .append(spec, now_ms())
+            .await
+            .map_err(PurgeRefused::Log)?;
+        let seq = record.seq;
+        self.head.fetch_max(seq, Ordering::Relaxed);
+        self.metrics
+            .log_head
+            .set(i64::try_from(self.log.head()).unwrap_or(i64::MAX));
+        {
+            let registry = lock(&self.registry);
+            let targets: Vec<_> = registry
+                .entries()
+                .filter(|e| e.healthy)
+                .map(|e| {
+                    let applied = registry.get(&e.id).map_or(0, |n| n.applied_seq);
+                    (e.id, e.role, applied)
+                })
+                .collect();
+            lock(&self.tracker).insert(
+                seq,
+                record.spec,
+                record.accepted_at_ms,
+                targets.into_iter(),
+                Instant::now(),
+            );
+        }
+        // The dispatcher reads the log itself; a full queue only delays the wake-up.
+        let _ = self.dispatch.try_send(seq);
+        Ok(PurgeAccepted { id: seq, seq })
+    }
+
+    pub fn purge_status(&self, seq: u64) -> Option<PurgeStatus> {
+        let registry = lock(&self.registry);
+        let tracked = lock(&self.tracker).status(seq, |n| registry.is_live(n));
+        tracked.or_else(|| {
+            // Accepted before a restart: what the nodes' applied sequences say.
+            let record = self.log.get(seq)?;
+            let nodes: Vec<_> = registry
+                .entries()
+                .map(|e| {
+                    let applied = registry.get(&e.id).is_some_and(|n| n.applied_seq >= seq);
+                    verge_config::wire::PurgeNodeStatus {
+                        state: if applied {
+                            "applied"
+                        } else if e.healthy {
+                            "pending"
+                        } else {
+                            "down"
+                        }
+                        .to_string(),
+                        id: e.id,
+                        role: e.role,
+                        applied_after_ms: None,
+                    }
+                })
+                .collect();
+            Some(PurgeStatus {
+                id: seq,
+                seq,
+                complete: nodes.iter().all(|n| n.state != "pending"),
+                spec: record.spec,
+                accepted_at_ms: record.accepted_at_ms,
+                completed_after_ms: None,
+                nodes,
+            })
+        })
+    }
+
+    pub fn nodes(&self) -> Vec<NodeView> {
+        lock(&self.registry).views(Instant::now())
+    }
+
+    pub fn routing(&self) -> RoutingTable {
+        lock(&self.table).clone()
+    }
+
+    pub fn log_head(&self) -> u64 {
+        self.log.head()
+    }
+
+    /// Recomputes the routing table; publishes a new version to every node if routes changed.
+    fn republish(&self) {
+        let fresh = {
+            let registry = lock(&self.registry);
+            for (role, state, n) in registry.counts() {
+                self.metrics
+                    .nodes
+                    .with_label_values(&[&role.to_string(), state])
+                    .set(n);
+            }
+            routing::compute(registry.entries(), &self.config.regions)
+        };
+        let mut table = lock(&self.table);
+        if table.version > 0 && routing::same_routes(&table, &fresh) {
+            return;
+        }
+        let version = table.version + 1;
+        *table = RoutingTable { version, ..fresh };
+        self.metrics
+            .table_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+        tracing::info!(
+            version,
+            shields = table.healthy_shields().count(),
+            "routing table published"
+        );
+        let event = Event::Routing {
+            seq: self.log.head(),
+            table: table.clone(),
+        };
+        drop(table);
+        self.hub.publish(None, &[event]);
+    }
+
+    /// Whether every live, connected shield has applied purges up to `seq`.
+    fn shields_applied(&self, seq: u64) -> bool {
+        let registry = lock(&self.registry);
+        let live: Vec<(NodeId, u64)> = registry
+            .live(NodeRole::Shield)
+            .map(|(id, applied)| (id.clone(), applied))
+            .collect();
+        drop(registry);
+        live.iter()
+            .all(|(id, applied)| *applied >= seq || !self.hub.is_connected(id))
+    }
+}
+
+/// Delivers purges in log order: first to shields, then — once the live shields have applied
+/// them, or `shield_ack_timeout` has passed — to edges.
+async fn dispatcher(
+    control: std::sync::Weak<Control>,
+    mut queue: mpsc::Receiver<u64>,
+    mut acks: watch::Receiver<u64>,
+    mut published: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let woken = tokio::select! {
+            seq = queue.recv() => seq,
+            _ = shutdown.changed() => None,
+        };
+        if woken.is_none() {
+            return;
+        }
+        while queue.try_recv().is_ok() {}
+        let Some(c) = control.upgrade() else { return };
+        let head = c.log.head();
+        if head <= published {
+            continue;
+        }
+        let records = match c.log.since(published, MAX_REPLAY) {
+            Since::Records(records) => records,
+            Since::Gone { .. } => Vec::new(),
+        };
+        let events: Vec<Event> = records
+            .into_iter()
+            .filter(|r| r.seq <= head)
+            .map(|r| Event::Purge {
+                seq: r.seq,
+                spec: r.spec,
+            })
+            .collect();
+        c.hub.publish(Some(NodeRole::Shield), &events);
+        let deadline = tokio::time::Instant::now() + c.config.purge.shield_ack_timeout;
+        drop(c);
+        loop {
+            let Some(c) = control.upgrade() else { return };
+            if c.shields_applied(head) {
+                break;
+            }
+            drop(c);
+            tokio::select! {
+                changed = acks.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(seq = head, "shields did not all apply the purge in time; releasing it to edges");
+                    break;
+                }
+            }
+        }
+        let Some(c) = control.upgrade() else { return };
+        {
+            let mut subs = c.hub.lock();
+            subs.edge_released = head;
+            c.hub
+                .publish_locked(&mut subs, Some(NodeRole::Edge), &events);
+        }
+        published = head;
+    }
+}
+
+/// Probes every node's `/healthz` each `probe_interval` and feeds the results to the registry.
+async fn health_rounds(control: std::sync::Weak<Control>, mut shutdown: watch::Receiver<bool>) {
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    loop {
+        let Some(c) = control.upgrade() else { return };
+        let interval = c.config.health.probe_interval;
+        let timeout = c.config.health.probe_timeout;
+        let targets = lock(&c.registry).probe_targets();
+        drop(c);
+        let mut probes = tokio::task::JoinSet::new();
+        for (id, admin) in targets {
+            let client = client.clone();
+            probes.spawn(async move {
+                let ok = match format!("{admin}/healthz").parse::<http::Uri>() {
+                    Ok(uri) => matches!(
+                        tokio::time::timeout(timeout, client.get(uri)).await,
+                        Ok(Ok(response)) if response.status().is_success()
+                    ),
+                    Err(_) => false,
+                };
+                (id, ok)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(joined) = probes.join_next().await {
+            if let Ok(result) = joined {
+                results.push(result);
+            }
+        }
+        let Some(c) = control.upgrade() else { return };
+        let changed = lock(&c.registry).observe(&results, &c.config.health, Instant::now());
+        if changed {
+            c.republish();
+        } else {
+            for (role, state, n) in lock(&c.registry).counts() {
+                c.metrics
+                    .nodes
+                    .with_label_values(&[&role.to_string(), state])
+                    .set(n);
+            }
+        }
+        drop(c);
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// A token bucket: `rate` tokens a second up to `burst`.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32, burst: u32) -> TokenBucket {
+        TokenBucket {
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_bucket_allows_a_burst_then_the_rate() {
+        let mut bucket = TokenBucket::new(10, 3);
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert!(bucket.take(start).is_ok());
+        }
+        let wait = bucket.take(start).unwrap_err();
+        assert!(wait <= Duration::from_millis(100), "{wait:?}");
+        assert!(bucket.take(start + Duration::from_millis(100)).is_ok());
+        assert!(bucket.take(start + Duration::from_millis(100)).is_err());
+    }
+}
