@@ -8,8 +8,10 @@
 //! - [`hub`]: the per-node push streams;
 //! - [`purges`]: where each purge has been applied;
 //! - [`service`]: the shared state and background tasks;
-//! - [`server`]: the node and admin HTTP APIs.
+//! - [`server`]: the node and admin HTTP APIs;
+//! - [`client`]: a client of the admin API (`verge purge`).
 
+pub mod client;
 pub mod hub;
 pub mod log;
 pub mod metrics;
