@@ -97,6 +97,7 @@ pub struct RawShieldFile {
     pub cache: Option<RawCache>,
     pub admin: Option<RawAdmin>,
     pub origin: Option<RawOriginPool>,
+    pub resolver: Option<RawResolver>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,4 +118,15 @@ pub struct RawOriginPool {
     pub max_eject_for: Option<String>,
     pub retries: Option<u64>,
     pub retry_budget_percent: Option<u64>,
+}
+
+/// How the shield resolves the host names of its origin servers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResolver {
+    pub nameservers: Option<Vec<String>>,
+    pub min_ttl: Option<String>,
+    pub max_ttl: Option<String>,
+    pub negative_retry: Option<String>,
+    pub timeout: Option<String>,
 }

@@ -1,6 +1,7 @@
 //! The shield role's configuration: the same listeners, cache and admin API as an edge, with a
 //! pool of origin servers as the upstream.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -10,10 +11,13 @@ use crate::edge::{
 };
 use crate::error::{Collector, ConfigErrors};
 use crate::ids::{NodeId, RegionId};
-use crate::raw::{RawOriginPool, RawServer, RawShieldFile, RawUpstream};
+use crate::raw::{RawOriginPool, RawResolver, RawServer, RawShieldFile, RawUpstream};
 
 /// Servers accepted in one origin pool.
 pub const MAX_ORIGIN_SERVERS: usize = 64;
+
+/// Name servers accepted in `[resolver]`.
+pub const MAX_NAMESERVERS: usize = 8;
 
 /// A validated shield configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +28,8 @@ pub struct ShieldConfig {
     pub cache: CacheConfig,
     pub admin: AdminConfig,
     pub origin: OriginPoolConfig,
+    /// How host names in `origin.servers` are resolved; unused when every server is an IP.
+    pub resolver: ResolverConfig,
 }
 
 /// The origin servers a shield fetches from, and how it judges and retries them.
@@ -49,6 +55,24 @@ pub struct OriginPoolConfig {
     pub retry_budget_percent: u32,
 }
 
+/// How the host names of origin servers are resolved (`[resolver]`). Each name is looked up at
+/// start and again when its answer's TTL, clamped to `[min_ttl, max_ttl]`, runs out; a failed
+/// lookup keeps the last good addresses and is retried after `negative_retry`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverConfig {
+    /// Name servers asked over UDP (and TCP for truncated answers); `None` means the system's
+    /// (`/etc/resolv.conf`).
+    pub nameservers: Option<Vec<SocketAddr>>,
+    /// Floor on the TTL in use, so a zero-TTL record does not make the shield ask in a loop.
+    pub min_ttl: Duration,
+    /// Cap on the TTL in use, so a moved origin is noticed even under a day-long TTL.
+    pub max_ttl: Duration,
+    /// How soon a failed lookup is tried again.
+    pub negative_retry: Duration,
+    /// Deadline of one lookup, every name server and retry included.
+    pub timeout: Duration,
+}
+
 pub mod defaults {
     pub const HEALTH_INTERVAL: &str = "2s";
     pub const HEALTHY_AFTER: u64 = 2;
@@ -57,6 +81,12 @@ pub mod defaults {
     pub const MAX_EJECT_FOR: &str = "30s";
     pub const RETRIES: u64 = 1;
     pub const RETRY_BUDGET_PERCENT: u64 = 20;
+    pub const MIN_TTL: &str = "1s";
+    pub const MAX_TTL: &str = "5m";
+    pub const NEGATIVE_RETRY: &str = "5s";
+    pub const RESOLVER_TIMEOUT: &str = "2s";
+    /// Port of a name server written without one.
+    pub const NAMESERVER_PORT: u16 = 53;
 }
 
 impl ShieldConfig {
@@ -110,17 +140,25 @@ fn validate(raw: RawShieldFile) -> Result<ShieldConfig, ConfigErrors> {
     let cache = validate_cache(&mut c, raw.cache.unwrap_or_default());
     let admin = validate_admin(&mut c, raw.admin.unwrap_or_default());
     let origin = validate_pool(&mut c, raw.origin.unwrap_or_default());
-    let value = match (id, region, server, cache, admin, origin) {
-        (Some(id), Some(region), Some(server), Some(cache), Some(admin), Some(origin)) => {
-            Some(ShieldConfig {
-                id,
-                region,
-                server,
-                cache,
-                admin,
-                origin,
-            })
-        }
+    let resolver = validate_resolver(&mut c, raw.resolver.unwrap_or_default());
+    let value = match (id, region, server, cache, admin, origin, resolver) {
+        (
+            Some(id),
+            Some(region),
+            Some(server),
+            Some(cache),
+            Some(admin),
+            Some(origin),
+            Some(resolver),
+        ) => Some(ShieldConfig {
+            id,
+            region,
+            server,
+            cache,
+            admin,
+            origin,
+            resolver,
+        }),
         _ => None,
     };
     c.finish(value)
@@ -250,6 +288,116 @@ fn validate_pool(c: &mut Collector, raw: RawOriginPool) -> Option<OriginPoolConf
     })
 }
 
+fn validate_resolver(c: &mut Collector, raw: RawResolver) -> Option<ResolverConfig> {
+    use defaults::*;
+    let nameservers = match raw.nameservers {
+        None => Some(None),
+        Some(list) if list.is_empty() => {
+            c.push(
+                "resolver.nameservers",
+                "empty: list at least one name server, or leave the key out to use /etc/resolv.conf",
+            );
+            None
+        }
+        Some(list) if list.len() > MAX_NAMESERVERS => {
+            c.push(
+                "resolver.nameservers",
+                format!(
+                    "{} name servers given; at most {MAX_NAMESERVERS}",
+                    list.len()
+                ),
+            );
+            None
+        }
+        Some(list) => {
+            let parsed: Vec<Option<SocketAddr>> = list
+                .iter()
+                .enumerate()
+                .map(|(i, text)| c.take(&format!("resolver.nameservers[{i}]"), nameserver(text)))
+                .collect();
+            parsed.into_iter().collect::<Option<Vec<_>>>().map(Some)
+        }
+    };
+    let ms = Duration::from_millis(1);
+    let min_ttl = bounded_duration(
+        c,
+        "resolver.min_ttl",
+        raw.min_ttl.as_deref(),
+        MIN_TTL,
+        (100 * ms, Duration::from_secs(3600)),
+    );
+    let max_ttl = bounded_duration(
+        c,
+        "resolver.max_ttl",
+        raw.max_ttl.as_deref(),
+        MAX_TTL,
+        (100 * ms, Duration::from_secs(86_400)),
+    );
+    if let (Some(min), Some(max)) = (min_ttl, max_ttl) {
+        if max < min {
+            c.push(
+                "resolver.max_ttl",
+                "must not be shorter than resolver.min_ttl",
+            );
+        }
+    }
+    let negative_retry = bounded_duration(
+        c,
+        "resolver.negative_retry",
+        raw.negative_retry.as_deref(),
+        NEGATIVE_RETRY,
+        (100 * ms, Duration::from_secs(3600)),
+    );
+    let timeout = bounded_duration(
+        c,
+        "resolver.timeout",
+        raw.timeout.as_deref(),
+        RESOLVER_TIMEOUT,
+        (10 * ms, Duration::from_secs(60)),
+    );
+    let (min_ttl, max_ttl) = (min_ttl?, max_ttl?);
+    if max_ttl < min_ttl {
+        return None;
+    }
+    Some(ResolverConfig {
+        nameservers: nameservers?,
+        min_ttl,
+        max_ttl,
+        negative_retry: negative_retry?,
+        timeout: timeout?,
+    })
+}
+
+/// A name server: `IP:PORT`, or a bare IP on port 53.
+fn nameserver(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, defaults::NAMESERVER_PORT))
+        .map_err(|_| {
+            format!(
+                "invalid name server {text:?}: expected an IP or IP:PORT, e.g. \"127.0.0.1:53\""
+            )
+        })
+}
+
+/// A duration with a default, within `range` (both ends included).
+fn bounded_duration(
+    c: &mut Collector,
+    path: &str,
+    value: Option<&str>,
+    default: &str,
+    range: (Duration, Duration),
+) -> Option<Duration> {
+    let d = duration(c, path, value, default, range.0)?;
+    if d > range.1 {
+        c.push(path, format!("must be at most {}ms", range.1.as_millis()));
+        return None;
+    }
+    Some(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +445,90 @@ mod tests {
         assert!(ShieldConfig::quick_start("127.0.0.1:0", "127.0.0.1:0", &[])
             .unwrap_err()
             .mentions("origin.servers"));
+    }
+
+    #[test]
+    fn the_resolver_defaults_to_the_system_with_clamped_ttls() {
+        let cfg = ShieldConfig::from_toml("[origin]\nservers = [\"http://origin.example:8000\"]\n")
+            .unwrap();
+        let r = &cfg.resolver;
+        assert_eq!(r.nameservers, None);
+        assert_eq!(r.min_ttl, Duration::from_secs(1));
+        assert_eq!(r.max_ttl, Duration::from_secs(300));
+        assert_eq!(r.negative_retry, Duration::from_secs(5));
+        assert_eq!(r.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_example_shows_the_resolver_defaults() {
+        let example = ShieldConfig::from_toml(include_str!("../examples/shield.toml")).unwrap();
+        let minimal =
+            ShieldConfig::from_toml("[origin]\nservers = [\"http://127.0.0.1:8000\"]\n").unwrap();
+        assert_eq!(example.resolver, minimal.resolver);
+    }
+
+    #[test]
+    fn nameservers_take_a_port_or_default_to_53() {
+        let text = "[origin]\nservers = [\"http://origin.example\"]\n[resolver]\n\
+                    nameservers = [\"127.0.0.1:5353\", \"10.0.0.2\", \"[::1]:53\", \"::2\"]\n\
+                    min_ttl = \"2s\"\nmax_ttl = \"1h\"\nnegative_retry = \"500ms\"\ntimeout = \"1s\"\n";
+        let r = ShieldConfig::from_toml(text).unwrap().resolver;
+        let expected: Vec<SocketAddr> = ["127.0.0.1:5353", "10.0.0.2:53", "[::1]:53", "[::2]:53"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(r.nameservers, Some(expected));
+        assert_eq!(r.min_ttl, Duration::from_secs(2));
+        assert_eq!(r.max_ttl, Duration::from_secs(3600));
+        assert_eq!(r.negative_retry, Duration::from_millis(500));
+        assert_eq!(r.timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn every_bad_resolver_field_is_named() {
+        let text = "[origin]\nservers = [\"http://origin.example\"]\n[resolver]\n\
+                    nameservers = [\"127.0.0.1:5353\", \"dns.example:53\"]\nmin_ttl = \"10ms\"\n\
+                    max_ttl = \"2d\"\nnegative_retry = \"never\"\ntimeout = \"0s\"\n";
+        let errs = ShieldConfig::from_toml(text).unwrap_err();
+        for path in [
+            "resolver.nameservers[1]",
+            "resolver.min_ttl",
+            "resolver.max_ttl",
+            "resolver.negative_retry",
+            "resolver.timeout",
+        ] {
+            assert!(errs.mentions(path), "{path} not reported in:\n{errs}");
+        }
+        assert!(!errs.mentions("resolver.nameservers[0]"), "{errs}");
+    }
+
+    #[test]
+    fn max_ttl_below_min_ttl_is_rejected() {
+        let text = "[origin]\nservers = [\"http://origin.example\"]\n[resolver]\n\
+                    min_ttl = \"10m\"\nmax_ttl = \"1m\"\n";
+        let errs = ShieldConfig::from_toml(text).unwrap_err();
+        assert!(errs.mentions("resolver.max_ttl"), "{errs}");
+    }
+
+    #[test]
+    fn an_empty_or_oversized_nameserver_list_is_rejected() {
+        let empty = "[origin]\nservers = [\"http://o.example\"]\n[resolver]\nnameservers = []\n";
+        let errs = ShieldConfig::from_toml(empty).unwrap_err();
+        assert!(errs.mentions("resolver.nameservers"), "{errs}");
+        let many: Vec<String> = (1..=9).map(|i| format!("\"10.0.0.{i}\"")).collect();
+        let text = format!(
+            "[origin]\nservers = [\"http://o.example\"]\n[resolver]\nnameservers = [{}]\n",
+            many.join(", ")
+        );
+        let errs = ShieldConfig::from_toml(&text).unwrap_err();
+        assert!(errs.mentions("resolver.nameservers"), "{errs}");
+    }
+
+    #[test]
+    fn an_unknown_resolver_key_is_named() {
+        let text = "[origin]\nservers = [\"http://o.example\"]\n[resolver]\nttl = \"1s\"\n";
+        let errs = ShieldConfig::from_toml(text).unwrap_err();
+        assert!(errs.mentions("ttl"), "{errs}");
     }
 
     #[test]

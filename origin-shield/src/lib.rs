@@ -3,8 +3,10 @@
 //! edge collapse into one origin fetch per object.
 //!
 //! - [`pool`]: the origin pool — healthy servers only, retries within a budget, health checks;
+//! - [`dns`]: the origin servers' host names, resolved and refreshed as their TTLs say;
 //! - [`node`]: [`ShieldNode`], what `verge shield` runs.
 
+pub mod dns;
 pub mod node;
 pub mod pool;
 

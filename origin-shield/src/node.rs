@@ -8,7 +8,7 @@ use verge_cache::{Clock, SystemClock};
 use verge_config::ShieldConfig;
 use verge_edge::{Node, NodeSettings, StartError};
 
-use crate::pool::{HealthChecks, OriginPool};
+use crate::pool::{HealthChecks, OriginPool, PoolError};
 
 /// A bound, ready-to-run shield.
 pub struct ShieldNode {
@@ -23,7 +23,8 @@ impl ShieldNode {
         ShieldNode::bind_with_clock(config, Arc::new(SystemClock)).await
     }
 
-    /// Binds both listeners; freshness is judged by `clock`.
+    /// Binds both listeners; freshness is judged by `clock`. Returns once every origin host
+    /// name has been looked up once (a name that did not resolve is logged, not fatal).
     pub async fn bind_with_clock(
         config: &ShieldConfig,
         clock: Arc<dyn Clock>,
@@ -38,18 +39,28 @@ impl ShieldNode {
         };
         let mut pool = None;
         let node = Node::bind_with(settings, clock, |registry, metrics| {
-            let built = Arc::new(OriginPool::new(
+            let built = OriginPool::new(
                 &config.origin,
+                &config.resolver,
                 registry,
                 &metrics.upstream_connections_in_use,
-            )?);
+            )
+            .map_err(start_error)?;
+            let built = Arc::new(built);
             pool = Some(Arc::clone(&built));
             Ok(built)
         })
         .await?;
-        let checks = match (&config.origin.health_path, pool) {
-            (Some(_), Some(pool)) => Some(pool.start_health_checks()),
-            _ => None,
+        let checks = match pool {
+            Some(pool) => {
+                pool.first_lookups().await;
+                config
+                    .origin
+                    .health_path
+                    .as_ref()
+                    .map(|_| pool.start_health_checks())
+            }
+            None => None,
         };
         Ok(ShieldNode { node, checks })
     }
@@ -69,5 +80,16 @@ impl ShieldNode {
         let checks = self.checks;
         self.node.run(shutdown).await;
         drop(checks);
+    }
+}
+
+/// A pool that cannot be built stops the start. `StartError` (verge_edge) has no variant for an
+/// upstream's own setup, so a resolver problem travels as a message; its text says what to fix.
+fn start_error(error: PoolError) -> StartError {
+    match error {
+        PoolError::Metrics(error) => StartError::Metrics(error),
+        PoolError::Resolver(error) => {
+            StartError::Metrics(prometheus::Error::Msg(error.to_string()))
+        }
     }
 }

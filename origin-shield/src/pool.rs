@@ -19,6 +19,10 @@
 //! - Saturation: when a server's connection slots are all taken (its `max_connections`), a
 //!   replayable request tries another server. Nothing reached the origin, so this is neither a
 //!   server failure nor a retry.
+//! - Host names: a server whose URL names a host is reached at the addresses [`crate::dns`]
+//!   keeps for that name, in turn ([`client`]). Until the name first resolves the server is not
+//!   available; a request that reaches it anyway (panic mode) gets a 502 naming the host, and
+//!   goes on to another server if there is one, as nothing was sent.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -34,12 +38,19 @@ use prometheus::{
 };
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
+use verge_config::shield::ResolverConfig;
 use verge_config::{OriginPoolConfig, UpstreamConfig};
-use verge_edge::upstream::{OriginUpstream, Upstream, UpstreamBody, UpstreamResponseBody};
+use verge_edge::upstream::{Upstream, UpstreamBody, UpstreamResponseBody};
 use verge_edge::EdgeError;
 
-/// Length of the sliding window the retry budget counts requests and retries over.
-const BUDGET_WINDOW_SECS: u64 = 10;
+use crate::dns::{self, DnsMetrics, HickoryLookup, HostResolver, NameLookup, ResolverSetupError};
+use budget::RetryBudget;
+#[cfg(test)]
+use budget::BUDGET_WINDOW_SECS;
+use client::ServerClient;
+
+mod budget;
+mod client;
 
 /// Retries allowed per second whatever the traffic, so a quiet pool can still retry.
 const MIN_RETRIES_PER_SECOND: u32 = 3;
@@ -59,16 +70,19 @@ enum AttemptResult {
     Saturated,
     /// The exchange broke after connecting (reset, malformed answer).
     Error,
+    /// The server's host name has not resolved yet; nothing was sent.
+    Unresolved,
 }
 
 impl AttemptResult {
-    const ALL: [AttemptResult; 6] = [
+    const ALL: [AttemptResult; 7] = [
         AttemptResult::Ok,
         AttemptResult::ErrorStatus,
         AttemptResult::ConnectError,
         AttemptResult::Timeout,
         AttemptResult::Saturated,
         AttemptResult::Error,
+        AttemptResult::Unresolved,
     ];
 
     fn as_str(self) -> &'static str {
@@ -79,6 +93,7 @@ impl AttemptResult {
             AttemptResult::Timeout => "timeout",
             AttemptResult::Saturated => "saturated",
             AttemptResult::Error => "error",
+            AttemptResult::Unresolved => "unresolved",
         }
     }
 
@@ -198,81 +213,6 @@ impl ServerHealth {
     }
 }
 
-/// Caps retries at a share of requests over a sliding window, plus a small floor per second.
-///
-/// Without it, retries multiply the load on an origin exactly when it is struggling: with the
-/// budget, a failing pool sends at most `percent`% more requests than it is given.
-struct RetryBudget {
-    percent: u32,
-    min_per_second: u32,
-    start: Instant,
-    /// One bucket per second of the window, indexed by second modulo the window.
-    buckets: Mutex<[BudgetBucket; BUDGET_WINDOW_SECS as usize]>,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct BudgetBucket {
-    /// Seconds since `start` this bucket counts.
-    second: u64,
-    requests: u64,
-    retries: u64,
-}
-
-impl RetryBudget {
-    fn new(percent: u32, min_per_second: u32, start: Instant) -> RetryBudget {
-        RetryBudget {
-            percent,
-            min_per_second,
-            start,
-            buckets: Mutex::new([BudgetBucket::default(); BUDGET_WINDOW_SECS as usize]),
-        }
-    }
-
-    fn record_request(&self, now: Instant) {
-        let mut buckets = lock(&self.buckets);
-        self.bucket(&mut buckets, now).requests += 1;
-    }
-
-    /// Takes one retry from the budget if the window allows it.
-    fn try_retry(&self, now: Instant) -> bool {
-        let mut buckets = lock(&self.buckets);
-        let second = self.second(now);
-        let (requests, retries) = buckets
-            .iter()
-            .filter(|b| b.second <= second && second - b.second < BUDGET_WINDOW_SECS)
-            .fold((0u64, 0u64), |(q, r), b| (q + b.requests, r + b.retries));
-        let allowed = requests * u64::from(self.percent)
-            + u64::from(self.min_per_second) * BUDGET_WINDOW_SECS * 100;
-        if (retries + 1) * 100 > allowed {
-            return false;
-        }
-        self.bucket(&mut buckets, now).retries += 1;
-        true
-    }
-
-    fn second(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.start).as_secs()
-    }
-
-    /// The bucket for `now`, emptied first if it still counts an older second.
-    fn bucket<'a>(
-        &self,
-        buckets: &'a mut [BudgetBucket; BUDGET_WINDOW_SECS as usize],
-        now: Instant,
-    ) -> &'a mut BudgetBucket {
-        let second = self.second(now);
-        // The modulo is below the window length, so it fits in usize.
-        let bucket = &mut buckets[(second % BUDGET_WINDOW_SECS) as usize];
-        if bucket.second != second {
-            *bucket = BudgetBucket {
-                second,
-                ..BudgetBucket::default()
-            };
-        }
-        bucket
-    }
-}
-
 /// Locks a mutex whose data stays consistent even if a holder panicked (plain counters).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -284,7 +224,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Server {
     /// The server's URL, its `server` label in metrics and logs.
     label: String,
-    client: OriginUpstream,
+    client: ServerClient,
     health: Mutex<ServerHealth>,
     /// `verge_origin_up{server}`, set when availability changes; an ejection that has run out
     /// shows as 1 once the pool next looks at the server.
@@ -314,9 +254,21 @@ struct ProbeSettings {
     interval: Duration,
 }
 
+/// Why a pool could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Resolver(#[from] ResolverSetupError),
+}
+
 /// Several servers of one origin, used as one [`Upstream`].
 pub struct OriginPool {
     servers: Vec<Server>,
+    /// Keeps the servers' host names resolved; `None` when every server is an IP. Dropping it
+    /// stops its refresh tasks.
+    dns: Option<HostResolver>,
     /// Round-robin position; wraps harmlessly.
     cursor: AtomicUsize,
     /// Extra attempts on other servers for replayable requests.
@@ -338,13 +290,36 @@ impl OriginPool {
     /// One [`OriginUpstream`] per server, each with the timeouts, keep-alive pool and connection
     /// bound of `config.upstream`; `in_use` counts the connection slots taken over all servers.
     /// Registers `verge_origin_requests_total{server,result}`, `verge_origin_up{server}`,
-    /// `verge_origin_duration_seconds{server}`, `verge_origin_retries_total` and
-    /// `verge_origin_retry_budget_exhausted_total`.
+    /// `verge_origin_duration_seconds{server}`, `verge_origin_retries_total`,
+    /// `verge_origin_retry_budget_exhausted_total` and the `verge_dns_*` metrics.
+    ///
+    /// Host names in server URLs are resolved as `resolver` says, by background tasks that
+    /// start here (so this must be called within a tokio runtime) and stop with the pool; see
+    /// [`OriginPool::first_lookups`].
     pub fn new(
         config: &OriginPoolConfig,
+        resolver: &ResolverConfig,
         registry: &Registry,
         in_use: &IntGauge,
-    ) -> Result<OriginPool, prometheus::Error> {
+    ) -> Result<OriginPool, PoolError> {
+        let names = host_names(config);
+        let lookup: Option<Arc<dyn NameLookup>> = if names.is_empty() {
+            None
+        } else {
+            Some(Arc::new(HickoryLookup::new(resolver, &names)?))
+        };
+        OriginPool::with_lookup(config, resolver, lookup, registry, in_use)
+    }
+
+    /// [`OriginPool::new`] with host names looked up by `lookup` (needed only when some server
+    /// URL names a host).
+    pub fn with_lookup(
+        config: &OriginPoolConfig,
+        resolver: &ResolverConfig,
+        lookup: Option<Arc<dyn NameLookup>>,
+        registry: &Registry,
+        in_use: &IntGauge,
+    ) -> Result<OriginPool, PoolError> {
         let requests = IntCounterVec::new(
             Opts::new(
                 "verge_origin_requests_total",
@@ -383,6 +358,14 @@ impl OriginPool {
         registry.register(Box::new(durations.clone()))?;
         registry.register(Box::new(retries_total.clone()))?;
         registry.register(Box::new(budget_exhausted.clone()))?;
+        let dns_metrics = DnsMetrics::register(registry)?;
+        let names = host_names(config);
+        let dns = match lookup {
+            Some(lookup) if !names.is_empty() => {
+                Some(HostResolver::start(&names, lookup, resolver, &dns_metrics)?)
+            }
+            _ => None,
+        };
 
         let servers = config
             .servers
@@ -400,8 +383,10 @@ impl OriginPool {
                     .iter()
                     .map(|r| requests.with_label_values(&[label.as_str(), r.as_str()]))
                     .collect();
+                let host = dns::host_name(&url.authority)
+                    .and_then(|name| dns.as_ref().and_then(|dns| dns.host(name)));
                 Server {
-                    client: OriginUpstream::new(&upstream, in_use.clone()),
+                    client: ServerClient::new(upstream, host, in_use),
                     label,
                     health: Mutex::new(ServerHealth::default()),
                     up: gauge,
@@ -425,6 +410,7 @@ impl OriginPool {
         let names: Vec<String> = config.servers.iter().map(ToString::to_string).collect();
         Ok(OriginPool {
             servers,
+            dns,
             cursor: AtomicUsize::new(0),
             retries: config.retries,
             budget: RetryBudget::new(
@@ -446,6 +432,15 @@ impl OriginPool {
             body_idle_timeout: config.upstream.response_timeout,
             name: format!("origin pool [{}]", names.join(", ")),
         })
+    }
+
+    /// Waits until every server's host name has been looked up once, successfully or not
+    /// (bounded by the resolver's timeout). A pool serves without waiting, but its named servers
+    /// are not usable before.
+    pub async fn first_lookups(&self) {
+        if let Some(dns) = &self.dns {
+            dns.first_lookups().await;
+        }
     }
 
     /// Starts the active health checks when `health_path` is configured: one task per server,
@@ -471,7 +466,7 @@ impl OriginPool {
         for (index, server) in self.servers.iter().enumerate() {
             let available = {
                 let mut health = server.health();
-                let available = health.available(now);
+                let available = health.available(now) && server.client.is_usable();
                 // Read under the lock so a concurrent change cannot be overwritten by a stale value.
                 server.up.set(i64::from(available));
                 available
@@ -545,6 +540,10 @@ impl OriginPool {
 
     async fn probe(&self, index: usize, path: &PathAndQuery) {
         let server = &self.servers[index];
+        // A name that has not resolved: nothing to probe, and no verdict.
+        let Ok(route) = server.client.route() else {
+            return;
+        };
         let request = Request::builder()
             .method(Method::GET)
             .uri(Uri::from(path.clone()))
@@ -553,7 +552,7 @@ impl OriginPool {
         let Ok(request) = request else {
             return;
         };
-        let success = match server.client.send(request).await {
+        let success = match route.send(request).await {
             Ok(response) => {
                 let success = response.status().is_success();
                 // Drained so the connection can be reused; the verdict is the status alone.
@@ -570,7 +569,7 @@ impl OriginPool {
         };
         let mut health = server.health();
         let verdict = health.probed(success, self.healthy_after, self.unhealthy_after);
-        let available = health.available(Instant::now());
+        let available = health.available(Instant::now()) && server.client.is_usable();
         server.up.set(i64::from(available));
         drop(health);
         match verdict {
@@ -611,7 +610,7 @@ impl Upstream for OriginPool {
         let replayable = matches!(body, Either::Left(_))
             && (parts.method == Method::GET || parts.method == Method::HEAD);
         self.budget.record_request(Instant::now());
-        let mut body = Some(body);
+        let mut pending_body = Some(body);
         let mut tried = vec![false; self.servers.len()];
         let mut retries_made = 0;
         // Set once an attempt has reached a server and failed: the next one is a retry.
@@ -622,11 +621,6 @@ impl Upstream for OriginPool {
             if candidates.is_empty() {
                 break;
             }
-            let body = match body.take() {
-                Some(body) => body,
-                None if replayable => Either::Left(Empty::new()),
-                None => break,
-            };
             if failed_once {
                 if !self.may_retry(retries_made) {
                     break;
@@ -638,11 +632,25 @@ impl Upstream for OriginPool {
             };
             tried[index] = true;
             let server = &self.servers[index];
+            let route = match server.client.route() {
+                Ok(route) => route,
+                // Not resolved (panic mode): nothing is sent, the body is still ours, and a real
+                // answer from another server is worth more than this error.
+                Err(error) => {
+                    server.count(AttemptResult::Unresolved);
+                    if last.is_none() {
+                        last = Some(Err(error));
+                    }
+                    continue;
+                }
+            };
+            let body = match pending_body.take() {
+                Some(body) => body,
+                None if replayable => Either::Left(Empty::new()),
+                None => break,
+            };
             let started = Instant::now();
-            let result = server
-                .client
-                .send(Request::from_parts(parts.clone(), body))
-                .await;
+            let result = route.send(Request::from_parts(parts.clone(), body)).await;
             server.latency.observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(response) if is_failure(response.status()) => {
@@ -695,6 +703,19 @@ impl Upstream for OriginPool {
     fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// The host names of the servers whose URL is not an IP, each once.
+fn host_names(config: &OriginPoolConfig) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for url in &config.servers {
+        if let Some(name) = dns::host_name(&url.authority) {
+            if !names.iter().any(|known| known == name) {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names
 }
 
 #[cfg(test)]

@@ -238,6 +238,16 @@ fn config(servers: &[OriginUrl]) -> OriginPoolConfig {
     }
 }
 
+fn resolver() -> ResolverConfig {
+    ResolverConfig {
+        nameservers: None,
+        min_ttl: Duration::from_secs(1),
+        max_ttl: Duration::from_secs(300),
+        negative_retry: Duration::from_secs(5),
+        timeout: Duration::from_secs(2),
+    }
+}
+
 struct Harness {
     pool: Arc<OriginPool>,
     registry: Registry,
@@ -247,7 +257,7 @@ impl Harness {
     fn new(config: &OriginPoolConfig) -> Harness {
         let registry = Registry::new();
         let in_use = IntGauge::new("in_use", "slots").unwrap();
-        let pool = OriginPool::new(config, &registry, &in_use).unwrap();
+        let pool = OriginPool::new(config, &resolver(), &registry, &in_use).unwrap();
         Harness {
             pool: Arc::new(pool),
             registry,
@@ -258,7 +268,7 @@ impl Harness {
     fn without_retry_budget(config: &OriginPoolConfig) -> Harness {
         let registry = Registry::new();
         let in_use = IntGauge::new("in_use", "slots").unwrap();
-        let mut pool = OriginPool::new(config, &registry, &in_use).unwrap();
+        let mut pool = OriginPool::new(config, &resolver(), &registry, &in_use).unwrap();
         pool.budget = RetryBudget::new(0, 0, Instant::now());
         Harness {
             pool: Arc::new(pool),
