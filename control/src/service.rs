@@ -33,6 +33,8 @@ pub struct Control {
     log: PurgeLog,
     registry: Mutex<Registry>,
     table: Mutex<RoutingTable>,
+    /// Every published table, for in-process readers (geo steering).
+    tables: watch::Sender<Arc<RoutingTable>>,
     hub: Hub,
     tracker: Mutex<Tracker>,
     /// Bumped on every acknowledgement, so the dispatcher can wait for shields.
@@ -87,6 +89,12 @@ impl Control {
                 regions: Vec::new(),
                 shields: Vec::new(),
             }),
+            tables: watch::channel(Arc::new(RoutingTable {
+                version: 0,
+                regions: Vec::new(),
+                shields: Vec::new(),
+            }))
+            .0,
             tracker: Mutex::new(Tracker::new(config.purge.status_retain)),
             acks,
             dispatch,
@@ -325,6 +333,11 @@ impl Control {
         lock(&self.table).clone()
     }
 
+    /// The routing table in force, updated on every new version.
+    pub fn tables(&self) -> watch::Receiver<Arc<RoutingTable>> {
+        self.tables.subscribe()
+    }
+
     pub fn log_head(&self) -> u64 {
         self.log.head()
     }
@@ -359,7 +372,9 @@ impl Control {
             seq: self.log.head(),
             table: table.clone(),
         };
+        let snapshot = Arc::new(table.clone());
         drop(table);
+        self.tables.send_replace(snapshot);
         self.hub.publish(None, &[event]);
     }
 
