@@ -30,6 +30,8 @@ pub struct ControlConfig {
     /// Per region, the other regions nearest first. Regions named only by nodes fall back to
     /// every other region in name order.
     pub regions: BTreeMap<RegionId, Vec<RegionId>>,
+    /// Geo load balancing (GeoDNS and HTTP steering), when configured.
+    pub geo: Option<crate::geo::GeoConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +105,7 @@ pub struct RawControlFile {
     pub streams: Option<RawStreams>,
     #[serde(default)]
     pub regions: BTreeMap<String, RawRegion>,
+    pub geo: Option<crate::geo::RawGeo>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -378,6 +381,8 @@ fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigErrors> {
         regions.insert(id, fallback);
     }
 
+    let geo = raw.geo.map(|g| crate::geo::validate(&mut c, g));
+
     let health = (|| {
         Some(HealthConfig {
             heartbeat_interval: heartbeat_interval?,
@@ -416,6 +421,10 @@ fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigErrors> {
             purge: purge?,
             streams: streams?,
             regions,
+            geo: match geo {
+                Some(g) => Some(g?),
+                None => None,
+            },
         })
     })();
     c.finish(value)

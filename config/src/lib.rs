@@ -8,6 +8,7 @@
 //!   problem with its key path ([`ConfigErrors`]);
 //! - [`shield`]: the shield role's configuration, with its origin pool;
 //! - [`shields`]: the origin shields an edge sends misses to;
+//! - [`geo`]: control's `[geo]` table (GeoDNS and HTTP steering);
 //! - [`units`]: the typed values themselves ([`ByteSize`], durations) and their parsers;
 //! - [`ids`]: identifier newtypes ([`NodeId`], [`RegionId`]);
 //! - [`wire`]: what control and the nodes exchange (routing tables, purges, events).
@@ -18,6 +19,7 @@
 pub mod control;
 pub mod edge;
 mod error;
+pub mod geo;
 pub mod ids;
 pub mod raw;
 pub mod shield;
@@ -30,6 +32,7 @@ pub use edge::{
     AdminConfig, CacheConfig, EdgeConfig, EdgeQuickStart, OriginUrl, ServerConfig, UpstreamConfig,
 };
 pub use error::{ConfigError, ConfigErrors};
+pub use geo::GeoConfig;
 pub use ids::{NodeId, RegionId};
 pub use shield::{OriginPoolConfig, ShieldConfig};
 pub use shields::{ShieldSpec, ShieldsConfig};
