@@ -173,6 +173,8 @@ pub struct PurgeStatus {
     pub complete: bool,
     /// Milliseconds from acceptance to the last live node applying it, once complete.
     pub completed_after_ms: Option<u64>,
+    /// The same in microseconds, for measuring propagation.
+    pub completed_after_us: Option<u64>,
     pub nodes: Vec<PurgeNodeStatus>,
 }
 

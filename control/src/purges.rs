@@ -139,6 +139,8 @@ impl Tracker {
             accepted_at_ms: track.accepted_at_ms,
             complete,
             completed_after_ms: completed_after.map(millis),
+            completed_after_us: completed_after
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             nodes,
         })
     }

@@ -320,6 +320,7 @@ impl Control {
                 spec: record.spec,
                 accepted_at_ms: record.accepted_at_ms,
                 completed_after_ms: None,
+                completed_after_us: None,
                 nodes,
             })
         })
