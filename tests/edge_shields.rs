@@ -5,7 +5,8 @@
 //! request with a body, and chain `Cache-Status` entries shield first.
 //!
 //! A shield here is another edge whose `upstream.origin` is the [`FakeOrigin`]; every node adds
-//! `Via: 1.1 <edge.id>` upstream, so the origin tells which shield fetched each object.
+//! `Via: 1.1 <edge.id>` upstream, so the origin tells which shield fetched each object (see
+//! `support::tier`).
 
 mod support;
 
@@ -14,20 +15,16 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::header::{HeaderValue, HOST};
 use http::HeaderMap;
+use support::tier::{
+    cacheable_origin, fetched_by, get_site, last_fetcher, path_only, shield_up, start_front,
+    start_shield, via_chain, Placement, SHIELD_REQUESTS, SHIELD_UP, SITE,
+};
 use support::{
     start_edge, wait_until, FakeOrigin, HttpClient, RecordedRequest, Reply, TestEdge, TestResponse,
 };
 use tokio::net::TcpListener;
 use verge_cache::CacheKey;
-use verge_edge::ring::{RingMember, ShieldRing};
-
-/// The site clients ask every front edge for, so that all edges share cache keys.
-const SITE: &str = "www.example.test";
-
-const SHIELD_REQUESTS: &str = "verge_shield_requests_total";
-const SHIELD_UP: &str = "verge_shield_up";
 
 /// Bound on waiting for a node to drain and stop.
 const STOP_LIMIT: Duration = Duration::from_secs(10);
@@ -35,79 +32,10 @@ const STOP_LIMIT: Duration = Duration::from_secs(10);
 /// Bound on conditions that depend on timers in the product (ejection expiry, probes).
 const CONDITION_LIMIT: Duration = Duration::from_secs(10);
 
-/// The `shields.members` tweak listing `(id, address, weight)` in this order.
-fn members_tweak(shields: &[(&str, SocketAddr, u32)]) -> String {
-    let list: Vec<String> = shields
-        .iter()
-        .map(|(id, addr, weight)| {
-            format!("{{ id = \"{id}\", url = \"http://{addr}\", weight = {weight} }}")
-        })
-        .collect();
-    format!("shields.members = [{}]", list.join(", "))
-}
-
-/// A shield: an edge named `id` in front of `origin`.
-async fn start_shield(origin: &FakeOrigin, id: &str) -> TestEdge {
-    start_edge(origin.addr(), &[&format!("edge.id = {id:?}")]).await
-}
-
-/// A front edge named `id` with these shields and extra tweaks.
-async fn start_front(
-    origin: SocketAddr,
-    id: &str,
-    shields: &[(&str, SocketAddr, u32)],
-    tweaks: &[&str],
-) -> TestEdge {
-    let id_tweak = format!("edge.id = {id:?}");
-    let members = members_tweak(shields);
-    let mut all = vec![id_tweak.as_str(), members.as_str()];
-    all.extend_from_slice(tweaks);
-    start_edge(origin, &all).await
-}
-
 /// A port nothing listens on: bound, then released.
 async fn dead_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap()
-}
-
-/// The ring placement a front edge computes, rebuilt in the test from the same ids and weights.
-struct Placement {
-    ring: ShieldRing,
-    ids: Vec<String>,
-}
-
-impl Placement {
-    fn new(members: &[(&str, u32)]) -> Placement {
-        let ring_members: Vec<RingMember<'_>> = members
-            .iter()
-            .map(|&(id, weight)| RingMember { id, weight })
-            .collect();
-        Placement {
-            ring: ShieldRing::new(&ring_members).unwrap(),
-            ids: members.iter().map(|(id, _)| id.to_string()).collect(),
-        }
-    }
-
-    /// The id of the shield owning this cache key text.
-    fn owner(&self, key: &str) -> &str {
-        &self.ids[self.ring.owner(key.as_bytes())]
-    }
-
-    /// The owner of `path` requested with `Host: host`.
-    fn owner_of(&self, host: &str, path: &str) -> &str {
-        self.owner(&key_for(host, path))
-    }
-}
-
-/// The cache key text of `path` (origin-form) requested with `Host: host`.
-fn key_for(host: &str, path: &str) -> String {
-    let mut headers = HeaderMap::new();
-    headers.insert(HOST, HeaderValue::from_str(host).unwrap());
-    CacheKey::for_request("http", &path.parse().unwrap(), &headers)
-        .unwrap()
-        .as_str()
-        .to_string()
 }
 
 /// `count` distinct paths with queries, numbered from `from`.
@@ -117,54 +45,11 @@ fn paths(from: usize, count: usize) -> Vec<String> {
         .collect()
 }
 
-/// The path without its query, as [`FakeOrigin::hits`] counts it.
-fn path_only(path: &str) -> &str {
-    path.split('?').next().unwrap()
-}
-
-/// An origin answering every path with a cacheable 200.
-async fn cacheable_origin() -> FakeOrigin {
-    let origin = FakeOrigin::start().await;
-    origin.on_prefix("/", Reply::ok("object").cache_control("max-age=300"));
-    origin
-}
-
 /// An origin (or fake shield) answering 503 to everything.
 async fn failing_origin() -> FakeOrigin {
     let origin = FakeOrigin::start().await;
     origin.on_prefix("/", Reply::ok("overloaded").with_status(503));
     origin
-}
-
-/// GET `path` on `edge` as a request for [`SITE`].
-async fn get_site(client: &HttpClient, edge: &TestEdge, path: &str) -> TestResponse {
-    client
-        .request("GET", &edge.url(path), &[("host", SITE)], "")
-        .await
-}
-
-/// The node ids in a request's `Via`, nearest the client first.
-fn via_chain(request: &RecordedRequest) -> Vec<String> {
-    request
-        .header("via")
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|hop| hop.split_whitespace().nth(1))
-        .map(str::to_string)
-        .collect()
-}
-
-/// The node that sent this request to the origin: the last entry of its `Via`.
-fn fetched_by(request: &RecordedRequest) -> String {
-    via_chain(request).pop().unwrap_or_default()
-}
-
-/// The last request the origin received for `path` (query ignored), and who sent it.
-fn last_fetcher(origin: &FakeOrigin, path: &str) -> String {
-    let request = origin
-        .last_request(path_only(path))
-        .unwrap_or_else(|| panic!("the origin never received {path}"));
-    fetched_by(&request)
 }
 
 /// The `Cache-Status` entries of a response, in order (upstream caches first).
@@ -187,11 +72,6 @@ async fn shield_failures(front: &TestEdge, id: &str) -> f64 {
     let metrics = front.metrics().await;
     metrics.value_or_zero(SHIELD_REQUESTS, &[("shield", id)])
         - metrics.value_or_zero(SHIELD_REQUESTS, &[("shield", id), ("result", "ok")])
-}
-
-/// `verge_shield_up{shield=id}` on the front edge.
-async fn shield_up(front: &TestEdge, id: &str) -> Option<f64> {
-    front.metrics().await.value(SHIELD_UP, &[("shield", id)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

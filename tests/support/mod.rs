@@ -20,6 +20,7 @@ pub mod edge;
 pub mod fake_origin;
 pub mod metrics;
 pub mod raw_origin;
+pub mod tier;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
