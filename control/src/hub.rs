@@ -101,14 +101,19 @@ impl Hub {
         (conn, rx, lines)
     }
 
-    /// Removes a node's stream if it is still the one numbered `conn`.
+    /// Removes a node's stream if it is still the one numbered `conn`. Returns whether the node
+    /// is now without a stream: false only when a newer stream replaced this one (a stream
+    /// already dropped as too slow leaves the node without one).
     pub fn unsubscribe(&self, id: &NodeId, conn: u64) -> bool {
         let mut guard = self.lock();
-        if guard.subs.get(id).is_some_and(|s| s.conn == conn) {
-            guard.subs.remove(id);
-            return true;
+        match guard.subs.get(id) {
+            Some(s) if s.conn == conn => {
+                guard.subs.remove(id);
+                true
+            }
+            Some(_) => false,
+            None => true,
         }
-        false
     }
 
     pub fn is_connected(&self, id: &NodeId) -> bool {
