@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use verge_config::edge::defaults;
-use verge_config::{detect_role, ConfigErrors, EdgeConfig, EdgeQuickStart, Role, ShieldConfig};
+use verge_config::{
+    detect_role, ConfigErrors, EdgeConfig, EdgeQuickStart, Role, ShieldConfig, ShieldQuickStart,
+};
 use verge_edge::{EdgeNode, StartError};
 use verge_origin_shield::ShieldNode;
 
@@ -42,7 +44,7 @@ enum Command {
 #[derive(Args)]
 struct ShieldArgs {
     /// Configuration file (see config/examples/shield.toml).
-    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "origin"])]
+    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "origin", "control", "node_id", "region"])]
     config: Option<PathBuf>,
     /// Quick start: listener edges connect to.
     #[arg(long, requires = "origin")]
@@ -53,12 +55,28 @@ struct ShieldArgs {
     /// Quick start: an origin server URL; repeat for a pool.
     #[arg(long)]
     origin: Vec<String>,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// Quick start: who the node is to the control plane, and where that is.
+#[derive(Args)]
+struct NodeArgs {
+    /// Quick start: base URL of control's node listener, e.g. http://127.0.0.1:7000.
+    #[arg(long)]
+    control: Option<String>,
+    /// Quick start: this node's id, unique in the deployment.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Quick start: the region this node serves.
+    #[arg(long)]
+    region: Option<String>,
 }
 
 #[derive(Args)]
 struct EdgeArgs {
     /// Configuration file (see config/examples/edge.toml).
-    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "origin", "admin_token", "shield"])]
+    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "origin", "admin_token", "shield", "control", "node_id", "region"])]
     config: Option<PathBuf>,
     /// Quick start: client listener address.
     #[arg(long, requires = "origin")]
@@ -75,6 +93,8 @@ struct EdgeArgs {
     /// Quick start: an origin shield URL to send misses to; repeat for several.
     #[arg(long, requires = "origin")]
     shield: Vec<String>,
+    #[command(flatten)]
+    node: NodeArgs,
 }
 
 fn main() -> ExitCode {
@@ -140,6 +160,9 @@ fn run_edge(args: EdgeArgs) -> ExitCode {
                 origin,
                 admin_token: args.admin_token.as_deref(),
                 shields: &args.shield,
+                node_id: args.node.node_id.as_deref(),
+                region: args.node.region.as_deref(),
+                control: args.node.control.as_deref(),
             }),
         ),
         (None, None) => {
@@ -162,11 +185,14 @@ fn run_shield(args: ShieldArgs) -> ExitCode {
         Some(path) => (path.display().to_string(), ShieldConfig::from_file(path)),
         None if !args.origin.is_empty() => (
             "command line".to_string(),
-            ShieldConfig::quick_start(
-                args.listen.as_deref().unwrap_or(SHIELD_LISTEN),
-                args.admin_listen.as_deref().unwrap_or(SHIELD_ADMIN_LISTEN),
-                &args.origin,
-            ),
+            ShieldConfig::quick_start(&ShieldQuickStart {
+                listen: args.listen.as_deref().unwrap_or(SHIELD_LISTEN),
+                admin_listen: args.admin_listen.as_deref().unwrap_or(SHIELD_ADMIN_LISTEN),
+                origins: &args.origin,
+                node_id: args.node.node_id.as_deref(),
+                region: args.node.region.as_deref(),
+                control: args.node.control.as_deref(),
+            }),
         ),
         None => {
             eprintln!("verge shield: give --config FILE, or --origin URL (repeatable, with optional --listen and --admin-listen)");

@@ -8,8 +8,10 @@ use http::uri::{Authority, Scheme, Uri};
 
 use crate::error::{Collector, ConfigErrors};
 use crate::ids::{NodeId, RegionId};
+use crate::node_control::{validate_node_control, NodeControlConfig, RawNodeControl};
 use crate::raw::{
-    RawAdmin, RawCache, RawEdgeFile, RawServer, RawShieldMember, RawShields, RawSize, RawUpstream,
+    RawAdmin, RawCache, RawEdgeFile, RawNode, RawServer, RawShieldMember, RawShields, RawSize,
+    RawUpstream,
 };
 use crate::shields::{validate_shields, ShieldsConfig};
 use crate::units::{parse_duration, ByteSize};
@@ -25,6 +27,8 @@ pub struct EdgeConfig {
     pub admin: AdminConfig,
     /// Origin shields that misses go to; empty means straight to the origin.
     pub shields: ShieldsConfig,
+    /// The control plane this edge registers with; `None`: static configuration only.
+    pub control: Option<NodeControlConfig>,
 }
 
 /// The admin API's protection and bounds.
@@ -176,12 +180,15 @@ impl EdgeConfig {
         EdgeConfig::from_toml(&text)
     }
 
-    /// The configuration for a quick start without a file: defaults plus these three values.
     /// The configuration for a quick start without a file: defaults plus these values. Each
     /// shield URL becomes a ring member whose id is its `host_port`, so edges started with the
     /// same URLs agree on placement whatever their order.
     pub fn quick_start(start: &EdgeQuickStart<'_>) -> Result<EdgeConfig, ConfigErrors> {
         let raw = RawEdgeFile {
+            edge: Some(RawNode {
+                id: start.node_id.map(str::to_string),
+                region: start.region.map(str::to_string),
+            }),
             server: Some(RawServer {
                 listen: Some(start.listen.to_string()),
                 admin_listen: Some(start.admin_listen.to_string()),
@@ -207,6 +214,10 @@ impl EdgeConfig {
                     .collect(),
                 ..RawShields::default()
             }),
+            control: start.control.map(|url| RawNodeControl {
+                url: Some(url.to_string()),
+                ..RawNodeControl::default()
+            }),
             ..RawEdgeFile::default()
         };
         validate(raw)
@@ -221,6 +232,12 @@ pub struct EdgeQuickStart<'a> {
     pub origin: &'a str,
     pub admin_token: Option<&'a str>,
     pub shields: &'a [String],
+    /// This node's id (`edge.id`); `None`: the default.
+    pub node_id: Option<&'a str>,
+    /// This node's region (`edge.region`); `None`: the default.
+    pub region: Option<&'a str>,
+    /// Base URL of control's node listener; `None`: no control plane.
+    pub control: Option<&'a str>,
 }
 
 /// A ring id for a shield given only by URL: its authority with `:` as `_`.
@@ -260,6 +277,7 @@ fn validate(raw: RawEdgeFile) -> Result<EdgeConfig, ConfigErrors> {
     let upstream = validate_upstream(&mut c, raw.upstream.unwrap_or_default(), "upstream");
     let admin = validate_admin(&mut c, raw.admin.unwrap_or_default());
     let shields = validate_shields(&mut c, raw.shields.unwrap_or_default());
+    let control = validate_node_control(&mut c, raw.control);
     if let (Some(server), Some(_)) = (&server, &upstream) {
         if server.listen == server.admin_listen && server.listen.port() != 0 {
             c.push(
@@ -271,7 +289,7 @@ fn validate(raw: RawEdgeFile) -> Result<EdgeConfig, ConfigErrors> {
             );
         }
     }
-    let value = match (id, region, server, cache, upstream, admin, shields) {
+    let value = match (id, region, server, cache, upstream, admin, shields, control) {
         (
             Some(id),
             Some(region),
@@ -280,6 +298,7 @@ fn validate(raw: RawEdgeFile) -> Result<EdgeConfig, ConfigErrors> {
             Some(upstream),
             Some(admin),
             Some(shields),
+            Some(control),
         ) => Some(EdgeConfig {
             id,
             region,
@@ -288,6 +307,7 @@ fn validate(raw: RawEdgeFile) -> Result<EdgeConfig, ConfigErrors> {
             upstream,
             admin,
             shields,
+            control,
         }),
         _ => None,
     };
@@ -696,5 +716,35 @@ mod tests {
         let cfg = EdgeConfig::quick_start(&with).unwrap();
         let ids: Vec<&str> = cfg.shields.members.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["127.0.0.1_9001", "10.0.0.2_80"]);
+        assert_eq!(cfg.control, None);
+    }
+
+    #[test]
+    fn quick_start_names_the_node_and_its_control_plane() {
+        let start = EdgeQuickStart {
+            listen: "127.0.0.1:0",
+            admin_listen: "127.0.0.1:0",
+            origin: "http://127.0.0.1:9",
+            node_id: Some("edge-us-1"),
+            region: Some("us"),
+            control: Some("http://127.0.0.1:7000"),
+            ..EdgeQuickStart::default()
+        };
+        let cfg = EdgeConfig::quick_start(&start).unwrap();
+        assert_eq!(cfg.id.as_str(), "edge-us-1");
+        assert_eq!(cfg.region.as_str(), "us");
+        let control = cfg.control.unwrap();
+        assert_eq!(control.url.to_string(), "http://127.0.0.1:7000");
+        assert_eq!(control.weight, 1);
+        let bad = EdgeQuickStart {
+            node_id: Some("a b"),
+            control: Some("ftp://x"),
+            ..start
+        };
+        let errs = EdgeConfig::quick_start(&bad).unwrap_err();
+        assert!(
+            errs.mentions("edge.id") && errs.mentions("control.url"),
+            "{errs}"
+        );
     }
 }

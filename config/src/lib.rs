@@ -8,6 +8,7 @@
 //!   problem with its key path ([`ConfigErrors`]);
 //! - [`shield`]: the shield role's configuration, with its origin pool;
 //! - [`shields`]: the origin shields an edge sends misses to;
+//! - [`node_control`]: the optional `[control]` table of an edge or shield;
 //! - [`geo`]: control's `[geo]` table (GeoDNS and HTTP steering);
 //! - [`units`]: the typed values themselves ([`ByteSize`], durations) and their parsers;
 //! - [`ids`]: identifier newtypes ([`NodeId`], [`RegionId`]);
@@ -21,6 +22,7 @@ pub mod edge;
 mod error;
 pub mod geo;
 pub mod ids;
+pub mod node_control;
 pub mod raw;
 pub mod shield;
 pub mod shields;
@@ -34,7 +36,8 @@ pub use edge::{
 pub use error::{ConfigError, ConfigErrors};
 pub use geo::GeoConfig;
 pub use ids::{NodeId, RegionId};
-pub use shield::{OriginPoolConfig, ShieldConfig};
+pub use node_control::NodeControlConfig;
+pub use shield::{OriginPoolConfig, ShieldConfig, ShieldQuickStart};
 pub use shields::{ShieldSpec, ShieldsConfig};
 pub use units::{parse_duration, ByteSize};
 

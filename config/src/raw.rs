@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+pub use crate::node_control::RawNodeControl;
+
 /// A size as written: a string with a unit (`"256MiB"`) or a bare number of bytes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -20,6 +22,7 @@ pub struct RawEdgeFile {
     pub upstream: Option<RawUpstream>,
     pub admin: Option<RawAdmin>,
     pub shields: Option<RawShields>,
+    pub control: Option<RawNodeControl>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +101,7 @@ pub struct RawShieldFile {
     pub admin: Option<RawAdmin>,
     pub origin: Option<RawOriginPool>,
     pub resolver: Option<RawResolver>,
+    pub control: Option<RawNodeControl>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,7 +11,8 @@ use crate::edge::{
 };
 use crate::error::{Collector, ConfigErrors};
 use crate::ids::{NodeId, RegionId};
-use crate::raw::{RawOriginPool, RawResolver, RawServer, RawShieldFile, RawUpstream};
+use crate::node_control::{validate_node_control, NodeControlConfig, RawNodeControl};
+use crate::raw::{RawNode, RawOriginPool, RawResolver, RawServer, RawShieldFile, RawUpstream};
 
 /// Servers accepted in one origin pool.
 pub const MAX_ORIGIN_SERVERS: usize = 64;
@@ -30,6 +31,8 @@ pub struct ShieldConfig {
     pub origin: OriginPoolConfig,
     /// How host names in `origin.servers` are resolved; unused when every server is an IP.
     pub resolver: ResolverConfig,
+    /// The control plane this shield registers with; `None`: static configuration only.
+    pub control: Option<NodeControlConfig>,
 }
 
 /// The origin servers a shield fetches from, and how it judges and retries them.
@@ -98,20 +101,24 @@ impl ShieldConfig {
     }
 
     /// The configuration for a quick start without a file: defaults plus these values.
-    pub fn quick_start(
-        listen: &str,
-        admin_listen: &str,
-        origins: &[String],
-    ) -> Result<ShieldConfig, ConfigErrors> {
+    pub fn quick_start(start: &ShieldQuickStart<'_>) -> Result<ShieldConfig, ConfigErrors> {
         validate(RawShieldFile {
+            shield: Some(RawNode {
+                id: start.node_id.map(str::to_string),
+                region: start.region.map(str::to_string),
+            }),
             server: Some(RawServer {
-                listen: Some(listen.to_string()),
-                admin_listen: Some(admin_listen.to_string()),
+                listen: Some(start.listen.to_string()),
+                admin_listen: Some(start.admin_listen.to_string()),
                 ..RawServer::default()
             }),
             origin: Some(RawOriginPool {
-                servers: origins.to_vec(),
+                servers: start.origins.to_vec(),
                 ..RawOriginPool::default()
+            }),
+            control: start.control.map(|url| RawNodeControl {
+                url: Some(url.to_string()),
+                ..RawNodeControl::default()
             }),
             ..RawShieldFile::default()
         })
@@ -123,6 +130,21 @@ impl ShieldConfig {
         })?;
         ShieldConfig::from_toml(&text)
     }
+}
+
+/// The values `verge shield` takes on its command line instead of a file.
+#[derive(Debug, Clone, Default)]
+pub struct ShieldQuickStart<'a> {
+    pub listen: &'a str,
+    pub admin_listen: &'a str,
+    /// The origin pool's servers.
+    pub origins: &'a [String],
+    /// This node's id (`shield.id`); `None`: the default.
+    pub node_id: Option<&'a str>,
+    /// This node's region (`shield.region`); `None`: the default.
+    pub region: Option<&'a str>,
+    /// Base URL of control's node listener; `None`: no control plane.
+    pub control: Option<&'a str>,
 }
 
 fn validate(raw: RawShieldFile) -> Result<ShieldConfig, ConfigErrors> {
@@ -141,7 +163,8 @@ fn validate(raw: RawShieldFile) -> Result<ShieldConfig, ConfigErrors> {
     let admin = validate_admin(&mut c, raw.admin.unwrap_or_default());
     let origin = validate_pool(&mut c, raw.origin.unwrap_or_default());
     let resolver = validate_resolver(&mut c, raw.resolver.unwrap_or_default());
-    let value = match (id, region, server, cache, admin, origin, resolver) {
+    let control = validate_node_control(&mut c, raw.control);
+    let value = match (id, region, server, cache, admin, origin, resolver, control) {
         (
             Some(id),
             Some(region),
@@ -150,6 +173,7 @@ fn validate(raw: RawShieldFile) -> Result<ShieldConfig, ConfigErrors> {
             Some(admin),
             Some(origin),
             Some(resolver),
+            Some(control),
         ) => Some(ShieldConfig {
             id,
             region,
@@ -158,6 +182,7 @@ fn validate(raw: RawShieldFile) -> Result<ShieldConfig, ConfigErrors> {
             admin,
             origin,
             resolver,
+            control,
         }),
         _ => None,
     };
@@ -440,11 +465,35 @@ mod tests {
             "http://127.0.0.1:8000".to_string(),
             "http://127.0.0.1:8001".to_string(),
         ];
-        let cfg = ShieldConfig::quick_start("127.0.0.1:0", "127.0.0.1:0", &origins).unwrap();
+        let start = ShieldQuickStart {
+            listen: "127.0.0.1:0",
+            admin_listen: "127.0.0.1:0",
+            origins: &origins,
+            ..ShieldQuickStart::default()
+        };
+        let cfg = ShieldConfig::quick_start(&start).unwrap();
         assert_eq!(cfg.origin.servers.len(), 2);
-        assert!(ShieldConfig::quick_start("127.0.0.1:0", "127.0.0.1:0", &[])
+        assert_eq!(cfg.control, None);
+        let none = ShieldQuickStart {
+            origins: &[],
+            ..start.clone()
+        };
+        assert!(ShieldConfig::quick_start(&none)
             .unwrap_err()
             .mentions("origin.servers"));
+        let named = ShieldQuickStart {
+            node_id: Some("shield-eu-1"),
+            region: Some("eu"),
+            control: Some("http://127.0.0.1:7000"),
+            ..start
+        };
+        let cfg = ShieldConfig::quick_start(&named).unwrap();
+        assert_eq!(cfg.id.as_str(), "shield-eu-1");
+        assert_eq!(cfg.region.as_str(), "eu");
+        assert_eq!(
+            cfg.control.unwrap().url.to_string(),
+            "http://127.0.0.1:7000"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -9,17 +10,14 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use prometheus::{Encoder, Registry, TextEncoder};
-use serde::Deserialize;
 use verge_cache::store::PurgeTarget;
 use verge_cache::{CacheKey, CacheStore, Clock, Flights};
+use verge_config::wire::{absolute_url, PurgeSpec};
 
 use crate::body::ResponseBody;
 use crate::error::EdgeError;
 use crate::metrics::NodeMetrics;
 use crate::server::Handler;
-
-/// Targets accepted in one purge request, all lists together.
-const MAX_PURGE_TARGETS: usize = 100_000;
 
 pub struct AdminService {
     pub registry: Registry,
@@ -30,27 +28,6 @@ pub struct AdminService {
     /// Bearer token for purges; `None` disables them.
     pub token: Option<String>,
     pub max_body_bytes: usize,
-}
-
-/// `POST /v1/purge` body. Every list may be empty; at least one target must be given.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PurgeRequest {
-    /// Absolute URLs; every variant of each is purged.
-    #[serde(default)]
-    urls: Vec<String>,
-    /// Absolute URL prefixes, e.g. `http://example.com/images/`.
-    #[serde(default)]
-    prefixes: Vec<String>,
-    /// Surrogate keys, as sent by the origin in `Surrogate-Key` or `Cache-Tag`.
-    #[serde(default)]
-    tags: Vec<String>,
-    /// Everything.
-    #[serde(default)]
-    all: bool,
-    /// Mark stale (revalidate before use; stale-if-error still applies) instead of removing.
-    #[serde(default)]
-    soft: bool,
 }
 
 impl AdminService {
@@ -113,15 +90,11 @@ impl AdminService {
                 }
             })?
             .to_bytes();
-        let (targets, soft) =
-            parse_purge(&body).map_err(|message| Refusal::new(StatusCode::BAD_REQUEST, message))?;
-        let now = self.clock.now();
-        let purged = targets
-            .iter()
-            .map(|target| self.store.purge(target, soft, now))
-            .sum();
-        self.metrics.purged_urls.inc_by(purged as u64);
-        tracing::info!(purged, soft, targets = targets.len(), "purge applied");
+        let refuse = |message| Refusal::new(StatusCode::BAD_REQUEST, message);
+        let spec = parse_purge(&body).map_err(refuse)?;
+        let purged =
+            apply_purge(&self.store, &self.metrics, &spec, self.clock.now()).map_err(refuse)?;
+        tracing::info!(purged, soft = spec.soft, "purge applied");
         Ok(purged)
     }
 
@@ -206,58 +179,61 @@ impl Handler for AdminService {
     }
 }
 
-/// Parses and validates a purge body into targets, naming the first problem found.
-fn parse_purge(body: &Bytes) -> Result<(Vec<PurgeTarget>, bool), String> {
-    let request: PurgeRequest =
+/// Parses a `POST /v1/purge` body, naming the first problem found.
+fn parse_purge(body: &Bytes) -> Result<PurgeSpec, String> {
+    let spec: PurgeSpec =
         serde_json::from_slice(body).map_err(|e| format!("invalid purge body: {e}"))?;
-    let count = request.urls.len() + request.prefixes.len() + request.tags.len();
-    if count == 0 && !request.all {
-        return Err("empty purge: give urls, prefixes, tags or \"all\": true".to_string());
-    }
-    if count > MAX_PURGE_TARGETS {
-        return Err(format!(
-            "too many purge targets: {count} (at most {MAX_PURGE_TARGETS})"
-        ));
-    }
-    let mut targets = Vec::with_capacity(request.urls.len() + request.prefixes.len() + 2);
-    if request.all {
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Applies a purge to `store` as of `now` and counts it; returns how many URLs were purged.
+/// The admin API and the control plane's purge events both come through here, so a purge
+/// removes the same objects whichever way it arrives.
+pub fn apply_purge(
+    store: &CacheStore,
+    metrics: &NodeMetrics,
+    spec: &PurgeSpec,
+    now: SystemTime,
+) -> Result<usize, String> {
+    let targets = purge_targets(spec)?;
+    let purged = targets
+        .iter()
+        .map(|target| store.purge(target, spec.soft, now))
+        .sum();
+    metrics.purged_urls.inc_by(purged as u64);
+    Ok(purged)
+}
+
+/// The cache targets a purge names, after [`PurgeSpec::validate`]: URLs and prefixes are
+/// normalised like requests' cache keys.
+pub fn purge_targets(spec: &PurgeSpec) -> Result<Vec<PurgeTarget>, String> {
+    spec.validate()?;
+    let mut targets = Vec::with_capacity(spec.urls.len() + spec.prefixes.len() + 2);
+    if spec.all {
         targets.push(PurgeTarget::All);
     }
-    for url in &request.urls {
+    for url in &spec.urls {
         targets.push(PurgeTarget::Url(
             url_key(url).map_err(|e| format!("urls: {e}"))?,
         ));
     }
-    for prefix in &request.prefixes {
+    for prefix in &spec.prefixes {
         let key = url_key(prefix).map_err(|e| format!("prefixes: {e}"))?;
         targets.push(PurgeTarget::Prefix(key.as_str().to_string()));
     }
-    if !request.tags.is_empty() {
-        if let Some(bad) = request
-            .tags
-            .iter()
-            .find(|t| t.is_empty() || t.contains([' ', ',']))
-        {
-            return Err(format!(
-                "tags: {bad:?} is not a surrogate key (empty, or contains a space or comma)"
-            ));
-        }
-        targets.push(PurgeTarget::Tags(request.tags));
+    if !spec.tags.is_empty() {
+        targets.push(PurgeTarget::Tags(spec.tags.clone()));
     }
-    Ok((targets, request.soft))
+    Ok(targets)
 }
 
 /// The cache key of an absolute URL, normalised like a request's.
 fn url_key(url: &str) -> Result<CacheKey, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let uri = absolute_url(url)?;
     let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
         return Err(format!("{url:?} is not an absolute URL (http://host/path)"));
     };
-    if scheme != "http" && scheme != "https" {
-        return Err(format!("{url:?}: only http and https URLs are cached"));
-    }
     let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
     Ok(CacheKey::from_parts(scheme, authority.as_str(), path))
 }
@@ -318,7 +294,10 @@ mod tests {
 
     #[test]
     fn purge_bodies_are_validated() {
-        let parse = |s: &str| parse_purge(&Bytes::from(s.to_string()));
+        let parse = |s: &str| {
+            let spec = parse_purge(&Bytes::from(s.to_string()))?;
+            Ok::<_, String>((purge_targets(&spec)?, spec.soft))
+        };
         let (targets, soft) =
             parse(r#"{"urls":["http://Example.com:80/a?b"],"soft":true}"#).unwrap();
         assert!(soft);

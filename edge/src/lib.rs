@@ -7,6 +7,8 @@
 //! - [`shields`]: the edge's upstream over origin shields, with failover and ejection;
 //! - [`server`]: listeners, HTTP/1.1 + HTTP/2, connection limits, graceful shutdown;
 //! - [`admin`]: `/metrics`, `/healthz` and `POST /v1/purge` on a separate listener;
+//! - [`control`]: the node's link to the control plane — registration, heartbeats, and the
+//!   push stream of purges and routing tables;
 //! - [`metrics`]: the node's Prometheus metrics on a registry passed in;
 //! - [`headers`]: hop-by-hop handling, `Via`, `Cache-Status`;
 //! - [`body`]: the response body type; [`error`]: request-path errors and their statuses.
@@ -16,6 +18,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod control;
 pub mod error;
 mod fill;
 pub mod headers;
@@ -32,8 +35,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use verge_cache::{Clock, SystemClock};
+use verge_config::wire::NodeRole;
 use verge_config::EdgeConfig;
 
+pub use control::{ControlClient, NodeControl};
 pub use error::{EdgeError, Fault};
 pub use node::{Node, NodeSettings};
 pub use pipeline::{EdgePipeline, PipelineIdentity, PipelineLimits};
@@ -77,11 +82,18 @@ impl Node<EdgeUpstream> {
             admin: &config.admin,
             cache_name: "verge-edge",
             upstream_max_connections: config.upstream.max_connections,
+            control: config.control.as_ref().map(|control| NodeControl {
+                config: control,
+                role: NodeRole::Edge,
+                region: &config.region,
+            }),
         };
         Node::bind_with(settings, clock, |registry, metrics| {
             let in_use = metrics.upstream_connections_in_use.clone();
             let origin = OriginUpstream::new(&config.upstream, in_use.clone());
-            if config.shields.members.is_empty() {
+            // With a control plane, shields may arrive in a routing table: start on an empty
+            // ring (misses to the origin) rather than on a plain origin upstream.
+            if config.shields.members.is_empty() && config.control.is_none() {
                 return Ok(EdgeUpstream::Origin(origin));
             }
             let shield_metrics = ShieldMetrics::register(registry)?;

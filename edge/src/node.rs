@@ -12,6 +12,7 @@ use verge_cache::{CacheStore, Clock, Flights};
 use verge_config::{AdminConfig, CacheConfig, NodeId, ServerConfig};
 
 use crate::admin::AdminService;
+use crate::control::{ControlClient, NodeControl};
 use crate::metrics::NodeMetrics;
 use crate::pipeline::{EdgePipeline, PipelineIdentity, PipelineLimits};
 use crate::server::{self, ListenerLimits};
@@ -28,6 +29,8 @@ pub struct NodeSettings<'a> {
     pub cache_name: &'static str,
     /// The configured bound on upstream connections, for `verge_upstream_connections_max`.
     pub upstream_max_connections: usize,
+    /// The control plane to register with, and as what; `None`: static configuration only.
+    pub control: Option<NodeControl<'a>>,
 }
 
 /// A bound, ready-to-run cache node with upstream `U`.
@@ -40,6 +43,7 @@ pub struct Node<U> {
     pipeline: Arc<EdgePipeline<U>>,
     admin_service: Arc<AdminService>,
     metrics: NodeMetrics,
+    control: Option<ControlClient<U>>,
 }
 
 impl<U: Upstream> Node<U> {
@@ -94,6 +98,17 @@ impl<U: Upstream> Node<U> {
                 max_ranges: cache.max_ranges,
             },
         );
+        let control = match settings.control {
+            Some(control) => Some(ControlClient::new(
+                control,
+                settings.id,
+                data_addr,
+                admin_addr,
+                Arc::clone(&pipeline),
+                &registry,
+            )?),
+            None => None,
+        };
         let admin_service = Arc::new(AdminService {
             registry,
             metrics: metrics.clone(),
@@ -121,6 +136,7 @@ impl<U: Upstream> Node<U> {
             pipeline,
             admin_service,
             metrics,
+            control,
         })
     }
 
@@ -135,7 +151,8 @@ impl<U: Upstream> Node<U> {
     }
 
     /// Serves until `shutdown` completes, then drains: no new connections, in-flight requests
-    /// finish within `server.shutdown_grace`.
+    /// finish within `server.shutdown_grace`. With a control plane configured, the node also
+    /// follows it meanwhile; that stops at once on shutdown.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let admin_limits = ListenerLimits {
@@ -149,6 +166,9 @@ impl<U: Upstream> Node<U> {
             stop_rx.clone(),
             Some(self.metrics),
         ));
+        let control = self
+            .control
+            .map(|client| tokio::spawn(client.run(stop_rx.clone())));
         let admin = tokio::spawn(server::serve(
             self.admin,
             self.admin_service,
@@ -159,6 +179,9 @@ impl<U: Upstream> Node<U> {
         shutdown.await;
         tracing::info!("shutting down: draining connections");
         let _ = stop_tx.send(true);
+        if let Some(control) = control {
+            let _ = control.await;
+        }
         let _ = data.await;
         let _ = admin.await;
     }

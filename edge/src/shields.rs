@@ -24,7 +24,8 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use verge_cache::CacheKey;
-use verge_config::{ShieldSpec, ShieldsConfig, UpstreamConfig};
+use verge_config::wire::{RoutingTable, UpstreamHealth};
+use verge_config::{OriginUrl, ShieldSpec, ShieldsConfig, UpstreamConfig};
 
 use crate::error::EdgeError;
 use crate::ring::{RingMember, ShieldRing};
@@ -239,7 +240,7 @@ impl ShieldUpstream {
         Ok(())
     }
 
-    /// The ids of the shields in the ring now, in configuration order.
+    /// The ids of the shields in the ring now, in configuration order (or table order).
     pub fn member_ids(&self) -> Vec<String> {
         self.set
             .load()
@@ -326,6 +327,24 @@ impl Shield {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The members a routing table gives an edge: its healthy shields, each reached at its data
+/// URL. One unusable entry refuses the whole table, so a half-read table never replaces a
+/// good one.
+pub fn shield_specs(table: &RoutingTable) -> Result<Vec<ShieldSpec>, String> {
+    table
+        .healthy_shields()
+        .map(|entry| {
+            let url = OriginUrl::parse(&entry.data_url)
+                .map_err(|e| format!("shield {}: data_url: {e}", entry.id))?;
+            Ok(ShieldSpec {
+                id: entry.id.clone(),
+                url,
+                weight: entry.weight,
+            })
+        })
+        .collect()
 }
 
 /// Statuses that count as a shield failing (and are worth asking another shield).
@@ -443,6 +462,25 @@ impl Upstream for ShieldUpstream {
     fn name(&self) -> &str {
         &self.name
     }
+
+    /// The table's healthy shields become the member list; on error the ring stays as it was.
+    fn apply_routing(&self, table: &RoutingTable) -> Result<(), String> {
+        let members = shield_specs(table)?;
+        self.set_members(&members).map_err(|e| e.to_string())
+    }
+
+    /// Each shield of the ring, up unless ejected.
+    fn health(&self) -> Vec<UpstreamHealth> {
+        self.set
+            .load()
+            .shields
+            .iter()
+            .map(|shield| UpstreamHealth {
+                id: shield.id.clone(),
+                up: shield.health().ejected_until.is_none(),
+            })
+            .collect()
+    }
 }
 
 /// The edge's upstream: the origin directly, or origin shields.
@@ -473,6 +511,20 @@ impl Upstream for EdgeUpstream {
         match self {
             EdgeUpstream::Origin(origin) => origin.name(),
             EdgeUpstream::Shields(shields) => shields.name(),
+        }
+    }
+
+    fn apply_routing(&self, table: &RoutingTable) -> Result<(), String> {
+        match self {
+            EdgeUpstream::Origin(origin) => origin.apply_routing(table),
+            EdgeUpstream::Shields(shields) => shields.apply_routing(table),
+        }
+    }
+
+    fn health(&self) -> Vec<UpstreamHealth> {
+        match self {
+            EdgeUpstream::Origin(origin) => origin.health(),
+            EdgeUpstream::Shields(shields) => shields.health(),
         }
     }
 }

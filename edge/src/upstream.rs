@@ -18,6 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use verge_config::wire::{RoutingTable, UpstreamHealth};
 use verge_config::{OriginUrl, UpstreamConfig};
 
 use crate::error::EdgeError;
@@ -87,6 +88,17 @@ pub trait Upstream: Send + Sync + 'static {
 
     /// Names the upstream in errors and logs.
     fn name(&self) -> &str;
+
+    /// Takes in a routing table pushed by the control plane. On error the upstream keeps
+    /// routing as before. Upstreams a table says nothing about ignore it.
+    fn apply_routing(&self, _table: &RoutingTable) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The servers this upstream sends traffic to and whether each is up now, for heartbeats.
+    fn health(&self) -> Vec<UpstreamHealth> {
+        Vec::new()
+    }
 }
 
 /// A single origin server reached over a pooled HTTP/1.1 client.
@@ -246,5 +258,13 @@ impl<T: Upstream> Upstream for Arc<T> {
 
     fn name(&self) -> &str {
         T::name(self)
+    }
+
+    fn apply_routing(&self, table: &RoutingTable) -> Result<(), String> {
+        T::apply_routing(self, table)
+    }
+
+    fn health(&self) -> Vec<UpstreamHealth> {
+        T::health(self)
     }
 }

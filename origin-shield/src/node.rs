@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use verge_cache::{Clock, SystemClock};
+use verge_config::wire::NodeRole;
 use verge_config::ShieldConfig;
-use verge_edge::{Node, NodeSettings, StartError};
+use verge_edge::{Node, NodeControl, NodeSettings, StartError};
 
 use crate::pool::{HealthChecks, OriginPool, PoolError};
 
@@ -36,6 +37,11 @@ impl ShieldNode {
             admin: &config.admin,
             cache_name: "verge-shield",
             upstream_max_connections: config.origin.upstream.max_connections,
+            control: config.control.as_ref().map(|control| NodeControl {
+                config: control,
+                role: NodeRole::Shield,
+                region: &config.region,
+            }),
         };
         let mut pool = None;
         let node = Node::bind_with(settings, clock, |registry, metrics| {

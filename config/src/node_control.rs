@@ -1,0 +1,186 @@
+//! The `[control]` table of an edge or shield: where the control plane's node listener is, and
+//! how the node keeps in touch with it. Without the table a node runs on its static
+//! configuration alone.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::edge::{count, duration, OriginUrl};
+use crate::error::Collector;
+
+/// How a node registers with control, heartbeats, and holds the push stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeControlConfig {
+    /// Base URL of control's node listener (`/v1/register`, `/v1/heartbeat`, `/v1/events`).
+    pub url: OriginUrl,
+    /// This node's share of traffic relative to its peers (1..=10), announced at registration.
+    pub weight: u32,
+    /// How often the node reports its applied purge sequence, table version and health; the
+    /// push stream counts as dead after 3 × this + 5 s without a byte.
+    pub heartbeat_interval: Duration,
+    /// First delay before registering or reconnecting again after a failure...
+    pub reconnect_min: Duration,
+    /// ...doubling (with jitter) up to this.
+    pub reconnect_max: Duration,
+}
+
+/// The `[control]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNodeControl {
+    pub url: Option<String>,
+    pub weight: Option<u64>,
+    pub heartbeat_interval: Option<String>,
+    pub reconnect_min: Option<String>,
+    pub reconnect_max: Option<String>,
+}
+
+pub mod defaults {
+    pub const WEIGHT: u64 = 1;
+    pub const HEARTBEAT_INTERVAL: &str = "1s";
+    pub const RECONNECT_MIN: &str = "100ms";
+    pub const RECONNECT_MAX: &str = "5s";
+}
+
+/// Longest heartbeat interval or reconnect delay accepted: beyond it control would take the
+/// node for dead, or a node would sit out of touch for too long.
+const MAX_INTERVAL: Duration = Duration::from_secs(600);
+
+pub(crate) fn validate_node_control(
+    c: &mut Collector,
+    raw: Option<RawNodeControl>,
+) -> Option<Option<NodeControlConfig>> {
+    let Some(raw) = raw else {
+        return Some(None);
+    };
+    use defaults::*;
+    let url = match raw.url.as_deref() {
+        Some(text) => c.take("control.url", OriginUrl::parse(text)),
+        None => {
+            c.push(
+                "control.url",
+                "missing: the base URL of control's node listener, e.g. \"http://127.0.0.1:7000\"",
+            );
+            None
+        }
+    };
+    let weight = count(c, "control.weight", raw.weight, WEIGHT, (1, 10));
+    let ms = Duration::from_millis(1);
+    let mut timing = |path: &str, value: Option<String>, default: &str, min: Duration| {
+        let d = duration(c, path, value.as_deref(), default, min)?;
+        if d > MAX_INTERVAL {
+            c.push(path, format!("must be at most {}s", MAX_INTERVAL.as_secs()));
+            return None;
+        }
+        Some(d)
+    };
+    let heartbeat_interval = timing(
+        "control.heartbeat_interval",
+        raw.heartbeat_interval,
+        HEARTBEAT_INTERVAL,
+        10 * ms,
+    );
+    let reconnect_min = timing(
+        "control.reconnect_min",
+        raw.reconnect_min,
+        RECONNECT_MIN,
+        ms,
+    );
+    let reconnect_max = timing(
+        "control.reconnect_max",
+        raw.reconnect_max,
+        RECONNECT_MAX,
+        ms,
+    );
+    let (reconnect_min, reconnect_max) = (reconnect_min?, reconnect_max?);
+    if reconnect_max < reconnect_min {
+        c.push(
+            "control.reconnect_max",
+            "must not be shorter than control.reconnect_min",
+        );
+        return None;
+    }
+    Some(Some(NodeControlConfig {
+        url: url?,
+        weight: u32::try_from(weight?).ok()?,
+        heartbeat_interval: heartbeat_interval?,
+        reconnect_min,
+        reconnect_max,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{EdgeConfig, ShieldConfig};
+
+    const EDGE: &str = "[upstream]\norigin = \"http://127.0.0.1:8000\"\n";
+    const SHIELD: &str = "[origin]\nservers = [\"http://127.0.0.1:8000\"]\n";
+
+    #[test]
+    fn no_control_by_default() {
+        assert_eq!(EdgeConfig::from_toml(EDGE).unwrap().control, None);
+        assert_eq!(ShieldConfig::from_toml(SHIELD).unwrap().control, None);
+    }
+
+    #[test]
+    fn control_gets_defaults_beside_its_url() {
+        let text = format!("{EDGE}[control]\nurl = \"http://127.0.0.1:7000\"\n");
+        let control = EdgeConfig::from_toml(&text).unwrap().control.unwrap();
+        assert_eq!(control.url.to_string(), "http://127.0.0.1:7000");
+        assert_eq!(control.weight, 1);
+        assert_eq!(control.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(control.reconnect_min, Duration::from_millis(100));
+        assert_eq!(control.reconnect_max, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_shield_takes_the_same_control_table() {
+        let text = format!(
+            "{SHIELD}[control]\nurl = \"http://10.0.0.1:7000\"\nweight = 3\n\
+             heartbeat_interval = \"500ms\"\nreconnect_min = \"50ms\"\nreconnect_max = \"2s\"\n"
+        );
+        let control = ShieldConfig::from_toml(&text).unwrap().control.unwrap();
+        assert_eq!(control.weight, 3);
+        assert_eq!(control.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(control.reconnect_min, Duration::from_millis(50));
+        assert_eq!(control.reconnect_max, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn every_bad_control_field_is_named() {
+        let text = format!(
+            "{EDGE}[control]\nurl = \"http://127.0.0.1:7000/v1\"\nweight = 11\n\
+             heartbeat_interval = \"1ms\"\nreconnect_min = \"soon\"\nreconnect_max = \"1h\"\n"
+        );
+        let errs = EdgeConfig::from_toml(&text).unwrap_err();
+        for path in [
+            "control.url",
+            "control.weight",
+            "control.heartbeat_interval",
+            "control.reconnect_min",
+            "control.reconnect_max",
+        ] {
+            assert!(errs.mentions(path), "{path} not reported in:\n{errs}");
+        }
+    }
+
+    #[test]
+    fn a_control_table_needs_a_url_and_ordered_delays() {
+        let errs = EdgeConfig::from_toml(&format!("{EDGE}[control]\nweight = 2\n")).unwrap_err();
+        assert!(errs.mentions("control.url"), "{errs}");
+        let text = format!(
+            "{SHIELD}[control]\nurl = \"http://127.0.0.1:7000\"\n\
+             reconnect_min = \"2s\"\nreconnect_max = \"1s\"\n"
+        );
+        let errs = ShieldConfig::from_toml(&text).unwrap_err();
+        assert!(errs.mentions("control.reconnect_max"), "{errs}");
+        let unknown = format!("{EDGE}[control]\nurl = \"http://127.0.0.1:7000\"\ntoken = \"x\"\n");
+        assert!(EdgeConfig::from_toml(&unknown)
+            .unwrap_err()
+            .to_string()
+            .contains("token"));
+    }
+}

@@ -1,0 +1,657 @@
+//! The node's side of the control plane: register, heartbeat, and follow the push stream.
+//!
+//! [`ControlClient::run`] is one loop: register (`POST /v1/register`), then hold
+//! `GET /v1/events?node=ID&since=SEQ` and apply its newline-delimited [`Event`]s in order until
+//! the stream ends, then wait a backoff and go round again. Beside it, one task posts a
+//! heartbeat every interval and another acknowledges each newly applied purge sequence number.
+//!
+//! - `purge`: applied exactly as the admin API applies one ([`crate::admin::apply_purge`]), in
+//!   sequence: a number already applied is skipped, a jump means events were lost and the
+//!   stream is reopened from the last applied one;
+//! - `routing`: handed to the upstream ([`Upstream::apply_routing`]); a table it refuses leaves
+//!   the last good one in force;
+//! - `resync`: the whole cache is dropped before the node carries on from the given number;
+//! - `keepalive`: proves the stream alive; 3 × the heartbeat interval + 5 s without a byte and
+//!   the stream counts as dead.
+//!
+//! The first stream after start is opened without `since`: control starts it at the head, which
+//! its first routing table names. Later streams resume with `since` = the last applied purge.
+//!
+//! Losing control never stops the data plane: the node keeps serving with its last table and
+//! reconnects with exponential backoff and jitter, resuming from its last applied purge.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use serde::Serialize;
+use tokio::sync::watch;
+use verge_config::wire::{
+    Ack, Event, Heartbeat, NodeRole, PurgeSpec, Registered, Registration, MAX_EVENT_LINE_BYTES,
+};
+use verge_config::{NodeControlConfig, NodeId, RegionId};
+
+mod backoff;
+mod framing;
+
+use backoff::{jitter_seed, Backoff};
+use framing::{LineFramer, LineTooLong};
+
+use crate::admin::apply_purge;
+use crate::pipeline::EdgePipeline;
+use crate::upstream::Upstream;
+
+/// Bound on each register, heartbeat and ack call, and on the push stream's response head.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bound on opening a TCP connection to control.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Largest answer read from control's register, heartbeat and ack endpoints.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// How a node takes part in the control plane: the `[control]` table and what it registers as.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeControl<'a> {
+    pub config: &'a NodeControlConfig,
+    pub role: NodeRole,
+    pub region: &'a RegionId,
+}
+
+/// The control plane as the node sees it, on the node's registry.
+#[derive(Clone)]
+pub struct ControlMetrics {
+    connected: IntGauge,
+    reconnects: IntCounter,
+    events: IntCounterVec,
+    applied_seq: IntGauge,
+    head_seq: IntGauge,
+    lag: IntGauge,
+    table_version: IntGauge,
+}
+
+impl ControlMetrics {
+    pub fn register(registry: &Registry) -> Result<ControlMetrics, prometheus::Error> {
+        let m = ControlMetrics {
+            connected: IntGauge::new(
+                "verge_control_connected",
+                "Whether the push stream from control is open (1) or not (0)",
+            )?,
+            reconnects: IntCounter::new(
+                "verge_control_reconnects_total",
+                "Times the node lost (or could not reach) control and tried again",
+            )?,
+            events: IntCounterVec::new(
+                Opts::new(
+                    "verge_control_events_total",
+                    "Lines received on the push stream, by event type (invalid: not an event)",
+                ),
+                &["type"],
+            )?,
+            applied_seq: IntGauge::new(
+                "verge_control_applied_seq",
+                "Highest purge sequence number applied (every lower one is applied too)",
+            )?,
+            head_seq: IntGauge::new(
+                "verge_control_head_seq",
+                "Highest purge sequence number control has announced",
+            )?,
+            lag: IntGauge::new(
+                "verge_control_lag",
+                "Purges announced by control and not yet applied here (head - applied)",
+            )?,
+            table_version: IntGauge::new(
+                "verge_routing_table_version",
+                "Version of the routing table in use (0: none yet)",
+            )?,
+        };
+        registry.register(Box::new(m.connected.clone()))?;
+        registry.register(Box::new(m.reconnects.clone()))?;
+        registry.register(Box::new(m.events.clone()))?;
+        registry.register(Box::new(m.applied_seq.clone()))?;
+        registry.register(Box::new(m.head_seq.clone()))?;
+        registry.register(Box::new(m.lag.clone()))?;
+        registry.register(Box::new(m.table_version.clone()))?;
+        Ok(m)
+    }
+}
+
+/// The label of an event in `verge_control_events_total`.
+fn event_type(event: &Event) -> &'static str {
+    match event {
+        Event::Purge { .. } => "purge",
+        Event::Routing { .. } => "routing",
+        Event::Resync { .. } => "resync",
+        Event::Keepalive { .. } => "keepalive",
+    }
+}
+
+/// Where a purge stands against the highest sequence number applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PurgeOrder {
+    /// The next one: apply it.
+    Next,
+    /// Applied already (a replay after reconnecting): skip it.
+    Duplicate,
+    /// Purges between were lost: reopen the stream from the last applied one.
+    Gap,
+}
+
+pub(crate) fn purge_order(applied: u64, seq: u64) -> PurgeOrder {
+    if seq <= applied {
+        PurgeOrder::Duplicate
+    } else if seq == applied + 1 {
+        PurgeOrder::Next
+    } else {
+        PurgeOrder::Gap
+    }
+}
+
+/// How long the push stream may stay silent before it counts as dead.
+pub(crate) fn silence_limit(heartbeat_interval: Duration) -> Duration {
+    heartbeat_interval.saturating_mul(3) + Duration::from_secs(5)
+}
+
+/// Why the push stream ended (or never started).
+#[derive(Debug)]
+enum StreamEnd {
+    /// The node is shutting down.
+    Shutdown,
+    /// Control could not be reached or answered with an error.
+    Unreachable(String),
+    /// The stream closed, broke, or went silent.
+    Lost(String),
+    /// A purge arrived past the next expected one.
+    Gap { applied: u64, seq: u64 },
+    /// A line that is not an event.
+    Garbage(String),
+}
+
+/// A cache node's link to the control plane. Built by the node runtime when `[control]` is
+/// configured; [`ControlClient::run`] lives as long as the node serves.
+pub struct ControlClient<U> {
+    shared: Arc<Shared<U>>,
+}
+
+struct Shared<U> {
+    pipeline: Arc<EdgePipeline<U>>,
+    http: Client<HttpConnector, Full<Bytes>>,
+    /// `http://host:port` of control's node listener.
+    base: String,
+    registration: Registration,
+    config: NodeControlConfig,
+    metrics: ControlMetrics,
+    /// Highest purge sequence number applied; the ack task watches it.
+    applied: watch::Sender<u64>,
+    head: AtomicU64,
+    table_version: AtomicU64,
+    /// Heartbeats start once control has accepted a registration.
+    registered: AtomicBool,
+    /// Heartbeat period: the configured one, or control's if it asks for more often.
+    heartbeat_every: watch::Sender<Duration>,
+}
+
+impl<U: Upstream> ControlClient<U> {
+    /// A client that will register this node (its listeners at `data_addr` and `admin_addr`)
+    /// and act on `pipeline`'s store and upstream. Its metrics go on `registry`.
+    pub fn new(
+        control: NodeControl<'_>,
+        id: &NodeId,
+        data_addr: SocketAddr,
+        admin_addr: SocketAddr,
+        pipeline: Arc<EdgePipeline<U>>,
+        registry: &Registry,
+    ) -> Result<ControlClient<U>, prometheus::Error> {
+        let metrics = ControlMetrics::register(registry)?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        let config = control.config.clone();
+        Ok(ControlClient {
+            shared: Arc::new(Shared {
+                pipeline,
+                http,
+                base: config.url.to_string(),
+                registration: Registration {
+                    id: id.clone(),
+                    role: control.role,
+                    region: control.region.clone(),
+                    data_url: format!("http://{data_addr}"),
+                    admin_url: format!("http://{admin_addr}"),
+                    weight: config.weight,
+                },
+                metrics,
+                applied: watch::Sender::new(0),
+                head: AtomicU64::new(0),
+                table_version: AtomicU64::new(0),
+                registered: AtomicBool::new(false),
+                heartbeat_every: watch::Sender::new(config.heartbeat_interval),
+                config,
+            }),
+        })
+    }
+
+    /// Registers, follows the push stream and heartbeats until `stop` turns true; every task
+    /// it started has ended when it returns.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let shared = self.shared;
+        let heartbeats = tokio::spawn(Arc::clone(&shared).heartbeats(stop.clone()));
+        let acks = tokio::spawn(Arc::clone(&shared).acks(stop.clone()));
+        let mut backoff = Backoff::new(
+            shared.config.reconnect_min,
+            shared.config.reconnect_max,
+            jitter_seed(&shared.registration.id),
+        );
+        // `None` until a stream has told where it starts: a node that just started has
+        // nothing to catch up on and starts at the head.
+        let mut since = None;
+        loop {
+            let end = match or_stop(&mut stop, shared.register()).await {
+                None => StreamEnd::Shutdown,
+                Some(Err(reason)) => StreamEnd::Unreachable(reason),
+                Some(Ok(registered)) => {
+                    shared.saw_head(registered.head);
+                    shared.update_metrics();
+                    shared.follow(&mut since, &mut stop, &mut backoff).await
+                }
+            };
+            shared.metrics.connected.set(0);
+            match &end {
+                StreamEnd::Shutdown => break,
+                StreamEnd::Unreachable(reason) | StreamEnd::Lost(reason) => {
+                    tracing::warn!(control = %shared.base, %reason, "control unreachable; serving with the last routing table");
+                }
+                StreamEnd::Gap { applied, seq } => {
+                    tracing::warn!(
+                        applied,
+                        seq,
+                        "purges missing from the push stream; resuming from the last applied"
+                    );
+                }
+                StreamEnd::Garbage(reason) => {
+                    tracing::warn!(control = %shared.base, %reason, "invalid line on the push stream; reconnecting");
+                }
+            }
+            shared.metrics.reconnects.inc();
+            let delay = backoff.next();
+            if or_stop(&mut stop, tokio::time::sleep(delay))
+                .await
+                .is_none()
+            {
+                break;
+            }
+        }
+        let _ = heartbeats.await;
+        let _ = acks.await;
+    }
+}
+
+impl<U: Upstream> Shared<U> {
+    fn uri(&self, path_and_query: &str) -> Result<Uri, String> {
+        format!("{}{path_and_query}", self.base)
+            .parse()
+            .map_err(|e| format!("bad control URL: {e}"))
+    }
+
+    /// POSTs `body` as JSON and returns the answer's body, bounded in time and size.
+    async fn post(&self, path: &str, body: &impl Serialize) -> Result<Bytes, String> {
+        let json = serde_json::to_vec(body).map_err(|e| format!("cannot encode: {e}"))?;
+        let mut request = Request::new(Full::new(Bytes::from(json)));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.uri(path)?;
+        request
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| format!("POST {path}: {}", root_cause(&e)))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("POST {path}: reading the answer: {e}"))?
+                .to_bytes();
+            if !status.is_success() {
+                let text = String::from_utf8_lossy(&body);
+                return Err(format!("POST {path}: {status}: {}", text.trim()));
+            }
+            Ok(body)
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| format!("POST {path}: no answer within {REQUEST_TIMEOUT:?}"))?
+    }
+
+    async fn register(&self) -> Result<Registered, String> {
+        let body = self.post("/v1/register", &self.registration).await?;
+        let registered: Registered = serde_json::from_slice(&body)
+            .map_err(|e| format!("POST /v1/register: invalid answer: {e}"))?;
+        self.registered.store(true, Ordering::Relaxed);
+        if registered.heartbeat_interval_ms > 0 {
+            let asked = Duration::from_millis(registered.heartbeat_interval_ms);
+            let every = self.config.heartbeat_interval.min(asked);
+            self.heartbeat_every.send_if_modified(|current| {
+                let changed = *current != every;
+                *current = every;
+                changed
+            });
+        }
+        tracing::info!(control = %self.base, head = registered.head, "registered with control");
+        Ok(registered)
+    }
+
+    /// Opens the push stream and applies its events until it ends. `since` becomes the
+    /// resume point once a stream has said where it starts.
+    async fn follow(
+        &self,
+        since: &mut Option<u64>,
+        stop: &mut watch::Receiver<bool>,
+        backoff: &mut Backoff,
+    ) -> StreamEnd {
+        let id = self.registration.id.as_str();
+        let query = match since {
+            Some(seq) => format!("/v1/events?node={id}&since={seq}"),
+            None => format!("/v1/events?node={id}"),
+        };
+        let uri = match self.uri(&query) {
+            Ok(uri) => uri,
+            Err(reason) => return StreamEnd::Unreachable(reason),
+        };
+        let mut request = Request::new(Full::new(Bytes::new()));
+        *request.uri_mut() = uri;
+        let opened = or_stop(
+            stop,
+            tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request)),
+        )
+        .await;
+        let response: Response<Incoming> = match opened {
+            None => return StreamEnd::Shutdown,
+            Some(Err(_)) => {
+                return StreamEnd::Unreachable(format!(
+                    "GET /v1/events: no answer within {REQUEST_TIMEOUT:?}"
+                ))
+            }
+            Some(Ok(Err(e))) => {
+                return StreamEnd::Unreachable(format!("GET /v1/events: {}", root_cause(&e)))
+            }
+            Some(Ok(Ok(response))) => response,
+        };
+        if response.status() != StatusCode::OK {
+            return StreamEnd::Unreachable(format!("GET /v1/events: {}", response.status()));
+        }
+        self.metrics.connected.set(1);
+        tracing::info!(control = %self.base, since = ?since, "following control's push stream");
+        // A stream opened without `since` starts at the head, which its first routing table
+        // (or purge) names; until then there is no point to resume from.
+        let mut at_head = since.is_none();
+        let end = self
+            .read_events(response.into_body(), &mut at_head, stop, backoff)
+            .await;
+        if !at_head {
+            *since = Some(*self.applied.borrow());
+        }
+        end
+    }
+
+    async fn read_events(
+        &self,
+        mut body: Incoming,
+        at_head: &mut bool,
+        stop: &mut watch::Receiver<bool>,
+        backoff: &mut Backoff,
+    ) -> StreamEnd {
+        let silence = silence_limit(self.config.heartbeat_interval);
+        let mut framer = LineFramer::new(MAX_EVENT_LINE_BYTES);
+        loop {
+            let frame = match or_stop(stop, tokio::time::timeout(silence, body.frame())).await {
+                None => return StreamEnd::Shutdown,
+                Some(Err(_)) => {
+                    return StreamEnd::Lost(format!("push stream silent for {silence:?}"))
+                }
+                Some(Ok(None)) => return StreamEnd::Lost("push stream closed".to_string()),
+                Some(Ok(Some(Err(e)))) => return StreamEnd::Lost(format!("push stream: {e}")),
+                Some(Ok(Some(Ok(frame)))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            framer.push(&data);
+            loop {
+                let line = match framer.next_line() {
+                    Ok(Some(line)) => line,
+                    Ok(None) => break,
+                    Err(LineTooLong) => {
+                        self.metrics.events.with_label_values(&["invalid"]).inc();
+                        return StreamEnd::Garbage(format!(
+                            "a line longer than {MAX_EVENT_LINE_BYTES} bytes"
+                        ));
+                    }
+                };
+                let handled = self.handle_line(&line, at_head);
+                self.update_metrics();
+                if let Err(end) = handled {
+                    return end;
+                }
+                backoff.reset();
+            }
+        }
+    }
+
+    /// Applies one line of the push stream. `at_head`: the stream was opened without `since`
+    /// and has not yet said where it starts.
+    fn handle_line(&self, line: &[u8], at_head: &mut bool) -> Result<(), StreamEnd> {
+        let event: Event = serde_json::from_slice(line).map_err(|e| {
+            self.metrics.events.with_label_values(&["invalid"]).inc();
+            let shown = String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned();
+            StreamEnd::Garbage(format!("{e}: {shown:?}"))
+        })?;
+        self.metrics
+            .events
+            .with_label_values(&[event_type(&event)])
+            .inc();
+        match event {
+            Event::Purge { seq, spec } => {
+                self.saw_head(seq);
+                let applied = *self.applied.borrow();
+                let order = match std::mem::take(at_head) {
+                    true if seq > applied => PurgeOrder::Next,
+                    _ => purge_order(applied, seq),
+                };
+                match order {
+                    PurgeOrder::Duplicate => {
+                        tracing::debug!(seq, applied, "purge already applied; skipped");
+                    }
+                    PurgeOrder::Gap => return Err(StreamEnd::Gap { applied, seq }),
+                    PurgeOrder::Next => {
+                        self.purge(seq, &spec);
+                        self.applied.send_replace(seq);
+                    }
+                }
+            }
+            Event::Routing { seq, table } => {
+                self.saw_head(seq);
+                if std::mem::take(at_head) {
+                    // A node that has just started takes purges up to the head as done: they
+                    // came before the objects it has had time to cache.
+                    self.applied.send_if_modified(|applied| {
+                        let before = *applied;
+                        *applied = before.max(seq);
+                        *applied != before
+                    });
+                }
+                let version = table.version;
+                if version != self.table_version.load(Ordering::Relaxed) {
+                    match self.pipeline.upstream.apply_routing(&table) {
+                        Ok(()) => {
+                            self.table_version.store(version, Ordering::Relaxed);
+                            tracing::info!(
+                                version,
+                                shields = table.healthy_shields().count(),
+                                "routing table applied"
+                            );
+                        }
+                        Err(reason) => {
+                            tracing::warn!(version, %reason, "routing table refused; keeping the last good one");
+                        }
+                    }
+                }
+            }
+            Event::Resync { seq, reason } => {
+                *at_head = false;
+                tracing::warn!(seq, %reason, "control asked for a resync: dropping the whole cache");
+                self.purge_everything(false);
+                // The log restarts here: what came before no longer counts as the head.
+                self.head.store(seq, Ordering::Relaxed);
+                self.applied.send_replace(seq);
+            }
+            Event::Keepalive { seq } => self.saw_head(seq),
+        }
+        Ok(())
+    }
+
+    /// Applies purge `seq`. One that cannot be read (newer control, corrupt log) purges
+    /// everything instead: the node cannot prove what it holds is still fresh.
+    fn purge(&self, seq: u64, spec: &PurgeSpec) {
+        let pipeline = &self.pipeline;
+        let now = pipeline.clock.now();
+        match apply_purge(&pipeline.store, &pipeline.metrics, spec, now) {
+            Ok(purged) => tracing::info!(seq, purged, soft = spec.soft, "purge applied"),
+            Err(reason) => {
+                tracing::error!(seq, %reason, "unreadable purge from control; purging everything");
+                self.purge_everything(spec.soft);
+            }
+        }
+    }
+
+    fn purge_everything(&self, soft: bool) {
+        let pipeline = &self.pipeline;
+        let everything = PurgeSpec {
+            all: true,
+            soft,
+            ..PurgeSpec::default()
+        };
+        let now = pipeline.clock.now();
+        if let Err(reason) = apply_purge(&pipeline.store, &pipeline.metrics, &everything, now) {
+            // A purge of everything always validates; nothing else to do if it ever does not.
+            tracing::error!(%reason, "cannot purge everything");
+        }
+    }
+
+    fn saw_head(&self, seq: u64) {
+        self.head.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    fn update_metrics(&self) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let applied = *self.applied.borrow();
+        let head = self.head.load(Ordering::Relaxed);
+        self.metrics.applied_seq.set(gauge(applied));
+        self.metrics.head_seq.set(gauge(head));
+        self.metrics.lag.set(gauge(head.saturating_sub(applied)));
+        self.metrics
+            .table_version
+            .set(gauge(self.table_version.load(Ordering::Relaxed)));
+    }
+
+    /// Posts a heartbeat every interval once registered. A missed one is only logged: the
+    /// push stream is what notices that control went away.
+    async fn heartbeats(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut every = self.heartbeat_every.subscribe();
+        let mut failing = false;
+        loop {
+            let period = *every.borrow_and_update();
+            tokio::select! {
+                () = stopped(&mut stop) => return,
+                _ = every.changed() => continue,
+                () = tokio::time::sleep(period) => {}
+            }
+            if !self.registered.load(Ordering::Relaxed) {
+                continue;
+            }
+            let heartbeat = Heartbeat {
+                id: self.registration.id.clone(),
+                applied_seq: *self.applied.borrow(),
+                table_version: self.table_version.load(Ordering::Relaxed),
+                in_flight: 0,
+                upstreams: self.pipeline.upstream.health(),
+            };
+            match or_stop(&mut stop, self.post("/v1/heartbeat", &heartbeat)).await {
+                None => return,
+                Some(Ok(_)) => failing = false,
+                Some(Err(reason)) if !failing => {
+                    failing = true;
+                    tracing::debug!(%reason, "heartbeat not delivered");
+                }
+                Some(Err(_)) => {}
+            }
+        }
+    }
+
+    /// Acknowledges each newly applied purge sequence number as soon as it changes; a burst
+    /// is acknowledged by its last number.
+    async fn acks(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut applied = self.applied.subscribe();
+        loop {
+            tokio::select! {
+                () = stopped(&mut stop) => return,
+                changed = applied.changed() => if changed.is_err() { return },
+            }
+            let ack = Ack {
+                id: self.registration.id.clone(),
+                applied_seq: *applied.borrow_and_update(),
+            };
+            match or_stop(&mut stop, self.post("/v1/ack", &ack)).await {
+                None => return,
+                Some(Ok(_)) => {}
+                // The next heartbeat carries the same number.
+                Some(Err(reason)) => {
+                    tracing::debug!(seq = ack.applied_seq, %reason, "ack not delivered")
+                }
+            }
+        }
+    }
+}
+
+/// Completes once the stop flag is raised (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Runs `future` unless the node stops first (`None`).
+async fn or_stop<F: std::future::Future>(
+    stop: &mut watch::Receiver<bool>,
+    future: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        () = stopped(stop) => None,
+        output = future => Some(output),
+    }
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+#[cfg(test)]
+mod tests;
