@@ -12,10 +12,11 @@
 //! Every network wait here is bounded by [`IO_TIMEOUT`]; conditions are awaited with
 //! [`wait_until`], never with a fixed sleep.
 
-// Each test file uses a different part of this module.
-#![allow(dead_code, unused_imports)]
+// Each test file uses a different part of this module; test support panics on failure by design.
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 pub mod client;
+pub mod control;
 pub mod edge;
 pub mod fake_origin;
 pub mod metrics;
