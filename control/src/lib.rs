@@ -9,9 +9,11 @@
 //! - [`purges`]: where each purge has been applied;
 //! - [`service`]: the shared state and background tasks;
 //! - [`server`]: the node and admin HTTP APIs;
-//! - [`client`]: a client of the admin API (`verge purge`).
+//! - [`client`]: a client of the admin API (`verge purge`);
+//! - [`geo`]: geo load balancing (GeoDNS and HTTP steering).
 
 pub mod client;
+pub mod geo;
 pub mod hub;
 pub mod log;
 pub mod metrics;

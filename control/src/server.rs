@@ -37,6 +37,10 @@ pub struct ControlNode {
     admin_listener: TcpListener,
     pub node_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Where geo steering answers DNS (UDP and TCP) and HTTP, when `[geo]` configures them.
+    pub dns_addr: Option<SocketAddr>,
+    pub steering_addr: Option<SocketAddr>,
+    geo: Option<crate::geo::GeoService>,
     control: Arc<Control>,
     shutdown: watch::Sender<bool>,
 }
@@ -59,11 +63,18 @@ impl ControlNode {
             bind(config.admin_listen, "controller.admin_listen").await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let control = Control::start(config, shutdown_rx).await?;
+        let geo = match &control.config.geo {
+            Some(geo) => Some(crate::geo::GeoService::bind(geo, &control).await?),
+            None => None,
+        };
         Ok(ControlNode {
             node_listener,
             admin_listener,
             node_addr,
             admin_addr,
+            dns_addr: geo.as_ref().and_then(|g| g.dns_addr),
+            steering_addr: geo.as_ref().and_then(|g| g.steering_addr),
+            geo,
             control,
             shutdown,
         })
@@ -80,9 +91,11 @@ impl ControlNode {
             admin_listener,
             control,
             shutdown,
+            geo,
             ..
         } = self;
         let rx = shutdown.subscribe();
+        let geo = geo.map(|geo| tokio::spawn(geo.run(rx.clone())));
         let nodes = tokio::spawn(serve(
             node_listener,
             Arc::clone(&control),
@@ -94,6 +107,9 @@ impl ControlNode {
         let _ = shutdown.send(true);
         let _ = nodes.await;
         let _ = admin.await;
+        if let Some(geo) = geo {
+            let _ = geo.await;
+        }
     }
 }
 

@@ -1,0 +1,404 @@
+//! The authoritative GeoDNS responder: hickory-server's `ServerFuture` serves UDP and TCP and
+//! hands each parsed query to [`GeoDns`], which answers from the steering plan in force.
+//!
+//! - A and AAAA of a configured name: the steered edges' addresses of that family (an empty
+//!   NOERROR with the SOA when there are none), with the configured TTL;
+//! - EDNS Client Subnet: the subnet's address places the client, and the reply carries the
+//!   scope over which the answer holds;
+//! - SOA and NS at the zone apex; A/AAAA of in-zone name servers (the listener's address);
+//! - NXDOMAIN (with the SOA) for other names in the zone, REFUSED outside it, NOTIMP for
+//!   opcodes other than QUERY, FORMERR for a message without exactly one question; packets that
+//!   do not parse are answered FORMERR or dropped by hickory-server.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Header, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_server::authority::MessageResponseBuilder;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::ServerFuture;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use verge_config::geo::GeoConfig;
+
+use super::policy::Family;
+use super::steering::Steering;
+use crate::StartError;
+
+/// A TCP connection idle this long is closed.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// The largest UDP reply offered (the DNS flag day 2020 figure).
+const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// Answers DNS queries for the zone from the steering plan.
+pub struct GeoDns {
+    steering: Arc<Steering>,
+    zone: LowerName,
+    /// Configured host names and their index in [`Steering::names`].
+    names: Vec<(LowerName, usize)>,
+    /// Names in the zone that exist only as ancestors of configured names: NODATA, not
+    /// NXDOMAIN.
+    between: Vec<LowerName>,
+    nameservers: Vec<Name>,
+    /// In-zone name servers, answered with the listener's address.
+    glue: Vec<LowerName>,
+    listen_ip: Option<IpAddr>,
+    hostmaster: Name,
+    ttl: u32,
+}
+
+/// One question, as the responder needs it.
+#[derive(Debug, Clone)]
+pub struct Question<'a> {
+    pub name: &'a LowerName,
+    pub qtype: RecordType,
+    pub qclass: DNSClass,
+    /// The source address of the query.
+    pub src: IpAddr,
+    pub ecs: Option<&'a ClientSubnet>,
+}
+
+/// What to answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub code: ResponseCode,
+    pub authoritative: bool,
+    pub answers: Vec<Record>,
+    pub authority: Vec<Record>,
+    /// The ECS option to return (the query's, with the scope set).
+    pub ecs: Option<ClientSubnet>,
+}
+
+impl Reply {
+    fn new(code: ResponseCode) -> Reply {
+        Reply {
+            code,
+            authoritative: false,
+            answers: Vec::new(),
+            authority: Vec::new(),
+            ecs: None,
+        }
+    }
+
+    /// The `result` label of `verge_geo_dns_queries_total`.
+    pub fn result(&self) -> &'static str {
+        match self.code {
+            ResponseCode::NoError if self.answers.is_empty() => "nodata",
+            ResponseCode::NoError => "noerror",
+            ResponseCode::NXDomain => "nxdomain",
+            ResponseCode::Refused => "refused",
+            ResponseCode::FormErr => "formerr",
+            ResponseCode::NotImp => "notimp",
+            _ => "servfail",
+        }
+    }
+}
+
+fn fqdn(text: &str) -> Option<Name> {
+    match Name::from_ascii(format!("{text}.")) {
+        Ok(name) => Some(name),
+        Err(e) => {
+            tracing::error!(name = text, error = %e, "not a DNS name; left out of the zone");
+            None
+        }
+    }
+}
+
+/// The `type` label of `verge_geo_dns_queries_total`.
+fn type_label(qtype: RecordType) -> &'static str {
+    match qtype {
+        RecordType::A => "a",
+        RecordType::AAAA => "aaaa",
+        RecordType::SOA => "soa",
+        RecordType::NS => "ns",
+        RecordType::ANY => "any",
+        _ => "other",
+    }
+}
+
+impl GeoDns {
+    /// `listen_ip`: the address in-zone name servers answer with (none when unspecified).
+    pub fn new(config: &GeoConfig, steering: Arc<Steering>, listen_ip: Option<IpAddr>) -> GeoDns {
+        let zone_name = fqdn(config.zone.as_str()).unwrap_or_else(Name::root);
+        let zone = LowerName::from(&zone_name);
+        let names: Vec<(LowerName, usize)> = steering
+            .names()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (n, _))| Some((LowerName::from(fqdn(n.as_str())?), i)))
+            .collect();
+        let mut between = Vec::new();
+        for (name, _) in &names {
+            let mut parent = name.base_name();
+            while zone.zone_of(&parent) && parent != zone {
+                if !between.contains(&parent) {
+                    between.push(parent.clone());
+                }
+                parent = parent.base_name();
+            }
+        }
+        let nameservers: Vec<Name> = config
+            .nameservers
+            .iter()
+            .filter_map(|n| fqdn(n.as_str()))
+            .collect();
+        let glue = nameservers
+            .iter()
+            .map(LowerName::from)
+            .filter(|n| zone.zone_of(n))
+            .collect();
+        GeoDns {
+            steering,
+            zone,
+            names,
+            between,
+            nameservers,
+            glue,
+            listen_ip: listen_ip.filter(|ip| !ip.is_unspecified()),
+            hostmaster: fqdn(config.hostmaster.as_str()).unwrap_or_else(Name::root),
+            ttl: u32::try_from(config.ttl.as_secs()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Answers one question: the responder's logic, without sockets.
+    pub fn answer(&self, q: &Question<'_>) -> Reply {
+        if q.qclass != DNSClass::IN && q.qclass != DNSClass::ANY {
+            return Reply::new(ResponseCode::Refused);
+        }
+        if !self.zone.zone_of(q.name) {
+            return Reply::new(ResponseCode::Refused);
+        }
+        let mut reply = Reply::new(ResponseCode::NoError);
+        reply.authoritative = true;
+        let owner = Name::from(q.name);
+        let apex = *q.name == self.zone;
+        let configured = self
+            .names
+            .iter()
+            .find(|(n, _)| n == q.name)
+            .map(|(_, i)| *i);
+        let family = match q.qtype {
+            RecordType::A | RecordType::ANY => Some(Family::V4),
+            RecordType::AAAA => Some(Family::V6),
+            _ => None,
+        };
+        if let (Some(name), Some(family)) = (configured, family) {
+            self.steer(q, name, family, &owner, &mut reply);
+        } else if apex && matches!(q.qtype, RecordType::SOA) {
+            reply.answers.push(self.soa());
+        } else if apex && matches!(q.qtype, RecordType::NS) {
+            reply.answers.extend(self.ns());
+        } else if self.glue.contains(q.name) {
+            match (self.listen_ip, family) {
+                (Some(IpAddr::V4(ip)), Some(Family::V4)) => {
+                    reply
+                        .answers
+                        .push(Record::from_rdata(owner, self.ttl, RData::A(A::from(ip))))
+                }
+                (Some(IpAddr::V6(ip)), Some(Family::V6)) => reply.answers.push(Record::from_rdata(
+                    owner,
+                    self.ttl,
+                    RData::AAAA(AAAA::from(ip)),
+                )),
+                _ => {}
+            }
+        } else if !(apex || configured.is_some() || self.between.contains(q.name)) {
+            reply.code = ResponseCode::NXDomain;
+        }
+        if reply.answers.is_empty() {
+            // Negative answers carry the SOA, whose minimum is their TTL.
+            reply.authority.push(self.soa());
+        }
+        reply
+    }
+
+    fn steer(
+        &self,
+        q: &Question<'_>,
+        name: usize,
+        family: Family,
+        owner: &Name,
+        reply: &mut Reply,
+    ) {
+        // A source prefix of 0 asks that the client's address not be used.
+        let ecs = q.ecs.filter(|e| e.source_prefix() > 0);
+        let client = ecs.map_or(q.src, |e| e.addr());
+        let located = self.steering.locate(client, ecs.is_some());
+        if ecs.is_some() {
+            self.steering.metrics().ecs.inc();
+        }
+        let plan = self.steering.plan();
+        let decision = self.steering.decide(&plan, name, &located, family);
+        for edge in decision.edges().iter().filter_map(|&e| plan.edge(e)) {
+            let rdata = match edge.ip {
+                Some(IpAddr::V4(ip)) => RData::A(A::from(ip)),
+                Some(IpAddr::V6(ip)) => RData::AAAA(AAAA::from(ip)),
+                None => continue,
+            };
+            reply
+                .answers
+                .push(Record::from_rdata(owner.clone(), self.ttl, rdata));
+        }
+        reply.ecs = q.ecs.map(|e| {
+            let scope = if ecs.is_some() { located.scope } else { 0 };
+            ClientSubnet::new(e.addr(), e.source_prefix(), scope)
+        });
+    }
+
+    fn soa(&self) -> Record {
+        let serial = u32::try_from(self.steering.plan().version % (1 << 31)).unwrap_or(0);
+        let primary = self.nameservers.first().cloned().unwrap_or_else(Name::root);
+        let soa = SOA::new(
+            primary,
+            self.hostmaster.clone(),
+            serial,
+            3600,
+            600,
+            86_400,
+            self.ttl,
+        );
+        Record::from_rdata(Name::from(&self.zone), self.ttl, RData::SOA(soa))
+    }
+
+    fn ns(&self) -> impl Iterator<Item = Record> + '_ {
+        self.nameservers.iter().map(|ns| {
+            Record::from_rdata(Name::from(&self.zone), self.ttl, RData::NS(NS(ns.clone())))
+        })
+    }
+
+    /// Answers a parsed request: checks the message, answers its question, counts it.
+    fn respond(&self, request: &Request) -> (Header, Reply, Option<Edns>) {
+        let mut header = Header::response_from_request(request.header());
+        let mut qtype = "other";
+        let reply = if request.message_type() != MessageType::Query {
+            Reply::new(ResponseCode::FormErr)
+        } else if request.op_code() != OpCode::Query {
+            Reply::new(ResponseCode::NotImp)
+        } else {
+            match request.request_info() {
+                Ok(info) => {
+                    let ecs = request
+                        .edns()
+                        .and_then(|e| match e.option(EdnsCode::Subnet) {
+                            Some(EdnsOption::Subnet(subnet)) => Some(subnet),
+                            _ => None,
+                        });
+                    let question = Question {
+                        name: info.query.name(),
+                        qtype: info.query.query_type(),
+                        qclass: info.query.query_class(),
+                        src: info.src.ip(),
+                        ecs,
+                    };
+                    qtype = type_label(question.qtype);
+                    self.answer(&question)
+                }
+                Err(_) => Reply::new(ResponseCode::FormErr),
+            }
+        };
+        self.steering
+            .metrics()
+            .dns_queries
+            .with_label_values(&[qtype, reply.result()])
+            .inc();
+        header.set_response_code(reply.code);
+        header.set_authoritative(reply.authoritative);
+        header.set_recursion_available(false);
+        let edns = request.edns().map(|asked| {
+            let mut edns = Edns::new();
+            edns.set_max_payload(asked.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+            edns.set_version(0);
+            if let Some(ecs) = &reply.ecs {
+                edns.options_mut().insert(EdnsOption::Subnet(*ecs));
+            }
+            edns
+        });
+        (header, reply, edns)
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for GeoDns {
+    async fn handle_request<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
+        let (header, reply, edns) = self.respond(request);
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(edns) = edns {
+            builder.edns(edns);
+        }
+        let message = builder.build(
+            header,
+            reply.answers.iter(),
+            reply.authority.iter(),
+            std::iter::empty(),
+            std::iter::empty(),
+        );
+        match response.send_response(message).await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::debug!(error = %e, "DNS reply not sent");
+                header.into()
+            }
+        }
+    }
+}
+
+/// The DNS listeners: UDP and TCP on one port.
+pub struct DnsListeners {
+    udp: UdpSocket,
+    tcp: TcpListener,
+    pub addr: SocketAddr,
+}
+
+impl DnsListeners {
+    /// Binds UDP, then TCP on the same port (port 0: a free port both are free on).
+    pub async fn bind(addr: SocketAddr) -> Result<DnsListeners, StartError> {
+        let what = "geo.dns_listen";
+        let fail = |source| StartError::Bind { addr, what, source };
+        let mut tries = 0;
+        loop {
+            let udp = UdpSocket::bind(addr).await.map_err(fail)?;
+            let bound = udp.local_addr().map_err(fail)?;
+            match TcpListener::bind(bound).await {
+                Ok(tcp) => {
+                    return Ok(DnsListeners {
+                        udp,
+                        tcp,
+                        addr: bound,
+                    })
+                }
+                Err(e) if addr.port() == 0 && tries < 16 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, port = bound.port(), "TCP port taken; trying another");
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
+    }
+
+    /// Serves `handler` until `shutdown`.
+    pub async fn serve(self, handler: GeoDns, mut shutdown: watch::Receiver<bool>) {
+        let mut server = ServerFuture::new(handler);
+        server.register_socket(self.udp);
+        server.register_listener(self.tcp, TCP_IDLE);
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            done = server.block_until_done() => {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "the DNS responder stopped");
+                }
+                return;
+            }
+        }
+        if let Err(e) = server.shutdown_gracefully().await {
+            tracing::debug!(error = %e, "DNS responder shutdown");
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! Support for geo steering's integration tests: a real control (with `[geo]`) on loopback,
+//! fake edges registered through its node API whose health is a tiny `/healthz` server per
+//! region, and DNS and HTTP clients bound to source addresses in the region blocks of the
+//! architecture page (127.1/16 us, 127.2/16 eu, 127.3/16 ap).
+//!
+//! Every network wait is bounded by [`IO_TIMEOUT`]; conditions are awaited with [`wait_until`].
+
+// Each test file uses a different part of this module; and this is test code, where a failed
+// setup step is a failed test.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+use hickory_proto::rr::{Name, RData, RecordType};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use verge_config::ControlConfig;
+use verge_control::ControlNode;
+
+/// Bound on any single network wait.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Polls `condition` until it holds; panics naming `what` if it does not within `deadline`.
+pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let give_up = tokio::time::Instant::now() + deadline;
+    loop {
+        if condition().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= give_up {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `future`, or a panic naming `what` after [`IO_TIMEOUT`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(IO_TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {IO_TIMEOUT:?}"))
+}
+
+/// The `[geo]` part every test shares: zone verge.test, regions by loopback block, names
+/// `cdn.verge.test` (2 answers) and `one.verge.test` (1 answer).
+pub const GEO: &str = r#"
+[regions.us]
+fallback = ["eu", "ap"]
+[regions.eu]
+fallback = ["us", "ap"]
+[regions.ap]
+fallback = ["eu", "us"]
+
+[geo]
+zone = "verge.test"
+dns_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+default_region = "us"
+ttl = "5s"
+[geo.regions.us]
+cidrs = ["127.1.0.0/16"]
+[geo.regions.eu]
+cidrs = ["127.2.0.0/16"]
+[geo.regions.ap]
+cidrs = ["127.3.0.0/16"]
+[geo.names."cdn.verge.test"]
+max_answers = 2
+[geo.names."one.verge.test"]
+max_answers = 1
+"#;
+
+/// A control with `[geo]`, on ephemeral ports, stopped when dropped.
+pub struct GeoControl {
+    pub node_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub dns_addr: SocketAddr,
+    pub steering_addr: SocketAddr,
+    _dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Starts control with [`GEO`] (or `geo` instead) and fast health checks: probes every 50 ms,
+/// one failure takes an edge down once its (never sent) heartbeats are 300 ms stale.
+pub async fn start_geo_control(geo: &str) -> GeoControl {
+    let dir = TempDir::new().unwrap();
+    let text = format!(
+        "[controller]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+         data_dir = {:?}\ntoken = \"test-token-0123456789abcdef\"\n\
+         [health]\nheartbeat_interval = \"100ms\"\nheartbeat_timeout = \"300ms\"\n\
+         probe_interval = \"50ms\"\nprobe_timeout = \"200ms\"\nrise = 1\nfall = 1\n{geo}\n",
+        dir.path().display().to_string(),
+    );
+    let config =
+        ControlConfig::from_toml(&text).unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+    let node = within("control start", ControlNode::bind(config))
+        .await
+        .unwrap_or_else(|e| panic!("control did not start: {e}"));
+    let (dns_addr, steering_addr) = (
+        node.dns_addr.expect("DNS is configured"),
+        node.steering_addr.expect("HTTP steering is configured"),
+    );
+    let (node_addr, admin_addr) = (node.node_addr, node.admin_addr);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(node.run(async move {
+        let _ = stopped.await;
+    }));
+    GeoControl {
+        node_addr,
+        admin_addr,
+        dns_addr,
+        steering_addr,
+        _dir: dir,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl GeoControl {
+    /// Registers edge `id` in `region`, serving at `data_ip:8080`, probed at `admin_url`.
+    pub async fn register_edge(
+        &self,
+        id: &str,
+        region: &str,
+        data_ip: &str,
+        weight: u32,
+        admin_url: &str,
+    ) {
+        let body = serde_json::json!({
+            "id": id,
+            "role": "edge",
+            "region": region,
+            "data_url": format!("http://{data_ip}:8080"),
+            "admin_url": admin_url,
+            "weight": weight,
+        })
+        .to_string();
+        let reply = http_request(
+            None,
+            self.node_addr,
+            &format!(
+                "POST /v1/register HTTP/1.1\r\nhost: control\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "register {id}: {}", reply.body);
+    }
+
+    /// `GET /v1/routing` on the admin API.
+    pub async fn routing(&self) -> serde_json::Value {
+        let reply = http_request(
+            None,
+            self.admin_addr,
+            "GET /v1/routing HTTP/1.1\r\nhost: control\r\n\
+             authorization: Bearer test-token-0123456789abcdef\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        serde_json::from_str(&reply.body).unwrap()
+    }
+
+    /// Whether the routing table has edge `id` with this health.
+    pub async fn edge_is(&self, id: &str, healthy: bool) -> bool {
+        let table = self.routing().await;
+        table["regions"].as_array().into_iter().flatten().any(|r| {
+            r["edges"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| e["id"] == id && e["healthy"] == healthy)
+        })
+    }
+
+    /// The admin `/metrics` sample whose line starts with `series`; 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let reply = http_request(
+            None,
+            self.admin_addr,
+            "GET /metrics HTTP/1.1\r\nhost: control\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        reply
+            .body
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            within("control to stop", task).await.unwrap();
+        }
+    }
+}
+
+impl Drop for GeoControl {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A node admin listener answering `200 ok` to anything, until stopped.
+pub struct HealthServer {
+    pub url: String,
+    task: JoinHandle<()>,
+}
+
+impl HealthServer {
+    pub async fn start() -> HealthServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 2048];
+                    let _ = stream.read(&mut buf).await;
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                });
+            }
+        });
+        HealthServer { url, task }
+    }
+
+    /// Closes the listener: probes are refused from now on.
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// An HTTP response read whole.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends raw `request` to `addr` from source address `from` (any when `None`) and reads the
+/// response until the server closes the connection.
+pub async fn http_request(from: Option<IpAddr>, addr: SocketAddr, request: &str) -> HttpReply {
+    let socket = TcpSocket::new_v4().unwrap();
+    if let Some(from) = from {
+        socket.bind(SocketAddr::new(from, 0)).unwrap();
+    }
+    let mut stream = within("connect", socket.connect(addr)).await.unwrap();
+    within("write", stream.write_all(request.as_bytes()))
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    within("read", stream.read_to_end(&mut raw)).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    HttpReply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// A DNS query for `name`/`qtype`, with an EDNS Client Subnet when `ecs` is given.
+pub fn query(id: u16, name: &str, qtype: RecordType, ecs: Option<ClientSubnet>) -> Vec<u8> {
+    let mut message = Message::new();
+    message
+        .set_id(id)
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(false)
+        .add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    if let Some(ecs) = ecs {
+        edns.options_mut().insert(EdnsOption::Subnet(ecs));
+    }
+    message.set_edns(edns);
+    message.to_vec().unwrap()
+}
+
+/// A UDP DNS client bound to a source address.
+pub struct DnsClient {
+    socket: UdpSocket,
+    server: SocketAddr,
+    next_id: std::sync::atomic::AtomicU16,
+}
+
+impl DnsClient {
+    pub async fn bind(from: &str, server: SocketAddr) -> DnsClient {
+        let socket = UdpSocket::bind((from.parse::<IpAddr>().unwrap(), 0))
+            .await
+            .unwrap_or_else(|e| panic!("cannot bind {from}: {e}"));
+        DnsClient {
+            socket,
+            server,
+            next_id: std::sync::atomic::AtomicU16::new(1),
+        }
+    }
+
+    /// Sends raw bytes (no answer awaited).
+    pub async fn send_raw(&self, bytes: &[u8]) {
+        self.socket.send_to(bytes, self.server).await.unwrap();
+    }
+
+    /// Receives one datagram within `wait`, if any.
+    pub async fn recv_raw(&self, wait: Duration) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 4096];
+        match tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await {
+            Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+            _ => None,
+        }
+    }
+
+    /// Asks and returns the answer with the same id (stray replies are skipped).
+    pub async fn ask(&self, name: &str, qtype: RecordType, ecs: Option<ClientSubnet>) -> Message {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.send_raw(&query(id, name, qtype, ecs)).await;
+        within(&format!("DNS {name} {qtype}"), async {
+            loop {
+                let bytes = self.recv_raw(IO_TIMEOUT).await.expect("an answer");
+                if let Ok(message) = Message::from_vec(&bytes) {
+                    if message.id() == id {
+                        return message;
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// The A/AAAA addresses answered for `name`, in answer order.
+    pub async fn addresses(&self, name: &str, qtype: RecordType) -> Vec<IpAddr> {
+        let answer = self.ask(name, qtype, None).await;
+        assert_eq!(answer.response_code(), ResponseCode::NoError, "{answer:?}");
+        addresses(&answer)
+    }
+}
+
+/// One query over TCP (length-prefixed), from `from`.
+pub async fn ask_tcp(from: &str, server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse().unwrap(), 0))
+        .unwrap();
+    let mut stream: TcpStream = within("DNS TCP connect", socket.connect(server))
+        .await
+        .unwrap();
+    let bytes = query(77, name, qtype, None);
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    within("DNS TCP write", stream.write_all(&framed))
+        .await
+        .unwrap();
+    let mut len = [0u8; 2];
+    within("DNS TCP length", stream.read_exact(&mut len))
+        .await
+        .unwrap();
+    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    within("DNS TCP reply", stream.read_exact(&mut reply))
+        .await
+        .unwrap();
+    Message::from_vec(&reply).unwrap()
+}
+
+pub fn addresses(message: &Message) -> Vec<IpAddr> {
+    message
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The ECS option of a reply, if any.
+pub fn reply_ecs(message: &Message) -> Option<ClientSubnet> {
+    match message
+        .extensions()
+        .as_ref()?
+        .option(hickory_proto::rr::rdata::opt::EdnsCode::Subnet)
+    {
+        Some(EdnsOption::Subnet(subnet)) => Some(*subnet),
+        _ => None,
+    }
+}
+
+pub fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+/// A control with two edges per region (us-1/us-2 at 127.1.0.1/2, eu-… at 127.2.0.x, ap-… at
+/// 127.3.0.x), weights 1, each region probed at its own health server.
+pub struct ThreeRegions {
+    pub control: GeoControl,
+    pub health: Vec<(String, HealthServer)>,
+}
+
+pub async fn three_regions() -> ThreeRegions {
+    let control = start_geo_control(GEO).await;
+    let mut health = Vec::new();
+    for (n, region) in ["us", "eu", "ap"].iter().enumerate() {
+        let server = HealthServer::start().await;
+        for e in 1..=2 {
+            control
+                .register_edge(
+                    &format!("{region}-{e}"),
+                    region,
+                    &format!("127.{}.0.{e}", n + 1),
+                    1,
+                    &server.url,
+                )
+                .await;
+        }
+        health.push((region.to_string(), server));
+    }
+    ThreeRegions { control, health }
+}
+
+impl ThreeRegions {
+    /// Stops region `region`'s health server: its edges fail their probes.
+    pub async fn kill(&mut self, region: &str) {
+        let i = self.health.iter().position(|(r, _)| r == region).unwrap();
+        let (_, server) = self.health.remove(i);
+        server.stop().await;
+    }
+}
