@@ -7,10 +7,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use verge_config::control::defaults as control_defaults;
 use verge_config::edge::defaults;
+use verge_config::wire::PurgeSpec;
 use verge_config::{
-    detect_role, ConfigErrors, EdgeConfig, EdgeQuickStart, Role, ShieldConfig, ShieldQuickStart,
+    detect_role, ConfigErrors, ControlConfig, ControlQuickStart, EdgeConfig, EdgeQuickStart, Role,
+    ShieldConfig, ShieldQuickStart,
 };
+use verge_control::client::AdminClient;
+use verge_control::ControlNode;
 use verge_edge::{EdgeNode, StartError};
 use verge_origin_shield::ShieldNode;
 
@@ -34,11 +39,63 @@ enum Command {
     Edge(EdgeArgs),
     /// Run an origin shield: a mid-tier cache in front of a pool of origin servers.
     Shield(ShieldArgs),
+    /// Run the control plane: node registry, health, routing tables, durable purge log.
+    Control(ControlArgs),
+    /// Purge through the control plane and wait until every live node has applied it.
+    Purge(PurgeArgs),
     /// Validate a configuration file; print every problem and exit 2 if there are any.
     CheckConfig {
-        /// The file to check; its role is told by its top-level table ([edge] or [shield]).
+        /// The file to check; its role is told by its top-level table ([edge], [shield] or
+        /// [controller]).
         file: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct ControlArgs {
+    /// Configuration file (see config/examples/control.toml).
+    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "token_file", "data_dir"])]
+    config: Option<PathBuf>,
+    /// Quick start: the nodes' listener (register, heartbeat, event streams).
+    #[arg(long, requires = "token_file")]
+    listen: Option<String>,
+    /// Quick start: the operators' listener (purges, nodes, routing, metrics).
+    #[arg(long, requires = "token_file")]
+    admin_listen: Option<String>,
+    /// Quick start: file holding the admin API's bearer token (16+ characters).
+    #[arg(long, requires = "data_dir")]
+    token_file: Option<String>,
+    /// Quick start: directory of the durable purge log.
+    #[arg(long, requires = "token_file")]
+    data_dir: Option<String>,
+}
+
+#[derive(Args)]
+struct PurgeArgs {
+    /// Base URL of control's admin listener, e.g. http://127.0.0.1:7071.
+    #[arg(long)]
+    control: String,
+    /// The admin API's bearer token (or set VERGE_TOKEN).
+    #[arg(long, env = "VERGE_TOKEN", hide_env_values = true)]
+    token: String,
+    /// An absolute URL to purge (every variant); repeatable.
+    #[arg(long = "url")]
+    urls: Vec<String>,
+    /// An absolute URL prefix to purge; repeatable.
+    #[arg(long = "prefix")]
+    prefixes: Vec<String>,
+    /// A surrogate key (Surrogate-Key / Cache-Tag) to purge; repeatable.
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Purge everything.
+    #[arg(long)]
+    all: bool,
+    /// Mark stale (revalidate before use) instead of removing.
+    #[arg(long)]
+    soft: bool,
+    /// How long to wait for every live node to apply it.
+    #[arg(long, default_value = "30s")]
+    timeout: String,
 }
 
 #[derive(Args)]
@@ -104,6 +161,8 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Edge(args) => run_edge(args),
         Command::Shield(args) => run_shield(args),
+        Command::Control(args) => run_control(args),
+        Command::Purge(args) => run_purge(args),
     }
 }
 
@@ -135,7 +194,7 @@ fn check_config(file: &PathBuf) -> ExitCode {
     let result = detect_role(&text).and_then(|role| match role {
         Role::Edge => EdgeConfig::from_toml(&text).map(|_| role),
         Role::Shield => ShieldConfig::from_toml(&text).map(|_| role),
-        Role::Control => verge_config::ControlConfig::from_toml(&text).map(|_| role),
+        Role::Control => ControlConfig::from_toml(&text).map(|_| role),
     });
     match result {
         Ok(role) => {
@@ -215,6 +274,139 @@ fn run_shield(args: ShieldArgs) -> ExitCode {
         servers.join(", "),
         || async { ShieldNode::bind(&config).await },
     )
+}
+
+fn run_control(args: ControlArgs) -> ExitCode {
+    let (source, config) = match (&args.config, &args.token_file) {
+        (Some(path), _) => (path.display().to_string(), ControlConfig::from_file(path)),
+        (None, Some(token_file)) => (
+            "command line".to_string(),
+            ControlConfig::quick_start(&ControlQuickStart {
+                listen: args.listen.as_deref().unwrap_or(control_defaults::LISTEN),
+                admin_listen: args
+                    .admin_listen
+                    .as_deref()
+                    .unwrap_or(control_defaults::ADMIN_LISTEN),
+                token_file,
+                data_dir: args.data_dir.as_deref().unwrap_or(""),
+            }),
+        ),
+        (None, None) => {
+            eprintln!("verge control: give --config FILE, or --token-file FILE --data-dir DIR (with optional --listen and --admin-listen)");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(errors) => return report_invalid(&source, &errors),
+    };
+    let runtime = match build_runtime(0) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("verge control: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let data_dir = config.data_dir.display().to_string();
+        let node = match ControlNode::bind(config).await {
+            Ok(node) => node,
+            Err(e) => {
+                eprintln!("verge control: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(
+            nodes = %node.node_addr,
+            admin = %node.admin_addr,
+            data_dir,
+            "control serving"
+        );
+        node.run(shutdown_signal()).await;
+        tracing::info!("control stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+fn run_purge(args: PurgeArgs) -> ExitCode {
+    let spec = PurgeSpec {
+        urls: args.urls,
+        prefixes: args.prefixes,
+        tags: args.tags,
+        all: args.all,
+        soft: args.soft,
+    };
+    if let Err(e) = spec.validate() {
+        eprintln!("verge purge: {e}");
+        return ExitCode::from(EXIT_INVALID_CONFIG);
+    }
+    let timeout = match verge_config::parse_duration(&args.timeout) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("verge purge: --timeout: {e}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    let client = match AdminClient::new(&args.control, &args.token) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("verge purge: --control: {e}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    let runtime = match build_runtime(1) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("verge purge: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let accepted = match client.purge(&spec).await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                eprintln!("verge purge: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("purge {} accepted (seq {})", accepted.id, accepted.seq);
+        let (status, complete) = match client.wait(accepted.id, timeout).await {
+            Ok(status) => (status, true),
+            Err(e) => {
+                eprintln!("verge purge: {e}");
+                match client.status(accepted.id).await {
+                    Ok(status) => (status, false),
+                    Err(_) => return ExitCode::FAILURE,
+                }
+            }
+        };
+        println!("{:<24} {:<7} {:<8} applied after", "node", "role", "state");
+        for node in &status.nodes {
+            let after = node
+                .applied_after_ms
+                .map_or_else(|| "-".to_string(), |ms| format!("{ms} ms"));
+            println!(
+                "{:<24} {:<7} {:<8} {after}",
+                node.id.as_str(),
+                node.role.to_string(),
+                node.state
+            );
+        }
+        match (complete, status.completed_after_us) {
+            (true, Some(us)) => {
+                println!(
+                    "complete on every live node after {:.1} ms",
+                    us as f64 / 1000.0
+                );
+                ExitCode::SUCCESS
+            }
+            (true, None) => {
+                println!("complete on every live node");
+                ExitCode::SUCCESS
+            }
+            (false, _) => ExitCode::FAILURE,
+        }
+    })
 }
 
 /// What `serve` needs of a role's node.
