@@ -28,9 +28,9 @@ impl Drop for ControlProcess {
 /// Starts `verge control` with the quick-start flags on free ports and reads the addresses it
 /// logs.
 fn start_control_process() -> ControlProcess {
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = tempfile::TempDir::new().expect("test setup");
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("test setup");
     let mut child = Command::new(env!("CARGO_BIN_EXE_verge"))
         .args([
             "control",
@@ -48,8 +48,8 @@ fn start_control_process() -> ControlProcess {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+        .expect("test setup");
+    let stderr = child.stderr.take().expect("test setup");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -62,8 +62,12 @@ fn start_control_process() -> ControlProcess {
         .recv_timeout(Duration::from_secs(20))
         .expect("verge control logs its addresses");
     let field = |name: &str| {
-        let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-        line[start..].split_whitespace().next().unwrap().to_string()
+        let start = line.find(&format!("{name}=")).expect("test setup") + name.len() + 1;
+        line[start..]
+            .split_whitespace()
+            .next()
+            .expect("address after the field name")
+            .to_string()
     };
     ControlProcess {
         nodes: format!("http://{}", field("nodes")),
@@ -80,16 +84,16 @@ fn verge(args: &[&str]) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .expect("test setup");
     let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
+    while child.try_wait().expect("test setup").is_none() {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "verge {args:?} still running after 20s"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    child.wait_with_output().unwrap()
+    child.wait_with_output().expect("test setup")
 }
 
 fn text(output: &Output) -> String {
@@ -142,7 +146,7 @@ async fn verge_purge_waits_until_the_edge_has_applied_it_and_reports_it() {
         ])
     })
     .await
-    .unwrap();
+    .expect("test setup");
     let shown = text(&output);
     assert!(output.status.success(), "{shown}");
     assert!(shown.contains("purge 1 accepted"), "{shown}");
@@ -199,15 +203,15 @@ fn verge_purge_refuses_bad_arguments_and_reports_a_wrong_token() {
 fn verge_control_without_a_token_file_or_data_dir_exits_2() {
     let output = verge(&["control", "--listen", "127.0.0.1:0"]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = tempfile::TempDir::new().expect("test setup");
     let short = dir.path().join("token");
-    std::fs::write(&short, "short").unwrap();
+    std::fs::write(&short, "short").expect("test setup");
     let output = verge(&[
         "control",
         "--token-file",
-        short.to_str().unwrap(),
+        short.to_str().expect("test setup"),
         "--data-dir",
-        dir.path().to_str().unwrap(),
+        dir.path().to_str().expect("test setup"),
     ]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(
