@@ -31,12 +31,12 @@ fn url(path: &str) -> String {
 }
 
 async fn purge_and_wait(control: &TestControl, spec: PurgeSpec) -> verge_config::wire::PurgeStatus {
-    let accepted = control.admin.purge(&spec).await.unwrap();
+    let accepted = control.admin.purge(&spec).await.expect("purge accepted");
     control
         .admin
         .wait(accepted.id, Duration::from_secs(10))
         .await
-        .unwrap()
+        .expect("purge complete everywhere")
 }
 
 fn purge_url(path: &str) -> PurgeSpec {
