@@ -68,6 +68,21 @@ async fn the_zone_answers_soa_and_ns_and_refuses_what_is_not_its_own() {
     let outside = client.ask("example.com.", RecordType::A, None).await;
     assert_eq!(outside.response_code(), ResponseCode::Refused);
     assert!(outside.answers().is_empty());
+    // Only EDNS version 0 is spoken; other opcodes are not implemented.
+    let mut query = geo_support::query(41, "cdn.verge.test.", RecordType::A, None);
+    let mut edns1 = Message::from_vec(&query).unwrap();
+    edns1.extensions_mut().as_mut().unwrap().set_version(1);
+    client.send_raw(&edns1.to_vec().unwrap()).await;
+    let reply = Message::from_vec(&client.recv_raw(IO_TIMEOUT).await.unwrap()).unwrap();
+    // 16 is BADVERS in an OPT record (hickory reads it as its twin, BADSIG).
+    assert_eq!((reply.id(), u16::from(reply.response_code())), (41, 16));
+    query[2] = (query[2] & 0x87) | (4 << 3); // opcode NOTIFY
+    client.send_raw(&query).await;
+    let reply = Message::from_vec(&client.recv_raw(IO_TIMEOUT).await.unwrap()).unwrap();
+    assert_eq!(
+        (reply.id(), reply.response_code()),
+        (41, ResponseCode::NotImp)
+    );
     let tcp_outside = ask_tcp(
         "127.2.0.9",
         setup.control.dns_addr,

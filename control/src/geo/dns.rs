@@ -7,7 +7,8 @@
 //!   scope over which the answer holds;
 //! - SOA and NS at the zone apex; A/AAAA of in-zone name servers (the listener's address);
 //! - NXDOMAIN (with the SOA) for other names in the zone, REFUSED outside it, NOTIMP for
-//!   opcodes other than QUERY, FORMERR for a message without exactly one question; packets that
+//!   opcodes other than QUERY, BADVERS for EDNS versions above 0, FORMERR for a message without
+//!   exactly one question; packets that
 //!   do not parse are answered FORMERR or dropped by hickory-server.
 
 use std::net::{IpAddr, SocketAddr};
@@ -93,6 +94,7 @@ impl Reply {
             ResponseCode::Refused => "refused",
             ResponseCode::FormErr => "formerr",
             ResponseCode::NotImp => "notimp",
+            ResponseCode::BADVERS => "badvers",
             _ => "servfail",
         }
     }
@@ -278,6 +280,9 @@ impl GeoDns {
             Reply::new(ResponseCode::FormErr)
         } else if request.op_code() != OpCode::Query {
             Reply::new(ResponseCode::NotImp)
+        } else if request.edns().is_some_and(|e| e.version() > 0) {
+            // RFC 6891: only EDNS version 0 is spoken.
+            Reply::new(ResponseCode::BADVERS)
         } else {
             match request.request_info() {
                 Ok(info) => {
