@@ -59,6 +59,9 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot build the shield ring: {0}")]
     Ring(#[from] ring::RingError),
+    /// The role's upstream could not be set up (e.g. a shield's DNS resolver).
+    #[error("cannot set up the upstream: {0}")]
+    Upstream(String),
 }
 
 /// An edge node: a cache node whose upstream is the origin or origin shields.

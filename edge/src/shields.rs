@@ -55,6 +55,9 @@ struct Health {
     consecutive_failures: u32,
     /// Out of the ring until then; past it, the next request probes the shield.
     ejected_until: Option<Instant>,
+    /// When the current ejection began: a success from a request sent before it says nothing
+    /// about the shield now.
+    ejected_at: Option<Instant>,
 }
 
 /// Per-shield metrics, labelled by shield id.
@@ -290,14 +293,21 @@ impl ShieldUpstream {
         }
     }
 
-    fn succeeded(&self, shield: &Shield) {
+    /// A request sent at `sent` succeeded. It puts an ejected shield back only if it was sent
+    /// after the ejection (the probe, typically), not if it was already in flight.
+    fn succeeded(&self, shield: &Shield, sent: Instant) {
         let mut health = shield.health();
-        if health.ejected_until.is_some() {
-            tracing::info!(shield = %shield.id, "shield back in the ring");
+        let stale = health.ejected_at.is_some_and(|at| sent < at);
+        if !stale {
+            if health.ejected_until.is_some() {
+                tracing::info!(shield = %shield.id, "shield back in the ring");
+            }
+            *health = Health::default();
         }
-        *health = Health::default();
         drop(health);
-        self.metrics.up.with_label_values(&[&shield.id]).set(1);
+        if !stale {
+            self.metrics.up.with_label_values(&[&shield.id]).set(1);
+        }
         self.metrics
             .requests
             .with_label_values(&[&shield.id, "ok"])
@@ -313,6 +323,7 @@ impl ShieldUpstream {
             if health.ejected_until.is_none() {
                 tracing::warn!(shield = %id, failures = health.consecutive_failures, "shield ejected");
                 self.metrics.ejections.with_label_values(&[id]).inc();
+                health.ejected_at = Some(Instant::now());
             }
             health.ejected_until = Some(Instant::now() + self.eject_for);
             drop(health);
@@ -410,7 +421,7 @@ impl Upstream for ShieldUpstream {
                     }
                 }
                 Ok(response) => {
-                    self.succeeded(shield);
+                    self.succeeded(shield, started);
                     return Ok(response);
                 }
                 // Our own connection bound, not the shield's fault: try another, eject nobody.

@@ -89,13 +89,10 @@ impl ShieldNode {
     }
 }
 
-/// A pool that cannot be built stops the start. `StartError` (verge_edge) has no variant for an
-/// upstream's own setup, so a resolver problem travels as a message; its text says what to fix.
+/// A pool that cannot be built stops the start; a resolver problem's text says what to fix.
 fn start_error(error: PoolError) -> StartError {
     match error {
         PoolError::Metrics(error) => StartError::Metrics(error),
-        PoolError::Resolver(error) => {
-            StartError::Metrics(prometheus::Error::Msg(error.to_string()))
-        }
+        PoolError::Resolver(error) => StartError::Upstream(error.to_string()),
     }
 }

@@ -23,13 +23,19 @@ struct TinyShield {
 
 impl TinyShield {
     async fn start(name: &'static str, status: u16, gate: Option<Arc<Notify>>) -> TinyShield {
+        TinyShield::scripted(name, vec![(status, gate)]).await
+    }
+
+    /// Answers its n-th request with `script[n]` (status, and a gate to wait for), the last
+    /// entry repeating.
+    async fn scripted(name: &'static str, script: Vec<(u16, Option<Arc<Notify>>)>) -> TinyShield {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&hits);
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                let gate = gate.clone();
+                let script = script.clone();
                 let counter = Arc::clone(&counter);
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 4096];
@@ -40,7 +46,8 @@ impl TinyShield {
                             Ok(n) => read += n,
                         }
                     }
-                    counter.fetch_add(1, Ordering::SeqCst);
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    let (status, gate) = script[n.min(script.len() - 1)].clone();
                     if let Some(gate) = gate {
                         gate.notified().await;
                     }
@@ -207,4 +214,45 @@ async fn an_empty_member_list_refuses_misses_without_fallback() {
         get(&upstream, "/x").await,
         Err(EdgeError::NoShield)
     ));
+}
+
+#[tokio::test]
+async fn a_success_sent_before_an_ejection_does_not_end_it() {
+    // `a` holds its first request (200) until released and fails the second (503), which
+    // ejects it (failures_to_eject = 1).
+    let gate = Arc::new(Notify::new());
+    let a = TinyShield::scripted("a", vec![(200, Some(Arc::clone(&gate))), (503, None)]).await;
+    let b = TinyShield::start("b", 200, None).await;
+    let upstream = Arc::new(shield_upstream(vec![a.spec("a"), b.spec("b")]));
+    let ring = ShieldRing::new(&[
+        RingMember { id: "a", weight: 1 },
+        RingMember { id: "b", weight: 1 },
+    ])
+    .unwrap();
+    let owned_by_a: Vec<String> = (0..1000)
+        .map(|i| format!("/k{i}"))
+        .filter(|p| ring.owner(format!("http://site.test{p}").as_bytes()) == 0)
+        .take(3)
+        .collect();
+
+    let slow = tokio::spawn({
+        let (upstream, path) = (Arc::clone(&upstream), owned_by_a[0].clone());
+        async move { get(&upstream, &path).await }
+    });
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while a.hits.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    // The second request fails at `a` (ejecting it) and is answered by `b`.
+    assert_eq!(get(&upstream, &owned_by_a[1]).await.unwrap().1, "b");
+    gate.notify_one();
+    let (status, shield) = slow.await.unwrap().unwrap();
+    assert_eq!((status.as_u16(), shield.as_str()), (200, "a"));
+
+    // That late success did not put `a` back: its keys still go to `b` without trying `a`.
+    assert_eq!(get(&upstream, &owned_by_a[2]).await.unwrap().1, "b");
+    assert_eq!(a.hits.load(Ordering::SeqCst), 2);
 }
