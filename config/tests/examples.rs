@@ -26,3 +26,24 @@ fn shield_example_parses_and_is_a_shield_config() {
     assert_eq!(cfg.origin.servers.len(), 1);
     assert_eq!(cfg.origin.retries, 1);
 }
+
+#[test]
+fn control_example_parses_and_shows_the_defaults() {
+    let text = include_str!("../examples/control.toml");
+    assert_eq!(detect_role(text), Ok(Role::Control));
+    let cfg = verge_config::ControlConfig::from_toml(text).expect("example must be valid");
+    let defaults = verge_config::ControlConfig::from_toml(
+        "[controller]\ndata_dir = \"/d\"\ntoken = \"0123456789abcdef\"\n",
+    )
+    .expect("minimal file is valid");
+    assert_eq!(cfg.health, defaults.health);
+    assert_eq!(cfg.purge, defaults.purge);
+    assert_eq!(cfg.streams, defaults.streams);
+    assert_eq!(cfg.regions.len(), 3);
+}
+
+#[test]
+fn a_file_with_two_role_tables_is_refused() {
+    let err = detect_role("[edge]\n[controller]\n").unwrap_err();
+    assert!(err.to_string().contains("one role"), "{err}");
+}
