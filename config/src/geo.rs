@@ -206,16 +206,19 @@ impl Cidr {
         Ok(cidr)
     }
 
-    /// The address with the bits past the prefix cleared.
+    /// The address with the bits past the prefix cleared (a prefix longer than the address
+    /// clears nothing).
     pub fn network(self) -> IpAddr {
         match self.addr {
             IpAddr::V4(a) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32u32.saturating_sub(u32::from(self.len)))
+                    .unwrap_or(0);
                 IpAddr::V4((u32::from(a) & mask).into())
             }
             IpAddr::V6(a) => {
                 let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.len))
+                    .checked_shl(128u32.saturating_sub(u32::from(self.len)))
                     .unwrap_or(0);
                 IpAddr::V6((u128::from(a) & mask).into())
             }

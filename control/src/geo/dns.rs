@@ -24,7 +24,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::ServerFuture;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
-use verge_config::geo::GeoConfig;
+use verge_config::geo::{Cidr, GeoConfig};
 
 use super::policy::Family;
 use super::steering::Steering;
@@ -228,7 +228,15 @@ impl GeoDns {
     ) {
         // A source prefix of 0 asks that the client's address not be used.
         let ecs = q.ecs.filter(|e| e.source_prefix() > 0);
-        let client = ecs.map_or(q.src, |e| e.addr());
+        // Bits past the source prefix must be zero (RFC 7871); a client that sets them does not
+        // get placed by them.
+        let client = ecs.map_or(q.src, |e| {
+            Cidr {
+                addr: e.addr(),
+                len: e.source_prefix(),
+            }
+            .network()
+        });
         let located = self.steering.locate(client, ecs.is_some());
         if ecs.is_some() {
             self.steering.metrics().ecs.inc();

@@ -501,6 +501,12 @@ fn dns_ecs_places_the_client_and_sets_the_scope() {
         .iter()
         .all(|a| a.to_string().starts_with("127.1.")));
     assert_eq!(reply.ecs.unwrap().scope_prefix(), 0);
+    // Address bits past the source prefix are ignored: 127.3.0.0/8 is 127.0.0.0/8 (default us).
+    let sloppy = ClientSubnet::new(ip("127.3.0.0"), 8, 0);
+    let reply = ask(&dns, &name, RecordType::A, "127.2.0.1", Some(&sloppy));
+    assert!(addresses(&reply)
+        .iter()
+        .all(|a| a.to_string().starts_with("127.1.")));
 }
 
 #[test]
