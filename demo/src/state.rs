@@ -1,0 +1,62 @@
+//! What a running demo started: every endpoint, so scripts, tests and `verge bench` can find
+//! them. Written as JSON by `verge demo --state FILE`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DemoState {
+    /// The CDN's host name, answered by the GeoDNS server.
+    pub hostname: String,
+    /// The GeoDNS server (UDP and TCP), `IP:PORT`.
+    pub dns: String,
+    /// The HTTP steering listener, `http://IP:PORT`.
+    pub steering: String,
+    pub control: ControlEndpoints,
+    /// The sample origin, as the shields reach it.
+    pub origin: String,
+    pub nodes: Vec<NodeEndpoints>,
+    /// The simulated regions.
+    pub regions: Vec<RegionInfo>,
+    /// Paths the sample origin serves with cache headers, for clients to try.
+    pub samples: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlEndpoints {
+    /// Nodes' listener (register, heartbeat, events).
+    pub api: String,
+    /// Operators' listener (purge, nodes, routing, metrics).
+    pub admin: String,
+    /// Bearer token of the admin listener.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeEndpoints {
+    /// `edge` or `shield`.
+    pub role: String,
+    pub id: String,
+    pub region: String,
+    /// Where clients (or edges) reach it, through its region's delay link.
+    pub http: String,
+    /// HTTPS, when the node terminates TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https: Option<String>,
+    /// Admin listener (`/metrics`, `/healthz`, purge).
+    pub admin: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionInfo {
+    pub id: String,
+    /// The loopback block of the region, e.g. `127.1.0.0/16`.
+    pub block: String,
+    /// A source address a client in the region binds, e.g. `127.1.200.1`.
+    pub client_addr: String,
+}
+
+impl DemoState {
+    pub fn edges(&self) -> impl Iterator<Item = &NodeEndpoints> {
+        self.nodes.iter().filter(|n| n.role == "edge")
+    }
+}
