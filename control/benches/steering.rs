@@ -5,8 +5,8 @@
 //! - `cidr/lookup_1k_blocks`: longest-prefix match over 1,000 address blocks;
 //! - `plan/decide_*`: the pure policy over a 3-region, 24-edge plan (local answer, failover
 //!   past a dead region, panic with nothing healthy);
-//! - `steering/locate_and_decide`: what a DNS query pays — place the client, load the plan,
-//!   decide, count.
+//! - `steering/locate_and_decide`: what a DNS query pays — place the client, load the plan
+//!   (checking the table channel for a newer table), decide, count.
 //!
 //! Run: `cargo bench -p verge-control --bench steering`.
 
@@ -132,7 +132,9 @@ fn bench(c: &mut Criterion) {
     .expect("bench config")
     .geo
     .expect("geo");
-    let steering = Steering::new(&config, &table(&[]), metrics.clone());
+    // As control runs it: the plan follows a watch channel of tables.
+    let (_tables, receiver) = tokio::sync::watch::channel(std::sync::Arc::new(table(&[])));
+    let steering = Steering::following(&config, receiver, metrics.clone());
     let client = IpAddr::V4(Ipv4Addr::new(127, 2, 3, 4));
     let name = steering.name("cdn.verge.test").expect("name");
     c.bench_function("steering/locate_and_decide", |b| {
