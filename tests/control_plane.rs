@@ -291,3 +291,19 @@ async fn a_dead_shield_leaves_the_table_and_edges_stop_sending_to_it() {
     assert_eq!(failures_before, failures_after);
     drop(s2);
 }
+
+#[tokio::test]
+async fn a_node_registers_the_url_it_is_told_to_advertise() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let control = start_control(dir.path(), "127.0.0.1:0".parse().unwrap(), &[]).await;
+    let origin = FakeOrigin::start().await;
+    let mut tweaks = node_control_tweaks(&control.url());
+    tweaks.push("edge.id = \"e1\"".to_string());
+    tweaks.push("control.advertise_url = \"http://127.1.0.77:8080\"".to_string());
+    let tweaks: Vec<&str> = tweaks.iter().map(String::as_str).collect();
+    let edge = start_edge(origin.addr(), &tweaks).await;
+    control.wait_connected(&["e1"]).await;
+    let nodes = control.admin.get_json("/v1/nodes").await.unwrap();
+    assert_eq!(nodes[0]["data_url"], "http://127.1.0.77:8080");
+    assert_eq!(nodes[0]["admin_url"], format!("http://{}", edge.admin_addr));
+}

@@ -271,3 +271,14 @@ fn edge_now(clock: &verge_cache::ManualClock) -> SystemTime {
     use verge_cache::Clock;
     clock.now()
 }
+
+#[tokio::test]
+async fn origin_connections_come_from_the_configured_source_address() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/x", Reply::ok("x"));
+    let edge = start_edge(origin.addr(), &["upstream.source_address = \"127.1.0.9\""]).await;
+    let response = HttpClient::http1().get(&edge.url("/x")).await;
+    assert_eq!(response.status, 200);
+    let request = origin.last_request("/x").unwrap();
+    assert_eq!(request.peer.ip().to_string(), "127.1.0.9");
+}

@@ -97,6 +97,8 @@ pub struct UpstreamConfig {
     /// Requests (and so connections) open to the origin at once; more wait up to
     /// `connect_timeout` for a slot, then get 503.
     pub max_connections: usize,
+    /// Local address upstream connections are made from (`None`: the system picks).
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 /// An origin's base URL: scheme and authority, no path.
@@ -571,7 +573,18 @@ pub(crate) fn validate_upstream(
         UPSTREAM_MAX_CONNECTIONS,
         (1, 100_000),
     );
+    let source_address = match raw.source_address.as_deref() {
+        None => Some(None),
+        Some(text) => c
+            .take(
+                &key("source_address"),
+                text.parse::<std::net::IpAddr>()
+                    .map_err(|_| format!("{text:?} is not an IP address (e.g. \"127.1.0.1\")")),
+            )
+            .map(Some),
+    };
     Some(UpstreamConfig {
+        source_address: source_address?,
         max_connections: usize::try_from(max_connections?).ok()?,
         origin: origin?,
         connect_timeout: connect_timeout?,
@@ -627,6 +640,22 @@ mod tests {
             assert!(errs.mentions(path), "{path} not reported in:\n{errs}");
         }
         assert_eq!(errs.errors.len(), 6, "{errs}");
+    }
+
+    #[test]
+    fn the_upstream_source_address_must_be_an_ip() {
+        let text = MINIMAL.replace(
+            "origin = ",
+            "source_address = \"127.1.0.9\"\n        origin = ",
+        );
+        let cfg = EdgeConfig::from_toml(&text).unwrap();
+        assert_eq!(
+            cfg.upstream.source_address,
+            Some("127.1.0.9".parse().unwrap())
+        );
+        let bad = MINIMAL.replace("origin = ", "source_address = \"here\"\n        origin = ");
+        let errs = EdgeConfig::from_toml(&bad).unwrap_err();
+        assert!(errs.mentions("upstream.source_address"), "{errs}");
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct NodeControlConfig {
     pub reconnect_min: Duration,
     /// ...doubling (with jitter) up to this.
     pub reconnect_max: Duration,
+    /// The data-plane URL announced to control (what clients and edges should use), when it is
+    /// not the listener's own address: behind a load balancer, NAT or a relay.
+    pub advertise_url: Option<OriginUrl>,
 }
 
 /// The `[control]` table as written.
@@ -34,6 +37,7 @@ pub struct RawNodeControl {
     pub heartbeat_interval: Option<String>,
     pub reconnect_min: Option<String>,
     pub reconnect_max: Option<String>,
+    pub advertise_url: Option<String>,
 }
 
 pub mod defaults {
@@ -93,6 +97,12 @@ pub(crate) fn validate_node_control(
         RECONNECT_MAX,
         ms,
     );
+    let advertise_url = match raw.advertise_url.as_deref() {
+        None => Some(None),
+        Some(text) => c
+            .take("control.advertise_url", OriginUrl::parse(text))
+            .map(Some),
+    };
     let (reconnect_min, reconnect_max) = (reconnect_min?, reconnect_max?);
     if reconnect_max < reconnect_min {
         c.push(
@@ -107,6 +117,7 @@ pub(crate) fn validate_node_control(
         heartbeat_interval: heartbeat_interval?,
         reconnect_min,
         reconnect_max,
+        advertise_url: advertise_url?,
     }))
 }
 
@@ -134,6 +145,23 @@ mod tests {
         assert_eq!(control.heartbeat_interval, Duration::from_secs(1));
         assert_eq!(control.reconnect_min, Duration::from_millis(100));
         assert_eq!(control.reconnect_max, Duration::from_secs(5));
+        assert_eq!(control.advertise_url, None);
+    }
+
+    #[test]
+    fn the_advertised_url_is_checked() {
+        let text = format!(
+            "{EDGE}[control]\nurl = \"http://127.0.0.1:7000\"\nadvertise_url = \"http://127.1.0.1:8080\"\n"
+        );
+        let control = EdgeConfig::from_toml(&text).unwrap().control.unwrap();
+        assert_eq!(
+            control.advertise_url.unwrap().to_string(),
+            "http://127.1.0.1:8080"
+        );
+        let bad =
+            format!("{EDGE}[control]\nurl = \"http://127.0.0.1:7000\"\nadvertise_url = \"here\"\n");
+        let errs = EdgeConfig::from_toml(&bad).unwrap_err();
+        assert!(errs.mentions("control.advertise_url"), "{errs}");
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub struct RawUpstream {
     pub max_idle_per_host: Option<u64>,
     pub max_connections: Option<u64>,
     pub idle_timeout: Option<String>,
+    pub source_address: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +110,7 @@ pub struct RawShieldFile {
 pub struct RawOriginPool {
     #[serde(default)]
     pub servers: Vec<String>,
+    pub source_address: Option<String>,
     pub connect_timeout: Option<String>,
     pub response_timeout: Option<String>,
     pub max_idle_per_host: Option<u64>,

@@ -226,6 +226,7 @@ fn validate_pool(c: &mut Collector, raw: RawOriginPool) -> Option<OriginPoolConf
             max_idle_per_host: raw.max_idle_per_host,
             idle_timeout: raw.idle_timeout,
             max_connections: raw.max_connections,
+            source_address: raw.source_address,
         },
         "origin",
     );

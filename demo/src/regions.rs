@@ -23,7 +23,7 @@ impl Region {
 }
 
 /// The region an address belongs to, by its block; `None` outside every block.
-pub fn region_of<'r>(regions: &'r [Region], ip: IpAddr) -> Option<&'r Region> {
+pub fn region_of(regions: &[Region], ip: IpAddr) -> Option<&Region> {
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, _, _] = v4.octets();

@@ -230,7 +230,10 @@ impl<U: Upstream> ControlClient<U> {
                     id: id.clone(),
                     role: control.role,
                     region: control.region.clone(),
-                    data_url: format!("http://{data_addr}"),
+                    data_url: config
+                        .advertise_url
+                        .as_ref()
+                        .map_or_else(|| format!("http://{data_addr}"), ToString::to_string),
                     admin_url: format!("http://{admin_addr}"),
                     weight: config.weight,
                 },

@@ -116,6 +116,8 @@ pub struct RecordedRequest {
     pub path_and_query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The address the request's connection came from.
+    pub peer: SocketAddr,
 }
 
 impl RecordedRequest {
@@ -252,7 +254,7 @@ impl Drop for FakeOrigin {
 
 async fn accept_loop(listener: TcpListener, state: Arc<OriginState>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let reset = Arc::new(AtomicBool::new(false));
@@ -265,7 +267,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<OriginState>) {
             let service = service_fn(move |request| {
                 let state = Arc::clone(&state);
                 let reset = Arc::clone(&reset);
-                async move { answer(&state, request, &reset).await }
+                async move { answer(&state, request, &reset, peer).await }
             });
             // An error here is the connection ending (or being reset on purpose).
             let _ = http1::Builder::new()
@@ -292,6 +294,7 @@ async fn answer(
     state: &OriginState,
     request: Request<Incoming>,
     reset: &AtomicBool,
+    peer: SocketAddr,
 ) -> Result<Response<OriginBody>, ResetOnPurpose> {
     let (parts, body) = request.into_parts();
     let body = body
@@ -305,6 +308,7 @@ async fn answer(
         .path_and_query()
         .map_or_else(|| path.clone(), |pq| pq.as_str().to_string());
     state.requests.lock().unwrap().push(RecordedRequest {
+        peer,
         method: parts.method,
         path: path.clone(),
         path_and_query,

@@ -78,6 +78,7 @@ fn upstream_config() -> UpstreamConfig {
         max_idle_per_host: 4,
         idle_timeout: Duration::from_secs(5),
         max_connections: 16,
+        source_address: None,
     }
 }
 
