@@ -226,6 +226,7 @@ fn config(servers: &[OriginUrl]) -> OriginPoolConfig {
             max_idle_per_host: 4,
             idle_timeout: Duration::from_secs(30),
             max_connections: 8,
+            source_address: None,
         },
         health_path: None,
         health_interval: Duration::from_millis(50),
