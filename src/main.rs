@@ -168,7 +168,7 @@ fn main() -> ExitCode {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -316,9 +316,13 @@ fn run_control(args: ControlArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let shown =
+            |addr: Option<SocketAddr>| addr.map_or_else(|| "off".to_string(), |a| a.to_string());
         tracing::info!(
             nodes = %node.node_addr,
             admin = %node.admin_addr,
+            dns = shown(node.dns_addr),
+            steering = shown(node.steering_addr),
             data_dir,
             "control serving"
         );
