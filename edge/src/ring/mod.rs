@@ -84,6 +84,11 @@ pub struct ShieldRing {
     /// `owners[i]` is the member index of the virtual node at `points[i]`. Every member owns at
     /// least one, which is what lets [`Candidates`] stop once it has listed them all.
     owners: Vec<u16>,
+    /// `buckets[b]` is the number of points whose top `bucket_bits` bits are below `b`: a
+    /// key's search is narrowed to the few points sharing its top bits, instead of a binary
+    /// search over the whole array (about one point per bucket). Placement does not depend on it.
+    buckets: Vec<u32>,
+    bucket_bits: u32,
     /// Number of members; at least 1, at most [`MAX_MEMBERS`].
     members: usize,
 }
@@ -140,10 +145,23 @@ impl ShieldRing {
             }
         }
         vnodes.sort_unstable();
-        let (points, owners) = vnodes.into_iter().unzip();
+        let (points, owners): (Vec<u64>, Vec<u16>) = vnodes.into_iter().unzip();
+        // About one point per bucket: 2^bits ≥ points, between 2^8 and 2^20 buckets.
+        let bucket_bits = (usize::BITS - points.len().leading_zeros()).clamp(8, 20);
+        let shift = 64 - bucket_bits;
+        let mut buckets = Vec::with_capacity((1 << bucket_bits) + 1);
+        let mut at = 0usize;
+        for bucket in 0..=(1u64 << bucket_bits) {
+            while at < points.len() && (points[at] >> shift) < bucket {
+                at += 1;
+            }
+            buckets.push(u32::try_from(at).expect("a ring holds fewer than 2^32 points"));
+        }
         Ok(ShieldRing {
             points,
             owners,
+            buckets,
+            bucket_bits,
             members: members.len(),
         })
     }
@@ -177,7 +195,14 @@ impl ShieldRing {
     /// Index of the first virtual node at or after the key's point, wrapping to 0 past the top.
     fn first_vnode(&self, key: &[u8]) -> usize {
         let point = stable_hash(key);
-        let at = self.points.partition_point(|&p| p < point);
+        // Every point before `lo` has smaller top bits than the key's point, every point from
+        // `hi` on larger ones: the answer lies in `lo..=hi`.
+        let bucket = (point >> (64 - self.bucket_bits)) as usize;
+        let (lo, hi) = (
+            self.buckets[bucket] as usize,
+            self.buckets[bucket + 1] as usize,
+        );
+        let at = lo + self.points[lo..hi].partition_point(|&p| p < point);
         if at == self.points.len() {
             0
         } else {

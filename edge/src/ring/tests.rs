@@ -323,3 +323,27 @@ fn errors_name_the_offending_member() {
         "shield `s1` is listed twice (members 0 and 1)"
     );
 }
+
+#[test]
+fn the_bucket_index_finds_the_same_virtual_node_as_a_full_binary_search() {
+    for shields in [1usize, 3, 10, 64, 256] {
+        let ids: Vec<String> = (0..shields).map(|i| format!("shield-{i}")).collect();
+        let members: Vec<RingMember<'_>> =
+            ids.iter().map(|id| RingMember { id, weight: 1 }).collect();
+        let ring = ShieldRing::new(&members).unwrap();
+        for i in 0..20_000u32 {
+            let key = format!("http://site.test/object/{i}");
+            let point = stable_hash(key.as_bytes());
+            let full = ring.points.partition_point(|&p| p < point);
+            let expected = if full == ring.points.len() { 0 } else { full };
+            assert_eq!(
+                ring.first_vnode(key.as_bytes()),
+                expected,
+                "{shields} shields, key {key}"
+            );
+        }
+        // The extremes of the hash space land where a full search puts them.
+        assert_eq!(ring.buckets[0], 0);
+        assert_eq!(*ring.buckets.last().unwrap() as usize, ring.points.len());
+    }
+}
