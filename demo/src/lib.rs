@@ -1,7 +1,20 @@
 //! A whole Verge CDN on loopback, and the benchmark that measures it from the clients' side.
 //!
 //! - [`state`]: what a running demo started, as the JSON `--state FILE` writes;
-//! - [`regions`]: the simulated regions (loopback address blocks) and the latency between them.
+//! - [`regions`]: the simulated regions (loopback address blocks) and the latency between them;
+//! - [`delay`]: the delay link, a TCP relay that adds the latency between regions;
+//! - [`origin`]: the sample origin, objects of mixed sizes and cache headers;
+//! - [`topology`]: which nodes a demo runs, where, with what configuration;
+//! - [`cluster`]: the running demo ([`Demo`]), started and stopped as one;
+//! - [`report`]: what `verge demo` prints (status table, Prometheus scrape config, commands).
 
+pub mod cluster;
+pub mod delay;
+pub mod origin;
 pub mod regions;
+pub mod report;
 pub mod state;
+pub mod topology;
+
+pub use cluster::{Demo, DemoError};
+pub use topology::DemoOptions;

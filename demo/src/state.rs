@@ -19,6 +19,16 @@ pub struct DemoState {
     pub regions: Vec<RegionInfo>,
     /// Paths the sample origin serves with cache headers, for clients to try.
     pub samples: Vec<String>,
+    /// The simulated one-way latency between every two regions (and within each).
+    #[serde(default)]
+    pub latency: Vec<PathLatency>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathLatency {
+    pub from: String,
+    pub to: String,
+    pub one_way_ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,5 +68,15 @@ pub struct RegionInfo {
 impl DemoState {
     pub fn edges(&self) -> impl Iterator<Item = &NodeEndpoints> {
         self.nodes.iter().filter(|n| n.role == "edge")
+    }
+
+    /// Writes the state as JSON to `path`, through a temporary file renamed into place, so a
+    /// reader polling for the file never sees half of it.
+    pub fn write_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        std::fs::write(&tmp, json + "\n")?;
+        std::fs::rename(&tmp, path)
     }
 }

@@ -1,0 +1,257 @@
+//! The delay link over real sockets: it adds the configured one-way delay in each direction for
+//! peers in another region and none for peers outside the regions, keeps bytes intact and in
+//! order under backpressure, passes closes on, and bounds its connections.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::time::Instant;
+use verge_demo::delay::{DelayLink, LinkSettings};
+use verge_demo::regions::{default_regions, LatencyMatrix};
+
+const MS: Duration = Duration::from_millis(1);
+/// Scheduling slack allowed above the configured delay (2 cores, tests in parallel).
+const TOLERANCE: Duration = Duration::from_millis(30);
+
+/// An echo server that notes when each byte-sized ping arrives.
+struct PingServer {
+    addr: SocketAddr,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+}
+
+/// A listener on `ip`, port 0.
+async fn listen(ip: &str) -> (TcpListener, SocketAddr) {
+    let ip: IpAddr = ip.parse().expect("an IP address");
+    let listener = TcpListener::bind((ip, 0))
+        .await
+        .expect("loopback addresses bind");
+    let addr = listener.local_addr().expect("a bound address");
+    (listener, addr)
+}
+
+async fn ping_server(ip: &str) -> PingServer {
+    let (listener, addr) = listen(ip).await;
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let noted = Arc::clone(&arrivals);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let noted = Arc::clone(&noted);
+            tokio::spawn(async move {
+                let _ = stream.set_nodelay(true);
+                let mut byte = [0u8; 1];
+                while let Ok(1) = stream.read(&mut byte).await {
+                    noted.lock().expect("not poisoned").push(Instant::now());
+                    if stream.write_all(&byte).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    PingServer { addr, arrivals }
+}
+
+/// A bulk echo server: copies everything back until the peer closes, then closes.
+async fn echo_server(ip: &str) -> SocketAddr {
+    let (listener, addr) = listen(ip).await;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A connection to `to` from source address `from`.
+async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let from: IpAddr = from.parse().expect("an IP address");
+    let socket = TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .expect("loopback addresses bind");
+    let stream = socket.connect(to).await.expect("the link accepts");
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    stream
+}
+
+fn us_link() -> LinkSettings {
+    LinkSettings::new("us", &default_regions(), &LatencyMatrix::default_demo())
+}
+
+/// Sends one ping and waits for its echo: (client → server, server → client) times.
+async fn ping(stream: &mut TcpStream, server: &PingServer) -> (Duration, Duration) {
+    let sent = Instant::now();
+    stream.write_all(b"p").await.expect("ping sent");
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte).await.expect("echo received");
+    let back = Instant::now();
+    let arrived = *server
+        .arrivals
+        .lock()
+        .expect("not poisoned")
+        .last()
+        .expect("the ping arrived");
+    (arrived - sent, back - arrived)
+}
+
+fn assert_about(what: &str, got: Duration, want: Duration) {
+    assert!(
+        got >= want && got <= want + TOLERANCE,
+        "{what}: took {got:?}, configured {want:?} (+{TOLERANCE:?})"
+    );
+}
+
+#[tokio::test]
+async fn a_peer_in_another_region_waits_the_one_way_delay_in_each_direction() {
+    let server = ping_server("127.1.0.50").await;
+    let link = DelayLink::start("127.1.0.50:0".parse().unwrap(), server.addr, us_link())
+        .await
+        .unwrap();
+    for (client, one_way) in [("127.2.200.1", 40 * MS), ("127.3.200.1", 80 * MS)] {
+        let mut stream = connect_from(client, link.addr()).await;
+        for _ in 0..3 {
+            let (there, back) = ping(&mut stream, &server).await;
+            assert_about(&format!("{client} → us"), there, one_way);
+            assert_about(&format!("us → {client}"), back, one_way);
+        }
+    }
+    link.stop().await;
+}
+
+#[tokio::test]
+async fn peers_in_the_same_region_wait_the_local_delay_and_outsiders_none() {
+    let server = ping_server("127.1.0.51").await;
+    let link = DelayLink::start("127.1.0.51:0".parse().unwrap(), server.addr, us_link())
+        .await
+        .unwrap();
+    let mut local = connect_from("127.1.200.1", link.addr()).await;
+    let (there, back) = ping(&mut local, &server).await;
+    assert_about("local, there", there, MS);
+    assert_about("local, back", back, MS);
+    let mut outsider = connect_from("127.0.0.1", link.addr()).await;
+    for _ in 0..3 {
+        let (there, back) = ping(&mut outsider, &server).await;
+        assert!(there + back < TOLERANCE, "{there:?} + {back:?}");
+    }
+}
+
+#[tokio::test]
+async fn bytes_arrive_intact_and_in_order_under_backpressure_and_jitter() {
+    let echo = echo_server("127.1.0.52").await;
+    let settings = LinkSettings {
+        jitter: 3 * MS,
+        max_buffered: 16 * 1024,
+        ..us_link()
+    };
+    let link = DelayLink::start("127.1.0.52:0".parse().unwrap(), echo, settings)
+        .await
+        .unwrap();
+    let stream = connect_from("127.1.200.2", link.addr()).await;
+    let (mut r, mut w) = stream.into_split();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..2 * 1024 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        // Uneven pieces, so chunks of every size cross the link.
+        let mut rest = &sent[..];
+        let mut n = 1;
+        while !rest.is_empty() {
+            let take = n.min(rest.len());
+            w.write_all(&rest[..take]).await.unwrap();
+            rest = &rest[take..];
+            n = n * 7 % 65_521 + 1;
+        }
+        w.shutdown().await.unwrap();
+    });
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut received))
+        .await
+        .expect("the echo ends")
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(received.len(), data.len());
+    assert!(received == data, "bytes changed or reordered");
+}
+
+#[tokio::test]
+async fn a_side_that_closes_closes_the_other() {
+    // The client half-closes: the echo server sees the end, closes, and the client sees that.
+    let echo = echo_server("127.1.0.53").await;
+    let link = DelayLink::start("127.1.0.53:0".parse().unwrap(), echo, us_link())
+        .await
+        .unwrap();
+    let mut stream = connect_from("127.2.200.3", link.addr()).await;
+    stream.write_all(b"bye").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut back))
+        .await
+        .expect("the close comes back")
+        .unwrap();
+    assert_eq!(back, b"bye");
+
+    // The server closes: the client sees the end.
+    let (listener, server_addr) = listen("127.1.0.54").await;
+    let link = DelayLink::start("127.1.0.54:0".parse().unwrap(), server_addr, us_link())
+        .await
+        .unwrap();
+    let mut stream = connect_from("127.3.200.3", link.addr()).await;
+    let (accepted, _) = listener.accept().await.unwrap();
+    drop(accepted);
+    let mut buf = [0u8; 8];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("the close reaches the client");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+
+    // The link stops: its relayed connections close.
+    let mut stream = connect_from("127.3.200.4", link.addr()).await;
+    let (_kept, _) = listener.accept().await.unwrap();
+    link.stop().await;
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("stopping the link closes its connections");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_bound_wait_for_a_slot() {
+    let server = ping_server("127.1.0.55").await;
+    let settings = LinkSettings {
+        max_connections: 1,
+        ..us_link()
+    };
+    let link = DelayLink::start("127.1.0.55:0".parse().unwrap(), server.addr, settings)
+        .await
+        .unwrap();
+    let mut first = connect_from("127.0.0.1", link.addr()).await;
+    ping(&mut first, &server).await;
+    let mut second = connect_from("127.0.0.1", link.addr()).await;
+    second.write_all(b"p").await.unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        tokio::time::timeout(200 * MS, second.read_exact(&mut byte))
+            .await
+            .is_err(),
+        "the second connection was relayed while the first held the only slot"
+    );
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(5), second.read_exact(&mut byte))
+        .await
+        .expect("relayed once the slot is free")
+        .unwrap();
+}
