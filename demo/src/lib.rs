@@ -6,8 +6,10 @@
 //! - [`origin`]: the sample origin, objects of mixed sizes and cache headers;
 //! - [`topology`]: which nodes a demo runs, where, with what configuration;
 //! - [`cluster`]: the running demo ([`Demo`]), started and stopped as one;
-//! - [`report`]: what `verge demo` prints (status table, Prometheus scrape config, commands).
+//! - [`report`]: what `verge demo` prints (status table, Prometheus scrape config, commands);
+//! - [`bench`]: `verge bench`, the client-side benchmark (latency, hit ratio, offload, purges).
 
+pub mod bench;
 pub mod cluster;
 pub mod delay;
 pub mod origin;

@@ -1,0 +1,89 @@
+//! The picture: latency distribution per region (a CDF, one line per region, on a log time
+//! axis) as SVG. A step at a region's local hit latency and another at its miss latency show
+//! the hit ratio and the cost of a trip across regions at a glance.
+
+use plotters::prelude::*;
+
+use super::report::RunReport;
+
+const WIDTH: u32 = 960;
+const HEIGHT: u32 = 540;
+
+/// A line of the chart: a name and its `(ms, share)` points.
+pub type Line<'a> = (String, &'a [(f64, f64)]);
+
+/// One line per region of `run`.
+pub fn region_lines(run: &RunReport) -> Vec<Line<'_>> {
+    run.regions
+        .iter()
+        .filter(|r| !r.cdf.is_empty())
+        .map(|r| (r.region.clone(), r.cdf.as_slice()))
+        .collect()
+}
+
+/// One line per run, all regions together.
+pub fn total_lines<'a>(runs: &[&'a RunReport]) -> Vec<Line<'a>> {
+    runs.iter()
+        .filter(|r| !r.total.cdf.is_empty())
+        .map(|r| (r.label.clone(), r.total.cdf.as_slice()))
+        .collect()
+}
+
+/// The latency CDF of `lines` as an SVG document.
+pub fn latency_svg(title: &str, lines: &[Line<'_>]) -> Result<String, String> {
+    let points = lines.iter().flat_map(|(_, cdf)| cdf.iter().map(|p| p.0));
+    let (low, high) = points.fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let (low, high) = if low <= high {
+        ((low * 0.8).max(0.01), (high * 1.25).max(low * 2.0))
+    } else {
+        (0.1, 1000.0)
+    };
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        let fail = |e: &dyn std::fmt::Display| format!("drawing the latency chart: {e}");
+        root.fill(&WHITE).map_err(|e| fail(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(56)
+            .build_cartesian_2d((low..high).log_scale(), 0.0..1.0)
+            .map_err(|e| fail(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("latency (ms, log scale)")
+            .y_desc("share of requests at or below")
+            .x_label_formatter(&|x| super::report::ms(*x))
+            .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
+            .draw()
+            .map_err(|e| fail(&e))?;
+        for (i, (name, cdf)) in lines.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            // Steps: the share holds until the next bucket.
+            let mut steps = Vec::with_capacity(cdf.len() * 2 + 1);
+            let mut share = 0.0;
+            for &(x, y) in cdf.iter() {
+                steps.push((x, share));
+                steps.push((x, y));
+                share = y;
+            }
+            chart
+                .draw_series(LineSeries::new(steps, color.stroke_width(2)))
+                .map_err(|e| fail(&e))?
+                .label(name.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| fail(&e))?;
+        root.present().map_err(|e| fail(&e))?;
+    }
+    Ok(svg)
+}

@@ -1,0 +1,184 @@
+//! Latency distribution in bounded memory: a log-linear histogram of microseconds (64
+//! sub-buckets per power of two, so any percentile is within 1.6% of the true value), with the
+//! exact count, sum and maximum beside it.
+
+use serde::Serialize;
+
+/// Sub-buckets per power of two; values below this are exact.
+const SUB: u64 = 64;
+const SUB_BITS: u32 = 6;
+/// Values are clamped to 2^40 µs (about 12 days).
+const MAX_EXP: u32 = 40;
+const BUCKETS: usize = (SUB + (MAX_EXP - SUB_BITS + 1) as u64 * SUB) as usize;
+
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram {
+    counts: Vec<u64>,
+    count: u64,
+    sum_us: u64,
+    max_us: u64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            counts: vec![0; BUCKETS],
+            count: 0,
+            sum_us: 0,
+            max_us: 0,
+        }
+    }
+}
+
+fn index(us: u64) -> usize {
+    let us = us.min((1u64 << MAX_EXP) - 1);
+    if us < SUB {
+        return us as usize;
+    }
+    let exp = 63 - us.leading_zeros(); // ≥ SUB_BITS
+    let mantissa = (us >> (exp - SUB_BITS)) & (SUB - 1);
+    (SUB + u64::from(exp - SUB_BITS) * SUB + mantissa) as usize
+}
+
+/// The smallest and largest value of bucket `i`.
+fn bounds(i: usize) -> (u64, u64) {
+    let i = i as u64;
+    if i < SUB {
+        return (i, i);
+    }
+    let exp = (i - SUB) / SUB + u64::from(SUB_BITS);
+    let mantissa = (i - SUB) % SUB;
+    let width = 1u64 << (exp - u64::from(SUB_BITS));
+    let low = (1u64 << exp) + mantissa * width;
+    (low, low + width - 1)
+}
+
+/// Percentiles of a distribution, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LatencySummary {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl LatencyHistogram {
+    pub fn record(&mut self, us: u64) {
+        self.counts[index(us)] += 1;
+        self.count += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+        self.max_us = self.max_us.max(us);
+    }
+
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+        self.max_us = self.max_us.max(other.max_us);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The value at quantile `q` (0..=1) in µs: the midpoint of the bucket holding the
+    /// `ceil(q · count)`-th value, never above the exact maximum (which the last rank is). `None` when empty.
+    pub fn quantile_us(&self, q: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        if rank >= self.count {
+            return Some(self.max_us);
+        }
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                let (low, high) = bounds(i);
+                return Some((low + (high - low) / 2).min(self.max_us));
+            }
+        }
+        Some(self.max_us)
+    }
+
+    pub fn summary(&self) -> Option<LatencySummary> {
+        let ms = |q: f64| self.quantile_us(q).map(|us| us as f64 / 1000.0);
+        Some(LatencySummary {
+            p50: ms(0.50)?,
+            p90: ms(0.90)?,
+            p99: ms(0.99)?,
+            max: self.max_us as f64 / 1000.0,
+            mean: self.sum_us as f64 / self.count as f64 / 1000.0,
+        })
+    }
+
+    /// The cumulative distribution as `(latency ms, share of values ≤ it)` at each non-empty
+    /// bucket's upper bound: what the latency chart draws.
+    pub fn cdf(&self) -> Vec<(f64, f64)> {
+        let mut points = Vec::new();
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            seen += c;
+            let high = bounds(i).1.min(self.max_us).max(1);
+            points.push((high as f64 / 1000.0, seen as f64 / self.count as f64));
+        }
+        points
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_every_value_once_in_order() {
+        for us in [0, 1, 63, 64, 65, 127, 128, 1_000, 123_456, 9_999_999] {
+            let (low, high) = bounds(index(us));
+            assert!(low <= us && us <= high, "{us}: {low}..={high}");
+        }
+        for i in 0..BUCKETS - 1 {
+            assert_eq!(bounds(i).1 + 1, bounds(i + 1).0, "bucket {i}");
+        }
+    }
+
+    #[test]
+    fn percentiles_are_within_two_percent() {
+        let mut h = LatencyHistogram::default();
+        for us in 1..=10_000u64 {
+            h.record(us * 10);
+        }
+        let close = |got: u64, want: f64| ((got as f64 - want) / want).abs() < 0.02;
+        assert!(close(h.quantile_us(0.5).unwrap(), 50_000.0));
+        assert!(close(h.quantile_us(0.9).unwrap(), 90_000.0));
+        assert!(close(h.quantile_us(0.99).unwrap(), 99_000.0));
+        assert_eq!(h.quantile_us(1.0), Some(100_000));
+        let s = h.summary().unwrap();
+        assert_eq!(s.max, 100.0);
+        assert!((s.mean - 50.005).abs() < 1e-9);
+        let cdf = h.cdf();
+        assert_eq!(cdf.last().map(|p| p.1), Some(1.0));
+        assert!(cdf.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+        assert!(LatencyHistogram::default().summary().is_none());
+    }
+
+    #[test]
+    fn merged_histograms_count_both() {
+        let mut a = LatencyHistogram::default();
+        let mut b = LatencyHistogram::default();
+        a.record(1_000);
+        b.record(3_000);
+        b.record(3_000);
+        a.merge(&b);
+        assert_eq!(a.count(), 3);
+        let median = a.quantile_us(0.5).unwrap();
+        assert!((2_950..=3_000).contains(&median), "{median}");
+        assert_eq!(a.summary().unwrap().max, 3.0);
+    }
+}

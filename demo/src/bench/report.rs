@@ -1,0 +1,433 @@
+//! What a run measured, as the JSON results file holds it, and as the Markdown tables printed
+//! at the end; the `--baseline` comparison and its ratios.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::histogram::LatencySummary;
+use super::offload::CountSource;
+use super::workload::Workload;
+
+/// Errors of one kind, with the first one seen (it names the target).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErrorCount {
+    pub kind: String,
+    pub count: u64,
+    pub example: String,
+}
+
+/// One region's clients (or all of them, in the total row).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegionReport {
+    pub region: String,
+    /// The source address the region's clients bound.
+    pub client_addr: String,
+    /// The edges its clients were steered to.
+    pub edges: Vec<String>,
+    /// Answered requests (status below 400), measured after the warm-up.
+    pub requests: u64,
+    pub requests_per_second: f64,
+    pub bytes: u64,
+    pub errors: u64,
+    pub error_kinds: Vec<ErrorCount>,
+    /// Answered from the edge's cache.
+    pub hits: u64,
+    /// Missed at the edge, answered from the shield's cache.
+    pub shield_hits: u64,
+    /// Made a cache fetch from the origin (from `Cache-Status`).
+    pub origin_fetches: u64,
+    pub hit_ratio: Option<f64>,
+    pub origin_fetches_per_request: Option<f64>,
+    /// Every answered request, and hits and misses apart.
+    pub latency_ms: Option<LatencySummary>,
+    pub hit_latency_ms: Option<LatencySummary>,
+    pub miss_latency_ms: Option<LatencySummary>,
+    /// `(ms, share ≤ ms)`: the distribution the chart draws.
+    pub cdf: Vec<(f64, f64)>,
+    /// Why the region could not run (steering failed), if so.
+    pub failure: Option<String>,
+}
+
+/// Purges sent through control during the run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PurgeReport {
+    pub submitted: u64,
+    pub completed: u64,
+    pub failed: u64,
+    /// Accepted → applied on every live node, as control measured it (`completed_after_us`).
+    pub to_everywhere_ms: Option<LatencySummary>,
+    pub failure_example: Option<String>,
+}
+
+/// Requests the origin received during the measured part of the run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OriginReport {
+    pub requests: u64,
+    pub per_client_request: Option<f64>,
+    pub source: CountSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunReport {
+    /// `configured`, `geo-off`, `shields-off`.
+    pub label: String,
+    /// What the run was against, in words.
+    pub setup: String,
+    pub workload: Workload,
+    pub measured_seconds: f64,
+    /// Stopped early (Ctrl-C): the figures cover what was measured until then.
+    pub interrupted: bool,
+    pub regions: Vec<RegionReport>,
+    pub total: RegionReport,
+    pub origin: Option<OriginReport>,
+    pub purges: PurgeReport,
+}
+
+impl RunReport {
+    /// Origin requests per client request: counted at the origin when possible, else from
+    /// `Cache-Status`.
+    pub fn origin_per_request(&self) -> Option<f64> {
+        self.origin
+            .as_ref()
+            .and_then(|o| o.per_client_request)
+            .or(self.total.origin_fetches_per_request)
+    }
+
+    /// Regions that could not run, or whose every request failed.
+    pub fn failed_regions(&self) -> Vec<&RegionReport> {
+        self.regions
+            .iter()
+            .filter(|r| r.failure.is_some() || (r.requests == 0 && r.errors > 0))
+            .collect()
+    }
+}
+
+/// Milliseconds with the precision that matters at their size.
+pub fn ms(value: f64) -> String {
+    if value < 10.0 {
+        format!("{value:.2}")
+    } else if value < 100.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.0}")
+    }
+}
+
+fn opt_ms(summary: Option<&LatencySummary>, pick: fn(&LatencySummary) -> f64) -> String {
+    summary.map_or_else(|| "-".to_string(), |s| ms(pick(s)))
+}
+
+pub fn percent(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| format!("{:.1}%", v * 100.0))
+}
+
+fn per_request(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"))
+}
+
+/// Ratio `a / b` when both are known and `b` is not zero.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+fn times(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| format!("×{v:.2}"))
+}
+
+/// The per-region table, then the origin and purge lines and any errors.
+pub fn markdown(report: &RunReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### {} — {}\n\n{:.1} s measured{}; {} clients per region, Zipf {} over {} objects, steering {}\n",
+        report.label,
+        report.setup,
+        report.measured_seconds,
+        if report.interrupted { " (interrupted)" } else { "" },
+        report.workload.concurrency,
+        report.workload.zipf,
+        report.total_objects(),
+        report.workload.steering.as_str(),
+    );
+    out.push_str("| region | edges | requests | req/s | p50 ms | p90 ms | p99 ms | max ms | hit ratio | hit p50 ms | miss p50 ms | origin fetch/req | errors |\n");
+    out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for row in report.regions.iter().chain(std::iter::once(&report.total)) {
+        let l = row.latency_ms.as_ref();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            row.region,
+            if row.edges.is_empty() {
+                "-".to_string()
+            } else {
+                row.edges.join(" ")
+            },
+            row.requests,
+            row.requests_per_second,
+            opt_ms(l, |s| s.p50),
+            opt_ms(l, |s| s.p90),
+            opt_ms(l, |s| s.p99),
+            opt_ms(l, |s| s.max),
+            percent(row.hit_ratio),
+            opt_ms(row.hit_latency_ms.as_ref(), |s| s.p50),
+            opt_ms(row.miss_latency_ms.as_ref(), |s| s.p50),
+            per_request(row.origin_fetches_per_request),
+            row.errors,
+        );
+    }
+    out.push('\n');
+    if let Some(origin) = &report.origin {
+        let _ = writeln!(
+            out,
+            "origin: {} requests for {} client requests ({} per client request; counted by {})",
+            origin.requests,
+            report.total.requests,
+            per_request(origin.per_client_request),
+            match origin.source {
+                CountSource::OriginStats => "the origin",
+                CountSource::NodeMetrics => "the nodes' verge_upstream_requests_total",
+            }
+        );
+    }
+    let p = &report.purges;
+    if p.submitted > 0 {
+        let _ = writeln!(
+            out,
+            "purges: {} submitted, {} complete everywhere, {} failed; purge-to-everywhere p50 {} ms, p99 {} ms, max {} ms",
+            p.submitted,
+            p.completed,
+            p.failed,
+            opt_ms(p.to_everywhere_ms.as_ref(), |s| s.p50),
+            opt_ms(p.to_everywhere_ms.as_ref(), |s| s.p99),
+            opt_ms(p.to_everywhere_ms.as_ref(), |s| s.max),
+        );
+        if let Some(example) = &p.failure_example {
+            let _ = writeln!(out, "  first purge failure: {example}");
+        }
+    }
+    for region in &report.regions {
+        if let Some(failure) = &region.failure {
+            let _ = writeln!(out, "{}: did not run: {failure}", region.region);
+        }
+        for e in &region.error_kinds {
+            let _ = writeln!(
+                out,
+                "{}: {} × {} (first: {})",
+                region.region, e.count, e.kind, e.example
+            );
+        }
+    }
+    out
+}
+
+impl RunReport {
+    fn total_objects(&self) -> String {
+        self.workload
+            .objects
+            .map_or_else(|| "all sample".to_string(), |n| n.to_string())
+    }
+}
+
+/// What geo steering and the shield tier buy, as ratios of the same workload run three ways.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ratios {
+    /// p50 (p99) latency with every client sent to one region ÷ with geo steering.
+    pub geo_p50_latency: Option<f64>,
+    pub geo_p99_latency: Option<f64>,
+    /// Origin requests per client request without shields ÷ with them.
+    pub shield_origin_requests: Option<f64>,
+    /// p50 (p99) latency without shields ÷ with them.
+    pub shield_p50_latency: Option<f64>,
+    pub shield_p99_latency: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub configured: RunReport,
+    pub geo_off: Option<RunReport>,
+    pub shields_off: Option<RunReport>,
+    pub ratios: Ratios,
+}
+
+impl Comparison {
+    pub fn new(
+        configured: RunReport,
+        geo_off: Option<RunReport>,
+        shields_off: Option<RunReport>,
+    ) -> Comparison {
+        let p = |r: Option<&RunReport>, pick: fn(&LatencySummary) -> f64| {
+            r.and_then(|r| r.total.latency_ms.as_ref()).map(pick)
+        };
+        let base = Some(&configured);
+        let ratios = Ratios {
+            geo_p50_latency: ratio(p(geo_off.as_ref(), |s| s.p50), p(base, |s| s.p50)),
+            geo_p99_latency: ratio(p(geo_off.as_ref(), |s| s.p99), p(base, |s| s.p99)),
+            shield_origin_requests: ratio(
+                shields_off.as_ref().and_then(RunReport::origin_per_request),
+                configured.origin_per_request(),
+            ),
+            shield_p50_latency: ratio(p(shields_off.as_ref(), |s| s.p50), p(base, |s| s.p50)),
+            shield_p99_latency: ratio(p(shields_off.as_ref(), |s| s.p99), p(base, |s| s.p99)),
+        };
+        Comparison {
+            configured,
+            geo_off,
+            shields_off,
+            ratios,
+        }
+    }
+
+    pub fn runs(&self) -> impl Iterator<Item = &RunReport> {
+        std::iter::once(&self.configured)
+            .chain(self.geo_off.as_ref())
+            .chain(self.shields_off.as_ref())
+    }
+
+    /// One row per run, then the ratios in words.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("### baseline\n\n| run | setup | requests | p50 ms | p99 ms | hit ratio | origin req/client req |\n|---|---|--:|--:|--:|--:|--:|\n");
+        for run in self.runs() {
+            let l = run.total.latency_ms.as_ref();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                run.label,
+                run.setup,
+                run.total.requests,
+                opt_ms(l, |s| s.p50),
+                opt_ms(l, |s| s.p99),
+                percent(run.total.hit_ratio),
+                per_request(run.origin_per_request()),
+            );
+        }
+        let r = &self.ratios;
+        let _ = writeln!(
+            out,
+            "\ngeo steering: without it p50 latency is {} and p99 {} of what it is with it",
+            times(r.geo_p50_latency),
+            times(r.geo_p99_latency),
+        );
+        let _ = writeln!(
+            out,
+            "shield tier: without it the origin gets {} the requests per client request, p50 latency {}, p99 {}",
+            times(r.shield_origin_requests),
+            times(r.shield_p50_latency),
+            times(r.shield_p99_latency),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::workload::WorkloadArgs;
+
+    fn summary(p50: f64, p99: f64) -> LatencySummary {
+        LatencySummary {
+            p50,
+            p90: p50,
+            p99,
+            max: p99,
+            mean: p50,
+        }
+    }
+
+    fn row(region: &str, requests: u64, p50: f64) -> RegionReport {
+        RegionReport {
+            region: region.into(),
+            client_addr: "127.1.200.1".into(),
+            edges: vec!["us-1".into()],
+            requests,
+            requests_per_second: requests as f64 / 2.0,
+            bytes: 0,
+            errors: 0,
+            error_kinds: Vec::new(),
+            hits: requests / 2,
+            shield_hits: 0,
+            origin_fetches: requests / 10,
+            hit_ratio: Some(0.5),
+            origin_fetches_per_request: Some(0.1),
+            latency_ms: Some(summary(p50, p50 * 10.0)),
+            hit_latency_ms: None,
+            miss_latency_ms: None,
+            cdf: Vec::new(),
+            failure: None,
+        }
+    }
+
+    fn report(label: &str, p50: f64, origin: f64) -> RunReport {
+        RunReport {
+            label: label.into(),
+            setup: "demo".into(),
+            workload: WorkloadArgs::default().validate().unwrap(),
+            measured_seconds: 2.0,
+            interrupted: false,
+            regions: vec![row("us", 100, p50)],
+            total: row("all", 100, p50),
+            origin: Some(OriginReport {
+                requests: (origin * 100.0) as u64,
+                per_client_request: Some(origin),
+                source: CountSource::OriginStats,
+            }),
+            purges: PurgeReport {
+                submitted: 0,
+                completed: 0,
+                failed: 0,
+                to_everywhere_ms: None,
+                failure_example: None,
+            },
+        }
+    }
+
+    #[test]
+    fn milliseconds_keep_three_significant_figures_or_so() {
+        assert_eq!(ms(0.4567), "0.46");
+        assert_eq!(ms(12.345), "12.3");
+        assert_eq!(ms(161.7), "162");
+        assert_eq!(percent(Some(0.9344)), "93.4%");
+        assert_eq!(percent(None), "-");
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_region_and_a_total() {
+        let text = markdown(&report("configured", 2.5, 0.02));
+        let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| ")).collect();
+        assert_eq!(rows.len(), 3, "{text}");
+        assert!(
+            rows[1].starts_with(
+                "| us | us-1 | 100 | 50 | 2.50 | 2.50 | 25.0 | 25.0 | 50.0% | - | - | 0.100 | 0 |"
+            ),
+            "{}",
+            rows[1]
+        );
+        assert!(rows[2].starts_with("| all |"));
+        assert!(text.contains("origin: 2 requests for 100 client requests (0.020 per client request; counted by the origin)"), "{text}");
+    }
+
+    #[test]
+    fn baseline_ratios_divide_the_degraded_run_by_the_configured_one() {
+        let c = Comparison::new(
+            report("configured", 2.0, 0.01),
+            Some(report("geo-off", 100.0, 0.01)),
+            Some(report("shields-off", 4.0, 0.05)),
+        );
+        assert_eq!(c.ratios.geo_p50_latency, Some(50.0));
+        assert_eq!(c.ratios.shield_p50_latency, Some(2.0));
+        let origin = c.ratios.shield_origin_requests.unwrap();
+        assert!((origin - 5.0).abs() < 1e-9);
+        let text = c.markdown();
+        assert!(
+            text.contains("geo steering: without it p50 latency is ×50.00"),
+            "{text}"
+        );
+        assert!(text.contains("the origin gets ×5.00"), "{text}");
+        let partial = Comparison::new(report("configured", 2.0, 0.0), None, None);
+        assert_eq!(partial.ratios.shield_origin_requests, None);
+        assert!(partial.markdown().contains("p50 latency is - and p99 -"));
+    }
+}

@@ -1,0 +1,565 @@
+//! One benchmark run: for each region, clients bound to the region's source address, steered
+//! to their edges, asking for Zipf-popular objects (and purging some through control) for the
+//! warm-up and then the measured duration, or until stopped.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use verge_config::wire::PurgeSpec;
+use verge_control::client::AdminClient;
+
+use super::client::{Answer, EdgeTarget, RegionClient, RequestError};
+use super::histogram::LatencyHistogram;
+use super::offload;
+use super::report::{ErrorCount, OriginReport, PurgeReport, RegionReport, RunReport};
+use super::steer;
+use super::workload::{Steering, Workload};
+use super::zipf::{XorShift, Zipf};
+use crate::state::DemoState;
+
+/// How long a client pauses after an error before trying again, so a dead target is not
+/// hammered in a tight loop.
+const ERROR_PAUSE: Duration = Duration::from_millis(25);
+/// How long a purge may take to reach every live node before it counts as failed.
+const PURGE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Where each region's clients are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Through the workload's steering.
+    Steered,
+    /// Every client to the edges of this one region (geo steering off).
+    AllTo(String),
+}
+
+/// What a run is against and how to show it.
+pub struct RunSpec<'a> {
+    pub state: &'a DemoState,
+    pub workload: &'a Workload,
+    /// `configured`, `geo-off`, ...
+    pub label: String,
+    /// The run's setup, in words, for the tables.
+    pub setup: String,
+    pub route: Route,
+    /// Draw a progress bar on stderr (only on a terminal).
+    pub progress: bool,
+}
+
+/// A region's clients, prepared.
+struct RegionPlan {
+    id: String,
+    source: IpAddr,
+}
+
+/// What a run needs that can be checked before any traffic.
+struct Prepared {
+    paths: Vec<String>,
+    regions: Vec<RegionPlan>,
+    /// Control's admin API, when purging.
+    admin: Option<AdminClient>,
+}
+
+/// Checks what can be checked before any traffic: the objects, the regions' source
+/// addresses, the control client when purging.
+fn prepare(state: &DemoState, workload: &Workload) -> Result<Prepared, String> {
+    let paths = workload.paths(&state.samples)?;
+    if state.regions.is_empty() {
+        return Err("the state lists no region".to_string());
+    }
+    let mut regions = Vec::new();
+    for region in &state.regions {
+        let source = region.client_addr.parse().map_err(|e| {
+            format!(
+                "region {}: client_addr {:?} is not an IP address: {e}",
+                region.id, region.client_addr
+            )
+        })?;
+        regions.push(RegionPlan {
+            id: region.id.clone(),
+            source,
+        });
+    }
+    let admin = if workload.purge_share > 0.0 {
+        Some(
+            AdminClient::new(&state.control.admin, &state.control.token)
+                .map_err(|e| format!("--purge-share needs control: {e}"))?,
+        )
+    } else {
+        None
+    };
+    Ok(Prepared {
+        paths,
+        regions,
+        admin,
+    })
+}
+
+/// Checks a run can start (see [`prepare`]); nothing is sent.
+pub fn check(state: &DemoState, workload: &Workload) -> Result<(), String> {
+    prepare(state, workload).map(|_| ())
+}
+
+#[derive(Default)]
+struct RegionStats {
+    all: LatencyHistogram,
+    hits: LatencyHistogram,
+    misses: LatencyHistogram,
+    shield_hits: u64,
+    origin_fetches: u64,
+    bytes: u64,
+    errors: BTreeMap<String, (u64, String)>,
+}
+
+impl RegionStats {
+    fn answered(&mut self, us: u64, answer: &Answer) {
+        self.all.record(us);
+        if answer.cache.edge_hit {
+            self.hits.record(us);
+        } else {
+            self.misses.record(us);
+        }
+        self.shield_hits += u64::from(answer.cache.shield_hit);
+        self.origin_fetches += u64::from(answer.cache.origin_fetch);
+        self.bytes += answer.bytes;
+    }
+
+    fn failed(&mut self, error: &RequestError) {
+        let entry = self
+            .errors
+            .entry(error.kind())
+            .or_insert_with(|| (0, error.to_string()));
+        entry.0 += 1;
+    }
+}
+
+#[derive(Default)]
+struct PurgeStats {
+    to_everywhere: LatencyHistogram,
+    submitted: u64,
+    completed: u64,
+    failed: u64,
+    first_failure: Option<String>,
+}
+
+/// What every client of a run shares.
+struct Shared {
+    hostname: String,
+    paths: Vec<String>,
+    zipf: Zipf,
+    purge_share: f64,
+    admin: Option<AdminClient>,
+    measure_from: Instant,
+    end: Instant,
+    purges: Mutex<PurgeStats>,
+    /// For the progress bar.
+    requests: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Shared {
+    fn purge_stats(&self) -> std::sync::MutexGuard<'_, PurgeStats> {
+        self.purges.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One region's clients.
+struct RegionRun {
+    client: RegionClient,
+    edges: Vec<EdgeTarget>,
+    stats: Mutex<RegionStats>,
+    /// Next send time, with `--rate`: the region's clients share one schedule.
+    pacer: Option<(Mutex<Instant>, Duration)>,
+}
+
+impl RegionRun {
+    fn stats(&self) -> std::sync::MutexGuard<'_, RegionStats> {
+        self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// When this client may send next, per `--rate`.
+    fn next_slot(&self) -> Option<Instant> {
+        let (next, interval) = self.pacer.as_ref()?;
+        let mut next = next.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = (*next).max(Instant::now());
+        *next = at + *interval;
+        Some(at)
+    }
+}
+
+/// Completes once `stop` says true (never if its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn client_loop(
+    shared: Arc<Shared>,
+    region: Arc<RegionRun>,
+    edge: EdgeTarget,
+    seed: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut rng = XorShift::new(seed);
+    loop {
+        if *stop.borrow() || Instant::now() >= shared.end {
+            return;
+        }
+        if let Some(at) = region.next_slot() {
+            if at >= shared.end {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = stopped(&mut stop) => return,
+            }
+        }
+        let path = &shared.paths[shared.zipf.sample(&mut rng)];
+        let measuring = Instant::now() >= shared.measure_from;
+        if measuring && shared.purge_share > 0.0 && rng.next_f64() < shared.purge_share {
+            tokio::select! {
+                () = purge(&shared, path) => {}
+                () = stopped(&mut stop) => return,
+            }
+            continue;
+        }
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = region.client.get(&edge, path, &shared.hostname) => r,
+            () = stopped(&mut stop) => return,
+        };
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let counted = started >= shared.measure_from;
+        match result {
+            Ok(answer) => {
+                if counted {
+                    region.stats().answered(us, &answer);
+                    shared.requests.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(error) => {
+                if counted {
+                    region.stats().failed(&error);
+                    shared.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(ERROR_PAUSE) => {}
+                    () = stopped(&mut stop) => return,
+                }
+            }
+        }
+    }
+}
+
+/// Purges `path` through control and waits until every live node has applied it.
+async fn purge(shared: &Shared, path: &str) {
+    let Some(admin) = &shared.admin else { return };
+    let spec = PurgeSpec {
+        urls: vec![format!("http://{}{path}", shared.hostname)],
+        ..PurgeSpec::default()
+    };
+    let outcome = async {
+        let accepted = admin.purge(&spec).await.map_err(|e| e.to_string())?;
+        let status = admin
+            .wait(accepted.id, PURGE_LIMIT)
+            .await
+            .map_err(|e| e.to_string())?;
+        status
+            .completed_after_us
+            .or(status.completed_after_ms.map(|ms| ms * 1000))
+            .ok_or_else(|| format!("purge {} complete but without a time", accepted.id))
+    };
+    shared.purge_stats().submitted += 1;
+    let result = outcome.await;
+    let mut stats = shared.purge_stats();
+    match result {
+        Ok(us) => {
+            stats.completed += 1;
+            stats.to_everywhere.record(us);
+        }
+        Err(e) => {
+            stats.failed += 1;
+            stats.first_failure.get_or_insert(e);
+        }
+    }
+}
+
+fn progress_bar(enabled: bool, total: Duration, label: &str) -> ProgressBar {
+    use std::io::IsTerminal;
+    if !enabled || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(u64::try_from(total.as_millis()).unwrap_or(u64::MAX));
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix} [{bar:32}] {elapsed:>4}/{duration_total} {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+/// Runs the workload against `spec.state` until done or `stop` says true, and reports what
+/// was measured (a region whose steering failed is reported with the reason).
+pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunReport, String> {
+    let RunSpec {
+        state,
+        workload,
+        label,
+        setup,
+        route,
+        progress,
+    } = spec;
+    let Prepared {
+        paths,
+        regions: plans,
+        admin,
+    } = prepare(state, workload)?;
+    let probe = RegionClient::new(None, workload.timeout, 4);
+
+    // Steering: where each region's clients go.
+    let mut regions = Vec::new();
+    let mut failures = Vec::new();
+    for plan in &plans {
+        let steered = match &route {
+            Route::Steered => {
+                steer::steer(
+                    state,
+                    &plan.id,
+                    plan.source,
+                    workload.steering,
+                    workload.concurrency,
+                    workload.timeout,
+                )
+                .await
+            }
+            Route::AllTo(region) => {
+                steer::steer(
+                    state,
+                    region,
+                    plan.source,
+                    Steering::None,
+                    workload.concurrency,
+                    workload.timeout,
+                )
+                .await
+            }
+        };
+        match steered {
+            Ok(steered) => {
+                let pacer = workload
+                    .rate
+                    .map(|r| (Mutex::new(Instant::now()), Duration::from_secs_f64(1.0 / r)));
+                regions.push(Some(Arc::new(RegionRun {
+                    client: RegionClient::new(
+                        Some(plan.source),
+                        workload.timeout,
+                        workload.concurrency,
+                    ),
+                    edges: steered.edges,
+                    stats: Mutex::new(RegionStats::default()),
+                    pacer,
+                })));
+                failures.push(None);
+            }
+            Err(reason) => {
+                regions.push(None);
+                failures.push(Some(reason));
+            }
+        }
+    }
+
+    let start = Instant::now();
+    let measure_from = start + workload.warmup;
+    let end = measure_from + workload.duration;
+    let shared = Arc::new(Shared {
+        hostname: state.hostname.clone(),
+        zipf: Zipf::new(paths.len(), workload.zipf),
+        paths,
+        purge_share: workload.purge_share,
+        admin,
+        measure_from,
+        end,
+        purges: Mutex::new(PurgeStats::default()),
+        requests: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for (r, region) in regions.iter().enumerate() {
+        let Some(region) = region else { continue };
+        for c in 0..workload.concurrency {
+            let edge = region.edges[c % region.edges.len()].clone();
+            let seed = workload.seed ^ ((r as u64) << 32) ^ c as u64;
+            tasks.spawn(client_loop(
+                shared.clone(),
+                region.clone(),
+                edge,
+                seed,
+                stop.clone(),
+            ));
+        }
+    }
+
+    // The origin's count at the start of the measured part, and the progress bar meanwhile.
+    let bar = progress_bar(progress, workload.warmup + workload.duration, &label);
+    let mut origin_before = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut before_taken = workload.warmup.is_zero();
+    if before_taken {
+        origin_before = offload::origin_requests(&probe, state).await;
+    }
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => {
+                if joined.is_none() {
+                    break;
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                bar.set_position(u64::try_from((now - start).as_millis()).unwrap_or(u64::MAX));
+                let phase = if now < measure_from { "warming up" } else { "measuring" };
+                let purges = shared.purge_stats().submitted;
+                bar.set_message(format!(
+                    "{phase}: {} requests, {} errors, {purges} purges",
+                    shared.requests.load(Ordering::Relaxed),
+                    shared.errors.load(Ordering::Relaxed),
+                ));
+                if !before_taken && now >= measure_from {
+                    before_taken = true;
+                    origin_before = offload::origin_requests(&probe, state).await;
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let interrupted = *stop.borrow();
+    let stopped_at = Instant::now().min(end);
+    let measured = stopped_at.saturating_duration_since(measure_from);
+    let origin_after = if before_taken {
+        offload::origin_requests(&probe, state).await
+    } else {
+        None
+    };
+
+    let mut rows = Vec::new();
+    let mut total_stats = RegionStats::default();
+    let mut total_edges: Vec<String> = Vec::new();
+    for ((plan, region), failure) in plans.iter().zip(&regions).zip(failures) {
+        let (stats, edges) = match region {
+            Some(region) => {
+                let stats = std::mem::take(&mut *region.stats());
+                (stats, region.edges.iter().map(|e| e.id.clone()).collect())
+            }
+            None => (RegionStats::default(), Vec::new()),
+        };
+        total_stats.all.merge(&stats.all);
+        total_stats.hits.merge(&stats.hits);
+        total_stats.misses.merge(&stats.misses);
+        total_stats.shield_hits += stats.shield_hits;
+        total_stats.origin_fetches += stats.origin_fetches;
+        total_stats.bytes += stats.bytes;
+        for (kind, (count, example)) in &stats.errors {
+            let entry = total_stats
+                .errors
+                .entry(kind.clone())
+                .or_insert_with(|| (0, example.clone()));
+            entry.0 += count;
+        }
+        for edge in &edges {
+            if !total_edges.contains(edge) {
+                total_edges.push(edge.clone());
+            }
+        }
+        rows.push(region_report(
+            &plan.id,
+            &plan.source.to_string(),
+            edges,
+            &stats,
+            measured,
+            failure,
+        ));
+    }
+    let total = region_report("all", "", total_edges, &total_stats, measured, None);
+    let origin = match (origin_before, origin_after) {
+        (Some((before, source)), Some((after, _))) => Some(OriginReport {
+            requests: after.saturating_sub(before),
+            per_client_request: (total.requests > 0)
+                .then(|| after.saturating_sub(before) as f64 / total.requests as f64),
+            source,
+        }),
+        _ => None,
+    };
+    let purges = {
+        let p = shared.purge_stats();
+        PurgeReport {
+            submitted: p.submitted,
+            completed: p.completed,
+            failed: p.failed,
+            to_everywhere_ms: p.to_everywhere.summary(),
+            failure_example: p.first_failure.clone(),
+        }
+    };
+    Ok(RunReport {
+        label,
+        setup,
+        workload: workload.clone(),
+        measured_seconds: measured.as_secs_f64(),
+        interrupted,
+        regions: rows,
+        total,
+        origin,
+        purges,
+    })
+}
+
+fn region_report(
+    region: &str,
+    client_addr: &str,
+    edges: Vec<String>,
+    stats: &RegionStats,
+    measured: Duration,
+    failure: Option<String>,
+) -> RegionReport {
+    let requests = stats.all.count();
+    let per = |n: u64| (requests > 0).then(|| n as f64 / requests as f64);
+    RegionReport {
+        region: region.to_string(),
+        client_addr: client_addr.to_string(),
+        edges,
+        requests,
+        requests_per_second: if measured.is_zero() {
+            0.0
+        } else {
+            requests as f64 / measured.as_secs_f64()
+        },
+        bytes: stats.bytes,
+        errors: stats.errors.values().map(|(n, _)| n).sum(),
+        error_kinds: stats
+            .errors
+            .iter()
+            .map(|(kind, (count, example))| ErrorCount {
+                kind: kind.clone(),
+                count: *count,
+                example: example.clone(),
+            })
+            .collect(),
+        hits: stats.hits.count(),
+        shield_hits: stats.shield_hits,
+        origin_fetches: stats.origin_fetches,
+        hit_ratio: per(stats.hits.count()),
+        origin_fetches_per_request: per(stats.origin_fetches),
+        latency_ms: stats.all.summary(),
+        hit_latency_ms: stats.hits.summary(),
+        miss_latency_ms: stats.misses.summary(),
+        cdf: stats.all.cdf(),
+        failure,
+    }
+}
