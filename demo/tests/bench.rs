@@ -111,12 +111,14 @@ fn dead_state() -> DemoState {
                         {"id": "eu", "block": "127.2.0.0/16", "client_addr": "127.2.200.1"}],
             "samples": ["/a", "/b"]}"#,
     )
-    .unwrap()
+    .expect("a valid state")
 }
 
 fn dead_command(dir: &Path, duration: &str) -> BenchCommand {
     let state_file = dir.join("state.json");
-    dead_state().write_to(&state_file).unwrap();
+    dead_state()
+        .write_to(&state_file)
+        .expect("the state file is written");
     BenchCommand {
         state: Some(state_file),
         workload: WorkloadArgs {
