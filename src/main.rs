@@ -43,6 +43,9 @@ enum Command {
     Control(ControlArgs),
     /// Purge through the control plane and wait until every live node has applied it.
     Purge(PurgeArgs),
+    /// Run a whole CDN on loopback in this process: a sample origin, control, shields and
+    /// edges in simulated regions with latency between them. Ctrl-C stops it.
+    Demo(DemoArgs),
     /// Validate a configuration file; print every problem and exit 2 if there are any.
     CheckConfig {
         /// The file to check; its role is told by its top-level table ([edge], [shield] or
@@ -68,6 +71,23 @@ struct ControlArgs {
     /// Quick start: directory of the durable purge log.
     #[arg(long, requires = "token_file")]
     data_dir: Option<String>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Regions to simulate (from us, eu, ap), comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "us,eu,ap")]
+    regions: Vec<String>,
+    /// Edges in each region.
+    #[arg(long, default_value_t = 2)]
+    edges_per_region: usize,
+    /// Write every endpoint as JSON to this file once the demo is ready (removed when it
+    /// stops).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Write the nodes' logs to this file (default: no logs).
+    #[arg(long)]
+    log: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -156,13 +176,17 @@ struct EdgeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The demo logs to its own file or not at all: its screen is the status table.
+    if !matches!(cli.command, Command::Demo(_)) {
+        init_logging();
+    }
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
         Command::Edge(args) => run_edge(args),
         Command::Shield(args) => run_shield(args),
         Command::Control(args) => run_control(args),
         Command::Purge(args) => run_purge(args),
+        Command::Demo(args) => run_demo(args),
     }
 }
 
@@ -410,6 +434,85 @@ fn run_purge(args: PurgeArgs) -> ExitCode {
             }
             (false, _) => ExitCode::FAILURE,
         }
+    })
+}
+
+fn run_demo(args: DemoArgs) -> ExitCode {
+    let options = verge_demo::DemoOptions::for_regions(&args.regions).map(|options| {
+        verge_demo::DemoOptions {
+            edges_per_region: args.edges_per_region,
+            ..options
+        }
+    });
+    let options = match options.and_then(|o| o.validate().map(|()| o)) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("verge demo: {e}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    if let Some(path) = &args.log {
+        match std::fs::File::create(path) {
+            Ok(file) => tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(
+                    "info,hickory_server=warn",
+                ))
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .init(),
+            Err(e) => {
+                eprintln!("verge demo: --log {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let runtime = match build_runtime(0) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("verge demo: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let nodes = options.regions.len() * options.edges_per_region;
+        println!(
+            "Starting a Verge CDN on loopback: a sample origin, control, {} shield(s) and {nodes} edge(s) in {}…\n",
+            options.shields.len(),
+            args.regions.join(", ")
+        );
+        let demo = tokio::select! {
+            started = verge_demo::Demo::start(options) => match started {
+                Ok(demo) => demo,
+                Err(e) => {
+                    eprintln!("verge demo: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            () = shutdown_signal() => return ExitCode::SUCCESS,
+        };
+        if let Some(path) = &args.state {
+            if let Err(e) = demo.state.write_to(path) {
+                eprintln!("verge demo: --state {}: {e}", path.display());
+                demo.shutdown().await;
+                return ExitCode::FAILURE;
+            }
+        }
+        let verge = match (std::env::current_exe(), std::env::current_dir()) {
+            (Ok(exe), Ok(cwd)) => verge_demo::report::command_name(&exe, &cwd),
+            _ => "verge".to_string(),
+        };
+        println!(
+            "{}",
+            verge_demo::report::summary(&demo.state, args.state.as_deref(), &verge)
+        );
+        shutdown_signal().await;
+        println!("Stopping…");
+        demo.shutdown().await;
+        if let Some(path) = &args.state {
+            let _ = std::fs::remove_file(path);
+        }
+        println!("Stopped.");
+        ExitCode::SUCCESS
     })
 }
 

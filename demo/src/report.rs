@@ -36,11 +36,18 @@ pub fn status_table(state: &DemoState) -> String {
             state.control.admin.clone(),
         ],
         [
-            "geo".into(),
+            "dns".into(),
             state.hostname.clone(),
             "-".into(),
-            format!("{} (steering)", state.steering),
-            format!("{} (dns)", state.dns),
+            format!("{} (udp, tcp)", state.dns),
+            "-".into(),
+        ],
+        [
+            "steering".into(),
+            state.hostname.clone(),
+            "-".into(),
+            state.steering.clone(),
+            "-".into(),
         ],
         [
             "origin".into(),

@@ -70,6 +70,17 @@ impl DemoState {
         self.nodes.iter().filter(|n| n.role == "edge")
     }
 
+    /// Reads a state file written by [`DemoState::write_to`] (`verge demo --state FILE`).
+    pub fn read_from(path: &std::path::Path) -> std::io::Result<DemoState> {
+        let text = std::fs::read_to_string(path)?;
+        serde_json::from_str(&text).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: not a demo state file: {e}", path.display()),
+            )
+        })
+    }
+
     /// Writes the state as JSON to `path`, through a temporary file renamed into place, so a
     /// reader polling for the file never sees half of it.
     pub fn write_to(&self, path: &std::path::Path) -> std::io::Result<()> {
