@@ -54,7 +54,13 @@ pub fn latency_svg(title: &str, lines: &[Line<'_>]) -> Result<String, String> {
             .configure_mesh()
             .x_desc("latency (ms, log scale)")
             .y_desc("share of requests at or below")
-            .x_label_formatter(&|x| super::report::ms(*x))
+            .x_label_formatter(&|x| {
+                if *x >= 1.0 {
+                    format!("{x:.0}")
+                } else {
+                    format!("{x}")
+                }
+            })
             .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
             .draw()
             .map_err(|e| fail(&e))?;
@@ -86,4 +92,37 @@ pub fn latency_svg(title: &str, lines: &[Line<'_>]) -> Result<String, String> {
         root.present().map_err(|e| fail(&e))?;
     }
     Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chart_draws_a_labelled_line_per_region() {
+        let near: Vec<(f64, f64)> = vec![(2.0, 0.5), (3.0, 0.8), (170.0, 1.0)];
+        let far: Vec<(f64, f64)> = vec![(2.5, 0.3), (180.0, 0.9), (250.0, 1.0)];
+        let lines = vec![
+            ("us".to_string(), near.as_slice()),
+            ("ap".to_string(), far.as_slice()),
+        ];
+        let svg = latency_svg("latency per region", &lines).unwrap();
+        assert!(svg.starts_with("<svg"), "{svg}");
+        for text in [
+            "latency per region",
+            "latency (ms, log scale)",
+            "\nus\n",
+            "\nap\n",
+        ] {
+            assert!(svg.contains(text), "{text} missing");
+        }
+        let stroke = |i: usize| {
+            let c = Palette99::pick(i).to_rgba();
+            format!("stroke=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2)
+        };
+        // Each region's line, and its sample in the legend.
+        assert_eq!(svg.matches(&stroke(0)).count(), 2, "{svg}");
+        assert_eq!(svg.matches(&stroke(1)).count(), 2, "{svg}");
+        assert!(latency_svg("empty", &[]).unwrap().starts_with("<svg"));
+    }
 }
