@@ -16,6 +16,7 @@ use verge_config::{
 };
 use verge_control::client::AdminClient;
 use verge_control::ControlNode;
+use verge_demo::bench::{BenchCommand, Outcome, WorkloadArgs};
 use verge_edge::{EdgeNode, StartError};
 use verge_origin_shield::ShieldNode;
 
@@ -25,6 +26,8 @@ const SHIELD_ADMIN_LISTEN: &str = "127.0.0.1:9081";
 
 /// Exit code for an invalid configuration.
 const EXIT_INVALID_CONFIG: u8 = 2;
+/// Exit code of a bench stopped by Ctrl-C (after reporting what it measured).
+const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Parser)]
 #[command(name = "verge", version, about = "Verge edge CDN")]
@@ -46,6 +49,9 @@ enum Command {
     /// Run a whole CDN on loopback in this process: a sample origin, control, shields and
     /// edges in simulated regions with latency between them. Ctrl-C stops it.
     Demo(DemoArgs),
+    /// Measure a CDN from its clients' side: latency per region, hit ratio, origin offload,
+    /// purge propagation. Against a running demo (--state FILE) or one started in-process.
+    Bench(BenchArgs),
     /// Validate a configuration file; print every problem and exit 2 if there are any.
     CheckConfig {
         /// The file to check; its role is told by its top-level table ([edge], [shield] or
@@ -88,6 +94,54 @@ struct DemoArgs {
     /// Write the nodes' logs to this file (default: no logs).
     #[arg(long)]
     log: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// A running demo's state file (`verge demo --state FILE`); without it, a demo is started
+    /// in this process for the bench and stopped after it.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Distinct objects asked for, from the target's sample paths [default: all of them].
+    #[arg(long)]
+    objects: Option<usize>,
+    /// Zipf popularity exponent: 0 is uniform, about 1 is typical of web traffic.
+    #[arg(long, default_value_t = WorkloadArgs::default().zipf)]
+    zipf: f64,
+    /// Clients per region, each with one request in flight.
+    #[arg(long, default_value_t = WorkloadArgs::default().concurrency)]
+    concurrency: usize,
+    /// Requests per second per region [default: as fast as the clients go].
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long to measure, after the warm-up.
+    #[arg(long, default_value_t = WorkloadArgs::default().duration)]
+    duration: String,
+    /// Traffic before measuring starts (fills the caches; not counted).
+    #[arg(long, default_value_t = WorkloadArgs::default().warmup)]
+    warmup: String,
+    /// Share of operations that are purges through control (0 to 0.5).
+    #[arg(long, default_value_t = WorkloadArgs::default().purge_share)]
+    purge_share: f64,
+    /// How clients find their edge: dns (GeoDNS), http (302 steering) or none.
+    #[arg(long, default_value_t = WorkloadArgs::default().steering)]
+    steering: String,
+    /// Bound on one request.
+    #[arg(long, default_value_t = WorkloadArgs::default().timeout)]
+    timeout: String,
+    /// Seed of the object popularity order and the clients' choices.
+    #[arg(long, default_value_t = WorkloadArgs::default().seed)]
+    seed: u64,
+    /// Directory for results.json and the latency SVG.
+    #[arg(long, default_value = "verge-bench")]
+    out: PathBuf,
+    /// Also run with geo steering off and with the shield tier off (in a demo started without
+    /// shields), and report what each buys.
+    #[arg(long)]
+    baseline: bool,
+    /// No progress bar (it is drawn only on a terminal anyway).
+    #[arg(long)]
+    no_progress: bool,
 }
 
 #[derive(Args)]
@@ -177,7 +231,7 @@ struct EdgeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo logs to its own file or not at all: its screen is the status table.
-    if !matches!(cli.command, Command::Demo(_)) {
+    if !matches!(cli.command, Command::Demo(_) | Command::Bench(_)) {
         init_logging();
     }
     match cli.command {
@@ -187,6 +241,7 @@ fn main() -> ExitCode {
         Command::Control(args) => run_control(args),
         Command::Purge(args) => run_purge(args),
         Command::Demo(args) => run_demo(args),
+        Command::Bench(args) => run_bench(args),
     }
 }
 
@@ -513,6 +568,61 @@ fn run_demo(args: DemoArgs) -> ExitCode {
         }
         println!("Stopped.");
         ExitCode::SUCCESS
+    })
+}
+
+fn run_bench(args: BenchArgs) -> ExitCode {
+    let workload = WorkloadArgs {
+        objects: args.objects,
+        zipf: args.zipf,
+        concurrency: args.concurrency,
+        rate: args.rate,
+        duration: args.duration,
+        warmup: args.warmup,
+        purge_share: args.purge_share,
+        steering: args.steering,
+        timeout: args.timeout,
+        seed: args.seed,
+    };
+    if let Err(errors) = workload.validate() {
+        eprintln!("verge bench: {errors}");
+        return ExitCode::from(EXIT_INVALID_CONFIG);
+    }
+    let command = BenchCommand {
+        state: args.state,
+        workload,
+        out: args.out,
+        baseline: args.baseline,
+        progress: !args.no_progress,
+    };
+    let runtime = match build_runtime(0) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("verge bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        // Ctrl-C ends the run; what was measured is still printed and written.
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            eprintln!("verge bench: stopping; reporting what was measured so far");
+            let _ = stop_tx.send(true);
+            std::future::pending::<()>().await;
+        });
+        match verge_demo::bench::command(command, stop).await {
+            Ok(Outcome::Complete) => ExitCode::SUCCESS,
+            Ok(Outcome::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
+            Ok(Outcome::Failed) => {
+                eprintln!("verge bench: some regions could not be measured (see above)");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("verge bench: {e}");
+                ExitCode::FAILURE
+            }
+        }
     })
 }
 
