@@ -6,6 +6,22 @@ use plotters::prelude::*;
 
 use super::report::RunReport;
 
+/// Line colours that stay apart on white (no yellow), one per region, then around again.
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+];
+
+fn color(i: usize) -> RGBColor {
+    COLORS[i % COLORS.len()]
+}
+
 const WIDTH: u32 = 960;
 const HEIGHT: u32 = 540;
 
@@ -65,7 +81,7 @@ pub fn latency_svg(title: &str, lines: &[Line<'_>]) -> Result<String, String> {
             .draw()
             .map_err(|e| fail(&e))?;
         for (i, (name, cdf)) in lines.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+            let color = color(i);
             // Steps: the share holds until the next bucket.
             let mut steps = Vec::with_capacity(cdf.len() * 2 + 1);
             let mut share = 0.0;
@@ -117,7 +133,7 @@ mod tests {
             assert!(svg.contains(text), "{text} missing");
         }
         let stroke = |i: usize| {
-            let c = Palette99::pick(i).to_rgba();
+            let c = color(i);
             format!("stroke=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2)
         };
         // Each region's line, and its sample in the legend.

@@ -133,6 +133,45 @@ impl LatencyHistogram {
     }
 }
 
+/// Percentiles of the mixture in which every histogram weighs the same whatever its count:
+/// latency as users see it when each region has as many users, though a region with slow
+/// answers sends fewer requests in the same time. `None` when all are empty.
+pub fn equal_weight_summary(histograms: &[&LatencyHistogram]) -> Option<LatencySummary> {
+    let parts: Vec<&LatencyHistogram> =
+        histograms.iter().copied().filter(|h| h.count > 0).collect();
+    if parts.is_empty() {
+        return None;
+    }
+    let weight = 1.0 / parts.len() as f64;
+    let max_us = parts.iter().map(|h| h.max_us).max().unwrap_or(0);
+    let quantile = |q: f64| {
+        let mut share = 0.0;
+        for i in 0..BUCKETS {
+            share += parts
+                .iter()
+                .map(|h| h.counts[i] as f64 / h.count as f64 * weight)
+                .sum::<f64>();
+            // A hair of slack for rounding, so q = 0.5 of two halves lands in the first.
+            if share >= q - 1e-9 && q < 1.0 {
+                let (low, high) = bounds(i);
+                return (low + (high - low) / 2).min(max_us) as f64 / 1000.0;
+            }
+        }
+        max_us as f64 / 1000.0
+    };
+    Some(LatencySummary {
+        p50: quantile(0.50),
+        p90: quantile(0.90),
+        p99: quantile(0.99),
+        max: max_us as f64 / 1000.0,
+        mean: parts
+            .iter()
+            .map(|h| h.sum_us as f64 / h.count as f64 * weight)
+            .sum::<f64>()
+            / 1000.0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +205,28 @@ mod tests {
         assert_eq!(cdf.last().map(|p| p.1), Some(1.0));
         assert!(cdf.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
         assert!(LatencyHistogram::default().summary().is_none());
+    }
+
+    #[test]
+    fn equal_weights_ignore_how_many_values_each_part_has() {
+        let mut fast = LatencyHistogram::default();
+        let mut slow = LatencyHistogram::default();
+        for _ in 0..900 {
+            fast.record(5_000);
+        }
+        for _ in 0..100 {
+            slow.record(200_000);
+        }
+        let mut pooled = fast.clone();
+        pooled.merge(&slow);
+        // Pooled, 90% of values are fast; weighted equally, half are.
+        assert!(pooled.quantile_us(0.8).unwrap() < 5_100);
+        let equal = equal_weight_summary(&[&fast, &slow, &LatencyHistogram::default()]).unwrap();
+        assert!((equal.p50 - 5.0).abs() < 0.1, "{equal:?}");
+        assert!((equal.p90 - 200.0).abs() < 4.0, "{equal:?}");
+        assert_eq!(equal.max, 200.0);
+        assert!((equal.mean - 102.5).abs() < 1e-9, "{equal:?}");
+        assert!(equal_weight_summary(&[]).is_none());
     }
 
     #[test]

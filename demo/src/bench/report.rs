@@ -79,7 +79,11 @@ pub struct RunReport {
     /// Stopped early (Ctrl-C): the figures cover what was measured until then.
     pub interrupted: bool,
     pub regions: Vec<RegionReport>,
+    /// Every answered request of every region together: regions with fast answers send more.
     pub total: RegionReport,
+    /// Latency with every region weighing the same, whatever its request count: what the
+    /// `--baseline` ratios compare.
+    pub regions_equal_ms: Option<LatencySummary>,
     pub origin: Option<OriginReport>,
     pub purges: PurgeReport,
 }
@@ -180,6 +184,15 @@ pub fn markdown(report: &RunReport) -> String {
         );
     }
     out.push('\n');
+    if let Some(l) = &report.regions_equal_ms {
+        let _ = writeln!(
+            out,
+            "every region weighted equally: p50 {} ms, p90 {} ms, p99 {} ms",
+            ms(l.p50),
+            ms(l.p90),
+            ms(l.p99)
+        );
+    }
     if let Some(origin) = &report.origin {
         let _ = writeln!(
             out,
@@ -225,6 +238,15 @@ pub fn markdown(report: &RunReport) -> String {
 }
 
 impl RunReport {
+    /// p50 of one region's answered requests.
+    pub fn region_p50(&self, region: &str) -> Option<f64> {
+        self.regions
+            .iter()
+            .find(|r| r.region == region)
+            .and_then(|r| r.latency_ms.as_ref())
+            .map(|l| l.p50)
+    }
+
     fn total_objects(&self) -> String {
         self.workload
             .objects
@@ -235,12 +257,15 @@ impl RunReport {
 /// What geo steering and the shield tier buy, as ratios of the same workload run three ways.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Ratios {
-    /// p50 (p99) latency with every client sent to one region ÷ with geo steering.
+    /// p50 (p99) latency with every client sent to one region ÷ with geo steering, every
+    /// region weighing the same.
     pub geo_p50_latency: Option<f64>,
     pub geo_p99_latency: Option<f64>,
+    /// The same at p50, region by region.
+    pub geo_p50_by_region: Vec<(String, Option<f64>)>,
     /// Origin requests per client request without shields ÷ with them.
     pub shield_origin_requests: Option<f64>,
-    /// p50 (p99) latency without shields ÷ with them.
+    /// p50 (p99) latency without shields ÷ with them, every region weighing the same.
     pub shield_p50_latency: Option<f64>,
     pub shield_p99_latency: Option<f64>,
 }
@@ -260,12 +285,23 @@ impl Comparison {
         shields_off: Option<RunReport>,
     ) -> Comparison {
         let p = |r: Option<&RunReport>, pick: fn(&LatencySummary) -> f64| {
-            r.and_then(|r| r.total.latency_ms.as_ref()).map(pick)
+            r.and_then(|r| r.regions_equal_ms.as_ref()).map(pick)
         };
         let base = Some(&configured);
         let ratios = Ratios {
             geo_p50_latency: ratio(p(geo_off.as_ref(), |s| s.p50), p(base, |s| s.p50)),
             geo_p99_latency: ratio(p(geo_off.as_ref(), |s| s.p99), p(base, |s| s.p99)),
+            geo_p50_by_region: configured
+                .regions
+                .iter()
+                .map(|r| {
+                    let off = geo_off.as_ref().and_then(|g| g.region_p50(&r.region));
+                    (
+                        r.region.clone(),
+                        ratio(off, configured.region_p50(&r.region)),
+                    )
+                })
+                .collect(),
             shield_origin_requests: ratio(
                 shields_off.as_ref().and_then(RunReport::origin_per_request),
                 configured.origin_per_request(),
@@ -287,33 +323,61 @@ impl Comparison {
             .chain(self.shields_off.as_ref())
     }
 
-    /// One row per run, then the ratios in words.
+    /// One row per run (latency with every region weighing the same, then each region's
+    /// p50), then the ratios in words.
     pub fn markdown(&self) -> String {
-        let mut out = String::from("### baseline\n\n| run | setup | requests | p50 ms | p99 ms | hit ratio | origin req/client req |\n|---|---|--:|--:|--:|--:|--:|\n");
+        let regions: Vec<&str> = self
+            .configured
+            .regions
+            .iter()
+            .map(|r| r.region.as_str())
+            .collect();
+        let mut out = String::from("### baseline\n\n| run | setup | requests | p50 ms | p99 ms |");
+        for region in &regions {
+            let _ = write!(out, " {region} p50 ms |");
+        }
+        out.push_str(" hit ratio | origin req/client req |\n|---|---|--:|--:|--:|");
+        out.push_str(&"--:|".repeat(regions.len()));
+        out.push_str("--:|--:|\n");
         for run in self.runs() {
-            let l = run.total.latency_ms.as_ref();
-            let _ = writeln!(
+            let l = run.regions_equal_ms.as_ref();
+            let _ = write!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 run.label,
                 run.setup,
                 run.total.requests,
                 opt_ms(l, |s| s.p50),
                 opt_ms(l, |s| s.p99),
+            );
+            for region in &regions {
+                let p50 = run.region_p50(region);
+                let _ = write!(out, " {} |", p50.map_or_else(|| "-".to_string(), ms));
+            }
+            let _ = writeln!(
+                out,
+                " {} | {} |",
                 percent(run.total.hit_ratio),
                 per_request(run.origin_per_request()),
             );
         }
+        out.push_str("\n(p50 and p99 with every region weighing the same)\n\n");
         let r = &self.ratios;
+        let by_region: Vec<String> = r
+            .geo_p50_by_region
+            .iter()
+            .map(|(region, x)| format!("{region} {}", times(*x)))
+            .collect();
         let _ = writeln!(
             out,
-            "\ngeo steering: without it p50 latency is {} and p99 {} of what it is with it",
+            "geo steering: without it latency is {} at p50 and {} at p99 (p50 by region: {})",
             times(r.geo_p50_latency),
             times(r.geo_p99_latency),
+            by_region.join(", "),
         );
         let _ = writeln!(
             out,
-            "shield tier: without it the origin gets {} the requests per client request, p50 latency {}, p99 {}",
+            "shield tier: without it the origin gets {} the requests per client request; latency {} at p50, {} at p99",
             times(r.shield_origin_requests),
             times(r.shield_p50_latency),
             times(r.shield_p99_latency),
@@ -369,6 +433,7 @@ mod tests {
             interrupted: false,
             regions: vec![row("us", 100, p50)],
             total: row("all", 100, p50),
+            regions_equal_ms: Some(summary(p50, p50 * 10.0)),
             origin: Some(OriginReport {
                 requests: (origin * 100.0) as u64,
                 per_client_request: Some(origin),
@@ -422,12 +487,18 @@ mod tests {
         assert!((origin - 5.0).abs() < 1e-9);
         let text = c.markdown();
         assert!(
-            text.contains("geo steering: without it p50 latency is ×50.00"),
+            text.contains("geo steering: without it latency is ×50.00 at p50 and ×50.00 at p99 (p50 by region: us ×50.00)"),
             "{text}"
         );
         assert!(text.contains("the origin gets ×5.00"), "{text}");
+        assert!(
+            text.contains("| geo-off | demo | 100 | 100 | 1000 | 100 | 50.0% | 0.010 |"),
+            "{text}"
+        );
         let partial = Comparison::new(report("configured", 2.0, 0.0), None, None);
         assert_eq!(partial.ratios.shield_origin_requests, None);
-        assert!(partial.markdown().contains("p50 latency is - and p99 -"));
+        assert!(partial
+            .markdown()
+            .contains("latency is - at p50 and - at p99"));
     }
 }

@@ -15,7 +15,7 @@ use verge_config::wire::PurgeSpec;
 use verge_control::client::AdminClient;
 
 use super::client::{Answer, EdgeTarget, RegionClient, RequestError};
-use super::histogram::LatencyHistogram;
+use super::histogram::{self, LatencyHistogram};
 use super::offload;
 use super::report::{ErrorCount, OriginReport, PurgeReport, RegionReport, RunReport};
 use super::steer;
@@ -452,6 +452,7 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
     let mut rows = Vec::new();
     let mut total_stats = RegionStats::default();
     let mut total_edges: Vec<String> = Vec::new();
+    let mut per_region = Vec::new();
     for ((plan, region), failure) in plans.iter().zip(&regions).zip(failures) {
         let (stats, edges) = match region {
             Some(region) => {
@@ -461,6 +462,7 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
             None => (RegionStats::default(), Vec::new()),
         };
         total_stats.all.merge(&stats.all);
+        per_region.push(stats.all.clone());
         total_stats.hits.merge(&stats.hits);
         total_stats.misses.merge(&stats.misses);
         total_stats.shield_hits += stats.shield_hits;
@@ -488,6 +490,7 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
         ));
     }
     let total = region_report("all", "", total_edges, &total_stats, measured, None);
+    let regions_equal_ms = histogram::equal_weight_summary(&per_region.iter().collect::<Vec<_>>());
     let origin = match (origin_before, origin_after) {
         (Some((before, source)), Some((after, _))) => Some(OriginReport {
             requests: after.saturating_sub(before),
@@ -515,6 +518,7 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
         interrupted,
         regions: rows,
         total,
+        regions_equal_ms,
         origin,
         purges,
     })
