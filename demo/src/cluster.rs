@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 use verge_control::service::Control;
 use verge_control::ControlNode;
 use verge_edge::EdgeNode;
@@ -74,9 +75,11 @@ impl Running {
         F: Future<Output = ()> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(Box::pin(async move {
+        let stop: Stop = Box::pin(async move {
             let _ = rx.await;
-        })));
+        });
+        // One process, many roles: the span names the role in what it logs.
+        let task = tokio::spawn(run(stop).instrument(tracing::info_span!("role", id = name)));
         Running {
             name: name.to_string(),
             stop: Some(tx),

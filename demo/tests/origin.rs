@@ -1,0 +1,90 @@
+//! The sample origin over a real socket: cache headers per kind of object, validators answered
+//! with 304, and a count of the requests that reached it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use verge_demo::origin::{catalog, SampleOrigin};
+
+/// `GET path` with `headers`: status, response headers, body length.
+async fn get(
+    origin: &SampleOrigin,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, usize) {
+    let stream = TcpStream::connect(origin.addr())
+        .await
+        .expect("the origin accepts");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(connection);
+    let mut request = Request::get(path).header("host", "cdn.verge.test");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = sender
+        .send_request(
+            request
+                .body(Empty::<Bytes>::new())
+                .expect("a valid request"),
+        )
+        .await
+        .expect("the origin answers");
+    let (parts, body) = response.into_parts();
+    let body = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .expect("the body within 10 s")
+        .expect("the whole body")
+        .to_bytes();
+    (parts.status, parts.headers, body.len())
+}
+
+#[tokio::test]
+async fn objects_carry_their_cache_headers_and_validators_get_304() {
+    let origin = SampleOrigin::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let objects = catalog();
+    let video = objects
+        .iter()
+        .find(|o| o.path.starts_with("/video/"))
+        .unwrap();
+
+    let (status, headers, len) = get(&origin, &video.path, &[]).await;
+    assert_eq!((status, len), (StatusCode::OK, video.size));
+    assert_eq!(headers["cache-control"], "max-age=600");
+    assert!(headers["surrogate-key"]
+        .to_str()
+        .unwrap()
+        .starts_with("video video-"));
+    let etag = headers["etag"].to_str().unwrap().to_string();
+
+    let (status, _, len) = get(&origin, &video.path, &[("if-none-match", &etag)]).await;
+    assert_eq!((status, len), (StatusCode::NOT_MODIFIED, 0));
+    let modified = headers["last-modified"].to_str().unwrap().to_string();
+    let (status, _, _) = get(&origin, &video.path, &[("if-modified-since", &modified)]).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+
+    let (status, headers, _) = get(&origin, "/account/001.json", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["cache-control"], "private, no-store");
+    assert_eq!(
+        get(&origin, "/nothing-here", &[]).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Health checks and the stats themselves are not counted.
+    assert_eq!(get(&origin, "/healthz", &[]).await.0, StatusCode::OK);
+    assert_eq!(origin.requests(), 5);
+    let stats = get(&origin, "/_origin/stats", &[]).await;
+    assert_eq!(stats.0, StatusCode::OK);
+    assert_eq!(origin.requests(), 5);
+    tokio::time::timeout(Duration::from_secs(5), origin.stop())
+        .await
+        .expect("the origin stops");
+}
