@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -373,15 +373,6 @@ fn random_token() -> String {
         h.finish()
     };
     format!("demo-{:016x}{:016x}", word(1), word(2))
-}
-
-/// The address a client in `region` binds, as an [`IpAddr`].
-pub fn client_addr(state: &DemoState, region: &str) -> Option<IpAddr> {
-    state
-        .regions
-        .iter()
-        .find(|r| r.id == region)
-        .and_then(|r| r.client_addr.parse().ok())
 }
 
 #[cfg(test)]
