@@ -153,6 +153,7 @@ async fn a_target_that_does_not_answer_is_named_and_the_results_are_kept() {
         example.contains("edge us-1 (http://127.0.0.1:1) does not answer"),
         "{example}"
     );
+    assert_eq!(us["silent_edges"][0], "edge us-1 (http://127.0.0.1:1)");
     let eu = &report["regions"][1];
     assert!(
         eu["failure"]

@@ -45,6 +45,8 @@ pub struct RegionReport {
     pub miss_latency_ms: Option<LatencySummary>,
     /// `(ms, share ≤ ms)`: the distribution the chart draws.
     pub cdf: Vec<(f64, f64)>,
+    /// Edges this region's clients were sent to that never answered.
+    pub silent_edges: Vec<String>,
     /// Why the region could not run (steering failed), if so.
     pub failure: Option<String>,
 }
@@ -98,11 +100,16 @@ impl RunReport {
             .or(self.total.origin_fetches_per_request)
     }
 
-    /// Regions that could not run, or whose every request failed.
+    /// Regions that could not run, whose every request failed, or one of whose edges never
+    /// answered.
     pub fn failed_regions(&self) -> Vec<&RegionReport> {
         self.regions
             .iter()
-            .filter(|r| r.failure.is_some() || (r.requests == 0 && r.errors > 0))
+            .filter(|r| {
+                r.failure.is_some()
+                    || (r.requests == 0 && r.errors > 0)
+                    || !r.silent_edges.is_empty()
+            })
             .collect()
     }
 }
@@ -225,6 +232,9 @@ pub fn markdown(report: &RunReport) -> String {
     for region in &report.regions {
         if let Some(failure) = &region.failure {
             let _ = writeln!(out, "{}: did not run: {failure}", region.region);
+        }
+        for edge in &region.silent_edges {
+            let _ = writeln!(out, "{}: {edge} never answered", region.region);
         }
         for e in &region.error_kinds {
             let _ = writeln!(
@@ -420,6 +430,7 @@ mod tests {
             hit_latency_ms: None,
             miss_latency_ms: None,
             cdf: Vec::new(),
+            silent_edges: Vec::new(),
             failure: None,
         }
     }

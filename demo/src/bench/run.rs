@@ -114,9 +114,25 @@ struct RegionStats {
     origin_fetches: u64,
     bytes: u64,
     errors: BTreeMap<String, (u64, String)>,
+    /// Per edge (as shown in errors): whether it ever answered, warm-up included.
+    edges_heard: BTreeMap<String, bool>,
 }
 
 impl RegionStats {
+    /// Notes that `edge` was tried, and whether it answered.
+    fn tried(&mut self, edge: &EdgeTarget, answered: bool) {
+        *self.edges_heard.entry(edge.to_string()).or_default() |= answered;
+    }
+
+    /// The edges tried that never answered.
+    fn silent_edges(&self) -> Vec<String> {
+        self.edges_heard
+            .iter()
+            .filter(|(_, heard)| !**heard)
+            .map(|(edge, _)| edge.clone())
+            .collect()
+    }
+
     fn answered(&mut self, us: u64, answer: &Answer) {
         self.all.record(us);
         if answer.cache.edge_hit {
@@ -236,6 +252,7 @@ async fn client_loop(
         };
         let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let counted = started >= shared.measure_from;
+        region.stats().tried(&edge, result.is_ok());
         match result {
             Ok(answer) => {
                 if counted {
@@ -468,6 +485,9 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
         total_stats.shield_hits += stats.shield_hits;
         total_stats.origin_fetches += stats.origin_fetches;
         total_stats.bytes += stats.bytes;
+        for (edge, heard) in &stats.edges_heard {
+            *total_stats.edges_heard.entry(edge.clone()).or_default() |= heard;
+        }
         for (kind, (count, example)) in &stats.errors {
             let entry = total_stats
                 .errors
@@ -564,6 +584,7 @@ fn region_report(
         hit_latency_ms: stats.hits.summary(),
         miss_latency_ms: stats.misses.summary(),
         cdf: stats.all.cdf(),
+        silent_edges: stats.silent_edges(),
         failure,
     }
 }
