@@ -173,7 +173,7 @@ struct Shared {
     measure_from: Instant,
     end: Instant,
     purges: Mutex<PurgeStats>,
-    /// For the progress bar.
+    /// For the progress bar: answers and errors so far, warm-up included.
     requests: AtomicU64,
     errors: AtomicU64,
 }
@@ -255,15 +255,15 @@ async fn client_loop(
         region.stats().tried(&edge, result.is_ok());
         match result {
             Ok(answer) => {
+                shared.requests.fetch_add(1, Ordering::Relaxed);
                 if counted {
                     region.stats().answered(us, &answer);
-                    shared.requests.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Err(error) => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
                 if counted {
                     region.stats().failed(&error);
-                    shared.errors.fetch_add(1, Ordering::Relaxed);
                 }
                 tokio::select! {
                     () = tokio::time::sleep(ERROR_PAUSE) => {}
@@ -313,9 +313,7 @@ fn progress_bar(enabled: bool, total: Duration, label: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(u64::try_from(total.as_millis()).unwrap_or(u64::MAX));
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix} [{bar:32}] {elapsed:>4}/{duration_total} {msg}")
-    {
+    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:32}] {msg}") {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_prefix(label.to_string());
@@ -445,7 +443,9 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
                 let phase = if now < measure_from { "warming up" } else { "measuring" };
                 let purges = shared.purge_stats().submitted;
                 bar.set_message(format!(
-                    "{phase}: {} requests, {} errors, {purges} purges",
+                    "{:.0}/{:.0} s {phase}: {} answers, {} errors, {purges} purges",
+                    (now - start).as_secs_f64(),
+                    (end - start).as_secs_f64(),
                     shared.requests.load(Ordering::Relaxed),
                     shared.errors.load(Ordering::Relaxed),
                 ));
