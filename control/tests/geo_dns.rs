@@ -2,6 +2,7 @@
 //! through its node API, and clients bound to source addresses in the region blocks.
 
 mod geo_support;
+mod support;
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! address block does, and a rewritten file is picked up while a broken one is not.
 
 mod geo_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

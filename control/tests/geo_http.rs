@@ -2,6 +2,7 @@
 //! JSON explanation, and agreement with DNS.
 
 mod geo_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

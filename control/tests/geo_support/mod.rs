@@ -9,7 +9,6 @@
 // setup step is a failed test.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -24,33 +23,7 @@ use tokio::task::JoinHandle;
 use verge_config::ControlConfig;
 use verge_control::ControlNode;
 
-/// Bound on any single network wait.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Polls `condition` until it holds; panics naming `what` if it does not within `deadline`.
-pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let give_up = tokio::time::Instant::now() + deadline;
-    loop {
-        if condition().await {
-            return;
-        }
-        if tokio::time::Instant::now() >= give_up {
-            panic!("timed out after {deadline:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// `future`, or a panic naming `what` after [`IO_TIMEOUT`].
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(IO_TIMEOUT, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {IO_TIMEOUT:?}"))
-}
+pub use crate::support::{wait_until, within, IO_TIMEOUT};
 
 /// The `[geo]` part every test shares: zone verge.test, regions by loopback block, names
 /// `cdn.verge.test` (2 answers) and `one.verge.test` (1 answer).
