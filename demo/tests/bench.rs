@@ -42,11 +42,11 @@ async fn bench_against_the_demo_reports_hits_in_every_region_and_local_hits_beat
         workload: WorkloadArgs {
             // Few objects, skewed: even ap's clients, slowed by every cross-region miss, ask
             // for some object twice within the run.
-            objects: Some(20),
+            objects: Some(8),
             zipf: 1.2,
             concurrency: 2,
-            duration: "1500ms".into(),
-            warmup: "1s".into(),
+            duration: "2s".into(),
+            warmup: "1500ms".into(),
             purge_share: 0.02,
             steering: "dns".into(),
             ..WorkloadArgs::default()
