@@ -379,12 +379,9 @@ fn run_control(args: ControlArgs) -> ExitCode {
         Ok(config) => config,
         Err(errors) => return report_invalid(&source, &errors),
     };
-    let runtime = match build_runtime(0) {
+    let runtime = match runtime_for("control", 0) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("verge control: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let data_dir = config.data_dir.display().to_string();
@@ -437,12 +434,9 @@ fn run_purge(args: PurgeArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
-    let runtime = match build_runtime(1) {
+    let runtime = match runtime_for("purge", 1) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("verge purge: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let accepted = match client.purge(&spec).await {
@@ -521,12 +515,9 @@ fn run_demo(args: DemoArgs) -> ExitCode {
             }
         }
     }
-    let runtime = match build_runtime(0) {
+    let runtime = match runtime_for("demo", 0) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("verge demo: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let nodes = options.regions.len() * options.edges_per_region;
@@ -595,12 +586,9 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         baseline: args.baseline,
         progress: !args.no_progress,
     };
-    let runtime = match build_runtime(0) {
+    let runtime = match runtime_for("bench", 0) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("verge bench: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         // Ctrl-C ends the run; what was measured is still printed and written.
@@ -664,12 +652,9 @@ where
     B: FnOnce() -> F,
     F: Future<Output = Result<N, StartError>>,
 {
-    let runtime = match build_runtime(worker_threads) {
+    let runtime = match runtime_for(role, worker_threads) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("verge {role}: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let node = match bind().await {
@@ -694,6 +679,14 @@ where
 
 /// One thread per core unless configured (0 means that); one thread uses the single-threaded
 /// scheduler, which costs less per request than the work-stealing one.
+/// [`build_runtime`], or the exit code after saying why it could not start.
+fn runtime_for(role: &str, worker_threads: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
+    build_runtime(worker_threads).map_err(|e| {
+        eprintln!("verge {role}: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 fn build_runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     let threads = match worker_threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),

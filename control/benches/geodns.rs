@@ -9,6 +9,8 @@
 //!
 //! Run: `cargo bench -p verge-control --bench geodns`.
 
+mod fixture;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +21,7 @@ use hickory_proto::rr::{Name, RecordType};
 use prometheus::Registry;
 use tokio::sync::watch;
 use verge_config::wire::{NodeEntry, NodeRole, RegionRoute, RoutingTable};
-use verge_config::{ControlConfig, NodeId, RegionId};
+use verge_config::{NodeId, RegionId};
 use verge_control::geo::dns::{DnsListeners, GeoDns};
 use verge_control::geo::metrics::GeoMetrics;
 use verge_control::geo::steering::Steering;
@@ -64,27 +66,7 @@ fn table() -> RoutingTable {
 
 /// Starts the responder on the runtime; returns its address.
 fn start_dns(runtime: &tokio::runtime::Runtime, shutdown: watch::Receiver<bool>) -> SocketAddr {
-    let config = ControlConfig::from_toml(
-        r#"
-        [controller]
-        data_dir = "/tmp/verge-bench"
-        token = "0123456789abcdef"
-        [geo]
-        zone = "verge.test"
-        dns_listen = "127.0.0.1:0"
-        default_region = "us"
-        [geo.regions.us]
-        cidrs = ["127.1.0.0/16"]
-        [geo.regions.eu]
-        cidrs = ["127.2.0.0/16"]
-        [geo.regions.ap]
-        cidrs = ["127.3.0.0/16"]
-        [geo.names."cdn.verge.test"]
-        "#,
-    )
-    .expect("bench config")
-    .geo
-    .expect("geo");
+    let config = fixture::geo_config();
     let metrics = GeoMetrics::new(&Registry::new()).expect("metrics");
     let steering = Arc::new(Steering::new(&config, &table(), metrics));
     runtime.block_on(async {

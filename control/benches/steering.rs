@@ -10,6 +10,8 @@
 //!
 //! Run: `cargo bench -p verge-control --bench steering`.
 
+mod fixture;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -18,7 +20,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use prometheus::Registry;
 use verge_config::geo::{Cidr, NamePolicy, Share};
 use verge_config::wire::{NodeEntry, NodeRole, RegionRoute, RoutingTable};
-use verge_config::{ControlConfig, NodeId, RegionId};
+use verge_config::{NodeId, RegionId};
 use verge_control::geo::cidr::CidrTable;
 use verge_control::geo::metrics::GeoMetrics;
 use verge_control::geo::policy::{Family, Plan};
@@ -111,27 +113,7 @@ fn bench(c: &mut Criterion) {
         });
     }
 
-    let config = ControlConfig::from_toml(
-        r#"
-        [controller]
-        data_dir = "/tmp/verge-bench"
-        token = "0123456789abcdef"
-        [geo]
-        zone = "verge.test"
-        dns_listen = "127.0.0.1:0"
-        default_region = "us"
-        [geo.regions.us]
-        cidrs = ["127.1.0.0/16"]
-        [geo.regions.eu]
-        cidrs = ["127.2.0.0/16"]
-        [geo.regions.ap]
-        cidrs = ["127.3.0.0/16"]
-        [geo.names."cdn.verge.test"]
-        "#,
-    )
-    .expect("bench config")
-    .geo
-    .expect("geo");
+    let config = fixture::geo_config();
     // As control runs it: the plan follows a watch channel of tables.
     let (_tables, receiver) = tokio::sync::watch::channel(std::sync::Arc::new(table(&[])));
     let steering = Steering::following(&config, receiver, metrics.clone());
