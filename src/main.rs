@@ -301,6 +301,9 @@ fn run_edge(args: EdgeArgs) -> ExitCode {
                 node_id: args.node.node_id.as_deref(),
                 region: args.node.region.as_deref(),
                 control: args.node.control.as_deref(),
+                tls_listen: &[],
+                tls_certificates: &[],
+                upgrade_socket: None,
             }),
         ),
         (None, None) => {

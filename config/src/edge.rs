@@ -10,10 +10,11 @@ use crate::error::{Collector, ConfigErrors};
 use crate::ids::{NodeId, RegionId};
 use crate::node_control::{validate_node_control, NodeControlConfig, RawNodeControl};
 use crate::raw::{
-    RawAdmin, RawCache, RawEdgeFile, RawNode, RawServer, RawShieldMember, RawShields, RawSize,
+    RawAdmin, RawCertificate, RawTls, RawCache, RawEdgeFile, RawNode, RawServer, RawShieldMember, RawShields, RawSize,
     RawUpstream,
 };
 use crate::shields::{validate_shields, ShieldsConfig};
+use crate::tls::{validate_client_tls, validate_tls, ClientTlsConfig, TlsServerConfig};
 use crate::units::{parse_duration, ByteSize};
 
 /// A validated edge configuration.
@@ -29,6 +30,8 @@ pub struct EdgeConfig {
     pub shields: ShieldsConfig,
     /// The control plane this edge registers with; `None`: static configuration only.
     pub control: Option<NodeControlConfig>,
+    /// HTTPS listeners and their certificates; `None`: plain HTTP only.
+    pub tls: Option<TlsServerConfig>,
 }
 
 /// The admin API's protection and bounds.
@@ -65,6 +68,15 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
     pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 streams a client may open and reset before the server has accepted them; past
+    /// this the connection is closed (the rapid-reset defence).
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2 streams the server may reset because of client protocol errors before it closes
+    /// the connection.
+    pub h2_max_local_error_reset_streams: usize,
+    /// A Unix socket where this process hands its listening sockets to a successor (and where a
+    /// new process asks for them); `None`: no zero-downtime upgrade.
+    pub upgrade_socket: Option<std::path::PathBuf>,
     /// Threads serving requests; 0 means one per core. With one, a single-threaded scheduler
     /// is used, which costs less per request than the work-stealing one.
     pub worker_threads: usize,
@@ -99,6 +111,8 @@ pub struct UpstreamConfig {
     pub max_connections: usize,
     /// Local address upstream connections are made from (`None`: the system picks).
     pub source_address: Option<std::net::IpAddr>,
+    /// How `https://` upstreams are verified, and the client certificate shown to them.
+    pub tls: ClientTlsConfig,
 }
 
 /// An origin's base URL: scheme and authority, no path.
@@ -117,9 +131,9 @@ impl OriginUrl {
             .scheme()
             .cloned()
             .ok_or_else(|| format!("invalid URL {text:?}: missing scheme (http://)"))?;
-        if scheme != Scheme::HTTP {
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return Err(format!(
-                "unsupported scheme in {text:?}: only http:// origins are supported"
+                "unsupported scheme in {text:?}: expected http:// or https://"
             ));
         }
         let authority = uri
@@ -153,6 +167,8 @@ pub mod defaults {
     pub const HEADER_READ_TIMEOUT: &str = "10s";
     pub const SHUTDOWN_GRACE: &str = "10s";
     pub const H2_MAX_CONCURRENT_STREAMS: u64 = 256;
+    pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: u64 = 20;
+    pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: u64 = 1024;
     pub const MAX_BYTES: &str = "256MiB";
     pub const MAX_OBJECT_BYTES: &str = "8MiB";
     pub const HIT_FOR_MISS_TTL: &str = "30s";
@@ -194,7 +210,22 @@ impl EdgeConfig {
             server: Some(RawServer {
                 listen: Some(start.listen.to_string()),
                 admin_listen: Some(start.admin_listen.to_string()),
+                upgrade_socket: start.upgrade_socket.map(str::to_string),
                 ..RawServer::default()
+            }),
+            tls: (!start.tls_listen.is_empty() || !start.tls_certificates.is_empty()).then(|| {
+                RawTls {
+                    listen: start.tls_listen.to_vec(),
+                    certificates: start
+                        .tls_certificates
+                        .iter()
+                        .map(|(cert, key)| RawCertificate {
+                            cert: Some(cert.clone()),
+                            key: Some(key.clone()),
+                        })
+                        .collect(),
+                    ..RawTls::default()
+                }
             }),
             upstream: Some(RawUpstream {
                 origin: Some(start.origin.to_string()),
@@ -240,6 +271,12 @@ pub struct EdgeQuickStart<'a> {
     pub region: Option<&'a str>,
     /// Base URL of control's node listener; `None`: no control plane.
     pub control: Option<&'a str>,
+    /// HTTPS listeners; with any, `tls_certificates` must name at least one pair.
+    pub tls_listen: &'a [String],
+    /// (certificate PEM, key PEM) file pairs; SNI picks among them, the first is the default.
+    pub tls_certificates: &'a [(String, String)],
+    /// Where listening sockets are handed to a successor process.
+    pub upgrade_socket: Option<&'a str>,
 }
 
 /// A ring id for a shield given only by URL: its authority with `:` as `_`.
@@ -280,6 +317,7 @@ fn validate(raw: RawEdgeFile) -> Result<EdgeConfig, ConfigErrors> {
     let admin = validate_admin(&mut c, raw.admin.unwrap_or_default());
     let shields = validate_shields(&mut c, raw.shields.unwrap_or_default());
     let control = validate_node_control(&mut c, raw.control);
+    let tls = validate_tls(&mut c, raw.tls);
     if let (Some(server), Some(_)) = (&server, &upstream) {
         if server.listen == server.admin_listen && server.listen.port() != 0 {
             c.push(
@@ -291,7 +329,7 @@ fn validate(raw: RawEdgeFile) -> Result<EdgeConfig, ConfigErrors> {
             );
         }
     }
-    let value = match (id, region, server, cache, upstream, admin, shields, control) {
+    let value = match (id, region, server, cache, upstream, admin, shields, control, tls) {
         (
             Some(id),
             Some(region),
@@ -301,7 +339,9 @@ fn validate(raw: RawEdgeFile) -> Result<EdgeConfig, ConfigErrors> {
             Some(admin),
             Some(shields),
             Some(control),
+            Some(tls),
         ) => Some(EdgeConfig {
+            tls,
             id,
             region,
             server,
@@ -423,6 +463,27 @@ pub(crate) fn validate_server(c: &mut Collector, raw: RawServer) -> Option<Serve
         H2_MAX_CONCURRENT_STREAMS,
         (1, 10_000),
     );
+    let pending_resets = count(
+        c,
+        "server.h2_max_pending_accept_reset_streams",
+        raw.h2_max_pending_accept_reset_streams,
+        H2_MAX_PENDING_ACCEPT_RESET_STREAMS,
+        (1, 100_000),
+    );
+    let error_resets = count(
+        c,
+        "server.h2_max_local_error_reset_streams",
+        raw.h2_max_local_error_reset_streams,
+        H2_MAX_LOCAL_ERROR_RESET_STREAMS,
+        (1, 1_000_000),
+    );
+    let upgrade_socket = match raw.upgrade_socket {
+        Some(path) if path.is_empty() => {
+            c.push("server.upgrade_socket", "must not be empty");
+            None
+        }
+        other => Some(other.map(std::path::PathBuf::from)),
+    };
     let workers = count(c, "server.worker_threads", raw.worker_threads, 0, (0, 1024));
     Some(ServerConfig {
         worker_threads: usize::try_from(workers?).ok()?,
@@ -433,6 +494,9 @@ pub(crate) fn validate_server(c: &mut Collector, raw: RawServer) -> Option<Serve
         header_read_timeout: header_read_timeout?,
         shutdown_grace: shutdown_grace?,
         h2_max_concurrent_streams: u32::try_from(streams?).ok()?,
+        h2_max_pending_accept_reset_streams: usize::try_from(pending_resets?).ok()?,
+        h2_max_local_error_reset_streams: usize::try_from(error_resets?).ok()?,
+        upgrade_socket: upgrade_socket?,
     })
 }
 
@@ -583,7 +647,9 @@ pub(crate) fn validate_upstream(
             )
             .map(Some),
     };
+    let tls = validate_client_tls(c, raw.tls, &key("tls"));
     Some(UpstreamConfig {
+        tls: tls?,
         source_address: source_address?,
         max_connections: usize::try_from(max_connections?).ok()?,
         origin: origin?,
@@ -712,7 +778,8 @@ mod tests {
         assert!(OriginUrl::parse("http://origin.example/").is_ok());
         assert!(OriginUrl::parse("http://origin.example/path").is_err());
         assert!(OriginUrl::parse("origin.example").is_err());
-        assert!(OriginUrl::parse("https://origin.example").is_err());
+        assert!(OriginUrl::parse("https://origin.example").is_ok());
+        assert!(OriginUrl::parse("ftp://origin.example").is_err());
         assert!(OriginUrl::parse("http://user@origin.example").is_err());
     }
 

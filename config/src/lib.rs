@@ -10,6 +10,7 @@
 //! - [`shields`]: the origin shields an edge sends misses to;
 //! - [`node_control`]: the optional `[control]` table of an edge or shield;
 //! - [`geo`]: control's `[geo]` table (GeoDNS and HTTP steering);
+//! - [`tls`]: HTTPS listeners and certificates (`[tls]`), and TLS towards upstreams;
 //! - [`units`]: the typed values themselves ([`ByteSize`], durations) and their parsers;
 //! - [`ids`]: identifier newtypes ([`NodeId`], [`RegionId`]);
 //! - [`wire`]: what control and the nodes exchange (routing tables, purges, events).
@@ -26,6 +27,7 @@ pub mod node_control;
 pub mod raw;
 pub mod shield;
 pub mod shields;
+pub mod tls;
 pub mod units;
 pub mod wire;
 
@@ -39,6 +41,7 @@ pub use ids::{NodeId, RegionId};
 pub use node_control::NodeControlConfig;
 pub use shield::{OriginPoolConfig, ShieldConfig, ShieldQuickStart};
 pub use shields::{ShieldSpec, ShieldsConfig};
+pub use tls::{CertificateFiles, ClientTlsConfig, TlsServerConfig, TlsVersion, UnknownSni};
 pub use units::{parse_duration, ByteSize};
 
 /// The role a configuration file is written for, told by its top-level table.

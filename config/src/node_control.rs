@@ -60,7 +60,18 @@ pub(crate) fn validate_node_control(
     };
     use defaults::*;
     let url = match raw.url.as_deref() {
-        Some(text) => c.take("control.url", OriginUrl::parse(text)),
+        Some(text) => c.take(
+            "control.url",
+            OriginUrl::parse(text).and_then(|url| {
+                if url.scheme == http::uri::Scheme::HTTP {
+                    Ok(url)
+                } else {
+                    Err(format!(
+                        "{text:?}: control's node listener speaks plain http:// (keep it on a private network)"
+                    ))
+                }
+            }),
+        ),
         None => {
             c.push(
                 "control.url",

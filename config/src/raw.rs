@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 pub use crate::node_control::RawNodeControl;
+pub use crate::tls::{RawCertificate, RawClientTls, RawTls};
 
 /// A size as written: a string with a unit (`"256MiB"`) or a bare number of bytes.
 #[derive(Debug, Clone, Deserialize)]
@@ -23,6 +24,7 @@ pub struct RawEdgeFile {
     pub admin: Option<RawAdmin>,
     pub shields: Option<RawShields>,
     pub control: Option<RawNodeControl>,
+    pub tls: Option<RawTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +36,7 @@ pub struct RawShields {
     pub bounded_load_percent: Option<u64>,
     #[serde(default)]
     pub members: Vec<RawShieldMember>,
+    pub tls: Option<RawClientTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,7 +71,10 @@ pub struct RawServer {
     pub header_read_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
     pub h2_max_concurrent_streams: Option<u64>,
+    pub h2_max_pending_accept_reset_streams: Option<u64>,
+    pub h2_max_local_error_reset_streams: Option<u64>,
     pub worker_threads: Option<u64>,
+    pub upgrade_socket: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +97,7 @@ pub struct RawUpstream {
     pub max_connections: Option<u64>,
     pub idle_timeout: Option<String>,
     pub source_address: Option<String>,
+    pub tls: Option<RawClientTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,6 +110,7 @@ pub struct RawShieldFile {
     pub origin: Option<RawOriginPool>,
     pub resolver: Option<RawResolver>,
     pub control: Option<RawNodeControl>,
+    pub tls: Option<RawTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +132,7 @@ pub struct RawOriginPool {
     pub max_eject_for: Option<String>,
     pub retries: Option<u64>,
     pub retry_budget_percent: Option<u64>,
+    pub tls: Option<RawClientTls>,
 }
 
 /// How the shield resolves the host names of its origin servers.

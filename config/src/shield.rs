@@ -12,6 +12,7 @@ use crate::edge::{
 use crate::error::{Collector, ConfigErrors};
 use crate::ids::{NodeId, RegionId};
 use crate::node_control::{validate_node_control, NodeControlConfig, RawNodeControl};
+use crate::tls::{validate_tls, TlsServerConfig};
 use crate::raw::{RawNode, RawOriginPool, RawResolver, RawServer, RawShieldFile, RawUpstream};
 
 /// Servers accepted in one origin pool.
@@ -33,6 +34,8 @@ pub struct ShieldConfig {
     pub resolver: ResolverConfig,
     /// The control plane this shield registers with; `None`: static configuration only.
     pub control: Option<NodeControlConfig>,
+    /// HTTPS listeners (e.g. mutual TLS from edges); `None`: plain HTTP only.
+    pub tls: Option<TlsServerConfig>,
 }
 
 /// The origin servers a shield fetches from, and how it judges and retries them.
@@ -164,7 +167,8 @@ fn validate(raw: RawShieldFile) -> Result<ShieldConfig, ConfigErrors> {
     let origin = validate_pool(&mut c, raw.origin.unwrap_or_default());
     let resolver = validate_resolver(&mut c, raw.resolver.unwrap_or_default());
     let control = validate_node_control(&mut c, raw.control);
-    let value = match (id, region, server, cache, admin, origin, resolver, control) {
+    let tls = validate_tls(&mut c, raw.tls);
+    let value = match (id, region, server, cache, admin, origin, resolver, control, tls) {
         (
             Some(id),
             Some(region),
@@ -174,7 +178,9 @@ fn validate(raw: RawShieldFile) -> Result<ShieldConfig, ConfigErrors> {
             Some(origin),
             Some(resolver),
             Some(control),
+            Some(tls),
         ) => Some(ShieldConfig {
+            tls,
             id,
             region,
             server,
@@ -227,6 +233,7 @@ fn validate_pool(c: &mut Collector, raw: RawOriginPool) -> Option<OriginPoolConf
             idle_timeout: raw.idle_timeout,
             max_connections: raw.max_connections,
             source_address: raw.source_address,
+            tls: raw.tls,
         },
         "origin",
     );

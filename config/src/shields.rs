@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::edge::{count, duration, OriginUrl};
 use crate::error::Collector;
 use crate::ids::NodeId;
+use crate::tls::ClientTlsConfig;
 use crate::raw::RawShields;
 
 /// Shields beyond this are refused: the ring tracks members in a 256-bit set.
@@ -24,6 +25,8 @@ pub struct ShieldsConfig {
     /// Bounded-load mode: a shield with more than (1 + this/100) × the mean in-flight requests
     /// spills new ones to the next shield in ring order. `None`: off.
     pub bounded_load_percent: Option<u32>,
+    /// How `https://` shields are verified, and the client certificate shown to them.
+    pub tls: ClientTlsConfig,
 }
 
 /// One shield: its id (stable: ring placement is computed from it), address and weight.
@@ -105,6 +108,7 @@ pub(crate) fn validate_shields(c: &mut Collector, raw: RawShields) -> Option<Shi
         None => Some(None),
         Some(p) => count(c, "shields.bounded_load_percent", Some(p), 0, (1, 1000)).map(Some),
     };
+    let tls = crate::tls::validate_client_tls(c, raw.tls, "shields.tls");
     if !complete || members.len() > MAX_SHIELDS {
         return None;
     }
@@ -114,6 +118,7 @@ pub(crate) fn validate_shields(c: &mut Collector, raw: RawShields) -> Option<Shi
         failures_to_eject: u32::try_from(failures?).ok()?,
         eject_for: eject_for?,
         bounded_load_percent: bounded?.map(|p| u32::try_from(p).unwrap_or(u32::MAX)),
+        tls: tls?,
     })
 }
 

@@ -79,6 +79,7 @@ fn upstream_config() -> UpstreamConfig {
         idle_timeout: Duration::from_secs(5),
         max_connections: 16,
         source_address: None,
+        tls: Default::default(),
     }
 }
 
@@ -89,6 +90,7 @@ fn shield_upstream(members: Vec<ShieldSpec>) -> ShieldUpstream {
         failures_to_eject: 1,
         eject_for: Duration::from_secs(60),
         bounded_load_percent: None,
+        tls: Default::default(),
     };
     let registry = Registry::new();
     let metrics = ShieldMetrics::register(&registry).unwrap();
