@@ -242,6 +242,7 @@ fn pool_config(servers: &[OriginUrl]) -> OriginPoolConfig {
             idle_timeout: Duration::from_secs(30),
             max_connections: 8,
             source_address: None,
+            tls: Default::default(),
         },
         health_path: None,
         health_interval: Duration::from_secs(1),
