@@ -6,6 +6,7 @@
 //!   durations still as text so that one bad value does not hide the others;
 //! - [`edge`]: validation that turns the raw structs into typed config and collects *every*
 //!   problem with its key path ([`ConfigErrors`]);
+//! - [`reload`]: where a running role's configuration comes from and what a reload answers;
 //! - [`shield`]: the shield role's configuration, with its origin pool;
 //! - [`shields`]: the origin shields an edge sends misses to;
 //! - [`node_control`]: the optional `[control]` table of an edge or shield;
@@ -25,6 +26,7 @@ pub mod geo;
 pub mod ids;
 pub mod node_control;
 pub mod raw;
+pub mod reload;
 pub mod shield;
 pub mod shields;
 pub mod tls;
@@ -40,6 +42,7 @@ pub use geo::GeoConfig;
 pub use ids::{NodeId, RegionId};
 pub use node_control::NodeControlConfig;
 pub use shield::{OriginPoolConfig, ShieldConfig, ShieldQuickStart};
+pub use reload::{ConfigSource, FileWatch, ReloadError, ReloadReport};
 pub use shields::{ShieldSpec, ShieldsConfig};
 pub use tls::{CertificateFiles, ClientTlsConfig, TlsServerConfig, TlsVersion, UnknownSni};
 pub use units::{parse_duration, ByteSize};

@@ -5,6 +5,7 @@
 //! - [`upstream`]: the hop towards the origin ([`Upstream`]) and the direct-to-origin client;
 //! - [`ring`]: the consistent-hashing ring that picks the origin shield owning a cache key;
 //! - [`shields`]: the edge's upstream over origin shields, with failover and ejection;
+//! - [`tls`]: HTTPS listeners' certificates (SNI, reload) and TLS towards upstreams;
 //! - [`server`]: listeners, HTTP/1.1 + HTTP/2, connection limits, graceful shutdown;
 //! - [`admin`]: `/metrics`, `/healthz` and `POST /v1/purge` on a separate listener;
 //! - [`control`]: the node's link to the control plane — registration, heartbeats, and the
@@ -29,6 +30,7 @@ mod respond;
 pub mod ring;
 pub mod server;
 pub mod shields;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -62,6 +64,9 @@ pub enum StartError {
     /// The role's upstream could not be set up (e.g. a shield's DNS resolver).
     #[error("cannot set up the upstream: {0}")]
     Upstream(String),
+    /// Certificates, keys or CA bundles named by the configuration cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// An edge node: a cache node whose upstream is the origin or origin shields.

@@ -1,0 +1,6 @@
+//! TLS for cache nodes, with rustls on the `ring` provider:
+//!
+//! - [`certs`]: certificates from PEM files, chosen by SNI, reloaded without a restart, and the
+//!   server-side rustls configuration (versions, ALPN, resumption, client certificates);
+//! - [`client`]: TLS towards `https://` upstreams (shields, origins), with a CA bundle or the
+//!   system store, SNI and optional client certificates.
