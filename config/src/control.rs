@@ -24,6 +24,8 @@ pub struct ControlConfig {
     pub data_dir: PathBuf,
     /// Bearer token for the admin API (16+ characters).
     pub token: String,
+    /// Where `token` was read from, if from a file: read again on every reload.
+    pub token_file: Option<PathBuf>,
     pub health: HealthConfig,
     pub purge: PurgeConfig,
     pub streams: StreamsConfig,
@@ -178,6 +180,26 @@ impl ControlConfig {
             ConfigErrors::single("", format!("cannot read {}: {e}", path.display()))
         })?;
         ControlConfig::from_toml(&text)
+    }
+
+    /// This configuration with its token read again from `token_file` (unchanged without one).
+    pub fn reread_token_file(&self) -> Result<ControlConfig, ConfigErrors> {
+        let Some(file) = &self.token_file else {
+            return Ok(self.clone());
+        };
+        let mut c = Collector::default();
+        let path = "controller.token_file";
+        let token = match std::fs::read_to_string(file) {
+            Ok(text) => check_token(&mut c, path, text.trim().to_string()),
+            Err(e) => {
+                c.push(path, format!("cannot read {}: {e}", file.display()));
+                None
+            }
+        };
+        c.finish(token.map(|token| ControlConfig {
+            token,
+            ..self.clone()
+        }))
     }
 
     pub fn quick_start(start: &ControlQuickStart<'_>) -> Result<ControlConfig, ConfigErrors> {
@@ -417,6 +439,7 @@ fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigErrors> {
             admin_listen: admin_listen?,
             data_dir: data_dir?,
             token: token?,
+            token_file: ctl.token_file.as_deref().map(PathBuf::from),
             health: health?,
             purge: purge?,
             streams: streams?,
