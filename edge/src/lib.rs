@@ -67,6 +67,9 @@ pub enum StartError {
     /// Certificates, keys or CA bundles named by the configuration cannot be used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The listening sockets could not be taken over from the previous process.
+    #[error("cannot take over the listeners: {0}")]
+    Handoff(String),
 }
 
 /// An edge node: a cache node whose upstream is the origin or origin shields.
