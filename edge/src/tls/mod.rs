@@ -4,3 +4,5 @@
 //!   server-side rustls configuration (versions, ALPN, resumption, client certificates);
 //! - [`client`]: TLS towards `https://` upstreams (shields, origins), with a CA bundle or the
 //!   system store, SNI and optional client certificates.
+pub mod certs;
+mod der;
