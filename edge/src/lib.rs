@@ -7,6 +7,7 @@
 //! - [`shields`]: the edge's upstream over origin shields, with failover and ejection;
 //! - [`tls`]: HTTPS listeners' certificates (SNI, reload) and TLS towards upstreams;
 //! - [`server`]: listeners, HTTP/1.1 + HTTP/2, connection limits, graceful shutdown;
+//! - [`handoff`]: zero-downtime upgrade, handing the listening sockets to a new process;
 //! - [`admin`]: `/metrics`, `/healthz` and `POST /v1/purge` on a separate listener;
 //! - [`control`]: the node's link to the control plane — registration, heartbeats, and the
 //!   push stream of purges and routing tables;
@@ -22,6 +23,7 @@ pub mod body;
 pub mod control;
 pub mod error;
 mod fill;
+pub mod handoff;
 pub mod headers;
 pub mod metrics;
 pub mod node;
