@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -38,7 +38,8 @@ pub struct Subscribers {
 
 pub struct Hub {
     inner: Mutex<Subscribers>,
-    buffer: usize,
+    /// Queue length of streams opened from now on (a reload may change it).
+    buffer: AtomicUsize,
     next_conn: AtomicU64,
     metrics: ControlMetrics,
 }
@@ -66,10 +67,15 @@ impl Hub {
                 subs: HashMap::new(),
                 edge_released,
             }),
-            buffer,
+            buffer: AtomicUsize::new(buffer),
             next_conn: AtomicU64::new(1),
             metrics,
         }
+    }
+
+    /// Sets the queue length of streams opened from now on; open streams keep theirs.
+    pub fn set_buffer(&self, buffer: usize) {
+        self.buffer.store(buffer, Ordering::Relaxed);
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Subscribers> {
@@ -87,7 +93,7 @@ impl Hub {
         initial: impl FnOnce(&Subscribers) -> Vec<Event>,
     ) -> (u64, mpsc::Receiver<Bytes>, VecDeque<Bytes>) {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.buffer);
+        let (tx, rx) = mpsc::channel(self.buffer.load(Ordering::Relaxed).max(1));
         let mut guard = self.lock();
         let events = initial(&guard);
         for event in &events {

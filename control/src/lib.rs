@@ -8,6 +8,7 @@
 //! - [`hub`]: the per-node push streams;
 //! - [`purges`]: where each purge has been applied;
 //! - [`service`]: the shared state and background tasks;
+//! - [`reload`]: configuration changes without a restart;
 //! - [`server`]: the node and admin HTTP APIs;
 //! - [`client`]: a client of the admin API (`verge purge`);
 //! - [`geo`]: geo load balancing (GeoDNS and HTTP steering).
@@ -19,6 +20,7 @@ pub mod log;
 pub mod metrics;
 pub mod purges;
 pub mod registry;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod service;
@@ -26,6 +28,7 @@ pub mod service;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use reload::ControlReloader;
 pub use server::ControlNode;
 
 /// Why control could not start.

@@ -19,7 +19,15 @@ pub struct ControlMetrics {
     pub purges: IntCounterVec,
     pub log_head: IntGauge,
     pub resyncs: IntCounter,
+    /// Reloads of the configuration, by result (`ok`, `unchanged`, `invalid`, `needs_restart`,
+    /// `failed`).
+    pub config_reloads: IntCounterVec,
+    /// The configuration version in force: 1 at start, one more per applied change.
+    pub config_version: IntGauge,
 }
+
+/// Every `result` of `verge_config_reloads_total`, so each series exists from the start.
+pub const RELOAD_RESULTS: [&str; 5] = ["ok", "unchanged", "invalid", "needs_restart", "failed"];
 
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -81,8 +89,23 @@ impl ControlMetrics {
                 "verge_control_resyncs_total",
                 "Nodes told to flush because the log no longer held what they missed",
             )?,
+            config_reloads: IntCounterVec::new(
+                Opts::new(
+                    "verge_config_reloads_total",
+                    "Configuration reloads by result",
+                ),
+                &["result"],
+            )?,
+            config_version: IntGauge::new(
+                "verge_config_version",
+                "Version of the configuration in force (1 at start, one more per applied change)",
+            )?,
             registry,
         };
+        for result in RELOAD_RESULTS {
+            m.config_reloads.with_label_values(&[result]);
+        }
+        m.config_version.set(1);
         let r = &m.registry;
         r.register(Box::new(m.propagation.clone()))?;
         r.register(Box::new(m.completion.clone()))?;
@@ -94,6 +117,8 @@ impl ControlMetrics {
         r.register(Box::new(m.purges.clone()))?;
         r.register(Box::new(m.log_head.clone()))?;
         r.register(Box::new(m.resyncs.clone()))?;
+        r.register(Box::new(m.config_reloads.clone()))?;
+        r.register(Box::new(m.config_version.clone()))?;
         Ok(m)
     }
 }

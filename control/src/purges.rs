@@ -41,6 +41,20 @@ impl Tracker {
         }
     }
 
+    /// Changes how many statuses are kept; the oldest go first if there are now too many.
+    pub fn set_retain(&mut self, retain: usize) {
+        self.retain = retain.max(1);
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while self.order.len() > self.retain {
+            if let Some(old) = self.order.pop_front() {
+                self.tracks.remove(&old);
+            }
+        }
+    }
+
     /// Starts tracking purge `seq` over `targets` (node, role, its applied sequence now).
     pub fn insert(
         &mut self,
@@ -68,11 +82,7 @@ impl Tracker {
         }
         self.tracks.insert(seq, track);
         self.order.push_back(seq);
-        while self.order.len() > self.retain {
-            if let Some(old) = self.order.pop_front() {
-                self.tracks.remove(&old);
-            }
-        }
+        self.trim();
     }
 
     /// Node `id` has applied every purge up to `applied` (it had applied up to `before`).

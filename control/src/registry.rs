@@ -74,6 +74,11 @@ impl Registry {
         }
     }
 
+    /// Changes the most nodes registered from now on; nodes already registered stay.
+    pub fn set_max_nodes(&mut self, max_nodes: usize) {
+        self.max_nodes = max_nodes;
+    }
+
     /// Registers (or re-registers after a restart) a node; it starts healthy, as it just
     /// talked to control. Returns whether the routing-relevant view changed.
     pub fn register(&mut self, registration: Registration, now: Instant) -> Result<bool, Refused> {

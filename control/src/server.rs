@@ -16,11 +16,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use verge_config::reload::ConfigSource;
 use verge_config::wire::{Ack, Heartbeat, PurgeSpec, Registration};
 use verge_config::{ControlConfig, NodeId};
 
 use crate::log::LogError;
 use crate::registry::Refused;
+use crate::reload::ControlReloader;
 use crate::service::{Control, PurgeRefused};
 use crate::StartError;
 
@@ -42,12 +44,23 @@ pub struct ControlNode {
     pub steering_addr: Option<SocketAddr>,
     geo: Option<crate::geo::GeoService>,
     control: Arc<Control>,
+    reloader: ControlReloader,
     shutdown: watch::Sender<bool>,
 }
 
 impl ControlNode {
-    /// Opens the purge log and binds both listeners (port 0 picks a free port).
+    /// Opens the purge log and binds both listeners (port 0 picks a free port). The
+    /// configuration came from the command line: a reload reads only its token file again.
     pub async fn bind(config: ControlConfig) -> Result<ControlNode, StartError> {
+        ControlNode::bind_with_source(config, ConfigSource::CommandLine).await
+    }
+
+    /// [`ControlNode::bind`] with the configuration read from `source`, which a reload reads
+    /// again.
+    pub async fn bind_with_source(
+        config: ControlConfig,
+        source: ConfigSource,
+    ) -> Result<ControlNode, StartError> {
         let bind = |addr: SocketAddr, what: &'static str| async move {
             let listener = TcpListener::bind(addr)
                 .await
@@ -63,10 +76,15 @@ impl ControlNode {
             bind(config.admin_listen, "controller.admin_listen").await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let control = Control::start(config, shutdown_rx).await?;
-        let geo = match &control.config.geo {
+        let geo = match &control.config().geo {
             Some(geo) => Some(crate::geo::GeoService::bind(geo, &control).await?),
             None => None,
         };
+        let reloader = ControlReloader::new(
+            Arc::clone(&control),
+            geo.as_ref().map(|g| Arc::clone(g.live())),
+            source,
+        );
         Ok(ControlNode {
             node_listener,
             admin_listener,
@@ -76,6 +94,7 @@ impl ControlNode {
             steering_addr: geo.as_ref().and_then(|g| g.steering_addr),
             geo,
             control,
+            reloader,
             shutdown,
         })
     }
@@ -84,12 +103,18 @@ impl ControlNode {
         &self.control
     }
 
+    /// A handle that reloads this control's configuration (`POST /v1/reload` uses it too);
+    /// it keeps working while [`ControlNode::run`] serves.
+    pub fn reloader(&self) -> ControlReloader {
+        self.reloader.clone()
+    }
+
     /// Serves both APIs until `stop` completes; open streams are closed then.
     pub async fn run(self, stop: impl Future<Output = ()>) {
         let ControlNode {
             node_listener,
             admin_listener,
-            control,
+            reloader,
             shutdown,
             geo,
             ..
@@ -98,11 +123,11 @@ impl ControlNode {
         let geo = geo.map(|geo| tokio::spawn(geo.run(rx.clone())));
         let nodes = tokio::spawn(serve(
             node_listener,
-            Arc::clone(&control),
+            reloader.clone(),
             rx.clone(),
             Api::Node,
         ));
-        let admin = tokio::spawn(serve(admin_listener, Arc::clone(&control), rx, Api::Admin));
+        let admin = tokio::spawn(serve(admin_listener, reloader, rx, Api::Admin));
         stop.await;
         let _ = shutdown.send(true);
         let _ = nodes.await;
@@ -119,9 +144,10 @@ enum Api {
     Admin,
 }
 
+/// Serves `api` on `listener`; the reloader holds the shared state (and reloads it).
 async fn serve(
     listener: TcpListener,
-    control: Arc<Control>,
+    reloader: ControlReloader,
     mut shutdown: watch::Receiver<bool>,
     api: Api,
 ) {
@@ -138,16 +164,16 @@ async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let control = Arc::clone(&control);
+        let reloader = reloader.clone();
         let mut conn_shutdown = shutdown.clone();
         connections.spawn(async move {
             let _permit = permit;
             let service = service_fn(move |request| {
-                let control = Arc::clone(&control);
+                let reloader = reloader.clone();
                 async move {
                     Ok::<_, Infallible>(match api {
-                        Api::Node => node_api(&control, request).await,
-                        Api::Admin => admin_api(&control, request).await,
+                        Api::Node => node_api(reloader.control(), request).await,
+                        Api::Admin => admin_api(&reloader, request).await,
                     })
                 }
             });
@@ -319,7 +345,8 @@ fn events_query(query: &str) -> Result<(NodeId, Option<u64>), String> {
     Ok((node.ok_or("missing node=ID")?, since))
 }
 
-async fn admin_api(control: &Arc<Control>, request: Request<Incoming>) -> Response<Body> {
+async fn admin_api(reloader: &ControlReloader, request: Request<Incoming>) -> Response<Body> {
+    let control = reloader.control();
     let path = request.uri().path().to_string();
     let method = request.method().clone();
     match (method.clone(), path.as_str()) {
@@ -332,10 +359,20 @@ async fn admin_api(control: &Arc<Control>, request: Request<Incoming>) -> Respon
     if !path.starts_with("/v1/") {
         return error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}"));
     }
-    if let Some(response) = refuse_unauthorized(&control.config.token, request.headers()) {
+    // One configuration for the whole request, however a reload meanwhile changes it.
+    let config = control.config();
+    if let Some(response) = refuse_unauthorized(&config.token, request.headers()) {
         return response;
     }
     match (method, path.as_str()) {
+        (Method::POST, "/v1/reload") => match reloader.reload_async().await {
+            Ok(report) => json(StatusCode::OK, &report),
+            Err(refused) => json(StatusCode::UNPROCESSABLE_ENTITY, &refused.to_body()),
+        },
+        (Method::GET, "/v1/config/version") => json(
+            StatusCode::OK,
+            &serde_json::json!({ "version": reloader.version() }),
+        ),
         (Method::POST, "/v1/purge") => {
             if let Err(retry) = control.admit_purge() {
                 control
@@ -347,7 +384,7 @@ async fn admin_api(control: &Arc<Control>, request: Request<Incoming>) -> Respon
                     StatusCode::TOO_MANY_REQUESTS,
                     &format!(
                         "purge rate limit ({} per second) exceeded",
-                        control.config.purge.rate_per_second
+                        config.purge.rate_per_second
                     ),
                 );
                 let secs = retry.as_secs().max(1).to_string();
@@ -356,7 +393,7 @@ async fn admin_api(control: &Arc<Control>, request: Request<Incoming>) -> Respon
                 }
                 return response;
             }
-            let spec = match read_body(request, control.config.purge.max_body_bytes).await {
+            let spec = match read_body(request, config.purge.max_body_bytes).await {
                 Ok(body) => serde_json::from_slice::<PurgeSpec>(&body),
                 Err(response) => {
                     control.metrics.purges.with_label_values(&["invalid"]).inc();
@@ -416,10 +453,12 @@ async fn admin_api(control: &Arc<Control>, request: Request<Incoming>) -> Respon
         }
         (Method::GET, "/v1/nodes") => json(StatusCode::OK, &control.nodes()),
         (Method::GET, "/v1/routing") => json(StatusCode::OK, &control.routing()),
-        (_, "/v1/purge" | "/v1/nodes" | "/v1/routing") => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed on this path",
-        ),
+        (_, "/v1/purge" | "/v1/nodes" | "/v1/routing" | "/v1/reload" | "/v1/config/version") => {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this path",
+            )
+        }
         _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -28,7 +29,8 @@ const MAX_REPLAY: usize = 1_000_000;
 
 /// Shared state of a running control service.
 pub struct Control {
-    pub config: ControlConfig,
+    /// The configuration in force; a reload swaps it whole (see [`Control::apply`]).
+    config: ArcSwap<ControlConfig>,
     pub metrics: ControlMetrics,
     log: PurgeLog,
     registry: Mutex<Registry>,
@@ -105,7 +107,7 @@ impl Control {
             )),
             log,
             metrics,
-            config,
+            config: ArcSwap::from_pointee(config),
         });
         control.republish();
         tokio::spawn(dispatcher(
@@ -119,6 +121,37 @@ impl Control {
         Ok(control)
     }
 
+    /// The configuration in force. Read it once per request or round: a reload may swap it.
+    pub fn config(&self) -> Arc<ControlConfig> {
+        self.config.load_full()
+    }
+
+    /// Puts a new configuration in force, as one step: the admin token and purge limits for
+    /// the next request, health settings for the next round, stream settings for new streams,
+    /// and a new routing table if the regions' fallbacks change the routes. Settings fixed at
+    /// start (listeners, data directory, the log's retention) are the caller's to refuse.
+    pub(crate) fn apply(&self, new: ControlConfig) {
+        let new = Arc::new(new);
+        let old = self.config.swap(Arc::clone(&new));
+        if (old.purge.rate_per_second, old.purge.burst)
+            != (new.purge.rate_per_second, new.purge.burst)
+        {
+            *lock(&self.limiter) = TokenBucket::new(new.purge.rate_per_second, new.purge.burst);
+        }
+        if old.purge.status_retain != new.purge.status_retain {
+            lock(&self.tracker).set_retain(new.purge.status_retain);
+        }
+        if old.streams.node_buffer != new.streams.node_buffer {
+            self.hub.set_buffer(new.streams.node_buffer);
+        }
+        if old.streams.max_nodes != new.streams.max_nodes {
+            lock(&self.registry).set_max_nodes(new.streams.max_nodes);
+        }
+        if old.regions != new.regions {
+            self.republish();
+        }
+    }
+
     pub fn register(&self, registration: Registration) -> Result<Registered, Refused> {
         let changed = lock(&self.registry).register(registration.clone(), Instant::now())?;
         tracing::info!(node = %registration.id, role = %registration.role, region = %registration.region, "node registered");
@@ -126,7 +159,9 @@ impl Control {
             self.republish();
         }
         Ok(Registered {
-            heartbeat_interval_ms: crate::registry::millis(self.config.health.heartbeat_interval),
+            heartbeat_interval_ms: crate::registry::millis(
+                self.config.load().health.heartbeat_interval,
+            ),
             head: self.log.head(),
         })
     }
@@ -241,7 +276,7 @@ impl Control {
         Ok(EventStream::new(
             initial,
             rx,
-            self.config.streams.keepalive,
+            self.config.load().streams.keepalive,
             Arc::clone(&self.head),
             on_close,
         ))
@@ -353,7 +388,7 @@ impl Control {
                     .with_label_values(&[&role.to_string(), state])
                     .set(n);
             }
-            routing::compute(registry.entries(), &self.config.regions)
+            routing::compute(registry.entries(), &self.config.load().regions)
         };
         let mut table = lock(&self.table);
         if table.version > 0 && routing::same_routes(&table, &fresh) {
@@ -428,7 +463,7 @@ async fn dispatcher(
             })
             .collect();
         c.hub.publish(Some(NodeRole::Shield), &events);
-        let deadline = tokio::time::Instant::now() + c.config.purge.shield_ack_timeout;
+        let deadline = tokio::time::Instant::now() + c.config.load().purge.shield_ack_timeout;
         drop(c);
         loop {
             let Some(c) = control.upgrade() else { return };
@@ -461,8 +496,9 @@ async fn health_rounds(control: std::sync::Weak<Control>, mut shutdown: watch::R
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     loop {
         let Some(c) = control.upgrade() else { return };
-        let interval = c.config.health.probe_interval;
-        let timeout = c.config.health.probe_timeout;
+        // Read once a round, so a reload takes effect from the next round.
+        let health = c.config().health.clone();
+        let (interval, timeout) = (health.probe_interval, health.probe_timeout);
         let targets = lock(&c.registry).probe_targets();
         drop(c);
         let mut probes = tokio::task::JoinSet::new();
@@ -486,7 +522,7 @@ async fn health_rounds(control: std::sync::Weak<Control>, mut shutdown: watch::R
             }
         }
         let Some(c) = control.upgrade() else { return };
-        let changed = lock(&c.registry).observe(&results, &c.config.health, Instant::now());
+        let changed = lock(&c.registry).observe(&results, &health, Instant::now());
         if changed {
             c.republish();
         } else {

@@ -397,7 +397,7 @@ impl DnsListeners {
     }
 
     /// Serves `handler` until `shutdown`.
-    pub async fn serve(self, handler: GeoDns, mut shutdown: watch::Receiver<bool>) {
+    pub async fn serve(self, handler: impl RequestHandler, mut shutdown: watch::Receiver<bool>) {
         let mut server = ServerFuture::new(handler);
         server.register_socket(self.udp);
         server.register_listener(self.tcp, TCP_IDLE);

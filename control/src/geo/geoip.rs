@@ -1,20 +1,19 @@
 //! Client → region by a MaxMind GeoIP2/GeoLite2 database: the country (or, failing that, the
 //! continent) of the client's address names a region slot.
 //!
-//! The database is read whole into memory and swapped atomically. A background task checks the
-//! file's modification time and size every `reload_interval` and reloads it when they change; a
-//! file that cannot be read or parsed keeps the last good database, and the reason is logged
-//! once per change of the file.
+//! The database is read whole into memory and swapped atomically. A background task (see
+//! [`super::GeoService`]) calls [`GeoIp::check`] every `reload_interval`, which reloads the file
+//! when its modification time or size changed; a file that cannot be read or parsed keeps the
+//! last good database, and the reason is logged once per change of the file.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
 use serde::Deserialize;
-use tokio::sync::watch;
 
 use super::metrics::GeoMetrics;
 
@@ -166,19 +165,69 @@ impl GeoIp {
         Some(GeoMatch { slot, scope })
     }
 
-    /// Reloads the file if its modification time or size changed since the last attempt.
-    pub fn check(&self) -> Reload {
+    /// Opens the database at `path`, or fails saying why: for a reload that names a new file,
+    /// which must not leave clients unplaced.
+    pub fn try_open(path: &Path, rules: GeoIpRules, metrics: GeoMetrics) -> Result<GeoIp, String> {
+        let geoip = GeoIp {
+            path: path.to_path_buf(),
+            rules,
+            current: ArcSwapOption::empty(),
+            tried: Mutex::new(None),
+            metrics,
+        };
+        match geoip.attempt() {
+            Some(Err(e)) => {
+                geoip
+                    .metrics
+                    .geoip_loads
+                    .with_label_values(&["error"])
+                    .inc();
+                Err(e)
+            }
+            _ => {
+                geoip.metrics.geoip_loads.with_label_values(&["ok"]).inc();
+                tracing::info!(path = %geoip.path.display(), "GeoIP database loaded");
+                Ok(geoip)
+            }
+        }
+    }
+
+    /// The same database, as loaded now, placing clients by other rules: a reload that changes
+    /// only the rules keeps the last good database.
+    pub fn with_rules(&self, rules: GeoIpRules) -> GeoIp {
+        let tried = self.tried.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        GeoIp {
+            path: self.path.clone(),
+            rules,
+            current: ArcSwapOption::new(self.current.load_full()),
+            tried: Mutex::new(tried),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Loads the file if its modification time or size changed since the last attempt
+    /// (`None`: unchanged).
+    fn attempt(&self) -> Option<Result<(), String>> {
         let seen = match std::fs::metadata(&self.path).and_then(|m| Ok((m.modified()?, m.len()))) {
             Ok((modified, len)) => Seen::File(modified, len),
             Err(e) => Seen::Unreadable(e.kind()),
         };
-        let outcome = {
-            let mut tried = self.tried.lock().unwrap_or_else(|p| p.into_inner());
-            if tried.as_ref() == Some(&seen) {
-                return Reload::Unchanged;
-            }
-            *tried = Some(seen);
-            self.load()
+        let mut tried = self.tried.lock().unwrap_or_else(|p| p.into_inner());
+        if tried.as_ref() == Some(&seen) {
+            return None;
+        }
+        *tried = Some(seen);
+        Some(self.load())
+    }
+
+    /// Reloads the file if its modification time or size changed since the last attempt.
+    pub fn check(&self) -> Reload {
+        let Some(outcome) = self.attempt() else {
+            return Reload::Unchanged;
         };
         match outcome {
             Ok(()) => {
@@ -209,23 +258,6 @@ impl GeoIp {
         }
         self.current.store(Some(Arc::new(Loaded { reader })));
         Ok(())
-    }
-
-    /// Checks the file every `interval` until `shutdown`.
-    pub async fn follow(self: Arc<Self>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.changed() => return,
-            }
-            let geoip = Arc::clone(&self);
-            if tokio::task::spawn_blocking(move || geoip.check())
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
     }
 }
 
@@ -320,6 +352,30 @@ mod tests {
         assert_eq!(slot(&g, "10.1.2.3"), Some(3));
         assert_eq!(m.geoip_loads.with_label_values(&["ok"]).get(), 2);
         assert_eq!(m.geoip_loads.with_label_values(&["error"]).get(), 2);
+    }
+
+    #[test]
+    fn new_rules_keep_the_loaded_database_and_a_new_file_must_load() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("geo.mmdb");
+        std::fs::write(&path, database(&[("::10.0.0.0/104", Some("FR"), "EU")])).unwrap();
+        let g = GeoIp::open(&path, rules(), metrics());
+        // The file goes bad after it was loaded: new rules still place by the good database.
+        std::fs::write(&path, b"not a database").unwrap();
+        let moved = g.with_rules(GeoIpRules::new([("FR", 5)], []));
+        assert_eq!(slot(&moved, "10.1.2.3"), Some(5));
+        assert_eq!(moved.path(), path.as_path());
+        assert!(matches!(moved.check(), Reload::Failed(_)));
+        assert_eq!(slot(&moved, "10.1.2.3"), Some(5));
+
+        let bad = GeoIp::try_open(&path, rules(), metrics()).err().unwrap();
+        assert!(bad.contains("not a MaxMind database"), "{bad}");
+        let missing = dir.path().join("none.mmdb");
+        let gone = GeoIp::try_open(&missing, rules(), metrics()).err().unwrap();
+        assert!(gone.contains("cannot read"), "{gone}");
+        std::fs::write(&missing, database(&[("::10.0.0.0/104", Some("FR"), "EU")])).unwrap();
+        let good = GeoIp::try_open(&missing, rules(), metrics()).unwrap();
+        assert_eq!(slot(&good, "10.1.2.3"), Some(1));
     }
 
     #[test]

@@ -21,18 +21,16 @@ use tokio::sync::{watch, Semaphore};
 
 use super::policy::Family;
 use super::steering::Steering;
+use super::LiveGeo;
 
 /// Most connections served at once.
 const MAX_CONNECTIONS: usize = 4096;
 
 type Body = Full<Bytes>;
 
-/// Serves steering on `listener` until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    steering: Arc<Steering>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Serves steering on `listener` until `shutdown`, each request from the geo state in force
+/// when it arrives.
+pub async fn serve(listener: TcpListener, live: Arc<LiveGeo>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -48,12 +46,12 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let steering = Arc::clone(&steering);
+        let live = Arc::clone(&live);
         let mut conn_shutdown = shutdown.clone();
         connections.spawn(async move {
             let _permit = permit;
             let service = service_fn(move |request| {
-                let response = handle(&steering, peer, &request);
+                let response = handle(&live.load().steering, peer, &request);
                 async move { Ok::<_, Infallible>(response) }
             });
             let conn = hyper::server::conn::http1::Builder::new()

@@ -24,9 +24,12 @@ pub mod steering;
 #[cfg(test)]
 mod tests;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use verge_config::geo::GeoConfig;
@@ -38,10 +41,12 @@ use dns::{DnsListeners, GeoDns};
 use metrics::GeoMetrics;
 use steering::Steering;
 
+/// How often the GeoIP task looks again when no database is configured (a reload may add one).
+const GEOIP_IDLE_CHECK: Duration = Duration::from_secs(1);
+
 /// Geo steering, bound and ready to run.
 pub struct GeoService {
-    config: GeoConfig,
-    steering: Arc<Steering>,
+    live: Arc<LiveGeo>,
     tables: watch::Receiver<Arc<RoutingTable>>,
     dns: Option<DnsListeners>,
     http: Option<TcpListener>,
@@ -49,6 +54,65 @@ pub struct GeoService {
     pub dns_addr: Option<SocketAddr>,
     /// Where HTTP steering is served, if configured.
     pub steering_addr: Option<SocketAddr>,
+}
+
+/// Geo steering as one configuration makes it: the client rules, name policies and plan
+/// ([`Steering`]) and the zone's DNS answers ([`GeoDns`]).
+pub struct GeoState {
+    pub config: GeoConfig,
+    pub steering: Arc<Steering>,
+    pub dns: GeoDns,
+}
+
+/// The geo state in force, swapped whole when a reload changes `[geo]`. Each DNS query and
+/// HTTP request loads it once and finishes on it.
+pub struct LiveGeo {
+    current: ArcSwap<GeoState>,
+    tables: watch::Receiver<Arc<RoutingTable>>,
+    /// The DNS listener's address, which in-zone name servers answer with.
+    dns_ip: Option<IpAddr>,
+}
+
+impl LiveGeo {
+    pub fn load(&self) -> Arc<GeoState> {
+        self.current.load_full()
+    }
+
+    /// Builds the state of a new `[geo]` configuration (nothing changes until [`LiveGeo::swap`]).
+    /// Fails when it names a GeoIP database that cannot be loaded.
+    pub fn prepare(&self, config: &GeoConfig) -> Result<GeoState, String> {
+        let current = self.load();
+        let steering = Arc::new(Steering::succeeding(
+            config,
+            &current.steering,
+            self.tables.clone(),
+        )?);
+        Ok(GeoState {
+            config: config.clone(),
+            dns: GeoDns::new(config, Arc::clone(&steering), self.dns_ip),
+            steering,
+        })
+    }
+
+    /// Puts `state` in force: answers begun before keep the state they started with.
+    pub fn swap(&self, state: GeoState) {
+        self.current.store(Arc::new(state));
+    }
+}
+
+/// The DNS handler that answers each query from the geo state in force.
+struct LiveDns(Arc<LiveGeo>);
+
+#[async_trait::async_trait]
+impl RequestHandler for LiveDns {
+    async fn handle_request<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        response: R,
+    ) -> ResponseInfo {
+        let state = self.0.load();
+        state.dns.handle_request(request, response).await
+    }
 }
 
 impl GeoService {
@@ -80,47 +144,50 @@ impl GeoService {
             })?),
             None => None,
         };
-        Ok(GeoService {
+        let dns_addr = dns.as_ref().map(|d| d.addr);
+        let dns_ip = dns_addr.map(|a| a.ip());
+        let state = GeoState {
             config: config.clone(),
-            dns_addr: dns.as_ref().map(|d| d.addr),
-            steering_addr,
+            dns: GeoDns::new(config, Arc::clone(&steering), dns_ip),
             steering,
+        };
+        let live = Arc::new(LiveGeo {
+            current: ArcSwap::from_pointee(state),
+            tables: tables.clone(),
+            dns_ip,
+        });
+        Ok(GeoService {
+            live,
+            dns_addr,
+            steering_addr,
             tables,
             dns,
             http,
         })
     }
 
-    pub fn steering(&self) -> &Arc<Steering> {
-        &self.steering
+    /// The geo state in force, which a reload swaps.
+    pub fn live(&self) -> &Arc<LiveGeo> {
+        &self.live
     }
 
     /// Serves until `shutdown`: follows routing tables and the GeoIP file, answers DNS and HTTP.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let GeoService {
-            config,
-            steering,
+            live,
             tables,
             dns,
             http,
-            dns_addr,
             ..
         } = self;
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(follow_tables(
-            Arc::clone(&steering),
-            tables,
-            shutdown.clone(),
-        ));
-        if let (Some(geoip), Some(g)) = (steering.geoip(), &config.geoip) {
-            tasks.spawn(Arc::clone(geoip).follow(g.reload_interval, shutdown.clone()));
-        }
+        tasks.spawn(follow_tables(Arc::clone(&live), tables, shutdown.clone()));
+        tasks.spawn(follow_geoip(Arc::clone(&live), shutdown.clone()));
         if let Some(dns) = dns {
-            let handler = GeoDns::new(&config, Arc::clone(&steering), dns_addr.map(|a| a.ip()));
-            tasks.spawn(dns.serve(handler, shutdown.clone()));
+            tasks.spawn(dns.serve(LiveDns(Arc::clone(&live)), shutdown.clone()));
         }
         if let Some(listener) = http {
-            tasks.spawn(http::serve(listener, Arc::clone(&steering), shutdown));
+            tasks.spawn(http::serve(listener, live, shutdown));
         }
         while tasks.join_next().await.is_some() {}
     }
@@ -129,16 +196,42 @@ impl GeoService {
 /// Compiles every new routing table as it arrives, so that queries rarely pay for it (a query
 /// that comes first compiles it itself).
 async fn follow_tables(
-    steering: Arc<Steering>,
+    live: Arc<LiveGeo>,
     mut tables: watch::Receiver<Arc<RoutingTable>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         let table = Arc::clone(&tables.borrow_and_update());
-        steering.update(&table);
+        live.load().steering.update(&table);
         tokio::select! {
             changed = tables.changed() => if changed.is_err() { return },
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Checks the GeoIP database of the state in force every `geoip_reload` (a reload may add,
+/// remove or move it).
+async fn follow_geoip(live: Arc<LiveGeo>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let every = live
+            .load()
+            .config
+            .geoip
+            .as_ref()
+            .map_or(GEOIP_IDLE_CHECK, |g| g.reload_interval);
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(geoip) = live.load().steering.geoip().cloned() else {
+            continue;
+        };
+        if tokio::task::spawn_blocking(move || geoip.check())
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }

@@ -10,7 +10,7 @@ use arc_swap::{ArcSwap, Guard};
 use prometheus::IntCounter;
 use serde::Serialize;
 use tokio::sync::watch;
-use verge_config::geo::{DnsName, GeoConfig, NamePolicy};
+use verge_config::geo::{Cidr, DnsName, GeoConfig, NamePolicy};
 use verge_config::wire::RoutingTable;
 use verge_config::RegionId;
 
@@ -61,31 +61,53 @@ impl Steering {
     /// Builds the client rules from `config` (opening the GeoIP database if one is set) and the
     /// first plan from `table`.
     pub fn new(config: &GeoConfig, table: &RoutingTable, metrics: GeoMetrics) -> Steering {
-        let mut slots: Vec<RegionId> = config.regions.keys().cloned().collect();
-        if !slots.contains(&config.default_region) {
-            slots.push(config.default_region.clone());
-        }
-        let slot_of = |id: &RegionId| {
-            slots
-                .iter()
-                .position(|s| s == id)
-                .and_then(|i| u16::try_from(i).ok())
-        };
-        let default_slot = slot_of(&config.default_region).unwrap_or(0);
-        let mut blocks = Vec::new();
-        let mut countries = Vec::new();
-        let mut continents = Vec::new();
-        for (id, rule) in &config.regions {
-            let Some(slot) = slot_of(id) else { continue };
-            blocks.extend(rule.cidrs.iter().map(|c| (*c, slot)));
-            countries.extend(rule.countries.iter().map(|c| (c.as_str(), slot)));
-            continents.extend(rule.continents.iter().map(|c| (c.as_str(), slot)));
-        }
-        let rules = GeoIpRules::new(countries, continents);
+        let rules = ClientRules::new(config);
         let geoip = config
             .geoip
             .as_ref()
-            .map(|g| Arc::new(GeoIp::open(&g.path, rules, metrics.clone())));
+            .map(|g| Arc::new(GeoIp::open(&g.path, rules.geoip.clone(), metrics.clone())));
+        Steering::assemble(config, table, metrics, rules, geoip)
+    }
+
+    /// The steering of a new `[geo]` configuration that replaces `previous`: it follows
+    /// `tables` and counts on the same metrics. The GeoIP database `previous` has loaded is
+    /// kept when the path is the same; a new path must load, or this fails saying why.
+    pub fn succeeding(
+        config: &GeoConfig,
+        previous: &Steering,
+        tables: watch::Receiver<Arc<RoutingTable>>,
+    ) -> Result<Steering, String> {
+        let rules = ClientRules::new(config);
+        let geoip = match (&config.geoip, &previous.geoip) {
+            (None, _) => None,
+            (Some(g), Some(old)) if old.path() == g.path => {
+                Some(Arc::new(old.with_rules(rules.geoip.clone())))
+            }
+            (Some(g), _) => Some(Arc::new(
+                GeoIp::try_open(&g.path, rules.geoip.clone(), previous.metrics.clone())
+                    .map_err(|e| format!("geo.geoip_db: {e}"))?,
+            )),
+        };
+        let table = Arc::clone(&tables.borrow());
+        let mut steering =
+            Steering::assemble(config, &table, previous.metrics.clone(), rules, geoip);
+        steering.tables = Some(tables);
+        Ok(steering)
+    }
+
+    fn assemble(
+        config: &GeoConfig,
+        table: &RoutingTable,
+        metrics: GeoMetrics,
+        rules: ClientRules,
+        geoip: Option<Arc<GeoIp>>,
+    ) -> Steering {
+        let ClientRules {
+            slots,
+            default_slot,
+            blocks,
+            ..
+        } = rules;
         let plan = Plan::build(table, &slots, &config.default_region, &metrics);
         metrics
             .table_version
@@ -305,6 +327,47 @@ impl Steering {
             steps,
             steps_cut: decision.steps_cut,
             edges,
+        }
+    }
+}
+
+/// Which clients go to which region slot, as `[geo]` says.
+struct ClientRules {
+    /// The regions the client rules name, and the default region.
+    slots: Vec<RegionId>,
+    default_slot: u16,
+    blocks: Vec<(Cidr, u16)>,
+    geoip: GeoIpRules,
+}
+
+impl ClientRules {
+    fn new(config: &GeoConfig) -> ClientRules {
+        let mut slots: Vec<RegionId> = config.regions.keys().cloned().collect();
+        if !slots.contains(&config.default_region) {
+            slots.push(config.default_region.clone());
+        }
+        let slot_of = |id: &RegionId| {
+            slots
+                .iter()
+                .position(|s| s == id)
+                .and_then(|i| u16::try_from(i).ok())
+        };
+        let default_slot = slot_of(&config.default_region).unwrap_or(0);
+        let mut blocks = Vec::new();
+        let mut countries = Vec::new();
+        let mut continents = Vec::new();
+        for (id, rule) in &config.regions {
+            let Some(slot) = slot_of(id) else { continue };
+            blocks.extend(rule.cidrs.iter().map(|c| (*c, slot)));
+            countries.extend(rule.countries.iter().map(|c| (c.as_str(), slot)));
+            continents.extend(rule.continents.iter().map(|c| (c.as_str(), slot)));
+        }
+        let geoip = GeoIpRules::new(countries, continents);
+        ClientRules {
+            slots,
+            default_slot,
+            blocks,
+            geoip,
         }
     }
 }
