@@ -1,4 +1,5 @@
-//! A client of control's admin API, for `verge purge`, scripts and benchmarks.
+//! A client of control's admin API, for `verge purge`, scripts and benchmarks; its reload call
+//! works against every role's admin listener (`verge reload`).
 
 use std::time::{Duration, Instant};
 
@@ -7,20 +8,22 @@ use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use verge_config::reload::ReloadRefusal;
 use verge_config::wire::{PurgeAccepted, PurgeSpec, PurgeStatus};
+use verge_config::ReloadReport;
 
 /// Most bytes read from one admin API answer.
 const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("{0:?} is not a control admin URL (expected e.g. http://127.0.0.1:7071)")]
+    #[error("{0:?} is not an admin URL (expected e.g. http://127.0.0.1:7071)")]
     BadUrl(String),
-    #[error("cannot reach control at {url}: {reason}")]
+    #[error("cannot reach {url}: {reason}")]
     Unreachable { url: String, reason: String },
-    #[error("control answered {status}: {message}")]
+    #[error("answered {status}: {message}")]
     Refused { status: StatusCode, message: String },
-    #[error("unexpected answer from control: {0}")]
+    #[error("unexpected answer: {0}")]
     Garbage(String),
     #[error("purge {id} not complete after {waited:?}")]
     Timeout { id: u64, waited: Duration },
@@ -51,6 +54,41 @@ impl AdminClient {
     }
 
     async fn call(&self, method: Method, path: &str, body: Bytes) -> Result<Bytes, ClientError> {
+        let (status, body) = self.exchange(method, path, body).await?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            return Err(ClientError::Refused { status, message });
+        }
+        Ok(body)
+    }
+
+    /// `POST /v1/reload` on any Verge admin listener (control, edge or shield): the report of
+    /// an applied reload, or the refusal with every problem (422).
+    pub async fn reload(&self) -> Result<Result<ReloadReport, ReloadRefusal>, ClientError> {
+        let (status, body) = self
+            .exchange(Method::POST, "/v1/reload", Bytes::new())
+            .await?;
+        if status == StatusCode::UNPROCESSABLE_ENTITY {
+            return Self::decode(&body).map(Err);
+        }
+        if !status.is_success() {
+            return Err(ClientError::Refused {
+                status,
+                message: String::from_utf8_lossy(&body).trim().to_string(),
+            });
+        }
+        Self::decode(&body).map(Ok)
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let url = format!("{}{path}", self.base);
         let request = Request::builder()
             .method(method)
@@ -73,14 +111,7 @@ impl AdminClient {
             .await
             .map_err(|e| unreachable(format!("reading the answer: {e}")))?
             .to_bytes();
-        if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            return Err(ClientError::Refused { status, message });
-        }
-        Ok(body)
+        Ok((status, body))
     }
 
     fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
