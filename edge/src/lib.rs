@@ -103,7 +103,13 @@ impl Node<EdgeUpstream> {
         };
         Node::bind_with(settings, clock, |registry, metrics| {
             let in_use = metrics.upstream_connections_in_use.clone();
-            let origin = OriginUpstream::new(&config.upstream, in_use.clone());
+            let origin_tls = tls::client::upstream_client_config(
+                &config.upstream.tls,
+                [&config.upstream.origin],
+                "upstream.tls",
+            )
+            .map_err(StartError::Tls)?;
+            let origin = OriginUpstream::with_tls(&config.upstream, origin_tls, in_use.clone());
             // With a control plane, shields may arrive in a routing table: start on an empty
             // ring (misses to the origin) rather than on a plain origin upstream.
             if config.shields.members.is_empty() && config.control.is_none() {

@@ -13,7 +13,7 @@
 //! connections and health.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
@@ -29,6 +29,7 @@ use verge_config::{OriginUrl, ShieldSpec, ShieldsConfig, UpstreamConfig};
 
 use crate::error::EdgeError;
 use crate::ring::{RingMember, ShieldRing};
+use crate::tls::client;
 use crate::upstream::{OriginUpstream, Upstream, UpstreamBody, UpstreamResponseBody};
 
 /// One shield: its client and what the edge has seen of its health.
@@ -137,8 +138,11 @@ pub struct ShieldUpstream {
     set: ArcSwap<ShieldSet>,
     /// Serialises membership changes, so two updates cannot interleave their reuse of shields.
     change: Mutex<()>,
-    /// Timeouts and connection bound for each shield's client.
+    /// Timeouts, connection bound and TLS settings (`shields.tls`) for each shield's client.
     upstream: Box<UpstreamConfig>,
+    /// The shields' TLS configuration, built once: at start, or for the first `https://`
+    /// member; `None` inside when it could not be built (logged).
+    tls: OnceLock<Option<Arc<rustls::ClientConfig>>>,
     in_use: prometheus::IntGauge,
     /// The origin, when misses may go there directly once no shield can answer.
     fallback: Option<OriginUpstream>,
@@ -150,23 +154,38 @@ pub struct ShieldUpstream {
 }
 
 impl ShieldUpstream {
-    /// One client per shield, each with the upstream timeouts and connection bound of `upstream`;
-    /// `origin` is the fallback client. An empty member list is allowed (misses go to the
-    /// fallback) so that a control plane can fill it in later.
+    /// One client per shield, each with the upstream timeouts and connection bound of `upstream`
+    /// and the TLS settings of `shields.tls`; `origin` is the fallback client. An empty member
+    /// list is allowed (misses go to the fallback) so that a control plane can fill it in later.
+    ///
+    /// The shields' TLS configuration is built here when a member is `https://` or `shields.tls`
+    /// sets anything (an unusable one stops the start), else on the first `https://` member a
+    /// routing table brings.
     pub fn new(
         shields: &ShieldsConfig,
         upstream: &UpstreamConfig,
         origin: OriginUpstream,
         metrics: ShieldMetrics,
         in_use: &prometheus::IntGauge,
-    ) -> Result<ShieldUpstream, crate::ring::RingError> {
+    ) -> Result<ShieldUpstream, crate::StartError> {
+        let tls = OnceLock::new();
+        let members = shields.members.iter().map(|m| &m.url);
+        if let Some(config) = client::upstream_client_config(&shields.tls, members, "shields.tls")
+            .map_err(crate::StartError::Tls)?
+        {
+            let _ = tls.set(Some(config));
+        }
         let this = ShieldUpstream {
             set: ArcSwap::from_pointee(ShieldSet {
                 ring: None,
                 shields: Vec::new(),
             }),
             change: Mutex::new(()),
-            upstream: Box::new(upstream.clone()),
+            upstream: Box::new(UpstreamConfig {
+                tls: shields.tls.clone(),
+                ..upstream.clone()
+            }),
+            tls,
             in_use: in_use.clone(),
             fallback: shields.origin_fallback.then_some(origin),
             failures_to_eject: shields.failures_to_eject,
@@ -177,6 +196,31 @@ impl ShieldUpstream {
         };
         this.set_members(&shields.members)?;
         Ok(this)
+    }
+
+    /// A client for one shield; an `https://` one shares the shields' TLS configuration.
+    fn shield_client(&self, url: &OriginUrl) -> OriginUpstream {
+        let config = UpstreamConfig {
+            origin: url.clone(),
+            ..(*self.upstream).clone()
+        };
+        let tls = if url.scheme == http::uri::Scheme::HTTPS {
+            self.tls
+                .get_or_init(|| match client::client_config(&self.upstream.tls) {
+                    Ok(config) => Some(config),
+                    Err(error) => {
+                        tracing::error!(
+                            "shields.tls.{}: {error}; https shields cannot be reached",
+                            error.key()
+                        );
+                        None
+                    }
+                })
+                .clone()
+        } else {
+            self.tls.get().cloned().flatten()
+        };
+        OriginUpstream::with_tls(&config, tls, self.in_use.clone())
     }
 
     /// Replaces the member list: builds the new ring aside, then swaps it in atomically.
@@ -212,10 +256,6 @@ impl ShieldUpstream {
                 {
                     return Arc::clone(kept);
                 }
-                let config = UpstreamConfig {
-                    origin: spec.url.clone(),
-                    ..(*self.upstream).clone()
-                };
                 self.metrics
                     .up
                     .with_label_values(&[spec.id.as_str()])
@@ -223,7 +263,7 @@ impl ShieldUpstream {
                 Arc::new(Shield {
                     id: spec.id.as_str().to_string(),
                     url,
-                    client: OriginUpstream::new(&config, self.in_use.clone()),
+                    client: self.shield_client(&spec.url),
                     health: Mutex::new(Health::default()),
                     in_flight: AtomicUsize::new(0),
                 })

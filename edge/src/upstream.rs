@@ -1,5 +1,6 @@
-//! Where misses go. [`Upstream`] is the hop boundary: the edge's upstream is its origin here,
-//! a shield ring later, and a shield's is an origin pool.
+//! Where misses go. [`Upstream`] is the hop boundary: the edge's upstream is its origin or a
+//! shield ring, and a shield's is an origin pool. [`OriginUpstream`] is the client of one
+//! server, over HTTP or HTTPS ([`crate::tls::client`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,13 +9,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{PathAndQuery, Uri};
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -22,6 +24,7 @@ use verge_config::wire::{RoutingTable, UpstreamHealth};
 use verge_config::{OriginUrl, UpstreamConfig};
 
 use crate::error::EdgeError;
+use crate::tls::client::{self, UpstreamConnector};
 
 /// A request body sent upstream: nothing (cache fills) or the client's body streamed through.
 pub type UpstreamBody = Either<Empty<Bytes>, Incoming>;
@@ -101,9 +104,10 @@ pub trait Upstream: Send + Sync + 'static {
     }
 }
 
-/// A single origin server reached over a pooled HTTP/1.1 client.
+/// A single origin server (or shield) reached over a pooled client: HTTP/1.1 in the clear for
+/// `http://`, TLS for `https://` with HTTP/2 when the server picks it by ALPN.
 pub struct OriginUpstream {
-    client: Client<HttpConnector, UpstreamBody>,
+    client: UpstreamClient,
     origin: OriginUrl,
     name: String,
     connect_timeout: Duration,
@@ -114,19 +118,72 @@ pub struct OriginUpstream {
     in_use: IntGauge,
 }
 
+/// The pooled client: plain TCP when no TLS is configured, else TCP plus TLS for `https` URIs
+/// (which still reaches `http` URIs in the clear).
+enum UpstreamClient {
+    Plain(Client<HttpConnector, UpstreamBody>),
+    Tls(Client<UpstreamConnector, UpstreamBody>),
+}
+
+impl UpstreamClient {
+    fn request(&self, request: Request<UpstreamBody>) -> ResponseFuture {
+        match self {
+            UpstreamClient::Plain(client) => client.request(request),
+            UpstreamClient::Tls(client) => client.request(request),
+        }
+    }
+}
+
+/// Locally reset HTTP/2 streams remembered so that the peer's late frames on them are not a
+/// protocol error (fills abandoned by their clients reset streams).
+const H2_MAX_CONCURRENT_RESET_STREAMS: usize = 64;
+
+/// HTTP/2 streams reset because of the upstream's protocol errors before the connection is
+/// closed.
+const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+
 impl OriginUpstream {
-    /// `in_use` counts the connection slots taken.
+    /// A client for a plain `http://` origin; `in_use` counts the connection slots taken. An
+    /// `https://` origin needs [`OriginUpstream::with_tls`]: here each request would fail (502).
     pub fn new(config: &UpstreamConfig, in_use: IntGauge) -> OriginUpstream {
+        OriginUpstream::with_tls(config, None, in_use)
+    }
+
+    /// A client for `config.origin`, reaching `https://` origins with `tls` (built once per
+    /// upstream table by [`crate::tls::client::client_config`] and shared). SNI and the
+    /// certificate check use `config.tls.server_name` when set, else the URL's host.
+    pub fn with_tls(
+        config: &UpstreamConfig,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        in_use: IntGauge,
+    ) -> OriginUpstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
         connector.set_local_address(config.source_address);
         connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(config.idle_timeout)
             .pool_max_idle_per_host(config.max_idle_per_host)
             .pool_timer(TokioTimer::new())
-            .build(connector);
+            // HTTP/2, on connections where the upstream chose it by ALPN. No pings: idle
+            // connections are closed by `idle_timeout` and requests are bounded by
+            // `response_timeout`. Flow-control windows stay hyper's (5 MiB per connection,
+            // 2 MiB per stream), fixed rather than adaptive.
+            .http2_keep_alive_interval(None)
+            .http2_adaptive_window(false)
+            .http2_max_concurrent_reset_streams(H2_MAX_CONCURRENT_RESET_STREAMS)
+            .http2_max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS);
+        let client = match tls {
+            None => UpstreamClient::Plain(builder.build(connector)),
+            Some(tls) => UpstreamClient::Tls(builder.build(client::connector(
+                connector,
+                tls,
+                &config.origin,
+                config.tls.server_name.as_deref(),
+            ))),
+        };
         OriginUpstream {
             client,
             name: config.origin.to_string(),
@@ -159,6 +216,10 @@ impl OriginUpstream {
 
     fn classify(&self, error: hyper_util::client::legacy::Error) -> EdgeError {
         let upstream = self.name.clone();
+        let reason = match client::tls_failure(&error) {
+            Some(tls) => format!("TLS: {tls}"),
+            None => root_cause(&error),
+        };
         if error.is_connect() {
             if timed_out(&error) {
                 return EdgeError::UpstreamTimeout {
@@ -166,15 +227,9 @@ impl OriginUpstream {
                     after: self.connect_timeout,
                 };
             }
-            return EdgeError::UpstreamConnect {
-                upstream,
-                reason: root_cause(&error),
-            };
+            return EdgeError::UpstreamConnect { upstream, reason };
         }
-        EdgeError::UpstreamBroken {
-            upstream,
-            reason: root_cause(&error),
-        }
+        EdgeError::UpstreamBroken { upstream, reason }
     }
 }
 
@@ -183,6 +238,12 @@ impl Upstream for OriginUpstream {
         &self,
         request: Request<UpstreamBody>,
     ) -> Result<Response<UpstreamResponseBody>, EdgeError> {
+        if self.origin.scheme == Scheme::HTTPS && matches!(self.client, UpstreamClient::Plain(_)) {
+            return Err(EdgeError::UpstreamConnect {
+                upstream: self.name.clone(),
+                reason: "an https upstream, but no TLS client configuration".into(),
+            });
+        }
         let slot = self.slot().await?;
         let (mut parts, body) = request.into_parts();
         let path = parts
@@ -190,9 +251,17 @@ impl Upstream for OriginUpstream {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // Over TLS the request names the client's host (HTTP/2 sends it as `:authority`); the
+        // connector takes every connection to the origin anyway.
+        let authority = match &self.client {
+            UpstreamClient::Tls(_) if self.origin.scheme == Scheme::HTTPS => {
+                host_authority(&parts.headers).unwrap_or_else(|| self.origin.authority.clone())
+            }
+            _ => self.origin.authority.clone(),
+        };
         parts.uri = Uri::builder()
             .scheme(self.origin.scheme.clone())
-            .authority(self.origin.authority.clone())
+            .authority(authority)
             .path_and_query(path)
             .build()
             .map_err(|e| EdgeError::UpstreamBroken {
@@ -220,6 +289,20 @@ impl Upstream for OriginUpstream {
     fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// The request's one `Host`, when it is a valid authority without user info.
+fn host_authority(headers: &http::HeaderMap) -> Option<Authority> {
+    let mut hosts = headers.get_all(HOST).iter();
+    let host = hosts.next()?;
+    if hosts.next().is_some() {
+        return None;
+    }
+    let host = host.to_str().ok()?;
+    if host.contains('@') {
+        return None;
+    }
+    host.parse().ok()
 }
 
 fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {

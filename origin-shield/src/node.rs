@@ -94,5 +94,6 @@ fn start_error(error: PoolError) -> StartError {
     match error {
         PoolError::Metrics(error) => StartError::Metrics(error),
         PoolError::Resolver(error) => StartError::Upstream(error.to_string()),
+        PoolError::Tls(message) => StartError::Tls(message),
     }
 }

@@ -19,6 +19,8 @@
 //! - Saturation: when a server's connection slots are all taken (its `max_connections`), a
 //!   replayable request tries another server. Nothing reached the origin, so this is neither a
 //!   server failure nor a retry.
+//! - TLS: `https://` servers are reached with one client configuration built from
+//!   `[origin.tls]` for the whole pool ([`client`]).
 //! - Host names: a server whose URL names a host is reached at the addresses [`crate::dns`]
 //!   keeps for that name, in turn ([`client`]). Until the name first resolves the server is not
 //!   available; a request that reaches it anyway (panic mode) gets a 502 naming the host, and
@@ -40,6 +42,7 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use verge_config::shield::ResolverConfig;
 use verge_config::{OriginPoolConfig, UpstreamConfig};
+use verge_edge::tls::client::upstream_client_config;
 use verge_edge::upstream::{Upstream, UpstreamBody, UpstreamResponseBody};
 use verge_edge::EdgeError;
 
@@ -166,6 +169,9 @@ pub enum PoolError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Resolver(#[from] ResolverSetupError),
+    /// `[origin.tls]` cannot be used; the message starts with the key path.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Several servers of one origin, used as one [`Upstream`].
@@ -225,6 +231,8 @@ impl OriginPool {
         registry: &Registry,
         in_use: &IntGauge,
     ) -> Result<OriginPool, PoolError> {
+        let tls = upstream_client_config(&config.upstream.tls, &config.servers, "origin.tls")
+            .map_err(PoolError::Tls)?;
         let requests = IntCounterVec::new(
             Opts::new(
                 "verge_origin_requests_total",
@@ -291,7 +299,7 @@ impl OriginPool {
                 let host = dns::host_name(&url.authority)
                     .and_then(|name| dns.as_ref().and_then(|dns| dns.host(name)));
                 Server {
-                    client: ServerClient::new(upstream, host, in_use),
+                    client: ServerClient::new(upstream, host, tls.clone(), in_use),
                     label,
                     health: Mutex::new(ServerHealth::default()),
                     up: gauge,

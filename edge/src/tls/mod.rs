@@ -5,4 +5,5 @@
 //! - [`client`]: TLS towards `https://` upstreams (shields, origins), with a CA bundle or the
 //!   system store, SNI and optional client certificates.
 pub mod certs;
+pub mod client;
 mod der;

@@ -6,15 +6,21 @@
 //!
 //! Each address's client has the server's whole `max_connections`: the bound protects a
 //! machine, and each address is one.
+//!
+//! An `https://` server is reached over TLS with the pool's one client configuration
+//! (`[origin.tls]`). For a named server the connection goes to an address, but SNI and the
+//! certificate check use the URL's host name (or `server_name`), and the port defaults to 443.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http::header::{HeaderValue, HOST};
+use http::uri::Scheme;
 use http::{Request, Response};
 use prometheus::IntGauge;
 use verge_config::{OriginUrl, UpstreamConfig};
+use verge_edge::tls::client::ClientConfig;
 use verge_edge::upstream::{OriginUpstream, Upstream, UpstreamBody, UpstreamResponseBody};
 use verge_edge::EdgeError;
 
@@ -28,23 +34,36 @@ pub(super) enum ServerClient {
 }
 
 impl ServerClient {
-    /// A client for `upstream.origin`, through `host` when the URL names a host.
+    /// A client for `upstream.origin`, through `host` when the URL names a host; `tls` (shared
+    /// by the pool) reaches an `https://` server.
     pub(super) fn new(
-        upstream: UpstreamConfig,
+        mut upstream: UpstreamConfig,
         host: Option<ResolvedHost>,
+        tls: Option<Arc<ClientConfig>>,
         in_use: &IntGauge,
     ) -> ServerClient {
         let Some(host) = host else {
-            return ServerClient::Direct(Arc::new(OriginUpstream::new(&upstream, in_use.clone())));
+            return ServerClient::Direct(Arc::new(OriginUpstream::with_tls(
+                &upstream,
+                tls,
+                in_use.clone(),
+            )));
         };
         let authority = &upstream.origin.authority;
         let host_header = HeaderValue::from_str(authority.as_str()).ok();
+        let https = upstream.origin.scheme == Scheme::HTTPS;
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        // Connections go to addresses; TLS still names (and verifies) the URL's host.
+        if upstream.tls.server_name.is_none() {
+            upstream.tls.server_name = Some(authority.host().to_string());
+        }
         ServerClient::Named(Box::new(NamedClient {
             label: upstream.origin.to_string(),
-            port: authority.port_u16().unwrap_or(80),
+            port,
             host,
             host_header,
             template: upstream,
+            tls,
             in_use: in_use.clone(),
             cursor: AtomicUsize::new(0),
             clients: Mutex::new(AddressClients::default()),
@@ -80,8 +99,10 @@ pub(super) struct NamedClient {
     port: u16,
     /// The URL's `host[:port]`, sent as `Host` by requests without one.
     host_header: Option<HeaderValue>,
-    /// The server's upstream settings; `origin` is replaced by each address.
+    /// The server's upstream settings; `origin` is replaced by each address, and
+    /// `tls.server_name` is the URL's host unless configured.
     template: UpstreamConfig,
+    tls: Option<Arc<ClientConfig>>,
     in_use: IntGauge,
     /// Rotates over the addresses; wraps harmlessly.
     cursor: AtomicUsize,
@@ -160,7 +181,7 @@ impl NamedClient {
             origin,
             ..self.template.clone()
         };
-        OriginUpstream::new(&config, self.in_use.clone())
+        OriginUpstream::with_tls(&config, self.tls.clone(), self.in_use.clone())
     }
 }
 
