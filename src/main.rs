@@ -5,6 +5,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use verge_config::control::defaults as control_defaults;
@@ -14,10 +16,11 @@ use verge_config::{
     detect_role, ConfigErrors, ControlConfig, ControlQuickStart, EdgeConfig, EdgeQuickStart, Role,
     ShieldConfig, ShieldQuickStart,
 };
+use verge_config::{ConfigSource, FileWatch, ReloadError, ReloadReport};
 use verge_control::client::AdminClient;
 use verge_control::ControlNode;
 use verge_demo::bench::{BenchCommand, Outcome, WorkloadArgs};
-use verge_edge::{EdgeNode, StartError};
+use verge_edge::{EdgeNode, Reload, StartError};
 use verge_origin_shield::ShieldNode;
 
 /// Quick-start listeners of a shield: beside an edge's defaults, not on them.
@@ -46,6 +49,9 @@ enum Command {
     Control(ControlArgs),
     /// Purge through the control plane and wait until every live node has applied it.
     Purge(PurgeArgs),
+    /// Reload a running node's configuration (edge, shield or control) through its admin API:
+    /// the new file is validated whole and applied, or refused with every problem.
+    Reload(ReloadArgs),
     /// Run a whole CDN on loopback in this process: a sample origin, control, shields and
     /// edges in simulated regions with latency between them. Ctrl-C stops it.
     Demo(DemoArgs),
@@ -77,6 +83,16 @@ struct ControlArgs {
     /// Quick start: directory of the durable purge log.
     #[arg(long, requires = "token_file")]
     data_dir: Option<String>,
+}
+
+#[derive(Args)]
+struct ReloadArgs {
+    /// Base URL of the node's admin listener, e.g. http://127.0.0.1:9080.
+    #[arg(long)]
+    admin: String,
+    /// The admin API's bearer token (or set VERGE_TOKEN).
+    #[arg(long, env = "VERGE_TOKEN", hide_env_values = true)]
+    token: String,
 }
 
 #[derive(Args)]
@@ -207,7 +223,7 @@ struct NodeArgs {
 #[derive(Args)]
 struct EdgeArgs {
     /// Configuration file (see config/examples/edge.toml).
-    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "origin", "admin_token", "shield", "control", "node_id", "region"])]
+    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "origin", "admin_token", "shield", "control", "node_id", "region", "tls_listen", "tls_cert", "tls_key", "upgrade_socket"])]
     config: Option<PathBuf>,
     /// Quick start: client listener address.
     #[arg(long, requires = "origin")]
@@ -224,6 +240,20 @@ struct EdgeArgs {
     /// Quick start: an origin shield URL to send misses to; repeat for several.
     #[arg(long, requires = "origin")]
     shield: Vec<String>,
+    /// Quick start: an HTTPS listener address; repeatable. Needs --tls-cert and --tls-key.
+    #[arg(long, requires_all = ["origin", "tls_cert", "tls_key"])]
+    tls_listen: Vec<String>,
+    /// Quick start: a PEM certificate chain; repeat with --tls-key, one pair per certificate
+    /// (SNI picks among them; the first is the default).
+    #[arg(long, requires_all = ["origin", "tls_key", "tls_listen"])]
+    tls_cert: Vec<String>,
+    /// Quick start: the PEM private key of the --tls-cert in the same position.
+    #[arg(long, requires_all = ["origin", "tls_cert", "tls_listen"])]
+    tls_key: Vec<String>,
+    /// Quick start: a Unix socket where this process hands its listening sockets to a newer
+    /// one started with the same flag (zero-downtime upgrade).
+    #[arg(long, requires = "origin")]
+    upgrade_socket: Option<String>,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -240,6 +270,7 @@ fn main() -> ExitCode {
         Command::Shield(args) => run_shield(args),
         Command::Control(args) => run_control(args),
         Command::Purge(args) => run_purge(args),
+        Command::Reload(args) => run_reload(args),
         Command::Demo(args) => run_demo(args),
         Command::Bench(args) => run_bench(args),
     }
@@ -284,7 +315,65 @@ fn check_config(file: &PathBuf) -> ExitCode {
     }
 }
 
+/// `verge reload`: exit 0 when applied (or nothing changed), 1 when refused, 2 when the node
+/// cannot be asked.
+fn run_reload(args: ReloadArgs) -> ExitCode {
+    let client = match AdminClient::new(&args.admin, &args.token) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("verge reload: {e}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    let runtime = match runtime_for("reload", 1) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(client.reload()) {
+        Ok(Ok(report)) if report.changed.is_empty() => {
+            println!("configuration version {}: nothing changed", report.version);
+            ExitCode::SUCCESS
+        }
+        Ok(Ok(report)) => {
+            println!(
+                "configuration version {}: applied {}",
+                report.version,
+                report.changed.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(refusal)) => {
+            eprintln!(
+                "verge reload: refused ({}); the running configuration stays:",
+                refusal.error
+            );
+            for error in &refusal.errors {
+                eprintln!("  - {error}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("verge reload: {e}");
+            ExitCode::from(EXIT_INVALID_CONFIG)
+        }
+    }
+}
+
 fn run_edge(args: EdgeArgs) -> ExitCode {
+    if args.tls_cert.len() != args.tls_key.len() {
+        eprintln!(
+            "verge edge: {} --tls-cert but {} --tls-key: give them in pairs, one key per certificate",
+            args.tls_cert.len(),
+            args.tls_key.len()
+        );
+        return ExitCode::from(EXIT_INVALID_CONFIG);
+    }
+    let tls_certificates: Vec<(String, String)> = args
+        .tls_cert
+        .iter()
+        .cloned()
+        .zip(args.tls_key.iter().cloned())
+        .collect();
     let (source, config) = match (&args.config, &args.origin) {
         (Some(path), _) => (path.display().to_string(), EdgeConfig::from_file(path)),
         (None, Some(origin)) => (
@@ -301,9 +390,9 @@ fn run_edge(args: EdgeArgs) -> ExitCode {
                 node_id: args.node.node_id.as_deref(),
                 region: args.node.region.as_deref(),
                 control: args.node.control.as_deref(),
-                tls_listen: &[],
-                tls_certificates: &[],
-                upgrade_socket: None,
+                tls_listen: &args.tls_listen,
+                tls_certificates: &tls_certificates,
+                upgrade_socket: args.upgrade_socket.as_deref(),
             }),
         ),
         (None, None) => {
@@ -316,8 +405,12 @@ fn run_edge(args: EdgeArgs) -> ExitCode {
         Err(errors) => return report_invalid(&source, &errors),
     };
     let upstream = config.upstream.origin.to_string();
+    let from = match &args.config {
+        Some(path) => ConfigSource::File(path.clone()),
+        None => ConfigSource::CommandLine,
+    };
     serve("edge", config.server.worker_threads, upstream, || async {
-        EdgeNode::bind(&config).await
+        EdgeNode::bind_from(&config, from).await
     })
 }
 
@@ -386,9 +479,13 @@ fn run_control(args: ControlArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
+    let from = match &args.config {
+        Some(path) => ConfigSource::File(path.clone()),
+        None => ConfigSource::CommandLine,
+    };
     runtime.block_on(async {
         let data_dir = config.data_dir.display().to_string();
-        let node = match ControlNode::bind(config).await {
+        let node = match ControlNode::bind_with_source(config, from).await {
             Ok(node) => node,
             Err(e) => {
                 eprintln!("verge control: {e}");
@@ -405,7 +502,11 @@ fn run_control(args: ControlArgs) -> ExitCode {
             data_dir,
             "control serving"
         );
+        let reloader = node.reloader();
+        let file = reloader.source().path().map(std::path::Path::to_path_buf);
+        let triggers = tokio::spawn(reload_triggers(move || reloader.reload(), file));
         node.run(shutdown_signal()).await;
+        triggers.abort();
         tracing::info!("control stopped");
         ExitCode::SUCCESS
     })
@@ -621,6 +722,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
 trait RoleNode {
     fn data_addr(&self) -> SocketAddr;
     fn admin_addr(&self) -> SocketAddr;
+    fn reloader(&self) -> Option<Arc<dyn Reload>>;
     fn run(self, shutdown: impl Future<Output = ()> + Send) -> impl Future<Output = ()>;
 }
 
@@ -630,6 +732,9 @@ impl RoleNode for EdgeNode {
     }
     fn admin_addr(&self) -> SocketAddr {
         EdgeNode::admin_addr(self)
+    }
+    fn reloader(&self) -> Option<Arc<dyn Reload>> {
+        EdgeNode::reloader(self)
     }
     fn run(self, shutdown: impl Future<Output = ()> + Send) -> impl Future<Output = ()> {
         EdgeNode::run(self, shutdown)
@@ -642,6 +747,9 @@ impl RoleNode for ShieldNode {
     }
     fn admin_addr(&self) -> SocketAddr {
         ShieldNode::admin_addr(self)
+    }
+    fn reloader(&self) -> Option<Arc<dyn Reload>> {
+        ShieldNode::reloader(self)
     }
     fn run(self, shutdown: impl Future<Output = ()> + Send) -> impl Future<Output = ()> {
         ShieldNode::run(self, shutdown)
@@ -674,7 +782,14 @@ where
             upstream,
             "serving"
         );
+        let triggers = node.reloader().map(|reloader| {
+            let file = reloader.watched_file();
+            tokio::spawn(reload_triggers(move || reloader.reload(), file))
+        });
         node.run(shutdown_signal()).await;
+        if let Some(triggers) = triggers {
+            triggers.abort();
+        }
         tracing::info!(role, "stopped");
         ExitCode::SUCCESS
     })
@@ -703,6 +818,51 @@ fn build_runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runti
         b
     };
     builder.enable_all().build()
+}
+
+/// How often a configuration file is checked for changes.
+const CONFIG_WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Reloads on SIGHUP and whenever `file` changes; runs until aborted. Each reload runs off the
+/// async workers (it reads files) and logs its own outcome.
+async fn reload_triggers<F>(reload: F, file: Option<PathBuf>)
+where
+    F: Fn() -> Result<ReloadReport, ReloadError> + Send + Sync + 'static,
+{
+    let reload = Arc::new(reload);
+    #[cfg(unix)]
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut watch = file.map(FileWatch::new);
+    let mut tick = tokio::time::interval(CONFIG_WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hangups.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        let why = tokio::select! {
+            () = hangup => "SIGHUP",
+            _ = tick.tick() => {
+                // A configuration file is small: reading it here costs less than a hop to
+                // the blocking pool.
+                if !watch.as_mut().is_some_and(FileWatch::changed) {
+                    continue;
+                }
+                "configuration file changed"
+            }
+        };
+        tracing::info!(trigger = why, "reloading configuration");
+        let reload = Arc::clone(&reload);
+        // The outcome is logged by the reloader.
+        let _ = tokio::task::spawn_blocking(move || reload()).await;
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -1,7 +1,9 @@
 //! The admin listener: Prometheus metrics, health, and the purge API, apart from client traffic.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -17,6 +19,7 @@ use verge_config::wire::{absolute_url, PurgeSpec};
 use crate::body::ResponseBody;
 use crate::error::EdgeError;
 use crate::metrics::NodeMetrics;
+use crate::reload::Reload;
 use crate::server::Handler;
 
 pub struct AdminService {
@@ -25,12 +28,50 @@ pub struct AdminService {
     pub store: CacheStore,
     pub flights: Arc<Flights<EdgeError>>,
     pub clock: Arc<dyn Clock>,
-    /// Bearer token for purges; `None` disables them.
+    /// Token and body bound; a reload swaps them.
+    pub access: ArcSwap<AdminAccess>,
+    /// What `POST /v1/reload` runs; unset until the role enables reloading.
+    pub reload: OnceLock<Arc<dyn Reload>>,
+}
+
+/// Who may change state through the admin API, and how much they may send.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminAccess {
+    /// Bearer token for purges and reloads; `None` disables them.
     pub token: Option<String>,
     pub max_body_bytes: usize,
 }
 
 impl AdminService {
+    async fn reload(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+        if let Err(refusal) = self.authorize(request.headers()) {
+            return refusal.into_response();
+        }
+        let Some(reload) = self.reload.get() else {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "reload is not available on this node yet".to_string(),
+            );
+        };
+        let reload = Arc::clone(reload);
+        // Reading files and binding listeners block briefly: off the async workers.
+        let outcome = tokio::task::spawn_blocking(move || reload.reload()).await;
+        match outcome {
+            Ok(Ok(report)) => json(
+                StatusCode::OK,
+                serde_json::to_string(&report).unwrap_or_default() + "\n",
+            ),
+            Ok(Err(error)) => json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                serde_json::to_string(&error.to_body()).unwrap_or_default() + "\n",
+            ),
+            Err(error) => plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reload did not finish: {error}"),
+            ),
+        }
+    }
+
     fn metrics_text(&self) -> Response<ResponseBody> {
         self.store.sync();
         let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -68,7 +109,8 @@ impl AdminService {
 
     async fn try_purge(&self, request: Request<Incoming>) -> Result<usize, Refusal> {
         self.authorize(request.headers())?;
-        let body = Limited::new(request.into_body(), self.max_body_bytes)
+        let max_body_bytes = self.access.load().max_body_bytes;
+        let body = Limited::new(request.into_body(), max_body_bytes)
             .collect()
             .await
             .map_err(|e| {
@@ -79,7 +121,7 @@ impl AdminService {
                         StatusCode::PAYLOAD_TOO_LARGE,
                         format!(
                             "purge body is larger than admin.max_body_bytes ({} bytes)",
-                            self.max_body_bytes
+                            max_body_bytes
                         ),
                     )
                 } else {
@@ -101,10 +143,11 @@ impl AdminService {
     /// Bearer-token check: 401 without credentials, 403 with wrong ones (or when purges are
     /// disabled). The comparison takes the same time wherever the tokens differ.
     fn authorize(&self, headers: &http::HeaderMap) -> Result<(), Refusal> {
-        let Some(expected) = &self.token else {
+        let access = self.access.load();
+        let Some(expected) = &access.token else {
             return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
-                "purge API disabled: no admin.token is configured".to_string(),
+                "purge and reload are disabled: no admin.token is configured".to_string(),
             ));
         };
         let presented = headers
@@ -167,12 +210,13 @@ impl Handler for AdminService {
             ("/metrics", Method::GET | Method::HEAD) => self.metrics_text(),
             ("/healthz", Method::GET | Method::HEAD) => plain(StatusCode::OK, "ok".to_string()),
             ("/v1/purge", Method::POST) => self.purge(request).await,
+            ("/v1/reload", Method::POST) => self.reload(request).await,
             ("/metrics" | "/healthz", _) => method_not_allowed("GET, HEAD"),
-            ("/v1/purge", _) => method_not_allowed("POST"),
+            ("/v1/purge" | "/v1/reload", _) => method_not_allowed("POST"),
             (other, _) => plain(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "no such admin endpoint: {other} (try /metrics, /healthz or POST /v1/purge)"
+                    "no such admin endpoint: {other} (try /metrics, /healthz, POST /v1/purge or POST /v1/reload)"
                 ),
             ),
         }

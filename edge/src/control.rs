@@ -48,7 +48,7 @@ use backoff::{jitter_seed, Backoff};
 use framing::{LineFramer, LineTooLong};
 
 use crate::admin::apply_purge;
-use crate::pipeline::EdgePipeline;
+use crate::live::LivePipeline;
 use crate::upstream::Upstream;
 
 /// Bound on each register, heartbeat and ack call, and on the push stream's response head.
@@ -184,7 +184,7 @@ pub struct ControlClient<U> {
 }
 
 struct Shared<U> {
-    pipeline: Arc<EdgePipeline<U>>,
+    pipeline: Arc<LivePipeline<U>>,
     http: Client<HttpConnector, Full<Bytes>>,
     /// `http://host:port` of control's node listener.
     base: String,
@@ -209,7 +209,7 @@ impl<U: Upstream> ControlClient<U> {
         id: &NodeId,
         data_addr: SocketAddr,
         admin_addr: SocketAddr,
-        pipeline: Arc<EdgePipeline<U>>,
+        pipeline: Arc<LivePipeline<U>>,
         registry: &Registry,
     ) -> Result<ControlClient<U>, prometheus::Error> {
         let metrics = ControlMetrics::register(registry)?;
@@ -501,7 +501,7 @@ impl<U: Upstream> Shared<U> {
                 }
                 let version = table.version;
                 if version != self.table_version.load(Ordering::Relaxed) {
-                    match self.pipeline.upstream.apply_routing(&table) {
+                    match self.pipeline.apply_routing(&table) {
                         Ok(()) => {
                             self.table_version.store(version, Ordering::Relaxed);
                             tracing::info!(
@@ -532,7 +532,7 @@ impl<U: Upstream> Shared<U> {
     /// Applies purge `seq`. One that cannot be read (newer control, corrupt log) purges
     /// everything instead: the node cannot prove what it holds is still fresh.
     fn purge(&self, seq: u64, spec: &PurgeSpec) {
-        let pipeline = &self.pipeline;
+        let pipeline = self.pipeline.load();
         let now = pipeline.clock.now();
         match apply_purge(&pipeline.store, &pipeline.metrics, spec, now) {
             Ok(purged) => tracing::info!(seq, purged, soft = spec.soft, "purge applied"),
@@ -544,7 +544,7 @@ impl<U: Upstream> Shared<U> {
     }
 
     fn purge_everything(&self, soft: bool) {
-        let pipeline = &self.pipeline;
+        let pipeline = self.pipeline.load();
         let everything = PurgeSpec {
             all: true,
             soft,
@@ -593,7 +593,7 @@ impl<U: Upstream> Shared<U> {
                 applied_seq: *self.applied.borrow(),
                 table_version: self.table_version.load(Ordering::Relaxed),
                 in_flight: 0,
-                upstreams: self.pipeline.upstream.health(),
+                upstreams: self.pipeline.health(),
             };
             match or_stop(&mut stop, self.post("/v1/heartbeat", &heartbeat)).await {
                 None => return,

@@ -8,7 +8,9 @@
 //! - [`tls`]: HTTPS listeners' certificates (SNI, reload) and TLS towards upstreams;
 //! - [`server`]: listeners, HTTP/1.1 + HTTP/2, connection limits, graceful shutdown;
 //! - [`handoff`]: zero-downtime upgrade, handing the listening sockets to a new process;
-//! - [`admin`]: `/metrics`, `/healthz` and `POST /v1/purge` on a separate listener;
+//! - [`admin`]: `/metrics`, `/healthz`, `POST /v1/purge` and `POST /v1/reload` on a separate
+//!   listener;
+//! - [`reload`]: configuration reload without a restart, prepared aside and applied at once;
 //! - [`control`]: the node's link to the control plane — registration, heartbeats, and the
 //!   push stream of purges and routing tables;
 //! - [`metrics`]: the node's Prometheus metrics on a registry passed in;
@@ -25,11 +27,14 @@ pub mod error;
 mod fill;
 pub mod handoff;
 pub mod headers;
+mod live;
 pub mod metrics;
 pub mod node;
 pub mod pipeline;
+pub mod reload;
 mod respond;
 pub mod ring;
+mod role;
 pub mod server;
 pub mod shields;
 pub mod tls;
@@ -39,16 +44,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use verge_cache::{Clock, SystemClock};
-use verge_config::wire::NodeRole;
-use verge_config::EdgeConfig;
+use verge_config::{ConfigSource, EdgeConfig};
 
 pub use control::{ControlClient, NodeControl};
 pub use error::{EdgeError, Fault};
-pub use node::{Node, NodeSettings};
+pub use node::{ListenerKind, Node, NodeSettings};
 pub use pipeline::{EdgePipeline, PipelineIdentity, PipelineLimits};
+pub use reload::{Reload, ReloadMetrics, Role};
+pub use role::EdgeRole;
 pub use upstream::{OriginUpstream, Upstream};
 
-use shields::{EdgeUpstream, ShieldMetrics, ShieldUpstream};
+use shields::EdgeUpstream;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -83,47 +89,45 @@ impl Node<EdgeUpstream> {
         EdgeNode::bind_with_clock(config, Arc::new(SystemClock)).await
     }
 
-    /// Binds both listeners; freshness is judged by `clock`.
+    /// Binds every listener; freshness is judged by `clock`. A reload re-reads only the
+    /// files the configuration names (certificates); see [`EdgeNode::bind_from`].
     pub async fn bind_with_clock(
         config: &EdgeConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<EdgeNode, StartError> {
-        let settings = NodeSettings {
-            id: &config.id,
-            server: &config.server,
-            cache: &config.cache,
-            admin: &config.admin,
-            cache_name: "verge-edge",
-            upstream_max_connections: config.upstream.max_connections,
-            control: config.control.as_ref().map(|control| NodeControl {
-                config: control,
-                role: NodeRole::Edge,
-                region: &config.region,
-            }),
-        };
-        Node::bind_with(settings, clock, |registry, metrics| {
+        EdgeNode::bind_reloadable(config, ConfigSource::CommandLine, clock).await
+    }
+
+    /// Binds every listener with the real clock; a reload reads `source` again.
+    pub async fn bind_from(
+        config: &EdgeConfig,
+        source: ConfigSource,
+    ) -> Result<EdgeNode, StartError> {
+        EdgeNode::bind_reloadable(config, source, Arc::new(SystemClock)).await
+    }
+
+    async fn bind_reloadable(
+        config: &EdgeConfig,
+        source: ConfigSource,
+        clock: Arc<dyn Clock>,
+    ) -> Result<EdgeNode, StartError> {
+        let shield_metrics = std::sync::Mutex::new(None);
+        let mut role = None;
+        let mut node = Node::bind_with(role::edge_settings(config), clock, |registry, metrics| {
             let in_use = metrics.upstream_connections_in_use.clone();
-            let origin_tls = tls::client::upstream_client_config(
-                &config.upstream.tls,
-                [&config.upstream.origin],
-                "upstream.tls",
-            )
-            .map_err(StartError::Tls)?;
-            let origin = OriginUpstream::with_tls(&config.upstream, origin_tls, in_use.clone());
-            // With a control plane, shields may arrive in a routing table: start on an empty
-            // ring (misses to the origin) rather than on a plain origin upstream.
-            if config.shields.members.is_empty() && config.control.is_none() {
-                return Ok(EdgeUpstream::Origin(origin));
-            }
-            let shield_metrics = ShieldMetrics::register(registry)?;
-            Ok(EdgeUpstream::Shields(ShieldUpstream::new(
-                &config.shields,
-                &config.upstream,
-                origin,
-                shield_metrics,
-                &in_use,
-            )?))
+            let upstream = role::build_edge_upstream(config, registry, &shield_metrics, &in_use)?;
+            role = Some((registry.clone(), in_use));
+            Ok(upstream)
         })
-        .await
+        .await?;
+        if let Some((registry, in_use)) = role {
+            let role = role::EdgeRole {
+                registry,
+                shield_metrics,
+                in_use,
+            };
+            node.enable_reload(role, config.clone(), source);
+        }
+        Ok(node)
     }
 }

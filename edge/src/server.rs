@@ -1,23 +1,30 @@
-//! Listeners: the accept loop, per-connection HTTP/1.1 and HTTP/2 serving, connection limits
-//! and graceful shutdown. Shared by the data plane and the admin listener.
+//! Listeners: the accept loop, per-connection HTTP/1.1 and HTTP/2 serving (in clear or behind
+//! TLS), connection limits and graceful shutdown. Shared by the data plane and the admin
+//! listener.
+//!
+//! Limits are read from a swappable snapshot at each accept, so a configuration reload applies
+//! to new connections while open ones keep the settings they were accepted with.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify};
 
 use crate::body::ResponseBody;
 use crate::metrics::NodeMetrics;
+use crate::tls::acceptor::TlsTerminator;
 
 /// Answers the requests of one listener.
 pub trait Handler: Send + Sync + 'static {
@@ -29,33 +36,117 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Per-listener protocol limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerLimits {
-    pub max_connections: usize,
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
     pub h2_max_concurrent_streams: u32,
+    /// Streams a client may open and reset before they are accepted (rapid-reset defence).
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// Streams reset for the client's protocol errors before the connection is closed.
+    pub h2_max_local_error_reset_streams: usize,
     pub shutdown_grace: Duration,
 }
 
+/// A bound on open connections shared by every listener of a kind (the data plane's clear
+/// and TLS listeners share one), resizable while running.
+#[derive(Debug)]
+pub struct ConnectionLimit {
+    max: AtomicUsize,
+    open: AtomicUsize,
+    freed: Notify,
+}
+
+impl ConnectionLimit {
+    pub fn new(max: usize) -> Arc<ConnectionLimit> {
+        Arc::new(ConnectionLimit {
+            max: AtomicUsize::new(max),
+            open: AtomicUsize::new(0),
+            freed: Notify::new(),
+        })
+    }
+
+    /// Changes the bound. Lowering it closes nothing: new connections wait until enough
+    /// open ones have ended.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Release);
+        self.freed.notify_waiters();
+    }
+
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::Acquire)
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Waits for room, then takes a slot released when the returned guard drops.
+    async fn acquire(self: &Arc<Self>) -> ConnectionSlot {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let open = self.open.load(Ordering::Acquire);
+            if open < self.max()
+                && self
+                    .open
+                    .compare_exchange(open, open + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                return ConnectionSlot {
+                    limit: Arc::clone(self),
+                };
+            }
+            if open < self.max() {
+                continue;
+            }
+            freed.await;
+        }
+    }
+}
+
+struct ConnectionSlot {
+    limit: Arc<ConnectionLimit>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.limit.open.fetch_sub(1, Ordering::AcqRel);
+        self.limit.freed.notify_one();
+    }
+}
+
+/// What one listener serves and under which settings.
+pub struct Listener<H> {
+    pub listener: TcpListener,
+    pub handler: Arc<H>,
+    /// Read at each accept; a reload swaps it.
+    pub limits: Arc<ArcSwap<ListenerLimits>>,
+    pub connections: Arc<ConnectionLimit>,
+    /// TLS termination; `None`: clear text.
+    pub tls: Option<Arc<TlsTerminator>>,
+    /// Connection counts (the data plane only).
+    pub metrics: Option<NodeMetrics>,
+}
+
 /// Serves `listener` until `shutdown` turns true, then stops accepting and lets open
-/// connections finish their in-flight requests for at most `limits.shutdown_grace`.
-pub async fn serve<H: Handler>(
-    listener: TcpListener,
-    handler: Arc<H>,
-    limits: ListenerLimits,
-    mut shutdown: watch::Receiver<bool>,
-    metrics: Option<NodeMetrics>,
-) {
-    let builder = http_builder(&limits);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+/// connections finish their in-flight requests for at most the shutdown grace.
+pub async fn serve<H: Handler>(listener: Listener<H>, mut shutdown: watch::Receiver<bool>) {
+    let Listener {
+        listener,
+        handler,
+        limits,
+        connections,
+        tls,
+        metrics,
+    } = listener;
     let graceful = GracefulShutdown::new();
+    let mut current = limits.load_full();
+    let mut builder = http_builder(&current);
     loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
+        let slot = tokio::select! {
+            slot = connections.acquire() => slot,
             () = stopped(&mut shutdown) => break,
         };
         let (stream, client) = tokio::select! {
@@ -70,12 +161,71 @@ pub async fn serve<H: Handler>(
             },
             () = stopped(&mut shutdown) => break,
         };
+        let latest = limits.load();
+        if !Arc::ptr_eq(&current, &latest) {
+            current = Arc::clone(&latest);
+            builder = http_builder(&current);
+        }
         let _ = stream.set_nodelay(true);
         if let Some(m) = &metrics {
             m.connections_total.inc();
             m.connections_open.inc();
         }
-        let handler = Arc::clone(&handler);
+        let connection = Connection {
+            handler: Arc::clone(&handler),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            metrics: metrics.clone(),
+            client,
+            _slot: slot,
+        };
+        match &tls {
+            None => {
+                tokio::spawn(connection.serve(stream));
+            }
+            Some(terminator) => {
+                let terminator = Arc::clone(terminator);
+                tokio::spawn(async move {
+                    if let Some(stream) = terminator.accept(stream, client).await {
+                        connection.serve(stream).await;
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    let grace = limits.load().shutdown_grace;
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(?grace, "shutdown grace elapsed with connections still open");
+        }
+    }
+}
+
+/// One accepted connection on its way to being served.
+struct Connection<H> {
+    handler: Arc<H>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    metrics: Option<NodeMetrics>,
+    client: SocketAddr,
+    _slot: ConnectionSlot,
+}
+
+impl<H: Handler> Connection<H> {
+    async fn serve<S>(self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            handler,
+            builder,
+            watcher,
+            metrics,
+            client,
+            _slot,
+        } = self;
         let service = service_fn(move |request| {
             let handler = Arc::clone(&handler);
             async move { Ok::<_, Infallible>(handler.handle(request, client).await) }
@@ -83,23 +233,11 @@ pub async fn serve<H: Handler>(
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%client, error = %error, "connection ended with an error");
-            }
-            if let Some(m) = metrics {
-                m.connections_open.dec();
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(limits.shutdown_grace) => {
-            tracing::warn!(grace = ?limits.shutdown_grace, "shutdown grace elapsed with connections still open");
+        if let Err(error) = watcher.watch(connection).await {
+            tracing::debug!(%client, error = %error, "connection ended with an error");
+        }
+        if let Some(m) = metrics {
+            m.connections_open.dec();
         }
     }
 }
@@ -121,7 +259,59 @@ fn http_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(Some(20))
-        .max_local_error_reset_streams(Some(1024));
+        .max_pending_accept_reset_streams(Some(limits.h2_max_pending_accept_reset_streams))
+        .max_local_error_reset_streams(Some(limits.h2_max_local_error_reset_streams));
     builder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_limit_waits_for_room_and_can_be_raised() {
+        let limit = ConnectionLimit::new(1);
+        let first = limit.acquire().await;
+        assert_eq!(limit.open(), 1);
+        let waiting = tokio::spawn({
+            let limit = Arc::clone(&limit);
+            async move {
+                let _slot = limit.acquire().await;
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the second connection waits");
+        limit.set_max(2);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("raising the bound lets it in")
+            .expect("task");
+        drop(first);
+        assert_eq!(limit.open(), 0);
+    }
+
+    #[tokio::test]
+    async fn lowering_the_limit_closes_nothing_but_holds_new_connections() {
+        let limit = ConnectionLimit::new(2);
+        let a = limit.acquire().await;
+        let b = limit.acquire().await;
+        limit.set_max(1);
+        let waiting = tokio::spawn({
+            let limit = Arc::clone(&limit);
+            async move {
+                let _slot = limit.acquire().await;
+            }
+        });
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "one open connection already fills the new bound"
+        );
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("room once both ended")
+            .expect("task");
+    }
 }

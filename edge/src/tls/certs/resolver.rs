@@ -106,6 +106,19 @@ impl CertResolver {
         Ok(outcome)
     }
 
+    /// Serves `next`, built and checked beforehand with [`CertSet::build`], from the next
+    /// handshake on: the commit step of a reload prepared aside.
+    pub fn install(&self, next: CertSet) -> CertReloadOutcome {
+        let outcome = if next.same_as(&self.set.load()) {
+            CertReloadOutcome::Unchanged
+        } else {
+            self.set.store(Arc::new(next));
+            CertReloadOutcome::Reloaded
+        };
+        self.metrics.reload_ok(outcome);
+        outcome
+    }
+
     /// Every served certificate: first name, file, notAfter.
     pub fn certificates(&self) -> Vec<CertificateSummary> {
         self.set
