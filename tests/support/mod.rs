@@ -20,6 +20,7 @@ pub mod control;
 pub mod edge;
 pub mod fake_origin;
 pub mod metrics;
+pub mod pki;
 pub mod raw_origin;
 pub mod tier;
 
