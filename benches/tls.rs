@@ -1,0 +1,326 @@
+//! What does HTTPS cost an edge compared with clear HTTP?
+//!
+//! - On the hit path, per request: `hit/http` and `hit/https` each send 64 GETs of a cached
+//!   1 KiB object over 8 concurrent keep-alive HTTP/1.1 connections opened beforehand (the TLS
+//!   handshakes are outside the timed loop). Their ratio is the cost of TLS record processing.
+//! - Per new connection: `handshake/tcp` opens a clear connection and sends one GET (the
+//!   baseline), `handshake/tls_full` does the same over TLS with a full handshake (no
+//!   resumption), `handshake/tls_resumed` over TLS resuming the previous session (a TLS 1.3
+//!   ticket). Handshakes per second = 1 / time.
+//!
+//! One edge node (clear and TLS listeners, an rcgen certificate) runs in this process in front
+//! of an in-process origin, all on loopback; the edge and origin on one runtime thread, the
+//! clients on another. Every benchmark runs in the same process, so compare ratios.
+//!
+//! Run with `cargo bench --bench tls -- --warm-up-time 1 --measurement-time 3`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::client::Resumption;
+use rustls::crypto::ring;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, HandshakeKind, RootCertStore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+use tokio_rustls::TlsConnector;
+use verge_config::EdgeConfig;
+use verge_edge::EdgeNode;
+
+/// Concurrent keep-alive connections of the hit benchmarks.
+const CONNECTIONS: usize = 8;
+/// GETs per iteration of the hit benchmarks, spread over the connections.
+const REQUESTS: usize = 64;
+/// The cached object.
+const OBJECT: &str = "/object";
+const OBJECT_BYTES: usize = 1024;
+
+/// The edge and its origin, running on their own runtime until dropped.
+struct Edge {
+    http: SocketAddr,
+    https: SocketAddr,
+    /// The CA certificate the edge's certificate is signed by (PEM).
+    ca_file: std::path::PathBuf,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _runtime: Runtime,
+    _dir: tempfile::TempDir,
+}
+
+impl Edge {
+    fn start() -> Edge {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("edge runtime");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (ca_file, cert_file, key_file) = write_certificates(dir.path());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (http, https) = runtime.block_on(async {
+            let origin = origin().await;
+            let toml = format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+                 [upstream]\norigin = \"http://{origin}\"\n\
+                 [tls]\nlisten = [\"127.0.0.1:0\"]\n\
+                 [[tls.certificates]]\ncert = {:?}\nkey = {:?}\n",
+                cert_file.display().to_string(),
+                key_file.display().to_string(),
+            );
+            let config = EdgeConfig::from_toml(&toml).expect("bench edge config");
+            let node = EdgeNode::bind(&config).await.expect("bind edge");
+            let http = node.data_addr();
+            let https = *node.tls_addrs().first().expect("a TLS listener");
+            tokio::spawn(node.run(async {
+                let _ = stopped.await;
+            }));
+            (http, https)
+        });
+        Edge {
+            http,
+            https,
+            ca_file,
+            _stop: stop,
+            _runtime: runtime,
+            _dir: dir,
+        }
+    }
+}
+
+/// A CA and a certificate it signs for `localhost`, as PEM files: (CA, certificate, key).
+fn write_certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let mut ca_params = CertificateParams::new(Vec::new()).expect("CA parameters");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("CA key");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let params =
+        CertificateParams::new(vec!["localhost".to_string()]).expect("certificate parameters");
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &issuer).expect("certificate");
+    let files = (
+        dir.join("ca.pem"),
+        dir.join("edge.pem"),
+        dir.join("edge.key"),
+    );
+    std::fs::write(&files.0, ca_cert.pem()).expect("write the CA");
+    std::fs::write(&files.1, cert.pem()).expect("write the certificate");
+    std::fs::write(&files.2, key.serialize_pem()).expect("write the key");
+    files
+}
+
+/// An origin answering every GET with a cacheable 1 KiB body.
+async fn origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let addr = listener.local_addr().expect("origin address");
+    let body = Bytes::from(vec![b'x'; OBJECT_BYTES]);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |_: Request<Incoming>| {
+                    let mut response = Response::new(Full::new(body.clone()));
+                    response.headers_mut().insert(
+                        "cache-control",
+                        http::HeaderValue::from_static("public, max-age=3600"),
+                    );
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A TLS client trusting the bench CA, offering HTTP/1.1; resuming sessions or not.
+fn tls_connector(ca_file: &Path, resume: bool) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).expect("read the CA") {
+        roots
+            .add(cert.expect("a CA certificate"))
+            .expect("trust the CA");
+    }
+    let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if !resume {
+        config.resumption = Resumption::disabled();
+    }
+    TlsConnector::from(Arc::new(config))
+}
+
+type Sender = http1::SendRequest<Empty<Bytes>>;
+
+/// A keep-alive HTTP/1.1 connection over clear TCP.
+async fn connect_clear(addr: SocketAddr) -> Sender {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    handshake(tcp).await
+}
+
+/// A keep-alive HTTP/1.1 connection over TLS, and how its handshake went.
+async fn connect_tls(addr: SocketAddr, connector: &TlsConnector) -> (Sender, HandshakeKind) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let name = ServerName::try_from("localhost").expect("server name");
+    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let kind = tls
+        .get_ref()
+        .1
+        .handshake_kind()
+        .expect("the handshake is complete");
+    (handshake(tls).await, kind)
+}
+
+async fn handshake<S>(io: S) -> Sender
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(io))
+        .await
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+/// One GET of the object, read whole.
+async fn get(sender: &mut Sender) {
+    sender.ready().await.expect("connection ready");
+    let request = Request::get(OBJECT)
+        .header(http::header::HOST, "localhost")
+        .body(Empty::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    assert_eq!(response.status(), 200);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(body.len(), OBJECT_BYTES);
+}
+
+/// [`REQUESTS`] GETs over the connections at once, each sending its share in turn; the
+/// connections are handed back for the next round.
+async fn round(senders: Vec<Sender>) -> Vec<Sender> {
+    let each = REQUESTS / senders.len();
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .map(|mut sender| {
+            tokio::spawn(async move {
+                for _ in 0..each {
+                    get(&mut sender).await;
+                }
+                sender
+            })
+        })
+        .collect();
+    let mut back = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        back.push(task.await.expect("client task"));
+    }
+    back
+}
+
+/// Runs rounds over `senders` for `iters` iterations; the time they took.
+fn time_rounds(client: &Runtime, senders: &mut Vec<Sender>, iters: u64) -> Duration {
+    client.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            *senders = round(std::mem::take(senders)).await;
+        }
+        start.elapsed()
+    })
+}
+
+fn benches(c: &mut Criterion) {
+    let edge = Edge::start();
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let full = tls_connector(&edge.ca_file, false);
+    let resumed = tls_connector(&edge.ca_file, true);
+
+    // Open the keep-alive connections and fill the cache: every GET below is a hit.
+    let (mut clear, mut secure) = client.block_on(async {
+        let mut clear = Vec::new();
+        let mut secure = Vec::new();
+        for _ in 0..CONNECTIONS {
+            clear.push(connect_clear(edge.http).await);
+            secure.push(connect_tls(edge.https, &full).await.0);
+        }
+        get(&mut clear[0]).await;
+        (round(clear).await, round(secure).await)
+    });
+    // Resumption must be what `tls_resumed` measures: the second connection resumes.
+    client.block_on(async {
+        for expected in [HandshakeKind::Full, HandshakeKind::Resumed] {
+            let (mut sender, kind) = connect_tls(edge.https, &resumed).await;
+            get(&mut sender).await;
+            assert_eq!(kind, expected, "session resumption");
+        }
+    });
+
+    let mut hit = c.benchmark_group("hit");
+    hit.throughput(Throughput::Elements(REQUESTS as u64));
+    hit.bench_function("http", |b| {
+        b.iter_custom(|iters| time_rounds(&client, &mut clear, iters))
+    });
+    hit.bench_function("https", |b| {
+        b.iter_custom(|iters| time_rounds(&client, &mut secure, iters))
+    });
+    hit.finish();
+
+    let mut handshake = c.benchmark_group("handshake");
+    // A full TLS handshake takes about a millisecond: 50 samples fit in a short run.
+    handshake.sample_size(50);
+    handshake.bench_function("tcp", |b| {
+        b.iter(|| {
+            client.block_on(async {
+                let mut sender = connect_clear(edge.http).await;
+                get(&mut sender).await;
+            })
+        })
+    });
+    handshake.bench_function("tls_full", |b| {
+        b.iter(|| {
+            client.block_on(async {
+                let (mut sender, _) = connect_tls(edge.https, &full).await;
+                get(&mut sender).await;
+            })
+        })
+    });
+    handshake.bench_function("tls_resumed", |b| {
+        b.iter(|| {
+            client.block_on(async {
+                let (mut sender, kind) = connect_tls(edge.https, &resumed).await;
+                get(&mut sender).await;
+                debug_assert_eq!(kind, HandshakeKind::Resumed);
+            })
+        })
+    });
+    handshake.finish();
+}
+
+criterion_group!(tls, benches);
+criterion_main!(tls);
