@@ -4,7 +4,7 @@
 //! - [`policy`]: RFC 9111 decisions as pure functions: `Cache-Control` parsing, storability,
 //!   freshness lifetime and age;
 //! - [`object`]: a stored response and what can be asked of it (age, freshness, variant match);
-//! - [`store`]: the moka store, bounded in bytes;
+//! - [`store`]: the moka store, bounded in bytes, resizable in place;
 //! - [`flight`]: single-flight fills, so concurrent misses for one key make one upstream request,
 //!   and the hit-for-miss memory of keys whose responses are not storable;
 //! - [`range`]: byte ranges served from a stored full representation;
@@ -25,4 +25,4 @@ pub use flight::{FillOutcome, FlightLeader, Flights, Join};
 pub use key::{CacheKey, KeyError};
 pub use object::{CachedObject, VaryKey};
 pub use policy::{CacheControl, NotStorable};
-pub use store::{CacheStore, Lookup, PurgeTarget};
+pub use store::{CacheStore, Lookup, PurgeTarget, Resized};
