@@ -193,7 +193,7 @@ fn verge_purge_refuses_bad_arguments_and_reports_a_wrong_token() {
     let nowhere = verge(&["purge", "--control", "ftp://x", "--token", TOKEN, "--all"]);
     assert_eq!(nowhere.status.code(), Some(2));
     assert!(
-        text(&nowhere).contains("not a control admin URL"),
+        text(&nowhere).contains("is not an admin URL"),
         "{}",
         text(&nowhere)
     );

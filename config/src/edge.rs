@@ -10,8 +10,8 @@ use crate::error::{Collector, ConfigErrors};
 use crate::ids::{NodeId, RegionId};
 use crate::node_control::{validate_node_control, NodeControlConfig, RawNodeControl};
 use crate::raw::{
-    RawAdmin, RawCertificate, RawTls, RawCache, RawEdgeFile, RawNode, RawServer, RawShieldMember, RawShields, RawSize,
-    RawUpstream,
+    RawAdmin, RawCache, RawCertificate, RawEdgeFile, RawNode, RawServer, RawShieldMember,
+    RawShields, RawSize, RawTls, RawUpstream,
 };
 use crate::shields::{validate_shields, ShieldsConfig};
 use crate::tls::{validate_client_tls, validate_tls, ClientTlsConfig, TlsServerConfig};
@@ -329,7 +329,9 @@ fn validate(raw: RawEdgeFile) -> Result<EdgeConfig, ConfigErrors> {
             );
         }
     }
-    let value = match (id, region, server, cache, upstream, admin, shields, control, tls) {
+    let value = match (
+        id, region, server, cache, upstream, admin, shields, control, tls,
+    ) {
         (
             Some(id),
             Some(region),

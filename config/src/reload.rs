@@ -132,8 +132,8 @@ impl FileWatch {
         let Some(now) = fingerprint(&self.path) else {
             return false;
         };
-        let changed = self.seen.as_ref().is_some_and(|seen| seen.hash != now.hash)
-            || self.seen.is_none();
+        let changed =
+            self.seen.as_ref().is_some_and(|seen| seen.hash != now.hash) || self.seen.is_none();
         self.seen = Some(now);
         changed
     }
@@ -143,7 +143,9 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
     // Always the bytes: two writes within the filesystem's timestamp granularity can leave
     // the same size and modification time.
     let bytes = std::fs::read(path).ok()?;
-    Some(Fingerprint { hash: fnv1a(&bytes) })
+    Some(Fingerprint {
+        hash: fnv1a(&bytes),
+    })
 }
 
 /// FNV-1a: enough to tell one version of a small file from the next.

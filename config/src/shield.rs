@@ -12,8 +12,8 @@ use crate::edge::{
 use crate::error::{Collector, ConfigErrors};
 use crate::ids::{NodeId, RegionId};
 use crate::node_control::{validate_node_control, NodeControlConfig, RawNodeControl};
-use crate::tls::{validate_tls, TlsServerConfig};
 use crate::raw::{RawNode, RawOriginPool, RawResolver, RawServer, RawShieldFile, RawUpstream};
+use crate::tls::{validate_tls, TlsServerConfig};
 
 /// Servers accepted in one origin pool.
 pub const MAX_ORIGIN_SERVERS: usize = 64;
@@ -168,7 +168,9 @@ fn validate(raw: RawShieldFile) -> Result<ShieldConfig, ConfigErrors> {
     let resolver = validate_resolver(&mut c, raw.resolver.unwrap_or_default());
     let control = validate_node_control(&mut c, raw.control);
     let tls = validate_tls(&mut c, raw.tls);
-    let value = match (id, region, server, cache, admin, origin, resolver, control, tls) {
+    let value = match (
+        id, region, server, cache, admin, origin, resolver, control, tls,
+    ) {
         (
             Some(id),
             Some(region),

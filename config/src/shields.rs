@@ -6,8 +6,8 @@ use std::time::Duration;
 use crate::edge::{count, duration, OriginUrl};
 use crate::error::Collector;
 use crate::ids::NodeId;
-use crate::tls::ClientTlsConfig;
 use crate::raw::RawShields;
+use crate::tls::ClientTlsConfig;
 
 /// Shields beyond this are refused: the ring tracks members in a 256-bit set.
 pub const MAX_SHIELDS: usize = 256;

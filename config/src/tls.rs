@@ -170,7 +170,10 @@ pub(crate) fn validate_tls(
     for (i, text) in raw.listen.iter().enumerate() {
         match text.parse::<SocketAddr>() {
             Ok(addr) if listen.contains(&addr) && addr.port() != 0 => {
-                c.push(&format!("tls.listen[{i}]"), format!("{addr} is listed twice"));
+                c.push(
+                    &format!("tls.listen[{i}]"),
+                    format!("{addr} is listed twice"),
+                );
                 complete = false;
             }
             Ok(addr) => listen.push(addr),
@@ -193,7 +196,10 @@ pub(crate) fn validate_tls(
     if raw.certificates.len() > 1024 {
         c.push(
             "tls.certificates",
-            format!("{} certificates given; at most 1024", raw.certificates.len()),
+            format!(
+                "{} certificates given; at most 1024",
+                raw.certificates.len()
+            ),
         );
         complete = false;
     }
@@ -220,11 +226,7 @@ pub(crate) fn validate_tls(
         }
         other => other.map(|n| n.to_ascii_lowercase()),
     };
-    let unknown_sni = match raw
-        .unknown_sni
-        .as_deref()
-        .unwrap_or(defaults::UNKNOWN_SNI)
-    {
+    let unknown_sni = match raw.unknown_sni.as_deref().unwrap_or(defaults::UNKNOWN_SNI) {
         "default" => Some(UnknownSni::Default),
         "refuse" => Some(UnknownSni::Refuse),
         other => {
@@ -303,7 +305,10 @@ pub(crate) fn validate_client_tls(
             None
         }
         (None, Some(_)) => {
-            c.push(&at("client_cert"), "missing: client_key needs its certificate");
+            c.push(
+                &at("client_cert"),
+                "missing: client_key needs its certificate",
+            );
             None
         }
         (cert, key) => match (
@@ -315,7 +320,9 @@ pub(crate) fn validate_client_tls(
         },
     };
     let server_name = match raw.server_name {
-        Some(name) if name.is_empty() || name.contains(|ch: char| ch.is_whitespace() || ch == '/') => {
+        Some(name)
+            if name.is_empty() || name.contains(|ch: char| ch.is_whitespace() || ch == '/') =>
+        {
             c.push(&at("server_name"), format!("{name:?} is not a host name"));
             None
         }

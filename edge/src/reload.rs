@@ -298,7 +298,13 @@ impl<R: Role> Reload for NodeReloader<R> {
 fn node_fixed_changes(before: &NodeSettings<'_>, after: &NodeSettings<'_>) -> Vec<String> {
     let mut fixed = Vec::new();
     if before.id != after.id {
-        fixed.push("node id".to_string());
+        // The roles' tables are named after them: `[edge] id`, `[shield] id`.
+        let table = if before.cache_name == "verge-shield" {
+            "shield"
+        } else {
+            "edge"
+        };
+        fixed.push(format!("{table}.id"));
     }
     if before.server.worker_threads != after.server.worker_threads {
         fixed.push("server.worker_threads".to_string());

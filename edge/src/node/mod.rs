@@ -243,10 +243,11 @@ impl<U: Upstream> Node<U> {
         // The predecessor, if any, may stop accepting now: these sockets are ours. (The
         // upgrade socket is bound afterwards, when the node runs.)
         if let Some(inherited) = inherited {
-            inherited
-                .ready()
-                .await
-                .map_err(|e| StartError::Handoff(e.to_string()))?;
+            // The sockets are ours either way; a predecessor that did not hear it keeps
+            // accepting beside us until it is stopped.
+            if let Err(error) = inherited.ready().await {
+                tracing::warn!(%error, "could not tell the previous process to stop accepting");
+            }
         }
         Ok(Node {
             runtime,
