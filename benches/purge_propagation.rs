@@ -72,7 +72,13 @@ async fn shield(origin: SocketAddr, control: SocketAddr, n: usize) -> SocketAddr
         control_section(control)
     );
     let config = ShieldConfig::from_toml(&toml).expect("bench shield config");
-    let node = ShieldNode::bind(&config).await.expect("bind shield");
+    let node = ShieldNode::bind(
+        &config,
+        verge_config::ConfigSource::CommandLine,
+        std::sync::Arc::new(verge_cache::SystemClock),
+    )
+    .await
+    .expect("bind shield");
     let addr = node.data_addr();
     tokio::spawn(node.run(std::future::pending()));
     addr
@@ -85,7 +91,13 @@ async fn edge(origin: SocketAddr, control: SocketAddr, n: usize) -> SocketAddr {
         control_section(control)
     );
     let config = EdgeConfig::from_toml(&toml).expect("bench edge config");
-    let node = EdgeNode::bind(&config).await.expect("bind edge");
+    let node = EdgeNode::bind(
+        &config,
+        verge_config::ConfigSource::CommandLine,
+        std::sync::Arc::new(verge_cache::SystemClock),
+    )
+    .await
+    .expect("bind edge");
     let addr = node.data_addr();
     tokio::spawn(node.run(std::future::pending()));
     addr

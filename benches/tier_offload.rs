@@ -72,7 +72,13 @@ async fn edge(origin: SocketAddr, shield: Option<SocketAddr>, n: usize) -> Socke
          [upstream]\norigin = \"http://{origin}\"\n{shields}"
     );
     let config = EdgeConfig::from_toml(&toml).expect("bench edge config");
-    let node = EdgeNode::bind(&config).await.expect("bind edge");
+    let node = EdgeNode::bind(
+        &config,
+        verge_config::ConfigSource::CommandLine,
+        std::sync::Arc::new(verge_cache::SystemClock),
+    )
+    .await
+    .expect("bind edge");
     let addr = node.data_addr();
     tokio::spawn(node.run(std::future::pending()));
     addr
@@ -84,7 +90,13 @@ async fn shield(origin: SocketAddr) -> SocketAddr {
          [origin]\nservers = [\"http://{origin}\"]\n"
     );
     let config = ShieldConfig::from_toml(&toml).expect("bench shield config");
-    let node = ShieldNode::bind(&config).await.expect("bind shield");
+    let node = ShieldNode::bind(
+        &config,
+        verge_config::ConfigSource::CommandLine,
+        std::sync::Arc::new(verge_cache::SystemClock),
+    )
+    .await
+    .expect("bind shield");
     let addr = node.data_addr();
     tokio::spawn(node.run(std::future::pending()));
     addr

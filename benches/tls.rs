@@ -80,7 +80,13 @@ impl Edge {
                 key_file.display().to_string(),
             );
             let config = EdgeConfig::from_toml(&toml).expect("bench edge config");
-            let node = EdgeNode::bind(&config).await.expect("bind edge");
+            let node = EdgeNode::bind(
+                &config,
+                verge_config::ConfigSource::CommandLine,
+                std::sync::Arc::new(verge_cache::SystemClock),
+            )
+            .await
+            .expect("bind edge");
             let http = node.data_addr();
             let https = *node.tls_addrs().first().expect("a TLS listener");
             tokio::spawn(node.run(async {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use verge_cache::SystemClock;
 use verge_config::control::defaults as control_defaults;
 use verge_config::edge::defaults;
 use verge_config::wire::PurgeSpec;
@@ -20,7 +21,8 @@ use verge_config::{ConfigSource, FileWatch, ReloadError, ReloadReport};
 use verge_control::client::AdminClient;
 use verge_control::ControlNode;
 use verge_demo::bench::{BenchCommand, Outcome, WorkloadArgs};
-use verge_edge::{EdgeNode, Reload, StartError};
+use verge_edge::EdgeNode;
+use verge_node::{Reload, StartError};
 use verge_origin_shield::ShieldNode;
 
 /// Quick-start listeners of a shield: beside an edge's defaults, not on them.
@@ -410,7 +412,7 @@ fn run_edge(args: EdgeArgs) -> ExitCode {
         None => ConfigSource::CommandLine,
     };
     serve("edge", config.server.worker_threads, upstream, || async {
-        EdgeNode::bind_from(&config, from).await
+        EdgeNode::bind(&config, from, Arc::new(SystemClock)).await
     })
 }
 
@@ -443,11 +445,15 @@ fn run_shield(args: ShieldArgs) -> ExitCode {
         .iter()
         .map(ToString::to_string)
         .collect();
+    let from = match &args.config {
+        Some(path) => ConfigSource::File(path.clone()),
+        None => ConfigSource::CommandLine,
+    };
     serve(
         "shield",
         config.server.worker_threads,
         servers.join(", "),
-        || async { ShieldNode::bind(&config).await },
+        || async { ShieldNode::bind(&config, from, Arc::new(SystemClock)).await },
     )
 }
 
@@ -722,7 +728,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
 trait RoleNode {
     fn data_addr(&self) -> SocketAddr;
     fn admin_addr(&self) -> SocketAddr;
-    fn reloader(&self) -> Option<Arc<dyn Reload>>;
+    fn reloader(&self) -> Arc<dyn Reload>;
     fn run(self, shutdown: impl Future<Output = ()> + Send) -> impl Future<Output = ()>;
 }
 
@@ -733,7 +739,7 @@ impl RoleNode for EdgeNode {
     fn admin_addr(&self) -> SocketAddr {
         EdgeNode::admin_addr(self)
     }
-    fn reloader(&self) -> Option<Arc<dyn Reload>> {
+    fn reloader(&self) -> Arc<dyn Reload> {
         EdgeNode::reloader(self)
     }
     fn run(self, shutdown: impl Future<Output = ()> + Send) -> impl Future<Output = ()> {
@@ -748,7 +754,7 @@ impl RoleNode for ShieldNode {
     fn admin_addr(&self) -> SocketAddr {
         ShieldNode::admin_addr(self)
     }
-    fn reloader(&self) -> Option<Arc<dyn Reload>> {
+    fn reloader(&self) -> Arc<dyn Reload> {
         ShieldNode::reloader(self)
     }
     fn run(self, shutdown: impl Future<Output = ()> + Send) -> impl Future<Output = ()> {
@@ -782,14 +788,11 @@ where
             upstream,
             "serving"
         );
-        let triggers = node.reloader().map(|reloader| {
-            let file = reloader.watched_file();
-            tokio::spawn(reload_triggers(move || reloader.reload(), file))
-        });
+        let reloader = node.reloader();
+        let file = reloader.watched_file();
+        let triggers = tokio::spawn(reload_triggers(move || reloader.reload(), file));
         node.run(shutdown_signal()).await;
-        if let Some(triggers) = triggers {
-            triggers.abort();
-        }
+        triggers.abort();
         tracing::info!(role, "stopped");
         ExitCode::SUCCESS
     })

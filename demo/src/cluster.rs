@@ -49,7 +49,7 @@ pub enum DemoError {
     #[error("{node} did not start: {source}")]
     Node {
         node: String,
-        source: verge_edge::StartError,
+        source: verge_node::StartError,
     },
     #[error("control did not start: {0}")]
     Control(#[from] verge_control::StartError),
@@ -283,14 +283,26 @@ async fn start_node(
         Role::Edge => {
             let toml = topology::edge_toml(plan, origin_url, control_url, advertise);
             let config = topology::edge_config(&toml).map_err(DemoError::Config)?;
-            let node = EdgeNode::bind(&config).await.map_err(failed)?;
+            let node = EdgeNode::bind(
+                &config,
+                verge_config::ConfigSource::CommandLine,
+                std::sync::Arc::new(verge_cache::SystemClock),
+            )
+            .await
+            .map_err(failed)?;
             let (data, admin) = (node.data_addr(), node.admin_addr());
             Ok((data, admin, Running::spawn(&plan.id, |stop| node.run(stop))))
         }
         Role::Shield => {
             let toml = topology::shield_toml(plan, origin_url, control_url, advertise);
             let config = topology::shield_config(&toml).map_err(DemoError::Config)?;
-            let node = ShieldNode::bind(&config).await.map_err(failed)?;
+            let node = ShieldNode::bind(
+                &config,
+                verge_config::ConfigSource::CommandLine,
+                std::sync::Arc::new(verge_cache::SystemClock),
+            )
+            .await
+            .map_err(failed)?;
             let (data, admin) = (node.data_addr(), node.admin_addr());
             Ok((data, admin, Running::spawn(&plan.id, |stop| node.run(stop))))
         }

@@ -8,17 +8,16 @@ use prometheus::{IntGauge, Registry};
 use verge_config::wire::NodeRole;
 use verge_config::{ConfigErrors, EdgeConfig};
 
-use crate::control::NodeControl;
-use crate::node::NodeSettings;
-use crate::reload::Role;
+use verge_node::metrics::NodeMetrics;
+use verge_node::{NodeControl, NodeSettings, OriginUpstream, Role, StartError};
+
 use crate::shields::{EdgeUpstream, ShieldMetrics, ShieldUpstream};
-use crate::upstream::OriginUpstream;
-use crate::StartError;
 
 /// The node settings of an edge configuration.
-pub fn edge_settings(config: &EdgeConfig) -> NodeSettings<'_> {
+fn edge_settings(config: &EdgeConfig) -> NodeSettings<'_> {
     NodeSettings {
         id: &config.id,
+        region: &config.region,
         server: &config.server,
         cache: &config.cache,
         admin: &config.admin,
@@ -35,13 +34,13 @@ pub fn edge_settings(config: &EdgeConfig) -> NodeSettings<'_> {
 
 /// Builds an edge's upstream: the origin alone, or the shield ring in front of it.
 /// `shield_metrics` is registered on first need and reused by every upstream built after.
-pub(crate) fn build_edge_upstream(
+fn build_edge_upstream(
     config: &EdgeConfig,
     registry: &Registry,
     shield_metrics: &Mutex<Option<ShieldMetrics>>,
     in_use: &IntGauge,
 ) -> Result<EdgeUpstream, StartError> {
-    let origin_tls = crate::tls::client::upstream_client_config(
+    let origin_tls = verge_node::tls::client::upstream_client_config(
         &config.upstream.tls,
         [&config.upstream.origin],
         "upstream.tls",
@@ -75,31 +74,38 @@ pub(crate) fn build_edge_upstream(
     )?))
 }
 
-/// How an edge reloads.
+/// The edge role: what it keeps to build a new upstream on reload.
 pub struct EdgeRole {
-    pub(crate) registry: Registry,
-    pub(crate) shield_metrics: Mutex<Option<ShieldMetrics>>,
-    pub(crate) in_use: IntGauge,
+    registry: Registry,
+    shield_metrics: Mutex<Option<ShieldMetrics>>,
+    in_use: IntGauge,
 }
 
 impl Role for EdgeRole {
     type Config = EdgeConfig;
     type Upstream = EdgeUpstream;
+    const TABLE: &'static str = "edge";
 
-    fn load(&self, path: &Path) -> Result<EdgeConfig, ConfigErrors> {
+    fn load(path: &Path) -> Result<EdgeConfig, ConfigErrors> {
         EdgeConfig::from_file(path)
     }
 
-    fn node<'a>(&self, config: &'a EdgeConfig) -> NodeSettings<'a> {
+    fn settings(config: &EdgeConfig) -> NodeSettings<'_> {
         edge_settings(config)
     }
 
-    fn fixed_changes(&self, old: &EdgeConfig, new: &EdgeConfig) -> Vec<String> {
-        let mut fixed = Vec::new();
-        if old.region != new.region {
-            fixed.push("edge.region".to_string());
-        }
-        fixed
+    fn start(
+        config: &EdgeConfig,
+        registry: &Registry,
+        metrics: &NodeMetrics,
+    ) -> Result<(EdgeRole, EdgeUpstream), StartError> {
+        let role = EdgeRole {
+            registry: registry.clone(),
+            shield_metrics: Mutex::new(None),
+            in_use: metrics.upstream_connections_in_use.clone(),
+        };
+        let upstream = build_edge_upstream(config, registry, &role.shield_metrics, &role.in_use)?;
+        Ok((role, upstream))
     }
 
     fn upstream_changes(&self, old: &EdgeConfig, new: &EdgeConfig) -> Vec<String> {

@@ -27,10 +27,10 @@ use verge_cache::CacheKey;
 use verge_config::wire::{RoutingTable, UpstreamHealth};
 use verge_config::{OriginUrl, ShieldSpec, ShieldsConfig, UpstreamConfig};
 
-use crate::error::EdgeError;
 use crate::ring::{RingMember, ShieldRing};
-use crate::tls::client;
-use crate::upstream::{OriginUpstream, Upstream, UpstreamBody, UpstreamResponseBody};
+use verge_node::error::RequestError;
+use verge_node::tls::client;
+use verge_node::upstream::{OriginUpstream, Upstream, UpstreamBody, UpstreamResponseBody};
 
 /// One shield: its client and what the edge has seen of its health.
 struct Shield {
@@ -142,7 +142,7 @@ pub struct ShieldUpstream {
     upstream: Box<UpstreamConfig>,
     /// The shields' TLS configuration, built once: at start, or for the first `https://`
     /// member; `None` inside when it could not be built (logged).
-    tls: OnceLock<Option<Arc<rustls::ClientConfig>>>,
+    tls: OnceLock<Option<Arc<client::ClientConfig>>>,
     in_use: prometheus::IntGauge,
     /// The origin, when misses may go there directly once no shield can answer.
     fallback: Option<OriginUpstream>,
@@ -167,11 +167,11 @@ impl ShieldUpstream {
         origin: OriginUpstream,
         metrics: ShieldMetrics,
         in_use: &prometheus::IntGauge,
-    ) -> Result<ShieldUpstream, crate::StartError> {
+    ) -> Result<ShieldUpstream, verge_node::StartError> {
         let tls = OnceLock::new();
         let members = shields.members.iter().map(|m| &m.url);
         if let Some(config) = client::upstream_client_config(&shields.tls, members, "shields.tls")
-            .map_err(crate::StartError::Tls)?
+            .map_err(verge_node::StartError::Tls)?
         {
             let _ = tls.set(Some(config));
         }
@@ -194,7 +194,9 @@ impl ShieldUpstream {
             metrics,
             name: "shields".to_string(),
         };
-        this.set_members(&shields.members)?;
+        this.set_members(&shields.members).map_err(|e| {
+            verge_node::StartError::Role(format!("cannot build the shield ring: {e}"))
+        })?;
         Ok(this)
     }
 
@@ -407,7 +409,7 @@ impl Upstream for ShieldUpstream {
     async fn send(
         &self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<UpstreamResponseBody>, EdgeError> {
+    ) -> Result<Response<UpstreamResponseBody>, RequestError> {
         let (parts, body) = request.into_parts();
         let key = CacheKey::for_request("http", &parts.uri, &parts.headers)
             .map(|k| k.as_str().as_bytes().to_vec())
@@ -465,7 +467,7 @@ impl Upstream for ShieldUpstream {
                     return Ok(response);
                 }
                 // Our own connection bound, not the shield's fault: try another, eject nobody.
-                Err(error @ EdgeError::UpstreamSaturated { .. }) => {
+                Err(error @ RequestError::UpstreamSaturated { .. }) => {
                     self.metrics
                         .requests
                         .with_label_values(&[&shield.id, "saturated"])
@@ -475,8 +477,8 @@ impl Upstream for ShieldUpstream {
                 }
                 Err(error) => {
                     let result = match &error {
-                        EdgeError::UpstreamTimeout { .. } => "timeout",
-                        EdgeError::UpstreamConnect { .. } => "connect_error",
+                        RequestError::UpstreamTimeout { .. } => "timeout",
+                        RequestError::UpstreamConnect { .. } => "connect_error",
                         _ => "error",
                     };
                     self.failed(shield, result);
@@ -500,7 +502,7 @@ impl Upstream for ShieldUpstream {
                     if let Some(error) = last_error {
                         tracing::warn!(%error, "no shield could answer; origin fallback is off");
                     }
-                    Err(EdgeError::NoShield)
+                    Err(RequestError::NoShield)
                 }
             },
         }
@@ -544,7 +546,7 @@ impl Upstream for EdgeUpstream {
     async fn send(
         &self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<UpstreamResponseBody>, EdgeError> {
+    ) -> Result<Response<UpstreamResponseBody>, RequestError> {
         match self {
             EdgeUpstream::Origin(origin) => origin.send(request).await,
             EdgeUpstream::Shields(shields) => shields.send(request).await,

@@ -1,5 +1,5 @@
 //! The origin shield: a mid-tier cache node. It runs the same node runtime and cache pipeline as
-//! an edge (`verge_edge`), with a pool of origin servers as its upstream, so the misses of every
+//! an edge (`verge_node`), with a pool of origin servers as its upstream, so the misses of every
 //! edge collapse into one origin fetch per object.
 //!
 //! - [`pool`]: the origin pool — healthy servers only, retries within a budget, health checks;
@@ -10,4 +10,4 @@ pub mod dns;
 pub mod node;
 pub mod pool;
 
-pub use node::ShieldNode;
+pub use node::{ShieldNode, ShieldRole};

@@ -1,12 +1,10 @@
-//! `verge shield`: the node runtime of `verge_edge` with an [`OriginPool`] as its upstream.
+//! `verge shield`: the node runtime of `verge_node` with an [`OriginPool`] as its upstream.
 //!
 //! A reload that changes `[origin]` or `[resolver]` builds a new pool beside the running one
 //! (its names looked up first), and the node swaps it in; requests in flight finish on the old
 //! pool, whose probes and lookups stop once it is no longer used. The pool's metrics live on a
 //! registry of their own, swapped with it, so the new pool's series replace the old ones.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -15,10 +13,10 @@ use arc_swap::ArcSwap;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntGauge, Registry};
-use verge_cache::{Clock, SystemClock};
 use verge_config::wire::NodeRole;
-use verge_config::{ConfigErrors, ConfigSource, ShieldConfig};
-use verge_edge::{Node, NodeControl, NodeSettings, Reload, Role, StartError};
+use verge_config::{ConfigErrors, ShieldConfig};
+use verge_node::metrics::NodeMetrics;
+use verge_node::{Node, NodeControl, NodeSettings, Role, StartError};
 
 use crate::pool::{HealthChecks, OriginPool, PoolError};
 
@@ -26,14 +24,13 @@ use crate::pool::{HealthChecks, OriginPool, PoolError};
 const RELOAD_LOOKUP_WAIT: Duration = Duration::from_secs(5);
 
 /// A bound, ready-to-run shield.
-pub struct ShieldNode {
-    node: Node<Arc<OriginPool>>,
-}
+pub type ShieldNode = Node<ShieldRole>;
 
 /// The node settings of a shield configuration.
 fn shield_settings(config: &ShieldConfig) -> NodeSettings<'_> {
     NodeSettings {
         id: &config.id,
+        region: &config.region,
         server: &config.server,
         cache: &config.cache,
         admin: &config.admin,
@@ -64,8 +61,8 @@ impl Collector for PoolRegistry {
     }
 }
 
-/// How a shield builds its pool and reloads.
-struct ShieldRole {
+/// The shield role: what it keeps to build a new pool on reload.
+pub struct ShieldRole {
     metrics: PoolRegistry,
     in_use: IntGauge,
     /// Active health checks of the serving pool; replaced with it.
@@ -97,21 +94,40 @@ impl ShieldRole {
 impl Role for ShieldRole {
     type Config = ShieldConfig;
     type Upstream = Arc<OriginPool>;
+    const TABLE: &'static str = "shield";
 
-    fn load(&self, path: &Path) -> Result<ShieldConfig, ConfigErrors> {
+    fn load(path: &Path) -> Result<ShieldConfig, ConfigErrors> {
         ShieldConfig::from_file(path)
     }
 
-    fn node<'a>(&self, config: &'a ShieldConfig) -> NodeSettings<'a> {
+    fn settings(config: &ShieldConfig) -> NodeSettings<'_> {
         shield_settings(config)
     }
 
-    fn fixed_changes(&self, old: &ShieldConfig, new: &ShieldConfig) -> Vec<String> {
-        let mut fixed = Vec::new();
-        if old.region != new.region {
-            fixed.push("shield.region".to_string());
-        }
-        fixed
+    fn start(
+        config: &ShieldConfig,
+        registry: &Registry,
+        metrics: &NodeMetrics,
+    ) -> Result<(ShieldRole, Arc<OriginPool>), StartError> {
+        let pools = PoolRegistry {
+            current: Arc::new(ArcSwap::from_pointee(Registry::new())),
+        };
+        registry.register(Box::new(pools.clone()))?;
+        let shield = ShieldRole {
+            metrics: pools,
+            in_use: metrics.upstream_connections_in_use.clone(),
+            checks: Mutex::new(None),
+        };
+        let (pool, pool_registry, checks) = shield.pool(config).map_err(start_error)?;
+        shield.metrics.current.store(Arc::new(pool_registry));
+        *shield.checks.lock().unwrap_or_else(PoisonError::into_inner) = checks;
+        Ok((shield, pool))
+    }
+
+    /// Every origin host name has been looked up once (a name that did not resolve is
+    /// logged, not fatal).
+    async fn ready(&self, pool: &Arc<OriginPool>) {
+        pool.first_lookups().await;
     }
 
     fn upstream_changes(&self, old: &ShieldConfig, new: &ShieldConfig) -> Vec<String> {
@@ -140,85 +156,6 @@ impl Role for ShieldRole {
         self.metrics.current.store(Arc::new(registry));
         *self.checks.lock().unwrap_or_else(PoisonError::into_inner) = checks;
         Ok(pool)
-    }
-}
-
-impl ShieldNode {
-    /// Binds every listener (port 0 picks a free port) with the real clock.
-    pub async fn bind(config: &ShieldConfig) -> Result<ShieldNode, StartError> {
-        ShieldNode::bind_with_clock(config, Arc::new(SystemClock)).await
-    }
-
-    /// Binds every listener with the real clock; a reload reads `source` again.
-    pub async fn bind_from(
-        config: &ShieldConfig,
-        source: ConfigSource,
-    ) -> Result<ShieldNode, StartError> {
-        ShieldNode::bind_reloadable(config, source, Arc::new(SystemClock)).await
-    }
-
-    /// Binds every listener; freshness is judged by `clock`. Returns once every origin host
-    /// name has been looked up once (a name that did not resolve is logged, not fatal).
-    pub async fn bind_with_clock(
-        config: &ShieldConfig,
-        clock: Arc<dyn Clock>,
-    ) -> Result<ShieldNode, StartError> {
-        ShieldNode::bind_reloadable(config, ConfigSource::CommandLine, clock).await
-    }
-
-    async fn bind_reloadable(
-        config: &ShieldConfig,
-        source: ConfigSource,
-        clock: Arc<dyn Clock>,
-    ) -> Result<ShieldNode, StartError> {
-        let mut role = None;
-        let mut node = Node::bind_with(shield_settings(config), clock, |registry, metrics| {
-            let pools = PoolRegistry {
-                current: Arc::new(ArcSwap::from_pointee(Registry::new())),
-            };
-            registry.register(Box::new(pools.clone()))?;
-            let shield = ShieldRole {
-                metrics: pools,
-                in_use: metrics.upstream_connections_in_use.clone(),
-                checks: Mutex::new(None),
-            };
-            let (pool, pool_registry, checks) = shield.pool(config).map_err(start_error)?;
-            shield.metrics.current.store(Arc::new(pool_registry));
-            *shield.checks.lock().unwrap_or_else(PoisonError::into_inner) = checks;
-            role = Some((shield, Arc::clone(&pool)));
-            Ok(pool)
-        })
-        .await?;
-        if let Some((shield, pool)) = role {
-            pool.first_lookups().await;
-            node.enable_reload(shield, config.clone(), source);
-        }
-        Ok(ShieldNode { node })
-    }
-
-    /// Where edges connect over clear text.
-    pub fn data_addr(&self) -> SocketAddr {
-        self.node.data_addr()
-    }
-
-    /// Where edges connect over TLS, in `tls.listen` order.
-    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
-        self.node.tls_addrs()
-    }
-
-    /// Where `/metrics`, `/healthz` and the admin API are served.
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.node.admin_addr()
-    }
-
-    /// What reloads this shield's configuration.
-    pub fn reloader(&self) -> Option<Arc<dyn Reload>> {
-        self.node.reloader()
-    }
-
-    /// Serves until `shutdown` completes, then drains like an edge.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
-        self.node.run(shutdown).await;
     }
 }
 

@@ -42,9 +42,9 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use verge_config::shield::ResolverConfig;
 use verge_config::{OriginPoolConfig, UpstreamConfig};
-use verge_edge::tls::client::upstream_client_config;
-use verge_edge::upstream::{Upstream, UpstreamBody, UpstreamResponseBody};
-use verge_edge::EdgeError;
+use verge_node::tls::client::upstream_client_config;
+use verge_node::upstream::{Upstream, UpstreamBody, UpstreamResponseBody};
+use verge_node::RequestError;
 
 use crate::dns::{self, DnsMetrics, HickoryLookup, HostResolver, NameLookup, ResolverSetupError};
 use budget::RetryBudget;
@@ -102,11 +102,11 @@ impl AttemptResult {
         }
     }
 
-    fn of_error(error: &EdgeError) -> AttemptResult {
+    fn of_error(error: &RequestError) -> AttemptResult {
         match error {
-            EdgeError::UpstreamConnect { .. } => AttemptResult::ConnectError,
-            EdgeError::UpstreamTimeout { .. } => AttemptResult::Timeout,
-            EdgeError::UpstreamSaturated { .. } => AttemptResult::Saturated,
+            RequestError::UpstreamConnect { .. } => AttemptResult::ConnectError,
+            RequestError::UpstreamTimeout { .. } => AttemptResult::Timeout,
+            RequestError::UpstreamSaturated { .. } => AttemptResult::Saturated,
             _ => AttemptResult::Error,
         }
     }
@@ -474,7 +474,7 @@ impl OriginPool {
                 success
             }
             // Busy with traffic: the probe says nothing about the server.
-            Err(EdgeError::UpstreamSaturated { .. }) => return,
+            Err(RequestError::UpstreamSaturated { .. }) => return,
             Err(error) => {
                 tracing::debug!(server = %server.label, %error, "health probe failed");
                 false
@@ -517,7 +517,7 @@ impl Upstream for OriginPool {
     async fn send(
         &self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<UpstreamResponseBody>, EdgeError> {
+    ) -> Result<Response<UpstreamResponseBody>, RequestError> {
         let (parts, body) = request.into_parts();
         // Only a request without a body can be sent again: the client's body is read once.
         let replayable = matches!(body, Either::Left(_))
@@ -528,7 +528,7 @@ impl Upstream for OriginPool {
         let mut retries_made = 0;
         // Set once an attempt has reached a server and failed: the next one is a retry.
         let mut failed_once = false;
-        let mut last: Option<Result<Response<UpstreamResponseBody>, EdgeError>> = None;
+        let mut last: Option<Result<Response<UpstreamResponseBody>, RequestError>> = None;
         loop {
             let candidates = self.candidates(&tried, Instant::now());
             if candidates.is_empty() {
@@ -577,7 +577,7 @@ impl Upstream for OriginPool {
                     return Ok(response);
                 }
                 // Our own connection bound: the server was not asked, so it is not at fault.
-                Err(error @ EdgeError::UpstreamSaturated { .. }) => {
+                Err(error @ RequestError::UpstreamSaturated { .. }) => {
                     server.count(AttemptResult::Saturated);
                     last = Some(Err(error));
                 }
@@ -602,7 +602,7 @@ impl Upstream for OriginPool {
                 Err(error)
             }
             // Unreachable with at least one server: the first choice always finds one.
-            None => Err(EdgeError::UpstreamConnect {
+            None => Err(RequestError::UpstreamConnect {
                 upstream: self.name.clone(),
                 reason: "the pool has no origin server".to_string(),
             }),

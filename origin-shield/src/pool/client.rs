@@ -20,9 +20,9 @@ use http::uri::Scheme;
 use http::{Request, Response};
 use prometheus::IntGauge;
 use verge_config::{OriginUrl, UpstreamConfig};
-use verge_edge::tls::client::ClientConfig;
-use verge_edge::upstream::{OriginUpstream, Upstream, UpstreamBody, UpstreamResponseBody};
-use verge_edge::EdgeError;
+use verge_node::tls::client::ClientConfig;
+use verge_node::upstream::{OriginUpstream, Upstream, UpstreamBody, UpstreamResponseBody};
+use verge_node::RequestError;
 
 use super::lock;
 use crate::dns::ResolvedHost;
@@ -79,7 +79,7 @@ impl ServerClient {
     }
 
     /// Where the next request goes; an error (502) when the name has no address yet.
-    pub(super) fn route(&self) -> Result<Route, EdgeError> {
+    pub(super) fn route(&self) -> Result<Route, RequestError> {
         match self {
             ServerClient::Direct(upstream) => Ok(Route {
                 upstream: Arc::clone(upstream),
@@ -118,11 +118,11 @@ struct AddressClients {
 }
 
 impl NamedClient {
-    fn route(&self) -> Result<Route, EdgeError> {
+    fn route(&self) -> Result<Route, RequestError> {
         let addresses = self
             .host
             .addresses()
-            .map_err(|error| EdgeError::UpstreamConnect {
+            .map_err(|error| RequestError::UpstreamConnect {
                 upstream: self.label.clone(),
                 reason: format!("cannot resolve {}: {error}", self.host.name()),
             })?;
@@ -153,7 +153,7 @@ impl NamedClient {
             .by_address
             .get(turn % clients.by_address.len().max(1))
             .cloned()
-            .ok_or_else(|| EdgeError::UpstreamConnect {
+            .ok_or_else(|| RequestError::UpstreamConnect {
                 upstream: self.label.clone(),
                 reason: format!("{} has no address", self.host.name()),
             })?;
@@ -198,7 +198,7 @@ impl Route {
     pub(super) async fn send(
         self,
         mut request: Request<UpstreamBody>,
-    ) -> Result<Response<UpstreamResponseBody>, EdgeError> {
+    ) -> Result<Response<UpstreamResponseBody>, RequestError> {
         if let Some(host) = self.host {
             request.headers_mut().entry(HOST).or_insert(host);
         }
@@ -211,21 +211,21 @@ impl Route {
 }
 
 /// The same error naming `upstream` instead of the address's own client.
-fn renamed(error: EdgeError, name: String) -> EdgeError {
+fn renamed(error: RequestError, name: String) -> RequestError {
     match error {
-        EdgeError::UpstreamConnect { reason, .. } => EdgeError::UpstreamConnect {
+        RequestError::UpstreamConnect { reason, .. } => RequestError::UpstreamConnect {
             upstream: name,
             reason,
         },
-        EdgeError::UpstreamTimeout { after, .. } => EdgeError::UpstreamTimeout {
+        RequestError::UpstreamTimeout { after, .. } => RequestError::UpstreamTimeout {
             upstream: name,
             after,
         },
-        EdgeError::UpstreamSaturated { limit, .. } => EdgeError::UpstreamSaturated {
+        RequestError::UpstreamSaturated { limit, .. } => RequestError::UpstreamSaturated {
             upstream: name,
             limit,
         },
-        EdgeError::UpstreamBroken { reason, .. } => EdgeError::UpstreamBroken {
+        RequestError::UpstreamBroken { reason, .. } => RequestError::UpstreamBroken {
             upstream: name,
             reason,
         },

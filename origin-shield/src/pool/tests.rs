@@ -278,7 +278,7 @@ impl Harness {
         }
     }
 
-    async fn send(&self, method: Method) -> Result<Response<UpstreamResponseBody>, EdgeError> {
+    async fn send(&self, method: Method) -> Result<Response<UpstreamResponseBody>, RequestError> {
         let request = Request::builder()
             .method(method)
             .uri("/object")
@@ -288,7 +288,7 @@ impl Harness {
     }
 
     /// Sends a GET and reads the whole answer; returns its status.
-    async fn get(&self) -> Result<u16, EdgeError> {
+    async fn get(&self) -> Result<u16, RequestError> {
         let response = self.send(Method::GET).await?;
         let status = response.status().as_u16();
         response.into_body().collect().await.unwrap();
@@ -437,7 +437,7 @@ async fn post_is_not_retried() {
 
     let error = h.send(Method::POST).await.err().unwrap();
     assert!(
-        matches!(error, EdgeError::UpstreamConnect { .. }),
+        matches!(error, RequestError::UpstreamConnect { .. }),
         "{error}"
     );
     assert_eq!(good.hits(), 0);
@@ -465,7 +465,7 @@ async fn a_timeout_is_retried_and_the_last_error_is_returned() {
     good.set(Behaviour::Delay(Duration::from_secs(5)));
     let error = h.get().await.err().unwrap();
     assert!(
-        matches!(&error, EdgeError::UpstreamTimeout { upstream, .. } if *upstream == good.url.to_string()),
+        matches!(&error, RequestError::UpstreamTimeout { upstream, .. } if *upstream == good.url.to_string()),
         "{error}"
     );
 }
@@ -478,7 +478,7 @@ async fn no_retry_once_the_budget_is_spent() {
 
     let error = h.get().await.err().unwrap();
     assert!(
-        matches!(error, EdgeError::UpstreamConnect { .. }),
+        matches!(error, RequestError::UpstreamConnect { .. }),
         "{error}"
     );
     assert_eq!(good.hits(), 0);

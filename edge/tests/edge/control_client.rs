@@ -1,0 +1,613 @@
+//! A real edge node following a small in-test control server that speaks the wire protocol:
+//! registration, heartbeats, pushed purges and routing tables, resyncs, garbage and gaps.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Uri};
+use http_body::Frame;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use verge_config::wire::{
+    Ack, Event, Heartbeat, NodeEntry, NodeRole, PurgeSpec, Registered, Registration, RoutingTable,
+    UpstreamHealth, MAX_EVENT_LINE_BYTES,
+};
+use verge_config::{EdgeConfig, NodeId, RegionId};
+use verge_edge::EdgeNode;
+
+fn entry(id: &str, url: &str, weight: u32, healthy: bool) -> NodeEntry {
+    NodeEntry {
+        id: NodeId::new(id).unwrap(),
+        role: NodeRole::Shield,
+        region: RegionId::new("us").unwrap(),
+        data_url: url.to_string(),
+        admin_url: "http://127.0.0.1:1".to_string(),
+        weight,
+        healthy,
+    }
+}
+
+fn table(version: u64, shields: Vec<NodeEntry>) -> RoutingTable {
+    RoutingTable {
+        version,
+        regions: Vec::new(),
+        shields,
+    }
+}
+
+/// Bound on every wait below.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Polls `condition` until it holds; panics naming `what` after [`DEADLINE`].
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let give_up = tokio::time::Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A response body fed line by line by the test.
+struct Lines(mpsc::Receiver<Bytes>);
+
+impl http_body::Body for Lines {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|line| line.map(|l| Ok(Frame::data(l))))
+    }
+}
+
+/// One push stream a node opened: what it asked for, and the sender of its lines.
+struct OpenStream {
+    node: String,
+    since: Option<u64>,
+    lines: mpsc::Sender<Bytes>,
+}
+
+/// What the control server has received.
+#[derive(Default)]
+struct Seen {
+    registrations: Vec<Registration>,
+    heartbeats: Vec<Heartbeat>,
+    acks: Vec<u64>,
+    streams: Vec<OpenStream>,
+}
+
+/// A control server that accepts every registration, heartbeat and ack, and lets the test
+/// write each push stream.
+struct TestControl {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Seen>>,
+    server: JoinHandle<()>,
+}
+
+impl TestControl {
+    async fn start() -> TestControl {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let state = Arc::clone(&seen);
+        let server = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let state = Arc::clone(&state);
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let state = Arc::clone(&state);
+                    async move { Ok::<_, Infallible>(answer(&state, request).await) }
+                });
+                connections.spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        TestControl { addr, seen, server }
+    }
+
+    fn seen<T>(&self, read: impl FnOnce(&Seen) -> T) -> T {
+        read(&self.seen.lock().unwrap())
+    }
+
+    fn stream_count(&self) -> usize {
+        self.seen(|s| s.streams.len())
+    }
+
+    /// Waits for push stream number `n` (0-based) and says what it asked for.
+    async fn stream(&self, n: usize) -> Option<u64> {
+        wait_until(&format!("push stream #{n}"), || self.stream_count() > n).await;
+        self.seen(|s| s.streams[n].since)
+    }
+
+    /// Writes `event` as one line of push stream number `n`.
+    async fn send(&self, n: usize, event: &Event) {
+        let mut line = serde_json::to_vec(event).unwrap();
+        line.push(b'\n');
+        self.send_raw(n, &line).await;
+    }
+
+    async fn send_raw(&self, n: usize, bytes: &[u8]) {
+        let lines = self.seen(|s| s.streams[n].lines.clone());
+        lines
+            .send(Bytes::copy_from_slice(bytes))
+            .await
+            .expect("the node holds the stream");
+    }
+
+    async fn wait_for_ack(&self, seq: u64) {
+        wait_until(&format!("ack of {seq}"), || {
+            self.seen(|s| s.acks.contains(&seq))
+        })
+        .await;
+    }
+
+    async fn wait_for_heartbeat(&self, what: &str, test: impl Fn(&Heartbeat) -> bool) {
+        wait_until(what, || {
+            self.seen(|s| s.heartbeats.last().is_some_and(&test))
+        })
+        .await;
+    }
+
+    /// Stops listening and closes every open stream: control is gone.
+    fn vanish(&self) {
+        self.server.abort();
+        self.seen.lock().unwrap().streams.clear();
+    }
+}
+
+async fn answer(state: &Mutex<Seen>, request: Request<Incoming>) -> Response<Lines> {
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or("").to_string();
+    let body = request.into_body().collect().await.unwrap().to_bytes();
+    let (tx, rx) = mpsc::channel(64);
+    let mut state = state.lock().unwrap();
+    let reply = match path.as_str() {
+        "/v1/register" => {
+            state
+                .registrations
+                .push(serde_json::from_slice(&body).unwrap());
+            serde_json::to_vec(&Registered {
+                heartbeat_interval_ms: 1000,
+                head: 0,
+            })
+            .unwrap()
+        }
+        "/v1/heartbeat" => {
+            state
+                .heartbeats
+                .push(serde_json::from_slice(&body).unwrap());
+            b"{}".to_vec()
+        }
+        "/v1/ack" => {
+            let ack: Ack = serde_json::from_slice(&body).unwrap();
+            state.acks.push(ack.applied_seq);
+            b"{}".to_vec()
+        }
+        "/v1/events" => {
+            let mut node = String::new();
+            let mut since = None;
+            for pair in query.split('&') {
+                match pair.split_once('=') {
+                    Some(("node", id)) => node = id.to_string(),
+                    Some(("since", seq)) => since = Some(seq.parse().unwrap()),
+                    _ => {}
+                }
+            }
+            state.streams.push(OpenStream {
+                node,
+                since,
+                lines: tx,
+            });
+            return Response::new(Lines(rx));
+        }
+        other => panic!("unexpected request to {other}"),
+    };
+    let _ = tx.try_send(Bytes::from(reply));
+    drop(tx);
+    Response::new(Lines(rx))
+}
+
+/// A tiny HTTP server answering every GET with a cacheable body and its own name in
+/// `x-served-by`, counting requests per path.
+struct TinyServer {
+    addr: SocketAddr,
+    hits: Arc<Mutex<Vec<String>>>,
+}
+
+impl TinyServer {
+    async fn start(name: &'static str) -> TinyServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&hits);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut read = 0;
+                    while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf[read..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read += n,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf[..read]).into_owned();
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    log.lock().unwrap().push(path);
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nx-served-by: {name}\r\ncache-control: max-age=300\r\n\
+                         content-length: 2\r\nconnection: close\r\n\r\nok"
+                    );
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        TinyServer { addr, hits }
+    }
+
+    fn hits(&self, path: &str) -> usize {
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| *p == path)
+            .count()
+    }
+}
+
+/// A running edge node with a control plane configured.
+struct TestEdge {
+    data: SocketAddr,
+    admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    run: Option<JoinHandle<()>>,
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl TestEdge {
+    async fn start(control: &TestControl, origin: &TinyServer) -> TestEdge {
+        let text = format!(
+            "[edge]\nid = \"edge-t\"\nregion = \"us\"\n\
+             [server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+             [upstream]\norigin = \"http://{}\"\n\
+             [control]\nurl = \"http://{}\"\nheartbeat_interval = \"20ms\"\n\
+             reconnect_min = \"5ms\"\nreconnect_max = \"50ms\"\n",
+            origin.addr, control.addr
+        );
+        let config = EdgeConfig::from_toml(&text).unwrap();
+        let node = EdgeNode::bind(
+            &config,
+            verge_config::ConfigSource::CommandLine,
+            std::sync::Arc::new(verge_cache::SystemClock),
+        )
+        .await
+        .unwrap();
+        let (data, admin) = (node.data_addr(), node.admin_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let run = tokio::spawn(node.run(async move {
+            let _ = stopped.await;
+        }));
+        TestEdge {
+            data,
+            admin,
+            stop: Some(stop),
+            run: Some(run),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// GETs `path` through the edge; returns who served it (`origin`, `shield`).
+    async fn get(&self, path: &str) -> String {
+        let uri: Uri = format!("http://{}{path}", self.data).parse().unwrap();
+        let response = tokio::time::timeout(DEADLINE, self.client.get(uri))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        let by = response.headers()["x-served-by"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        response.into_body().collect().await.unwrap();
+        by
+    }
+
+    /// A URL of this edge as a purge names it.
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.data)
+    }
+
+    /// Waits until the metric line starting with `line_start` reads `value`.
+    async fn wait_for_metric(&self, line_start: &str, value: &str) {
+        let give_up = tokio::time::Instant::now() + DEADLINE;
+        while self.metric(line_start).await.as_deref() != Some(value) {
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "timed out waiting for {line_start}{value}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn metric(&self, line_start: &str) -> Option<String> {
+        let uri: Uri = format!("http://{}/metrics", self.admin).parse().unwrap();
+        let response = self.client.get(uri).await.unwrap();
+        let text = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&text)
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .map(|l| l[line_start.len()..].trim().to_string())
+    }
+
+    /// Shuts the node down; every task it started must end promptly.
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let run = self.run.take().unwrap();
+        tokio::time::timeout(DEADLINE, run)
+            .await
+            .expect("node stops with its control tasks")
+            .unwrap();
+    }
+}
+
+fn purge(seq: u64, urls: Vec<String>) -> Event {
+    Event::Purge {
+        seq,
+        spec: PurgeSpec {
+            urls,
+            ..PurgeSpec::default()
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_pushed_purge_removes_the_cached_object_and_is_acked() {
+    let control = TestControl::start().await;
+    let origin = TinyServer::start("origin").await;
+    let edge = TestEdge::start(&control, &origin).await;
+    // A node that just started asks for no backlog.
+    assert_eq!(control.stream(0).await, None);
+    let registration = control.seen(|s| s.registrations[0].clone());
+    assert_eq!(registration.id.as_str(), "edge-t");
+    assert_eq!(registration.role, NodeRole::Edge);
+    assert_eq!(registration.region.as_str(), "us");
+    assert_eq!(registration.data_url, format!("http://{}", edge.data));
+    assert_eq!(registration.admin_url, format!("http://{}", edge.admin));
+    assert_eq!(registration.weight, 1);
+    assert_eq!(control.seen(|s| s.streams[0].node.clone()), "edge-t");
+
+    edge.get("/a").await;
+    edge.get("/a").await;
+    edge.get("/b").await;
+    assert_eq!(origin.hits("/a"), 1, "the second GET is a hit");
+
+    control.send(0, &purge(1, vec![edge.url("/a")])).await;
+    control.wait_for_ack(1).await;
+    edge.get("/a").await;
+    edge.get("/b").await;
+    assert_eq!(origin.hits("/a"), 2, "purged: the next GET is a miss");
+    assert_eq!(origin.hits("/b"), 1, "only what the purge names goes");
+    control
+        .wait_for_heartbeat("a heartbeat with applied_seq 1", |h| h.applied_seq == 1)
+        .await;
+    assert_eq!(
+        edge.metric("verge_control_applied_seq ").await.unwrap(),
+        "1"
+    );
+    assert_eq!(edge.metric("verge_control_connected ").await.unwrap(), "1");
+    assert_eq!(
+        edge.metric("verge_control_events_total{type=\"purge\"} ")
+            .await
+            .unwrap(),
+        "1"
+    );
+    assert_eq!(edge.metric("verge_purged_urls_total ").await.unwrap(), "1");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_routing_table_sets_the_shields_and_survives_control_going_away() {
+    let control = TestControl::start().await;
+    let origin = TinyServer::start("origin").await;
+    let shield = TinyServer::start("shield").await;
+    let edge = TestEdge::start(&control, &origin).await;
+    control.stream(0).await;
+    assert_eq!(edge.get("/before").await, "origin", "no shields yet");
+
+    let shields = vec![entry("s1", &format!("http://{}", shield.addr), 1, true)];
+    control
+        .send(
+            0,
+            &Event::Routing {
+                seq: 3,
+                table: table(7, shields),
+            },
+        )
+        .await;
+    // The first stream starts at the head the table names.
+    control.wait_for_ack(3).await;
+    assert_eq!(edge.get("/one").await, "shield");
+    assert_eq!(
+        edge.metric("verge_routing_table_version ").await.unwrap(),
+        "7"
+    );
+    control
+        .wait_for_heartbeat("a heartbeat with the table and shield health", |h| {
+            h.table_version == 7
+                && h.applied_seq == 3
+                && h.upstreams
+                    == [UpstreamHealth {
+                        id: "s1".to_string(),
+                        up: true,
+                    }]
+        })
+        .await;
+
+    // An unusable table is refused whole; the last good one stays.
+    let bad = vec![entry("s1", "ftp://nowhere", 1, true)];
+    control
+        .send(
+            0,
+            &Event::Routing {
+                seq: 3,
+                table: table(8, bad),
+            },
+        )
+        .await;
+    control.send(0, &purge(4, vec![edge.url("/x")])).await;
+    control.wait_for_ack(4).await;
+    assert_eq!(
+        edge.metric("verge_routing_table_version ").await.unwrap(),
+        "7"
+    );
+    assert_eq!(edge.get("/two").await, "shield");
+
+    // Control goes away: the node keeps serving with the table it has.
+    control.vanish();
+    edge.wait_for_metric("verge_control_connected ", "0").await;
+    assert_eq!(edge.get("/three").await, "shield");
+    assert_eq!(shield.hits("/three"), 1);
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn an_unhealthy_shield_leaves_the_ring() {
+    let control = TestControl::start().await;
+    let origin = TinyServer::start("origin").await;
+    let shield = TinyServer::start("shield").await;
+    let edge = TestEdge::start(&control, &origin).await;
+    control.stream(0).await;
+    let url = format!("http://{}", shield.addr);
+    for (version, healthy, expected) in [(1, true, "shield"), (2, false, "origin")] {
+        let shields = vec![entry("s1", &url, 1, healthy)];
+        control
+            .send(
+                0,
+                &Event::Routing {
+                    seq: 0,
+                    table: table(version, shields),
+                },
+            )
+            .await;
+        edge.wait_for_metric("verge_routing_table_version ", &version.to_string())
+            .await;
+        assert_eq!(
+            edge.get(&format!("/v{version}")).await,
+            expected,
+            "table {version}"
+        );
+    }
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_resync_drops_the_whole_cache() {
+    let control = TestControl::start().await;
+    let origin = TinyServer::start("origin").await;
+    let edge = TestEdge::start(&control, &origin).await;
+    control.stream(0).await;
+    edge.get("/r").await;
+    edge.get("/s").await;
+    edge.get("/r").await;
+    assert_eq!(origin.hits("/r"), 1);
+    control
+        .send(
+            0,
+            &Event::Resync {
+                seq: 10,
+                reason: "log truncated".to_string(),
+            },
+        )
+        .await;
+    control.wait_for_ack(10).await;
+    edge.get("/r").await;
+    edge.get("/s").await;
+    assert_eq!(origin.hits("/r"), 2);
+    assert_eq!(origin.hits("/s"), 2);
+    assert_eq!(
+        edge.metric("verge_control_applied_seq ").await.unwrap(),
+        "10"
+    );
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_and_gaps_reconnect_from_the_last_applied_purge() {
+    let control = TestControl::start().await;
+    let origin = TinyServer::start("origin").await;
+    let edge = TestEdge::start(&control, &origin).await;
+    assert_eq!(control.stream(0).await, None);
+    control.send(0, &purge(1, vec![edge.url("/a")])).await;
+    control.wait_for_ack(1).await;
+    // A replayed purge is skipped; the next one applies.
+    control.send(0, &purge(1, vec![edge.url("/a")])).await;
+    control.send(0, &purge(2, vec![edge.url("/a")])).await;
+    control.wait_for_ack(2).await;
+    assert_eq!(
+        edge.metric("verge_control_events_total{type=\"purge\"} ")
+            .await
+            .unwrap(),
+        "3"
+    );
+    assert_eq!(edge.metric("verge_purged_urls_total ").await.unwrap(), "0");
+
+    control.send_raw(0, b"this is not an event\n").await;
+    assert_eq!(control.stream(1).await, Some(2), "resumes after garbage");
+    assert_eq!(
+        edge.metric("verge_control_events_total{type=\"invalid\"} ")
+            .await
+            .unwrap(),
+        "1"
+    );
+
+    // Purge 5 without 3 and 4: they were lost, so the node asks again from 2.
+    control.send(1, &purge(5, vec![edge.url("/a")])).await;
+    assert_eq!(control.stream(2).await, Some(2), "resumes after a gap");
+    assert_eq!(
+        edge.metric("verge_control_applied_seq ").await.unwrap(),
+        "2"
+    );
+    assert_eq!(edge.metric("verge_control_head_seq ").await.unwrap(), "5");
+    assert_eq!(edge.metric("verge_control_lag ").await.unwrap(), "3");
+    for seq in 3..=5 {
+        control.send(2, &purge(seq, vec![edge.url("/a")])).await;
+    }
+    control.wait_for_ack(5).await;
+    assert_eq!(edge.metric("verge_control_lag ").await.unwrap(), "0");
+
+    // A line over the bound is garbage too, even before its newline.
+    let long = vec![b'x'; MAX_EVENT_LINE_BYTES + 1];
+    control.send_raw(2, &long).await;
+    assert_eq!(control.stream(3).await, Some(5));
+    let reconnects: u64 = edge
+        .metric("verge_control_reconnects_total ")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(reconnects >= 3, "{reconnects}");
+    edge.stop().await;
+}

@@ -1,0 +1,198 @@
+//! The edge's request-path errors, and the one place they become HTTP statuses.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// Who is at fault for a failed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Upstream,
+    Internal,
+}
+
+/// A request-path error. Cloneable because a fill's failure is shared with its followers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("loop detected: this request already passed through {node}")]
+    LoopDetected { node: String },
+    #[error("only-if-cached: nothing usable is stored for this request")]
+    NotCached,
+    #[error("method {method} is not allowed here")]
+    MethodNotAllowed { method: String },
+    #[error("cannot connect to upstream {upstream}: {reason}")]
+    UpstreamConnect { upstream: String, reason: String },
+    #[error("upstream {upstream} did not answer within {}ms", after.as_millis())]
+    UpstreamTimeout { upstream: String, after: Duration },
+    #[error("upstream {upstream} is saturated: all {limit} connections busy")]
+    UpstreamSaturated { upstream: String, limit: usize },
+    #[error("no origin shield could answer and origin fallback is off")]
+    NoShield,
+    #[error("upstream {upstream} failed: {reason}")]
+    UpstreamBroken { upstream: String, reason: String },
+}
+
+impl RequestError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RequestError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            RequestError::LoopDetected { .. } => StatusCode::LOOP_DETECTED,
+            RequestError::UpstreamConnect { .. } | RequestError::UpstreamBroken { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            RequestError::UpstreamTimeout { .. } | RequestError::NotCached => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            RequestError::UpstreamSaturated { .. } | RequestError::NoShield => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            RequestError::BadRequest(_)
+            | RequestError::MethodNotAllowed { .. }
+            | RequestError::NotCached
+            | RequestError::LoopDetected { .. } => Fault::Client,
+            RequestError::UpstreamConnect { .. }
+            | RequestError::UpstreamTimeout { .. }
+            | RequestError::UpstreamSaturated { .. }
+            | RequestError::NoShield
+            | RequestError::UpstreamBroken { .. } => Fault::Upstream,
+        }
+    }
+
+    /// Whether sending the same (idempotent) request again, elsewhere, may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.fault() == Fault::Upstream
+    }
+
+    /// What a client is told: the whole story for its own mistakes; for upstream failures, what
+    /// kind of failure it was, without naming internal addresses (those go to the log).
+    pub fn public_message(&self) -> String {
+        match self {
+            RequestError::UpstreamConnect { .. } => {
+                "bad gateway: could not connect to the upstream".into()
+            }
+            RequestError::UpstreamTimeout { after, .. } => {
+                format!(
+                    "gateway timeout: the upstream did not answer within {}ms",
+                    after.as_millis()
+                )
+            }
+            RequestError::UpstreamSaturated { limit, .. } => {
+                format!("service unavailable: all {limit} upstream connections are busy")
+            }
+            RequestError::UpstreamBroken { .. } => {
+                "bad gateway: the upstream's response was broken or incomplete".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// Short token for `Cache-Status` `detail` and for logs.
+    pub fn detail(&self) -> &'static str {
+        match self {
+            RequestError::BadRequest(_) => "bad-request",
+            RequestError::MethodNotAllowed { .. } => "method-not-allowed",
+            RequestError::UpstreamConnect { .. } => "upstream-connect-error",
+            RequestError::UpstreamTimeout { .. } => "upstream-timeout",
+            RequestError::UpstreamBroken { .. } => "upstream-error",
+            RequestError::NotCached => "only-if-cached",
+            RequestError::LoopDetected { .. } => "loop-detected",
+            RequestError::UpstreamSaturated { .. } => "upstream-saturated",
+            RequestError::NoShield => "no-shield",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_failures_do_not_name_internal_addresses_to_clients() {
+        let errors = [
+            RequestError::UpstreamConnect {
+                upstream: "http://10.1.2.3:8000".into(),
+                reason: "refused".into(),
+            },
+            RequestError::UpstreamBroken {
+                upstream: "http://10.1.2.3:8000".into(),
+                reason: "reset".into(),
+            },
+            RequestError::UpstreamTimeout {
+                upstream: "http://10.1.2.3:8000".into(),
+                after: Duration::from_secs(1),
+            },
+            RequestError::UpstreamSaturated {
+                upstream: "http://10.1.2.3:8000".into(),
+                limit: 4,
+            },
+        ];
+        for error in errors {
+            assert!(
+                error.to_string().contains("10.1.2.3"),
+                "the log keeps the address"
+            );
+            assert!(
+                !error.public_message().contains("10.1.2.3"),
+                "{}",
+                error.public_message()
+            );
+        }
+        assert_eq!(
+            RequestError::BadRequest("no Host").public_message(),
+            "bad request: no Host"
+        );
+    }
+
+    #[test]
+    fn statuses_and_faults() {
+        let up = || "o".to_string();
+        let cases = [
+            (RequestError::BadRequest("x"), 400, Fault::Client),
+            (
+                RequestError::MethodNotAllowed {
+                    method: "PURGE".into(),
+                },
+                405,
+                Fault::Client,
+            ),
+            (
+                RequestError::UpstreamConnect {
+                    upstream: up(),
+                    reason: "refused".into(),
+                },
+                502,
+                Fault::Upstream,
+            ),
+            (
+                RequestError::UpstreamBroken {
+                    upstream: up(),
+                    reason: "reset".into(),
+                },
+                502,
+                Fault::Upstream,
+            ),
+            (
+                RequestError::UpstreamTimeout {
+                    upstream: up(),
+                    after: Duration::from_secs(1),
+                },
+                504,
+                Fault::Upstream,
+            ),
+        ];
+        for (e, status, fault) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e}");
+            assert_eq!(e.fault(), fault, "{e}");
+            assert_eq!(e.is_retryable(), fault == Fault::Upstream);
+        }
+    }
+}

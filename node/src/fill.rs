@@ -1,0 +1,570 @@
+//! Fills: fetching from upstream (or revalidating a stored object), deciding whether to store,
+//! storing, and telling the followers of the fill what happened.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{
+    HeaderName, HeaderValue, AGE, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST,
+    IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, VIA,
+};
+use http::{response, HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Either, Empty};
+use hyper::body::Incoming;
+use verge_cache::policy::{self, AgeInputs};
+use verge_cache::purge::surrogate_keys;
+use verge_cache::{CacheControl, CachedObject, FillOutcome, FlightLeader, NotStorable, VaryKey};
+
+use crate::body::ResponseBody;
+use crate::error::RequestError;
+use crate::headers::{strip_cdn_only, strip_hop_by_hop, CacheStatus, CACHE_STATUS};
+use crate::metrics::{RequestOutcome, RevalidationResult, UpstreamResult};
+use crate::pipeline::{CachePipeline, RequestContext};
+use crate::upstream::{Upstream, UpstreamBody, UpstreamResponseBody};
+
+type Answer = Result<(Response<ResponseBody>, RequestOutcome), RequestError>;
+
+/// A response body read for storing: whole, or found too large part way through.
+enum BodyRead {
+    Complete(Bytes),
+    TooLarge {
+        prefix: Bytes,
+        rest: UpstreamResponseBody,
+    },
+}
+
+/// What a 304 (or validating HEAD) brings to a stored object, read before the fields meant
+/// for this cache were removed from its headers.
+struct Update<'a> {
+    headers: &'a HeaderMap,
+    cc: &'a CacheControl,
+    /// Surrogate keys, when the response carried `Surrogate-Key` or `Cache-Tag`.
+    tags: Option<Vec<Arc<str>>>,
+}
+
+/// The leader's duty to tell followers how the fill ended (a no-op for uncoalesced fills).
+struct Publisher(Option<FlightLeader<RequestError>>);
+
+impl Publisher {
+    fn publish(&mut self, outcome: FillOutcome<RequestError>) {
+        if let Some(leader) = self.0.take() {
+            leader.finish(outcome);
+        }
+    }
+
+    /// Lets followers retry from the start (they find nothing stored and fetch).
+    fn abandon(&mut self) {
+        self.0.take();
+    }
+
+    fn is_leading(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl<U: Upstream> CachePipeline<U> {
+    /// Fetches the object (conditionally when a stored one can be revalidated), stores it when
+    /// allowed, and answers the request. `stored` is the object the lookup found but could not
+    /// use; `fwd` says why the request went upstream.
+    pub(crate) async fn fill(
+        &self,
+        ctx: &RequestContext,
+        leader: Option<FlightLeader<RequestError>>,
+        stored: Option<Arc<CachedObject>>,
+        fwd: &'static str,
+    ) -> Result<(Response<ResponseBody>, RequestOutcome), RequestError> {
+        self.metrics.fills_in_flight.inc();
+        let result = self.fill_inner(ctx, Publisher(leader), stored, fwd).await;
+        self.metrics.fills_in_flight.dec();
+        result
+    }
+
+    async fn fill_inner(
+        &self,
+        ctx: &RequestContext,
+        mut publisher: Publisher,
+        stored: Option<Arc<CachedObject>>,
+        fwd: &'static str,
+    ) -> Answer {
+        let validatable = stored
+            .as_ref()
+            .filter(|s| policy::has_validator(&s.headers))
+            .cloned();
+        // A HEAD for a stored GET that needs revalidation is checked with a HEAD (§4.3.5).
+        let method = if ctx.head_only && validatable.is_some() {
+            Method::HEAD
+        } else {
+            Method::GET
+        };
+        let conditions = match (&method, &validatable) {
+            (&Method::GET, Some(s)) => policy::validators(&s.headers),
+            _ => Vec::new(),
+        };
+        let request_time = self.clock.now();
+        let request = self.fill_request(ctx, method.clone(), conditions);
+        let response = match self.send_upstream(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                publisher.publish(FillOutcome::Failed(error.clone()));
+                self.revalidated(validatable.is_some(), RevalidationResult::Error);
+                return self.stale_or_error(ctx, stored, error);
+            }
+        };
+        let response_time = self.clock.now();
+        let (mut head, body) = response.into_parts();
+        // Read before `prepare_response` removes the fields meant for this cache.
+        let cc = CacheControl::for_response(&head.headers);
+        let tags = surrogate_keys(&head.headers);
+        let carried_tags =
+            head.headers.contains_key("surrogate-key") || head.headers.contains_key("cache-tag");
+        self.prepare_response(&mut head);
+        let fwd_status = Some(head.status.as_u16());
+
+        if let Some(stale) = &validatable {
+            let confirmed = match method {
+                Method::HEAD => {
+                    head.status == StatusCode::OK
+                        && policy::has_validator(&head.headers)
+                        && policy::validates(&stale.headers, &head.headers)
+                }
+                _ => {
+                    head.status == StatusCode::NOT_MODIFIED
+                        && policy::validates(&stale.headers, &head.headers)
+                }
+            };
+            if confirmed {
+                self.revalidated(true, RevalidationResult::NotModified);
+                let times = (request_time, response_time);
+                let update = Update {
+                    headers: &head.headers,
+                    cc: &cc,
+                    tags: carried_tags.then(|| tags.clone()),
+                };
+                return Ok(self.freshen(
+                    ctx,
+                    &mut publisher,
+                    stale,
+                    update,
+                    times,
+                    fwd,
+                    fwd_status,
+                ));
+            }
+            if method == Method::HEAD {
+                // The stored GET no longer describes the resource; it cannot be kept.
+                // Followers fetch again; the URL is not marked as never storable.
+                self.store.remove(&ctx.key);
+                publisher.abandon();
+                self.revalidated(true, RevalidationResult::Modified);
+                let status = CacheStatus {
+                    fwd_status,
+                    ..CacheStatus::forwarded(fwd)
+                };
+                return Ok((
+                    self.streamed(ctx, head, ResponseBody::empty(), &status),
+                    RequestOutcome::Miss,
+                ));
+            }
+            if head.status != StatusCode::NOT_MODIFIED {
+                self.revalidated(true, RevalidationResult::Modified);
+            }
+        }
+        if head.status == StatusCode::NOT_MODIFIED {
+            // Only conditional fills are sent, and this 304 is not for what was stored.
+            let error = RequestError::UpstreamBroken {
+                upstream: self.upstream.name().to_string(),
+                reason: "answered 304 to a request it could not have matched".into(),
+            };
+            publisher.publish(FillOutcome::Failed(error.clone()));
+            return Err(error);
+        }
+        if is_error_status(head.status) {
+            if let Some(stale) = stored
+                .as_ref()
+                .filter(|s| s.may_serve_on_error(&ctx.directives, response_time))
+            {
+                let error = RequestError::UpstreamBroken {
+                    upstream: self.upstream.name().to_string(),
+                    reason: format!("answered {}", head.status),
+                };
+                publisher.publish(FillOutcome::Failed(error.clone()));
+                return self.stale_or_error(ctx, Some(Arc::clone(stale)), error);
+            }
+        }
+
+        let max_object = self.store.max_object_bytes();
+        let lifetime = policy::storability(
+            &Method::GET,
+            &ctx.parts.headers,
+            &ctx.directives,
+            head.status,
+            &head.headers,
+            &cc,
+            response_time,
+        )
+        .and_then(|lifetime| match content_length(&head.headers) {
+            Some(n) if n > max_object as u64 => Err(NotStorable::TooLarge),
+            _ => Ok(lifetime),
+        });
+        let lifetime = match lifetime {
+            Ok(lifetime) => lifetime,
+            Err(reason) => {
+                if stored.is_some() {
+                    self.store.remove(&ctx.key);
+                }
+                return Ok(self.pass_through(
+                    ctx,
+                    &mut publisher,
+                    head,
+                    ResponseBody::stream(Bytes::new(), body),
+                    reason,
+                    fwd,
+                ));
+            }
+        };
+        let bytes = match self.read_bounded(body, content_length(&head.headers)).await {
+            Ok(BodyRead::Complete(bytes)) => bytes,
+            Ok(BodyRead::TooLarge { prefix, rest }) => {
+                let body = ResponseBody::stream(prefix, rest);
+                return Ok(self.pass_through(
+                    ctx,
+                    &mut publisher,
+                    head,
+                    body,
+                    NotStorable::TooLarge,
+                    fwd,
+                ));
+            }
+            Err(error) => {
+                publisher.publish(FillOutcome::Failed(error.clone()));
+                return self.stale_or_error(ctx, stored, error);
+            }
+        };
+        let corrected_initial_age =
+            AgeInputs::from_headers(&head.headers, request_time, response_time)
+                .corrected_initial_age();
+        head.headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        let object = Arc::new(CachedObject {
+            status: head.status,
+            vary: VaryKey::new(&head.headers, &ctx.parts.headers),
+            headers: stored_headers(&head.headers, &cc),
+            body: bytes,
+            response_time,
+            corrected_initial_age,
+            freshness_lifetime: lifetime,
+            cc,
+            surrogate_keys: tags,
+        });
+        let stored = self.store.insert(ctx.key.clone(), Arc::clone(&object));
+        if !publisher.is_leading() && stored {
+            self.flights.forget(&ctx.key);
+        }
+        let response = self.answer_stored(ctx, &mut publisher, &object, stored, (fwd, fwd_status));
+        Ok((response, RequestOutcome::Miss))
+    }
+
+    /// Tells the followers about the object and answers from it.
+    fn answer_stored(
+        &self,
+        ctx: &RequestContext,
+        publisher: &mut Publisher,
+        object: &Arc<CachedObject>,
+        stored: bool,
+        (fwd, fwd_status): (&'static str, Option<u16>),
+    ) -> Response<ResponseBody> {
+        publisher.publish(FillOutcome::Stored(Arc::clone(object)));
+        let status = CacheStatus {
+            fwd_status,
+            stored,
+            ..CacheStatus::forwarded(fwd)
+        };
+        self.respond_from_cache(ctx, object, status, self.clock.now())
+    }
+
+    /// A 304 (or matching HEAD) confirmed the stored object: update its headers and freshness
+    /// (RFC 9111 §3.2, §4.3.4) and answer from it.
+    #[allow(clippy::too_many_arguments)]
+    fn freshen(
+        &self,
+        ctx: &RequestContext,
+        publisher: &mut Publisher,
+        stale: &CachedObject,
+        update: Update<'_>,
+        (request_time, response_time): (SystemTime, SystemTime),
+        fwd: &'static str,
+        fwd_status: Option<u16>,
+    ) -> (Response<ResponseBody>, RequestOutcome) {
+        let merged = policy::freshen_headers(&stale.headers, update.headers);
+        // CDN-targeted directives are not kept in the stored headers (clients never see them), so
+        // the ones in force carry over unless the 304 sent new ones.
+        let cc = if update.cc.from_cdn_field {
+            update.cc.clone()
+        } else if stale.cc.from_cdn_field {
+            stale.cc.clone()
+        } else {
+            CacheControl::for_response(&merged)
+        };
+        let tags = update.tags.unwrap_or_else(|| stale.surrogate_keys.clone());
+        let update = update.headers;
+        let lifetime = policy::storability(
+            &Method::GET,
+            &ctx.parts.headers,
+            &ctx.directives,
+            stale.status,
+            &merged,
+            &cc,
+            response_time,
+        );
+        let object = Arc::new(CachedObject {
+            status: stale.status,
+            headers: stored_headers(&merged, &cc),
+            body: stale.body.clone(),
+            response_time,
+            corrected_initial_age: AgeInputs::from_headers(update, request_time, response_time)
+                .corrected_initial_age(),
+            freshness_lifetime: lifetime.unwrap_or_default(),
+            vary: stale.vary.clone(),
+            cc,
+            surrogate_keys: tags,
+        });
+        let stored = match lifetime {
+            Ok(_) => self.store.insert(ctx.key.clone(), Arc::clone(&object)),
+            Err(_) => {
+                self.store.remove(&ctx.key);
+                false
+            }
+        };
+        let response = self.answer_stored(ctx, publisher, &object, stored, (fwd, fwd_status));
+        (response, RequestOutcome::Revalidated)
+    }
+
+    /// A response that is not stored goes to the client as it streams in; followers fetch for
+    /// themselves.
+    fn pass_through(
+        &self,
+        ctx: &RequestContext,
+        publisher: &mut Publisher,
+        head: response::Parts,
+        body: ResponseBody,
+        reason: NotStorable,
+        fwd: &'static str,
+    ) -> (Response<ResponseBody>, RequestOutcome) {
+        self.metrics.not_stored(reason.as_str());
+        publisher.publish(FillOutcome::NotStorable);
+        let status = CacheStatus {
+            fwd_status: Some(head.status.as_u16()),
+            detail: Some(reason.as_str()),
+            ..CacheStatus::forwarded(fwd)
+        };
+        (
+            self.streamed(ctx, head, body, &status),
+            RequestOutcome::Miss,
+        )
+    }
+
+    /// Methods the cache does not handle: forwarded with their bodies, answered as streamed.
+    pub(crate) async fn pass(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Response<ResponseBody>, RequestError> {
+        let (mut parts, body) = request.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        self.add_forwarding_headers(&mut parts.headers, &parts.uri, client);
+        parts.version = Version::HTTP_11;
+        let response = self
+            .send_upstream(Request::from_parts(parts, Either::Right(body)))
+            .await?;
+        let (mut head, body) = response.into_parts();
+        self.prepare_response(&mut head);
+        let status = CacheStatus {
+            fwd_status: Some(head.status.as_u16()),
+            ..CacheStatus::forwarded("bypass")
+        };
+        let mut response = Response::from_parts(head, ResponseBody::stream(Bytes::new(), body));
+        let entry = status.render_after(self.cache_name, response.headers().get(&CACHE_STATUS));
+        response.headers_mut().insert(CACHE_STATUS.clone(), entry);
+        Ok(response)
+    }
+
+    /// The request a fill sends: the client's request without its own conditions and ranges
+    /// (the cache wants the whole representation), plus the cache's validators if any.
+    fn fill_request(
+        &self,
+        ctx: &RequestContext,
+        method: Method,
+        conditions: Vec<(HeaderName, HeaderValue)>,
+    ) -> Request<UpstreamBody> {
+        let mut headers = ctx.parts.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        // The fill sends no content, so nothing that describes the client's content either.
+        for name in [
+            IF_NONE_MATCH,
+            IF_MODIFIED_SINCE,
+            IF_MATCH,
+            IF_UNMODIFIED_SINCE,
+            IF_RANGE,
+            RANGE,
+            CONTENT_LENGTH,
+            CONTENT_TYPE,
+            CONTENT_ENCODING,
+            EXPECT,
+        ] {
+            headers.remove(name);
+        }
+        for (name, value) in conditions {
+            headers.insert(name, value);
+        }
+        self.add_forwarding_headers(&mut headers, &ctx.parts.uri, ctx.client);
+        let mut request = Request::new(Either::Left(Empty::new()));
+        *request.method_mut() = method;
+        *request.uri_mut() = ctx.parts.uri.clone();
+        *request.headers_mut() = headers;
+        request
+    }
+
+    fn add_forwarding_headers(&self, headers: &mut HeaderMap, uri: &http::Uri, client: SocketAddr) {
+        if !headers.contains_key(HOST) {
+            // HTTP/2 requests carry the host in :authority.
+            if let Some(value) = uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                headers.insert(HOST, value);
+            }
+        }
+        headers.append(VIA, self.via.clone());
+        if let Ok(ip) = HeaderValue::from_str(&client.ip().to_string()) {
+            headers.append("x-forwarded-for", ip);
+        }
+    }
+
+    /// Readies an upstream response head for the client: our HTTP version, not the upstream's;
+    /// hop-by-hop and CDN-only fields removed; this node added to `Via`.
+    fn prepare_response(&self, head: &mut response::Parts) {
+        head.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut head.headers);
+        strip_cdn_only(&mut head.headers);
+        head.headers.append(VIA, self.via.clone());
+    }
+
+    async fn send_upstream(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<UpstreamResponseBody>, RequestError> {
+        let started = std::time::Instant::now();
+        let result = self.upstream.send(request).await;
+        let label = match &result {
+            Ok(_) => UpstreamResult::Ok,
+            Err(RequestError::UpstreamConnect { .. }) => UpstreamResult::ConnectError,
+            Err(RequestError::UpstreamTimeout { .. }) => UpstreamResult::Timeout,
+            Err(RequestError::UpstreamSaturated { .. }) => UpstreamResult::Saturated,
+            Err(_) => UpstreamResult::Error,
+        };
+        self.metrics.observe_upstream(label, started.elapsed());
+        result
+    }
+
+    fn revalidated(&self, validating: bool, result: RevalidationResult) {
+        if validating {
+            self.metrics.revalidation(result);
+        }
+    }
+
+    /// Reads a body to store it, up to the per-object bound; past the bound, hands back what was
+    /// read and the rest of the stream so the client still gets the whole response.
+    async fn read_bounded(
+        &self,
+        mut body: UpstreamResponseBody,
+        expected: Option<u64>,
+    ) -> Result<BodyRead, RequestError> {
+        let max = self.store.max_object_bytes();
+        let capacity = expected.map_or(0, |n| n.min(max as u64) as usize);
+        let mut buffer = BytesMut::with_capacity(capacity);
+        let idle = self.upstream.body_idle_timeout();
+        loop {
+            let frame = match tokio::time::timeout(idle, body.frame()).await {
+                Err(_) => {
+                    return Err(RequestError::UpstreamTimeout {
+                        upstream: self.upstream.name().to_string(),
+                        after: idle,
+                    })
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    return Err(RequestError::UpstreamBroken {
+                        upstream: self.upstream.name().to_string(),
+                        reason: format!("response body: {e}"),
+                    })
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                buffer.extend_from_slice(&data);
+                if buffer.len() > max {
+                    return Ok(BodyRead::TooLarge {
+                        prefix: buffer.freeze(),
+                        rest: body,
+                    });
+                }
+            }
+        }
+        Ok(BodyRead::Complete(buffer.freeze()))
+    }
+}
+
+/// 5xx statuses that count as an upstream error for stale-if-error (RFC 5861 §4).
+fn is_error_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
+
+/// The headers kept with a stored object: without the fields `private="…"` and `no-cache="…"`
+/// name, and with `Age` and `Cache-Status` placeholders that every response from cache overwrites
+/// in place. The values are copied into one block of their own: a slice of the upstream
+/// connection's read buffer would keep that whole buffer alive, and one shared block makes
+/// cloning them for every hit touch one reference count instead of one per field.
+fn stored_headers(headers: &HeaderMap, cc: &CacheControl) -> HeaderMap {
+    let kept = |name: &HeaderName| {
+        name != AGE
+            && name != CACHE_STATUS
+            && !cc
+                .private_fields
+                .iter()
+                .chain(&cc.no_cache_fields)
+                .any(|f| f == name.as_str())
+    };
+    let mut block = BytesMut::with_capacity(headers.values().map(HeaderValue::len).sum());
+    for (name, value) in headers {
+        if kept(name) {
+            block.extend_from_slice(value.as_bytes());
+        }
+    }
+    let block = block.freeze();
+    let mut out = HeaderMap::with_capacity(headers.len() + 2);
+    let mut at = 0;
+    for (name, value) in headers.iter().filter(|(name, _)| kept(name)) {
+        let slice = block.slice(at..at + value.len());
+        at += value.len();
+        let mut copy = HeaderValue::from_maybe_shared(slice).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        out.append(name.clone(), copy);
+    }
+    out.insert(AGE, HeaderValue::from_static("0"));
+    // Upstream caches' entries, which ours is appended to; empty when there are none.
+    let upstream_entries = headers
+        .get(&CACHE_STATUS)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static(""));
+    out.insert(CACHE_STATUS.clone(), upstream_entries);
+    out
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}

@@ -1,0 +1,386 @@
+//! The edge request pipeline: validate → cache key → lookup → (single-flight) fill → store →
+//! respond. [`CachePipeline::handle`] never fails; errors become responses in one place.
+//!
+//! The steps live in three files: this one reads the request path top to bottom; `fill.rs`
+//! fetches, revalidates and stores; `respond.rs` turns a stored object into the answer the
+//! request asked for (304, 206, 416 or the whole object).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use http::header::{HeaderValue, CONNECTION, CONTENT_LOCATION, CONTENT_TYPE, HOST, LOCATION};
+use http::{request, HeaderMap, Method, Request, Response, Version};
+use hyper::body::Incoming;
+use verge_cache::policy::{RequestDirectives, Reuse};
+use verge_cache::store::Lookup;
+use verge_cache::{CacheKey, CacheStore, CachedObject, Clock, FillOutcome, Flights, Join};
+
+use crate::body::ResponseBody;
+use crate::error::{Fault, RequestError};
+use crate::headers::{CacheStatus, CACHE_STATUS};
+use crate::metrics::{NodeMetrics, RequestOutcome};
+use crate::server::Handler;
+use crate::upstream::Upstream;
+
+/// A follower whose leader gave up joins again at most this many times before fetching alone.
+const MAX_FLIGHT_JOINS: usize = 3;
+
+/// What a request carries through the pipeline.
+pub(crate) struct RequestContext {
+    pub(crate) key: CacheKey,
+    /// HEAD: answered from a stored GET, without a body.
+    pub(crate) head_only: bool,
+    pub(crate) parts: request::Parts,
+    pub(crate) client: SocketAddr,
+    pub(crate) directives: RequestDirectives,
+}
+
+/// Who this pipeline is, in the headers it adds.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineIdentity<'a> {
+    /// This node's id, its entry in `Via`.
+    pub node_id: &'a str,
+    /// This cache's name in `Cache-Status` (`verge-edge`, `verge-shield`).
+    pub cache_name: &'static str,
+}
+
+/// Limits the pipeline applies per request.
+#[derive(Debug, Clone)]
+pub struct PipelineLimits {
+    /// Byte ranges served in one 206; more are answered with the whole object.
+    pub max_ranges: usize,
+}
+
+/// Everything one cache node needs to answer requests; shared by all connections.
+pub struct CachePipeline<U> {
+    pub(crate) store: CacheStore,
+    pub(crate) flights: Arc<Flights<RequestError>>,
+    pub(crate) upstream: U,
+    pub(crate) metrics: NodeMetrics,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) limits: PipelineLimits,
+    /// This cache's name in `Cache-Status`.
+    pub(crate) cache_name: &'static str,
+    /// This node's entry in `Via`.
+    pub(crate) via: HeaderValue,
+    /// This node's id, as it appears in `Via`.
+    pub(crate) node_id: String,
+    /// A handle on this pipeline for background refreshes (stale-while-revalidate).
+    pub(crate) me: Weak<CachePipeline<U>>,
+}
+
+impl<U: Upstream> CachePipeline<U> {
+    pub fn new(
+        store: CacheStore,
+        flights: Arc<Flights<RequestError>>,
+        upstream: U,
+        metrics: NodeMetrics,
+        clock: Arc<dyn Clock>,
+        identity: PipelineIdentity<'_>,
+        limits: PipelineLimits,
+    ) -> Arc<CachePipeline<U>> {
+        let PipelineIdentity {
+            node_id,
+            cache_name,
+        } = identity;
+        let via = HeaderValue::from_str(&format!("1.1 {node_id}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("1.1 verge"));
+        Arc::new_cyclic(|me| CachePipeline {
+            store,
+            flights,
+            upstream,
+            metrics,
+            clock,
+            limits,
+            cache_name,
+            via,
+            node_id: node_id.to_string(),
+            me: me.clone(),
+        })
+    }
+
+    /// Answers one client request. Never fails: errors are turned into responses here.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let version = request.version();
+        let (response, outcome) = match self.try_handle(request, client).await {
+            Ok(answer) => answer,
+            Err(error) => (self.error_response(&error, version), RequestOutcome::Error),
+        };
+        self.metrics
+            .observe_request(outcome, response.status(), started.elapsed());
+        response
+    }
+
+    async fn try_handle(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<(Response<ResponseBody>, RequestOutcome), RequestError> {
+        let method = request.method();
+        if method == Method::CONNECT || method.as_str() == "PURGE" {
+            return Err(RequestError::MethodNotAllowed {
+                method: method.to_string(),
+            });
+        }
+        let key = CacheKey::for_request("http", request.uri(), request.headers())
+            .map_err(|e| RequestError::BadRequest(e.message()))?;
+        if self.already_passed(request.headers()) {
+            return Err(RequestError::LoopDetected {
+                node: self.node_id.clone(),
+            });
+        }
+        if method != Method::GET && method != Method::HEAD {
+            let is_unsafe = !matches!(*method, Method::OPTIONS | Method::TRACE);
+            let site = site_of(request.uri(), request.headers());
+            let response = self.pass(request, client).await?;
+            let status = response.status();
+            if is_unsafe && (status.is_success() || status.is_redirection()) {
+                self.invalidate_after_unsafe(&key, site.as_deref(), response.headers());
+            }
+            return Ok((response, RequestOutcome::Pass));
+        }
+        let (parts, _body) = request.into_parts();
+        let ctx = RequestContext {
+            key,
+            head_only: parts.method == Method::HEAD,
+            directives: RequestDirectives::from_headers(&parts.headers),
+            parts,
+            client,
+        };
+        self.serve_cacheable(&ctx).await
+    }
+
+    /// GET and HEAD: from cache when the stored object may answer, else through one fill per key.
+    async fn serve_cacheable(
+        &self,
+        ctx: &RequestContext,
+    ) -> Result<(Response<ResponseBody>, RequestOutcome), RequestError> {
+        let mut joins = 0;
+        loop {
+            let now = self.clock.now();
+            let (stored, fwd) = match self.store.lookup(&ctx.key, &ctx.parts.headers) {
+                Lookup::Found(object) => match object.reuse(&ctx.directives, now) {
+                    Reuse::Fresh => {
+                        let response =
+                            self.respond_from_cache(ctx, &object, CacheStatus::hit(), now);
+                        return Ok((response, RequestOutcome::Hit));
+                    }
+                    Reuse::StaleAccepted => {
+                        let status = CacheStatus::stale_hit("max-stale");
+                        return Ok((
+                            self.respond_from_cache(ctx, &object, status, now),
+                            RequestOutcome::Stale,
+                        ));
+                    }
+                    Reuse::StaleWhileRevalidate => {
+                        self.refresh_in_background(ctx, &object);
+                        let status = CacheStatus::stale_hit("stale-while-revalidate");
+                        return Ok((
+                            self.respond_from_cache(ctx, &object, status, now),
+                            RequestOutcome::Stale,
+                        ));
+                    }
+                    Reuse::Revalidate if object.is_fresh(now) => (Some(object), "request"),
+                    Reuse::Revalidate => (Some(object), "stale"),
+                },
+                Lookup::VaryMiss => (None, "vary-miss"),
+                Lookup::UriMiss => (None, "uri-miss"),
+            };
+            if ctx.directives.only_if_cached {
+                return Err(RequestError::NotCached);
+            }
+            joins += 1;
+            if joins > MAX_FLIGHT_JOINS {
+                return self.fill(ctx, None, stored, fwd).await;
+            }
+            match self.flights.join(&ctx.key) {
+                Join::Leader(leader) => return self.fill(ctx, Some(leader), stored, fwd).await,
+                Join::Follower(follower) => {
+                    self.metrics.coalesced.inc();
+                    match follower.wait().await {
+                        FillOutcome::Stored(object) if self.may_share(ctx, &object) => {
+                            let status = CacheStatus {
+                                collapsed: true,
+                                ..CacheStatus::forwarded(fwd)
+                            };
+                            let response =
+                                self.respond_from_cache(ctx, &object, status, self.clock.now());
+                            return Ok((response, RequestOutcome::Coalesced));
+                        }
+                        FillOutcome::Stored(_) | FillOutcome::NotStorable => {
+                            return self.fill(ctx, None, stored, fwd).await
+                        }
+                        FillOutcome::Failed(error) => {
+                            return self.stale_or_error(ctx, stored, error)
+                        }
+                        FillOutcome::Abandoned => continue,
+                    }
+                }
+                Join::Uncoalesced => return self.fill(ctx, None, stored, fwd).await,
+            }
+        }
+    }
+
+    /// Whether this node already appears in the request's `Via` (a routing loop between tiers).
+    fn already_passed(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get_all(http::header::VIA)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|hop| hop.split_whitespace().nth(1))
+            .any(|received_by| received_by == self.node_id)
+    }
+
+    /// Whether a follower may answer with the object its leader stored.
+    fn may_share(&self, ctx: &RequestContext, object: &CachedObject) -> bool {
+        object.vary.matches(&ctx.parts.headers)
+            && matches!(
+                object.reuse(&ctx.directives, self.clock.now()),
+                Reuse::Fresh | Reuse::StaleAccepted
+            )
+    }
+
+    /// Refreshes a stale object once, off the request path (stale-while-revalidate).
+    fn refresh_in_background(&self, ctx: &RequestContext, stale: &Arc<CachedObject>) {
+        let Join::Leader(leader) = self.flights.join(&ctx.key) else {
+            return; // a fill for this key is already running
+        };
+        let Some(me) = self.me.upgrade() else { return };
+        let mut parts = ctx.parts.clone();
+        parts.method = Method::GET;
+        let background = RequestContext {
+            key: ctx.key.clone(),
+            head_only: false,
+            directives: RequestDirectives::default(),
+            parts,
+            client: ctx.client,
+        };
+        let stale = Arc::clone(stale);
+        tokio::spawn(async move {
+            let fwd = "stale";
+            if let Err(error) = me.fill(&background, Some(leader), Some(stale), fwd).await {
+                tracing::debug!(%error, key = %background.key, "background refresh failed");
+            }
+        });
+    }
+
+    /// Serves a stale object in place of an upstream failure when stale-if-error allows it.
+    pub(crate) fn stale_or_error(
+        &self,
+        ctx: &RequestContext,
+        stored: Option<Arc<CachedObject>>,
+        error: RequestError,
+    ) -> Result<(Response<ResponseBody>, RequestOutcome), RequestError> {
+        let now = self.clock.now();
+        match stored {
+            Some(object) if object.may_serve_on_error(&ctx.directives, now) => {
+                tracing::info!(%error, key = %ctx.key, "upstream failed; serving stale");
+                let status = CacheStatus {
+                    fwd: Some("stale"),
+                    ..CacheStatus::stale_hit("stale-if-error")
+                };
+                Ok((
+                    self.respond_from_cache(ctx, &object, status, now),
+                    RequestOutcome::Stale,
+                ))
+            }
+            _ => Err(error),
+        }
+    }
+
+    /// RFC 9111 §4.4: a successful unsafe request invalidates its target and the same-site
+    /// URLs in `Location` and `Content-Location`.
+    fn invalidate_after_unsafe(&self, key: &CacheKey, site: Option<&str>, response: &HeaderMap) {
+        self.store.remove(key);
+        self.flights.forget(key);
+        let Some(site) = site else { return };
+        for name in [LOCATION, CONTENT_LOCATION] {
+            let Some(target) = response.get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            let Ok(uri) = target.parse::<http::Uri>() else {
+                continue;
+            };
+            let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let same_site = match uri.authority() {
+                Some(authority) => {
+                    uri.scheme_str().is_none_or(|s| s == "http")
+                        && CacheKey::from_parts("http", authority.as_str(), "/")
+                            == CacheKey::from_parts("http", site, "/")
+                }
+                None => path.starts_with('/'),
+            };
+            if same_site {
+                let target = CacheKey::from_parts("http", site, path);
+                self.store.remove(&target);
+                self.flights.forget(&target);
+            }
+        }
+    }
+
+    /// The one place an error becomes a response.
+    fn error_response(&self, error: &RequestError, version: Version) -> Response<ResponseBody> {
+        let status = match error.fault() {
+            Fault::Client => {
+                tracing::debug!(%error, "rejected request");
+                CacheStatus {
+                    detail: Some(error.detail()),
+                    ..CacheStatus::default()
+                }
+            }
+            Fault::Upstream | Fault::Internal => {
+                tracing::warn!(%error, "request failed");
+                CacheStatus {
+                    detail: Some(error.detail()),
+                    ..CacheStatus::forwarded("miss")
+                }
+            }
+        };
+        let mut response =
+            Response::new(ResponseBody::full(format!("{}\n", error.public_message())));
+        *response.status_mut() = error.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(CACHE_STATUS.clone(), status.render(self.cache_name));
+        if let RequestError::MethodNotAllowed { .. } = error {
+            headers.insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        if error.fault() == Fault::Client && version <= Version::HTTP_11 {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+impl<U: Upstream> Handler for CachePipeline<U> {
+    async fn handle(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ResponseBody> {
+        CachePipeline::handle(self, request, client).await
+    }
+}
+
+/// The request's host[:port], for same-site checks.
+fn site_of(uri: &http::Uri, headers: &HeaderMap) -> Option<String> {
+    uri.authority().map(|a| a.as_str().to_string()).or_else(|| {
+        headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+    })
+}

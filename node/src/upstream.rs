@@ -1,0 +1,354 @@
+//! Where misses go. [`Upstream`] is the hop boundary: the edge's upstream is its origin or a
+//! shield ring, and a shield's is an origin pool. [`OriginUpstream`] is the client of one
+//! server, over HTTP or HTTPS ([`crate::tls::client`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus::IntGauge;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use verge_config::wire::{RoutingTable, UpstreamHealth};
+use verge_config::{OriginUrl, UpstreamConfig};
+
+use crate::error::RequestError;
+use crate::tls::client::{self, UpstreamConnector};
+
+/// A request body sent upstream: nothing (cache fills) or the client's body streamed through.
+pub type UpstreamBody = Either<Empty<Bytes>, Incoming>;
+
+/// An upstream response's body. It holds its connection's slot until it ends or is dropped,
+/// so the connection limit counts responses still streaming.
+pub struct UpstreamResponseBody {
+    inner: Incoming,
+    slot: Option<Slot>,
+}
+
+impl UpstreamResponseBody {
+    pub fn new(inner: Incoming) -> UpstreamResponseBody {
+        UpstreamResponseBody { inner, slot: None }
+    }
+}
+
+impl Body for UpstreamResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.slot = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// One of an upstream's connection slots, counted in a gauge while held.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    in_use: IntGauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.in_use.dec();
+    }
+}
+
+/// One hop towards the origin.
+pub trait Upstream: Send + Sync + 'static {
+    /// Sends a request whose URI is origin-form (path and query); the upstream picks the server.
+    fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> impl Future<Output = Result<Response<UpstreamResponseBody>, RequestError>> + Send;
+
+    /// How long a response body may stall between chunks before the fill is abandoned.
+    fn body_idle_timeout(&self) -> Duration;
+
+    /// Names the upstream in errors and logs.
+    fn name(&self) -> &str;
+
+    /// Takes in a routing table pushed by the control plane. On error the upstream keeps
+    /// routing as before. Upstreams a table says nothing about ignore it.
+    fn apply_routing(&self, _table: &RoutingTable) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The servers this upstream sends traffic to and whether each is up now, for heartbeats.
+    fn health(&self) -> Vec<UpstreamHealth> {
+        Vec::new()
+    }
+}
+
+/// A single origin server (or shield) reached over a pooled client: HTTP/1.1 in the clear for
+/// `http://`, TLS for `https://` with HTTP/2 when the server picks it by ALPN.
+pub struct OriginUpstream {
+    client: UpstreamClient,
+    origin: OriginUrl,
+    name: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    /// Bounds requests (and so connections) open to the origin at once.
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    in_use: IntGauge,
+}
+
+/// The pooled client: plain TCP when no TLS is configured, else TCP plus TLS for `https` URIs
+/// (which still reaches `http` URIs in the clear).
+enum UpstreamClient {
+    Plain(Client<HttpConnector, UpstreamBody>),
+    Tls(Client<UpstreamConnector, UpstreamBody>),
+}
+
+impl UpstreamClient {
+    fn request(&self, request: Request<UpstreamBody>) -> ResponseFuture {
+        match self {
+            UpstreamClient::Plain(client) => client.request(request),
+            UpstreamClient::Tls(client) => client.request(request),
+        }
+    }
+}
+
+/// Locally reset HTTP/2 streams remembered so that the peer's late frames on them are not a
+/// protocol error (fills abandoned by their clients reset streams).
+const H2_MAX_CONCURRENT_RESET_STREAMS: usize = 64;
+
+/// HTTP/2 streams reset because of the upstream's protocol errors before the connection is
+/// closed.
+const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+
+impl OriginUpstream {
+    /// A client for a plain `http://` origin; `in_use` counts the connection slots taken. An
+    /// `https://` origin needs [`OriginUpstream::with_tls`]: here each request would fail (502).
+    pub fn new(config: &UpstreamConfig, in_use: IntGauge) -> OriginUpstream {
+        OriginUpstream::with_tls(config, None, in_use)
+    }
+
+    /// A client for `config.origin`, reaching `https://` origins with `tls` (built once per
+    /// upstream table by [`crate::tls::client::client_config`] and shared). SNI and the
+    /// certificate check use `config.tls.server_name` when set, else the URL's host.
+    pub fn with_tls(
+        config: &UpstreamConfig,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        in_use: IntGauge,
+    ) -> OriginUpstream {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        connector.set_local_address(config.source_address);
+        connector.enforce_http(true);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(config.idle_timeout)
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            // HTTP/2, on connections where the upstream chose it by ALPN. No pings: idle
+            // connections are closed by `idle_timeout` and requests are bounded by
+            // `response_timeout`. Flow-control windows stay hyper's (5 MiB per connection,
+            // 2 MiB per stream), fixed rather than adaptive.
+            .http2_keep_alive_interval(None)
+            .http2_adaptive_window(false)
+            .http2_max_concurrent_reset_streams(H2_MAX_CONCURRENT_RESET_STREAMS)
+            .http2_max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS);
+        let client = match tls {
+            None => UpstreamClient::Plain(builder.build(connector)),
+            Some(tls) => UpstreamClient::Tls(builder.build(client::connector(
+                connector,
+                tls,
+                &config.origin,
+                config.tls.server_name.as_deref(),
+            ))),
+        };
+        OriginUpstream {
+            client,
+            name: config.origin.to_string(),
+            origin: config.origin.clone(),
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.response_timeout,
+            slots: Arc::new(Semaphore::new(config.max_connections)),
+            max_connections: config.max_connections,
+            in_use,
+        }
+    }
+
+    /// Waits up to the connect timeout for a free connection slot.
+    async fn slot(&self) -> Result<Slot, RequestError> {
+        let acquire = Arc::clone(&self.slots).acquire_owned();
+        match tokio::time::timeout(self.connect_timeout, acquire).await {
+            Ok(Ok(permit)) => {
+                self.in_use.inc();
+                Ok(Slot {
+                    _permit: permit,
+                    in_use: self.in_use.clone(),
+                })
+            }
+            _ => Err(RequestError::UpstreamSaturated {
+                upstream: self.name.clone(),
+                limit: self.max_connections,
+            }),
+        }
+    }
+
+    fn classify(&self, error: hyper_util::client::legacy::Error) -> RequestError {
+        let upstream = self.name.clone();
+        let reason = match client::tls_failure(&error) {
+            Some(tls) => format!("TLS: {tls}"),
+            None => root_cause(&error),
+        };
+        if error.is_connect() {
+            if timed_out(&error) {
+                return RequestError::UpstreamTimeout {
+                    upstream,
+                    after: self.connect_timeout,
+                };
+            }
+            return RequestError::UpstreamConnect { upstream, reason };
+        }
+        RequestError::UpstreamBroken { upstream, reason }
+    }
+}
+
+impl Upstream for OriginUpstream {
+    async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<UpstreamResponseBody>, RequestError> {
+        if self.origin.scheme == Scheme::HTTPS && matches!(self.client, UpstreamClient::Plain(_)) {
+            return Err(RequestError::UpstreamConnect {
+                upstream: self.name.clone(),
+                reason: "an https upstream, but no TLS client configuration".into(),
+            });
+        }
+        let slot = self.slot().await?;
+        let (mut parts, body) = request.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // Over TLS the request names the client's host (HTTP/2 sends it as `:authority`); the
+        // connector takes every connection to the origin anyway.
+        let authority = match &self.client {
+            UpstreamClient::Tls(_) if self.origin.scheme == Scheme::HTTPS => {
+                host_authority(&parts.headers).unwrap_or_else(|| self.origin.authority.clone())
+            }
+            _ => self.origin.authority.clone(),
+        };
+        parts.uri = Uri::builder()
+            .scheme(self.origin.scheme.clone())
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|e| RequestError::UpstreamBroken {
+                upstream: self.name.clone(),
+                reason: format!("cannot build request URI: {e}"),
+            })?;
+        let request = Request::from_parts(parts, body);
+        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+            Err(_) => Err(RequestError::UpstreamTimeout {
+                upstream: self.name.clone(),
+                after: self.response_timeout,
+            }),
+            Ok(Err(e)) => Err(self.classify(e)),
+            Ok(Ok(response)) => Ok(response.map(|inner| UpstreamResponseBody {
+                inner,
+                slot: Some(slot),
+            })),
+        }
+    }
+
+    fn body_idle_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The request's one `Host`, when it is a valid authority without user info.
+fn host_authority(headers: &http::HeaderMap) -> Option<Authority> {
+    let mut hosts = headers.get_all(HOST).iter();
+    let host = hosts.next()?;
+    if hosts.next().is_some() {
+        return None;
+    }
+    let host = host.to_str().ok()?;
+    if host.contains('@') {
+        return None;
+    }
+    host.parse().ok()
+}
+
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+/// A shared upstream is an upstream: roles that also run background work on theirs (health
+/// checks) keep one handle and give the pipeline another.
+impl<T: Upstream> Upstream for Arc<T> {
+    fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> impl Future<Output = Result<Response<UpstreamResponseBody>, RequestError>> + Send {
+        T::send(self, request)
+    }
+
+    fn body_idle_timeout(&self) -> Duration {
+        T::body_idle_timeout(self)
+    }
+
+    fn name(&self) -> &str {
+        T::name(self)
+    }
+
+    fn apply_routing(&self, table: &RoutingTable) -> Result<(), String> {
+        T::apply_routing(self, table)
+    }
+
+    fn health(&self) -> Vec<UpstreamHealth> {
+        T::health(self)
+    }
+}

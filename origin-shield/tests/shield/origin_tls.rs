@@ -1,0 +1,239 @@
+//! A shield's pool over `https://` origin servers (`[origin.tls]`): fetched over TLS, a named
+//! server verified by its host name while the connection goes to the address DNS gave, and
+//! unusable TLS files refused at start. HTTPS fake origins on `127.0.0.1:0`, certificates from
+//! a test CA.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::{Request, StatusCode, Version};
+use http_body_util::{BodyExt, Either, Empty};
+use hyper_util::rt::TokioIo;
+use prometheus::{IntGauge, Registry};
+use verge_config::shield::ResolverConfig;
+use verge_config::{ClientTlsConfig, OriginPoolConfig, OriginUrl, ShieldConfig, UpstreamConfig};
+use verge_node::upstream::Upstream;
+use verge_node::{RequestError, StartError};
+use verge_origin_shield::dns::{Answer, LookupFuture, NameLookup};
+use verge_origin_shield::pool::OriginPool;
+use verge_origin_shield::ShieldNode;
+
+use verge_testkit::pki::{toml_path, TestPki};
+use verge_testkit::tls_origin::{OriginSettings, TlsOrigin, BODY};
+
+/// The name the fake DNS gives `127.0.0.1` for.
+const NAME: &str = "origin.test";
+
+/// Answers `127.0.0.1` for every name.
+struct Loopback;
+
+impl NameLookup for Loopback {
+    fn lookup<'a>(&'a self, _host: &'a str) -> LookupFuture<'a> {
+        Box::pin(async {
+            Ok(Answer {
+                addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+                ttl: Duration::from_secs(60),
+            })
+        })
+    }
+}
+
+fn shield_toml(server: &str, tls: &str) -> String {
+    format!(
+        "[shield]\nid = \"s1\"\n[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+         [origin]\nservers = [\"{server}\"]\nconnect_timeout = \"1s\"\nresponse_timeout = \"5s\"\n\
+         [origin.tls]\n{tls}"
+    )
+}
+
+/// A GET over a fresh HTTP/1.1 connection: status and body, within 10 s.
+async fn http_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
+    let work = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .uri(path)
+            .header(HOST, "cdn.example")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .expect("the shield answers within 10 s")
+}
+
+#[tokio::test]
+async fn a_shield_fetches_from_an_https_origin_server_and_caches() {
+    let pki = TestPki::new("shield");
+    let origin = TlsOrigin::start(OriginSettings::new(
+        pki.server_cert("origin", &["127.0.0.1"]),
+    ))
+    .await;
+    let text = shield_toml(
+        &format!("https://{}", origin.addr),
+        &format!("ca_file = {}\n", toml_path(&pki.ca_file)),
+    );
+    let node = ShieldNode::bind(
+        &ShieldConfig::from_toml(&text).unwrap(),
+        verge_config::ConfigSource::CommandLine,
+        std::sync::Arc::new(verge_cache::SystemClock),
+    )
+    .await
+    .unwrap();
+    let data = node.data_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(node.run(async {
+        let _ = stopped.await;
+    }));
+
+    assert_eq!(http_get(data, "/obj").await, (StatusCode::OK, BODY.into()));
+    assert_eq!(http_get(data, "/obj").await, (StatusCode::OK, BODY.into()));
+    assert_eq!(origin.requests(), 1, "the second request is a hit");
+    assert_eq!(origin.alpn(), vec!["h2".to_string()]);
+    assert_eq!(origin.versions(), vec![Version::HTTP_2]);
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+fn pool_config(server: &str, tls: ClientTlsConfig) -> OriginPoolConfig {
+    let url = OriginUrl::parse(server).unwrap();
+    OriginPoolConfig {
+        servers: vec![url.clone()],
+        upstream: UpstreamConfig {
+            origin: url,
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(5),
+            max_idle_per_host: 4,
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 8,
+            source_address: None,
+            tls,
+        },
+        health_path: None,
+        health_interval: Duration::from_secs(1),
+        healthy_after: 1,
+        unhealthy_after: 2,
+        eject_for: Duration::from_millis(300),
+        max_eject_for: Duration::from_secs(2),
+        retries: 0,
+        retry_budget_percent: 20,
+    }
+}
+
+async fn named_pool(server: &str, tls: ClientTlsConfig) -> OriginPool {
+    let resolver = ResolverConfig {
+        nameservers: None,
+        min_ttl: Duration::from_secs(1),
+        max_ttl: Duration::from_secs(300),
+        negative_retry: Duration::from_secs(5),
+        timeout: Duration::from_secs(2),
+    };
+    let pool = OriginPool::with_lookup(
+        &pool_config(server, tls),
+        &resolver,
+        Some(Arc::new(Loopback)),
+        &Registry::new(),
+        &IntGauge::new("in_use", "slots").unwrap(),
+    )
+    .unwrap();
+    pool.first_lookups().await;
+    pool
+}
+
+async fn send(pool: &OriginPool) -> Result<StatusCode, RequestError> {
+    let request = Request::builder()
+        .uri("/named")
+        .body(Either::Left(Empty::new()))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), pool.send(request))
+        .await
+        .expect("the pool answers within 10 s")?;
+    Ok(response.status())
+}
+
+#[tokio::test]
+async fn a_named_https_server_is_reached_at_its_address_and_verified_by_its_name() {
+    let pki = TestPki::new("named");
+    let origin = TlsOrigin::start(OriginSettings::new(pki.server_cert("origin", &[NAME]))).await;
+    let tls = ClientTlsConfig {
+        ca_file: Some(pki.ca_file.clone()),
+        ..ClientTlsConfig::default()
+    };
+    let port = origin.addr.port();
+    let pool = named_pool(&format!("https://{NAME}:{port}"), tls.clone()).await;
+
+    assert_eq!(send(&pool).await.unwrap(), StatusCode::OK);
+    assert_eq!(origin.requests(), 1);
+    assert_eq!(
+        origin.authorities(),
+        vec![format!("{NAME}:{port}")],
+        "a request without Host names the URL's host and port"
+    );
+
+    // A name the certificate does not carry is refused, even though the address is the same.
+    let wrong = ClientTlsConfig {
+        server_name: Some("other.test".into()),
+        ..tls
+    };
+    let pool = named_pool(&format!("https://{NAME}:{port}"), wrong).await;
+    let error = send(&pool).await.expect_err("wrong name");
+    assert!(
+        error
+            .to_string()
+            .contains("not valid for name \"other.test\""),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_named_https_server_without_a_port_is_reached_on_443() {
+    let pki = TestPki::new("port");
+    let tls = ClientTlsConfig {
+        ca_file: Some(pki.ca_file.clone()),
+        ..ClientTlsConfig::default()
+    };
+    let pool = named_pool(&format!("https://{NAME}"), tls).await;
+    let error = send(&pool).await.expect_err("nothing listens on 443");
+    assert!(
+        error.to_string().contains("(127.0.0.1:443)"),
+        "the attempt went to port 443: {error}"
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_origin_tls_file_stops_the_shield_naming_the_key() {
+    let pki = TestPki::new("bad");
+    let missing = pki.ca_file.with_file_name("nowhere.pem");
+    let text = shield_toml(
+        "https://127.0.0.1:9",
+        &format!("ca_file = {}\n", toml_path(&missing)),
+    );
+    let error = ShieldNode::bind(
+        &ShieldConfig::from_toml(&text).unwrap(),
+        verge_config::ConfigSource::CommandLine,
+        std::sync::Arc::new(verge_cache::SystemClock),
+    )
+    .await
+    .err()
+    .expect("a missing CA file stops the start");
+    let message = match error {
+        StartError::Tls(message) => message,
+        other => panic!("not a TLS error: {other}"),
+    };
+    assert!(message.starts_with("origin.tls.ca_file: "), "{message}");
+    assert!(message.contains("nowhere.pem"), "{message}");
+}

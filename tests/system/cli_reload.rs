@@ -1,0 +1,611 @@
+//! Changing a running node's configuration as an operator does: the real `verge edge` (and
+//! `verge control`) reloading its file on SIGHUP, on `verge reload`, and when the file changes;
+//! HTTPS from the quick-start flags.
+//!
+//! Ports are picked by the test (bind `127.0.0.1:0`, read the port, close it) so that a
+//! rewritten file names the same listeners; a start that loses a port meanwhile is retried.
+
+#![cfg(unix)]
+
+use verge_testkit as support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use support::pki::{TestPki, TlsClient};
+use support::{wait_until, FakeOrigin, Metrics, Reply};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+const OLD_TOKEN: &str = "old-admin-token-0123456789";
+const NEW_TOKEN: &str = "new-admin-token-9876543210";
+
+/// A child process (`verge edge` or `verge control`), killed when dropped; its stderr is kept
+/// for assertions and failure messages.
+struct VergeProcess {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for VergeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl VergeProcess {
+    fn spawn(args: &[&str]) -> VergeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_verge"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env_remove("VERGE_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        VergeProcess {
+            child,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGHUP.
+    fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -HUP {}", self.child.id());
+    }
+
+    /// The exit status once the process has exited, with its whole log.
+    fn exited(&mut self) -> Option<(ExitStatus, String)> {
+        let status = self.child.try_wait().unwrap()?;
+        // The process is gone, so its stderr is closed: the reader ends at once.
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        Some((status, self.log()))
+    }
+
+    /// Waits until `GET url` answers 200; `Err` with the log if the process exits first.
+    async fn wait_healthy(&mut self, url: &str) -> Result<(), String> {
+        let give_up = Instant::now() + DEADLINE;
+        loop {
+            if let Some((status, log)) = self.exited() {
+                return Err(format!("exited with {status}:\n{log}"));
+            }
+            if request("GET", url, None, "").await.map(|(s, _)| s) == Ok(200) {
+                return Ok(());
+            }
+            assert!(
+                Instant::now() < give_up,
+                "{url} not healthy within {DEADLINE:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// One request on a new connection: status and body, or why there is none (never panics).
+async fn request(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Result<(u16, String), String> {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut builder = http::Request::builder().method(method).uri(url);
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    let request = builder
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| e.to_string())?;
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("{e:?}"))?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| format!("{method} {url}: no answer within 10s"))?
+}
+
+async fn get_text(url: &str) -> (u16, String) {
+    request("GET", url, None, "")
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// `POST /v1/purge` of everything with `token`; the status.
+async fn purge_status(admin: &str, token: &str) -> u16 {
+    let url = format!("{admin}/v1/purge");
+    request("POST", &url, Some(token), r#"{"all":true}"#)
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+        .0
+}
+
+/// Two ports free right now (held at once while picking, so they differ).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
+/// An origin answering every path with `body`, cacheable.
+async fn origin_saying(body: &'static str) -> FakeOrigin {
+    let origin = FakeOrigin::start().await;
+    origin.on_prefix("/", Reply::ok(body).cache_control("max-age=3600"));
+    origin
+}
+
+/// `verge edge --config FILE` on free ports, and the file it runs from.
+struct FileEdge {
+    process: VergeProcess,
+    file: PathBuf,
+    data: u16,
+    admin: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl FileEdge {
+    /// Starts an edge whose file sends misses to `origin` and accepts `token`; `extra` is
+    /// appended to the file.
+    async fn start(origin: &FakeOrigin, token: &str) -> FileEdge {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("edge.toml");
+        for attempt in 1..=3 {
+            let [data, admin] = free_ports();
+            std::fs::write(&file, edge_toml(data, admin, origin, token, "")).unwrap();
+            let mut process = VergeProcess::spawn(&["edge", "--config", path_str(&file)]);
+            let healthz = format!("http://127.0.0.1:{admin}/healthz");
+            match process.wait_healthy(&healthz).await {
+                Ok(()) => {
+                    return FileEdge {
+                        process,
+                        file,
+                        data,
+                        admin,
+                        _dir: dir,
+                    }
+                }
+                Err(log) if attempt < 3 && log.contains("in use") => {}
+                Err(log) => panic!("verge edge did not start: {log}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin)
+    }
+
+    fn data_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.data)
+    }
+
+    /// Rewrites the file with the same listeners and these settings.
+    fn rewrite(&self, origin: &FakeOrigin, token: &str, extra: &str) {
+        let text = edge_toml(self.data, self.admin, origin, token, extra);
+        // Replaced by rename, as editors and config managers do: never read half-written.
+        let temp = self.file.with_extension("toml.new");
+        std::fs::write(&temp, text).unwrap();
+        std::fs::rename(&temp, &self.file).unwrap();
+    }
+
+    async fn metrics(&self) -> Metrics {
+        let (status, text) = get_text(&format!("{}/metrics", self.admin_url())).await;
+        assert_eq!(status, 200);
+        Metrics::parse(&text)
+    }
+
+    async fn config_version(&self) -> f64 {
+        self.metrics()
+            .await
+            .value_or_zero("verge_config_version", &[])
+    }
+
+    async fn wait_version(&self, version: f64, what: &str) {
+        wait_until(what, DEADLINE, || async {
+            self.config_version().await == version
+        })
+        .await;
+    }
+}
+
+fn edge_toml(data: u16, admin: u16, origin: &FakeOrigin, token: &str, extra: &str) -> String {
+    format!(
+        "[edge]\nid = \"reload-test\"\n\n\
+         [server]\nlisten = \"127.0.0.1:{data}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+         worker_threads = 2\n\n\
+         [upstream]\norigin = \"http://{}\"\n\n\
+         [admin]\ntoken = \"{token}\"\n\n{extra}",
+        origin.addr()
+    )
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
+/// Runs `verge ARGS` to completion (at most [`DEADLINE`]) off the test's runtime.
+async fn verge(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_verge"))
+            .args(&args)
+            .env_remove("VERGE_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > DEADLINE {
+                let _ = child.kill();
+                panic!("verge {args:?} still running after {DEADLINE:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_new_admin_token_and_origin() {
+    let (old_origin, new_origin) = (origin_saying("old").await, origin_saying("new").await);
+    let edge = FileEdge::start(&old_origin, OLD_TOKEN).await;
+    assert_eq!(
+        get_text(&edge.data_url("/before")).await,
+        (200, "old".into())
+    );
+    assert_eq!(edge.config_version().await, 1.0);
+    assert_eq!(purge_status(&edge.admin_url(), OLD_TOKEN).await, 200);
+
+    edge.rewrite(&new_origin, NEW_TOKEN, "");
+    edge.process.hangup();
+    edge.wait_version(2.0, "verge_config_version 2 after SIGHUP")
+        .await;
+
+    assert_eq!(purge_status(&edge.admin_url(), NEW_TOKEN).await, 200);
+    assert_eq!(purge_status(&edge.admin_url(), OLD_TOKEN).await, 403);
+    assert_eq!(
+        get_text(&edge.data_url("/after")).await,
+        (200, "new".into())
+    );
+    assert_eq!(new_origin.hits("/after"), 1);
+    assert_eq!(old_origin.hits("/after"), 0);
+    let metrics = edge.metrics().await;
+    assert_eq!(
+        metrics.value_or_zero("verge_config_reloads_total", &[("result", "ok")]),
+        1.0,
+        "{}",
+        metrics.text()
+    );
+    assert!(
+        edge.process.log().contains("SIGHUP") || edge.process.log().contains("reload"),
+        "the reload is logged:\n{}",
+        edge.process.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verge_reload_prints_the_changes_refuses_an_invalid_file_and_names_a_wrong_token() {
+    let origins = [origin_saying("a").await, origin_saying("b").await];
+    let edge = FileEdge::start(&origins[0], OLD_TOKEN).await;
+    let admin = edge.admin_url();
+    let reload = |token: &'static str| {
+        let admin = admin.clone();
+        async move { verge(&["reload", "--admin", &admin, "--token", token]).await }
+    };
+
+    // The file watcher may apply a change before `verge reload` asks for it (it then reports
+    // no change); a change it reports is therefore tried up to three times.
+    let mut applied = None;
+    for attempt in 1..=3usize {
+        let origin = &origins[attempt % 2];
+        edge.rewrite(origin, OLD_TOKEN, "");
+        let output = reload(OLD_TOKEN).await;
+        assert!(
+            output.status.success(),
+            "verge reload exits 0: {output:?}\n{}",
+            stderr(&output)
+        );
+        let shown = stdout(&output);
+        if shown.contains("upstream") {
+            applied = Some((shown, attempt % 2));
+            break;
+        }
+    }
+    let (shown, now) = applied.expect("verge reload reported the origin change");
+    let version = edge.config_version().await;
+    assert!(version >= 2.0);
+    assert!(
+        shown.contains(&format!("configuration version {version}")),
+        "{shown}"
+    );
+    let (status, body) = get_text(&edge.data_url("/after-reload")).await;
+    assert_eq!((status, body.as_str()), (200, ["a", "b"][now]));
+
+    // An unchanged file: still exit 0, same version.
+    let unchanged = reload(OLD_TOKEN).await;
+    assert!(unchanged.status.success(), "{unchanged:?}");
+    assert!(
+        stdout(&unchanged).contains(&format!("configuration version {version}")),
+        "{}",
+        stdout(&unchanged)
+    );
+
+    // An invalid file: exit 1, the key path named, the node still serving as before.
+    edge.rewrite(&origins[now], OLD_TOKEN, "[cache]\nmax_bytes = \"a lot\"\n");
+    let invalid = reload(OLD_TOKEN).await;
+    assert_eq!(invalid.status.code(), Some(1), "{invalid:?}");
+    assert!(
+        stderr(&invalid).contains("cache.max_bytes"),
+        "the refusal names the key: {}",
+        stderr(&invalid)
+    );
+    assert_eq!(edge.config_version().await, version);
+    let (status, body) = get_text(&edge.data_url("/after-refusal")).await;
+    assert_eq!((status, body.as_str()), (200, ["a", "b"][now]));
+    assert_eq!(purge_status(&admin, OLD_TOKEN).await, 200);
+    let metrics = edge.metrics().await;
+    assert!(
+        metrics.value_or_zero("verge_config_reloads_total", &[("result", "invalid")]) >= 1.0,
+        "{}",
+        metrics.text()
+    );
+
+    // A wrong token: refused by the node, named.
+    let wrong = reload("not-the-admin-token-at-all").await;
+    assert!(!wrong.status.success(), "{wrong:?}");
+    assert!(
+        format!("{}{}", stdout(&wrong), stderr(&wrong)).contains("403"),
+        "{wrong:?}"
+    );
+
+    // Nobody listening: exit 2.
+    let [closed] = free_ports();
+    let nowhere = verge(&[
+        "reload",
+        "--admin",
+        &format!("http://127.0.0.1:{closed}"),
+        "--token",
+        OLD_TOKEN,
+    ])
+    .await;
+    assert_eq!(nowhere.status.code(), Some(2), "{nowhere:?}");
+    assert!(edge.process.log().contains("cache.max_bytes"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_file_is_applied_without_a_signal() {
+    let (old_origin, new_origin) = (origin_saying("old").await, origin_saying("new").await);
+    let edge = FileEdge::start(&old_origin, OLD_TOKEN).await;
+    assert_eq!(edge.config_version().await, 1.0);
+
+    edge.rewrite(&new_origin, NEW_TOKEN, "");
+    wait_until(
+        "verge_config_version 2 after the file changed",
+        Duration::from_secs(10),
+        || async { edge.config_version().await == 2.0 },
+    )
+    .await;
+    assert_eq!(
+        get_text(&edge.data_url("/watched")).await,
+        (200, "new".into())
+    );
+    assert_eq!(purge_status(&edge.admin_url(), NEW_TOKEN).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_start_serves_https_with_the_certificate_given_on_the_command_line() {
+    let origin = origin_saying("over tls").await;
+    let pki = TestPki::new("quick-start");
+    let cert = pki.server_cert("edge", &["localhost", "127.0.0.1"]);
+    let origin_url = format!("http://{}", origin.addr());
+    for attempt in 1..=3 {
+        let [data, admin, tls] = free_ports();
+        let addr = |port: u16| format!("127.0.0.1:{port}");
+        let mut edge = VergeProcess::spawn(&[
+            "edge",
+            "--origin",
+            &origin_url,
+            "--listen",
+            &addr(data),
+            "--admin-listen",
+            &addr(admin),
+            "--tls-listen",
+            &addr(tls),
+            "--tls-cert",
+            path_str(&cert.cert),
+            "--tls-key",
+            path_str(&cert.key),
+        ]);
+        match edge
+            .wait_healthy(&format!("http://{}/healthz", addr(admin)))
+            .await
+        {
+            Ok(()) => {
+                let tls_addr = std::net::SocketAddr::from(([127, 0, 0, 1], tls));
+                let answer = TlsClient::new(&pki)
+                    .get(tls_addr, "localhost", "/secure")
+                    .await;
+                assert_eq!(answer.status, 200);
+                assert_eq!(answer.text(), "over tls");
+                assert_eq!(origin.hits("/secure"), 1);
+                // Cleartext still served beside it.
+                let (status, _) = get_text(&format!("http://{}/plain", addr(data))).await;
+                assert_eq!(status, 200);
+                return;
+            }
+            Err(log) if attempt < 3 && log.contains("in use") => {}
+            Err(log) => panic!("verge edge did not start: {log}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_start_refuses_unpaired_tls_certificates_and_keys() {
+    let pki = TestPki::new("unpaired");
+    let one = pki.server_cert("one", &["localhost"]);
+    let two = pki.server_cert("two", &["localhost"]);
+    let output = verge(&[
+        "edge",
+        "--origin",
+        "http://127.0.0.1:1",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        path_str(&one.cert),
+        "--tls-cert",
+        path_str(&two.cert),
+        "--tls-key",
+        path_str(&one.key),
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let shown = stderr(&output);
+    assert!(
+        shown.contains("--tls-cert") && shown.contains("--tls-key"),
+        "the message names both flags: {shown}"
+    );
+
+    // An HTTPS listener without any certificate is refused the same way.
+    let output = verge(&[
+        "edge",
+        "--origin",
+        "http://127.0.0.1:1",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(stderr(&output).contains("tls"), "{}", stderr(&output));
+}
+
+/// `verge control --config FILE` on ports it picks, and the address of its admin API read from
+/// its log.
+struct FileControl {
+    process: VergeProcess,
+    file: PathBuf,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+fn control_toml(dir: &Path, token: &str) -> String {
+    format!(
+        "[controller]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+         data_dir = {:?}\ntoken = \"{token}\"\n",
+        dir.join("data").display().to_string()
+    )
+}
+
+impl FileControl {
+    fn start(token: &str) -> FileControl {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("control.toml");
+        std::fs::write(&file, control_toml(dir.path(), token)).unwrap();
+        let process = VergeProcess::spawn(&["control", "--config", path_str(&file)]);
+        let give_up = Instant::now() + DEADLINE;
+        let admin = loop {
+            let log = process.log();
+            let serving = log.lines().find(|line| line.contains("control serving"));
+            if let Some(start) = serving.and_then(|line| line.find("admin=").map(|i| (line, i))) {
+                let (line, i) = start;
+                let addr = line[i + "admin=".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap();
+                break format!("http://{addr}");
+            }
+            assert!(
+                Instant::now() < give_up,
+                "verge control logged no address:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        FileControl {
+            process,
+            file,
+            admin,
+            _dir: dir,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_applies_a_new_token_on_sighup() {
+    let control = FileControl::start(OLD_TOKEN);
+    assert_eq!(purge_status(&control.admin, OLD_TOKEN).await, 202);
+    assert_eq!(purge_status(&control.admin, NEW_TOKEN).await, 403);
+
+    let dir = control.file.parent().unwrap().to_path_buf();
+    let temp = control.file.with_extension("toml.new");
+    std::fs::write(&temp, control_toml(&dir, NEW_TOKEN)).unwrap();
+    std::fs::rename(&temp, &control.file).unwrap();
+    control.process.hangup();
+    wait_until("control to accept the new token", DEADLINE, || async {
+        purge_status(&control.admin, NEW_TOKEN).await == 202
+    })
+    .await;
+    assert_eq!(purge_status(&control.admin, OLD_TOKEN).await, 403);
+}

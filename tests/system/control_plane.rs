@@ -1,0 +1,309 @@
+//! The control plane end to end: a real control service, real shield nodes and real edges, a
+//! fake origin, all on loopback. Purges travel control → shields → edges over the push streams;
+//! health changes travel as routing tables.
+
+use verge_testkit as support;
+
+use std::time::Duration;
+
+use support::control::{node_control_tweaks, start_control, start_shield_node, Relay, TestControl};
+use support::{start_edge, wait_until, FakeOrigin, HttpClient, Reply, TestEdge};
+use verge_config::wire::PurgeSpec;
+
+const SITE: &str = "www.example.test";
+
+async fn edge_with_control(origin: &FakeOrigin, id: &str, control_url: &str) -> TestEdge {
+    let mut tweaks = node_control_tweaks(control_url);
+    tweaks.push(format!("edge.id = {id:?}"));
+    let tweaks: Vec<&str> = tweaks.iter().map(String::as_str).collect();
+    start_edge(origin.addr(), &tweaks).await
+}
+
+async fn get(edge: &TestEdge, path: &str) -> (u16, String) {
+    let response = HttpClient::http1()
+        .request("GET", &edge.url(path), &[("host", SITE)], String::new())
+        .await;
+    (response.status.as_u16(), response.text())
+}
+
+fn url(path: &str) -> String {
+    format!("http://{SITE}{path}")
+}
+
+async fn purge_and_wait(control: &TestControl, spec: PurgeSpec) -> verge_config::wire::PurgeStatus {
+    let accepted = control.admin.purge(&spec).await.expect("purge accepted");
+    control
+        .admin
+        .wait(accepted.id, Duration::from_secs(10))
+        .await
+        .expect("purge complete everywhere")
+}
+
+fn purge_url(path: &str) -> PurgeSpec {
+    PurgeSpec {
+        urls: vec![url(path)],
+        ..PurgeSpec::default()
+    }
+}
+
+/// Waits until an edge's ring holds `n` shields (from control's routing table).
+async fn wait_ring(edge: &TestEdge, n: f64) {
+    wait_until(
+        "the edge's shield ring to follow the table",
+        Duration::from_secs(10),
+        || async { edge.metrics().await.value("verge_shield_ring_members", &[]) == Some(n) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_purge_reaches_two_shields_and_three_edges_and_the_object_is_fetched_again() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let control = start_control(dir.path(), "127.0.0.1:0".parse().unwrap(), &[]).await;
+    let origin = FakeOrigin::start().await;
+    origin.on("/obj", Reply::ok("v1").cache_control("max-age=3600"));
+    let s1 = start_shield_node(&origin, "s1", &control.url()).await;
+    let s2 = start_shield_node(&origin, "s2", &control.url()).await;
+    let mut edges = Vec::new();
+    for id in ["e1", "e2", "e3"] {
+        edges.push(edge_with_control(&origin, id, &control.url()).await);
+    }
+    control
+        .wait_connected(&["e1", "e2", "e3", "s1", "s2"])
+        .await;
+    for edge in &edges {
+        wait_ring(edge, 2.0).await;
+    }
+
+    for edge in &edges {
+        assert_eq!(get(edge, "/obj").await, (200, "v1".to_string()));
+    }
+    // Through the shields, the origin saw the object once for all three edges.
+    assert_eq!(origin.hits("/obj"), 1);
+
+    origin.on("/obj", Reply::ok("v2").cache_control("max-age=3600"));
+    let status = purge_and_wait(&control, purge_url("/obj")).await;
+    assert!(status.complete);
+    assert_eq!(status.nodes.len(), 5, "{status:?}");
+    assert!(
+        status.nodes.iter().all(|n| n.state == "applied"),
+        "{status:?}"
+    );
+
+    for edge in &edges {
+        assert_eq!(get(edge, "/obj").await, (200, "v2".to_string()));
+    }
+    assert_eq!(origin.hits("/obj"), 2);
+    drop((s1, s2));
+}
+
+#[tokio::test]
+async fn a_node_cut_off_during_a_purge_applies_it_on_reconnect_before_serving_it() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let control = start_control(dir.path(), "127.0.0.1:0".parse().unwrap(), &[]).await;
+    let relay = Relay::start(control.node_addr).await;
+    let origin = FakeOrigin::start().await;
+    origin.on("/obj", Reply::ok("v1").cache_control("max-age=3600"));
+    let edge = edge_with_control(&origin, "e1", &relay.url()).await;
+    control.wait_connected(&["e1"]).await;
+    assert_eq!(get(&edge, "/obj").await.1, "v1");
+
+    relay.cut();
+    wait_until(
+        "control to see the stream close",
+        Duration::from_secs(10),
+        || async {
+            control
+                .nodes()
+                .await
+                .iter()
+                .all(|(_, _, connected, _)| !connected)
+        },
+    )
+    .await;
+    origin.on("/obj", Reply::ok("v2").cache_control("max-age=3600"));
+    let accepted = control.admin.purge(&purge_url("/obj")).await.unwrap();
+    // The edge is alive (control still reaches its admin listener) but has not applied it.
+    let status = control.admin.status(accepted.id).await.unwrap();
+    assert!(!status.complete, "{status:?}");
+    assert_eq!(status.nodes[0].state, "pending");
+    // Cut off, it still serves what it has.
+    assert_eq!(get(&edge, "/obj").await.1, "v1");
+
+    relay.restore();
+    let status = control
+        .admin
+        .wait(accepted.id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(status.nodes[0].state, "applied");
+    assert_eq!(get(&edge, "/obj").await.1, "v2");
+    assert!(
+        edge.metrics()
+            .await
+            .value("verge_control_reconnects_total", &[])
+            >= Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_control_restart_loses_no_acknowledged_purge() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let control = start_control(dir.path(), "127.0.0.1:0".parse().unwrap(), &[]).await;
+    let control_addr = control.node_addr;
+    let relay = Relay::start(control_addr).await;
+    let origin = FakeOrigin::start().await;
+    for path in ["/a", "/b"] {
+        origin.on(path, Reply::ok("old").cache_control("max-age=3600"));
+    }
+    let edge = edge_with_control(&origin, "e1", &relay.url()).await;
+    control.wait_connected(&["e1"]).await;
+    assert_eq!(get(&edge, "/a").await.1, "old");
+    assert_eq!(get(&edge, "/b").await.1, "old");
+
+    // Purges accepted while the edge is cut off, then control goes down.
+    relay.cut();
+    let first = control.admin.purge(&purge_url("/a")).await.unwrap();
+    let second = control.admin.purge(&purge_url("/b")).await.unwrap();
+    assert_eq!(second.seq, first.seq + 1);
+    control.stop().await;
+
+    for path in ["/a", "/b"] {
+        origin.on(path, Reply::ok("new").cache_control("max-age=3600"));
+    }
+    // A new control process on the same address and data directory.
+    let control = start_control(dir.path(), control_addr, &[]).await;
+    relay.restore();
+    control.wait_connected(&["e1"]).await;
+    wait_until(
+        "the edge to apply both purges",
+        Duration::from_secs(10),
+        || async { control.nodes().await[0].3 >= second.seq },
+    )
+    .await;
+    assert_eq!(get(&edge, "/a").await.1, "new");
+    assert_eq!(get(&edge, "/b").await.1, "new");
+    // The sequence goes on after the restart.
+    let third = control.admin.purge(&purge_url("/c")).await.unwrap();
+    assert_eq!(third.seq, second.seq + 1);
+}
+
+#[tokio::test]
+async fn a_node_that_missed_more_than_the_log_holds_flushes_its_cache() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let control = start_control(
+        dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        &["purge.log_retain = 2"],
+    )
+    .await;
+    let relay = Relay::start(control.node_addr).await;
+    let origin = FakeOrigin::start().await;
+    origin.on("/keep", Reply::ok("cached").cache_control("max-age=3600"));
+    let edge = edge_with_control(&origin, "e1", &relay.url()).await;
+    control.wait_connected(&["e1"]).await;
+    assert_eq!(get(&edge, "/keep").await.1, "cached");
+    assert_eq!(origin.hits("/keep"), 1);
+
+    relay.cut();
+    // Five purges of other URLs: the log keeps only the last two.
+    for i in 0..5 {
+        control
+            .admin
+            .purge(&purge_url(&format!("/other/{i}")))
+            .await
+            .unwrap();
+    }
+    relay.restore();
+    wait_until(
+        "the edge to be told to resync",
+        Duration::from_secs(10),
+        || async {
+            edge.metrics()
+                .await
+                .value("verge_control_events_total", &[("type", "resync")])
+                >= Some(1.0)
+        },
+    )
+    .await;
+    // `/keep` was never purged, but the edge cannot prove that: it was flushed.
+    assert_eq!(get(&edge, "/keep").await.1, "cached");
+    assert_eq!(origin.hits("/keep"), 2);
+}
+
+#[tokio::test]
+async fn a_dead_shield_leaves_the_table_and_edges_stop_sending_to_it() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let control = start_control(dir.path(), "127.0.0.1:0".parse().unwrap(), &[]).await;
+    let origin = FakeOrigin::start().await;
+    origin.on_prefix("/k/", Reply::ok("x").cache_control("max-age=3600"));
+    let s1 = start_shield_node(&origin, "s1", &control.url()).await;
+    let s2 = start_shield_node(&origin, "s2", &control.url()).await;
+    let edge = edge_with_control(&origin, "e1", &control.url()).await;
+    control.wait_connected(&["e1", "s1", "s2"]).await;
+    wait_ring(&edge, 2.0).await;
+    let before = control.admin.get_json("/v1/routing").await.unwrap();
+
+    s1.kill().await;
+    wait_until(
+        "control to publish a table without s1",
+        Duration::from_secs(10),
+        || async {
+            let table = control.admin.get_json("/v1/routing").await.unwrap();
+            let s1 = table["shields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["id"] == "s1")
+                .cloned();
+            table["version"].as_u64() > before["version"].as_u64()
+                && s1.is_some_and(|s| s["healthy"] == false)
+        },
+    )
+    .await;
+    wait_ring(&edge, 1.0).await;
+
+    // Every miss now goes to s2, without a failed attempt at s1 first.
+    let failures_before = edge
+        .metrics()
+        .await
+        .value(
+            "verge_shield_requests_total",
+            &[("shield", "s1"), ("result", "connect_error")],
+        )
+        .unwrap_or(0.0);
+    for i in 0..20 {
+        assert_eq!(get(&edge, &format!("/k/{i}")).await.0, 200);
+    }
+    for i in 0..20 {
+        let request = origin.last_request(&format!("/k/{i}")).unwrap();
+        let via = request.header("via").unwrap_or_default();
+        assert!(via.ends_with("s2"), "fetched by {via}");
+    }
+    let failures_after = edge
+        .metrics()
+        .await
+        .value(
+            "verge_shield_requests_total",
+            &[("shield", "s1"), ("result", "connect_error")],
+        )
+        .unwrap_or(0.0);
+    assert_eq!(failures_before, failures_after);
+    drop(s2);
+}
+
+#[tokio::test]
+async fn a_node_registers_the_url_it_is_told_to_advertise() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let control = start_control(dir.path(), "127.0.0.1:0".parse().unwrap(), &[]).await;
+    let origin = FakeOrigin::start().await;
+    let mut tweaks = node_control_tweaks(&control.url());
+    tweaks.push("edge.id = \"e1\"".to_string());
+    tweaks.push("control.advertise_url = \"http://127.1.0.77:8080\"".to_string());
+    let tweaks: Vec<&str> = tweaks.iter().map(String::as_str).collect();
+    let edge = start_edge(origin.addr(), &tweaks).await;
+    control.wait_connected(&["e1"]).await;
+    let nodes = control.admin.get_json("/v1/nodes").await.unwrap();
+    assert_eq!(nodes[0]["data_url"], "http://127.1.0.77:8080");
+    assert_eq!(nodes[0]["admin_url"], format!("http://{}", edge.admin_addr));
+}

@@ -1,0 +1,109 @@
+//! The admin listener: health, Prometheus metrics that follow the traffic, 404 for the rest.
+
+// A panic is how a test fails: unwrapping is the point here.
+
+use verge_testkit as support;
+
+use support::{start_edge, FakeOrigin, HttpClient, Reply};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_200() {
+    let origin = FakeOrigin::start().await;
+    let edge = start_edge(origin.addr(), &[]).await;
+    let response = HttpClient::http1().get(&edge.admin_url("/healthz")).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text().trim(), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_hits_misses_and_upstream_requests() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/m", Reply::ok("m").cache_control("max-age=60"));
+    let edge = start_edge(origin.addr(), &[]).await;
+    let client = HttpClient::http1();
+    client.get(&edge.url("/m")).await;
+    client.get(&edge.url("/m")).await;
+    client.get(&edge.url("/m")).await;
+
+    let response = client.get(&edge.admin_url("/metrics")).await;
+    assert_eq!(response.status, 200);
+    let content_type = response.header("content-type").unwrap_or_default();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    let text = response.text();
+    assert!(
+        text.contains(r#"verge_requests_total{cache_status="hit",code="200"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"verge_requests_total{cache_status="miss",code="200"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"verge_upstream_requests_total{result="ok"} 1"#),
+        "{text}"
+    );
+
+    let metrics = support::Metrics::parse(&text);
+    assert_eq!(
+        metrics.value(
+            "verge_request_duration_seconds_count",
+            &[("cache_status", "hit")]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert!(
+        metrics.has("verge_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert_eq!(
+        metrics.value("verge_upstream_duration_seconds_count", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(metrics.value("verge_cache_objects", &[]), Some(1.0));
+    assert!(metrics.value("verge_cache_bytes", &[]).unwrap() > 0.0);
+    assert!(
+        metrics.value("verge_connections_total", &[]).unwrap() >= 1.0,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_errors_by_status() {
+    let origin = FakeOrigin::start().await;
+    let edge = start_edge(origin.addr(), &[]).await;
+    let client = HttpClient::http1();
+    let response = client.request("PURGE", &edge.url("/x"), &[], "").await;
+    assert_eq!(response.status, 405);
+
+    let metrics = edge.metrics().await;
+    assert_eq!(
+        metrics.value(
+            "verge_requests_total",
+            &[("cache_status", "error"), ("code", "405")]
+        ),
+        Some(1.0),
+        "{}",
+        metrics.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_admin_path_gets_404() {
+    let origin = FakeOrigin::start().await;
+    let edge = start_edge(origin.addr(), &[]).await;
+    let response = HttpClient::http1().get(&edge.admin_url("/nope")).await;
+    assert_eq!(response.status, 404);
+    assert!(response.text().contains("/metrics"), "{}", response.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_listener_does_not_serve_client_traffic() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/a", Reply::ok("a").cache_control("max-age=60"));
+    let edge = start_edge(origin.addr(), &[]).await;
+    let response = HttpClient::http1().get(&edge.admin_url("/a")).await;
+    assert_eq!(response.status, 404);
+    assert_eq!(origin.total_hits(), 0);
+}

@@ -1,0 +1,87 @@
+//! Bad client input gets a clear 4xx, and the connection is closed after it; methods the edge
+//! does not serve are refused without reaching the origin.
+
+// A panic is how a test fails: unwrapping is the point here.
+
+use verge_testkit as support;
+
+use support::{raw_exchange, start_edge, FakeOrigin, HttpClient, Reply};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_request_line_gets_400_and_the_connection_closed() {
+    let origin = FakeOrigin::start().await;
+    let edge = start_edge(origin.addr(), &[]).await;
+
+    // `raw_exchange` reads until the server closes the connection, and fails if it does not.
+    let reply = raw_exchange(edge.data_addr, b"THIS IS NOT HTTP\x01\r\n\r\n").await;
+    assert_eq!(reply.status(), 400, "{}", reply.text());
+    assert_eq!(origin.total_hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_head_over_max_header_bytes_gets_431() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/", Reply::ok("root"));
+    let edge = start_edge(origin.addr(), &["server.max_header_bytes = \"16KiB\""]).await;
+
+    let big = "a".repeat(20_000);
+    let request = format!("GET / HTTP/1.1\r\nHost: example.test\r\nX-Big: {big}\r\n\r\n");
+    let reply = raw_exchange(edge.data_addr, request.as_bytes()).await;
+    assert_eq!(reply.status(), 431, "{}", reply.text());
+    assert_eq!(origin.total_hits(), 0);
+
+    // A head under the bound is served.
+    let fine = "a".repeat(8_000);
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: example.test\r\nX-Fine: {fine}\r\nConnection: close\r\n\r\n"
+    );
+    let reply = raw_exchange(edge.data_addr, request.as_bytes()).await;
+    assert_eq!(reply.status(), 200, "{}", reply.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http11_request_without_host_gets_400_and_the_connection_closed() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/", Reply::ok("root"));
+    let edge = start_edge(origin.addr(), &[]).await;
+
+    let reply = raw_exchange(edge.data_addr, b"GET / HTTP/1.1\r\n\r\n").await;
+    assert_eq!(reply.status(), 400, "{}", reply.text());
+    let text = reply.text().to_ascii_lowercase();
+    assert!(
+        text.contains("host"),
+        "the answer says what is wrong: {text}"
+    );
+    assert_eq!(origin.total_hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_is_refused_with_405() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/a", Reply::ok("a").cache_control("max-age=60"));
+    let edge = start_edge(origin.addr(), &[]).await;
+    let client = HttpClient::http1();
+
+    let response = client.request("PURGE", &edge.url("/a"), &[], "").await;
+    assert_eq!(response.status, 405, "{}", response.text());
+    let allow = response.header("allow").unwrap_or_default();
+    assert!(
+        allow.contains("GET"),
+        "405 names the allowed methods: {allow:?}"
+    );
+    assert_eq!(origin.total_hits(), 0, "PURGE must not reach the origin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_refused_with_405() {
+    let origin = FakeOrigin::start().await;
+    let edge = start_edge(origin.addr(), &[]).await;
+
+    let reply = raw_exchange(
+        edge.data_addr,
+        b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status(), 405, "{}", reply.text());
+    assert_eq!(origin.total_hits(), 0, "CONNECT must not reach the origin");
+}

@@ -1,0 +1,283 @@
+//! What an edge stores and for how long: hits after misses, responses it must not store, and
+//! freshness from `max-age`, `s-maxage` and `Expires`/`Date`, with time driven by the node's
+//! manual clock.
+
+// A panic is how a test fails: unwrapping is the point here.
+
+use verge_testkit as support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use support::{http_date, start_edge, FakeOrigin, HttpClient, Reply};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_request_is_a_hit_served_without_the_origin() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/a", Reply::ok("hello").cache_control("max-age=60"));
+    let edge = start_edge(origin.addr(), &[]).await;
+    origin.follow_clock(edge.clock.clone());
+    let client = HttpClient::http1();
+
+    let miss = client.get(&edge.url("/a")).await;
+    assert_eq!(miss.status, 200);
+    assert_eq!(miss.text(), "hello");
+    let status = miss.cache_status();
+    assert!(status.starts_with("verge-edge;"), "{status}");
+    assert!(status.contains("fwd=uri-miss"), "{status}");
+    assert!(status.contains("stored"), "{status}");
+    assert!(status.contains("fwd-status=200"), "{status}");
+    assert_eq!(origin.hits("/a"), 1);
+
+    let hit = client.get(&edge.url("/a")).await;
+    assert_eq!(hit.status, 200);
+    assert_eq!(hit.text(), "hello");
+    assert_eq!(hit.cache_status(), "verge-edge; hit; ttl=60");
+    assert_eq!(hit.header("age").as_deref(), Some("0"));
+    assert_eq!(origin.hits("/a"), 1, "a hit must not reach the origin");
+
+    edge.advance(10);
+    let later = client.get(&edge.url("/a")).await;
+    assert_eq!(later.cache_status(), "verge-edge; hit; ttl=50");
+    assert_eq!(later.header("age").as_deref(), Some("10"));
+    assert_eq!(origin.hits("/a"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_store_responses_are_not_stored() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/ns", Reply::ok("secret").cache_control("no-store"));
+    let edge = start_edge(origin.addr(), &[]).await;
+    origin.follow_clock(edge.clock.clone());
+    let client = HttpClient::http1();
+
+    for n in 1..=3 {
+        let response = client.get(&edge.url("/ns")).await;
+        assert_eq!(response.status, 200);
+        assert_eq!(response.text(), "secret");
+        let status = response.cache_status();
+        assert!(status.contains("fwd=uri-miss"), "{status}");
+        assert!(status.contains("detail=no-store"), "{status}");
+        assert!(!status.contains("stored"), "{status}");
+        assert_eq!(origin.hits("/ns"), n, "request {n} must reach the origin");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_responses_are_not_stored() {
+    let origin = FakeOrigin::start().await;
+    origin.on(
+        "/private",
+        Reply::ok("mine").cache_control("private, max-age=60"),
+    );
+    let edge = start_edge(origin.addr(), &[]).await;
+    origin.follow_clock(edge.clock.clone());
+    let client = HttpClient::http1();
+
+    for n in 1..=3 {
+        let response = client.get(&edge.url("/private")).await;
+        assert_eq!(response.status, 200);
+        assert_eq!(response.text(), "mine");
+        let status = response.cache_status();
+        assert!(status.contains("detail=private"), "{status}");
+        assert_eq!(
+            origin.hits("/private"),
+            n,
+            "request {n} must reach the origin"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_keeps_a_response_fresh_until_it_runs_out() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/m", Reply::ok("m").cache_control("max-age=100"));
+    let edge = start_edge(origin.addr(), &[]).await;
+    origin.follow_clock(edge.clock.clone());
+    let client = HttpClient::http1();
+
+    client.get(&edge.url("/m")).await;
+    edge.advance(90);
+    let fresh = client.get(&edge.url("/m")).await;
+    assert!(
+        fresh.cache_status().contains("; hit"),
+        "{}",
+        fresh.cache_status()
+    );
+    assert_eq!(origin.hits("/m"), 1, "fresh at 90s of 100s");
+
+    edge.advance(15);
+    let refetched = client.get(&edge.url("/m")).await;
+    let status = refetched.cache_status();
+    assert!(
+        status.contains("fwd=stale"),
+        "stale at 105s of 100s: {status}"
+    );
+    assert!(
+        status.contains("stored") && status.contains("ttl=100"),
+        "{status}"
+    );
+    assert_eq!(origin.hits("/m"), 2, "a stale response is fetched again");
+    assert_eq!(refetched.text(), "m");
+
+    // The refetched copy is stored again and fresh from now on.
+    let hit = client.get(&edge.url("/m")).await;
+    assert!(
+        hit.cache_status().contains("; hit"),
+        "{}",
+        hit.cache_status()
+    );
+    assert_eq!(origin.hits("/m"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s_maxage_outlives_a_shorter_max_age() {
+    let origin = FakeOrigin::start().await;
+    origin.on(
+        "/s",
+        Reply::ok("s").cache_control("max-age=10, s-maxage=100"),
+    );
+    let edge = start_edge(origin.addr(), &[]).await;
+    origin.follow_clock(edge.clock.clone());
+    let client = HttpClient::http1();
+
+    let miss = client.get(&edge.url("/s")).await;
+    assert!(
+        miss.cache_status().contains("ttl=100"),
+        "{}",
+        miss.cache_status()
+    );
+    edge.advance(50);
+    let hit = client.get(&edge.url("/s")).await;
+    assert!(
+        hit.cache_status().contains("; hit"),
+        "fresh by s-maxage though stale by max-age: {}",
+        hit.cache_status()
+    );
+    assert_eq!(origin.hits("/s"), 1);
+
+    edge.advance(55);
+    client.get(&edge.url("/s")).await;
+    assert_eq!(origin.hits("/s"), 2, "stale at 105s of s-maxage=100");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s_maxage_shortens_a_longer_max_age() {
+    let origin = FakeOrigin::start().await;
+    origin.on(
+        "/short",
+        Reply::ok("s").cache_control("max-age=1000, s-maxage=10"),
+    );
+    let edge = start_edge(origin.addr(), &[]).await;
+    origin.follow_clock(edge.clock.clone());
+    let client = HttpClient::http1();
+
+    client.get(&edge.url("/short")).await;
+    edge.advance(5);
+    client.get(&edge.url("/short")).await;
+    assert_eq!(origin.hits("/short"), 1, "fresh at 5s of s-maxage=10");
+    edge.advance(10);
+    let refetched = client.get(&edge.url("/short")).await;
+    assert!(
+        refetched.cache_status().contains("fwd=stale"),
+        "{}",
+        refetched.cache_status()
+    );
+    assert_eq!(
+        origin.hits("/short"),
+        2,
+        "a shared cache obeys s-maxage over max-age"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expires_minus_date_is_the_freshness_lifetime() {
+    let origin = FakeOrigin::start().await;
+    let edge = start_edge(origin.addr(), &[]).await;
+    origin.follow_clock(edge.clock.clone());
+    let now = edge_now(&edge.clock);
+    origin.on(
+        "/e",
+        Reply::ok("e")
+            .header("date", &http_date(now))
+            .header("expires", &http_date(now + Duration::from_secs(100))),
+    );
+    let client = HttpClient::http1();
+
+    let miss = client.get(&edge.url("/e")).await;
+    let status = miss.cache_status();
+    assert!(status.contains("stored"), "{status}");
+    assert!(status.contains("ttl=100"), "{status}");
+
+    edge.advance(90);
+    let hit = client.get(&edge.url("/e")).await;
+    assert!(
+        hit.cache_status().contains("; hit"),
+        "{}",
+        hit.cache_status()
+    );
+    assert_eq!(origin.hits("/e"), 1, "fresh at 90s of 100s");
+
+    edge.advance(15);
+    client.get(&edge.url("/e")).await;
+    assert_eq!(origin.hits("/e"), 2, "expired at 105s of 100s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expires_in_the_past_is_not_stored() {
+    let origin = FakeOrigin::start().await;
+    let edge = start_edge(origin.addr(), &[]).await;
+    origin.follow_clock(edge.clock.clone());
+    let now = edge_now(&edge.clock);
+    origin.on(
+        "/past",
+        Reply::ok("p")
+            .header("date", &http_date(now))
+            .header("expires", &http_date(now - Duration::from_secs(60))),
+    );
+    let client = HttpClient::http1();
+    client.get(&edge.url("/past")).await;
+    client.get(&edge.url("/past")).await;
+    assert_eq!(origin.hits("/past"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_without_freshness_are_not_stored() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/plain", Reply::ok("p"));
+    let edge = start_edge(origin.addr(), &[]).await;
+    origin.follow_clock(edge.clock.clone());
+    let client = HttpClient::http1();
+    let first = client.get(&edge.url("/plain")).await;
+    assert!(
+        first.cache_status().contains("detail=no-freshness"),
+        "{}",
+        first.cache_status()
+    );
+    client.get(&edge.url("/plain")).await;
+    assert_eq!(origin.hits("/plain"), 2);
+}
+
+#[test]
+fn http_dates_are_imf_fixdate() {
+    let t = UNIX_EPOCH + Duration::from_secs(784_111_777);
+    assert_eq!(http_date(t), "Sun, 06 Nov 1994 08:49:37 GMT");
+    let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+    assert_eq!(http_date(leap), "Tue, 29 Feb 2000 00:00:00 GMT");
+}
+
+/// The edge's current time, from its clock.
+fn edge_now(clock: &verge_cache::ManualClock) -> SystemTime {
+    use verge_cache::Clock;
+    clock.now()
+}
+
+#[tokio::test]
+async fn origin_connections_come_from_the_configured_source_address() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/x", Reply::ok("x"));
+    let edge = start_edge(origin.addr(), &["upstream.source_address = \"127.1.0.9\""]).await;
+    let response = HttpClient::http1().get(&edge.url("/x")).await;
+    assert_eq!(response.status, 200);
+    let request = origin.last_request("/x").unwrap();
+    assert_eq!(request.peer.ip().to_string(), "127.1.0.9");
+}

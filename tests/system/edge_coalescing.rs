@@ -1,0 +1,128 @@
+//! Concurrent misses for one key: one upstream request serves them all (single flight), and a
+//! response that turns out not storable does not make waiters queue behind each other.
+
+// A panic is how a test fails: unwrapping is the point here.
+
+use verge_testkit as support;
+
+use std::time::{Duration, Instant};
+
+use support::{start_edge, FakeOrigin, HttpClient, Reply};
+use tokio::task::JoinSet;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_for_one_key_make_one_origin_request() {
+    let origin = FakeOrigin::start().await;
+    let body = support::patterned_body(4096);
+    origin.on(
+        "/cold",
+        Reply::ok(body.clone())
+            .cache_control("max-age=60")
+            .delay(Duration::from_millis(200)),
+    );
+    let edge = start_edge(origin.addr(), &[]).await;
+    let coalesced_before = edge
+        .metrics()
+        .await
+        .value_or_zero("verge_coalesced_requests_total", &[]);
+
+    let client = HttpClient::http1();
+    let mut requests = JoinSet::new();
+    for _ in 0..100 {
+        let client = client.clone();
+        let url = edge.url("/cold");
+        requests.spawn(async move { client.get(&url).await });
+    }
+    let mut answered = 0;
+    while let Some(response) = requests.join_next().await {
+        let response = response.unwrap();
+        assert_eq!(response.status, 200);
+        assert!(response.body == body, "a waiter got a different body");
+        answered += 1;
+    }
+    assert_eq!(answered, 100);
+    assert_eq!(
+        origin.hits("/cold"),
+        1,
+        "100 concurrent misses must make exactly one origin request"
+    );
+
+    let metrics = edge.metrics().await;
+    let coalesced = metrics.value_or_zero("verge_coalesced_requests_total", &[]);
+    assert!(
+        coalesced > coalesced_before,
+        "verge_coalesced_requests_total did not rise ({coalesced_before} -> {coalesced})"
+    );
+    let served_without_origin = metrics
+        .value_or_zero("verge_requests_total", &[("cache_status", "coalesced")])
+        + metrics.value_or_zero("verge_requests_total", &[("cache_status", "hit")]);
+    assert_eq!(
+        served_without_origin,
+        99.0,
+        "every request but the leader is served from the fill:\n{}",
+        metrics.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_on_an_uncacheable_response_do_not_queue_behind_each_other() {
+    let origin = FakeOrigin::start().await;
+    let delay = Duration::from_millis(300);
+    origin.on(
+        "/slow-private",
+        Reply::ok("per-user").cache_control("private").delay(delay),
+    );
+    let edge = start_edge(origin.addr(), &[]).await;
+
+    let client = HttpClient::http1();
+    let started = Instant::now();
+    let mut requests = JoinSet::new();
+    for _ in 0..10 {
+        let client = client.clone();
+        let url = edge.url("/slow-private");
+        requests.spawn(async move { client.get(&url).await });
+    }
+    while let Some(response) = requests.join_next().await {
+        let response = response.unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.text(), "per-user");
+    }
+    let took = started.elapsed();
+
+    assert!(
+        took < Duration::from_millis(1500),
+        "10 requests for an uncacheable URL took {took:?}: waiters were served one after another \
+         (serial would be {:?})",
+        delay * 10
+    );
+    assert_eq!(
+        origin.hits("/slow-private"),
+        10,
+        "each request for a private response goes to the origin"
+    );
+    let metrics = edge.metrics().await;
+    assert_eq!(
+        metrics.value("verge_hit_for_miss_keys", &[]),
+        Some(1.0),
+        "the key is remembered as not storable:\n{}",
+        metrics.text()
+    );
+
+    // Remembered as hit-for-miss: later requests go straight upstream, in parallel.
+    let started = Instant::now();
+    let mut requests = JoinSet::new();
+    for _ in 0..5 {
+        let client = client.clone();
+        let url = edge.url("/slow-private");
+        requests.spawn(async move { client.get(&url).await });
+    }
+    while let Some(response) = requests.join_next().await {
+        assert_eq!(response.unwrap().status, 200);
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1000),
+        "hit-for-miss requests took {took:?}"
+    );
+    assert_eq!(origin.hits("/slow-private"), 15);
+}

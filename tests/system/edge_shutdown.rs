@@ -1,0 +1,67 @@
+//! Graceful shutdown: requests in flight finish, new connections are refused.
+
+// A panic is how a test fails: unwrapping is the point here.
+
+use verge_testkit as support;
+
+use std::time::Duration;
+
+use support::{start_edge, wait_until, within, FakeOrigin, HttpClient, Reply, IO_TIMEOUT};
+use tokio::net::TcpStream;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_request_completes_after_shutdown_and_new_connections_are_refused() {
+    let origin = FakeOrigin::start().await;
+    origin.on(
+        "/slow",
+        Reply::ok("finished")
+            .cache_control("max-age=60")
+            .delay(Duration::from_millis(300)),
+    );
+    let mut edge = start_edge(origin.addr(), &[]).await;
+
+    let url = edge.url("/slow");
+    let in_flight = tokio::spawn(async move { HttpClient::http1().get(&url).await });
+    wait_until("the request to reach the origin", IO_TIMEOUT, || async {
+        origin.hits("/slow") == 1
+    })
+    .await;
+
+    edge.begin_shutdown();
+    let response = within("the in-flight request", IO_TIMEOUT, in_flight)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.text(), "finished");
+
+    let data_addr = edge.data_addr;
+    wait_until(
+        "new connections to the data listener to be refused",
+        Duration::from_secs(2),
+        || async move { TcpStream::connect(data_addr).await.is_err() },
+    )
+    .await;
+    edge.stopped(Duration::from_secs(3)).await;
+    let refused = TcpStream::connect(edge.data_addr).await;
+    assert!(refused.is_err(), "a stopped edge still accepts connections");
+    let admin = TcpStream::connect(edge.admin_addr).await;
+    assert!(
+        admin.is_err(),
+        "a stopped edge still accepts admin connections"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_do_not_hold_up_shutdown() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/a", Reply::ok("a").cache_control("max-age=60"));
+    let mut edge = start_edge(origin.addr(), &["server.shutdown_grace = \"10s\""]).await;
+    // Leaves a pooled keep-alive connection open to the edge.
+    let client = HttpClient::http1();
+    assert_eq!(client.get(&edge.url("/a")).await.status, 200);
+
+    edge.begin_shutdown();
+    // Well under the 10 s grace: idle connections are closed, not waited for.
+    edge.stopped(Duration::from_secs(3)).await;
+    drop(client);
+}

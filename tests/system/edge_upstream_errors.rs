@@ -1,0 +1,181 @@
+//! Upstream failures become gateway errors that say what went wrong: refused → 502
+//! `upstream-connect-error`, reset → 502, too slow → 504 `upstream-timeout`.
+
+// A panic is how a test fails: unwrapping is the point here.
+
+use verge_testkit as support;
+
+use std::time::{Duration, Instant};
+
+use support::{start_edge, FakeOrigin, HttpClient, Reply};
+use tokio::net::TcpListener;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_refusing_connections_gets_502_connect_error() {
+    // A port nothing listens on: bound, then released.
+    let dead = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let edge = start_edge(dead, &[]).await;
+
+    let response = HttpClient::http1().get(&edge.url("/x")).await;
+    assert_eq!(response.status, 502, "{}", response.text());
+    let status = response.cache_status();
+    assert!(status.contains("detail=upstream-connect-error"), "{status}");
+
+    let metrics = edge.metrics().await;
+    assert_eq!(
+        metrics.value(
+            "verge_upstream_requests_total",
+            &[("result", "connect_error")]
+        ),
+        Some(1.0),
+        "{}",
+        metrics.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_resetting_the_connection_gets_502() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/reset", Reply::reset());
+    let edge = start_edge(origin.addr(), &[]).await;
+
+    let response = HttpClient::http1().get(&edge.url("/reset")).await;
+    assert_eq!(response.status, 502, "{}", response.text());
+    let status = response.cache_status();
+    assert!(status.contains("detail=upstream-error"), "{status}");
+    assert!(origin.hits("/reset") >= 1, "the request reached the origin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_slower_than_response_timeout_gets_504() {
+    let origin = FakeOrigin::start().await;
+    origin.on(
+        "/slow",
+        Reply::ok("late")
+            .cache_control("max-age=60")
+            .delay(Duration::from_secs(2)),
+    );
+    let edge = start_edge(origin.addr(), &["upstream.response_timeout = \"200ms\""]).await;
+
+    let started = Instant::now();
+    let response = HttpClient::http1().get(&edge.url("/slow")).await;
+    let took = started.elapsed();
+    assert_eq!(response.status, 504, "{}", response.text());
+    let status = response.cache_status();
+    assert!(status.contains("detail=upstream-timeout"), "{status}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "the edge gave up after {took:?}, not after its 200ms response timeout"
+    );
+
+    let metrics = edge.metrics().await;
+    assert_eq!(
+        metrics.value("verge_upstream_requests_total", &[("result", "timeout")]),
+        Some(1.0),
+        "{}",
+        metrics.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fill_is_shared_with_its_waiters_and_not_cached() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/flaky", Reply::reset().delay(Duration::from_millis(200)));
+    let edge = start_edge(origin.addr(), &[]).await;
+    let client = HttpClient::http1();
+
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let client = client.clone();
+        let url = edge.url("/flaky");
+        requests.spawn(async move { client.get(&url).await });
+    }
+    while let Some(response) = requests.join_next().await {
+        assert_eq!(response.unwrap().status, 502);
+    }
+    let during = origin.hits("/flaky");
+    assert!(
+        during < 10,
+        "concurrent misses share one failing fill, yet the origin saw {during} requests"
+    );
+
+    origin.on("/flaky", Reply::ok("back").cache_control("max-age=60"));
+    let response = client.get(&edge.url("/flaky")).await;
+    assert_eq!(response.status, 200, "an error is not cached");
+    assert_eq!(response.text(), "back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_upstream_connection_limit_wait_then_get_503() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/busy", Reply::ok("slow").delay(Duration::from_millis(600)));
+    let edge = start_edge(
+        origin.addr(),
+        &[
+            "upstream.max_connections = 1",
+            "upstream.connect_timeout = \"100ms\"",
+        ],
+    )
+    .await;
+    let client = HttpClient::http1();
+
+    // The first request takes the only slot for 600 ms; the second waits 100 ms for it.
+    let first = {
+        let client = client.clone();
+        let url = edge.url("/busy?a");
+        tokio::spawn(async move { client.get(&url).await })
+    };
+    support::wait_until(
+        "the first request reaches the origin",
+        support::IO_TIMEOUT,
+        || {
+            let hits = origin.hits("/busy");
+            async move { hits == 1 }
+        },
+    )
+    .await;
+    let second = client.get(&edge.url("/busy?b")).await;
+    assert_eq!(second.status, 503, "{}", second.text());
+    assert!(
+        second.cache_status().contains("detail=upstream-saturated"),
+        "{}",
+        second.cache_status()
+    );
+    assert!(
+        second
+            .text()
+            .contains("all 1 upstream connections are busy"),
+        "{}",
+        second.text()
+    );
+    assert_eq!(
+        origin.hits("/busy"),
+        1,
+        "the refused request never reached the origin"
+    );
+
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 200);
+    // The slot is free again once the first response has been delivered.
+    let third = client.get(&edge.url("/busy?c")).await;
+    assert_eq!(third.status, 200, "{}", third.text());
+
+    let metrics = edge.metrics().await;
+    assert_eq!(
+        metrics.value("verge_upstream_requests_total", &[("result", "saturated")]),
+        Some(1.0),
+        "{}",
+        metrics.text()
+    );
+    assert_eq!(
+        metrics.value("verge_upstream_connections_max", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.value("verge_upstream_connections_in_use", &[]),
+        Some(0.0)
+    );
+}

@@ -1,0 +1,107 @@
+//! The `Cache-Status` field (RFC 9211) the edge sends: its name, `hit`, `fwd` with
+//! `fwd-status`, `ttl`, `stored` and `collapsed`. Other parameters (`fwd=stale`,
+//! `fwd=vary-miss`, `detail=...`) are checked beside the behaviour that produces them.
+
+use verge_testkit as support;
+
+use std::time::Duration;
+
+use support::{start_origin_and_edge, HttpClient, Reply};
+use tokio::task::JoinSet;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_miss_reports_uri_miss_the_origin_status_the_ttl_and_stored() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/cs", Reply::ok("x").cache_control("max-age=60"));
+    let miss = HttpClient::http1().get(&edge.url("/cs")).await;
+    assert_eq!(
+        miss.cache_status(),
+        "verge-edge; fwd=uri-miss; fwd-status=200; ttl=60; stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_reports_hit_and_the_freshness_left() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/cs", Reply::ok("x").cache_control("max-age=60"));
+    let client = HttpClient::http1();
+    client.get(&edge.url("/cs")).await;
+    edge.advance(15);
+    let hit = client.get(&edge.url("/cs")).await;
+    assert_eq!(hit.cache_status(), "verge-edge; hit; ttl=45");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_response_revalidated_with_304_reports_stale_304_and_stored() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/cs",
+        Reply::ok("x")
+            .cache_control("max-age=10")
+            .header("etag", "\"v1\""),
+    );
+    let client = HttpClient::http1();
+    client.get(&edge.url("/cs")).await;
+    edge.advance(20);
+    origin.on(
+        "/cs",
+        Reply::ok("")
+            .with_status(304)
+            .cache_control("max-age=60")
+            .header("etag", "\"v1\""),
+    );
+    let revalidated = client.get(&edge.url("/cs")).await;
+    assert_eq!(
+        revalidated.cache_status(),
+        "verge-edge; fwd=stale; fwd-status=304; ttl=60; stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_the_cache_does_not_handle_report_bypass_and_the_origin_status() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/form", Reply::ok("posted").with_status(201));
+    let response = HttpClient::http1()
+        .request("POST", &edge.url("/form"), &[], "data")
+        .await;
+    assert_eq!(response.status, 201);
+    assert_eq!(
+        response.cache_status(),
+        "verge-edge; fwd=bypass; fwd-status=201"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_answered_by_another_requests_fill_report_collapsed() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/slow",
+        Reply::ok("x")
+            .cache_control("max-age=60")
+            .delay(Duration::from_millis(300)),
+    );
+    let client = HttpClient::http1();
+    let mut requests = JoinSet::new();
+    for _ in 0..5 {
+        let client = client.clone();
+        let url = edge.url("/slow");
+        requests.spawn(async move { client.get(&url).await });
+    }
+    let mut statuses = Vec::new();
+    while let Some(response) = requests.join_next().await {
+        statuses.push(response.unwrap());
+    }
+    assert_eq!(origin.hits("/slow"), 1);
+    let leaders = statuses
+        .iter()
+        .filter(|r| r.cache_status_has("stored"))
+        .count();
+    let collapsed = statuses
+        .iter()
+        .filter(|r| r.cache_status_has("collapsed"))
+        .count();
+    let all: Vec<String> = statuses.iter().map(|r| r.cache_status()).collect();
+    assert_eq!(leaders, 1, "{all:?}");
+    assert!(collapsed >= 1, "{all:?}");
+    assert_eq!(leaders + collapsed, 5, "{all:?}");
+}

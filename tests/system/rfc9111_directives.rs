@@ -1,0 +1,527 @@
+//! RFC 9111 §5.2 cache directives at the edge: response directives that stop or restrict
+//! storing (`no-store`, `private`, `no-cache`, field-qualified forms, `Authorization`), request
+//! directives (`max-age`, `max-stale`, `min-fresh`, `no-cache`, `no-store`, `only-if-cached`,
+//! `Pragma`), and RFC 9213 `CDN-Cache-Control` / `Surrogate-Control` precedence.
+
+use verge_testkit as support;
+
+use support::{start_origin_and_edge, FakeOrigin, HttpClient, Reply, TestEdge, TestResponse};
+
+async fn get_with(edge: &TestEdge, path: &str, headers: &[(&str, &str)]) -> TestResponse {
+    HttpClient::http1()
+        .request("GET", &edge.url(path), headers, "")
+        .await
+}
+
+fn assert_hit(response: &TestResponse, why: &str) {
+    assert!(
+        response.cache_status_has("hit"),
+        "{why}: expected a hit, got {:?}",
+        response.cache_status()
+    );
+}
+
+/// Requests `path` three times; each must reach the origin (nothing is stored).
+async fn assert_never_stored(origin: &FakeOrigin, edge: &TestEdge, path: &str, detail: &str) {
+    for n in 1..=3 {
+        let response = get_with(edge, path, &[]).await;
+        assert_eq!(response.status, 200);
+        assert!(
+            !response.cache_status_has("stored") && !response.cache_status_has("hit"),
+            "request {n}: {}",
+            response.cache_status()
+        );
+        assert!(
+            response.cache_status_has(&format!("detail={detail}")),
+            "request {n}: {}",
+            response.cache_status()
+        );
+        assert_eq!(origin.hits(path), n, "request {n} must reach the origin");
+    }
+}
+
+// ---- response directives ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_no_store_is_not_stored() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/ns", Reply::ok("x").cache_control("no-store, max-age=60"));
+    assert_never_stored(&origin, &edge, "/ns", "no-store").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_bare_private_is_not_stored() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/p", Reply::ok("x").cache_control("private, max-age=60"));
+    assert_never_stored(&origin, &edge, "/p", "private").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_private_with_a_field_name_is_stored_without_that_field() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/pf",
+        Reply::ok("body")
+            .cache_control("private=\"X-Secret\", max-age=60")
+            .header("x-secret", "for-one-user")
+            .header("x-other", "kept"),
+    );
+    let client = HttpClient::http1();
+    let miss = client.get(&edge.url("/pf")).await;
+    assert!(miss.cache_status_has("stored"), "{}", miss.cache_status());
+
+    let hit = client.get(&edge.url("/pf")).await;
+    assert_hit(&hit, "private=\"X-Secret\" allows storing the rest");
+    assert_eq!(hit.text(), "body");
+    assert_eq!(hit.header("x-secret"), None, "{:?}", hit.headers);
+    assert_eq!(hit.header("x-other").as_deref(), Some("kept"));
+    assert_eq!(origin.hits("/pf"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_no_cache_with_a_field_name_is_stored_without_that_field() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/ncf",
+        Reply::ok("body")
+            .cache_control("no-cache=\"X-Secret\", max-age=60")
+            .header("x-secret", "must-revalidate-to-send")
+            .header("x-other", "kept"),
+    );
+    let client = HttpClient::http1();
+    let miss = client.get(&edge.url("/ncf")).await;
+    assert!(miss.cache_status_has("stored"), "{}", miss.cache_status());
+
+    let hit = client.get(&edge.url("/ncf")).await;
+    assert_hit(&hit, "no-cache=\"X-Secret\" still allows reuse of the rest");
+    assert_eq!(hit.header("x-secret"), None, "{:?}", hit.headers);
+    assert_eq!(hit.header("x-other").as_deref(), Some("kept"));
+    assert_eq!(origin.hits("/ncf"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_bare_no_cache_is_stored_but_revalidated_on_every_use() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/nc",
+        Reply::ok("body")
+            .cache_control("no-cache, max-age=60")
+            .header("etag", "\"n1\""),
+    );
+    let client = HttpClient::http1();
+    let miss = client.get(&edge.url("/nc")).await;
+    assert!(miss.cache_status_has("stored"), "{}", miss.cache_status());
+
+    origin.on(
+        "/nc",
+        Reply::ok("")
+            .with_status(304)
+            .cache_control("no-cache, max-age=60")
+            .header("etag", "\"n1\""),
+    );
+    for n in 2..=3 {
+        let response = client.get(&edge.url("/nc")).await;
+        assert_eq!(response.status, 200);
+        assert_eq!(response.text(), "body", "the stored body, validated");
+        assert!(
+            !response.cache_status_has("hit"),
+            "{}",
+            response.cache_status()
+        );
+        assert_eq!(origin.hits("/nc"), n, "use {n} must be validated upstream");
+        let sent = origin.last_request("/nc").unwrap();
+        assert_eq!(sent.header("if-none-match").as_deref(), Some("\"n1\""));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorized_request_response_is_not_stored_without_explicit_permission() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/auth", Reply::ok("x").cache_control("max-age=60"));
+    for n in 1..=2 {
+        let response = get_with(&edge, "/auth", &[("authorization", "Bearer u1")]).await;
+        assert!(
+            response.cache_status_has("detail=authorization"),
+            "{}",
+            response.cache_status()
+        );
+        assert_eq!(origin.hits("/auth"), n);
+    }
+    get_with(&edge, "/auth", &[]).await;
+    assert_eq!(origin.hits("/auth"), 3, "nothing was stored");
+}
+
+/// A response to a request with `Authorization` is stored when `cache_control` allows it.
+async fn assert_authorized_response_is_stored(cache_control: &str) {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/auth", Reply::ok("shared").cache_control(cache_control));
+    let miss = get_with(&edge, "/auth", &[("authorization", "Bearer u1")]).await;
+    assert!(
+        miss.cache_status_has("stored"),
+        "{cache_control}: {}",
+        miss.cache_status()
+    );
+    let hit = get_with(&edge, "/auth", &[("authorization", "Bearer u1")]).await;
+    assert_hit(&hit, cache_control);
+    assert_eq!(hit.text(), "shared");
+    assert_eq!(origin.hits("/auth"), 1, "{cache_control}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_allows_storing_a_response_to_an_authorized_request() {
+    assert_authorized_response_is_stored("public, max-age=60").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s_maxage_allows_storing_a_response_to_an_authorized_request() {
+    assert_authorized_response_is_stored("s-maxage=60").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn must_revalidate_allows_storing_a_response_to_an_authorized_request() {
+    assert_authorized_response_is_stored("must-revalidate, max-age=60").await;
+}
+
+// ---- request directives ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_max_age_refuses_a_stored_response_older_than_it() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/ma", Reply::ok("x").cache_control("max-age=100"));
+    get_with(&edge, "/ma", &[]).await;
+    edge.advance(30);
+
+    let young_enough = get_with(&edge, "/ma", &[("cache-control", "max-age=40")]).await;
+    assert_hit(&young_enough, "age 30 <= max-age=40");
+    assert_eq!(origin.hits("/ma"), 1);
+
+    let too_old = get_with(&edge, "/ma", &[("cache-control", "max-age=20")]).await;
+    assert!(
+        too_old.cache_status_has("fwd=request"),
+        "age 30 > max-age=20: {}",
+        too_old.cache_status()
+    );
+    assert_eq!(origin.hits("/ma"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_max_stale_with_a_value_accepts_that_much_staleness() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/ms", Reply::ok("x").cache_control("max-age=10"));
+    get_with(&edge, "/ms", &[]).await;
+    edge.advance(25); // 15s stale
+
+    let accepted = get_with(&edge, "/ms", &[("cache-control", "max-stale=20")]).await;
+    assert_eq!(accepted.text(), "x");
+    assert!(
+        accepted.cache_status_has("hit") && accepted.cache_status_has("detail=max-stale"),
+        "{}",
+        accepted.cache_status()
+    );
+    assert_eq!(origin.hits("/ms"), 1, "15s stale is within max-stale=20");
+
+    let refused = get_with(&edge, "/ms", &[("cache-control", "max-stale=5")]).await;
+    assert!(
+        !refused.cache_status_has("hit"),
+        "{}",
+        refused.cache_status()
+    );
+    assert_eq!(origin.hits("/ms"), 2, "15s stale is beyond max-stale=5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_max_stale_without_a_value_accepts_any_staleness() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/msa", Reply::ok("x").cache_control("max-age=10"));
+    get_with(&edge, "/msa", &[]).await;
+    edge.advance(100_000);
+
+    let accepted = get_with(&edge, "/msa", &[("cache-control", "max-stale")]).await;
+    assert_eq!(accepted.text(), "x");
+    assert!(
+        accepted.cache_status_has("detail=max-stale"),
+        "{}",
+        accepted.cache_status()
+    );
+    assert_eq!(origin.hits("/msa"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_min_fresh_requires_that_much_freshness_left() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/mf", Reply::ok("x").cache_control("max-age=100"));
+    get_with(&edge, "/mf", &[]).await;
+    edge.advance(50); // 50s left
+
+    let enough = get_with(&edge, "/mf", &[("cache-control", "min-fresh=40")]).await;
+    assert_hit(&enough, "50s left >= min-fresh=40");
+    assert_eq!(origin.hits("/mf"), 1);
+
+    let not_enough = get_with(&edge, "/mf", &[("cache-control", "min-fresh=60")]).await;
+    assert!(
+        !not_enough.cache_status_has("hit"),
+        "{}",
+        not_enough.cache_status()
+    );
+    assert_eq!(origin.hits("/mf"), 2, "50s left < min-fresh=60");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_no_cache_forces_revalidation_of_a_fresh_response() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/rnc",
+        Reply::ok("body")
+            .cache_control("max-age=100")
+            .header("etag", "\"r1\""),
+    );
+    get_with(&edge, "/rnc", &[]).await;
+    origin.on(
+        "/rnc",
+        Reply::ok("")
+            .with_status(304)
+            .cache_control("max-age=100")
+            .header("etag", "\"r1\""),
+    );
+
+    let response = get_with(&edge, "/rnc", &[("cache-control", "no-cache")]).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "body");
+    assert!(
+        response.cache_status_has("fwd=request") && response.cache_status_has("fwd-status=304"),
+        "{}",
+        response.cache_status()
+    );
+    assert_eq!(origin.hits("/rnc"), 2);
+    assert_eq!(
+        origin
+            .last_request("/rnc")
+            .unwrap()
+            .header("if-none-match")
+            .as_deref(),
+        Some("\"r1\"")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_no_store_keeps_the_response_out_of_the_cache() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/rns", Reply::ok("x").cache_control("max-age=100"));
+    let first = get_with(&edge, "/rns", &[("cache-control", "no-store")]).await;
+    assert_eq!(first.status, 200);
+    assert!(
+        !first.cache_status_has("stored"),
+        "{}",
+        first.cache_status()
+    );
+
+    get_with(&edge, "/rns", &[]).await;
+    assert_eq!(origin.hits("/rns"), 2, "the first response was not stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_if_cached_gets_504_when_nothing_is_stored() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/oic", Reply::ok("x").cache_control("max-age=100"));
+    let response = get_with(&edge, "/oic", &[("cache-control", "only-if-cached")]).await;
+    assert_eq!(response.status, 504);
+    assert!(
+        response.cache_status_has("detail=only-if-cached"),
+        "{}",
+        response.cache_status()
+    );
+    assert_eq!(origin.hits("/oic"), 0, "only-if-cached never goes upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_if_cached_gets_504_when_the_stored_response_is_stale() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/oics", Reply::ok("x").cache_control("max-age=10"));
+    get_with(&edge, "/oics", &[]).await;
+    edge.advance(20);
+    let response = get_with(&edge, "/oics", &[("cache-control", "only-if-cached")]).await;
+    assert_eq!(response.status, 504);
+    assert!(
+        response.cache_status_has("detail=only-if-cached"),
+        "{}",
+        response.cache_status()
+    );
+    assert_eq!(origin.hits("/oics"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_if_cached_is_served_from_a_fresh_response() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/oicf", Reply::ok("cached").cache_control("max-age=100"));
+    get_with(&edge, "/oicf", &[]).await;
+    let response = get_with(&edge, "/oicf", &[("cache-control", "only-if-cached")]).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "cached");
+    assert_hit(&response, "fresh and only-if-cached");
+    assert_eq!(origin.hits("/oicf"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pragma_no_cache_forces_revalidation_without_cache_control() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/pr", Reply::ok("x").cache_control("max-age=100"));
+    get_with(&edge, "/pr", &[]).await;
+
+    let response = get_with(&edge, "/pr", &[("pragma", "no-cache")]).await;
+    assert!(
+        response.cache_status_has("fwd=request"),
+        "{}",
+        response.cache_status()
+    );
+    assert_eq!(origin.hits("/pr"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pragma_no_cache_is_ignored_when_cache_control_is_present() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/pri", Reply::ok("x").cache_control("max-age=100"));
+    get_with(&edge, "/pri", &[]).await;
+
+    let response = get_with(
+        &edge,
+        "/pri",
+        &[("pragma", "no-cache"), ("cache-control", "max-age=50")],
+    )
+    .await;
+    assert_hit(&response, "Cache-Control present: Pragma does not apply");
+    assert_eq!(origin.hits("/pri"), 1);
+}
+
+// ---- CDN-Cache-Control, Surrogate-Control ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdn_cache_control_overrides_a_cache_control_no_store() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/cdn",
+        Reply::ok("x")
+            .cache_control("no-store")
+            .header("cdn-cache-control", "max-age=60"),
+    );
+    let miss = get_with(&edge, "/cdn", &[]).await;
+    assert!(
+        miss.cache_status_has("stored") && miss.cache_status_has("ttl=60"),
+        "{}",
+        miss.cache_status()
+    );
+    assert_hit(
+        &get_with(&edge, "/cdn", &[]).await,
+        "stored by CDN-Cache-Control",
+    );
+    assert_eq!(origin.hits("/cdn"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdn_cache_control_no_store_overrides_a_cache_control_max_age() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/cdn-ns",
+        Reply::ok("x")
+            .cache_control("max-age=60")
+            .header("cdn-cache-control", "no-store"),
+    );
+    assert_never_stored(&origin, &edge, "/cdn-ns", "no-store").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdn_cache_control_lifetime_replaces_the_cache_control_lifetime() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/cdn-short",
+        Reply::ok("x")
+            .cache_control("max-age=1000")
+            .header("cdn-cache-control", "max-age=10"),
+    );
+    let miss = get_with(&edge, "/cdn-short", &[]).await;
+    assert!(miss.cache_status_has("ttl=10"), "{}", miss.cache_status());
+    edge.advance(20);
+    get_with(&edge, "/cdn-short", &[]).await;
+    assert_eq!(origin.hits("/cdn-short"), 2, "stale by CDN-Cache-Control");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn surrogate_control_overrides_cache_control() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/sc",
+        Reply::ok("x")
+            .cache_control("private")
+            .header("surrogate-control", "max-age=60"),
+    );
+    let miss = get_with(&edge, "/sc", &[]).await;
+    assert!(miss.cache_status_has("stored"), "{}", miss.cache_status());
+    assert_hit(
+        &get_with(&edge, "/sc", &[]).await,
+        "stored by Surrogate-Control",
+    );
+    assert_eq!(origin.hits("/sc"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdn_cache_control_still_governs_after_a_304_revalidation() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let reply = |r: Reply| {
+        r.cache_control("no-store")
+            .header("cdn-cache-control", "max-age=60")
+            .header("etag", "\"c1\"")
+    };
+    origin.on("/cdn-304", reply(Reply::ok("body")));
+    get_with(&edge, "/cdn-304", &[]).await;
+    edge.advance(70);
+    origin.on("/cdn-304", reply(Reply::ok("").with_status(304)));
+
+    let revalidated = get_with(&edge, "/cdn-304", &[]).await;
+    assert_eq!(revalidated.status, 200);
+    assert_eq!(revalidated.text(), "body");
+    assert!(
+        revalidated.cache_status_has("fwd-status=304") && revalidated.cache_status_has("stored"),
+        "the 304 freshens the stored response under CDN-Cache-Control: {}",
+        revalidated.cache_status()
+    );
+    assert_hit(
+        &get_with(&edge, "/cdn-304", &[]).await,
+        "fresh again for 60s after the 304",
+    );
+    assert_eq!(origin.hits("/cdn-304"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdn_only_fields_are_not_forwarded_to_clients() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/fields",
+        Reply::ok("x")
+            .cache_control("max-age=30")
+            .header("cdn-cache-control", "max-age=60")
+            .header("surrogate-control", "max-age=60")
+            .header("surrogate-key", "k1 k2")
+            .header("cache-tag", "t1,t2"),
+    );
+    let miss = get_with(&edge, "/fields", &[]).await;
+    let hit = get_with(&edge, "/fields", &[]).await;
+    assert_hit(&hit, "stored");
+    for (what, response) in [("miss", &miss), ("hit", &hit)] {
+        for name in [
+            "cdn-cache-control",
+            "surrogate-control",
+            "surrogate-key",
+            "cache-tag",
+        ] {
+            assert_eq!(
+                response.header(name),
+                None,
+                "{what}: {name} leaked to the client"
+            );
+        }
+        assert_eq!(
+            response.header("cache-control").as_deref(),
+            Some("max-age=30"),
+            "{what}: Cache-Control is for the client and is kept"
+        );
+    }
+}

@@ -1,0 +1,419 @@
+//! RFC 9111 §4.2 freshness at the edge: which lifetime wins (`s-maxage` > `max-age` >
+//! `Expires` − `Date`), invalid and conflicting values, heuristic freshness, and the `Age` the
+//! edge computes and sends. Time is the edge's manual clock; the origin's `Date` follows it.
+
+use verge_testkit as support;
+
+use std::time::Duration;
+
+use support::{http_date, start_origin_and_edge, HttpClient, Reply};
+
+/// Asserts that `response` was served from cache (`Cache-Status` has `hit`).
+fn assert_hit(response: &support::TestResponse, why: &str) {
+    assert!(
+        response.cache_status_has("hit"),
+        "{why}: expected a hit, got {:?}",
+        response.cache_status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s_maxage_wins_over_max_age_and_expires() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let now = edge.now();
+    origin.on(
+        "/s",
+        Reply::ok("s")
+            .cache_control("max-age=10, s-maxage=100")
+            .header("date", &http_date(now))
+            .header("expires", &http_date(now + Duration::from_secs(1000))),
+    );
+    let client = HttpClient::http1();
+
+    let miss = client.get(&edge.url("/s")).await;
+    assert!(miss.cache_status_has("ttl=100"), "{}", miss.cache_status());
+    edge.advance(50);
+    assert_hit(
+        &client.get(&edge.url("/s")).await,
+        "fresh at 50s by s-maxage=100 although max-age=10 has run out",
+    );
+    edge.advance(55);
+    client.get(&edge.url("/s")).await;
+    assert_eq!(
+        origin.hits("/s"),
+        2,
+        "stale at 105s: s-maxage=100 wins over an Expires 1000s ahead"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_wins_over_expires() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let now = edge.now();
+    origin.on(
+        "/m",
+        Reply::ok("m")
+            .cache_control("max-age=100")
+            .header("date", &http_date(now))
+            .header("expires", &http_date(now + Duration::from_secs(10))),
+    );
+    let client = HttpClient::http1();
+
+    let miss = client.get(&edge.url("/m")).await;
+    assert!(miss.cache_status_has("ttl=100"), "{}", miss.cache_status());
+    edge.advance(50);
+    assert_hit(
+        &client.get(&edge.url("/m")).await,
+        "fresh at 50s by max-age=100 although Expires passed at 10s",
+    );
+    assert_eq!(origin.hits("/m"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expires_minus_date_is_the_lifetime_not_expires_minus_now() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let now = edge.now();
+    // Generated 30s ago, valid for 100s from then: 70s of freshness left.
+    origin.on(
+        "/e",
+        Reply::ok("e")
+            .header("date", &http_date(now - Duration::from_secs(30)))
+            .header("expires", &http_date(now + Duration::from_secs(70))),
+    );
+    let client = HttpClient::http1();
+
+    let miss = client.get(&edge.url("/e")).await;
+    assert!(
+        miss.cache_status_has("ttl=70"),
+        "lifetime 100 (Expires - Date) minus age 30: {}",
+        miss.cache_status()
+    );
+    edge.advance(60);
+    assert_hit(&client.get(&edge.url("/e")).await, "fresh at age 90 of 100");
+    edge.advance(15);
+    client.get(&edge.url("/e")).await;
+    assert_eq!(origin.hits("/e"), 2, "stale at age 105 of 100");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_expires_means_already_expired() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let now = edge.now();
+    // Without the invalid Expires, Last-Modified would give 100s of heuristic freshness.
+    origin.on(
+        "/bad-expires",
+        Reply::ok("x")
+            .header("last-modified", &http_date(now - Duration::from_secs(1000)))
+            .header("expires", "0"),
+    );
+    let client = HttpClient::http1();
+
+    let first = client.get(&edge.url("/bad-expires")).await;
+    assert_eq!(first.status, 200);
+    assert!(
+        !first.cache_status_has("ttl=100"),
+        "an invalid Expires is explicit (expired) freshness, not absent: {}",
+        first.cache_status()
+    );
+    client.get(&edge.url("/bad-expires")).await;
+    assert_eq!(
+        origin.hits("/bad-expires"),
+        2,
+        "a response with an invalid Expires is stale at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_duplicate_max_age_makes_the_response_stale() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/dup",
+        Reply::ok("d")
+            .cache_control("max-age=60")
+            .cache_control("max-age=120")
+            .header("etag", "\"d1\""),
+    );
+    let client = HttpClient::http1();
+
+    let first = client.get(&edge.url("/dup")).await;
+    assert!(
+        first.cache_status_has("ttl=0"),
+        "two different max-age values: lifetime 0, {}",
+        first.cache_status()
+    );
+    let second = client.get(&edge.url("/dup")).await;
+    assert_eq!(second.text(), "d");
+    assert_eq!(origin.hits("/dup"), 2, "stale at once: revalidated");
+    assert_eq!(
+        origin
+            .last_request("/dup")
+            .unwrap()
+            .header("if-none-match")
+            .as_deref(),
+        Some("\"d1\"")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heuristic_freshness_is_a_tenth_of_date_minus_last_modified() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let now = edge.now();
+    origin.on(
+        "/h",
+        Reply::ok("h")
+            .header("date", &http_date(now))
+            .header("last-modified", &http_date(now - Duration::from_secs(1000))),
+    );
+    let client = HttpClient::http1();
+
+    let miss = client.get(&edge.url("/h")).await;
+    assert!(
+        miss.cache_status_has("stored") && miss.cache_status_has("ttl=100"),
+        "10% of 1000s: {}",
+        miss.cache_status()
+    );
+    edge.advance(90);
+    assert_hit(&client.get(&edge.url("/h")).await, "fresh at 90s of 100s");
+    edge.advance(15);
+    client.get(&edge.url("/h")).await;
+    assert_eq!(origin.hits("/h"), 2, "stale at 105s of 100s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heuristic_freshness_is_capped_at_one_day() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let now = edge.now();
+    origin.on(
+        "/old",
+        Reply::ok("old").header("date", &http_date(now)).header(
+            "last-modified",
+            &http_date(now - Duration::from_secs(100 * 86_400)),
+        ),
+    );
+    let client = HttpClient::http1();
+
+    let miss = client.get(&edge.url("/old")).await;
+    assert!(
+        miss.cache_status_has("ttl=86400"),
+        "10% of 100 days is capped at one day: {}",
+        miss.cache_status()
+    );
+    edge.advance(86_400 - 100);
+    assert_hit(&client.get(&edge.url("/old")).await, "fresh within the day");
+    edge.advance(200);
+    client.get(&edge.url("/old")).await;
+    assert_eq!(origin.hits("/old"), 2, "stale after one day");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heuristic_freshness_applies_to_heuristically_cacheable_statuses_only() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let now = edge.now();
+    let modified = http_date(now - Duration::from_secs(1000));
+    for status in [404, 410, 301] {
+        origin.on(
+            &format!("/yes/{status}"),
+            Reply::ok("y")
+                .with_status(status)
+                .header("location", "/elsewhere")
+                .header("last-modified", &modified),
+        );
+    }
+    for status in [302, 307] {
+        origin.on(
+            &format!("/no/{status}"),
+            Reply::ok("n")
+                .with_status(status)
+                .header("location", "/elsewhere")
+                .header("last-modified", &modified),
+        );
+    }
+    let client = HttpClient::http1();
+
+    for status in [404, 410, 301] {
+        let path = format!("/yes/{status}");
+        client.get(&edge.url(&path)).await;
+        let again = client.get(&edge.url(&path)).await;
+        assert_eq!(again.status.as_u16(), status);
+        assert_hit(&again, &format!("{status} is heuristically cacheable"));
+        assert_eq!(origin.hits(&path), 1, "{path}");
+    }
+    for status in [302, 307] {
+        let path = format!("/no/{status}");
+        client.get(&edge.url(&path)).await;
+        let again = client.get(&edge.url(&path)).await;
+        assert_eq!(again.status.as_u16(), status);
+        assert!(
+            !again.cache_status_has("hit"),
+            "{status} has no heuristic freshness: {}",
+            again.cache_status()
+        );
+        assert_eq!(origin.hits(&path), 2, "{path} must go to the origin again");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_allows_heuristic_freshness_for_any_status() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let now = edge.now();
+    origin.on(
+        "/found",
+        Reply::ok("f")
+            .with_status(302)
+            .cache_control("public")
+            .header("location", "/elsewhere")
+            .header("last-modified", &http_date(now - Duration::from_secs(1000))),
+    );
+    let client = HttpClient::http1();
+
+    let miss = client.get(&edge.url("/found")).await;
+    assert!(miss.cache_status_has("ttl=100"), "{}", miss.cache_status());
+    assert_hit(
+        &client.get(&edge.url("/found")).await,
+        "a public 302 gets heuristic freshness",
+    );
+    assert_eq!(origin.hits("/found"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_freshness_disables_heuristic_freshness() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let now = edge.now();
+    origin.on(
+        "/explicit",
+        Reply::ok("x")
+            .cache_control("max-age=5")
+            .header("last-modified", &http_date(now - Duration::from_secs(1000))),
+    );
+    let client = HttpClient::http1();
+
+    let miss = client.get(&edge.url("/explicit")).await;
+    assert!(miss.cache_status_has("ttl=5"), "{}", miss.cache_status());
+    edge.advance(10);
+    client.get(&edge.url("/explicit")).await;
+    assert_eq!(
+        origin.hits("/explicit"),
+        2,
+        "stale after max-age=5 although Last-Modified would give 100s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn age_includes_the_upstream_age_and_the_resident_time() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/aged",
+        Reply::ok("a")
+            .cache_control("max-age=100")
+            .header("age", "30"),
+    );
+    let client = HttpClient::http1();
+
+    let miss = client.get(&edge.url("/aged")).await;
+    assert_eq!(miss.header("age").as_deref(), Some("30"));
+    assert!(miss.cache_status_has("ttl=70"), "{}", miss.cache_status());
+    edge.advance(10);
+    let hit = client.get(&edge.url("/aged")).await;
+    assert_hit(&hit, "age 40 of 100");
+    assert_eq!(hit.header("age").as_deref(), Some("40"));
+    assert!(hit.cache_status_has("ttl=60"), "{}", hit.cache_status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn age_includes_the_apparent_age_from_date() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let now = edge.now();
+    origin.on(
+        "/dated",
+        Reply::ok("d")
+            .cache_control("max-age=100")
+            .header("date", &http_date(now - Duration::from_secs(40))),
+    );
+    let client = HttpClient::http1();
+
+    let miss = client.get(&edge.url("/dated")).await;
+    assert_eq!(miss.header("age").as_deref(), Some("40"));
+    assert!(miss.cache_status_has("ttl=60"), "{}", miss.cache_status());
+    edge.advance(5);
+    let hit = client.get(&edge.url("/dated")).await;
+    assert_eq!(hit.header("age").as_deref(), Some("45"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn age_includes_the_response_delay() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    // By the edge's clock the origin takes 5s to answer; its Date is stamped at the end.
+    origin.on(
+        "/slow",
+        Reply::ok("s")
+            .cache_control("max-age=100")
+            .advance_clock(edge.clock.clone(), Duration::from_secs(5)),
+    );
+    let client = HttpClient::http1();
+
+    let miss = client.get(&edge.url("/slow")).await;
+    assert_eq!(
+        miss.header("age").as_deref(),
+        Some("5"),
+        "corrected initial age counts the 5s the request was in flight"
+    );
+    assert!(miss.cache_status_has("ttl=95"), "{}", miss.cache_status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn age_is_sent_on_every_response_from_cache() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let body = support::patterned_body(100);
+    origin.on(
+        "/every",
+        Reply::ok(body)
+            .cache_control("max-age=100")
+            .header("etag", "\"e1\""),
+    );
+    let client = HttpClient::http1();
+    client.get(&edge.url("/every")).await;
+    edge.advance(7);
+
+    let hit = client.get(&edge.url("/every")).await;
+    assert_eq!(hit.status, 200);
+    let head = client.request("HEAD", &edge.url("/every"), &[], "").await;
+    assert_eq!(head.status, 200);
+    let not_modified = client
+        .request(
+            "GET",
+            &edge.url("/every"),
+            &[("if-none-match", "\"e1\"")],
+            "",
+        )
+        .await;
+    assert_eq!(not_modified.status, 304);
+    let partial = client
+        .request("GET", &edge.url("/every"), &[("range", "bytes=0-9")], "")
+        .await;
+    assert_eq!(partial.status, 206);
+    let stale_ok = client
+        .request(
+            "GET",
+            &edge.url("/every"),
+            &[("cache-control", "max-stale")],
+            "",
+        )
+        .await;
+    assert_eq!(stale_ok.status, 200);
+
+    for (what, response) in [
+        ("hit", &hit),
+        ("HEAD", &head),
+        ("304", &not_modified),
+        ("206", &partial),
+        ("max-stale", &stale_ok),
+    ] {
+        assert_eq!(
+            response.header("age").as_deref(),
+            Some("7"),
+            "{what}: {:?}",
+            response.headers
+        );
+    }
+    assert_eq!(origin.hits("/every"), 1);
+}

@@ -1,0 +1,296 @@
+//! Serving stale at the edge: RFC 5861 `stale-while-revalidate` (served at once, refreshed once
+//! in the background) and `stale-if-error` (served when the origin fails, within its window),
+//! and the directives under which a stale response is never served (RFC 9111 §4.2.4, §5.2.2).
+
+use verge_testkit as support;
+
+use std::time::Duration;
+
+use support::{
+    start_origin_and_edge, wait_until, FakeOrigin, HttpClient, Reply, TestEdge, TestResponse,
+};
+use tokio::task::JoinSet;
+
+/// Bound on waiting for a background refresh to reach the origin and be stored.
+const REFRESH_DEADLINE: Duration = Duration::from_secs(5);
+
+async fn get_with(edge: &TestEdge, path: &str, headers: &[(&str, &str)]) -> TestResponse {
+    HttpClient::http1()
+        .request("GET", &edge.url(path), headers, "")
+        .await
+}
+
+async fn get(edge: &TestEdge, path: &str) -> TestResponse {
+    get_with(edge, path, &[]).await
+}
+
+// ---- stale-while-revalidate ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_serves_stale_at_once_and_refreshes_once_in_the_background() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/swr",
+        Reply::ok("old").cache_control("max-age=10, stale-while-revalidate=60"),
+    );
+    get(&edge, "/swr").await;
+    edge.advance(30); // 20s stale, within the 60s window
+                      // The refresh is slow, so every request below is answered before it lands.
+    origin.on(
+        "/swr",
+        Reply::ok("new")
+            .cache_control("max-age=100")
+            .delay(Duration::from_millis(500)),
+    );
+
+    let first = get(&edge, "/swr").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.text(), "old", "served stale, not after the refresh");
+    assert!(
+        first.cache_status_has("hit") && first.cache_status_has("detail=stale-while-revalidate"),
+        "{}",
+        first.cache_status()
+    );
+
+    let client = HttpClient::http1();
+    let mut requests = JoinSet::new();
+    for _ in 0..8 {
+        let client = client.clone();
+        let url = edge.url("/swr");
+        requests.spawn(async move { client.get(&url).await });
+    }
+    while let Some(response) = requests.join_next().await {
+        let response = response.unwrap();
+        assert_eq!(response.status, 200);
+        let stale =
+            response.text() == "old" && response.cache_status_has("detail=stale-while-revalidate");
+        let refreshed = response.text() == "new" && response.cache_status_has("hit");
+        assert!(
+            stale || refreshed,
+            "{} / {}",
+            response.text(),
+            response.cache_status()
+        );
+    }
+
+    wait_until(
+        "the background refresh to reach the origin",
+        REFRESH_DEADLINE,
+        || {
+            let hits = origin.hits("/swr");
+            async move { hits >= 2 }
+        },
+    )
+    .await;
+    let edge_ref = &edge;
+    wait_until(
+        "the refreshed response to be stored",
+        REFRESH_DEADLINE,
+        || async move { get(edge_ref, "/swr").await.text() == "new" },
+    )
+    .await;
+
+    let after = get(&edge, "/swr").await;
+    assert_eq!(after.text(), "new");
+    assert!(
+        after.cache_status_has("hit") && !after.cache_status().contains("detail="),
+        "a fresh hit: {}",
+        after.cache_status()
+    );
+    assert_eq!(
+        origin.hits("/swr"),
+        2,
+        "nine stale requests make exactly one background refresh"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_outside_its_window_waits_for_the_origin() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/swr-out",
+        Reply::ok("old").cache_control("max-age=10, stale-while-revalidate=30"),
+    );
+    get(&edge, "/swr-out").await;
+    edge.advance(50); // 40s stale, beyond the 30s window
+    origin.on("/swr-out", Reply::ok("new").cache_control("max-age=100"));
+
+    let response = get(&edge, "/swr-out").await;
+    assert_eq!(response.text(), "new", "fetched before answering");
+    assert!(
+        response.cache_status_has("fwd=stale"),
+        "{}",
+        response.cache_status()
+    );
+    assert_eq!(origin.hits("/swr-out"), 2);
+}
+
+// ---- stale-if-error ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_serves_stale_when_the_origin_resets() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/sie",
+        Reply::ok("old").cache_control("max-age=10, stale-if-error=60"),
+    );
+    get(&edge, "/sie").await;
+    edge.advance(30);
+    origin.on("/sie", Reply::reset());
+
+    let response = get(&edge, "/sie").await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.text(), "old");
+    assert!(
+        response.cache_status_has("detail=stale-if-error"),
+        "{}",
+        response.cache_status()
+    );
+    assert!(origin.hits("/sie") >= 2, "the origin was tried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_serves_stale_when_the_origin_answers_500_502_503_or_504() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/sie5",
+        Reply::ok("old").cache_control("max-age=10, stale-if-error=60"),
+    );
+    get(&edge, "/sie5").await;
+    edge.advance(30);
+
+    for status in [500, 502, 503, 504] {
+        origin.on(
+            "/sie5",
+            Reply::ok(format!("origin error {status}")).with_status(status),
+        );
+        let before = origin.hits("/sie5");
+        let response = get(&edge, "/sie5").await;
+        assert_eq!(origin.hits("/sie5"), before + 1, "{status}: origin asked");
+        assert_eq!(response.status, 200, "{status}: {}", response.text());
+        assert_eq!(response.text(), "old", "{status}");
+        assert!(
+            response.cache_status_has("detail=stale-if-error"),
+            "{status}: {}",
+            response.cache_status()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_outside_its_window_returns_the_error() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/sie-out",
+        Reply::ok("old").cache_control("max-age=10, stale-if-error=60"),
+    );
+    get(&edge, "/sie-out").await;
+    edge.advance(100); // 90s stale, beyond the 60s window
+
+    origin.on("/sie-out", Reply::reset());
+    let reset = get(&edge, "/sie-out").await;
+    assert_eq!(reset.status, 502, "{}", reset.text());
+    assert!(!reset.cache_status_has("detail=stale-if-error"));
+
+    origin.on("/sie-out", Reply::ok("unavailable").with_status(503));
+    let unavailable = get(&edge, "/sie-out").await;
+    assert_eq!(unavailable.status, 503);
+    assert_eq!(unavailable.text(), "unavailable");
+}
+
+// ---- never stale ----
+
+/// A response with `cache_control` (which also grants `stale-while-revalidate` and
+/// `stale-if-error`) is never served stale: not to a plain request, not under `max-stale`, not
+/// when the origin fails.
+async fn assert_never_served_stale(origin: &FakeOrigin, edge: &TestEdge, cache_control: &str) {
+    let path = "/never-stale";
+    let cc = format!("{cache_control}, stale-while-revalidate=600, stale-if-error=600");
+    origin.on(path, Reply::ok("old").cache_control(&cc));
+    get(edge, path).await;
+    edge.advance(30);
+
+    origin.on(path, Reply::ok("new").cache_control(&cc));
+    let plain = get(edge, path).await;
+    assert_eq!(
+        plain.text(),
+        "new",
+        "{cache_control}: not served stale while revalidating ({})",
+        plain.cache_status()
+    );
+    assert_eq!(origin.hits(path), 2, "{cache_control}");
+
+    edge.advance(30);
+    let max_stale = get_with(edge, path, &[("cache-control", "max-stale")]).await;
+    assert!(
+        !max_stale.cache_status_has("hit"),
+        "{cache_control}: not served stale under max-stale ({})",
+        max_stale.cache_status()
+    );
+    assert_eq!(origin.hits(path), 3, "{cache_control}");
+
+    edge.advance(30);
+    origin.on(path, Reply::reset());
+    let reset = get(edge, path).await;
+    assert_eq!(
+        reset.status,
+        502,
+        "{cache_control}: not served stale when the origin fails ({})",
+        reset.cache_status()
+    );
+    origin.on(path, Reply::ok("down").with_status(503));
+    let unavailable = get(edge, path).await;
+    assert_eq!(
+        unavailable.status,
+        503,
+        "{cache_control}: not served stale on a 503 ({})",
+        unavailable.cache_status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn must_revalidate_is_never_served_stale() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    assert_never_served_stale(&origin, &edge, "max-age=10, must-revalidate").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_revalidate_is_never_served_stale() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    assert_never_served_stale(&origin, &edge, "max-age=10, proxy-revalidate").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s_maxage_is_never_served_stale() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    assert_never_served_stale(&origin, &edge, "s-maxage=10").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cache_is_never_served_on_error() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/nc-err",
+        Reply::ok("old")
+            .cache_control("no-cache, max-age=10, stale-if-error=600")
+            .header("etag", "\"n1\""),
+    );
+    get(&edge, "/nc-err").await;
+
+    origin.on("/nc-err", Reply::reset());
+    let fresh_but_no_cache = get(&edge, "/nc-err").await;
+    assert_eq!(
+        fresh_but_no_cache.status,
+        502,
+        "no-cache: not reused without validation ({})",
+        fresh_but_no_cache.cache_status()
+    );
+    edge.advance(30);
+    let stale = get(&edge, "/nc-err").await;
+    assert_eq!(
+        stale.status,
+        502,
+        "no-cache: not served under stale-if-error ({})",
+        stale.cache_status()
+    );
+}

@@ -1,0 +1,316 @@
+//! RFC 9111 §4.3 validation at the edge: a stale stored response is revalidated with its
+//! validators, a 304 freshens it (§4.3.4), a 200 replaces it; and clients' own conditional
+//! requests are answered 304 from a fresh stored response (RFC 9110 §13).
+
+use verge_testkit as support;
+
+use std::time::Duration;
+
+use support::{
+    http_date, start_edge, start_origin_and_edge, HttpClient, RawOrigin, Reply, TestEdge,
+    TestResponse,
+};
+
+async fn get_with(edge: &TestEdge, path: &str, headers: &[(&str, &str)]) -> TestResponse {
+    HttpClient::http1()
+        .request("GET", &edge.url(path), headers, "")
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_response_with_an_etag_is_revalidated_with_if_none_match() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/etag",
+        Reply::ok("body")
+            .cache_control("max-age=10")
+            .header("etag", "\"v1\""),
+    );
+    let first = get_with(&edge, "/etag", &[]).await;
+    assert!(origin
+        .last_request("/etag")
+        .unwrap()
+        .header("if-none-match")
+        .is_none());
+    assert!(first.cache_status_has("stored"), "{}", first.cache_status());
+    edge.advance(20);
+
+    let second = get_with(&edge, "/etag", &[]).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(origin.hits("/etag"), 2);
+    let sent = origin.last_request("/etag").unwrap();
+    assert_eq!(sent.header("if-none-match").as_deref(), Some("\"v1\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_response_with_last_modified_is_revalidated_with_if_modified_since() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let modified = http_date(edge.now() - Duration::from_secs(3600));
+    origin.on(
+        "/lm",
+        Reply::ok("body")
+            .cache_control("max-age=10")
+            .header("last-modified", &modified),
+    );
+    get_with(&edge, "/lm", &[]).await;
+    assert!(origin
+        .last_request("/lm")
+        .unwrap()
+        .header("if-modified-since")
+        .is_none());
+    edge.advance(20);
+
+    get_with(&edge, "/lm", &[]).await;
+    assert_eq!(origin.hits("/lm"), 2);
+    let sent = origin.last_request("/lm").unwrap();
+    assert_eq!(
+        sent.header("if-modified-since").as_deref(),
+        Some(modified.as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_modified_freshens_the_stored_response() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/fresh",
+        Reply::ok("the stored body")
+            .cache_control("max-age=10")
+            .header("etag", "\"v1\"")
+            .header("x-version", "1")
+            .header("x-untouched", "kept"),
+    );
+    get_with(&edge, "/fresh", &[]).await;
+    edge.advance(20);
+    origin.on(
+        "/fresh",
+        Reply::ok("")
+            .with_status(304)
+            .cache_control("max-age=200")
+            .header("etag", "\"v1\"")
+            .header("x-version", "2"),
+    );
+
+    let revalidated = get_with(&edge, "/fresh", &[]).await;
+    assert_eq!(revalidated.status, 200);
+    assert_eq!(revalidated.text(), "the stored body");
+    let status = revalidated.cache_status();
+    assert!(
+        status.starts_with("verge-edge; fwd=stale; fwd-status=304;"),
+        "{status}"
+    );
+    assert!(revalidated.cache_status_has("stored"), "{status}");
+    assert!(
+        revalidated.cache_status_has("ttl=200"),
+        "the 304's Cache-Control applies: {status}"
+    );
+    assert_eq!(
+        revalidated.header("cache-control").as_deref(),
+        Some("max-age=200")
+    );
+    assert_eq!(revalidated.header("x-version").as_deref(), Some("2"));
+    assert_eq!(revalidated.header("x-untouched").as_deref(), Some("kept"));
+
+    edge.advance(150);
+    let hit = get_with(&edge, "/fresh", &[]).await;
+    assert!(hit.cache_status_has("hit"), "{}", hit.cache_status());
+    assert_eq!(hit.text(), "the stored body");
+    assert_eq!(hit.header("x-version").as_deref(), Some("2"));
+    assert_eq!(origin.hits("/fresh"), 2);
+
+    let metrics = edge.metrics().await;
+    assert_eq!(
+        metrics.value("verge_revalidations_total", &[("result", "not_modified")]),
+        Some(1.0),
+        "{}",
+        metrics.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_modified_never_changes_the_content_length() {
+    // Scripted bytes: hyper as a server would drop the 304's Content-Length.
+    let origin = RawOrigin::start().await;
+    let edge = start_edge(origin.addr(), &[]).await;
+    let body = "0123456789".repeat(100);
+    origin.push(format!(
+        "HTTP/1.1 200 OK\r\ncache-control: max-age=10\r\netag: \"v1\"\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    // A 304 may carry the selected representation's length; it must not replace the stored
+    // body's framing (RFC 9111 §3.2).
+    origin.push(
+        "HTTP/1.1 304 Not Modified\r\ncache-control: max-age=60\r\netag: \"v1\"\r\n\
+         content-length: 7\r\n\r\n",
+    );
+    get_with(&edge, "/len", &[]).await;
+    edge.advance(20);
+
+    let revalidated = get_with(&edge, "/len", &[]).await;
+    assert!(
+        revalidated.cache_status_has("fwd-status=304"),
+        "{}",
+        revalidated.cache_status()
+    );
+    let heads = origin.requests();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(
+        heads[1]
+            .to_ascii_lowercase()
+            .contains("if-none-match: \"v1\""),
+        "{}",
+        heads[1]
+    );
+    assert_eq!(
+        revalidated.header("content-length").as_deref(),
+        Some("1000")
+    );
+    assert_eq!(revalidated.text(), body, "the stored body, whole");
+    let hit = get_with(&edge, "/len", &[]).await;
+    assert!(hit.cache_status_has("hit"), "{}", hit.cache_status());
+    assert_eq!(hit.header("content-length").as_deref(), Some("1000"));
+    assert_eq!(hit.text(), body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_answer_to_revalidation_replaces_the_stored_response() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/replace",
+        Reply::ok("old")
+            .cache_control("max-age=10")
+            .header("etag", "\"v1\""),
+    );
+    get_with(&edge, "/replace", &[]).await;
+    edge.advance(20);
+    origin.on(
+        "/replace",
+        Reply::ok("new")
+            .cache_control("max-age=60")
+            .header("etag", "\"v2\""),
+    );
+
+    let replaced = get_with(&edge, "/replace", &[]).await;
+    assert_eq!(replaced.text(), "new");
+    assert!(
+        replaced.cache_status_has("fwd=stale")
+            && replaced.cache_status_has("fwd-status=200")
+            && replaced.cache_status_has("stored"),
+        "{}",
+        replaced.cache_status()
+    );
+    let hit = get_with(&edge, "/replace", &[]).await;
+    assert!(hit.cache_status_has("hit"), "{}", hit.cache_status());
+    assert_eq!(hit.text(), "new");
+    assert_eq!(hit.header("etag").as_deref(), Some("\"v2\""));
+    assert_eq!(origin.hits("/replace"), 2);
+}
+
+/// Stores `/c` (ETag `"v1"`, Last-Modified an hour ago), then sends `conditions` and returns
+/// the answer; the origin must have been asked once only.
+async fn conditional_against_fresh(conditions: &[(&str, &str)]) -> TestResponse {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let modified = http_date(edge.now() - Duration::from_secs(3600));
+    origin.on(
+        "/c",
+        Reply::ok("full body")
+            .cache_control("max-age=100")
+            .header("etag", "\"v1\"")
+            .header("last-modified", &modified),
+    );
+    get_with(&edge, "/c", &[]).await;
+    let response = get_with(&edge, "/c", conditions).await;
+    assert_eq!(origin.hits("/c"), 1, "answered from cache");
+    response
+}
+
+fn assert_not_modified(response: &TestResponse) {
+    assert_eq!(response.status, 304, "{:?}", response.headers);
+    assert!(response.body.is_empty(), "a 304 has no body");
+    assert_eq!(response.header("etag").as_deref(), Some("\"v1\""));
+    assert!(
+        response.cache_status_has("hit"),
+        "{}",
+        response.cache_status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_if_none_match_is_answered_304_from_a_fresh_response() {
+    let response = conditional_against_fresh(&[("if-none-match", "\"v1\"")]).await;
+    assert_not_modified(&response);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_weak_if_none_match_is_answered_304() {
+    let response = conditional_against_fresh(&[("if-none-match", "W/\"v1\"")]).await;
+    assert_not_modified(&response);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_if_none_match_list_containing_the_etag_is_answered_304() {
+    let response = conditional_against_fresh(&[("if-none-match", "\"x\", \"v1\"")]).await;
+    assert_not_modified(&response);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_if_none_match_star_is_answered_304() {
+    let response = conditional_against_fresh(&[("if-none-match", "*")]).await;
+    assert_not_modified(&response);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_if_modified_since_is_answered_304() {
+    let now = std::time::SystemTime::now();
+    // Later than the stored Last-Modified (an hour before the edge's clock started).
+    let since = http_date(now - Duration::from_secs(60));
+    let response = conditional_against_fresh(&[("if-modified-since", &since)]).await;
+    assert_not_modified(&response);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_if_none_match_that_does_not_match_gets_the_full_response() {
+    let response = conditional_against_fresh(&[("if-none-match", "\"v2\"")]).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "full body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_if_modified_since_before_last_modified_gets_the_full_response() {
+    let now = std::time::SystemTime::now();
+    let since = http_date(now - Duration::from_secs(7200));
+    let response = conditional_against_fresh(&[("if-modified-since", &since)]).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "full body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_conditionals_are_not_forwarded_on_a_miss() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/cm",
+        Reply::ok("full body")
+            .cache_control("max-age=100")
+            .header("etag", "\"v1\""),
+    );
+    let response = get_with(&edge, "/cm", &[("if-none-match", "\"v1\"")]).await;
+    let sent = origin.last_request("/cm").unwrap();
+    assert_eq!(
+        sent.header("if-none-match"),
+        None,
+        "the fill asks for the whole representation to store it"
+    );
+    assert!(
+        response.cache_status_has("stored"),
+        "{}",
+        response.cache_status()
+    );
+    assert_eq!(
+        response.status, 304,
+        "and the client's condition is then evaluated"
+    );
+    let full = get_with(&edge, "/cm", &[]).await;
+    assert_eq!(full.text(), "full body");
+    assert_eq!(origin.hits("/cm"), 1);
+}

@@ -1,0 +1,411 @@
+//! Secondary keys, HEAD and byte ranges at the edge: several `Vary` variants per URL (RFC 9111
+//! §4.1), HEAD answered from a stored GET and checked upstream with a HEAD (§4.3.5), and
+//! ranges served from a stored full representation (RFC 9110 §14).
+
+use verge_testkit as support;
+
+use http::Method;
+use support::{patterned_body, start_origin_and_edge, HttpClient, Reply, TestEdge, TestResponse};
+
+async fn get_with(edge: &TestEdge, path: &str, headers: &[(&str, &str)]) -> TestResponse {
+    HttpClient::http1()
+        .request("GET", &edge.url(path), headers, "")
+        .await
+}
+
+async fn head(edge: &TestEdge, path: &str) -> TestResponse {
+    HttpClient::http1()
+        .request("HEAD", &edge.url(path), &[], "")
+        .await
+}
+
+fn vary_reply(body: &str) -> Reply {
+    Reply::ok(body.to_string())
+        .cache_control("max-age=60")
+        .header("vary", "Accept-Language")
+}
+
+// ---- Vary ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_keeps_one_stored_variant_per_request_header_value() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/v", vary_reply("hello"));
+    let en = get_with(&edge, "/v", &[("accept-language", "en")]).await;
+    assert!(en.cache_status_has("stored"), "{}", en.cache_status());
+    origin.on("/v", vary_reply("bonjour"));
+    let fr = get_with(&edge, "/v", &[("accept-language", "fr")]).await;
+    assert_eq!(fr.text(), "bonjour");
+    assert!(fr.cache_status_has("stored"), "{}", fr.cache_status());
+    assert_eq!(origin.hits("/v"), 2);
+
+    for _ in 0..2 {
+        let en = get_with(&edge, "/v", &[("accept-language", "en")]).await;
+        assert!(en.cache_status_has("hit"), "{}", en.cache_status());
+        assert_eq!(en.text(), "hello", "the en variant");
+        let fr = get_with(&edge, "/v", &[("accept-language", "fr")]).await;
+        assert!(fr.cache_status_has("hit"), "{}", fr.cache_status());
+        assert_eq!(fr.text(), "bonjour", "the fr variant");
+    }
+    assert_eq!(origin.hits("/v"), 2, "both variants served from cache");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_star_is_never_stored() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/star",
+        Reply::ok("x")
+            .cache_control("max-age=60")
+            .header("vary", "*"),
+    );
+    for n in 1..=2 {
+        let response = get_with(&edge, "/star", &[]).await;
+        assert!(
+            !response.cache_status_has("stored"),
+            "{}",
+            response.cache_status()
+        );
+        assert_eq!(origin.hits("/star"), n);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_matching_normalises_whitespace_and_line_folding_in_request_values() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/norm", vary_reply("en-fr"));
+    // Stored for two field lines...
+    let request = http::Request::get(edge.url("/norm"))
+        .header("accept-language", "en")
+        .header("accept-language", "fr")
+        .body(Default::default())
+        .unwrap();
+    let stored = HttpClient::http1().send(request).await;
+    assert!(
+        stored.cache_status_has("stored"),
+        "{}",
+        stored.cache_status()
+    );
+
+    // ...then asked for with the same values on one line, with surrounding whitespace.
+    for value in ["en, fr", "  en, fr\t"] {
+        let response = get_with(&edge, "/norm", &[("accept-language", value)]).await;
+        assert!(
+            response.cache_status_has("hit"),
+            "{value:?}: {}",
+            response.cache_status()
+        );
+        assert_eq!(response.text(), "en-fr");
+    }
+    assert_eq!(origin.hits("/norm"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_miss_is_reported_when_the_url_is_stored_but_no_variant_matches() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/vm", vary_reply("hello"));
+    get_with(&edge, "/vm", &[("accept-language", "en")]).await;
+
+    let de = get_with(&edge, "/vm", &[("accept-language", "de")]).await;
+    assert!(
+        de.cache_status_has("fwd=vary-miss"),
+        "{}",
+        de.cache_status()
+    );
+    let none = get_with(&edge, "/vm", &[]).await;
+    assert!(
+        none.cache_status_has("fwd=vary-miss"),
+        "a request without the header is another variant: {}",
+        none.cache_status()
+    );
+    assert_eq!(origin.hits("/vm"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uri_miss_is_reported_when_nothing_is_stored_for_the_url() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/um", vary_reply("hello"));
+    let first = get_with(&edge, "/um", &[("accept-language", "en")]).await;
+    assert!(
+        first.cache_status_has("fwd=uri-miss"),
+        "{}",
+        first.cache_status()
+    );
+    assert!(!first.cache_status_has("fwd=vary-miss"));
+}
+
+// ---- HEAD ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_is_answered_from_a_stored_get_without_the_origin() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/h", Reply::ok("hello world").cache_control("max-age=60"));
+    get_with(&edge, "/h", &[]).await;
+
+    let response = head(&edge, "/h").await;
+    assert_eq!(response.status, 200);
+    assert!(
+        response.cache_status_has("hit"),
+        "{}",
+        response.cache_status()
+    );
+    assert_eq!(response.header("content-length").as_deref(), Some("11"));
+    assert_eq!(
+        response.header("cache-control").as_deref(),
+        Some("max-age=60")
+    );
+    assert!(response.body.is_empty(), "a HEAD answer has no body");
+    assert_eq!(origin.hits("/h"), 1, "the origin is not asked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_for_a_stale_get_is_checked_with_a_head_and_a_matching_etag_freshens_it() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/hv",
+        Reply::ok("hello")
+            .cache_control("max-age=10")
+            .header("etag", "\"v1\""),
+    );
+    get_with(&edge, "/hv", &[]).await;
+    edge.advance(20);
+    origin.on(
+        "/hv",
+        Reply::ok("hello")
+            .cache_control("max-age=60")
+            .header("etag", "\"v1\""),
+    );
+
+    let response = head(&edge, "/hv").await;
+    assert_eq!(response.status, 200);
+    assert!(response.body.is_empty());
+    let sent = origin.last_request("/hv").unwrap();
+    assert_eq!(sent.method, Method::HEAD, "checked upstream with a HEAD");
+    assert!(
+        response.cache_status_has("stored"),
+        "{}",
+        response.cache_status()
+    );
+
+    let get = get_with(&edge, "/hv", &[]).await;
+    assert!(
+        get.cache_status_has("hit"),
+        "the stored GET was freshened by the HEAD: {}",
+        get.cache_status()
+    );
+    assert_eq!(get.text(), "hello");
+    assert!(get.cache_status_has("ttl=60"), "{}", get.cache_status());
+    assert_eq!(origin.hits("/hv"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_for_a_stale_get_with_a_different_etag_drops_the_stored_get() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on(
+        "/hd",
+        Reply::ok("hello")
+            .cache_control("max-age=10")
+            .header("etag", "\"v1\""),
+    );
+    get_with(&edge, "/hd", &[]).await;
+    edge.advance(20);
+    origin.on(
+        "/hd",
+        Reply::ok("world!")
+            .cache_control("max-age=60")
+            .header("etag", "\"v2\""),
+    );
+
+    let response = head(&edge, "/hd").await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("etag").as_deref(), Some("\"v2\""));
+    assert_eq!(origin.last_request("/hd").unwrap().method, Method::HEAD);
+
+    let get = get_with(&edge, "/hd", &[]).await;
+    assert!(
+        !get.cache_status_has("hit") && !get.cache_status_has("fwd=stale"),
+        "the stored GET no longer describes the resource: {}",
+        get.cache_status()
+    );
+    assert_eq!(get.text(), "world!");
+    let last = origin.last_request("/hd").unwrap();
+    assert_eq!(last.method, Method::GET);
+    assert_eq!(
+        last.header("if-none-match"),
+        None,
+        "nothing stored is left to revalidate"
+    );
+    assert_eq!(origin.hits("/hd"), 3);
+}
+
+// ---- ranges ----
+
+fn range_reply(body: &[u8]) -> Reply {
+    Reply::ok(body.to_vec())
+        .cache_control("max-age=60")
+        .header("content-type", "application/octet-stream")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_range_is_served_206_from_a_stored_full_response() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let body = patterned_body(1000);
+    origin.on("/r", range_reply(&body));
+    get_with(&edge, "/r", &[]).await;
+
+    let partial = get_with(&edge, "/r", &[("range", "bytes=100-199")]).await;
+    assert_eq!(partial.status, 206);
+    assert!(
+        partial.cache_status_has("hit"),
+        "{}",
+        partial.cache_status()
+    );
+    assert_eq!(
+        partial.header("content-range").as_deref(),
+        Some("bytes 100-199/1000")
+    );
+    assert_eq!(partial.header("content-length").as_deref(), Some("100"));
+    assert!(partial.body[..] == body[100..200], "the bytes of the range");
+
+    let suffix = get_with(&edge, "/r", &[("range", "bytes=-10")]).await;
+    assert_eq!(suffix.status, 206);
+    assert_eq!(
+        suffix.header("content-range").as_deref(),
+        Some("bytes 990-999/1000")
+    );
+    assert!(suffix.body[..] == body[990..]);
+    assert_eq!(origin.hits("/r"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_miss_fills_the_full_object_without_sending_range_upstream() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let body = patterned_body(1000);
+    origin.on("/rm", range_reply(&body));
+
+    let partial = get_with(&edge, "/rm", &[("range", "bytes=0-99")]).await;
+    assert_eq!(partial.status, 206);
+    assert!(partial.body[..] == body[..100]);
+    let sent = origin.last_request("/rm").unwrap();
+    assert_eq!(sent.header("range"), None, "the fill asks for everything");
+    assert!(
+        partial.cache_status_has("stored"),
+        "{}",
+        partial.cache_status()
+    );
+
+    let full = get_with(&edge, "/rm", &[]).await;
+    assert_eq!(full.status, 200);
+    assert!(full.cache_status_has("hit"), "{}", full.cache_status());
+    assert!(full.body == body, "the full object was stored");
+    assert_eq!(origin.hits("/rm"), 1);
+}
+
+/// The parts of a multipart/byteranges body: each part's header block and data.
+fn multipart_parts(body: &[u8], boundary: &str) -> Vec<(String, Vec<u8>)> {
+    let delimiter = format!("\r\n--{boundary}").into_bytes();
+    let mut text = b"\r\n".to_vec();
+    text.extend_from_slice(body);
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    while let Some(found) = find(&text[at..], &delimiter) {
+        pieces.push(text[at..at + found].to_vec());
+        at += found + delimiter.len();
+    }
+    pieces.push(text[at..].to_vec());
+    assert!(pieces[0].is_empty(), "no preamble expected");
+    let last = pieces.pop().unwrap();
+    assert_eq!(last, b"--\r\n", "closing delimiter");
+    pieces[1..]
+        .iter()
+        .map(|piece| {
+            let piece = piece
+                .strip_prefix(b"\r\n")
+                .expect("CRLF after the boundary");
+            let split = find(piece, b"\r\n\r\n").expect("part headers end");
+            let head = String::from_utf8(piece[..split].to_vec()).unwrap();
+            (head, piece[split + 4..].to_vec())
+        })
+        .collect()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_ranges_are_served_as_multipart_byteranges() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let body = patterned_body(1000);
+    origin.on("/mr", range_reply(&body));
+    get_with(&edge, "/mr", &[]).await;
+
+    let partial = get_with(&edge, "/mr", &[("range", "bytes=0-9,500-519")]).await;
+    assert_eq!(partial.status, 206);
+    assert_eq!(
+        partial.header("content-range"),
+        None,
+        "ranges are in the parts"
+    );
+    let content_type = partial.header("content-type").unwrap();
+    let boundary = content_type
+        .strip_prefix("multipart/byteranges; boundary=")
+        .unwrap_or_else(|| panic!("{content_type}"));
+    assert_eq!(
+        partial.header("content-length").unwrap(),
+        partial.body.len().to_string()
+    );
+    let parts = multipart_parts(&partial.body, boundary);
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    let expected = [(0usize, 9usize), (500, 519)];
+    for ((head, data), (start, end)) in parts.iter().zip(expected) {
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains(&format!("content-range: bytes {start}-{end}/1000")),
+            "{head}"
+        );
+        assert!(
+            head.contains("content-type: application/octet-stream"),
+            "{head}"
+        );
+        assert!(data[..] == body[start..=end], "part {start}-{end}");
+    }
+    assert_eq!(origin.hits("/mr"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsatisfiable_range_gets_416_with_the_length() {
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    origin.on("/ur", range_reply(&patterned_body(1000)));
+    get_with(&edge, "/ur", &[]).await;
+
+    let response = get_with(&edge, "/ur", &[("range", "bytes=5000-6000")]).await;
+    assert_eq!(response.status, 416);
+    assert_eq!(
+        response.header("content-range").as_deref(),
+        Some("bytes */1000")
+    );
+    assert!(response.body.is_empty());
+    assert_eq!(origin.hits("/ur"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_ranges_than_max_ranges_get_the_full_response() {
+    let (origin, edge) = start_origin_and_edge(&["cache.max_ranges = 2"]).await;
+    let body = patterned_body(1000);
+    origin.on("/many", range_reply(&body));
+    get_with(&edge, "/many", &[]).await;
+
+    let two = get_with(&edge, "/many", &[("range", "bytes=0-9,100-109")]).await;
+    assert_eq!(
+        two.status, 206,
+        "two ranges are within cache.max_ranges = 2"
+    );
+    let three = get_with(&edge, "/many", &[("range", "bytes=0-9,100-109,200-209")]).await;
+    assert_eq!(
+        three.status, 200,
+        "three are more than cache.max_ranges = 2"
+    );
+    assert_eq!(three.header("content-range"), None);
+    assert!(three.body == body, "the full representation");
+}
