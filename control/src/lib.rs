@@ -10,10 +10,12 @@
 //! - [`service`]: the shared state and background tasks;
 //! - [`reload`]: configuration changes without a restart;
 //! - [`server`]: the node and admin HTTP APIs;
-//! - [`client`]: a client of the admin API (`verge purge`);
+//! - [`client`]: a client of the admin API;
+//! - [`commands`]: `verge purge` and `verge reload`, as an operator runs them;
 //! - [`geo`]: geo load balancing (GeoDNS and HTTP steering).
 
 pub mod client;
+pub mod commands;
 pub mod geo;
 pub mod hub;
 pub mod log;

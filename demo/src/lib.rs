@@ -7,10 +7,12 @@
 //! - [`topology`]: which nodes a demo runs, where, with what configuration;
 //! - [`cluster`]: the running demo ([`Demo`]), started and stopped as one;
 //! - [`report`]: what `verge demo` prints (status table, Prometheus scrape config, commands);
-//! - [`bench`]: `verge bench`, the client-side benchmark (latency, hit ratio, offload, purges).
+//! - [`bench`]: `verge bench`, the client-side benchmark (latency, hit ratio, offload, purges);
+//! - [`command`]: `verge demo` and `verge bench` as the command line runs them.
 
 pub mod bench;
 pub mod cluster;
+pub mod command;
 pub mod delay;
 pub mod origin;
 pub mod regions;

@@ -17,7 +17,8 @@
 //! - [`metrics`]: the node's Prometheus metrics on a registry passed in;
 //! - [`headers`]: hop-by-hop handling, `Via`, `Cache-Status`;
 //! - [`body`]: the response body type; [`error`]: request-path errors and their statuses;
-//! - [`node`]: wires these together into a bound, runnable [`Node`] over any upstream.
+//! - [`node`]: wires these together into a bound, runnable [`Node`] of any role;
+//! - [`process`]: the process around a role — runtime, signals, reload triggers.
 
 pub mod admin;
 pub mod body;
@@ -30,6 +31,7 @@ mod live;
 pub mod metrics;
 pub mod node;
 pub mod pipeline;
+pub mod process;
 pub mod reload;
 mod respond;
 pub mod server;
