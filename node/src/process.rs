@@ -49,6 +49,7 @@ pub fn serve<R: Role>(
             role = name,
             listen = %node.data_addr(),
             admin = %node.admin_addr(),
+            tls = ?node.tls_addrs(),
             upstream,
             "serving"
         );

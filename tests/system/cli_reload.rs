@@ -2,8 +2,9 @@
 //! `verge control`) reloading its file on SIGHUP, on `verge reload`, and when the file changes;
 //! HTTPS from the quick-start flags.
 //!
-//! Ports are picked by the test (bind `127.0.0.1:0`, read the port, close it) so that a
-//! rewritten file names the same listeners; a start that loses a port meanwhile is retried.
+//! Every listener is configured on port 0, so the kernel picks it as the process binds; the
+//! test reads the addresses from the process's `serving` log line. A rewritten file names the
+//! same `127.0.0.1:0` listeners, so a reload keeps them.
 
 #![cfg(unix)]
 
@@ -73,6 +74,26 @@ impl VergeProcess {
 
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The value of `key=` on the first log line containing `marker`, once it is logged.
+    fn logged(&mut self, marker: &str, key: &str) -> String {
+        let give_up = Instant::now() + DEADLINE;
+        loop {
+            let log = self.log();
+            let value = log
+                .lines()
+                .filter(|line| line.contains(marker))
+                .find_map(|line| line.split_whitespace().find_map(|w| w.strip_prefix(key)));
+            if let Some(value) = value {
+                return value.trim_matches('"').to_string();
+            }
+            if let Some((status, log)) = self.exited() {
+                panic!("exited with {status} before logging {key}:\n{log}");
+            }
+            assert!(Instant::now() < give_up, "no {key} logged:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends SIGHUP.
@@ -164,14 +185,6 @@ async fn purge_status(admin: &str, token: &str) -> u16 {
         .0
 }
 
-/// Two ports free right now (held at once while picking, so they differ).
-fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
-}
-
 /// An origin answering every path with `body`, cacheable.
 async fn origin_saying(body: &'static str) -> FakeOrigin {
     let origin = FakeOrigin::start().await;
@@ -179,58 +192,65 @@ async fn origin_saying(body: &'static str) -> FakeOrigin {
     origin
 }
 
-/// `verge edge --config FILE` on free ports, and the file it runs from.
-struct FileEdge {
+/// `verge ROLE --config FILE` with its listeners on port 0, and the file it runs from.
+struct FileNode {
     process: VergeProcess,
     file: PathBuf,
-    data: u16,
-    admin: u16,
+    /// Where clients connect, `127.0.0.1:PORT`.
+    data: String,
+    /// Where the admin API listens, `127.0.0.1:PORT`.
+    admin: String,
     _dir: tempfile::TempDir,
 }
 
-impl FileEdge {
-    /// Starts an edge whose file sends misses to `origin` and accepts `token`; `extra` is
-    /// appended to the file.
-    async fn start(origin: &FakeOrigin, token: &str) -> FileEdge {
+impl FileNode {
+    /// Starts `verge ROLE --config FILE` with `text` as the file; returns once it is healthy.
+    async fn start(role: &str, text: String) -> FileNode {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("edge.toml");
-        for attempt in 1..=3 {
-            let [data, admin] = free_ports();
-            std::fs::write(&file, edge_toml(data, admin, origin, token, "")).unwrap();
-            let mut process = VergeProcess::spawn(&["edge", "--config", path_str(&file)]);
-            let healthz = format!("http://127.0.0.1:{admin}/healthz");
-            match process.wait_healthy(&healthz).await {
-                Ok(()) => {
-                    return FileEdge {
-                        process,
-                        file,
-                        data,
-                        admin,
-                        _dir: dir,
-                    }
-                }
-                Err(log) if attempt < 3 && log.contains("in use") => {}
-                Err(log) => panic!("verge edge did not start: {log}"),
-            }
+        let file = dir.path().join(format!("{role}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let mut process = VergeProcess::spawn(&[role, "--config", path_str(&file)]);
+        let data = process.logged("serving", "listen=");
+        let admin = process.logged("serving", "admin=");
+        if let Err(log) = process
+            .wait_healthy(&format!("http://{admin}/healthz"))
+            .await
+        {
+            panic!("verge {role} did not start: {log}");
         }
-        unreachable!("the loop returns or panics")
+        FileNode {
+            process,
+            file,
+            data,
+            admin,
+            _dir: dir,
+        }
+    }
+
+    /// An edge whose file sends misses to `origin` and accepts `token`.
+    async fn edge(origin: &FakeOrigin, token: &str) -> FileNode {
+        FileNode::start("edge", edge_toml(origin, token, "")).await
     }
 
     fn admin_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.admin)
+        format!("http://{}", self.admin)
     }
 
     fn data_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.data)
+        format!("http://{}{path}", self.data)
     }
 
-    /// Rewrites the file with the same listeners and these settings.
-    fn rewrite(&self, origin: &FakeOrigin, token: &str, extra: &str) {
-        let text = edge_toml(self.data, self.admin, origin, token, extra);
-        // Replaced by rename, as editors and config managers do: never read half-written.
+    /// Replaces the file with `text`, by rename as editors and config managers do: never read
+    /// half-written.
+    fn rewrite_with(&self, text: String) {
         let temp = self.file.with_extension("toml.new");
         std::fs::write(&temp, text).unwrap();
         std::fs::rename(&temp, &self.file).unwrap();
+    }
+
+    /// Rewrites an edge's file with the same listeners and these settings.
+    fn rewrite(&self, origin: &FakeOrigin, token: &str, extra: &str) {
+        self.rewrite_with(edge_toml(origin, token, extra));
     }
 
     async fn metrics(&self) -> Metrics {
@@ -253,13 +273,25 @@ impl FileEdge {
     }
 }
 
-fn edge_toml(data: u16, admin: u16, origin: &FakeOrigin, token: &str, extra: &str) -> String {
+fn edge_toml(origin: &FakeOrigin, token: &str, extra: &str) -> String {
     format!(
         "[edge]\nid = \"reload-test\"\n\n\
-         [server]\nlisten = \"127.0.0.1:{data}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+         [server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
          worker_threads = 2\n\n\
          [upstream]\norigin = \"http://{}\"\n\n\
          [admin]\ntoken = \"{token}\"\n\n{extra}",
+        origin.addr()
+    )
+}
+
+fn shield_toml(origin: &FakeOrigin, max_bytes: &str) -> String {
+    format!(
+        "[shield]\nid = \"reload-shield\"\n\n\
+         [server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+         worker_threads = 2\n\n\
+         [cache]\nmax_bytes = \"{max_bytes}\"\n\n\
+         [origin]\nservers = [\"http://{}\"]\n\n\
+         [admin]\ntoken = \"{OLD_TOKEN}\"\n",
         origin.addr()
     )
 }
@@ -304,7 +336,7 @@ fn stderr(output: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_a_new_admin_token_and_origin() {
     let (old_origin, new_origin) = (origin_saying("old").await, origin_saying("new").await);
-    let edge = FileEdge::start(&old_origin, OLD_TOKEN).await;
+    let edge = FileNode::edge(&old_origin, OLD_TOKEN).await;
     assert_eq!(
         get_text(&edge.data_url("/before")).await,
         (200, "old".into())
@@ -342,7 +374,7 @@ async fn sighup_applies_a_new_admin_token_and_origin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verge_reload_prints_the_changes_refuses_an_invalid_file_and_names_a_wrong_token() {
     let origins = [origin_saying("a").await, origin_saying("b").await];
-    let edge = FileEdge::start(&origins[0], OLD_TOKEN).await;
+    let edge = FileNode::edge(&origins[0], OLD_TOKEN).await;
     let admin = edge.admin_url();
     let reload = |token: &'static str| {
         let admin = admin.clone();
@@ -414,12 +446,11 @@ async fn verge_reload_prints_the_changes_refuses_an_invalid_file_and_names_a_wro
         "{wrong:?}"
     );
 
-    // Nobody listening: exit 2.
-    let [closed] = free_ports();
+    // Nobody listening (nothing ever listens on port 0): exit 2.
     let nowhere = verge(&[
         "reload",
         "--admin",
-        &format!("http://127.0.0.1:{closed}"),
+        "http://127.0.0.1:0",
         "--token",
         OLD_TOKEN,
     ])
@@ -431,7 +462,7 @@ async fn verge_reload_prints_the_changes_refuses_an_invalid_file_and_names_a_wro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_file_is_applied_without_a_signal() {
     let (old_origin, new_origin) = (origin_saying("old").await, origin_saying("new").await);
-    let edge = FileEdge::start(&old_origin, OLD_TOKEN).await;
+    let edge = FileNode::edge(&old_origin, OLD_TOKEN).await;
     assert_eq!(edge.config_version().await, 1.0);
 
     edge.rewrite(&new_origin, NEW_TOKEN, "");
@@ -454,45 +485,39 @@ async fn quick_start_serves_https_with_the_certificate_given_on_the_command_line
     let pki = TestPki::new("quick-start");
     let cert = pki.server_cert("edge", &["localhost", "127.0.0.1"]);
     let origin_url = format!("http://{}", origin.addr());
-    for attempt in 1..=3 {
-        let [data, admin, tls] = free_ports();
-        let addr = |port: u16| format!("127.0.0.1:{port}");
-        let mut edge = VergeProcess::spawn(&[
-            "edge",
-            "--origin",
-            &origin_url,
-            "--listen",
-            &addr(data),
-            "--admin-listen",
-            &addr(admin),
-            "--tls-listen",
-            &addr(tls),
-            "--tls-cert",
-            path_str(&cert.cert),
-            "--tls-key",
-            path_str(&cert.key),
-        ]);
-        match edge
-            .wait_healthy(&format!("http://{}/healthz", addr(admin)))
-            .await
-        {
-            Ok(()) => {
-                let tls_addr = std::net::SocketAddr::from(([127, 0, 0, 1], tls));
-                let answer = TlsClient::new(&pki)
-                    .get(tls_addr, "localhost", "/secure")
-                    .await;
-                assert_eq!(answer.status, 200);
-                assert_eq!(answer.text(), "over tls");
-                assert_eq!(origin.hits("/secure"), 1);
-                // Cleartext still served beside it.
-                let (status, _) = get_text(&format!("http://{}/plain", addr(data))).await;
-                assert_eq!(status, 200);
-                return;
-            }
-            Err(log) if attempt < 3 && log.contains("in use") => {}
-            Err(log) => panic!("verge edge did not start: {log}"),
-        }
+    let mut edge = VergeProcess::spawn(&[
+        "edge",
+        "--origin",
+        &origin_url,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        path_str(&cert.cert),
+        "--tls-key",
+        path_str(&cert.key),
+    ]);
+    let (data, admin) = (
+        edge.logged("serving", "listen="),
+        edge.logged("serving", "admin="),
+    );
+    let tls = edge.logged("serving", "tls=");
+    if let Err(log) = edge.wait_healthy(&format!("http://{admin}/healthz")).await {
+        panic!("verge edge did not start: {log}");
     }
+    let tls_addr: std::net::SocketAddr = tls.trim_matches(['[', ']']).parse().unwrap();
+    let answer = TlsClient::new(&pki)
+        .get(tls_addr, "localhost", "/secure")
+        .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.text(), "over tls");
+    assert_eq!(origin.hits("/secure"), 1);
+    // Cleartext still served beside it.
+    let (status, _) = get_text(&format!("http://{data}/plain")).await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -608,4 +633,53 @@ async fn control_applies_a_new_token_on_sighup() {
     })
     .await;
     assert_eq!(purge_status(&control.admin, OLD_TOKEN).await, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shield_from_a_file_applies_sighup_and_verge_reload() {
+    let origins = [
+        origin_saying("first").await,
+        origin_saying("second").await,
+        origin_saying("third").await,
+    ];
+    let shield = FileNode::start("shield", shield_toml(&origins[0], "64MiB")).await;
+    assert_eq!(
+        get_text(&shield.data_url("/one")).await,
+        (200, "first".into())
+    );
+    let max_bytes = |metrics: Metrics| metrics.value_or_zero("verge_cache_max_bytes", &[]);
+    assert_eq!(max_bytes(shield.metrics().await), (64u64 << 20) as f64);
+
+    // SIGHUP: a new cache size and a new origin server.
+    shield.rewrite_with(shield_toml(&origins[1], "32MiB"));
+    shield.process.hangup();
+    shield
+        .wait_version(2.0, "verge_config_version 2 after SIGHUP")
+        .await;
+    assert_eq!(max_bytes(shield.metrics().await), (32u64 << 20) as f64);
+    assert_eq!(
+        get_text(&shield.data_url("/two")).await,
+        (200, "second".into())
+    );
+    assert_eq!(origins[1].hits("/two"), 1);
+    assert_eq!(origins[0].hits("/two"), 0);
+
+    // `verge reload`: again, applied (the file watcher may have applied it first).
+    shield.rewrite_with(shield_toml(&origins[2], "16MiB"));
+    let output = verge(&[
+        "reload",
+        "--admin",
+        &shield.admin_url(),
+        "--token",
+        OLD_TOKEN,
+    ])
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(shield.config_version().await, 3.0, "{}", stdout(&output));
+    assert_eq!(max_bytes(shield.metrics().await), (16u64 << 20) as f64);
+    assert_eq!(
+        get_text(&shield.data_url("/three")).await,
+        (200, "third".into())
+    );
+    assert_eq!(origins[2].hits("/three"), 1);
 }

@@ -1,0 +1,16 @@
+//! What Verge's HTTP servers share, for the cache nodes' admin listener and the control plane
+//! alike. It links nothing of Verge's, so control can use it without linking node code.
+//!
+//! - [`auth`]: the admin bearer-token check, compared in constant time;
+//! - [`reply`]: text, plain-message and JSON replies, and [`Refusal`], a refused request.
+//!
+//! The accept loops stay with their servers: a node's waits for room under a resizable
+//! connection bound, speaks HTTP/1.1 and HTTP/2 (optionally behind TLS) and drains connections
+//! on shutdown; control's refuses connections beyond its bound, speaks HTTP/1.1 only and closes
+//! its long-lived event streams at once on shutdown.
+
+pub mod auth;
+pub mod reply;
+
+pub use auth::{BearerAuth, Reading};
+pub use reply::Refusal;
