@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -15,12 +15,22 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use verge_cache::store::PurgeTarget;
 use verge_cache::{CacheKey, CacheStore, Clock, Flights};
 use verge_config::wire::{absolute_url, PurgeSpec};
+use verge_serve::reply::{json_line, plain, text};
+use verge_serve::{BearerAuth, Reading, Refusal};
 
 use crate::body::ResponseBody;
 use crate::error::RequestError;
 use crate::metrics::NodeMetrics;
 use crate::reload::Reload;
 use crate::server::Handler;
+
+/// How purges and reloads check the admin token, and the words of their refusals.
+const ADMIN_AUTH: BearerAuth = BearerAuth {
+    realm: "verge-admin",
+    missing: "missing credentials: send Authorization: Bearer <admin.token>",
+    wrong: "wrong admin token",
+    reading: Reading::Lenient,
+};
 
 pub struct AdminService {
     pub registry: Registry,
@@ -43,36 +53,30 @@ pub struct AdminAccess {
 }
 
 impl AdminService {
-    async fn reload(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+    async fn reload(&self, request: Request<Incoming>) -> Response<Bytes> {
         if let Err(refusal) = self.authorize(request.headers()) {
-            return refusal.into_response();
+            return refusal.into_response(plain);
         }
         let Some(reload) = self.reload.get() else {
             return plain(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "reload is not available on this node yet".to_string(),
+                "reload is not available on this node yet",
             );
         };
         let reload = Arc::clone(reload);
         // Reading files and binding listeners block briefly: off the async workers.
         let outcome = tokio::task::spawn_blocking(move || reload.reload()).await;
         match outcome {
-            Ok(Ok(report)) => json(
-                StatusCode::OK,
-                serde_json::to_string(&report).unwrap_or_default() + "\n",
-            ),
-            Ok(Err(error)) => json(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                serde_json::to_string(&error.to_body()).unwrap_or_default() + "\n",
-            ),
+            Ok(Ok(report)) => json_line(StatusCode::OK, &report),
+            Ok(Err(error)) => json_line(StatusCode::UNPROCESSABLE_ENTITY, &error.to_body()),
             Err(error) => plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("reload did not finish: {error}"),
+                &format!("reload did not finish: {error}"),
             ),
         }
     }
 
-    fn metrics_text(&self) -> Response<ResponseBody> {
+    fn metrics_text(&self) -> Response<Bytes> {
         self.store.sync();
         let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.metrics
@@ -90,18 +94,18 @@ impl AdminService {
         let encoder = TextEncoder::new();
         let mut buffer = Vec::with_capacity(16 * 1024);
         match encoder.encode(&self.registry.gather(), &mut buffer) {
-            Ok(()) => text(StatusCode::OK, buffer, encoder.format_type()),
+            Ok(()) => text(StatusCode::OK, encoder.format_type(), buffer),
             Err(error) => plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot encode metrics: {error}"),
+                &format!("cannot encode metrics: {error}"),
             ),
         }
     }
 
-    async fn purge(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+    async fn purge(&self, request: Request<Incoming>) -> Response<Bytes> {
         let response = match self.try_purge(request).await {
-            Ok(purged) => json(StatusCode::OK, format!("{{\"purged\":{purged}}}\n")),
-            Err(refusal) => refusal.into_response(),
+            Ok(purged) => json_line(StatusCode::OK, &serde_json::json!({ "purged": purged })),
+            Err(refusal) => refusal.into_response(plain),
         };
         self.metrics.purge_request(response.status());
         response
@@ -140,61 +144,17 @@ impl AdminService {
         Ok(purged)
     }
 
-    /// Bearer-token check: 401 without credentials, 403 with wrong ones (or when purges are
-    /// disabled). The comparison takes the same time wherever the tokens differ.
+    /// Bearer-token check: 401 without credentials, 403 with wrong ones (or when purges and
+    /// reloads are disabled).
     fn authorize(&self, headers: &http::HeaderMap) -> Result<(), Refusal> {
         let access = self.access.load();
-        let Some(expected) = &access.token else {
+        let Some(token) = &access.token else {
             return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
-                "purge and reload are disabled: no admin.token is configured".to_string(),
+                "purge and reload are disabled: no admin.token is configured",
             ));
         };
-        let presented = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            });
-        let Some(presented) = presented else {
-            return Err(Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                "missing credentials: send Authorization: Bearer <admin.token>".to_string(),
-            ));
-        };
-        if constant_time_eq(presented.trim().as_bytes(), expected.as_bytes()) {
-            Ok(())
-        } else {
-            Err(Refusal::new(
-                StatusCode::FORBIDDEN,
-                "wrong admin token".to_string(),
-            ))
-        }
-    }
-}
-
-/// Why an admin call was refused; becomes the response in [`Refusal::into_response`].
-#[derive(Debug)]
-struct Refusal {
-    status: StatusCode,
-    message: String,
-}
-
-impl Refusal {
-    fn new(status: StatusCode, message: String) -> Refusal {
-        Refusal { status, message }
-    }
-
-    fn into_response(self) -> Response<ResponseBody> {
-        let mut response = plain(self.status, self.message);
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"verge-admin\""),
-            );
-        }
-        response
+        ADMIN_AUTH.check(token, headers)
     }
 }
 
@@ -204,18 +164,24 @@ impl Handler for AdminService {
         request: Request<Incoming>,
         _client: SocketAddr,
     ) -> Response<ResponseBody> {
+        self.route(request).await.map(ResponseBody::full)
+    }
+}
+
+impl AdminService {
+    async fn route(&self, request: Request<Incoming>) -> Response<Bytes> {
         let path = request.uri().path();
         let method = request.method().clone();
         match (path, method) {
             ("/metrics", Method::GET | Method::HEAD) => self.metrics_text(),
-            ("/healthz", Method::GET | Method::HEAD) => plain(StatusCode::OK, "ok".to_string()),
+            ("/healthz", Method::GET | Method::HEAD) => plain(StatusCode::OK, "ok"),
             ("/v1/purge", Method::POST) => self.purge(request).await,
             ("/v1/reload", Method::POST) => self.reload(request).await,
             ("/metrics" | "/healthz", _) => method_not_allowed("GET, HEAD"),
             ("/v1/purge" | "/v1/reload", _) => method_not_allowed("POST"),
             (other, _) => plain(
                 StatusCode::NOT_FOUND,
-                format!(
+                &format!(
                     "no such admin endpoint: {other} (try /metrics, /healthz, POST /v1/purge or POST /v1/reload)"
                 ),
             ),
@@ -282,20 +248,10 @@ fn url_key(url: &str) -> Result<CacheKey, String> {
     Ok(CacheKey::from_parts(scheme, authority.as_str(), path))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
-}
-
-fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
+fn method_not_allowed(allow: &'static str) -> Response<Bytes> {
     let mut response = plain(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!("method not allowed here; use {allow}"),
+        &format!("method not allowed here; use {allow}"),
     );
     response
         .headers_mut()
@@ -303,38 +259,9 @@ fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
     response
 }
 
-fn plain(status: StatusCode, message: String) -> Response<ResponseBody> {
-    text(
-        status,
-        format!("{message}\n").into_bytes(),
-        "text/plain; charset=utf-8",
-    )
-}
-
-fn json(status: StatusCode, body: String) -> Response<ResponseBody> {
-    text(status, body.into_bytes(), "application/json")
-}
-
-fn text(status: StatusCode, body: Vec<u8>, content_type: &str) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full(body));
-    *response.status_mut() = status;
-    if let Ok(value) = HeaderValue::from_str(content_type) {
-        response.headers_mut().insert(CONTENT_TYPE, value);
-    }
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn constant_time_comparison_is_equality() {
-        assert!(constant_time_eq(b"secret-token-123", b"secret-token-123"));
-        assert!(!constant_time_eq(b"secret-token-123", b"secret-token-124"));
-        assert!(!constant_time_eq(b"secret", b"secret-token"));
-        assert!(!constant_time_eq(b"", b"x"));
-    }
 
     #[test]
     fn purge_bodies_are_validated() {
