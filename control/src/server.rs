@@ -19,6 +19,8 @@ use tokio::sync::watch;
 use verge_config::reload::ConfigSource;
 use verge_config::wire::{Ack, Heartbeat, PurgeSpec, Registration};
 use verge_config::{ControlConfig, NodeId};
+use verge_serve::reply;
+use verge_serve::{BearerAuth, Reading};
 
 use crate::log::LogError;
 use crate::registry::Refused;
@@ -32,6 +34,14 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 const MAX_NODE_BODY: usize = 256 * 1024;
 /// Most connections each listener serves at once.
 const MAX_CONNECTIONS: usize = 4096;
+
+/// How the admin API checks its token, and the words of its refusals.
+const ADMIN_AUTH: BearerAuth = BearerAuth {
+    realm: "verge-control",
+    missing: "missing Authorization: Bearer <token>",
+    wrong: "wrong token",
+    reading: Reading::Exact,
+};
 
 /// A bound control service, ready to run.
 pub struct ControlNode {
@@ -197,13 +207,13 @@ struct ErrorBody<'a> {
     error: &'a str,
 }
 
+/// A buffered reply in this server's body type.
+fn boxed(response: Response<Bytes>) -> Response<Body> {
+    response.map(|bytes| Full::new(bytes).boxed_unsync())
+}
+
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    let body = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)).boxed_unsync())
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync()))
+    boxed(reply::json(status, value))
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Body> {
@@ -361,8 +371,8 @@ async fn admin_api(reloader: &ControlReloader, request: Request<Incoming>) -> Re
     }
     // One configuration for the whole request, however a reload meanwhile changes it.
     let config = control.config();
-    if let Some(response) = refuse_unauthorized(&config.token, request.headers()) {
-        return response;
+    if let Err(refusal) = ADMIN_AUTH.check(&config.token, request.headers()) {
+        return refusal.into_response(error);
     }
     match (method, path.as_str()) {
         (Method::POST, "/v1/reload") => match reloader.reload_async().await {
@@ -473,40 +483,7 @@ fn metrics(control: &Control) -> Response<Body> {
     {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics");
     }
-    Response::builder()
-        .header(header::CONTENT_TYPE, encoder.format_type())
-        .body(Full::new(Bytes::from(out)).boxed_unsync())
-        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "metrics"))
-}
-
-/// Bearer-token check: the refusal, if any — 401 without credentials, 403 with the wrong ones.
-fn refuse_unauthorized(token: &str, headers: &http::HeaderMap) -> Option<Response<Body>> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        let mut response = error(
-            StatusCode::UNAUTHORIZED,
-            "missing Authorization: Bearer <token>",
-        );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer realm=\"verge-control\""),
-        );
-        return Some(response);
-    };
-    let presented = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    (!constant_time_eq(presented.as_bytes(), token.as_bytes()))
-        .then(|| error(StatusCode::FORBIDDEN, "wrong token"))
-}
-
-/// Equality whose time depends only on the lengths, not on where the bytes differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    boxed(reply::text(StatusCode::OK, encoder.format_type(), out))
 }
 
 #[cfg(test)]
@@ -526,12 +503,5 @@ mod tests {
             .contains("since"));
         assert!(events_query("node=a%20b").unwrap_err().starts_with("node:"));
         assert!(events_query("node=e1&who=1").unwrap_err().contains("who"));
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }
