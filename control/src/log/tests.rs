@@ -1,9 +1,9 @@
-use std::fs;
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 
 use tempfile::TempDir;
 
-use super::file::{crc32c, decode_line};
+use super::file::{crc32c, decode_line, encode_line};
 use super::*;
 
 fn url_purge(i: usize) -> PurgeSpec {
