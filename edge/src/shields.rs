@@ -18,17 +18,19 @@ use std::sync::{Arc, Mutex, OnceLock};
 use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::{Either, Empty};
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-use verge_cache::CacheKey;
 use verge_config::wire::{RoutingTable, UpstreamHealth};
 use verge_config::{OriginUrl, ShieldSpec, ShieldsConfig, UpstreamConfig};
 
 use crate::ring::{RingMember, ShieldRing};
 use verge_node::error::RequestError;
+use verge_node::failover::{
+    self, Attempt, Candidates, EjectionPolicy, Failover, Hop, PassiveHealth, Target,
+};
 use verge_node::tls::client;
 use verge_node::upstream::{OriginUpstream, Upstream, UpstreamBody, UpstreamResponseBody};
 
@@ -37,7 +39,7 @@ struct Shield {
     id: String,
     url: String,
     client: OriginUpstream,
-    health: Mutex<Health>,
+    health: Mutex<PassiveHealth>,
     /// Requests sent to this shield and not yet answered (bounded-load mode).
     in_flight: AtomicUsize,
 }
@@ -49,16 +51,6 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-#[derive(Debug, Default)]
-struct Health {
-    consecutive_failures: u32,
-    /// Out of the ring until then; past it, the next request probes the shield.
-    ejected_until: Option<Instant>,
-    /// When the current ejection began: a success from a request sent before it says nothing
-    /// about the shield now.
-    ejected_at: Option<Instant>,
 }
 
 /// Per-shield metrics, labelled by shield id.
@@ -146,8 +138,7 @@ pub struct ShieldUpstream {
     in_use: prometheus::IntGauge,
     /// The origin, when misses may go there directly once no shield can answer.
     fallback: Option<OriginUpstream>,
-    failures_to_eject: u32,
-    eject_for: Duration,
+    ejection: EjectionPolicy,
     bounded_load_percent: Option<u32>,
     metrics: ShieldMetrics,
     name: String,
@@ -188,8 +179,12 @@ impl ShieldUpstream {
             tls,
             in_use: in_use.clone(),
             fallback: shields.origin_fallback.then_some(origin),
-            failures_to_eject: shields.failures_to_eject,
-            eject_for: shields.eject_for,
+            // A shield stays out for `eject_for` each time: no back-off.
+            ejection: EjectionPolicy {
+                failures: shields.failures_to_eject,
+                base: shields.eject_for,
+                max: shields.eject_for,
+            },
             bounded_load_percent: shields.bounded_load_percent,
             metrics,
             name: "shields".to_string(),
@@ -266,7 +261,7 @@ impl ShieldUpstream {
                     id: spec.id.as_str().to_string(),
                     url,
                     client: self.shield_client(&spec.url),
-                    health: Mutex::new(Health::default()),
+                    health: Mutex::new(PassiveHealth::default()),
                     in_flight: AtomicUsize::new(0),
                 })
             })
@@ -295,20 +290,6 @@ impl ShieldUpstream {
             .collect()
     }
 
-    /// Whether a request may go to this shield now. An ejected shield whose time is up admits
-    /// exactly one request (the probe) and stays out for the others until that one ends.
-    fn admit(&self, shield: &Shield, now: Instant) -> bool {
-        let mut health = shield.health();
-        match health.ejected_until {
-            None => true,
-            Some(until) if now >= until => {
-                health.ejected_until = Some(now + self.eject_for);
-                true
-            }
-            Some(_) => false,
-        }
-    }
-
     /// Bounded-load mode: whether this shield already carries more than its share of the
     /// requests in flight, (1 + ε) × the mean counting the new one. Off: never.
     fn overloaded(&self, set: &ShieldSet, shield: &Shield) -> bool {
@@ -327,55 +308,35 @@ impl ShieldUpstream {
         mine + 1 > capacity
     }
 
-    /// A probe that never reached the shield does not count: the next request may probe.
-    fn release_probe(&self, shield: &Shield) {
-        let mut health = shield.health();
-        if health.consecutive_failures >= self.failures_to_eject {
-            health.ejected_until = Some(Instant::now());
-        }
-    }
-
-    /// A request sent at `sent` succeeded. It puts an ejected shield back only if it was sent
-    /// after the ejection (the probe, typically), not if it was already in flight.
     fn succeeded(&self, shield: &Shield, sent: Instant) {
-        let mut health = shield.health();
-        let stale = health.ejected_at.is_some_and(|at| sent < at);
-        if !stale {
-            if health.ejected_until.is_some() {
-                tracing::info!(shield = %shield.id, "shield back in the ring");
-            }
-            *health = Health::default();
+        if shield.health().succeeded(sent) {
+            tracing::info!(shield = %shield.id, "shield back in the ring");
         }
-        drop(health);
-        if !stale {
+        if shield.health().is_up() {
             self.metrics.up.with_label_values(&[&shield.id]).set(1);
         }
-        self.metrics
-            .requests
-            .with_label_values(&[&shield.id, "ok"])
-            .inc();
     }
 
-    fn failed(&self, shield: &Shield, result: &'static str) {
-        let id = &shield.id;
-        self.metrics.requests.with_label_values(&[id, result]).inc();
+    fn failed(&self, shield: &Shield) {
         let mut health = shield.health();
-        health.consecutive_failures = health.consecutive_failures.saturating_add(1);
-        if health.consecutive_failures >= self.failures_to_eject {
-            if health.ejected_until.is_none() {
-                tracing::warn!(shield = %id, failures = health.consecutive_failures, "shield ejected");
-                self.metrics.ejections.with_label_values(&[id]).inc();
-                health.ejected_at = Some(Instant::now());
+        let was_up = health.is_up();
+        let ejected = health.failed(Instant::now(), &self.ejection);
+        drop(health);
+        if ejected.is_some() {
+            if was_up {
+                tracing::warn!(shield = %shield.id, "shield ejected");
+                self.metrics
+                    .ejections
+                    .with_label_values(&[&shield.id])
+                    .inc();
             }
-            health.ejected_until = Some(Instant::now() + self.eject_for);
-            drop(health);
-            self.metrics.up.with_label_values(&[id]).set(0);
+            self.metrics.up.with_label_values(&[&shield.id]).set(0);
         }
     }
 }
 
 impl Shield {
-    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+    fn health(&self) -> std::sync::MutexGuard<'_, PassiveHealth> {
         self.health
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -400,110 +361,123 @@ pub fn shield_specs(table: &RoutingTable) -> Result<Vec<ShieldSpec>, String> {
         .collect()
 }
 
-/// Statuses that count as a shield failing (and are worth asking another shield).
-fn is_failure(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 500 | 502 | 503 | 504)
+/// The shields one request may go to: ring order from the owner of its key, past overloaded
+/// shields (bounded-load mode, never past all of them) and ejected ones.
+struct RingCandidates<'a> {
+    upstream: &'a ShieldUpstream,
+    /// This request's ring, kept to the end even if the member list changes meanwhile.
+    set: &'a ShieldSet,
+    order: Vec<usize>,
+    next: usize,
+    spilled: usize,
+    now: Instant,
+}
+
+impl<'a> Candidates for RingCandidates<'a> {
+    type Target = ShieldAttempt<'a>;
+
+    fn next(&mut self, _retry: bool) -> Option<Result<ShieldAttempt<'a>, RequestError>> {
+        while let Some(&index) = self.order.get(self.next) {
+            self.next += 1;
+            let shield = &*self.set.shields[index];
+            if self.spilled + 1 < self.set.shields.len()
+                && self.upstream.overloaded(self.set, shield)
+            {
+                self.spilled += 1;
+                self.upstream.metrics.spills.inc();
+                continue;
+            }
+            if shield.health().admit(self.now, &self.upstream.ejection) {
+                return Some(Ok(ShieldAttempt {
+                    upstream: self.upstream,
+                    shield,
+                }));
+            }
+        }
+        None
+    }
+}
+
+/// One attempt at one shield.
+struct ShieldAttempt<'a> {
+    upstream: &'a ShieldUpstream,
+    shield: &'a Shield,
+}
+
+impl Target for ShieldAttempt<'_> {
+    async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<UpstreamResponseBody>, RequestError> {
+        self.shield.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _counted = InFlight(&self.shield.in_flight);
+        self.shield.client.request(request).await
+    }
+
+    fn record(&self, attempt: Attempt, sent: Instant) {
+        let (upstream, shield) = (self.upstream, self.shield);
+        upstream
+            .metrics
+            .duration
+            .with_label_values(&[&shield.id])
+            .observe(sent.elapsed().as_secs_f64());
+        upstream
+            .metrics
+            .requests
+            .with_label_values(&[&shield.id, attempt.as_str()])
+            .inc();
+        match attempt {
+            Attempt::Ok => upstream.succeeded(shield, sent),
+            // Our own connection bound, not the shield's fault: eject nobody.
+            Attempt::Saturated | Attempt::Unresolved => {
+                shield.health().release_probe(Instant::now())
+            }
+            Attempt::ErrorStatus | Attempt::ConnectError | Attempt::Timeout | Attempt::Error => {
+                upstream.failed(shield)
+            }
+        }
+    }
 }
 
 impl Upstream for ShieldUpstream {
     async fn send(
         &self,
         request: Request<UpstreamBody>,
+        hop: &Hop,
     ) -> Result<Response<UpstreamResponseBody>, RequestError> {
         let (parts, body) = request.into_parts();
-        let key = CacheKey::for_request("http", &parts.uri, &parts.headers)
-            .map(|k| k.as_str().as_bytes().to_vec())
-            .unwrap_or_else(|_| parts.uri.to_string().into_bytes());
-        // Only requests without a body can be sent again to another shield or the origin.
-        let replayable = matches!(body, Either::Left(_))
-            && (parts.method == Method::GET || parts.method == Method::HEAD);
-        let mut body = Some(body);
-        let mut last_error = None;
-        let mut last_failed_response = None;
-        let now = Instant::now();
-        let mut spilled = 0;
-        // This request's ring, kept to the end even if the member list changes meanwhile.
         let set = self.set.load_full();
-        let candidates = set.ring.iter().flat_map(|ring| ring.candidates(&key));
-        for index in candidates {
-            let shield = &*set.shields[index];
-            // Spill past overloaded shields, but never past all of them.
-            if spilled + 1 < set.shields.len() && self.overloaded(&set, shield) {
-                spilled += 1;
-                self.metrics.spills.inc();
-                continue;
-            }
-            if !self.admit(shield, now) {
-                continue;
-            }
-            let body = match body.take() {
-                Some(body) => body,
-                None if replayable => Either::Left(Empty::new()),
-                None => break,
-            };
-            let started = Instant::now();
-            shield.in_flight.fetch_add(1, Ordering::Relaxed);
-            let counted = InFlight(&shield.in_flight);
-            let result = shield
-                .client
-                .send(Request::from_parts(parts.clone(), body))
-                .await;
-            self.metrics
-                .duration
-                .with_label_values(&[&shield.id])
-                .observe(started.elapsed().as_secs_f64());
-            drop(counted);
-            match result {
-                Ok(response) if is_failure(response.status()) => {
-                    tracing::debug!(shield = %shield.id, status = %response.status(), "shield answered with a failure");
-                    self.failed(shield, "error_status");
-                    last_failed_response = Some(response);
-                    if !replayable {
-                        break;
-                    }
-                }
-                Ok(response) => {
-                    self.succeeded(shield, started);
-                    return Ok(response);
-                }
-                // Our own connection bound, not the shield's fault: try another, eject nobody.
-                Err(error @ RequestError::UpstreamSaturated { .. }) => {
-                    self.metrics
-                        .requests
-                        .with_label_values(&[&shield.id, "saturated"])
-                        .inc();
-                    self.release_probe(shield);
-                    last_error = Some(error);
-                }
-                Err(error) => {
-                    let result = match &error {
-                        RequestError::UpstreamTimeout { .. } => "timeout",
-                        RequestError::UpstreamConnect { .. } => "connect_error",
-                        _ => "error",
-                    };
-                    self.failed(shield, result);
-                    if !error.is_retryable() || !replayable {
-                        return Err(error);
-                    }
-                    last_error = Some(error);
-                }
-            }
-        }
-        let body = match body.take() {
+        let mut candidates = RingCandidates {
+            upstream: self,
+            order: set
+                .ring
+                .iter()
+                .flat_map(|ring| ring.candidates(hop.key.as_str().as_bytes()))
+                .collect(),
+            set: &set,
+            next: 0,
+            spilled: 0,
+            now: Instant::now(),
+        };
+        let (last, body) = match failover::attempt(&mut candidates, hop, &parts, body).await {
+            Failover::Answered(response) => return Ok(response),
+            Failover::Stopped(error) => return Err(error),
+            Failover::Exhausted { last, body } => (last, body),
+        };
+        let body = match body {
             Some(body) => Some(body),
-            None if replayable => Some(Either::Left(Empty::new())),
+            None if hop.replayable => Some(Either::Left(Empty::new())),
             None => None,
         };
         match (&self.fallback, body) {
-            (Some(origin), Some(body)) => origin.send(Request::from_parts(parts, body)).await,
-            _ => match last_failed_response {
-                Some(response) => Ok(response),
-                None => {
-                    if let Some(error) = last_error {
-                        tracing::warn!(%error, "no shield could answer; origin fallback is off");
-                    }
+            (Some(origin), Some(body)) => origin.request(Request::from_parts(parts, body)).await,
+            _ => match last {
+                Some(Ok(response)) => Ok(response),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "no shield could answer; origin fallback is off");
                     Err(RequestError::NoShield)
                 }
+                None => Err(RequestError::NoShield),
             },
         }
     }
@@ -530,7 +504,7 @@ impl Upstream for ShieldUpstream {
             .iter()
             .map(|shield| UpstreamHealth {
                 id: shield.id.clone(),
-                up: shield.health().ejected_until.is_none(),
+                up: shield.health().is_up(),
             })
             .collect()
     }
@@ -546,10 +520,11 @@ impl Upstream for EdgeUpstream {
     async fn send(
         &self,
         request: Request<UpstreamBody>,
+        hop: &Hop,
     ) -> Result<Response<UpstreamResponseBody>, RequestError> {
         match self {
-            EdgeUpstream::Origin(origin) => origin.send(request).await,
-            EdgeUpstream::Shields(shields) => shields.send(request).await,
+            EdgeUpstream::Origin(origin) => origin.send(request, hop).await,
+            EdgeUpstream::Shields(shields) => shields.send(request, hop).await,
         }
     }
 

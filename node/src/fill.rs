@@ -15,10 +15,13 @@ use http_body_util::{BodyExt, Either, Empty};
 use hyper::body::Incoming;
 use verge_cache::policy::{self, AgeInputs};
 use verge_cache::purge::surrogate_keys;
-use verge_cache::{CacheControl, CachedObject, FillOutcome, FlightLeader, NotStorable, VaryKey};
+use verge_cache::{
+    CacheControl, CacheKey, CachedObject, FillOutcome, FlightLeader, NotStorable, VaryKey,
+};
 
 use crate::body::ResponseBody;
 use crate::error::RequestError;
+use crate::failover::Hop;
 use crate::headers::{strip_cdn_only, strip_hop_by_hop, CacheStatus, CACHE_STATUS};
 use crate::metrics::{RequestOutcome, RevalidationResult, UpstreamResult};
 use crate::pipeline::{CachePipeline, RequestContext};
@@ -104,7 +107,11 @@ impl<U: Upstream> CachePipeline<U> {
         };
         let request_time = self.clock.now();
         let request = self.fill_request(ctx, method.clone(), conditions);
-        let response = match self.send_upstream(request).await {
+        let hop = Hop {
+            key: ctx.key.clone(),
+            replayable: true,
+        };
+        let response = match self.send_upstream(request, &hop).await {
             Ok(response) => response,
             Err(error) => {
                 publisher.publish(FillOutcome::Failed(error.clone()));
@@ -370,13 +377,19 @@ impl<U: Upstream> CachePipeline<U> {
         &self,
         request: Request<Incoming>,
         client: SocketAddr,
+        key: &CacheKey,
     ) -> Result<Response<ResponseBody>, RequestError> {
         let (mut parts, body) = request.into_parts();
+        // The client's body streams through once: nothing of it can be sent again elsewhere.
+        let hop = Hop {
+            key: key.clone(),
+            replayable: false,
+        };
         strip_hop_by_hop(&mut parts.headers);
         self.add_forwarding_headers(&mut parts.headers, &parts.uri, client);
         parts.version = Version::HTTP_11;
         let response = self
-            .send_upstream(Request::from_parts(parts, Either::Right(body)))
+            .send_upstream(Request::from_parts(parts, Either::Right(body)), &hop)
             .await?;
         let (mut head, body) = response.into_parts();
         self.prepare_response(&mut head);
@@ -454,9 +467,10 @@ impl<U: Upstream> CachePipeline<U> {
     async fn send_upstream(
         &self,
         request: Request<UpstreamBody>,
+        hop: &Hop,
     ) -> Result<Response<UpstreamResponseBody>, RequestError> {
         let started = std::time::Instant::now();
-        let result = self.upstream.send(request).await;
+        let result = self.upstream.send(request, hop).await;
         let label = match &result {
             Ok(_) => UpstreamResult::Ok,
             Err(RequestError::UpstreamConnect { .. }) => UpstreamResult::ConnectError,

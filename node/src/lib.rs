@@ -24,6 +24,7 @@ pub mod admin;
 pub mod body;
 pub mod control;
 pub mod error;
+pub mod failover;
 mod fill;
 pub mod handoff;
 pub mod headers;

@@ -138,7 +138,7 @@ impl<U: Upstream> CachePipeline<U> {
         if method != Method::GET && method != Method::HEAD {
             let is_unsafe = !matches!(*method, Method::OPTIONS | Method::TRACE);
             let site = site_of(request.uri(), request.headers());
-            let response = self.pass(request, client).await?;
+            let response = self.pass(request, client, &key).await?;
             let status = response.status();
             if is_unsafe && (status.is_success() || status.is_redirection()) {
                 self.invalidate_after_unsafe(&key, site.as_deref(), response.headers());

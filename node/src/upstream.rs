@@ -24,6 +24,7 @@ use verge_config::wire::{RoutingTable, UpstreamHealth};
 use verge_config::{OriginUrl, UpstreamConfig};
 
 use crate::error::RequestError;
+use crate::failover::Hop;
 use crate::tls::client::{self, UpstreamConnector};
 
 /// A request body sent upstream: nothing (cache fills) or the client's body streamed through.
@@ -80,10 +81,12 @@ impl Drop for Slot {
 
 /// One hop towards the origin.
 pub trait Upstream: Send + Sync + 'static {
-    /// Sends a request whose URI is origin-form (path and query); the upstream picks the server.
+    /// Sends a request whose URI is origin-form (path and query); the upstream picks the server
+    /// (by `hop.key` where it hashes) and fails over only when `hop.replayable`.
     fn send(
         &self,
         request: Request<UpstreamBody>,
+        hop: &Hop,
     ) -> impl Future<Output = Result<Response<UpstreamResponseBody>, RequestError>> + Send;
 
     /// How long a response body may stall between chunks before the fill is abandoned.
@@ -237,6 +240,25 @@ impl Upstream for OriginUpstream {
     async fn send(
         &self,
         request: Request<UpstreamBody>,
+        _hop: &Hop,
+    ) -> Result<Response<UpstreamResponseBody>, RequestError> {
+        self.request(request).await
+    }
+
+    fn body_idle_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl OriginUpstream {
+    /// Sends one request to this server: one attempt, no failover.
+    pub async fn request(
+        &self,
+        request: Request<UpstreamBody>,
     ) -> Result<Response<UpstreamResponseBody>, RequestError> {
         if self.origin.scheme == Scheme::HTTPS && matches!(self.client, UpstreamClient::Plain(_)) {
             return Err(RequestError::UpstreamConnect {
@@ -281,14 +303,6 @@ impl Upstream for OriginUpstream {
             })),
         }
     }
-
-    fn body_idle_timeout(&self) -> Duration {
-        self.response_timeout
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 /// The request's one `Host`, when it is a valid authority without user info.
@@ -332,8 +346,9 @@ impl<T: Upstream> Upstream for Arc<T> {
     fn send(
         &self,
         request: Request<UpstreamBody>,
+        hop: &Hop,
     ) -> impl Future<Output = Result<Response<UpstreamResponseBody>, RequestError>> + Send {
-        T::send(self, request)
+        T::send(self, request, hop)
     }
 
     fn body_idle_timeout(&self) -> Duration {

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use http::header::{HeaderValue, USER_AGENT};
 use http::uri::{PathAndQuery, Uri};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Either, Empty};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -42,6 +42,7 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use verge_config::shield::ResolverConfig;
 use verge_config::{OriginPoolConfig, UpstreamConfig};
+use verge_node::failover::{self, Attempt, Candidates, EjectionPolicy, Failover, Hop, Target};
 use verge_node::tls::client::upstream_client_config;
 use verge_node::upstream::{Upstream, UpstreamBody, UpstreamResponseBody};
 use verge_node::RequestError;
@@ -51,7 +52,7 @@ use budget::RetryBudget;
 #[cfg(test)]
 use budget::BUDGET_WINDOW_SECS;
 use client::ServerClient;
-use health::{EjectionPolicy, ServerHealth};
+use health::ServerHealth;
 
 mod budget;
 mod client;
@@ -62,64 +63,6 @@ const MIN_RETRIES_PER_SECOND: u32 = 3;
 
 /// Sent as `User-Agent` by health probes, so origin logs can tell them from traffic.
 const PROBE_USER_AGENT: &str = "verge-health-check";
-
-/// How one attempt on one server ended; the `result` label of `verge_origin_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AttemptResult {
-    Ok,
-    /// The server answered 500, 502, 503 or 504.
-    ErrorStatus,
-    ConnectError,
-    Timeout,
-    /// No connection slot to this server came free in time; the server was not asked.
-    Saturated,
-    /// The exchange broke after connecting (reset, malformed answer).
-    Error,
-    /// The server's host name has not resolved yet; nothing was sent.
-    Unresolved,
-}
-
-impl AttemptResult {
-    const ALL: [AttemptResult; 7] = [
-        AttemptResult::Ok,
-        AttemptResult::ErrorStatus,
-        AttemptResult::ConnectError,
-        AttemptResult::Timeout,
-        AttemptResult::Saturated,
-        AttemptResult::Error,
-        AttemptResult::Unresolved,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            AttemptResult::Ok => "ok",
-            AttemptResult::ErrorStatus => "error_status",
-            AttemptResult::ConnectError => "connect_error",
-            AttemptResult::Timeout => "timeout",
-            AttemptResult::Saturated => "saturated",
-            AttemptResult::Error => "error",
-            AttemptResult::Unresolved => "unresolved",
-        }
-    }
-
-    fn of_error(error: &RequestError) -> AttemptResult {
-        match error {
-            RequestError::UpstreamConnect { .. } => AttemptResult::ConnectError,
-            RequestError::UpstreamTimeout { .. } => AttemptResult::Timeout,
-            RequestError::UpstreamSaturated { .. } => AttemptResult::Saturated,
-            _ => AttemptResult::Error,
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Statuses that count as the server failing, and are worth asking another server.
-fn is_failure(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 500 | 502 | 503 | 504)
-}
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (plain counters).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -137,7 +80,7 @@ struct Server {
     /// `verge_origin_up{server}`, set when availability changes; an ejection that has run out
     /// shows as 1 once the pool next looks at the server.
     up: IntGauge,
-    /// `verge_origin_requests_total{server, result}`, indexed by [`AttemptResult::index`].
+    /// `verge_origin_requests_total{server, result}`, indexed by [`Attempt::index`].
     results: Vec<IntCounter>,
     /// `verge_origin_duration_seconds{server}`: request sent to response head.
     latency: Histogram,
@@ -148,7 +91,7 @@ impl Server {
         lock(&self.health)
     }
 
-    fn count(&self, result: AttemptResult) {
+    fn count(&self, result: Attempt) {
         if let Some(counter) = self.results.get(result.index()) {
             counter.inc();
         }
@@ -292,7 +235,7 @@ impl OriginPool {
                 let gauge = up.with_label_values(&[label.as_str()]);
                 let latency = durations.with_label_values(&[label.as_str()]);
                 gauge.set(1);
-                let results = AttemptResult::ALL
+                let results = Attempt::ALL
                     .iter()
                     .map(|r| requests.with_label_values(&[label.as_str(), r.as_str()]))
                     .collect();
@@ -378,7 +321,7 @@ impl OriginPool {
         let mut candidates = Vec::with_capacity(self.servers.len());
         for (index, server) in self.servers.iter().enumerate() {
             let available = {
-                let mut health = server.health();
+                let health = server.health();
                 let available = health.available(now) && server.client.is_usable();
                 // Read under the lock so a concurrent change cannot be overwritten by a stale value.
                 server.up.set(i64::from(available));
@@ -411,22 +354,19 @@ impl OriginPool {
         candidates.get(turn % candidates.len().max(1)).copied()
     }
 
-    fn succeeded(&self, index: usize) {
-        let server = &self.servers[index];
-        server.count(AttemptResult::Ok);
+    fn succeeded(&self, server: &Server, sent: Instant) {
         let mut health = server.health();
-        if health.ejections > 0 {
+        if health.passive.succeeded(sent) {
             tracing::info!(server = %server.label, "origin server back in the pool");
         }
-        health.request_succeeded();
-        server.up.set(i64::from(health.up));
+        server
+            .up
+            .set(i64::from(health.up && health.passive.is_up()));
     }
 
-    fn failed(&self, index: usize, result: AttemptResult) {
-        let server = &self.servers[index];
-        server.count(result);
+    fn failed(&self, server: &Server, result: Attempt) {
         let mut health = server.health();
-        if let Some(period) = health.request_failed(Instant::now(), &self.ejection) {
+        if let Some(period) = health.passive.failed(Instant::now(), &self.ejection) {
             server.up.set(0);
             drop(health);
             tracing::warn!(
@@ -513,96 +453,119 @@ pub struct HealthChecks {
     _tasks: JoinSet<()>,
 }
 
-impl Upstream for OriginPool {
+/// The servers one request may go to: round robin over the available ones (all of them in
+/// panic mode), each at most once, retries within the budget.
+struct PoolCandidates<'a> {
+    pool: &'a OriginPool,
+    tried: Vec<bool>,
+    retries_made: u32,
+}
+
+impl<'a> Candidates for PoolCandidates<'a> {
+    type Target = ServerAttempt<'a>;
+
+    fn next(&mut self, retry: bool) -> Option<Result<ServerAttempt<'a>, RequestError>> {
+        let pool = self.pool;
+        let now = Instant::now();
+        let candidates = pool.candidates(&self.tried, now);
+        if candidates.is_empty() {
+            return None;
+        }
+        if retry {
+            if !pool.may_retry(self.retries_made) {
+                return None;
+            }
+            self.retries_made += 1;
+        }
+        let index = pool.pick(&candidates)?;
+        self.tried[index] = true;
+        let server = &pool.servers[index];
+        {
+            // An available server whose ejection ran out is claimed for this one request (the
+            // probe); in panic mode an ejected server is tried without a claim.
+            let mut health = server.health();
+            if health.passive.eligible(now) {
+                health.claim(now, &pool.ejection);
+            }
+        }
+        Some(match server.client.route() {
+            Ok(route) => Ok(ServerAttempt {
+                pool,
+                server,
+                route,
+            }),
+            // Not resolved (panic mode): nothing is sent, the body is still ours, and a real
+            // answer from another server is worth more than this error.
+            Err(error) => {
+                server.count(Attempt::Unresolved);
+                server.health().passive.release_probe(now);
+                Err(error)
+            }
+        })
+    }
+}
+
+/// One attempt at one server, by one of its routes.
+struct ServerAttempt<'a> {
+    pool: &'a OriginPool,
+    server: &'a Server,
+    route: client::Route,
+}
+
+impl Target for ServerAttempt<'_> {
     async fn send(
         &self,
         request: Request<UpstreamBody>,
     ) -> Result<Response<UpstreamResponseBody>, RequestError> {
-        let (parts, body) = request.into_parts();
-        // Only a request without a body can be sent again: the client's body is read once.
-        let replayable = matches!(body, Either::Left(_))
-            && (parts.method == Method::GET || parts.method == Method::HEAD);
-        self.budget.record_request(Instant::now());
-        let mut pending_body = Some(body);
-        let mut tried = vec![false; self.servers.len()];
-        let mut retries_made = 0;
-        // Set once an attempt has reached a server and failed: the next one is a retry.
-        let mut failed_once = false;
-        let mut last: Option<Result<Response<UpstreamResponseBody>, RequestError>> = None;
-        loop {
-            let candidates = self.candidates(&tried, Instant::now());
-            if candidates.is_empty() {
-                break;
+        self.route.send(request).await
+    }
+
+    fn record(&self, attempt: Attempt, sent: Instant) {
+        let server = self.server;
+        server.latency.observe(sent.elapsed().as_secs_f64());
+        server.count(attempt);
+        match attempt {
+            Attempt::Ok => self.pool.succeeded(server, sent),
+            // Our own connection bound: the server was not asked, so it is not at fault.
+            Attempt::Saturated | Attempt::Unresolved => {
+                server.health().passive.release_probe(Instant::now());
             }
-            if failed_once {
-                if !self.may_retry(retries_made) {
-                    break;
-                }
-                retries_made += 1;
-            }
-            let Some(index) = self.pick(&candidates) else {
-                break;
-            };
-            tried[index] = true;
-            let server = &self.servers[index];
-            let route = match server.client.route() {
-                Ok(route) => route,
-                // Not resolved (panic mode): nothing is sent, the body is still ours, and a real
-                // answer from another server is worth more than this error.
-                Err(error) => {
-                    server.count(AttemptResult::Unresolved);
-                    if last.is_none() {
-                        last = Some(Err(error));
-                    }
-                    continue;
-                }
-            };
-            let body = match pending_body.take() {
-                Some(body) => body,
-                None if replayable => Either::Left(Empty::new()),
-                None => break,
-            };
-            let started = Instant::now();
-            let result = route.send(Request::from_parts(parts.clone(), body)).await;
-            server.latency.observe(started.elapsed().as_secs_f64());
-            match result {
-                Ok(response) if is_failure(response.status()) => {
-                    tracing::debug!(server = %server.label, status = %response.status(), "origin server answered with a failure");
-                    self.failed(index, AttemptResult::ErrorStatus);
-                    failed_once = true;
-                    last = Some(Ok(response));
-                }
-                Ok(response) => {
-                    self.succeeded(index);
-                    return Ok(response);
-                }
-                // Our own connection bound: the server was not asked, so it is not at fault.
-                Err(error @ RequestError::UpstreamSaturated { .. }) => {
-                    server.count(AttemptResult::Saturated);
-                    last = Some(Err(error));
-                }
-                Err(error) => {
-                    self.failed(index, AttemptResult::of_error(&error));
-                    let retryable = error.is_retryable();
-                    last = Some(Err(error));
-                    if !retryable {
-                        break;
-                    }
-                    failed_once = true;
-                }
-            }
-            if !replayable {
-                break;
+            Attempt::ErrorStatus | Attempt::ConnectError | Attempt::Timeout | Attempt::Error => {
+                self.pool.failed(server, attempt);
             }
         }
-        match last {
-            Some(Ok(response)) => Ok(response),
-            Some(Err(error)) => {
-                tracing::debug!(pool = %self.name, %error, retries = retries_made, "origin pool gave up");
+    }
+}
+
+impl Upstream for OriginPool {
+    async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+        hop: &Hop,
+    ) -> Result<Response<UpstreamResponseBody>, RequestError> {
+        let (parts, body) = request.into_parts();
+        self.budget.record_request(Instant::now());
+        let mut candidates = PoolCandidates {
+            pool: self,
+            tried: vec![false; self.servers.len()],
+            retries_made: 0,
+        };
+        match failover::attempt(&mut candidates, hop, &parts, body).await {
+            Failover::Answered(response) => Ok(response),
+            Failover::Stopped(error)
+            | Failover::Exhausted {
+                last: Some(Err(error)),
+                ..
+            } => {
+                tracing::debug!(pool = %self.name, %error, retries = candidates.retries_made, "origin pool gave up");
                 Err(error)
             }
+            Failover::Exhausted {
+                last: Some(Ok(response)),
+                ..
+            } => Ok(response),
             // Unreachable with at least one server: the first choice always finds one.
-            None => Err(RequestError::UpstreamConnect {
+            Failover::Exhausted { last: None, .. } => Err(RequestError::UpstreamConnect {
                 upstream: self.name.clone(),
                 reason: "the pool has no origin server".to_string(),
             }),

@@ -403,7 +403,7 @@ async fn an_invalid_file_is_refused_with_every_key_and_changes_nothing() {
     assert!(
         errors(&refused)
             .iter()
-            .any(|e| e.starts_with("probe_intervall")),
+            .any(|e| e.starts_with("health.probe_intervall")),
         "{refused}"
     );
 

@@ -107,7 +107,8 @@ async fn get(upstream: &ShieldUpstream, path: &str) -> Result<(StatusCode, Strin
         .header("host", "site.test")
         .body(Either::Left(Empty::new()))
         .unwrap();
-    let response = upstream.send(request).await?;
+    let hop = Hop::fill(request.uri(), request.headers()).unwrap();
+    let response = upstream.send(request, &hop).await?;
     let status = response.status();
     let shield = response
         .headers()

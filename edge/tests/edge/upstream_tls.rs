@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use verge_config::{ClientTlsConfig, EdgeConfig, NodeId, OriginUrl, ShieldSpec, UpstreamConfig};
 use verge_edge::shields::{ShieldMetrics, ShieldUpstream};
 use verge_edge::EdgeNode;
+use verge_node::failover::Hop;
 use verge_node::tls::client::client_config;
 use verge_node::upstream::Upstream;
 use verge_node::{OriginUpstream, RequestError, StartError};
@@ -150,7 +151,8 @@ async fn send(upstream: &impl Upstream) -> Result<(StatusCode, String), RequestE
         .header(HOST, "cdn.example")
         .body(Either::Left(Empty::new()))
         .unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(10), upstream.send(request))
+    let hop = Hop::fill(request.uri(), request.headers()).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), upstream.send(request, &hop))
         .await
         .expect("the upstream answers within 10 s")?;
     let status = response.status();

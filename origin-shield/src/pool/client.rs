@@ -21,7 +21,7 @@ use http::{Request, Response};
 use prometheus::IntGauge;
 use verge_config::{OriginUrl, UpstreamConfig};
 use verge_node::tls::client::ClientConfig;
-use verge_node::upstream::{OriginUpstream, Upstream, UpstreamBody, UpstreamResponseBody};
+use verge_node::upstream::{OriginUpstream, UpstreamBody, UpstreamResponseBody};
 use verge_node::RequestError;
 
 use super::lock;
@@ -196,15 +196,15 @@ pub(super) struct Route {
 
 impl Route {
     pub(super) async fn send(
-        self,
+        &self,
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<UpstreamResponseBody>, RequestError> {
-        if let Some(host) = self.host {
-            request.headers_mut().entry(HOST).or_insert(host);
+        if let Some(host) = &self.host {
+            request.headers_mut().entry(HOST).or_insert(host.clone());
         }
-        let result = self.upstream.send(request).await;
-        match self.label {
-            Some(label) => result.map_err(|error| renamed(error, label)),
+        let result = self.upstream.request(request).await;
+        match &self.label {
+            Some(label) => result.map_err(|error| renamed(error, label.clone())),
             None => result,
         }
     }

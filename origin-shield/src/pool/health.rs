@@ -1,40 +1,19 @@
-//! What the pool knows of one server's health: passive ejection with back-off and the active
-//! checks' verdict. Pure: every method is given the time.
+//! What the pool knows of one server's health: the passive model every upstream shares
+//! ([`PassiveHealth`]) and the active checks' verdict. Pure: every method is given the time.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// When passive failures eject a server, and for how long.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct EjectionPolicy {
-    pub(super) failures: u32,
-    pub(super) base: Duration,
-    pub(super) max: Duration,
-}
+use verge_node::failover::{EjectionPolicy, PassiveHealth};
 
-impl EjectionPolicy {
-    /// The length of the `nth` consecutive ejection (1-based): `base`, doubled each time, capped.
-    pub(super) fn period(&self, nth: u32) -> Duration {
-        let doublings = nth.saturating_sub(1).min(31);
-        self.base
-            .checked_mul(1u32 << doublings)
-            .unwrap_or(self.max)
-            .min(self.max)
-    }
-}
-
-/// What the pool knows of one server's health. Pure: every method is given the time.
+/// What the pool knows of one server's health.
 #[derive(Debug)]
 pub(super) struct ServerHealth {
     /// The active checks' verdict; true until they say otherwise (and when they are off).
     pub(super) up: bool,
     probe_successes: u32,
     probe_failures: u32,
-    /// Passive: failures of real requests in a row.
-    pub(super) failures: u32,
-    /// Consecutive ejections, for the back-off; cleared by a success.
-    pub(super) ejections: u32,
-    /// Passively out of the pool until then.
-    ejected_until: Option<Instant>,
+    /// What real requests said.
+    pub(super) passive: PassiveHealth,
 }
 
 impl Default for ServerHealth {
@@ -43,44 +22,22 @@ impl Default for ServerHealth {
             up: true,
             probe_successes: 0,
             probe_failures: 0,
-            failures: 0,
-            ejections: 0,
-            ejected_until: None,
+            passive: PassiveHealth::default(),
         }
     }
 }
 
 impl ServerHealth {
-    /// Whether the server may be chosen now. An ejection that has run out is cleared here, but
-    /// the failure count stays, so the next failure ejects the server again, for longer.
-    pub(super) fn available(&mut self, now: Instant) -> bool {
-        if self.ejected_until.is_some_and(|until| now >= until) {
-            self.ejected_until = None;
-        }
-        self.up && self.ejected_until.is_none()
+    /// Whether the server may be chosen now: up, and not passively ejected (an ejection that
+    /// has run out makes it eligible for a probe).
+    pub(super) fn available(&self, now: Instant) -> bool {
+        self.up && self.passive.eligible(now)
     }
 
-    pub(super) fn request_succeeded(&mut self) {
-        self.failures = 0;
-        self.ejections = 0;
-        self.ejected_until = None;
-    }
-
-    /// Counts a failed request; returns the ejection period when this failure ejects the server.
-    pub(super) fn request_failed(
-        &mut self,
-        now: Instant,
-        policy: &EjectionPolicy,
-    ) -> Option<Duration> {
-        self.failures = self.failures.saturating_add(1);
-        let already_out = self.ejected_until.is_some_and(|until| now < until);
-        if self.failures < policy.failures || already_out {
-            return None;
-        }
-        self.ejections = self.ejections.saturating_add(1);
-        let period = policy.period(self.ejections);
-        self.ejected_until = Some(now + period);
-        Some(period)
+    /// Claims an available server for one request: when its ejection has run out, this
+    /// request is the probe, and the others pass it over until the probe ends.
+    pub(super) fn claim(&mut self, now: Instant, policy: &EjectionPolicy) -> bool {
+        self.passive.admit(now, policy)
     }
 
     /// Counts a probe; returns the new verdict when this probe changes it.

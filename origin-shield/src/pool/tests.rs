@@ -40,21 +40,23 @@ fn consecutive_failures_eject_and_a_failure_after_the_ejection_ejects_for_longer
     let p = policy();
     let t0 = Instant::now();
     let mut h = ServerHealth::default();
-    assert_eq!(h.request_failed(t0, &p), None);
+    assert_eq!(h.passive.failed(t0, &p), None);
     assert!(h.available(t0));
-    assert_eq!(h.request_failed(t0, &p), Some(Duration::from_secs(1)));
+    assert_eq!(h.passive.failed(t0, &p), Some(Duration::from_secs(1)));
     assert!(!h.available(t0));
     // Failures of requests already in flight do not extend an ejection.
-    assert_eq!(h.request_failed(t0, &p), None);
+    assert_eq!(h.passive.failed(t0, &p), None);
     let t1 = t0 + Duration::from_secs(1);
     assert!(h.available(t1));
-    assert_eq!(h.request_failed(t1, &p), Some(Duration::from_secs(2)));
+    assert!(h.claim(t1, &p), "one request probes the server");
+    assert!(!h.claim(t1, &p), "and only one");
+    assert_eq!(h.passive.failed(t1, &p), Some(Duration::from_secs(2)));
     assert!(!h.available(t1 + Duration::from_millis(1999)));
     assert!(h.available(t1 + Duration::from_secs(2)));
-    h.request_succeeded();
+    assert!(h.passive.succeeded(t1 + Duration::from_secs(2)));
     let t2 = t1 + Duration::from_secs(3);
-    assert_eq!(h.request_failed(t2, &p), None);
-    assert_eq!(h.request_failed(t2, &p), Some(Duration::from_secs(1)));
+    assert_eq!(h.passive.failed(t2, &p), None);
+    assert_eq!(h.passive.failed(t2, &p), Some(Duration::from_secs(1)));
 }
 
 #[test]
@@ -284,7 +286,12 @@ impl Harness {
             .uri("/object")
             .body(Either::Left(Empty::new()))
             .unwrap();
-        self.pool.send(request).await
+        // Only a GET or HEAD (here without a body) may be sent again elsewhere.
+        let hop = Hop {
+            key: verge_cache::CacheKey::from_parts("http", "origin.test", "/object"),
+            replayable: request.method() == Method::GET || request.method() == Method::HEAD,
+        };
+        self.pool.send(request, &hop).await
     }
 
     /// Sends a GET and reads the whole answer; returns its status.
@@ -514,7 +521,7 @@ async fn a_saturated_server_hands_the_request_to_another_without_failing() {
         ),
         1.0
     );
-    assert_eq!(h.pool.servers[0].health().failures, 0);
+    assert_eq!(h.pool.servers[0].health().passive.failures(), 0);
     assert_eq!(h.metric("verge_origin_retries_total", &[]), 0.0);
     drop(held);
 }

@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 use verge_config::shield::ResolverConfig;
 use verge_config::{OriginPoolConfig, OriginUrl, ShieldConfig, UpstreamConfig};
+use verge_node::failover::Hop;
 use verge_node::upstream::Upstream;
 use verge_origin_shield::pool::OriginPool;
 use verge_origin_shield::ShieldNode;
@@ -281,7 +282,11 @@ impl Harness {
             .uri("/object")
             .body(Either::Left(Empty::new()))
             .unwrap();
-        let response = self.pool.send(request).await?;
+        let hop = Hop {
+            key: verge_cache::CacheKey::from_parts("http", "origin.test", "/object"),
+            replayable: true,
+        };
+        let response = self.pool.send(request, &hop).await?;
         let status = response.status().as_u16();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         Ok((status, String::from_utf8(body.to_vec()).unwrap()))

@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use prometheus::{IntGauge, Registry};
 use verge_config::shield::ResolverConfig;
 use verge_config::{ClientTlsConfig, OriginPoolConfig, OriginUrl, ShieldConfig, UpstreamConfig};
+use verge_node::failover::Hop;
 use verge_node::upstream::Upstream;
 use verge_node::{RequestError, StartError};
 use verge_origin_shield::dns::{Answer, LookupFuture, NameLookup};
@@ -159,7 +160,11 @@ async fn send(pool: &OriginPool) -> Result<StatusCode, RequestError> {
         .uri("/named")
         .body(Either::Left(Empty::new()))
         .unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(10), pool.send(request))
+    let hop = Hop {
+        key: verge_cache::CacheKey::from_parts("http", "origin.test", "/named"),
+        replayable: true,
+    };
+    let response = tokio::time::timeout(Duration::from_secs(10), pool.send(request, &hop))
         .await
         .expect("the pool answers within 10 s")?;
     Ok(response.status())
