@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::edge::{count, duration};
 use crate::error::{Collector, ConfigErrors};
+use crate::field::{count, duration, socket_addr};
 use crate::ids::RegionId;
 use crate::units::ByteSize;
 
@@ -158,28 +158,18 @@ pub struct RawRegion {
     pub fallback: Vec<String>,
 }
 
-/// What a quick start (`verge control --listen ... --token-file ... --data-dir ...`) gives.
-pub struct ControlQuickStart<'a> {
-    pub listen: &'a str,
-    pub admin_listen: &'a str,
-    pub token_file: &'a str,
-    pub data_dir: &'a str,
-}
+pub use crate::quick_start::ControlQuickStart;
 
 impl ControlConfig {
     /// Parses and validates a control configuration, reporting every problem found. A
     /// `token_file` is read here.
     pub fn from_toml(text: &str) -> Result<ControlConfig, ConfigErrors> {
-        let raw: RawControlFile = toml::from_str(text)
-            .map_err(|e| ConfigErrors::single(crate::edge::error_path(&e), e.message()))?;
-        validate(raw)
+        validate(crate::raw::parse(text)?)
     }
 
+    /// Reads a file and validates it; the file's path is named in a read error.
     pub fn from_file(path: &Path) -> Result<ControlConfig, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors::single("", format!("cannot read {}: {e}", path.display()))
-        })?;
-        ControlConfig::from_toml(&text)
+        ControlConfig::from_toml(&crate::raw::read(path)?)
     }
 
     /// This configuration with its token read again from `token_file` (unchanged without one).
@@ -201,33 +191,14 @@ impl ControlConfig {
             ..self.clone()
         }))
     }
-
-    pub fn quick_start(start: &ControlQuickStart<'_>) -> Result<ControlConfig, ConfigErrors> {
-        validate(RawControlFile {
-            controller: Some(RawController {
-                listen: Some(start.listen.to_string()),
-                admin_listen: Some(start.admin_listen.to_string()),
-                data_dir: Some(start.data_dir.to_string()),
-                token: None,
-                token_file: Some(start.token_file.to_string()),
-            }),
-            ..RawControlFile::default()
-        })
-    }
 }
 
-fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigErrors> {
+pub(crate) fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigErrors> {
     use defaults::*;
     let mut c = Collector::default();
     let ctl = raw.controller.unwrap_or_default();
     let addr = |c: &mut Collector, path: &str, value: Option<&str>, default: &str| {
-        let text = value.unwrap_or(default);
-        c.take(
-            path,
-            text.parse::<SocketAddr>().map_err(|_| {
-                format!("invalid socket address {text:?}: expected IP:PORT, e.g. 127.0.0.1:7070")
-            }),
-        )
+        socket_addr(c, path, value.unwrap_or(default), "127.0.0.1:7070")
     };
     let listen = addr(&mut c, "controller.listen", ctl.listen.as_deref(), LISTEN);
     let admin_listen = addr(

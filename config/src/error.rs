@@ -1,19 +1,27 @@
 use std::fmt;
 
-/// One problem in a configuration, located by its key path (`cache.max_bytes`).
+/// One problem in a configuration, located by its key path (`cache.max_bytes`) and, when it was
+/// found while parsing the text, its line.
+///
+/// Displayed key path first: `server.max_connections (line 3): invalid value: ...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    /// Dotted key path of the offending value; empty for whole-file problems (syntax).
+    /// Dotted key path of the offending value; empty for whole-file problems (an unreadable
+    /// file, a file of no role).
     pub path: String,
+    /// 1-based line of the offending text. Parse errors (syntax, types, unknown or missing
+    /// keys) have one; validation works on parsed values, which no longer know their line.
+    pub line: Option<usize>,
     pub message: String,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
+        match (self.path.is_empty(), self.line) {
+            (true, None) => write!(f, "{}", self.message),
+            (true, Some(line)) => write!(f, "line {line}: {}", self.message),
+            (false, None) => write!(f, "{}: {}", self.path, self.message),
+            (false, Some(line)) => write!(f, "{} (line {line}): {}", self.path, self.message),
         }
     }
 }
@@ -29,6 +37,7 @@ impl ConfigErrors {
         ConfigErrors {
             errors: vec![ConfigError {
                 path: path.into(),
+                line: None,
                 message: message.into(),
             }],
         }
@@ -65,6 +74,7 @@ impl Collector {
     pub(crate) fn push(&mut self, path: &str, message: impl Into<String>) {
         self.errors.push(ConfigError {
             path: path.to_string(),
+            line: None,
             message: message.into(),
         });
     }

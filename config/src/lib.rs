@@ -3,15 +3,21 @@
 //! Configuration is a pipeline, as in every role:
 //!
 //! - [`raw`]: serde structs that mirror the TOML file (`deny_unknown_fields`), with sizes and
-//!   durations still as text so that one bad value does not hide the others;
-//! - [`edge`]: validation that turns the raw structs into typed config and collects *every*
-//!   problem with its key path ([`ConfigErrors`]);
+//!   durations still as text so that one bad value does not hide the others; parsing a text into
+//!   them, where syntax, type and unknown-key errors are located by key path and line;
+//! - validation that turns the raw structs into typed config and collects *every* problem with
+//!   its key path ([`ConfigErrors`]), one module per role and per shared table:
+//!   - [`edge`], [`shield`], [`control`]: each role's file;
+//!   - [`node`]: the tables every cache node has (identity, `[server]`, `[cache]`, `[admin]`,
+//!     `[tls]`, `[control]`), validated once for edges and shields;
+//!   - [`upstream`]: where misses go (`[upstream]`, a shield's pool), and origin URLs;
+//!   - [`shields`]: the origin shields an edge sends misses to;
+//!   - [`node_control`]: the optional `[control]` table of an edge or shield;
+//!   - [`geo`]: control's `[geo]` table (GeoDNS and HTTP steering);
+//!   - [`tls`]: HTTPS listeners and certificates (`[tls]`), and TLS towards upstreams;
+//!   - `field`: one field's value or default, parsed and range-checked under its key path;
+//! - [`quick_start`]: each role's configuration from its command line, without a file;
 //! - [`reload`]: where a running role's configuration comes from and what a reload answers;
-//! - [`shield`]: the shield role's configuration, with its origin pool;
-//! - [`shields`]: the origin shields an edge sends misses to;
-//! - [`node_control`]: the optional `[control]` table of an edge or shield;
-//! - [`geo`]: control's `[geo]` table (GeoDNS and HTTP steering);
-//! - [`tls`]: HTTPS listeners and certificates (`[tls]`), and TLS towards upstreams;
 //! - [`units`]: the typed values themselves ([`ByteSize`], durations) and their parsers;
 //! - [`ids`]: identifier newtypes ([`NodeId`], [`RegionId`]);
 //! - [`wire`]: what control and the nodes exchange (routing tables, purges, events).
@@ -22,30 +28,35 @@
 pub mod control;
 pub mod edge;
 mod error;
+mod field;
 pub mod geo;
 pub mod ids;
+pub mod node;
 pub mod node_control;
+pub mod quick_start;
 pub mod raw;
 pub mod reload;
 pub mod shield;
 pub mod shields;
 pub mod tls;
 pub mod units;
+pub mod upstream;
 pub mod wire;
 
-pub use control::{ControlConfig, ControlQuickStart};
-pub use edge::{
-    AdminConfig, CacheConfig, EdgeConfig, EdgeQuickStart, OriginUrl, ServerConfig, UpstreamConfig,
-};
+pub use control::ControlConfig;
+pub use edge::EdgeConfig;
 pub use error::{ConfigError, ConfigErrors};
 pub use geo::GeoConfig;
 pub use ids::{NodeId, RegionId};
+pub use node::{AdminConfig, CacheConfig, ServerConfig};
 pub use node_control::NodeControlConfig;
+pub use quick_start::{ControlQuickStart, EdgeQuickStart, ShieldQuickStart};
 pub use reload::{ConfigSource, FileWatch, ReloadError, ReloadReport};
-pub use shield::{OriginPoolConfig, ShieldConfig, ShieldQuickStart};
+pub use shield::{OriginPoolConfig, ShieldConfig};
 pub use shields::{ShieldSpec, ShieldsConfig};
 pub use tls::{CertificateFiles, ClientTlsConfig, TlsServerConfig, TlsVersion, UnknownSni};
 pub use units::{parse_duration, ByteSize};
+pub use upstream::{OriginUrl, UpstreamConfig};
 
 /// The role a configuration file is written for, told by its top-level table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,9 +78,7 @@ impl Role {
 
 /// Tells which role a configuration text is for, from its top-level `[edge]` table.
 pub fn detect_role(text: &str) -> Result<Role, ConfigErrors> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigErrors::single("", e.to_string()))?;
+    let table: toml::Table = raw::parse(text)?;
     let roles: Vec<Role> = [
         ("edge", Role::Edge),
         ("shield", Role::Shield),

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::edge::{count, duration, OriginUrl};
 use crate::error::Collector;
+use crate::field::{count, duration};
+use crate::upstream::OriginUrl;
 
 /// How a node registers with control, heartbeats, and holds the push stream.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,17 +1,202 @@
 //! The configuration file as written: serde structs with `deny_unknown_fields`, every field
-//! optional (defaults are applied during validation), sizes and durations still as text.
+//! optional (defaults are applied during validation), sizes and durations still as text; and
+//! reading a text into them, where every structural problem (TOML syntax, a value of the wrong
+//! type, an unknown or missing key) is reported by key path and line, like the problems
+//! validation finds later.
 
+use std::fmt;
+use std::path::Path;
+
+use serde::de::{self, DeserializeOwned, Deserializer, Unexpected, Visitor};
 use serde::Deserialize;
+use serde_path_to_error::Segment;
+
+use crate::error::{ConfigError, ConfigErrors};
 
 pub use crate::node_control::RawNodeControl;
 pub use crate::tls::{RawCertificate, RawClientTls, RawTls};
 
+/// Reads a configuration file; the file's path is named in a read error.
+pub(crate) fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::single("", format!("cannot read {}: {e}", path.display())))
+}
+
+/// Parses a configuration text into its raw structs.
+pub(crate) fn parse<T: DeserializeOwned>(text: &str) -> Result<T, ConfigErrors> {
+    let deserializer = toml::de::Deserializer::parse(text).map_err(|e| {
+        // The text is not TOML, so no key path is known yet: the line tells which.
+        let line = e.span().map(|span| line_at(text, span.start));
+        let path = line.map_or_else(String::new, |line| key_path_at_line(text, line));
+        located(path, line, e.message())
+    })?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let mut path = key_path(e.path());
+        let e = e.into_inner();
+        // serde names a missing key in its message only, at the path of its table.
+        if let Some(key) = quoted_after(e.message(), "missing field `") {
+            path = join(&path, key);
+        }
+        let line = e.span().map(|span| line_at(text, span.start));
+        located(path, line, e.message())
+    })
+}
+
+fn located(path: String, line: Option<usize>, message: &str) -> ConfigErrors {
+    ConfigErrors {
+        errors: vec![ConfigError {
+            path,
+            line,
+            message: in_toml_terms(message),
+        }],
+    }
+}
+
+/// The 1-based line of byte `offset`.
+fn line_at(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// A dotted key path as validation writes it: `shields.members[1].url`, with keys that are
+/// not bare TOML keys quoted (`geo.names."cdn.example.com"`).
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } => out = join(&out, key),
+            Segment::Enum { variant } => out = join(&out, variant),
+            Segment::Unknown => out = join(&out, "?"),
+        }
+    }
+    out
+}
+
+fn join(table: &str, key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
+    let key = if bare {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    };
+    if table.is_empty() {
+        key
+    } else {
+        format!("{table}.{key}")
+    }
+}
+
+/// For text that does not parse: the table header in effect at `line` and the key that line
+/// assigns, read from the lines themselves (`[server]` then `listen = "...` gives
+/// `server.listen`); the header itself when the line is one.
+fn key_path_at_line(text: &str, line: usize) -> String {
+    let header = |content: &str| {
+        let name = content.trim_start_matches('[');
+        let end = name.find([']', '#']).unwrap_or(name.len());
+        name[..end].trim().to_string()
+    };
+    let mut table = String::new();
+    for content in text.lines().take(line.saturating_sub(1)) {
+        let content = content.trim_start();
+        if content.starts_with('[') {
+            table = header(content);
+        }
+    }
+    let content = text
+        .lines()
+        .nth(line.saturating_sub(1))
+        .unwrap_or("")
+        .trim_start();
+    if content.starts_with('[') {
+        return header(content);
+    }
+    match content.split_once('=') {
+        Some((key, _)) if !content.starts_with('#') && !key.trim().is_empty() => {
+            let key = key.trim();
+            if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table}.{key}")
+            }
+        }
+        _ => table,
+    }
+}
+
+/// The text between `prefix` and the next backquote of `message`.
+fn quoted_after<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
+    let rest = message.strip_prefix(prefix)?;
+    rest.find('`').map(|end| &rest[..end])
+}
+
+/// serde's messages in the words of a TOML file (arrays and tables, not sequences, maps and
+/// structs), on one line.
+fn in_toml_terms(message: &str) -> String {
+    let mut message = message.replace('\n', "; ");
+    for (serde, toml) in [
+        ("expected u64", "expected a non-negative integer"),
+        ("expected u32", "expected a non-negative integer"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected a table"),
+        ("invalid type: sequence", "invalid type: array"),
+        ("invalid type: map", "invalid type: table"),
+    ] {
+        message = message.replace(serde, toml);
+    }
+    // `expected struct RawServer`: a table, whatever the struct is called.
+    if let Some(at) = message.find("expected struct ") {
+        let name_end = message[at + "expected struct ".len()..]
+            .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+            .map_or(message.len(), |end| at + "expected struct ".len() + end);
+        message.replace_range(at..name_end, "expected a table");
+    }
+    message
+}
+
 /// A size as written: a string with a unit (`"256MiB"`) or a bare number of bytes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum RawSize {
     Bytes(u64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawSize, D::Error> {
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+struct SizeVisitor;
+
+impl Visitor<'_> for SizeVisitor {
+    type Value = RawSize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a size like \"16KiB\" or a number of bytes")
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<RawSize, E> {
+        Ok(RawSize::Bytes(n))
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<RawSize, E> {
+        u64::try_from(n)
+            .map(RawSize::Bytes)
+            .map_err(|_| E::invalid_value(Unexpected::Signed(n), &self))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<RawSize, E> {
+        Ok(RawSize::Text(text.to_string()))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,4 +329,150 @@ pub struct RawResolver {
     pub max_ttl: Option<String>,
     pub negative_retry: Option<String>,
     pub timeout: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{detect_role, ControlConfig, EdgeConfig, ShieldConfig};
+
+    const EDGE: &str = "[edge]\nid = \"e\"\n[upstream]\norigin = \"http://127.0.0.1:8000\"\n";
+
+    /// The one error of `errors`, which must be a parse error.
+    fn only(errors: ConfigErrors) -> ConfigError {
+        assert_eq!(errors.errors.len(), 1, "{errors}");
+        errors.errors[0].clone()
+    }
+
+    #[test]
+    fn a_negative_integer_names_its_key_and_line() {
+        let text = format!("{EDGE}[server]\nmax_connections = -1\n");
+        let error = only(EdgeConfig::from_toml(&text).unwrap_err());
+        assert_eq!(error.path, "server.max_connections");
+        assert_eq!(error.line, Some(6));
+        assert_eq!(
+            error.to_string(),
+            "server.max_connections (line 6): invalid value: integer `-1`, \
+             expected a non-negative integer"
+        );
+    }
+
+    #[test]
+    fn a_negative_size_names_its_key_and_line() {
+        let text = format!("{EDGE}[cache]\nmax_bytes = -5\n");
+        let error = only(EdgeConfig::from_toml(&text).unwrap_err());
+        assert_eq!(
+            (error.path.as_str(), error.line),
+            ("cache.max_bytes", Some(6))
+        );
+        assert!(
+            error
+                .message
+                .contains("a size like \"16KiB\" or a number of bytes"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_names_its_key_and_line() {
+        let text = format!("{EDGE}[server]\nlisten = 8080\n");
+        let error = only(EdgeConfig::from_toml(&text).unwrap_err());
+        assert_eq!(
+            error.to_string(),
+            "server.listen (line 6): invalid type: integer `8080`, expected a string"
+        );
+        let table = only(EdgeConfig::from_toml(&format!("server = 1\n{EDGE}")).unwrap_err());
+        assert_eq!(
+            table.to_string(),
+            "server (line 1): invalid type: integer `1`, expected a table"
+        );
+        let list = "[origin]\nservers = [\"http://a:1\", 2]\n";
+        let element = only(ShieldConfig::from_toml(list).unwrap_err());
+        assert_eq!(
+            (element.path.as_str(), element.line),
+            ("origin.servers[1]", Some(2))
+        );
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_with_its_table_and_line() {
+        let text = format!("{EDGE}[server]\nlisten = \"127.0.0.1:8080\"\nlisten_typo = \"x\"\n");
+        let error = only(EdgeConfig::from_toml(&text).unwrap_err());
+        assert_eq!(error.path, "server.listen_typo");
+        assert_eq!(error.line, Some(7));
+        assert!(
+            error.to_string().starts_with(
+                "server.listen_typo (line 7): unknown field `listen_typo`, expected one of `listen`"
+            ),
+            "{error}"
+        );
+        let member = "[upstream]\norigin = \"http://o:1\"\n[[shields.members]]\nid = \"a\"\n\
+                      [[shields.members]]\nid = \"b\"\nwieght = 2\n";
+        let error = only(EdgeConfig::from_toml(member).unwrap_err());
+        assert_eq!(
+            (error.path.as_str(), error.line),
+            ("shields.members[1].wieght", Some(7))
+        );
+        let top = only(EdgeConfig::from_toml(&format!("{EDGE}[upstreams]\n")).unwrap_err());
+        assert_eq!((top.path.as_str(), top.line), ("upstreams", Some(5)));
+    }
+
+    #[test]
+    fn a_key_that_needs_quotes_is_quoted_in_the_path() {
+        let text = "[controller]\ndata_dir = \"/d\"\ntoken = \"0123456789abcdef\"\n\
+                    [geo]\nzone = \"verge.test\"\n[geo.names.\"cdn.verge.test\"]\nmax_answers = \"two\"\n";
+        let error = only(ControlConfig::from_toml(text).unwrap_err());
+        assert_eq!(error.path, "geo.names.\"cdn.verge.test\".max_answers");
+        assert_eq!(error.line, Some(7));
+    }
+
+    #[test]
+    fn a_missing_field_is_named_at_its_table() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Item {
+            name: String,
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct File {
+            items: Vec<Item>,
+        }
+        let text = "[[items]]\nname = \"a\"\n[[items]]\n";
+        let errors = parse::<File>(text).unwrap_err();
+        let error = only(errors);
+        assert_eq!(
+            (error.path.as_str(), error.line),
+            ("items[1].name", Some(3))
+        );
+        assert_eq!(
+            error.to_string(),
+            "items[1].name (line 3): missing field `name`"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_key_and_line() {
+        let text = format!("{EDGE}[server]\nlisten = \"127.0.0.1:8080\n");
+        let error = only(EdgeConfig::from_toml(&text).unwrap_err());
+        assert_eq!(
+            (error.path.as_str(), error.line),
+            ("server.listen", Some(6))
+        );
+        assert!(
+            error.to_string().starts_with("server.listen (line 6): "),
+            "{error}"
+        );
+        let twice = format!("{EDGE}[cache]\nmax_bytes = 1\nmax_bytes = 2\n");
+        let error = only(EdgeConfig::from_toml(&twice).unwrap_err());
+        assert_eq!(error.to_string(), "cache.max_bytes (line 7): duplicate key");
+        let header = only(EdgeConfig::from_toml(&format!("{EDGE}[server\n")).unwrap_err());
+        assert_eq!((header.path.as_str(), header.line), ("server", Some(5)));
+    }
+
+    #[test]
+    fn telling_the_role_reports_syntax_errors_by_line() {
+        let error = only(detect_role("[edge]\nid = \n").unwrap_err());
+        assert_eq!((error.path.as_str(), error.line), ("edge.id", Some(2)));
+    }
 }

@@ -1,19 +1,21 @@
-//! The shield role's configuration: the same listeners, cache and admin API as an edge, with a
-//! pool of origin servers as the upstream.
+//! The shield role's configuration: the node tables every cache node has ([`crate::node`]),
+//! with a pool of origin servers (`[origin]`) as the upstream and a `[resolver]` for their
+//! host names.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::edge::{
-    count, duration, validate_admin, validate_cache, validate_server, validate_upstream,
-    AdminConfig, CacheConfig, OriginUrl, ServerConfig, UpstreamConfig,
-};
 use crate::error::{Collector, ConfigErrors};
+use crate::field::{bounded_duration, count, duration};
 use crate::ids::{NodeId, RegionId};
-use crate::node_control::{validate_node_control, NodeControlConfig, RawNodeControl};
-use crate::raw::{RawNode, RawOriginPool, RawResolver, RawServer, RawShieldFile, RawUpstream};
-use crate::tls::{validate_tls, TlsServerConfig};
+use crate::node::{validate_node, AdminConfig, CacheConfig, RawNodeSection, ServerConfig};
+use crate::node_control::NodeControlConfig;
+use crate::raw::{RawOriginPool, RawResolver, RawShieldFile, RawUpstream};
+use crate::tls::TlsServerConfig;
+use crate::upstream::{validate_upstream, OriginUrl, UpstreamConfig};
+
+pub use crate::quick_start::ShieldQuickStart;
 
 /// Servers accepted in one origin pool.
 pub const MAX_ORIGIN_SERVERS: usize = 64;
@@ -98,99 +100,42 @@ pub mod defaults {
 impl ShieldConfig {
     /// Parses and validates a shield configuration, reporting every problem found.
     pub fn from_toml(text: &str) -> Result<ShieldConfig, ConfigErrors> {
-        let raw: RawShieldFile = toml::from_str(text)
-            .map_err(|e| ConfigErrors::single(crate::edge::error_path(&e), e.message()))?;
-        validate(raw)
+        validate(crate::raw::parse(text)?)
     }
 
-    /// The configuration for a quick start without a file: defaults plus these values.
-    pub fn quick_start(start: &ShieldQuickStart<'_>) -> Result<ShieldConfig, ConfigErrors> {
-        validate(RawShieldFile {
-            shield: Some(RawNode {
-                id: start.node_id.map(str::to_string),
-                region: start.region.map(str::to_string),
-            }),
-            server: Some(RawServer {
-                listen: Some(start.listen.to_string()),
-                admin_listen: Some(start.admin_listen.to_string()),
-                ..RawServer::default()
-            }),
-            origin: Some(RawOriginPool {
-                servers: start.origins.to_vec(),
-                ..RawOriginPool::default()
-            }),
-            control: start.control.map(|url| RawNodeControl {
-                url: Some(url.to_string()),
-                ..RawNodeControl::default()
-            }),
-            ..RawShieldFile::default()
-        })
-    }
-
+    /// Reads a file and validates it; the file's path is named in a read error.
     pub fn from_file(path: &Path) -> Result<ShieldConfig, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors::single("", format!("cannot read {}: {e}", path.display()))
-        })?;
-        ShieldConfig::from_toml(&text)
+        ShieldConfig::from_toml(&crate::raw::read(path)?)
     }
 }
 
-/// The values `verge shield` takes on its command line instead of a file.
-#[derive(Debug, Clone, Default)]
-pub struct ShieldQuickStart<'a> {
-    pub listen: &'a str,
-    pub admin_listen: &'a str,
-    /// The origin pool's servers.
-    pub origins: &'a [String],
-    /// This node's id (`shield.id`); `None`: the default.
-    pub node_id: Option<&'a str>,
-    /// This node's region (`shield.region`); `None`: the default.
-    pub region: Option<&'a str>,
-    /// Base URL of control's node listener; `None`: no control plane.
-    pub control: Option<&'a str>,
-}
-
-fn validate(raw: RawShieldFile) -> Result<ShieldConfig, ConfigErrors> {
+pub(crate) fn validate(raw: RawShieldFile) -> Result<ShieldConfig, ConfigErrors> {
     let mut c = Collector::default();
-    let node = raw.shield.unwrap_or_default();
-    let id = c.take(
-        "shield.id",
-        NodeId::new(node.id.as_deref().unwrap_or("shield-1")),
+    let node = validate_node(
+        &mut c,
+        crate::wire::NodeRole::Shield,
+        RawNodeSection {
+            identity: raw.shield,
+            server: raw.server,
+            cache: raw.cache,
+            admin: raw.admin,
+            tls: raw.tls,
+            control: raw.control,
+        },
     );
-    let region = c.take(
-        "shield.region",
-        RegionId::new(node.region.as_deref().unwrap_or("local")),
-    );
-    let server = validate_server(&mut c, raw.server.unwrap_or_default());
-    let cache = validate_cache(&mut c, raw.cache.unwrap_or_default());
-    let admin = validate_admin(&mut c, raw.admin.unwrap_or_default());
     let origin = validate_pool(&mut c, raw.origin.unwrap_or_default());
     let resolver = validate_resolver(&mut c, raw.resolver.unwrap_or_default());
-    let control = validate_node_control(&mut c, raw.control);
-    let tls = validate_tls(&mut c, raw.tls);
-    let value = match (
-        id, region, server, cache, admin, origin, resolver, control, tls,
-    ) {
-        (
-            Some(id),
-            Some(region),
-            Some(server),
-            Some(cache),
-            Some(admin),
-            Some(origin),
-            Some(resolver),
-            Some(control),
-            Some(tls),
-        ) => Some(ShieldConfig {
-            tls,
-            id,
-            region,
-            server,
-            cache,
-            admin,
+    let value = match (node, origin, resolver) {
+        (Some(node), Some(origin), Some(resolver)) => Some(ShieldConfig {
+            id: node.id,
+            region: node.region,
+            server: node.server,
+            cache: node.cache,
+            admin: node.admin,
             origin,
             resolver,
-            control,
+            control: node.control,
+            tls: node.tls,
         }),
         _ => None,
     };
@@ -417,22 +362,6 @@ fn nameserver(text: &str) -> Result<SocketAddr, String> {
         })
 }
 
-/// A duration with a default, within `range` (both ends included).
-fn bounded_duration(
-    c: &mut Collector,
-    path: &str,
-    value: Option<&str>,
-    default: &str,
-    range: (Duration, Duration),
-) -> Option<Duration> {
-    let d = duration(c, path, value, default, range.0)?;
-    if d > range.1 {
-        c.push(path, format!("must be at most {}ms", range.1.as_millis()));
-        return None;
-    }
-    Some(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,43 +396,6 @@ mod tests {
         ] {
             assert!(errs.mentions(path), "{path} not reported in:\n{errs}");
         }
-    }
-
-    #[test]
-    fn quick_start_takes_every_origin() {
-        let origins = [
-            "http://127.0.0.1:8000".to_string(),
-            "http://127.0.0.1:8001".to_string(),
-        ];
-        let start = ShieldQuickStart {
-            listen: "127.0.0.1:0",
-            admin_listen: "127.0.0.1:0",
-            origins: &origins,
-            ..ShieldQuickStart::default()
-        };
-        let cfg = ShieldConfig::quick_start(&start).unwrap();
-        assert_eq!(cfg.origin.servers.len(), 2);
-        assert_eq!(cfg.control, None);
-        let none = ShieldQuickStart {
-            origins: &[],
-            ..start.clone()
-        };
-        assert!(ShieldConfig::quick_start(&none)
-            .unwrap_err()
-            .mentions("origin.servers"));
-        let named = ShieldQuickStart {
-            node_id: Some("shield-eu-1"),
-            region: Some("eu"),
-            control: Some("http://127.0.0.1:7000"),
-            ..start
-        };
-        let cfg = ShieldConfig::quick_start(&named).unwrap();
-        assert_eq!(cfg.id.as_str(), "shield-eu-1");
-        assert_eq!(cfg.region.as_str(), "eu");
-        assert_eq!(
-            cfg.control.unwrap().url.to_string(),
-            "http://127.0.0.1:7000"
-        );
     }
 
     #[test]
@@ -587,7 +479,7 @@ mod tests {
     fn an_unknown_resolver_key_is_named() {
         let text = "[origin]\nservers = [\"http://o.example\"]\n[resolver]\nttl = \"1s\"\n";
         let errs = ShieldConfig::from_toml(text).unwrap_err();
-        assert!(errs.mentions("ttl"), "{errs}");
+        assert!(errs.mentions("resolver.ttl"), "{errs}");
     }
 
     #[test]

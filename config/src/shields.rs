@@ -3,11 +3,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::edge::{count, duration, OriginUrl};
 use crate::error::Collector;
+use crate::field::{count, duration};
 use crate::ids::NodeId;
 use crate::raw::RawShields;
 use crate::tls::ClientTlsConfig;
+use crate::upstream::OriginUrl;
 
 /// Shields beyond this are refused: the ring tracks members in a 256-bit set.
 pub const MAX_SHIELDS: usize = 256;

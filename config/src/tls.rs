@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::edge::{count, duration};
 use crate::error::Collector;
+use crate::field::{count, duration};
 
 /// How a node answers a client whose SNI names no configured certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,434 @@
+//! The tables every cache node has, whatever its role: its identity (`[edge]` or `[shield]`),
+//! `[server]`, `[cache]`, `[admin]`, `[tls]` and `[control]`. Edges and shields validate them
+//! here, with one validator, and add their own upstream tables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::Collector;
+use crate::field::{count, duration, size, socket_addr};
+use crate::ids::{NodeId, RegionId};
+use crate::node_control::{validate_node_control, NodeControlConfig, RawNodeControl};
+use crate::raw::{RawAdmin, RawCache, RawNode, RawServer, RawTls};
+use crate::tls::{validate_tls, TlsServerConfig};
+use crate::units::ByteSize;
+use crate::wire::NodeRole;
+
+/// Listeners and per-connection limits shared by every cache node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Data-plane listener (HTTP/1.1 and cleartext HTTP/2).
+    pub listen: SocketAddr,
+    /// Admin listener (`/metrics`, `/healthz`), kept apart from client traffic.
+    pub admin_listen: SocketAddr,
+    /// Accepted connections beyond this wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Largest request head accepted; larger heads are answered 431.
+    pub max_header_bytes: ByteSize,
+    /// How long a client may take to send a request head.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 streams a client may open and reset before the server has accepted them; past
+    /// this the connection is closed (the rapid-reset defence).
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2 streams the server may reset because of client protocol errors before it closes
+    /// the connection.
+    pub h2_max_local_error_reset_streams: usize,
+    /// A Unix socket where this process hands its listening sockets to a successor (and where a
+    /// new process asks for them); `None`: no zero-downtime upgrade.
+    pub upgrade_socket: Option<PathBuf>,
+    /// Threads serving requests; 0 means one per core. With one, a single-threaded scheduler
+    /// is used, which costs less per request than the work-stealing one.
+    pub worker_threads: usize,
+}
+
+/// The cache engine's bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Bound on the cache's memory: response heads plus bodies.
+    pub max_bytes: ByteSize,
+    /// Larger responses stream through without being stored.
+    pub max_object_bytes: ByteSize,
+    /// How long a key whose response was not storable skips request coalescing.
+    pub hit_for_miss_ttl: Duration,
+    /// Bound on the number of keys remembered as not storable.
+    pub hit_for_miss_max_keys: u64,
+    /// Ranges served per request; more are answered with the whole representation.
+    pub max_ranges: usize,
+}
+
+/// The admin API's protection and bounds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Bearer token for state-changing admin calls (purge). `None` disables them.
+    pub token: Option<String>,
+    /// Largest admin request body accepted; larger ones get 413.
+    pub max_body_bytes: ByteSize,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+/// Defaults of `[server]`, `[cache]` and `[admin]`, the same for every role.
+pub mod defaults {
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:9080";
+    pub const MAX_CONNECTIONS: u64 = 10_000;
+    pub const MAX_HEADER_BYTES: &str = "16KiB";
+    pub const HEADER_READ_TIMEOUT: &str = "10s";
+    pub const SHUTDOWN_GRACE: &str = "10s";
+    pub const H2_MAX_CONCURRENT_STREAMS: u64 = 256;
+    pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: u64 = 20;
+    pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: u64 = 1024;
+    pub const MAX_BYTES: &str = "256MiB";
+    pub const MAX_OBJECT_BYTES: &str = "8MiB";
+    pub const HIT_FOR_MISS_TTL: &str = "30s";
+    pub const HIT_FOR_MISS_MAX_KEYS: u64 = 100_000;
+    pub const MAX_RANGES: u64 = 16;
+    pub const ADMIN_MAX_BODY_BYTES: &str = "1MiB";
+    /// The region of a node that names none.
+    pub const REGION: &str = "local";
+}
+
+/// The node tables of a role's file, as written.
+#[derive(Debug, Default)]
+pub(crate) struct RawNodeSection {
+    /// The role's own table (`[edge]` or `[shield]`): id and region.
+    pub(crate) identity: Option<RawNode>,
+    pub(crate) server: Option<RawServer>,
+    pub(crate) cache: Option<RawCache>,
+    pub(crate) admin: Option<RawAdmin>,
+    pub(crate) tls: Option<RawTls>,
+    pub(crate) control: Option<RawNodeControl>,
+}
+
+/// The node tables, validated; a role's config takes them apart into its own fields.
+#[derive(Debug)]
+pub(crate) struct NodeSection {
+    pub(crate) id: NodeId,
+    pub(crate) region: RegionId,
+    pub(crate) server: ServerConfig,
+    pub(crate) cache: CacheConfig,
+    pub(crate) admin: AdminConfig,
+    pub(crate) tls: Option<TlsServerConfig>,
+    pub(crate) control: Option<NodeControlConfig>,
+}
+
+/// Validates the node tables of `role`'s file. Its identity table is named after the role
+/// (`edge.id`, `shield.id`), and a node without an id is `<role>-1`.
+pub(crate) fn validate_node(
+    c: &mut Collector,
+    role: NodeRole,
+    raw: RawNodeSection,
+) -> Option<NodeSection> {
+    let identity = raw.identity.unwrap_or_default();
+    let default_id = format!("{role}-1");
+    let id = c.take(
+        &format!("{role}.id"),
+        NodeId::new(identity.id.as_deref().unwrap_or(&default_id)),
+    );
+    let region = c.take(
+        &format!("{role}.region"),
+        RegionId::new(identity.region.as_deref().unwrap_or(defaults::REGION)),
+    );
+    let server = validate_server(c, raw.server.unwrap_or_default());
+    let cache = validate_cache(c, raw.cache.unwrap_or_default());
+    let admin = validate_admin(c, raw.admin.unwrap_or_default());
+    let control = validate_node_control(c, raw.control);
+    let tls = validate_tls(c, raw.tls);
+    Some(NodeSection {
+        id: id?,
+        region: region?,
+        server: server?,
+        cache: cache?,
+        admin: admin?,
+        tls: tls?,
+        control: control?,
+    })
+}
+
+fn validate_server(c: &mut Collector, raw: RawServer) -> Option<ServerConfig> {
+    use defaults::*;
+    let ms = Duration::from_millis(1);
+    let example = "127.0.0.1:8080";
+    let listen = socket_addr(
+        c,
+        "server.listen",
+        raw.listen.as_deref().unwrap_or(LISTEN),
+        example,
+    );
+    let admin_listen = socket_addr(
+        c,
+        "server.admin_listen",
+        raw.admin_listen.as_deref().unwrap_or(ADMIN_LISTEN),
+        example,
+    );
+    if let (Some(listen), Some(admin_listen)) = (listen, admin_listen) {
+        if listen == admin_listen && listen.port() != 0 {
+            c.push(
+                "server.admin_listen",
+                format!(
+                    "{admin_listen} is also server.listen; the admin listener needs its own address"
+                ),
+            );
+        }
+    }
+    let max_connections = count(
+        c,
+        "server.max_connections",
+        raw.max_connections,
+        MAX_CONNECTIONS,
+        (1, 1_000_000),
+    );
+    let max_header_bytes = size(
+        c,
+        "server.max_header_bytes",
+        raw.max_header_bytes.as_ref(),
+        MAX_HEADER_BYTES,
+    );
+    let max_header_bytes = max_header_bytes.and_then(|s| {
+        // hyper's read buffer cannot be smaller than 8 KiB.
+        if !(8192..=1 << 20).contains(&s.0) {
+            c.push(
+                "server.max_header_bytes",
+                format!("{s} is out of range 8KiB..=1MiB"),
+            );
+            return None;
+        }
+        Some(s)
+    });
+    let header_read_timeout = duration(
+        c,
+        "server.header_read_timeout",
+        raw.header_read_timeout.as_deref(),
+        HEADER_READ_TIMEOUT,
+        ms,
+    );
+    let shutdown_grace = duration(
+        c,
+        "server.shutdown_grace",
+        raw.shutdown_grace.as_deref(),
+        SHUTDOWN_GRACE,
+        Duration::ZERO,
+    );
+    let streams = count(
+        c,
+        "server.h2_max_concurrent_streams",
+        raw.h2_max_concurrent_streams,
+        H2_MAX_CONCURRENT_STREAMS,
+        (1, 10_000),
+    );
+    let pending_resets = count(
+        c,
+        "server.h2_max_pending_accept_reset_streams",
+        raw.h2_max_pending_accept_reset_streams,
+        H2_MAX_PENDING_ACCEPT_RESET_STREAMS,
+        (1, 100_000),
+    );
+    let error_resets = count(
+        c,
+        "server.h2_max_local_error_reset_streams",
+        raw.h2_max_local_error_reset_streams,
+        H2_MAX_LOCAL_ERROR_RESET_STREAMS,
+        (1, 1_000_000),
+    );
+    let upgrade_socket = match raw.upgrade_socket {
+        Some(path) if path.is_empty() => {
+            c.push("server.upgrade_socket", "must not be empty");
+            None
+        }
+        other => Some(other.map(PathBuf::from)),
+    };
+    let workers = count(c, "server.worker_threads", raw.worker_threads, 0, (0, 1024));
+    Some(ServerConfig {
+        worker_threads: usize::try_from(workers?).ok()?,
+        listen: listen?,
+        admin_listen: admin_listen?,
+        max_connections: usize::try_from(max_connections?).ok()?,
+        max_header_bytes: max_header_bytes?,
+        header_read_timeout: header_read_timeout?,
+        shutdown_grace: shutdown_grace?,
+        h2_max_concurrent_streams: u32::try_from(streams?).ok()?,
+        h2_max_pending_accept_reset_streams: usize::try_from(pending_resets?).ok()?,
+        h2_max_local_error_reset_streams: usize::try_from(error_resets?).ok()?,
+        upgrade_socket: upgrade_socket?,
+    })
+}
+
+fn validate_cache(c: &mut Collector, raw: RawCache) -> Option<CacheConfig> {
+    use defaults::*;
+    let max_bytes = size(c, "cache.max_bytes", raw.max_bytes.as_ref(), MAX_BYTES);
+    let max_object_bytes = size(
+        c,
+        "cache.max_object_bytes",
+        raw.max_object_bytes.as_ref(),
+        MAX_OBJECT_BYTES,
+    );
+    if let Some(m) = max_bytes {
+        if m.0 == 0 {
+            c.push("cache.max_bytes", "must be greater than 0");
+        }
+    }
+    if let Some(o) = max_object_bytes {
+        // The cache weighs entries in u32, so one object is below 4 GiB.
+        if o.0 >= u64::from(u32::MAX) {
+            c.push("cache.max_object_bytes", format!("{o} must be below 4GiB"));
+        }
+    }
+    if let (Some(m), Some(o)) = (max_bytes, max_object_bytes) {
+        if o > m {
+            c.push(
+                "cache.max_object_bytes",
+                format!("{o} is larger than cache.max_bytes ({m})"),
+            );
+        }
+    }
+    let hfm_ttl = duration(
+        c,
+        "cache.hit_for_miss_ttl",
+        raw.hit_for_miss_ttl.as_deref(),
+        HIT_FOR_MISS_TTL,
+        Duration::ZERO,
+    );
+    let hfm_keys = count(
+        c,
+        "cache.hit_for_miss_max_keys",
+        raw.hit_for_miss_max_keys,
+        HIT_FOR_MISS_MAX_KEYS,
+        (1, 100_000_000),
+    );
+    let max_ranges = count(c, "cache.max_ranges", raw.max_ranges, MAX_RANGES, (1, 1000));
+    let (max_bytes, max_object_bytes) = (max_bytes?, max_object_bytes?);
+    if max_bytes.0 == 0 || max_object_bytes > max_bytes || max_object_bytes.0 >= u64::from(u32::MAX)
+    {
+        return None;
+    }
+    Some(CacheConfig {
+        max_bytes,
+        max_object_bytes,
+        hit_for_miss_ttl: hfm_ttl?,
+        hit_for_miss_max_keys: hfm_keys?,
+        max_ranges: usize::try_from(max_ranges?).ok()?,
+    })
+}
+
+fn validate_admin(c: &mut Collector, raw: RawAdmin) -> Option<AdminConfig> {
+    let token = match raw.token {
+        Some(t) if t.len() < 16 => {
+            c.push("admin.token", "must be at least 16 characters long");
+            None
+        }
+        Some(t) if t.chars().any(|ch| ch.is_whitespace() || ch.is_control()) => {
+            c.push(
+                "admin.token",
+                "must not contain whitespace or control characters",
+            );
+            None
+        }
+        other => Some(other),
+    };
+    let max_body = size(
+        c,
+        "admin.max_body_bytes",
+        raw.max_body_bytes.as_ref(),
+        defaults::ADMIN_MAX_BODY_BYTES,
+    );
+    Some(AdminConfig {
+        token: token?,
+        max_body_bytes: max_body?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{ConfigErrors, EdgeConfig, ShieldConfig};
+
+    const EDGE: &str = "[upstream]\norigin = \"http://127.0.0.1:8000\"\n";
+    const SHIELD: &str = "[origin]\nservers = [\"http://127.0.0.1:8000\"]\n";
+
+    /// Parses `tables` as an edge's and as a shield's, which must answer alike.
+    fn both_roles(tables: &str) -> [Result<(), ConfigErrors>; 2] {
+        [
+            EdgeConfig::from_toml(&format!("{EDGE}{tables}")).map(drop),
+            ShieldConfig::from_toml(&format!("{SHIELD}{tables}")).map(drop),
+        ]
+    }
+
+    #[test]
+    fn admin_tokens_must_be_long_and_plain() {
+        let with =
+            |token: &str| EdgeConfig::from_toml(&format!("{EDGE}\n[admin]\ntoken = \"{token}\"\n"));
+        assert!(with("short").unwrap_err().mentions("admin.token"));
+        assert!(with("has a space in it, long enough")
+            .unwrap_err()
+            .mentions("admin.token"));
+        let cfg = with("0123456789abcdef").unwrap();
+        assert_eq!(cfg.admin.token.as_deref(), Some("0123456789abcdef"));
+        assert!(
+            !format!("{cfg:?}").contains("0123456789abcdef"),
+            "tokens are redacted in Debug"
+        );
+        assert!(EdgeConfig::from_toml(EDGE).unwrap().admin.token.is_none());
+    }
+
+    #[test]
+    fn the_admin_listener_needs_its_own_address_in_every_role() {
+        let same = "[server]\nlisten = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:8080\"\n";
+        for result in both_roles(same) {
+            let errs = result.unwrap_err();
+            assert!(errs.mentions("server.admin_listen"), "{errs}");
+            assert!(
+                errs.to_string()
+                    .contains("127.0.0.1:8080 is also server.listen"),
+                "{errs}"
+            );
+        }
+        let ephemeral = "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n";
+        for result in both_roles(ephemeral) {
+            assert_eq!(result, Ok(()), "port 0 binds two different ports");
+        }
+    }
+
+    #[test]
+    fn every_node_table_is_checked_alike_in_every_role() {
+        let tables = "[server]\nmax_connections = 0\n[cache]\nmax_bytes = \"0B\"\n\
+                      [admin]\nmax_body_bytes = \"lots\"\n[control]\nweight = 99\n\
+                      [tls]\nlisten = [\"nowhere\"]\n";
+        for result in both_roles(tables) {
+            let errs = result.unwrap_err();
+            for path in [
+                "server.max_connections",
+                "cache.max_bytes",
+                "admin.max_body_bytes",
+                "control.url",
+                "control.weight",
+                "tls.listen[0]",
+                "tls.certificates",
+            ] {
+                assert!(errs.mentions(path), "{path} not reported in:\n{errs}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_identity_table_is_named_after_the_role() {
+        let edge = EdgeConfig::from_toml(&format!("{EDGE}[edge]\nregion = \"e u\"\n"));
+        assert!(edge.unwrap_err().mentions("edge.region"));
+        let shield = ShieldConfig::from_toml(&format!("{SHIELD}[shield]\nid = \"a b\"\n"));
+        assert!(shield.unwrap_err().mentions("shield.id"));
+        assert_eq!(EdgeConfig::from_toml(EDGE).unwrap().id.as_str(), "edge-1");
+        assert_eq!(
+            ShieldConfig::from_toml(SHIELD).unwrap().id.as_str(),
+            "shield-1"
+        );
+    }
+}
