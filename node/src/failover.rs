@@ -10,7 +10,9 @@
 //!   its success puts the target back;
 //! - [`Candidates`] and [`attempt`]: the attempt loop.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::{request, Request, Response, StatusCode};

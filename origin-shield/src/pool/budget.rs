@@ -1,7 +1,7 @@
 //! The retry budget: retries capped at a share of requests over a sliding window.
 
 use std::sync::Mutex;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use super::lock;
 

@@ -1,7 +1,7 @@
 //! What the pool knows of one server's health: the passive model every upstream shares
 //! ([`PassiveHealth`]) and the active checks' verdict. Pure: every method is given the time.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use verge_node::failover::{EjectionPolicy, PassiveHealth};
 
