@@ -1,31 +1,24 @@
 //! Fills: fetching from upstream (or revalidating a stored object), deciding whether to store,
 //! storing, and telling the followers of the fill what happened.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{
-    HeaderName, HeaderValue, AGE, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST,
-    IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, VIA,
-};
-use http::{response, HeaderMap, Method, Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Either, Empty};
-use hyper::body::Incoming;
+use http::header::{HeaderName, HeaderValue, AGE, CONTENT_LENGTH};
+use http::{response, HeaderMap, Method, Response, StatusCode};
+use http_body_util::BodyExt;
 use verge_cache::policy::{self, AgeInputs};
 use verge_cache::purge::surrogate_keys;
-use verge_cache::{
-    CacheControl, CacheKey, CachedObject, FillOutcome, FlightLeader, NotStorable, VaryKey,
-};
+use verge_cache::{CacheControl, CachedObject, FillOutcome, FlightLeader, NotStorable, VaryKey};
 
 use crate::body::ResponseBody;
 use crate::error::RequestError;
 use crate::failover::Hop;
-use crate::headers::{strip_cdn_only, strip_hop_by_hop, CacheStatus, CACHE_STATUS};
-use crate::metrics::{RequestOutcome, RevalidationResult, UpstreamResult};
+use crate::headers::{CacheStatus, CACHE_STATUS};
+use crate::metrics::{RequestOutcome, RevalidationResult};
 use crate::pipeline::{CachePipeline, RequestContext};
-use crate::upstream::{Upstream, UpstreamBody, UpstreamResponseBody};
+use crate::upstream::{Upstream, UpstreamResponseBody};
 
 type Answer = Result<(Response<ResponseBody>, RequestOutcome), RequestError>;
 
@@ -45,6 +38,27 @@ struct Update<'a> {
     cc: &'a CacheControl,
     /// Surrogate keys, when the response carried `Surrogate-Key` or `Cache-Tag`.
     tags: Option<Vec<Arc<str>>>,
+}
+
+/// An upstream answer to a fill, with what this cache read from it before the fields meant
+/// for it were removed; `B` is its body, `()` once read.
+struct Fetched<B = UpstreamResponseBody> {
+    head: response::Parts,
+    body: B,
+    cc: CacheControl,
+    tags: Vec<Arc<str>>,
+    /// Whether the answer carried `Surrogate-Key` or `Cache-Tag`.
+    carried_tags: bool,
+    request_time: SystemTime,
+    response_time: SystemTime,
+}
+
+/// What revalidation made of a conditional fill's answer.
+enum Revalidation {
+    /// The request is answered (the stored object freshened, or dropped).
+    Answered(Answer),
+    /// The answer does not confirm the stored object: it goes on as a new answer.
+    Unconfirmed(Fetched),
 }
 
 /// The leader's duty to tell followers how the fill ended (a no-op for uncoalesced fills).
@@ -84,6 +98,8 @@ impl<U: Upstream> CachePipeline<U> {
         result
     }
 
+    /// A fill as named steps: fetch (conditionally), revalidate what was stored, refuse what
+    /// cannot be used, decide whether to store, read, store and answer.
     async fn fill_inner(
         &self,
         ctx: &RequestContext,
@@ -101,7 +117,78 @@ impl<U: Upstream> CachePipeline<U> {
         } else {
             Method::GET
         };
-        let conditions = match (&method, &validatable) {
+        let fetched = match self.fetch(ctx, &method, validatable.as_deref()).await {
+            Ok(fetched) => fetched,
+            Err(error) => {
+                publisher.publish(FillOutcome::Failed(error.clone()));
+                self.revalidated(validatable.is_some(), RevalidationResult::Error);
+                return self.stale_or_error(ctx, stored, error);
+            }
+        };
+        let fetched = match &validatable {
+            Some(stale) => match self.revalidate(ctx, &mut publisher, stale, &method, fetched, fwd)
+            {
+                Revalidation::Answered(answer) => return answer,
+                Revalidation::Unconfirmed(fetched) => fetched,
+            },
+            None => fetched,
+        };
+        if let Some(answer) = self.refuse_unusable(ctx, &mut publisher, stored.as_ref(), &fetched) {
+            return answer;
+        }
+        let lifetime = match self.decide_storable(ctx, &fetched) {
+            Ok(lifetime) => lifetime,
+            Err(reason) => {
+                if stored.is_some() {
+                    self.store.remove(&ctx.key);
+                }
+                let body = ResponseBody::stream(Bytes::new(), fetched.body);
+                return Ok(self.pass_through(ctx, &mut publisher, fetched.head, body, reason, fwd));
+            }
+        };
+        let Fetched {
+            head,
+            body,
+            cc,
+            tags,
+            carried_tags,
+            request_time,
+            response_time,
+        } = fetched;
+        let length = content_length(&head.headers);
+        let body = match self.read_bounded(body, length).await {
+            Ok(BodyRead::Complete(bytes)) => bytes,
+            Ok(BodyRead::TooLarge { prefix, rest }) => {
+                let body = ResponseBody::stream(prefix, rest);
+                let reason = NotStorable::TooLarge;
+                return Ok(self.pass_through(ctx, &mut publisher, head, body, reason, fwd));
+            }
+            Err(error) => {
+                publisher.publish(FillOutcome::Failed(error.clone()));
+                return self.stale_or_error(ctx, stored, error);
+            }
+        };
+        let read = Fetched {
+            head,
+            body: (),
+            cc,
+            tags,
+            carried_tags,
+            request_time,
+            response_time,
+        };
+        Ok(self.store_and_answer(ctx, &mut publisher, read, body, lifetime, fwd))
+    }
+
+    /// Sends the fill upstream — conditional on `validatable`'s validators for a GET — and
+    /// reads what the answer tells this cache before the fields meant for it are removed.
+    async fn fetch(
+        &self,
+        ctx: &RequestContext,
+        method: &Method,
+        validatable: Option<&CachedObject>,
+    ) -> Result<Fetched, RequestError> {
+        let conditions = match (method, validatable) {
             (&Method::GET, Some(s)) => policy::validators(&s.headers),
             _ => Vec::new(),
         };
@@ -111,144 +198,153 @@ impl<U: Upstream> CachePipeline<U> {
             key: ctx.key.clone(),
             replayable: true,
         };
-        let response = match self.send_upstream(request, &hop).await {
-            Ok(response) => response,
-            Err(error) => {
-                publisher.publish(FillOutcome::Failed(error.clone()));
-                self.revalidated(validatable.is_some(), RevalidationResult::Error);
-                return self.stale_or_error(ctx, stored, error);
-            }
-        };
+        let response = self.send_upstream(request, &hop).await?;
         let response_time = self.clock.now();
         let (mut head, body) = response.into_parts();
-        // Read before `prepare_response` removes the fields meant for this cache.
         let cc = CacheControl::for_response(&head.headers);
         let tags = surrogate_keys(&head.headers);
         let carried_tags =
             head.headers.contains_key("surrogate-key") || head.headers.contains_key("cache-tag");
         self.prepare_response(&mut head);
-        let fwd_status = Some(head.status.as_u16());
+        Ok(Fetched {
+            head,
+            body,
+            cc,
+            tags,
+            carried_tags,
+            request_time,
+            response_time,
+        })
+    }
 
-        if let Some(stale) = &validatable {
-            let confirmed = match method {
-                Method::HEAD => {
-                    head.status == StatusCode::OK
-                        && policy::has_validator(&head.headers)
-                        && policy::validates(&stale.headers, &head.headers)
-                }
-                _ => {
-                    head.status == StatusCode::NOT_MODIFIED
-                        && policy::validates(&stale.headers, &head.headers)
-                }
+    /// Checks the answer to a conditional fill against the stored object: a confirmation
+    /// freshens it, a HEAD that disagrees drops it; anything else goes on as a new answer.
+    fn revalidate(
+        &self,
+        ctx: &RequestContext,
+        publisher: &mut Publisher,
+        stale: &CachedObject,
+        method: &Method,
+        fetched: Fetched,
+        fwd: &'static str,
+    ) -> Revalidation {
+        let head = &fetched.head;
+        let fwd_status = Some(head.status.as_u16());
+        let confirmed = match *method {
+            Method::HEAD => {
+                head.status == StatusCode::OK
+                    && policy::has_validator(&head.headers)
+                    && policy::validates(&stale.headers, &head.headers)
+            }
+            _ => {
+                head.status == StatusCode::NOT_MODIFIED
+                    && policy::validates(&stale.headers, &head.headers)
+            }
+        };
+        if confirmed {
+            self.revalidated(true, RevalidationResult::NotModified);
+            let update = Update {
+                headers: &head.headers,
+                cc: &fetched.cc,
+                tags: fetched.carried_tags.then(|| fetched.tags.clone()),
             };
-            if confirmed {
-                self.revalidated(true, RevalidationResult::NotModified);
-                let times = (request_time, response_time);
-                let update = Update {
-                    headers: &head.headers,
-                    cc: &cc,
-                    tags: carried_tags.then(|| tags.clone()),
-                };
-                return Ok(self.freshen(
-                    ctx,
-                    &mut publisher,
-                    stale,
-                    update,
-                    times,
-                    fwd,
-                    fwd_status,
-                ));
-            }
-            if method == Method::HEAD {
-                // The stored GET no longer describes the resource; it cannot be kept.
-                // Followers fetch again; the URL is not marked as never storable.
-                self.store.remove(&ctx.key);
-                publisher.abandon();
-                self.revalidated(true, RevalidationResult::Modified);
-                let status = CacheStatus {
-                    fwd_status,
-                    ..CacheStatus::forwarded(fwd)
-                };
-                return Ok((
-                    self.streamed(ctx, head, ResponseBody::empty(), &status),
-                    RequestOutcome::Miss,
-                ));
-            }
-            if head.status != StatusCode::NOT_MODIFIED {
-                self.revalidated(true, RevalidationResult::Modified);
-            }
+            let times = (fetched.request_time, fetched.response_time);
+            let answer = self.freshen(ctx, publisher, stale, update, times, fwd, fwd_status);
+            return Revalidation::Answered(Ok(answer));
         }
-        if head.status == StatusCode::NOT_MODIFIED {
+        if *method == Method::HEAD {
+            // The stored GET no longer describes the resource; it cannot be kept.
+            // Followers fetch again; the URL is not marked as never storable.
+            self.store.remove(&ctx.key);
+            publisher.abandon();
+            self.revalidated(true, RevalidationResult::Modified);
+            let status = CacheStatus {
+                fwd_status,
+                ..CacheStatus::forwarded(fwd)
+            };
+            let response = self.streamed(ctx, fetched.head, ResponseBody::empty(), &status);
+            return Revalidation::Answered(Ok((response, RequestOutcome::Miss)));
+        }
+        if head.status != StatusCode::NOT_MODIFIED {
+            self.revalidated(true, RevalidationResult::Modified);
+        }
+        Revalidation::Unconfirmed(fetched)
+    }
+
+    /// An answer the fill cannot use as it is: a 304 to a request it could not have matched
+    /// (an error), or a 5xx while the stored object may be served on error.
+    fn refuse_unusable(
+        &self,
+        ctx: &RequestContext,
+        publisher: &mut Publisher,
+        stored: Option<&Arc<CachedObject>>,
+        fetched: &Fetched,
+    ) -> Option<Answer> {
+        let status = fetched.head.status;
+        if status == StatusCode::NOT_MODIFIED {
             // Only conditional fills are sent, and this 304 is not for what was stored.
             let error = RequestError::UpstreamBroken {
                 upstream: self.upstream.name().to_string(),
                 reason: "answered 304 to a request it could not have matched".into(),
             };
             publisher.publish(FillOutcome::Failed(error.clone()));
-            return Err(error);
+            return Some(Err(error));
         }
-        if is_error_status(head.status) {
-            if let Some(stale) = stored
-                .as_ref()
-                .filter(|s| s.may_serve_on_error(&ctx.directives, response_time))
-            {
-                let error = RequestError::UpstreamBroken {
-                    upstream: self.upstream.name().to_string(),
-                    reason: format!("answered {}", head.status),
-                };
-                publisher.publish(FillOutcome::Failed(error.clone()));
-                return self.stale_or_error(ctx, Some(Arc::clone(stale)), error);
-            }
+        if !is_error_status(status) {
+            return None;
         }
+        let stale =
+            stored.filter(|s| s.may_serve_on_error(&ctx.directives, fetched.response_time))?;
+        let error = RequestError::UpstreamBroken {
+            upstream: self.upstream.name().to_string(),
+            reason: format!("answered {status}"),
+        };
+        publisher.publish(FillOutcome::Failed(error.clone()));
+        Some(self.stale_or_error(ctx, Some(Arc::clone(stale)), error))
+    }
 
+    /// How long the answer may be stored, or why it may not be.
+    fn decide_storable(
+        &self,
+        ctx: &RequestContext,
+        fetched: &Fetched,
+    ) -> Result<Duration, NotStorable> {
         let max_object = self.store.max_object_bytes();
+        let head = &fetched.head;
         let lifetime = policy::storability(
             &Method::GET,
             &ctx.parts.headers,
             &ctx.directives,
             head.status,
             &head.headers,
-            &cc,
-            response_time,
-        )
-        .and_then(|lifetime| match content_length(&head.headers) {
+            &fetched.cc,
+            fetched.response_time,
+        )?;
+        match content_length(&head.headers) {
             Some(n) if n > max_object as u64 => Err(NotStorable::TooLarge),
             _ => Ok(lifetime),
-        });
-        let lifetime = match lifetime {
-            Ok(lifetime) => lifetime,
-            Err(reason) => {
-                if stored.is_some() {
-                    self.store.remove(&ctx.key);
-                }
-                return Ok(self.pass_through(
-                    ctx,
-                    &mut publisher,
-                    head,
-                    ResponseBody::stream(Bytes::new(), body),
-                    reason,
-                    fwd,
-                ));
-            }
-        };
-        let bytes = match self.read_bounded(body, content_length(&head.headers)).await {
-            Ok(BodyRead::Complete(bytes)) => bytes,
-            Ok(BodyRead::TooLarge { prefix, rest }) => {
-                let body = ResponseBody::stream(prefix, rest);
-                return Ok(self.pass_through(
-                    ctx,
-                    &mut publisher,
-                    head,
-                    body,
-                    NotStorable::TooLarge,
-                    fwd,
-                ));
-            }
-            Err(error) => {
-                publisher.publish(FillOutcome::Failed(error.clone()));
-                return self.stale_or_error(ctx, stored, error);
-            }
-        };
+        }
+    }
+
+    /// Stores the read answer for `lifetime` and answers from it.
+    fn store_and_answer(
+        &self,
+        ctx: &RequestContext,
+        publisher: &mut Publisher,
+        read: Fetched<()>,
+        bytes: Bytes,
+        lifetime: Duration,
+        fwd: &'static str,
+    ) -> (Response<ResponseBody>, RequestOutcome) {
+        let Fetched {
+            mut head,
+            cc,
+            tags,
+            request_time,
+            response_time,
+            ..
+        } = read;
+        let fwd_status = Some(head.status.as_u16());
         let corrected_initial_age =
             AgeInputs::from_headers(&head.headers, request_time, response_time)
                 .corrected_initial_age();
@@ -269,8 +365,8 @@ impl<U: Upstream> CachePipeline<U> {
         if !publisher.is_leading() && stored {
             self.flights.forget(&ctx.key);
         }
-        let response = self.answer_stored(ctx, &mut publisher, &object, stored, (fwd, fwd_status));
-        Ok((response, RequestOutcome::Miss))
+        let response = self.answer_stored(ctx, publisher, &object, stored, (fwd, fwd_status));
+        (response, RequestOutcome::Miss)
     }
 
     /// Tells the followers about the object and answers from it.
@@ -370,116 +466,6 @@ impl<U: Upstream> CachePipeline<U> {
             self.streamed(ctx, head, body, &status),
             RequestOutcome::Miss,
         )
-    }
-
-    /// Methods the cache does not handle: forwarded with their bodies, answered as streamed.
-    pub(crate) async fn pass(
-        &self,
-        request: Request<Incoming>,
-        client: SocketAddr,
-        key: &CacheKey,
-    ) -> Result<Response<ResponseBody>, RequestError> {
-        let (mut parts, body) = request.into_parts();
-        // The client's body streams through once: nothing of it can be sent again elsewhere.
-        let hop = Hop {
-            key: key.clone(),
-            replayable: false,
-        };
-        strip_hop_by_hop(&mut parts.headers);
-        self.add_forwarding_headers(&mut parts.headers, &parts.uri, client);
-        parts.version = Version::HTTP_11;
-        let response = self
-            .send_upstream(Request::from_parts(parts, Either::Right(body)), &hop)
-            .await?;
-        let (mut head, body) = response.into_parts();
-        self.prepare_response(&mut head);
-        let status = CacheStatus {
-            fwd_status: Some(head.status.as_u16()),
-            ..CacheStatus::forwarded("bypass")
-        };
-        let mut response = Response::from_parts(head, ResponseBody::stream(Bytes::new(), body));
-        let entry = status.render_after(self.cache_name, response.headers().get(&CACHE_STATUS));
-        response.headers_mut().insert(CACHE_STATUS.clone(), entry);
-        Ok(response)
-    }
-
-    /// The request a fill sends: the client's request without its own conditions and ranges
-    /// (the cache wants the whole representation), plus the cache's validators if any.
-    fn fill_request(
-        &self,
-        ctx: &RequestContext,
-        method: Method,
-        conditions: Vec<(HeaderName, HeaderValue)>,
-    ) -> Request<UpstreamBody> {
-        let mut headers = ctx.parts.headers.clone();
-        strip_hop_by_hop(&mut headers);
-        // The fill sends no content, so nothing that describes the client's content either.
-        for name in [
-            IF_NONE_MATCH,
-            IF_MODIFIED_SINCE,
-            IF_MATCH,
-            IF_UNMODIFIED_SINCE,
-            IF_RANGE,
-            RANGE,
-            CONTENT_LENGTH,
-            CONTENT_TYPE,
-            CONTENT_ENCODING,
-            EXPECT,
-        ] {
-            headers.remove(name);
-        }
-        for (name, value) in conditions {
-            headers.insert(name, value);
-        }
-        self.add_forwarding_headers(&mut headers, &ctx.parts.uri, ctx.client);
-        let mut request = Request::new(Either::Left(Empty::new()));
-        *request.method_mut() = method;
-        *request.uri_mut() = ctx.parts.uri.clone();
-        *request.headers_mut() = headers;
-        request
-    }
-
-    fn add_forwarding_headers(&self, headers: &mut HeaderMap, uri: &http::Uri, client: SocketAddr) {
-        if !headers.contains_key(HOST) {
-            // HTTP/2 requests carry the host in :authority.
-            if let Some(value) = uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                headers.insert(HOST, value);
-            }
-        }
-        headers.append(VIA, self.via.clone());
-        if let Ok(ip) = HeaderValue::from_str(&client.ip().to_string()) {
-            headers.append("x-forwarded-for", ip);
-        }
-    }
-
-    /// Readies an upstream response head for the client: our HTTP version, not the upstream's;
-    /// hop-by-hop and CDN-only fields removed; this node added to `Via`.
-    fn prepare_response(&self, head: &mut response::Parts) {
-        head.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut head.headers);
-        strip_cdn_only(&mut head.headers);
-        head.headers.append(VIA, self.via.clone());
-    }
-
-    async fn send_upstream(
-        &self,
-        request: Request<UpstreamBody>,
-        hop: &Hop,
-    ) -> Result<Response<UpstreamResponseBody>, RequestError> {
-        let started = std::time::Instant::now();
-        let result = self.upstream.send(request, hop).await;
-        let label = match &result {
-            Ok(_) => UpstreamResult::Ok,
-            Err(RequestError::UpstreamConnect { .. }) => UpstreamResult::ConnectError,
-            Err(RequestError::UpstreamTimeout { .. }) => UpstreamResult::Timeout,
-            Err(RequestError::UpstreamSaturated { .. }) => UpstreamResult::Saturated,
-            Err(_) => UpstreamResult::Error,
-        };
-        self.metrics.observe_upstream(label, started.elapsed());
-        result
     }
 
     fn revalidated(&self, validating: bool, result: RevalidationResult) {

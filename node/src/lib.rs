@@ -26,6 +26,7 @@ pub mod control;
 pub mod error;
 pub mod failover;
 mod fill;
+mod forward;
 pub mod handoff;
 pub mod headers;
 mod live;

@@ -1,9 +1,11 @@
-//! The edge request pipeline: validate → cache key → lookup → (single-flight) fill → store →
-//! respond. [`CachePipeline::handle`] never fails; errors become responses in one place.
+//! A cache node's request pipeline (edge and shield alike): validate → cache key → lookup →
+//! (single-flight) fill → store → respond. [`CachePipeline::handle`] never fails; errors
+//! become responses in one place.
 //!
-//! The steps live in three files: this one reads the request path top to bottom; `fill.rs`
-//! fetches, revalidates and stores; `respond.rs` turns a stored object into the answer the
-//! request asked for (304, 206, 416 or the whole object).
+//! The steps live in four files: this one reads the request path top to bottom; `fill.rs`
+//! fetches, revalidates and stores, as named steps; `forward.rs` builds what crosses the hop
+//! to the upstream and readies its answer; `respond.rs` turns a stored object into the answer
+//! the request asked for (304, 206, 416 or the whole object).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};

@@ -1,0 +1,134 @@
+//! What crosses the hop to the upstream: the request a fill or a pass sends (hop-by-hop
+//! fields removed, forwarding fields added) and the response head readied for the client.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::header::{
+    HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST,
+    IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, VIA,
+};
+use http::{response, HeaderMap, Method, Request, Response, Version};
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use verge_cache::CacheKey;
+
+use crate::body::ResponseBody;
+use crate::error::RequestError;
+use crate::failover::Hop;
+use crate::headers::{strip_cdn_only, strip_hop_by_hop, CacheStatus, CACHE_STATUS};
+use crate::metrics::UpstreamResult;
+use crate::pipeline::{CachePipeline, RequestContext};
+use crate::upstream::{Upstream, UpstreamBody, UpstreamResponseBody};
+
+impl<U: Upstream> CachePipeline<U> {
+    /// Methods the cache does not handle: forwarded with their bodies, answered as streamed.
+    pub(crate) async fn pass(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+        key: &CacheKey,
+    ) -> Result<Response<ResponseBody>, RequestError> {
+        let (mut parts, body) = request.into_parts();
+        // The client's body streams through once: nothing of it can be sent again elsewhere.
+        let hop = Hop {
+            key: key.clone(),
+            replayable: false,
+        };
+        strip_hop_by_hop(&mut parts.headers);
+        self.add_forwarding_headers(&mut parts.headers, &parts.uri, client);
+        parts.version = Version::HTTP_11;
+        let response = self
+            .send_upstream(Request::from_parts(parts, Either::Right(body)), &hop)
+            .await?;
+        let (mut head, body) = response.into_parts();
+        self.prepare_response(&mut head);
+        let status = CacheStatus {
+            fwd_status: Some(head.status.as_u16()),
+            ..CacheStatus::forwarded("bypass")
+        };
+        let mut response = Response::from_parts(head, ResponseBody::stream(Bytes::new(), body));
+        let entry = status.render_after(self.cache_name, response.headers().get(&CACHE_STATUS));
+        response.headers_mut().insert(CACHE_STATUS.clone(), entry);
+        Ok(response)
+    }
+
+    /// The request a fill sends: the client's request without its own conditions and ranges
+    /// (the cache wants the whole representation), plus the cache's validators if any.
+    pub(crate) fn fill_request(
+        &self,
+        ctx: &RequestContext,
+        method: Method,
+        conditions: Vec<(HeaderName, HeaderValue)>,
+    ) -> Request<UpstreamBody> {
+        let mut headers = ctx.parts.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        // The fill sends no content, so nothing that describes the client's content either.
+        for name in [
+            IF_NONE_MATCH,
+            IF_MODIFIED_SINCE,
+            IF_MATCH,
+            IF_UNMODIFIED_SINCE,
+            IF_RANGE,
+            RANGE,
+            CONTENT_LENGTH,
+            CONTENT_TYPE,
+            CONTENT_ENCODING,
+            EXPECT,
+        ] {
+            headers.remove(name);
+        }
+        for (name, value) in conditions {
+            headers.insert(name, value);
+        }
+        self.add_forwarding_headers(&mut headers, &ctx.parts.uri, ctx.client);
+        let mut request = Request::new(Either::Left(Empty::new()));
+        *request.method_mut() = method;
+        *request.uri_mut() = ctx.parts.uri.clone();
+        *request.headers_mut() = headers;
+        request
+    }
+
+    fn add_forwarding_headers(&self, headers: &mut HeaderMap, uri: &http::Uri, client: SocketAddr) {
+        if !headers.contains_key(HOST) {
+            // HTTP/2 requests carry the host in :authority.
+            if let Some(value) = uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                headers.insert(HOST, value);
+            }
+        }
+        headers.append(VIA, self.via.clone());
+        if let Ok(ip) = HeaderValue::from_str(&client.ip().to_string()) {
+            headers.append("x-forwarded-for", ip);
+        }
+    }
+
+    /// Readies an upstream response head for the client: our HTTP version, not the upstream's;
+    /// hop-by-hop and CDN-only fields removed; this node added to `Via`.
+    pub(crate) fn prepare_response(&self, head: &mut response::Parts) {
+        head.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut head.headers);
+        strip_cdn_only(&mut head.headers);
+        head.headers.append(VIA, self.via.clone());
+    }
+
+    pub(crate) async fn send_upstream(
+        &self,
+        request: Request<UpstreamBody>,
+        hop: &Hop,
+    ) -> Result<Response<UpstreamResponseBody>, RequestError> {
+        let started = std::time::Instant::now();
+        let result = self.upstream.send(request, hop).await;
+        let label = match &result {
+            Ok(_) => UpstreamResult::Ok,
+            Err(RequestError::UpstreamConnect { .. }) => UpstreamResult::ConnectError,
+            Err(RequestError::UpstreamTimeout { .. }) => UpstreamResult::Timeout,
+            Err(RequestError::UpstreamSaturated { .. }) => UpstreamResult::Saturated,
+            Err(_) => UpstreamResult::Error,
+        };
+        self.metrics.observe_upstream(label, started.elapsed());
+        result
+    }
+}
