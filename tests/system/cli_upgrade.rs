@@ -3,9 +3,9 @@
 //! stops accepting, drains and exits 0, while clients keep sending requests over HTTP and HTTPS
 //! that must all succeed.
 //!
-//! Two processes must name the same ports, so the ports are picked by the test (bind
-//! `127.0.0.1:0`, read the port, close it) and written into the configuration; a start that
-//! loses the port to someone else in between is retried with new ports.
+//! Every process names the same ports, so the test binds the listeners itself on
+//! `127.0.0.1:0`, writes their ports into the configuration, and hands the sockets to the first
+//! process over the upgrade socket, as a predecessor would: no port is ever picked and let go.
 
 #![cfg(unix)]
 
@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 
 use support::pki::{CertFiles, TestPki, TlsClient};
 use support::{wait_until, FakeOrigin, Metrics, Reply};
+use verge_node::handoff::{HandoffEvent, HandoffServer};
 
 /// Bound on a process start, an upgrade, and every request of the load.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -47,20 +48,34 @@ struct Ports {
     tls: u16,
 }
 
-impl Ports {
-    /// Three ports free right now (all held at once while picking, so they differ).
-    fn pick() -> Ports {
-        let held: Vec<std::net::TcpListener> = (0..3)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let port = |i: usize| held[i].local_addr().unwrap().port();
-        Ports {
-            data: port(0),
-            admin: port(1),
-            tls: port(2),
+/// The listening sockets the test binds on port 0 and hands to the first process.
+struct Listeners {
+    data: std::net::TcpListener,
+    admin: std::net::TcpListener,
+    tls: std::net::TcpListener,
+}
+
+impl Listeners {
+    fn bind() -> Listeners {
+        let bind = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Listeners {
+            data: bind(),
+            admin: bind(),
+            tls: bind(),
         }
     }
 
+    fn ports(&self) -> Ports {
+        let port = |l: &std::net::TcpListener| l.local_addr().unwrap().port();
+        Ports {
+            data: port(&self.data),
+            admin: port(&self.admin),
+            tls: port(&self.tls),
+        }
+    }
+}
+
+impl Ports {
     fn data_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.data)
     }
@@ -82,6 +97,8 @@ struct Setup {
     cert: CertFiles,
     dir: tempfile::TempDir,
     ports: Ports,
+    /// Held until the first process has taken them over.
+    listeners: Option<Listeners>,
 }
 
 impl Setup {
@@ -95,12 +112,14 @@ impl Setup {
         );
         let pki = TestPki::new("upgrade");
         let cert = pki.server_cert("edge", &["localhost", "127.0.0.1"]);
+        let listeners = Listeners::bind();
         Setup {
             origin,
             pki,
             cert,
             dir: tempfile::tempdir().unwrap(),
-            ports: Ports::pick(),
+            ports: listeners.ports(),
+            listeners: Some(listeners),
         }
     }
 
@@ -131,29 +150,85 @@ impl Setup {
         std::fs::write(self.config_path(), toml).unwrap();
     }
 
-    /// Starts the first process on free ports: healthy, and offering its listeners on the
-    /// upgrade socket. Ports lost to another process meanwhile are picked again (twice at most).
+    /// Starts the first process on the test's listeners, handed to it over the upgrade
+    /// socket: healthy, and offering them in turn for the next upgrade.
     async fn start_first(&mut self) -> EdgeProcess {
-        for attempt in 1..=3 {
-            self.write_config();
-            let mut edge = EdgeProcess::spawn(&self.config_path());
-            match edge.wait_healthy(self.ports).await {
-                Ok(()) => {
-                    wait_until(
-                        "the first process to offer its listeners",
-                        DEADLINE,
-                        || async { socket_id(&self.socket_path()).is_some() },
-                    )
-                    .await;
-                    return edge;
-                }
-                Err(log) if attempt < 3 && log.contains("in use") => {
-                    self.ports = Ports::pick();
-                }
-                Err(log) => panic!("verge edge did not start:\n{log}"),
-            }
+        self.write_config();
+        let listeners = self
+            .listeners
+            .take()
+            .expect("the first process starts once");
+        let mut offer = HandoffServer::bind(self.socket_path()).unwrap();
+        let ours = socket_id(&self.socket_path());
+        offer.add_listener("data", &listeners.data).unwrap();
+        offer.add_listener("admin", &listeners.admin).unwrap();
+        offer.add_listener("tls", &listeners.tls).unwrap();
+        let handed = tokio::spawn(offer.run(tokio::time::sleep(DEADLINE)));
+        let mut edge = EdgeProcess::spawn(&self.config_path());
+        if let Err(log) = edge.wait_healthy(self.ports).await {
+            panic!("verge edge did not start:\n{log}");
         }
-        unreachable!("the loop returns or panics")
+        assert_eq!(
+            handed.await.unwrap(),
+            HandoffEvent::SuccessorReady,
+            "the first process takes the test's listeners:\n{}",
+            edge.log()
+        );
+        drop(listeners);
+        wait_until(
+            "the first process to offer its listeners",
+            DEADLINE,
+            || async { socket_id(&self.socket_path()).is_some_and(|id| Some(id) != ours) },
+        )
+        .await;
+        edge
+    }
+}
+
+impl Setup {
+    /// Starts the first process with every listener on port 0, so it binds its own (the test's
+    /// listeners are let go unused); the ports are read from its `serving` log line and the
+    /// file rewritten with them, so the next process takes the same listeners over.
+    async fn start_binding(&mut self) -> EdgeProcess {
+        drop(self.listeners.take());
+        self.ports = Ports {
+            data: 0,
+            admin: 0,
+            tls: 0,
+        };
+        self.write_config();
+        let mut edge = EdgeProcess::spawn(&self.config_path());
+        let give_up = Instant::now() + DEADLINE;
+        let serving = loop {
+            if let Some(line) = edge.log().lines().find(|l| l.contains("serving")) {
+                break line.to_string();
+            }
+            assert!(
+                edge.exited().is_none(),
+                "verge edge exited:\n{}",
+                edge.log()
+            );
+            assert!(Instant::now() < give_up, "no serving line:\n{}", edge.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let port = |key: &str| -> u16 {
+            let value = serving
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in {serving}"));
+            let addr = value.trim_matches(|c| matches!(c, '[' | ']' | '"'));
+            addr.parse::<std::net::SocketAddr>().unwrap().port()
+        };
+        self.ports = Ports {
+            data: port("listen="),
+            admin: port("admin="),
+            tls: port("tls="),
+        };
+        self.write_config();
+        if let Err(log) = edge.wait_healthy(self.ports).await {
+            panic!("verge edge did not start:\n{log}");
+        }
+        edge
     }
 }
 
@@ -710,7 +785,7 @@ async fn a_stale_upgrade_socket_is_replaced_and_the_process_binds_normally() {
     let stale = socket_id(&setup.socket_path());
     assert!(stale.is_some());
 
-    let mut edge = setup.start_first().await;
+    let mut edge = setup.start_binding().await;
     wait_until("the stale socket file to be replaced", DEADLINE, || async {
         socket_id(&setup.socket_path()) != stale
     })
