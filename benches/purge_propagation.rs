@@ -27,8 +27,6 @@ use verge_config::wire::PurgeSpec;
 use verge_config::{ControlConfig, EdgeConfig, ShieldConfig};
 use verge_control::client::AdminClient;
 use verge_control::ControlNode;
-use verge_edge::EdgeNode;
-use verge_origin_shield::ShieldNode;
 
 const SHIELDS: usize = 4;
 const EDGES: usize = 16;
@@ -72,9 +70,8 @@ async fn shield(origin: SocketAddr, control: SocketAddr, n: usize) -> SocketAddr
         control_section(control)
     );
     let config = ShieldConfig::from_toml(&toml).expect("bench shield config");
-    let node = ShieldNode::bind(
+    let node = verge_testkit::bind_with_clock::<verge_origin_shield::ShieldRole>(
         &config,
-        verge_config::ConfigSource::CommandLine,
         std::sync::Arc::new(verge_cache::SystemClock),
     )
     .await
@@ -91,9 +88,8 @@ async fn edge(origin: SocketAddr, control: SocketAddr, n: usize) -> SocketAddr {
         control_section(control)
     );
     let config = EdgeConfig::from_toml(&toml).expect("bench edge config");
-    let node = EdgeNode::bind(
+    let node = verge_testkit::bind_with_clock::<verge_edge::EdgeRole>(
         &config,
-        verge_config::ConfigSource::CommandLine,
         std::sync::Arc::new(verge_cache::SystemClock),
     )
     .await

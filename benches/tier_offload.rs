@@ -20,8 +20,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use verge_config::{EdgeConfig, ShieldConfig};
-use verge_edge::EdgeNode;
-use verge_origin_shield::ShieldNode;
 
 const EDGES: usize = 8;
 const OBJECTS: usize = 1_000;
@@ -72,9 +70,8 @@ async fn edge(origin: SocketAddr, shield: Option<SocketAddr>, n: usize) -> Socke
          [upstream]\norigin = \"http://{origin}\"\n{shields}"
     );
     let config = EdgeConfig::from_toml(&toml).expect("bench edge config");
-    let node = EdgeNode::bind(
+    let node = verge_testkit::bind_with_clock::<verge_edge::EdgeRole>(
         &config,
-        verge_config::ConfigSource::CommandLine,
         std::sync::Arc::new(verge_cache::SystemClock),
     )
     .await
@@ -90,9 +87,8 @@ async fn shield(origin: SocketAddr) -> SocketAddr {
          [origin]\nservers = [\"http://{origin}\"]\n"
     );
     let config = ShieldConfig::from_toml(&toml).expect("bench shield config");
-    let node = ShieldNode::bind(
+    let node = verge_testkit::bind_with_clock::<verge_origin_shield::ShieldRole>(
         &config,
-        verge_config::ConfigSource::CommandLine,
         std::sync::Arc::new(verge_cache::SystemClock),
     )
     .await

@@ -38,7 +38,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio_rustls::TlsConnector;
 use verge_config::EdgeConfig;
-use verge_edge::EdgeNode;
 
 /// Concurrent keep-alive connections of the hit benchmarks.
 const CONNECTIONS: usize = 8;
@@ -80,9 +79,8 @@ impl Edge {
                 key_file.display().to_string(),
             );
             let config = EdgeConfig::from_toml(&toml).expect("bench edge config");
-            let node = EdgeNode::bind(
+            let node = verge_testkit::bind_with_clock::<verge_edge::EdgeRole>(
                 &config,
-                verge_config::ConfigSource::CommandLine,
                 std::sync::Arc::new(verge_cache::SystemClock),
             )
             .await

@@ -21,8 +21,9 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use verge_control::service::Control;
 use verge_control::ControlNode;
-use verge_edge::EdgeNode;
-use verge_origin_shield::ShieldNode;
+use verge_edge::EdgeRole;
+use verge_node::Node;
+use verge_origin_shield::ShieldRole;
 
 use crate::delay::{DelayLink, LinkSettings};
 use crate::origin::{self, SampleOrigin};
@@ -283,30 +284,29 @@ async fn start_node(
         Role::Edge => {
             let toml = topology::edge_toml(plan, origin_url, control_url, advertise);
             let config = topology::edge_config(&toml).map_err(DemoError::Config)?;
-            let node = EdgeNode::bind(
-                &config,
-                verge_config::ConfigSource::CommandLine,
-                std::sync::Arc::new(verge_cache::SystemClock),
-            )
-            .await
-            .map_err(failed)?;
-            let (data, admin) = (node.data_addr(), node.admin_addr());
-            Ok((data, admin, Running::spawn(&plan.id, |stop| node.run(stop))))
+            run_node::<EdgeRole>(&plan.id, &config)
+                .await
+                .map_err(failed)
         }
         Role::Shield => {
             let toml = topology::shield_toml(plan, origin_url, control_url, advertise);
             let config = topology::shield_config(&toml).map_err(DemoError::Config)?;
-            let node = ShieldNode::bind(
-                &config,
-                verge_config::ConfigSource::CommandLine,
-                std::sync::Arc::new(verge_cache::SystemClock),
-            )
-            .await
-            .map_err(failed)?;
-            let (data, admin) = (node.data_addr(), node.admin_addr());
-            Ok((data, admin, Running::spawn(&plan.id, |stop| node.run(stop))))
+            run_node::<ShieldRole>(&plan.id, &config)
+                .await
+                .map_err(failed)
         }
     }
+}
+
+/// Binds a node of role `R` and runs it until the demo stops; its data and admin addresses.
+async fn run_node<R: verge_node::Role>(
+    id: &str,
+    config: &R::Config,
+) -> Result<(SocketAddr, SocketAddr, Running), verge_node::StartError> {
+    let clock = std::sync::Arc::new(verge_cache::SystemClock);
+    let node = Node::<R>::bind(config, verge_config::ConfigSource::CommandLine, clock).await?;
+    let (data, admin) = (node.data_addr(), node.admin_addr());
+    Ok((data, admin, Running::spawn(id, |stop| node.run(stop))))
 }
 
 /// Polls control until [`not_ready`] is empty, or `limit` has passed.

@@ -14,7 +14,6 @@ use tokio::task::JoinHandle;
 use verge_config::{ControlConfig, ShieldConfig};
 use verge_control::client::AdminClient;
 use verge_control::ControlNode;
-use verge_origin_shield::ShieldNode;
 
 use crate::{within, FakeOrigin};
 
@@ -189,9 +188,8 @@ pub async fn start_shield_node(origin: &FakeOrigin, id: &str, control_url: &str)
     );
     let config = ShieldConfig::from_toml(&toml)
         .unwrap_or_else(|e| panic!("test shield config is invalid:\n{toml}\n{e}"));
-    let node = ShieldNode::bind(
+    let node = crate::bind_with_clock::<verge_origin_shield::ShieldRole>(
         &config,
-        verge_config::ConfigSource::CommandLine,
         std::sync::Arc::new(verge_cache::SystemClock),
     )
     .await

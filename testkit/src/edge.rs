@@ -8,7 +8,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use verge_cache::{Clock, ManualClock};
 use verge_config::EdgeConfig;
-use verge_edge::EdgeNode;
 
 use crate::client::{HttpClient, TestResponse};
 use crate::metrics::Metrics;
@@ -66,13 +65,9 @@ pub async fn start_edge(origin: SocketAddr, tweaks: &[&str]) -> TestEdge {
     let config = EdgeConfig::from_toml(&toml)
         .unwrap_or_else(|errors| panic!("test config is invalid:\n{toml}\n{errors}"));
     let clock = Arc::new(ManualClock::new());
-    let node = EdgeNode::bind(
-        &config,
-        verge_config::ConfigSource::CommandLine,
-        clock.clone(),
-    )
-    .await
-    .unwrap();
+    let node = crate::bind_with_clock::<verge_edge::EdgeRole>(&config, clock.clone())
+        .await
+        .unwrap();
     let (data_addr, admin_addr) = (node.data_addr(), node.admin_addr());
     let (tx, rx) = oneshot::channel::<()>();
     let run = tokio::spawn(node.run(async move {

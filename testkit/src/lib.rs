@@ -10,6 +10,7 @@
 //!   server library would rewrite;
 //! - [`pki`]: a test CA and the certificates it signs, and a TLS client;
 //! - [`tls_origin`]: [`tls_origin::TlsOrigin`], an HTTPS upstream recording what it saw;
+//! - [`node`]: nodes of any role bound as the command line binds them;
 //! - [`control`], [`tier`]: control planes and shield tiers of real nodes.
 //!
 //! Every network wait here is bounded by [`IO_TIMEOUT`]; conditions are awaited with
@@ -23,6 +24,7 @@ pub mod control;
 pub mod edge;
 pub mod fake_origin;
 pub mod metrics;
+pub mod node;
 pub mod pki;
 pub mod raw_origin;
 pub mod tier;
@@ -35,6 +37,7 @@ pub use client::{raw_exchange, HttpClient, RawReply, TestResponse};
 pub use edge::{edge_toml, start_edge, TestEdge};
 pub use fake_origin::{FakeOrigin, RecordedRequest, Reply};
 pub use metrics::Metrics;
+pub use node::{bind, bind_with_clock};
 pub use raw_origin::RawOrigin;
 
 /// Bound on any single network wait in a test (a request, a connect, a read to the end).

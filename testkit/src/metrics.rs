@@ -18,6 +18,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// What `registry` holds now, as `/metrics` would serve it.
+    pub fn of(registry: &prometheus::Registry) -> Metrics {
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        Metrics::parse(&text)
+    }
+
     pub fn parse(text: &str) -> Metrics {
         let samples = text
             .lines()

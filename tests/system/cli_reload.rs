@@ -10,10 +10,8 @@
 
 use verge_testkit as support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,115 +23,11 @@ use hyper_util::rt::TokioExecutor;
 use support::pki::{TestPki, TlsClient};
 use support::{wait_until, FakeOrigin, Metrics, Reply};
 
+use crate::process::VergeProcess;
+
 const DEADLINE: Duration = Duration::from_secs(20);
 const OLD_TOKEN: &str = "old-admin-token-0123456789";
 const NEW_TOKEN: &str = "new-admin-token-9876543210";
-
-/// A child process (`verge edge` or `verge control`), killed when dropped; its stderr is kept
-/// for assertions and failure messages.
-struct VergeProcess {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for VergeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl VergeProcess {
-    fn spawn(args: &[&str]) -> VergeProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_verge"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env_remove("VERGE_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&log);
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        VergeProcess {
-            child,
-            log,
-            reader: Some(reader),
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// The value of `key=` on the first log line containing `marker`, once it is logged.
-    fn logged(&mut self, marker: &str, key: &str) -> String {
-        let give_up = Instant::now() + DEADLINE;
-        loop {
-            let log = self.log();
-            let value = log
-                .lines()
-                .filter(|line| line.contains(marker))
-                .find_map(|line| line.split_whitespace().find_map(|w| w.strip_prefix(key)));
-            if let Some(value) = value {
-                return value.trim_matches('"').to_string();
-            }
-            if let Some((status, log)) = self.exited() {
-                panic!("exited with {status} before logging {key}:\n{log}");
-            }
-            assert!(Instant::now() < give_up, "no {key} logged:\n{log}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Sends SIGHUP.
-    fn hangup(&self) {
-        let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -HUP {}", self.child.id());
-    }
-
-    /// The exit status once the process has exited, with its whole log.
-    fn exited(&mut self) -> Option<(ExitStatus, String)> {
-        let status = self.child.try_wait().unwrap()?;
-        // The process is gone, so its stderr is closed: the reader ends at once.
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        Some((status, self.log()))
-    }
-
-    /// Waits until `GET url` answers 200; `Err` with the log if the process exits first.
-    async fn wait_healthy(&mut self, url: &str) -> Result<(), String> {
-        let give_up = Instant::now() + DEADLINE;
-        loop {
-            if let Some((status, log)) = self.exited() {
-                return Err(format!("exited with {status}:\n{log}"));
-            }
-            if request("GET", url, None, "").await.map(|(s, _)| s) == Ok(200) {
-                return Ok(());
-            }
-            assert!(
-                Instant::now() < give_up,
-                "{url} not healthy within {DEADLINE:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
 
 /// One request on a new connection: status and body, or why there is none (never panics).
 async fn request(

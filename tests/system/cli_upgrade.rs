@@ -11,10 +11,8 @@
 
 use verge_testkit as support;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +27,8 @@ use tokio::task::JoinHandle;
 
 use support::pki::{CertFiles, TestPki, TlsClient};
 use support::{wait_until, FakeOrigin, Metrics, Reply};
+
+use crate::process::{get_status, VergeProcess};
 use verge_node::handoff::{HandoffEvent, HandoffServer};
 
 /// Bound on a process start, an upgrade, and every request of the load.
@@ -152,7 +152,7 @@ impl Setup {
 
     /// Starts the first process on the test's listeners, handed to it over the upgrade
     /// socket: healthy, and offering them in turn for the next upgrade.
-    async fn start_first(&mut self) -> EdgeProcess {
+    async fn start_first(&mut self) -> VergeProcess {
         self.write_config();
         let listeners = self
             .listeners
@@ -164,8 +164,8 @@ impl Setup {
         offer.add_listener("admin", &listeners.admin).unwrap();
         offer.add_listener("tls", &listeners.tls).unwrap();
         let handed = tokio::spawn(offer.run(tokio::time::sleep(DEADLINE)));
-        let mut edge = EdgeProcess::spawn(&self.config_path());
-        if let Err(log) = edge.wait_healthy(self.ports).await {
+        let mut edge = VergeProcess::spawn(&["edge", "--config", path_str(&self.config_path())]);
+        if let Err(log) = edge.wait_healthy(&self.ports.admin_url("/healthz")).await {
             panic!("verge edge did not start:\n{log}");
         }
         assert_eq!(
@@ -189,7 +189,7 @@ impl Setup {
     /// Starts the first process with every listener on port 0, so it binds its own (the test's
     /// listeners are let go unused); the ports are read from its `serving` log line and the
     /// file rewritten with them, so the next process takes the same listeners over.
-    async fn start_binding(&mut self) -> EdgeProcess {
+    async fn start_binding(&mut self) -> VergeProcess {
         drop(self.listeners.take());
         self.ports = Ports {
             data: 0,
@@ -197,35 +197,18 @@ impl Setup {
             tls: 0,
         };
         self.write_config();
-        let mut edge = EdgeProcess::spawn(&self.config_path());
-        let give_up = Instant::now() + DEADLINE;
-        let serving = loop {
-            if let Some(line) = edge.log().lines().find(|l| l.contains("serving")) {
-                break line.to_string();
-            }
-            assert!(
-                edge.exited().is_none(),
-                "verge edge exited:\n{}",
-                edge.log()
-            );
-            assert!(Instant::now() < give_up, "no serving line:\n{}", edge.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let port = |key: &str| -> u16 {
-            let value = serving
-                .split_whitespace()
-                .find_map(|word| word.strip_prefix(key))
-                .unwrap_or_else(|| panic!("no {key} in {serving}"));
-            let addr = value.trim_matches(|c| matches!(c, '[' | ']' | '"'));
+        let mut edge = VergeProcess::spawn(&["edge", "--config", path_str(&self.config_path())]);
+        let port = |logged: String| -> u16 {
+            let addr = logged.trim_matches(|c| matches!(c, '[' | ']'));
             addr.parse::<std::net::SocketAddr>().unwrap().port()
         };
         self.ports = Ports {
-            data: port("listen="),
-            admin: port("admin="),
-            tls: port("tls="),
+            data: port(edge.logged("serving", "listen=")),
+            admin: port(edge.logged("serving", "admin=")),
+            tls: port(edge.logged("serving", "tls=")),
         };
         self.write_config();
-        if let Err(log) = edge.wait_healthy(self.ports).await {
+        if let Err(log) = edge.wait_healthy(&self.ports.admin_url("/healthz")).await {
             panic!("verge edge did not start:\n{log}");
         }
         edge
@@ -236,121 +219,6 @@ impl Setup {
 /// inode) once it offers its listeners for the next upgrade.
 fn socket_id(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-/// A `verge edge` child process, killed when dropped; its stderr is kept for failure messages.
-struct EdgeProcess {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    /// Reads stderr into `log` until the process closes it.
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for EdgeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl EdgeProcess {
-    fn spawn(config: &Path) -> EdgeProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_verge"))
-            .arg("edge")
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&log);
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        EdgeProcess {
-            child,
-            log,
-            reader: Some(reader),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().unwrap()
-    }
-
-    /// Waits until `/healthz` answers 200 on the admin port; `Err` with the log if the process
-    /// exits first. Panics after [`DEADLINE`].
-    async fn wait_healthy(&mut self, ports: Ports) -> Result<(), String> {
-        let give_up = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.exited() {
-                // The process is gone, so its stderr is closed: the reader ends at once.
-                if let Some(reader) = self.reader.take() {
-                    let _ = reader.join();
-                }
-                return Err(format!("exited with {status}:\n{}", self.log()));
-            }
-            if get_status(&ports.admin_url("/healthz")).await == Ok(200) {
-                return Ok(());
-            }
-            assert!(
-                Instant::now() < give_up,
-                "verge edge not healthy within {DEADLINE:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits for the process to exit, at most `limit`.
-    async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let give_up = Instant::now() + limit;
-        while Instant::now() < give_up {
-            if let Some(status) = self.exited() {
-                return Some(status);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        None
-    }
-}
-
-/// One GET on a new client; the status, or why there is none (never panics).
-async fn get_status(url: &str) -> Result<u16, String> {
-    let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let request = async {
-        let response = client
-            .get(url.parse().map_err(|e| format!("{e}"))?)
-            .await
-            .map_err(|e| format!("{e:?}"))?;
-        let status = response.status().as_u16();
-        response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("{e:?}"))?;
-        Ok(status)
-    };
-    tokio::time::timeout(Duration::from_secs(5), request)
-        .await
-        .map_err(|_| format!("GET {url}: no answer within 5s"))?
 }
 
 async fn metrics(ports: Ports) -> Metrics {
@@ -633,11 +501,11 @@ async fn tls_load(tls: TlsClient, ports: Ports, tally: Arc<Tally>, stop: Arc<Ato
 /// Starts a successor with the same configuration and waits until `old` has handed its
 /// listeners over, drained and exited 0, and the successor offers them for the next upgrade.
 /// Counts of successful requests are checked at each step when `load` is given.
-async fn upgrade(setup: &Setup, old: &mut EdgeProcess, load: Option<&Load>) -> EdgeProcess {
+async fn upgrade(setup: &Setup, old: &mut VergeProcess, load: Option<&Load>) -> VergeProcess {
     let old_socket = socket_id(&setup.socket_path());
     assert!(old_socket.is_some(), "the old process offers its listeners");
     let before = load.map(|l| l.tally.ok());
-    let mut new = EdgeProcess::spawn(&setup.config_path());
+    let mut new = VergeProcess::spawn(&["edge", "--config", path_str(&setup.config_path())]);
     let Some(status) = old.wait_exit(DEADLINE).await else {
         panic!(
             "the old process did not exit within {DEADLINE:?}\nold:\n{}\nnew:\n{}",
@@ -673,7 +541,7 @@ async fn upgrade(setup: &Setup, old: &mut EdgeProcess, load: Option<&Load>) -> E
 
 /// The checks that `edge` alone serves now, on the same ports: admin `/healthz`, a request on
 /// the data port, one over HTTPS, and its own metrics counting requests.
-async fn assert_serves(setup: &Setup, edge: &mut EdgeProcess) {
+async fn assert_serves(setup: &Setup, edge: &mut VergeProcess) {
     let ports = setup.ports;
     assert!(edge.exited().is_none(), "still running:\n{}", edge.log());
     assert_eq!(get_status(&ports.admin_url("/healthz")).await, Ok(200));
@@ -697,7 +565,7 @@ fn assert_every_request_answered(
     tally: &Tally,
     origin: &FakeOrigin,
     upgrades: usize,
-    logs: &[&EdgeProcess],
+    logs: &[&VergeProcess],
 ) {
     let failures = tally.failures.lock().unwrap().clone();
     let dropped = tally.dropped(origin);
@@ -795,4 +663,8 @@ async fn a_stale_upgrade_socket_is_replaced_and_the_process_binds_normally() {
     // The replaced socket works: the next upgrade takes the listeners from it.
     let mut next = upgrade(&setup, &mut edge, None).await;
     assert_serves(&setup, &mut next).await;
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
 }

@@ -20,6 +20,7 @@ mod edge_shutdown;
 mod edge_upstream_errors;
 mod monitoring;
 mod node_reload;
+mod process;
 mod rfc9111_cache_status;
 mod rfc9111_directives;
 mod rfc9111_fill;

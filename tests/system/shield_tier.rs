@@ -11,7 +11,6 @@ use support::{start_edge, FakeOrigin, HttpClient, Reply};
 use tokio::sync::oneshot;
 use verge_cache::ManualClock;
 use verge_config::ShieldConfig;
-use verge_origin_shield::ShieldNode;
 
 /// A running shield; stopped when dropped.
 struct TestShield {
@@ -28,9 +27,8 @@ async fn start_shield(servers: &[SocketAddr], extra: &str) -> TestShield {
         list.join(", ")
     );
     let config = ShieldConfig::from_toml(&toml).unwrap_or_else(|e| panic!("{toml}\n{e}"));
-    let node = ShieldNode::bind(
+    let node = verge_testkit::bind_with_clock::<verge_origin_shield::ShieldRole>(
         &config,
-        verge_config::ConfigSource::CommandLine,
         Arc::new(ManualClock::new()),
     )
     .await

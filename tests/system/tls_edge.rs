@@ -19,8 +19,6 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use verge_config::{EdgeConfig, ShieldConfig};
-use verge_edge::EdgeNode;
-use verge_origin_shield::ShieldNode;
 
 /// Bound on conditions that depend on the product's timers (file watch, handshake timeout).
 const CONDITION_LIMIT: Duration = Duration::from_secs(5);
@@ -112,9 +110,8 @@ fn edge_config(toml: &str) -> EdgeConfig {
 }
 
 async fn start_edge_toml(toml: &str) -> RunningNode {
-    let node = EdgeNode::bind(
+    let node = verge_testkit::bind_with_clock::<verge_edge::EdgeRole>(
         &edge_config(toml),
-        verge_config::ConfigSource::CommandLine,
         std::sync::Arc::new(verge_cache::SystemClock),
     )
     .await
@@ -494,9 +491,8 @@ async fn an_edge_naming_an_expired_certificate_refuses_to_start() {
     let expired = pki.server_cert_valid("old", &["a.test"], Validity::Expired);
     let toml = edge_toml(origin.addr(), &[], &[&expired], "");
 
-    let error = match EdgeNode::bind(
+    let error = match verge_testkit::bind_with_clock::<verge_edge::EdgeRole>(
         &edge_config(&toml),
-        verge_config::ConfigSource::CommandLine,
         std::sync::Arc::new(verge_cache::SystemClock),
     )
     .await
@@ -529,9 +525,8 @@ async fn start_mtls_shield(
     );
     let config = ShieldConfig::from_toml(&toml)
         .unwrap_or_else(|e| panic!("test shield config is invalid:\n{toml}\n{e}"));
-    let node = ShieldNode::bind(
+    let node = verge_testkit::bind_with_clock::<verge_origin_shield::ShieldRole>(
         &config,
-        verge_config::ConfigSource::CommandLine,
         std::sync::Arc::new(verge_cache::SystemClock),
     )
     .await
@@ -563,9 +558,8 @@ async fn start_shielded_edge(
          [shields.tls]\n{client_tls}\n",
         origin.addr()
     );
-    let node = EdgeNode::bind(
+    let node = verge_testkit::bind_with_clock::<verge_edge::EdgeRole>(
         &edge_config(&toml),
-        verge_config::ConfigSource::CommandLine,
         std::sync::Arc::new(verge_cache::SystemClock),
     )
     .await

@@ -18,7 +18,6 @@ use support::{start_edge, within, HttpClient, RawOrigin, TestResponse, IO_TIMEOU
 use tokio::sync::oneshot;
 use verge_cache::ManualClock;
 use verge_config::ShieldConfig;
-use verge_origin_shield::ShieldNode;
 
 /// Not HTTP at all.
 const GARBAGE: &[u8] = b"hello there\r\n\r\n";
@@ -190,9 +189,8 @@ async fn start_shield(origin: SocketAddr) -> TestShield {
          connect_timeout = \"1s\"\nresponse_timeout = \"5s\"\n"
     );
     let config = ShieldConfig::from_toml(&toml).unwrap_or_else(|e| panic!("{toml}\n{e}"));
-    let node = ShieldNode::bind(
+    let node = verge_testkit::bind_with_clock::<verge_origin_shield::ShieldRole>(
         &config,
-        verge_config::ConfigSource::CommandLine,
         Arc::new(ManualClock::new()),
     )
     .await

@@ -9,8 +9,7 @@ use http_body_util::{BodyExt, Either, Empty};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use verge_config::wire::{NodeEntry, NodeRole, RoutingTable};
-use verge_config::{NodeId, OriginUrl, RegionId, ShieldSpec, ShieldsConfig, UpstreamConfig};
+use verge_config::{NodeId, OriginUrl, ShieldSpec, ShieldsConfig, UpstreamConfig};
 
 use super::*;
 
@@ -260,42 +259,4 @@ async fn a_success_sent_before_an_ejection_does_not_end_it() {
     // That late success did not put `a` back: its keys still go to `b` without trying `a`.
     assert_eq!(get(&upstream, &owned_by_a[2]).await.unwrap().1, "b");
     assert_eq!(a.hits.load(Ordering::SeqCst), 2);
-}
-
-fn entry(id: &str, url: &str, weight: u32, healthy: bool) -> NodeEntry {
-    NodeEntry {
-        id: NodeId::new(id).unwrap(),
-        role: NodeRole::Shield,
-        region: RegionId::new("us").unwrap(),
-        data_url: url.to_string(),
-        admin_url: "http://127.0.0.1:1".to_string(),
-        weight,
-        healthy,
-    }
-}
-
-fn table(version: u64, shields: Vec<NodeEntry>) -> RoutingTable {
-    RoutingTable {
-        version,
-        regions: Vec::new(),
-        shields,
-    }
-}
-
-#[test]
-fn a_routing_table_gives_its_healthy_shields_or_nothing() {
-    let t = table(
-        3,
-        vec![
-            entry("s1", "http://10.0.0.1:8081", 2, true),
-            entry("s2", "http://10.0.0.2:8081", 1, false),
-        ],
-    );
-    let specs = shield_specs(&t).unwrap();
-    assert_eq!(specs.len(), 1);
-    assert_eq!(specs[0].id.as_str(), "s1");
-    assert_eq!(specs[0].url.to_string(), "http://10.0.0.1:8081");
-    assert_eq!(specs[0].weight, 2);
-    let bad = table(4, vec![entry("s1", "ftp://10.0.0.1", 1, true)]);
-    assert!(shield_specs(&bad).unwrap_err().contains("s1"));
 }

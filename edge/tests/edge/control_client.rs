@@ -26,7 +26,7 @@ use verge_config::wire::{
     UpstreamHealth, MAX_EVENT_LINE_BYTES,
 };
 use verge_config::{EdgeConfig, NodeId, RegionId};
-use verge_edge::EdgeNode;
+use verge_edge::shields::shield_specs;
 
 fn entry(id: &str, url: &str, weight: u32, healthy: bool) -> NodeEntry {
     NodeEntry {
@@ -46,6 +46,24 @@ fn table(version: u64, shields: Vec<NodeEntry>) -> RoutingTable {
         regions: Vec::new(),
         shields,
     }
+}
+
+#[test]
+fn a_routing_table_gives_its_healthy_shields_or_nothing() {
+    let t = table(
+        3,
+        vec![
+            entry("s1", "http://10.0.0.1:8081", 2, true),
+            entry("s2", "http://10.0.0.2:8081", 1, false),
+        ],
+    );
+    let specs = shield_specs(&t).unwrap();
+    assert_eq!(specs.len(), 1);
+    assert_eq!(specs[0].id.as_str(), "s1");
+    assert_eq!(specs[0].url.to_string(), "http://10.0.0.1:8081");
+    assert_eq!(specs[0].weight, 2);
+    let bad = table(4, vec![entry("s1", "ftp://10.0.0.1", 1, true)]);
+    assert!(shield_specs(&bad).unwrap_err().contains("s1"));
 }
 
 /// Bound on every wait below.
@@ -298,9 +316,8 @@ impl TestEdge {
             origin.addr, control.addr
         );
         let config = EdgeConfig::from_toml(&text).unwrap();
-        let node = EdgeNode::bind(
+        let node = verge_testkit::bind_with_clock::<verge_edge::EdgeRole>(
             &config,
-            verge_config::ConfigSource::CommandLine,
             std::sync::Arc::new(verge_cache::SystemClock),
         )
         .await

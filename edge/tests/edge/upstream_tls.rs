@@ -60,9 +60,8 @@ fn edge_toml(origin: &str, extra: &str) -> String {
 async fn bind_edge(toml: &str) -> Result<EdgeNode, StartError> {
     let config = EdgeConfig::from_toml(toml)
         .unwrap_or_else(|errors| panic!("test config is invalid:\n{toml}\n{errors}"));
-    EdgeNode::bind(
+    verge_testkit::bind_with_clock::<verge_edge::EdgeRole>(
         &config,
-        verge_config::ConfigSource::CommandLine,
         std::sync::Arc::new(verge_cache::SystemClock),
     )
     .await

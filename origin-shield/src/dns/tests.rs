@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::*;
+use verge_testkit::Metrics;
 
 fn settings() -> ResolverConfig {
     ResolverConfig {
@@ -139,25 +140,7 @@ async fn advance(secs_millis: u64) {
 }
 
 fn metric(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
-    for family in registry.gather() {
-        if family.name() != name {
-            continue;
-        }
-        for m in family.get_metric() {
-            let matches = labels.iter().all(|(k, v)| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == *k && l.value() == *v)
-            });
-            if matches {
-                return match family.get_field_type() {
-                    prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
-                    _ => m.get_gauge().get_value(),
-                };
-            }
-        }
-    }
-    0.0
+    Metrics::of(registry).value_or_zero(name, labels)
 }
 
 #[tokio::test(start_paused = true)]

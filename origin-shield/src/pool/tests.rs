@@ -2,7 +2,6 @@
 //! the pool itself against tiny origin servers on `127.0.0.1:0`.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 
@@ -16,6 +15,7 @@ use tokio::task::JoinHandle;
 use verge_config::OriginUrl;
 
 use super::*;
+use verge_testkit::{eventually, Metrics};
 
 // ---- pure cores ----
 
@@ -304,42 +304,11 @@ impl Harness {
 
     /// A metric's value by name and labels, 0 when absent.
     fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        for family in self.registry.gather() {
-            if family.name() != name {
-                continue;
-            }
-            for m in family.get_metric() {
-                let matches = labels.iter().all(|(k, v)| {
-                    m.get_label()
-                        .iter()
-                        .any(|l| l.name() == *k && l.value() == *v)
-                });
-                if matches {
-                    return match family.get_field_type() {
-                        prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
-                        _ => m.get_gauge().get_value(),
-                    };
-                }
-            }
-        }
-        0.0
+        Metrics::of(&self.registry).value_or_zero(name, labels)
     }
 
     fn up(&self, server: &OriginUrl) -> f64 {
         self.metric("verge_origin_up", &[("server", &server.to_string())])
-    }
-}
-
-/// Waits until `condition` holds, checking every few milliseconds, or fails after 5 s.
-async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -3,7 +3,6 @@
 //! addresses. Real sockets throughout; TTLs of 1 s, so each test takes a second or two.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +26,7 @@ use verge_config::{OriginPoolConfig, OriginUrl, ShieldConfig, UpstreamConfig};
 use verge_node::failover::Hop;
 use verge_node::upstream::Upstream;
 use verge_origin_shield::pool::OriginPool;
-use verge_origin_shield::ShieldNode;
+use verge_testkit::{eventually, Metrics};
 
 const NAME: &str = "origin.verge.test";
 
@@ -294,25 +293,7 @@ impl Harness {
 
     /// A metric's value by name and labels, 0 when absent.
     fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        for family in self.registry.gather() {
-            if family.name() != name {
-                continue;
-            }
-            for m in family.get_metric() {
-                let matches = labels.iter().all(|(k, v)| {
-                    m.get_label()
-                        .iter()
-                        .any(|l| l.name() == *k && l.value() == *v)
-                });
-                if matches {
-                    return match family.get_field_type() {
-                        prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
-                        _ => m.get_gauge().get_value(),
-                    };
-                }
-            }
-        }
-        0.0
+        Metrics::of(&self.registry).value_or_zero(name, labels)
     }
 
     fn dns_results(&self, result: &str) -> f64 {
@@ -320,19 +301,6 @@ impl Harness {
             "verge_dns_resolutions_total",
             &[("host", NAME), ("result", result)],
         )
-    }
-}
-
-/// Waits until `condition` holds, checking every 20 ms, or fails after 4 s.
-async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(4);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -347,9 +315,8 @@ async fn a_shield_reaches_a_named_origin_at_the_address_dns_gives() {
         dns.addr
     );
     let config = ShieldConfig::from_toml(&text).unwrap();
-    let node = ShieldNode::bind(
+    let node = verge_testkit::bind_with_clock::<verge_origin_shield::ShieldRole>(
         &config,
-        verge_config::ConfigSource::CommandLine,
         std::sync::Arc::new(verge_cache::SystemClock),
     )
     .await

@@ -20,7 +20,6 @@ use verge_node::upstream::Upstream;
 use verge_node::{RequestError, StartError};
 use verge_origin_shield::dns::{Answer, LookupFuture, NameLookup};
 use verge_origin_shield::pool::OriginPool;
-use verge_origin_shield::ShieldNode;
 
 use verge_testkit::pki::{toml_path, TestPki};
 use verge_testkit::tls_origin::{OriginSettings, TlsOrigin, BODY};
@@ -84,9 +83,8 @@ async fn a_shield_fetches_from_an_https_origin_server_and_caches() {
         &format!("https://{}", origin.addr),
         &format!("ca_file = {}\n", toml_path(&pki.ca_file)),
     );
-    let node = ShieldNode::bind(
+    let node = verge_testkit::bind_with_clock::<verge_origin_shield::ShieldRole>(
         &ShieldConfig::from_toml(&text).unwrap(),
-        verge_config::ConfigSource::CommandLine,
         std::sync::Arc::new(verge_cache::SystemClock),
     )
     .await
@@ -227,9 +225,8 @@ async fn an_unusable_origin_tls_file_stops_the_shield_naming_the_key() {
         "https://127.0.0.1:9",
         &format!("ca_file = {}\n", toml_path(&missing)),
     );
-    let error = ShieldNode::bind(
+    let error = verge_testkit::bind_with_clock::<verge_origin_shield::ShieldRole>(
         &ShieldConfig::from_toml(&text).unwrap(),
-        verge_config::ConfigSource::CommandLine,
         std::sync::Arc::new(verge_cache::SystemClock),
     )
     .await
