@@ -44,7 +44,7 @@ use std::net::SocketAddr;
 
 pub use control::{ControlClient, NodeControl};
 pub use error::{Fault, RequestError};
-pub use node::{ListenerKind, Node, NodeSettings};
+pub use node::{ListenerAddrs, ListenerKind, Node, NodeSettings};
 pub use pipeline::{CachePipeline, PipelineIdentity, PipelineLimits};
 pub use reload::{Reload, ReloadMetrics, Role};
 pub use upstream::{OriginUpstream, Upstream};

@@ -15,7 +15,7 @@ use verge_config::{ControlConfig, ShieldConfig};
 use verge_control::client::AdminClient;
 use verge_control::ControlNode;
 
-use crate::{within, FakeOrigin};
+use crate::{within, FakeOrigin, RunningNode};
 
 pub const TOKEN: &str = "control-test-token-0123456789";
 
@@ -168,14 +168,7 @@ impl Drop for TestControl {
 }
 
 /// A real shield node in front of `origin`, registered with control at `control_url`.
-pub struct TestShieldNode {
-    pub data_addr: SocketAddr,
-    pub admin_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    run: Option<JoinHandle<()>>,
-}
-
-pub async fn start_shield_node(origin: &FakeOrigin, id: &str, control_url: &str) -> TestShieldNode {
+pub async fn start_shield_node(origin: &FakeOrigin, id: &str, control_url: &str) -> RunningNode {
     let control: String = node_control_tweaks(control_url)
         .iter()
         .map(|t| t.trim_start_matches("control.").to_string() + "\n")
@@ -188,45 +181,7 @@ pub async fn start_shield_node(origin: &FakeOrigin, id: &str, control_url: &str)
     );
     let config = ShieldConfig::from_toml(&toml)
         .unwrap_or_else(|e| panic!("test shield config is invalid:\n{toml}\n{e}"));
-    let node = crate::bind_with_clock::<verge_origin_shield::ShieldRole>(
-        &config,
-        std::sync::Arc::new(verge_cache::SystemClock),
-    )
-    .await
-    .unwrap();
-    let (data_addr, admin_addr) = (node.data_addr(), node.admin_addr());
-    let (tx, rx) = oneshot::channel::<()>();
-    let run = tokio::spawn(node.run(async move {
-        let _ = rx.await;
-    }));
-    TestShieldNode {
-        data_addr,
-        admin_addr,
-        stop: Some(tx),
-        run: Some(run),
-    }
-}
-
-impl TestShieldNode {
-    /// Shuts the shield down (both listeners close) and waits until it has.
-    pub async fn kill(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(run) = self.run.take() {
-            within("shield shutdown", Duration::from_secs(10), run)
-                .await
-                .unwrap();
-        }
-    }
-}
-
-impl Drop for TestShieldNode {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
+    RunningNode::start::<verge_origin_shield::ShieldRole>(&config).await
 }
 
 /// A TCP relay to `target` that can be cut (every connection dropped, new ones refused) and

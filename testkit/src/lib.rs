@@ -37,7 +37,7 @@ pub use client::{raw_exchange, HttpClient, RawReply, TestResponse};
 pub use edge::{edge_toml, start_edge, TestEdge};
 pub use fake_origin::{FakeOrigin, RecordedRequest, Reply};
 pub use metrics::Metrics;
-pub use node::{bind, bind_with_clock};
+pub use node::{bind, bind_with_clock, RunningNode};
 pub use raw_origin::RawOrigin;
 
 /// Bound on any single network wait in a test (a request, a connect, a read to the end).

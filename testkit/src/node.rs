@@ -1,10 +1,17 @@
-//! Starting real nodes of any role the way the command line does, in the test's runtime.
+//! Real nodes of any role, bound the way the command line binds them and run in the test's
+//! runtime.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use verge_cache::{Clock, SystemClock};
 use verge_config::ConfigSource;
-use verge_node::{Node, Role, StartError};
+use verge_node::{ListenerAddrs, Node, Reload, Role, StartError};
+
+use crate::{HttpClient, Metrics};
 
 /// Binds a node of role `R` from `config` given on the command line, with the real clock.
 pub async fn bind<R: Role>(config: &R::Config) -> Result<Node<R>, StartError> {
@@ -18,4 +25,111 @@ pub async fn bind_with_clock<R: Role>(
     clock: Arc<dyn Clock>,
 ) -> Result<Node<R>, StartError> {
     Node::<R>::bind(config, ConfigSource::CommandLine, clock).await
+}
+
+/// A node of any role serving in the test's runtime; it stops (and drains) when dropped.
+pub struct RunningNode {
+    pub data_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// HTTPS listeners at start, in `tls.listen` order.
+    pub tls_addrs: Vec<SocketAddr>,
+    /// The listeners serving now, after any reload.
+    pub listeners: ListenerAddrs,
+    pub reloader: Arc<dyn Reload>,
+    stop: Option<oneshot::Sender<()>>,
+    run: Option<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Runs a bound node until stopped.
+    pub fn spawn<R: Role>(node: Node<R>) -> RunningNode {
+        let (stop, stopped) = oneshot::channel::<()>();
+        RunningNode {
+            data_addr: node.data_addr(),
+            admin_addr: node.admin_addr(),
+            tls_addrs: node.tls_addrs(),
+            listeners: node.listener_addrs(),
+            reloader: node.reloader(),
+            stop: Some(stop),
+            run: Some(tokio::spawn(node.run(async move {
+                let _ = stopped.await;
+            }))),
+        }
+    }
+
+    /// Binds a node from a file (reloads read it again) with the real clock, and runs it;
+    /// panics naming why it could not start.
+    pub async fn start_from<R: Role>(config: &R::Config, path: &std::path::Path) -> RunningNode {
+        let source = ConfigSource::File(path.to_path_buf());
+        match Node::<R>::bind(config, source, Arc::new(SystemClock)).await {
+            Ok(node) => RunningNode::spawn(node),
+            Err(error) => panic!("the {} node did not start: {error}", R::TABLE),
+        }
+    }
+
+    /// Binds (as [`bind`]) and runs a node; panics naming why it could not start.
+    pub async fn start<R: Role>(config: &R::Config) -> RunningNode {
+        RunningNode::start_with_clock::<R>(config, Arc::new(SystemClock)).await
+    }
+
+    /// Binds (as [`bind_with_clock`]) and runs a node; panics naming why it could not start.
+    pub async fn start_with_clock<R: Role>(
+        config: &R::Config,
+        clock: Arc<dyn Clock>,
+    ) -> RunningNode {
+        match bind_with_clock::<R>(config, clock).await {
+            Ok(node) => RunningNode::spawn(node),
+            Err(error) => panic!("the {} node did not start: {error}", R::TABLE),
+        }
+    }
+
+    /// `http://<data addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.data_addr)
+    }
+
+    /// `http://<admin addr><path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
+    }
+
+    /// The first HTTPS listener.
+    pub fn tls(&self) -> SocketAddr {
+        *self
+            .tls_addrs
+            .first()
+            .expect("the node has an HTTPS listener")
+    }
+
+    /// What the node's `/metrics` says now.
+    pub async fn metrics(&self) -> Metrics {
+        let response = HttpClient::http1().get(&self.admin_url("/metrics")).await;
+        assert_eq!(response.status, 200, "GET /metrics: {}", response.text());
+        Metrics::parse(&response.text())
+    }
+
+    /// A counter's or gauge's value now, 0 when absent.
+    pub async fn counter(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.metrics().await.value_or_zero(name, labels)
+    }
+
+    /// Stops the node (its listeners close) and waits until it has drained.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(run) = self.run.take() {
+            crate::within("the node to stop", Duration::from_secs(10), run)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }

@@ -244,7 +244,7 @@ async fn a_dead_shield_leaves_the_table_and_edges_stop_sending_to_it() {
     wait_ring(&edge, 2.0).await;
     let before = control.admin.get_json("/v1/routing").await.unwrap();
 
-    s1.kill().await;
+    s1.stop().await;
     wait_until(
         "control to publish a table without s1",
         Duration::from_secs(10),

@@ -7,7 +7,7 @@
 use verge_testkit as support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,13 +19,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use support::pki::{CertFiles, TestPki, TlsClient};
-use support::{wait_until, within, FakeOrigin, HttpClient, Metrics, Reply};
+use support::{wait_until, within, FakeOrigin, HttpClient, Reply};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use verge_config::{ConfigSource, EdgeConfig, ShieldConfig};
-use verge_edge::EdgeNode;
-use verge_origin_shield::ShieldNode;
+use verge_config::{EdgeConfig, ShieldConfig};
+use verge_edge::EdgeRole;
+use verge_node::ListenerKind;
+use verge_origin_shield::ShieldRole;
+use verge_testkit::RunningNode;
 
 /// Bound on conditions that depend on the product (a listener closing, misses moving).
 const CONDITION_LIMIT: Duration = Duration::from_secs(5);
@@ -33,77 +34,38 @@ const CONDITION_LIMIT: Duration = Duration::from_secs(5);
 const OLD_TOKEN: &str = "old-admin-token-0123456789";
 const NEW_TOKEN: &str = "new-admin-token-9876543210";
 
-/// A running node (edge or shield) started from a file; shut down when dropped.
-struct RunningNode {
-    data_addr: SocketAddr,
-    admin_addr: SocketAddr,
-    tls_addrs: Vec<SocketAddr>,
-    reloader: Arc<dyn verge_node::Reload>,
-    stop: Option<oneshot::Sender<()>>,
-    _run: JoinHandle<()>,
+/// `POST /v1/reload` on `node` with this bearer token: the status and the JSON body (`Null`
+/// when the body is not JSON).
+async fn reload(node: &RunningNode, token: &str) -> (u16, Value) {
+    let authorization = format!("Bearer {token}");
+    let response = HttpClient::http1()
+        .request(
+            "POST",
+            &node.admin_url("/v1/reload"),
+            &[("authorization", authorization.as_str())],
+            "",
+        )
+        .await;
+    let body = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    (response.status.as_u16(), body)
 }
 
-impl RunningNode {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.data_addr)
-    }
-
-    /// `POST /v1/reload` with this bearer token: the status and the JSON body (`Null` when the
-    /// body is not JSON).
-    async fn reload(&self, token: &str) -> (u16, Value) {
-        let authorization = format!("Bearer {token}");
-        let response = HttpClient::http1()
-            .request(
-                "POST",
-                &format!("http://{}/v1/reload", self.admin_addr),
-                &[("authorization", authorization.as_str())],
-                "",
-            )
-            .await;
-        let body = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-        (response.status.as_u16(), body)
-    }
-
-    /// `POST /v1/purge` of one URL with this bearer token: the status.
-    async fn purge(&self, token: &str) -> u16 {
-        let authorization = format!("Bearer {token}");
-        HttpClient::http1()
-            .request(
-                "POST",
-                &format!("http://{}/v1/purge", self.admin_addr),
-                &[
-                    ("authorization", authorization.as_str()),
-                    ("content-type", "application/json"),
-                ],
-                r#"{"urls":["http://www.example.test/nothing"]}"#,
-            )
-            .await
-            .status
-            .as_u16()
-    }
-
-    async fn metrics(&self) -> Metrics {
-        let response = HttpClient::http1()
-            .get(&format!("http://{}/metrics", self.admin_addr))
-            .await;
-        assert_eq!(response.status, 200, "GET /metrics: {}", response.text());
-        Metrics::parse(&response.text())
-    }
-}
-
-impl Drop for RunningNode {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-/// A loopback address free when asked: for listeners a reload adds or removes, whose address
-/// the test must know before the node does.
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+/// `POST /v1/purge` of one URL on `node` with this bearer token: the status.
+async fn purge(node: &RunningNode, token: &str) -> u16 {
+    let authorization = format!("Bearer {token}");
+    HttpClient::http1()
+        .request(
+            "POST",
+            &node.admin_url("/v1/purge"),
+            &[
+                ("authorization", authorization.as_str()),
+                ("content-type", "application/json"),
+            ],
+            r#"{"urls":["http://www.example.test/nothing"]}"#,
+        )
+        .await
+        .status
+        .as_u16()
 }
 
 /// Writes `text` to `path` by a rename, so a reload never reads half a file.
@@ -175,29 +137,12 @@ impl EdgeFile {
     }
 }
 
-/// An edge started from `file` written to `path` (`EdgeNode::bind_from`: reloads re-read it).
+/// An edge started from `file` written to `path`: reloads read it again.
 async fn start_edge_from(path: &Path, file: &EdgeFile) -> RunningNode {
     write_file(path, &file.render());
     let config = EdgeConfig::from_file(path)
         .unwrap_or_else(|e| panic!("test config is invalid:\n{}\n{e}", file.render()));
-    let node = EdgeNode::bind(
-        &config,
-        ConfigSource::File(path.to_path_buf()),
-        std::sync::Arc::new(verge_cache::SystemClock),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("edge did not start: {e}"));
-    let (stop, stopped) = oneshot::channel::<()>();
-    RunningNode {
-        data_addr: node.data_addr(),
-        admin_addr: node.admin_addr(),
-        tls_addrs: node.tls_addrs(),
-        reloader: node.reloader(),
-        stop: Some(stop),
-        _run: tokio::spawn(node.run(async move {
-            let _ = stopped.await;
-        })),
-    }
+    RunningNode::start_from::<EdgeRole>(&config, path).await
 }
 
 /// Two origins serving the same paths: `/c/...` cacheable, `/u/...` never stored.
@@ -332,7 +277,7 @@ async fn reloads_under_steady_traffic_apply_every_change_without_failing_a_reque
     // 1: a smaller cache.
     file.max_bytes = "32MiB".to_string();
     write_file(&path, &file.render());
-    let (status, report) = edge.reload(OLD_TOKEN).await;
+    let (status, report) = reload(&edge, OLD_TOKEN).await;
     assert_eq!(status, 200, "{report}");
     assert!(names(&report, &["cache"]), "{report}");
     assert_eq!(report["version"], 2, "{report}");
@@ -341,7 +286,7 @@ async fn reloads_under_steady_traffic_apply_every_change_without_failing_a_reque
     file.origin = second.addr();
     file.max_connections = 500;
     write_file(&path, &file.render());
-    let (status, report) = edge.reload(OLD_TOKEN).await;
+    let (status, report) = reload(&edge, OLD_TOKEN).await;
     assert_eq!(status, 200, "{report}");
     assert!(names(&report, &["upstream"]), "{report}");
     assert!(names(&report, &["server.max_connections"]), "{report}");
@@ -365,22 +310,21 @@ async fn reloads_under_steady_traffic_apply_every_change_without_failing_a_reque
     let first_after = first.total_hits();
 
     // 3: a new admin token and an HTTPS listener.
-    let tls_addr = free_addr();
     file.token = NEW_TOKEN.to_string();
-    file.tls_listen = vec![tls_addr];
+    file.tls_listen = vec!["127.0.0.1:0".parse().unwrap()];
     file.cert = Some(cert);
     write_file(&path, &file.render());
-    let (status, report) = edge.reload(OLD_TOKEN).await;
+    let (status, report) = reload(&edge, OLD_TOKEN).await;
     assert_eq!(status, 200, "{report}");
     assert!(names(&report, &["admin"]), "{report}");
     assert!(names(&report, &["tls", "listeners"]), "{report}");
     assert_eq!(report["version"], 4, "{report}");
     assert_eq!(
-        edge.reload(OLD_TOKEN).await.0,
+        reload(&edge, OLD_TOKEN).await.0,
         403,
         "the old token is refused"
     );
-    let (status, report) = edge.reload(NEW_TOKEN).await;
+    let (status, report) = reload(&edge, NEW_TOKEN).await;
     assert_eq!(status, 200, "the new token is accepted: {report}");
     assert_eq!(
         report["changed"],
@@ -388,6 +332,7 @@ async fn reloads_under_steady_traffic_apply_every_change_without_failing_a_reque
         "nothing changed since"
     );
     assert_eq!(report["version"], 4, "an unchanged file is no new version");
+    let tls_addr = edge.listeners.of(ListenerKind::Tls)[0];
     let secure = TlsClient::new(&pki)
         .get(tls_addr, "127.0.0.1", "/c/1")
         .await;
@@ -457,7 +402,7 @@ async fn an_invalid_reload_or_one_needing_a_restart_is_refused_and_changes_nothi
         (&bad_duration, "upstream.connect_timeout"),
     ] {
         write_file(&path, &invalid.render());
-        let (status, body) = edge.reload(OLD_TOKEN).await;
+        let (status, body) = reload(&edge, OLD_TOKEN).await;
         assert_eq!(status, 422, "{body}");
         assert_eq!(body["error"], "invalid", "{body}");
         let errors = refusal_errors(&body);
@@ -473,11 +418,11 @@ async fn an_invalid_reload_or_one_needing_a_restart_is_refused_and_changes_nothi
     );
     assert_eq!(second.total_hits(), 0);
     assert_eq!(
-        edge.purge(OLD_TOKEN).await,
+        purge(&edge, OLD_TOKEN).await,
         200,
         "the old token still works"
     );
-    assert_eq!(edge.purge(NEW_TOKEN).await, 403);
+    assert_eq!(purge(&edge, NEW_TOKEN).await, 403);
     assert_eq!(
         version().await,
         version_before,
@@ -489,7 +434,7 @@ async fn an_invalid_reload_or_one_needing_a_restart_is_refused_and_changes_nothi
     restart.id = "edge-renamed".to_string();
     restart.token = NEW_TOKEN.to_string();
     write_file(&path, &restart.render());
-    let (status, body) = edge.reload(OLD_TOKEN).await;
+    let (status, body) = reload(&edge, OLD_TOKEN).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"], "needs_restart", "{body}");
     let errors = refusal_errors(&body);
@@ -502,11 +447,11 @@ async fn an_invalid_reload_or_one_needing_a_restart_is_refused_and_changes_nothi
         "the token can change: {errors}"
     );
     assert_eq!(
-        edge.purge(OLD_TOKEN).await,
+        purge(&edge, OLD_TOKEN).await,
         200,
         "the token was not changed"
     );
-    assert_eq!(edge.purge(NEW_TOKEN).await, 403);
+    assert_eq!(purge(&edge, NEW_TOKEN).await, 403);
     assert_eq!(version().await, version_before);
 
     let metrics = edge.metrics().await;
@@ -533,16 +478,19 @@ async fn a_listener_removed_by_reload_refuses_new_connections_and_finishes_its_r
     let cert = pki.server_cert("edge", &["127.0.0.1"]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edge.toml");
-    let (kept, removed) = (free_addr(), free_addr());
+    // Port 0 on two loopback addresses: the kernel picks each port as the node binds.
+    let (keep, remove): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.2:0".parse().unwrap(),
+    );
     let mut file = EdgeFile::new(origin.addr());
-    file.tls_listen = vec![kept, removed];
+    file.tls_listen = vec![keep, remove];
     file.cert = Some(cert);
     let edge = start_edge_from(&path, &file).await;
-    let mut bound = edge.tls_addrs.clone();
-    bound.sort();
-    let mut wanted = vec![kept, removed];
-    wanted.sort();
-    assert_eq!(bound, wanted, "both HTTPS listeners are up");
+    let [kept, removed] = edge.tls_addrs[..] else {
+        panic!("both HTTPS listeners are up: {:?}", edge.tls_addrs);
+    };
+    assert_eq!((kept.ip(), removed.ip()), (keep.ip(), remove.ip()));
 
     let client = TlsClient::builder(&pki.ca_file).alpn(&["http/1.1"]).build();
     let mut connection = client.connect(removed, "127.0.0.1").await;
@@ -559,7 +507,7 @@ async fn a_listener_removed_by_reload_refuses_new_connections_and_finishes_its_r
     )
     .await;
 
-    file.tls_listen = vec![kept];
+    file.tls_listen = vec![keep];
     write_file(&path, &file.render());
     let reloader = Arc::clone(&edge.reloader);
     let report = tokio::task::spawn_blocking(move || reloader.reload())
@@ -608,24 +556,7 @@ async fn start_shield_from(path: &Path, toml: &str) -> RunningNode {
     write_file(path, toml);
     let config = ShieldConfig::from_file(path)
         .unwrap_or_else(|e| panic!("test shield config is invalid:\n{toml}\n{e}"));
-    let node = ShieldNode::bind(
-        &config,
-        ConfigSource::File(PathBuf::from(path)),
-        std::sync::Arc::new(verge_cache::SystemClock),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("shield did not start: {e}"));
-    let (stop, stopped) = oneshot::channel::<()>();
-    RunningNode {
-        data_addr: node.data_addr(),
-        admin_addr: node.admin_addr(),
-        tls_addrs: node.tls_addrs(),
-        reloader: node.reloader(),
-        stop: Some(stop),
-        _run: tokio::spawn(node.run(async move {
-            let _ = stopped.await;
-        })),
-    }
+    RunningNode::start_from::<ShieldRole>(&config, path).await
 }
 
 #[tokio::test]
@@ -640,7 +571,7 @@ async fn a_shield_reload_sends_misses_to_the_new_origin_servers() {
     assert_eq!(first.hits("/c/kept"), 1);
 
     write_file(&path, &shield_toml(&[second.addr()]));
-    let (status, report) = shield.reload(OLD_TOKEN).await;
+    let (status, report) = reload(&shield, OLD_TOKEN).await;
     assert_eq!(status, 200, "{report}");
     assert!(names(&report, &["origin"]), "{report}");
 

@@ -8,18 +8,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use support::{start_edge, FakeOrigin, HttpClient, Reply};
-use tokio::sync::oneshot;
 use verge_cache::ManualClock;
 use verge_config::ShieldConfig;
+use verge_origin_shield::ShieldRole;
+use verge_testkit::RunningNode;
 
 /// A running shield; stopped when dropped.
-struct TestShield {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn start_shield(servers: &[SocketAddr], extra: &str) -> TestShield {
+async fn start_shield(servers: &[SocketAddr], extra: &str) -> RunningNode {
     let list: Vec<String> = servers.iter().map(|s| format!("\"http://{s}\"")).collect();
     let toml = format!(
         "[shield]\nid = \"shield-test\"\n[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
@@ -27,28 +22,13 @@ async fn start_shield(servers: &[SocketAddr], extra: &str) -> TestShield {
         list.join(", ")
     );
     let config = ShieldConfig::from_toml(&toml).unwrap_or_else(|e| panic!("{toml}\n{e}"));
-    let node = verge_testkit::bind_with_clock::<verge_origin_shield::ShieldRole>(
-        &config,
-        Arc::new(ManualClock::new()),
-    )
-    .await
-    .unwrap();
-    let (addr, admin) = (node.data_addr(), node.admin_addr());
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(node.run(async move {
-        let _ = rx.await;
-    }));
-    TestShield {
-        addr,
-        admin,
-        _stop: tx,
-    }
+    RunningNode::start_with_clock::<ShieldRole>(&config, Arc::new(ManualClock::new())).await
 }
 
-fn shield_tweak(shield: &TestShield) -> String {
+fn shield_tweak(shield: &RunningNode) -> String {
     format!(
         "shields.members = [{{ id = \"shield-test\", url = \"http://{}\" }}]",
-        shield.addr
+        shield.data_addr
     )
 }
 
@@ -136,7 +116,7 @@ async fn the_shield_pool_rides_over_a_dead_origin_server() {
 
     let metrics = support::metrics::Metrics::parse(
         &HttpClient::http1()
-            .get(&format!("http://{}/metrics", shield.admin))
+            .get(&format!("http://{}/metrics", shield.admin_addr))
             .await
             .text(),
     );

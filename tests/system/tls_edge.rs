@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use http::{StatusCode, Version};
 use support::pki::{toml_path, CertFiles, TestPki, TlsClient, Validity};
-use support::{raw_exchange, wait_until, within, FakeOrigin, HttpClient, Metrics, Reply};
+use support::{raw_exchange, wait_until, within, FakeOrigin, HttpClient, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use verge_config::{EdgeConfig, ShieldConfig};
+use verge_edge::EdgeRole;
+use verge_origin_shield::ShieldRole;
+use verge_testkit::RunningNode;
 
 /// Bound on conditions that depend on the product's timers (file watch, handshake timeout).
 const CONDITION_LIMIT: Duration = Duration::from_secs(5);
@@ -26,65 +27,6 @@ const CONDITION_LIMIT: Duration = Duration::from_secs(5);
 const HANDSHAKES: &str = "verge_tls_handshakes_total";
 const CERT_RELOADS: &str = "verge_tls_certificate_reloads_total";
 const EXPIRY: &str = "verge_tls_certificate_expiry_seconds";
-
-/// A running node (edge or shield); shut down when dropped.
-struct RunningNode {
-    data_addr: SocketAddr,
-    admin_addr: SocketAddr,
-    tls_addrs: Vec<SocketAddr>,
-    stop: Option<oneshot::Sender<()>>,
-    _run: JoinHandle<()>,
-}
-
-impl RunningNode {
-    fn spawn(
-        data_addr: SocketAddr,
-        admin_addr: SocketAddr,
-        tls_addrs: Vec<SocketAddr>,
-        run: impl FnOnce(oneshot::Receiver<()>) -> JoinHandle<()>,
-    ) -> RunningNode {
-        let (stop, stopped) = oneshot::channel();
-        RunningNode {
-            data_addr,
-            admin_addr,
-            tls_addrs,
-            stop: Some(stop),
-            _run: run(stopped),
-        }
-    }
-
-    /// The first HTTPS listener.
-    fn tls(&self) -> SocketAddr {
-        *self
-            .tls_addrs
-            .first()
-            .expect("the node has an HTTPS listener")
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.data_addr)
-    }
-
-    async fn metrics(&self) -> Metrics {
-        let response = HttpClient::http1()
-            .get(&format!("http://{}/metrics", self.admin_addr))
-            .await;
-        assert_eq!(response.status, 200, "GET /metrics: {}", response.text());
-        Metrics::parse(&response.text())
-    }
-
-    async fn counter(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.metrics().await.value_or_zero(name, labels)
-    }
-}
-
-impl Drop for RunningNode {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
 
 /// An edge's TOML: loopback listeners, `origin` as the upstream, one HTTPS listener with
 /// `tls_keys` (lines of the `[tls]` table) and `certs` in this order, then `extra` tables.
@@ -110,22 +52,7 @@ fn edge_config(toml: &str) -> EdgeConfig {
 }
 
 async fn start_edge_toml(toml: &str) -> RunningNode {
-    let node = verge_testkit::bind_with_clock::<verge_edge::EdgeRole>(
-        &edge_config(toml),
-        std::sync::Arc::new(verge_cache::SystemClock),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("edge did not start: {e}\n{toml}"));
-    RunningNode::spawn(
-        node.data_addr(),
-        node.admin_addr(),
-        node.tls_addrs(),
-        |stopped| {
-            tokio::spawn(node.run(async move {
-                let _ = stopped.await;
-            }))
-        },
-    )
+    RunningNode::start::<EdgeRole>(&edge_config(toml)).await
 }
 
 async fn start_tls_edge(
@@ -491,7 +418,7 @@ async fn an_edge_naming_an_expired_certificate_refuses_to_start() {
     let expired = pki.server_cert_valid("old", &["a.test"], Validity::Expired);
     let toml = edge_toml(origin.addr(), &[], &[&expired], "");
 
-    let error = match verge_testkit::bind_with_clock::<verge_edge::EdgeRole>(
+    let error = match verge_testkit::bind_with_clock::<EdgeRole>(
         &edge_config(&toml),
         std::sync::Arc::new(verge_cache::SystemClock),
     )
@@ -525,22 +452,7 @@ async fn start_mtls_shield(
     );
     let config = ShieldConfig::from_toml(&toml)
         .unwrap_or_else(|e| panic!("test shield config is invalid:\n{toml}\n{e}"));
-    let node = verge_testkit::bind_with_clock::<verge_origin_shield::ShieldRole>(
-        &config,
-        std::sync::Arc::new(verge_cache::SystemClock),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("shield did not start: {e}"));
-    RunningNode::spawn(
-        node.data_addr(),
-        node.admin_addr(),
-        node.tls_addrs(),
-        |stopped| {
-            tokio::spawn(node.run(async move {
-                let _ = stopped.await;
-            }))
-        },
-    )
+    RunningNode::start::<ShieldRole>(&config).await
 }
 
 /// An edge whose only shield is `shield_url`, reached with `[shields.tls]` = `client_tls`
@@ -558,17 +470,7 @@ async fn start_shielded_edge(
          [shields.tls]\n{client_tls}\n",
         origin.addr()
     );
-    let node = verge_testkit::bind_with_clock::<verge_edge::EdgeRole>(
-        &edge_config(&toml),
-        std::sync::Arc::new(verge_cache::SystemClock),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("edge did not start: {e}\n{toml}"));
-    RunningNode::spawn(node.data_addr(), node.admin_addr(), Vec::new(), |stopped| {
-        tokio::spawn(node.run(async move {
-            let _ = stopped.await;
-        }))
-    })
+    RunningNode::start::<EdgeRole>(&edge_config(&toml)).await
 }
 
 #[tokio::test]

@@ -15,9 +15,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use support::{start_edge, within, HttpClient, RawOrigin, TestResponse, IO_TIMEOUT};
-use tokio::sync::oneshot;
 use verge_cache::ManualClock;
 use verge_config::ShieldConfig;
+use verge_origin_shield::ShieldRole;
+use verge_testkit::RunningNode;
 
 /// Not HTTP at all.
 const GARBAGE: &[u8] = b"hello there\r\n\r\n";
@@ -177,30 +178,14 @@ async fn a_malformed_chunk_size_gets_502_and_is_not_stored() {
 }
 
 /// A running shield; stopped when dropped.
-struct TestShield {
-    addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn start_shield(origin: SocketAddr) -> TestShield {
+async fn start_shield(origin: SocketAddr) -> RunningNode {
     let toml = format!(
         "[shield]\nid = \"shield-test\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
          admin_listen = \"127.0.0.1:0\"\n[origin]\nservers = [\"http://{origin}\"]\n\
          connect_timeout = \"1s\"\nresponse_timeout = \"5s\"\n"
     );
     let config = ShieldConfig::from_toml(&toml).unwrap_or_else(|e| panic!("{toml}\n{e}"));
-    let node = verge_testkit::bind_with_clock::<verge_origin_shield::ShieldRole>(
-        &config,
-        Arc::new(ManualClock::new()),
-    )
-    .await
-    .unwrap();
-    let addr = node.data_addr();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(node.run(async move {
-        let _ = rx.await;
-    }));
-    TestShield { addr, _stop: tx }
+    RunningNode::start_with_clock::<ShieldRole>(&config, Arc::new(ManualClock::new())).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +195,7 @@ async fn a_body_cut_short_behind_a_shield_gets_502_and_neither_tier_stores_it() 
     let shield = start_shield(origin.addr()).await;
     let members = format!(
         "shields.members = [{{ id = \"shield-test\", url = \"http://{}\" }}]",
-        shield.addr
+        shield.data_addr
     );
     // Without fallback every request goes through the shield, never to the origin directly.
     let edge = start_edge(

@@ -39,6 +39,17 @@ use tls::NodeTls;
 /// Connections the admin listener accepts at once.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
 
+/// The addresses a node listens on now, by kind; see [`Node::listener_addrs`].
+#[derive(Clone)]
+pub struct ListenerAddrs(Arc<dyn Fn(ListenerKind) -> Vec<SocketAddr> + Send + Sync>);
+
+impl ListenerAddrs {
+    /// The local addresses of the serving listeners of `kind`, in configuration order.
+    pub fn of(&self, kind: ListenerKind) -> Vec<SocketAddr> {
+        (self.0)(kind)
+    }
+}
+
 /// What every cache node is configured with, whatever its role.
 pub struct NodeSettings<'a> {
     pub id: &'a NodeId,
@@ -280,6 +291,13 @@ impl<R: Role> Node<R> {
     /// Where clients connect over TLS, in `tls.listen` order.
     pub fn tls_addrs(&self) -> Vec<SocketAddr> {
         self.runtime.listeners.addrs(ListenerKind::Tls)
+    }
+
+    /// A handle on the addresses this node listens on, which stays current while it runs
+    /// (a reload may add or remove listeners, on port 0 too).
+    pub fn listener_addrs(&self) -> ListenerAddrs {
+        let runtime = Arc::clone(&self.runtime);
+        ListenerAddrs(Arc::new(move |kind| runtime.listeners.addrs(kind)))
     }
 
     /// Where `/metrics`, `/healthz` and the admin API are served.
