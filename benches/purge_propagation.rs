@@ -24,9 +24,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use verge_config::wire::PurgeSpec;
-use verge_config::{ControlConfig, EdgeConfig, ShieldConfig};
+use verge_config::ControlConfig;
 use verge_control::client::AdminClient;
 use verge_control::ControlNode;
+use verge_edge::EdgeRole;
+use verge_origin_shield::ShieldRole;
+use verge_testkit::RunningNode;
 
 const SHIELDS: usize = 4;
 const EDGES: usize = 16;
@@ -69,15 +72,9 @@ async fn shield(origin: SocketAddr, control: SocketAddr, n: usize) -> SocketAddr
          admin_listen = \"127.0.0.1:0\"\n[origin]\nservers = [\"http://{origin}\"]\n{}",
         control_section(control)
     );
-    let config = ShieldConfig::from_toml(&toml).expect("bench shield config");
-    let node = verge_testkit::bind_with_clock::<verge_origin_shield::ShieldRole>(
-        &config,
-        std::sync::Arc::new(verge_cache::SystemClock),
-    )
-    .await
-    .expect("bind shield");
-    let addr = node.data_addr();
-    tokio::spawn(node.run(std::future::pending()));
+    let node = RunningNode::from_toml::<ShieldRole>(&toml).await;
+    let addr = node.data_addr;
+    node.keep_serving();
     addr
 }
 
@@ -87,15 +84,9 @@ async fn edge(origin: SocketAddr, control: SocketAddr, n: usize) -> SocketAddr {
          admin_listen = \"127.0.0.1:0\"\n[upstream]\norigin = \"http://{origin}\"\n{}",
         control_section(control)
     );
-    let config = EdgeConfig::from_toml(&toml).expect("bench edge config");
-    let node = verge_testkit::bind_with_clock::<verge_edge::EdgeRole>(
-        &config,
-        std::sync::Arc::new(verge_cache::SystemClock),
-    )
-    .await
-    .expect("bind edge");
-    let addr = node.data_addr();
-    tokio::spawn(node.run(std::future::pending()));
+    let node = RunningNode::from_toml::<EdgeRole>(&toml).await;
+    let addr = node.data_addr;
+    node.keep_serving();
     addr
 }
 

@@ -19,7 +19,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use verge_config::{EdgeConfig, ShieldConfig};
+use verge_edge::EdgeRole;
+use verge_origin_shield::ShieldRole;
+use verge_testkit::RunningNode;
 
 const EDGES: usize = 8;
 const OBJECTS: usize = 1_000;
@@ -69,15 +71,9 @@ async fn edge(origin: SocketAddr, shield: Option<SocketAddr>, n: usize) -> Socke
         "[edge]\nid = \"edge-{n}\"\n[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
          [upstream]\norigin = \"http://{origin}\"\n{shields}"
     );
-    let config = EdgeConfig::from_toml(&toml).expect("bench edge config");
-    let node = verge_testkit::bind_with_clock::<verge_edge::EdgeRole>(
-        &config,
-        std::sync::Arc::new(verge_cache::SystemClock),
-    )
-    .await
-    .expect("bind edge");
-    let addr = node.data_addr();
-    tokio::spawn(node.run(std::future::pending()));
+    let node = RunningNode::from_toml::<EdgeRole>(&toml).await;
+    let addr = node.data_addr;
+    node.keep_serving();
     addr
 }
 
@@ -86,15 +82,9 @@ async fn shield(origin: SocketAddr) -> SocketAddr {
         "[shield]\nid = \"shield-1\"\n[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
          [origin]\nservers = [\"http://{origin}\"]\n"
     );
-    let config = ShieldConfig::from_toml(&toml).expect("bench shield config");
-    let node = verge_testkit::bind_with_clock::<verge_origin_shield::ShieldRole>(
-        &config,
-        std::sync::Arc::new(verge_cache::SystemClock),
-    )
-    .await
-    .expect("bind shield");
-    let addr = node.data_addr();
-    tokio::spawn(node.run(std::future::pending()));
+    let node = RunningNode::from_toml::<ShieldRole>(&toml).await;
+    let addr = node.data_addr;
+    node.keep_serving();
     addr
 }
 

@@ -90,6 +90,10 @@ impl Role for EdgeRole {
         EdgeConfig::from_file(path)
     }
 
+    fn parse(toml: &str) -> Result<EdgeConfig, ConfigErrors> {
+        EdgeConfig::from_toml(toml)
+    }
+
     fn settings(config: &EdgeConfig) -> NodeSettings<'_> {
         edge_settings(config)
     }

@@ -51,6 +51,9 @@ pub trait Role: Sized + Send + Sync + 'static {
     /// Reads and validates a configuration file.
     fn load(path: &std::path::Path) -> Result<Self::Config, ConfigErrors>;
 
+    /// Validates a configuration given as TOML text.
+    fn parse(toml: &str) -> Result<Self::Config, ConfigErrors>;
+
     /// The settings every cache node has.
     fn settings(config: &Self::Config) -> NodeSettings<'_>;
 

@@ -100,6 +100,10 @@ impl Role for ShieldRole {
         ShieldConfig::from_file(path)
     }
 
+    fn parse(toml: &str) -> Result<ShieldConfig, ConfigErrors> {
+        ShieldConfig::from_toml(toml)
+    }
+
     fn settings(config: &ShieldConfig) -> NodeSettings<'_> {
         shield_settings(config)
     }

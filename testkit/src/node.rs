@@ -83,6 +83,22 @@ impl RunningNode {
         }
     }
 
+    /// Parses `toml` as role `R`'s configuration and runs the node (real clock); panics naming
+    /// what is wrong with the file or why the node could not start.
+    pub async fn from_toml<R: Role>(toml: &str) -> RunningNode {
+        let config = R::parse(toml)
+            .unwrap_or_else(|errors| panic!("test config is invalid:\n{toml}\n{errors}"));
+        RunningNode::start::<R>(&config).await
+    }
+
+    /// Keeps the node serving for as long as the runtime lives (benches' nodes).
+    pub fn keep_serving(self) {
+        tokio::spawn(async move {
+            let _serving = self;
+            std::future::pending::<()>().await;
+        });
+    }
+
     /// `http://<data addr><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.data_addr)
