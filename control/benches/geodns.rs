@@ -20,55 +20,17 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use prometheus::Registry;
 use tokio::sync::watch;
-use verge_config::wire::{NodeEntry, NodeRole, RegionRoute, RoutingTable};
-use verge_config::{NodeId, RegionId};
 use verge_control::geo::dns::{DnsListeners, GeoDns};
 use verge_control::geo::metrics::GeoMetrics;
 use verge_control::geo::steering::Steering;
 
-const REGIONS: [&str; 3] = ["ap", "eu", "us"];
 const WINDOW: u64 = 16;
-
-fn region(id: &str) -> RegionId {
-    RegionId::new(id).expect("valid region")
-}
-
-fn table() -> RoutingTable {
-    let regions = REGIONS
-        .iter()
-        .enumerate()
-        .map(|(r, id)| RegionRoute {
-            id: region(id),
-            edges: (0..8u32)
-                .map(|e| NodeEntry {
-                    id: NodeId::new(&format!("{id}-{e}")).expect("valid id"),
-                    role: NodeRole::Edge,
-                    region: region(id),
-                    data_url: format!("http://127.{}.0.{}:8080", r + 1, e + 1),
-                    admin_url: format!("http://127.{}.0.{}:9080", r + 1, e + 1),
-                    weight: 1 + e % 4,
-                    healthy: true,
-                })
-                .collect(),
-            fallback: REGIONS
-                .iter()
-                .filter(|other| *other != id)
-                .map(|other| region(other))
-                .collect(),
-        })
-        .collect();
-    RoutingTable {
-        version: 1,
-        regions,
-        shields: Vec::new(),
-    }
-}
 
 /// Starts the responder on the runtime; returns its address.
 fn start_dns(runtime: &tokio::runtime::Runtime, shutdown: watch::Receiver<bool>) -> SocketAddr {
     let config = fixture::geo_config();
     let metrics = GeoMetrics::new(&Registry::new()).expect("metrics");
-    let steering = Arc::new(Steering::new(&config, &table(), metrics));
+    let steering = Arc::new(Steering::new(&config, &fixture::table(&[]), metrics));
     runtime.block_on(async {
         let listeners = DnsListeners::bind("127.0.0.1:0".parse().expect("addr"))
             .await

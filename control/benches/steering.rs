@@ -17,52 +17,14 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use fixture::{region, table, REGIONS};
 use prometheus::Registry;
 use verge_config::geo::{Cidr, NamePolicy, Share};
-use verge_config::wire::{NodeEntry, NodeRole, RegionRoute, RoutingTable};
-use verge_config::{NodeId, RegionId};
+use verge_config::RegionId;
 use verge_control::geo::cidr::CidrTable;
 use verge_control::geo::metrics::GeoMetrics;
 use verge_control::geo::policy::{Family, Plan};
 use verge_control::geo::steering::Steering;
-
-const REGIONS: [&str; 3] = ["ap", "eu", "us"];
-
-fn region(id: &str) -> RegionId {
-    RegionId::new(id).expect("valid region")
-}
-
-/// Eight edges per region, weights 1..=4, all healthy unless `down` names the region.
-fn table(down: &[&str]) -> RoutingTable {
-    let regions = REGIONS
-        .iter()
-        .enumerate()
-        .map(|(r, id)| RegionRoute {
-            id: region(id),
-            edges: (0..8u32)
-                .map(|e| NodeEntry {
-                    id: NodeId::new(&format!("{id}-{e}")).expect("valid id"),
-                    role: NodeRole::Edge,
-                    region: region(id),
-                    data_url: format!("http://127.{}.0.{}:8080", r + 1, e + 1),
-                    admin_url: format!("http://127.{}.0.{}:9080", r + 1, e + 1),
-                    weight: 1 + e % 4,
-                    healthy: !down.contains(id),
-                })
-                .collect(),
-            fallback: REGIONS
-                .iter()
-                .filter(|other| *other != id)
-                .map(|other| region(other))
-                .collect(),
-        })
-        .collect();
-    RoutingTable {
-        version: 1,
-        regions,
-        shields: Vec::new(),
-    }
-}
 
 fn blocks(n: u32) -> Vec<(Cidr, u16)> {
     (0..n)

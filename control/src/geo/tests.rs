@@ -11,12 +11,15 @@ use hickory_proto::rr::{DNSClass, LowerName, Name, RData, RecordType};
 use prometheus::Registry;
 use verge_config::geo::{GeoConfig, NamePolicy, Share};
 use verge_config::wire::{NodeEntry, NodeRole, RegionRoute, RoutingTable};
-use verge_config::{ControlConfig, NodeId, RegionId};
+use verge_config::{NodeId, RegionId};
 
 use super::dns::{GeoDns, Question};
 use super::metrics::GeoMetrics;
 use super::policy::{Family, Outcome, Plan, Skip, Source, Step};
 use super::steering::Steering;
+
+#[path = "../../tests/control/geo_support/geo_toml.rs"]
+mod geo_toml;
 
 fn region(id: &str) -> RegionId {
     RegionId::new(id).unwrap()
@@ -314,38 +317,18 @@ fn a_region_the_table_does_not_route_takes_the_default_regions_order() {
 
 // --- client placement and the steering handle ---
 
-fn geo_config(extra: &str) -> GeoConfig {
-    let text = format!(
-        r#"
-        [controller]
-        data_dir = "/tmp/verge-geo-unit"
-        token = "0123456789abcdef"
-        [geo]
-        zone = "verge.test"
-        dns_listen = "127.0.0.1:0"
-        default_region = "us"
-        ttl = "20s"
-        [geo.regions.us]
-        cidrs = ["127.1.0.0/16"]
-        [geo.regions.eu]
-        cidrs = ["127.2.0.0/16", "2001:db8:2::/48"]
-        [geo.regions.ap]
-        cidrs = ["127.3.0.0/16"]
-        [geo.names."cdn.verge.test"]
-        max_answers = 2
-        [geo.names."a.b.verge.test"]
-        max_answers = 1
-        {extra}
-        "#
-    );
-    ControlConfig::from_toml(&text)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .geo
-        .unwrap()
+/// The shared geo fixture, answering with TTL 20s: `cdn.verge.test` with two answers,
+/// `a.b.verge.test` with one.
+fn geo_config() -> GeoConfig {
+    geo_toml::geo_config(
+        "ttl = \"20s\"\n\
+         names.\"cdn.verge.test\".max_answers = 2\n\
+         names.\"a.b.verge.test\".max_answers = 1\n",
+    )
 }
 
 fn steering(t: &RoutingTable) -> Arc<Steering> {
-    Arc::new(Steering::new(&geo_config(""), t, metrics()))
+    Arc::new(Steering::new(&geo_config(), t, metrics()))
 }
 
 fn ip(text: &str) -> IpAddr {
@@ -437,16 +420,12 @@ fn addresses(reply: &super::dns::Reply) -> Vec<IpAddr> {
     reply
         .answers
         .iter()
-        .filter_map(|r| match r.data() {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        })
+        .filter_map(|r| r.data().ip_addr())
         .collect()
 }
 
 fn responder(t: &RoutingTable) -> GeoDns {
-    let config = geo_config("");
+    let config = geo_config();
     GeoDns::new(&config, steering(t), Some(ip("127.0.0.53")))
 }
 

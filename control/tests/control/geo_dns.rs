@@ -6,8 +6,8 @@ use crate::geo_support;
 use std::time::Duration;
 
 use geo_support::{
-    addresses, ask_tcp, ip, reply_ecs, start_geo_control, three_regions, wait_until, DnsClient,
-    HealthServer, GEO, IO_TIMEOUT,
+    addresses, ask_tcp, geo, ip, reply_ecs, start_geo_control, three_regions, wait_until,
+    DnsClient, HealthServer, IO_TIMEOUT,
 };
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::opt::ClientSubnet;
@@ -195,7 +195,7 @@ async fn with_every_edge_down_dns_answers_with_all_rather_than_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_share_the_answers_within_a_region() {
-    let control = start_geo_control(GEO).await;
+    let control = start_geo_control(&geo()).await;
     let health = HealthServer::start().await;
     control
         .register_edge("us-heavy", "us", "127.1.0.1", 3, &health.url)

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use geo_support::{ip, start_geo_control, wait_until, DnsClient, HealthServer};
+use geo_support::geo_toml::geo_table;
+use geo_support::{ip, one_edge_per_region, start_geo_control, wait_until, DnsClient};
 use hickory_proto::rr::RecordType;
 use maxminddb_writer::metadata::IpVersion;
 use maxminddb_writer::paths::IpAddrWithMask;
@@ -45,37 +46,15 @@ async fn clients_outside_every_block_are_placed_by_the_geoip_database() {
         &db,
         &[("127.4.0.0/16", "FR", "EU"), ("127.5.0.0/16", "JP", "AS")],
     );
-    let geo = format!(
-        r#"
-        [geo]
-        zone = "verge.test"
-        dns_listen = "127.0.0.1:0"
-        http_listen = "127.0.0.1:0"
-        default_region = "us"
-        geoip_db = {:?}
-        geoip_reload = "100ms"
-        [geo.regions.us]
-        cidrs = ["127.1.0.0/16"]
-        [geo.regions.eu]
-        countries = ["FR"]
-        [geo.regions.ap]
-        continents = ["AS"]
-        [geo.names."cdn.verge.test"]
-        max_answers = 1
-        "#,
+    // France and Asia join eu's and ap's blocks; the clients below are in neither.
+    let geo = geo_table(&format!(
+        "geoip_db = {:?}\ngeoip_reload = \"100ms\"\n\
+         regions.eu.countries = [\"FR\"]\nregions.ap.continents = [\"AS\"]\n\
+         names.\"cdn.verge.test\".max_answers = 1\n",
         db.display().to_string()
-    );
+    ));
     let control = start_geo_control(&geo).await;
-    let health = HealthServer::start().await;
-    for (region, addr) in [
-        ("us", "127.1.0.1"),
-        ("eu", "127.2.0.1"),
-        ("ap", "127.3.0.1"),
-    ] {
-        control
-            .register_edge(&format!("{region}-1"), region, addr, 1, &health.url)
-            .await;
-    }
+    let _health = one_edge_per_region(&control).await;
     let france = DnsClient::bind("127.4.0.9", control.dns_addr).await;
     let japan = DnsClient::bind("127.5.0.9", control.dns_addr).await;
     let nowhere = DnsClient::bind("127.6.0.9", control.dns_addr).await;

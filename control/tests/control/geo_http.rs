@@ -3,38 +3,19 @@
 
 use crate::geo_support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use geo_support::{
-    http_request, ip, start_geo_control, three_regions, wait_until, DnsClient, HealthServer,
-    HttpReply, GEO,
+    geo, get, http_request, ip, one_edge_per_region, start_geo_control, three_regions, wait_until,
+    DnsClient,
 };
 use hickory_proto::rr::RecordType;
 
-async fn get(from: &str, addr: SocketAddr, host: &str, path: &str) -> HttpReply {
-    http_request(
-        Some(ip(from)),
-        addr,
-        &format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"),
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_is_redirected_to_the_same_edge_dns_answers_with() {
-    let control = start_geo_control(GEO).await;
-    let health = HealthServer::start().await;
+    let control = start_geo_control(&geo()).await;
     // One edge per region, so DNS and HTTP have exactly one choice each.
-    for (region, addr) in [
-        ("us", "127.1.0.1"),
-        ("eu", "127.2.0.1"),
-        ("ap", "127.3.0.1"),
-    ] {
-        control
-            .register_edge(&format!("{region}-1"), region, addr, 1, &health.url)
-            .await;
-    }
+    let _health = one_edge_per_region(&control).await;
     for from in ["127.1.3.3", "127.2.3.3", "127.3.3.3"] {
         let reply = get(
             from,
@@ -78,7 +59,7 @@ async fn a_request_is_redirected_to_the_same_edge_dns_answers_with() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_host_is_not_found_with_a_message() {
-    let control = start_geo_control(GEO).await;
+    let control = start_geo_control(&geo()).await;
     let reply = get("127.1.0.9", control.steering_addr, "www.example.com", "/").await;
     assert_eq!(reply.status, 404);
     assert!(

@@ -8,73 +8,34 @@ use crate::geo_support;
 use crate::support;
 
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytes::Bytes;
-use geo_support::{http_request, ip, wait_until, DnsClient, HealthServer};
+use geo_support::{geo, get, ip, register_region, wait_until, DnsClient, HealthServer};
 use hickory_proto::rr::RecordType;
 use http::{Method, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use support::{closed_admin_url, registration, request, within, Reply};
+use support::{closed_admin_url, control_toml, registration, request, within, Reply, TestControl};
 use tempfile::TempDir;
-use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use verge_config::reload::{ConfigSource, ReloadError};
-use verge_config::wire::{Event, RoutingTable};
 use verge_config::{ControlConfig, ControlQuickStart};
 use verge_control::{ControlNode, ControlReloader};
 
-/// The token control starts with, and the one it is rotated to.
-const OLD: &str = "old-token-0123456789abcdef";
+/// The token control starts with (support's, which [`TestControl::admin`] sends), and the one
+/// it is rotated to.
+const OLD: &str = support::TOKEN;
 const NEW: &str = "new-token-0123456789abcdef";
 
-/// `[geo]` steering the loopback blocks 127.1/16 (us), 127.2/16 (eu), 127.3/16 (ap).
-const GEO: &str = r#"
-[geo]
-zone = "verge.test"
-dns_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-default_region = "us"
-[geo.regions.us]
-cidrs = ["127.1.0.0/16"]
-[geo.regions.eu]
-cidrs = ["127.2.0.0/16"]
-[geo.regions.ap]
-cidrs = ["127.3.0.0/16"]
-[geo.names."cdn.verge.test"]
-max_answers = 2
-"#;
-
-/// A control started from a configuration file, stopped when dropped.
+/// A control started from a configuration file, stopped when dropped; its admin and node APIs
+/// are [`TestControl`]'s.
 struct Reloadable {
+    control: TestControl,
     dir: TempDir,
     path: PathBuf,
-    node_addr: SocketAddr,
-    admin_addr: SocketAddr,
     dns_addr: Option<SocketAddr>,
     steering_addr: Option<SocketAddr>,
     reloader: ControlReloader,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-/// A control file on ephemeral ports with `token` inline, then `extra` (whole tables). Nodes
-/// stay up without heartbeats unless `extra` has a `[health]` table.
-fn control_file(data_dir: &Path, token: &str, extra: &str) -> String {
-    let mut text = format!(
-        "[controller]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-         data_dir = {:?}\ntoken = {token:?}\n\n{extra}\n",
-        data_dir.display().to_string(),
-    );
-    if !extra.contains("[health]") {
-        text.push_str("[health]\nheartbeat_timeout = \"60s\"\n");
-    }
-    text
 }
 
 /// Starts control from `control.toml` in a new temp dir, written by `text(dir)`.
@@ -89,28 +50,28 @@ async fn start(text: impl FnOnce(&Path) -> String) -> Reloadable {
     )
     .await
     .unwrap_or_else(|e| panic!("control did not start: {e}"));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let mut control = Reloadable {
-        dir,
-        path,
-        node_addr: node.node_addr,
-        admin_addr: node.admin_addr,
+    Reloadable {
         dns_addr: node.dns_addr,
         steering_addr: node.steering_addr,
         reloader: node.reloader(),
-        stop: Some(stop),
-        task: None,
-    };
-    control.task = Some(tokio::spawn(node.run(async move {
-        let _ = stopped.await;
-    })));
-    control
+        control: TestControl::spawn(node),
+        dir,
+        path,
+    }
 }
 
 /// Starts control with `token` and `extra`.
 async fn start_with(token: &str, extra: &str) -> Reloadable {
     let (token, extra) = (token.to_string(), extra.to_string());
-    start(move |data| control_file(data, &token, &extra)).await
+    start(move |data| control_toml(data, &token, &extra)).await
+}
+
+impl Deref for Reloadable {
+    type Target = TestControl;
+
+    fn deref(&self) -> &TestControl {
+        &self.control
+    }
 }
 
 impl Reloadable {
@@ -118,9 +79,9 @@ impl Reloadable {
         self.dir.path().join("data")
     }
 
-    /// Rewrites the file: `token` and `extra` as [`control_file`] makes them.
+    /// Rewrites the file: `token` and `extra` as [`control_toml`] makes them.
     fn rewrite(&self, token: &str, extra: &str) {
-        self.write(&control_file(&self.data_dir(), token, extra));
+        self.write(&control_toml(&self.data_dir(), token, extra));
     }
 
     /// Replaces the file's contents (by rename, as editors do).
@@ -130,26 +91,9 @@ impl Reloadable {
         std::fs::rename(&next, &self.path).unwrap();
     }
 
-    async fn admin_as(&self, token: Option<&str>, method: Method, path: &str, body: &str) -> Reply {
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let mut headers = vec![("content-type", "application/json")];
-        if let Some(auth) = &auth {
-            headers.push(("authorization", auth.as_str()));
-        }
-        request(
-            self.admin_addr,
-            method,
-            path,
-            &headers,
-            Bytes::from(body.to_string()),
-        )
-        .await
-    }
-
     /// `POST /v1/reload` with `token`.
     async fn reload(&self, token: &str) -> Reply {
-        self.admin_as(Some(token), Method::POST, "/v1/reload", "")
-            .await
+        self.admin_with(token, Method::POST, "/v1/reload", "").await
     }
 
     /// `POST /v1/reload` that must be applied: its report.
@@ -173,20 +117,9 @@ impl Reloadable {
 
     /// The status of a purge of everything, with `token`.
     async fn purge_as(&self, token: &str) -> StatusCode {
-        self.admin_as(Some(token), Method::POST, "/v1/purge", r#"{"all":true}"#)
+        self.admin_with(token, Method::POST, "/v1/purge", r#"{"all":true}"#)
             .await
             .status
-    }
-
-    /// The value of the `/metrics` sample whose line starts with `series`; 0 when absent.
-    async fn metric(&self, series: &str) -> f64 {
-        let reply = request(self.admin_addr, Method::GET, "/metrics", &[], Bytes::new()).await;
-        assert_eq!(reply.status, StatusCode::OK);
-        reply
-            .text()
-            .lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .map_or(0.0, |v| v.trim().parse().unwrap())
     }
 
     async fn reloads(&self, result: &str) -> f64 {
@@ -196,66 +129,23 @@ impl Reloadable {
         .await
     }
 
-    async fn routing(&self, token: &str) -> Value {
-        let reply = self
-            .admin_as(Some(token), Method::GET, "/v1/routing", "")
-            .await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-        reply.json()
-    }
-
+    /// The status of `POST /v1/register` with `body` (where [`TestControl::register`] would
+    /// assert success, these tests assert the status themselves).
     async fn register(&self, body: &Value) -> StatusCode {
-        request(
-            self.node_addr,
-            Method::POST,
-            "/v1/register",
-            &[("content-type", "application/json")],
-            Bytes::from(body.to_string()),
-        )
-        .await
-        .status
-    }
-
-    /// Registers edge `id` in `region`, serving at `data_ip:8080`, probed at `admin_url`.
-    async fn register_edge(&self, id: &str, region: &str, data_ip: &str, admin_url: &str) {
-        let body = json!({
-            "id": id, "role": "edge", "region": region,
-            "data_url": format!("http://{data_ip}:8080"), "admin_url": admin_url, "weight": 1,
-        });
-        assert_eq!(self.register(&body).await, StatusCode::OK, "register {id}");
+        self.post_register(body).await.status
     }
 
     /// `GET /v1/route?ip=...` on the steering listener.
     async fn route(&self, client: &str) -> Value {
         let addr = self.steering_addr.expect("HTTP steering is configured");
-        let reply = http_request(
-            None,
-            addr,
-            &format!(
-                "GET /v1/route?ip={client}&host=cdn.verge.test HTTP/1.1\r\nhost: steer\r\n\
-                 connection: close\r\n\r\n"
-            ),
-        )
-        .await;
+        let path = format!("/v1/route?ip={client}&host=cdn.verge.test");
+        let reply = get("127.0.0.1", addr, "steer", &path).await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         serde_json::from_str(&reply.body).unwrap()
     }
 
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            within("control to stop", task).await.unwrap();
-        }
-    }
-}
-
-impl Drop for Reloadable {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    async fn stop(self) {
+        self.control.stop().await;
     }
 }
 
@@ -294,7 +184,7 @@ async fn rotating_the_token_in_the_file_switches_the_purge_api_to_the_new_token(
     assert_eq!(control.purge_as(OLD).await, StatusCode::FORBIDDEN);
     assert_eq!(control.purge_as(NEW).await, StatusCode::ACCEPTED);
     let version = control
-        .admin_as(Some(NEW), Method::GET, "/v1/config/version", "")
+        .admin_with(NEW, Method::GET, "/v1/config/version", "")
         .await;
     assert_eq!(version.json(), json!({"version": 2}));
     assert_eq!(control.metric("verge_config_version").await, 2.0);
@@ -306,7 +196,7 @@ async fn a_rewritten_token_file_is_read_again_on_reload() {
     let control = start(|data| {
         let token_file = data.with_file_name("token");
         std::fs::write(&token_file, format!("{OLD}\n")).unwrap();
-        control_file(data, OLD, "").replace(
+        control_toml(data, OLD, "").replace(
             &format!("token = {OLD:?}"),
             &format!("token_file = {:?}", token_file.display().to_string()),
         )
@@ -346,11 +236,8 @@ async fn from_the_command_line_a_reload_reads_only_the_token_file_again() {
     let node = ControlNode::bind(config).await.unwrap();
     let reloader = node.reloader();
     assert_eq!(reloader.source(), &ConfigSource::CommandLine);
-    let admin = node.admin_addr;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(node.run(async move {
-        let _ = stopped.await;
-    }));
+    let control = TestControl::spawn(node);
+    let admin = control.admin_addr;
 
     let unchanged = reloader.reload_async().await.unwrap();
     assert_eq!((unchanged.version, unchanged.changed.len()), (1, 0));
@@ -388,8 +275,7 @@ async fn from_the_command_line_a_reload_reads_only_the_token_file_again() {
     }
     assert_eq!(purge(NEW).await, StatusCode::ACCEPTED);
     assert_eq!(reloader.version(), 2);
-    let _ = stop.send(());
-    within("control to stop", task).await.unwrap();
+    control.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -449,7 +335,7 @@ async fn an_invalid_file_is_refused_with_every_key_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_listen_needs_a_restart_and_nothing_is_applied() {
     let control = start_with(OLD, "").await;
-    let text = control_file(&control.data_dir(), NEW, "[purge]\nburst = 1\n").replace(
+    let text = control_toml(&control.data_dir(), NEW, "[purge]\nburst = 1\n").replace(
         "listen = \"127.0.0.1:0\"\nadmin",
         "listen = \"127.0.0.1:1\"\nadmin",
     );
@@ -469,7 +355,7 @@ async fn changing_listen_needs_a_restart_and_nothing_is_applied() {
     assert_eq!(control.reloads("needs_restart").await, 1.0);
 
     // The data directory and the purge log's retention are fixed at start too.
-    let moved = control_file(
+    let moved = control_toml(
         &control.dir.path().join("elsewhere"),
         OLD,
         "[purge]\nlog_retain = 9\n",
@@ -494,9 +380,9 @@ async fn changing_a_region_fallback_publishes_a_new_routing_table_version() {
             .await,
         StatusCode::OK
     );
-    let mut stream = EventStream::open(control.node_addr, "e1").await;
-    let first = stream.next_routing().await;
-    let before = control.routing(OLD).await;
+    let mut stream = control.events("e1", None).await;
+    let first = stream.expect_routing().await;
+    let before = control.routing().await;
     assert_eq!(before["version"], first.version);
     let us = |table: &Value| {
         table["regions"]
@@ -512,7 +398,7 @@ async fn changing_a_region_fallback_publishes_a_new_routing_table_version() {
     control.rewrite(OLD, &regions(r#"["ap", "eu"]"#));
     let report = control.reload_ok(OLD).await;
     assert_eq!(changed(&report), ["regions"]);
-    let after = control.routing(OLD).await;
+    let after = control.routing().await;
     assert_eq!(after["version"], first.version + 1);
     assert_eq!(us(&after), json!(["ap", "eu"]));
     assert_eq!(
@@ -520,7 +406,7 @@ async fn changing_a_region_fallback_publishes_a_new_routing_table_version() {
         (first.version + 1) as f64
     );
     // The node is pushed the new table.
-    let pushed = stream.next_routing().await;
+    let pushed = stream.expect_routing().await;
     assert_eq!(pushed.version, first.version + 1);
     let fallback: Vec<&str> = pushed
         .regions
@@ -543,21 +429,15 @@ async fn changing_a_region_fallback_publishes_a_new_routing_table_version() {
     );
     let report = control.reload_ok(OLD).await;
     assert_eq!(changed(&report), ["regions"]);
-    assert_eq!(control.routing(OLD).await["version"], first.version + 1);
+    assert_eq!(control.routing().await["version"], first.version + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_geo_change_moves_steering_answers_after_reload() {
-    let control = start_with(OLD, GEO).await;
+    let control = start_with(OLD, &geo()).await;
     let health = HealthServer::start().await;
-    for (id, addr) in [
-        ("us-1", "127.1.0.1"),
-        ("us-2", "127.1.0.2"),
-        ("ap-1", "127.3.0.1"),
-    ] {
-        let region = &id[..2];
-        control.register_edge(id, region, addr, &health.url).await;
-    }
+    register_region(&control, "us", 2, &health.url).await;
+    register_region(&control, "ap", 1, &health.url).await;
     let dns_addr = control.dns_addr.expect("DNS is configured");
     let dns = DnsClient::bind("127.1.3.3", dns_addr).await;
     assert_eq!(
@@ -573,13 +453,10 @@ async fn a_geo_change_moves_steering_answers_after_reload() {
     );
 
     // One answer per name, and 127.2/16 moves to ap.
-    let moved = GEO
+    let moved = geo()
         .replace("max_answers = 2", "max_answers = 1")
-        .replace("cidrs = [\"127.2.0.0/16\"]", "cidrs = []")
-        .replace(
-            "cidrs = [\"127.3.0.0/16\"]",
-            "cidrs = [\"127.3.0.0/16\", \"127.2.0.0/16\"]",
-        );
+        .replace("[\"127.2.0.0/16\", ", "[")
+        .replace("[\"127.3.0.0/16\"]", "[\"127.3.0.0/16\", \"127.2.0.0/16\"]");
     control.rewrite(OLD, &moved);
     let report = control.reload_ok(OLD).await;
     assert_eq!(report, json!({"version": 2, "changed": ["geo"]}));
@@ -606,9 +483,9 @@ async fn a_geo_change_moves_steering_answers_after_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_geoip_database_that_cannot_be_loaded_is_refused_and_nothing_changes() {
-    let control = start_with(OLD, GEO).await;
+    let control = start_with(OLD, &geo()).await;
     let missing = control.dir.path().join("missing.mmdb");
-    let text = GEO.replace(
+    let text = geo().replace(
         "default_region = \"us\"",
         &format!(
             "default_region = \"us\"\ngeoip_db = {:?}",
@@ -642,9 +519,7 @@ async fn a_reload_without_the_token_is_refused_and_reads_nothing() {
         .admin_as(None, Method::GET, "/v1/config/version", "")
         .await;
     assert_eq!(version.status, StatusCode::UNAUTHORIZED);
-    let get = control
-        .admin_as(Some(OLD), Method::GET, "/v1/reload", "")
-        .await;
+    let get = control.admin_with(OLD, Method::GET, "/v1/reload", "").await;
     assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED);
 
     assert_eq!(control.purge_as(OLD).await, StatusCode::ACCEPTED);
@@ -673,22 +548,23 @@ async fn reloading_an_unchanged_file_changes_nothing_and_keeps_the_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reload_metrics_count_each_result() {
-    let control = start_with(OLD, GEO).await;
+    let geo = geo();
+    let control = start_with(OLD, &geo).await;
     assert_eq!(control.metric("verge_config_version").await, 1.0);
     for result in ["ok", "unchanged", "invalid", "needs_restart", "failed"] {
         assert_eq!(control.reloads(result).await, 0.0, "{result}");
     }
     control.reload_ok(OLD).await;
     control.reload_ok(OLD).await;
-    control.rewrite(OLD, &format!("{GEO}\n[streams]\nmax_nodes = 10\n"));
+    control.rewrite(OLD, &format!("{geo}\n[streams]\nmax_nodes = 10\n"));
     control.reload_ok(OLD).await;
     control.rewrite(OLD, "[health]\nrise = none\n");
     control.reload_refused(OLD).await;
-    control.rewrite(OLD, &GEO.replace("http_listen = \"127.0.0.1:0\"\n", ""));
+    control.rewrite(OLD, &geo.replace("http_listen = \"127.0.0.1:0\"\n", ""));
     control.reload_refused(OLD).await;
     control.rewrite(
         OLD,
-        &GEO.replace(
+        &geo.replace(
             "zone = \"verge.test\"",
             "zone = \"verge.test\"\ngeoip_db = \"/nonexistent/db.mmdb\"",
         ),
@@ -722,7 +598,7 @@ async fn purge_health_and_stream_settings_apply_without_a_restart() {
     );
     let e1_is = |healthy: bool| {
         let control = &control;
-        async move { control.routing(OLD).await["regions"][0]["edges"][0]["healthy"] == healthy }
+        async move { control.routing().await["regions"][0]["edges"][0]["healthy"] == healthy }
     };
     assert!(e1_is(true).await);
 
@@ -773,65 +649,4 @@ async fn concurrent_reloads_apply_a_change_once() {
 fn the_reloader_is_a_cheap_shared_handle() {
     fn shared<T: Clone + Send + Sync + 'static>() {}
     shared::<ControlReloader>();
-}
-
-/// A node's push stream read as NDJSON lines.
-struct EventStream {
-    body: Incoming,
-    buf: Vec<u8>,
-    conn: JoinHandle<()>,
-}
-
-impl EventStream {
-    async fn open(addr: SocketAddr, node: &str) -> EventStream {
-        let stream = within("connect", TcpStream::connect(addr)).await.unwrap();
-        let (mut sender, conn) = within(
-            "handshake",
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)),
-        )
-        .await
-        .unwrap();
-        let conn = tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let request = http::Request::get(format!("/v1/events?node={node}"))
-            .header("host", addr.to_string())
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let response = within("events", sender.send_request(request))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        EventStream {
-            body: response.into_body(),
-            buf: Vec::new(),
-            conn,
-        }
-    }
-
-    /// The next routing event's table (other events are skipped).
-    async fn next_routing(&mut self) -> RoutingTable {
-        within("a routing event", async {
-            loop {
-                if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = self.buf.drain(..=end).collect();
-                    if let Event::Routing { table, .. } = serde_json::from_slice(&line).unwrap() {
-                        return table;
-                    }
-                    continue;
-                }
-                let frame = self.body.frame().await.expect("the stream ended").unwrap();
-                if let Ok(data) = frame.into_data() {
-                    self.buf.extend_from_slice(&data);
-                }
-            }
-        })
-        .await
-    }
-}
-
-impl Drop for EventStream {
-    fn drop(&mut self) {
-        self.conn.abort();
-    }
 }

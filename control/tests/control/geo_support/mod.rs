@@ -3,148 +3,84 @@
 //! region, and DNS and HTTP clients bound to source addresses in the region blocks of the
 //! architecture page (127.1/16 us, 127.2/16 eu, 127.3/16 ap).
 //!
+//! The `[geo]` table itself is [`geo_toml`], which the unit tests and benches include too.
+//!
 //! Every network wait is bounded by [`IO_TIMEOUT`]; conditions are awaited with [`wait_until`].
 
 // Each test file uses a different part of this module; and this is test code, where a failed
 // setup step is a failed test.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod geo_toml;
+
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Deref;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use verge_config::ControlConfig;
-use verge_control::ControlNode;
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
-pub use crate::support::{wait_until, within, IO_TIMEOUT};
+use crate::support::{bind_control, TestControl};
+pub use crate::support::{wait_until, within, HealthServer, IO_TIMEOUT};
 
-/// The `[geo]` part every test shares: zone verge.test, regions by loopback block, names
-/// `cdn.verge.test` (2 answers) and `one.verge.test` (1 answer).
-pub const GEO: &str = r#"
-[regions.us]
-fallback = ["eu", "ap"]
-[regions.eu]
-fallback = ["us", "ap"]
-[regions.ap]
-fallback = ["eu", "us"]
+/// The `[geo]` part every test shares: [`geo_toml::geo_table`] answering with TTL 5s for names
+/// `cdn.verge.test` (2 answers) and `one.verge.test` (1 answer), after each region's fallback
+/// order.
+pub fn geo() -> String {
+    let regions = "[regions.us]\nfallback = [\"eu\", \"ap\"]\n\
+                   [regions.eu]\nfallback = [\"us\", \"ap\"]\n\
+                   [regions.ap]\nfallback = [\"eu\", \"us\"]\n";
+    let geo = geo_toml::geo_table(
+        "ttl = \"5s\"\n\
+         names.\"cdn.verge.test\".max_answers = 2\n\
+         names.\"one.verge.test\".max_answers = 1\n",
+    );
+    format!("{regions}{geo}")
+}
 
-[geo]
-zone = "verge.test"
-dns_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-default_region = "us"
-ttl = "5s"
-[geo.regions.us]
-cidrs = ["127.1.0.0/16"]
-[geo.regions.eu]
-cidrs = ["127.2.0.0/16"]
-[geo.regions.ap]
-cidrs = ["127.3.0.0/16"]
-[geo.names."cdn.verge.test"]
-max_answers = 2
-[geo.names."one.verge.test"]
-max_answers = 1
-"#;
-
-/// A control with `[geo]`, on ephemeral ports, stopped when dropped.
+/// A control with `[geo]`, on ephemeral ports, stopped when dropped; the admin and node APIs
+/// are those of [`TestControl`].
 pub struct GeoControl {
-    pub node_addr: SocketAddr,
-    pub admin_addr: SocketAddr,
+    control: TestControl,
     pub dns_addr: SocketAddr,
     pub steering_addr: SocketAddr,
     _dir: TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
 }
 
-/// Starts control with [`GEO`] (or `geo` instead) and fast health checks: probes every 50 ms,
-/// one failure takes an edge down once its (never sent) heartbeats are 300 ms stale.
+/// Fast health checks: probes every 50 ms, one failure takes an edge down once its (never sent)
+/// heartbeats are 300 ms stale.
+const FAST_HEALTH: &str = "[health]\nheartbeat_interval = \"100ms\"\nheartbeat_timeout = \"300ms\"\n\
+                           probe_interval = \"50ms\"\nprobe_timeout = \"200ms\"\nrise = 1\nfall = 1\n";
+
+/// Starts control with `geo` (e.g. [`geo()`]) and [`FAST_HEALTH`].
 pub async fn start_geo_control(geo: &str) -> GeoControl {
     let dir = TempDir::new().unwrap();
-    let text = format!(
-        "[controller]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-         data_dir = {:?}\ntoken = \"test-token-0123456789abcdef\"\n\
-         [health]\nheartbeat_interval = \"100ms\"\nheartbeat_timeout = \"300ms\"\n\
-         probe_interval = \"50ms\"\nprobe_timeout = \"200ms\"\nrise = 1\nfall = 1\n{geo}\n",
-        dir.path().display().to_string(),
-    );
-    let config =
-        ControlConfig::from_toml(&text).unwrap_or_else(|e| panic!("test config is invalid: {e}"));
-    let node = within("control start", ControlNode::bind(config))
-        .await
-        .unwrap_or_else(|e| panic!("control did not start: {e}"));
+    let node = bind_control(dir.path(), &format!("{FAST_HEALTH}{geo}")).await;
     let (dns_addr, steering_addr) = (
         node.dns_addr.expect("DNS is configured"),
         node.steering_addr.expect("HTTP steering is configured"),
     );
-    let (node_addr, admin_addr) = (node.node_addr, node.admin_addr);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(node.run(async move {
-        let _ = stopped.await;
-    }));
     GeoControl {
-        node_addr,
-        admin_addr,
+        control: TestControl::spawn(node),
         dns_addr,
         steering_addr,
         _dir: dir,
-        stop: Some(stop),
-        task: Some(task),
+    }
+}
+
+impl Deref for GeoControl {
+    type Target = TestControl;
+
+    fn deref(&self) -> &TestControl {
+        &self.control
     }
 }
 
 impl GeoControl {
-    /// Registers edge `id` in `region`, serving at `data_ip:8080`, probed at `admin_url`.
-    pub async fn register_edge(
-        &self,
-        id: &str,
-        region: &str,
-        data_ip: &str,
-        weight: u32,
-        admin_url: &str,
-    ) {
-        let body = serde_json::json!({
-            "id": id,
-            "role": "edge",
-            "region": region,
-            "data_url": format!("http://{data_ip}:8080"),
-            "admin_url": admin_url,
-            "weight": weight,
-        })
-        .to_string();
-        let reply = http_request(
-            None,
-            self.node_addr,
-            &format!(
-                "POST /v1/register HTTP/1.1\r\nhost: control\r\ncontent-type: application/json\r\n\
-                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            ),
-        )
-        .await;
-        assert_eq!(reply.status, 200, "register {id}: {}", reply.body);
-    }
-
-    /// `GET /v1/routing` on the admin API.
-    pub async fn routing(&self) -> serde_json::Value {
-        let reply = http_request(
-            None,
-            self.admin_addr,
-            "GET /v1/routing HTTP/1.1\r\nhost: control\r\n\
-             authorization: Bearer test-token-0123456789abcdef\r\nconnection: close\r\n\r\n",
-        )
-        .await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        serde_json::from_str(&reply.body).unwrap()
-    }
-
     /// Whether the routing table has edge `id` with this health.
     pub async fn edge_is(&self, id: &str, healthy: bool) -> bool {
         let table = self.routing().await;
@@ -156,74 +92,31 @@ impl GeoControl {
                 .any(|e| e["id"] == id && e["healthy"] == healthy)
         })
     }
+}
 
-    /// The admin `/metrics` sample whose line starts with `series`; 0 when absent.
-    pub async fn metric(&self, series: &str) -> f64 {
-        let reply = http_request(
-            None,
-            self.admin_addr,
-            "GET /metrics HTTP/1.1\r\nhost: control\r\nconnection: close\r\n\r\n",
-        )
-        .await;
-        reply
-            .body
-            .lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .map_or(0.0, |v| v.trim().parse().unwrap())
-    }
+/// The regions in the order of their blocks: region `REGIONS[n]` holds 127.{n+1}/16.
+pub const REGIONS: [&str; 3] = ["us", "eu", "ap"];
 
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            within("control to stop", task).await.unwrap();
-        }
+/// Registers edges `{region}-1` to `{region}-{count}` (weights 1) at 127.N.0.1 to 127.N.0.count
+/// in the region's block 127.N/16, each probed at `admin_url`.
+pub async fn register_region(control: &TestControl, region: &str, count: u8, admin_url: &str) {
+    let n = 1 + REGIONS.iter().position(|r| *r == region).unwrap();
+    for e in 1..=count {
+        let (id, data_ip) = (format!("{region}-{e}"), format!("127.{n}.0.{e}"));
+        control
+            .register_edge(&id, region, &data_ip, 1, admin_url)
+            .await;
     }
 }
 
-impl Drop for GeoControl {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+/// One edge per region (us-1 at 127.1.0.1, eu-1 at 127.2.0.1, ap-1 at 127.3.0.1), all probed
+/// at the health server returned, which the test must keep.
+pub async fn one_edge_per_region(control: &TestControl) -> HealthServer {
+    let health = HealthServer::start().await;
+    for region in REGIONS {
+        register_region(control, region, 1, &health.url).await;
     }
-}
-
-/// A node admin listener answering `200 ok` to anything, until stopped.
-pub struct HealthServer {
-    pub url: String,
-    task: JoinHandle<()>,
-}
-
-impl HealthServer {
-    pub async fn start() -> HealthServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    return;
-                };
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 2048];
-                    let _ = stream.read(&mut buf).await;
-                    let _ = stream
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                        )
-                        .await;
-                });
-            }
-        });
-        HealthServer { url, task }
-    }
-
-    /// Closes the listener: probes are refused from now on.
-    pub async fn stop(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
+    health
 }
 
 /// An HTTP response read whole.
@@ -273,6 +166,16 @@ pub async fn http_request(from: Option<IpAddr>, addr: SocketAddr, request: &str)
         headers,
         body: body.to_string(),
     }
+}
+
+/// `GET path` with `Host: host`, from source address `from`.
+pub async fn get(from: &str, addr: SocketAddr, host: &str, path: &str) -> HttpReply {
+    http_request(
+        Some(ip(from)),
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"),
+    )
+    .await
 }
 
 /// A DNS query for `name`/`qtype`, with an EDNS Client Subnet when `ecs` is given.
@@ -383,11 +286,7 @@ pub fn addresses(message: &Message) -> Vec<IpAddr> {
     message
         .answers()
         .iter()
-        .filter_map(|r| match r.data() {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        })
+        .filter_map(|r| r.data().ip_addr())
         .collect()
 }
 
@@ -415,21 +314,11 @@ pub struct ThreeRegions {
 }
 
 pub async fn three_regions() -> ThreeRegions {
-    let control = start_geo_control(GEO).await;
+    let control = start_geo_control(&geo()).await;
     let mut health = Vec::new();
-    for (n, region) in ["us", "eu", "ap"].iter().enumerate() {
+    for region in REGIONS {
         let server = HealthServer::start().await;
-        for e in 1..=2 {
-            control
-                .register_edge(
-                    &format!("{region}-{e}"),
-                    region,
-                    &format!("127.{}.0.{e}", n + 1),
-                    1,
-                    &server.url,
-                )
-                .await;
-        }
+        register_region(&control, region, 2, &server.url).await;
         health.push((region.to_string(), server));
     }
     ThreeRegions { control, health }

@@ -4,15 +4,15 @@
 //!
 //! - [`TestControl`]: a running [`ControlNode`] with helpers for the admin and node APIs;
 //! - [`EventReader`]: a node's push stream, read line by line with bounded waits;
-//! - [`HealthServer`]: a node admin listener that answers `/healthz`;
+//! - [`HealthServer`]: a node admin listener that answers its probes;
 //! - [`raw_exchange`]: bytes in, every byte until the server closes out.
 //!
-//! Every network wait is bounded by [`IO_TIMEOUT`]; conditions are awaited with [`wait_until`].
+//! Every network wait is bounded by [`IO_TIMEOUT`] ([`within`]); conditions are awaited with
+//! [`wait_until`], the workspace's one from `verge-testkit`.
 
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -32,50 +32,32 @@ use verge_config::wire::{Event, MAX_EVENT_LINE_BYTES};
 use verge_config::ControlConfig;
 use verge_control::ControlNode;
 
+pub use verge_testkit::wait_until;
+
 /// Bound on any single network wait (a request, a connect, a read to the end).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The admin bearer token of every test control.
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
-/// A configuration on ephemeral ports with `data_dir`, then `extra` TOML (whole tables, e.g.
-/// `"[purge]\nlog_retain = 3"`). Nodes stay up without heartbeats unless a test says otherwise.
-pub fn control_toml(data_dir: &Path, extra: &str) -> String {
-    let has = |table: &str| extra.contains(&format!("[{table}]"));
+/// A configuration on ephemeral ports with `data_dir` and the admin `token`, then `extra` TOML
+/// (whole tables, e.g. `"[purge]\nlog_retain = 3"`). Nodes stay up without heartbeats unless
+/// `extra` has a `[health]` table.
+pub fn control_toml(data_dir: &Path, token: &str, extra: &str) -> String {
     let mut text = format!(
         "[controller]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-         data_dir = {:?}\ntoken = {TOKEN:?}\n\n{extra}\n",
+         data_dir = {:?}\ntoken = {token:?}\n\n{extra}\n",
         data_dir.display().to_string(),
     );
-    if !has("health") {
+    if !extra.contains("[health]") {
         text.push_str("[health]\nheartbeat_timeout = \"60s\"\n");
     }
     text
 }
 
-/// Polls `condition` until it holds; panics naming `what` if it does not within `deadline`.
-pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let give_up = tokio::time::Instant::now() + deadline;
-    loop {
-        if condition().await {
-            return;
-        }
-        if tokio::time::Instant::now() >= give_up {
-            panic!("timed out after {deadline:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// `future`, or a panic naming `what` after [`IO_TIMEOUT`].
 pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(IO_TIMEOUT, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {IO_TIMEOUT:?}"))
+    verge_testkit::within(what, IO_TIMEOUT, future).await
 }
 
 /// A control service running in the test's runtime; stopped when dropped.
@@ -86,24 +68,18 @@ pub struct TestControl {
     task: Option<JoinHandle<()>>,
 }
 
-/// Starts control with [`control_toml`]`(data_dir, extra)`.
-pub async fn start_control(data_dir: &Path, extra: &str) -> TestControl {
-    let config = ControlConfig::from_toml(&control_toml(data_dir, extra))
+/// Binds control to [`control_toml`]`(data_dir, TOKEN, extra)`, not running yet.
+pub async fn bind_control(data_dir: &Path, extra: &str) -> ControlNode {
+    let config = ControlConfig::from_toml(&control_toml(data_dir, TOKEN, extra))
         .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
-    let node = within("control start", ControlNode::bind(config))
+    within("control start", ControlNode::bind(config))
         .await
-        .unwrap_or_else(|e| panic!("control did not start: {e}"));
-    let (node_addr, admin_addr) = (node.node_addr, node.admin_addr);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(node.run(async move {
-        let _ = stopped.await;
-    }));
-    TestControl {
-        node_addr,
-        admin_addr,
-        stop: Some(stop),
-        task: Some(task),
-    }
+        .unwrap_or_else(|e| panic!("control did not start: {e}"))
+}
+
+/// Starts control with [`control_toml`]`(data_dir, TOKEN, extra)`.
+pub async fn start_control(data_dir: &Path, extra: &str) -> TestControl {
+    TestControl::spawn(bind_control(data_dir, extra).await)
 }
 
 /// A response read whole.
@@ -238,9 +214,29 @@ pub async fn closed_admin_url() -> String {
 }
 
 impl TestControl {
+    /// Runs bound control `node` in the test's runtime.
+    pub fn spawn(node: ControlNode) -> TestControl {
+        let (node_addr, admin_addr) = (node.node_addr, node.admin_addr);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(node.run(async move {
+            let _ = stopped.await;
+        }));
+        TestControl {
+            node_addr,
+            admin_addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     /// An admin API request with the right token.
     pub async fn admin(&self, method: Method, path: &str, body: &str) -> Reply {
-        let auth = format!("Bearer {TOKEN}");
+        self.admin_with(TOKEN, method, path, body).await
+    }
+
+    /// An admin API request with bearer `token`.
+    pub async fn admin_with(&self, token: &str, method: Method, path: &str, body: &str) -> Reply {
+        let auth = format!("Bearer {token}");
         self.admin_as(Some(&auth), method, path, body).await
     }
 
@@ -296,11 +292,50 @@ impl TestControl {
         self.purge(&serde_json::json!({ "urls": [url(n)] })).await
     }
 
+    /// `POST /v1/register` with `body`.
+    pub async fn post_register(&self, body: &Value) -> Reply {
+        self.node(Method::POST, "/v1/register", &body.to_string())
+            .await
+    }
+
     /// Registers a node that must be accepted.
     pub async fn register(&self, id: &str, role: &str, admin_url: &str) {
-        let body = registration(id, role, admin_url).to_string();
-        let reply = self.node(Method::POST, "/v1/register", &body).await;
+        let reply = self.post_register(&registration(id, role, admin_url)).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    }
+
+    /// Registers edge `id` in `region`, serving at `data_ip:8080`, probed at `admin_url`; it
+    /// must be accepted.
+    pub async fn register_edge(
+        &self,
+        id: &str,
+        region: &str,
+        data_ip: &str,
+        weight: u32,
+        admin_url: &str,
+    ) {
+        let body = serde_json::json!({
+            "id": id,
+            "role": "edge",
+            "region": region,
+            "data_url": format!("http://{data_ip}:8080"),
+            "admin_url": admin_url,
+            "weight": weight,
+        });
+        let reply = self.post_register(&body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "register {id}: {}",
+            reply.text()
+        );
+    }
+
+    /// `GET /v1/routing` on the admin API.
+    pub async fn routing(&self) -> Value {
+        let reply = self.admin(Method::GET, "/v1/routing", "").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        reply.json()
     }
 
     /// Acknowledges purges up to `seq` for node `id`.
@@ -507,7 +542,8 @@ impl Drop for EventReader {
     }
 }
 
-/// A node's admin listener answering `GET /healthz` with 200.
+/// A node's admin listener answering `200 ok` to any request, one request a connection (so
+/// a stopped server answers no probe, pooled or not).
 pub struct HealthServer {
     pub url: String,
     task: JoinHandle<()>,
@@ -520,21 +556,14 @@ impl HealthServer {
             .unwrap_or_else(|e| panic!("cannot bind: {e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            while let Ok((mut stream, _)) = listener.accept().await {
                 tokio::spawn(async move {
-                    let service =
-                        hyper::service::service_fn(|request: Request<Incoming>| async move {
-                            let status = if request.uri().path() == "/healthz" {
-                                StatusCode::OK
-                            } else {
-                                StatusCode::NOT_FOUND
-                            };
-                            let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
-                            *response.status_mut() = status;
-                            Ok::<_, Infallible>(response)
-                        });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
+                    let mut buf = [0u8; 2048];
+                    let _ = stream.read(&mut buf).await;
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
                         .await;
                 });
             }
@@ -543,6 +572,12 @@ impl HealthServer {
             url: format!("http://{addr}"),
             task,
         }
+    }
+
+    /// Closes the listener: probes are refused from now on.
+    pub async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
     }
 }
 
