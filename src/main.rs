@@ -13,8 +13,8 @@ use verge_config::control::defaults as control_defaults;
 use verge_config::edge::defaults;
 use verge_config::wire::PurgeSpec;
 use verge_config::{
-    detect_role, ConfigErrors, ConfigSource, ControlConfig, ControlQuickStart, EdgeConfig,
-    EdgeQuickStart, Role, ShieldConfig, ShieldQuickStart,
+    detect_role, ConfigErrors, ConfigFile, ConfigSource, ControlConfig, ControlQuickStart,
+    EdgeConfig, EdgeQuickStart, Role, ShieldConfig, ShieldQuickStart,
 };
 use verge_control::ControlNode;
 use verge_demo::bench::{BenchCommand, WorkloadArgs};

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -165,11 +165,6 @@ impl ControlConfig {
     /// `token_file` is read here.
     pub fn from_toml(text: &str) -> Result<ControlConfig, ConfigErrors> {
         validate(crate::raw::parse(text)?)
-    }
-
-    /// Reads a file and validates it; the file's path is named in a read error.
-    pub fn from_file(path: &Path) -> Result<ControlConfig, ConfigErrors> {
-        ControlConfig::from_toml(&crate::raw::read(path)?)
     }
 
     /// This configuration with its token read again from `token_file` (unchanged without one).

@@ -1,8 +1,6 @@
 //! The edge role's configuration: the node tables every cache node has ([`crate::node`]), an
 //! `[upstream]` origin and the `[shields]` that misses may go to instead.
 
-use std::path::Path;
-
 use crate::error::{Collector, ConfigErrors};
 use crate::ids::{NodeId, RegionId};
 use crate::node::{validate_node, RawNodeSection};
@@ -43,11 +41,6 @@ impl EdgeConfig {
     /// Parses and validates an edge configuration, reporting every problem found.
     pub fn from_toml(text: &str) -> Result<EdgeConfig, ConfigErrors> {
         validate(crate::raw::parse(text)?)
-    }
-
-    /// Reads a file and validates it; the file's path is named in a read error.
-    pub fn from_file(path: &Path) -> Result<EdgeConfig, ConfigErrors> {
-        EdgeConfig::from_toml(&crate::raw::read(path)?)
     }
 }
 

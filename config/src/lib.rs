@@ -23,7 +23,7 @@
 //! - [`wire`]: what control and the nodes exchange (routing tables, purges, events).
 //!
 //! Loading from a string is pure ([`EdgeConfig::from_toml`]); reading a file is a thin wrapper
-//! ([`EdgeConfig::from_file`]).
+//! ([`ConfigFile::from_file`]).
 
 pub mod control;
 pub mod edge;
@@ -51,7 +51,7 @@ pub use ids::{NodeId, RegionId};
 pub use node::{AdminConfig, CacheConfig, ServerConfig};
 pub use node_control::NodeControlConfig;
 pub use quick_start::{ControlQuickStart, EdgeQuickStart, ShieldQuickStart};
-pub use reload::{ConfigSource, FileWatch, ReloadError, ReloadReport};
+pub use reload::{ConfigFile, ConfigSource, FileWatch, ReloadError, ReloadReport};
 pub use shield::{OriginPoolConfig, ShieldConfig};
 pub use shields::{ShieldSpec, ShieldsConfig};
 pub use tls::{CertificateFiles, ClientTlsConfig, TlsServerConfig, TlsVersion, UnknownSni};

@@ -11,6 +11,36 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigErrors;
 
+/// A role's configuration file, parsed from TOML and validated whole: what a reload reads
+/// again.
+pub trait ConfigFile: Sized {
+    /// Parses and validates `text`, reporting every problem with its key path.
+    fn from_toml(text: &str) -> Result<Self, ConfigErrors>;
+
+    /// Reads a file and validates it; the file's path is named in a read error.
+    fn from_file(path: &Path) -> Result<Self, ConfigErrors> {
+        Self::from_toml(&crate::raw::read(path)?)
+    }
+}
+
+impl ConfigFile for crate::EdgeConfig {
+    fn from_toml(text: &str) -> Result<Self, ConfigErrors> {
+        crate::EdgeConfig::from_toml(text)
+    }
+}
+
+impl ConfigFile for crate::ShieldConfig {
+    fn from_toml(text: &str) -> Result<Self, ConfigErrors> {
+        crate::ShieldConfig::from_toml(text)
+    }
+}
+
+impl ConfigFile for crate::ControlConfig {
+    fn from_toml(text: &str) -> Result<Self, ConfigErrors> {
+        crate::ControlConfig::from_toml(text)
+    }
+}
+
 /// Where a role's configuration comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigSource {

@@ -3,7 +3,6 @@
 //! host names.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Collector, ConfigErrors};
@@ -101,11 +100,6 @@ impl ShieldConfig {
     /// Parses and validates a shield configuration, reporting every problem found.
     pub fn from_toml(text: &str) -> Result<ShieldConfig, ConfigErrors> {
         validate(crate::raw::parse(text)?)
-    }
-
-    /// Reads a file and validates it; the file's path is named in a read error.
-    pub fn from_file(path: &Path) -> Result<ShieldConfig, ConfigErrors> {
-        ShieldConfig::from_toml(&crate::raw::read(path)?)
     }
 }
 

@@ -19,7 +19,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use verge_config::reload::{ConfigSource, ReloadError, ReloadReport};
-use verge_config::ControlConfig;
+use verge_config::{ConfigFile, ControlConfig};
 
 use crate::geo::LiveGeo;
 use crate::service::Control;

@@ -1,12 +1,11 @@
 //! The edge role as the node runtime sees it: its settings, how its upstream (the origin, or
 //! the origin shields) is built, and what a configuration reload may change.
 
-use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use prometheus::{IntGauge, Registry};
 use verge_config::wire::NodeRole;
-use verge_config::{ConfigErrors, EdgeConfig};
+use verge_config::EdgeConfig;
 
 use verge_node::metrics::NodeMetrics;
 use verge_node::{NodeControl, NodeSettings, OriginUpstream, Role, StartError};
@@ -85,14 +84,6 @@ impl Role for EdgeRole {
     type Config = EdgeConfig;
     type Upstream = EdgeUpstream;
     const TABLE: &'static str = "edge";
-
-    fn load(path: &Path) -> Result<EdgeConfig, ConfigErrors> {
-        EdgeConfig::from_file(path)
-    }
-
-    fn parse(toml: &str) -> Result<EdgeConfig, ConfigErrors> {
-        EdgeConfig::from_toml(toml)
-    }
 
     fn settings(config: &EdgeConfig) -> NodeSettings<'_> {
         edge_settings(config)

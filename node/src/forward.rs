@@ -15,9 +15,8 @@ use verge_cache::CacheKey;
 
 use crate::body::ResponseBody;
 use crate::error::RequestError;
-use crate::failover::Hop;
+use crate::failover::{Attempt, Hop};
 use crate::headers::{strip_cdn_only, strip_hop_by_hop, CacheStatus, CACHE_STATUS};
-use crate::metrics::UpstreamResult;
 use crate::pipeline::{CachePipeline, RequestContext};
 use crate::upstream::{Upstream, UpstreamBody, UpstreamResponseBody};
 
@@ -122,11 +121,8 @@ impl<U: Upstream> CachePipeline<U> {
         let started = std::time::Instant::now();
         let result = self.upstream.send(request, hop).await;
         let label = match &result {
-            Ok(_) => UpstreamResult::Ok,
-            Err(RequestError::UpstreamConnect { .. }) => UpstreamResult::ConnectError,
-            Err(RequestError::UpstreamTimeout { .. }) => UpstreamResult::Timeout,
-            Err(RequestError::UpstreamSaturated { .. }) => UpstreamResult::Saturated,
-            Err(_) => UpstreamResult::Error,
+            Ok(_) => Attempt::Ok,
+            Err(error) => Attempt::of_error(error),
         };
         self.metrics.observe_upstream(label, started.elapsed());
         result

@@ -6,6 +6,8 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
+use crate::failover::Attempt;
+
 /// How a request was answered; the `cache_status` label of request metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestOutcome {
@@ -47,29 +49,6 @@ impl RequestOutcome {
             RequestOutcome::Error => "error",
             RequestOutcome::Stale => "stale",
             RequestOutcome::Revalidated => "revalidated",
-        }
-    }
-}
-
-/// The result of one upstream request; the `result` label of upstream metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamResult {
-    Ok,
-    ConnectError,
-    Timeout,
-    /// No connection slot came free in time (`upstream.max_connections`).
-    Saturated,
-    Error,
-}
-
-impl UpstreamResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamResult::Ok => "ok",
-            UpstreamResult::ConnectError => "connect_error",
-            UpstreamResult::Timeout => "timeout",
-            UpstreamResult::Saturated => "saturated",
-            UpstreamResult::Error => "error",
         }
     }
 }
@@ -277,7 +256,9 @@ impl NodeMetrics {
         }
     }
 
-    pub fn observe_upstream(&self, result: UpstreamResult, took: Duration) {
+    /// Counts one upstream request by how it ended ([`Attempt`]: an answer of any status is
+    /// `ok` here; the roles count failing statuses per target).
+    pub fn observe_upstream(&self, result: Attempt, took: Duration) {
         self.upstream_requests
             .with_label_values(&[result.as_str()])
             .inc();

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
-use verge_config::{ConfigErrors, ConfigSource, ReloadError, ReloadReport};
+use verge_config::{ConfigFile, ConfigSource, ReloadError, ReloadReport};
 
 use crate::metrics::NodeMetrics;
 use crate::node::{admin_access, gauge, listener_limits, ListenerKind, NodeSettings, Runtime};
@@ -42,17 +42,11 @@ pub trait Reload: Send + Sync {
 /// how both are built, and what of them a reload may change. Everything else a node does is
 /// the runtime's, the same for every role.
 pub trait Role: Sized + Send + Sync + 'static {
-    type Config: Clone + PartialEq + Send + Sync + 'static;
+    type Config: ConfigFile + Clone + PartialEq + Send + Sync + 'static;
     type Upstream: Upstream;
 
     /// The role's table in configuration files (`edge`, `shield`), for key paths.
     const TABLE: &'static str;
-
-    /// Reads and validates a configuration file.
-    fn load(path: &std::path::Path) -> Result<Self::Config, ConfigErrors>;
-
-    /// Validates a configuration given as TOML text.
-    fn parse(toml: &str) -> Result<Self::Config, ConfigErrors>;
 
     /// The settings every cache node has.
     fn settings(config: &Self::Config) -> NodeSettings<'_>;
@@ -137,10 +131,12 @@ impl<R: Role> NodeReloader<R> {
 
     fn try_reload(&self, serving: &mut Serving<R::Config>) -> Result<ReloadReport, ReloadError> {
         let new = match &self.source {
-            ConfigSource::File(path) => R::load(path).map_err(|errors| ReloadError::Invalid {
-                source_name: path.display().to_string(),
-                errors,
-            })?,
+            ConfigSource::File(path) => {
+                R::Config::from_file(path).map_err(|errors| ReloadError::Invalid {
+                    source_name: path.display().to_string(),
+                    errors,
+                })?
+            }
             // Nothing to read again but the files the configuration names.
             ConfigSource::CommandLine => serving.config.clone(),
         };

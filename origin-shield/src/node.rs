@@ -5,7 +5,6 @@
 //! pool, whose probes and lookups stop once it is no longer used. The pool's metrics live on a
 //! registry of their own, swapped with it, so the new pool's series replace the old ones.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntGauge, Registry};
 use verge_config::wire::NodeRole;
-use verge_config::{ConfigErrors, ShieldConfig};
+use verge_config::ShieldConfig;
 use verge_node::metrics::NodeMetrics;
 use verge_node::{Node, NodeControl, NodeSettings, Role, StartError};
 
@@ -95,14 +94,6 @@ impl Role for ShieldRole {
     type Config = ShieldConfig;
     type Upstream = Arc<OriginPool>;
     const TABLE: &'static str = "shield";
-
-    fn load(path: &Path) -> Result<ShieldConfig, ConfigErrors> {
-        ShieldConfig::from_file(path)
-    }
-
-    fn parse(toml: &str) -> Result<ShieldConfig, ConfigErrors> {
-        ShieldConfig::from_toml(toml)
-    }
 
     fn settings(config: &ShieldConfig) -> NodeSettings<'_> {
         shield_settings(config)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use verge_cache::{Clock, SystemClock};
-use verge_config::ConfigSource;
+use verge_config::{ConfigFile, ConfigSource};
 use verge_node::{ListenerAddrs, Node, Reload, Role, StartError};
 
 use crate::{HttpClient, Metrics};
@@ -86,7 +86,7 @@ impl RunningNode {
     /// Parses `toml` as role `R`'s configuration and runs the node (real clock); panics naming
     /// what is wrong with the file or why the node could not start.
     pub async fn from_toml<R: Role>(toml: &str) -> RunningNode {
-        let config = R::parse(toml)
+        let config = <R::Config as ConfigFile>::from_toml(toml)
             .unwrap_or_else(|errors| panic!("test config is invalid:\n{toml}\n{errors}"));
         RunningNode::start::<R>(&config).await
     }

@@ -22,7 +22,7 @@ use support::pki::{CertFiles, TestPki, TlsClient};
 use support::{wait_until, within, FakeOrigin, HttpClient, Reply};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-use verge_config::{EdgeConfig, ShieldConfig};
+use verge_config::{ConfigFile, EdgeConfig, ShieldConfig};
 use verge_edge::EdgeRole;
 use verge_node::ListenerKind;
 use verge_origin_shield::ShieldRole;

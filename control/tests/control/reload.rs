@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use support::{closed_admin_url, control_toml, registration, request, within, Reply, TestControl};
 use tempfile::TempDir;
 use verge_config::reload::{ConfigSource, ReloadError};
-use verge_config::{ControlConfig, ControlQuickStart};
+use verge_config::{ConfigFile, ControlConfig, ControlQuickStart};
 use verge_control::{ControlNode, ControlReloader};
 
 /// The token control starts with (support's, which [`TestControl::admin`] sends), and the one
