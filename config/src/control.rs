@@ -158,8 +158,6 @@ pub struct RawRegion {
     pub fallback: Vec<String>,
 }
 
-pub use crate::quick_start::ControlQuickStart;
-
 impl ControlConfig {
     /// Parses and validates a control configuration, reporting every problem found. A
     /// `token_file` is read here.
@@ -440,6 +438,7 @@ fn check_token(c: &mut Collector, path: &str, token: String) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ControlQuickStart;
 
     const MINIMAL: &str = r#"
         [controller]

@@ -11,7 +11,6 @@ use crate::tls::TlsServerConfig;
 use crate::upstream::validate_upstream;
 
 pub use crate::node::{AdminConfig, CacheConfig, ServerConfig};
-pub use crate::quick_start::EdgeQuickStart;
 pub use crate::upstream::{OriginUrl, UpstreamConfig};
 
 /// A validated edge configuration.

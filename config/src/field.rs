@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::error::Collector;
-use crate::raw::RawSize;
+use crate::units::RawSize;
 use crate::units::{parse_duration, ByteSize};
 
 /// A socket address (`IP:PORT`); `example` is shown in the error, e.g. `127.0.0.1:8080`.

@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::error::Collector;
 use crate::field::{count, duration};
 use crate::upstream::OriginUrl;
@@ -29,17 +27,7 @@ pub struct NodeControlConfig {
     pub advertise_url: Option<OriginUrl>,
 }
 
-/// The `[control]` table as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawNodeControl {
-    pub url: Option<String>,
-    pub weight: Option<u64>,
-    pub heartbeat_interval: Option<String>,
-    pub reconnect_min: Option<String>,
-    pub reconnect_max: Option<String>,
-    pub advertise_url: Option<String>,
-}
+pub use crate::raw::RawNodeControl;
 
 pub mod defaults {
     pub const WEIGHT: u64 = 1;

@@ -5,12 +5,12 @@
 use crate::control::{ControlConfig, RawControlFile, RawController};
 use crate::edge::EdgeConfig;
 use crate::error::ConfigErrors;
-use crate::node_control::RawNodeControl;
 use crate::raw::{
-    RawAdmin, RawCertificate, RawEdgeFile, RawNode, RawOriginPool, RawServer, RawShieldFile,
-    RawShieldMember, RawShields, RawTls, RawUpstream,
+    RawAdmin, RawEdgeFile, RawNode, RawNodeControl, RawOriginPool, RawServer, RawShieldFile,
+    RawShieldMember, RawShields, RawUpstream,
 };
 use crate::shield::ShieldConfig;
+use crate::tls::{RawCertificate, RawTls};
 
 /// The values `verge edge` takes on its command line instead of a file.
 #[derive(Debug, Clone, Default)]

@@ -4,17 +4,15 @@
 //! type, an unknown or missing key) is reported by key path and line, like the problems
 //! validation finds later.
 
-use std::fmt;
 use std::path::Path;
 
-use serde::de::{self, DeserializeOwned, Deserializer, Unexpected, Visitor};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_path_to_error::Segment;
 
 use crate::error::{ConfigError, ConfigErrors};
-
-pub use crate::node_control::RawNodeControl;
-pub use crate::tls::{RawCertificate, RawClientTls, RawTls};
+use crate::tls::{RawClientTls, RawTls};
+pub use crate::units::RawSize;
 
 /// Reads a configuration file; the file's path is named in a read error.
 pub(crate) fn read(path: &Path) -> Result<String, ConfigErrors> {
@@ -162,41 +160,16 @@ fn in_toml_terms(message: &str) -> String {
     message
 }
 
-/// A size as written: a string with a unit (`"256MiB"`) or a bare number of bytes.
-#[derive(Debug, Clone)]
-pub enum RawSize {
-    Bytes(u64),
-    Text(String),
-}
-
-impl<'de> Deserialize<'de> for RawSize {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawSize, D::Error> {
-        deserializer.deserialize_any(SizeVisitor)
-    }
-}
-
-struct SizeVisitor;
-
-impl Visitor<'_> for SizeVisitor {
-    type Value = RawSize;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a size like \"16KiB\" or a number of bytes")
-    }
-
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<RawSize, E> {
-        Ok(RawSize::Bytes(n))
-    }
-
-    fn visit_i64<E: de::Error>(self, n: i64) -> Result<RawSize, E> {
-        u64::try_from(n)
-            .map(RawSize::Bytes)
-            .map_err(|_| E::invalid_value(Unexpected::Signed(n), &self))
-    }
-
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<RawSize, E> {
-        Ok(RawSize::Text(text.to_string()))
-    }
+/// The `[control]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNodeControl {
+    pub url: Option<String>,
+    pub weight: Option<u64>,
+    pub heartbeat_interval: Option<String>,
+    pub reconnect_min: Option<String>,
+    pub reconnect_max: Option<String>,
+    pub advertise_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,8 +14,6 @@ use crate::raw::{RawOriginPool, RawResolver, RawShieldFile, RawUpstream};
 use crate::tls::TlsServerConfig;
 use crate::upstream::{validate_upstream, OriginUrl, UpstreamConfig};
 
-pub use crate::quick_start::ShieldQuickStart;
-
 /// Servers accepted in one origin pool.
 pub const MAX_ORIGIN_SERVERS: usize = 64;
 

@@ -3,6 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use serde::de::{self, Deserializer, Unexpected, Visitor};
+use serde::Deserialize;
+
 /// A number of bytes, written in config as `"256MiB"`, `"16KiB"`, `"1GB"` or `"512B"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ByteSize(pub u64);
@@ -145,5 +148,42 @@ mod tests {
         assert!(parse_duration("3 weeks")
             .unwrap_err()
             .contains("unknown unit"));
+    }
+}
+
+/// A size as written: a string with a unit (`"256MiB"`) or a bare number of bytes.
+#[derive(Debug, Clone)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawSize, D::Error> {
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+struct SizeVisitor;
+
+impl Visitor<'_> for SizeVisitor {
+    type Value = RawSize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a size like \"16KiB\" or a number of bytes")
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<RawSize, E> {
+        Ok(RawSize::Bytes(n))
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<RawSize, E> {
+        u64::try_from(n)
+            .map(RawSize::Bytes)
+            .map_err(|_| E::invalid_value(Unexpected::Signed(n), &self))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<RawSize, E> {
+        Ok(RawSize::Text(text.to_string()))
     }
 }

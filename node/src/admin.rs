@@ -23,6 +23,7 @@ use crate::error::RequestError;
 use crate::metrics::NodeMetrics;
 use crate::reload::Reload;
 use crate::server::Handler;
+use crate::settings::AdminAccess;
 
 /// How purges and reloads check the admin token, and the words of their refusals.
 const ADMIN_AUTH: BearerAuth = BearerAuth {
@@ -42,14 +43,6 @@ pub struct AdminService {
     pub access: ArcSwap<AdminAccess>,
     /// What `POST /v1/reload` runs; unset until the role enables reloading.
     pub reload: OnceLock<Arc<dyn Reload>>,
-}
-
-/// Who may change state through the admin API, and how much they may send.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminAccess {
-    /// Bearer token for purges and reloads; `None` disables them.
-    pub token: Option<String>,
-    pub max_body_bytes: usize,
 }
 
 impl AdminService {

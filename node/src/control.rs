@@ -36,10 +36,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use serde::Serialize;
 use tokio::sync::watch;
-use verge_config::wire::{
-    Ack, Heartbeat, NodeRole, Registered, Registration, MAX_EVENT_LINE_BYTES,
-};
-use verge_config::{NodeControlConfig, NodeId, RegionId};
+use verge_config::wire::{Ack, Heartbeat, Registered, Registration, MAX_EVENT_LINE_BYTES};
+use verge_config::{NodeControlConfig, NodeId};
 
 mod backoff;
 mod events;
@@ -51,6 +49,7 @@ use events::{purge_order, PurgeOrder};
 use framing::{LineFramer, LineTooLong};
 
 use crate::live::LivePipeline;
+use crate::settings::NodeControl;
 use crate::upstream::Upstream;
 
 /// Bound on each register, heartbeat and ack call, and on the push stream's response head.
@@ -61,14 +60,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Largest answer read from control's register, heartbeat and ack endpoints.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
-/// How a node takes part in the control plane: the `[control]` table and what it registers as.
-#[derive(Debug, Clone, Copy)]
-pub struct NodeControl<'a> {
-    pub config: &'a NodeControlConfig,
-    pub role: NodeRole,
-    pub region: &'a RegionId,
-}
 
 /// The control plane as the node sees it, on the node's registry.
 #[derive(Clone)]

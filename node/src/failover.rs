@@ -17,32 +17,10 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use http::{request, Request, Response, StatusCode};
 use http_body_util::{Either, Empty};
-use verge_cache::CacheKey;
 
 use crate::error::RequestError;
+pub use crate::upstream::Hop;
 use crate::upstream::{UpstreamBody, UpstreamResponseBody};
-
-/// What an upstream is told about a request beside the request itself.
-#[derive(Debug, Clone)]
-pub struct Hop {
-    /// The cache key the pipeline stores the answer under; it also picks the owner of the key
-    /// in the next tier, so key and upstream always agree.
-    pub key: CacheKey,
-    /// Whether the request may be sent again elsewhere after a failure: a GET or HEAD with no
-    /// body (a client's body is read once).
-    pub replayable: bool,
-}
-
-impl Hop {
-    /// The hop of a cache fill for `uri` with `headers`: a GET or HEAD without a body, keyed
-    /// as the pipeline keys it.
-    pub fn fill(uri: &http::Uri, headers: &http::HeaderMap) -> Result<Hop, verge_cache::KeyError> {
-        Ok(Hop {
-            key: CacheKey::for_request("http", uri, headers)?,
-            replayable: true,
-        })
-    }
-}
 
 /// How one attempt at one target ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,6 +17,7 @@
 //! - [`metrics`]: the node's Prometheus metrics on a registry passed in;
 //! - [`headers`]: hop-by-hop handling, `Via`, `Cache-Status`;
 //! - [`body`]: the response body type; [`error`]: request-path errors and their statuses;
+//! - [`settings`]: what a node is configured with, as the runtime reads it;
 //! - [`node`]: wires these together into a bound, runnable [`Node`] of any role;
 //! - [`process`]: the process around a role — runtime, signals, reload triggers.
 
@@ -37,16 +38,18 @@ pub mod process;
 pub mod reload;
 mod respond;
 pub mod server;
+pub mod settings;
 pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
 
-pub use control::{ControlClient, NodeControl};
+pub use control::ControlClient;
 pub use error::{Fault, RequestError};
-pub use node::{ListenerAddrs, ListenerKind, Node, NodeSettings};
+pub use node::{ListenerAddrs, Node};
 pub use pipeline::{CachePipeline, PipelineIdentity, PipelineLimits};
 pub use reload::{Reload, ReloadMetrics, Role};
+pub use settings::{ListenerKind, NodeControl, NodeSettings};
 pub use upstream::{OriginUpstream, Upstream};
 
 /// Why a node could not start.

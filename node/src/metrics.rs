@@ -281,3 +281,8 @@ impl NodeMetrics {
         self.not_stored.with_label_values(&[reason]).inc();
     }
 }
+
+/// A count as a gauge value, saturating.
+pub(crate) fn gauge(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}

@@ -20,11 +20,11 @@ use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use verge_cache::CacheKey;
 use verge_config::wire::{RoutingTable, UpstreamHealth};
 use verge_config::{OriginUrl, UpstreamConfig};
 
 use crate::error::RequestError;
-use crate::failover::Hop;
 use crate::tls::client::{self, UpstreamConnector};
 
 /// A request body sent upstream: nothing (cache fills) or the client's body streamed through.
@@ -76,6 +76,28 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.in_use.dec();
+    }
+}
+
+/// What an upstream is told about a request beside the request itself.
+#[derive(Debug, Clone)]
+pub struct Hop {
+    /// The cache key the pipeline stores the answer under; it also picks the owner of the key
+    /// in the next tier, so key and upstream always agree.
+    pub key: CacheKey,
+    /// Whether the request may be sent again elsewhere after a failure: a GET or HEAD with no
+    /// body (a client's body is read once).
+    pub replayable: bool,
+}
+
+impl Hop {
+    /// The hop of a cache fill for `uri` with `headers`: a GET or HEAD without a body, keyed
+    /// as the pipeline keys it.
+    pub fn fill(uri: &http::Uri, headers: &http::HeaderMap) -> Result<Hop, verge_cache::KeyError> {
+        Ok(Hop {
+            key: CacheKey::for_request("http", uri, headers)?,
+            replayable: true,
+        })
     }
 }
 

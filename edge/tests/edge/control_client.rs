@@ -27,6 +27,7 @@ use verge_config::wire::{
 };
 use verge_config::{EdgeConfig, NodeId, RegionId};
 use verge_edge::shields::shield_specs;
+use verge_testkit::wait_until;
 
 fn entry(id: &str, url: &str, weight: u32, healthy: bool) -> NodeEntry {
     NodeEntry {
@@ -68,18 +69,6 @@ fn a_routing_table_gives_its_healthy_shields_or_nothing() {
 
 /// Bound on every wait below.
 const DEADLINE: Duration = Duration::from_secs(10);
-
-/// Polls `condition` until it holds; panics naming `what` after [`DEADLINE`].
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let give_up = tokio::time::Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// A response body fed line by line by the test.
 struct Lines(mpsc::Receiver<Bytes>);
@@ -155,7 +144,8 @@ impl TestControl {
 
     /// Waits for push stream number `n` (0-based) and says what it asked for.
     async fn stream(&self, n: usize) -> Option<u64> {
-        wait_until(&format!("push stream #{n}"), || self.stream_count() > n).await;
+        let what = format!("push stream #{n}");
+        wait_until(&what, DEADLINE, || async { self.stream_count() > n }).await;
         self.seen(|s| s.streams[n].since)
     }
 
@@ -175,14 +165,14 @@ impl TestControl {
     }
 
     async fn wait_for_ack(&self, seq: u64) {
-        wait_until(&format!("ack of {seq}"), || {
+        wait_until(&format!("ack of {seq}"), DEADLINE, || async {
             self.seen(|s| s.acks.contains(&seq))
         })
         .await;
     }
 
     async fn wait_for_heartbeat(&self, what: &str, test: impl Fn(&Heartbeat) -> bool) {
-        wait_until(what, || {
+        wait_until(what, DEADLINE, || async {
             self.seen(|s| s.heartbeats.last().is_some_and(&test))
         })
         .await;
@@ -359,14 +349,11 @@ impl TestEdge {
 
     /// Waits until the metric line starting with `line_start` reads `value`.
     async fn wait_for_metric(&self, line_start: &str, value: &str) {
-        let give_up = tokio::time::Instant::now() + DEADLINE;
-        while self.metric(line_start).await.as_deref() != Some(value) {
-            assert!(
-                tokio::time::Instant::now() < give_up,
-                "timed out waiting for {line_start}{value}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let what = format!("{line_start}{value}");
+        wait_until(&what, DEADLINE, || async {
+            self.metric(line_start).await.as_deref() == Some(value)
+        })
+        .await;
     }
 
     async fn metric(&self, line_start: &str) -> Option<String> {

@@ -14,32 +14,12 @@ use tokio::task::JoinHandle;
 use super::Runtime;
 use crate::handoff::Inherited;
 use crate::server::{self, Listener};
+use crate::settings::ListenerKind;
 use crate::upstream::Upstream;
 use crate::StartError;
 
 /// Pending connections the kernel queues per listener before they are accepted.
 const BACKLOG: u32 = 1024;
-
-/// What a listener serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ListenerKind {
-    /// Client traffic in clear text (HTTP/1.1, h2c).
-    Data,
-    /// Client traffic over TLS (HTTP/1.1, h2 by ALPN).
-    Tls,
-    /// `/metrics`, `/healthz` and the admin API.
-    Admin,
-}
-
-impl ListenerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ListenerKind::Data => "data",
-            ListenerKind::Tls => "tls",
-            ListenerKind::Admin => "admin",
-        }
-    }
-}
 
 /// A bound listening socket not yet served.
 pub(crate) struct Bound {

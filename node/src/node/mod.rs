@@ -6,6 +6,7 @@
 //! - [`tls`]: the node's certificates and TLS termination, reloaded in place.
 
 mod listeners;
+mod reloader;
 pub(crate) mod tls;
 
 use std::future::Future;
@@ -16,24 +17,23 @@ use arc_swap::ArcSwap;
 use prometheus::Registry;
 use tokio::sync::watch;
 use verge_cache::{CacheStore, Clock, Flights};
-use verge_config::{
-    AdminConfig, CacheConfig, ConfigSource, NodeId, RegionId, ServerConfig, TlsServerConfig,
-};
+use verge_config::{CacheConfig, ConfigSource};
 
-use crate::admin::{AdminAccess, AdminService};
-use crate::control::{ControlClient, NodeControl};
+use crate::admin::AdminService;
+use crate::control::ControlClient;
 use crate::error::RequestError;
 use crate::live::LivePipeline;
-use crate::metrics::NodeMetrics;
+use crate::metrics::{gauge, NodeMetrics};
 use crate::pipeline::{CachePipeline, PipelineIdentity, PipelineLimits};
-use crate::reload::{NodeReloader, Reload, ReloadMetrics, Role};
+use crate::reload::{Reload, ReloadMetrics, Role};
 use crate::server::{ConnectionLimit, ListenerLimits};
+use crate::settings::{admin_access, listener_limits, ListenerKind};
 use crate::tls::certs::TlsMetrics;
 use crate::upstream::Upstream;
 use crate::StartError;
 
-pub use listeners::ListenerKind;
 use listeners::Listeners;
+use reloader::NodeReloader;
 use tls::NodeTls;
 
 /// Connections the admin listener accepts at once.
@@ -48,23 +48,6 @@ impl ListenerAddrs {
     pub fn of(&self, kind: ListenerKind) -> Vec<SocketAddr> {
         (self.0)(kind)
     }
-}
-
-/// What every cache node is configured with, whatever its role.
-pub struct NodeSettings<'a> {
-    pub id: &'a NodeId,
-    pub region: &'a RegionId,
-    pub server: &'a ServerConfig,
-    pub cache: &'a CacheConfig,
-    pub admin: &'a AdminConfig,
-    /// HTTPS listeners and certificates; `None`: clear text only.
-    pub tls: Option<&'a TlsServerConfig>,
-    /// This cache's name in `Cache-Status` (`verge-edge`, `verge-shield`).
-    pub cache_name: &'static str,
-    /// The configured bound on upstream connections, for `verge_upstream_connections_max`.
-    pub upstream_max_connections: usize,
-    /// The control plane to register with, and as what; `None`: static configuration only.
-    pub control: Option<NodeControl<'a>>,
 }
 
 /// The parts of a running node that a reload changes, shared by its listeners, its admin API
@@ -118,36 +101,12 @@ pub struct Node<R: Role> {
     upgrade_socket: Option<std::path::PathBuf>,
 }
 
-/// The listener limits a server configuration asks for.
-pub(crate) fn listener_limits(server: &ServerConfig) -> ListenerLimits {
-    ListenerLimits {
-        max_header_bytes: usize::try_from(server.max_header_bytes.bytes()).unwrap_or(usize::MAX),
-        header_read_timeout: server.header_read_timeout,
-        h2_max_concurrent_streams: server.h2_max_concurrent_streams,
-        h2_max_pending_accept_reset_streams: server.h2_max_pending_accept_reset_streams,
-        h2_max_local_error_reset_streams: server.h2_max_local_error_reset_streams,
-        shutdown_grace: server.shutdown_grace,
-    }
-}
-
-/// Who may use the admin API, as configured.
-pub(crate) fn admin_access(admin: &AdminConfig) -> AdminAccess {
-    AdminAccess {
-        token: admin.token.clone(),
-        max_body_bytes: usize::try_from(admin.max_body_bytes.bytes()).unwrap_or(usize::MAX),
-    }
-}
-
 /// Binds a listener a reload asks for.
 pub(crate) fn bind_listener(
     addr: SocketAddr,
     what: &'static str,
 ) -> Result<listeners::Bound, StartError> {
     listeners::bind(addr, what, None)
-}
-
-pub(crate) fn gauge(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 impl<R: Role> Node<R> {
