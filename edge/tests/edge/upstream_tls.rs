@@ -30,6 +30,7 @@ use verge_node::{OriginUpstream, RequestError, StartError};
 use verge_testkit::eventually;
 use verge_testkit::pki::{toml_path, CertFiles, TestPki};
 use verge_testkit::tls_origin::{OriginSettings, TlsOrigin, BODY};
+use verge_testkit::HttpClient;
 
 /// A running edge; stopped when dropped.
 struct RunningEdge {
@@ -98,29 +99,13 @@ fn client_cert_lines(files: &CertFiles) -> Vec<String> {
     ]
 }
 
-/// A GET to the edge over a fresh HTTP/1.1 connection: status and body, within 10 s.
+/// A GET to the edge for `cdn.example`: status and body.
 async fn get(edge: &RunningEdge, path: &str) -> (StatusCode, String) {
-    let work = async {
-        let stream = tokio::net::TcpStream::connect(edge.data_addr)
-            .await
-            .unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        let request = Request::builder()
-            .uri(path)
-            .header(HOST, "cdn.example")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(10), work)
-        .await
-        .expect("the edge answers within 10 s")
+    let url = format!("http://{}{path}", edge.data_addr);
+    let response = HttpClient::http1()
+        .request("GET", &url, &[("host", "cdn.example")], "")
+        .await;
+    (response.status, response.text())
 }
 
 fn upstream_config(origin: &str, tls: ClientTlsConfig) -> UpstreamConfig {

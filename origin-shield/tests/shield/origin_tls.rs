@@ -7,11 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::HOST;
 use http::{Request, StatusCode, Version};
-use http_body_util::{BodyExt, Either, Empty};
-use hyper_util::rt::TokioIo;
+use http_body_util::{Either, Empty};
 use prometheus::{IntGauge, Registry};
 use verge_config::shield::ResolverConfig;
 use verge_config::{ClientTlsConfig, OriginPoolConfig, OriginUrl, ShieldConfig, UpstreamConfig};
@@ -23,6 +20,7 @@ use verge_origin_shield::pool::OriginPool;
 
 use verge_testkit::pki::{toml_path, TestPki};
 use verge_testkit::tls_origin::{OriginSettings, TlsOrigin, BODY};
+use verge_testkit::HttpClient;
 
 /// The name the fake DNS gives `127.0.0.1` for.
 const NAME: &str = "origin.test";
@@ -49,27 +47,13 @@ fn shield_toml(server: &str, tls: &str) -> String {
     )
 }
 
-/// A GET over a fresh HTTP/1.1 connection: status and body, within 10 s.
+/// A GET for `cdn.example`: status and body.
 async fn http_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
-    let work = async {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        let request = Request::builder()
-            .uri(path)
-            .header(HOST, "cdn.example")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(10), work)
-        .await
-        .expect("the shield answers within 10 s")
+    let url = format!("http://{addr}{path}");
+    let response = HttpClient::http1()
+        .request("GET", &url, &[("host", "cdn.example")], "")
+        .await;
+    (response.status, response.text())
 }
 
 #[tokio::test]
