@@ -129,3 +129,28 @@ pub fn joined_header(headers: &http::HeaderMap, name: &str) -> Option<String> {
         .collect();
     (!values.is_empty()).then(|| values.join(", "))
 }
+
+/// An address nothing listens on, held for as long as this value lives: a socket bound to
+/// port 0 that never listens, so connections to it are refused and nobody else can take the
+/// port meanwhile (a port bound and released could be taken by anything).
+pub struct DeadAddr {
+    pub addr: std::net::SocketAddr,
+    _reserved: tokio::net::TcpSocket,
+}
+
+impl DeadAddr {
+    pub fn new() -> DeadAddr {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        DeadAddr {
+            addr: socket.local_addr().unwrap(),
+            _reserved: socket,
+        }
+    }
+}
+
+impl Default for DeadAddr {
+    fn default() -> DeadAddr {
+        DeadAddr::new()
+    }
+}

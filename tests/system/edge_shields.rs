@@ -8,9 +8,9 @@
 //! `support::tier`).
 
 use verge_testkit as support;
+use verge_testkit::DeadAddr;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -22,7 +22,6 @@ use support::tier::{
 use support::{
     start_edge, wait_until, FakeOrigin, HttpClient, RecordedRequest, Reply, TestEdge, TestResponse,
 };
-use tokio::net::TcpListener;
 use verge_cache::CacheKey;
 
 /// Bound on waiting for a node to drain and stop.
@@ -30,12 +29,6 @@ const STOP_LIMIT: Duration = Duration::from_secs(10);
 
 /// Bound on conditions that depend on timers in the product (ejection expiry, probes).
 const CONDITION_LIMIT: Duration = Duration::from_secs(10);
-
-/// A port nothing listens on: bound, then released.
-async fn dead_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
-}
 
 /// `count` distinct paths with queries, numbered from `from`.
 fn paths(from: usize, count: usize) -> Vec<String> {
@@ -318,7 +311,8 @@ async fn an_ejected_shield_is_probed_and_taken_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_shield_down_misses_fall_back_to_the_origin() {
     let origin = cacheable_origin().await;
-    let shields = [("s1", dead_addr().await, 1), ("s2", dead_addr().await, 1)];
+    let (dead1, dead2) = (DeadAddr::new(), DeadAddr::new());
+    let shields = [("s1", dead1.addr, 1), ("s2", dead2.addr, 1)];
     let front = start_front(
         origin.addr(),
         "front",
@@ -365,7 +359,8 @@ async fn with_every_shield_down_misses_fall_back_to_the_origin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_origin_fallback_every_shield_down_is_503_no_shield() {
     let origin = cacheable_origin().await;
-    let shields = [("s1", dead_addr().await, 1), ("s2", dead_addr().await, 1)];
+    let (dead1, dead2) = (DeadAddr::new(), DeadAddr::new());
+    let shields = [("s1", dead1.addr, 1), ("s2", dead2.addr, 1)];
     let front = start_front(
         origin.addr(),
         "front",

@@ -8,16 +8,11 @@ use verge_testkit as support;
 use std::time::{Duration, Instant};
 
 use support::{start_edge, FakeOrigin, HttpClient, Reply};
-use tokio::net::TcpListener;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_refusing_connections_gets_502_connect_error() {
-    // A port nothing listens on: bound, then released.
-    let dead = {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listener.local_addr().unwrap()
-    };
-    let edge = start_edge(dead, &[]).await;
+    let dead = verge_testkit::DeadAddr::new();
+    let edge = start_edge(dead.addr, &[]).await;
 
     let response = HttpClient::http1().get(&edge.url("/x")).await;
     assert_eq!(response.status, 502, "{}", response.text());

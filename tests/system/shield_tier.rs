@@ -92,11 +92,12 @@ async fn the_shield_pool_rides_over_a_dead_origin_server() {
         "/",
         Reply::ok("from the live server").cache_control("max-age=60"),
     );
-    let dead = {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listener.local_addr().unwrap()
-    };
-    let shield = start_shield(&[dead, live.addr()], "retries = 1\nunhealthy_after = 1\n").await;
+    let dead = verge_testkit::DeadAddr::new();
+    let shield = start_shield(
+        &[dead.addr, live.addr()],
+        "retries = 1\nunhealthy_after = 1\n",
+    )
+    .await;
     let edge = start_edge(
         live.addr(),
         &[&shield_tweak(&shield), "shields.origin_fallback = false"],
@@ -120,7 +121,7 @@ async fn the_shield_pool_rides_over_a_dead_origin_server() {
             .await
             .text(),
     );
-    let dead_label = format!("http://{dead}");
+    let dead_label = format!("http://{}", dead.addr);
     assert_eq!(
         metrics.value("verge_origin_up", &[("server", &dead_label)]),
         Some(0.0),

@@ -157,7 +157,7 @@ async fn nodes_speaking_the_protocol_wrongly_are_refused() {
     assert!(answer.contains("invalid registration"), "{answer}");
 
     // Well-formed JSON that is still not a registration: the same.
-    let admin_url = closed_admin_url().await;
+    let (admin_url, _held) = closed_admin_url();
     let mut zero_weight = registration("e1", "edge", &admin_url);
     zero_weight["weight"] = json!(0);
     let mut relative = registration("e1", "edge", &admin_url);
@@ -227,12 +227,13 @@ async fn a_silent_unreachable_node_goes_down_and_a_reachable_one_stays_up() {
     let dir = temp_dir();
     let control = start_control(dir.path(), FAST_HEALTH).await;
     let healthz = HealthServer::start().await;
+    let (dead_admin, _held) = closed_admin_url();
     let registered_at = Instant::now();
     let reply = control
         .node(
             Method::POST,
             "/v1/register",
-            &registration("s1", "shield", &closed_admin_url().await).to_string(),
+            &registration("s1", "shield", &dead_admin).to_string(),
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());

@@ -373,7 +373,7 @@ async fn changing_a_region_fallback_publishes_a_new_routing_table_version() {
         format!("[regions.us]\nfallback = {us}\n[regions.eu]\nfallback = []\n[regions.ap]\nfallback = []\n")
     };
     let control = start_with(OLD, &regions(r#"["eu", "ap"]"#)).await;
-    let admin_url = closed_admin_url().await;
+    let (admin_url, _held) = closed_admin_url();
     assert_eq!(
         control
             .register(&registration("e1", "edge", &admin_url))
@@ -587,7 +587,7 @@ async fn purge_health_and_stream_settings_apply_without_a_restart() {
     let control = start_with(OLD, &format!("{health}fall = 100\n{limits}")).await;
     assert_eq!(control.purge_as(OLD).await, StatusCode::ACCEPTED);
     assert_eq!(control.purge_as(OLD).await, StatusCode::TOO_MANY_REQUESTS);
-    let dead = closed_admin_url().await;
+    let (dead, _held) = closed_admin_url();
     assert_eq!(
         control.register(&registration("e1", "edge", &dead)).await,
         StatusCode::OK

@@ -19,7 +19,7 @@ fn temp_dir() -> TempDir {
 
 /// Registers shield `s1` and edge `e1` and opens both streams; checks their first table.
 async fn shield_and_edge(control: &TestControl) -> (EventReader, EventReader) {
-    let admin_url = closed_admin_url().await;
+    let (admin_url, _held) = closed_admin_url();
     control.register("s1", "shield", &admin_url).await;
     control.register("e1", "edge", &admin_url).await;
     let mut shield = control.events("s1", None).await;
@@ -125,7 +125,7 @@ async fn edges_get_a_purge_after_the_ack_timeout_when_a_shield_stays_silent() {
 async fn a_shield_without_a_stream_does_not_hold_purges_back_from_edges() {
     let dir = temp_dir();
     let control = start_control(dir.path(), "[purge]\nshield_ack_timeout = \"2s\"\n").await;
-    let admin_url = closed_admin_url().await;
+    let (admin_url, _held) = closed_admin_url();
     control.register("s1", "shield", &admin_url).await;
     control.register("e1", "edge", &admin_url).await;
     let mut edge = control.events("e1", None).await;
@@ -144,7 +144,7 @@ async fn a_shield_without_a_stream_does_not_hold_purges_back_from_edges() {
 async fn a_reconnecting_node_gets_exactly_the_purges_after_since_then_a_table() {
     let dir = temp_dir();
     let control = start_control(dir.path(), "").await;
-    let admin_url = closed_admin_url().await;
+    let (admin_url, _held) = closed_admin_url();
     control.register("s1", "shield", &admin_url).await;
     control.register("e1", "edge", &admin_url).await;
     let mut edge = control.events("e1", None).await;
@@ -187,7 +187,7 @@ async fn a_reconnecting_node_gets_exactly_the_purges_after_since_then_a_table() 
 async fn a_node_behind_the_retained_log_or_ahead_of_it_is_told_to_resync() {
     let dir = temp_dir();
     let control = start_control(dir.path(), "[purge]\nlog_retain = 3\n").await;
-    let admin_url = closed_admin_url().await;
+    let (admin_url, _held) = closed_admin_url();
     control.register("s1", "shield", &admin_url).await;
     control.register("e0", "edge", &admin_url).await;
     // The edge's live stream tells when every purge has been dispatched.
@@ -243,7 +243,8 @@ async fn purges_survive_a_restart_and_the_sequence_carries_on() {
     assert_eq!(control.purge_status(4).await.status, StatusCode::NOT_FOUND);
 
     // Nodes register again after a restart; control tells them where the log ends.
-    let body = support::registration("s1", "shield", &closed_admin_url().await).to_string();
+    let (admin_url, _held) = closed_admin_url();
+    let body = support::registration("s1", "shield", &admin_url).to_string();
     let registered = control.node(Method::POST, "/v1/register", &body).await;
     assert_eq!(registered.status, StatusCode::OK);
     assert_eq!(registered.json()["head"], 3);
@@ -274,7 +275,7 @@ async fn a_node_that_does_not_read_its_stream_is_cut_off_and_the_others_carry_on
     let dir = temp_dir();
     let extra = "[purge]\nrate_per_second = 10000\nburst = 10000\n[streams]\nnode_buffer = 2\n";
     let control = start_control(dir.path(), extra).await;
-    let admin_url = closed_admin_url().await;
+    let (admin_url, _held) = closed_admin_url();
     control.register("fast", "edge", &admin_url).await;
     control.register("slow", "edge", &admin_url).await;
     let mut fast = control.events("fast", None).await;

@@ -212,10 +212,10 @@ fn url_of(addr: SocketAddr) -> OriginUrl {
     OriginUrl::parse(&format!("http://{addr}")).unwrap()
 }
 
-/// A port nothing listens on: connections to it are refused.
-async fn closed_port() -> OriginUrl {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    url_of(listener.local_addr().unwrap())
+/// A port nothing listens on, held while the test runs: connections to it are refused.
+fn closed_port() -> (OriginUrl, verge_testkit::DeadAddr) {
+    let dead = verge_testkit::DeadAddr::new();
+    (url_of(dead.addr), dead)
 }
 
 fn config(servers: &[OriginUrl]) -> OriginPoolConfig {
@@ -388,7 +388,7 @@ async fn a_failing_server_is_ejected_and_comes_back_after_the_back_off() {
 
 #[tokio::test]
 async fn get_is_retried_on_another_server_after_a_connect_error() {
-    let dead = closed_port().await;
+    let (dead, _held) = closed_port();
     let good = TinyOrigin::start(Behaviour::Status(200)).await;
     let h = Harness::new(&config(&[dead.clone(), good.url.clone()]));
 
@@ -407,7 +407,7 @@ async fn get_is_retried_on_another_server_after_a_connect_error() {
 
 #[tokio::test]
 async fn post_is_not_retried() {
-    let dead = closed_port().await;
+    let (dead, _held) = closed_port();
     let good = TinyOrigin::start(Behaviour::Status(200)).await;
     let h = Harness::new(&config(&[dead.clone(), good.url.clone()]));
 
@@ -448,7 +448,7 @@ async fn a_timeout_is_retried_and_the_last_error_is_returned() {
 
 #[tokio::test]
 async fn no_retry_once_the_budget_is_spent() {
-    let dead = closed_port().await;
+    let (dead, _held) = closed_port();
     let good = TinyOrigin::start(Behaviour::Status(200)).await;
     let h = Harness::without_retry_budget(&config(&[dead.clone(), good.url.clone()]));
 

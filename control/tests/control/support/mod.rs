@@ -203,14 +203,10 @@ pub fn registration(id: &str, role: &str, admin_url: &str) -> Value {
     })
 }
 
-/// An admin URL nobody listens on: probes of it fail at once.
-pub async fn closed_admin_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("cannot bind: {e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    drop(listener);
-    format!("http://{addr}")
+/// An admin URL nobody listens on, held while the test runs: probes of it fail at once.
+pub fn closed_admin_url() -> (String, verge_testkit::DeadAddr) {
+    let dead = verge_testkit::DeadAddr::new();
+    (format!("http://{}", dead.addr), dead)
 }
 
 impl TestControl {
