@@ -26,6 +26,7 @@ pub mod fake_origin;
 pub mod metrics;
 pub mod node;
 pub mod pki;
+pub mod pool;
 pub mod raw_origin;
 pub mod tier;
 pub mod tls_origin;

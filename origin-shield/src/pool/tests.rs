@@ -219,27 +219,7 @@ fn closed_port() -> (OriginUrl, verge_testkit::DeadAddr) {
 }
 
 fn config(servers: &[OriginUrl]) -> OriginPoolConfig {
-    OriginPoolConfig {
-        servers: servers.to_vec(),
-        upstream: UpstreamConfig {
-            origin: servers[0].clone(),
-            connect_timeout: Duration::from_secs(1),
-            response_timeout: Duration::from_secs(2),
-            max_idle_per_host: 4,
-            idle_timeout: Duration::from_secs(30),
-            max_connections: 8,
-            source_address: None,
-            tls: Default::default(),
-        },
-        health_path: None,
-        health_interval: Duration::from_millis(50),
-        healthy_after: 1,
-        unhealthy_after: 2,
-        eject_for: Duration::from_millis(300),
-        max_eject_for: Duration::from_secs(2),
-        retries: 1,
-        retry_budget_percent: 20,
-    }
+    verge_testkit::pool::pool_config(servers, Duration::from_millis(50))
 }
 
 fn resolver() -> ResolverConfig {

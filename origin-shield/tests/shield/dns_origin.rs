@@ -22,7 +22,7 @@ use prometheus::{IntGauge, Registry};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 use verge_config::shield::ResolverConfig;
-use verge_config::{OriginPoolConfig, OriginUrl, ShieldConfig, UpstreamConfig};
+use verge_config::{OriginPoolConfig, OriginUrl, ShieldConfig};
 use verge_node::failover::Hop;
 use verge_node::upstream::Upstream;
 use verge_origin_shield::pool::OriginPool;
@@ -230,27 +230,7 @@ fn resolver(dns: &DnsResponder) -> ResolverConfig {
 }
 
 fn pool_config(servers: &[OriginUrl]) -> OriginPoolConfig {
-    OriginPoolConfig {
-        servers: servers.to_vec(),
-        upstream: UpstreamConfig {
-            origin: servers[0].clone(),
-            connect_timeout: Duration::from_secs(1),
-            response_timeout: Duration::from_secs(2),
-            max_idle_per_host: 4,
-            idle_timeout: Duration::from_secs(30),
-            max_connections: 8,
-            source_address: None,
-            tls: Default::default(),
-        },
-        health_path: None,
-        health_interval: Duration::from_secs(1),
-        healthy_after: 1,
-        unhealthy_after: 2,
-        eject_for: Duration::from_millis(300),
-        max_eject_for: Duration::from_secs(2),
-        retries: 1,
-        retry_budget_percent: 20,
-    }
+    verge_testkit::pool::pool_config(servers, Duration::from_secs(1))
 }
 
 fn named_url(port: u16) -> OriginUrl {

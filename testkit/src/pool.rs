@@ -1,0 +1,32 @@
+//! An origin pool's configuration as the shield's pool tests use it: short timeouts and
+//! ejections, one retry, no health checks.
+
+use std::time::Duration;
+
+use verge_config::{OriginPoolConfig, OriginUrl, UpstreamConfig};
+
+/// A pool over `servers` (at least one) with test timings; `health_interval` is the only one
+/// the tests set differently.
+pub fn pool_config(servers: &[OriginUrl], health_interval: Duration) -> OriginPoolConfig {
+    OriginPoolConfig {
+        servers: servers.to_vec(),
+        upstream: UpstreamConfig {
+            origin: servers[0].clone(),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(2),
+            max_idle_per_host: 4,
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 8,
+            source_address: None,
+            tls: Default::default(),
+        },
+        health_path: None,
+        health_interval,
+        healthy_after: 1,
+        unhealthy_after: 2,
+        eject_for: Duration::from_millis(300),
+        max_eject_for: Duration::from_secs(2),
+        retries: 1,
+        retry_budget_percent: 20,
+    }
+}
