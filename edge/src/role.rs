@@ -8,7 +8,7 @@ use verge_config::wire::NodeRole;
 use verge_config::EdgeConfig;
 
 use verge_node::metrics::NodeMetrics;
-use verge_node::{NodeControl, NodeSettings, OriginUpstream, Role, StartError};
+use verge_node::{Downstream, NodeControl, NodeSettings, OriginUpstream, Role, StartError};
 
 use crate::shields::{EdgeUpstream, ShieldMetrics, ShieldUpstream};
 
@@ -22,6 +22,7 @@ fn edge_settings(config: &EdgeConfig) -> NodeSettings<'_> {
         admin: &config.admin,
         tls: config.tls.as_ref(),
         cache_name: "verge-edge",
+        downstream: Downstream::Clients,
         upstream_max_connections: config.upstream.max_connections,
         control: config.control.as_ref().map(|control| NodeControl {
             config: control,

@@ -15,7 +15,7 @@ use verge_cache::{CacheControl, CachedObject, FillOutcome, FlightLeader, NotStor
 use crate::body::ResponseBody;
 use crate::error::RequestError;
 use crate::failover::Hop;
-use crate::headers::{CacheStatus, CACHE_STATUS};
+use crate::headers::{CacheStatus, TierEntry, CACHE_STATUS};
 use crate::metrics::{RequestOutcome, RevalidationResult};
 use crate::pipeline::{CachePipeline, RequestContext};
 use crate::upstream::{Upstream, UpstreamResponseBody};
@@ -125,6 +125,9 @@ impl<U: Upstream> CachePipeline<U> {
                 return self.stale_or_error(ctx, stored, error);
             }
         };
+        if let Some(answer) = self.own_stale_first(ctx, &mut publisher, stored.as_ref(), &fetched) {
+            return answer;
+        }
         let fetched = match &validatable {
             Some(stale) => match self.revalidate(ctx, &mut publisher, stale, &method, fetched, fwd)
             {
@@ -298,6 +301,28 @@ impl<U: Upstream> CachePipeline<U> {
         let error = RequestError::UpstreamBroken {
             upstream: self.upstream.name().to_string(),
             reason: format!("answered {status}"),
+        };
+        publisher.publish(FillOutcome::Failed(error.clone()));
+        Some(self.stale_or_error(ctx, Some(Arc::clone(stale)), error))
+    }
+
+    /// The tier above served its stale copy because its upstream failed: when this cache may
+    /// serve its own copy on error, it does, as a single cache would (and stores nothing).
+    fn own_stale_first(
+        &self,
+        ctx: &RequestContext,
+        publisher: &mut Publisher,
+        stored: Option<&Arc<CachedObject>>,
+        fetched: &Fetched,
+    ) -> Option<Answer> {
+        if !TierEntry::of(&fetched.head.headers).is_some_and(|tier| tier.served_stale_on_error()) {
+            return None;
+        }
+        let stale =
+            stored.filter(|s| s.may_serve_on_error(&ctx.directives, fetched.response_time))?;
+        let error = RequestError::UpstreamBroken {
+            upstream: self.upstream.name().to_string(),
+            reason: "served its stale copy in place of a failed upstream".into(),
         };
         publisher.publish(FillOutcome::Failed(error.clone()));
         Some(self.stale_or_error(ctx, Some(Arc::clone(stale)), error))

@@ -17,7 +17,7 @@ use crate::body::ResponseBody;
 use crate::error::RequestError;
 use crate::failover::{Attempt, Hop};
 use crate::headers::{strip_cdn_only, strip_hop_by_hop, CacheStatus, CACHE_STATUS};
-use crate::pipeline::{CachePipeline, RequestContext};
+use crate::pipeline::{CachePipeline, Downstream, RequestContext};
 use crate::upstream::{Upstream, UpstreamBody, UpstreamResponseBody};
 
 impl<U: Upstream> CachePipeline<U> {
@@ -104,12 +104,15 @@ impl<U: Upstream> CachePipeline<U> {
         }
     }
 
-    /// Readies an upstream response head for the client: our HTTP version, not the upstream's;
-    /// hop-by-hop and CDN-only fields removed; this node added to `Via`.
+    /// Readies an upstream response head for the node's downstream: our HTTP version, not the
+    /// upstream's; hop-by-hop fields removed, and the CDN-only ones when it answers clients;
+    /// this node added to `Via`.
     pub(crate) fn prepare_response(&self, head: &mut response::Parts) {
         head.version = Version::HTTP_11;
         strip_hop_by_hop(&mut head.headers);
-        strip_cdn_only(&mut head.headers);
+        if self.downstream == Downstream::Clients {
+            strip_cdn_only(&mut head.headers);
+        }
         head.headers.append(VIA, self.via.clone());
     }
 

@@ -132,6 +132,59 @@ impl CacheStatus {
     }
 }
 
+/// The entry an upstream Verge tier (an edge or shield) added to `Cache-Status`: always the last
+/// one, as each cache appends its own after what it received. This is how one Verge tier reads
+/// what the tier above it did, whatever the origin put in the field:
+///
+/// - an error the tier generated itself, having had no answer from its own upstream, carries
+///   `detail=<reason>` and neither `hit` nor `fwd-status`;
+/// - a stale object it served in place of an upstream failure carries `hit` and
+///   `detail=stale-if-error`;
+/// - anything it relays from its upstream carries `fwd-status`, and a stored object `hit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierEntry {
+    hit: bool,
+    fwd_status: bool,
+    detail: Option<String>,
+}
+
+impl TierEntry {
+    /// The last `Cache-Status` entry when a Verge cache (`verge-…`) wrote it; `None` otherwise.
+    pub fn of(headers: &HeaderMap) -> Option<TierEntry> {
+        let last = headers.get_all(&CACHE_STATUS).iter().next_back()?;
+        let entry = last.to_str().ok()?.rsplit(',').next()?;
+        let mut parts = entry.split(';').map(str::trim);
+        if !parts.next()?.starts_with("verge-") {
+            return None;
+        }
+        let mut tier = TierEntry {
+            hit: false,
+            fwd_status: false,
+            detail: None,
+        };
+        for param in parts {
+            let (name, value) = param.split_once('=').unwrap_or((param, ""));
+            match name.trim() {
+                "hit" => tier.hit = true,
+                "fwd-status" => tier.fwd_status = true,
+                "detail" => tier.detail = Some(value.trim().to_string()),
+                _ => {}
+            }
+        }
+        Some(tier)
+    }
+
+    /// The tier answered with an error of its own: its upstream gave no answer.
+    pub fn generated_error(&self) -> bool {
+        self.detail.is_some() && !self.hit && !self.fwd_status
+    }
+
+    /// The tier answered with a stale object because its upstream failed.
+    pub fn served_stale_on_error(&self) -> bool {
+        self.hit && self.detail.as_deref() == Some("stale-if-error")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +247,62 @@ mod tests {
             err.render("verge-edge"),
             "verge-edge; fwd=miss; detail=upstream-timeout"
         );
+    }
+
+    fn entry(values: &[&str]) -> Option<TierEntry> {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(&CACHE_STATUS, HeaderValue::from_str(value).unwrap());
+        }
+        TierEntry::of(&headers)
+    }
+
+    #[test]
+    fn a_tier_entry_is_the_last_one_and_only_a_verge_cache_s() {
+        assert_eq!(entry(&[]), None);
+        assert_eq!(entry(&["OriginCache; detail=upstream-timeout"]), None);
+        let generated = entry(&["verge-shield; fwd=miss; detail=upstream-timeout"]).unwrap();
+        assert!(generated.generated_error());
+        assert!(!generated.served_stale_on_error());
+        // The origin's own entries, however they look, come before the tier's.
+        let relayed = entry(&[
+            "verge-shield; fwd=miss; detail=upstream-timeout",
+            "verge-shield; fwd=miss; fwd-status=503",
+        ])
+        .unwrap();
+        assert!(!relayed.generated_error());
+        let relayed = entry(&["x; detail=\"a, b\", verge-shield; fwd=uri-miss; fwd-status=503"]);
+        assert!(!relayed.unwrap().generated_error());
+        let stale = entry(&["verge-shield; hit; fwd=stale; ttl=-20; detail=stale-if-error"]);
+        let stale = stale.unwrap();
+        assert!(stale.served_stale_on_error());
+        assert!(!stale.generated_error());
+        assert!(!entry(&["verge-shield; hit; ttl=5"])
+            .unwrap()
+            .generated_error());
+    }
+
+    #[test]
+    fn the_entries_this_node_writes_read_back_as_what_they_mean() {
+        let generated = CacheStatus {
+            detail: Some("upstream-connect-error"),
+            ..CacheStatus::forwarded("miss")
+        };
+        let relayed = CacheStatus {
+            fwd_status: Some(503),
+            ..CacheStatus::forwarded("miss")
+        };
+        let stale = CacheStatus {
+            fwd: Some("stale"),
+            ..CacheStatus::stale_hit("stale-if-error")
+        };
+        let read = |status: &CacheStatus| {
+            let mut headers = HeaderMap::new();
+            headers.insert(&CACHE_STATUS, status.render("verge-shield"));
+            TierEntry::of(&headers).unwrap()
+        };
+        assert!(read(&generated).generated_error());
+        assert!(!read(&relayed).generated_error());
+        assert!(read(&stale).served_stale_on_error());
     }
 }

@@ -47,7 +47,7 @@ use std::net::SocketAddr;
 pub use control::ControlClient;
 pub use error::{Fault, RequestError};
 pub use node::{ListenerAddrs, Node};
-pub use pipeline::{CachePipeline, PipelineIdentity, PipelineLimits};
+pub use pipeline::{CachePipeline, Downstream, PipelineIdentity, PipelineLimits};
 pub use reload::{Reload, ReloadMetrics, Role};
 pub use settings::{ListenerKind, NodeControl, NodeSettings};
 pub use upstream::{OriginUpstream, Upstream};

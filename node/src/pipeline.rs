@@ -45,6 +45,20 @@ pub struct PipelineIdentity<'a> {
     pub node_id: &'a str,
     /// This cache's name in `Cache-Status` (`verge-edge`, `verge-shield`).
     pub cache_name: &'static str,
+    pub downstream: Downstream,
+}
+
+/// Who a node answers, which decides what its answers carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Downstream {
+    /// Clients (the edge): the fields meant for CDN caches (`CDN-Cache-Control`,
+    /// `Surrogate-Control`, `Surrogate-Key`, `Cache-Tag`) are removed, and a `304` carries the
+    /// fields RFC 9110 §15.4.5 lists.
+    Clients,
+    /// Other Verge tiers (the shield): the fields meant for CDN caches pass on, so every tier
+    /// applies the same rules and purges, and a `304` carries every stored field a cache
+    /// updates its copy with (RFC 9111 §3.2), so the tier below ends up with the same copy.
+    Caches,
 }
 
 /// Limits the pipeline applies per request.
@@ -68,6 +82,7 @@ pub struct CachePipeline<U> {
     pub(crate) via: HeaderValue,
     /// This node's id, as it appears in `Via`.
     pub(crate) node_id: String,
+    pub(crate) downstream: Downstream,
     /// A handle on this pipeline for background refreshes (stale-while-revalidate).
     pub(crate) me: Weak<CachePipeline<U>>,
 }
@@ -85,6 +100,7 @@ impl<U: Upstream> CachePipeline<U> {
         let PipelineIdentity {
             node_id,
             cache_name,
+            downstream,
         } = identity;
         let via = HeaderValue::from_str(&format!("1.1 {node_id}"))
             .unwrap_or_else(|_| HeaderValue::from_static("1.1 verge"));
@@ -98,6 +114,7 @@ impl<U: Upstream> CachePipeline<U> {
             cache_name,
             via,
             node_id: node_id.to_string(),
+            downstream,
             me: me.clone(),
         })
     }

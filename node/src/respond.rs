@@ -13,7 +13,7 @@ use verge_cache::{policy, CachedObject};
 
 use crate::body::ResponseBody;
 use crate::headers::{CacheStatus, CACHE_STATUS};
-use crate::pipeline::{CachePipeline, RequestContext};
+use crate::pipeline::{CachePipeline, Downstream, RequestContext};
 use crate::upstream::Upstream;
 
 impl<U: Upstream> CachePipeline<U> {
@@ -31,7 +31,10 @@ impl<U: Upstream> CachePipeline<U> {
         let cache_status = status.render_after(self.cache_name, object.headers.get(&CACHE_STATUS));
         if object.status == StatusCode::OK {
             if policy::not_modified(&ctx.parts.headers, &object.headers) {
-                return not_modified(object, age, cache_status);
+                return match self.downstream {
+                    Downstream::Clients => not_modified(object, age, cache_status),
+                    Downstream::Caches => not_modified_for_a_cache(object, age, cache_status),
+                };
             }
             if ctx.parts.method == Method::GET
                 && ctx.parts.headers.get_all(RANGE).iter().count() == 1
@@ -151,6 +154,24 @@ fn not_modified(
             headers.insert(LAST_MODIFIED, value.clone());
         }
     }
+    headers.insert(AGE, age);
+    headers.insert(CACHE_STATUS.clone(), cache_status);
+    response
+}
+
+/// A 304 for a cache below this one (another Verge tier): every stored field it updates its
+/// copy with (RFC 9111 §3.2), but not the framing of the body it keeps.
+fn not_modified_for_a_cache(
+    object: &CachedObject,
+    age: HeaderValue,
+    cache_status: HeaderValue,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    let headers = response.headers_mut();
+    *headers = object.headers.clone();
+    headers.remove(CONTENT_LENGTH);
+    headers.remove(CONTENT_RANGE);
     headers.insert(AGE, age);
     headers.insert(CACHE_STATUS.clone(), cache_status);
     response

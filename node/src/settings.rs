@@ -20,6 +20,8 @@ pub struct NodeSettings<'a> {
     pub tls: Option<&'a TlsServerConfig>,
     /// This cache's name in `Cache-Status` (`verge-edge`, `verge-shield`).
     pub cache_name: &'static str,
+    /// Whom the node answers: clients (the edge) or other Verge tiers (the shield).
+    pub downstream: crate::pipeline::Downstream,
     /// The configured bound on upstream connections, for `verge_upstream_connections_max`.
     pub upstream_max_connections: usize,
     /// The control plane to register with, and as what; `None`: static configuration only.

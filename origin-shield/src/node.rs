@@ -15,7 +15,7 @@ use prometheus::{IntGauge, Registry};
 use verge_config::wire::NodeRole;
 use verge_config::ShieldConfig;
 use verge_node::metrics::NodeMetrics;
-use verge_node::{Node, NodeControl, NodeSettings, Role, StartError};
+use verge_node::{Downstream, Node, NodeControl, NodeSettings, Role, StartError};
 
 use crate::pool::{HealthChecks, OriginPool, PoolError};
 
@@ -35,6 +35,7 @@ fn shield_settings(config: &ShieldConfig) -> NodeSettings<'_> {
         admin: &config.admin,
         tls: config.tls.as_ref(),
         cache_name: "verge-shield",
+        downstream: Downstream::Caches,
         upstream_max_connections: config.origin.upstream.max_connections,
         control: config.control.as_ref().map(|control| NodeControl {
             config: control,

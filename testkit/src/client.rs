@@ -34,10 +34,25 @@ impl TestResponse {
         self.header("cache-status").unwrap_or_default()
     }
 
-    /// Whether `Cache-Status` has exactly this parameter (`hit`, `stored`, `fwd=stale`, ...),
-    /// compared whole, not as a substring.
-    pub fn cache_status_has(&self, param: &str) -> bool {
+    /// The `Cache-Status` entries, in order: the caches nearest the origin first, the one that
+    /// answered the client last.
+    pub fn cache_status_entries(&self) -> Vec<String> {
         self.cache_status()
+            .split(',')
+            .map(|entry| entry.trim().to_string())
+            .filter(|entry| !entry.is_empty())
+            .collect()
+    }
+
+    /// The entry of the cache that answered the client: the last of `Cache-Status`, or `""`.
+    pub fn cache_status_entry(&self) -> String {
+        self.cache_status_entries().pop().unwrap_or_default()
+    }
+
+    /// Whether the answering cache's `Cache-Status` entry (the last) has exactly this parameter
+    /// (`hit`, `stored`, `fwd=stale`, ...), compared whole, not as a substring.
+    pub fn cache_status_has(&self, param: &str) -> bool {
+        self.cache_status_entry()
             .split(';')
             .skip(1)
             .any(|p| p.trim() == param)

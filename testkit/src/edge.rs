@@ -31,7 +31,7 @@ pub struct TestEdge {
 /// timeouts, then `tweaks` — dotted-key lines such as `cache.max_bytes = "1MiB"` — which
 /// replace a default of the same key or add to them.
 pub fn edge_toml(origin: SocketAddr, tweaks: &[&str]) -> String {
-    let mut entries: Vec<(String, String)> = [
+    let defaults = [
         ("edge.id", format!("{EDGE_ID:?}")),
         ("server.listen", "\"127.0.0.1:0\"".to_string()),
         ("server.admin_listen", "\"127.0.0.1:0\"".to_string()),
@@ -39,10 +39,17 @@ pub fn edge_toml(origin: SocketAddr, tweaks: &[&str]) -> String {
         ("upstream.origin", format!("\"http://{origin}\"")),
         ("upstream.connect_timeout", "\"1s\"".to_string()),
         ("upstream.response_timeout", "\"5s\"".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    ];
+    node_toml(&defaults, tweaks)
+}
+
+/// TOML from dotted-key `defaults`, then `tweaks` (`key = value` lines) replacing a default of
+/// the same key or adding to them.
+pub fn node_toml(defaults: &[(&str, String)], tweaks: &[&str]) -> String {
+    let mut entries: Vec<(String, String)> = defaults
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     for tweak in tweaks {
         let (key, value) = tweak
             .split_once('=')
@@ -61,10 +68,18 @@ pub fn edge_toml(origin: SocketAddr, tweaks: &[&str]) -> String {
 
 /// Starts an edge in front of `origin` with the test defaults plus `tweaks` (see [`edge_toml`]).
 pub async fn start_edge(origin: SocketAddr, tweaks: &[&str]) -> TestEdge {
+    start_edge_with_clock(origin, tweaks, Arc::new(ManualClock::new())).await
+}
+
+/// [`start_edge`] with a clock the test shares with other nodes.
+pub async fn start_edge_with_clock(
+    origin: SocketAddr,
+    tweaks: &[&str],
+    clock: Arc<ManualClock>,
+) -> TestEdge {
     let toml = edge_toml(origin, tweaks);
     let config = EdgeConfig::from_toml(&toml)
         .unwrap_or_else(|errors| panic!("test config is invalid:\n{toml}\n{errors}"));
-    let clock = Arc::new(ManualClock::new());
     let node = crate::bind_with_clock::<verge_edge::EdgeRole>(&config, clock.clone())
         .await
         .unwrap();
@@ -107,19 +122,7 @@ impl TestEdge {
     /// `POST /v1/purge` on the admin listener with this JSON body, with
     /// `Authorization: Bearer <token>` when a token is given.
     pub async fn purge(&self, body: &str, token: Option<&str>) -> TestResponse {
-        let authorization = token.map(|t| format!("Bearer {t}"));
-        let mut headers = vec![("content-type", "application/json")];
-        if let Some(value) = &authorization {
-            headers.push(("authorization", value.as_str()));
-        }
-        HttpClient::http1()
-            .request(
-                "POST",
-                &self.admin_url("/v1/purge"),
-                &headers,
-                body.to_string(),
-            )
-            .await
+        purge_at(self.admin_addr, body, token).await
     }
 
     /// The admin `/metrics` text, fetched now.
@@ -142,6 +145,23 @@ impl TestEdge {
             within("edge shutdown", limit, run).await.unwrap();
         }
     }
+}
+
+/// `POST /v1/purge` on the admin listener at `admin`, as [`TestEdge::purge`].
+pub async fn purge_at(admin: SocketAddr, body: &str, token: Option<&str>) -> TestResponse {
+    let authorization = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(value) = &authorization {
+        headers.push(("authorization", value.as_str()));
+    }
+    HttpClient::http1()
+        .request(
+            "POST",
+            &format!("http://{admin}/v1/purge"),
+            &headers,
+            body.to_string(),
+        )
+        .await
 }
 
 impl Drop for TestEdge {

@@ -11,6 +11,8 @@
 //! - [`pki`]: a test CA and the certificates it signs, and a TLS client;
 //! - [`tls_origin`]: [`tls_origin::TlsOrigin`], an HTTPS upstream recording what it saw;
 //! - [`node`]: nodes of any role bound as the command line binds them;
+//! - [`cdn`]: [`TestCdn`], the cache under test in either topology (edge → origin, or
+//!   edge → shield → origin), for tests that must hold in both;
 //! - [`control`], [`tier`]: control planes and shield tiers of real nodes.
 //!
 //! Every network wait here is bounded by [`IO_TIMEOUT`]; conditions are awaited with
@@ -19,6 +21,7 @@
 // Test support panics on failure by design.
 #![allow(clippy::unwrap_used)]
 
+pub mod cdn;
 pub mod client;
 pub mod control;
 pub mod edge;
@@ -34,8 +37,9 @@ pub mod tls_origin;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use cdn::{start_origin_and_cdn, TestCdn, Topology};
 pub use client::{raw_exchange, HttpClient, RawReply, TestResponse};
-pub use edge::{edge_toml, start_edge, TestEdge};
+pub use edge::{edge_toml, start_edge, start_edge_with_clock, TestEdge};
 pub use fake_origin::{FakeOrigin, RecordedRequest, Reply};
 pub use metrics::Metrics;
 pub use node::{bind, bind_with_clock, RunningNode};

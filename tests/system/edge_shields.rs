@@ -19,9 +19,7 @@ use support::tier::{
     cacheable_origin, fetched_by, get_site, last_fetcher, path_only, shield_up, start_front,
     start_shield, via_chain, Placement, SHIELD_REQUESTS, SHIELD_UP, SITE,
 };
-use support::{
-    start_edge, wait_until, FakeOrigin, HttpClient, RecordedRequest, Reply, TestEdge, TestResponse,
-};
+use support::{start_edge, wait_until, FakeOrigin, HttpClient, RecordedRequest, Reply, TestEdge};
 use verge_cache::CacheKey;
 
 /// Bound on waiting for a node to drain and stop.
@@ -42,16 +40,6 @@ async fn failing_origin() -> FakeOrigin {
     let origin = FakeOrigin::start().await;
     origin.on_prefix("/", Reply::ok("overloaded").with_status(503));
     origin
-}
-
-/// The `Cache-Status` entries of a response, in order (upstream caches first).
-fn cache_status_entries(response: &TestResponse) -> Vec<String> {
-    response
-        .cache_status()
-        .split(',')
-        .map(|entry| entry.trim().to_string())
-        .filter(|entry| !entry.is_empty())
-        .collect()
 }
 
 /// Whether one `Cache-Status` entry has exactly this parameter.
@@ -84,7 +72,7 @@ async fn each_object_is_fetched_once_for_the_whole_cdn() {
     for path in &urls {
         let response = get_site(&client, &b, path).await;
         assert_eq!(response.status, 200, "B {path}: {}", response.text());
-        let entries = cache_status_entries(&response);
+        let entries = response.cache_status_entries();
         assert_eq!(entries.len(), 2, "B {path}: {entries:?}");
         assert!(
             entry_has(&entries[0], "hit"),
@@ -225,7 +213,7 @@ async fn a_dead_shields_keys_fail_over_to_the_next_shield_and_only_its_keys_move
     for path in &s2_keys {
         let response = get_site(&client, &b, path).await;
         assert_eq!(response.status, 200, "{path}: {}", response.text());
-        let entries = cache_status_entries(&response);
+        let entries = response.cache_status_entries();
         assert!(
             entry_has(&entries[0], "hit"),
             "{path} should be a hit in s2's cache: {entries:?}"
@@ -330,7 +318,7 @@ async fn with_every_shield_down_misses_fall_back_to_the_origin() {
         let response = get_site(&client, &front, &path).await;
         assert_eq!(response.status, 200, "{path}: {}", response.text());
         assert_eq!(response.text(), "object");
-        let entries = cache_status_entries(&response);
+        let entries = response.cache_status_entries();
         assert_eq!(entries.len(), 1, "{path}: no shield answered: {entries:?}");
         let seen = origin.requests_for(path_only(&path));
         assert_eq!(seen.len(), 1, "{path}");
@@ -491,7 +479,7 @@ async fn cache_status_lists_the_shield_entry_then_the_edge_entry() {
 
     let first = get_site(&client, &a, "/page").await;
     assert_eq!(first.status, 200, "{}", first.text());
-    let entries = cache_status_entries(&first);
+    let entries = first.cache_status_entries();
     assert_eq!(entries.len(), 2, "{entries:?}");
     for entry in &entries {
         assert!(entry.starts_with("verge-edge;"), "{entries:?}");
@@ -506,14 +494,14 @@ async fn cache_status_lists_the_shield_entry_then_the_edge_entry() {
 
     // Through another front edge: the shield's hit, then this edge's miss.
     let second = get_site(&client, &b, "/page").await;
-    let entries = cache_status_entries(&second);
+    let entries = second.cache_status_entries();
     assert_eq!(entries.len(), 2, "{entries:?}");
     assert!(entry_has(&entries[0], "hit"), "{entries:?}");
     assert!(entry_has(&entries[1], "fwd=uri-miss"), "{entries:?}");
 
     // From the front edge's cache: the shield's entry as stored, then this edge's hit.
     let third = get_site(&client, &a, "/page").await;
-    let entries = cache_status_entries(&third);
+    let entries = third.cache_status_entries();
     assert_eq!(entries.len(), 2, "{entries:?}");
     assert!(entry_has(&entries[0], "fwd=uri-miss"), "{entries:?}");
     assert!(entry_has(&entries[1], "hit"), "{entries:?}");

@@ -1,4 +1,4 @@
-//! The `Cache-Status` field (RFC 9211) the edge sends: its name, `hit`, `fwd` with
+//! The `Cache-Status` field (RFC 9211) the edge sends (after the shield's entry, behind one): its name, `hit`, `fwd` with
 //! `fwd-status`, `ttl`, `stored` and `collapsed`. Other parameters (`fwd=stale`,
 //! `fwd=vary-miss`, `detail=...`) are checked beside the behaviour that produces them.
 
@@ -6,34 +6,48 @@ use verge_testkit as support;
 
 use std::time::Duration;
 
-use support::{start_origin_and_edge, HttpClient, Reply};
+use support::{start_origin_and_cdn, HttpClient, Reply, TestResponse, Topology};
 use tokio::task::JoinSet;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stored_miss_reports_uri_miss_the_origin_status_the_ttl_and_stored() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+/// Asserts the whole `Cache-Status`: the edge's entry, after the shield's when there is one.
+fn assert_cache_status(response: &TestResponse, topology: Topology, shield: &str, edge: &str) {
+    let expected = match topology {
+        Topology::Direct => edge.to_string(),
+        Topology::Shielded => format!("{shield}, {edge}"),
+    };
+    assert_eq!(response.cache_status(), expected);
+}
+
+async fn a_stored_miss_reports_uri_miss_the_origin_status_the_ttl_and_stored(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/cs", Reply::ok("x").cache_control("max-age=60"));
     let miss = HttpClient::http1().get(&edge.url("/cs")).await;
-    assert_eq!(
-        miss.cache_status(),
-        "verge-edge; fwd=uri-miss; fwd-status=200; ttl=60; stored"
+    assert_cache_status(
+        &miss,
+        topology,
+        "verge-shield; fwd=uri-miss; fwd-status=200; ttl=60; stored",
+        "verge-edge; fwd=uri-miss; fwd-status=200; ttl=60; stored",
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hit_reports_hit_and_the_freshness_left() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn a_hit_reports_hit_and_the_freshness_left(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/cs", Reply::ok("x").cache_control("max-age=60"));
     let client = HttpClient::http1();
     client.get(&edge.url("/cs")).await;
     edge.advance(15);
     let hit = client.get(&edge.url("/cs")).await;
-    assert_eq!(hit.cache_status(), "verge-edge; hit; ttl=45");
+    // The shield's entry is the one the edge stored with the object.
+    assert_cache_status(
+        &hit,
+        topology,
+        "verge-shield; fwd=uri-miss; fwd-status=200; ttl=60; stored",
+        "verge-edge; hit; ttl=45",
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stale_response_revalidated_with_304_reports_stale_304_and_stored() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn a_stale_response_revalidated_with_304_reports_stale_304_and_stored(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/cs",
         Reply::ok("x")
@@ -51,29 +65,31 @@ async fn a_stale_response_revalidated_with_304_reports_stale_304_and_stored() {
             .header("etag", "\"v1\""),
     );
     let revalidated = client.get(&edge.url("/cs")).await;
-    assert_eq!(
-        revalidated.cache_status(),
-        "verge-edge; fwd=stale; fwd-status=304; ttl=60; stored"
+    assert_cache_status(
+        &revalidated,
+        topology,
+        "verge-shield; fwd=stale; fwd-status=304; ttl=60; stored",
+        "verge-edge; fwd=stale; fwd-status=304; ttl=60; stored",
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn methods_the_cache_does_not_handle_report_bypass_and_the_origin_status() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn methods_the_cache_does_not_handle_report_bypass_and_the_origin_status(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/form", Reply::ok("posted").with_status(201));
     let response = HttpClient::http1()
         .request("POST", &edge.url("/form"), &[], "data")
         .await;
     assert_eq!(response.status, 201);
-    assert_eq!(
-        response.cache_status(),
-        "verge-edge; fwd=bypass; fwd-status=201"
+    assert_cache_status(
+        &response,
+        topology,
+        "verge-shield; fwd=bypass; fwd-status=201",
+        "verge-edge; fwd=bypass; fwd-status=201",
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_answered_by_another_requests_fill_report_collapsed() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn requests_answered_by_another_requests_fill_report_collapsed(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/slow",
         Reply::ok("x")
@@ -105,3 +121,11 @@ async fn requests_answered_by_another_requests_fill_report_collapsed() {
     assert!(collapsed >= 1, "{all:?}");
     assert_eq!(leaders + collapsed, 5, "{all:?}");
 }
+
+support::in_both_topologies!(
+    a_stored_miss_reports_uri_miss_the_origin_status_the_ttl_and_stored,
+    a_hit_reports_hit_and_the_freshness_left,
+    a_stale_response_revalidated_with_304_reports_stale_304_and_stored,
+    methods_the_cache_does_not_handle_report_bypass_and_the_origin_status,
+    requests_answered_by_another_requests_fill_report_collapsed,
+);

@@ -5,7 +5,9 @@
 
 use verge_testkit as support;
 
-use support::{start_origin_and_edge, FakeOrigin, HttpClient, Reply, TestEdge, TestResponse};
+use support::{
+    start_origin_and_cdn, FakeOrigin, HttpClient, Reply, TestEdge, TestResponse, Topology,
+};
 
 async fn get_with(edge: &TestEdge, path: &str, headers: &[(&str, &str)]) -> TestResponse {
     HttpClient::http1()
@@ -42,23 +44,20 @@ async fn assert_never_stored(origin: &FakeOrigin, edge: &TestEdge, path: &str, d
 
 // ---- response directives ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn response_no_store_is_not_stored() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn response_no_store_is_not_stored(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/ns", Reply::ok("x").cache_control("no-store, max-age=60"));
     assert_never_stored(&origin, &edge, "/ns", "no-store").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn response_bare_private_is_not_stored() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn response_bare_private_is_not_stored(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/p", Reply::ok("x").cache_control("private, max-age=60"));
     assert_never_stored(&origin, &edge, "/p", "private").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn response_private_with_a_field_name_is_stored_without_that_field() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn response_private_with_a_field_name_is_stored_without_that_field(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/pf",
         Reply::ok("body")
@@ -78,9 +77,8 @@ async fn response_private_with_a_field_name_is_stored_without_that_field() {
     assert_eq!(origin.hits("/pf"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn response_no_cache_with_a_field_name_is_stored_without_that_field() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn response_no_cache_with_a_field_name_is_stored_without_that_field(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/ncf",
         Reply::ok("body")
@@ -99,9 +97,8 @@ async fn response_no_cache_with_a_field_name_is_stored_without_that_field() {
     assert_eq!(origin.hits("/ncf"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn response_bare_no_cache_is_stored_but_revalidated_on_every_use() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn response_bare_no_cache_is_stored_but_revalidated_on_every_use(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/nc",
         Reply::ok("body")
@@ -134,9 +131,8 @@ async fn response_bare_no_cache_is_stored_but_revalidated_on_every_use() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn authorized_request_response_is_not_stored_without_explicit_permission() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn authorized_request_response_is_not_stored_without_explicit_permission(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/auth", Reply::ok("x").cache_control("max-age=60"));
     for n in 1..=2 {
         let response = get_with(&edge, "/auth", &[("authorization", "Bearer u1")]).await;
@@ -152,8 +148,8 @@ async fn authorized_request_response_is_not_stored_without_explicit_permission()
 }
 
 /// A response to a request with `Authorization` is stored when `cache_control` allows it.
-async fn assert_authorized_response_is_stored(cache_control: &str) {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn assert_authorized_response_is_stored(topology: Topology, cache_control: &str) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/auth", Reply::ok("shared").cache_control(cache_control));
     let miss = get_with(&edge, "/auth", &[("authorization", "Bearer u1")]).await;
     assert!(
@@ -167,26 +163,22 @@ async fn assert_authorized_response_is_stored(cache_control: &str) {
     assert_eq!(origin.hits("/auth"), 1, "{cache_control}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn public_allows_storing_a_response_to_an_authorized_request() {
-    assert_authorized_response_is_stored("public, max-age=60").await;
+async fn public_allows_storing_a_response_to_an_authorized_request(topology: Topology) {
+    assert_authorized_response_is_stored(topology, "public, max-age=60").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s_maxage_allows_storing_a_response_to_an_authorized_request() {
-    assert_authorized_response_is_stored("s-maxage=60").await;
+async fn s_maxage_allows_storing_a_response_to_an_authorized_request(topology: Topology) {
+    assert_authorized_response_is_stored(topology, "s-maxage=60").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn must_revalidate_allows_storing_a_response_to_an_authorized_request() {
-    assert_authorized_response_is_stored("must-revalidate, max-age=60").await;
+async fn must_revalidate_allows_storing_a_response_to_an_authorized_request(topology: Topology) {
+    assert_authorized_response_is_stored(topology, "must-revalidate, max-age=60").await;
 }
 
 // ---- request directives ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_max_age_refuses_a_stored_response_older_than_it() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn request_max_age_refuses_a_stored_response_older_than_it(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/ma", Reply::ok("x").cache_control("max-age=100"));
     get_with(&edge, "/ma", &[]).await;
     edge.advance(30);
@@ -204,9 +196,8 @@ async fn request_max_age_refuses_a_stored_response_older_than_it() {
     assert_eq!(origin.hits("/ma"), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_max_stale_with_a_value_accepts_that_much_staleness() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn request_max_stale_with_a_value_accepts_that_much_staleness(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/ms", Reply::ok("x").cache_control("max-age=10"));
     get_with(&edge, "/ms", &[]).await;
     edge.advance(25); // 15s stale
@@ -229,9 +220,8 @@ async fn request_max_stale_with_a_value_accepts_that_much_staleness() {
     assert_eq!(origin.hits("/ms"), 2, "15s stale is beyond max-stale=5");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_max_stale_without_a_value_accepts_any_staleness() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn request_max_stale_without_a_value_accepts_any_staleness(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/msa", Reply::ok("x").cache_control("max-age=10"));
     get_with(&edge, "/msa", &[]).await;
     edge.advance(100_000);
@@ -246,9 +236,8 @@ async fn request_max_stale_without_a_value_accepts_any_staleness() {
     assert_eq!(origin.hits("/msa"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_min_fresh_requires_that_much_freshness_left() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn request_min_fresh_requires_that_much_freshness_left(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/mf", Reply::ok("x").cache_control("max-age=100"));
     get_with(&edge, "/mf", &[]).await;
     edge.advance(50); // 50s left
@@ -266,9 +255,8 @@ async fn request_min_fresh_requires_that_much_freshness_left() {
     assert_eq!(origin.hits("/mf"), 2, "50s left < min-fresh=60");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_no_cache_forces_revalidation_of_a_fresh_response() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn request_no_cache_forces_revalidation_of_a_fresh_response(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/rnc",
         Reply::ok("body")
@@ -303,9 +291,8 @@ async fn request_no_cache_forces_revalidation_of_a_fresh_response() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_no_store_keeps_the_response_out_of_the_cache() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn request_no_store_keeps_the_response_out_of_the_cache(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/rns", Reply::ok("x").cache_control("max-age=100"));
     let first = get_with(&edge, "/rns", &[("cache-control", "no-store")]).await;
     assert_eq!(first.status, 200);
@@ -319,9 +306,8 @@ async fn request_no_store_keeps_the_response_out_of_the_cache() {
     assert_eq!(origin.hits("/rns"), 2, "the first response was not stored");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_if_cached_gets_504_when_nothing_is_stored() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn only_if_cached_gets_504_when_nothing_is_stored(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/oic", Reply::ok("x").cache_control("max-age=100"));
     let response = get_with(&edge, "/oic", &[("cache-control", "only-if-cached")]).await;
     assert_eq!(response.status, 504);
@@ -333,9 +319,8 @@ async fn only_if_cached_gets_504_when_nothing_is_stored() {
     assert_eq!(origin.hits("/oic"), 0, "only-if-cached never goes upstream");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_if_cached_gets_504_when_the_stored_response_is_stale() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn only_if_cached_gets_504_when_the_stored_response_is_stale(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/oics", Reply::ok("x").cache_control("max-age=10"));
     get_with(&edge, "/oics", &[]).await;
     edge.advance(20);
@@ -349,9 +334,8 @@ async fn only_if_cached_gets_504_when_the_stored_response_is_stale() {
     assert_eq!(origin.hits("/oics"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_if_cached_is_served_from_a_fresh_response() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn only_if_cached_is_served_from_a_fresh_response(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/oicf", Reply::ok("cached").cache_control("max-age=100"));
     get_with(&edge, "/oicf", &[]).await;
     let response = get_with(&edge, "/oicf", &[("cache-control", "only-if-cached")]).await;
@@ -361,9 +345,8 @@ async fn only_if_cached_is_served_from_a_fresh_response() {
     assert_eq!(origin.hits("/oicf"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pragma_no_cache_forces_revalidation_without_cache_control() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn pragma_no_cache_forces_revalidation_without_cache_control(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/pr", Reply::ok("x").cache_control("max-age=100"));
     get_with(&edge, "/pr", &[]).await;
 
@@ -376,9 +359,8 @@ async fn pragma_no_cache_forces_revalidation_without_cache_control() {
     assert_eq!(origin.hits("/pr"), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pragma_no_cache_is_ignored_when_cache_control_is_present() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn pragma_no_cache_is_ignored_when_cache_control_is_present(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/pri", Reply::ok("x").cache_control("max-age=100"));
     get_with(&edge, "/pri", &[]).await;
 
@@ -394,9 +376,8 @@ async fn pragma_no_cache_is_ignored_when_cache_control_is_present() {
 
 // ---- CDN-Cache-Control, Surrogate-Control ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cdn_cache_control_overrides_a_cache_control_no_store() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn cdn_cache_control_overrides_a_cache_control_no_store(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/cdn",
         Reply::ok("x")
@@ -416,9 +397,8 @@ async fn cdn_cache_control_overrides_a_cache_control_no_store() {
     assert_eq!(origin.hits("/cdn"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cdn_cache_control_no_store_overrides_a_cache_control_max_age() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn cdn_cache_control_no_store_overrides_a_cache_control_max_age(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/cdn-ns",
         Reply::ok("x")
@@ -428,9 +408,8 @@ async fn cdn_cache_control_no_store_overrides_a_cache_control_max_age() {
     assert_never_stored(&origin, &edge, "/cdn-ns", "no-store").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cdn_cache_control_lifetime_replaces_the_cache_control_lifetime() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn cdn_cache_control_lifetime_replaces_the_cache_control_lifetime(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/cdn-short",
         Reply::ok("x")
@@ -444,9 +423,8 @@ async fn cdn_cache_control_lifetime_replaces_the_cache_control_lifetime() {
     assert_eq!(origin.hits("/cdn-short"), 2, "stale by CDN-Cache-Control");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn surrogate_control_overrides_cache_control() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn surrogate_control_overrides_cache_control(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/sc",
         Reply::ok("x")
@@ -462,9 +440,8 @@ async fn surrogate_control_overrides_cache_control() {
     assert_eq!(origin.hits("/sc"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cdn_cache_control_still_governs_after_a_304_revalidation() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn cdn_cache_control_still_governs_after_a_304_revalidation(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     let reply = |r: Reply| {
         r.cache_control("no-store")
             .header("cdn-cache-control", "max-age=60")
@@ -490,9 +467,8 @@ async fn cdn_cache_control_still_governs_after_a_304_revalidation() {
     assert_eq!(origin.hits("/cdn-304"), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cdn_only_fields_are_not_forwarded_to_clients() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn cdn_only_fields_are_not_forwarded_to_clients(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/fields",
         Reply::ok("x")
@@ -525,3 +501,32 @@ async fn cdn_only_fields_are_not_forwarded_to_clients() {
         );
     }
 }
+
+support::in_both_topologies!(
+    response_no_store_is_not_stored,
+    response_bare_private_is_not_stored,
+    response_private_with_a_field_name_is_stored_without_that_field,
+    response_no_cache_with_a_field_name_is_stored_without_that_field,
+    response_bare_no_cache_is_stored_but_revalidated_on_every_use,
+    authorized_request_response_is_not_stored_without_explicit_permission,
+    public_allows_storing_a_response_to_an_authorized_request,
+    s_maxage_allows_storing_a_response_to_an_authorized_request,
+    must_revalidate_allows_storing_a_response_to_an_authorized_request,
+    request_max_age_refuses_a_stored_response_older_than_it,
+    request_max_stale_with_a_value_accepts_that_much_staleness,
+    request_max_stale_without_a_value_accepts_any_staleness,
+    request_min_fresh_requires_that_much_freshness_left,
+    request_no_cache_forces_revalidation_of_a_fresh_response,
+    request_no_store_keeps_the_response_out_of_the_cache,
+    only_if_cached_gets_504_when_nothing_is_stored,
+    only_if_cached_gets_504_when_the_stored_response_is_stale,
+    only_if_cached_is_served_from_a_fresh_response,
+    pragma_no_cache_forces_revalidation_without_cache_control,
+    pragma_no_cache_is_ignored_when_cache_control_is_present,
+    cdn_cache_control_overrides_a_cache_control_no_store,
+    cdn_cache_control_no_store_overrides_a_cache_control_max_age,
+    cdn_cache_control_lifetime_replaces_the_cache_control_lifetime,
+    surrogate_control_overrides_cache_control,
+    cdn_cache_control_still_governs_after_a_304_revalidation,
+    cdn_only_fields_are_not_forwarded_to_clients,
+);

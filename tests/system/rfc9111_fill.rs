@@ -3,11 +3,10 @@
 
 use verge_testkit as support;
 
-use support::{start_origin_and_edge, HttpClient, Reply};
+use support::{start_origin_and_cdn, HttpClient, Reply, Topology};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_get_with_a_request_body_is_filled_and_stored() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn a_get_with_a_request_body_is_filled_and_stored(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/g",
         Reply::ok("representation").cache_control("max-age=60"),
@@ -34,3 +33,5 @@ async fn a_get_with_a_request_body_is_filled_and_stored() {
     let second = client.get(&edge.url("/g")).await;
     assert!(second.cache_status_has("hit"), "{}", second.cache_status());
 }
+
+support::in_both_topologies!(a_get_with_a_request_body_is_filled_and_stored,);

@@ -4,7 +4,9 @@
 
 use verge_testkit as support;
 
-use support::{start_origin_and_edge, FakeOrigin, HttpClient, Reply, TestEdge, TestResponse};
+use support::{
+    start_origin_and_cdn, FakeOrigin, HttpClient, Reply, TestEdge, TestResponse, Topology,
+};
 
 async fn send(edge: &TestEdge, method: &str, path: &str, headers: &[(&str, &str)]) -> TestResponse {
     HttpClient::http1()
@@ -39,8 +41,8 @@ async fn store(origin: &FakeOrigin, edge: &TestEdge, path: &str) {
 }
 
 /// A successful `method` to a stored URL removes it: the next GET goes to the origin.
-async fn assert_successful_unsafe_request_invalidates(method: &str) {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn assert_successful_unsafe_request_invalidates(topology: Topology, method: &str) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     store(&origin, &edge, "/item").await;
     let before = origin.hits("/item");
 
@@ -69,29 +71,24 @@ async fn assert_successful_unsafe_request_invalidates(method: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn successful_post_invalidates_the_stored_get() {
-    assert_successful_unsafe_request_invalidates("POST").await;
+async fn successful_post_invalidates_the_stored_get(topology: Topology) {
+    assert_successful_unsafe_request_invalidates(topology, "POST").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn successful_put_invalidates_the_stored_get() {
-    assert_successful_unsafe_request_invalidates("PUT").await;
+async fn successful_put_invalidates_the_stored_get(topology: Topology) {
+    assert_successful_unsafe_request_invalidates(topology, "PUT").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn successful_delete_invalidates_the_stored_get() {
-    assert_successful_unsafe_request_invalidates("DELETE").await;
+async fn successful_delete_invalidates_the_stored_get(topology: Topology) {
+    assert_successful_unsafe_request_invalidates(topology, "DELETE").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn successful_patch_invalidates_the_stored_get() {
-    assert_successful_unsafe_request_invalidates("PATCH").await;
+async fn successful_patch_invalidates_the_stored_get(topology: Topology) {
+    assert_successful_unsafe_request_invalidates(topology, "PATCH").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_host_location_and_content_location_are_invalidated() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn same_host_location_and_content_location_are_invalidated(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     for path in ["/items/1", "/items/2", "/items/3"] {
         store(&origin, &edge, path).await;
     }
@@ -120,9 +117,8 @@ async fn same_host_location_and_content_location_are_invalidated() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn location_on_another_host_is_not_invalidated() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn location_on_another_host_is_not_invalidated(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     let other = [("host", "other.example")];
     origin.on(
         "/items/1",
@@ -153,9 +149,8 @@ async fn location_on_another_host_is_not_invalidated() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_unsafe_requests_invalidate_nothing() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn failed_unsafe_requests_invalidate_nothing(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     store(&origin, &edge, "/item").await;
     store(&origin, &edge, "/named").await;
 
@@ -178,3 +173,13 @@ async fn failed_unsafe_requests_invalidate_nothing() {
         );
     }
 }
+
+support::in_both_topologies!(
+    successful_post_invalidates_the_stored_get,
+    successful_put_invalidates_the_stored_get,
+    successful_delete_invalidates_the_stored_get,
+    successful_patch_invalidates_the_stored_get,
+    same_host_location_and_content_location_are_invalidated,
+    location_on_another_host_is_not_invalidated,
+    failed_unsafe_requests_invalidate_nothing,
+);

@@ -4,27 +4,29 @@
 
 use verge_testkit as support;
 
-use support::{start_origin_and_edge, FakeOrigin, HttpClient, Reply, TestEdge, TestResponse};
+use support::{
+    start_origin_and_cdn, FakeOrigin, HttpClient, Reply, TestCdn, TestResponse, Topology,
+};
 
 const TOKEN: &str = "0123456789abcdef-test-token";
 const TOKEN_LINE: &str = "admin.token = \"0123456789abcdef-test-token\"";
 
-async fn start() -> (FakeOrigin, TestEdge) {
-    start_origin_and_edge(&[TOKEN_LINE]).await
+async fn start(topology: Topology) -> (FakeOrigin, TestCdn) {
+    start_origin_and_cdn(topology, &[TOKEN_LINE]).await
 }
 
-async fn get_with(edge: &TestEdge, path: &str, headers: &[(&str, &str)]) -> TestResponse {
+async fn get_with(edge: &TestCdn, path: &str, headers: &[(&str, &str)]) -> TestResponse {
     HttpClient::http1()
         .request("GET", &edge.url(path), headers, "")
         .await
 }
 
-async fn is_cached(edge: &TestEdge, path: &str) -> bool {
+async fn is_cached(edge: &TestCdn, path: &str) -> bool {
     get_with(edge, path, &[]).await.cache_status_has("hit")
 }
 
 /// Has the origin answer `path` with `reply`, requests it, and checks it is then a hit.
-async fn store(origin: &FakeOrigin, edge: &TestEdge, path: &str, reply: Reply) {
+async fn store(origin: &FakeOrigin, edge: &TestCdn, path: &str, reply: Reply) {
     origin.on(path, reply);
     get_with(edge, path, &[]).await;
     assert!(is_cached(edge, path).await, "{path} was not stored");
@@ -48,18 +50,16 @@ fn purged(response: &TestResponse) -> u64 {
 
 // ---- access and input ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_without_credentials_is_401_with_www_authenticate() {
-    let (_origin, edge) = start().await;
+async fn purge_without_credentials_is_401_with_www_authenticate(topology: Topology) {
+    let (_origin, edge) = start(topology).await;
     let response = edge.purge(r#"{"all":true}"#, None).await;
     assert_eq!(response.status, 401, "{}", response.text());
     let challenge = response.header("www-authenticate").unwrap_or_default();
     assert!(challenge.starts_with("Bearer"), "{challenge:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_with_a_wrong_token_is_403() {
-    let (origin, edge) = start().await;
+async fn purge_with_a_wrong_token_is_403(topology: Topology) {
+    let (origin, edge) = start(topology).await;
     store(&origin, &edge, "/kept", plain("/kept")).await;
     let response = edge
         .purge(r#"{"all":true}"#, Some("0123456789abcdef-test-tokeN"))
@@ -68,43 +68,37 @@ async fn purge_with_a_wrong_token_is_403() {
     assert!(is_cached(&edge, "/kept").await, "nothing was purged");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_is_403_when_no_token_is_configured() {
-    let (_origin, edge) = start_origin_and_edge(&[]).await;
+async fn purge_is_403_when_no_token_is_configured(topology: Topology) {
+    let (_origin, edge) = start_origin_and_cdn(topology, &[]).await;
     let response = edge.purge(r#"{"all":true}"#, Some(TOKEN)).await;
     assert_eq!(response.status, 403, "{}", response.text());
 }
 
-async fn assert_bad_request(body: &str) {
-    let (_origin, edge) = start().await;
+async fn assert_bad_request(topology: Topology, body: &str) {
+    let (_origin, edge) = start(topology).await;
     let response = edge.purge(body, Some(TOKEN)).await;
     assert_eq!(response.status, 400, "{body}: {}", response.text());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_with_invalid_json_is_400() {
-    assert_bad_request(r#"{"urls": ["http://h/a"#).await;
+async fn purge_with_invalid_json_is_400(topology: Topology) {
+    assert_bad_request(topology, r#"{"urls": ["http://h/a"#).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_with_an_unknown_field_is_400() {
-    assert_bad_request(r#"{"url": ["http://h/a"]}"#).await;
+async fn purge_with_an_unknown_field_is_400(topology: Topology) {
+    assert_bad_request(topology, r#"{"url": ["http://h/a"]}"#).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_of_a_relative_url_is_400() {
-    assert_bad_request(r#"{"urls": ["/a"]}"#).await;
+async fn purge_of_a_relative_url_is_400(topology: Topology) {
+    assert_bad_request(topology, r#"{"urls": ["/a"]}"#).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_empty_purge_is_400() {
-    assert_bad_request(r#"{}"#).await;
+async fn an_empty_purge_is_400(topology: Topology) {
+    assert_bad_request(topology, r#"{}"#).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_body_over_max_body_bytes_is_413() {
+async fn purge_body_over_max_body_bytes_is_413(topology: Topology) {
     let (_origin, edge) =
-        start_origin_and_edge(&[TOKEN_LINE, "admin.max_body_bytes = \"1KiB\""]).await;
+        start_origin_and_cdn(topology, &[TOKEN_LINE, "admin.max_body_bytes = \"1KiB\""]).await;
     let urls: Vec<String> = (0..100).map(|i| format!("\"http://h/{i}\"")).collect();
     let body = format!("{{\"urls\":[{}]}}", urls.join(","));
     assert!(body.len() > 1024);
@@ -120,17 +114,15 @@ async fn purge_body_over_max_body_bytes_is_413() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_on_the_purge_endpoint_is_405() {
-    let (_origin, edge) = start().await;
+async fn get_on_the_purge_endpoint_is_405(topology: Topology) {
+    let (_origin, edge) = start(topology).await;
     let response = HttpClient::http1().get(&edge.admin_url("/v1/purge")).await;
     assert_eq!(response.status, 405);
     assert_eq!(response.header("allow").as_deref(), Some("POST"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_method_on_the_data_plane_is_405() {
-    let (origin, edge) = start().await;
+async fn purge_method_on_the_data_plane_is_405(topology: Topology) {
+    let (origin, edge) = start(topology).await;
     store(&origin, &edge, "/p", plain("/p")).await;
     let response = HttpClient::http1()
         .request("PURGE", &edge.url("/p"), &[], "")
@@ -144,9 +136,8 @@ async fn purge_method_on_the_data_plane_is_405() {
 
 // ---- what is purged ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_by_url_removes_every_variant() {
-    let (origin, edge) = start().await;
+async fn purge_by_url_removes_every_variant(topology: Topology) {
+    let (origin, edge) = start(topology).await;
     let vary = |body: &str| {
         Reply::ok(body.to_string())
             .cache_control("max-age=600")
@@ -182,9 +173,8 @@ async fn purge_by_url_removes_every_variant() {
     assert!(is_cached(&edge, "/other").await, "another URL is kept");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_by_prefix_removes_the_urls_under_it() {
-    let (origin, edge) = start().await;
+async fn purge_by_prefix_removes_the_urls_under_it(topology: Topology) {
+    let (origin, edge) = start(topology).await;
     for path in ["/img/a.png", "/img/b/c.png", "/css/site.css", "/img"] {
         store(&origin, &edge, path, plain(path)).await;
     }
@@ -201,9 +191,8 @@ async fn purge_by_prefix_removes_the_urls_under_it() {
     assert!(is_cached(&edge, "/img").await, "not under /img/");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_by_tag_removes_urls_tagged_by_surrogate_key() {
-    let (origin, edge) = start().await;
+async fn purge_by_tag_removes_urls_tagged_by_surrogate_key(topology: Topology) {
+    let (origin, edge) = start(topology).await;
     store(
         &origin,
         &edge,
@@ -227,9 +216,8 @@ async fn purge_by_tag_removes_urls_tagged_by_surrogate_key() {
     assert!(is_cached(&edge, "/x").await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_by_tag_removes_urls_tagged_by_cache_tag() {
-    let (origin, edge) = start().await;
+async fn purge_by_tag_removes_urls_tagged_by_cache_tag(topology: Topology) {
+    let (origin, edge) = start(topology).await;
     store(&origin, &edge, "/c", plain("/c").header("cache-tag", "c,d")).await;
     store(&origin, &edge, "/x", plain("/x").header("cache-tag", "x")).await;
     let response = edge.purge(r#"{"tags":["d"]}"#, Some(TOKEN)).await;
@@ -238,9 +226,8 @@ async fn purge_by_tag_removes_urls_tagged_by_cache_tag() {
     assert!(is_cached(&edge, "/x").await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_all_removes_everything() {
-    let (origin, edge) = start().await;
+async fn purge_all_removes_everything(topology: Topology) {
+    let (origin, edge) = start(topology).await;
     for path in ["/1", "/2", "/3"] {
         store(&origin, &edge, path, plain(path)).await;
     }
@@ -251,9 +238,8 @@ async fn purge_all_removes_everything() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn soft_purge_keeps_the_object_but_makes_the_next_request_revalidate() {
-    let (origin, edge) = start().await;
+async fn soft_purge_keeps_the_object_but_makes_the_next_request_revalidate(topology: Topology) {
+    let (origin, edge) = start(topology).await;
     store(
         &origin,
         &edge,
@@ -296,9 +282,8 @@ async fn soft_purge_keeps_the_object_but_makes_the_next_request_revalidate() {
     assert_eq!(origin.hits("/soft"), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn soft_purged_object_is_still_served_under_stale_if_error() {
-    let (origin, edge) = start().await;
+async fn soft_purged_object_is_still_served_under_stale_if_error(topology: Topology) {
+    let (origin, edge) = start(topology).await;
     store(
         &origin,
         &edge,
@@ -325,3 +310,23 @@ async fn soft_purged_object_is_still_served_under_stale_if_error() {
     );
     assert!(origin.hits("/soft-err") >= 2, "the origin was asked first");
 }
+
+support::in_both_topologies!(
+    purge_without_credentials_is_401_with_www_authenticate,
+    purge_with_a_wrong_token_is_403,
+    purge_is_403_when_no_token_is_configured,
+    purge_with_invalid_json_is_400,
+    purge_with_an_unknown_field_is_400,
+    purge_of_a_relative_url_is_400,
+    an_empty_purge_is_400,
+    purge_body_over_max_body_bytes_is_413,
+    get_on_the_purge_endpoint_is_405,
+    purge_method_on_the_data_plane_is_405,
+    purge_by_url_removes_every_variant,
+    purge_by_prefix_removes_the_urls_under_it,
+    purge_by_tag_removes_urls_tagged_by_surrogate_key,
+    purge_by_tag_removes_urls_tagged_by_cache_tag,
+    purge_all_removes_everything,
+    soft_purge_keeps_the_object_but_makes_the_next_request_revalidate,
+    soft_purged_object_is_still_served_under_stale_if_error,
+);

@@ -7,7 +7,8 @@ use verge_testkit as support;
 use std::time::Duration;
 
 use support::{
-    start_origin_and_edge, wait_until, FakeOrigin, HttpClient, Reply, TestEdge, TestResponse,
+    start_origin_and_cdn, wait_until, FakeOrigin, HttpClient, Reply, TestEdge, TestResponse,
+    Topology,
 };
 use tokio::task::JoinSet;
 
@@ -26,9 +27,10 @@ async fn get(edge: &TestEdge, path: &str) -> TestResponse {
 
 // ---- stale-while-revalidate ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_while_revalidate_serves_stale_at_once_and_refreshes_once_in_the_background() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn stale_while_revalidate_serves_stale_at_once_and_refreshes_once_in_the_background(
+    topology: Topology,
+) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/swr",
         Reply::ok("old").cache_control("max-age=10, stale-while-revalidate=60"),
@@ -104,9 +106,8 @@ async fn stale_while_revalidate_serves_stale_at_once_and_refreshes_once_in_the_b
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_while_revalidate_outside_its_window_waits_for_the_origin() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn stale_while_revalidate_outside_its_window_waits_for_the_origin(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/swr-out",
         Reply::ok("old").cache_control("max-age=10, stale-while-revalidate=30"),
@@ -127,9 +128,8 @@ async fn stale_while_revalidate_outside_its_window_waits_for_the_origin() {
 
 // ---- stale-if-error ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_if_error_serves_stale_when_the_origin_resets() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn stale_if_error_serves_stale_when_the_origin_resets(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/sie",
         Reply::ok("old").cache_control("max-age=10, stale-if-error=60"),
@@ -149,9 +149,10 @@ async fn stale_if_error_serves_stale_when_the_origin_resets() {
     assert!(origin.hits("/sie") >= 2, "the origin was tried");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_if_error_serves_stale_when_the_origin_answers_500_502_503_or_504() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn stale_if_error_serves_stale_when_the_origin_answers_500_502_503_or_504(
+    topology: Topology,
+) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/sie5",
         Reply::ok("old").cache_control("max-age=10, stale-if-error=60"),
@@ -177,9 +178,8 @@ async fn stale_if_error_serves_stale_when_the_origin_answers_500_502_503_or_504(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_if_error_outside_its_window_returns_the_error() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn stale_if_error_outside_its_window_returns_the_error(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/sie-out",
         Reply::ok("old").cache_control("max-age=10, stale-if-error=60"),
@@ -248,27 +248,23 @@ async fn assert_never_served_stale(origin: &FakeOrigin, edge: &TestEdge, cache_c
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn must_revalidate_is_never_served_stale() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn must_revalidate_is_never_served_stale(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     assert_never_served_stale(&origin, &edge, "max-age=10, must-revalidate").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxy_revalidate_is_never_served_stale() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn proxy_revalidate_is_never_served_stale(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     assert_never_served_stale(&origin, &edge, "max-age=10, proxy-revalidate").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s_maxage_is_never_served_stale() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn s_maxage_is_never_served_stale(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     assert_never_served_stale(&origin, &edge, "s-maxage=10").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_cache_is_never_served_on_error() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn no_cache_is_never_served_on_error(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/nc-err",
         Reply::ok("old")
@@ -294,3 +290,15 @@ async fn no_cache_is_never_served_on_error() {
         stale.cache_status()
     );
 }
+
+support::in_both_topologies!(
+    stale_while_revalidate_serves_stale_at_once_and_refreshes_once_in_the_background,
+    stale_while_revalidate_outside_its_window_waits_for_the_origin,
+    stale_if_error_serves_stale_when_the_origin_resets,
+    stale_if_error_serves_stale_when_the_origin_answers_500_502_503_or_504,
+    stale_if_error_outside_its_window_returns_the_error,
+    must_revalidate_is_never_served_stale,
+    proxy_revalidate_is_never_served_stale,
+    s_maxage_is_never_served_stale,
+    no_cache_is_never_served_on_error,
+);

@@ -7,8 +7,8 @@ use verge_testkit as support;
 use std::time::Duration;
 
 use support::{
-    http_date, start_edge, start_origin_and_edge, HttpClient, RawOrigin, Reply, TestEdge,
-    TestResponse,
+    http_date, start_edge, start_origin_and_cdn, HttpClient, RawOrigin, Reply, TestEdge,
+    TestResponse, Topology,
 };
 
 async fn get_with(edge: &TestEdge, path: &str, headers: &[(&str, &str)]) -> TestResponse {
@@ -17,9 +17,8 @@ async fn get_with(edge: &TestEdge, path: &str, headers: &[(&str, &str)]) -> Test
         .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_response_with_an_etag_is_revalidated_with_if_none_match() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn stale_response_with_an_etag_is_revalidated_with_if_none_match(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/etag",
         Reply::ok("body")
@@ -42,9 +41,10 @@ async fn stale_response_with_an_etag_is_revalidated_with_if_none_match() {
     assert_eq!(sent.header("if-none-match").as_deref(), Some("\"v1\""));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_response_with_last_modified_is_revalidated_with_if_modified_since() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn stale_response_with_last_modified_is_revalidated_with_if_modified_since(
+    topology: Topology,
+) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     let modified = http_date(edge.now() - Duration::from_secs(3600));
     origin.on(
         "/lm",
@@ -69,9 +69,8 @@ async fn stale_response_with_last_modified_is_revalidated_with_if_modified_since
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn not_modified_freshens_the_stored_response() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn not_modified_freshens_the_stored_response(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/fresh",
         Reply::ok("the stored body")
@@ -94,7 +93,7 @@ async fn not_modified_freshens_the_stored_response() {
     let revalidated = get_with(&edge, "/fresh", &[]).await;
     assert_eq!(revalidated.status, 200);
     assert_eq!(revalidated.text(), "the stored body");
-    let status = revalidated.cache_status();
+    let status = revalidated.cache_status_entry();
     assert!(
         status.starts_with("verge-edge; fwd=stale; fwd-status=304;"),
         "{status}"
@@ -173,9 +172,8 @@ async fn not_modified_never_changes_the_content_length() {
     assert_eq!(hit.text(), body);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_200_answer_to_revalidation_replaces_the_stored_response() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn a_200_answer_to_revalidation_replaces_the_stored_response(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/replace",
         Reply::ok("old")
@@ -209,8 +207,11 @@ async fn a_200_answer_to_revalidation_replaces_the_stored_response() {
 
 /// Stores `/c` (ETag `"v1"`, Last-Modified an hour ago), then sends `conditions` and returns
 /// the answer; the origin must have been asked once only.
-async fn conditional_against_fresh(conditions: &[(&str, &str)]) -> TestResponse {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn conditional_against_fresh(
+    topology: Topology,
+    conditions: &[(&str, &str)],
+) -> TestResponse {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     let modified = http_date(edge.now() - Duration::from_secs(3600));
     origin.on(
         "/c",
@@ -236,58 +237,50 @@ fn assert_not_modified(response: &TestResponse) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_if_none_match_is_answered_304_from_a_fresh_response() {
-    let response = conditional_against_fresh(&[("if-none-match", "\"v1\"")]).await;
+async fn client_if_none_match_is_answered_304_from_a_fresh_response(topology: Topology) {
+    let response = conditional_against_fresh(topology, &[("if-none-match", "\"v1\"")]).await;
     assert_not_modified(&response);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_weak_if_none_match_is_answered_304() {
-    let response = conditional_against_fresh(&[("if-none-match", "W/\"v1\"")]).await;
+async fn client_weak_if_none_match_is_answered_304(topology: Topology) {
+    let response = conditional_against_fresh(topology, &[("if-none-match", "W/\"v1\"")]).await;
     assert_not_modified(&response);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_if_none_match_list_containing_the_etag_is_answered_304() {
-    let response = conditional_against_fresh(&[("if-none-match", "\"x\", \"v1\"")]).await;
+async fn client_if_none_match_list_containing_the_etag_is_answered_304(topology: Topology) {
+    let response = conditional_against_fresh(topology, &[("if-none-match", "\"x\", \"v1\"")]).await;
     assert_not_modified(&response);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_if_none_match_star_is_answered_304() {
-    let response = conditional_against_fresh(&[("if-none-match", "*")]).await;
+async fn client_if_none_match_star_is_answered_304(topology: Topology) {
+    let response = conditional_against_fresh(topology, &[("if-none-match", "*")]).await;
     assert_not_modified(&response);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_if_modified_since_is_answered_304() {
+async fn client_if_modified_since_is_answered_304(topology: Topology) {
     let now = std::time::SystemTime::now();
     // Later than the stored Last-Modified (an hour before the edge's clock started).
     let since = http_date(now - Duration::from_secs(60));
-    let response = conditional_against_fresh(&[("if-modified-since", &since)]).await;
+    let response = conditional_against_fresh(topology, &[("if-modified-since", &since)]).await;
     assert_not_modified(&response);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_if_none_match_that_does_not_match_gets_the_full_response() {
-    let response = conditional_against_fresh(&[("if-none-match", "\"v2\"")]).await;
+async fn client_if_none_match_that_does_not_match_gets_the_full_response(topology: Topology) {
+    let response = conditional_against_fresh(topology, &[("if-none-match", "\"v2\"")]).await;
     assert_eq!(response.status, 200);
     assert_eq!(response.text(), "full body");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_if_modified_since_before_last_modified_gets_the_full_response() {
+async fn client_if_modified_since_before_last_modified_gets_the_full_response(topology: Topology) {
     let now = std::time::SystemTime::now();
     let since = http_date(now - Duration::from_secs(7200));
-    let response = conditional_against_fresh(&[("if-modified-since", &since)]).await;
+    let response = conditional_against_fresh(topology, &[("if-modified-since", &since)]).await;
     assert_eq!(response.status, 200);
     assert_eq!(response.text(), "full body");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_conditionals_are_not_forwarded_on_a_miss() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn client_conditionals_are_not_forwarded_on_a_miss(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/cm",
         Reply::ok("full body")
@@ -314,3 +307,18 @@ async fn client_conditionals_are_not_forwarded_on_a_miss() {
     assert_eq!(full.text(), "full body");
     assert_eq!(origin.hits("/cm"), 1);
 }
+
+support::in_both_topologies!(
+    stale_response_with_an_etag_is_revalidated_with_if_none_match,
+    stale_response_with_last_modified_is_revalidated_with_if_modified_since,
+    not_modified_freshens_the_stored_response,
+    a_200_answer_to_revalidation_replaces_the_stored_response,
+    client_if_none_match_is_answered_304_from_a_fresh_response,
+    client_weak_if_none_match_is_answered_304,
+    client_if_none_match_list_containing_the_etag_is_answered_304,
+    client_if_none_match_star_is_answered_304,
+    client_if_modified_since_is_answered_304,
+    client_if_none_match_that_does_not_match_gets_the_full_response,
+    client_if_modified_since_before_last_modified_gets_the_full_response,
+    client_conditionals_are_not_forwarded_on_a_miss,
+);

@@ -5,7 +5,9 @@
 use verge_testkit as support;
 
 use http::Method;
-use support::{patterned_body, start_origin_and_edge, HttpClient, Reply, TestEdge, TestResponse};
+use support::{
+    patterned_body, start_origin_and_cdn, HttpClient, Reply, TestEdge, TestResponse, Topology,
+};
 
 async fn get_with(edge: &TestEdge, path: &str, headers: &[(&str, &str)]) -> TestResponse {
     HttpClient::http1()
@@ -27,9 +29,8 @@ fn vary_reply(body: &str) -> Reply {
 
 // ---- Vary ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vary_keeps_one_stored_variant_per_request_header_value() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn vary_keeps_one_stored_variant_per_request_header_value(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/v", vary_reply("hello"));
     let en = get_with(&edge, "/v", &[("accept-language", "en")]).await;
     assert!(en.cache_status_has("stored"), "{}", en.cache_status());
@@ -50,9 +51,8 @@ async fn vary_keeps_one_stored_variant_per_request_header_value() {
     assert_eq!(origin.hits("/v"), 2, "both variants served from cache");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vary_star_is_never_stored() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn vary_star_is_never_stored(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/star",
         Reply::ok("x")
@@ -70,9 +70,10 @@ async fn vary_star_is_never_stored() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vary_matching_normalises_whitespace_and_line_folding_in_request_values() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn vary_matching_normalises_whitespace_and_line_folding_in_request_values(
+    topology: Topology,
+) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/norm", vary_reply("en-fr"));
     // Stored for two field lines...
     let request = http::Request::get(edge.url("/norm"))
@@ -100,9 +101,8 @@ async fn vary_matching_normalises_whitespace_and_line_folding_in_request_values(
     assert_eq!(origin.hits("/norm"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vary_miss_is_reported_when_the_url_is_stored_but_no_variant_matches() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn vary_miss_is_reported_when_the_url_is_stored_but_no_variant_matches(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/vm", vary_reply("hello"));
     get_with(&edge, "/vm", &[("accept-language", "en")]).await;
 
@@ -121,9 +121,8 @@ async fn vary_miss_is_reported_when_the_url_is_stored_but_no_variant_matches() {
     assert_eq!(origin.hits("/vm"), 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uri_miss_is_reported_when_nothing_is_stored_for_the_url() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn uri_miss_is_reported_when_nothing_is_stored_for_the_url(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/um", vary_reply("hello"));
     let first = get_with(&edge, "/um", &[("accept-language", "en")]).await;
     assert!(
@@ -136,9 +135,8 @@ async fn uri_miss_is_reported_when_nothing_is_stored_for_the_url() {
 
 // ---- HEAD ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn head_is_answered_from_a_stored_get_without_the_origin() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn head_is_answered_from_a_stored_get_without_the_origin(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/h", Reply::ok("hello world").cache_control("max-age=60"));
     get_with(&edge, "/h", &[]).await;
 
@@ -158,9 +156,10 @@ async fn head_is_answered_from_a_stored_get_without_the_origin() {
     assert_eq!(origin.hits("/h"), 1, "the origin is not asked");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn head_for_a_stale_get_is_checked_with_a_head_and_a_matching_etag_freshens_it() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn head_for_a_stale_get_is_checked_with_a_head_and_a_matching_etag_freshens_it(
+    topology: Topology,
+) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/hv",
         Reply::ok("hello")
@@ -198,9 +197,8 @@ async fn head_for_a_stale_get_is_checked_with_a_head_and_a_matching_etag_freshen
     assert_eq!(origin.hits("/hv"), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn head_for_a_stale_get_with_a_different_etag_drops_the_stored_get() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn head_for_a_stale_get_with_a_different_etag_drops_the_stored_get(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/hd",
         Reply::ok("hello")
@@ -246,9 +244,8 @@ fn range_reply(body: &[u8]) -> Reply {
         .header("content-type", "application/octet-stream")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_single_range_is_served_206_from_a_stored_full_response() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn a_single_range_is_served_206_from_a_stored_full_response(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     let body = patterned_body(1000);
     origin.on("/r", range_reply(&body));
     get_with(&edge, "/r", &[]).await;
@@ -277,9 +274,8 @@ async fn a_single_range_is_served_206_from_a_stored_full_response() {
     assert_eq!(origin.hits("/r"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_range_miss_fills_the_full_object_without_sending_range_upstream() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn a_range_miss_fills_the_full_object_without_sending_range_upstream(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     let body = patterned_body(1000);
     origin.on("/rm", range_reply(&body));
 
@@ -333,9 +329,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn several_ranges_are_served_as_multipart_byteranges() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn several_ranges_are_served_as_multipart_byteranges(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     let body = patterned_body(1000);
     origin.on("/mr", range_reply(&body));
     get_with(&edge, "/mr", &[]).await;
@@ -373,9 +368,8 @@ async fn several_ranges_are_served_as_multipart_byteranges() {
     assert_eq!(origin.hits("/mr"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unsatisfiable_range_gets_416_with_the_length() {
-    let (origin, edge) = start_origin_and_edge(&[]).await;
+async fn an_unsatisfiable_range_gets_416_with_the_length(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/ur", range_reply(&patterned_body(1000)));
     get_with(&edge, "/ur", &[]).await;
 
@@ -389,9 +383,8 @@ async fn an_unsatisfiable_range_gets_416_with_the_length() {
     assert_eq!(origin.hits("/ur"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_ranges_than_max_ranges_get_the_full_response() {
-    let (origin, edge) = start_origin_and_edge(&["cache.max_ranges = 2"]).await;
+async fn more_ranges_than_max_ranges_get_the_full_response(topology: Topology) {
+    let (origin, edge) = start_origin_and_cdn(topology, &["cache.max_ranges = 2"]).await;
     let body = patterned_body(1000);
     origin.on("/many", range_reply(&body));
     get_with(&edge, "/many", &[]).await;
@@ -409,3 +402,19 @@ async fn more_ranges_than_max_ranges_get_the_full_response() {
     assert_eq!(three.header("content-range"), None);
     assert!(three.body == body, "the full representation");
 }
+
+support::in_both_topologies!(
+    vary_keeps_one_stored_variant_per_request_header_value,
+    vary_star_is_never_stored,
+    vary_matching_normalises_whitespace_and_line_folding_in_request_values,
+    vary_miss_is_reported_when_the_url_is_stored_but_no_variant_matches,
+    uri_miss_is_reported_when_nothing_is_stored_for_the_url,
+    head_is_answered_from_a_stored_get_without_the_origin,
+    head_for_a_stale_get_is_checked_with_a_head_and_a_matching_etag_freshens_it,
+    head_for_a_stale_get_with_a_different_etag_drops_the_stored_get,
+    a_single_range_is_served_206_from_a_stored_full_response,
+    a_range_miss_fills_the_full_object_without_sending_range_upstream,
+    several_ranges_are_served_as_multipart_byteranges,
+    an_unsatisfiable_range_gets_416_with_the_length,
+    more_ranges_than_max_ranges_get_the_full_response,
+);

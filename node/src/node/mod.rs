@@ -24,7 +24,7 @@ use crate::control::ControlClient;
 use crate::error::RequestError;
 use crate::live::LivePipeline;
 use crate::metrics::{gauge, NodeMetrics};
-use crate::pipeline::{CachePipeline, PipelineIdentity, PipelineLimits};
+use crate::pipeline::{CachePipeline, Downstream, PipelineIdentity, PipelineLimits};
 use crate::reload::{Reload, ReloadMetrics, Role};
 use crate::server::{ConnectionLimit, ListenerLimits};
 use crate::settings::{admin_access, listener_limits, ListenerKind};
@@ -61,6 +61,7 @@ pub(crate) struct Runtime<U> {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) node_id: String,
     pub(crate) cache_name: &'static str,
+    pub(crate) downstream: Downstream,
     pub(crate) data_limits: Arc<ArcSwap<ListenerLimits>>,
     pub(crate) admin_limits: Arc<ArcSwap<ListenerLimits>>,
     pub(crate) data_connections: Arc<ConnectionLimit>,
@@ -82,6 +83,7 @@ impl<U: Upstream> Runtime<U> {
             PipelineIdentity {
                 node_id: &self.node_id,
                 cache_name: self.cache_name,
+                downstream: self.downstream,
             },
             PipelineLimits {
                 max_ranges: cache.max_ranges,
@@ -172,6 +174,7 @@ impl<R: Role> Node<R> {
             PipelineIdentity {
                 node_id: settings.id.as_str(),
                 cache_name: settings.cache_name,
+                downstream: settings.downstream,
             },
             PipelineLimits {
                 max_ranges: cache.max_ranges,
@@ -208,6 +211,7 @@ impl<R: Role> Node<R> {
             clock,
             node_id: settings.id.as_str().to_string(),
             cache_name: settings.cache_name,
+            downstream: settings.downstream,
             data_limits: Arc::new(ArcSwap::from_pointee(limits.clone())),
             admin_limits: Arc::new(ArcSwap::from_pointee(limits)),
             data_connections: ConnectionLimit::new(server_config.max_connections),

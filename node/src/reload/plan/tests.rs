@@ -20,6 +20,7 @@ fn settings(config: &EdgeConfig) -> NodeSettings<'_> {
         admin: &config.admin,
         tls: config.tls.as_ref(),
         cache_name: "verge-edge",
+        downstream: crate::Downstream::Clients,
         upstream_max_connections: config.upstream.max_connections,
         control: None,
     }
