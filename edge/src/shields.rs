@@ -2,10 +2,15 @@
 //! owns its cache key on the [`ShieldRing`], then to the next distinct shields in ring order when
 //! one fails, and finally (if allowed) to the origin directly.
 //!
-//! Health is passive: a shield that fails `failures_to_eject` times in a row (connect error,
-//! timeout, or a 500/502/503/504 answer) is taken out of the ring for `eject_for`; after that one
-//! request probes it, and success puts it back. Its keys move to the next shields meanwhile, and
-//! only its keys move.
+//! A shield has failed only when it gave no answer of its own: a connect error, a timeout, a
+//! broken exchange, or an error it generated because its own upstream did not answer (its
+//! `Cache-Status` entry says so, [`TierEntry`]). Then the next shield is asked. Whatever the
+//! shield relays from the origin, a 503 included, is the answer: no other shield and not the
+//! origin is asked again, and the shield's health is not marked down.
+//!
+//! Health is passive: a shield that fails `failures_to_eject` times in a row is taken out of the
+//! ring for `eject_for`; after that one request probes it, and success puts it back. Its keys
+//! move to the next shields meanwhile, and only its keys move.
 //!
 //! The member list can change while the edge runs ([`ShieldUpstream::set_members`], fed by the
 //! control plane's routing tables): the new ring is built aside and swapped in atomically.
@@ -33,6 +38,7 @@ use verge_node::error::RequestError;
 use verge_node::failover::{
     self, Attempt, Candidates, EjectionPolicy, Failover, Hop, PassiveHealth, Target,
 };
+use verge_node::headers::TierEntry;
 use verge_node::tls::client;
 use verge_node::upstream::{OriginUpstream, Upstream, UpstreamBody, UpstreamResponseBody};
 
@@ -416,6 +422,17 @@ impl Target for ShieldAttempt<'_> {
         self.shield.client.request(request).await
     }
 
+    /// A 5xx is the shield's own failure only when it generated it; relayed, it is an answer.
+    fn judge(&self, response: &Response<UpstreamResponseBody>) -> Attempt {
+        let status = response.status();
+        match TierEntry::of(response.headers()) {
+            Some(tier) if tier.generated_error() && failover::is_failure(status) => {
+                Attempt::Generated
+            }
+            _ => Attempt::of_status(status),
+        }
+    }
+
     fn record(&self, attempt: Attempt, sent: Instant) {
         let (upstream, shield) = (self.upstream, self.shield);
         upstream
@@ -429,12 +446,13 @@ impl Target for ShieldAttempt<'_> {
             .with_label_values(&[&shield.id, attempt.as_str()])
             .inc();
         match attempt {
-            Attempt::Ok => upstream.succeeded(shield, sent),
+            // A relayed error status is the shield working: it answered.
+            Attempt::Ok | Attempt::ErrorStatus => upstream.succeeded(shield, sent),
             // Our own connection bound, not the shield's fault: eject nobody.
             Attempt::Saturated | Attempt::Unresolved => {
                 shield.health().release_probe(Instant::now())
             }
-            Attempt::ErrorStatus | Attempt::ConnectError | Attempt::Timeout | Attempt::Error => {
+            Attempt::Generated | Attempt::ConnectError | Attempt::Timeout | Attempt::Error => {
                 upstream.failed(shield)
             }
         }

@@ -26,8 +26,13 @@ use crate::upstream::{UpstreamBody, UpstreamResponseBody};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
     Ok,
-    /// The target answered 500, 502, 503 or 504.
+    /// The target answered 500, 502, 503 or 504: an answer, relayed as it is and not retried
+    /// (another attempt would ask the origin again), but a mark against an origin server's
+    /// health. A shield that relays its origin's 5xx has not failed.
     ErrorStatus,
+    /// The target, a Verge tier, answered with an error it generated itself, having had no
+    /// answer from its own upstream: the target failed, and another may be tried.
+    Generated,
     ConnectError,
     Timeout,
     /// No connection slot to this target came free in time; the target was not asked.
@@ -39,9 +44,10 @@ pub enum Attempt {
 }
 
 impl Attempt {
-    pub const ALL: [Attempt; 7] = [
+    pub const ALL: [Attempt; 8] = [
         Attempt::Ok,
         Attempt::ErrorStatus,
+        Attempt::Generated,
         Attempt::ConnectError,
         Attempt::Timeout,
         Attempt::Saturated,
@@ -53,6 +59,7 @@ impl Attempt {
         match self {
             Attempt::Ok => "ok",
             Attempt::ErrorStatus => "error_status",
+            Attempt::Generated => "generated_error",
             Attempt::ConnectError => "connect_error",
             Attempt::Timeout => "timeout",
             Attempt::Saturated => "saturated",
@@ -61,12 +68,13 @@ impl Attempt {
         }
     }
 
-    /// The outcome of a sent request.
-    pub fn of(result: &Result<Response<UpstreamResponseBody>, RequestError>) -> Attempt {
-        match result {
-            Ok(response) if is_failure(response.status()) => Attempt::ErrorStatus,
-            Ok(_) => Attempt::Ok,
-            Err(error) => Attempt::of_error(error),
+    /// The outcome of an answer with this status from a target that generates no errors of its
+    /// own (an origin server).
+    pub fn of_status(status: StatusCode) -> Attempt {
+        if is_failure(status) {
+            Attempt::ErrorStatus
+        } else {
+            Attempt::Ok
         }
     }
 
@@ -85,7 +93,7 @@ impl Attempt {
     }
 }
 
-/// Statuses that count as the target failing, and are worth asking another target.
+/// Error statuses that count against an origin server's health.
 pub fn is_failure(status: StatusCode) -> bool {
     matches!(status.as_u16(), 500 | 502 | 503 | 504)
 }
@@ -221,13 +229,19 @@ pub trait Target {
         request: Request<UpstreamBody>,
     ) -> impl std::future::Future<Output = Result<Response<UpstreamResponseBody>, RequestError>> + Send;
 
+    /// What an answer from this target means; by default, what its status says
+    /// ([`Attempt::of_status`]).
+    fn judge(&self, response: &Response<UpstreamResponseBody>) -> Attempt {
+        Attempt::of_status(response.status())
+    }
+
     /// How the attempt sent at `sent` ended: for health and metrics.
     fn record(&self, attempt: Attempt, sent: Instant);
 }
 
 /// How the attempts of one request ended.
 pub enum Failover {
-    /// A target answered with a success (or an answer that is not a failure).
+    /// A target answered, whatever the status, unless it generated the error itself.
     Answered(Response<UpstreamResponseBody>),
     /// An error after which nothing may be tried again.
     Stopped(RequestError),
@@ -239,9 +253,11 @@ pub enum Failover {
     },
 }
 
-/// Sends the request to the candidates in turn until one answers: failures (connect errors,
-/// timeouts, broken exchanges, 5xx answers) move on to the next candidate when the request is
-/// replayable, a saturated target (not asked) moves on without counting against it.
+/// Sends the request to the candidates in turn until one answers. An answer ends it, whatever
+/// its status: a 5xx relayed from the origin is the origin's answer, and asking again would
+/// only ask the origin again. Failures where no answer came (connect errors, timeouts, broken
+/// exchanges, an error a Verge tier generated) move on to the next candidate when the request
+/// is replayable; a saturated target (not asked) moves on without counting against it.
 pub async fn attempt<C: Candidates>(
     candidates: &mut C,
     hop: &Hop,
@@ -266,15 +282,18 @@ pub async fn attempt<C: Candidates>(
         };
         let sent = Instant::now();
         let result = target.send(Request::from_parts(parts.clone(), body)).await;
-        let outcome = Attempt::of(&result);
+        let outcome = match &result {
+            Ok(response) => target.judge(response),
+            Err(error) => Attempt::of_error(error),
+        };
         target.record(outcome, sent);
         match (outcome, result) {
-            (_, Ok(response)) if outcome == Attempt::Ok => return Failover::Answered(response),
-            (_, Ok(response)) => {
-                tracing::debug!(status = %response.status(), "upstream answered with a failure");
+            (Attempt::Generated, Ok(response)) => {
+                tracing::debug!(status = %response.status(), "upstream tier had no answer");
                 failed_once = true;
                 last = Some(Ok(response));
             }
+            (_, Ok(response)) => return Failover::Answered(response),
             // Our own connection bound: the target was not asked, so it is not at fault.
             (Attempt::Saturated, Err(error)) => last = Some(Err(error)),
             (_, Err(error)) => {

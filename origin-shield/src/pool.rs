@@ -13,9 +13,11 @@
 //! - Active health ([`OriginPool::start_health_checks`]): `GET health_path` on every server each
 //!   `health_interval`; `healthy_after` 2xx answers in a row mark it up, `unhealthy_after`
 //!   failures in a row mark it down. Servers start up, so a pool serves before its first probe.
-//! - Retries: a GET or HEAD without a body is sent again to another server after a failure, at
-//!   most `retries` times, and only while the [`RetryBudget`] allows. The last attempt's answer is
-//!   returned as is (a 503 stays a 503), and its error is the request's error.
+//! - Retries: a GET or HEAD without a body is sent again to another server after a failure where
+//!   no answer came (connect error, timeout, broken exchange), at most `retries` times, and only
+//!   while the [`RetryBudget`] allows; the last error is the request's error. An answer is never
+//!   retried, whatever its status: a 503 is returned as is (and counts against its server's
+//!   health), so one miss costs the origin at most one answered request.
 //! - Saturation: when a server's connection slots are all taken (its `max_connections`), a
 //!   replayable request tries another server. Nothing reached the origin, so this is neither a
 //!   server failure nor a retry.
@@ -532,7 +534,11 @@ impl Target for ServerAttempt<'_> {
             Attempt::Saturated | Attempt::Unresolved => {
                 server.health().passive.release_probe(Instant::now());
             }
-            Attempt::ErrorStatus | Attempt::ConnectError | Attempt::Timeout | Attempt::Error => {
+            Attempt::ErrorStatus
+            | Attempt::Generated
+            | Attempt::ConnectError
+            | Attempt::Timeout
+            | Attempt::Error => {
                 self.pool.failed(server, attempt);
             }
         }

@@ -73,8 +73,8 @@ impl TestCdn {
 }
 
 /// The TOML of the test shield in front of `origin`: loopback listeners on port 0, bounded
-/// timeouts, then the `tweaks` that mean something to a shield (`cache.*`, `server.*`,
-/// `admin.*`; `upstream.*` becomes `origin.*`).
+/// timeouts, then the `tweaks` that mean something to a shield (`shield.*`, `cache.*`,
+/// `server.*`, `admin.*`; `upstream.*` becomes `origin.*`).
 pub fn shield_toml(origin: SocketAddr, tweaks: &[&str]) -> String {
     let defaults = [
         ("shield.id", format!("{SHIELD_ID:?}")),
@@ -90,7 +90,7 @@ pub fn shield_toml(origin: SocketAddr, tweaks: &[&str]) -> String {
         .filter_map(|tweak| {
             let key = tweak.split_once('=').map_or(*tweak, |(k, _)| k).trim();
             match key.split_once('.').map(|(table, _)| table) {
-                Some("cache" | "server" | "admin") => Some(tweak.to_string()),
+                Some("shield" | "cache" | "server" | "admin") => Some(tweak.to_string()),
                 Some("upstream") if key != "upstream.origin" => {
                     Some(tweak.replacen("upstream.", "origin.", 1))
                 }
@@ -100,6 +100,19 @@ pub fn shield_toml(origin: SocketAddr, tweaks: &[&str]) -> String {
         .collect();
     let translated: Vec<&str> = translated.iter().map(String::as_str).collect();
     node_toml(&defaults, &translated)
+}
+
+/// Starts a real shield (`verge shield`) in front of `origin` with `tweaks` (see
+/// [`shield_toml`]); freshness is judged by `clock`.
+pub async fn start_shield_node(
+    origin: SocketAddr,
+    tweaks: &[&str],
+    clock: Arc<ManualClock>,
+) -> RunningNode {
+    let toml = shield_toml(origin, tweaks);
+    let config = ShieldConfig::from_toml(&toml)
+        .unwrap_or_else(|errors| panic!("test config is invalid:\n{toml}\n{errors}"));
+    RunningNode::start_with_clock::<ShieldRole>(&config, clock).await
 }
 
 /// Starts a [`FakeOrigin`] and the CDN in front of it in `topology`, each node with `tweaks`
@@ -114,10 +127,7 @@ pub async fn start_origin_and_cdn(topology: Topology, tweaks: &[&str]) -> (FakeO
             shield: None,
         },
         Topology::Shielded => {
-            let toml = shield_toml(origin.addr(), tweaks);
-            let config = ShieldConfig::from_toml(&toml)
-                .unwrap_or_else(|errors| panic!("test config is invalid:\n{toml}\n{errors}"));
-            let shield = RunningNode::start_with_clock::<ShieldRole>(&config, clock.clone()).await;
+            let shield = start_shield_node(origin.addr(), tweaks, clock.clone()).await;
             let members = format!(
                 "shields.members = [{{ id = {SHIELD_ID:?}, url = \"http://{}\" }}]",
                 shield.data_addr

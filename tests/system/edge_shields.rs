@@ -12,15 +12,18 @@ use verge_testkit::DeadAddr;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderMap;
+use support::cdn::start_shield_node;
 use support::tier::{
     cacheable_origin, fetched_by, get_site, last_fetcher, path_only, shield_up, start_front,
     start_shield, via_chain, Placement, SHIELD_REQUESTS, SHIELD_UP, SITE,
 };
 use support::{start_edge, wait_until, FakeOrigin, HttpClient, RecordedRequest, Reply, TestEdge};
 use verge_cache::CacheKey;
+use verge_cache::ManualClock;
 
 /// Bound on waiting for a node to drain and stop.
 const STOP_LIMIT: Duration = Duration::from_secs(10);
@@ -379,10 +382,26 @@ async fn without_origin_fallback_every_shield_down_is_503_no_shield() {
     assert_eq!(origin.total_hits(), 0, "the origin must not be asked");
 }
 
+/// A fake shield that fails the way a Verge shield does when its origin gives no answer: a 503
+/// it generated itself, saying so in its `Cache-Status` entry.
+async fn shield_without_an_answer() -> FakeOrigin {
+    let shield = FakeOrigin::start().await;
+    shield.on_prefix(
+        "/",
+        Reply::ok("no answer from the origin")
+            .with_status(503)
+            .header(
+                "cache-status",
+                "verge-shield; fwd=miss; detail=upstream-timeout",
+            ),
+    );
+    shield
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shield_answering_503_is_failed_over_for_get() {
+async fn a_shield_generating_an_error_is_failed_over_for_get() {
     let origin = cacheable_origin().await;
-    let bad = failing_origin().await;
+    let bad = shield_without_an_answer().await;
     let good = start_shield(&origin, "s2").await;
     let shields = [("s1", bad.addr(), 1), ("s2", good.data_addr, 1)];
     let front = start_front(origin.addr(), "front", &shields, &[]).await;
@@ -394,11 +413,6 @@ async fn a_shield_answering_503_is_failed_over_for_get() {
         .filter(|path| placement.owner_of(SITE, path) == "s1")
         .collect();
     assert!(!bad_keys.is_empty());
-    let before = front.metrics().await.value_or_zero(
-        SHIELD_REQUESTS,
-        &[("shield", "s1"), ("result", "error_status")],
-    );
-    assert_eq!(before, 0.0);
 
     for path in &bad_keys {
         let response = get_site(&client, &front, path).await;
@@ -406,23 +420,91 @@ async fn a_shield_answering_503_is_failed_over_for_get() {
         assert_eq!(response.text(), "object", "{path}");
         assert_eq!(last_fetcher(&origin, path), "s2", "{path}");
     }
-    assert!(bad.total_hits() >= 1, "the 503 shield was never asked");
+    assert!(bad.total_hits() >= 1, "the failing shield was never asked");
     assert!(
         bad.requests().iter().all(|r| r.method == http::Method::GET),
         "{:?}",
         bad.requests()
     );
     let metrics = front.metrics().await;
-    let after = metrics.value_or_zero(
+    let generated = metrics.value_or_zero(
         SHIELD_REQUESTS,
-        &[("shield", "s1"), ("result", "error_status")],
+        &[("shield", "s1"), ("result", "generated_error")],
     );
-    assert!(after >= 1.0, "{}", metrics.text());
     assert_eq!(
-        after,
+        generated,
         bad.total_hits() as f64,
-        "every 503 counts as an error_status"
+        "every generated 503 counts as the shield failing: {}",
+        metrics.text()
     );
+}
+
+/// The origin answers 503 (maintenance) behind two healthy shields: each client request costs
+/// the origin one request, the shields relay the answer and stay in the ring, and
+/// `Cache-Status` shows both tiers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_503_behind_two_shields_costs_one_origin_request_and_ejects_nobody() {
+    let origin = failing_origin().await;
+    let clock = Arc::new(ManualClock::new());
+    let s1 = start_shield_node(origin.addr(), &["shield.id = \"s1\""], clock.clone()).await;
+    let s2 = start_shield_node(origin.addr(), &["shield.id = \"s2\""], clock.clone()).await;
+    let shields = [("s1", s1.data_addr, 1), ("s2", s2.data_addr, 1)];
+    // Low enough that the old behaviour would have ejected both within five requests.
+    let front = start_front(
+        origin.addr(),
+        "front",
+        &shields,
+        &["shields.failures_to_eject = 1"],
+    )
+    .await;
+    let client = HttpClient::http1();
+
+    let requests = 5;
+    for i in 0..requests {
+        let path = format!("/down/{i}");
+        let response = get_site(&client, &front, &path).await;
+        assert_eq!(response.status, 503, "{path}: {}", response.text());
+        assert_eq!(response.text(), "overloaded", "the origin's own answer");
+        let entries = response.cache_status_entries();
+        assert_eq!(entries.len(), 2, "{path}: {entries:?}");
+        assert!(
+            entries[0].starts_with("verge-shield;") && entry_has(&entries[0], "fwd-status=503"),
+            "{path}: {entries:?}"
+        );
+        assert!(
+            entries[1].starts_with("verge-edge;") && entry_has(&entries[1], "fwd-status=503"),
+            "{path}: {entries:?}"
+        );
+        assert_eq!(
+            origin.requests_for(&path).len(),
+            1,
+            "{path}: one origin request per client request"
+        );
+    }
+    assert_eq!(origin.total_hits(), requests);
+    let metrics = front.metrics().await;
+    for id in ["s1", "s2"] {
+        assert_eq!(
+            metrics.value(SHIELD_UP, &[("shield", id)]),
+            Some(1.0),
+            "{id}"
+        );
+        assert_eq!(
+            metrics.value_or_zero("verge_shield_ejections_total", &[("shield", id)]),
+            0.0,
+            "{id}"
+        );
+    }
+    let relayed: f64 = ["s1", "s2"]
+        .iter()
+        .map(|id| {
+            metrics.value_or_zero(
+                SHIELD_REQUESTS,
+                &[("shield", id), ("result", "error_status")],
+            )
+        })
+        .sum();
+    assert_eq!(relayed, requests as f64, "{}", metrics.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,8 @@ use verge_config::{NodeId, OriginUrl, ShieldSpec, ShieldsConfig, UpstreamConfig}
 use super::*;
 
 /// A shield that answers every request with `status` and its own name in `x-shield`, after
-/// `gate` is notified when one is given.
+/// `gate` is notified when one is given. Its 5xx answers are errors it generated itself (its
+/// `Cache-Status` entry says so): the shield failing, not an answer it relays.
 struct TinyShield {
     addr: SocketAddr,
     /// Requests received so far (counted when their head has arrived).
@@ -51,8 +52,13 @@ impl TinyShield {
                     if let Some(gate) = gate {
                         gate.notified().await;
                     }
+                    let generated = if status >= 500 {
+                        "cache-status: verge-shield; fwd=miss; detail=upstream-connect-error\r\n"
+                    } else {
+                        ""
+                    };
                     let reply = format!(
-                        "HTTP/1.1 {status} X\r\nx-shield: {name}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                        "HTTP/1.1 {status} X\r\nx-shield: {name}\r\n{generated}content-length: 2\r\nconnection: close\r\n\r\nok"
                     );
                     let _ = stream.write_all(reply.as_bytes()).await;
                 });

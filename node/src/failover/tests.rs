@@ -94,6 +94,7 @@ fn attempts_have_one_label_each() {
         [
             "ok",
             "error_status",
+            "generated_error",
             "connect_error",
             "timeout",
             "saturated",

@@ -386,6 +386,27 @@ async fn get_is_retried_on_another_server_after_a_connect_error() {
 }
 
 #[tokio::test]
+async fn an_answered_503_is_returned_and_not_retried_on_another_server() {
+    let bad = TinyOrigin::start(Behaviour::Status(503)).await;
+    let good = TinyOrigin::start(Behaviour::Status(200)).await;
+    let h = Harness::new(&config(&[bad.url.clone(), good.url.clone()]));
+
+    // The cursor starts at the first server: the one answering 503.
+    assert_eq!(h.get().await.unwrap(), 503, "the origin's answer, as it is");
+    assert_eq!(bad.hits(), 1);
+    assert_eq!(good.hits(), 0, "an answer is never asked for again");
+    assert_eq!(h.metric("verge_origin_retries_total", &[]), 0.0);
+    assert_eq!(
+        h.metric(
+            "verge_origin_requests_total",
+            &[("server", &bad.url.to_string()), ("result", "error_status")]
+        ),
+        1.0,
+        "but it counts against the server's health"
+    );
+}
+
+#[tokio::test]
 async fn post_is_not_retried() {
     let (dead, _held) = closed_port();
     let good = TinyOrigin::start(Behaviour::Status(200)).await;
