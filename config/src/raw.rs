@@ -191,6 +191,7 @@ pub struct RawShields {
     pub origin_fallback: Option<bool>,
     pub failures_to_eject: Option<u64>,
     pub eject_for: Option<String>,
+    pub retry_budget_percent: Option<u64>,
     pub bounded_load_percent: Option<u64>,
     #[serde(default)]
     pub members: Vec<RawShieldMember>,

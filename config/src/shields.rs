@@ -19,8 +19,11 @@ pub struct ShieldsConfig {
     pub members: Vec<ShieldSpec>,
     /// When no shield can answer, go to `upstream.origin` directly (else 503).
     pub origin_fallback: bool,
-    /// Consecutive failures (connect error, timeout, 5xx) that take a shield out of the ring.
+    /// Consecutive failures (connect error, timeout, broken exchange, an error the shield
+    /// generated) that take a shield out of the ring.
     pub failures_to_eject: u32,
+    /// Failovers to the next shield (or the origin) stay under this share of requests.
+    pub retry_budget_percent: u32,
     /// How long an ejected shield stays out before one request probes it again.
     pub eject_for: Duration,
     /// Bounded-load mode: a shield with more than (1 + this/100) × the mean in-flight requests
@@ -44,6 +47,7 @@ pub mod defaults {
     pub const ORIGIN_FALLBACK: bool = true;
     pub const FAILURES_TO_EJECT: u64 = 3;
     pub const EJECT_FOR: &str = "5s";
+    pub const RETRY_BUDGET_PERCENT: u64 = 20;
     pub const WEIGHT: u64 = 1;
 }
 
@@ -105,6 +109,13 @@ pub(crate) fn validate_shields(c: &mut Collector, raw: RawShields) -> Option<Shi
         defaults::EJECT_FOR,
         Duration::from_millis(1),
     );
+    let budget = count(
+        c,
+        "shields.retry_budget_percent",
+        raw.retry_budget_percent,
+        defaults::RETRY_BUDGET_PERCENT,
+        (0, 100),
+    );
     let bounded = match raw.bounded_load_percent {
         None => Some(None),
         Some(p) => count(c, "shields.bounded_load_percent", Some(p), 0, (1, 1000)).map(Some),
@@ -118,6 +129,7 @@ pub(crate) fn validate_shields(c: &mut Collector, raw: RawShields) -> Option<Shi
         origin_fallback: raw.origin_fallback.unwrap_or(defaults::ORIGIN_FALLBACK),
         failures_to_eject: u32::try_from(failures?).ok()?,
         eject_for: eject_for?,
+        retry_budget_percent: u32::try_from(budget?).ok()?,
         bounded_load_percent: bounded?.map(|p| u32::try_from(p).unwrap_or(u32::MAX)),
         tls: tls?,
     })
@@ -139,7 +151,7 @@ mod tests {
     #[test]
     fn shields_parse_with_weights_and_health_settings() {
         let text = format!(
-            "{BASE}[shields]\norigin_fallback = false\nfailures_to_eject = 2\neject_for = \"250ms\"\n\
+            "{BASE}[shields]\norigin_fallback = false\nfailures_to_eject = 2\neject_for = \"250ms\"\nretry_budget_percent = 50\n\
              [[shields.members]]\nid = \"s1\"\nurl = \"http://127.0.0.1:9001\"\n\
              [[shields.members]]\nid = \"s2\"\nurl = \"http://127.0.0.1:9002\"\nweight = 3\n"
         );
@@ -151,6 +163,7 @@ mod tests {
         assert_eq!(s.members[1].url.to_string(), "http://127.0.0.1:9002");
         assert!(!s.origin_fallback);
         assert_eq!(s.failures_to_eject, 2);
+        assert_eq!(s.retry_budget_percent, 50);
         assert_eq!(s.eject_for, std::time::Duration::from_millis(250));
         assert_eq!(s.bounded_load_percent, None);
         let on = text.replace("[shields]\n", "[shields]\nbounded_load_percent = 25\n");
@@ -170,7 +183,7 @@ mod tests {
     #[test]
     fn every_bad_shield_field_is_named() {
         let text = format!(
-            "{BASE}[shields]\neject_for = \"soon\"\n\
+            "{BASE}[shields]\neject_for = \"soon\"\nretry_budget_percent = 101\n\
              [[shields.members]]\nid = \"s1\"\nurl = \"ftp://x\"\nweight = 0\n\
              [[shields.members]]\nurl = \"http://127.0.0.1:9002\"\n\
              [[shields.members]]\nid = \"s1\"\nurl = \"http://127.0.0.1:9003\"\n"
@@ -178,6 +191,7 @@ mod tests {
         let errs = EdgeConfig::from_toml(&text).unwrap_err();
         for path in [
             "shields.eject_for",
+            "shields.retry_budget_percent",
             "shields.members[0].url",
             "shields.members[0].weight",
             "shields.members[1].id",

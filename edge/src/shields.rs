@@ -36,7 +36,8 @@ use verge_config::{OriginUrl, ShieldSpec, ShieldsConfig, UpstreamConfig};
 use crate::ring::{RingMember, ShieldRing};
 use verge_node::error::RequestError;
 use verge_node::failover::{
-    self, Attempt, Candidates, EjectionPolicy, Failover, Hop, PassiveHealth, Target,
+    self, Attempt, Candidates, EjectionPolicy, Failover, Hop, PassiveHealth, RetryBudget, Target,
+    MIN_RETRIES_PER_SECOND,
 };
 use verge_node::headers::TierEntry;
 use verge_node::tls::client;
@@ -70,6 +71,8 @@ pub struct ShieldMetrics {
     ejections: IntCounterVec,
     members: IntGauge,
     spills: IntCounter,
+    retries: IntCounter,
+    budget_exhausted: IntCounter,
 }
 
 impl ShieldMetrics {
@@ -101,6 +104,14 @@ impl ShieldMetrics {
                 "verge_shield_spills_total",
                 "Requests passed on from an overloaded shield to the next (bounded-load mode)",
             )?,
+            retries: IntCounter::new(
+                "verge_shield_retries_total",
+                "Requests sent on to another shield (or the origin) after a shield failed",
+            )?,
+            budget_exhausted: IntCounter::new(
+                "verge_shield_retry_budget_exhausted_total",
+                "Failovers not made because the retry budget was spent",
+            )?,
             requests: IntCounterVec::new(
                 Opts::new(
                     "verge_shield_requests_total",
@@ -122,6 +133,8 @@ impl ShieldMetrics {
         registry.register(Box::new(m.ejections.clone()))?;
         registry.register(Box::new(m.members.clone()))?;
         registry.register(Box::new(m.spills.clone()))?;
+        registry.register(Box::new(m.retries.clone()))?;
+        registry.register(Box::new(m.budget_exhausted.clone()))?;
         Ok(m)
     }
 }
@@ -147,6 +160,8 @@ pub struct ShieldUpstream {
     /// The origin, when misses may go there directly once no shield can answer.
     fallback: Option<OriginUpstream>,
     ejection: EjectionPolicy,
+    /// Failovers after a shield failed stay under a share of requests.
+    budget: Box<RetryBudget>,
     bounded_load_percent: Option<u32>,
     metrics: ShieldMetrics,
     name: String,
@@ -193,6 +208,11 @@ impl ShieldUpstream {
                 base: shields.eject_for,
                 max: shields.eject_for,
             },
+            budget: Box::new(RetryBudget::new(
+                shields.retry_budget_percent,
+                MIN_RETRIES_PER_SECOND,
+                Instant::now(),
+            )),
             bounded_load_percent: shields.bounded_load_percent,
             metrics,
             name: "shields".to_string(),
@@ -379,12 +399,28 @@ struct RingCandidates<'a> {
     next: usize,
     spilled: usize,
     now: Instant,
+    /// Set when a failover was refused for want of budget: nothing more is tried.
+    out_of_budget: bool,
+}
+
+impl RingCandidates<'_> {
+    /// Whether another attempt may follow a failure; takes it from the budget if so.
+    fn may_retry(&mut self) -> bool {
+        let upstream = self.upstream;
+        if upstream.budget.try_retry(Instant::now()) {
+            upstream.metrics.retries.inc();
+            return true;
+        }
+        upstream.metrics.budget_exhausted.inc();
+        self.out_of_budget = true;
+        false
+    }
 }
 
 impl<'a> Candidates for RingCandidates<'a> {
     type Target = ShieldAttempt<'a>;
 
-    fn next(&mut self, _retry: bool) -> Option<Result<ShieldAttempt<'a>, RequestError>> {
+    fn next(&mut self, retry: bool) -> Option<Result<ShieldAttempt<'a>, RequestError>> {
         while let Some(&index) = self.order.get(self.next) {
             self.next += 1;
             let shield = &*self.set.shields[index];
@@ -394,6 +430,13 @@ impl<'a> Candidates for RingCandidates<'a> {
                 self.spilled += 1;
                 self.upstream.metrics.spills.inc();
                 continue;
+            }
+            if !shield.health().eligible(self.now) {
+                continue;
+            }
+            // A failover is only taken from the budget once there is a shield to send it to.
+            if retry && !self.may_retry() {
+                return None;
             }
             if shield.health().admit(self.now, &self.upstream.ejection) {
                 return Some(Ok(ShieldAttempt {
@@ -466,6 +509,7 @@ impl Upstream for ShieldUpstream {
         hop: &Hop,
     ) -> Result<Response<UpstreamResponseBody>, RequestError> {
         let (parts, body) = request.into_parts();
+        self.budget.record_request(Instant::now());
         let set = self.set.load_full();
         let mut candidates = RingCandidates {
             upstream: self,
@@ -478,6 +522,7 @@ impl Upstream for ShieldUpstream {
             next: 0,
             spilled: 0,
             now: Instant::now(),
+            out_of_budget: false,
         };
         let (last, body) = match failover::attempt(&mut candidates, hop, &parts, body).await {
             Failover::Answered(response) => return Ok(response),
@@ -489,7 +534,13 @@ impl Upstream for ShieldUpstream {
             None if hop.replayable => Some(Either::Left(Empty::new())),
             None => None,
         };
-        match (&self.fallback, body) {
+        // Going to the origin after a shield failed is a retry like any other.
+        let fallback = match &self.fallback {
+            Some(_) if candidates.out_of_budget => None,
+            Some(_) if last.is_some() && !candidates.may_retry() => None,
+            fallback => fallback.as_ref(),
+        };
+        match (fallback, body) {
             (Some(origin), Some(body)) => origin.request(Request::from_parts(parts, body)).await,
             _ => match last {
                 Some(Ok(response)) => Ok(response),

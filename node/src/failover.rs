@@ -8,7 +8,9 @@
 //! - [`PassiveHealth`]: consecutive failures eject a target for a period that doubles with each
 //!   consecutive ejection up to a bound; once it runs out, one request probes the target and
 //!   its success puts the target back;
-//! - [`Candidates`] and [`attempt`]: the attempt loop.
+//! - [`Candidates`] and [`attempt`]: the attempt loop;
+//! - [`RetryBudget`]: retries capped at a share of requests, so failing upstreams are not
+//!   sent more than a bounded extra load.
 
 use std::time::Duration;
 
@@ -20,6 +22,9 @@ use http_body_util::{Either, Empty};
 
 use crate::error::RequestError;
 pub use crate::upstream::Hop;
+pub use budget::{RetryBudget, BUDGET_WINDOW_SECS, MIN_RETRIES_PER_SECOND};
+
+mod budget;
 use crate::upstream::{UpstreamBody, UpstreamResponseBody};
 
 /// How one attempt at one target ended.

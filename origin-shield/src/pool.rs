@@ -46,24 +46,20 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use verge_config::shield::ResolverConfig;
 use verge_config::{OriginPoolConfig, UpstreamConfig};
-use verge_node::failover::{self, Attempt, Candidates, EjectionPolicy, Failover, Hop, Target};
+use verge_node::failover::{
+    self, Attempt, Candidates, EjectionPolicy, Failover, Hop, RetryBudget, Target,
+    MIN_RETRIES_PER_SECOND,
+};
 use verge_node::tls::client::upstream_client_config;
 use verge_node::upstream::{Upstream, UpstreamBody, UpstreamResponseBody};
 use verge_node::RequestError;
 
 use crate::dns::{self, DnsMetrics, HickoryLookup, HostResolver, NameLookup, ResolverSetupError};
-use budget::RetryBudget;
-#[cfg(test)]
-use budget::BUDGET_WINDOW_SECS;
 use client::ServerClient;
 use health::ServerHealth;
 
-mod budget;
 mod client;
 mod health;
-
-/// Retries allowed per second whatever the traffic, so a quiet pool can still retry.
-const MIN_RETRIES_PER_SECOND: u32 = 3;
 
 /// Sent as `User-Agent` by health probes, so origin logs can tell them from traffic.
 const PROBE_USER_AGENT: &str = "verge-health-check";

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use verge_config::{NodeId, OriginUrl, ShieldSpec, ShieldsConfig, UpstreamConfig};
+use verge_node::failover::BUDGET_WINDOW_SECS;
 
 use super::*;
 
@@ -89,21 +90,30 @@ fn upstream_config() -> UpstreamConfig {
     }
 }
 
-fn shield_upstream(members: Vec<ShieldSpec>) -> ShieldUpstream {
-    let config = ShieldsConfig {
+/// Shields without origin fallback, ejected at their first failure.
+fn shields_config(members: Vec<ShieldSpec>) -> ShieldsConfig {
+    ShieldsConfig {
         members,
         origin_fallback: false,
         failures_to_eject: 1,
         eject_for: Duration::from_secs(60),
+        retry_budget_percent: 20,
         bounded_load_percent: None,
         tls: Default::default(),
-    };
+    }
+}
+
+fn shield_upstream(members: Vec<ShieldSpec>) -> ShieldUpstream {
+    shield_upstream_with(&shields_config(members))
+}
+
+fn shield_upstream_with(config: &ShieldsConfig) -> ShieldUpstream {
     let registry = Registry::new();
     let metrics = ShieldMetrics::register(&registry).unwrap();
     let in_use = prometheus::IntGauge::new("in_use", "in use").unwrap();
     let upstream = upstream_config();
     let origin = OriginUpstream::new(&upstream, in_use.clone());
-    ShieldUpstream::new(&config, &upstream, origin, metrics, &in_use).unwrap()
+    ShieldUpstream::new(config, &upstream, origin, metrics, &in_use).unwrap()
 }
 
 /// Sends a GET for `path` and returns the status and the shield that answered.
@@ -265,4 +275,31 @@ async fn a_success_sent_before_an_ejection_does_not_end_it() {
     // That late success did not put `a` back: its keys still go to `b` without trying `a`.
     assert_eq!(get(&upstream, &owned_by_a[2]).await.unwrap().1, "b");
     assert_eq!(a.hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn failovers_stay_within_the_retry_budget() {
+    // Both shields fail every request with errors of their own, and stay in the ring.
+    let a = TinyShield::start("a", 503, None).await;
+    let b = TinyShield::start("b", 503, None).await;
+    let mut config = shields_config(vec![a.spec("a"), b.spec("b")]);
+    config.failures_to_eject = 1000;
+    config.retry_budget_percent = 0;
+    let upstream = shield_upstream_with(&config);
+    // With no share of requests, only the floor is left over the window.
+    let floor = usize::try_from(u64::from(MIN_RETRIES_PER_SECOND) * BUDGET_WINDOW_SECS).unwrap();
+    let requests = floor + 10;
+
+    for i in 0..requests {
+        let (status, _) = get(&upstream, &format!("/obj/{i}")).await.unwrap();
+        assert_eq!(status, 503, "the last shield's own error");
+    }
+    let sent = a.hits.load(Ordering::SeqCst) + b.hits.load(Ordering::SeqCst);
+    assert_eq!(
+        sent,
+        requests + floor,
+        "every request once, and a second time only within the budget"
+    );
+    assert_eq!(upstream.metrics.retries.get(), floor as u64);
+    assert_eq!(upstream.metrics.budget_exhausted.get(), 10);
 }

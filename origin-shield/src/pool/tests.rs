@@ -1,4 +1,4 @@
-//! The pool's pure cores (ejection back-off, probe verdicts, retry budget) with given times, and
+//! The pool's pure cores (ejection back-off, probe verdicts) with given times, and
 //! the pool itself against tiny origin servers on `127.0.0.1:0`.
 
 use std::convert::Infallible;
@@ -71,48 +71,6 @@ fn probes_mark_down_and_up_after_their_thresholds() {
     assert_eq!(h.probed(true, 2, 3), None);
     assert_eq!(h.probed(true, 2, 3), Some(true));
     assert!(h.available(Instant::now()));
-}
-
-#[test]
-fn retry_budget_allows_a_floor_then_a_share_of_requests() {
-    let t0 = Instant::now();
-    // Floor: 1 per second over the 10 s window.
-    let budget = RetryBudget::new(0, 1, t0);
-    for _ in 0..10 {
-        assert!(budget.try_retry(t0));
-    }
-    assert!(!budget.try_retry(t0));
-
-    let budget = RetryBudget::new(20, 0, t0);
-    assert!(!budget.try_retry(t0));
-    for _ in 0..10 {
-        budget.record_request(t0);
-    }
-    assert!(budget.try_retry(t0));
-    assert!(budget.try_retry(t0));
-    assert!(!budget.try_retry(t0), "20% of 10 requests is 2 retries");
-}
-
-#[test]
-fn retry_budget_forgets_what_left_the_window() {
-    let t0 = Instant::now();
-    let budget = RetryBudget::new(50, 0, t0);
-    for _ in 0..4 {
-        budget.record_request(t0);
-    }
-    assert!(budget.try_retry(t0));
-    assert!(budget.try_retry(t0));
-    assert!(!budget.try_retry(t0));
-    let later = t0 + Duration::from_secs(9);
-    assert!(!budget.try_retry(later), "still within the window");
-    let gone = t0 + Duration::from_secs(BUDGET_WINDOW_SECS);
-    assert!(
-        !budget.try_retry(gone),
-        "requests left the window with the retries"
-    );
-    budget.record_request(gone);
-    budget.record_request(gone);
-    assert!(budget.try_retry(gone));
 }
 
 // ---- the pool against real servers ----

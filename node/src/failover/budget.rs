@@ -1,18 +1,19 @@
 //! The retry budget: retries capped at a share of requests over a sliding window.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use tokio::time::Instant;
 
-use super::lock;
+/// Retries allowed per second whatever the traffic, so a quiet upstream can still retry.
+pub const MIN_RETRIES_PER_SECOND: u32 = 3;
 
 /// Length of the sliding window the retry budget counts requests and retries over.
-pub(super) const BUDGET_WINDOW_SECS: u64 = 10;
+pub const BUDGET_WINDOW_SECS: u64 = 10;
 
 /// Caps retries at a share of requests over a sliding window, plus a small floor per second.
 ///
 /// Without it, retries multiply the load on an origin exactly when it is struggling: with the
-/// budget, a failing pool sends at most `percent`% more requests than it is given.
-pub(super) struct RetryBudget {
+/// budget, a failing upstream is sent at most `percent`% more requests than it is given.
+pub struct RetryBudget {
     percent: u32,
     min_per_second: u32,
     start: Instant,
@@ -29,7 +30,7 @@ struct BudgetBucket {
 }
 
 impl RetryBudget {
-    pub(super) fn new(percent: u32, min_per_second: u32, start: Instant) -> RetryBudget {
+    pub fn new(percent: u32, min_per_second: u32, start: Instant) -> RetryBudget {
         RetryBudget {
             percent,
             min_per_second,
@@ -38,13 +39,13 @@ impl RetryBudget {
         }
     }
 
-    pub(super) fn record_request(&self, now: Instant) {
+    pub fn record_request(&self, now: Instant) {
         let mut buckets = lock(&self.buckets);
         self.bucket(&mut buckets, now).requests += 1;
     }
 
     /// Takes one retry from the budget if the window allows it.
-    pub(super) fn try_retry(&self, now: Instant) -> bool {
+    pub fn try_retry(&self, now: Instant) -> bool {
         let mut buckets = lock(&self.buckets);
         let second = self.second(now);
         let (requests, retries) = buckets
@@ -80,5 +81,61 @@ impl RetryBudget {
             };
         }
         bucket
+    }
+}
+
+/// The buckets stay consistent even if a holder panicked (plain counters).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn retry_budget_allows_a_floor_then_a_share_of_requests() {
+        let t0 = Instant::now();
+        // Floor: 1 per second over the 10 s window.
+        let budget = RetryBudget::new(0, 1, t0);
+        for _ in 0..10 {
+            assert!(budget.try_retry(t0));
+        }
+        assert!(!budget.try_retry(t0));
+
+        let budget = RetryBudget::new(20, 0, t0);
+        assert!(!budget.try_retry(t0));
+        for _ in 0..10 {
+            budget.record_request(t0);
+        }
+        assert!(budget.try_retry(t0));
+        assert!(budget.try_retry(t0));
+        assert!(!budget.try_retry(t0), "20% of 10 requests is 2 retries");
+    }
+
+    #[test]
+    fn retry_budget_forgets_what_left_the_window() {
+        let t0 = Instant::now();
+        let budget = RetryBudget::new(50, 0, t0);
+        for _ in 0..4 {
+            budget.record_request(t0);
+        }
+        assert!(budget.try_retry(t0));
+        assert!(budget.try_retry(t0));
+        assert!(!budget.try_retry(t0));
+        let later = t0 + Duration::from_secs(9);
+        assert!(!budget.try_retry(later), "still within the window");
+        let gone = t0 + Duration::from_secs(BUDGET_WINDOW_SECS);
+        assert!(
+            !budget.try_retry(gone),
+            "requests left the window with the retries"
+        );
+        budget.record_request(gone);
+        budget.record_request(gone);
+        assert!(budget.try_retry(gone));
     }
 }
