@@ -296,11 +296,30 @@ impl<U: Upstream> CachePipeline<U> {
         if !is_error_status(status) {
             return None;
         }
+        self.stale_in_place_of(
+            ctx,
+            publisher,
+            stored,
+            fetched,
+            format!("answered {status}"),
+        )
+    }
+
+    /// Serves the stored object in place of an upstream answer that failed for `reason`, when
+    /// it may be served on error; the fill's followers hear that it failed.
+    fn stale_in_place_of(
+        &self,
+        ctx: &RequestContext,
+        publisher: &mut Publisher,
+        stored: Option<&Arc<CachedObject>>,
+        fetched: &Fetched,
+        reason: String,
+    ) -> Option<Answer> {
         let stale =
             stored.filter(|s| s.may_serve_on_error(&ctx.directives, fetched.response_time))?;
         let error = RequestError::UpstreamBroken {
             upstream: self.upstream.name().to_string(),
-            reason: format!("answered {status}"),
+            reason,
         };
         publisher.publish(FillOutcome::Failed(error.clone()));
         Some(self.stale_or_error(ctx, Some(Arc::clone(stale)), error))
@@ -318,14 +337,8 @@ impl<U: Upstream> CachePipeline<U> {
         if !TierEntry::of(&fetched.head.headers).is_some_and(|tier| tier.served_stale_on_error()) {
             return None;
         }
-        let stale =
-            stored.filter(|s| s.may_serve_on_error(&ctx.directives, fetched.response_time))?;
-        let error = RequestError::UpstreamBroken {
-            upstream: self.upstream.name().to_string(),
-            reason: "served its stale copy in place of a failed upstream".into(),
-        };
-        publisher.publish(FillOutcome::Failed(error.clone()));
-        Some(self.stale_or_error(ctx, Some(Arc::clone(stale)), error))
+        let reason = "served its stale copy in place of a failed upstream".to_string();
+        self.stale_in_place_of(ctx, publisher, stored, fetched, reason)
     }
 
     /// How long the answer may be stored, or why it may not be.

@@ -7,7 +7,7 @@ use http::header::{
     HeaderValue, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_RANGE, CONTENT_TYPE,
     DATE, ETAG, EXPIRES, IF_RANGE, LAST_MODIFIED, RANGE, VARY, VIA,
 };
-use http::{response, Method, Response, StatusCode};
+use http::{response, HeaderMap, Method, Response, StatusCode};
 use verge_cache::range::{self, RangePlan};
 use verge_cache::{policy, CachedObject};
 
@@ -133,9 +133,7 @@ fn not_modified(
     age: HeaderValue,
     cache_status: HeaderValue,
 ) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::empty());
-    *response.status_mut() = StatusCode::NOT_MODIFIED;
-    let headers = response.headers_mut();
+    let mut headers = HeaderMap::new();
     for name in [
         CACHE_CONTROL,
         CONTENT_LOCATION,
@@ -154,9 +152,7 @@ fn not_modified(
             headers.insert(LAST_MODIFIED, value.clone());
         }
     }
-    headers.insert(AGE, age);
-    headers.insert(CACHE_STATUS.clone(), cache_status);
-    response
+    not_modified_with(headers, age, cache_status)
 }
 
 /// A 304 for a cache below this one (another Verge tier): every stored field it updates its
@@ -166,13 +162,21 @@ fn not_modified_for_a_cache(
     age: HeaderValue,
     cache_status: HeaderValue,
 ) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::empty());
-    *response.status_mut() = StatusCode::NOT_MODIFIED;
-    let headers = response.headers_mut();
-    *headers = object.headers.clone();
+    let mut headers = object.headers.clone();
     headers.remove(CONTENT_LENGTH);
     headers.remove(CONTENT_RANGE);
+    not_modified_with(headers, age, cache_status)
+}
+
+fn not_modified_with(
+    mut headers: HeaderMap,
+    age: HeaderValue,
+    cache_status: HeaderValue,
+) -> Response<ResponseBody> {
     headers.insert(AGE, age);
     headers.insert(CACHE_STATUS.clone(), cache_status);
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    *response.headers_mut() = headers;
     response
 }

@@ -15,7 +15,7 @@ use verge_cache::ManualClock;
 use verge_config::ShieldConfig;
 use verge_origin_shield::ShieldRole;
 
-use crate::edge::{node_toml, purge_at, start_edge_with_clock};
+use crate::edge::{node_toml, purge_at, server_defaults, start_edge_with_clock, timeout_defaults};
 use crate::{FakeOrigin, RunningNode, TestEdge, TestResponse};
 
 /// The shield's id in two-tier tests; it names the shield in `Via`.
@@ -76,15 +76,13 @@ impl TestCdn {
 /// timeouts, then the `tweaks` that mean something to a shield (`shield.*`, `cache.*`,
 /// `server.*`, `admin.*`; `upstream.*` becomes `origin.*`).
 pub fn shield_toml(origin: SocketAddr, tweaks: &[&str]) -> String {
-    let defaults = [
-        ("shield.id", format!("{SHIELD_ID:?}")),
-        ("server.listen", "\"127.0.0.1:0\"".to_string()),
-        ("server.admin_listen", "\"127.0.0.1:0\"".to_string()),
-        ("server.shutdown_grace", "\"2s\"".to_string()),
-        ("origin.servers", format!("[\"http://{origin}\"]")),
-        ("origin.connect_timeout", "\"1s\"".to_string()),
-        ("origin.response_timeout", "\"5s\"".to_string()),
-    ];
+    let mut defaults = vec![("shield.id", format!("{SHIELD_ID:?}"))];
+    defaults.extend(server_defaults());
+    defaults.extend(timeout_defaults(
+        "origin.connect_timeout",
+        "origin.response_timeout",
+    ));
+    defaults.push(("origin.servers", format!("[\"http://{origin}\"]")));
     let translated: Vec<String> = tweaks
         .iter()
         .filter_map(|tweak| {

@@ -31,16 +31,34 @@ pub struct TestEdge {
 /// timeouts, then `tweaks` — dotted-key lines such as `cache.max_bytes = "1MiB"` — which
 /// replace a default of the same key or add to them.
 pub fn edge_toml(origin: SocketAddr, tweaks: &[&str]) -> String {
-    let defaults = [
-        ("edge.id", format!("{EDGE_ID:?}")),
+    let mut defaults = vec![("edge.id", format!("{EDGE_ID:?}"))];
+    defaults.extend(server_defaults());
+    defaults.extend(timeout_defaults(
+        "upstream.connect_timeout",
+        "upstream.response_timeout",
+    ));
+    defaults.push(("upstream.origin", format!("\"http://{origin}\"")));
+    node_toml(&defaults, tweaks)
+}
+
+/// Every test node's `[server]`: loopback listeners on port 0, a short shutdown grace.
+pub(crate) fn server_defaults() -> [(&'static str, String); 3] {
+    [
         ("server.listen", "\"127.0.0.1:0\"".to_string()),
         ("server.admin_listen", "\"127.0.0.1:0\"".to_string()),
         ("server.shutdown_grace", "\"2s\"".to_string()),
-        ("upstream.origin", format!("\"http://{origin}\"")),
-        ("upstream.connect_timeout", "\"1s\"".to_string()),
-        ("upstream.response_timeout", "\"5s\"".to_string()),
-    ];
-    node_toml(&defaults, tweaks)
+    ]
+}
+
+/// Bounded upstream timeouts, under the keys the role keeps them at.
+pub(crate) fn timeout_defaults(
+    connect: &'static str,
+    response: &'static str,
+) -> [(&'static str, String); 2] {
+    [
+        (connect, "\"1s\"".to_string()),
+        (response, "\"5s\"".to_string()),
+    ]
 }
 
 /// TOML from dotted-key `defaults`, then `tweaks` (`key = value` lines) replacing a default of
