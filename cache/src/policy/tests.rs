@@ -20,28 +20,14 @@ fn cc(line: &str) -> CacheControl {
 #[test]
 fn cache_control_parsing_table() {
     let secs = |s| Some(Duration::from_secs(s));
+    let max_age = |s| CacheControl {
+        max_age: secs(s),
+        ..Default::default()
+    };
     let cases: &[(&str, CacheControl)] = &[
-        (
-            "max-age=60",
-            CacheControl {
-                max_age: secs(60),
-                ..Default::default()
-            },
-        ),
-        (
-            "MAX-AGE=60",
-            CacheControl {
-                max_age: secs(60),
-                ..Default::default()
-            },
-        ),
-        (
-            "max-age=\"60\"",
-            CacheControl {
-                max_age: secs(60),
-                ..Default::default()
-            },
-        ),
+        ("max-age=60", max_age(60)),
+        ("MAX-AGE=60", max_age(60)),
+        ("max-age=\"60\"", max_age(60)),
         (
             "public, s-maxage=10",
             CacheControl {
@@ -50,48 +36,12 @@ fn cache_control_parsing_table() {
                 ..Default::default()
             },
         ),
-        (
-            "max-age=abc",
-            CacheControl {
-                max_age: secs(0),
-                ..Default::default()
-            },
-        ),
-        (
-            "max-age=-1",
-            CacheControl {
-                max_age: secs(0),
-                ..Default::default()
-            },
-        ),
-        (
-            "max-age",
-            CacheControl {
-                max_age: secs(0),
-                ..Default::default()
-            },
-        ),
-        (
-            "max-age=10, max-age=20",
-            CacheControl {
-                max_age: secs(0),
-                ..Default::default()
-            },
-        ),
-        (
-            "max-age=10, max-age=10",
-            CacheControl {
-                max_age: secs(10),
-                ..Default::default()
-            },
-        ),
-        (
-            "max-age=99999999999",
-            CacheControl {
-                max_age: secs(MAX_DELTA_SECONDS),
-                ..Default::default()
-            },
-        ),
+        ("max-age=abc", max_age(0)),
+        ("max-age=-1", max_age(0)),
+        ("max-age", max_age(0)),
+        ("max-age=10, max-age=20", max_age(0)),
+        ("max-age=10, max-age=10", max_age(10)),
+        ("max-age=99999999999", max_age(MAX_DELTA_SECONDS)),
         (
             "private=\"Set-Cookie, x\", max-age=5",
             CacheControl {
@@ -299,54 +249,39 @@ fn storability_table() {
         Err(NotStorable::RequestNoStore)
     );
     // CDN-Cache-Control and Surrogate-Control take precedence over Cache-Control.
-    assert_eq!(
-        check(
-            &get,
-            &none,
-            ok,
+    let targeted: [(&[(&str, &str)], _); 4] = [
+        (
             &[
                 ("cache-control", "no-store"),
-                ("cdn-cache-control", "max-age=60")
-            ]
+                ("cdn-cache-control", "max-age=60"),
+            ],
+            minute,
         ),
-        minute
-    );
-    assert_eq!(
-        check(
-            &get,
-            &none,
-            ok,
+        (
             &[
                 ("cache-control", "max-age=60"),
-                ("cdn-cache-control", "no-store")
-            ]
+                ("cdn-cache-control", "no-store"),
+            ],
+            Err(NotStorable::NoStore),
         ),
-        Err(NotStorable::NoStore)
-    );
-    assert_eq!(
-        check(
-            &get,
-            &none,
-            ok,
+        (
             &[
                 ("cache-control", "private"),
-                ("surrogate-control", "max-age=60")
-            ]
+                ("surrogate-control", "max-age=60"),
+            ],
+            minute,
         ),
-        minute
-    );
-    assert_eq!(
-        check(
-            &get,
-            &none,
-            ok,
+        (
             &[
                 ("surrogate-control", "max-age=10"),
-                ("cdn-cache-control", "max-age=60")
-            ]
+                ("cdn-cache-control", "max-age=60"),
+            ],
+            minute,
         ),
-        minute
-    );
+    ];
+    for (response, expected) in targeted {
+        assert_eq!(check(&get, &none, ok, response), expected, "{response:?}");
+    }
 }
 
 #[test]

@@ -22,6 +22,38 @@ fn socket_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("upgrade.sock")
 }
 
+/// An old process with one data listener on loopback, serving hand-offs at a fresh path: the
+/// directory holding the path (kept for the test's life), the listener, the path, the
+/// listener's address and the hand-off server's run.
+fn old_process() -> (
+    tempfile::TempDir,
+    TcpListener,
+    PathBuf,
+    SocketAddr,
+    JoinHandle<HandoffEvent>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(&dir);
+    let old = loopback_listener();
+    let addr = old.local_addr().unwrap();
+    let run = serve(&path, &[("data", &old)]);
+    (dir, old, path, addr, run)
+}
+
+/// Takes over from the server at `path`; panics when none answers.
+async fn successor(path: &Path) -> Inherited {
+    within(take_over(path))
+        .await
+        .unwrap()
+        .expect("a server answers on the path")
+}
+
+/// Ends a hand-off: the successor is ready, and the old side's run ends saying so.
+async fn complete(inherited: Inherited, run: JoinHandle<HandoffEvent>) {
+    within(inherited.ready()).await.unwrap();
+    assert_eq!(within(run).await.unwrap(), HandoffEvent::SuccessorReady);
+}
+
 /// An old process's hand-off server holding `listeners`, running until a successor is ready.
 fn serve(path: &Path, listeners: &[(&str, &TcpListener)]) -> JoinHandle<HandoffEvent> {
     let mut server = HandoffServer::bind(path).unwrap();
@@ -87,13 +119,9 @@ fn dups(listener: &TcpListener, count: usize) -> Vec<OwnedFd> {
 
 #[tokio::test]
 async fn successor_inherits_the_listener_bound_to_the_same_address_and_accepts_on_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = socket_path(&dir);
-    let old = loopback_listener();
-    let addr = old.local_addr().unwrap();
-    let run = serve(&path, &[("data", &old)]);
+    let (_dir, _old, path, addr, run) = old_process();
 
-    let mut inherited = within(take_over(&path)).await.unwrap().expect("a server");
+    let mut inherited = successor(&path).await;
     assert_eq!(
         inherited.offered().collect::<Vec<_>>(),
         vec![("data", addr)]
@@ -111,16 +139,11 @@ async fn successor_inherits_the_listener_bound_to_the_same_address_and_accepts_o
 
 #[tokio::test]
 async fn ready_completes_the_old_side_with_successor_ready() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = socket_path(&dir);
-    let old = loopback_listener();
-    let addr = old.local_addr().unwrap();
-    let run = serve(&path, &[("data", &old)]);
+    let (_dir, old, path, addr, run) = old_process();
 
-    let mut inherited = within(take_over(&path)).await.unwrap().expect("a server");
+    let mut inherited = successor(&path).await;
     let new = tokio_listener(inherited.take(addr).unwrap());
-    within(inherited.ready()).await.unwrap();
-    assert_eq!(within(run).await.unwrap(), HandoffEvent::SuccessorReady);
+    complete(inherited, run).await;
 
     // The old process stops; the socket lives on in the new one.
     drop(old);
@@ -130,13 +153,9 @@ async fn ready_completes_the_old_side_with_successor_ready() {
 
 #[tokio::test]
 async fn successor_disconnecting_before_ready_leaves_the_server_waiting_for_the_next() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = socket_path(&dir);
-    let old = loopback_listener();
-    let addr = old.local_addr().unwrap();
-    let run = serve(&path, &[("data", &old)]);
+    let (_dir, old, path, addr, run) = old_process();
 
-    let mut first = within(take_over(&path)).await.unwrap().expect("a server");
+    let mut first = successor(&path).await;
     drop(first.take(addr));
     drop(first);
 
@@ -148,13 +167,9 @@ async fn successor_disconnecting_before_ready_leaves_the_server_waiting_for_the_
     assert_eq!(byte, [3]);
 
     // ...and a second successor gets the listeners.
-    let mut second = within(take_over(&path))
-        .await
-        .unwrap()
-        .expect("the server waits for the next successor");
+    let mut second = successor(&path).await;
     assert!(second.take(addr).is_some());
-    within(second.ready()).await.unwrap();
-    assert_eq!(within(run).await.unwrap(), HandoffEvent::SuccessorReady);
+    complete(second, run).await;
 }
 
 #[tokio::test]
@@ -230,13 +245,9 @@ async fn garbage_from_a_client_is_logged_and_the_server_keeps_working() {
     let _ = within(client.read_to_end(&mut rest)).await;
     assert!(rest.is_empty(), "no ACK for garbage");
 
-    let mut inherited = within(take_over(&path))
-        .await
-        .unwrap()
-        .expect("still serving");
+    let mut inherited = successor(&path).await;
     assert!(inherited.take(addr).is_some());
-    within(inherited.ready()).await.unwrap();
-    assert_eq!(within(run).await.unwrap(), HandoffEvent::SuccessorReady);
+    complete(inherited, run).await;
 }
 
 #[tokio::test]
@@ -336,19 +347,14 @@ async fn successor_refuses_an_offer_that_does_not_describe_its_descriptors() {
 
 #[tokio::test]
 async fn connections_queued_before_the_hand_off_are_accepted_by_the_successor() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = socket_path(&dir);
-    let old = loopback_listener();
-    let addr = old.local_addr().unwrap();
-    let run = serve(&path, &[("data", &old)]);
+    let (_dir, old, path, addr, run) = old_process();
 
     // Nobody accepts: these wait in the kernel's accept queue.
     let clients: Vec<TcpStream> = (0..8).map(|i| client_sending(addr, i)).collect();
 
-    let mut inherited = within(take_over(&path)).await.unwrap().expect("a server");
+    let mut inherited = successor(&path).await;
     let new = tokio_listener(inherited.take(addr).unwrap());
-    within(inherited.ready()).await.unwrap();
-    assert_eq!(within(run).await.unwrap(), HandoffEvent::SuccessorReady);
+    complete(inherited, run).await;
     drop(old);
 
     let mut received = Vec::new();
@@ -367,24 +373,16 @@ async fn successor_serves_the_next_upgrade_on_the_same_path() {
     let addr = old.local_addr().unwrap();
     let first_run = serve(&path, &[("data", &old)]);
 
-    let mut inherited = within(take_over(&path)).await.unwrap().expect("a server");
+    let mut inherited = successor(&path).await;
     let new = bind_or_inherit(addr, Some(&mut inherited)).unwrap();
-    within(inherited.ready()).await.unwrap();
-    assert_eq!(
-        within(first_run).await.unwrap(),
-        HandoffEvent::SuccessorReady
-    );
+    complete(inherited, first_run).await;
     drop(old);
 
     // The new process replaces the old one's socket file and hands over in turn.
     let second_run = serve(&path, &[("data", &new)]);
-    let mut third = within(take_over(&path)).await.unwrap().expect("a server");
+    let mut third = successor(&path).await;
     assert_eq!(third.take(addr).unwrap().local_addr().unwrap(), addr);
-    within(third.ready()).await.unwrap();
-    assert_eq!(
-        within(second_run).await.unwrap(),
-        HandoffEvent::SuccessorReady
-    );
+    complete(third, second_run).await;
 }
 
 #[tokio::test]
@@ -430,12 +428,8 @@ async fn bind_or_inherit_takes_the_inherited_listener_else_binds_fresh() {
         "non-blocking"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = socket_path(&dir);
-    let old = loopback_listener();
-    let addr = old.local_addr().unwrap();
-    let run = serve(&path, &[("data", &old)]);
-    let mut inherited = within(take_over(&path)).await.unwrap().expect("a server");
+    let (_dir, _old, path, addr, run) = old_process();
+    let mut inherited = successor(&path).await;
 
     let port_zero = bind_or_inherit("127.0.0.1:0".parse().unwrap(), Some(&mut inherited)).unwrap();
     assert_ne!(
