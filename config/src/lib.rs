@@ -13,6 +13,7 @@
 //!   - [`upstream`]: where misses go (`[upstream]`, a shield's pool), and origin URLs;
 //!   - [`shields`]: the origin shields an edge sends misses to;
 //!   - [`node_control`]: the optional `[control]` table of an edge or shield;
+//!   - [`access_log`]: the `[access_log]` table of an edge or shield;
 //!   - [`geo`]: control's `[geo]` table (GeoDNS and HTTP steering);
 //!   - [`tls`]: HTTPS listeners and certificates (`[tls]`), and TLS towards upstreams;
 //!   - `field`: one field's value or default, parsed and range-checked under its key path;
@@ -25,6 +26,7 @@
 //! Loading from a string is pure ([`EdgeConfig::from_toml`]); reading a file is a thin wrapper
 //! ([`ConfigFile::from_file`]).
 
+pub mod access_log;
 pub mod control;
 pub mod edge;
 mod error;
@@ -43,6 +45,7 @@ pub mod units;
 pub mod upstream;
 pub mod wire;
 
+pub use access_log::{AccessLogConfig, AccessLogFormat, AccessLogTarget};
 pub use control::ControlConfig;
 pub use edge::EdgeConfig;
 pub use error::{ConfigError, ConfigErrors};

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::access_log::{validate_access_log, AccessLogConfig};
 use crate::error::Collector;
 use crate::field::{count, duration, size, socket_addr};
 use crate::ids::{NodeId, RegionId};
@@ -44,6 +45,12 @@ pub struct ServerConfig {
     /// Threads serving requests; 0 means one per core. With one, a single-threaded scheduler
     /// is used, which costs less per request than the work-stealing one.
     pub worker_threads: usize,
+    /// Whether a well-formed `X-Request-Id` from the client is kept rather than replaced: off
+    /// on edges (clients could pick ids), on for shields (their clients are edges).
+    pub trust_request_id: bool,
+    /// `[access_log]`; `None`: no access log. Kept with the server's settings because every
+    /// role has it and it is reloaded with them.
+    pub access_log: Option<AccessLogConfig>,
 }
 
 /// The cache engine's bounds.
@@ -141,7 +148,7 @@ pub(crate) fn validate_node(
         &format!("{role}.region"),
         RegionId::new(identity.region.as_deref().unwrap_or(defaults::REGION)),
     );
-    let server = validate_server(c, raw.server.unwrap_or_default());
+    let server = validate_server(c, role, raw.server.unwrap_or_default());
     let cache = validate_cache(c, raw.cache.unwrap_or_default());
     let admin = validate_admin(c, raw.admin.unwrap_or_default());
     let control = validate_node_control(c, raw.control);
@@ -157,7 +164,7 @@ pub(crate) fn validate_node(
     })
 }
 
-fn validate_server(c: &mut Collector, raw: RawServer) -> Option<ServerConfig> {
+fn validate_server(c: &mut Collector, role: NodeRole, raw: RawServer) -> Option<ServerConfig> {
     use defaults::*;
     let ms = Duration::from_millis(1);
     let example = "127.0.0.1:8080";
@@ -250,7 +257,12 @@ fn validate_server(c: &mut Collector, raw: RawServer) -> Option<ServerConfig> {
         other => Some(other.map(PathBuf::from)),
     };
     let workers = count(c, "server.worker_threads", raw.worker_threads, 0, (0, 1024));
+    // A shield's clients are edges, whose ids it keeps so one request reads alike at both.
+    let trust_request_id = raw.trust_request_id.unwrap_or(role == NodeRole::Shield);
+    let access_log = validate_access_log(c, raw.access_log);
     Some(ServerConfig {
+        trust_request_id,
+        access_log: access_log?,
         worker_threads: usize::try_from(workers?).ok()?,
         listen: listen?,
         admin_listen: admin_listen?,

@@ -6,8 +6,8 @@ use crate::control::{ControlConfig, RawControlFile, RawController};
 use crate::edge::EdgeConfig;
 use crate::error::ConfigErrors;
 use crate::raw::{
-    RawAdmin, RawEdgeFile, RawNode, RawNodeControl, RawOriginPool, RawServer, RawShieldFile,
-    RawShieldMember, RawShields, RawUpstream,
+    RawAccessLog, RawAdmin, RawEdgeFile, RawNode, RawNodeControl, RawOriginPool, RawServer,
+    RawShieldFile, RawShieldMember, RawShields, RawUpstream,
 };
 use crate::shield::ShieldConfig;
 use crate::tls::{RawCertificate, RawTls};
@@ -32,6 +32,8 @@ pub struct EdgeQuickStart<'a> {
     pub tls_certificates: &'a [(String, String)],
     /// Where listening sockets are handed to a successor process.
     pub upgrade_socket: Option<&'a str>,
+    /// `--access-log PATH` (`-`: stdout); `None`: no access log.
+    pub access_log: Option<&'a str>,
 }
 
 /// The values `verge shield` takes on its command line instead of a file.
@@ -47,6 +49,8 @@ pub struct ShieldQuickStart<'a> {
     pub region: Option<&'a str>,
     /// Base URL of control's node listener; `None`: no control plane.
     pub control: Option<&'a str>,
+    /// `--access-log PATH` (`-`: stdout); `None`: no access log.
+    pub access_log: Option<&'a str>,
 }
 
 /// What a quick start (`verge control --listen ... --token-file ... --data-dir ...`) gives.
@@ -71,6 +75,7 @@ impl EdgeConfig {
                 listen: Some(start.listen.to_string()),
                 admin_listen: Some(start.admin_listen.to_string()),
                 upgrade_socket: start.upgrade_socket.map(str::to_string),
+                access_log: access_log(start.access_log),
                 ..RawServer::default()
             }),
             tls: (!start.tls_listen.is_empty() || !start.tls_certificates.is_empty()).then(|| {
@@ -125,6 +130,7 @@ impl ShieldConfig {
             server: Some(RawServer {
                 listen: Some(start.listen.to_string()),
                 admin_listen: Some(start.admin_listen.to_string()),
+                access_log: access_log(start.access_log),
                 ..RawServer::default()
             }),
             origin: Some(RawOriginPool {
@@ -159,6 +165,14 @@ fn control(url: Option<&str>) -> Option<RawNodeControl> {
     url.map(|url| RawNodeControl {
         url: Some(url.to_string()),
         ..RawNodeControl::default()
+    })
+}
+
+/// The `[access_log]` table of `--access-log PATH`: every other key at its default.
+fn access_log(path: Option<&str>) -> Option<RawAccessLog> {
+    path.map(|path| RawAccessLog {
+        path: Some(path.to_string()),
+        ..RawAccessLog::default()
     })
 }
 
@@ -205,6 +219,39 @@ mod tests {
         let ids: Vec<&str> = cfg.shields.members.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["127.0.0.1_9001", "10.0.0.2_80"]);
         assert_eq!(cfg.control, None);
+        assert_eq!(cfg.server.access_log, None);
+    }
+
+    #[test]
+    fn quick_start_writes_an_access_log_where_asked() {
+        use crate::{AccessLogFormat, AccessLogTarget};
+        let edge = EdgeQuickStart {
+            listen: "127.0.0.1:0",
+            admin_listen: "127.0.0.1:0",
+            origin: "http://127.0.0.1:9",
+            access_log: Some("-"),
+            ..EdgeQuickStart::default()
+        };
+        let log = EdgeConfig::quick_start(&edge).unwrap().server.access_log;
+        let log = log.unwrap();
+        assert_eq!(log.target, AccessLogTarget::Stdout);
+        assert_eq!(log.format, AccessLogFormat::Json);
+        let origins = ["http://127.0.0.1:8000".to_string()];
+        let shield = ShieldQuickStart {
+            listen: "127.0.0.1:0",
+            admin_listen: "127.0.0.1:0",
+            origins: &origins,
+            access_log: Some("/tmp/shield-access.log"),
+            ..ShieldQuickStart::default()
+        };
+        let log = ShieldConfig::quick_start(&shield)
+            .unwrap()
+            .server
+            .access_log;
+        assert_eq!(
+            log.unwrap().target,
+            AccessLogTarget::File("/tmp/shield-access.log".into())
+        );
     }
 
     #[test]

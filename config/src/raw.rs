@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_path_to_error::Segment;
 
+pub use crate::access_log::RawAccessLog;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::tls::{RawClientTls, RawTls};
 pub use crate::units::RawSize;
@@ -172,8 +173,10 @@ pub struct RawNodeControl {
     pub advertise_url: Option<String>,
 }
 
+/// An edge's file. Its `[access_log]` table is kept with `[server]` (see
+/// [`RawServer::access_log`]), where the node tables every role shares are validated.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "EdgeFileText")]
 pub struct RawEdgeFile {
     pub edge: Option<RawNode>,
     pub server: Option<RawServer>,
@@ -183,6 +186,47 @@ pub struct RawEdgeFile {
     pub shields: Option<RawShields>,
     pub control: Option<RawNodeControl>,
     pub tls: Option<RawTls>,
+}
+
+/// An edge's file exactly as written, every top-level table apart.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EdgeFileText {
+    edge: Option<RawNode>,
+    server: Option<RawServer>,
+    cache: Option<RawCache>,
+    upstream: Option<RawUpstream>,
+    admin: Option<RawAdmin>,
+    shields: Option<RawShields>,
+    control: Option<RawNodeControl>,
+    tls: Option<RawTls>,
+    access_log: Option<RawAccessLog>,
+}
+
+impl From<EdgeFileText> for RawEdgeFile {
+    fn from(text: EdgeFileText) -> RawEdgeFile {
+        RawEdgeFile {
+            edge: text.edge,
+            server: with_access_log(text.server, text.access_log),
+            cache: text.cache,
+            upstream: text.upstream,
+            admin: text.admin,
+            shields: text.shields,
+            control: text.control,
+            tls: text.tls,
+        }
+    }
+}
+
+/// `[server]` with the file's `[access_log]` table attached.
+fn with_access_log(server: Option<RawServer>, log: Option<RawAccessLog>) -> Option<RawServer> {
+    match (server, log) {
+        (server, None) => server,
+        (server, Some(log)) => Some(RawServer {
+            access_log: Some(log),
+            ..server.unwrap_or_default()
+        }),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -234,6 +278,11 @@ pub struct RawServer {
     pub h2_max_local_error_reset_streams: Option<u64>,
     pub worker_threads: Option<u64>,
     pub upgrade_socket: Option<String>,
+    pub trust_request_id: Option<bool>,
+    /// The file's top-level `[access_log]` table, attached here when the file is read so that
+    /// it is validated with the node tables every role shares; never read from `[server]`.
+    #[serde(skip)]
+    pub access_log: Option<RawAccessLog>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -259,8 +308,9 @@ pub struct RawUpstream {
     pub tls: Option<RawClientTls>,
 }
 
+/// A shield's file. Its `[access_log]` table is kept with `[server]`, as an edge's.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "ShieldFileText")]
 pub struct RawShieldFile {
     pub shield: Option<RawNode>,
     pub server: Option<RawServer>,
@@ -270,6 +320,36 @@ pub struct RawShieldFile {
     pub resolver: Option<RawResolver>,
     pub control: Option<RawNodeControl>,
     pub tls: Option<RawTls>,
+}
+
+/// A shield's file exactly as written, every top-level table apart.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShieldFileText {
+    shield: Option<RawNode>,
+    server: Option<RawServer>,
+    cache: Option<RawCache>,
+    admin: Option<RawAdmin>,
+    origin: Option<RawOriginPool>,
+    resolver: Option<RawResolver>,
+    control: Option<RawNodeControl>,
+    tls: Option<RawTls>,
+    access_log: Option<RawAccessLog>,
+}
+
+impl From<ShieldFileText> for RawShieldFile {
+    fn from(text: ShieldFileText) -> RawShieldFile {
+        RawShieldFile {
+            shield: text.shield,
+            server: with_access_log(text.server, text.access_log),
+            cache: text.cache,
+            admin: text.admin,
+            origin: text.origin,
+            resolver: text.resolver,
+            control: text.control,
+            tls: text.tls,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
