@@ -1,8 +1,9 @@
 //! An origin pool's configuration as the shield's pool tests use it: short timeouts and
-//! ejections, one retry, no health checks.
+//! ejections, one retry, no health checks; and the resolver's settings at their defaults.
 
 use std::time::Duration;
 
+use verge_config::shield::ResolverConfig;
 use verge_config::{OriginPoolConfig, OriginUrl, UpstreamConfig};
 
 /// A pool over `servers` (at least one) with test timings; `health_interval` is the only one
@@ -28,5 +29,16 @@ pub fn pool_config(servers: &[OriginUrl], health_interval: Duration) -> OriginPo
         max_eject_for: Duration::from_secs(2),
         retries: 1,
         retry_budget_percent: 20,
+    }
+}
+
+/// The resolver settings a shield gets when its configuration leaves `[resolver]` out.
+pub fn resolver_config() -> ResolverConfig {
+    ResolverConfig {
+        nameservers: None,
+        min_ttl: Duration::from_secs(1),
+        max_ttl: Duration::from_secs(300),
+        negative_retry: Duration::from_secs(5),
+        timeout: Duration::from_secs(2),
     }
 }

@@ -9,13 +9,7 @@ use super::*;
 use verge_testkit::Metrics;
 
 fn settings() -> ResolverConfig {
-    ResolverConfig {
-        nameservers: None,
-        min_ttl: Duration::from_secs(1),
-        max_ttl: Duration::from_secs(300),
-        negative_retry: Duration::from_secs(5),
-        timeout: Duration::from_secs(2),
-    }
+    verge_testkit::pool::resolver_config()
 }
 
 fn ip(last: u8) -> IpAddr {

@@ -181,13 +181,7 @@ fn config(servers: &[OriginUrl]) -> OriginPoolConfig {
 }
 
 fn resolver() -> ResolverConfig {
-    ResolverConfig {
-        nameservers: None,
-        min_ttl: Duration::from_secs(1),
-        max_ttl: Duration::from_secs(300),
-        negative_retry: Duration::from_secs(5),
-        timeout: Duration::from_secs(2),
-    }
+    verge_testkit::pool::resolver_config()
 }
 
 struct Harness {

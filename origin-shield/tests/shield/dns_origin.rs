@@ -485,11 +485,5 @@ async fn ip_literal_servers_need_no_name_server() {
 }
 
 fn resolver_defaults() -> ResolverConfig {
-    ResolverConfig {
-        nameservers: None,
-        min_ttl: Duration::from_secs(1),
-        max_ttl: Duration::from_secs(300),
-        negative_retry: Duration::from_secs(5),
-        timeout: Duration::from_secs(2),
-    }
+    verge_testkit::pool::resolver_config()
 }
