@@ -140,6 +140,7 @@ mod tests {
     use super::super::testing::{counter, has_series, tls_config, Pki};
     use super::*;
     use prometheus::Registry;
+    use verge_config::CertificateFiles;
 
     async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -149,15 +150,17 @@ mod tests {
         }
     }
 
-    fn covers(resolver: &CertResolver, name: &str) -> bool {
-        resolver.current().find(name).is_some()
+    /// A resolver serving `leaf` and a watcher polling its files every 20 ms.
+    struct Watched {
+        config: Arc<ArcSwap<TlsServerConfig>>,
+        registry: Registry,
+        resolver: Arc<CertResolver>,
+        stop: watch::Sender<bool>,
+        task: Option<JoinHandle<()>>,
     }
 
-    #[tokio::test]
-    async fn a_rewritten_certificate_is_served_after_the_next_poll() {
-        let pki = Pki::new();
-        let a = pki.leaf("a", &["a.test"]);
-        let config = Arc::new(ArcSwap::from_pointee(tls_config(vec![a.clone()])));
+    fn watched(leaf: &CertificateFiles) -> Watched {
+        let config = Arc::new(ArcSwap::from_pointee(tls_config(vec![leaf.clone()])));
         let registry = Registry::new();
         let metrics = TlsMetrics::register(&registry).unwrap();
         let resolver = Arc::new(
@@ -170,8 +173,31 @@ mod tests {
             Duration::from_millis(20),
             metrics,
             shutdown,
-        )
-        .unwrap();
+        );
+        Watched {
+            config,
+            registry,
+            resolver,
+            stop,
+            task,
+        }
+    }
+
+    fn covers(resolver: &CertResolver, name: &str) -> bool {
+        resolver.current().find(name).is_some()
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_certificate_is_served_after_the_next_poll() {
+        let pki = Pki::new();
+        let a = pki.leaf("a", &["a.test"]);
+        let Watched {
+            registry,
+            resolver,
+            stop,
+            task,
+            ..
+        } = watched(&a);
 
         // The renewed certificate, written over the old files.
         let renewed = pki.leaf("renewed", &["a.test", "new.test"]);
@@ -188,7 +214,7 @@ mod tests {
         assert!(covers(&resolver, "new.test"));
 
         stop.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(10), task)
+        tokio::time::timeout(Duration::from_secs(10), task.unwrap())
             .await
             .unwrap()
             .unwrap();
@@ -198,21 +224,13 @@ mod tests {
     async fn files_of_a_swapped_config_are_watched_from_then_on() {
         let pki = Pki::new();
         let a = pki.leaf("a", &["a.test"]);
-        let config = Arc::new(ArcSwap::from_pointee(tls_config(vec![a.clone()])));
-        let registry = Registry::new();
-        let metrics = TlsMetrics::register(&registry).unwrap();
-        let resolver = Arc::new(
-            CertResolver::new(&config.load(), metrics.clone(), SystemTime::now()).unwrap(),
-        );
-        let (_stop, shutdown) = watch::channel(false);
-        spawn_watcher(
-            Arc::clone(&resolver),
-            Arc::clone(&config),
-            Duration::from_millis(20),
-            metrics.clone(),
-            shutdown,
-        )
-        .unwrap();
+        let Watched {
+            config,
+            registry,
+            resolver,
+            stop: _stop,
+            task: _task,
+        } = watched(&a);
 
         // The node applies a new [tls] table: reload, then store.
         let b = pki.leaf("b", &["b.test"]);
