@@ -96,14 +96,7 @@ impl CertResolver {
                 return Err(error);
             }
         };
-        let outcome = if next.same_as(&self.set.load()) {
-            CertReloadOutcome::Unchanged
-        } else {
-            self.set.store(Arc::new(next));
-            CertReloadOutcome::Reloaded
-        };
-        self.metrics.reload_ok(outcome);
-        Ok(outcome)
+        Ok(self.install(next))
     }
 
     /// Serves `next`, built and checked beforehand with [`CertSet::build`], from the next
