@@ -164,7 +164,7 @@ pub struct PurgeArgs {
 #[derive(Args)]
 pub struct ShieldArgs {
     /// Configuration file (see config/examples/shield.toml).
-    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "origin", "control", "node_id", "region"])]
+    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "origin", "control", "node_id", "region", "access_log"])]
     pub config: Option<PathBuf>,
     /// Quick start: listener edges connect to.
     #[arg(long, requires = "origin")]
@@ -191,12 +191,16 @@ pub struct NodeArgs {
     /// Quick start: the region this node serves.
     #[arg(long)]
     pub region: Option<String>,
+    /// Quick start: write an access log (JSON, one line per request) to this file; `-` for
+    /// stdout. SIGUSR1 reopens the file.
+    #[arg(long, value_name = "PATH")]
+    pub access_log: Option<String>,
 }
 
 #[derive(Args)]
 pub struct EdgeArgs {
     /// Configuration file (see config/examples/edge.toml).
-    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "origin", "admin_token", "shield", "control", "node_id", "region", "tls_listen", "tls_cert", "tls_key", "upgrade_socket"])]
+    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "origin", "admin_token", "shield", "control", "node_id", "region", "tls_listen", "tls_cert", "tls_key", "upgrade_socket", "access_log"])]
     pub config: Option<PathBuf>,
     /// Quick start: client listener address.
     #[arg(long, requires = "origin")]

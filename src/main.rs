@@ -140,6 +140,7 @@ fn run_edge(args: EdgeArgs) -> ExitCode {
                 tls_listen: &args.tls_listen,
                 tls_certificates: &tls_certificates,
                 upgrade_socket: args.upgrade_socket.as_deref(),
+                access_log: args.node.access_log.as_deref(),
             }),
         ),
         (None, None) => {
@@ -167,6 +168,7 @@ fn run_shield(args: ShieldArgs) -> ExitCode {
                 node_id: args.node.node_id.as_deref(),
                 region: args.node.region.as_deref(),
                 control: args.node.control.as_deref(),
+                access_log: args.node.access_log.as_deref(),
             }),
         ),
         None => {

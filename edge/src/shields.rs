@@ -34,6 +34,7 @@ use verge_config::wire::{RoutingTable, UpstreamHealth};
 use verge_config::{OriginUrl, ShieldSpec, ShieldsConfig, UpstreamConfig};
 
 use crate::ring::{RingMember, ShieldRing};
+use verge_node::access_log::AnsweredBy;
 use verge_node::error::RequestError;
 use verge_node::failover::{
     self, Attempt, Candidates, EjectionPolicy, Failover, Hop, PassiveHealth, RetryBudget, Target,
@@ -462,7 +463,12 @@ impl Target for ShieldAttempt<'_> {
     ) -> Result<Response<UpstreamResponseBody>, RequestError> {
         self.shield.in_flight.fetch_add(1, Ordering::Relaxed);
         let _counted = InFlight(&self.shield.in_flight);
-        self.shield.client.request(request).await
+        let mut response = self.shield.client.request(request).await?;
+        // The access log names the shield by its id, not its URL.
+        response
+            .extensions_mut()
+            .insert(AnsweredBy(Arc::from(self.shield.id.as_str())));
+        Ok(response)
     }
 
     /// A 5xx is the shield's own failure only when it generated it; relayed, it is an answer.

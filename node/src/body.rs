@@ -1,5 +1,7 @@
 //! The body of every response a node sends: a buffer (from cache or an error), or an upstream
-//! body streamed through, possibly after a prefix that was read while deciding to store it.
+//! body streamed through, possibly after a prefix that was read while deciding to store it;
+//! with an access log, either of them counting what it sends and writing the request's line
+//! when it ends or is dropped (the client went away).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -7,6 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::access_log::OpenLine;
 use crate::upstream::UpstreamResponseBody;
 
 pub enum ResponseBody {
@@ -15,6 +18,14 @@ pub enum ResponseBody {
         prefix: Option<Bytes>,
         rest: UpstreamResponseBody,
     },
+    /// A body whose request has an access log line.
+    Logged(Box<LoggedBody>),
+}
+
+/// A body and the access log line it completes.
+pub struct LoggedBody {
+    inner: ResponseBody,
+    line: OpenLine,
 }
 
 impl ResponseBody {
@@ -25,6 +36,11 @@ impl ResponseBody {
     pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
         let bytes = bytes.into();
         ResponseBody::Full((!bytes.is_empty()).then_some(bytes))
+    }
+
+    /// `body`, sending `line` once it has ended or is dropped.
+    pub(crate) fn logged(body: ResponseBody, line: OpenLine) -> ResponseBody {
+        ResponseBody::Logged(Box::new(LoggedBody { inner: body, line }))
     }
 
     pub fn stream(prefix: Bytes, rest: UpstreamResponseBody) -> ResponseBody {
@@ -51,6 +67,22 @@ impl Body for ResponseBody {
                 }
                 Pin::new(rest).poll_frame(cx)
             }
+            ResponseBody::Logged(logged) => {
+                let polled = Pin::new(&mut logged.inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(data) = frame.data_ref() {
+                            logged.line.sent(data.len());
+                        }
+                        if logged.inner.is_end_stream() {
+                            logged.line.finish();
+                        }
+                    }
+                    Poll::Ready(None) | Poll::Ready(Some(Err(_))) => logged.line.finish(),
+                    Poll::Pending => {}
+                }
+                polled
+            }
         }
     }
 
@@ -58,6 +90,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(bytes) => bytes.is_none(),
             ResponseBody::Stream { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
+            ResponseBody::Logged(logged) => logged.inner.is_end_stream(),
         }
     }
 
@@ -76,6 +109,7 @@ impl Body for ResponseBody {
                 }
                 hint
             }
+            ResponseBody::Logged(logged) => logged.inner.size_hint(),
         }
     }
 }

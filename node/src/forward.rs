@@ -2,6 +2,7 @@
 //! fields removed, forwarding fields added) and the response head readied for the client.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{
@@ -13,6 +14,7 @@ use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use verge_cache::CacheKey;
 
+use crate::access_log::{self, AnsweredBy, UpstreamSeen};
 use crate::body::ResponseBody;
 use crate::error::RequestError;
 use crate::failover::{Attempt, Hop};
@@ -123,11 +125,22 @@ impl<U: Upstream> CachePipeline<U> {
     ) -> Result<Response<UpstreamResponseBody>, RequestError> {
         let started = std::time::Instant::now();
         let result = self.upstream.send(request, hop).await;
+        let first_byte = started.elapsed();
         let label = match &result {
             Ok(_) => Attempt::Ok,
             Err(error) => Attempt::of_error(error),
         };
-        self.metrics.observe_upstream(label, started.elapsed());
+        self.metrics.observe_upstream(label, first_byte);
+        access_log::note_upstream(|| {
+            let response = result.as_ref().ok();
+            UpstreamSeen {
+                answered_by: response
+                    .and_then(|r| r.extensions().get::<AnsweredBy>())
+                    .map(|by| Arc::clone(&by.0)),
+                status: response.map(|r| r.status().as_u16()),
+                first_byte,
+            }
+        });
         result
     }
 }

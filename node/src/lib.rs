@@ -16,11 +16,14 @@
 //!   push stream of purges and routing tables;
 //! - [`metrics`]: the node's Prometheus metrics on a registry passed in;
 //! - [`headers`]: hop-by-hop handling, `Via`, `Cache-Status`;
+//! - [`access_log`]: one line per request through a bounded queue and a writer thread, and
+//!   the request id (`X-Request-Id`) carried across the tiers;
 //! - [`body`]: the response body type; [`error`]: request-path errors and their statuses;
 //! - [`settings`]: what a node is configured with, as the runtime reads it;
 //! - [`node`]: wires these together into a bound, runnable [`Node`] of any role;
 //! - [`process`]: the process around a role — runtime, signals, reload triggers.
 
+pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod control;
@@ -72,6 +75,9 @@ pub enum StartError {
     /// Certificates, keys or CA bundles named by the configuration cannot be used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// `[access_log]` names a file that cannot be opened; the text names it.
+    #[error("access_log.path: {0}")]
+    AccessLog(String),
     /// The listening sockets could not be taken over from the previous process.
     #[error("cannot take over the listeners: {0}")]
     Handoff(String),

@@ -18,6 +18,8 @@ use verge_cache::policy::{RequestDirectives, Reuse};
 use verge_cache::store::Lookup;
 use verge_cache::{CacheKey, CacheStore, CachedObject, Clock, FillOutcome, Flights, Join};
 
+use crate::access_log::request_id::X_REQUEST_ID;
+use crate::access_log::{self, AccessLog};
 use crate::body::ResponseBody;
 use crate::error::{Fault, RequestError};
 use crate::headers::{CacheStatus, CACHE_STATUS};
@@ -46,6 +48,8 @@ pub struct PipelineIdentity<'a> {
     /// This cache's name in `Cache-Status` (`verge-edge`, `verge-shield`).
     pub cache_name: &'static str,
     pub downstream: Downstream,
+    /// The node's request ids (the `X-Request-Id` it adds) and access log.
+    pub access_log: &'a Arc<AccessLog>,
 }
 
 /// Who a node answers, which decides what its answers carry.
@@ -83,6 +87,8 @@ pub struct CachePipeline<U> {
     /// This node's id, as it appears in `Via`.
     pub(crate) node_id: String,
     pub(crate) downstream: Downstream,
+    /// The node's access log and request ids, shared by every pipeline it swaps in.
+    pub(crate) access_log: Arc<AccessLog>,
     /// A handle on this pipeline for background refreshes (stale-while-revalidate).
     pub(crate) me: Weak<CachePipeline<U>>,
 }
@@ -101,6 +107,7 @@ impl<U: Upstream> CachePipeline<U> {
             node_id,
             cache_name,
             downstream,
+            access_log,
         } = identity;
         let via = HeaderValue::from_str(&format!("1.1 {node_id}"))
             .unwrap_or_else(|_| HeaderValue::from_static("1.1 verge"));
@@ -115,25 +122,49 @@ impl<U: Upstream> CachePipeline<U> {
             via,
             node_id: node_id.to_string(),
             downstream,
+            access_log: Arc::clone(access_log),
             me: me.clone(),
         })
     }
 
-    /// Answers one client request. Never fails: errors are turned into responses here.
+    /// Answers one client request. Never fails: errors are turned into responses here. The
+    /// request carries its id (`X-Request-Id`) upstream and back to the client, and with an
+    /// access log its line is written once the response body has ended.
     pub async fn handle(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let version = request.version();
-        let (response, outcome) = match self.try_handle(request, client).await {
-            Ok(answer) => answer,
-            Err(error) => (self.error_response(&error, version), RequestOutcome::Error),
+        let request_id = self.access_log.request_id(request.headers());
+        request
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), request_id.clone());
+        let line = self
+            .access_log
+            .begin(&request, client, started, &request_id);
+        let (answer, upstream) = match line {
+            None => (self.try_handle(request, client).await, None),
+            Some(_) => access_log::noting_upstream(self.try_handle(request, client)).await,
         };
+        let (mut response, outcome, failed) = match answer {
+            Ok((response, outcome)) => (response, outcome, false),
+            Err(error) => (
+                self.error_response(&error, version),
+                RequestOutcome::Error,
+                error.fault() != Fault::Client,
+            ),
+        };
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), request_id);
         self.metrics
             .observe_request(outcome, response.status(), started.elapsed());
-        response
+        match line {
+            Some(line) => line.attach(response, outcome, failed, upstream),
+            None => response,
+        }
     }
 
     async fn try_handle(

@@ -1,5 +1,6 @@
 //! The process around a running role, the same for every role (control included): the async
-//! runtime, the signals that stop it, and the triggers that reload its configuration.
+//! runtime, the signals that stop it, the triggers that reload its configuration, and SIGUSR1,
+//! which reopens a cache node's access log.
 //!
 //! [`serve`] runs a cache node of any [`Role`] until Ctrl-C or SIGTERM; roles that are not
 //! cache nodes (control) use [`runtime`] and [`until_stopped`] directly.
@@ -14,6 +15,7 @@ use std::time::Duration;
 use verge_cache::SystemClock;
 use verge_config::{ConfigSource, FileWatch, ReloadError, ReloadReport};
 
+use crate::access_log::AccessLog;
 use crate::node::Node;
 use crate::reload::Role;
 
@@ -55,7 +57,9 @@ pub fn serve<R: Role>(
         );
         let reloader = node.reloader();
         let file = reloader.watched_file();
+        let reopen = tokio::spawn(reopen_on_sigusr1(node.access_log()));
         until_stopped(move || reloader.reload(), file, |stop| node.run(stop)).await;
+        reopen.abort();
         tracing::info!(role = name, "stopped");
         ExitCode::SUCCESS
     })
@@ -138,6 +142,27 @@ where
         let reload = Arc::clone(&reload);
         // The outcome is logged by the reloader.
         let _ = tokio::task::spawn_blocking(move || reload()).await;
+    }
+}
+
+/// Reopens the access log's file on every SIGUSR1 (after log rotation renamed it); runs until
+/// aborted.
+pub async fn reopen_on_sigusr1(access_log: Arc<AccessLog>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut signals) = signal(SignalKind::user_defined1()) else {
+            return;
+        };
+        while signals.recv().await.is_some() {
+            tracing::info!("SIGUSR1: reopening the access log");
+            access_log.reopen();
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = access_log;
+        std::future::pending::<()>().await;
     }
 }
 

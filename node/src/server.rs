@@ -22,6 +22,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
+use crate::access_log::TlsInfo;
 use crate::body::ResponseBody;
 use crate::metrics::NodeMetrics;
 use crate::tls::acceptor::TlsTerminator;
@@ -177,6 +178,7 @@ pub async fn serve<H: Handler>(listener: Listener<H>, mut shutdown: watch::Recei
             watcher: graceful.watcher(),
             metrics: metrics.clone(),
             client,
+            tls: None,
             _slot: slot,
         };
         match &tls {
@@ -187,6 +189,13 @@ pub async fn serve<H: Handler>(listener: Listener<H>, mut shutdown: watch::Recei
                 let terminator = Arc::clone(terminator);
                 tokio::spawn(async move {
                     if let Some(stream) = terminator.accept(stream, client).await {
+                        let version = stream.get_ref().1.protocol_version();
+                        let connection = Connection {
+                            tls: Some(TlsInfo {
+                                version: tls_version_name(version),
+                            }),
+                            ..connection
+                        };
                         connection.serve(stream).await;
                     }
                 });
@@ -210,6 +219,8 @@ struct Connection<H> {
     watcher: Watcher,
     metrics: Option<NodeMetrics>,
     client: SocketAddr,
+    /// The TLS the connection came over, told to each request; `None`: clear text.
+    tls: Option<TlsInfo>,
     _slot: ConnectionSlot,
 }
 
@@ -224,10 +235,14 @@ impl<H: Handler> Connection<H> {
             watcher,
             metrics,
             client,
+            tls,
             _slot,
         } = self;
-        let service = service_fn(move |request| {
+        let service = service_fn(move |mut request: Request<Incoming>| {
             let handler = Arc::clone(&handler);
+            if let Some(tls) = tls {
+                request.extensions_mut().insert(tls);
+            }
             async move { Ok::<_, Infallible>(handler.handle(request, client).await) }
         });
         let connection = builder
@@ -239,6 +254,15 @@ impl<H: Handler> Connection<H> {
         if let Some(m) = metrics {
             m.connections_open.dec();
         }
+    }
+}
+
+/// A negotiated TLS version as access logs name it.
+fn tls_version_name(version: Option<rustls::ProtocolVersion>) -> &'static str {
+    match version {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "TLS",
     }
 }
 

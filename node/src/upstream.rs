@@ -24,6 +24,7 @@ use verge_cache::CacheKey;
 use verge_config::wire::{RoutingTable, UpstreamHealth};
 use verge_config::{OriginUrl, UpstreamConfig};
 
+use crate::access_log::AnsweredBy;
 use crate::error::RequestError;
 use crate::tls::client::{self, UpstreamConnector};
 
@@ -135,6 +136,8 @@ pub struct OriginUpstream {
     client: UpstreamClient,
     origin: OriginUrl,
     name: String,
+    /// `name`, as the access log says who answered.
+    answered_by: AnsweredBy,
     connect_timeout: Duration,
     response_timeout: Duration,
     /// Bounds requests (and so connections) open to the origin at once.
@@ -212,6 +215,7 @@ impl OriginUpstream {
         OriginUpstream {
             client,
             name: config.origin.to_string(),
+            answered_by: AnsweredBy(Arc::from(config.origin.to_string())),
             origin: config.origin.clone(),
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
@@ -319,10 +323,13 @@ impl OriginUpstream {
                 after: self.response_timeout,
             }),
             Ok(Err(e)) => Err(self.classify(e)),
-            Ok(Ok(response)) => Ok(response.map(|inner| UpstreamResponseBody {
-                inner,
-                slot: Some(slot),
-            })),
+            Ok(Ok(mut response)) => {
+                response.extensions_mut().insert(self.answered_by.clone());
+                Ok(response.map(|inner| UpstreamResponseBody {
+                    inner,
+                    slot: Some(slot),
+                }))
+            }
         }
     }
 }

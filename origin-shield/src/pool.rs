@@ -46,6 +46,7 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use verge_config::shield::ResolverConfig;
 use verge_config::{OriginPoolConfig, UpstreamConfig};
+use verge_node::access_log::AnsweredBy;
 use verge_node::failover::{
     self, Attempt, Candidates, EjectionPolicy, Failover, Hop, RetryBudget, Target,
     MIN_RETRIES_PER_SECOND,
@@ -517,7 +518,11 @@ impl Target for ServerAttempt<'_> {
         &self,
         request: Request<UpstreamBody>,
     ) -> Result<Response<UpstreamResponseBody>, RequestError> {
-        self.route.send(request).await
+        let mut response = self.route.send(request).await?;
+        response
+            .extensions_mut()
+            .insert(AnsweredBy(Arc::from(self.server.label.as_str())));
+        Ok(response)
     }
 
     fn record(&self, attempt: Attempt, sent: Instant) {

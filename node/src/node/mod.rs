@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use verge_cache::{CacheStore, Clock, Flights};
 use verge_config::{CacheConfig, ConfigSource};
 
+use crate::access_log::AccessLog;
 use crate::admin::AdminService;
 use crate::control::ControlClient;
 use crate::error::RequestError;
@@ -69,6 +70,7 @@ pub(crate) struct Runtime<U> {
     pub(crate) tls: NodeTls,
     pub(crate) listeners: Listeners,
     pub(crate) reload_metrics: ReloadMetrics,
+    pub(crate) access_log: Arc<AccessLog>,
 }
 
 impl<U: Upstream> Runtime<U> {
@@ -84,6 +86,7 @@ impl<U: Upstream> Runtime<U> {
                 node_id: &self.node_id,
                 cache_name: self.cache_name,
                 downstream: self.downstream,
+                access_log: &self.access_log,
             },
             PipelineLimits {
                 max_ranges: cache.max_ranges,
@@ -152,6 +155,13 @@ impl<R: Role> Node<R> {
         let metrics = NodeMetrics::register(&registry)?;
         let tls_metrics = TlsMetrics::register(&registry)?;
         let reload_metrics = ReloadMetrics::register(&registry)?;
+        let access_log = AccessLog::start(
+            server_config.access_log.as_ref(),
+            server_config.trust_request_id,
+            settings.id.as_str(),
+            settings.region.as_str(),
+            &registry,
+        )?;
         let node_tls = NodeTls::start(settings.tls, tls_metrics)?;
         let max_object = usize::try_from(cache.max_object_bytes.bytes()).unwrap_or(usize::MAX);
         let store = CacheStore::new(cache.max_bytes.bytes(), max_object);
@@ -175,6 +185,7 @@ impl<R: Role> Node<R> {
                 node_id: settings.id.as_str(),
                 cache_name: settings.cache_name,
                 downstream: settings.downstream,
+                access_log: &access_log,
             },
             PipelineLimits {
                 max_ranges: cache.max_ranges,
@@ -219,6 +230,7 @@ impl<R: Role> Node<R> {
             tls: node_tls,
             listeners: Listeners::new(bound),
             reload_metrics,
+            access_log,
         });
         // The predecessor, if any, may stop accepting now: these sockets are ours. (The
         // upgrade socket is bound afterwards, when the node runs.)
@@ -266,6 +278,11 @@ impl<R: Role> Node<R> {
     /// Where `/metrics`, `/healthz` and the admin API are served.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The node's access log, to reopen its file after rotation (SIGUSR1).
+    pub fn access_log(&self) -> Arc<AccessLog> {
+        Arc::clone(&self.runtime.access_log)
     }
 
     /// The handle that reloads this node's configuration (SIGHUP, file changes, the admin

@@ -81,6 +81,15 @@ impl<R: Role> NodeReloader<R> {
                 .map_err(|e| ReloadError::Apply(e.to_string()))?;
             to_bind.push((kind, addr, bound));
         }
+        let access_log = match &plan.access_log {
+            Some(config) => Some(
+                runtime
+                    .access_log
+                    .prepare(config.as_ref())
+                    .map_err(|e| ReloadError::Apply(format!("access_log.path: {e}")))?,
+            ),
+            None => None,
+        };
         let next_pipeline = if plan.new_pipeline() {
             let upstream = self.role.build_upstream(&new).map_err(ReloadError::Apply)?;
             Some(runtime.pipeline_with(upstream, after.cache))
@@ -118,6 +127,12 @@ impl<R: Role> NodeReloader<R> {
         }
         if let Some(access) = plan.admin {
             runtime.admin.access.store(Arc::new(access));
+        }
+        if let Some(sink) = access_log {
+            runtime.access_log.commit(sink);
+        }
+        if let Some(trusted) = plan.trust_request_id {
+            runtime.access_log.set_trust_request_id(trusted);
         }
         runtime.tls.commit(tls_plan);
         for (kind, addr, bound) in to_bind {

@@ -4,6 +4,8 @@
 
 use std::net::SocketAddr;
 
+use verge_config::AccessLogConfig;
+
 use crate::server::ListenerLimits;
 use crate::settings::{admin_access, listener_limits, AdminAccess, ListenerKind, NodeSettings};
 
@@ -27,6 +29,10 @@ pub(crate) struct ReloadPlan {
     /// New bound on upstream connections (a gauge only: the upstream is rebuilt for it).
     pub(crate) upstream_max_connections: Option<usize>,
     pub(crate) admin: Option<AdminAccess>,
+    /// `[access_log]` changed: the new one (`None`: no access log) gets a writer of its own,
+    /// its file opened when the reload is prepared.
+    pub(crate) access_log: Option<Option<AccessLogConfig>>,
+    pub(crate) trust_request_id: Option<bool>,
 }
 
 impl ReloadPlan {
@@ -81,6 +87,14 @@ impl ReloadPlan {
                 after.upstream_max_connections,
             ),
             admin: changed(admin_access(before.admin), admin_access(after.admin)),
+            access_log: changed(
+                before.server.access_log.clone(),
+                after.server.access_log.clone(),
+            ),
+            trust_request_id: changed(
+                before.server.trust_request_id,
+                after.server.trust_request_id,
+            ),
         }
     }
 
@@ -104,6 +118,8 @@ impl ReloadPlan {
             (self.max_connections.is_some(), "server.max_connections"),
             (self.cache.is_some(), "cache size"),
             (self.admin.is_some(), "admin"),
+            (self.access_log.is_some(), "access_log"),
+            (self.trust_request_id.is_some(), "server.trust_request_id"),
         ];
         changed.extend(
             named

@@ -110,3 +110,23 @@ fn the_pipeline_is_rebuilt_for_upstream_settings_or_range_limits() {
     assert!(plan_ranges.new_pipeline());
     assert_eq!(plan_ranges.changed(), ["cache.max_ranges"]);
 }
+
+#[test]
+fn an_access_log_change_is_planned_with_its_new_table() {
+    let none = edge("");
+    let json = edge("[access_log]\npath = \"/var/log/verge/access.log\"\n");
+    let plan_on = plan(&none, &json, &[]);
+    let on = plan_on.access_log.clone().expect("changed").expect("on");
+    assert_eq!(on.target.to_string(), "/var/log/verge/access.log");
+    assert_eq!(plan_on.changed(), ["access_log"]);
+    assert!(!plan_on.new_pipeline(), "the pipeline keeps serving");
+    let off = plan(&json, &none, &[]);
+    assert_eq!(off.access_log, Some(None));
+    let sampled = edge("[access_log]\npath = \"/var/log/verge/access.log\"\nsample = 0.5\n");
+    assert!(plan(&json, &sampled, &[]).access_log.is_some());
+    assert!(plan(&json, &json.clone(), &[]).access_log.is_none());
+    let trusting = edge("[server]\ntrust_request_id = true\n");
+    let trust = plan(&none, &trusting, &[]);
+    assert_eq!(trust.trust_request_id, Some(true));
+    assert_eq!(trust.changed(), ["server.trust_request_id"]);
+}

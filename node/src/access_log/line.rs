@@ -1,0 +1,308 @@
+//! One access log line: what a request did ([`Record`], plain data captured on the request
+//! path) and its text in JSON or the combined log format, written off the request path by the
+//! writer. Every value a client or an upstream chose is escaped, so no value can end a line or
+//! a field early.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::header::HeaderValue;
+use http::{Method, Uri};
+use verge_config::AccessLogFormat;
+
+/// What the upstream did for a request that went there.
+#[derive(Debug, Clone)]
+pub struct UpstreamSeen {
+    /// The shield id or origin server that answered; `None`: no answer (a failure).
+    pub answered_by: Option<std::sync::Arc<str>>,
+    /// The status it answered with.
+    pub status: Option<u16>,
+    /// From sending the request to its response head (the first upstream byte).
+    pub first_byte: Duration,
+}
+
+/// Everything one line says about one request.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub time: SystemTime,
+    pub client: SocketAddr,
+    pub method: Method,
+    pub host: Option<HeaderValue>,
+    pub uri: Uri,
+    pub status: u16,
+    /// Body bytes handed to the connection for this response.
+    pub bytes_sent: u64,
+    /// From the request's arrival until its body ended or the client went away.
+    pub duration: Duration,
+    /// How the node answered (`hit`, `miss`, …): [`crate::metrics::RequestOutcome::as_str`].
+    pub outcome: &'static str,
+    /// The response's `Cache-Status`, whose last entry is this node's.
+    pub cache_status: Option<HeaderValue>,
+    pub upstream: Option<UpstreamSeen>,
+    /// `TLSv1.3`, `TLSv1.2`; `None`: clear text.
+    pub tls: Option<&'static str>,
+    /// `h1` or `h2`.
+    pub protocol: &'static str,
+    pub request_id: HeaderValue,
+    pub referer: Option<HeaderValue>,
+    pub user_agent: Option<HeaderValue>,
+}
+
+/// Who writes the lines: the same for every line of a node.
+#[derive(Debug, Clone)]
+pub struct LineContext {
+    pub format: AccessLogFormat,
+    pub node_id: String,
+    pub region: String,
+}
+
+impl Record {
+    /// This node's own `Cache-Status` entry: the last one (each tier adds its own after the
+    /// entries of the tiers before it).
+    pub fn own_cache_status(&self) -> Option<&[u8]> {
+        let value = self.cache_status.as_ref()?.as_bytes();
+        let last = value.rsplit(|&b| b == b',').next().unwrap_or(value);
+        Some(trim(last))
+    }
+
+    fn path(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |pq| pq.as_str())
+    }
+
+    /// Appends this record's line, newline included, to `out`.
+    pub fn write_line(&self, context: &LineContext, out: &mut Vec<u8>) {
+        match context.format {
+            AccessLogFormat::Json => self.write_json(context, out),
+            AccessLogFormat::Combined => self.write_combined(context, out),
+        }
+        out.push(b'\n');
+    }
+
+    fn write_json(&self, context: &LineContext, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"time\":\"");
+        rfc3339(self.time, out);
+        out.extend_from_slice(b"\",\"client\":\"");
+        out.extend_from_slice(self.client.to_string().as_bytes());
+        let fields: [(&str, Option<&[u8]>); 4] = [
+            ("method", Some(self.method.as_str().as_bytes())),
+            ("host", self.host.as_ref().map(HeaderValue::as_bytes)),
+            ("path", Some(self.path().as_bytes())),
+            ("request_id", Some(self.request_id.as_bytes())),
+        ];
+        out.push(b'"');
+        for (name, value) in fields {
+            json_field(out, name, value);
+        }
+        out.extend_from_slice(format!(",\"status\":{}", self.status).as_bytes());
+        out.extend_from_slice(format!(",\"bytes_sent\":{}", self.bytes_sent).as_bytes());
+        out.extend_from_slice(format!(",\"duration_ms\":{:.3}", millis(self.duration)).as_bytes());
+        json_field(out, "outcome", Some(self.outcome.as_bytes()));
+        json_field(out, "cache_status", self.own_cache_status());
+        let upstream = self.upstream.as_ref();
+        json_field(
+            out,
+            "upstream",
+            upstream.and_then(|u| u.answered_by.as_deref().map(str::as_bytes)),
+        );
+        match upstream.and_then(|u| u.status) {
+            Some(status) => {
+                out.extend_from_slice(format!(",\"upstream_status\":{status}").as_bytes())
+            }
+            None => out.extend_from_slice(b",\"upstream_status\":null"),
+        }
+        match upstream {
+            Some(u) => out.extend_from_slice(
+                format!(",\"upstream_first_byte_ms\":{:.3}", millis(u.first_byte)).as_bytes(),
+            ),
+            None => out.extend_from_slice(b",\"upstream_first_byte_ms\":null"),
+        }
+        json_field(out, "node", Some(context.node_id.as_bytes()));
+        json_field(out, "region", Some(context.region.as_bytes()));
+        json_field(out, "tls", self.tls.map(str::as_bytes));
+        json_field(out, "protocol", Some(self.protocol.as_bytes()));
+        json_field(
+            out,
+            "referer",
+            self.referer.as_ref().map(HeaderValue::as_bytes),
+        );
+        json_field(
+            out,
+            "user_agent",
+            self.user_agent.as_ref().map(HeaderValue::as_bytes),
+        );
+        out.push(b'}');
+    }
+
+    /// `client - - [time] "request" status bytes "referer" "user-agent"`, then Verge's own
+    /// fields as `key="value"` (nginx's `combined` plus extras, as log tools expect).
+    fn write_combined(&self, context: &LineContext, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.client.ip().to_string().as_bytes());
+        out.extend_from_slice(b" - - [");
+        clf_time(self.time, out);
+        out.extend_from_slice(b"] \"");
+        quoted_inner(out, self.method.as_str().as_bytes());
+        out.push(b' ');
+        quoted_inner(out, self.path().as_bytes());
+        out.extend_from_slice(if self.protocol == "h2" {
+            b" HTTP/2.0\" "
+        } else {
+            b" HTTP/1.1\" "
+        });
+        out.extend_from_slice(format!("{} {} ", self.status, self.bytes_sent).as_bytes());
+        quoted(out, self.referer.as_ref().map(HeaderValue::as_bytes));
+        out.push(b' ');
+        quoted(out, self.user_agent.as_ref().map(HeaderValue::as_bytes));
+        let upstream = self.upstream.as_ref();
+        let status = upstream.and_then(|u| u.status).map(|s| s.to_string());
+        let first_byte = upstream.map(|u| format!("{:.3}", millis(u.first_byte)));
+        let duration = format!("{:.3}", millis(self.duration));
+        let extras: [(&str, Option<&[u8]>); 12] = [
+            ("host", self.host.as_ref().map(HeaderValue::as_bytes)),
+            ("request_id", Some(self.request_id.as_bytes())),
+            ("duration_ms", Some(duration.as_bytes())),
+            ("outcome", Some(self.outcome.as_bytes())),
+            ("cache_status", self.own_cache_status()),
+            (
+                "upstream",
+                upstream.and_then(|u| u.answered_by.as_deref().map(str::as_bytes)),
+            ),
+            ("upstream_status", status.as_deref().map(str::as_bytes)),
+            (
+                "upstream_first_byte_ms",
+                first_byte.as_deref().map(str::as_bytes),
+            ),
+            ("node", Some(context.node_id.as_bytes())),
+            ("region", Some(context.region.as_bytes())),
+            ("tls", self.tls.map(str::as_bytes)),
+            ("protocol", Some(self.protocol.as_bytes())),
+        ];
+        for (name, value) in extras {
+            out.push(b' ');
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'=');
+            quoted(out, value);
+        }
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &bytes[start..end]
+}
+
+/// `,"name":"value"` with the value JSON-escaped, or `,"name":null`.
+fn json_field(out: &mut Vec<u8>, name: &str, value: Option<&[u8]>) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    match value {
+        Some(value) => json_string(out, value),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A JSON string of `value` (bytes that are not UTF-8 become U+FFFD): quotes, backslashes and
+/// every control character escaped, so the string never holds a raw line break.
+pub fn json_string(out: &mut Vec<u8>, value: &[u8]) {
+    out.push(b'"');
+    for ch in String::from_utf8_lossy(value).chars() {
+        match ch {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                out.extend_from_slice(format!("\\u{:04x}", u32::from(c)).as_bytes());
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// `"value"`, escaped as [`quoted_inner`], or `"-"` for no value.
+fn quoted(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    out.push(b'"');
+    match value {
+        Some(value) => quoted_inner(out, value),
+        None => out.push(b'-'),
+    }
+    out.push(b'"');
+}
+
+/// The inside of a quoted combined-format field: `"` and `\` escaped with a backslash, and
+/// every byte outside visible ASCII and space written `\xHH` (as nginx does), so a value can
+/// neither close its quotes nor break the line.
+pub fn quoted_inner(out: &mut Vec<u8>, value: &[u8]) {
+    for &b in value {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x20..=0x7e => out.push(b),
+            _ => out.extend_from_slice(format!("\\x{b:02X}").as_bytes()),
+        }
+    }
+}
+
+/// Seconds since the epoch as (year, month, day, hour, minute, second, millisecond), UTC.
+fn civil(time: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rest = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        month,
+        day,
+        (rest / 3600) as u32,
+        (rest % 3600 / 60) as u32,
+        (rest % 60) as u32,
+        since.subsec_millis(),
+    )
+}
+
+/// `2024-05-01T12:00:00.123Z`.
+fn rfc3339(time: SystemTime, out: &mut Vec<u8>) {
+    let (y, mo, d, h, mi, s, ms) = civil(time);
+    out.extend_from_slice(
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z").as_bytes(),
+    );
+}
+
+/// `01/May/2024:12:00:00 +0000`.
+fn clf_time(time: SystemTime, out: &mut Vec<u8>) {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (y, mo, d, h, mi, s, _) = civil(time);
+    let month = MONTHS[(mo as usize).saturating_sub(1).min(11)];
+    out.extend_from_slice(format!("{d:02}/{month}/{y:04}:{h:02}:{mi:02}:{s:02} +0000").as_bytes());
+}
+
+#[cfg(test)]
+mod tests;
