@@ -14,6 +14,7 @@
 //! - [`commands`]: `verge purge` and `verge reload`, as an operator runs them;
 //! - [`geo`]: geo load balancing (GeoDNS and HTTP steering).
 
+pub mod accept;
 pub mod client;
 pub mod commands;
 pub mod geo;

@@ -178,8 +178,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_purge_completes_when_every_live_target_has_acknowledged() {
+    /// A tracker holding purge 1, sent to shield s1 and edge e1, and when it was sent.
+    fn purge_to_s1_and_e1() -> (Tracker, Instant) {
         let mut tracker = Tracker::new(10);
         let start = Instant::now();
         let targets = [
@@ -187,6 +187,12 @@ mod tests {
             (id("e1"), NodeRole::Edge, 0),
         ];
         tracker.insert(1, spec(), 0, targets.into_iter(), start);
+        (tracker, start)
+    }
+
+    #[test]
+    fn a_purge_completes_when_every_live_target_has_acknowledged() {
+        let (mut tracker, start) = purge_to_s1_and_e1();
         let live = |_: &NodeId| true;
         let first = tracker.ack(&id("s1"), 0, 1, start + Duration::from_millis(3), live);
         assert_eq!(first.applied_after, vec![Duration::from_millis(3)]);
@@ -206,13 +212,7 @@ mod tests {
 
     #[test]
     fn a_dead_target_does_not_hold_completion_and_shows_as_down() {
-        let mut tracker = Tracker::new(10);
-        let start = Instant::now();
-        let targets = [
-            (id("s1"), NodeRole::Shield, 0),
-            (id("e1"), NodeRole::Edge, 0),
-        ];
-        tracker.insert(1, spec(), 0, targets.into_iter(), start);
+        let (mut tracker, start) = purge_to_s1_and_e1();
         let only_s1 = |n: &NodeId| n.as_str() == "s1";
         tracker.ack(&id("s1"), 0, 1, start, only_s1);
         let status = tracker.status(1, only_s1).unwrap();

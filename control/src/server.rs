@@ -11,8 +11,6 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -22,6 +20,7 @@ use verge_config::{ControlConfig, NodeId};
 use verge_serve::reply;
 use verge_serve::{BearerAuth, Reading};
 
+use crate::accept;
 use crate::log::LogError;
 use crate::registry::Refused;
 use crate::reload::ControlReloader;
@@ -32,9 +31,6 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Most bytes of a node's register/heartbeat/ack body.
 const MAX_NODE_BODY: usize = 256 * 1024;
-/// Most connections each listener serves at once.
-const MAX_CONNECTIONS: usize = 4096;
-
 /// How the admin API checks its token, and the words of its refusals.
 const ADMIN_AUTH: BearerAuth = BearerAuth {
     realm: "verge-control",
@@ -158,48 +154,23 @@ enum Api {
 async fn serve(
     listener: TcpListener,
     reloader: ControlReloader,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     api: Api,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-        };
-        let Ok((stream, _)) = accepted else { continue };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!("control connection limit reached; refusing a connection");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+    let what = match api {
+        Api::Node => "node API",
+        Api::Admin => "admin API",
+    };
+    accept::serve_http1(listener, what, shutdown, move |request, _peer| {
         let reloader = reloader.clone();
-        let mut conn_shutdown = shutdown.clone();
-        connections.spawn(async move {
-            let _permit = permit;
-            let service = service_fn(move |request| {
-                let reloader = reloader.clone();
-                async move {
-                    Ok::<_, Infallible>(match api {
-                        Api::Node => node_api(reloader.control(), request).await,
-                        Api::Admin => admin_api(&reloader, request).await,
-                    })
-                }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = conn_shutdown.changed() => {}
+        async move {
+            match api {
+                Api::Node => node_api(reloader.control(), request).await,
+                Api::Admin => admin_api(&reloader, request).await,
             }
-        });
-        while connections.try_join_next().is_some() {}
-    }
-    connections.shutdown().await;
+        }
+    })
+    .await;
 }
 
 #[derive(Serialize)]

@@ -4,10 +4,11 @@
 //! - [`auth`]: the admin bearer-token check, compared in constant time;
 //! - [`reply`]: text, plain-message and JSON replies, and [`Refusal`], a refused request.
 //!
-//! The accept loops stay with their servers: a node's waits for room under a resizable
-//! connection bound, speaks HTTP/1.1 and HTTP/2 (optionally behind TLS) and drains connections
-//! on shutdown; control's refuses connections beyond its bound, speaks HTTP/1.1 only and closes
-//! its long-lived event streams at once on shutdown.
+//! The accept loops stay with their servers: a node's (`verge_node::server`) waits for room
+//! under a resizable connection bound, speaks HTTP/1.1 and HTTP/2 (optionally behind TLS) and
+//! drains connections on shutdown; control's one loop (`verge_control::accept`, for its APIs and
+//! HTTP steering) refuses connections beyond its bound, speaks HTTP/1.1 only and closes its
+//! long-lived event streams at once on shutdown.
 
 pub mod auth;
 pub mod reply;

@@ -6,67 +6,29 @@
 //!   edge's `data_url` with the same path and query. The `Host` header picks the name; the
 //!   connection's peer address places the client.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use super::policy::Family;
 use super::steering::Steering;
 use super::LiveGeo;
 
-/// Most connections served at once.
-const MAX_CONNECTIONS: usize = 4096;
-
 type Body = Full<Bytes>;
 
 /// Serves steering on `listener` until `shutdown`, each request from the geo state in force
 /// when it arrives.
-pub async fn serve(listener: TcpListener, live: Arc<LiveGeo>, mut shutdown: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-        };
-        let Ok((stream, peer)) = accepted else {
-            continue;
-        };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!("steering connection limit reached; refusing a connection");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let live = Arc::clone(&live);
-        let mut conn_shutdown = shutdown.clone();
-        connections.spawn(async move {
-            let _permit = permit;
-            let service = service_fn(move |request| {
-                let response = handle(&live.load().steering, peer, &request);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = conn_shutdown.changed() => {}
-            }
-        });
-        while connections.try_join_next().is_some() {}
-    }
-    connections.shutdown().await;
+pub async fn serve(listener: TcpListener, live: Arc<LiveGeo>, shutdown: watch::Receiver<bool>) {
+    crate::accept::serve_http1(listener, "steering", shutdown, move |request, peer| {
+        let response = handle(&live.load().steering, peer, &request);
+        async move { response }
+    })
+    .await;
 }
 
 /// Answers one steering request; never fails.
