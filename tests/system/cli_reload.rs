@@ -195,6 +195,24 @@ fn path_str(path: &Path) -> &str {
 }
 
 /// Runs `verge ARGS` to completion (at most [`DEADLINE`]) off the test's runtime.
+/// `verge edge` quick-start arguments for `origin` with loopback data, admin and HTTPS
+/// listeners on port 0, then `rest`.
+fn tls_edge_args<'a>(origin: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "edge",
+        "--origin",
+        origin,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(rest);
+    args
+}
+
 async fn verge(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
@@ -379,21 +397,15 @@ async fn quick_start_serves_https_with_the_certificate_given_on_the_command_line
     let pki = TestPki::new("quick-start");
     let cert = pki.server_cert("edge", &["localhost", "127.0.0.1"]);
     let origin_url = format!("http://{}", origin.addr());
-    let mut edge = VergeProcess::spawn(&[
-        "edge",
-        "--origin",
+    let mut edge = VergeProcess::spawn(&tls_edge_args(
         &origin_url,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        path_str(&cert.cert),
-        "--tls-key",
-        path_str(&cert.key),
-    ]);
+        &[
+            "--tls-cert",
+            path_str(&cert.cert),
+            "--tls-key",
+            path_str(&cert.key),
+        ],
+    ));
     let (data, admin) = (
         edge.logged("serving", "listen="),
         edge.logged("serving", "admin="),
@@ -419,23 +431,17 @@ async fn quick_start_refuses_unpaired_tls_certificates_and_keys() {
     let pki = TestPki::new("unpaired");
     let one = pki.server_cert("one", &["localhost"]);
     let two = pki.server_cert("two", &["localhost"]);
-    let output = verge(&[
-        "edge",
-        "--origin",
+    let output = verge(&tls_edge_args(
         "http://127.0.0.1:1",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        path_str(&one.cert),
-        "--tls-cert",
-        path_str(&two.cert),
-        "--tls-key",
-        path_str(&one.key),
-    ])
+        &[
+            "--tls-cert",
+            path_str(&one.cert),
+            "--tls-cert",
+            path_str(&two.cert),
+            "--tls-key",
+            path_str(&one.key),
+        ],
+    ))
     .await;
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let shown = stderr(&output);
@@ -445,18 +451,7 @@ async fn quick_start_refuses_unpaired_tls_certificates_and_keys() {
     );
 
     // An HTTPS listener without any certificate is refused the same way.
-    let output = verge(&[
-        "edge",
-        "--origin",
-        "http://127.0.0.1:1",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--tls-listen",
-        "127.0.0.1:0",
-    ])
-    .await;
+    let output = verge(&tls_edge_args("http://127.0.0.1:1", &[])).await;
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     assert!(stderr(&output).contains("tls"), "{}", stderr(&output));
 }

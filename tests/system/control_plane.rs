@@ -46,6 +46,13 @@ fn purge_url(path: &str) -> PurgeSpec {
     }
 }
 
+/// A control service on loopback with its data in a fresh directory (kept while it lives).
+async fn fresh_control() -> (tempfile::TempDir, TestControl) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let control = start_control(dir.path(), "127.0.0.1:0".parse().unwrap(), &[]).await;
+    (dir, control)
+}
+
 /// Waits until an edge's ring holds `n` shields (from control's routing table).
 async fn wait_ring(edge: &TestEdge, n: f64) {
     wait_until(
@@ -58,8 +65,7 @@ async fn wait_ring(edge: &TestEdge, n: f64) {
 
 #[tokio::test]
 async fn a_purge_reaches_two_shields_and_three_edges_and_the_object_is_fetched_again() {
-    let dir = tempfile::TempDir::new().unwrap();
-    let control = start_control(dir.path(), "127.0.0.1:0".parse().unwrap(), &[]).await;
+    let (_dir, control) = fresh_control().await;
     let origin = FakeOrigin::start().await;
     origin.on("/obj", Reply::ok("v1").cache_control("max-age=3600"));
     let s1 = start_shield_node(&origin, "s1", &control.url()).await;
@@ -99,8 +105,7 @@ async fn a_purge_reaches_two_shields_and_three_edges_and_the_object_is_fetched_a
 
 #[tokio::test]
 async fn a_node_cut_off_during_a_purge_applies_it_on_reconnect_before_serving_it() {
-    let dir = tempfile::TempDir::new().unwrap();
-    let control = start_control(dir.path(), "127.0.0.1:0".parse().unwrap(), &[]).await;
+    let (_dir, control) = fresh_control().await;
     let relay = Relay::start(control.node_addr).await;
     let origin = FakeOrigin::start().await;
     origin.on("/obj", Reply::ok("v1").cache_control("max-age=3600"));
@@ -148,8 +153,7 @@ async fn a_node_cut_off_during_a_purge_applies_it_on_reconnect_before_serving_it
 
 #[tokio::test]
 async fn a_control_restart_loses_no_acknowledged_purge() {
-    let dir = tempfile::TempDir::new().unwrap();
-    let control = start_control(dir.path(), "127.0.0.1:0".parse().unwrap(), &[]).await;
+    let (dir, control) = fresh_control().await;
     let control_addr = control.node_addr;
     let relay = Relay::start(control_addr).await;
     let origin = FakeOrigin::start().await;
@@ -233,8 +237,7 @@ async fn a_node_that_missed_more_than_the_log_holds_flushes_its_cache() {
 
 #[tokio::test]
 async fn a_dead_shield_leaves_the_table_and_edges_stop_sending_to_it() {
-    let dir = tempfile::TempDir::new().unwrap();
-    let control = start_control(dir.path(), "127.0.0.1:0".parse().unwrap(), &[]).await;
+    let (_dir, control) = fresh_control().await;
     let origin = FakeOrigin::start().await;
     origin.on_prefix("/k/", Reply::ok("x").cache_control("max-age=3600"));
     let s1 = start_shield_node(&origin, "s1", &control.url()).await;
@@ -264,14 +267,13 @@ async fn a_dead_shield_leaves_the_table_and_edges_stop_sending_to_it() {
     wait_ring(&edge, 1.0).await;
 
     // Every miss now goes to s2, without a failed attempt at s1 first.
-    let failures_before = edge
-        .metrics()
-        .await
-        .value(
+    let s1_failures = || async {
+        edge.metrics().await.value_or_zero(
             "verge_shield_requests_total",
             &[("shield", "s1"), ("result", "connect_error")],
         )
-        .unwrap_or(0.0);
+    };
+    let failures_before = s1_failures().await;
     for i in 0..20 {
         assert_eq!(get(&edge, &format!("/k/{i}")).await.0, 200);
     }
@@ -280,22 +282,14 @@ async fn a_dead_shield_leaves_the_table_and_edges_stop_sending_to_it() {
         let via = request.header("via").unwrap_or_default();
         assert!(via.ends_with("s2"), "fetched by {via}");
     }
-    let failures_after = edge
-        .metrics()
-        .await
-        .value(
-            "verge_shield_requests_total",
-            &[("shield", "s1"), ("result", "connect_error")],
-        )
-        .unwrap_or(0.0);
+    let failures_after = s1_failures().await;
     assert_eq!(failures_before, failures_after);
     drop(s2);
 }
 
 #[tokio::test]
 async fn a_node_registers_the_url_it_is_told_to_advertise() {
-    let dir = tempfile::TempDir::new().unwrap();
-    let control = start_control(dir.path(), "127.0.0.1:0".parse().unwrap(), &[]).await;
+    let (_dir, control) = fresh_control().await;
     let origin = FakeOrigin::start().await;
     let mut tweaks = node_control_tweaks(&control.url());
     tweaks.push("edge.id = \"e1\"".to_string());

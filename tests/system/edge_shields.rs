@@ -299,21 +299,29 @@ async fn an_ejected_shield_is_probed_and_taken_back() {
     assert_eq!(last_fetcher(origin, &path), "s1");
 }
 
+/// A front edge whose two shields, s1 and s2, refuse connections (held for as long as the
+/// returned addresses live); two failures eject a shield for a minute.
+async fn front_with_dead_shields(
+    origin: &FakeOrigin,
+    tweaks: &[&str],
+) -> (TestEdge, [DeadAddr; 2]) {
+    let dead = [DeadAddr::new(), DeadAddr::new()];
+    let shields = [("s1", dead[0].addr, 1), ("s2", dead[1].addr, 1)];
+    let mut all = vec![
+        "shields.failures_to_eject = 2",
+        "shields.eject_for = \"60s\"",
+    ];
+    all.extend_from_slice(tweaks);
+    (
+        start_front(origin.addr(), "front", &shields, &all).await,
+        dead,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_shield_down_misses_fall_back_to_the_origin() {
     let origin = cacheable_origin().await;
-    let (dead1, dead2) = (DeadAddr::new(), DeadAddr::new());
-    let shields = [("s1", dead1.addr, 1), ("s2", dead2.addr, 1)];
-    let front = start_front(
-        origin.addr(),
-        "front",
-        &shields,
-        &[
-            "shields.failures_to_eject = 2",
-            "shields.eject_for = \"60s\"",
-        ],
-    )
-    .await;
+    let (front, _dead) = front_with_dead_shields(&origin, &[]).await;
     let client = HttpClient::http1();
 
     // The first requests find both shields refusing; the later ones find them ejected.
@@ -350,19 +358,8 @@ async fn with_every_shield_down_misses_fall_back_to_the_origin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_origin_fallback_every_shield_down_is_503_no_shield() {
     let origin = cacheable_origin().await;
-    let (dead1, dead2) = (DeadAddr::new(), DeadAddr::new());
-    let shields = [("s1", dead1.addr, 1), ("s2", dead2.addr, 1)];
-    let front = start_front(
-        origin.addr(),
-        "front",
-        &shields,
-        &[
-            "shields.origin_fallback = false",
-            "shields.failures_to_eject = 2",
-            "shields.eject_for = \"60s\"",
-        ],
-    )
-    .await;
+    let (front, _dead) =
+        front_with_dead_shields(&origin, &["shields.origin_fallback = false"]).await;
     let client = HttpClient::http1();
 
     // The first two requests find both shields refusing connections (and so eject them); the
