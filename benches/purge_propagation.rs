@@ -9,26 +9,23 @@
 //!
 //! Run with `cargo bench --bench purge_propagation`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use hyper_util::rt::TokioExecutor;
 use verge_config::wire::PurgeSpec;
 use verge_config::ControlConfig;
 use verge_control::client::AdminClient;
 use verge_control::ControlNode;
 use verge_edge::EdgeRole;
 use verge_origin_shield::ShieldRole;
+use verge_testkit::tier::cacheable_origin;
 use verge_testkit::RunningNode;
 
 const SHIELDS: usize = 4;
@@ -38,29 +35,6 @@ const THROUGHPUT_FOR: Duration = Duration::from_secs(4);
 const PURGERS: usize = 8;
 const READERS: usize = 8;
 const TOKEN: &str = "bench-token-0123456789";
-
-async fn origin() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-    let addr = listener.local_addr().expect("origin address");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = service_fn(|_: Request<Incoming>| async {
-                    let mut response = Response::new(Full::new(Bytes::from_static(b"object")));
-                    response.headers_mut().insert(
-                        "cache-control",
-                        http::HeaderValue::from_static("public, max-age=3600"),
-                    );
-                    Ok::<_, Infallible>(response)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
 
 fn control_section(control: SocketAddr) -> String {
     format!("[control]\nurl = \"http://{control}\"\nheartbeat_interval = \"200ms\"\n")
@@ -159,13 +133,13 @@ fn main() {
         let (control_addr, admin_addr) = (control.node_addr, control.admin_addr);
         tokio::spawn(control.run(std::future::pending()));
 
-        let origin = origin().await;
+        let origin = cacheable_origin().await;
         for n in 0..SHIELDS {
-            shield(origin, control_addr, n).await;
+            shield(origin.addr(), control_addr, n).await;
         }
         let mut edges = Vec::new();
         for n in 0..EDGES {
-            edges.push(edge(origin, control_addr, n).await);
+            edges.push(edge(origin.addr(), control_addr, n).await);
         }
         let admin = AdminClient::new(&format!("http://{admin_addr}"), TOKEN).expect("client");
         // Every node registered and holding its stream.

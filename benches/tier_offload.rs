@@ -4,63 +4,32 @@
 //!
 //! Run with `cargo bench --bench tier_offload`.
 
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
 use verge_edge::EdgeRole;
 use verge_origin_shield::ShieldRole;
-use verge_testkit::RunningNode;
+use verge_testkit::{FakeOrigin, Reply, RunningNode};
 
 const EDGES: usize = 8;
 const OBJECTS: usize = 1_000;
 const CONCURRENCY: usize = 64;
 
 /// An origin serving 1 KiB cacheable objects, counting requests.
-async fn origin() -> (SocketAddr, Arc<Mutex<HashMap<String, usize>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-    let addr = listener.local_addr().expect("origin address");
-    let counts = Arc::new(Mutex::new(HashMap::new()));
-    let served = Arc::clone(&counts);
-    let body = Bytes::from(vec![b'x'; 1024]);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (served, body) = (Arc::clone(&served), body.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |request: Request<Incoming>| {
-                    let (served, body) = (Arc::clone(&served), body.clone());
-                    async move {
-                        *served
-                            .lock()
-                            .expect("counter lock")
-                            .entry(request.uri().path().to_string())
-                            .or_insert(0) += 1;
-                        let mut response = Response::new(Full::new(body));
-                        response.headers_mut().insert(
-                            "cache-control",
-                            http::HeaderValue::from_static("public, max-age=3600"),
-                        );
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, counts)
+async fn origin() -> FakeOrigin {
+    let origin = FakeOrigin::start().await;
+    origin.on_prefix(
+        "/",
+        Reply::ok(vec![b'x'; 1024]).cache_control("public, max-age=3600"),
+    );
+    origin
 }
 
 async fn edge(origin: SocketAddr, shield: Option<SocketAddr>, n: usize) -> SocketAddr {
@@ -127,22 +96,22 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let (direct_origin, direct_counts) = origin().await;
+        let direct_origin = origin().await;
         let mut direct_edges = Vec::new();
         for n in 0..EDGES {
-            direct_edges.push(edge(direct_origin, None, n).await);
+            direct_edges.push(edge(direct_origin.addr(), None, n).await);
         }
         let direct = drive(&direct_edges).await;
-        let direct_requests: usize = direct_counts.lock().expect("counts").values().sum();
+        let direct_requests = direct_origin.total_hits();
 
-        let (tier_origin, tier_counts) = origin().await;
-        let shield = shield(tier_origin).await;
+        let tier_origin = origin().await;
+        let shield = shield(tier_origin.addr()).await;
         let mut tier_edges = Vec::new();
         for n in 0..EDGES {
-            tier_edges.push(edge(tier_origin, Some(shield), n).await);
+            tier_edges.push(edge(tier_origin.addr(), Some(shield), n).await);
         }
         let tiered = drive(&tier_edges).await;
-        let tier_requests: usize = tier_counts.lock().expect("counts").values().sum();
+        let tier_requests = tier_origin.total_hits();
 
         let per_object = |n: usize| n as f64 / OBJECTS as f64;
         println!("{EDGES} edges x {OBJECTS} objects, {CONCURRENCY} requests at a time");
