@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod access_log;
 mod cli_config;
 mod cli_control;
 mod cli_demo;
