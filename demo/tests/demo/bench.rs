@@ -8,7 +8,6 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use verge_demo::bench::{self, BenchCommand, Outcome, WorkloadArgs};
 use verge_demo::state::DemoState;
-use verge_demo::{Demo, DemoOptions};
 
 /// The results file of a run, as JSON (its shape is what scripts see).
 fn results(dir: &Path) -> serde_json::Value {
@@ -25,14 +24,7 @@ fn summary(value: &serde_json::Value, field: &str, pick: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_against_the_demo_reports_hits_in_every_region_and_local_hits_beat_cross_region_misses(
 ) {
-    let options = DemoOptions {
-        edges_per_region: 1,
-        ..DemoOptions::default()
-    };
-    let demo = timeout(Duration::from_secs(20), Demo::start(options))
-        .await
-        .expect("the demo starts within 20 s")
-        .expect("the demo starts");
+    let demo = crate::small_demo().await;
     let dir = tempfile::tempdir().unwrap();
     let state_file = dir.path().join("state.json");
     demo.state.write_to(&state_file).unwrap();

@@ -12,7 +12,6 @@ use tokio::net::TcpSocket;
 use tokio::time::{timeout, Instant};
 use verge_config::wire::PurgeSpec;
 use verge_control::client::AdminClient;
-use verge_demo::{Demo, DemoOptions};
 
 /// One answer: status, the edge's `Cache-Status` entry, body length, time taken.
 #[derive(Debug)]
@@ -76,14 +75,7 @@ async fn get(from: IpAddr, url: &str, host: &str) -> Answer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_caches_in_every_region_purges_everywhere_and_stops_cleanly() {
-    let options = DemoOptions {
-        edges_per_region: 1,
-        ..DemoOptions::default()
-    };
-    let demo = timeout(Duration::from_secs(20), Demo::start(options))
-        .await
-        .expect("the demo starts within 20 s")
-        .expect("the demo starts");
+    let demo = crate::small_demo().await;
     let state = demo.state.clone();
     assert_eq!(state.nodes.len(), 5, "{:?}", state.nodes);
     let path = state.samples[0].clone();

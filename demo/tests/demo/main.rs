@@ -7,3 +7,19 @@ mod bench;
 mod delay;
 mod demo;
 mod origin;
+
+use std::time::Duration;
+
+use verge_demo::{Demo, DemoOptions};
+
+/// A demo with one edge per region, started within 20 s.
+async fn small_demo() -> Demo {
+    let options = DemoOptions {
+        edges_per_region: 1,
+        ..DemoOptions::default()
+    };
+    tokio::time::timeout(Duration::from_secs(20), Demo::start(options))
+        .await
+        .expect("the demo starts within 20 s")
+        .expect("the demo starts")
+}
