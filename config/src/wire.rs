@@ -45,6 +45,9 @@ pub struct Registration {
     pub admin_url: String,
     /// Share of traffic relative to its peers (1..=10).
     pub weight: u32,
+    /// The Verge version the node runs (shown on control's status page; empty if unknown).
+    #[serde(default)]
+    pub version: String,
 }
 
 /// Control's answer to a registration.
@@ -71,6 +74,19 @@ pub struct Heartbeat {
     /// it currently sends them traffic.
     #[serde(default)]
     pub upstreams: Vec<UpstreamHealth>,
+    /// The node's traffic since it started, for control's rates.
+    #[serde(default)]
+    pub traffic: Option<Traffic>,
+}
+
+/// A node's traffic counters since it started: client requests, those answered from cache,
+/// and requests it sent upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Traffic {
+    pub requests: u64,
+    pub hits: u64,
+    pub upstream_requests: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

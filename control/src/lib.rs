@@ -27,6 +27,8 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod service;
+pub mod session;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

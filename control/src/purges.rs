@@ -113,6 +113,16 @@ impl Tracker {
         outcome
     }
 
+    /// The statuses of the `limit` newest purges still tracked, newest first.
+    pub fn recent(&self, limit: usize, is_live: impl Fn(&NodeId) -> bool) -> Vec<PurgeStatus> {
+        self.order
+            .iter()
+            .rev()
+            .take(limit)
+            .filter_map(|&seq| self.status(seq, &is_live))
+            .collect()
+    }
+
     /// The status of purge `seq`, if still tracked.
     pub fn status(&self, seq: u64, is_live: impl Fn(&NodeId) -> bool) -> Option<PurgeStatus> {
         let track = self.tracks.get(&seq)?;
@@ -236,5 +246,19 @@ mod tests {
         }
         assert!(tracker.status(1, |_| true).is_none());
         assert!(tracker.status(3, |_| true).is_some());
+    }
+
+    #[test]
+    fn recent_purges_are_the_newest_first_within_the_limit() {
+        let mut tracker = Tracker::new(10);
+        let start = Instant::now();
+        for seq in 1..=3 {
+            let targets = [(id("e1"), NodeRole::Edge, 0)];
+            tracker.insert(seq, spec(), 0, targets.into_iter(), start);
+        }
+        let live = |_: &NodeId| true;
+        let seqs: Vec<u64> = tracker.recent(2, live).iter().map(|s| s.seq).collect();
+        assert_eq!(seqs, [3, 2]);
+        assert_eq!(tracker.recent(10, live).len(), 3);
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use verge_config::control::HealthConfig;
-use verge_config::wire::{Heartbeat, NodeEntry, NodeRole, Registration, UpstreamHealth};
+use verge_config::wire::{Heartbeat, NodeEntry, NodeRole, Registration, Traffic, UpstreamHealth};
 use verge_config::NodeId;
 
 /// One registered node.
@@ -28,6 +28,8 @@ pub struct NodeState {
     pub upstreams: Vec<UpstreamHealth>,
     /// Whether the node's event stream is open.
     pub connected: bool,
+    /// The two latest traffic reports, newest last, for rates between them.
+    traffic: [Option<(Instant, Traffic)>; 2],
 }
 
 /// What `GET /v1/nodes` shows of a node.
@@ -43,7 +45,47 @@ pub struct NodeView {
     pub table_version: u64,
     pub in_flight: u64,
     pub upstreams: Vec<UpstreamHealth>,
+    pub version: String,
+    /// Between the node's two latest heartbeats; `None` until two have come.
+    pub rates: Option<TrafficRates>,
 }
+
+/// A node's traffic between two heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TrafficRates {
+    pub requests_per_second: f64,
+    /// Share of requests answered from cache; `None` without requests.
+    pub hit_ratio: Option<f64>,
+    /// Share of requests answered without a request upstream; `None` without requests.
+    pub offload: Option<f64>,
+}
+
+impl TrafficRates {
+    /// The rates between two reports `elapsed` apart; `None` when the counters went back (the
+    /// node restarted) or no time passed.
+    pub fn between(earlier: &Traffic, later: &Traffic, elapsed: Duration) -> Option<TrafficRates> {
+        let requests = later.requests.checked_sub(earlier.requests)?;
+        let hits = later.hits.checked_sub(earlier.hits)?;
+        let upstream = later
+            .upstream_requests
+            .checked_sub(earlier.upstream_requests)?;
+        let seconds = elapsed.as_secs_f64();
+        if seconds <= 0.0 {
+            return None;
+        }
+        let share = |part: u64| {
+            (requests > 0).then(|| (part.min(requests) as f64 / requests as f64).clamp(0.0, 1.0))
+        };
+        Some(TrafficRates {
+            requests_per_second: requests as f64 / seconds,
+            hit_ratio: share(hits),
+            offload: share(upstream).map(|sent| 1.0 - sent),
+        })
+    }
+}
+
+/// Longest node version kept; a longer one is cut.
+const MAX_VERSION_LEN: usize = 64;
 
 /// Why a registration or report was refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -81,9 +123,20 @@ impl Registry {
 
     /// Registers (or re-registers after a restart) a node; it starts healthy, as it just
     /// talked to control. Returns whether the routing-relevant view changed.
-    pub fn register(&mut self, registration: Registration, now: Instant) -> Result<bool, Refused> {
+    pub fn register(
+        &mut self,
+        mut registration: Registration,
+        now: Instant,
+    ) -> Result<bool, Refused> {
         if !self.nodes.contains_key(&registration.id) && self.nodes.len() >= self.max_nodes {
             return Err(Refused::Full(self.max_nodes));
+        }
+        if registration.version.len() > MAX_VERSION_LEN {
+            let mut end = MAX_VERSION_LEN;
+            while !registration.version.is_char_boundary(end) {
+                end -= 1;
+            }
+            registration.version.truncate(end);
         }
         let id = registration.id.clone();
         let previous = self.nodes.insert(
@@ -100,6 +153,7 @@ impl Registry {
                 in_flight: 0,
                 upstreams: Vec::new(),
                 connected: false,
+                traffic: [None, None],
             },
         );
         Ok(match previous {
@@ -119,6 +173,9 @@ impl Registry {
         node.in_flight = beat.in_flight;
         node.upstreams = beat.upstreams;
         node.upstreams.truncate(1024);
+        if let Some(traffic) = beat.traffic {
+            node.traffic = [node.traffic[1], Some((now, traffic))];
+        }
         Ok(())
     }
 
@@ -225,6 +282,13 @@ impl Registry {
                 table_version: n.table_version,
                 in_flight: n.in_flight,
                 upstreams: n.upstreams.clone(),
+                version: n.registration.version.clone(),
+                rates: match n.traffic {
+                    [Some((earlier_at, earlier)), Some((later_at, later))] => {
+                        TrafficRates::between(&earlier, &later, later_at - earlier_at)
+                    }
+                    _ => None,
+                },
             })
             .collect()
     }
@@ -288,6 +352,7 @@ mod tests {
             data_url: "http://127.0.0.1:1".into(),
             admin_url: "http://127.0.0.1:2".into(),
             weight: 1,
+            version: String::new(),
         }
     }
 
@@ -342,5 +407,71 @@ mod tests {
         assert_eq!(registry.ack(&id, 5).unwrap().1, 0);
         assert_eq!(registry.ack(&id, 3).unwrap().1, 5);
         assert_eq!(registry.get(&id).unwrap().applied_seq, 5);
+    }
+
+    #[test]
+    fn rates_come_from_the_two_latest_traffic_reports() {
+        let mut registry = Registry::new(10);
+        let start = Instant::now();
+        registry.register(registration("e1"), start).unwrap();
+        let beat = |requests, hits, upstream_requests| Heartbeat {
+            id: NodeId::new("e1").unwrap(),
+            applied_seq: 0,
+            table_version: 0,
+            in_flight: 0,
+            upstreams: Vec::new(),
+            traffic: Some(Traffic {
+                requests,
+                hits,
+                upstream_requests,
+            }),
+        };
+        registry.heartbeat(beat(100, 50, 50), start).unwrap();
+        assert_eq!(
+            registry.views(start)[0].rates,
+            None,
+            "one report: no rate yet"
+        );
+        let later = start + Duration::from_secs(2);
+        registry.heartbeat(beat(300, 200, 80), later).unwrap();
+        let rates = registry.views(later)[0].rates.unwrap();
+        assert_eq!(rates.requests_per_second, 100.0);
+        assert_eq!(rates.hit_ratio, Some(0.75));
+        assert_eq!(rates.offload, Some(0.85));
+        // A restarted node's counters start again: no rate until the next report.
+        let restarted = later + Duration::from_secs(2);
+        registry.heartbeat(beat(10, 0, 10), restarted).unwrap();
+        assert_eq!(registry.views(restarted)[0].rates, None);
+    }
+
+    #[test]
+    fn reported_rates_and_versions_are_bounded() {
+        let odd = Traffic {
+            requests: 10,
+            hits: 50,
+            upstream_requests: 99,
+        };
+        let rates = TrafficRates::between(&Traffic::default(), &odd, Duration::from_secs(1));
+        let rates = rates.unwrap();
+        assert_eq!(
+            rates.hit_ratio,
+            Some(1.0),
+            "more hits than requests is capped"
+        );
+        assert_eq!(rates.offload, Some(0.0));
+        assert_eq!(
+            TrafficRates::between(&odd, &odd, Duration::ZERO),
+            None,
+            "no time, no rate"
+        );
+        let mut registry = Registry::new(10);
+        let mut long = registration("e1");
+        long.version = "é".repeat(100);
+        registry.register(long, Instant::now()).unwrap();
+        let version = &registry.views(Instant::now())[0].version;
+        assert!(
+            version.len() <= MAX_VERSION_LEN && version.starts_with('é'),
+            "{version}"
+        );
     }
 }

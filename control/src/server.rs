@@ -25,9 +25,14 @@ use crate::log::LogError;
 use crate::registry::Refused;
 use crate::reload::ControlReloader;
 use crate::service::{Control, PurgeRefused};
+use crate::status;
 use crate::StartError;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Purges `GET /v1/purges` lists without a `limit`, and the most it lists.
+const RECENT_PURGES: usize = 20;
+const MAX_RECENT_PURGES: usize = 1000;
 
 /// Most bytes of a node's register/heartbeat/ack body.
 const MAX_NODE_BODY: usize = 256 * 1024;
@@ -38,6 +43,11 @@ const ADMIN_AUTH: BearerAuth = BearerAuth {
     wrong: "wrong token",
     reading: Reading::Exact,
 };
+
+/// Whether the request carries the admin token as `Authorization: Bearer`.
+pub(crate) fn admin_token_ok(token: &str, headers: &http::HeaderMap) -> bool {
+    ADMIN_AUTH.check(token, headers).is_ok()
+}
 
 /// A bound control service, ready to run.
 pub struct ControlNode {
@@ -337,13 +347,23 @@ async fn admin_api(reloader: &ControlReloader, request: Request<Incoming>) -> Re
         (Method::GET, "/metrics") => return metrics(control),
         _ => {}
     }
+    // One configuration for the whole request, however a reload meanwhile changes it.
+    let config = control.config();
+    if path == "/" {
+        return boxed(status::page(control, &config.token, &request));
+    }
     if !path.starts_with("/v1/") {
         return error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}"));
     }
-    // One configuration for the whole request, however a reload meanwhile changes it.
-    let config = control.config();
-    if let Err(refusal) = ADMIN_AUTH.check(&config.token, request.headers()) {
-        return refusal.into_response(error);
+    // The status page's session reads; everything else takes the token itself.
+    let session = method == Method::GET
+        && control
+            .sessions
+            .admits(request.headers(), &config.token, std::time::Instant::now());
+    if !session {
+        if let Err(refusal) = ADMIN_AUTH.check(&config.token, request.headers()) {
+            return refusal.into_response(error);
+        }
     }
     match (method, path.as_str()) {
         (Method::POST, "/v1/reload") => match reloader.reload_async().await {
@@ -433,13 +453,32 @@ async fn admin_api(reloader: &ControlReloader, request: Request<Incoming>) -> Re
             }
         }
         (Method::GET, "/v1/nodes") => json(StatusCode::OK, &control.nodes()),
-        (Method::GET, "/v1/routing") => json(StatusCode::OK, &control.routing()),
-        (_, "/v1/purge" | "/v1/nodes" | "/v1/routing" | "/v1/reload" | "/v1/config/version") => {
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed on this path",
-            )
+        (Method::GET, "/v1/purges") => {
+            let limit = request
+                .uri()
+                .query()
+                .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "limit"))
+                .map(|(_, v)| v.parse::<usize>());
+            match limit {
+                None => json(StatusCode::OK, &control.recent_purges(RECENT_PURGES)),
+                Some(Ok(n)) if (1..=MAX_RECENT_PURGES).contains(&n) => {
+                    json(StatusCode::OK, &control.recent_purges(n))
+                }
+                Some(_) => error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("limit must be a number from 1 to {MAX_RECENT_PURGES}"),
+                ),
+            }
         }
+        (Method::GET, "/v1/routing") => json(StatusCode::OK, &control.routing()),
+        (
+            _,
+            "/v1/purge" | "/v1/purges" | "/v1/nodes" | "/v1/routing" | "/v1/reload"
+            | "/v1/config/version",
+        ) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed on this path",
+        ),
         _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
     }
 }

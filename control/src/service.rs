@@ -23,6 +23,7 @@ use crate::metrics::ControlMetrics;
 use crate::purges::Tracker;
 use crate::registry::{NodeView, Refused, Registry};
 use crate::routing;
+use crate::session::Sessions;
 
 /// Purges a node may replay on one reconnect; a node further behind must resync.
 const MAX_REPLAY: usize = 1_000_000;
@@ -45,6 +46,8 @@ pub struct Control {
     /// The log's head, for keepalive events.
     head: Arc<AtomicU64>,
     limiter: Mutex<TokenBucket>,
+    /// Browser sessions on the status page.
+    pub sessions: Sessions,
 }
 
 /// Why a purge was not accepted.
@@ -105,6 +108,7 @@ impl Control {
                 config.purge.rate_per_second,
                 config.purge.burst,
             )),
+            sessions: Sessions::default(),
             log,
             metrics,
             config: ArcSwap::from_pointee(config),
@@ -321,6 +325,12 @@ impl Control {
         // The dispatcher reads the log itself; a full queue only delays the wake-up.
         let _ = self.dispatch.try_send(seq);
         Ok(PurgeAccepted { id: seq, seq })
+    }
+
+    /// The newest purges still tracked (at most `limit`), newest first.
+    pub fn recent_purges(&self, limit: usize) -> Vec<PurgeStatus> {
+        let registry = lock(&self.registry);
+        lock(&self.tracker).recent(limit, |n| registry.is_live(n))
     }
 
     pub fn purge_status(&self, seq: u64) -> Option<PurgeStatus> {

@@ -36,7 +36,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use serde::Serialize;
 use tokio::sync::watch;
-use verge_config::wire::{Ack, Heartbeat, Registered, Registration, MAX_EVENT_LINE_BYTES};
+use verge_config::wire::{Ack, Heartbeat, Registered, Registration, Traffic, MAX_EVENT_LINE_BYTES};
 use verge_config::{NodeControlConfig, NodeId};
 
 mod backoff;
@@ -161,6 +161,8 @@ struct Shared<U> {
     registered: AtomicBool,
     /// Heartbeat period: the configured one, or control's if it asks for more often.
     heartbeat_every: watch::Sender<Duration>,
+    /// The node's metrics, read for the traffic each heartbeat reports.
+    registry: Registry,
 }
 
 impl<U: Upstream> ControlClient<U> {
@@ -198,6 +200,7 @@ impl<U: Upstream> ControlClient<U> {
                         .map_or_else(|| format!("http://{data_addr}"), ToString::to_string),
                     admin_url: format!("http://{admin_addr}"),
                     weight: config.weight,
+                    version: env!("CARGO_PKG_VERSION").to_string(),
                 },
                 metrics,
                 applied: watch::Sender::new(0),
@@ -205,6 +208,7 @@ impl<U: Upstream> ControlClient<U> {
                 table_version: AtomicU64::new(0),
                 registered: AtomicBool::new(false),
                 heartbeat_every: watch::Sender::new(config.heartbeat_interval),
+                registry: registry.clone(),
                 config,
             }),
         })
@@ -452,6 +456,7 @@ impl<U: Upstream> Shared<U> {
                 table_version: self.table_version.load(Ordering::Relaxed),
                 in_flight: 0,
                 upstreams: self.pipeline.health(),
+                traffic: Some(traffic(&self.registry)),
             };
             match or_stop(&mut stop, self.post("/v1/heartbeat", &heartbeat)).await {
                 None => return,
@@ -512,6 +517,37 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
         current = next;
     }
     current.to_string()
+}
+
+/// The node's traffic so far, read from its metrics: client requests (`verge_requests_total`),
+/// those that were hits, and requests sent upstream (`verge_upstream_requests_total`).
+fn traffic(registry: &Registry) -> Traffic {
+    let mut traffic = Traffic::default();
+    for family in registry.gather() {
+        let counters = family.get_metric().iter().map(|metric| {
+            let hit = metric
+                .get_label()
+                .iter()
+                .any(|l| l.name() == "cache_status" && l.value() == "hit");
+            // Counters hold whole numbers.
+            (hit, metric.get_counter().get_value() as u64)
+        });
+        match family.name() {
+            "verge_requests_total" => {
+                for (hit, count) in counters {
+                    traffic.requests += count;
+                    if hit {
+                        traffic.hits += count;
+                    }
+                }
+            }
+            "verge_upstream_requests_total" => {
+                traffic.upstream_requests += counters.map(|(_, count)| count).sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+    traffic
 }
 
 #[cfg(test)]

@@ -9,5 +9,6 @@ mod geo_geoip;
 mod geo_http;
 mod geo_support;
 mod reload;
+mod status_page;
 mod streams;
 mod support;
