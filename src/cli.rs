@@ -22,6 +22,9 @@ pub enum Command {
     Control(ControlArgs),
     /// Purge through the control plane and wait until every live node has applied it.
     Purge(PurgeArgs),
+    /// The fleet at a glance from control's admin API: regions and nodes (health, version, last
+    /// heartbeat, traffic), the routing table and recent purges. Exits 1 when a node is down.
+    Status(StatusArgs),
     /// Reload a running node's configuration (edge, shield or control) through its admin API:
     /// the new file is validated whole and applied, or refused with every problem.
     Reload(ReloadArgs),
@@ -131,6 +134,16 @@ pub struct BenchArgs {
     /// No progress bar (it is drawn only on a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Base URL of control's admin listener, e.g. http://127.0.0.1:7071.
+    #[arg(long)]
+    pub control: String,
+    /// The admin API's bearer token (or set VERGE_TOKEN).
+    #[arg(long, env = "VERGE_TOKEN", hide_env_values = true)]
+    pub token: String,
 }
 
 #[derive(Args)]

@@ -44,6 +44,10 @@ fn main() -> ExitCode {
         Command::Shield(args) => run_shield(args),
         Command::Control(args) => run_control(args),
         Command::Purge(args) => run_purge(args),
+        Command::Status(args) => block_on(
+            "status",
+            verge_control::commands::status(&args.control, &args.token),
+        ),
         Command::Reload(args) => block_on(
             "reload",
             verge_control::commands::reload(&args.admin, &args.token),

@@ -1,5 +1,5 @@
-//! The operator commands that talk to a running deployment's admin API — `verge purge` and
-//! `verge reload` — with what they print and the exit code they end with: 0 done, 1 refused or
+//! The operator commands that talk to a running deployment's admin API — `verge purge`,
+//! `verge reload` and `verge status` — with what they print and the exit code they end with: 0 done, 1 refused or
 //! incomplete, 2 the request could not be made (bad arguments, unreachable).
 
 use std::process::ExitCode;
@@ -50,6 +50,139 @@ pub async fn reload(admin: &str, token: &str) -> ExitCode {
             ExitCode::from(EXIT_UNUSABLE)
         }
     }
+}
+
+/// `verge status`: control's view of the fleet, printed for a terminal — the same JSON the
+/// status page reads. Exits 0 when every node is up, 1 when some are down.
+pub async fn status(control: &str, token: &str) -> ExitCode {
+    let client = match AdminClient::new(control, token) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("verge status: --control: {e}");
+            return ExitCode::from(EXIT_UNUSABLE);
+        }
+    };
+    let fetched = async {
+        Ok::<_, crate::client::ClientError>((
+            client.get_json("/v1/nodes").await?,
+            client.get_json("/v1/routing").await?,
+            client.get_json("/v1/purges?limit=5").await?,
+        ))
+    };
+    match fetched.await {
+        Ok((nodes, routing, purges)) => {
+            let (text, all_up) = render_status(&nodes, &routing, &purges);
+            print!("{text}");
+            if all_up {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("verge status: {e}");
+            ExitCode::from(EXIT_UNUSABLE)
+        }
+    }
+}
+
+/// The text `verge status` prints for control's nodes, routing table and recent purges, and
+/// whether every node is up. Fields missing from the JSON show as `-`.
+pub fn render_status(
+    nodes: &serde_json::Value,
+    routing: &serde_json::Value,
+    purges: &serde_json::Value,
+) -> (String, bool) {
+    use std::fmt::Write as _;
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) if !s.is_empty() => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        _ => "-".to_string(),
+    };
+    let share = |v: &serde_json::Value| {
+        v.as_f64()
+            .map_or_else(|| "-".to_string(), |x| format!("{:.1}%", x * 100.0))
+    };
+    let list = |v: &serde_json::Value| v.as_array().cloned().unwrap_or_default();
+    let nodes = list(nodes);
+    let up = nodes.iter().filter(|n| n["state"] == "up").count();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} nodes, {up} up; routing table version {}",
+        nodes.len(),
+        text(&routing["version"])
+    );
+    let mut regions: Vec<String> = nodes.iter().map(|n| text(&n["region"])).collect();
+    regions.sort();
+    regions.dedup();
+    for region in &regions {
+        let _ = writeln!(out, "\nregion {region}");
+        let _ = writeln!(
+            out,
+            "  {:<20} {:<7} {:<5} {:<10} {:>10} {:>9} {:>8} {:>8}",
+            "node", "role", "state", "version", "heartbeat", "req/s", "hits", "offload"
+        );
+        for node in nodes.iter().filter(|n| text(&n["region"]) == *region) {
+            let heartbeat = node["last_heartbeat_ms_ago"].as_u64().map_or_else(
+                || "-".to_string(),
+                |ms| format!("{:.1}s ago", ms as f64 / 1000.0),
+            );
+            let rates = &node["rates"];
+            let per_second = rates["requests_per_second"]
+                .as_f64()
+                .map_or_else(|| "-".to_string(), |r| format!("{r:.1}"));
+            let _ = writeln!(
+                out,
+                "  {:<20} {:<7} {:<5} {:<10} {:>10} {:>9} {:>8} {:>8}",
+                text(&node["id"]),
+                text(&node["role"]),
+                text(&node["state"]),
+                text(&node["version"]),
+                heartbeat,
+                per_second,
+                share(&rates["hit_ratio"]),
+                share(&rates["offload"]),
+            );
+        }
+    }
+    let shields = list(&routing["shields"]);
+    let in_ring: Vec<String> = shields
+        .iter()
+        .filter(|s| s["healthy"] == true)
+        .map(|s| format!("{} (weight {})", text(&s["id"]), text(&s["weight"])))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nshield ring: {}",
+        if in_ring.is_empty() {
+            "empty (edges go to the origin)".to_string()
+        } else {
+            in_ring.join(", ")
+        }
+    );
+    let purges = list(purges);
+    if !purges.is_empty() {
+        let _ = writeln!(out, "\nrecent purges");
+    }
+    for purge in &purges {
+        let nodes = list(&purge["nodes"]);
+        let applied = nodes.iter().filter(|n| n["state"] == "applied").count();
+        let state = if purge["complete"] == true {
+            "complete"
+        } else {
+            "in progress"
+        };
+        let _ = writeln!(
+            out,
+            "  {:<6} {:<12} {applied}/{} nodes applied",
+            text(&purge["id"]),
+            state,
+            nodes.len()
+        );
+    }
+    (out, up == nodes.len())
 }
 
 /// `verge purge`: sends `spec` to control and waits up to `timeout` until every live node has
@@ -120,5 +253,48 @@ async fn purge_and_wait(client: &AdminClient, spec: &PurgeSpec, timeout: Duratio
             ExitCode::SUCCESS
         }
         (false, _) => ExitCode::FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::render_status;
+
+    #[test]
+    fn status_lists_each_region_s_nodes_the_ring_and_purges_and_says_whether_all_are_up() {
+        let nodes = json!([
+            {"id": "e1", "role": "edge", "region": "us", "state": "up", "version": "0.1.0",
+             "last_heartbeat_ms_ago": 1500,
+             "rates": {"requests_per_second": 12.5, "hit_ratio": 0.5, "offload": 0.75}},
+            {"id": "s1", "role": "shield", "region": "eu", "state": "down", "version": "",
+             "last_heartbeat_ms_ago": 90000, "rates": null}
+        ]);
+        let routing = json!({"version": 7, "shields": [
+            {"id": "s1", "weight": 2, "healthy": false},
+            {"id": "s2", "weight": 1, "healthy": true}
+        ]});
+        let purges = json!([{"id": 3, "complete": false,
+            "nodes": [{"id": "e1", "state": "applied"}, {"id": "s1", "state": "down"}]}]);
+        let (text, all_up) = render_status(&nodes, &routing, &purges);
+        assert!(!all_up, "s1 is down");
+        assert!(
+            text.starts_with("2 nodes, 1 up; routing table version 7\n"),
+            "{text}"
+        );
+        let eu = text.find("region eu").unwrap();
+        let us = text.find("region us").unwrap();
+        assert!(eu < us, "regions in order: {text}");
+        assert!(text.contains("12.5") && text.contains("50.0%") && text.contains("75.0%"));
+        assert!(
+            text.contains("1.5s ago") && text.contains("90.0s ago"),
+            "{text}"
+        );
+        assert!(text.contains("shield ring: s2 (weight 1)\n"), "{text}");
+        assert!(text.contains("in progress  1/2 nodes applied"), "{text}");
+
+        let (_, all_up) = render_status(&json!([]), &json!({}), &json!(null));
+        assert!(all_up, "no node is down");
     }
 }

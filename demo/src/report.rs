@@ -13,6 +13,7 @@ pub fn summary(state: &DemoState, state_file: Option<&Path>, verge: &str) -> Str
     out += &status_table(state);
     out += "\n";
     out += &latency_line(state);
+    out += &status_page_line(state);
     if let Some(path) = state_file {
         let _ = writeln!(out, "State (JSON, every endpoint): {}", path.display());
     }
@@ -159,6 +160,14 @@ pub fn scrape_config(state: &DemoState) -> String {
 
 /// Shell commands: a request through an edge of each region from a client there, geo
 /// steering over HTTP and DNS, a purge through control, the metrics.
+/// Where the status page is, and the token that opens it (the link opens a session).
+pub fn status_page_line(state: &DemoState) -> String {
+    format!(
+        "Status page: {}/?token={} (admin token: {})\n",
+        state.control.admin, state.control.token, state.control.token
+    )
+}
+
 pub fn commands(state: &DemoState, verge: &str) -> String {
     let sample = state
         .samples
@@ -202,6 +211,12 @@ pub fn commands(state: &DemoState, verge: &str) -> String {
         out,
         "\n# Purge the object everywhere (or every image: --tag img), then request it again:\n\
          {verge} purge --control {} --token {} --url http://{host}{sample}\n",
+        state.control.admin, state.control.token
+    );
+    let _ = write!(
+        out,
+        "\n# The fleet at a glance (as the status page shows it):\n\
+         {verge} status --control {} --token {}\n",
         state.control.admin, state.control.token
     );
     out += "\n# Metrics:\n";
@@ -306,6 +321,14 @@ mod tests {
         assert!(text.contains("--interface 127.2.200.1 -H 'Host: cdn.verge.test' http://127.2.0.1:8080/static/img/000.jpg"));
         assert!(text
             .contains("verge purge --control http://127.0.0.1:7071 --token demo-token-0123456789"));
+        assert!(text.contains(
+            "verge status --control http://127.0.0.1:7071 --token demo-token-0123456789"
+        ));
+        assert_eq!(
+            status_page_line(&state()),
+            "Status page: http://127.0.0.1:7071/?token=demo-token-0123456789 \
+             (admin token: demo-token-0123456789)\n"
+        );
         assert!(text.contains("dig @127.0.0.1 -p 5300 -b 127.2.200.1 cdn.verge.test"));
         assert!(latency_line(&state()).contains("us–eu 40 ms; within a region 1 ms"));
     }
