@@ -159,3 +159,23 @@ impl Default for DeadAddr {
         DeadAddr::new()
     }
 }
+
+/// The path of `program` when the Debian `package` that provides it is installed; otherwise
+/// `None`, after saying on the test output — not captured, so it shows whatever the test
+/// harness hides — that `test` did not run and which package it needs.
+pub fn installed(program: &str, package: &str, test: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|path| path.is_file())
+    });
+    if found.is_none() {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "SKIPPED {test}: it needs `{program}` from the Debian package `{package}` \
+             (apt-get install {package}); it did not run"
+        );
+    }
+    found
+}

@@ -1,0 +1,124 @@
+//! Control's status page in a real browser: headless Chromium (Debian package `chromium`)
+//! opens it against a running demo with the token link, as an operator would, and the rendered
+//! page must show every node with its health and a purge with each node's completion. A
+//! screenshot is left in the target directory. Without Chromium the test says it did not run.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use verge_config::wire::PurgeSpec;
+use verge_control::client::AdminClient;
+
+/// Headless Chromium as a sandboxed root process on a closed network can run it.
+fn chromium(binary: &Path, profile: &Path) -> Command {
+    let mut command = Command::new(binary);
+    command.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        // Lets the page's requests and timers run before the DOM is read.
+        "--virtual-time-budget=10000",
+    ]);
+    command.arg(format!("--user-data-dir={}", profile.display()));
+    command
+}
+
+/// The `<tr>` of the rendered page that names `id` in a node cell.
+fn node_row<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
+    let cell = format!("<span class=\"node-id\">{id}</span>");
+    let at = dom.find(&cell)?;
+    let start = dom[..at].rfind("<tr>")?;
+    let end = at + dom[at..].find("</tr>")?;
+    Some(&dom[start..end])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_renders_every_node_and_a_purges_completion_in_chromium() {
+    let test =
+        "status_page::the_status_page_renders_every_node_and_a_purges_completion_in_chromium";
+    let Some(binary) = verge_testkit::installed("chromium", "chromium", test) else {
+        return;
+    };
+    let demo = crate::small_demo().await;
+    let state = demo.state.clone();
+    let admin = AdminClient::new(&state.control.admin, &state.control.token).unwrap();
+    let accepted = admin
+        .purge(&PurgeSpec {
+            tags: vec!["img".into()],
+            ..PurgeSpec::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .wait(accepted.id, Duration::from_secs(10))
+        .await
+        .expect("the purge completes everywhere");
+
+    let profile = tempfile::tempdir().unwrap();
+    // The token link opens a session and redirects to the page, as for an operator.
+    let url = format!("{}/?token={}", state.control.admin, state.control.token);
+    let dump = {
+        let mut command = chromium(&binary, profile.path());
+        command.arg("--dump-dom").arg(&url);
+        tokio::task::spawn_blocking(move || command.output())
+            .await
+            .unwrap()
+            .expect("chromium runs")
+    };
+    let dom = String::from_utf8_lossy(&dump.stdout).into_owned();
+    assert!(
+        dump.status.success() && dom.contains("Verge status"),
+        "chromium did not render the page: {}\n{dom}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    assert!(
+        dom.contains("<div id=\"error\"></div>"),
+        "the page could not refresh:\n{dom}"
+    );
+    for node in &state.nodes {
+        let row = node_row(&dom, &node.id)
+            .unwrap_or_else(|| panic!("node {} is not on the page:\n{dom}", node.id));
+        assert!(
+            row.contains("<span class=\"up\">up</span>"),
+            "{} is not shown up: {row}",
+            node.id
+        );
+    }
+    let purge_row = format!("<td>{}</td>", accepted.id);
+    assert!(
+        dom.contains(&purge_row),
+        "purge {} is not listed:\n{dom}",
+        accepted.id
+    );
+    assert!(dom.contains("class=\"complete\">complete in "), "{dom}");
+    for node in &state.nodes {
+        let applied = format!("{}: applied", node.id);
+        assert!(dom.contains(&applied), "{applied} is not shown:\n{dom}");
+    }
+
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let shot = {
+        let mut command = chromium(&binary, profile.path());
+        command
+            .arg(format!("--screenshot={}", screenshot.display()))
+            .arg("--window-size=1400,1800")
+            .arg(&url);
+        tokio::task::spawn_blocking(move || command.output())
+            .await
+            .unwrap()
+            .expect("chromium runs")
+    };
+    assert!(
+        shot.status.success() && screenshot.is_file(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    println!("status page screenshot: {}", screenshot.display());
+}
