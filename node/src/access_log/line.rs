@@ -3,11 +3,12 @@
 //! writer. Every value a client or an upstream chose is escaped, so no value can end a line or
 //! a field early.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::HeaderValue;
-use http::{Method, Uri};
+use http::Method;
 use verge_config::AccessLogFormat;
 
 /// What the upstream did for a request that went there.
@@ -21,14 +22,20 @@ pub struct UpstreamSeen {
     pub first_byte: Duration,
 }
 
+/// Text a request brought, copied out of its head: a record holds none of the connection's
+/// buffers, which would otherwise stay pinned until the writer's next round and keep the
+/// connection from reusing them.
+pub type Text = Box<[u8]>;
+
 /// Everything one line says about one request.
 #[derive(Debug, Clone)]
 pub struct Record {
     pub time: SystemTime,
     pub client: SocketAddr,
     pub method: Method,
-    pub host: Option<HeaderValue>,
-    pub uri: Uri,
+    pub host: Option<Text>,
+    /// The request target's path and query.
+    pub path: Text,
     pub status: u16,
     /// Body bytes handed to the connection for this response.
     pub bytes_sent: u64,
@@ -43,9 +50,9 @@ pub struct Record {
     pub tls: Option<&'static str>,
     /// `h1` or `h2`.
     pub protocol: &'static str,
-    pub request_id: HeaderValue,
-    pub referer: Option<HeaderValue>,
-    pub user_agent: Option<HeaderValue>,
+    pub request_id: Text,
+    pub referer: Option<Text>,
+    pub user_agent: Option<Text>,
 }
 
 /// Who writes the lines: the same for every line of a node.
@@ -65,10 +72,6 @@ impl Record {
         Some(trim(last))
     }
 
-    fn path(&self) -> &str {
-        self.uri.path_and_query().map_or("/", |pq| pq.as_str())
-    }
-
     /// Appends this record's line, newline included, to `out`.
     pub fn write_line(&self, context: &LineContext, out: &mut Vec<u8>) {
         match context.format {
@@ -82,20 +85,24 @@ impl Record {
         out.extend_from_slice(b"{\"time\":\"");
         rfc3339(self.time, out);
         out.extend_from_slice(b"\",\"client\":\"");
-        out.extend_from_slice(self.client.to_string().as_bytes());
+        let _ = write!(out, "{}", self.client);
         let fields: [(&str, Option<&[u8]>); 4] = [
             ("method", Some(self.method.as_str().as_bytes())),
-            ("host", self.host.as_ref().map(HeaderValue::as_bytes)),
-            ("path", Some(self.path().as_bytes())),
-            ("request_id", Some(self.request_id.as_bytes())),
+            ("host", self.host.as_deref()),
+            ("path", Some(&self.path[..])),
+            ("request_id", Some(&self.request_id[..])),
         ];
         out.push(b'"');
         for (name, value) in fields {
             json_field(out, name, value);
         }
-        out.extend_from_slice(format!(",\"status\":{}", self.status).as_bytes());
-        out.extend_from_slice(format!(",\"bytes_sent\":{}", self.bytes_sent).as_bytes());
-        out.extend_from_slice(format!(",\"duration_ms\":{:.3}", millis(self.duration)).as_bytes());
+        let _ = write!(
+            out,
+            ",\"status\":{},\"bytes_sent\":{},\"duration_ms\":{}",
+            self.status,
+            self.bytes_sent,
+            Millis(self.duration)
+        );
         json_field(out, "outcome", Some(self.outcome.as_bytes()));
         json_field(out, "cache_status", self.own_cache_status());
         let upstream = self.upstream.as_ref();
@@ -106,59 +113,51 @@ impl Record {
         );
         match upstream.and_then(|u| u.status) {
             Some(status) => {
-                out.extend_from_slice(format!(",\"upstream_status\":{status}").as_bytes())
+                let _ = write!(out, ",\"upstream_status\":{status}");
             }
             None => out.extend_from_slice(b",\"upstream_status\":null"),
         }
         match upstream {
-            Some(u) => out.extend_from_slice(
-                format!(",\"upstream_first_byte_ms\":{:.3}", millis(u.first_byte)).as_bytes(),
-            ),
+            Some(u) => {
+                let _ = write!(out, ",\"upstream_first_byte_ms\":{}", Millis(u.first_byte));
+            }
             None => out.extend_from_slice(b",\"upstream_first_byte_ms\":null"),
         }
         json_field(out, "node", Some(context.node_id.as_bytes()));
         json_field(out, "region", Some(context.region.as_bytes()));
         json_field(out, "tls", self.tls.map(str::as_bytes));
         json_field(out, "protocol", Some(self.protocol.as_bytes()));
-        json_field(
-            out,
-            "referer",
-            self.referer.as_ref().map(HeaderValue::as_bytes),
-        );
-        json_field(
-            out,
-            "user_agent",
-            self.user_agent.as_ref().map(HeaderValue::as_bytes),
-        );
+        json_field(out, "referer", self.referer.as_deref());
+        json_field(out, "user_agent", self.user_agent.as_deref());
         out.push(b'}');
     }
 
     /// `client - - [time] "request" status bytes "referer" "user-agent"`, then Verge's own
     /// fields as `key="value"` (nginx's `combined` plus extras, as log tools expect).
     fn write_combined(&self, context: &LineContext, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.client.ip().to_string().as_bytes());
+        let _ = write!(out, "{}", self.client.ip());
         out.extend_from_slice(b" - - [");
         clf_time(self.time, out);
         out.extend_from_slice(b"] \"");
         quoted_inner(out, self.method.as_str().as_bytes());
         out.push(b' ');
-        quoted_inner(out, self.path().as_bytes());
+        quoted_inner(out, &self.path[..]);
         out.extend_from_slice(if self.protocol == "h2" {
             b" HTTP/2.0\" "
         } else {
             b" HTTP/1.1\" "
         });
-        out.extend_from_slice(format!("{} {} ", self.status, self.bytes_sent).as_bytes());
-        quoted(out, self.referer.as_ref().map(HeaderValue::as_bytes));
+        let _ = write!(out, "{} {} ", self.status, self.bytes_sent);
+        quoted(out, self.referer.as_deref());
         out.push(b' ');
-        quoted(out, self.user_agent.as_ref().map(HeaderValue::as_bytes));
+        quoted(out, self.user_agent.as_deref());
         let upstream = self.upstream.as_ref();
         let status = upstream.and_then(|u| u.status).map(|s| s.to_string());
-        let first_byte = upstream.map(|u| format!("{:.3}", millis(u.first_byte)));
-        let duration = format!("{:.3}", millis(self.duration));
+        let first_byte = upstream.map(|u| Millis(u.first_byte).to_string());
+        let duration = Millis(self.duration).to_string();
         let extras: [(&str, Option<&[u8]>); 12] = [
-            ("host", self.host.as_ref().map(HeaderValue::as_bytes)),
-            ("request_id", Some(self.request_id.as_bytes())),
+            ("host", self.host.as_deref()),
+            ("request_id", Some(&self.request_id[..])),
             ("duration_ms", Some(duration.as_bytes())),
             ("outcome", Some(self.outcome.as_bytes())),
             ("cache_status", self.own_cache_status()),
@@ -185,8 +184,14 @@ impl Record {
     }
 }
 
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+/// Milliseconds with three decimals (`12.345`), written from whole microseconds.
+struct Millis(Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = self.0.as_micros();
+        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
+    }
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
@@ -216,6 +221,15 @@ fn json_field(out: &mut Vec<u8>, name: &str, value: Option<&[u8]>) {
 /// every control character escaped, so the string never holds a raw line break.
 pub fn json_string(out: &mut Vec<u8>, value: &[u8]) {
     out.push(b'"');
+    // The common case, visible ASCII with nothing to escape, is copied whole.
+    if value
+        .iter()
+        .all(|&b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.extend_from_slice(value);
+        out.push(b'"');
+        return;
+    }
     for ch in String::from_utf8_lossy(value).chars() {
         match ch {
             '"' => out.extend_from_slice(b"\\\""),
@@ -224,7 +238,7 @@ pub fn json_string(out: &mut Vec<u8>, value: &[u8]) {
             '\r' => out.extend_from_slice(b"\\r"),
             '\t' => out.extend_from_slice(b"\\t"),
             c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
-                out.extend_from_slice(format!("\\u{:04x}", u32::from(c)).as_bytes());
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
             }
             c => {
                 let mut buf = [0u8; 4];
@@ -254,7 +268,9 @@ pub fn quoted_inner(out: &mut Vec<u8>, value: &[u8]) {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
             0x20..=0x7e => out.push(b),
-            _ => out.extend_from_slice(format!("\\x{b:02X}").as_bytes()),
+            _ => {
+                let _ = write!(out, "\\x{b:02X}");
+            }
         }
     }
 }
@@ -289,9 +305,7 @@ fn civil(time: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
 /// `2024-05-01T12:00:00.123Z`.
 fn rfc3339(time: SystemTime, out: &mut Vec<u8>) {
     let (y, mo, d, h, mi, s, ms) = civil(time);
-    out.extend_from_slice(
-        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z").as_bytes(),
-    );
+    let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z");
 }
 
 /// `01/May/2024:12:00:00 +0000`.
@@ -301,7 +315,7 @@ fn clf_time(time: SystemTime, out: &mut Vec<u8>) {
     ];
     let (y, mo, d, h, mi, s, _) = civil(time);
     let month = MONTHS[(mo as usize).saturating_sub(1).min(11)];
-    out.extend_from_slice(format!("{d:02}/{month}/{y:04}:{h:02}:{mi:02}:{s:02} +0000").as_bytes());
+    let _ = write!(out, "{d:02}/{month}/{y:04}:{h:02}:{mi:02}:{s:02} +0000");
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use prometheus::{IntCounter, Registry};
 use tokio::sync::mpsc;
 use verge_config::AccessLogConfig;
 
-pub use line::{LineContext, Record, UpstreamSeen};
+pub use line::{LineContext, Record, Text, UpstreamSeen};
 
 use crate::body::ResponseBody;
 use crate::headers::CACHE_STATUS;
@@ -94,19 +94,14 @@ impl Sink {
 
     /// Queues a line, or drops and counts it when the queue is full.
     fn send(&self, record: Record) {
-        if self
-            .queue
-            .try_send(Message::Line(Box::new(record)))
-            .is_err()
-        {
+        if self.queue.try_send(record).is_err() {
             self.counters.dropped.inc();
         }
     }
 
+    /// The writer opens the file again on its next round.
     fn reopen(&self) {
         self.reopen.store(true, Ordering::Release);
-        // A full queue wakes the writer anyway: it sees the flag after that batch.
-        let _ = self.queue.try_send(Message::Wake);
     }
 }
 
@@ -205,10 +200,12 @@ impl AccessLog {
         let sink = self.sink.load_full()?;
         let sampled = sink.sample >= 1.0 || fastrand::f64() < sink.sample;
         let headers = request.headers();
-        let host = headers.get(HOST).cloned().or_else(|| {
+        let text = |value: &HeaderValue| Text::from(value.as_bytes());
+        let host = headers.get(HOST).map(text).or_else(|| {
             let authority = request.uri().authority()?;
-            HeaderValue::from_str(authority.as_str()).ok()
+            Some(Text::from(authority.as_str().as_bytes()))
         });
+        let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
         Some(Pending {
             sink,
             sampled,
@@ -218,7 +215,7 @@ impl AccessLog {
                 client,
                 method: request.method().clone(),
                 host,
-                uri: request.uri().clone(),
+                path: Text::from(path.as_bytes()),
                 status: 0,
                 bytes_sent: 0,
                 duration: std::time::Duration::ZERO,
@@ -231,9 +228,9 @@ impl AccessLog {
                 } else {
                     "h1"
                 },
-                request_id: request_id.clone(),
-                referer: headers.get(REFERER).cloned(),
-                user_agent: headers.get(USER_AGENT).cloned(),
+                request_id: text(request_id),
+                referer: headers.get(REFERER).map(text),
+                user_agent: headers.get(USER_AGENT).map(text),
             },
         })
     }

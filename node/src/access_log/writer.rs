@@ -17,12 +17,14 @@ use super::line::{LineContext, Record};
 /// Lines are written once this many bytes are formatted, or when the queue is empty.
 const BATCH_BYTES: usize = 64 * 1024;
 
-/// What the writer is sent.
-pub(crate) enum Message {
-    Line(Box<Record>),
-    /// Look at the reopen flag now.
-    Wake,
-}
+/// How often the writer takes what is queued. It never waits on the queue itself: a request
+/// queueing its line then wakes no thread, which would cost every request a context switch.
+/// At this pace a queue of `buffer_lines` (8192 by default) holds 400,000 lines a second.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// What the writer is sent: one request's line, not yet formatted (by value: the queue's
+/// blocks hold them, with no allocation per line).
+pub(crate) type Message = Record;
 
 /// Where lines go: stdout, or a file opened for appending.
 pub(crate) struct Destination {
@@ -99,28 +101,33 @@ impl Writer {
 
     fn run(mut self) {
         let mut batch = Batch::default();
-        while let Some(message) = self.queue.blocking_recv() {
-            self.take(message, &mut batch);
-            // Whatever else is queued goes in the same write.
-            while let Ok(message) = self.queue.try_recv() {
-                self.take(message, &mut batch);
-                if batch.bytes.len() >= BATCH_BYTES {
-                    self.write(&mut batch);
+        loop {
+            let open = loop {
+                match self.queue.try_recv() {
+                    Ok(message) => {
+                        self.take(message, &mut batch);
+                        if batch.bytes.len() >= BATCH_BYTES {
+                            self.write(&mut batch);
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break true,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break false,
                 }
-            }
+            };
             self.write(&mut batch);
             if self.reopen.swap(false, Ordering::AcqRel) {
                 self.destination.reopen();
             }
+            if !open {
+                return;
+            }
+            std::thread::sleep(DRAIN_EVERY);
         }
-        self.write(&mut batch);
     }
 
-    fn take(&self, message: Message, batch: &mut Batch) {
-        if let Message::Line(record) = message {
-            record.write_line(&self.context, &mut batch.bytes);
-            batch.lines += 1;
-        }
+    fn take(&self, record: Message, batch: &mut Batch) {
+        record.write_line(&self.context, &mut batch.bytes);
+        batch.lines += 1;
     }
 
     fn write(&mut self, batch: &mut Batch) {

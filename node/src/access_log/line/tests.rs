@@ -10,8 +10,8 @@ fn record() -> Record {
         time: UNIX_EPOCH + Duration::from_millis(1_714_566_896_789),
         client: "127.0.0.1:40000".parse().unwrap(),
         method: Method::GET,
-        host: Some(HeaderValue::from_static("www.example.com")),
-        uri: "/a/b?c=d".parse().unwrap(),
+        host: Some(b"www.example.com".as_slice().into()),
+        path: b"/a/b?c=d".as_slice().into(),
         status: 200,
         bytes_sent: 512,
         duration: Duration::from_micros(1500),
@@ -26,9 +26,9 @@ fn record() -> Record {
         }),
         tls: Some("TLSv1.3"),
         protocol: "h2",
-        request_id: HeaderValue::from_static("0123abcd"),
+        request_id: b"0123abcd".as_slice().into(),
         referer: None,
-        user_agent: Some(HeaderValue::from_static("curl/8")),
+        user_agent: Some(b"curl/8".as_slice().into()),
     }
 }
 
@@ -120,8 +120,8 @@ fn a_combined_line_reads_as_nginx_writes_it() {
 #[test]
 fn values_a_client_chose_cannot_forge_a_line() {
     let hostile = Record {
-        host: Some(HeaderValue::from_bytes(b"a\"b\\c\t\xff").unwrap()),
-        user_agent: Some(HeaderValue::from_bytes(b"x\" 200 0 \"-\" \"y").unwrap()),
+        host: Some(b"a\"b\\c\t\xff".as_slice().into()),
+        user_agent: Some(b"x\" 200 0 \"-\" \"y".as_slice().into()),
         ..record()
     };
     let json = line(&hostile, AccessLogFormat::Json);
@@ -201,8 +201,8 @@ proptest! {
         agent in proptest::collection::vec(any::<u8>(), 0..64),
     ) {
         let record = Record {
-            host: HeaderValue::from_bytes(&host).ok(),
-            user_agent: HeaderValue::from_bytes(&agent).ok(),
+            host: HeaderValue::from_bytes(&host).ok().map(|v| v.as_bytes().into()),
+            user_agent: HeaderValue::from_bytes(&agent).ok().map(|v| v.as_bytes().into()),
             ..record()
         };
         let text = line(&record, AccessLogFormat::Json);
