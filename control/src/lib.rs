@@ -29,6 +29,7 @@ pub mod server;
 pub mod service;
 pub mod session;
 pub mod status;
+pub mod token_bucket;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

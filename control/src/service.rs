@@ -24,6 +24,7 @@ use crate::purges::Tracker;
 use crate::registry::{NodeView, Refused, Registry};
 use crate::routing;
 use crate::session::Sessions;
+use crate::token_bucket::TokenBucket;
 
 /// Purges a node may replay on one reconnect; a node further behind must resync.
 const MAX_REPLAY: usize = 1_000_000;
@@ -548,54 +549,5 @@ async fn health_rounds(control: std::sync::Weak<Control>, mut shutdown: watch::R
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => return,
         }
-    }
-}
-
-/// A token bucket: `rate` tokens a second up to `burst`.
-struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: u32, burst: u32) -> TokenBucket {
-        TokenBucket {
-            rate: f64::from(rate),
-            burst: f64::from(burst),
-            tokens: f64::from(burst),
-            last: Instant::now(),
-        }
-    }
-
-    fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_token_bucket_allows_a_burst_then_the_rate() {
-        let mut bucket = TokenBucket::new(10, 3);
-        let start = Instant::now();
-        for _ in 0..3 {
-            assert!(bucket.take(start).is_ok());
-        }
-        let wait = bucket.take(start).unwrap_err();
-        assert!(wait <= Duration::from_millis(100), "{wait:?}");
-        assert!(bucket.take(start + Duration::from_millis(100)).is_ok());
-        assert!(bucket.take(start + Duration::from_millis(100)).is_err());
     }
 }
