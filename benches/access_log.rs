@@ -8,27 +8,20 @@
 //!
 //! Run with `cargo bench --bench access_log -- --warm-up-time 1 --measurement-time 3`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use http::{Request, Response};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 use verge_config::EdgeConfig;
 
-/// Concurrent keep-alive connections.
-const CONNECTIONS: usize = 8;
-/// GETs per iteration, spread over the connections.
-const REQUESTS: usize = 64;
-const OBJECT_BYTES: usize = 1024;
+#[path = "support/hits.rs"]
+mod hits;
+
+use hits::{handshake, origin, round, time_rounds, Sender, CONNECTIONS, REQUESTS};
+
+/// The site the GETs ask for.
+const HOST: &str = "bench.test";
 
 /// Two edges (access log off, access log on) and their origin, running until dropped.
 struct Edges {
@@ -36,6 +29,7 @@ struct Edges {
     json: SocketAddr,
     log: std::path::PathBuf,
     _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+    _origin: verge_testkit::FakeOrigin,
     _runtime: Runtime,
     _dir: tempfile::TempDir,
 }
@@ -50,11 +44,12 @@ impl Edges {
         let dir = tempfile::tempdir().expect("temporary directory");
         let log = dir.path().join("access.log");
         let mut stop = Vec::new();
-        let (off, json) = runtime.block_on(async {
+        let (off, json, origin) = runtime.block_on(async {
             let origin = origin().await;
             let base = format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-                 [upstream]\norigin = \"http://{origin}\"\n"
+                 [upstream]\norigin = \"http://{}\"\n",
+                origin.addr()
             );
             let logged = format!(
                 "{base}[access_log]\npath = {:?}\nformat = \"json\"\n",
@@ -76,103 +71,24 @@ impl Edges {
                     let _ = rx.await;
                 }));
             }
-            (addrs[0], addrs[1])
+            (addrs[0], addrs[1], origin)
         });
         Edges {
             off,
             json,
             log,
             _stop: stop,
+            _origin: origin,
             _runtime: runtime,
             _dir: dir,
         }
     }
 }
 
-/// An origin answering every GET with a cacheable 1 KiB body.
-async fn origin() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-    let addr = listener.local_addr().expect("origin address");
-    let body = Bytes::from(vec![b'x'; OBJECT_BYTES]);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let body = body.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |_: Request<Incoming>| {
-                    let mut response = Response::new(Full::new(body.clone()));
-                    response.headers_mut().insert(
-                        "cache-control",
-                        http::HeaderValue::from_static("public, max-age=3600"),
-                    );
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-type Sender = http1::SendRequest<Empty<Bytes>>;
-
 async fn connect(addr: SocketAddr) -> Sender {
     let tcp = TcpStream::connect(addr).await.expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
-    let (sender, connection) = http1::handshake(TokioIo::new(tcp))
-        .await
-        .expect("HTTP/1.1 handshake");
-    tokio::spawn(connection);
-    sender
-}
-
-async fn get(sender: &mut Sender) {
-    let request = Request::get("/object")
-        .header("host", "bench.test")
-        .body(Empty::new())
-        .expect("request");
-    sender.ready().await.expect("connection ready");
-    let response = sender.send_request(request).await.expect("response");
-    assert_eq!(response.status(), 200);
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    assert_eq!(body.len(), OBJECT_BYTES);
-}
-
-/// [`REQUESTS`] GETs over the connections at once; the connections are handed back.
-async fn round(senders: Vec<Sender>) -> Vec<Sender> {
-    let each = REQUESTS / senders.len();
-    let tasks: Vec<_> = senders
-        .into_iter()
-        .map(|mut sender| {
-            tokio::spawn(async move {
-                for _ in 0..each {
-                    get(&mut sender).await;
-                }
-                sender
-            })
-        })
-        .collect();
-    let mut back = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        back.push(task.await.expect("client task"));
-    }
-    back
-}
-
-fn time_rounds(client: &Runtime, senders: &mut Vec<Sender>, iters: u64) -> Duration {
-    client.block_on(async {
-        let start = Instant::now();
-        for _ in 0..iters {
-            *senders = round(std::mem::take(senders)).await;
-        }
-        start.elapsed()
-    })
+    handshake(tcp).await
 }
 
 fn benches(c: &mut Criterion) {
@@ -189,15 +105,15 @@ fn benches(c: &mut Criterion) {
             off.push(connect(edges.off).await);
             json.push(connect(edges.json).await);
         }
-        (round(off).await, round(json).await)
+        (round(off, HOST).await, round(json, HOST).await)
     });
     let mut hit = c.benchmark_group("hit");
     hit.throughput(Throughput::Elements(REQUESTS as u64));
     hit.bench_function("log_off", |b| {
-        b.iter_custom(|iters| time_rounds(&client, &mut off, iters))
+        b.iter_custom(|iters| time_rounds(&client, &mut off, HOST, iters))
     });
     hit.bench_function("log_json", |b| {
-        b.iter_custom(|iters| time_rounds(&client, &mut json, iters))
+        b.iter_custom(|iters| time_rounds(&client, &mut json, HOST, iters))
     });
     hit.finish();
     let written = std::fs::metadata(&edges.log).map_or(0, |m| m.len());

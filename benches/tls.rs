@@ -14,38 +14,29 @@
 //!
 //! Run with `cargo bench --bench tls -- --warm-up-time 1 --measurement-time 3`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use http::{Request, Response};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::client::Resumption;
 use rustls::crypto::ring;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, HandshakeKind, RootCertStore};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 use tokio_rustls::TlsConnector;
 use verge_config::EdgeConfig;
 
-/// Concurrent keep-alive connections of the hit benchmarks.
-const CONNECTIONS: usize = 8;
-/// GETs per iteration of the hit benchmarks, spread over the connections.
-const REQUESTS: usize = 64;
-/// The cached object.
-const OBJECT: &str = "/object";
-const OBJECT_BYTES: usize = 1024;
+#[path = "support/hits.rs"]
+mod hits;
+
+use hits::{get, handshake, origin, round, time_rounds, Sender, CONNECTIONS, REQUESTS};
+
+/// The name the edge's certificate is for, and the site the GETs ask for.
+const HOST: &str = "localhost";
 
 /// The edge and its origin, running on their own runtime until dropped.
 struct Edge {
@@ -54,6 +45,7 @@ struct Edge {
     /// The CA certificate the edge's certificate is signed by (PEM).
     ca_file: std::path::PathBuf,
     _stop: tokio::sync::oneshot::Sender<()>,
+    _origin: verge_testkit::FakeOrigin,
     _runtime: Runtime,
     _dir: tempfile::TempDir,
 }
@@ -68,13 +60,14 @@ impl Edge {
         let dir = tempfile::tempdir().expect("temporary directory");
         let (ca_file, cert_file, key_file) = write_certificates(dir.path());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (http, https) = runtime.block_on(async {
+        let (http, https, origin) = runtime.block_on(async {
             let origin = origin().await;
             let toml = format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-                 [upstream]\norigin = \"http://{origin}\"\n\
+                 [upstream]\norigin = \"http://{}\"\n\
                  [tls]\nlisten = [\"127.0.0.1:0\"]\n\
                  [[tls.certificates]]\ncert = {:?}\nkey = {:?}\n",
+                origin.addr(),
                 cert_file.display().to_string(),
                 key_file.display().to_string(),
             );
@@ -90,13 +83,14 @@ impl Edge {
             tokio::spawn(node.run(async {
                 let _ = stopped.await;
             }));
-            (http, https)
+            (http, https, origin)
         });
         Edge {
             http,
             https,
             ca_file,
             _stop: stop,
+            _origin: origin,
             _runtime: runtime,
             _dir: dir,
         }
@@ -125,32 +119,6 @@ fn write_certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, st
     files
 }
 
-/// An origin answering every GET with a cacheable 1 KiB body.
-async fn origin() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-    let addr = listener.local_addr().expect("origin address");
-    let body = Bytes::from(vec![b'x'; OBJECT_BYTES]);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let body = body.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |_: Request<Incoming>| {
-                    let mut response = Response::new(Full::new(body.clone()));
-                    response.headers_mut().insert(
-                        "cache-control",
-                        http::HeaderValue::from_static("public, max-age=3600"),
-                    );
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 /// A TLS client trusting the bench CA, offering HTTP/1.1; resuming sessions or not.
 fn tls_connector(ca_file: &Path, resume: bool) -> TlsConnector {
     let mut roots = RootCertStore::empty();
@@ -170,8 +138,6 @@ fn tls_connector(ca_file: &Path, resume: bool) -> TlsConnector {
     }
     TlsConnector::from(Arc::new(config))
 }
-
-type Sender = http1::SendRequest<Empty<Bytes>>;
 
 /// A TCP connection to `addr`. Closed with a reset rather than a FIN, so that the tens of
 /// thousands of connections the handshake benchmarks open leave no `TIME_WAIT` behind to slow
@@ -202,68 +168,6 @@ async fn connect_tls(addr: SocketAddr, connector: &TlsConnector) -> (Sender, Han
     (handshake(tls).await, kind)
 }
 
-async fn handshake<S>(io: S) -> Sender
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, connection) = http1::handshake(TokioIo::new(io))
-        .await
-        .expect("HTTP/1.1 handshake");
-    tokio::spawn(connection);
-    sender
-}
-
-/// One GET of the object, read whole.
-async fn get(sender: &mut Sender) {
-    sender.ready().await.expect("connection ready");
-    let request = Request::get(OBJECT)
-        .header(http::header::HOST, "localhost")
-        .body(Empty::new())
-        .expect("request");
-    let response = sender.send_request(request).await.expect("response");
-    assert_eq!(response.status(), 200);
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    assert_eq!(body.len(), OBJECT_BYTES);
-}
-
-/// [`REQUESTS`] GETs over the connections at once, each sending its share in turn; the
-/// connections are handed back for the next round.
-async fn round(senders: Vec<Sender>) -> Vec<Sender> {
-    let each = REQUESTS / senders.len();
-    let tasks: Vec<_> = senders
-        .into_iter()
-        .map(|mut sender| {
-            tokio::spawn(async move {
-                for _ in 0..each {
-                    get(&mut sender).await;
-                }
-                sender
-            })
-        })
-        .collect();
-    let mut back = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        back.push(task.await.expect("client task"));
-    }
-    back
-}
-
-/// Runs rounds over `senders` for `iters` iterations; the time they took.
-fn time_rounds(client: &Runtime, senders: &mut Vec<Sender>, iters: u64) -> Duration {
-    client.block_on(async {
-        let start = Instant::now();
-        for _ in 0..iters {
-            *senders = round(std::mem::take(senders)).await;
-        }
-        start.elapsed()
-    })
-}
-
 fn benches(c: &mut Criterion) {
     let edge = Edge::start();
     let client = tokio::runtime::Builder::new_current_thread()
@@ -281,14 +185,14 @@ fn benches(c: &mut Criterion) {
             clear.push(connect_clear(edge.http).await);
             secure.push(connect_tls(edge.https, &full).await.0);
         }
-        get(&mut clear[0]).await;
-        (round(clear).await, round(secure).await)
+        get(&mut clear[0], HOST).await;
+        (round(clear, HOST).await, round(secure, HOST).await)
     });
     // Resumption must be what `tls_resumed` measures: the second connection resumes.
     client.block_on(async {
         for expected in [HandshakeKind::Full, HandshakeKind::Resumed] {
             let (mut sender, kind) = connect_tls(edge.https, &resumed).await;
-            get(&mut sender).await;
+            get(&mut sender, HOST).await;
             assert_eq!(kind, expected, "session resumption");
         }
     });
@@ -296,10 +200,10 @@ fn benches(c: &mut Criterion) {
     let mut hit = c.benchmark_group("hit");
     hit.throughput(Throughput::Elements(REQUESTS as u64));
     hit.bench_function("http", |b| {
-        b.iter_custom(|iters| time_rounds(&client, &mut clear, iters))
+        b.iter_custom(|iters| time_rounds(&client, &mut clear, HOST, iters))
     });
     hit.bench_function("https", |b| {
-        b.iter_custom(|iters| time_rounds(&client, &mut secure, iters))
+        b.iter_custom(|iters| time_rounds(&client, &mut secure, HOST, iters))
     });
     hit.finish();
 
@@ -310,7 +214,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             client.block_on(async {
                 let mut sender = connect_clear(edge.http).await;
-                get(&mut sender).await;
+                get(&mut sender, HOST).await;
             })
         })
     });
@@ -318,7 +222,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             client.block_on(async {
                 let (mut sender, _) = connect_tls(edge.https, &full).await;
-                get(&mut sender).await;
+                get(&mut sender, HOST).await;
             })
         })
     });
@@ -327,7 +231,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             client.block_on(async {
                 let (mut sender, kind) = connect_tls(edge.https, &resumed).await;
-                get(&mut sender).await;
+                get(&mut sender, HOST).await;
                 total += 1;
                 full_ones += u64::from(kind != HandshakeKind::Resumed);
             })
