@@ -6,6 +6,9 @@
 //! (every request sampled). Their ratio is the cost of the access log; the target is within
 //! 10%. Both edges share one runtime thread and the origin, the clients run on another.
 //!
+//! Then, because criterion measures one after the other and this machine's speed drifts, the
+//! two are timed round by round in turn and the ratio of their median rounds printed.
+//!
 //! Run with `cargo bench --bench access_log -- --warm-up-time 1 --measurement-time 3`.
 
 use std::net::SocketAddr;
@@ -116,8 +119,35 @@ fn benches(c: &mut Criterion) {
         b.iter_custom(|iters| time_rounds(&client, &mut json, HOST, iters))
     });
     hit.finish();
+    interleaved(&client, &mut off, &mut json);
     let written = std::fs::metadata(&edges.log).map_or(0, |m| m.len());
     assert!(written > 0, "the access log was written");
+}
+
+/// Rounds timed in turn on the two edges, so that whatever else the machine does in the
+/// meantime weighs on both alike; prints the median round of each and their ratio.
+fn interleaved(client: &Runtime, off: &mut Vec<Sender>, json: &mut Vec<Sender>) {
+    const ROUNDS: usize = 2000;
+    let (mut t_off, mut t_json) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
+    for i in 0..ROUNDS {
+        // Alternate which goes first, so neither always follows the other.
+        if i % 2 == 0 {
+            t_off.push(time_rounds(client, off, HOST, 1));
+            t_json.push(time_rounds(client, json, HOST, 1));
+        } else {
+            t_json.push(time_rounds(client, json, HOST, 1));
+            t_off.push(time_rounds(client, off, HOST, 1));
+        }
+    }
+    t_off.sort_unstable();
+    t_json.sort_unstable();
+    let (median_off, median_json) = (t_off[ROUNDS / 2], t_json[ROUNDS / 2]);
+    println!(
+        "interleaved, {ROUNDS} rounds of {REQUESTS} hits each: median round {median_off:?} with \
+         the access log off, {median_json:?} with JSON lines; throughput with the log is {:.2} \
+         of without",
+        median_off.as_secs_f64() / median_json.as_secs_f64()
+    );
 }
 
 criterion_group!(access_log, benches);
