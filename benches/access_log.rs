@@ -16,73 +16,44 @@ use std::net::SocketAddr;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
-use verge_config::EdgeConfig;
 
 #[path = "support/hits.rs"]
 mod hits;
 
-use hits::{handshake, origin, round, time_rounds, Sender, CONNECTIONS, REQUESTS};
+use hits::{handshake, round, time_rounds, Edges, Sender, CONNECTIONS, REQUESTS};
 
 /// The site the GETs ask for.
 const HOST: &str = "bench.test";
 
 /// Two edges (access log off, access log on) and their origin, running until dropped.
-struct Edges {
+struct LogEdges {
     off: SocketAddr,
     json: SocketAddr,
     log: std::path::PathBuf,
-    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
-    _origin: verge_testkit::FakeOrigin,
-    _runtime: Runtime,
+    _edges: Edges,
     _dir: tempfile::TempDir,
 }
 
-impl Edges {
-    fn start() -> Edges {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("edge runtime");
+impl LogEdges {
+    fn start() -> LogEdges {
         let dir = tempfile::tempdir().expect("temporary directory");
         let log = dir.path().join("access.log");
-        let mut stop = Vec::new();
-        let (off, json, origin) = runtime.block_on(async {
-            let origin = origin().await;
+        let edges = Edges::start(|origin| {
             let base = format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-                 [upstream]\norigin = \"http://{}\"\n",
-                origin.addr()
+                 [upstream]\norigin = \"http://{origin}\"\n"
             );
             let logged = format!(
                 "{base}[access_log]\npath = {:?}\nformat = \"json\"\n",
                 log.display().to_string()
             );
-            let mut addrs = Vec::new();
-            for toml in [base, logged] {
-                let config = EdgeConfig::from_toml(&toml).expect("bench edge config");
-                let node = verge_testkit::bind_with_clock::<verge_edge::EdgeRole>(
-                    &config,
-                    std::sync::Arc::new(verge_cache::SystemClock),
-                )
-                .await
-                .expect("bind edge");
-                addrs.push(node.data_addr());
-                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-                stop.push(tx);
-                tokio::spawn(node.run(async {
-                    let _ = rx.await;
-                }));
-            }
-            (addrs[0], addrs[1], origin)
+            vec![base, logged]
         });
-        Edges {
-            off,
-            json,
+        LogEdges {
+            off: edges.nodes[0].data_addr,
+            json: edges.nodes[1].data_addr,
             log,
-            _stop: stop,
-            _origin: origin,
-            _runtime: runtime,
+            _edges: edges,
             _dir: dir,
         }
     }
@@ -95,7 +66,7 @@ async fn connect(addr: SocketAddr) -> Sender {
 }
 
 fn benches(c: &mut Criterion) {
-    let edges = Edges::start();
+    let edges = LogEdges::start();
     let client = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

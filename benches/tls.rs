@@ -26,14 +26,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, HandshakeKind, RootCertStore};
 use tokio::net::TcpStream;
-use tokio::runtime::Runtime;
 use tokio_rustls::TlsConnector;
-use verge_config::EdgeConfig;
 
 #[path = "support/hits.rs"]
 mod hits;
 
-use hits::{get, handshake, origin, round, time_rounds, Sender, CONNECTIONS, REQUESTS};
+use hits::{get, handshake, round, time_rounds, Edges, Sender, CONNECTIONS, REQUESTS};
 
 /// The name the edge's certificate is for, and the site the GETs ask for.
 const HOST: &str = "localhost";
@@ -44,54 +42,30 @@ struct Edge {
     https: SocketAddr,
     /// The CA certificate the edge's certificate is signed by (PEM).
     ca_file: std::path::PathBuf,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _origin: verge_testkit::FakeOrigin,
-    _runtime: Runtime,
+    _edges: Edges,
     _dir: tempfile::TempDir,
 }
 
 impl Edge {
     fn start() -> Edge {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("edge runtime");
         let dir = tempfile::tempdir().expect("temporary directory");
         let (ca_file, cert_file, key_file) = write_certificates(dir.path());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (http, https, origin) = runtime.block_on(async {
-            let origin = origin().await;
-            let toml = format!(
+        let edges = Edges::start(|origin| {
+            vec![format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-                 [upstream]\norigin = \"http://{}\"\n\
+                 [upstream]\norigin = \"http://{origin}\"\n\
                  [tls]\nlisten = [\"127.0.0.1:0\"]\n\
                  [[tls.certificates]]\ncert = {:?}\nkey = {:?}\n",
-                origin.addr(),
                 cert_file.display().to_string(),
                 key_file.display().to_string(),
-            );
-            let config = EdgeConfig::from_toml(&toml).expect("bench edge config");
-            let node = verge_testkit::bind_with_clock::<verge_edge::EdgeRole>(
-                &config,
-                std::sync::Arc::new(verge_cache::SystemClock),
-            )
-            .await
-            .expect("bind edge");
-            let http = node.data_addr();
-            let https = *node.tls_addrs().first().expect("a TLS listener");
-            tokio::spawn(node.run(async {
-                let _ = stopped.await;
-            }));
-            (http, https, origin)
+            )]
         });
+        let node = &edges.nodes[0];
         Edge {
-            http,
-            https,
+            http: node.data_addr,
+            https: *node.tls_addrs.first().expect("a TLS listener"),
             ca_file,
-            _stop: stop,
-            _origin: origin,
-            _runtime: runtime,
+            _edges: edges,
             _dir: dir,
         }
     }

@@ -2,6 +2,7 @@
 //! to an edge, and rounds of GETs over them timed for criterion. Included with
 //! `#[path = "support/hits.rs"] mod hits;`.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -10,7 +11,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::runtime::Runtime;
-use verge_testkit::{FakeOrigin, Reply};
+use verge_config::EdgeConfig;
+use verge_testkit::{FakeOrigin, Reply, RunningNode};
 
 /// Concurrent keep-alive connections.
 pub const CONNECTIONS: usize = 8;
@@ -98,4 +100,48 @@ pub fn time_rounds(
         }
         start.elapsed()
     })
+}
+
+/// Edges in front of one [`origin`], on a runtime of one worker thread, serving until dropped.
+pub struct Edges {
+    /// The edges serving, in the order of their configurations.
+    pub nodes: Vec<RunningNode>,
+    _origin: FakeOrigin,
+    runtime: Runtime,
+}
+
+impl Edges {
+    /// One edge per TOML text `configs` makes from the origin's address.
+    pub fn start(configs: impl FnOnce(SocketAddr) -> Vec<String>) -> Edges {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("edge runtime");
+        let (nodes, origin) = runtime.block_on(async {
+            let origin = origin().await;
+            let mut nodes = Vec::new();
+            for toml in configs(origin.addr()) {
+                let config = EdgeConfig::from_toml(&toml).expect("bench edge config");
+                let clock = std::sync::Arc::new(verge_cache::SystemClock);
+                nodes.push(
+                    RunningNode::start_with_clock::<verge_edge::EdgeRole>(&config, clock).await,
+                );
+            }
+            (nodes, origin)
+        });
+        Edges {
+            nodes,
+            _origin: origin,
+            runtime,
+        }
+    }
+}
+
+impl Drop for Edges {
+    /// The nodes stop on their own runtime, which goes last.
+    fn drop(&mut self) {
+        let nodes = std::mem::take(&mut self.nodes);
+        self.runtime.block_on(async move { drop(nodes) });
+    }
 }
