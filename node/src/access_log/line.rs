@@ -22,10 +22,69 @@ pub struct UpstreamSeen {
     pub first_byte: Duration,
 }
 
-/// Text a request brought, copied out of its head: a record holds none of the connection's
-/// buffers, which would otherwise stay pinned until the writer's next round and keep the
-/// connection from reusing them.
-pub type Text = Box<[u8]>;
+/// What a line says that the request itself brought.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestFields<'a> {
+    pub host: Option<&'a [u8]>,
+    /// The request target's path and query.
+    pub path: &'a [u8],
+    pub request_id: &'a [u8],
+    pub referer: Option<&'a [u8]>,
+    pub user_agent: Option<&'a [u8]>,
+}
+
+/// [`RequestFields`] copied out of the request head into one allocation: a record holds none
+/// of the connection's buffers, which would otherwise stay pinned until the writer's next
+/// round and keep the connection from reusing them.
+#[derive(Debug, Clone, Default)]
+pub struct RequestText {
+    bytes: Box<[u8]>,
+    /// Where each field ends, in the order of [`RequestFields`].
+    ends: [usize; 5],
+    /// Which of the optional fields (host, referer, user agent) are there.
+    present: [bool; 3],
+}
+
+impl RequestText {
+    pub fn new(fields: RequestFields<'_>) -> RequestText {
+        let parts = [
+            fields.host.unwrap_or_default(),
+            fields.path,
+            fields.request_id,
+            fields.referer.unwrap_or_default(),
+            fields.user_agent.unwrap_or_default(),
+        ];
+        let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0; 5];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            bytes.extend_from_slice(part);
+            *end = bytes.len();
+        }
+        RequestText {
+            bytes: bytes.into_boxed_slice(),
+            ends,
+            present: [
+                fields.host.is_some(),
+                fields.referer.is_some(),
+                fields.user_agent.is_some(),
+            ],
+        }
+    }
+
+    pub fn fields(&self) -> RequestFields<'_> {
+        let part = |i: usize| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            &self.bytes[start..self.ends[i]]
+        };
+        RequestFields {
+            host: self.present[0].then(|| part(0)),
+            path: part(1),
+            request_id: part(2),
+            referer: self.present[1].then(|| part(3)),
+            user_agent: self.present[2].then(|| part(4)),
+        }
+    }
+}
 
 /// Everything one line says about one request.
 #[derive(Debug, Clone)]
@@ -33,9 +92,7 @@ pub struct Record {
     pub time: SystemTime,
     pub client: SocketAddr,
     pub method: Method,
-    pub host: Option<Text>,
-    /// The request target's path and query.
-    pub path: Text,
+    pub request: RequestText,
     pub status: u16,
     /// Body bytes handed to the connection for this response.
     pub bytes_sent: u64,
@@ -50,9 +107,6 @@ pub struct Record {
     pub tls: Option<&'static str>,
     /// `h1` or `h2`.
     pub protocol: &'static str,
-    pub request_id: Text,
-    pub referer: Option<Text>,
-    pub user_agent: Option<Text>,
 }
 
 /// Who writes the lines: the same for every line of a node.
@@ -82,15 +136,16 @@ impl Record {
     }
 
     fn write_json(&self, context: &LineContext, out: &mut Vec<u8>) {
+        let request = self.request.fields();
         out.extend_from_slice(b"{\"time\":\"");
         rfc3339(self.time, out);
         out.extend_from_slice(b"\",\"client\":\"");
         let _ = write!(out, "{}", self.client);
         let fields: [(&str, Option<&[u8]>); 4] = [
             ("method", Some(self.method.as_str().as_bytes())),
-            ("host", self.host.as_deref()),
-            ("path", Some(&self.path[..])),
-            ("request_id", Some(&self.request_id[..])),
+            ("host", request.host),
+            ("path", Some(request.path)),
+            ("request_id", Some(request.request_id)),
         ];
         out.push(b'"');
         for (name, value) in fields {
@@ -127,37 +182,38 @@ impl Record {
         json_field(out, "region", Some(context.region.as_bytes()));
         json_field(out, "tls", self.tls.map(str::as_bytes));
         json_field(out, "protocol", Some(self.protocol.as_bytes()));
-        json_field(out, "referer", self.referer.as_deref());
-        json_field(out, "user_agent", self.user_agent.as_deref());
+        json_field(out, "referer", request.referer);
+        json_field(out, "user_agent", request.user_agent);
         out.push(b'}');
     }
 
     /// `client - - [time] "request" status bytes "referer" "user-agent"`, then Verge's own
     /// fields as `key="value"` (nginx's `combined` plus extras, as log tools expect).
     fn write_combined(&self, context: &LineContext, out: &mut Vec<u8>) {
+        let request = self.request.fields();
         let _ = write!(out, "{}", self.client.ip());
         out.extend_from_slice(b" - - [");
         clf_time(self.time, out);
         out.extend_from_slice(b"] \"");
         quoted_inner(out, self.method.as_str().as_bytes());
         out.push(b' ');
-        quoted_inner(out, &self.path[..]);
+        quoted_inner(out, request.path);
         out.extend_from_slice(if self.protocol == "h2" {
             b" HTTP/2.0\" "
         } else {
             b" HTTP/1.1\" "
         });
         let _ = write!(out, "{} {} ", self.status, self.bytes_sent);
-        quoted(out, self.referer.as_deref());
+        quoted(out, request.referer);
         out.push(b' ');
-        quoted(out, self.user_agent.as_deref());
+        quoted(out, request.user_agent);
         let upstream = self.upstream.as_ref();
         let status = upstream.and_then(|u| u.status).map(|s| s.to_string());
         let first_byte = upstream.map(|u| Millis(u.first_byte).to_string());
         let duration = Millis(self.duration).to_string();
         let extras: [(&str, Option<&[u8]>); 12] = [
-            ("host", self.host.as_deref()),
-            ("request_id", Some(&self.request_id[..])),
+            ("host", request.host),
+            ("request_id", Some(request.request_id)),
             ("duration_ms", Some(duration.as_bytes())),
             ("outcome", Some(self.outcome.as_bytes())),
             ("cache_status", self.own_cache_status()),

@@ -29,7 +29,7 @@ use prometheus::{IntCounter, Registry};
 use tokio::sync::mpsc;
 use verge_config::AccessLogConfig;
 
-pub use line::{LineContext, Record, Text, UpstreamSeen};
+pub use line::{LineContext, Record, RequestFields, RequestText, UpstreamSeen};
 
 use crate::body::ResponseBody;
 use crate::headers::CACHE_STATUS;
@@ -200,12 +200,16 @@ impl AccessLog {
         let sink = self.sink.load_full()?;
         let sampled = sink.sample >= 1.0 || fastrand::f64() < sink.sample;
         let headers = request.headers();
-        let text = |value: &HeaderValue| Text::from(value.as_bytes());
-        let host = headers.get(HOST).map(text).or_else(|| {
-            let authority = request.uri().authority()?;
-            Some(Text::from(authority.as_str().as_bytes()))
-        });
+        let header = |name| headers.get(name).map(HeaderValue::as_bytes);
+        let host = header(HOST).or_else(|| Some(request.uri().authority()?.as_str().as_bytes()));
         let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let text = RequestText::new(RequestFields {
+            host,
+            path: path.as_bytes(),
+            request_id: request_id.as_bytes(),
+            referer: header(REFERER),
+            user_agent: header(USER_AGENT),
+        });
         Some(Pending {
             sink,
             sampled,
@@ -214,8 +218,7 @@ impl AccessLog {
                 time: SystemTime::now(),
                 client,
                 method: request.method().clone(),
-                host,
-                path: Text::from(path.as_bytes()),
+                request: text,
                 status: 0,
                 bytes_sent: 0,
                 duration: std::time::Duration::ZERO,
@@ -228,9 +231,6 @@ impl AccessLog {
                 } else {
                     "h1"
                 },
-                request_id: text(request_id),
-                referer: headers.get(REFERER).map(text),
-                user_agent: headers.get(USER_AGENT).map(text),
             },
         })
     }

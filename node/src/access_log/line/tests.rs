@@ -4,14 +4,24 @@ use proptest::prelude::*;
 
 use super::*;
 
+/// What the request of [`record`] brought.
+fn fields() -> RequestFields<'static> {
+    RequestFields {
+        host: Some(b"www.example.com"),
+        path: b"/a/b?c=d",
+        request_id: b"0123abcd",
+        referer: None,
+        user_agent: Some(b"curl/8"),
+    }
+}
+
 fn record() -> Record {
     Record {
         // 2024-05-01T12:34:56.789Z
         time: UNIX_EPOCH + Duration::from_millis(1_714_566_896_789),
         client: "127.0.0.1:40000".parse().unwrap(),
         method: Method::GET,
-        host: Some(b"www.example.com".as_slice().into()),
-        path: b"/a/b?c=d".as_slice().into(),
+        request: RequestText::new(fields()),
         status: 200,
         bytes_sent: 512,
         duration: Duration::from_micros(1500),
@@ -26,9 +36,6 @@ fn record() -> Record {
         }),
         tls: Some("TLSv1.3"),
         protocol: "h2",
-        request_id: b"0123abcd".as_slice().into(),
-        referer: None,
-        user_agent: Some(b"curl/8".as_slice().into()),
     }
 }
 
@@ -118,10 +125,29 @@ fn a_combined_line_reads_as_nginx_writes_it() {
 }
 
 #[test]
+fn a_request_s_text_reads_back_field_by_field_absent_apart_from_empty() {
+    let text = RequestText::new(RequestFields {
+        host: Some(b""),
+        referer: Some(b"http://r.test/"),
+        user_agent: None,
+        ..fields()
+    });
+    let read = text.fields();
+    assert_eq!(read.host, Some(&b""[..]), "empty, not absent");
+    assert_eq!(read.path, b"/a/b?c=d");
+    assert_eq!(read.request_id, b"0123abcd");
+    assert_eq!(read.referer, Some(&b"http://r.test/"[..]));
+    assert_eq!(read.user_agent, None);
+}
+
+#[test]
 fn values_a_client_chose_cannot_forge_a_line() {
     let hostile = Record {
-        host: Some(b"a\"b\\c\t\xff".as_slice().into()),
-        user_agent: Some(b"x\" 200 0 \"-\" \"y".as_slice().into()),
+        request: RequestText::new(RequestFields {
+            host: Some(b"a\"b\\c\t\xff"),
+            user_agent: Some(b"x\" 200 0 \"-\" \"y"),
+            ..fields()
+        }),
         ..record()
     };
     let json = line(&hostile, AccessLogFormat::Json);
@@ -200,9 +226,13 @@ proptest! {
         host in proptest::collection::vec(any::<u8>(), 0..64),
         agent in proptest::collection::vec(any::<u8>(), 0..64),
     ) {
+        let (host, agent) = (HeaderValue::from_bytes(&host).ok(), HeaderValue::from_bytes(&agent).ok());
         let record = Record {
-            host: HeaderValue::from_bytes(&host).ok().map(|v| v.as_bytes().into()),
-            user_agent: HeaderValue::from_bytes(&agent).ok().map(|v| v.as_bytes().into()),
+            request: RequestText::new(RequestFields {
+                host: host.as_ref().map(HeaderValue::as_bytes),
+                user_agent: agent.as_ref().map(HeaderValue::as_bytes),
+                ..fields()
+            }),
             ..record()
         };
         let text = line(&record, AccessLogFormat::Json);
