@@ -82,16 +82,13 @@ impl Write for FullDisk {
     }
 }
 
-/// A writer thread over `out` with a queue of `bound` lines.
-fn writer(
-    out: Box<dyn Write + Send>,
-    bound: usize,
-) -> (Sink, std::thread::JoinHandle<()>, Counters) {
+/// A writer thread to `destination` with a queue of `bound` lines.
+fn writer(destination: Destination, bound: usize) -> (Sink, std::thread::JoinHandle<()>, Counters) {
     let counters = counters();
     let (queue, receiver) = mpsc::channel(bound);
     let handle = Writer {
         queue: receiver,
-        destination: Destination::custom(out),
+        destination,
         context: context(),
         counters: counters.clone(),
         reopen: Arc::default(),
@@ -116,7 +113,7 @@ fn a_full_queue_drops_and_counts_lines_instead_of_waiting() {
         release: release_rx,
         written: Vec::new(),
     };
-    let (sink, handle, counters) = writer(Box::new(out), 1);
+    let (sink, handle, counters) = writer(Destination::custom(Box::new(out)), 1);
     sink.send(record("/1"));
     entered
         .recv_timeout(WAIT)
@@ -138,7 +135,7 @@ fn a_full_queue_drops_and_counts_lines_instead_of_waiting() {
 
 #[test]
 fn a_failed_write_drops_and_counts_its_lines() {
-    let (sink, handle, counters) = writer(Box::new(FullDisk), 16);
+    let (sink, handle, counters) = writer(Destination::custom(Box::new(FullDisk)), 16);
     for path in ["/1", "/2", "/3"] {
         sink.send(record(path));
     }
@@ -151,23 +148,8 @@ fn a_failed_write_drops_and_counts_its_lines() {
 fn lines_are_written_one_per_record() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
-    let counters = counters();
-    let (queue, receiver) = mpsc::channel(16);
-    let handle = Writer {
-        queue: receiver,
-        destination: Destination::open(&AccessLogTarget::File(path.clone())).unwrap(),
-        context: context(),
-        counters: counters.clone(),
-        reopen: Arc::default(),
-    }
-    .spawn()
-    .unwrap();
-    let sink = Sink {
-        queue,
-        sample: 1.0,
-        reopen: Arc::default(),
-        counters: counters.clone(),
-    };
+    let destination = Destination::open(&AccessLogTarget::File(path.clone())).unwrap();
+    let (sink, handle, counters) = writer(destination, 16);
     sink.send(record("/a?b=c"));
     sink.send(record("/d"));
     drop(sink);
