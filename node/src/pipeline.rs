@@ -144,9 +144,12 @@ impl<U: Upstream> CachePipeline<U> {
         let line = self
             .access_log
             .begin(&request, client, started, &request_id);
+        // Pinned here and lent out: the answer's future is large, and moving it into the
+        // access log's scope would copy it on every request.
+        let answer = std::pin::pin!(self.try_handle(request, client));
         let (answer, upstream) = match line {
-            None => (self.try_handle(request, client).await, None),
-            Some(_) => access_log::noting_upstream(self.try_handle(request, client)).await,
+            None => (answer.await, None),
+            Some(_) => access_log::noting_upstream(answer).await,
         };
         let (mut response, outcome, failed) = match answer {
             Ok((response, outcome)) => (response, outcome, false),

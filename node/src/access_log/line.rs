@@ -3,6 +3,7 @@
 //! writer. Every value a client or an upstream chose is escaped, so no value can end a line or
 //! a field early.
 
+use std::cell::Cell;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -115,6 +116,51 @@ pub struct LineContext {
     pub format: AccessLogFormat,
     pub node_id: String,
     pub region: String,
+    /// The second last written and its text in `format`: lines come in bursts within one
+    /// second, which is then dated once.
+    second: Cell<Option<(u64, Second)>>,
+}
+
+/// A second's text: `2024-05-01T12:00:00` or `01/May/2024:12:00:00 +0000`.
+type Second = ([u8; 26], usize);
+
+impl LineContext {
+    pub fn new(format: AccessLogFormat, node_id: &str, region: &str) -> LineContext {
+        LineContext {
+            format,
+            node_id: node_id.to_string(),
+            region: region.to_string(),
+            second: Cell::new(None),
+        }
+    }
+
+    /// `time` in this context's format: the second from the last line's when it is the same.
+    fn write_time(&self, time: SystemTime, out: &mut Vec<u8>) {
+        let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let (bytes, len) = match self.second.get() {
+            Some((cached, text)) if cached == secs => text,
+            _ => {
+                let mut text = Vec::with_capacity(26);
+                let whole = UNIX_EPOCH + Duration::from_secs(secs);
+                match self.format {
+                    AccessLogFormat::Json => rfc3339_second(whole, &mut text),
+                    AccessLogFormat::Combined => clf_time(whole, &mut text),
+                }
+                let mut bytes = [0u8; 26];
+                let len = text.len().min(26);
+                bytes[..len].copy_from_slice(&text[..len]);
+                self.second.set(Some((secs, (bytes, len))));
+                (bytes, len)
+            }
+        };
+        out.extend_from_slice(&bytes[..len]);
+        if self.format == AccessLogFormat::Json {
+            out.push(b'.');
+            three_digits(out, since.subsec_millis());
+            out.push(b'Z');
+        }
+    }
 }
 
 impl Record {
@@ -138,9 +184,9 @@ impl Record {
     fn write_json(&self, context: &LineContext, out: &mut Vec<u8>) {
         let request = self.request.fields();
         out.extend_from_slice(b"{\"time\":\"");
-        rfc3339(self.time, out);
+        context.write_time(self.time, out);
         out.extend_from_slice(b"\",\"client\":\"");
-        let _ = write!(out, "{}", self.client);
+        socket_addr(out, self.client);
         let fields: [(&str, Option<&[u8]>); 4] = [
             ("method", Some(self.method.as_str().as_bytes())),
             ("host", request.host),
@@ -151,13 +197,12 @@ impl Record {
         for (name, value) in fields {
             json_field(out, name, value);
         }
-        let _ = write!(
-            out,
-            ",\"status\":{},\"bytes_sent\":{},\"duration_ms\":{}",
-            self.status,
-            self.bytes_sent,
-            Millis(self.duration)
-        );
+        out.extend_from_slice(b",\"status\":");
+        number(out, self.status);
+        out.extend_from_slice(b",\"bytes_sent\":");
+        number(out, self.bytes_sent);
+        out.extend_from_slice(b",\"duration_ms\":");
+        millis(out, self.duration);
         json_field(out, "outcome", Some(self.outcome.as_bytes()));
         json_field(out, "cache_status", self.own_cache_status());
         let upstream = self.upstream.as_ref();
@@ -168,13 +213,15 @@ impl Record {
         );
         match upstream.and_then(|u| u.status) {
             Some(status) => {
-                let _ = write!(out, ",\"upstream_status\":{status}");
+                out.extend_from_slice(b",\"upstream_status\":");
+                number(out, status);
             }
             None => out.extend_from_slice(b",\"upstream_status\":null"),
         }
         match upstream {
             Some(u) => {
-                let _ = write!(out, ",\"upstream_first_byte_ms\":{}", Millis(u.first_byte));
+                out.extend_from_slice(b",\"upstream_first_byte_ms\":");
+                millis(out, u.first_byte);
             }
             None => out.extend_from_slice(b",\"upstream_first_byte_ms\":null"),
         }
@@ -193,7 +240,7 @@ impl Record {
         let request = self.request.fields();
         let _ = write!(out, "{}", self.client.ip());
         out.extend_from_slice(b" - - [");
-        clf_time(self.time, out);
+        context.write_time(self.time, out);
         out.extend_from_slice(b"] \"");
         quoted_inner(out, self.method.as_str().as_bytes());
         out.push(b' ');
@@ -247,6 +294,48 @@ impl std::fmt::Display for Millis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let micros = self.0.as_micros();
         write!(f, "{}.{:03}", micros / 1000, micros % 1000)
+    }
+}
+
+/// [`Millis`] appended to `out`.
+fn millis(out: &mut Vec<u8>, duration: Duration) {
+    let micros = duration.as_micros();
+    number(out, micros / 1000);
+    out.push(b'.');
+    three_digits(out, (micros % 1000) as u32);
+}
+
+fn number(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// `n` (below 1000) as three digits.
+fn three_digits(out: &mut Vec<u8>, n: u32) {
+    let n = n.min(999);
+    out.extend_from_slice(&[
+        b'0' + (n / 100) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
+    ]);
+}
+
+/// `127.0.0.1:40000`, `[::1]:40000`: as `SocketAddr` displays itself.
+fn socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            let [a, b, c, d] = v4.ip().octets();
+            for (i, octet) in [a, b, c, d].into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                number(out, octet);
+            }
+            out.push(b':');
+            number(out, v4.port());
+        }
+        SocketAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -359,9 +448,17 @@ fn civil(time: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
 }
 
 /// `2024-05-01T12:00:00.123Z`.
+#[cfg(test)]
 fn rfc3339(time: SystemTime, out: &mut Vec<u8>) {
-    let (y, mo, d, h, mi, s, ms) = civil(time);
-    let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z");
+    rfc3339_second(time, out);
+    let (.., ms) = civil(time);
+    let _ = write!(out, ".{ms:03}Z");
+}
+
+/// `2024-05-01T12:00:00`.
+fn rfc3339_second(time: SystemTime, out: &mut Vec<u8>) {
+    let (y, mo, d, h, mi, s, _) = civil(time);
+    let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
 }
 
 /// `01/May/2024:12:00:00 +0000`.

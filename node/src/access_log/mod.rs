@@ -158,11 +158,7 @@ impl AccessLog {
     }
 
     fn sink_to(&self, config: &AccessLogConfig, destination: Destination) -> Result<Sink, String> {
-        let context = LineContext {
-            format: config.format,
-            node_id: self.node_id.clone(),
-            region: self.region.clone(),
-        };
+        let context = LineContext::new(config.format, &self.node_id, &self.region);
         Sink::start(config, destination, context, &self.counters)
     }
 

@@ -17,11 +17,7 @@ fn counters() -> Counters {
 }
 
 fn context() -> LineContext {
-    LineContext {
-        format: AccessLogFormat::Json,
-        node_id: "edge-1".into(),
-        region: "us".into(),
-    }
+    LineContext::new(AccessLogFormat::Json, "edge-1", "us")
 }
 
 fn record(path: &str) -> Record {

@@ -40,11 +40,7 @@ fn record() -> Record {
 }
 
 fn context(format: AccessLogFormat) -> LineContext {
-    LineContext {
-        format,
-        node_id: "edge-1".into(),
-        region: "us".into(),
-    }
+    LineContext::new(format, "edge-1", "us")
 }
 
 fn line(record: &Record, format: AccessLogFormat) -> String {
@@ -240,5 +236,65 @@ proptest! {
         prop_assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok());
         let combined = line(&record, AccessLogFormat::Combined);
         prop_assert_eq!(combined.matches('\n').count(), 1);
+    }
+}
+
+#[test]
+fn lines_of_one_second_and_the_next_are_each_dated_right() {
+    let times = [
+        (
+            1_714_566_896_789,
+            "2024-05-01T12:34:56.789Z",
+            "01/May/2024:12:34:56 +0000",
+        ),
+        (
+            1_714_566_896_005,
+            "2024-05-01T12:34:56.005Z",
+            "01/May/2024:12:34:56 +0000",
+        ),
+        (
+            1_714_566_897_000,
+            "2024-05-01T12:34:57.000Z",
+            "01/May/2024:12:34:57 +0000",
+        ),
+        (
+            1_714_566_896_999,
+            "2024-05-01T12:34:56.999Z",
+            "01/May/2024:12:34:56 +0000",
+        ),
+    ];
+    let json = context(AccessLogFormat::Json);
+    let combined = context(AccessLogFormat::Combined);
+    for (millis, rfc, clf) in times {
+        let mut record = record();
+        record.time = UNIX_EPOCH + Duration::from_millis(millis);
+        let mut out = Vec::new();
+        record.write_line(&json, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with(&format!("{{\"time\":\"{rfc}\"")), "{text}");
+        let mut out = Vec::new();
+        record.write_line(&combined, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(&format!("[{clf}]")), "{text}");
+    }
+}
+
+#[test]
+fn client_addresses_and_numbers_are_written_as_displayed() {
+    for client in [
+        "127.0.0.1:40000",
+        "10.255.0.9:1",
+        "[::1]:8080",
+        "[2001:db8::7]:443",
+    ] {
+        let mut record = record();
+        record.client = client.parse().unwrap();
+        record.duration = Duration::from_micros(12_003_045);
+        record.bytes_sent = u64::MAX;
+        let text = line(&record, AccessLogFormat::Json);
+        let value: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(value["client"], client);
+        assert_eq!(value["duration_ms"].to_string(), "12003.045");
+        assert_eq!(value["bytes_sent"], u64::MAX);
     }
 }
