@@ -9,7 +9,7 @@ mod validation;
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{AUTHORIZATION, DATE, ETAG, EXPIRES, LAST_MODIFIED, VARY};
+use http::header::{AGE, AUTHORIZATION, DATE, ETAG, EXPIRES, LAST_MODIFIED, VARY};
 use http::{HeaderMap, Method, StatusCode};
 
 use directives::parse_delta;
@@ -243,6 +243,24 @@ pub fn parse_date(value: &http::HeaderValue) -> Option<SystemTime> {
     httpdate::parse_http_date(value.to_str().ok()?).ok()
 }
 
+/// The response's `Age` (RFC 9111 §5.1): a non-negative integer of seconds, saturating at 2^31.
+/// `None` when absent or invalid: a value that is not such an integer (`-5`, `1.5`, `abc`), or
+/// several values (lines or list members) that disagree. An invalid `Age` is ignored rather than
+/// guessed at, so garbage never reads as a large age; values that repeat one number are that number.
+pub fn parse_age(headers: &HeaderMap) -> Option<Duration> {
+    let mut age = None;
+    for line in headers.get_all(AGE) {
+        for member in line.to_str().ok()?.split(',') {
+            let value = parse_delta(member.trim_matches([' ', '\t']))?;
+            if age.is_some_and(|seen| seen != value) {
+                return None;
+            }
+            age = Some(value);
+        }
+    }
+    age
+}
+
 /// The times needed to compute a stored response's age (RFC 9111 §4.2.3).
 #[derive(Debug, Clone, Copy)]
 pub struct AgeInputs {
@@ -266,10 +284,7 @@ impl AgeInputs {
             request_time,
             response_time,
             date: headers.get(DATE).and_then(parse_date),
-            age: headers
-                .get(http::header::AGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_delta),
+            age: parse_age(headers),
         }
     }
 
