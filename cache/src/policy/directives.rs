@@ -1,10 +1,15 @@
 //! `Cache-Control` and its CDN-targeted equivalents, parsed into the directives Verge acts on:
 //! the response's ([`CacheControl`]) and the request's ([`RequestDirectives`]).
+//!
+//! `Cache-Control` and `Surrogate-Control` have the lenient HTTP list syntax; `CDN-Cache-Control`
+//! is a structured-field dictionary (RFC 9213 §2, RFC 8941), parsed strictly: a field that is not
+//! a valid dictionary is ignored whole, a member of the wrong type is ignored alone.
 
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, PRAGMA};
 use http::HeaderMap;
+use sfv::{BareItem, Dictionary, ListEntry, Parser, Version};
 
 /// RFC 9213: cache directives aimed at CDNs, taking precedence over `Cache-Control`.
 pub const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
@@ -49,18 +54,82 @@ impl CacheControl {
     }
 
     /// The directives Verge obeys for a response: those of `CDN-Cache-Control` (RFC 9213) when
-    /// present, else those of `Surrogate-Control`, else `Cache-Control`'s. A CDN-targeted field
-    /// replaces `Cache-Control` entirely for this cache.
+    /// present and valid, else those of `Surrogate-Control`, else `Cache-Control`'s. A
+    /// CDN-targeted field replaces `Cache-Control` entirely for this cache.
     pub fn for_response(headers: &HeaderMap) -> CacheControl {
-        for name in [CDN_CACHE_CONTROL, SURROGATE_CONTROL] {
-            if headers.contains_key(&name) {
-                return CacheControl {
-                    from_cdn_field: true,
-                    ..CacheControl::from_lines(headers.get_all(name))
-                };
-            }
+        if let Some(cc) = CacheControl::from_cdn_cache_control(headers) {
+            return cc;
+        }
+        if headers.contains_key(SURROGATE_CONTROL) {
+            return CacheControl {
+                from_cdn_field: true,
+                ..CacheControl::from_lines(headers.get_all(SURROGATE_CONTROL))
+            };
         }
         CacheControl::from_headers(headers)
+    }
+
+    /// The directives of `CDN-Cache-Control`, its lines joined into one dictionary (RFC 8941
+    /// §4.2). `None` when the field is absent, empty or not a valid dictionary: RFC 9213 §2.2 then
+    /// has the cache behave as if it were not there. Members of the wrong type (`max-age="60"`,
+    /// `max-age=1.5`, `no-store=5`) are ignored one by one (§2.1); so are unknown ones,
+    /// parameters, and a key given twice counts with its last value.
+    pub fn from_cdn_cache_control(headers: &HeaderMap) -> Option<CacheControl> {
+        let mut field = Vec::new();
+        for line in headers.get_all(CDN_CACHE_CONTROL) {
+            if !field.is_empty() {
+                field.extend_from_slice(b", ");
+            }
+            field.extend_from_slice(line.as_bytes());
+        }
+        let dictionary: Dictionary = Parser::new(&field)
+            .with_version(Version::Rfc8941)
+            .parse()
+            .ok()?;
+        if dictionary.is_empty() {
+            return None;
+        }
+        let mut cc = CacheControl {
+            from_cdn_field: true,
+            ..CacheControl::default()
+        };
+        for (name, member) in &dictionary {
+            // No cache directive takes an inner list.
+            if let ListEntry::Item(item) = member {
+                cc.apply_member(name.as_str(), &item.bare_item);
+            }
+        }
+        Some(cc)
+    }
+
+    /// One dictionary member: flags must be `true`, durations non-negative integers, field
+    /// lists strings (RFC 9213 §2.1); anything else leaves the directive unset.
+    fn apply_member(&mut self, name: &str, value: &BareItem) {
+        let flag = value.as_boolean() == Some(true);
+        let seconds = value
+            .as_integer()
+            .and_then(|n| u64::try_from(i64::from(n)).ok())
+            .map(|n| Duration::from_secs(n.min(MAX_DELTA_SECONDS)));
+        let fields = || {
+            value
+                .as_string()
+                .map(|list| field_names(list.as_str()).collect::<Vec<_>>())
+        };
+        match name {
+            "no-store" => self.no_store = flag,
+            "no-cache" if flag => self.no_cache = true,
+            "no-cache" => self.no_cache_fields = fields().unwrap_or_default(),
+            "private" if flag => self.private = true,
+            "private" => self.private_fields = fields().unwrap_or_default(),
+            "public" => self.public = flag,
+            "must-revalidate" => self.must_revalidate = flag,
+            "proxy-revalidate" => self.proxy_revalidate = flag,
+            "max-age" => self.max_age = seconds,
+            "s-maxage" => self.s_maxage = seconds,
+            "stale-while-revalidate" => self.stale_while_revalidate = seconds,
+            "stale-if-error" => self.stale_if_error = seconds,
+            _ => {}
+        }
     }
 
     fn from_lines<'a>(lines: impl IntoIterator<Item = &'a HeaderValue>) -> CacheControl {
