@@ -48,9 +48,71 @@ pub struct ServerConfig {
     /// Whether a well-formed `X-Request-Id` from the client is kept rather than replaced: off
     /// on edges (clients could pick ids), on for shields (their clients are edges).
     pub trust_request_id: bool,
+    /// How long a connection may stay open with no request in flight (an HTTP/1.1 keep-alive
+    /// connection between requests, an HTTP/2 connection without streams); it is then closed,
+    /// HTTP/2 with a GOAWAY. A connection's first request must also arrive within
+    /// `header_read_timeout` of the accept (after the TLS handshake, if any).
+    pub idle_timeout: Duration,
+    /// Connections one client address may hold open at once; more are closed at accept.
+    pub max_connections_per_address: usize,
+    /// Requests one client address may have waiting on the upstream at once (misses and
+    /// passes); more are answered 429.
+    pub max_upstream_requests_per_address: usize,
+    /// What happens to request fields that ask a server to use another host, URL, scheme or
+    /// method than the request's own (`X-Forwarded-Host`, `X-Original-URL`, ...).
+    pub override_headers: OverrideHeaders,
+    /// Request bodies up to this size are read whole before an upstream connection is taken;
+    /// larger ones stream once this much has arrived.
+    pub request_body_buffer: ByteSize,
+    /// Largest request body accepted; larger ones are answered 413.
+    pub max_request_body: ByteSize,
+    /// How long a request body may go without a byte arriving before it is given up (408).
+    pub request_body_timeout: Duration,
+    /// Slowest average rate, in bytes per second, a request body may arrive at beyond
+    /// `request_body_timeout`'s allowance (408 when slower).
+    pub request_body_min_rate: ByteSize,
     /// `[access_log]`; `None`: no access log. Kept with the server's settings because every
     /// role has it and it is reloaded with them.
     pub access_log: Option<AccessLogConfig>,
+}
+
+/// What a node does with request fields that override the request's host, URL, scheme or
+/// method: the cache keys on the request itself, so an origin that honoured one of them
+/// would answer a different request than the one stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverrideHeaders {
+    /// Removed before the request goes upstream (the default).
+    Strip,
+    /// The request is answered 400.
+    Refuse,
+    /// Sent upstream as they came (only for origins known to ignore them).
+    Forward,
+}
+
+impl OverrideHeaders {
+    /// The request fields this applies to, lowercase.
+    pub const NAMES: [&'static str; 9] = [
+        "x-forwarded-host",
+        "x-host",
+        "x-forwarded-server",
+        "x-forwarded-scheme",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ];
+
+    fn parse(text: &str) -> Result<OverrideHeaders, String> {
+        match text {
+            "strip" => Ok(OverrideHeaders::Strip),
+            "refuse" => Ok(OverrideHeaders::Refuse),
+            "forward" => Ok(OverrideHeaders::Forward),
+            other => Err(format!(
+                "unknown value {other:?}: expected \"strip\", \"refuse\" or \"forward\""
+            )),
+        }
+    }
 }
 
 /// The cache engine's bounds.
@@ -97,6 +159,14 @@ pub mod defaults {
     pub const H2_MAX_CONCURRENT_STREAMS: u64 = 256;
     pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: u64 = 20;
     pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: u64 = 1024;
+    pub const CLIENT_IDLE_TIMEOUT: &str = "60s";
+    pub const MAX_CONNECTIONS_PER_ADDRESS: u64 = 1_000;
+    pub const MAX_UPSTREAM_REQUESTS_PER_ADDRESS: u64 = 128;
+    pub const OVERRIDE_HEADERS: &str = "strip";
+    pub const REQUEST_BODY_BUFFER: &str = "64KiB";
+    pub const MAX_REQUEST_BODY: &str = "100MiB";
+    pub const REQUEST_BODY_TIMEOUT: &str = "10s";
+    pub const REQUEST_BODY_MIN_RATE: &str = "1KiB";
     pub const MAX_BYTES: &str = "256MiB";
     pub const MAX_OBJECT_BYTES: &str = "8MiB";
     pub const HIT_FOR_MISS_TTL: &str = "30s";
@@ -257,10 +327,76 @@ fn validate_server(c: &mut Collector, role: NodeRole, raw: RawServer) -> Option<
         other => Some(other.map(PathBuf::from)),
     };
     let workers = count(c, "server.worker_threads", raw.worker_threads, 0, (0, 1024));
+    let idle_timeout = duration(
+        c,
+        "server.idle_timeout",
+        raw.idle_timeout.as_deref(),
+        CLIENT_IDLE_TIMEOUT,
+        ms,
+    );
+    let per_address = count(
+        c,
+        "server.max_connections_per_address",
+        raw.max_connections_per_address,
+        MAX_CONNECTIONS_PER_ADDRESS,
+        (1, 1_000_000),
+    );
+    let upstream_per_address = count(
+        c,
+        "server.max_upstream_requests_per_address",
+        raw.max_upstream_requests_per_address,
+        MAX_UPSTREAM_REQUESTS_PER_ADDRESS,
+        (1, 1_000_000),
+    );
+    let override_headers = c.take(
+        "server.override_headers",
+        OverrideHeaders::parse(raw.override_headers.as_deref().unwrap_or(OVERRIDE_HEADERS)),
+    );
+    let body_buffer = size(
+        c,
+        "server.request_body_buffer",
+        raw.request_body_buffer.as_ref(),
+        REQUEST_BODY_BUFFER,
+    );
+    let max_body = size(
+        c,
+        "server.max_request_body",
+        raw.max_request_body.as_ref(),
+        MAX_REQUEST_BODY,
+    );
+    if let Some(buffer) = body_buffer {
+        if buffer.0 > 64 << 20 {
+            c.push(
+                "server.request_body_buffer",
+                format!("{buffer} is over 64MiB"),
+            );
+        }
+    }
+    let body_timeout = duration(
+        c,
+        "server.request_body_timeout",
+        raw.request_body_timeout.as_deref(),
+        REQUEST_BODY_TIMEOUT,
+        ms,
+    );
+    let min_rate = size(
+        c,
+        "server.request_body_min_rate",
+        raw.request_body_min_rate.as_ref(),
+        REQUEST_BODY_MIN_RATE,
+    );
     // A shield's clients are edges, whose ids it keeps so one request reads alike at both.
     let trust_request_id = raw.trust_request_id.unwrap_or(role == NodeRole::Shield);
     let access_log = validate_access_log(c, raw.access_log);
     Some(ServerConfig {
+        idle_timeout: idle_timeout?,
+        max_connections_per_address: usize::try_from(per_address?).ok()?,
+        max_upstream_requests_per_address: usize::try_from(upstream_per_address?).ok()?,
+        override_headers: override_headers?,
+        request_body_buffer: body_buffer?,
+        max_request_body: max_body?,
+        request_body_timeout: body_timeout?,
+        request_body_min_rate: min_rate?,
         trust_request_id,
         access_log: access_log?,
         worker_threads: usize::try_from(workers?).ok()?,

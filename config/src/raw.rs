@@ -279,6 +279,14 @@ pub struct RawServer {
     pub worker_threads: Option<u64>,
     pub upgrade_socket: Option<String>,
     pub trust_request_id: Option<bool>,
+    pub idle_timeout: Option<String>,
+    pub max_connections_per_address: Option<u64>,
+    pub max_upstream_requests_per_address: Option<u64>,
+    pub override_headers: Option<String>,
+    pub request_body_buffer: Option<RawSize>,
+    pub max_request_body: Option<RawSize>,
+    pub request_body_timeout: Option<String>,
+    pub request_body_min_rate: Option<RawSize>,
     /// The file's top-level `[access_log]` table, attached here when the file is read so that
     /// it is validated with the node tables every role shares; never read from `[server]`.
     #[serde(skip)]

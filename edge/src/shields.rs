@@ -420,7 +420,8 @@ impl Target for ShieldAttempt<'_> {
             // A relayed error status is the shield working: it answered.
             Attempt::Ok | Attempt::ErrorStatus => upstream.succeeded(shield, sent),
             // Our own connection bound, not the shield's fault: eject nobody.
-            Attempt::Saturated | Attempt::Unresolved => {
+            // Our own connection bound, or the client's body failing: not the shield's fault.
+            Attempt::Saturated | Attempt::Unresolved | Attempt::ClientError => {
                 shield.health().release_probe(Instant::now())
             }
             Attempt::Generated | Attempt::ConnectError | Attempt::Timeout | Attempt::Error => {

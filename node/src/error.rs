@@ -33,12 +33,58 @@ pub enum RequestError {
     NoShield,
     #[error("upstream {upstream} failed: {reason}")]
     UpstreamBroken { upstream: String, reason: String },
+    /// The client's request body could not be read: the client's fault, never the upstream's.
+    #[error("{0}")]
+    ClientBody(ClientBodyError),
+    /// The client's address already has this many requests waiting on the upstream.
+    #[error("too many requests: this client address already has {limit} requests waiting on the upstream")]
+    TooManyUpstreamRequests { limit: usize },
+    /// A request field that would make the origin answer another request than the one keyed.
+    #[error("bad request: the {name} field is not accepted here")]
+    OverrideHeader { name: &'static str },
+}
+
+/// Why a client's request body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientBodyError {
+    /// Not valid framing: a bad chunk size, more data than announced, a broken connection
+    /// mid-body.
+    Malformed,
+    /// No byte for the body timeout, or slower than the minimum rate.
+    TooSlow,
+    /// Larger than `server.max_request_body`.
+    TooLarge { limit: u64 },
+}
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientBodyError::Malformed => {
+                f.write_str("bad request: the request body is malformed or incomplete")
+            }
+            ClientBodyError::TooSlow => {
+                f.write_str("request timeout: the request body arrived too slowly")
+            }
+            ClientBodyError::TooLarge { limit } => write!(
+                f,
+                "payload too large: the request body is over the limit of {limit} bytes"
+            ),
+        }
+    }
 }
 
 impl RequestError {
     pub fn status(&self) -> StatusCode {
         match self {
-            RequestError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            RequestError::BadRequest(_) | RequestError::OverrideHeader { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            RequestError::ClientBody(ClientBodyError::Malformed) => StatusCode::BAD_REQUEST,
+            RequestError::ClientBody(ClientBodyError::TooSlow) => StatusCode::REQUEST_TIMEOUT,
+            RequestError::ClientBody(ClientBodyError::TooLarge { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            RequestError::TooManyUpstreamRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::LoopDetected { .. } => StatusCode::LOOP_DETECTED,
             RequestError::UpstreamConnect { .. } | RequestError::UpstreamBroken { .. } => {
@@ -58,7 +104,10 @@ impl RequestError {
             RequestError::BadRequest(_)
             | RequestError::MethodNotAllowed { .. }
             | RequestError::NotCached
-            | RequestError::LoopDetected { .. } => Fault::Client,
+            | RequestError::LoopDetected { .. }
+            | RequestError::ClientBody(_)
+            | RequestError::TooManyUpstreamRequests { .. }
+            | RequestError::OverrideHeader { .. } => Fault::Client,
             RequestError::UpstreamConnect { .. }
             | RequestError::UpstreamTimeout { .. }
             | RequestError::UpstreamSaturated { .. }
@@ -107,6 +156,11 @@ impl RequestError {
             RequestError::LoopDetected { .. } => "loop-detected",
             RequestError::UpstreamSaturated { .. } => "upstream-saturated",
             RequestError::NoShield => "no-shield",
+            RequestError::ClientBody(ClientBodyError::Malformed) => "bad-request-body",
+            RequestError::ClientBody(ClientBodyError::TooSlow) => "request-body-timeout",
+            RequestError::ClientBody(ClientBodyError::TooLarge { .. }) => "request-body-too-large",
+            RequestError::TooManyUpstreamRequests { .. } => "too-many-upstream-requests",
+            RequestError::OverrideHeader { .. } => "override-header",
         }
     }
 }
@@ -157,6 +211,26 @@ mod tests {
         let up = || "o".to_string();
         let cases = [
             (RequestError::BadRequest("x"), 400, Fault::Client),
+            (
+                RequestError::ClientBody(ClientBodyError::Malformed),
+                400,
+                Fault::Client,
+            ),
+            (
+                RequestError::ClientBody(ClientBodyError::TooSlow),
+                408,
+                Fault::Client,
+            ),
+            (
+                RequestError::ClientBody(ClientBodyError::TooLarge { limit: 1 }),
+                413,
+                Fault::Client,
+            ),
+            (
+                RequestError::TooManyUpstreamRequests { limit: 1 },
+                429,
+                Fault::Client,
+            ),
             (
                 RequestError::MethodNotAllowed {
                     method: "PURGE".into(),

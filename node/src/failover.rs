@@ -46,10 +46,13 @@ pub enum Attempt {
     Error,
     /// The target's host name has not resolved yet; nothing was sent.
     Unresolved,
+    /// The client's request body failed (malformed, abandoned, too slow) while it streamed to
+    /// the target: the client's fault, never counted against the target.
+    ClientError,
 }
 
 impl Attempt {
-    pub const ALL: [Attempt; 8] = [
+    pub const ALL: [Attempt; 9] = [
         Attempt::Ok,
         Attempt::ErrorStatus,
         Attempt::Generated,
@@ -58,6 +61,7 @@ impl Attempt {
         Attempt::Saturated,
         Attempt::Error,
         Attempt::Unresolved,
+        Attempt::ClientError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +74,7 @@ impl Attempt {
             Attempt::Saturated => "saturated",
             Attempt::Error => "error",
             Attempt::Unresolved => "unresolved",
+            Attempt::ClientError => "client_error",
         }
     }
 
@@ -88,6 +93,7 @@ impl Attempt {
             RequestError::UpstreamConnect { .. } => Attempt::ConnectError,
             RequestError::UpstreamTimeout { .. } => Attempt::Timeout,
             RequestError::UpstreamSaturated { .. } => Attempt::Saturated,
+            RequestError::ClientBody(_) => Attempt::ClientError,
             _ => Attempt::Error,
         }
     }

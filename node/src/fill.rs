@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderValue, CONTENT_LENGTH};
+use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, SET_COOKIE, VARY};
 use http::{response, HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use verge_cache::policy::{self, AgeInputs};
@@ -198,6 +198,7 @@ impl<U: Upstream> CachePipeline<U> {
         };
         let request_time = self.clock.now();
         let request = self.fill_request(ctx, method.clone(), conditions);
+        let _waiting = self.per_address.enter(ctx.client.ip())?;
         let hop = Hop {
             key: ctx.key.clone(),
             replayable: true,
@@ -359,6 +360,9 @@ impl<U: Upstream> CachePipeline<U> {
             &fetched.cc,
             fetched.response_time,
         )?;
+        if head.headers.contains_key(SET_COOKIE) {
+            return Err(NotStorable::SetCookie);
+        }
         match content_length(&head.headers) {
             Some(n) if n > max_object as u64 => Err(NotStorable::TooLarge),
             _ => Ok(lifetime),
@@ -389,6 +393,7 @@ impl<U: Upstream> CachePipeline<U> {
                 .corrected_initial_age();
         head.headers
             .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        vary_on_encoding(&mut head.headers);
         let object = Arc::new(CachedObject {
             status: head.status,
             vary: VaryKey::new(&head.headers, &ctx.parts.headers),
@@ -556,6 +561,26 @@ impl<U: Upstream> CachePipeline<U> {
 }
 
 /// 5xx statuses that count as an upstream error for stale-if-error (RFC 5861 §4).
+/// A response compressed without `Vary: Accept-Encoding` is stored as if it had it: the
+/// encoding was chosen by the request's `Accept-Encoding`, and serving it to a client that
+/// did not accept it would break that client (RFC 9110 §12.5.3).
+fn vary_on_encoding(headers: &mut HeaderMap) {
+    let encoded = headers
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    let varies = headers.get_all(VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|name| name == "*" || name.eq_ignore_ascii_case("accept-encoding"))
+        })
+    });
+    if encoded && !varies {
+        headers.append(VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+}
+
 fn is_error_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 500 | 502 | 503 | 504)
 }

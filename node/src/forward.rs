@@ -16,6 +16,7 @@ use verge_cache::CacheKey;
 
 use crate::access_log::{self, AnsweredBy, UpstreamSeen};
 use crate::body::ResponseBody;
+use crate::client_body::ClientBody;
 use crate::error::RequestError;
 use crate::failover::{Attempt, Hop};
 use crate::headers::{strip_cdn_only, strip_hop_by_hop, CacheStatus, CACHE_STATUS};
@@ -31,6 +32,12 @@ impl<U: Upstream> CachePipeline<U> {
         key: &CacheKey,
     ) -> Result<Response<ResponseBody>, RequestError> {
         let (mut parts, body) = request.into_parts();
+        // Read (up to the buffer) before anything upstream is taken: a slow or broken upload
+        // holds no upstream connection, and a malformed one never reaches the upstream.
+        let body = ClientBody::read(body, &parts.headers, self.limits.body)
+            .await
+            .map_err(RequestError::ClientBody)?;
+        let _waiting = self.per_address.enter(client.ip())?;
         // The client's body streams through once: nothing of it can be sent again elsewhere.
         let hop = Hop {
             key: key.clone(),
@@ -90,15 +97,15 @@ impl<U: Upstream> CachePipeline<U> {
         request
     }
 
+    /// `Host` is the authority the request was keyed by: a request target's own authority
+    /// (the absolute form, HTTP/2's `:authority`) wins over any `Host` field the client also
+    /// sent (RFC 9112 §3.2.2), so the key and what the upstream is asked for always agree.
     fn add_forwarding_headers(&self, headers: &mut HeaderMap, uri: &http::Uri, client: SocketAddr) {
-        if !headers.contains_key(HOST) {
-            // HTTP/2 requests carry the host in :authority.
-            if let Some(value) = uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                headers.insert(HOST, value);
-            }
+        if let Some(value) = uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            headers.insert(HOST, value);
         }
         headers.append(VIA, self.via.clone());
         if let Ok(ip) = HeaderValue::from_str(&client.ip().to_string()) {

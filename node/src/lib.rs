@@ -26,11 +26,13 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod client_body;
 pub mod control;
 pub mod error;
 pub mod failover;
 mod fill;
 mod forward;
+mod guard;
 pub mod handoff;
 pub mod headers;
 mod live;

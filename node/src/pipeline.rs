@@ -17,11 +17,14 @@ use hyper::body::Incoming;
 use verge_cache::policy::{RequestDirectives, Reuse};
 use verge_cache::store::Lookup;
 use verge_cache::{CacheKey, CacheStore, CachedObject, Clock, FillOutcome, Flights, Join};
+use verge_config::{CacheConfig, OverrideHeaders, ServerConfig};
 
 use crate::access_log::request_id::X_REQUEST_ID;
 use crate::access_log::{self, AccessLog};
 use crate::body::ResponseBody;
+use crate::client_body::BodyLimits;
 use crate::error::{Fault, RequestError};
+use crate::guard::{self, AddressLimit};
 use crate::headers::{CacheStatus, CACHE_STATUS};
 use crate::metrics::{NodeMetrics, RequestOutcome};
 use crate::server::Handler;
@@ -66,10 +69,33 @@ pub enum Downstream {
 }
 
 /// Limits the pipeline applies per request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PipelineLimits {
     /// Byte ranges served in one 206; more are answered with the whole object.
     pub max_ranges: usize,
+    /// What happens to the fields that override host, URL or method.
+    pub override_headers: OverrideHeaders,
+    /// How request bodies are read.
+    pub body: BodyLimits,
+    /// Requests one client address may have waiting on the upstream.
+    pub upstream_per_address: usize,
+}
+
+impl PipelineLimits {
+    /// The limits a node's `[cache]` and `[server]` tables ask for.
+    pub fn new(cache: &CacheConfig, server: &ServerConfig) -> PipelineLimits {
+        PipelineLimits {
+            max_ranges: cache.max_ranges,
+            override_headers: server.override_headers,
+            body: BodyLimits {
+                buffer: usize::try_from(server.request_body_buffer.bytes()).unwrap_or(usize::MAX),
+                max: server.max_request_body.bytes(),
+                timeout: server.request_body_timeout,
+                min_rate: server.request_body_min_rate.bytes(),
+            },
+            upstream_per_address: server.max_upstream_requests_per_address,
+        }
+    }
 }
 
 /// Everything one cache node needs to answer requests; shared by all connections.
@@ -80,6 +106,8 @@ pub struct CachePipeline<U> {
     pub(crate) metrics: NodeMetrics,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limits: PipelineLimits,
+    /// Requests waiting on the upstream per client address.
+    pub(crate) per_address: Arc<AddressLimit>,
     /// This cache's name in `Cache-Status`.
     pub(crate) cache_name: &'static str,
     /// This node's entry in `Via`.
@@ -117,6 +145,7 @@ impl<U: Upstream> CachePipeline<U> {
             upstream,
             metrics,
             clock,
+            per_address: AddressLimit::new(limits.upstream_per_address),
             limits,
             cache_name,
             via,
@@ -175,6 +204,9 @@ impl<U: Upstream> CachePipeline<U> {
         request: Request<Incoming>,
         client: SocketAddr,
     ) -> Result<(Response<ResponseBody>, RequestOutcome), RequestError> {
+        let (mut parts, body) = request.into_parts();
+        guard::check_request(&mut parts, self.limits.override_headers)?;
+        let request = Request::from_parts(parts, body);
         let method = request.method();
         if method == Method::CONNECT || method.as_str() == "PURGE" {
             return Err(RequestError::MethodNotAllowed {

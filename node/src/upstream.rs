@@ -25,11 +25,13 @@ use verge_config::wire::{RoutingTable, UpstreamHealth};
 use verge_config::{OriginUrl, UpstreamConfig};
 
 use crate::access_log::AnsweredBy;
+use crate::client_body::ClientBody;
 use crate::error::RequestError;
 use crate::tls::client::{self, UpstreamConnector};
 
-/// A request body sent upstream: nothing (cache fills) or the client's body streamed through.
-pub type UpstreamBody = Either<Empty<Bytes>, Incoming>;
+/// A request body sent upstream: nothing (cache fills) or the client's body, read whole or
+/// streamed through.
+pub type UpstreamBody = Either<Empty<Bytes>, ClientBody>;
 
 /// An upstream response's body. It holds its connection's slot until it ends or is dropped,
 /// so the connection limit counts responses still streaming.
@@ -294,6 +296,18 @@ impl OriginUpstream {
         }
         let slot = self.slot().await?;
         let (mut parts, body) = request.into_parts();
+        let body_failure = match &body {
+            Either::Right(body) => body.failure(),
+            Either::Left(_) => None,
+        };
+        // A client's body that failed on the way is why the exchange failed, whatever the
+        // client library makes of it: the client's fault, not this upstream's.
+        let client_fault = || {
+            body_failure
+                .as_ref()
+                .and_then(|failure| failure.get().copied())
+                .map(RequestError::ClientBody)
+        };
         let path = parts
             .uri
             .path_and_query()
@@ -318,11 +332,13 @@ impl OriginUpstream {
             })?;
         let request = Request::from_parts(parts, body);
         match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
-            Err(_) => Err(RequestError::UpstreamTimeout {
-                upstream: self.name.clone(),
-                after: self.response_timeout,
-            }),
-            Ok(Err(e)) => Err(self.classify(e)),
+            Err(_) => Err(
+                client_fault().unwrap_or_else(|| RequestError::UpstreamTimeout {
+                    upstream: self.name.clone(),
+                    after: self.response_timeout,
+                }),
+            ),
+            Ok(Err(e)) => Err(client_fault().unwrap_or_else(|| self.classify(e))),
             Ok(Ok(mut response)) => {
                 response.extensions_mut().insert(self.answered_by.clone());
                 Ok(response.map(|inner| UpstreamResponseBody {

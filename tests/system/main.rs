@@ -19,6 +19,7 @@ mod edge_protocol;
 mod edge_shields;
 mod edge_shutdown;
 mod edge_upstream_errors;
+mod hardening_poisoning;
 mod monitoring;
 mod node_reload;
 mod process;

@@ -36,6 +36,8 @@ pub enum NotStorable {
     NoFreshness,
     TooLarge,
     Partial,
+    /// The response sets a cookie: stored, it would hand one client's cookie to every other.
+    SetCookie,
 }
 
 impl NotStorable {
@@ -51,6 +53,7 @@ impl NotStorable {
             NotStorable::NoFreshness => "no-freshness",
             NotStorable::TooLarge => "too-large",
             NotStorable::Partial => "partial",
+            NotStorable::SetCookie => "set-cookie",
         }
     }
 }

@@ -99,7 +99,8 @@ fn attempts_have_one_label_each() {
             "timeout",
             "saturated",
             "error",
-            "unresolved"
+            "unresolved",
+            "client_error"
         ]
     );
     for (i, attempt) in Attempt::ALL.iter().enumerate() {

@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use prometheus::Registry;
 use tokio::sync::watch;
 use verge_cache::{CacheStore, Clock, Flights};
-use verge_config::{CacheConfig, ConfigSource};
+use verge_config::{CacheConfig, ConfigSource, ServerConfig};
 
 use crate::access_log::AccessLog;
 use crate::admin::AdminService;
@@ -75,7 +75,12 @@ pub(crate) struct Runtime<U> {
 
 impl<U: Upstream> Runtime<U> {
     /// A pipeline over `upstream` sharing this node's store, flights and metrics.
-    pub(crate) fn pipeline_with(&self, upstream: U, cache: &CacheConfig) -> Arc<CachePipeline<U>> {
+    pub(crate) fn pipeline_with(
+        &self,
+        upstream: U,
+        cache: &CacheConfig,
+        server: &ServerConfig,
+    ) -> Arc<CachePipeline<U>> {
         CachePipeline::new(
             self.store.clone(),
             Arc::clone(&self.flights),
@@ -88,9 +93,7 @@ impl<U: Upstream> Runtime<U> {
                 downstream: self.downstream,
                 access_log: &self.access_log,
             },
-            PipelineLimits {
-                max_ranges: cache.max_ranges,
-            },
+            PipelineLimits::new(cache, server),
         )
     }
 }
@@ -187,9 +190,7 @@ impl<R: Role> Node<R> {
                 downstream: settings.downstream,
                 access_log: &access_log,
             },
-            PipelineLimits {
-                max_ranges: cache.max_ranges,
-            },
+            PipelineLimits::new(cache, server_config),
         );
         let pipeline = LivePipeline::new(pipeline);
         let control = match settings.control {

@@ -92,7 +92,7 @@ impl<R: Role> NodeReloader<R> {
         };
         let next_pipeline = if plan.new_pipeline() {
             let upstream = self.role.build_upstream(&new).map_err(ReloadError::Apply)?;
-            Some(runtime.pipeline_with(upstream, after.cache))
+            Some(runtime.pipeline_with(upstream, after.cache, after.server))
         } else {
             None
         };

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use verge_config::AccessLogConfig;
 
+use crate::pipeline::PipelineLimits;
 use crate::server::ListenerLimits;
 use crate::settings::{admin_access, listener_limits, AdminAccess, ListenerKind, NodeSettings};
 
@@ -19,8 +20,9 @@ pub(crate) struct ReloadPlan {
     pub(crate) unbind: Vec<(ListenerKind, SocketAddr)>,
     /// The role's settings that need a new upstream (`upstream`, `shields`, `origin`...).
     pub(crate) upstream: Vec<String>,
-    /// `cache.max_ranges` changed: the pipeline is rebuilt with it.
-    pub(crate) max_ranges: bool,
+    /// The pipeline's own limits changed (`cache.max_ranges`, the request-body and
+    /// per-address limits of `[server]`): the pipeline is rebuilt with them.
+    pub(crate) pipeline_limits: bool,
     /// New protocol limits for every listener.
     pub(crate) limits: Option<ListenerLimits>,
     pub(crate) max_connections: Option<usize>,
@@ -66,7 +68,8 @@ impl ReloadPlan {
                 .copied()
                 .collect(),
             upstream,
-            max_ranges: before.cache.max_ranges != after.cache.max_ranges,
+            pipeline_limits: PipelineLimits::new(before.cache, before.server)
+                != PipelineLimits::new(after.cache, after.server),
             limits: changed(
                 listener_limits(before.server),
                 listener_limits(after.server),
@@ -101,7 +104,7 @@ impl ReloadPlan {
     /// Whether the pipeline (and so its upstream) is built anew: a pipeline owns its
     /// upstream, so new range limits alone also get a fresh upstream of the same settings.
     pub(crate) fn new_pipeline(&self) -> bool {
-        !self.upstream.is_empty() || self.max_ranges
+        !self.upstream.is_empty() || self.pipeline_limits
     }
 
     /// What the plan changes, as the reload report names it, in the order it is applied
@@ -113,7 +116,7 @@ impl ReloadPlan {
         }
         changed.extend(self.upstream.iter().cloned());
         let named = [
-            (self.max_ranges, "cache.max_ranges"),
+            (self.pipeline_limits, "request limits"),
             (self.limits.is_some(), "server limits"),
             (self.max_connections.is_some(), "server.max_connections"),
             (self.cache.is_some(), "cache size"),

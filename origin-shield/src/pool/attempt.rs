@@ -92,7 +92,8 @@ impl Target for ServerAttempt<'_> {
         match attempt {
             Attempt::Ok => self.pool.succeeded(server, sent),
             // Our own connection bound: the server was not asked, so it is not at fault.
-            Attempt::Saturated | Attempt::Unresolved => {
+            // Nor is the client's body failing on the way.
+            Attempt::Saturated | Attempt::Unresolved | Attempt::ClientError => {
                 server.health().passive.release_probe(Instant::now());
             }
             Attempt::ErrorStatus

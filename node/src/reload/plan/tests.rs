@@ -108,7 +108,7 @@ fn the_pipeline_is_rebuilt_for_upstream_settings_or_range_limits() {
     let after = edge("[cache]\nmax_ranges = 3\n");
     let plan_ranges = plan(&before, &after, &[]);
     assert!(plan_ranges.new_pipeline());
-    assert_eq!(plan_ranges.changed(), ["cache.max_ranges"]);
+    assert_eq!(plan_ranges.changed(), ["request limits"]);
 }
 
 #[test]
