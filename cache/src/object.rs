@@ -10,8 +10,9 @@ use crate::policy::{self, vary_names, CacheControl, RequestDirectives, Reuse};
 /// Fixed per-entry cost added to the weigher, for the bookkeeping around headers and body.
 const ENTRY_OVERHEAD_BYTES: usize = 256;
 
-/// The request header values a stored response was selected by (`Vary`), normalised: names
-/// lower-cased, several lines joined with `", "`, surrounding whitespace trimmed.
+/// The request header values a stored response was selected by (`Vary`), normalised by
+/// [`normalised_value`]: two requests whose values differ only where the header's meaning does
+/// not (spacing, and for some headers case and member order) select the same response.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VaryKey(Vec<(String, Option<String>)>);
 
@@ -40,20 +41,99 @@ impl VaryKey {
     }
 }
 
-fn normalised_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    let mut out: Option<String> = None;
-    for v in headers.get_all(name) {
-        let v = String::from_utf8_lossy(v.as_bytes());
-        let v = v.trim();
-        match &mut out {
-            None => out = Some(v.to_string()),
-            Some(acc) => {
-                acc.push_str(", ");
-                acc.push_str(v);
-            }
+/// How the values of a request header are compared for `Vary`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Comparison {
+    /// As sent: the lines joined with `", "`, surrounding whitespace trimmed.
+    Exact,
+    /// A list (RFC 9110 §5.6.1) whose member order carries no meaning, the members being weighted
+    /// by `q` instead: compared as the sorted members, each without the optional whitespace
+    /// around its `;`s, empty members skipped, and lower-cased when the header's values are
+    /// case-insensitive.
+    Members { case_insensitive: bool },
+}
+
+impl Comparison {
+    /// The proactive-negotiation headers of RFC 9110 §12.5 are such lists; every other header
+    /// (`Cookie`, `User-Agent`, extension headers) is compared as sent.
+    fn of(name: &str) -> Comparison {
+        match name {
+            "accept-encoding" | "accept-language" | "accept-charset" => Comparison::Members {
+                case_insensitive: true,
+            },
+            // Media-type parameters may be case-sensitive.
+            "accept" => Comparison::Members {
+                case_insensitive: false,
+            },
+            _ => Comparison::Exact,
         }
     }
-    out
+}
+
+/// The value of `name` (lower-cased) in `headers`, normalised for `Vary`; `None` when absent.
+fn normalised_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut lines = headers.get_all(name).iter().peekable();
+    lines.peek()?;
+    let lines: Vec<_> = lines
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .collect();
+    Some(normalise(
+        Comparison::of(name),
+        lines.iter().map(|line| line.as_ref()),
+    ))
+}
+
+/// Normalises the lines of one header for comparison; idempotent, so a normalised value given
+/// back as one line is unchanged.
+fn normalise<'a>(comparison: Comparison, lines: impl Iterator<Item = &'a str>) -> String {
+    match comparison {
+        Comparison::Exact => lines
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(", ")
+            .trim()
+            .to_string(),
+        Comparison::Members { case_insensitive } => {
+            let mut members: Vec<String> = lines
+                .flat_map(|line| split_outside_quotes(line, ','))
+                .filter_map(|member| {
+                    let member = split_outside_quotes(member, ';')
+                        .map(str::trim)
+                        .collect::<Vec<_>>()
+                        .join(";");
+                    match member.as_str() {
+                        "" => None,
+                        _ if case_insensitive => Some(member.to_ascii_lowercase()),
+                        _ => Some(member),
+                    }
+                })
+                .collect();
+            members.sort_unstable();
+            members.join(", ")
+        }
+    }
+}
+
+/// `text` split at each `separator` that is not inside a quoted string.
+fn split_outside_quotes(text: &str, separator: char) -> impl Iterator<Item = &str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            _ if c == separator && !in_quotes => {
+                pieces.push(&text[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    pieces.push(&text[start..]);
+    pieces.into_iter()
 }
 
 /// A complete response held in the cache.
@@ -200,6 +280,79 @@ mod tests {
             !key.matches(&extra),
             "a header absent when stored must be absent when reused"
         );
+    }
+
+    fn key_varying_on(name: &'static str, lines: &[&str]) -> VaryKey {
+        let mut resp = HeaderMap::new();
+        resp.insert("vary", HeaderValue::from_static(name));
+        VaryKey::new(&resp, &request_with(name, lines))
+    }
+
+    fn request_with(name: &'static str, lines: &[&str]) -> HeaderMap {
+        let mut request = HeaderMap::new();
+        for line in lines {
+            request.append(name, HeaderValue::from_str(line).unwrap());
+        }
+        request
+    }
+
+    #[test]
+    fn accept_language_matches_whatever_the_case_spacing_and_order() {
+        let key = key_varying_on("accept-language", &["en-US, fr;q=0.5"]);
+        for same in [
+            &["fr;q=0.5,en-us"][..],
+            &["EN-us ,  FR ; Q=0.5"],
+            &["fr;q=0.5", "en-US"],
+            &[",en-US,, fr;q=0.5,"],
+        ] {
+            assert!(
+                key.matches(&request_with("accept-language", same)),
+                "{same:?}"
+            );
+        }
+        for other in [
+            &["en-US"][..],
+            &["en-US, fr;q=0.6"],
+            &["en-GB, fr;q=0.5"],
+            &["en-US, fr;q=0.5, de"],
+            &[],
+        ] {
+            assert!(
+                !key.matches(&request_with("accept-language", other)),
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn negotiation_headers_compare_as_unordered_lists() {
+        let key = key_varying_on("accept-encoding", &["gzip, br"]);
+        assert!(key.matches(&request_with("accept-encoding", &["BR,GZIP"])));
+        assert!(!key.matches(&request_with("accept-encoding", &["gzip"])));
+        // Media-type parameters may be case-sensitive: Accept keeps its case.
+        let key = key_varying_on("accept", &["text/html;level=1, application/json;q=0.9"]);
+        assert!(key.matches(&request_with(
+            "accept",
+            &["application/json ; q=0.9", "text/html ;level=1"]
+        )));
+        assert!(!key.matches(&request_with(
+            "accept",
+            &["text/html;level=A, application/json;q=0.9"]
+        )));
+        let key = key_varying_on("accept", &["text/plain;x=\"a, b\""]);
+        assert!(!key.matches(&request_with("accept", &["b\", text/plain;x=\"a"])));
+        assert!(key.matches(&request_with("accept", &[" text/plain; x=\"a, b\" "])));
+    }
+
+    #[test]
+    fn other_headers_compare_as_sent() {
+        let key = key_varying_on("user-agent", &["Mozilla/5.0 (X11, Linux)"]);
+        assert!(key.matches(&request_with("user-agent", &[" Mozilla/5.0 (X11, Linux) "])));
+        assert!(!key.matches(&request_with("user-agent", &["mozilla/5.0 (X11, Linux)"])));
+        assert!(!key.matches(&request_with("user-agent", &["Mozilla/5.0 (Linux, X11)"])));
+        let key = key_varying_on("x-flags", &["a", "b"]);
+        assert!(key.matches(&request_with("x-flags", &["a, b"])));
+        assert!(!key.matches(&request_with("x-flags", &["b, a"])));
     }
 
     #[test]
