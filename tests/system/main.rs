@@ -20,6 +20,7 @@ mod edge_shields;
 mod edge_shutdown;
 mod edge_upstream_errors;
 mod hardening_poisoning;
+mod hardening_uploads;
 mod monitoring;
 mod node_reload;
 mod process;
