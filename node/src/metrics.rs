@@ -96,6 +96,9 @@ pub struct NodeMetrics {
     pub connections_open: IntGauge,
     pub connections_total: IntCounter,
     pub connections_max: IntGauge,
+    /// `verge_connections_shed_total{reason}`: connections the node closed or refused to
+    /// protect the others.
+    pub connections_shed: IntCounterVec,
     revalidations: IntCounterVec,
     purge_requests: IntCounterVec,
     pub purged_urls: IntCounter,
@@ -174,6 +177,16 @@ impl NodeMetrics {
                 "verge_connections_max",
                 "Configured bound on open client connections",
             )?,
+            connections_shed: IntCounterVec::new(
+                Opts::new(
+                    "verge_connections_shed_total",
+                    "Client connections closed or refused by the node, by reason: \
+                     idle_timeout, request_timeout (no request in time after the accept), \
+                     evicted (idle, closed to make room at the limit), full (the limit reached \
+                     with none idle), per_address (the address has its most)",
+                ),
+                &["reason"],
+            )?,
             revalidations: IntCounterVec::new(
                 Opts::new(
                     "verge_revalidations_total",
@@ -233,6 +246,7 @@ impl NodeMetrics {
         registry.register(Box::new(m.connections_open.clone()))?;
         registry.register(Box::new(m.connections_total.clone()))?;
         registry.register(Box::new(m.connections_max.clone()))?;
+        registry.register(Box::new(m.connections_shed.clone()))?;
         registry.register(Box::new(m.revalidations.clone()))?;
         registry.register(Box::new(m.purge_requests.clone()))?;
         registry.register(Box::new(m.purged_urls.clone()))?;

@@ -12,13 +12,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
@@ -47,75 +48,8 @@ pub struct ListenerLimits {
     /// Streams reset for the client's protocol errors before the connection is closed.
     pub h2_max_local_error_reset_streams: usize,
     pub shutdown_grace: Duration,
-}
-
-/// A bound on open connections shared by every listener of a kind (the data plane's clear
-/// and TLS listeners share one), resizable while running.
-#[derive(Debug)]
-pub struct ConnectionLimit {
-    max: AtomicUsize,
-    open: AtomicUsize,
-    freed: Notify,
-}
-
-impl ConnectionLimit {
-    pub fn new(max: usize) -> Arc<ConnectionLimit> {
-        Arc::new(ConnectionLimit {
-            max: AtomicUsize::new(max),
-            open: AtomicUsize::new(0),
-            freed: Notify::new(),
-        })
-    }
-
-    /// Changes the bound. Lowering it closes nothing: new connections wait until enough
-    /// open ones have ended.
-    pub fn set_max(&self, max: usize) {
-        self.max.store(max, Ordering::Release);
-        self.freed.notify_waiters();
-    }
-
-    pub fn max(&self) -> usize {
-        self.max.load(Ordering::Acquire)
-    }
-
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
-    }
-
-    /// Waits for room, then takes a slot released when the returned guard drops.
-    async fn acquire(self: &Arc<Self>) -> ConnectionSlot {
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            let open = self.open.load(Ordering::Acquire);
-            if open < self.max()
-                && self
-                    .open
-                    .compare_exchange(open, open + 1, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            {
-                return ConnectionSlot {
-                    limit: Arc::clone(self),
-                };
-            }
-            if open < self.max() {
-                continue;
-            }
-            freed.await;
-        }
-    }
-}
-
-struct ConnectionSlot {
-    limit: Arc<ConnectionLimit>,
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.limit.open.fetch_sub(1, Ordering::AcqRel);
-        self.limit.freed.notify_one();
-    }
+    /// How long a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
 }
 
 /// What one listener serves and under which settings.
@@ -142,14 +76,10 @@ pub async fn serve<H: Handler>(listener: Listener<H>, mut shutdown: watch::Recei
         tls,
         metrics,
     } = listener;
-    let graceful = GracefulShutdown::new();
     let mut current = limits.load_full();
     let mut builder = http_builder(&current);
+    let serving = Arc::new(Serving::default());
     loop {
-        let slot = tokio::select! {
-            slot = connections.acquire() => slot,
-            () = stopped(&mut shutdown) => break,
-        };
         let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -161,6 +91,26 @@ pub async fn serve<H: Handler>(listener: Listener<H>, mut shutdown: watch::Recei
                 }
             },
             () = stopped(&mut shutdown) => break,
+        };
+        let accepted = Instant::now();
+        let slot = match connections.admit(client.ip()) {
+            Ok((slot, evicted)) => {
+                if evicted {
+                    shed(&metrics, "evicted");
+                }
+                slot
+            }
+            Err(refused) => {
+                shed(
+                    &metrics,
+                    match refused {
+                        Refused::Full => "full",
+                        Refused::PerAddress => "per_address",
+                    },
+                );
+                drop(stream);
+                continue;
+            }
         };
         let latest = limits.load();
         if !Arc::ptr_eq(&current, &latest) {
@@ -175,11 +125,14 @@ pub async fn serve<H: Handler>(listener: Listener<H>, mut shutdown: watch::Recei
         let connection = Connection {
             handler: Arc::clone(&handler),
             builder: builder.clone(),
-            watcher: graceful.watcher(),
+            limits: Arc::clone(&current),
+            shutdown: shutdown.clone(),
+            serving: Serving::enter(&serving),
             metrics: metrics.clone(),
             client,
+            accepted,
             tls: None,
-            _slot: slot,
+            slot,
         };
         match &tls {
             None => {
@@ -188,15 +141,25 @@ pub async fn serve<H: Handler>(listener: Listener<H>, mut shutdown: watch::Recei
             Some(terminator) => {
                 let terminator = Arc::clone(terminator);
                 tokio::spawn(async move {
-                    if let Some(stream) = terminator.accept(stream, client).await {
-                        let version = stream.get_ref().1.protocol_version();
-                        let connection = Connection {
-                            tls: Some(TlsInfo {
-                                version: tls_version_name(version),
-                            }),
-                            ..connection
-                        };
-                        connection.serve(stream).await;
+                    // The handshake counts towards the first request's time.
+                    let deadline = accepted + connection.limits.header_read_timeout;
+                    let handshake = terminator.accept(stream, client);
+                    match tokio::time::timeout_at(deadline, handshake).await {
+                        Ok(Some(stream)) => {
+                            let version = stream.get_ref().1.protocol_version();
+                            let connection = Connection {
+                                tls: Some(TlsInfo {
+                                    version: tls_version_name(version),
+                                }),
+                                ..connection
+                            };
+                            connection.serve(stream).await;
+                        }
+                        Ok(None) => connection.ended(),
+                        Err(_) => {
+                            shed(&connection.metrics, "request_timeout");
+                            connection.ended();
+                        }
                     }
                 });
             }
@@ -205,26 +168,89 @@ pub async fn serve<H: Handler>(listener: Listener<H>, mut shutdown: watch::Recei
     drop(listener);
     let grace = limits.load().shutdown_grace;
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = serving.drained() => {}
         () = tokio::time::sleep(grace) => {
             tracing::warn!(?grace, "shutdown grace elapsed with connections still open");
         }
     }
 }
 
+/// Counts a connection the node closed or refused.
+fn shed(metrics: &Option<NodeMetrics>, reason: &str) {
+    if let Some(m) = metrics {
+        m.connections_shed.with_label_values(&[reason]).inc();
+    }
+}
+
+/// The connections one listener is serving, for its shutdown to wait on.
+#[derive(Default)]
+struct Serving {
+    open: AtomicUsize,
+    ended: Notify,
+}
+
+impl Serving {
+    fn enter(serving: &Arc<Serving>) -> ServingGuard {
+        serving.open.fetch_add(1, Ordering::AcqRel);
+        ServingGuard(Arc::clone(serving))
+    }
+
+    async fn drained(&self) {
+        loop {
+            let ended = self.ended.notified();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
+
+struct ServingGuard(Arc<Serving>);
+
+impl Drop for ServingGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.ended.notify_waiters();
+    }
+}
+
+/// How long a connection asked to close (idle, evicted) may take to finish.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// One accepted connection on its way to being served.
 struct Connection<H> {
     handler: Arc<H>,
     builder: auto::Builder<TokioExecutor>,
-    watcher: Watcher,
+    limits: Arc<ListenerLimits>,
+    shutdown: watch::Receiver<bool>,
+    serving: ServingGuard,
     metrics: Option<NodeMetrics>,
     client: SocketAddr,
+    accepted: Instant,
     /// The TLS the connection came over, told to each request; `None`: clear text.
     tls: Option<TlsInfo>,
-    _slot: ConnectionSlot,
+    slot: ConnectionSlot,
+}
+
+/// Why a connection's watch ended it.
+enum Close {
+    /// The listener stops: finish in-flight requests within the shutdown grace.
+    Shutdown,
+    /// Idle too long, or evicted: close now if idle, else after the in-flight requests.
+    Idle(&'static str),
+    /// No request within the header timeout of the accept: drop it.
+    NoRequest,
 }
 
 impl<H: Handler> Connection<H> {
+    /// The connection ends without having been served.
+    fn ended(self) {
+        if let Some(m) = &self.metrics {
+            m.connections_open.dec();
+        }
+    }
+
     async fn serve<S>(self, stream: S)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -232,28 +258,125 @@ impl<H: Handler> Connection<H> {
         let Connection {
             handler,
             builder,
-            watcher,
+            limits,
+            mut shutdown,
+            serving,
             metrics,
             client,
+            accepted,
             tls,
-            _slot,
+            slot,
         } = self;
-        let service = service_fn(move |mut request: Request<Incoming>| {
-            let handler = Arc::clone(&handler);
-            if let Some(tls) = tls {
-                request.extensions_mut().insert(tls);
-            }
-            async move { Ok::<_, Infallible>(handler.handle(request, client).await) }
-        });
+        let slot = Arc::new(slot);
+        let state = Arc::clone(slot.state());
+        let service = {
+            let slot = Arc::clone(&slot);
+            service_fn(move |mut request: Request<Incoming>| {
+                let handler = Arc::clone(&handler);
+                let in_flight = slot.begin_request();
+                if let Some(tls) = tls {
+                    request.extensions_mut().insert(tls);
+                }
+                async move {
+                    let response = handler.handle(request, client).await;
+                    Ok::<_, Infallible>(response.map(|body| Tracked {
+                        body,
+                        _in_flight: in_flight,
+                    }))
+                }
+            })
+        };
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        if let Err(error) = watcher.watch(connection).await {
-            tracing::debug!(%client, error = %error, "connection ended with an error");
+        tokio::pin!(connection);
+        let close = loop {
+            let deadline = if state.has_requested() {
+                slot.limit().idle_since(&state) + limits.idle_timeout
+            } else {
+                accepted + limits.header_read_timeout
+            };
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%client, %error, "connection ended with an error");
+                    }
+                    break None;
+                }
+                () = stopped(&mut shutdown) => break Some(Close::Shutdown),
+                () = state.close_requested() => break Some(Close::Idle("")),
+                () = tokio::time::sleep_until(deadline) => {
+                    if !state.has_requested() {
+                        break Some(Close::NoRequest);
+                    }
+                    if state.in_flight() == 0
+                        && slot.limit().idle_since(&state) + limits.idle_timeout <= Instant::now()
+                    {
+                        break Some(Close::Idle("idle_timeout"));
+                    }
+                }
+            }
+        };
+        let grace = match close {
+            None => None,
+            Some(Close::NoRequest) => {
+                shed(&metrics, "request_timeout");
+                None
+            }
+            Some(Close::Shutdown) => Some(limits.shutdown_grace),
+            Some(Close::Idle(reason)) => {
+                if !reason.is_empty() {
+                    shed(&metrics, reason);
+                }
+                Some(CLOSE_GRACE.max(if state.in_flight() > 0 {
+                    limits.shutdown_grace
+                } else {
+                    Duration::ZERO
+                }))
+            }
+        };
+        if let Some(grace) = grace {
+            // HTTP/1.1: closes once the response in flight (if any) is sent; HTTP/2: GOAWAY,
+            // then the open streams finish.
+            connection.as_mut().graceful_shutdown();
+            if tokio::time::timeout(grace, connection.as_mut())
+                .await
+                .is_err()
+            {
+                tracing::debug!(%client, "connection did not close in time; dropped");
+            }
         }
+        drop(serving);
         if let Some(m) = metrics {
             m.connections_open.dec();
         }
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it has been sent (or
+/// dropped), so a connection streaming a response is never taken for idle.
+struct Tracked {
+    body: ResponseBody,
+    _in_flight: RequestInFlight,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -288,54 +411,6 @@ fn http_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod connections;
 
-    #[tokio::test]
-    async fn a_connection_limit_waits_for_room_and_can_be_raised() {
-        let limit = ConnectionLimit::new(1);
-        let first = limit.acquire().await;
-        assert_eq!(limit.open(), 1);
-        let waiting = tokio::spawn({
-            let limit = Arc::clone(&limit);
-            async move {
-                let _slot = limit.acquire().await;
-            }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "the second connection waits");
-        limit.set_max(2);
-        tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("raising the bound lets it in")
-            .expect("task");
-        drop(first);
-        assert_eq!(limit.open(), 0);
-    }
-
-    #[tokio::test]
-    async fn lowering_the_limit_closes_nothing_but_holds_new_connections() {
-        let limit = ConnectionLimit::new(2);
-        let a = limit.acquire().await;
-        let b = limit.acquire().await;
-        limit.set_max(1);
-        let waiting = tokio::spawn({
-            let limit = Arc::clone(&limit);
-            async move {
-                let _slot = limit.acquire().await;
-            }
-        });
-        drop(a);
-        tokio::task::yield_now().await;
-        assert!(
-            !waiting.is_finished(),
-            "one open connection already fills the new bound"
-        );
-        drop(b);
-        tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("room once both ended")
-            .expect("task");
-    }
-}
+pub use connections::{ConnectionLimit, ConnectionSlot, Refused, RequestInFlight};

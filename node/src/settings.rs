@@ -74,6 +74,19 @@ pub(crate) fn listener_limits(server: &ServerConfig) -> ListenerLimits {
         h2_max_pending_accept_reset_streams: server.h2_max_pending_accept_reset_streams,
         h2_max_local_error_reset_streams: server.h2_max_local_error_reset_streams,
         shutdown_grace: server.shutdown_grace,
+        idle_timeout: server.idle_timeout,
+    }
+}
+
+/// The admin listener's limits: the data plane's, with tighter timeouts, so that silent or
+/// idle connections cannot hold its few slots (its answers are small and quick).
+pub(crate) fn admin_listener_limits(data: &ListenerLimits) -> ListenerLimits {
+    const ADMIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+    const ADMIN_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+    ListenerLimits {
+        header_read_timeout: data.header_read_timeout.min(ADMIN_HEADER_TIMEOUT),
+        idle_timeout: data.idle_timeout.min(ADMIN_IDLE_TIMEOUT),
+        ..data.clone()
     }
 }
 

@@ -19,6 +19,7 @@ mod edge_protocol;
 mod edge_shields;
 mod edge_shutdown;
 mod edge_upstream_errors;
+mod hardening_connections;
 mod hardening_poisoning;
 mod hardening_uploads;
 mod monitoring;

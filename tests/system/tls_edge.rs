@@ -541,3 +541,23 @@ async fn an_edge_fetches_through_a_shield_over_mutual_tls_and_fails_without_a_cl
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_tls_connection_that_sends_no_request_is_closed() {
+    let origin = cacheable_origin().await;
+    let certs = site_certs();
+    let toml = edge_toml(origin.addr(), &[], &[&certs.a], "").replace(
+        "shutdown_grace = \"1s\"\n",
+        "shutdown_grace = \"1s\"\nheader_read_timeout = \"300ms\"\n",
+    );
+    let edge = start_edge_toml(&toml).await;
+    let mut stream = TlsClient::new(&certs.pki)
+        .handshake(edge.tls(), "a.test")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(CONDITION_LIMIT, stream.read(&mut buf))
+        .await
+        .expect("the silent TLS connection is closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}

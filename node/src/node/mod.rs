@@ -28,7 +28,7 @@ use crate::metrics::{gauge, NodeMetrics};
 use crate::pipeline::{CachePipeline, Downstream, PipelineIdentity, PipelineLimits};
 use crate::reload::{Reload, ReloadMetrics, Role};
 use crate::server::{ConnectionLimit, ListenerLimits};
-use crate::settings::{admin_access, listener_limits, ListenerKind};
+use crate::settings::{admin_access, admin_listener_limits, listener_limits, ListenerKind};
 use crate::tls::certs::TlsMetrics;
 use crate::upstream::Upstream;
 use crate::StartError;
@@ -225,9 +225,12 @@ impl<R: Role> Node<R> {
             cache_name: settings.cache_name,
             downstream: settings.downstream,
             data_limits: Arc::new(ArcSwap::from_pointee(limits.clone())),
-            admin_limits: Arc::new(ArcSwap::from_pointee(limits)),
-            data_connections: ConnectionLimit::new(server_config.max_connections),
-            admin_connections: ConnectionLimit::new(ADMIN_MAX_CONNECTIONS),
+            admin_limits: Arc::new(ArcSwap::from_pointee(admin_listener_limits(&limits))),
+            data_connections: ConnectionLimit::new(
+                server_config.max_connections,
+                server_config.max_connections_per_address,
+            ),
+            admin_connections: ConnectionLimit::new(ADMIN_MAX_CONNECTIONS, ADMIN_MAX_CONNECTIONS),
             tls: node_tls,
             listeners: Listeners::new(bound),
             reload_metrics,

@@ -107,7 +107,12 @@ impl<R: Role> NodeReloader<R> {
         }
         if let Some(limits) = plan.limits {
             runtime.data_limits.store(Arc::new(limits.clone()));
-            runtime.admin_limits.store(Arc::new(limits));
+            runtime
+                .admin_limits
+                .store(Arc::new(crate::settings::admin_listener_limits(&limits)));
+        }
+        if let Some(max) = plan.max_connections_per_address {
+            runtime.data_connections.set_per_address(max);
         }
         if let Some(max) = plan.max_connections {
             runtime.data_connections.set_max(max);

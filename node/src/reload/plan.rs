@@ -26,6 +26,7 @@ pub(crate) struct ReloadPlan {
     /// New protocol limits for every listener.
     pub(crate) limits: Option<ListenerLimits>,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_address: Option<usize>,
     /// New cache bounds: total bytes, bytes per object.
     pub(crate) cache: Option<(u64, u64)>,
     /// New bound on upstream connections (a gauge only: the upstream is rebuilt for it).
@@ -75,6 +76,10 @@ impl ReloadPlan {
                 listener_limits(after.server),
             ),
             max_connections: changed(before.server.max_connections, after.server.max_connections),
+            max_connections_per_address: changed(
+                before.server.max_connections_per_address,
+                after.server.max_connections_per_address,
+            ),
             cache: changed(
                 (
                     before.cache.max_bytes.bytes(),
@@ -119,6 +124,10 @@ impl ReloadPlan {
             (self.pipeline_limits, "request limits"),
             (self.limits.is_some(), "server limits"),
             (self.max_connections.is_some(), "server.max_connections"),
+            (
+                self.max_connections_per_address.is_some(),
+                "server.max_connections_per_address",
+            ),
             (self.cache.is_some(), "cache size"),
             (self.admin.is_some(), "admin"),
             (self.access_log.is_some(), "access_log"),
