@@ -94,10 +94,19 @@ fn normalise<'a>(comparison: Comparison, lines: impl Iterator<Item = &'a str>) -
             .trim()
             .to_string(),
         Comparison::Members { case_insensitive } => {
-            let mut members: Vec<String> = lines
-                .flat_map(|line| split_outside_quotes(line, ','))
+            // The lines are one list (RFC 9110 §5.3), and a quoted string may span them.
+            let value = lines.collect::<Vec<_>>().join(", ");
+            let Some(members) = split_outside_quotes(&value, ',') else {
+                // A quoted string that never ends: no member structure to trust.
+                return value.trim().to_string();
+            };
+            let mut members: Vec<String> = members
+                .into_iter()
                 .filter_map(|member| {
-                    let member = split_outside_quotes(member, ';')
+                    // Each member ends outside quotes, so this split always succeeds.
+                    let parts = split_outside_quotes(member, ';')?;
+                    let member = parts
+                        .into_iter()
                         .map(str::trim)
                         .collect::<Vec<_>>()
                         .join(";");
@@ -114,8 +123,9 @@ fn normalise<'a>(comparison: Comparison, lines: impl Iterator<Item = &'a str>) -
     }
 }
 
-/// `text` split at each `separator` that is not inside a quoted string.
-fn split_outside_quotes(text: &str, separator: char) -> impl Iterator<Item = &str> {
+/// `text` split at each `separator` that is not inside a quoted string; `None` when a quoted
+/// string is not closed.
+fn split_outside_quotes(text: &str, separator: char) -> Option<Vec<&str>> {
     let mut pieces = Vec::new();
     let mut start = 0;
     let mut in_quotes = false;
@@ -132,8 +142,11 @@ fn split_outside_quotes(text: &str, separator: char) -> impl Iterator<Item = &st
             _ => {}
         }
     }
+    if in_quotes {
+        return None;
+    }
     pieces.push(&text[start..]);
-    pieces.into_iter()
+    Some(pieces)
 }
 
 /// A complete response held in the cache.
@@ -362,5 +375,130 @@ mod tests {
         o.headers.insert("x-a", HeaderValue::from_static("12345"));
         assert_eq!(o.weight_bytes(), base + 3 + 5 + 32);
         assert!(base >= 5);
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use super::request_with;
+        use http::HeaderValue;
+
+        /// Text made of what list normalisation treats specially: separators, quotes, escapes,
+        /// whitespace (Unicode's too), case and non-ASCII.
+        fn list_soup() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just(","),
+                Just(";"),
+                Just("\""),
+                Just("\\"),
+                Just(" "),
+                Just("\t"),
+                Just("\u{3000}"),
+                Just("en-US"),
+                Just("Fr"),
+                Just("q=0.5"),
+                Just("é"),
+                Just("*"),
+            ];
+            prop::collection::vec(piece, 0..16).prop_map(|pieces| pieces.concat())
+        }
+
+        fn lines() -> impl Strategy<Value = Vec<String>> {
+            prop::collection::vec(prop_oneof![list_soup(), "\\PC{0,24}"], 0..4)
+        }
+
+        fn comparison() -> impl Strategy<Value = Comparison> {
+            prop::sample::select(vec![
+                Comparison::Exact,
+                Comparison::Members {
+                    case_insensitive: true,
+                },
+                Comparison::Members {
+                    case_insensitive: false,
+                },
+            ])
+        }
+
+        /// One `Accept-Language` member: a language range and maybe a weight.
+        fn language() -> impl Strategy<Value = String> {
+            (
+                "\\*|[a-zA-Z]{1,8}(-[a-zA-Z0-9]{1,8}){0,2}",
+                prop::option::of("0(\\.[0-9]{0,3})?|1(\\.0{0,3})?"),
+            )
+                .prop_map(|(range, q)| match q {
+                    Some(q) => format!("{range};q={q}"),
+                    None => range,
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn a_request_always_matches_the_key_it_made(
+                name in prop::sample::select(vec![
+                    "accept-language", "accept-encoding", "accept", "user-agent", "x-anything",
+                ]),
+                lines in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..4),
+                soup in lines(),
+            ) {
+                let mut response = HeaderMap::new();
+                response.insert("vary", HeaderValue::from_static(name));
+                let mut request = HeaderMap::new();
+                let bytes = lines.iter().map(Vec::as_slice).chain(soup.iter().map(String::as_bytes));
+                for line in bytes {
+                    if let Ok(value) = HeaderValue::from_bytes(line) {
+                        request.append(name, value);
+                    }
+                }
+                let key = VaryKey::new(&response, &request);
+                prop_assert!(key.matches(&request));
+            }
+
+            #[test]
+            fn normalisation_is_idempotent(comparison in comparison(), lines in lines()) {
+                let once = normalise(comparison, lines.iter().map(String::as_str));
+                let twice = normalise(comparison, std::iter::once(once.as_str()));
+                prop_assert_eq!(once, twice);
+            }
+
+            #[test]
+            fn accept_language_ignores_member_order_case_and_spacing(
+                (members, order, styles, split) in prop::collection::vec(language(), 1..6)
+                    .prop_flat_map(|members| {
+                        let n = members.len();
+                        (
+                            Just(members),
+                            Just((0..n).collect::<Vec<_>>()).prop_shuffle(),
+                            prop::collection::vec((any::<bool>(), 0..4usize), n),
+                            0..n,
+                        )
+                    }),
+            ) {
+                let key = super::key_varying_on("accept-language", &[&members.join(", ")]);
+                let spaces = ["", " ", "\t", "  "];
+                let restyled: Vec<String> = order
+                    .iter()
+                    .zip(&styles)
+                    .map(|(&i, &(upper, space))| {
+                        let member = if upper {
+                            members[i].to_ascii_uppercase()
+                        } else {
+                            members[i].to_ascii_lowercase()
+                        };
+                        let ows = spaces[space];
+                        format!("{ows}{}{ows}", member.replace(';', &format!("{ows};{ows}")))
+                    })
+                    .collect();
+                // The members on two lines, split at `split`.
+                let (first, second) = restyled.split_at(split);
+                let lines: Vec<String> = [first, second]
+                    .iter()
+                    .filter(|part| !part.is_empty())
+                    .map(|part| part.join(","))
+                    .collect();
+                let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+                prop_assert!(key.matches(&request_with("accept-language", &lines)), "{:?}", lines);
+            }
+        }
     }
 }
