@@ -198,14 +198,17 @@ impl<U: Upstream> CachePipeline<U> {
         };
         let request_time = self.clock.now();
         let request = self.fill_request(ctx, method.clone(), conditions);
-        let _waiting = self.per_address.enter(ctx.client.ip())?;
+        let waiting = self.per_address.enter(ctx.client.ip())?;
         let hop = Hop {
             key: ctx.key.clone(),
             replayable: true,
         };
         let response = self.send_upstream(request, &hop).await?;
         let response_time = self.clock.now();
-        let (mut head, body) = response.into_parts();
+        let (mut head, mut body) = response.into_parts();
+        // The address keeps its place while the body streams (a fill reads it at once; an
+        // answer passed through holds its upstream connection as long as its client reads).
+        body.hold(waiting);
         let cc = CacheControl::for_response(&head.headers);
         let tags = surrogate_keys(&head.headers);
         let carried_tags =

@@ -37,7 +37,7 @@ impl<U: Upstream> CachePipeline<U> {
         let body = ClientBody::read(body, &parts.headers, self.limits.body)
             .await
             .map_err(RequestError::ClientBody)?;
-        let _waiting = self.per_address.enter(client.ip())?;
+        let waiting = self.per_address.enter(client.ip())?;
         // The client's body streams through once: nothing of it can be sent again elsewhere.
         let hop = Hop {
             key: key.clone(),
@@ -49,7 +49,8 @@ impl<U: Upstream> CachePipeline<U> {
         let response = self
             .send_upstream(Request::from_parts(parts, Either::Right(body)), &hop)
             .await?;
-        let (mut head, body) = response.into_parts();
+        let (mut head, mut body) = response.into_parts();
+        body.hold(waiting);
         self.prepare_response(&mut head);
         let status = CacheStatus {
             fwd_status: Some(head.status.as_u16()),

@@ -27,6 +27,7 @@ use verge_config::{OriginUrl, UpstreamConfig};
 use crate::access_log::AnsweredBy;
 use crate::client_body::ClientBody;
 use crate::error::RequestError;
+use crate::guard::AddressGuard;
 use crate::tls::client::{self, UpstreamConnector};
 
 /// A request body sent upstream: nothing (cache fills) or the client's body, read whole or
@@ -34,15 +35,26 @@ use crate::tls::client::{self, UpstreamConnector};
 pub type UpstreamBody = Either<Empty<Bytes>, ClientBody>;
 
 /// An upstream response's body. It holds its connection's slot until it ends or is dropped,
-/// so the connection limit counts responses still streaming.
+/// so the connection limit counts responses still streaming, and so does the bound on what
+/// the requesting client's address may have waiting on the upstream.
 pub struct UpstreamResponseBody {
     inner: Incoming,
     slot: Option<Slot>,
+    address: Option<AddressGuard>,
 }
 
 impl UpstreamResponseBody {
     pub fn new(inner: Incoming) -> UpstreamResponseBody {
-        UpstreamResponseBody { inner, slot: None }
+        UpstreamResponseBody {
+            inner,
+            slot: None,
+            address: None,
+        }
+    }
+
+    /// Keeps the client address's place until the body ends or is dropped.
+    pub(crate) fn hold(&mut self, address: AddressGuard) {
+        self.address = Some(address);
     }
 }
 
@@ -57,6 +69,7 @@ impl Body for UpstreamResponseBody {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
             self.slot = None;
+            self.address = None;
         }
         polled
     }
@@ -344,6 +357,7 @@ impl OriginUpstream {
                 Ok(response.map(|inner| UpstreamResponseBody {
                     inner,
                     slot: Some(slot),
+                    address: None,
                 }))
             }
         }

@@ -162,3 +162,54 @@ async fn healthz_answers_through_a_flood_of_idle_admin_connections() {
     .expect("/healthz answers within 1 s through 200 idle admin connections");
     assert_eq!(health.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_has_at_most_its_share_of_upstream_requests() {
+    let origin = FakeOrigin::start().await;
+    origin.on_prefix(
+        "/slow/",
+        Reply::ok("slow").delay(Duration::from_millis(500)),
+    );
+    let edge = start_edge(
+        origin.addr(),
+        &["server.max_upstream_requests_per_address = 2"],
+    )
+    .await;
+    let client = HttpClient::http1();
+    let gets = (0..3).map(|i| {
+        let client = client.clone();
+        let url = edge.url(&format!("/slow/{i}"));
+        async move { client.get(&url).await }
+    });
+    let mut statuses: Vec<u16> = futures_join_all(gets).await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 429]);
+    // Another address is not held back by the first one's share.
+    let mut other = connect_from([127, 0, 0, 2], edge.data_addr).await;
+    let url = edge.url("/slow/a");
+    let (first, second) = tokio::join!(client.get(&url), async {
+        other
+            .write_all(b"GET /slow/b HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        other.read_to_end(&mut answer).await.unwrap();
+        answer
+    });
+    assert_eq!(first.status, 200);
+    assert!(second.starts_with(b"HTTP/1.1 200"));
+}
+
+/// Runs the GETs at once and returns their statuses.
+async fn futures_join_all(
+    gets: impl Iterator<
+        Item = impl std::future::Future<Output = support::TestResponse> + Send + 'static,
+    >,
+) -> Vec<u16> {
+    let tasks: Vec<_> = gets.map(tokio::spawn).collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap().status.as_u16());
+    }
+    statuses
+}
