@@ -166,4 +166,89 @@ mod tests {
             Err(KeyError::ConflictingHost)
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Request targets and hosts made of the pieces URI parsing cares about.
+        fn uri_soup() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("http://"),
+                Just("https://"),
+                Just("/"),
+                Just("?"),
+                Just("#"),
+                Just("@"),
+                Just(":"),
+                Just("%"),
+                Just("%2F"),
+                Just("a"),
+                Just("B"),
+                Just("."),
+                Just("["),
+                Just("]"),
+                Just("::1"),
+                Just("*"),
+                Just(" "),
+                Just("é"),
+                Just("80"),
+                Just("443"),
+                Just("99999"),
+            ];
+            prop::collection::vec(piece, 0..12).prop_map(|pieces| pieces.concat())
+        }
+
+        proptest! {
+            #[test]
+            fn no_target_or_host_makes_keying_panic(
+                scheme in prop::sample::select(vec!["http", "https"]),
+                target in prop_oneof![uri_soup(), "\\PC{0,30}"],
+                hosts in prop::collection::vec(
+                    prop_oneof![
+                        uri_soup().prop_map(String::into_bytes),
+                        prop::collection::vec(any::<u8>(), 0..30),
+                    ],
+                    0..3,
+                ),
+            ) {
+                let Ok(uri) = target.parse::<Uri>() else { return Ok(()) };
+                let mut headers = HeaderMap::new();
+                for host in &hosts {
+                    if let Ok(value) = HeaderValue::from_bytes(host) {
+                        headers.append(HOST, value);
+                    }
+                }
+                if let Ok(key) = CacheKey::for_request(scheme, &uri, &headers) {
+                    let prefix = format!("{scheme}://");
+                    prop_assert!(key.as_str().starts_with(&prefix), "{:?}", key);
+                    prop_assert!(!key.is_empty());
+                }
+            }
+
+            #[test]
+            fn from_parts_never_panics(
+                scheme in "\\PC{0,8}",
+                host in prop_oneof![uri_soup(), "\\PC{0,30}"],
+                path in prop_oneof![uri_soup(), "\\PC{0,30}"],
+            ) {
+                let key = CacheKey::from_parts(&scheme, &host, &path);
+                prop_assert!(key.as_str().starts_with(&scheme));
+            }
+
+            #[test]
+            fn the_host_is_keyed_whatever_its_case(
+                host in "[a-zA-Z0-9-]{1,12}(\\.[a-zA-Z0-9-]{1,12}){0,2}\\.?(:[0-9]{1,5})?",
+                path in "/[a-zA-Z0-9/_.~-]{0,20}(\\?[a-zA-Z0-9=&]{0,12})?",
+            ) {
+                let lower = key(&path, Some(&host.to_ascii_lowercase()));
+                let upper = key(&path, Some(&host.to_ascii_uppercase()));
+                prop_assert_eq!(&lower, &upper);
+                if let Ok(key) = lower {
+                    prop_assert!(key.as_str().ends_with(&path), "{:?}", key);
+                }
+            }
+        }
+    }
 }

@@ -411,3 +411,142 @@ fn byte_range_size_counts_both_ends() {
         "saturates instead of overflowing"
     );
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// `Range` values made of the pieces its grammar is built from, so cases reach the specs.
+    fn range_soup() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just("bytes="),
+            Just("BYTES="),
+            Just("items="),
+            Just("-"),
+            Just(","),
+            Just(" "),
+            Just("\t"),
+            Just("0"),
+            Just("1"),
+            Just("499"),
+            Just("10000"),
+            Just("18446744073709551615"),
+            Just("18446744073709551616"),
+            Just("+1"),
+            Just("é"),
+        ];
+        prop::collection::vec(piece, 0..16).prop_map(|pieces| pieces.concat().into_bytes())
+    }
+
+    fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![range_soup(), prop::collection::vec(any::<u8>(), 0..40)]
+    }
+
+    /// A body of `len` bytes that contains no boundary candidate.
+    fn body(len: u64) -> Bytes {
+        (0..len)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect::<Vec<_>>()
+            .into()
+    }
+
+    /// Checks what a plan promises: ranges within the object, at most `max_ranges` of them, and
+    /// a rendered answer that is the object's bytes and no larger than the allowance permits.
+    fn check_plan(
+        plan: &RangePlan,
+        stored: &HeaderMap,
+        len: u64,
+        max_ranges: usize,
+    ) -> Result<(), TestCaseError> {
+        let ranges: &[ByteRange] = match plan {
+            RangePlan::Full | RangePlan::Unsatisfiable => return Ok(()),
+            RangePlan::Single(range) => std::slice::from_ref(range),
+            RangePlan::Multiple(ranges) => {
+                prop_assert!(ranges.len() >= 2);
+                ranges
+            }
+        };
+        prop_assert!(ranges.len() <= max_ranges);
+        for range in ranges {
+            prop_assert!(
+                range.start <= range.end && range.end < len,
+                "{:?} of {}",
+                range,
+                len
+            );
+        }
+        let body = body(len);
+        let Some(rendered) = render(plan, &body, stored) else {
+            return Err(TestCaseError::fail("a planned range was not rendered"));
+        };
+        prop_assert_eq!(rendered.content_length, rendered.body.len() as u64);
+        prop_assert!(rendered.content_length <= len + MULTIPART_ALLOWANCE);
+        if let RangePlan::Single(range) = plan {
+            prop_assert_eq!(
+                &rendered.body,
+                &body.slice(range.start as usize..=range.end as usize)
+            );
+        }
+        Ok(())
+    }
+
+    /// One range-spec in any of its three forms, with positions near `len` or anywhere.
+    fn spec(len: u64) -> impl Strategy<Value = String> {
+        let position = prop_oneof![0..len.saturating_add(8), any::<u64>()];
+        prop_oneof![
+            (position.clone(), position.clone()).prop_map(|(a, b)| format!("{a}-{b}")),
+            position.clone().prop_map(|a| format!("{a}-")),
+            position.prop_map(|n| format!("-{n}")),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn no_range_or_if_range_value_makes_planning_panic(
+            range in header_bytes(),
+            if_range in prop::option::of(header_bytes()),
+            len in 0..5_000u64,
+            max_ranges in 0..8usize,
+        ) {
+            let Ok(range) = HeaderValue::from_bytes(&range) else { return Ok(()) };
+            let if_range = if_range.and_then(|v| HeaderValue::from_bytes(&v).ok());
+            let stored = stored(None);
+            let plan = plan(Some(&range), if_range.as_ref(), &stored, len, max_ranges);
+            check_plan(&plan, &stored, len, max_ranges)?;
+        }
+
+        #[test]
+        fn every_satisfiable_range_lies_within_the_object(
+            (len, specs) in (0..5_000u64).prop_flat_map(|len| {
+                (Just(len), prop::collection::vec(spec(len), 1..6))
+            }),
+            max_ranges in 1..8usize,
+            content_type in prop::option::of(Just("multipart/x; boundary=verge-0")),
+        ) {
+            let value = HeaderValue::from_str(&format!("bytes={}", specs.join(","))).unwrap();
+            let stored = stored(content_type);
+            let plan = plan(Some(&value), None, &stored, len, max_ranges);
+            check_plan(&plan, &stored, len, max_ranges)?;
+            if specs.len() > max_ranges {
+                prop_assert_eq!(plan, RangePlan::Full);
+            }
+        }
+
+        #[test]
+        fn one_range_from_inside_the_object_is_served_clipped(
+            (len, first, last) in (1..5_000u64).prop_flat_map(|len| {
+                let first = 0..len;
+                (Just(len), first.clone(), prop::option::of(any::<u64>()))
+            }),
+        ) {
+            let last = last.map(|l| l.max(first));
+            let value = match last {
+                Some(last) => format!("bytes={first}-{last}"),
+                None => format!("bytes={first}-"),
+            };
+            let want = ByteRange { start: first, end: last.unwrap_or(u64::MAX).min(len - 1) };
+            prop_assert_eq!(plan_for(&value, len, 1), RangePlan::Single(want));
+        }
+    }
+}
