@@ -399,3 +399,70 @@ fn concurrent_writers_and_readers_leave_the_expected_state() {
         OWNERS * KEYS / 2
     );
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn header_lines() -> impl Strategy<Value = Vec<(bool, Vec<u8>)>> {
+        let soup = prop::collection::vec(
+            prop_oneof![
+                Just(" "),
+                Just("\t"),
+                Just(","),
+                Just("a"),
+                Just("B"),
+                Just("é"),
+                Just("tag-1")
+            ],
+            0..20,
+        )
+        .prop_map(|pieces| pieces.concat().into_bytes());
+        let line = prop_oneof![soup, prop::collection::vec(any::<u8>(), 0..300)];
+        prop::collection::vec((any::<bool>(), line), 0..4)
+    }
+
+    proptest! {
+        #[test]
+        fn surrogate_keys_of_any_header_are_distinct_bounded_tags(lines in header_lines()) {
+            let mut headers = HeaderMap::new();
+            for (cache_tag, line) in &lines {
+                let name = if *cache_tag { "cache-tag" } else { "surrogate-key" };
+                if let Ok(value) = HeaderValue::from_bytes(line) {
+                    headers.append(name, value);
+                }
+            }
+            let got = surrogate_keys(&headers);
+            prop_assert!(got.len() <= MAX_TAGS_PER_RESPONSE);
+            let distinct: BTreeSet<&str> = got.iter().map(|tag| tag.as_ref()).collect();
+            prop_assert_eq!(distinct.len(), got.len());
+            for tag in &got {
+                prop_assert!(!tag.is_empty() && tag.len() <= MAX_TAG_BYTES);
+                prop_assert!(!tag.contains([' ', '\t', ',']), "{:?}", tag);
+            }
+        }
+
+        #[test]
+        fn rendered_surrogate_keys_parse_back(
+            tags in prop::collection::btree_set("[!-+\\--~]{1,16}", 0..40),
+            separators in prop::collection::vec(
+                prop::sample::select(vec![" ", ",", "\t", ", ", " ,  "]),
+                40,
+            ),
+        ) {
+            let tags: Vec<&String> = tags.iter().collect();
+            let mut line = String::new();
+            for (tag, separator) in tags.iter().zip(&separators) {
+                line.push_str(tag);
+                line.push_str(separator);
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert("surrogate-key", HeaderValue::from_str(&line).unwrap());
+            let got = surrogate_keys(&headers);
+            let got: Vec<&str> = got.iter().map(|tag| tag.as_ref()).collect();
+            let want: Vec<&str> = tags.iter().map(|tag| tag.as_str()).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}
