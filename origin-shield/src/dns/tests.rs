@@ -254,3 +254,120 @@ async fn one_task_per_name_and_they_stop_with_the_resolver() {
     advance(5_000).await;
     assert_eq!(lookup.calls(), 2);
 }
+
+/// What the shield takes from DNS answers and origin URLs holds for any input: there is no DNS
+/// wire parsing here (hickory parses the messages), so the inputs are the answers' addresses and
+/// TTLs and the authorities of origin URLs.
+mod properties {
+    use std::net::Ipv6Addr;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Addresses drawn from a small set, so answers repeat some, and from anywhere.
+    fn address() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            (0u8..8).prop_map(ip),
+            (0u16..8).prop_map(|n| IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, n))),
+            any::<IpAddr>(),
+        ]
+    }
+
+    fn duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            (0u64..600).prop_map(Duration::from_secs),
+            (0..=u64::from(u32::MAX)).prop_map(Duration::from_secs),
+            (any::<u64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn kept_addresses_are_sorted_distinct_bounded_and_order_free(
+            (addresses, shuffled) in prop::collection::vec(address(), 0..40)
+                .prop_flat_map(|a| (Just(a.clone()), Just(a).prop_shuffle())),
+        ) {
+            let kept = kept_addresses(addresses.clone());
+            prop_assert!(kept.len() <= MAX_ADDRESSES_PER_HOST);
+            prop_assert!(kept.windows(2).all(|pair| pair[0] < pair[1]));
+            prop_assert!(kept.iter().all(|a| addresses.contains(a)));
+            let mut distinct = addresses.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            prop_assert_eq!(kept.len(), distinct.len().min(MAX_ADDRESSES_PER_HOST));
+            prop_assert_eq!(kept_addresses(shuffled), kept);
+        }
+
+        #[test]
+        fn the_ttl_in_use_stays_within_the_configured_bounds(
+            ttl in duration(),
+            min_ttl in duration(),
+            max_ttl in duration(),
+        ) {
+            let s = ResolverConfig { min_ttl, max_ttl, ..settings() };
+            let used = ttl_in_use(ttl, &s);
+            prop_assert!(used >= min_ttl && used <= max_ttl.max(min_ttl));
+            if ttl >= min_ttl && ttl <= max_ttl {
+                prop_assert_eq!(used, ttl);
+            }
+        }
+
+        #[test]
+        fn ip_literals_have_no_host_name_and_names_keep_theirs(
+            address in any::<IpAddr>(),
+            name in "[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9-]{0,20}){0,3}",
+            port in prop::option::of(any::<u16>()),
+        ) {
+            let port = port.map_or(String::new(), |p| format!(":{p}"));
+            let literal = match address {
+                IpAddr::V4(v4) => format!("{v4}{port}"),
+                IpAddr::V6(v6) => format!("[{v6}]{port}"),
+            };
+            let literal: http::uri::Authority = literal.parse().unwrap();
+            prop_assert_eq!(host_name(&literal), None);
+            let named: http::uri::Authority = format!("{name}{port}").parse().unwrap();
+            prop_assert_eq!(host_name(&named), Some(name.as_str()));
+        }
+
+        #[test]
+        fn any_authority_is_classified_without_panic(text in "\\PC{0,40}") {
+            if let Ok(authority) = text.parse::<http::uri::Authority>() {
+                if let Some(name) = host_name(&authority) {
+                    prop_assert!(name.trim_matches(['[', ']']).parse::<IpAddr>().is_err());
+                }
+            }
+        }
+    }
+
+    proptest! {
+        // Each case runs a resolver on its own runtime.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn any_answer_is_used_as_its_kept_addresses(
+            addresses in prop::collection::vec(address(), 0..40),
+            ttl in duration(),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let kept = kept_addresses(addresses.clone());
+            let got = runtime.block_on(async {
+                let lookup = ScriptedLookup::new(Ok(Answer { addresses, ttl }));
+                let s = start(&lookup).await;
+                // Past any TTL in use: the name is asked again and still resolves.
+                advance(settings().max_ttl.as_millis() as u64 + 1_000).await;
+                prop_assert_eq!(lookup.calls(), 2);
+                Ok(s.host.addresses())
+            })?;
+            if kept.is_empty() {
+                prop_assert_eq!(got, Err(DnsError::NoAddresses));
+            } else {
+                prop_assert_eq!(got.as_deref(), Ok(kept.as_slice()));
+            }
+        }
+    }
+}
