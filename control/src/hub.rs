@@ -241,3 +241,6 @@ impl Drop for EventStream {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod properties;

@@ -515,3 +515,6 @@ mod tests {
         assert!(events_query("node=e1&who=1").unwrap_err().contains("who"));
     }
 }
+
+#[cfg(test)]
+mod properties;
