@@ -247,21 +247,13 @@ pub fn parse_date(value: &http::HeaderValue) -> Option<SystemTime> {
 }
 
 /// The response's `Age` (RFC 9111 §5.1): a non-negative integer of seconds, saturating at 2^31.
-/// `None` when absent or invalid: a value that is not such an integer (`-5`, `1.5`, `abc`), or
-/// several values (lines or list members) that disagree. An invalid `Age` is ignored rather than
-/// guessed at, so garbage never reads as a large age; values that repeat one number are that number.
+/// A list-based value (several lines or members) counts by its first member, the rest discarded,
+/// as §5.1 asks. `None` when absent or when that member is not such an integer (`-5`, `1.5`,
+/// `abc`): an invalid `Age` is ignored rather than guessed at, so garbage never reads as a large
+/// age.
 pub fn parse_age(headers: &HeaderMap) -> Option<Duration> {
-    let mut age = None;
-    for line in headers.get_all(AGE) {
-        for member in line.to_str().ok()?.split(',') {
-            let value = parse_delta(member.trim_matches([' ', '\t']))?;
-            if age.is_some_and(|seen| seen != value) {
-                return None;
-            }
-            age = Some(value);
-        }
-    }
-    age
+    let first = headers.get(AGE)?.to_str().ok()?.split(',').next()?;
+    parse_delta(first.trim_matches([' ', '\t']))
 }
 
 /// The times needed to compute a stored response's age (RFC 9111 §4.2.3).

@@ -283,18 +283,24 @@ proptest! {
     }
 
     #[test]
-    fn a_signed_fractional_or_conflicting_age_is_ignored(
+    fn a_signed_or_fractional_age_is_ignored_and_a_list_counts_by_its_first_member(
         // Below the cap, so that n and n + 1 differ once read.
         n in 0..MAX_DELTA_SECONDS,
         form in 0..4usize,
     ) {
-        let lines: Vec<Vec<u8>> = match form {
-            0 => vec![format!("-{n}").into_bytes()],
-            1 => vec![format!("{n}.5").into_bytes()],
-            2 => vec![format!("{n}, {}", n + 1).into_bytes()],
-            _ => vec![n.to_string().into_bytes(), (n + 1).to_string().into_bytes()],
+        let (lines, expected): (Vec<Vec<u8>>, _) = match form {
+            0 => (vec![format!("-{n}").into_bytes()], None),
+            1 => (vec![format!("{n}.5").into_bytes()], None),
+            2 => (vec![format!("{n}, {}", n + 1).into_bytes()], Some(n)),
+            _ => (
+                vec![n.to_string().into_bytes(), (n + 1).to_string().into_bytes()],
+                Some(n),
+            ),
         };
-        prop_assert_eq!(parse_age(&header_map("age", &lines)), None);
+        prop_assert_eq!(
+            parse_age(&header_map("age", &lines)),
+            expected.map(Duration::from_secs)
+        );
     }
 
     #[test]
