@@ -37,14 +37,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Fields meant for this cache (RFC 9213 `CDN-Cache-Control`, `Surrogate-Control`) or for its
-/// purges (`Surrogate-Key`, `Cache-Tag`): acted on here and not sent to clients.
-const CDN_ONLY: [&str; 4] = [
-    "cdn-cache-control",
-    "surrogate-control",
-    "surrogate-key",
-    "cache-tag",
-];
+/// Fields meant for this cache (`Surrogate-Control`) or for its purges (`Surrogate-Key`,
+/// `Cache-Tag`): acted on here and not sent to clients. `CDN-Cache-Control` is meant for every
+/// CDN on the way (RFC 9213), another of which may sit in front of this one: it is passed on.
+const CDN_ONLY: [&str; 3] = ["surrogate-control", "surrogate-key", "cache-tag"];
 
 /// Removes the fields of [`CDN_ONLY`].
 pub fn strip_cdn_only(headers: &mut HeaderMap) {

@@ -542,13 +542,13 @@ async fn a_post_is_sent_to_one_shield_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_status_lists_the_shield_entry_then_the_edge_entry() {
     let origin = FakeOrigin::start().await;
-    // The shield obeys (and removes) CDN-Cache-Control; the front edge sees only
+    // The shield obeys (and removes) Surrogate-Control; the front edge sees only
     // Cache-Control. Their entries differ by ttl, which tells them apart.
     origin.on(
         "/page",
         Reply::ok("page")
             .cache_control("max-age=60")
-            .header("cdn-cache-control", "max-age=600"),
+            .header("surrogate-control", "max-age=600"),
     );
     let shield = start_shield(&origin, "s1").await;
     let shields = [("s1", shield.data_addr, 1)];

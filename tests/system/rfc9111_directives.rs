@@ -471,7 +471,7 @@ async fn cdn_cache_control_still_governs_after_a_304_revalidation(topology: Topo
     assert_eq!(origin.hits("/cdn-304"), 2);
 }
 
-async fn cdn_only_fields_are_not_forwarded_to_clients(topology: Topology) {
+async fn cdn_only_fields_are_not_forwarded_to_clients_but_cdn_cache_control_is(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on(
         "/fields",
@@ -486,12 +486,12 @@ async fn cdn_only_fields_are_not_forwarded_to_clients(topology: Topology) {
     let hit = get_with(&edge, "/fields", &[]).await;
     assert_hit(&hit, "stored");
     for (what, response) in [("miss", &miss), ("hit", &hit)] {
-        for name in [
-            "cdn-cache-control",
-            "surrogate-control",
-            "surrogate-key",
-            "cache-tag",
-        ] {
+        assert_eq!(
+            response.header("cdn-cache-control").as_deref(),
+            Some("max-age=60"),
+            "{what}: CDN-Cache-Control is for any CDN in front too"
+        );
+        for name in ["surrogate-control", "surrogate-key", "cache-tag"] {
             assert_eq!(
                 response.header(name),
                 None,
@@ -532,5 +532,5 @@ support::in_both_topologies!(
     cdn_cache_control_lifetime_replaces_the_cache_control_lifetime,
     surrogate_control_overrides_cache_control,
     cdn_cache_control_still_governs_after_a_304_revalidation,
-    cdn_only_fields_are_not_forwarded_to_clients,
+    cdn_only_fields_are_not_forwarded_to_clients_but_cdn_cache_control_is,
 );
