@@ -85,3 +85,25 @@ async fn connect_is_refused_with_405() {
     assert_eq!(reply.status(), 405, "{}", reply.text());
     assert_eq!(origin.total_hits(), 0, "CONNECT must not reach the origin");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_body_length_is_read_as_chunked_and_nothing_is_smuggled_after_it() {
+    let origin = FakeOrigin::start().await;
+    origin.on("/up", Reply::ok("up"));
+    origin.on("/smuggled", Reply::ok("smuggled"));
+    let edge = start_edge(origin.addr(), &[]).await;
+
+    // Read by Content-Length, the body would end after "5\r\nh" and "GET /smuggled" would follow
+    // as a second request on this connection.
+    let reply = raw_exchange(
+        edge.data_addr,
+        b"POST /up HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\
+          Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+          GET /smuggled HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status(), 200, "{}", reply.text());
+    assert_eq!(origin.last_request("/up").unwrap().body.as_ref(), b"hello");
+    assert_eq!(origin.hits("/smuggled"), 0, "a second request was smuggled");
+    assert!(!reply.text().contains("smuggled"));
+}
