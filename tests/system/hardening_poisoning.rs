@@ -9,6 +9,11 @@ use verge_testkit as support;
 use support::cdn::Topology;
 use support::{raw_exchange, start_origin_and_cdn, HttpClient, Reply};
 
+/// A GET of `url` with extra `headers`.
+async fn get(client: &HttpClient, url: &str, headers: &[(&str, &str)]) -> support::TestResponse {
+    client.request("GET", url, headers, "").await
+}
+
 async fn override_fields_never_reach_the_origin(topology: Topology) {
     let (origin, cdn) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/page", Reply::ok("page").cache_control("max-age=60"));
@@ -42,18 +47,14 @@ async fn the_key_and_the_forwarded_host_are_one_authority(topology: Topology) {
 
     // good.test was never asked for: its clients do not get what was stored for evil.test.
     let client = HttpClient::http1();
-    let good = client
-        .request("GET", &cdn.url("/x"), &[("host", "good.test")], "")
-        .await;
+    let good = get(&client, &cdn.url("/x"), &[("host", "good.test")]).await;
     assert_eq!(good.status, 200);
     assert!(
         !good.cache_status_has("hit"),
         "good.test answered from evil.test's object: {}",
         good.cache_status()
     );
-    let evil = client
-        .request("GET", &cdn.url("/x"), &[("host", "evil.test")], "")
-        .await;
+    let evil = get(&client, &cdn.url("/x"), &[("host", "evil.test")]).await;
     assert!(evil.cache_status_has("hit"), "{}", evil.cache_status());
 }
 
@@ -98,14 +99,7 @@ async fn a_compressed_answer_without_vary_is_not_served_to_others(topology: Topo
             .header("content-encoding", "gzip"),
     );
     let client = HttpClient::http1();
-    let gzip = client
-        .request(
-            "GET",
-            &cdn.url("/app.js"),
-            &[("accept-encoding", "gzip")],
-            "",
-        )
-        .await;
+    let gzip = get(&client, &cdn.url("/app.js"), &[("accept-encoding", "gzip")]).await;
     assert_eq!(gzip.header("content-encoding").as_deref(), Some("gzip"));
     let vary = gzip.header("vary").unwrap_or_default().to_ascii_lowercase();
     assert!(vary.contains("accept-encoding"), "vary: {vary:?}");
@@ -119,14 +113,7 @@ async fn a_compressed_answer_without_vary_is_not_served_to_others(topology: Topo
         plain.cache_status()
     );
     assert_eq!(plain.text(), "plain");
-    let again = client
-        .request(
-            "GET",
-            &cdn.url("/app.js"),
-            &[("accept-encoding", "gzip")],
-            "",
-        )
-        .await;
+    let again = get(&client, &cdn.url("/app.js"), &[("accept-encoding", "gzip")]).await;
     assert!(again.cache_status_has("hit"), "{}", again.cache_status());
 }
 
@@ -143,14 +130,12 @@ async fn override_fields_can_be_refused_instead() {
         start_origin_and_cdn(Topology::Direct, &["server.override_headers = \"refuse\""]).await;
     origin.on("/page", Reply::ok("page"));
     let client = HttpClient::http1();
-    let response = client
-        .request(
-            "GET",
-            &cdn.url("/page"),
-            &[("x-forwarded-host", "evil.test")],
-            "",
-        )
-        .await;
+    let response = get(
+        &client,
+        &cdn.url("/page"),
+        &[("x-forwarded-host", "evil.test")],
+    )
+    .await;
     assert_eq!(response.status, 400, "{}", response.text());
     assert!(response.text().contains("x-forwarded-host"));
     assert_eq!(origin.total_hits(), 0);
