@@ -71,6 +71,9 @@ pub struct ServerConfig {
     /// Slowest average rate, in bytes per second, a request body may arrive at beyond
     /// `request_body_timeout`'s allowance (408 when slower).
     pub request_body_min_rate: ByteSize,
+    /// How long a client may take to accept the next part of a response streamed from the
+    /// upstream; past it the response is abandoned and its upstream connection freed.
+    pub send_timeout: Duration,
     /// `[access_log]`; `None`: no access log. Kept with the server's settings because every
     /// role has it and it is reloaded with them.
     pub access_log: Option<AccessLogConfig>,
@@ -167,6 +170,7 @@ pub mod defaults {
     pub const MAX_REQUEST_BODY: &str = "100MiB";
     pub const REQUEST_BODY_TIMEOUT: &str = "10s";
     pub const REQUEST_BODY_MIN_RATE: &str = "1KiB";
+    pub const SEND_TIMEOUT: &str = "60s";
     pub const MAX_BYTES: &str = "256MiB";
     pub const MAX_OBJECT_BYTES: &str = "8MiB";
     pub const HIT_FOR_MISS_TTL: &str = "30s";
@@ -385,11 +389,19 @@ fn validate_server(c: &mut Collector, role: NodeRole, raw: RawServer) -> Option<
         raw.request_body_min_rate.as_ref(),
         REQUEST_BODY_MIN_RATE,
     );
+    let send_timeout = duration(
+        c,
+        "server.send_timeout",
+        raw.send_timeout.as_deref(),
+        SEND_TIMEOUT,
+        ms,
+    );
     // A shield's clients are edges, whose ids it keeps so one request reads alike at both.
     let trust_request_id = raw.trust_request_id.unwrap_or(role == NodeRole::Shield);
     let access_log = validate_access_log(c, raw.access_log);
     Some(ServerConfig {
         idle_timeout: idle_timeout?,
+        send_timeout: send_timeout?,
         max_connections_per_address: usize::try_from(per_address?).ok()?,
         max_upstream_requests_per_address: usize::try_from(upstream_per_address?).ok()?,
         override_headers: override_headers?,

@@ -287,6 +287,7 @@ pub struct RawServer {
     pub max_request_body: Option<RawSize>,
     pub request_body_timeout: Option<String>,
     pub request_body_min_rate: Option<RawSize>,
+    pub send_timeout: Option<String>,
     /// The file's top-level `[access_log]` table, attached here when the file is read so that
     /// it is validated with the node tables every role shares; never read from `[server]`.
     #[serde(skip)]

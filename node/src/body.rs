@@ -2,12 +2,21 @@
 //! body streamed through, possibly after a prefix that was read while deciding to store it;
 //! with an access log, either of them counting what it sends and writing the request's line
 //! when it ends or is dropped (the client went away).
+//!
+//! An upstream body streams through a relay task and a small channel: when the client stops
+//! taking the body for `server.send_timeout`, the relay gives up and drops the upstream body,
+//! so a client that does not read never holds an upstream connection for longer.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::SendTimeoutError;
 
 use crate::access_log::OpenLine;
 use crate::upstream::UpstreamResponseBody;
@@ -17,6 +26,12 @@ pub enum ResponseBody {
     Stream {
         prefix: Option<Bytes>,
         rest: UpstreamResponseBody,
+    },
+    /// An upstream body relayed by a task of its own ([`ResponseBody::stream`]).
+    Relayed {
+        frames: mpsc::Receiver<Result<Frame<Bytes>, hyper::Error>>,
+        hint: SizeHint,
+        done: bool,
     },
     /// A body whose request has an access log line.
     Logged(Box<LoggedBody>),
@@ -43,10 +58,27 @@ impl ResponseBody {
         ResponseBody::Logged(Box::new(LoggedBody { inner: body, line }))
     }
 
-    pub fn stream(prefix: Bytes, rest: UpstreamResponseBody) -> ResponseBody {
-        ResponseBody::Stream {
+    /// `prefix`, then `rest` as it arrives, relayed by a task that drops `rest` (and so frees
+    /// its upstream connection) once the client has not taken a part for `send_timeout`.
+    pub fn stream(
+        prefix: Bytes,
+        rest: UpstreamResponseBody,
+        send_timeout: Duration,
+    ) -> ResponseBody {
+        let direct = ResponseBody::Stream {
             prefix: (!prefix.is_empty()).then_some(prefix),
             rest,
+        };
+        let hint = direct.size_hint();
+        if direct.is_end_stream() {
+            return direct;
+        }
+        let (sender, frames) = mpsc::channel(RELAY_FRAMES);
+        tokio::spawn(relay(direct, sender, send_timeout));
+        ResponseBody::Relayed {
+            frames,
+            hint,
+            done: false,
         }
     }
 }
@@ -66,6 +98,13 @@ impl Body for ResponseBody {
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
                 Pin::new(rest).poll_frame(cx)
+            }
+            ResponseBody::Relayed { frames, done, .. } => {
+                let polled = frames.poll_recv(cx);
+                if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+                    *done = true;
+                }
+                polled
             }
             ResponseBody::Logged(logged) => {
                 let polled = Pin::new(&mut logged.inner).poll_frame(cx);
@@ -90,6 +129,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(bytes) => bytes.is_none(),
             ResponseBody::Stream { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
+            ResponseBody::Relayed { done, .. } => *done,
             ResponseBody::Logged(logged) => logged.inner.is_end_stream(),
         }
     }
@@ -109,7 +149,34 @@ impl Body for ResponseBody {
                 }
                 hint
             }
+            ResponseBody::Relayed { hint, .. } => hint.clone(),
             ResponseBody::Logged(logged) => logged.inner.size_hint(),
+        }
+    }
+}
+
+/// Frames a relay may hold ahead of its client.
+const RELAY_FRAMES: usize = 2;
+
+/// Moves `body`'s frames to `sender` until the body ends, the client goes away, or the client
+/// takes no frame for `send_timeout`.
+async fn relay(
+    mut body: ResponseBody,
+    sender: mpsc::Sender<Result<Frame<Bytes>, hyper::Error>>,
+    send_timeout: Duration,
+) {
+    while let Some(frame) = body.frame().await {
+        let failed = frame.is_err();
+        match sender.send_timeout(frame, send_timeout).await {
+            Ok(()) => {}
+            Err(SendTimeoutError::Timeout(_)) => {
+                tracing::debug!(?send_timeout, "client stopped reading; response abandoned");
+                return;
+            }
+            Err(SendTimeoutError::Closed(_)) => return,
+        }
+        if failed {
+            return;
         }
     }
 }

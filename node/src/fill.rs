@@ -146,7 +146,8 @@ impl<U: Upstream> CachePipeline<U> {
                 if stored.is_some() {
                     self.store.remove(&ctx.key);
                 }
-                let body = ResponseBody::stream(Bytes::new(), fetched.body);
+                let body =
+                    ResponseBody::stream(Bytes::new(), fetched.body, self.limits.send_timeout);
                 return Ok(self.pass_through(ctx, &mut publisher, fetched.head, body, reason, fwd));
             }
         };
@@ -163,7 +164,7 @@ impl<U: Upstream> CachePipeline<U> {
         let body = match self.read_bounded(body, length).await {
             Ok(BodyRead::Complete(bytes)) => bytes,
             Ok(BodyRead::TooLarge { prefix, rest }) => {
-                let body = ResponseBody::stream(prefix, rest);
+                let body = ResponseBody::stream(prefix, rest, self.limits.send_timeout);
                 let reason = NotStorable::TooLarge;
                 return Ok(self.pass_through(ctx, &mut publisher, head, body, reason, fwd));
             }

@@ -56,7 +56,8 @@ impl<U: Upstream> CachePipeline<U> {
             fwd_status: Some(head.status.as_u16()),
             ..CacheStatus::forwarded("bypass")
         };
-        let mut response = Response::from_parts(head, ResponseBody::stream(Bytes::new(), body));
+        let body = ResponseBody::stream(Bytes::new(), body, self.limits.send_timeout);
+        let mut response = Response::from_parts(head, body);
         let entry = status.render_after(self.cache_name, response.headers().get(&CACHE_STATUS));
         response.headers_mut().insert(CACHE_STATUS.clone(), entry);
         Ok(response)

@@ -79,6 +79,8 @@ pub struct PipelineLimits {
     pub body: BodyLimits,
     /// Requests one client address may have waiting on the upstream.
     pub upstream_per_address: usize,
+    /// How long a client may take to accept the next part of a streamed response.
+    pub send_timeout: std::time::Duration,
 }
 
 impl PipelineLimits {
@@ -94,6 +96,7 @@ impl PipelineLimits {
                 min_rate: server.request_body_min_rate.bytes(),
             },
             upstream_per_address: server.max_upstream_requests_per_address,
+            send_timeout: server.send_timeout,
         }
     }
 }

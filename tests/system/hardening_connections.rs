@@ -213,3 +213,36 @@ async fn futures_join_all(
     }
     statuses
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_does_not_hold_the_upstream_connection() {
+    let origin = FakeOrigin::start().await;
+    // Not storable and large: streamed from the origin as the client reads it.
+    origin.on(
+        "/big",
+        Reply::ok(vec![b'x'; 16 << 20]).cache_control("no-store"),
+    );
+    origin.on("/page", Reply::ok("page").cache_control("max-age=60"));
+    let edge = start_edge(
+        origin.addr(),
+        &[
+            "upstream.max_connections = 1",
+            "server.send_timeout = \"300ms\"",
+        ],
+    )
+    .await;
+    let mut stalled = TcpStream::connect(edge.data_addr).await.unwrap();
+    stalled
+        .write_all(b"GET /big HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    stalled.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // The client reads no further; after the send timeout its upstream connection is free.
+    let page = tokio::time::timeout(LIMIT, HttpClient::http1().get(&edge.url("/page")))
+        .await
+        .expect("the miss is answered");
+    assert_eq!(page.status, 200, "{}", page.text());
+    drop(stalled);
+}
