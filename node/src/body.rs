@@ -149,7 +149,7 @@ impl Body for ResponseBody {
                 }
                 hint
             }
-            ResponseBody::Relayed { hint, .. } => hint.clone(),
+            ResponseBody::Relayed { hint, .. } => *hint,
             ResponseBody::Logged(logged) => logged.inner.size_hint(),
         }
     }
