@@ -4,8 +4,8 @@
 //! - `dns_serial/*`: one client, one query in flight (latency; answers/s = 1 / time);
 //! - `dns_window16/*`: one client keeping 16 queries in flight (throughput, in elements/s).
 //!
-//! The responder is the real one (hickory-server's `ServerFuture` and [`GeoDns`]) over a
-//! 3-region, 24-edge plan; the client is bound in the eu block (127.2/16).
+//! The responder is the real one (the bounded UDP loop and [`GeoDns`]) over a 3-region,
+//! 24-edge plan; the client is bound in the eu block (127.2/16).
 //!
 //! Run: `cargo bench -p verge-control --bench geodns`.
 
@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use verge_control::geo::dns::{DnsListeners, GeoDns};
 use verge_control::geo::metrics::GeoMetrics;
 use verge_control::geo::steering::Steering;
+use verge_control::geo::udp::UdpLimit;
 
 const WINDOW: u64 = 16;
 
@@ -30,6 +31,10 @@ const WINDOW: u64 = 16;
 fn start_dns(runtime: &tokio::runtime::Runtime, shutdown: watch::Receiver<bool>) -> SocketAddr {
     let config = fixture::geo_config();
     let metrics = GeoMetrics::new(&Registry::new()).expect("metrics");
+    let limit = UdpLimit {
+        max_concurrent: config.dns_max_concurrent_queries,
+        dropped: metrics.dns_dropped.clone(),
+    };
     let steering = Arc::new(Steering::new(&config, &fixture::table(&[]), metrics));
     runtime.block_on(async {
         let listeners = DnsListeners::bind("127.0.0.1:0".parse().expect("addr"))
@@ -37,7 +42,7 @@ fn start_dns(runtime: &tokio::runtime::Runtime, shutdown: watch::Receiver<bool>)
             .expect("bind DNS");
         let addr = listeners.addr;
         let handler = GeoDns::new(&config, steering, Some(addr.ip()));
-        tokio::spawn(listeners.serve(handler, shutdown));
+        tokio::spawn(listeners.serve(handler, limit, shutdown));
         addr
     })
 }

@@ -14,7 +14,8 @@
 //! - `geo`: a new steering plan and zone, swapped atomically (answers in flight finish on the
 //!   old one).
 //!
-//! Listeners, the data directory and the purge log's retention are fixed when control starts.
+//! Listeners, the bound on DNS queries answered at once, the data directory and the purge log's
+//! retention are fixed when control starts.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -76,6 +77,10 @@ pub fn changes(old: &ControlConfig, new: &ControlConfig) -> Changes {
     match (&old.geo, &new.geo) {
         (Some(old), Some(new)) => {
             restart(old.dns_listen != new.dns_listen, "geo.dns_listen");
+            restart(
+                old.dns_max_concurrent_queries != new.dns_max_concurrent_queries,
+                "geo.dns_max_concurrent_queries",
+            );
             restart(old.http_listen != new.http_listen, "geo.http_listen");
         }
         // Geo steering's listeners are bound when control starts.
@@ -103,6 +108,7 @@ pub fn changes(old: &ControlConfig, new: &ControlConfig) -> Changes {
     if let (Some(old), Some(new)) = (&old.geo, &new.geo) {
         let steering = |g: &verge_config::geo::GeoConfig| verge_config::geo::GeoConfig {
             dns_listen: None,
+            dns_max_concurrent_queries: 0,
             http_listen: None,
             ..g.clone()
         };
@@ -318,7 +324,7 @@ mod tests {
                 .replace("/tmp/verge-control", "/tmp/elsewhere")
                 .replace(
                     "dns_listen = \"127.0.0.1:0\"",
-                    "dns_listen = \"127.0.0.1:53\"",
+                    "dns_listen = \"127.0.0.1:53\"\ndns_max_concurrent_queries = 8",
                 )
                 + "[purge]\nlog_retain = 5\n"
         });
@@ -329,7 +335,8 @@ mod tests {
                 "controller.listen",
                 "controller.data_dir",
                 "purge.log_retain",
-                "geo.dns_listen"
+                "geo.dns_listen",
+                "geo.dns_max_concurrent_queries"
             ]
         );
         // The log's retention alone is no runtime purge change.

@@ -41,6 +41,7 @@ pub mod defaults {
     pub const MAX_ANSWERS: u64 = 2;
     pub const MIN_HEALTHY_SHARE: f64 = 0.5;
     pub const GEOIP_RELOAD: &str = "10s";
+    pub const DNS_MAX_CONCURRENT_QUERIES: u64 = 1024;
 }
 
 /// Everything geo steering runs with.
@@ -50,6 +51,9 @@ pub struct GeoConfig {
     pub zone: DnsName,
     /// Authoritative DNS over UDP and TCP (the same port); none: no DNS.
     pub dns_listen: Option<SocketAddr>,
+    /// Most UDP queries answered at once; a query beyond it is dropped unanswered (the client
+    /// retries), so a flood cannot queue unbounded work.
+    pub dns_max_concurrent_queries: usize,
     /// HTTP steering (redirects and `/v1/route`); none: no HTTP steering.
     pub http_listen: Option<SocketAddr>,
     /// TTL of answers, and of negative answers (the SOA minimum).
@@ -237,6 +241,7 @@ impl fmt::Display for Cidr {
 pub struct RawGeo {
     pub zone: Option<String>,
     pub dns_listen: Option<String>,
+    pub dns_max_concurrent_queries: Option<u64>,
     pub http_listen: Option<String>,
     pub ttl: Option<String>,
     pub nameservers: Option<Vec<String>>,
@@ -286,6 +291,13 @@ pub(crate) fn validate(c: &mut Collector, raw: RawGeo) -> Option<GeoConfig> {
     };
     let dns_listen = listen(c, "geo.dns_listen", raw.dns_listen.as_deref());
     let http_listen = listen(c, "geo.http_listen", raw.http_listen.as_deref());
+    let dns_max_concurrent_queries = count(
+        c,
+        "geo.dns_max_concurrent_queries",
+        raw.dns_max_concurrent_queries,
+        defaults::DNS_MAX_CONCURRENT_QUERIES,
+        (1, 1 << 20),
+    );
     if raw.dns_listen.is_none() && raw.http_listen.is_none() {
         c.push(
             "geo.dns_listen",
@@ -414,6 +426,7 @@ pub(crate) fn validate(c: &mut Collector, raw: RawGeo) -> Option<GeoConfig> {
     Some(GeoConfig {
         zone: zone?,
         dns_listen: dns_listen?,
+        dns_max_concurrent_queries: usize::try_from(dns_max_concurrent_queries?).ok()?,
         http_listen: http_listen?,
         ttl: ttl?,
         nameservers: nameservers?,

@@ -38,6 +38,7 @@ fn a_small_geo_table_takes_the_defaults() {
     assert_eq!(geo.zone.as_str(), "verge.test");
     assert_eq!(geo.ttl, Duration::from_secs(30));
     assert_eq!(geo.http_listen, None);
+    assert_eq!(geo.dns_max_concurrent_queries, 1024);
     assert_eq!(geo.nameservers[0].as_str(), "ns1.verge.test");
     assert_eq!(geo.hostmaster.as_str(), "hostmaster.verge.test");
     let eu = &geo.regions[&RegionId::new("eu").unwrap()];
@@ -59,6 +60,7 @@ fn every_bad_geo_value_is_reported_with_its_key() {
         [geo]
         zone = "bad zone"
         dns_listen = "nowhere"
+        dns_max_concurrent_queries = 0
         ttl = "2d"
         default_region = "u s"
         geoip_db = ""
@@ -78,6 +80,7 @@ fn every_bad_geo_value_is_reported_with_its_key() {
     for key in [
         "geo.zone",
         "geo.dns_listen",
+        "geo.dns_max_concurrent_queries",
         "geo.ttl",
         "geo.default_region",
         "geo.geoip_db",

@@ -1,5 +1,6 @@
-//! The authoritative GeoDNS responder: hickory-server's `ServerFuture` serves UDP and TCP and
-//! hands each parsed query to [`GeoDns`], which answers from the steering plan in force.
+//! The authoritative GeoDNS responder: [`GeoDns`] answers from the steering plan in force;
+//! over TCP hickory-server's `ServerFuture` hands it each parsed query, over UDP the bounded
+//! loop of [`super::udp`] hands it each datagram ([`GeoDns::answer_packet`]).
 //!
 //! - A and AAAA of a configured name: the steered edges' addresses of that family (an empty
 //!   NOERROR with the SOA when there are none), with the configured TTL;
@@ -8,8 +9,8 @@
 //! - SOA and NS at the zone apex; A/AAAA of in-zone name servers (the listener's address);
 //! - NXDOMAIN (with the SOA) for other names in the zone, REFUSED outside it, NOTIMP for
 //!   opcodes other than QUERY, BADVERS for EDNS versions above 0, FORMERR for a message without
-//!   exactly one question; packets that
-//!   do not parse are answered FORMERR or dropped by hickory-server.
+//!   exactly one question; a packet whose header reads but whose rest does not is answered
+//!   FORMERR, other packets and responses (which could be reflected) get no answer.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -19,7 +20,10 @@ use hickory_proto::op::{Edns, Header, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
-use hickory_server::authority::MessageResponseBuilder;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use hickory_proto::xfer::Protocol;
+use hickory_proto::ProtoErrorKind;
+use hickory_server::authority::{MessageRequest, MessageResponseBuilder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::ServerFuture;
 use tokio::net::{TcpListener, UdpSocket};
@@ -28,12 +32,15 @@ use verge_config::geo::{Cidr, GeoConfig};
 
 use super::policy::Family;
 use super::steering::Steering;
+use super::udp::{self, UdpAnswer, UdpLimit};
 use crate::StartError;
 
 /// A TCP connection idle this long is closed.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// The largest UDP reply offered (the DNS flag day 2020 figure).
 const MAX_UDP_PAYLOAD: u16 = 1232;
+/// The largest UDP reply to a query without EDNS (RFC 1035).
+const PLAIN_UDP_PAYLOAD: u16 = 512;
 
 /// Answers DNS queries for the zone from the steering plan.
 pub struct GeoDns {
@@ -332,6 +339,78 @@ impl GeoDns {
         });
         (header, reply, edns)
     }
+
+    /// Answers one UDP datagram from `src`: the reply's bytes, or `None` when it gets none (it
+    /// is a response, or not even its header reads). A reply larger than the client takes is
+    /// cut short with the TC bit set, so the client asks again over TCP.
+    pub fn answer_packet(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        let message = match MessageRequest::read(&mut BinDecoder::new(packet)) {
+            Ok(message) => message,
+            Err(e) => match e.kind() {
+                ProtoErrorKind::FormError { header, .. } => return self.form_error(header),
+                _ => return None,
+            },
+        };
+        // Answering a response could reflect traffic between two servers forever.
+        if message.message_type() == MessageType::Response {
+            return None;
+        }
+        let request = Request::new(message, src, Protocol::Udp);
+        let (header, reply, edns) = self.respond(&request);
+        let max_size = edns.as_ref().map_or(PLAIN_UDP_PAYLOAD, |e| e.max_payload());
+        let mut builder = MessageResponseBuilder::from_message_request(&request);
+        if let Some(edns) = edns {
+            builder.edns(edns);
+        }
+        let message = builder.build(
+            header,
+            reply.answers.iter(),
+            reply.authority.iter(),
+            std::iter::empty(),
+            std::iter::empty(),
+        );
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(max_size);
+        match message.destructive_emit(&mut encoder) {
+            Ok(_) => Some(bytes),
+            Err(error) => {
+                tracing::error!(%error, "DNS reply could not be encoded; answering SERVFAIL");
+                let mut failed = Header::response_from_request(&header);
+                failed.set_response_code(ResponseCode::ServFail);
+                header_only(&failed)
+            }
+        }
+    }
+
+    /// FORMERR, with no question, to a query whose header reads but whose rest does not.
+    fn form_error(&self, request: &Header) -> Option<Vec<u8>> {
+        if request.message_type() == MessageType::Response {
+            return None;
+        }
+        self.steering
+            .metrics()
+            .dns_queries
+            .with_label_values(&["other", "formerr"])
+            .inc();
+        let mut header = Header::response_from_request(request);
+        header.set_response_code(ResponseCode::FormErr);
+        header_only(&header)
+    }
+}
+
+/// A message of `header` alone (no records).
+fn header_only(header: &Header) -> Option<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(Header::len());
+    header.emit(&mut BinEncoder::new(&mut bytes)).ok()?;
+    Some(bytes)
+}
+
+#[async_trait::async_trait]
+impl UdpAnswer for GeoDns {
+    async fn answer_udp(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        self.answer_packet(packet, src)
+    }
 }
 
 #[async_trait::async_trait]
@@ -396,22 +475,51 @@ impl DnsListeners {
         }
     }
 
-    /// Serves `handler` until `shutdown`.
-    pub async fn serve(self, handler: impl RequestHandler, mut shutdown: watch::Receiver<bool>) {
-        let mut server = ServerFuture::new(handler);
-        server.register_socket(self.udp);
+    /// Serves `handler` until `shutdown`: TCP through hickory-server, UDP through the bounded
+    /// loop of [`udp::serve`].
+    pub async fn serve<H>(self, handler: H, limit: UdpLimit, mut shutdown: watch::Receiver<bool>)
+    where
+        H: RequestHandler + UdpAnswer,
+    {
+        let handler = Arc::new(handler);
+        let udp = tokio::spawn(udp::serve(
+            self.udp,
+            Arc::clone(&handler),
+            limit,
+            shutdown.clone(),
+        ));
+        let mut server = ServerFuture::new(Shared(handler));
         server.register_listener(self.tcp, TCP_IDLE);
         tokio::select! {
-            _ = shutdown.changed() => {}
+            _ = shutdown.changed() => {
+                if let Err(e) = server.shutdown_gracefully().await {
+                    tracing::debug!(error = %e, "DNS responder shutdown");
+                }
+            }
             done = server.block_until_done() => {
                 if let Err(e) = done {
                     tracing::error!(error = %e, "the DNS responder stopped");
                 }
-                return;
+                udp.abort();
             }
         }
-        if let Err(e) = server.shutdown_gracefully().await {
-            tracing::debug!(error = %e, "DNS responder shutdown");
-        }
+        let _ = udp.await;
     }
 }
+
+/// One handler for both loops: hickory-server's TCP loop takes it by value.
+struct Shared<H>(Arc<H>);
+
+#[async_trait::async_trait]
+impl<H: RequestHandler> RequestHandler for Shared<H> {
+    async fn handle_request<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        response: R,
+    ) -> ResponseInfo {
+        self.0.handle_request(request, response).await
+    }
+}
+
+#[cfg(test)]
+mod properties;

@@ -16,6 +16,9 @@ pub struct GeoMetrics {
     pub ecs: IntCounter,
     /// DNS queries by type and result.
     pub dns_queries: IntCounterVec,
+    /// UDP queries dropped unanswered because `geo.dns_max_concurrent_queries` were being
+    /// answered.
+    pub dns_dropped: IntCounter,
     /// HTTP steering requests by result.
     pub http_requests: IntCounterVec,
     /// GeoIP database loads by result.
@@ -58,6 +61,11 @@ impl GeoMetrics {
                 "DNS queries by type and result",
                 &["type", "result"],
             )?,
+            dns_dropped: IntCounter::new(
+                "verge_geo_dns_dropped_total",
+                "UDP DNS queries dropped unanswered because geo.dns_max_concurrent_queries \
+                 were already being answered",
+            )?,
             http_requests: vec(
                 "verge_geo_http_requests_total",
                 "HTTP steering requests by result",
@@ -79,6 +87,7 @@ impl GeoMetrics {
         registry.register(Box::new(m.default_region.clone()))?;
         registry.register(Box::new(m.ecs.clone()))?;
         registry.register(Box::new(m.dns_queries.clone()))?;
+        registry.register(Box::new(m.dns_dropped.clone()))?;
         registry.register(Box::new(m.http_requests.clone()))?;
         registry.register(Box::new(m.geoip_loads.clone()))?;
         registry.register(Box::new(m.table_version.clone()))?;

@@ -7,7 +7,8 @@
 //! - [`policy`]: the routing table compiled into a [`policy::Plan`], and the filter chain that
 //!   makes a [`policy::Decision`] (pure, allocation-free);
 //! - [`steering`]: the shared handle — locate the client, decide, count, explain;
-//! - [`dns`]: the responder (hickory-server, UDP and TCP);
+//! - [`dns`]: the responder (its answers; TCP through hickory-server);
+//! - [`udp`]: the responder's UDP loop, answering a bounded number of queries at once;
 //! - [`http`]: the steering listener;
 //! - [`metrics`]: `verge_geo_*` on control's registry.
 //!
@@ -20,6 +21,7 @@ pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod steering;
+pub mod udp;
 
 #[cfg(test)]
 mod tests;
@@ -40,6 +42,7 @@ use crate::StartError;
 use dns::{DnsListeners, GeoDns};
 use metrics::GeoMetrics;
 use steering::Steering;
+use udp::{UdpAnswer, UdpLimit};
 
 /// How often the GeoIP task looks again when no database is configured (a reload may add one).
 const GEOIP_IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -48,7 +51,7 @@ const GEOIP_IDLE_CHECK: Duration = Duration::from_secs(1);
 pub struct GeoService {
     live: Arc<LiveGeo>,
     tables: watch::Receiver<Arc<RoutingTable>>,
-    dns: Option<DnsListeners>,
+    dns: Option<(DnsListeners, UdpLimit)>,
     http: Option<TcpListener>,
     /// Where DNS is served (UDP and TCP), if configured.
     pub dns_addr: Option<SocketAddr>,
@@ -115,15 +118,26 @@ impl RequestHandler for LiveDns {
     }
 }
 
+#[async_trait::async_trait]
+impl UdpAnswer for LiveDns {
+    async fn answer_udp(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        self.0.load().dns.answer_packet(packet, src)
+    }
+}
+
 impl GeoService {
     /// Registers the metrics on control's registry, loads the GeoIP database (if any) and binds
     /// the DNS and steering listeners.
     pub async fn bind(config: &GeoConfig, control: &Control) -> Result<GeoService, StartError> {
         let metrics = GeoMetrics::new(&control.metrics.registry)?;
+        let limit = UdpLimit {
+            max_concurrent: config.dns_max_concurrent_queries,
+            dropped: metrics.dns_dropped.clone(),
+        };
         let tables = control.tables();
         let steering = Arc::new(Steering::following(config, tables.clone(), metrics));
         let dns = match config.dns_listen {
-            Some(addr) => Some(DnsListeners::bind(addr).await?),
+            Some(addr) => Some((DnsListeners::bind(addr).await?, limit)),
             None => None,
         };
         let http = match config.http_listen {
@@ -144,7 +158,7 @@ impl GeoService {
             })?),
             None => None,
         };
-        let dns_addr = dns.as_ref().map(|d| d.addr);
+        let dns_addr = dns.as_ref().map(|(d, _)| d.addr);
         let dns_ip = dns_addr.map(|a| a.ip());
         let state = GeoState {
             config: config.clone(),
@@ -183,8 +197,8 @@ impl GeoService {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(follow_tables(Arc::clone(&live), tables, shutdown.clone()));
         tasks.spawn(follow_geoip(Arc::clone(&live), shutdown.clone()));
-        if let Some(dns) = dns {
-            tasks.spawn(dns.serve(LiveDns(Arc::clone(&live)), shutdown.clone()));
+        if let Some((dns, limit)) = dns {
+            tasks.spawn(dns.serve(LiveDns(Arc::clone(&live)), limit, shutdown.clone()));
         }
         if let Some(listener) = http {
             tasks.spawn(http::serve(listener, live, shutdown));

@@ -110,7 +110,7 @@ fn answer_region(p: &Plan, r: Option<u16>) -> &str {
     p.region(r.unwrap()).unwrap().id.as_str()
 }
 
-fn three_regions() -> RoutingTable {
+pub(super) fn three_regions() -> RoutingTable {
     table(vec![
         edge("us-1", "us", "127.1.0.1", 1, true),
         edge("us-2", "us", "127.1.0.2", 1, true),
@@ -424,7 +424,7 @@ fn addresses(reply: &super::dns::Reply) -> Vec<IpAddr> {
         .collect()
 }
 
-fn responder(t: &RoutingTable) -> GeoDns {
+pub(super) fn responder(t: &RoutingTable) -> GeoDns {
     let config = geo_config();
     GeoDns::new(&config, steering(t), Some(ip("127.0.0.53")))
 }
