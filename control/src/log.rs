@@ -9,6 +9,13 @@
 //! and `\n`. The checksum and the line end let [`PurgeLog::open`] tell a record cut short by a
 //! crash from an intact one.
 //!
+//! # One owner
+//!
+//! The log holds an exclusive lock on `DIR/control.lock` ([`LOCK_FILE_NAME`]) from open until
+//! the last handle is dropped and the writer has finished: a second control opening the same
+//! directory, in another process or in this one, fails with [`LogError::Locked`]. Dropping the
+//! last handle waits for the writer to finish what is queued (normally nothing).
+//!
 //! # Writing
 //!
 //! One writer thread owns the file. [`PurgeLog::append`] queues a request (a bounded queue: when
@@ -38,6 +45,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -46,9 +54,12 @@ use verge_config::wire::PurgeSpec;
 use writer::Writer;
 
 mod file;
+mod lock;
 #[cfg(test)]
 mod tests;
 mod writer;
+
+pub use lock::LOCK_FILE_NAME;
 
 /// Name of the log file inside the data directory.
 pub const FILE_NAME: &str = "purge.log";
@@ -114,6 +125,14 @@ pub enum LogError {
     },
     #[error("purge log {}: retain must be at least 1", path.display())]
     InvalidRetain { path: PathBuf },
+    /// Another control has the data directory open.
+    #[error(
+        "data directory {} is in use: another control holds its lock ({}); stop that control \
+         or give this one another controller.data_dir",
+        dir.display(),
+        lock.display()
+    )]
+    Locked { dir: PathBuf, lock: PathBuf },
 }
 
 impl LogError {
@@ -135,6 +154,24 @@ struct Inner {
     requests: SyncSender<Request>,
     /// Bound of the `requests` queue.
     capacity: usize,
+    /// The writer thread, which holds the data directory's lock until it ends.
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    /// Waits for the writer to finish what is queued and release the data directory, so that
+    /// once the last handle is gone the directory can be opened again at once.
+    fn drop(&mut self) {
+        // The writer ends when its queue has no sender left.
+        let (disconnected, _) = mpsc::sync_channel(0);
+        drop(std::mem::replace(&mut self.requests, disconnected));
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                let path = self.path.display();
+                tracing::error!(%path, "purge log: the writer thread panicked");
+            }
+        }
+    }
 }
 
 /// What readers see: only records already on disk.
@@ -176,6 +213,9 @@ impl std::fmt::Debug for PurgeLog {
 impl PurgeLog {
     /// Opens `dir/purge.log` (creating the directory and the file if missing) and replays it.
     ///
+    /// Fails with [`LogError::Locked`] while another log has `dir` open (see the module
+    /// documentation); dropping every handle of that one releases it.
+    ///
     /// A torn or corrupt tail — damaged lines with no intact record after them, as a crash in
     /// the middle of a write leaves — is dropped with a warning and the file truncated to the
     /// last intact record (those records were never acknowledged). A damaged line followed by
@@ -204,7 +244,7 @@ impl PurgeLog {
             })??;
         let state = Arc::clone(&writer.state);
         let (requests, queue) = mpsc::sync_channel(capacity);
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("verge-purge-log".to_string())
             .spawn(move || writer.run(queue))
             .map_err(|source| LogError::Io {
@@ -218,6 +258,7 @@ impl PurgeLog {
                 state,
                 requests,
                 capacity,
+                writer: Some(writer),
             }),
         })
     }

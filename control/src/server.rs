@@ -125,7 +125,9 @@ impl ControlNode {
         self.reloader.clone()
     }
 
-    /// Serves both APIs until `stop` completes; open streams are closed then.
+    /// Serves both APIs until `stop` completes; open streams are closed then. When it returns,
+    /// control's state is dropped and its data directory released, unless a handle from
+    /// [`ControlNode::reloader`] is still held.
     pub async fn run(self, stop: impl Future<Output = ()>) {
         let ControlNode {
             node_listener,
@@ -133,6 +135,7 @@ impl ControlNode {
             reloader,
             shutdown,
             geo,
+            control,
             ..
         } = self;
         let rx = shutdown.subscribe();
@@ -151,6 +154,9 @@ impl ControlNode {
         if let Some(geo) = geo {
             let _ = geo.await;
         }
+        // Once this returns, a control started again on the same data directory finds it
+        // released (unless a reloader handed out is still held).
+        control.stopped().await;
     }
 }
 

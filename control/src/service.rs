@@ -49,6 +49,8 @@ pub struct Control {
     limiter: Mutex<TokenBucket>,
     /// Browser sessions on the status page.
     pub sessions: Sessions,
+    /// The dispatcher and the health rounds, awaited by [`Control::stopped`].
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Why a purge was not accepted.
@@ -110,20 +112,31 @@ impl Control {
                 config.purge.burst,
             )),
             sessions: Sessions::default(),
+            background: Mutex::new(Vec::new()),
             log,
             metrics,
             config: ArcSwap::from_pointee(config),
         });
         control.republish();
-        tokio::spawn(dispatcher(
+        let dispatcher = tokio::spawn(dispatcher(
             Arc::downgrade(&control),
             dispatch_rx,
             acks_rx,
             head,
             shutdown.clone(),
         ));
-        tokio::spawn(health_rounds(Arc::downgrade(&control), shutdown));
+        let health = tokio::spawn(health_rounds(Arc::downgrade(&control), shutdown));
+        lock(&control.background).extend([dispatcher, health]);
         Ok(control)
+    }
+
+    /// Waits until the background tasks have ended, as they do on `shutdown`: from then on only
+    /// the holders of the `Arc` keep this state (and its data directory) open.
+    pub async fn stopped(&self) {
+        let tasks = std::mem::take(&mut *lock(&self.background));
+        for task in tasks {
+            let _ = task.await;
+        }
     }
 
     /// The configuration in force. Read it once per request or round: a reload may swap it.
@@ -484,6 +497,7 @@ async fn dispatcher(
             drop(c);
             tokio::select! {
                 changed = acks.changed() => if changed.is_err() { return },
+                _ = shutdown.changed() => return,
                 _ = tokio::time::sleep_until(deadline) => {
                     tracing::warn!(seq = head, "shields did not all apply the purge in time; releasing it to edges");
                     break;
@@ -527,10 +541,16 @@ async fn health_rounds(control: std::sync::Weak<Control>, mut shutdown: watch::R
             });
         }
         let mut results = Vec::new();
-        while let Some(joined) = probes.join_next().await {
-            if let Ok(result) = joined {
-                results.push(result);
+        let collected = async {
+            while let Some(joined) = probes.join_next().await {
+                if let Ok(result) = joined {
+                    results.push(result);
+                }
             }
+        };
+        tokio::select! {
+            () = collected => {}
+            _ = shutdown.changed() => return,
         }
         let Some(c) = control.upgrade() else { return };
         let changed = lock(&c.registry).observe(&results, &health, Instant::now());

@@ -313,6 +313,52 @@ async fn the_data_directory_is_created() {
 }
 
 #[tokio::test]
+async fn a_second_open_of_the_same_directory_is_refused_until_the_first_is_dropped() {
+    let dir = TempDir::new().unwrap();
+    let first = PurgeLog::open(dir.path(), 4).await.unwrap();
+    append_n(&first, 1).await;
+    let clone = first.clone();
+
+    let error = PurgeLog::open(dir.path(), 4).await.unwrap_err();
+    assert!(matches!(error, LogError::Locked { .. }), "{error:?}");
+    assert!(!error.is_retryable());
+    let message = error.to_string();
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("another control holds"), "{message}");
+    assert!(message.contains(LOCK_FILE_NAME), "{message}");
+
+    // Held until the last handle goes.
+    drop(first);
+    assert!(matches!(
+        PurgeLog::open(dir.path(), 4).await,
+        Err(LogError::Locked { .. })
+    ));
+    drop(clone);
+    let second = PurgeLog::open(dir.path(), 4).await.unwrap();
+    assert_eq!(second.head(), 1);
+}
+
+#[tokio::test]
+async fn a_lock_taken_elsewhere_on_the_directory_refuses_the_open() {
+    use rustix::fs::{flock, FlockOperation};
+    let dir = TempDir::new().unwrap();
+    // As another control process would hold it: its own open file, locked.
+    let other = fs::File::create(dir.path().join(LOCK_FILE_NAME)).unwrap();
+    flock(&other, FlockOperation::NonBlockingLockExclusive).unwrap();
+    let error = PurgeLog::open(dir.path(), 4).await.unwrap_err();
+    assert!(matches!(error, LogError::Locked { .. }), "{error:?}");
+    assert!(
+        !dir.path().join(FILE_NAME).exists(),
+        "the log was not touched"
+    );
+    drop(other);
+    PurgeLog::open(dir.path(), 4).await.unwrap();
+}
+
+#[tokio::test]
 async fn retain_zero_is_refused() {
     let dir = TempDir::new().unwrap();
     let error = PurgeLog::open(dir.path(), 0).await.unwrap_err();

@@ -8,6 +8,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use super::file::{encode_line, replay};
+use super::lock::DirLock;
 use super::{
     write_state, LogError, LogRecord, Request, State, FILE_NAME, MAX_BATCH, TMP_FILE_NAME,
 };
@@ -29,6 +30,8 @@ pub(super) struct Writer {
     pub(super) state: Arc<RwLock<State>>,
     /// Why appends are refused, once a sync has failed.
     failed: Option<String>,
+    /// The data directory is this writer's alone while it lives.
+    _lock: DirLock,
 }
 
 impl Writer {
@@ -44,6 +47,7 @@ impl Writer {
             }
         };
         fs::create_dir_all(&dir).map_err(io_error("create its directory"))?;
+        let lock = DirLock::acquire(&dir)?;
         let file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -85,6 +89,7 @@ impl Writer {
             compact_above: retain.saturating_mul(2),
             state: Arc::new(RwLock::new(state)),
             failed: None,
+            _lock: lock,
         };
         if writer.file_records > writer.compact_above {
             writer.compact();

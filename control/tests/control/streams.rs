@@ -1,6 +1,7 @@
 //! Control's push streams over real sockets: purges go to shields before edges, a node resumes
-//! from its last applied purge (or is told to resync), the log survives a restart, and a node
-//! that does not read its stream is cut off without holding up the others.
+//! from its last applied purge (or is told to resync), the log survives a restart (and a second
+//! control on the same data directory is refused), and a node that does not read its stream is
+//! cut off without holding up the others.
 
 use crate::support;
 
@@ -12,6 +13,8 @@ use support::{closed_admin_url, start_control, wait_until, EventReader, TestCont
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use verge_config::wire::Event;
+use verge_config::ControlConfig;
+use verge_control::ControlNode;
 
 fn temp_dir() -> TempDir {
     TempDir::new().unwrap()
@@ -262,6 +265,30 @@ async fn purges_survive_a_restart_and_the_sequence_carries_on() {
         again.expect_purge(n).await;
     }
     assert!(matches!(again.next().await, Event::Routing { seq: 4, .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_control_on_the_same_data_directory_is_refused_naming_it() {
+    let dir = temp_dir();
+    let first = start_control(dir.path(), "").await;
+    assert_eq!(first.purge_url(1).await, 1);
+
+    let config =
+        ControlConfig::from_toml(&support::control_toml(dir.path(), support::TOKEN, "")).unwrap();
+    let refused = match ControlNode::bind(config.clone()).await {
+        Ok(_) => panic!("a second control opened the same data directory"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        refused.contains(&dir.path().display().to_string()),
+        "{refused}"
+    );
+    assert!(refused.contains("another control holds"), "{refused}");
+
+    // Once the first has stopped, the directory is free at once.
+    first.stop().await;
+    let control = TestControl::spawn(ControlNode::bind(config).await.unwrap());
+    assert_eq!(control.purge_url(2).await, 2);
 }
 
 /// A purge event of about 256 KB, so that a few fill the buffers between control and a node
