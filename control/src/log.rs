@@ -56,6 +56,8 @@ use writer::Writer;
 mod file;
 mod lock;
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
 mod writer;
 
