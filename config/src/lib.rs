@@ -35,6 +35,8 @@ pub mod geo;
 pub mod ids;
 pub mod node;
 pub mod node_control;
+#[cfg(test)]
+mod properties;
 pub mod quick_start;
 pub mod raw;
 pub mod reload;
