@@ -8,7 +8,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -218,6 +218,10 @@ impl Drop for ServingGuard {
 /// How long a connection asked to close (idle, evicted) may take to finish.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// How long an idle HTTP/1.1 connection is left open when the listener stops, for a request
+/// already on its way.
+const IDLE_DRAIN: Duration = Duration::from_millis(500);
+
 /// One accepted connection on its way to being served.
 struct Connection<H> {
     handler: Arc<H>,
@@ -269,11 +273,16 @@ impl<H: Handler> Connection<H> {
         } = self;
         let slot = Arc::new(slot);
         let state = Arc::clone(slot.state());
+        let http2 = Arc::new(AtomicBool::new(false));
         let service = {
             let slot = Arc::clone(&slot);
+            let http2 = Arc::clone(&http2);
             service_fn(move |mut request: Request<Incoming>| {
                 let handler = Arc::clone(&handler);
                 let in_flight = slot.begin_request();
+                if request.version() == http::Version::HTTP_2 {
+                    http2.store(true, Ordering::Release);
+                }
                 if let Some(tls) = tls {
                     request.extensions_mut().insert(tls);
                 }
@@ -335,7 +344,20 @@ impl<H: Handler> Connection<H> {
                 }))
             }
         };
-        if let Some(grace) = grace {
+        let mut finished = false;
+        if let (Some(Close::Shutdown), Some(grace)) = (&close, grace) {
+            if !http2.load(Ordering::Acquire) && state.in_flight() == 0 {
+                // An idle HTTP/1.1 connection has no way to be told it is closing: a client
+                // may be sending its next request right now. Wait a moment for one, which is
+                // then answered with `Connection: close`, before closing.
+                tokio::select! {
+                    _ = connection.as_mut() => finished = true,
+                    () = state.request_begins() => {}
+                    () = tokio::time::sleep(grace.min(IDLE_DRAIN)) => {}
+                }
+            }
+        }
+        if let (false, Some(grace)) = (finished, grace) {
             // HTTP/1.1: closes once the response in flight (if any) is sent; HTTP/2: GOAWAY,
             // then the open streams finish.
             connection.as_mut().graceful_shutdown();

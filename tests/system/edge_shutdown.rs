@@ -65,3 +65,35 @@ async fn idle_keep_alive_connections_do_not_hold_up_shutdown() {
     edge.stopped(Duration::from_secs(3)).await;
     drop(client);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_on_an_idle_connection_as_shutdown_begins_is_answered_with_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = FakeOrigin::start().await;
+    origin.on("/a", Reply::ok("a").cache_control("max-age=60"));
+    let mut edge = start_edge(origin.addr(), &["server.shutdown_grace = \"10s\""]).await;
+    let mut stream = TcpStream::connect(edge.data_addr).await.unwrap();
+    let request = b"GET /a HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    stream.write_all(request).await.unwrap();
+    let mut first = vec![0u8; 1024];
+    let n = stream.read(&mut first).await.unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+
+    edge.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The client did not know the node was stopping: its next request is answered, and the
+    // connection closed after it, instead of the request being met by a closed connection.
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    within(
+        "the answer and the close",
+        IO_TIMEOUT,
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\na"), "one whole answer: {answer}");
+    edge.stopped(Duration::from_secs(3)).await;
+}

@@ -54,6 +54,8 @@ pub struct ConnectionState {
     /// Set when the table asks the connection to close (eviction).
     evicted: AtomicBool,
     close: Notify,
+    /// Told each time a request begins.
+    request_began: Notify,
 }
 
 impl ConnectionState {
@@ -77,6 +79,15 @@ impl ConnectionState {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Completes once a request begins (or has begun and is still in flight).
+    pub async fn request_begins(&self) {
+        let began = self.request_began.notified();
+        if self.in_flight() > 0 {
+            return;
+        }
+        began.await;
     }
 }
 
@@ -154,6 +165,7 @@ impl ConnectionLimit {
             requested: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
             close: Notify::new(),
+            request_began: Notify::new(),
         });
         table.open.insert(id, Arc::clone(&state));
         *table.per_address.entry(address).or_insert(0) += 1;
@@ -187,6 +199,7 @@ impl ConnectionSlot {
     pub fn begin_request(&self) -> RequestInFlight {
         self.state.requested.store(true, Ordering::Release);
         self.state.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.state.request_began.notify_waiters();
         RequestInFlight {
             limit: Arc::clone(&self.limit),
             state: Arc::clone(&self.state),
