@@ -51,8 +51,9 @@ pub struct GeoConfig {
     pub zone: DnsName,
     /// Authoritative DNS over UDP and TCP (the same port); none: no DNS.
     pub dns_listen: Option<SocketAddr>,
-    /// Most UDP queries answered at once; a query beyond it is dropped unanswered (the client
-    /// retries), so a flood cannot queue unbounded work.
+    /// Most UDP queries answered at once, and most TCP connections served at once; a query or
+    /// connection beyond it is dropped unanswered (the client retries), so a flood cannot queue
+    /// unbounded work.
     pub dns_max_concurrent_queries: usize,
     /// HTTP steering (redirects and `/v1/route`); none: no HTTP steering.
     pub http_listen: Option<SocketAddr>,

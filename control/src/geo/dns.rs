@@ -1,6 +1,6 @@
 //! The authoritative GeoDNS responder: [`GeoDns`] answers from the steering plan in force;
-//! over TCP hickory-server's `ServerFuture` hands it each parsed query, over UDP the bounded
-//! loop of [`super::udp`] hands it each datagram ([`GeoDns::answer_packet`]).
+//! the bounded loops of [`super::udp`] and [`super::tcp`] hand it each datagram or framed
+//! message ([`GeoDns::answer_packet`], [`GeoDns::answer_message`]).
 //!
 //! - A and AAAA of a configured name: the steered edges' addresses of that family (an empty
 //!   NOERROR with the SOA when there are none), with the configured TTL;
@@ -14,7 +14,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use hickory_proto::op::{Edns, Header, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
@@ -24,19 +23,17 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, B
 use hickory_proto::xfer::Protocol;
 use hickory_proto::ProtoErrorKind;
 use hickory_server::authority::{MessageRequest, MessageResponseBuilder};
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::ServerFuture;
+use hickory_server::server::Request;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use verge_config::geo::{Cidr, GeoConfig};
 
 use super::policy::Family;
 use super::steering::Steering;
+use super::tcp;
 use super::udp::{self, UdpAnswer, UdpLimit};
 use crate::StartError;
 
-/// A TCP connection idle this long is closed.
-const TCP_IDLE: Duration = Duration::from_secs(10);
 /// The largest UDP reply offered (the DNS flag day 2020 figure).
 const MAX_UDP_PAYLOAD: u16 = 1232;
 /// The largest UDP reply to a query without EDNS (RFC 1035).
@@ -344,6 +341,17 @@ impl GeoDns {
     /// is a response, or not even its header reads). A reply larger than the client takes is
     /// cut short with the TC bit set, so the client asks again over TCP.
     pub fn answer_packet(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        self.answer_message(packet, src, Protocol::Udp)
+    }
+
+    /// Answers one message from `src` received over `protocol`: over UDP as
+    /// [`GeoDns::answer_packet`]; over TCP the reply may take up to 64 KiB.
+    pub fn answer_message(
+        &self,
+        packet: &[u8],
+        src: SocketAddr,
+        protocol: Protocol,
+    ) -> Option<Vec<u8>> {
         let message = match MessageRequest::read(&mut BinDecoder::new(packet)) {
             Ok(message) => message,
             Err(e) => match e.kind() {
@@ -355,9 +363,12 @@ impl GeoDns {
         if message.message_type() == MessageType::Response {
             return None;
         }
-        let request = Request::new(message, src, Protocol::Udp);
+        let request = Request::new(message, src, protocol);
         let (header, reply, edns) = self.respond(&request);
-        let max_size = edns.as_ref().map_or(PLAIN_UDP_PAYLOAD, |e| e.max_payload());
+        let max_size = match protocol {
+            Protocol::Udp => edns.as_ref().map_or(PLAIN_UDP_PAYLOAD, |e| e.max_payload()),
+            _ => u16::MAX,
+        };
         let mut builder = MessageResponseBuilder::from_message_request(&request);
         if let Some(edns) = edns {
             builder.edns(edns);
@@ -411,34 +422,9 @@ impl UdpAnswer for GeoDns {
     async fn answer_udp(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
         self.answer_packet(packet, src)
     }
-}
 
-#[async_trait::async_trait]
-impl RequestHandler for GeoDns {
-    async fn handle_request<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        mut response: R,
-    ) -> ResponseInfo {
-        let (header, reply, edns) = self.respond(request);
-        let mut builder = MessageResponseBuilder::from_message_request(request);
-        if let Some(edns) = edns {
-            builder.edns(edns);
-        }
-        let message = builder.build(
-            header,
-            reply.answers.iter(),
-            reply.authority.iter(),
-            std::iter::empty(),
-            std::iter::empty(),
-        );
-        match response.send_response(message).await {
-            Ok(info) => info,
-            Err(e) => {
-                tracing::debug!(error = %e, "DNS reply not sent");
-                header.into()
-            }
-        }
+    async fn answer_tcp(&self, message: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        self.answer_message(message, src, Protocol::Tcp)
     }
 }
 
@@ -475,49 +461,21 @@ impl DnsListeners {
         }
     }
 
-    /// Serves `handler` until `shutdown`: TCP through hickory-server, UDP through the bounded
-    /// loop of [`udp::serve`].
-    pub async fn serve<H>(self, handler: H, limit: UdpLimit, mut shutdown: watch::Receiver<bool>)
+    /// Serves `handler` until `shutdown`, through the bounded loops of [`udp::serve`] and
+    /// [`tcp::serve`].
+    pub async fn serve<H>(self, handler: H, limit: UdpLimit, shutdown: watch::Receiver<bool>)
     where
-        H: RequestHandler + UdpAnswer,
+        H: UdpAnswer,
     {
         let handler = Arc::new(handler);
         let udp = tokio::spawn(udp::serve(
             self.udp,
             Arc::clone(&handler),
-            limit,
+            limit.clone(),
             shutdown.clone(),
         ));
-        let mut server = ServerFuture::new(Shared(handler));
-        server.register_listener(self.tcp, TCP_IDLE);
-        tokio::select! {
-            _ = shutdown.changed() => {
-                if let Err(e) = server.shutdown_gracefully().await {
-                    tracing::debug!(error = %e, "DNS responder shutdown");
-                }
-            }
-            done = server.block_until_done() => {
-                if let Err(e) = done {
-                    tracing::error!(error = %e, "the DNS responder stopped");
-                }
-                udp.abort();
-            }
-        }
+        tcp::serve(self.tcp, handler, limit, shutdown).await;
         let _ = udp.await;
-    }
-}
-
-/// One handler for both loops: hickory-server's TCP loop takes it by value.
-struct Shared<H>(Arc<H>);
-
-#[async_trait::async_trait]
-impl<H: RequestHandler> RequestHandler for Shared<H> {
-    async fn handle_request<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        response: R,
-    ) -> ResponseInfo {
-        self.0.handle_request(request, response).await
     }
 }
 

@@ -21,6 +21,7 @@ pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod steering;
+pub mod tcp;
 pub mod udp;
 
 #[cfg(test)]
@@ -31,7 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use verge_config::geo::GeoConfig;
@@ -40,6 +40,7 @@ use verge_config::wire::RoutingTable;
 use crate::service::Control;
 use crate::StartError;
 use dns::{DnsListeners, GeoDns};
+use hickory_proto::xfer::Protocol;
 use metrics::GeoMetrics;
 use steering::Steering;
 use udp::{UdpAnswer, UdpLimit};
@@ -107,21 +108,16 @@ impl LiveGeo {
 struct LiveDns(Arc<LiveGeo>);
 
 #[async_trait::async_trait]
-impl RequestHandler for LiveDns {
-    async fn handle_request<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        response: R,
-    ) -> ResponseInfo {
-        let state = self.0.load();
-        state.dns.handle_request(request, response).await
-    }
-}
-
-#[async_trait::async_trait]
 impl UdpAnswer for LiveDns {
     async fn answer_udp(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
         self.0.load().dns.answer_packet(packet, src)
+    }
+
+    async fn answer_tcp(&self, message: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        self.0
+            .load()
+            .dns
+            .answer_message(message, src, Protocol::Tcp)
     }
 }
 

@@ -25,9 +25,16 @@ const RECV_ERROR_PAUSE: Duration = Duration::from_millis(50);
 pub trait UdpAnswer: Send + Sync + 'static {
     /// The reply to send to `src`; `None` sends nothing.
     async fn answer_udp(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>>;
+
+    /// The reply to a message received over TCP, which is not cut to a datagram's size; by
+    /// default the UDP one.
+    async fn answer_tcp(&self, message: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        self.answer_udp(message, src).await
+    }
 }
 
-/// How many UDP queries are answered at once, and where those dropped beyond it are counted.
+/// How many UDP queries are answered at once (and TCP connections served at once), and where
+/// those dropped beyond it are counted.
 #[derive(Clone)]
 pub struct UdpLimit {
     /// At least 1 (`geo.dns_max_concurrent_queries`).
