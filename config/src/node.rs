@@ -165,6 +165,8 @@ pub mod defaults {
     pub const CLIENT_IDLE_TIMEOUT: &str = "60s";
     pub const MAX_CONNECTIONS_PER_ADDRESS: u64 = 1_000;
     pub const MAX_UPSTREAM_REQUESTS_PER_ADDRESS: u64 = 128;
+    /// A per-address share that bounds nothing (the shields' default).
+    pub const PER_ADDRESS_UNBOUNDED: u64 = 1_000_000;
     pub const OVERRIDE_HEADERS: &str = "strip";
     pub const REQUEST_BODY_BUFFER: &str = "64KiB";
     pub const MAX_REQUEST_BODY: &str = "100MiB";
@@ -338,19 +340,28 @@ fn validate_server(c: &mut Collector, role: NodeRole, raw: RawServer) -> Option<
         CLIENT_IDLE_TIMEOUT,
         ms,
     );
+    // A shield's clients are edges, each of which sends many requests over many connections
+    // from one address: per-address shares are for edges, facing clients.
+    let (per_address_default, upstream_per_address_default) = match role {
+        NodeRole::Shield => (PER_ADDRESS_UNBOUNDED, PER_ADDRESS_UNBOUNDED),
+        _ => (
+            MAX_CONNECTIONS_PER_ADDRESS,
+            MAX_UPSTREAM_REQUESTS_PER_ADDRESS,
+        ),
+    };
     let per_address = count(
         c,
         "server.max_connections_per_address",
         raw.max_connections_per_address,
-        MAX_CONNECTIONS_PER_ADDRESS,
-        (1, 1_000_000),
+        per_address_default,
+        (1, PER_ADDRESS_UNBOUNDED),
     );
     let upstream_per_address = count(
         c,
         "server.max_upstream_requests_per_address",
         raw.max_upstream_requests_per_address,
-        MAX_UPSTREAM_REQUESTS_PER_ADDRESS,
-        (1, 1_000_000),
+        upstream_per_address_default,
+        (1, PER_ADDRESS_UNBOUNDED),
     );
     let override_headers = c.take(
         "server.override_headers",
@@ -510,86 +521,4 @@ fn validate_admin(c: &mut Collector, raw: RawAdmin) -> Option<AdminConfig> {
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::{ConfigErrors, EdgeConfig, ShieldConfig};
-
-    const EDGE: &str = "[upstream]\norigin = \"http://127.0.0.1:8000\"\n";
-    const SHIELD: &str = "[origin]\nservers = [\"http://127.0.0.1:8000\"]\n";
-
-    /// Parses `tables` as an edge's and as a shield's, which must answer alike.
-    fn both_roles(tables: &str) -> [Result<(), ConfigErrors>; 2] {
-        [
-            EdgeConfig::from_toml(&format!("{EDGE}{tables}")).map(drop),
-            ShieldConfig::from_toml(&format!("{SHIELD}{tables}")).map(drop),
-        ]
-    }
-
-    #[test]
-    fn admin_tokens_must_be_long_and_plain() {
-        let with =
-            |token: &str| EdgeConfig::from_toml(&format!("{EDGE}\n[admin]\ntoken = \"{token}\"\n"));
-        assert!(with("short").unwrap_err().mentions("admin.token"));
-        assert!(with("has a space in it, long enough")
-            .unwrap_err()
-            .mentions("admin.token"));
-        let cfg = with("0123456789abcdef").unwrap();
-        assert_eq!(cfg.admin.token.as_deref(), Some("0123456789abcdef"));
-        assert!(
-            !format!("{cfg:?}").contains("0123456789abcdef"),
-            "tokens are redacted in Debug"
-        );
-        assert!(EdgeConfig::from_toml(EDGE).unwrap().admin.token.is_none());
-    }
-
-    #[test]
-    fn the_admin_listener_needs_its_own_address_in_every_role() {
-        let same = "[server]\nlisten = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:8080\"\n";
-        for result in both_roles(same) {
-            let errs = result.unwrap_err();
-            assert!(errs.mentions("server.admin_listen"), "{errs}");
-            assert!(
-                errs.to_string()
-                    .contains("127.0.0.1:8080 is also server.listen"),
-                "{errs}"
-            );
-        }
-        let ephemeral = "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n";
-        for result in both_roles(ephemeral) {
-            assert_eq!(result, Ok(()), "port 0 binds two different ports");
-        }
-    }
-
-    #[test]
-    fn every_node_table_is_checked_alike_in_every_role() {
-        let tables = "[server]\nmax_connections = 0\n[cache]\nmax_bytes = \"0B\"\n\
-                      [admin]\nmax_body_bytes = \"lots\"\n[control]\nweight = 99\n\
-                      [tls]\nlisten = [\"nowhere\"]\n";
-        for result in both_roles(tables) {
-            let errs = result.unwrap_err();
-            for path in [
-                "server.max_connections",
-                "cache.max_bytes",
-                "admin.max_body_bytes",
-                "control.url",
-                "control.weight",
-                "tls.listen[0]",
-                "tls.certificates",
-            ] {
-                assert!(errs.mentions(path), "{path} not reported in:\n{errs}");
-            }
-        }
-    }
-
-    #[test]
-    fn the_identity_table_is_named_after_the_role() {
-        let edge = EdgeConfig::from_toml(&format!("{EDGE}[edge]\nregion = \"e u\"\n"));
-        assert!(edge.unwrap_err().mentions("edge.region"));
-        let shield = ShieldConfig::from_toml(&format!("{SHIELD}[shield]\nid = \"a b\"\n"));
-        assert!(shield.unwrap_err().mentions("shield.id"));
-        assert_eq!(EdgeConfig::from_toml(EDGE).unwrap().id.as_str(), "edge-1");
-        assert_eq!(
-            ShieldConfig::from_toml(SHIELD).unwrap().id.as_str(),
-            "shield-1"
-        );
-    }
-}
+mod tests;
