@@ -243,11 +243,13 @@ fn node_control(control_url: &str, advertise_url: &str) -> String {
 }
 
 /// The `[server]` table: data listener on the node's address, admin on 127.0.0.1 (so control's
-/// probes and metrics scrapes are not delayed), a short drain at shutdown.
+/// probes and metrics scrapes are not delayed), a short drain at shutdown. Clients reach a node
+/// through its delay link, which hides their addresses: no per-address share applies.
 fn server(ip: IpAddr) -> String {
     format!(
         "[server]\nlisten = \"{ip}:0\"\nadmin_listen = \"127.0.0.1:0\"\nmax_connections = 4096\n\
-         shutdown_grace = \"2s\"\n"
+         shutdown_grace = \"2s\"\nmax_connections_per_address = 1000000\n\
+         max_upstream_requests_per_address = 1000000\n"
     )
 }
 

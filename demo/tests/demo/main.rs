@@ -13,14 +13,15 @@ use std::time::Duration;
 
 use verge_demo::{Demo, DemoOptions};
 
-/// A demo with one edge per region, started within 20 s.
+/// A demo with one edge per region; the bound on its start is generous, as a loaded CI machine
+/// may run the demo tests side by side with a browser.
 async fn small_demo() -> Demo {
     let options = DemoOptions {
         edges_per_region: 1,
         ..DemoOptions::default()
     };
-    tokio::time::timeout(Duration::from_secs(20), Demo::start(options))
+    tokio::time::timeout(Duration::from_secs(60), Demo::start(options))
         .await
-        .expect("the demo starts within 20 s")
+        .expect("the demo starts within 60 s")
         .expect("the demo starts")
 }
