@@ -300,10 +300,13 @@ impl<H: Handler> Connection<H> {
             .into_owned();
         tokio::pin!(connection);
         let close = loop {
-            let deadline = if state.has_requested() {
-                slot.limit().idle_since(&state) + limits.idle_timeout
-            } else {
+            let deadline = if !state.has_requested() {
                 accepted + limits.header_read_timeout
+            } else if state.in_flight() > 0 {
+                // Busy: look again later (a request may take longer than the idle timeout).
+                Instant::now() + limits.idle_timeout
+            } else {
+                slot.limit().idle_since(&state) + limits.idle_timeout
             };
             tokio::select! {
                 result = connection.as_mut() => {
