@@ -246,3 +246,49 @@ async fn a_client_that_stops_reading_does_not_hold_the_upstream_connection() {
     assert_eq!(page.status, 200, "{}", page.text());
     drop(stalled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_with_a_closed_window_do_not_hold_the_upstream_connections() {
+    use http_body_util::Empty;
+    use hyper::client::conn::http2;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let origin = FakeOrigin::start().await;
+    origin.on_prefix(
+        "/big/",
+        Reply::ok(vec![b'x'; 4 << 20]).cache_control("no-store"),
+    );
+    origin.on("/page", Reply::ok("page").cache_control("max-age=60"));
+    let edge = start_edge(
+        origin.addr(),
+        &[
+            "upstream.max_connections = 4",
+            "server.send_timeout = \"300ms\"",
+        ],
+    )
+    .await;
+    // One HTTP/2 connection whose streams never open their windows: eight large answers
+    // that the client never reads, twice the upstream's connections.
+    let tcp = TcpStream::connect(edge.data_addr).await.unwrap();
+    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(0)
+        .handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut heads = Vec::new();
+    for i in 0..8 {
+        let mut sender = sender.clone();
+        let request = http::Request::get(format!("http://a.test/big/{i}"))
+            .body(Empty::new())
+            .unwrap();
+        heads.push(tokio::spawn(
+            async move { sender.send_request(request).await },
+        ));
+    }
+    let page = tokio::time::timeout(LIMIT, HttpClient::http1().get(&edge.url("/page")))
+        .await
+        .expect("the miss is answered");
+    assert_eq!(page.status, 200, "{}", page.text());
+    drop(heads);
+}
