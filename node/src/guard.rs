@@ -2,6 +2,8 @@
 //! address may ask of the upstream at once. Everything a request carries is chosen by whoever
 //! sent it, who may want to poison the cache for everyone else:
 //!
+//! - a request with both `Content-Length` and `Transfer-Encoding` is refused: it is how request
+//!   smuggling starts (the listener finds it, since hyper hides it);
 //! - a request target with user info (`http://user@host/`) is refused: the key and the `Host`
 //!   sent upstream could not agree;
 //! - fields that ask a server to use another host, URL, scheme or method
@@ -17,12 +19,18 @@ use http::request;
 use verge_config::OverrideHeaders;
 
 use crate::error::RequestError;
+use crate::server::AmbiguousLength;
 
-/// Refuses a request target with user info and strips (or refuses) the override fields.
+/// Refuses an ambiguous body length and a request target with user info, and strips (or refuses) the override fields.
 pub(crate) fn check_request(
     parts: &mut request::Parts,
     overrides: OverrideHeaders,
 ) -> Result<(), RequestError> {
+    if parts.extensions.get::<AmbiguousLength>().is_some() {
+        return Err(RequestError::BadRequest(
+            "the request has both Content-Length and Transfer-Encoding; it is not accepted",
+        ));
+    }
     if parts
         .uri
         .authority()

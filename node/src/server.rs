@@ -274,6 +274,12 @@ impl<H: Handler> Connection<H> {
         let slot = Arc::new(slot);
         let state = Arc::clone(slot.state());
         let http2 = Arc::new(AtomicBool::new(false));
+        let heads = HeadWatch::new();
+        let stream = Watched::new(
+            stream,
+            limits.max_header_bytes.max(MIN_HEAD_BUFFER),
+            Arc::clone(&heads),
+        );
         let service = {
             let slot = Arc::clone(&slot);
             let http2 = Arc::clone(&http2);
@@ -282,6 +288,8 @@ impl<H: Handler> Connection<H> {
                 let in_flight = slot.begin_request();
                 if request.version() == http::Version::HTTP_2 {
                     http2.store(true, Ordering::Release);
+                } else if heads.next_request_is_ambiguous() {
+                    request.extensions_mut().insert(AmbiguousLength);
                 }
                 if let Some(tls) = tls {
                     request.extensions_mut().insert(tls);
@@ -419,13 +427,16 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
 }
 
+/// Hyper's smallest read buffer: the head bound is never below it.
+const MIN_HEAD_BUFFER: usize = 8192;
+
 fn http_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192));
+        .max_buf_size(limits.max_header_bytes.max(MIN_HEAD_BUFFER));
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -437,5 +448,8 @@ fn http_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
 }
 
 mod connections;
+mod framing;
 
 pub use connections::{ConnectionLimit, ConnectionSlot, Refused, RequestInFlight};
+pub use framing::AmbiguousLength;
+use framing::{HeadWatch, Watched};
