@@ -107,18 +107,11 @@ impl ControlMetrics {
         }
         m.config_version.set(1);
         let r = &m.registry;
-        r.register(Box::new(m.propagation.clone()))?;
-        r.register(Box::new(m.completion.clone()))?;
-        r.register(Box::new(m.nodes.clone()))?;
-        r.register(Box::new(m.table_version.clone()))?;
-        r.register(Box::new(m.events_pushed.clone()))?;
-        r.register(Box::new(m.stream_connects.clone()))?;
-        r.register(Box::new(m.stream_drops.clone()))?;
-        r.register(Box::new(m.purges.clone()))?;
-        r.register(Box::new(m.log_head.clone()))?;
-        r.register(Box::new(m.resyncs.clone()))?;
-        r.register(Box::new(m.config_reloads.clone()))?;
-        r.register(Box::new(m.config_version.clone()))?;
+        verge_serve::register_metrics!(
+            r; m.propagation, m.completion, m.nodes, m.table_version, m.events_pushed,
+            m.stream_connects, m.stream_drops, m.purges, m.log_head, m.resyncs, m.config_reloads,
+            m.config_version
+        );
         Ok(m)
     }
 }

@@ -108,13 +108,10 @@ impl ControlMetrics {
                 "Version of the routing table in use (0: none yet)",
             )?,
         };
-        registry.register(Box::new(m.connected.clone()))?;
-        registry.register(Box::new(m.reconnects.clone()))?;
-        registry.register(Box::new(m.events.clone()))?;
-        registry.register(Box::new(m.applied_seq.clone()))?;
-        registry.register(Box::new(m.head_seq.clone()))?;
-        registry.register(Box::new(m.lag.clone()))?;
-        registry.register(Box::new(m.table_version.clone()))?;
+        verge_serve::register_metrics!(
+            registry; m.connected, m.reconnects, m.events, m.applied_seq, m.head_seq, m.lag,
+            m.table_version
+        );
         Ok(m)
     }
 }

@@ -56,6 +56,7 @@ pub use pipeline::{CachePipeline, Downstream, PipelineIdentity, PipelineLimits};
 pub use reload::{Reload, ReloadMetrics, Role};
 pub use settings::{ListenerKind, NodeControl, NodeSettings};
 pub use upstream::{OriginUpstream, Upstream};
+pub use verge_serve::register_metrics;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]

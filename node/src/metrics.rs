@@ -232,28 +232,14 @@ impl NodeMetrics {
                     .get_metric_with_label_values(&[outcome.as_str()])?,
             );
         }
-        registry.register(Box::new(m.requests.clone()))?;
-        registry.register(Box::new(m.request_duration.clone()))?;
-        registry.register(Box::new(m.cache_objects.clone()))?;
-        registry.register(Box::new(m.cache_bytes.clone()))?;
-        registry.register(Box::new(m.cache_max_bytes.clone()))?;
-        registry.register(Box::new(m.upstream_requests.clone()))?;
-        registry.register(Box::new(m.upstream_duration.clone()))?;
-        registry.register(Box::new(m.coalesced.clone()))?;
-        registry.register(Box::new(m.not_stored.clone()))?;
-        registry.register(Box::new(m.hit_for_miss_keys.clone()))?;
-        registry.register(Box::new(m.fills_in_flight.clone()))?;
-        registry.register(Box::new(m.connections_open.clone()))?;
-        registry.register(Box::new(m.connections_total.clone()))?;
-        registry.register(Box::new(m.connections_max.clone()))?;
-        registry.register(Box::new(m.connections_shed.clone()))?;
-        registry.register(Box::new(m.revalidations.clone()))?;
-        registry.register(Box::new(m.purge_requests.clone()))?;
-        registry.register(Box::new(m.purged_urls.clone()))?;
-        registry.register(Box::new(m.purge_index_keys.clone()))?;
-        registry.register(Box::new(m.purge_index_tags.clone()))?;
-        registry.register(Box::new(m.upstream_connections_in_use.clone()))?;
-        registry.register(Box::new(m.upstream_connections_max.clone()))?;
+        verge_serve::register_metrics!(
+            registry; m.requests, m.request_duration, m.cache_objects, m.cache_bytes,
+            m.cache_max_bytes, m.upstream_requests, m.upstream_duration, m.coalesced, m.not_stored,
+            m.hit_for_miss_keys, m.fills_in_flight, m.connections_open, m.connections_total,
+            m.connections_max, m.connections_shed, m.revalidations, m.purge_requests, m.purged_urls,
+            m.purge_index_keys, m.purge_index_tags, m.upstream_connections_in_use,
+            m.upstream_connections_max
+        );
         Ok(m)
     }
 

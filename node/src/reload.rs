@@ -89,8 +89,7 @@ impl ReloadMetrics {
             "verge_config_version",
             "Version of the configuration serving: 1 at start, one more per applied reload.",
         )?;
-        registry.register(Box::new(reloads.clone()))?;
-        registry.register(Box::new(version.clone()))?;
+        verge_serve::register_metrics!(registry; reloads, version);
         for result in ["ok", "unchanged", "invalid", "needs_restart", "failed"] {
             reloads.with_label_values(&[result]);
         }

@@ -263,9 +263,7 @@ impl DnsMetrics {
             ),
             &["host"],
         )?;
-        registry.register(Box::new(resolutions.clone()))?;
-        registry.register(Box::new(addresses.clone()))?;
-        registry.register(Box::new(ttl.clone()))?;
+        verge_node::register_metrics!(registry; resolutions, addresses, ttl);
         Ok(DnsMetrics {
             resolutions,
             addresses,

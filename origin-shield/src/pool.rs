@@ -210,11 +210,9 @@ impl OriginPool {
             "verge_origin_retry_budget_exhausted_total",
             "Retries not made because the retry budget was spent",
         )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(up.clone()))?;
-        registry.register(Box::new(durations.clone()))?;
-        registry.register(Box::new(retries_total.clone()))?;
-        registry.register(Box::new(budget_exhausted.clone()))?;
+        verge_node::register_metrics!(
+            registry; requests, up, durations, retries_total, budget_exhausted
+        );
         let dns_metrics = DnsMetrics::register(registry)?;
         let names = host_names(config);
         let dns = match lookup {

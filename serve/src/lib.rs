@@ -2,7 +2,8 @@
 //! alike. It links nothing of Verge's, so control can use it without linking node code.
 //!
 //! - [`auth`]: the admin bearer-token check, compared in constant time;
-//! - [`reply`]: text, plain-message and JSON replies, and [`Refusal`], a refused request.
+//! - [`reply`]: text, plain-message and JSON replies, and [`Refusal`], a refused request;
+//! - [`register_metrics!`]: a server's metrics registered on the registry its `/metrics` renders.
 //!
 //! The accept loops stay with their servers: a node's (`verge_node::server`) waits for room
 //! under a resizable connection bound, speaks HTTP/1.1 and HTTP/2 (optionally behind TLS) and
@@ -15,3 +16,14 @@ pub mod reply;
 
 pub use auth::{BearerAuth, Reading};
 pub use reply::Refusal;
+
+/// Registers each metric on `registry` (a clone: a prometheus metric is a handle to shared
+/// values), returning the first error from the enclosing function:
+/// `register_metrics!(registry; m.requests, m.duration)`. It names nothing of prometheus, so
+/// this crate need not link it.
+#[macro_export]
+macro_rules! register_metrics {
+    ($registry:expr; $($metric:expr),+ $(,)?) => {
+        $($registry.register(Box::new($metric.clone()))?;)+
+    };
+}

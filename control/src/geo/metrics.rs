@@ -81,16 +81,10 @@ impl GeoMetrics {
                 "Version of the routing table geo steering answers from",
             )?,
         };
-        registry.register(Box::new(m.answers.clone()))?;
-        registry.register(Box::new(m.failovers.clone()))?;
-        registry.register(Box::new(m.clients.clone()))?;
-        registry.register(Box::new(m.default_region.clone()))?;
-        registry.register(Box::new(m.ecs.clone()))?;
-        registry.register(Box::new(m.dns_queries.clone()))?;
-        registry.register(Box::new(m.dns_dropped.clone()))?;
-        registry.register(Box::new(m.http_requests.clone()))?;
-        registry.register(Box::new(m.geoip_loads.clone()))?;
-        registry.register(Box::new(m.table_version.clone()))?;
+        verge_serve::register_metrics!(
+            registry; m.answers, m.failovers, m.clients, m.default_region, m.ecs, m.dns_queries,
+            m.dns_dropped, m.http_requests, m.geoip_loads, m.table_version
+        );
         Ok(m)
     }
 }

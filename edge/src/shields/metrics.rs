@@ -70,14 +70,10 @@ impl ShieldMetrics {
                 &["shield"],
             )?,
         };
-        registry.register(Box::new(m.requests.clone()))?;
-        registry.register(Box::new(m.up.clone()))?;
-        registry.register(Box::new(m.duration.clone()))?;
-        registry.register(Box::new(m.ejections.clone()))?;
-        registry.register(Box::new(m.members.clone()))?;
-        registry.register(Box::new(m.spills.clone()))?;
-        registry.register(Box::new(m.retries.clone()))?;
-        registry.register(Box::new(m.budget_exhausted.clone()))?;
+        verge_node::register_metrics!(
+            registry; m.requests, m.up, m.duration, m.ejections, m.members, m.spills, m.retries,
+            m.budget_exhausted
+        );
         Ok(m)
     }
 }

@@ -129,8 +129,7 @@ impl AccessLog {
             "verge_access_log_dropped_total",
             "Access log lines dropped: the queue was full or the write failed.",
         )?;
-        registry.register(Box::new(lines.clone()))?;
-        registry.register(Box::new(dropped.clone()))?;
+        verge_serve::register_metrics!(registry; lines, dropped);
         let log = AccessLog {
             sink: ArcSwapOption::empty(),
             trust_request_id: AtomicBool::new(trust_request_id),

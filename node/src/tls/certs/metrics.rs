@@ -101,11 +101,9 @@ impl TlsMetrics {
                 &["result"],
             )?,
         };
-        registry.register(Box::new(m.handshakes.clone()))?;
-        registry.register(Box::new(m.handshake_duration.clone()))?;
-        registry.register(Box::new(m.expiry.clone()))?;
-        registry.register(Box::new(m.not_after.clone()))?;
-        registry.register(Box::new(m.reloads.clone()))?;
+        verge_serve::register_metrics!(
+            registry; m.handshakes, m.handshake_duration, m.expiry, m.not_after, m.reloads
+        );
         Ok(m)
     }
 
