@@ -58,6 +58,28 @@ impl TestResponse {
             .any(|p| p.trim() == param)
     }
 
+    /// Asserts that [`cache_status_has`](Self::cache_status_has) `param`; on failure names `why`
+    /// and the whole `Cache-Status`.
+    #[track_caller]
+    pub fn assert_cache_status_has(&self, param: &str, why: &str) {
+        assert!(
+            self.cache_status_has(param),
+            "{why}: expected {param} in Cache-Status {:?}",
+            self.cache_status()
+        );
+    }
+
+    /// Asserts that the answering cache's `Cache-Status` entry lacks `param`; on failure names
+    /// `why` and the whole field.
+    #[track_caller]
+    pub fn assert_cache_status_lacks(&self, param: &str, why: &str) {
+        assert!(
+            !self.cache_status_has(param),
+            "{why}: expected no {param} in Cache-Status {:?}",
+            self.cache_status()
+        );
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }

@@ -88,10 +88,7 @@ pub async fn start_control(data_dir: &Path, listen: SocketAddr, tweaks: &[&str])
         .unwrap_or_else(|e| panic!("test control config is invalid:\n{toml}\n{e}"));
     let node = ControlNode::bind(config).await.unwrap();
     let (node_addr, admin_addr) = (node.node_addr, node.admin_addr);
-    let (tx, rx) = oneshot::channel::<()>();
-    let run = tokio::spawn(node.run(async move {
-        let _ = rx.await;
-    }));
+    let (tx, run) = crate::spawn_until_stopped(|stopped| node.run(stopped));
     TestControl {
         node_addr,
         admin_addr,

@@ -102,10 +102,7 @@ pub async fn start_edge_with_clock(
         .await
         .unwrap();
     let (data_addr, admin_addr) = (node.data_addr(), node.admin_addr());
-    let (tx, rx) = oneshot::channel::<()>();
-    let run = tokio::spawn(node.run(async move {
-        let _ = rx.await;
-    }));
+    let (tx, run) = crate::spawn_until_stopped(|stopped| node.run(stopped));
     TestEdge {
         data_addr,
         admin_addr,
@@ -120,6 +117,13 @@ impl TestEdge {
     /// `http://<data addr><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.data_addr)
+    }
+
+    /// GETs `path` over HTTP/1.1 with the extra request `headers`.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> TestResponse {
+        HttpClient::http1()
+            .request("GET", &self.url(path), headers, "")
+            .await
     }
 
     /// `http://<admin addr><path>`.

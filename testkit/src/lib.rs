@@ -84,6 +84,27 @@ pub async fn start_origin_and_edge(tweaks: &[&str]) -> (FakeOrigin, TestEdge) {
     (origin, edge)
 }
 
+/// What a server's `run` is given to end it: done when the matching sender fires or drops.
+pub type Stopped = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs a server's `run` in the test's runtime, ended by the returned sender (sent or dropped):
+/// `spawn_until_stopped(|stopped| node.run(stopped))`.
+pub fn spawn_until_stopped<F>(
+    run: impl FnOnce(Stopped) -> F,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run(Box::pin(async move {
+        let _ = stopped.await;
+    })));
+    (stop, task)
+}
+
 /// Runs `future`, panicking with `what` if it takes longer than `limit`.
 pub async fn within<T>(what: &str, limit: Duration, future: impl Future<Output = T>) -> T {
     match tokio::time::timeout(limit, future).await {

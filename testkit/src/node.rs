@@ -43,17 +43,18 @@ pub struct RunningNode {
 impl RunningNode {
     /// Runs a bound node until stopped.
     pub fn spawn<R: Role>(node: Node<R>) -> RunningNode {
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (data_addr, admin_addr) = (node.data_addr(), node.admin_addr());
+        let (tls_addrs, listeners, reloader) =
+            (node.tls_addrs(), node.listener_addrs(), node.reloader());
+        let (stop, run) = crate::spawn_until_stopped(|stopped| node.run(stopped));
         RunningNode {
-            data_addr: node.data_addr(),
-            admin_addr: node.admin_addr(),
-            tls_addrs: node.tls_addrs(),
-            listeners: node.listener_addrs(),
-            reloader: node.reloader(),
+            data_addr,
+            admin_addr,
+            tls_addrs,
+            listeners,
+            reloader,
             stop: Some(stop),
-            run: Some(tokio::spawn(node.run(async move {
-                let _ = stopped.await;
-            }))),
+            run: Some(run),
         }
     }
 

@@ -9,35 +9,21 @@ use support::{
     start_origin_and_cdn, FakeOrigin, HttpClient, Reply, TestEdge, TestResponse, Topology,
 };
 
-async fn get_with(edge: &TestEdge, path: &str, headers: &[(&str, &str)]) -> TestResponse {
-    HttpClient::http1()
-        .request("GET", &edge.url(path), headers, "")
-        .await
-}
-
 fn assert_hit(response: &TestResponse, why: &str) {
-    assert!(
-        response.cache_status_has("hit"),
-        "{why}: expected a hit, got {:?}",
-        response.cache_status()
-    );
+    response.assert_cache_status_has("hit", why);
 }
 
 /// Requests `path` three times; each must reach the origin (nothing is stored).
 async fn assert_never_stored(origin: &FakeOrigin, edge: &TestEdge, path: &str, detail: &str) {
     for n in 1..=3 {
-        let response = get_with(edge, path, &[]).await;
+        let response = edge.get_with(path, &[]).await;
         assert_eq!(response.status, 200);
         assert!(
             !response.cache_status_has("stored") && !response.cache_status_has("hit"),
             "request {n}: {}",
             response.cache_status()
         );
-        assert!(
-            response.cache_status_has(&format!("detail={detail}")),
-            "request {n}: {}",
-            response.cache_status()
-        );
+        response.assert_cache_status_has(&format!("detail={detail}"), &format!("request {n}"));
         assert_eq!(origin.hits(path), n, "request {n} must reach the origin");
     }
 }
@@ -67,7 +53,7 @@ async fn response_private_with_a_field_name_is_stored_without_that_field(topolog
     );
     let client = HttpClient::http1();
     let miss = client.get(&edge.url("/pf")).await;
-    assert!(miss.cache_status_has("stored"), "{}", miss.cache_status());
+    miss.assert_cache_status_has("stored", "");
 
     let hit = client.get(&edge.url("/pf")).await;
     assert_hit(&hit, "private=\"X-Secret\" allows storing the rest");
@@ -88,7 +74,7 @@ async fn response_no_cache_with_a_field_name_is_stored_without_that_field(topolo
     );
     let client = HttpClient::http1();
     let miss = client.get(&edge.url("/ncf")).await;
-    assert!(miss.cache_status_has("stored"), "{}", miss.cache_status());
+    miss.assert_cache_status_has("stored", "");
 
     let hit = client.get(&edge.url("/ncf")).await;
     assert_hit(&hit, "no-cache=\"X-Secret\" still allows reuse of the rest");
@@ -107,7 +93,7 @@ async fn response_bare_no_cache_is_stored_but_revalidated_on_every_use(topology:
     );
     let client = HttpClient::http1();
     let miss = client.get(&edge.url("/nc")).await;
-    assert!(miss.cache_status_has("stored"), "{}", miss.cache_status());
+    miss.assert_cache_status_has("stored", "");
 
     origin.on(
         "/nc",
@@ -120,11 +106,7 @@ async fn response_bare_no_cache_is_stored_but_revalidated_on_every_use(topology:
         let response = client.get(&edge.url("/nc")).await;
         assert_eq!(response.status, 200);
         assert_eq!(response.text(), "body", "the stored body, validated");
-        assert!(
-            !response.cache_status_has("hit"),
-            "{}",
-            response.cache_status()
-        );
+        response.assert_cache_status_lacks("hit", "");
         assert_eq!(origin.hits("/nc"), n, "use {n} must be validated upstream");
         let sent = origin.last_request("/nc").unwrap();
         assert_eq!(sent.header("if-none-match").as_deref(), Some("\"n1\""));
@@ -135,15 +117,13 @@ async fn authorized_request_response_is_not_stored_without_explicit_permission(t
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/auth", Reply::ok("x").cache_control("max-age=60"));
     for n in 1..=2 {
-        let response = get_with(&edge, "/auth", &[("authorization", "Bearer u1")]).await;
-        assert!(
-            response.cache_status_has("detail=authorization"),
-            "{}",
-            response.cache_status()
-        );
+        let response = edge
+            .get_with("/auth", &[("authorization", "Bearer u1")])
+            .await;
+        response.assert_cache_status_has("detail=authorization", "");
         assert_eq!(origin.hits("/auth"), n);
     }
-    get_with(&edge, "/auth", &[]).await;
+    edge.get_with("/auth", &[]).await;
     assert_eq!(origin.hits("/auth"), 3, "nothing was stored");
 }
 
@@ -151,13 +131,13 @@ async fn authorized_request_response_is_not_stored_without_explicit_permission(t
 async fn assert_authorized_response_is_stored(topology: Topology, cache_control: &str) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/auth", Reply::ok("shared").cache_control(cache_control));
-    let miss = get_with(&edge, "/auth", &[("authorization", "Bearer u1")]).await;
-    assert!(
-        miss.cache_status_has("stored"),
-        "{cache_control}: {}",
-        miss.cache_status()
-    );
-    let hit = get_with(&edge, "/auth", &[("authorization", "Bearer u1")]).await;
+    let miss = edge
+        .get_with("/auth", &[("authorization", "Bearer u1")])
+        .await;
+    miss.assert_cache_status_has("stored", cache_control);
+    let hit = edge
+        .get_with("/auth", &[("authorization", "Bearer u1")])
+        .await;
     assert_hit(&hit, cache_control);
     assert_eq!(hit.text(), "shared");
     assert_eq!(origin.hits("/auth"), 1, "{cache_control}");
@@ -180,29 +160,31 @@ async fn must_revalidate_allows_storing_a_response_to_an_authorized_request(topo
 async fn request_max_age_refuses_a_stored_response_older_than_it(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/ma", Reply::ok("x").cache_control("max-age=100"));
-    get_with(&edge, "/ma", &[]).await;
+    edge.get_with("/ma", &[]).await;
     edge.advance(30);
 
-    let young_enough = get_with(&edge, "/ma", &[("cache-control", "max-age=40")]).await;
+    let young_enough = edge
+        .get_with("/ma", &[("cache-control", "max-age=40")])
+        .await;
     assert_hit(&young_enough, "age 30 <= max-age=40");
     assert_eq!(origin.hits("/ma"), 1);
 
-    let too_old = get_with(&edge, "/ma", &[("cache-control", "max-age=20")]).await;
-    assert!(
-        too_old.cache_status_has("fwd=request"),
-        "age 30 > max-age=20: {}",
-        too_old.cache_status()
-    );
+    let too_old = edge
+        .get_with("/ma", &[("cache-control", "max-age=20")])
+        .await;
+    too_old.assert_cache_status_has("fwd=request", "age 30 > max-age=20");
     assert_eq!(origin.hits("/ma"), 2);
 }
 
 async fn request_max_stale_with_a_value_accepts_that_much_staleness(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/ms", Reply::ok("x").cache_control("max-age=10"));
-    get_with(&edge, "/ms", &[]).await;
+    edge.get_with("/ms", &[]).await;
     edge.advance(25); // 15s stale
 
-    let accepted = get_with(&edge, "/ms", &[("cache-control", "max-stale=20")]).await;
+    let accepted = edge
+        .get_with("/ms", &[("cache-control", "max-stale=20")])
+        .await;
     assert_eq!(accepted.text(), "x");
     assert!(
         accepted.cache_status_has("hit") && accepted.cache_status_has("detail=max-stale"),
@@ -211,47 +193,43 @@ async fn request_max_stale_with_a_value_accepts_that_much_staleness(topology: To
     );
     assert_eq!(origin.hits("/ms"), 1, "15s stale is within max-stale=20");
 
-    let refused = get_with(&edge, "/ms", &[("cache-control", "max-stale=5")]).await;
-    assert!(
-        !refused.cache_status_has("hit"),
-        "{}",
-        refused.cache_status()
-    );
+    let refused = edge
+        .get_with("/ms", &[("cache-control", "max-stale=5")])
+        .await;
+    refused.assert_cache_status_lacks("hit", "");
     assert_eq!(origin.hits("/ms"), 2, "15s stale is beyond max-stale=5");
 }
 
 async fn request_max_stale_without_a_value_accepts_any_staleness(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/msa", Reply::ok("x").cache_control("max-age=10"));
-    get_with(&edge, "/msa", &[]).await;
+    edge.get_with("/msa", &[]).await;
     edge.advance(100_000);
 
-    let accepted = get_with(&edge, "/msa", &[("cache-control", "max-stale")]).await;
+    let accepted = edge
+        .get_with("/msa", &[("cache-control", "max-stale")])
+        .await;
     assert_eq!(accepted.text(), "x");
-    assert!(
-        accepted.cache_status_has("detail=max-stale"),
-        "{}",
-        accepted.cache_status()
-    );
+    accepted.assert_cache_status_has("detail=max-stale", "");
     assert_eq!(origin.hits("/msa"), 1);
 }
 
 async fn request_min_fresh_requires_that_much_freshness_left(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/mf", Reply::ok("x").cache_control("max-age=100"));
-    get_with(&edge, "/mf", &[]).await;
+    edge.get_with("/mf", &[]).await;
     edge.advance(50); // 50s left
 
-    let enough = get_with(&edge, "/mf", &[("cache-control", "min-fresh=40")]).await;
+    let enough = edge
+        .get_with("/mf", &[("cache-control", "min-fresh=40")])
+        .await;
     assert_hit(&enough, "50s left >= min-fresh=40");
     assert_eq!(origin.hits("/mf"), 1);
 
-    let not_enough = get_with(&edge, "/mf", &[("cache-control", "min-fresh=60")]).await;
-    assert!(
-        !not_enough.cache_status_has("hit"),
-        "{}",
-        not_enough.cache_status()
-    );
+    let not_enough = edge
+        .get_with("/mf", &[("cache-control", "min-fresh=60")])
+        .await;
+    not_enough.assert_cache_status_lacks("hit", "");
     assert_eq!(origin.hits("/mf"), 2, "50s left < min-fresh=60");
 }
 
@@ -263,7 +241,7 @@ async fn request_no_cache_forces_revalidation_of_a_fresh_response(topology: Topo
             .cache_control("max-age=100")
             .header("etag", "\"r1\""),
     );
-    get_with(&edge, "/rnc", &[]).await;
+    edge.get_with("/rnc", &[]).await;
     origin.on(
         "/rnc",
         Reply::ok("")
@@ -272,7 +250,9 @@ async fn request_no_cache_forces_revalidation_of_a_fresh_response(topology: Topo
             .header("etag", "\"r1\""),
     );
 
-    let response = get_with(&edge, "/rnc", &[("cache-control", "no-cache")]).await;
+    let response = edge
+        .get_with("/rnc", &[("cache-control", "no-cache")])
+        .await;
     assert_eq!(response.status, 200);
     assert_eq!(response.text(), "body");
     assert!(
@@ -294,51 +274,47 @@ async fn request_no_cache_forces_revalidation_of_a_fresh_response(topology: Topo
 async fn request_no_store_keeps_the_response_out_of_the_cache(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/rns", Reply::ok("x").cache_control("max-age=100"));
-    let first = get_with(&edge, "/rns", &[("cache-control", "no-store")]).await;
+    let first = edge
+        .get_with("/rns", &[("cache-control", "no-store")])
+        .await;
     assert_eq!(first.status, 200);
-    assert!(
-        !first.cache_status_has("stored"),
-        "{}",
-        first.cache_status()
-    );
+    first.assert_cache_status_lacks("stored", "");
 
-    get_with(&edge, "/rns", &[]).await;
+    edge.get_with("/rns", &[]).await;
     assert_eq!(origin.hits("/rns"), 2, "the first response was not stored");
 }
 
 async fn only_if_cached_gets_504_when_nothing_is_stored(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/oic", Reply::ok("x").cache_control("max-age=100"));
-    let response = get_with(&edge, "/oic", &[("cache-control", "only-if-cached")]).await;
+    let response = edge
+        .get_with("/oic", &[("cache-control", "only-if-cached")])
+        .await;
     assert_eq!(response.status, 504);
-    assert!(
-        response.cache_status_has("detail=only-if-cached"),
-        "{}",
-        response.cache_status()
-    );
+    response.assert_cache_status_has("detail=only-if-cached", "");
     assert_eq!(origin.hits("/oic"), 0, "only-if-cached never goes upstream");
 }
 
 async fn only_if_cached_gets_504_when_the_stored_response_is_stale(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/oics", Reply::ok("x").cache_control("max-age=10"));
-    get_with(&edge, "/oics", &[]).await;
+    edge.get_with("/oics", &[]).await;
     edge.advance(20);
-    let response = get_with(&edge, "/oics", &[("cache-control", "only-if-cached")]).await;
+    let response = edge
+        .get_with("/oics", &[("cache-control", "only-if-cached")])
+        .await;
     assert_eq!(response.status, 504);
-    assert!(
-        response.cache_status_has("detail=only-if-cached"),
-        "{}",
-        response.cache_status()
-    );
+    response.assert_cache_status_has("detail=only-if-cached", "");
     assert_eq!(origin.hits("/oics"), 1);
 }
 
 async fn only_if_cached_is_served_from_a_fresh_response(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/oicf", Reply::ok("cached").cache_control("max-age=100"));
-    get_with(&edge, "/oicf", &[]).await;
-    let response = get_with(&edge, "/oicf", &[("cache-control", "only-if-cached")]).await;
+    edge.get_with("/oicf", &[]).await;
+    let response = edge
+        .get_with("/oicf", &[("cache-control", "only-if-cached")])
+        .await;
     assert_eq!(response.status, 200);
     assert_eq!(response.text(), "cached");
     assert_hit(&response, "fresh and only-if-cached");
@@ -348,28 +324,24 @@ async fn only_if_cached_is_served_from_a_fresh_response(topology: Topology) {
 async fn pragma_no_cache_forces_revalidation_without_cache_control(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/pr", Reply::ok("x").cache_control("max-age=100"));
-    get_with(&edge, "/pr", &[]).await;
+    edge.get_with("/pr", &[]).await;
 
-    let response = get_with(&edge, "/pr", &[("pragma", "no-cache")]).await;
-    assert!(
-        response.cache_status_has("fwd=request"),
-        "{}",
-        response.cache_status()
-    );
+    let response = edge.get_with("/pr", &[("pragma", "no-cache")]).await;
+    response.assert_cache_status_has("fwd=request", "");
     assert_eq!(origin.hits("/pr"), 2);
 }
 
 async fn pragma_no_cache_is_ignored_when_cache_control_is_present(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/pri", Reply::ok("x").cache_control("max-age=100"));
-    get_with(&edge, "/pri", &[]).await;
+    edge.get_with("/pri", &[]).await;
 
-    let response = get_with(
-        &edge,
-        "/pri",
-        &[("pragma", "no-cache"), ("cache-control", "max-age=50")],
-    )
-    .await;
+    let response = edge
+        .get_with(
+            "/pri",
+            &[("pragma", "no-cache"), ("cache-control", "max-age=50")],
+        )
+        .await;
     assert_hit(&response, "Cache-Control present: Pragma does not apply");
     assert_eq!(origin.hits("/pri"), 1);
 }
@@ -384,14 +356,14 @@ async fn cdn_cache_control_overrides_a_cache_control_no_store(topology: Topology
             .cache_control("no-store")
             .header("cdn-cache-control", "max-age=60"),
     );
-    let miss = get_with(&edge, "/cdn", &[]).await;
+    let miss = edge.get_with("/cdn", &[]).await;
     assert!(
         miss.cache_status_has("stored") && miss.cache_status_has("ttl=60"),
         "{}",
         miss.cache_status()
     );
     assert_hit(
-        &get_with(&edge, "/cdn", &[]).await,
+        &edge.get_with("/cdn", &[]).await,
         "stored by CDN-Cache-Control",
     );
     assert_eq!(origin.hits("/cdn"), 1);
@@ -416,14 +388,14 @@ async fn cdn_cache_control_lifetime_replaces_the_cache_control_lifetime(topology
             .cache_control("max-age=1000")
             .header("cdn-cache-control", "max-age=10"),
     );
-    let miss = get_with(&edge, "/cdn-short", &[]).await;
+    let miss = edge.get_with("/cdn-short", &[]).await;
     let entries = miss.cache_status_entries();
     assert!(
         entries.iter().all(|entry| entry.contains("; ttl=10;")),
         "every tier applies CDN-Cache-Control: {entries:?}"
     );
     edge.advance(20);
-    get_with(&edge, "/cdn-short", &[]).await;
+    edge.get_with("/cdn-short", &[]).await;
     assert_eq!(origin.hits("/cdn-short"), 2, "stale by CDN-Cache-Control");
 }
 
@@ -435,10 +407,10 @@ async fn surrogate_control_overrides_cache_control(topology: Topology) {
             .cache_control("private")
             .header("surrogate-control", "max-age=60"),
     );
-    let miss = get_with(&edge, "/sc", &[]).await;
-    assert!(miss.cache_status_has("stored"), "{}", miss.cache_status());
+    let miss = edge.get_with("/sc", &[]).await;
+    miss.assert_cache_status_has("stored", "");
     assert_hit(
-        &get_with(&edge, "/sc", &[]).await,
+        &edge.get_with("/sc", &[]).await,
         "stored by Surrogate-Control",
     );
     assert_eq!(origin.hits("/sc"), 1);
@@ -452,11 +424,11 @@ async fn cdn_cache_control_still_governs_after_a_304_revalidation(topology: Topo
             .header("etag", "\"c1\"")
     };
     origin.on("/cdn-304", reply(Reply::ok("body")));
-    get_with(&edge, "/cdn-304", &[]).await;
+    edge.get_with("/cdn-304", &[]).await;
     edge.advance(70);
     origin.on("/cdn-304", reply(Reply::ok("").with_status(304)));
 
-    let revalidated = get_with(&edge, "/cdn-304", &[]).await;
+    let revalidated = edge.get_with("/cdn-304", &[]).await;
     assert_eq!(revalidated.status, 200);
     assert_eq!(revalidated.text(), "body");
     assert!(
@@ -465,7 +437,7 @@ async fn cdn_cache_control_still_governs_after_a_304_revalidation(topology: Topo
         revalidated.cache_status()
     );
     assert_hit(
-        &get_with(&edge, "/cdn-304", &[]).await,
+        &edge.get_with("/cdn-304", &[]).await,
         "fresh again for 60s after the 304",
     );
     assert_eq!(origin.hits("/cdn-304"), 2);
@@ -482,8 +454,8 @@ async fn cdn_only_fields_are_not_forwarded_to_clients_but_cdn_cache_control_is(t
             .header("surrogate-key", "k1 k2")
             .header("cache-tag", "t1,t2"),
     );
-    let miss = get_with(&edge, "/fields", &[]).await;
-    let hit = get_with(&edge, "/fields", &[]).await;
+    let miss = edge.get_with("/fields", &[]).await;
+    let hit = edge.get_with("/fields", &[]).await;
     assert_hit(&hit, "stored");
     for (what, response) in [("miss", &miss), ("hit", &hit)] {
         assert_eq!(

@@ -31,7 +31,7 @@ async fn a_get_with_a_request_body_is_filled_and_stored(topology: Topology) {
         sent.header("content-length")
     );
     let second = client.get(&edge.url("/g")).await;
-    assert!(second.cache_status_has("hit"), "{}", second.cache_status());
+    second.assert_cache_status_has("hit", "");
 }
 
 support::in_both_topologies!(a_get_with_a_request_body_is_filled_and_stored,);

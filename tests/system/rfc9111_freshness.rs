@@ -10,11 +10,7 @@ use support::{http_date, start_origin_and_cdn, HttpClient, Reply, Topology};
 
 /// Asserts that `response` was served from cache (`Cache-Status` has `hit`).
 fn assert_hit(response: &support::TestResponse, why: &str) {
-    assert!(
-        response.cache_status_has("hit"),
-        "{why}: expected a hit, got {:?}",
-        response.cache_status()
-    );
+    response.assert_cache_status_has("hit", why);
 }
 
 async fn s_maxage_wins_over_max_age_and_expires(topology: Topology) {
@@ -30,7 +26,7 @@ async fn s_maxage_wins_over_max_age_and_expires(topology: Topology) {
     let client = HttpClient::http1();
 
     let miss = client.get(&edge.url("/s")).await;
-    assert!(miss.cache_status_has("ttl=100"), "{}", miss.cache_status());
+    miss.assert_cache_status_has("ttl=100", "");
     edge.advance(50);
     assert_hit(
         &client.get(&edge.url("/s")).await,
@@ -58,7 +54,7 @@ async fn max_age_wins_over_expires(topology: Topology) {
     let client = HttpClient::http1();
 
     let miss = client.get(&edge.url("/m")).await;
-    assert!(miss.cache_status_has("ttl=100"), "{}", miss.cache_status());
+    miss.assert_cache_status_has("ttl=100", "");
     edge.advance(50);
     assert_hit(
         &client.get(&edge.url("/m")).await,
@@ -80,11 +76,7 @@ async fn expires_minus_date_is_the_lifetime_not_expires_minus_now(topology: Topo
     let client = HttpClient::http1();
 
     let miss = client.get(&edge.url("/e")).await;
-    assert!(
-        miss.cache_status_has("ttl=70"),
-        "lifetime 100 (Expires - Date) minus age 30: {}",
-        miss.cache_status()
-    );
+    miss.assert_cache_status_has("ttl=70", "lifetime 100 (Expires - Date) minus age 30");
     edge.advance(60);
     assert_hit(&client.get(&edge.url("/e")).await, "fresh at age 90 of 100");
     edge.advance(15);
@@ -106,10 +98,9 @@ async fn invalid_expires_means_already_expired(topology: Topology) {
 
     let first = client.get(&edge.url("/bad-expires")).await;
     assert_eq!(first.status, 200);
-    assert!(
-        !first.cache_status_has("ttl=100"),
-        "an invalid Expires is explicit (expired) freshness, not absent: {}",
-        first.cache_status()
+    first.assert_cache_status_lacks(
+        "ttl=100",
+        "an invalid Expires is explicit (expired) freshness, not absent",
     );
     client.get(&edge.url("/bad-expires")).await;
     assert_eq!(
@@ -131,11 +122,7 @@ async fn conflicting_duplicate_max_age_makes_the_response_stale(topology: Topolo
     let client = HttpClient::http1();
 
     let first = client.get(&edge.url("/dup")).await;
-    assert!(
-        first.cache_status_has("ttl=0"),
-        "two different max-age values: lifetime 0, {}",
-        first.cache_status()
-    );
+    first.assert_cache_status_has("ttl=0", "two different max-age values: lifetime 0,");
     let second = client.get(&edge.url("/dup")).await;
     assert_eq!(second.text(), "d");
     assert_eq!(origin.hits("/dup"), 2, "stale at once: revalidated");
@@ -186,11 +173,7 @@ async fn heuristic_freshness_is_capped_at_one_day(topology: Topology) {
     let client = HttpClient::http1();
 
     let miss = client.get(&edge.url("/old")).await;
-    assert!(
-        miss.cache_status_has("ttl=86400"),
-        "10% of 100 days is capped at one day: {}",
-        miss.cache_status()
-    );
+    miss.assert_cache_status_has("ttl=86400", "10% of 100 days is capped at one day");
     edge.advance(86_400 - 100);
     assert_hit(&client.get(&edge.url("/old")).await, "fresh within the day");
     edge.advance(200);
@@ -235,11 +218,7 @@ async fn heuristic_freshness_applies_to_heuristically_cacheable_statuses_only(to
         client.get(&edge.url(&path)).await;
         let again = client.get(&edge.url(&path)).await;
         assert_eq!(again.status.as_u16(), status);
-        assert!(
-            !again.cache_status_has("hit"),
-            "{status} has no heuristic freshness: {}",
-            again.cache_status()
-        );
+        again.assert_cache_status_lacks("hit", &format!("{status} has no heuristic freshness"));
         assert_eq!(origin.hits(&path), 2, "{path} must go to the origin again");
     }
 }
@@ -258,7 +237,7 @@ async fn public_allows_heuristic_freshness_for_any_status(topology: Topology) {
     let client = HttpClient::http1();
 
     let miss = client.get(&edge.url("/found")).await;
-    assert!(miss.cache_status_has("ttl=100"), "{}", miss.cache_status());
+    miss.assert_cache_status_has("ttl=100", "");
     assert_hit(
         &client.get(&edge.url("/found")).await,
         "a public 302 gets heuristic freshness",
@@ -278,7 +257,7 @@ async fn explicit_freshness_disables_heuristic_freshness(topology: Topology) {
     let client = HttpClient::http1();
 
     let miss = client.get(&edge.url("/explicit")).await;
-    assert!(miss.cache_status_has("ttl=5"), "{}", miss.cache_status());
+    miss.assert_cache_status_has("ttl=5", "");
     edge.advance(10);
     client.get(&edge.url("/explicit")).await;
     assert_eq!(
@@ -300,12 +279,12 @@ async fn age_includes_the_upstream_age_and_the_resident_time(topology: Topology)
 
     let miss = client.get(&edge.url("/aged")).await;
     assert_eq!(miss.header("age").as_deref(), Some("30"));
-    assert!(miss.cache_status_has("ttl=70"), "{}", miss.cache_status());
+    miss.assert_cache_status_has("ttl=70", "");
     edge.advance(10);
     let hit = client.get(&edge.url("/aged")).await;
     assert_hit(&hit, "age 40 of 100");
     assert_eq!(hit.header("age").as_deref(), Some("40"));
-    assert!(hit.cache_status_has("ttl=60"), "{}", hit.cache_status());
+    hit.assert_cache_status_has("ttl=60", "");
 }
 
 async fn age_includes_the_apparent_age_from_date(topology: Topology) {
@@ -321,7 +300,7 @@ async fn age_includes_the_apparent_age_from_date(topology: Topology) {
 
     let miss = client.get(&edge.url("/dated")).await;
     assert_eq!(miss.header("age").as_deref(), Some("40"));
-    assert!(miss.cache_status_has("ttl=60"), "{}", miss.cache_status());
+    miss.assert_cache_status_has("ttl=60", "");
     edge.advance(5);
     let hit = client.get(&edge.url("/dated")).await;
     assert_eq!(hit.header("age").as_deref(), Some("45"));

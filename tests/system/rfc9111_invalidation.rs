@@ -48,22 +48,14 @@ async fn assert_successful_unsafe_request_invalidates(topology: Topology, method
 
     let response = send(&edge, method, "/item", &[]).await;
     assert_eq!(response.status, 200, "{method}");
-    assert!(
-        response.cache_status_has("fwd=bypass"),
-        "{method}: {}",
-        response.cache_status()
-    );
+    response.assert_cache_status_has("fwd=bypass", method);
     assert_eq!(
         origin.last_request("/item").unwrap().method.as_str(),
         method
     );
 
     let after = send(&edge, "GET", "/item", &[]).await;
-    assert!(
-        !after.cache_status_has("hit"),
-        "{method} must invalidate the stored GET: {}",
-        after.cache_status()
-    );
+    after.assert_cache_status_lacks("hit", &format!("{method} must invalidate the stored GET"));
     assert_eq!(
         origin.hits("/item"),
         before + 2,

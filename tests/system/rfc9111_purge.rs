@@ -15,20 +15,14 @@ async fn start(topology: Topology) -> (FakeOrigin, TestCdn) {
     start_origin_and_cdn(topology, &[TOKEN_LINE]).await
 }
 
-async fn get_with(edge: &TestCdn, path: &str, headers: &[(&str, &str)]) -> TestResponse {
-    HttpClient::http1()
-        .request("GET", &edge.url(path), headers, "")
-        .await
-}
-
 async fn is_cached(edge: &TestCdn, path: &str) -> bool {
-    get_with(edge, path, &[]).await.cache_status_has("hit")
+    edge.get_with(path, &[]).await.cache_status_has("hit")
 }
 
 /// Has the origin answer `path` with `reply`, requests it, and checks it is then a hit.
 async fn store(origin: &FakeOrigin, edge: &TestCdn, path: &str, reply: Reply) {
     origin.on(path, reply);
-    get_with(edge, path, &[]).await;
+    edge.get_with(path, &[]).await;
     assert!(is_cached(edge, path).await, "{path} was not stored");
 }
 
@@ -144,12 +138,12 @@ async fn purge_by_url_removes_every_variant(topology: Topology) {
             .header("vary", "accept-language")
     };
     origin.on("/v", vary("hello"));
-    get_with(&edge, "/v", &[("accept-language", "en")]).await;
+    edge.get_with("/v", &[("accept-language", "en")]).await;
     origin.on("/v", vary("bonjour"));
-    get_with(&edge, "/v", &[("accept-language", "fr")]).await;
+    edge.get_with("/v", &[("accept-language", "fr")]).await;
     store(&origin, &edge, "/other", plain("/other")).await;
     for lang in ["en", "fr"] {
-        let hit = get_with(&edge, "/v", &[("accept-language", lang)]).await;
+        let hit = edge.get_with("/v", &[("accept-language", lang)]).await;
         assert!(hit.cache_status_has("hit"), "{lang} stored");
     }
 
@@ -162,12 +156,8 @@ async fn purge_by_url_removes_every_variant(topology: Topology) {
     assert_eq!(purged(&response), 1, "one URL");
     let before = origin.hits("/v");
     for lang in ["en", "fr"] {
-        let after = get_with(&edge, "/v", &[("accept-language", lang)]).await;
-        assert!(
-            !after.cache_status_has("hit"),
-            "{lang} variant purged: {}",
-            after.cache_status()
-        );
+        let after = edge.get_with("/v", &[("accept-language", lang)]).await;
+        after.assert_cache_status_lacks("hit", &format!("{lang} variant purged"));
     }
     assert_eq!(origin.hits("/v"), before + 2, "both variants fetched again");
     assert!(is_cached(&edge, "/other").await, "another URL is kept");
@@ -264,7 +254,7 @@ async fn soft_purge_keeps_the_object_but_makes_the_next_request_revalidate(topol
             .header("etag", "\"s1\""),
     );
 
-    let revalidated = get_with(&edge, "/soft", &[]).await;
+    let revalidated = edge.get_with("/soft", &[]).await;
     assert_eq!(revalidated.status, 200);
     assert_eq!(
         revalidated.text(),
@@ -300,14 +290,10 @@ async fn soft_purged_object_is_still_served_under_stale_if_error(topology: Topol
     assert_eq!(purged(&response), 1);
     origin.on("/soft-err", Reply::reset());
 
-    let served = get_with(&edge, "/soft-err", &[]).await;
+    let served = edge.get_with("/soft-err", &[]).await;
     assert_eq!(served.status, 200, "{}", served.text());
     assert_eq!(served.text(), "kept body");
-    assert!(
-        served.cache_status_has("detail=stale-if-error"),
-        "{}",
-        served.cache_status()
-    );
+    served.assert_cache_status_has("detail=stale-if-error", "");
     assert!(origin.hits("/soft-err") >= 2, "the origin was asked first");
 }
 

@@ -15,14 +15,8 @@ use tokio::task::JoinSet;
 /// Bound on waiting for a background refresh to reach the origin and be stored.
 const REFRESH_DEADLINE: Duration = Duration::from_secs(5);
 
-async fn get_with(edge: &TestEdge, path: &str, headers: &[(&str, &str)]) -> TestResponse {
-    HttpClient::http1()
-        .request("GET", &edge.url(path), headers, "")
-        .await
-}
-
 async fn get(edge: &TestEdge, path: &str) -> TestResponse {
-    get_with(edge, path, &[]).await
+    edge.get_with(path, &[]).await
 }
 
 // ---- stale-while-revalidate ----
@@ -118,11 +112,7 @@ async fn stale_while_revalidate_outside_its_window_waits_for_the_origin(topology
 
     let response = get(&edge, "/swr-out").await;
     assert_eq!(response.text(), "new", "fetched before answering");
-    assert!(
-        response.cache_status_has("fwd=stale"),
-        "{}",
-        response.cache_status()
-    );
+    response.assert_cache_status_has("fwd=stale", "");
     assert_eq!(origin.hits("/swr-out"), 2);
 }
 
@@ -141,11 +131,7 @@ async fn stale_if_error_serves_stale_when_the_origin_resets(topology: Topology) 
     let response = get(&edge, "/sie").await;
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(response.text(), "old");
-    assert!(
-        response.cache_status_has("detail=stale-if-error"),
-        "{}",
-        response.cache_status()
-    );
+    response.assert_cache_status_has("detail=stale-if-error", "");
     assert!(origin.hits("/sie") >= 2, "the origin was tried");
 }
 
@@ -170,11 +156,7 @@ async fn stale_if_error_serves_stale_when_the_origin_answers_500_502_503_or_504(
         assert_eq!(origin.hits("/sie5"), before + 1, "{status}: origin asked");
         assert_eq!(response.status, 200, "{status}: {}", response.text());
         assert_eq!(response.text(), "old", "{status}");
-        assert!(
-            response.cache_status_has("detail=stale-if-error"),
-            "{status}: {}",
-            response.cache_status()
-        );
+        response.assert_cache_status_has("detail=stale-if-error", &format!("{status}"));
     }
 }
 
@@ -221,7 +203,7 @@ async fn assert_never_served_stale(origin: &FakeOrigin, edge: &TestEdge, cache_c
     assert_eq!(origin.hits(path), 2, "{cache_control}");
 
     edge.advance(30);
-    let max_stale = get_with(edge, path, &[("cache-control", "max-stale")]).await;
+    let max_stale = edge.get_with(path, &[("cache-control", "max-stale")]).await;
     assert!(
         !max_stale.cache_status_has("hit"),
         "{cache_control}: not served stale under max-stale ({})",

@@ -7,15 +7,8 @@ use verge_testkit as support;
 use std::time::Duration;
 
 use support::{
-    http_date, start_edge, start_origin_and_cdn, HttpClient, RawOrigin, Reply, TestEdge,
-    TestResponse, Topology,
+    http_date, start_edge, start_origin_and_cdn, RawOrigin, Reply, TestResponse, Topology,
 };
-
-async fn get_with(edge: &TestEdge, path: &str, headers: &[(&str, &str)]) -> TestResponse {
-    HttpClient::http1()
-        .request("GET", &edge.url(path), headers, "")
-        .await
-}
 
 async fn stale_response_with_an_etag_is_revalidated_with_if_none_match(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
@@ -25,16 +18,16 @@ async fn stale_response_with_an_etag_is_revalidated_with_if_none_match(topology:
             .cache_control("max-age=10")
             .header("etag", "\"v1\""),
     );
-    let first = get_with(&edge, "/etag", &[]).await;
+    let first = edge.get_with("/etag", &[]).await;
     assert!(origin
         .last_request("/etag")
         .unwrap()
         .header("if-none-match")
         .is_none());
-    assert!(first.cache_status_has("stored"), "{}", first.cache_status());
+    first.assert_cache_status_has("stored", "");
     edge.advance(20);
 
-    let second = get_with(&edge, "/etag", &[]).await;
+    let second = edge.get_with("/etag", &[]).await;
     assert_eq!(second.status, 200);
     assert_eq!(origin.hits("/etag"), 2);
     let sent = origin.last_request("/etag").unwrap();
@@ -52,7 +45,7 @@ async fn stale_response_with_last_modified_is_revalidated_with_if_modified_since
             .cache_control("max-age=10")
             .header("last-modified", &modified),
     );
-    get_with(&edge, "/lm", &[]).await;
+    edge.get_with("/lm", &[]).await;
     assert!(origin
         .last_request("/lm")
         .unwrap()
@@ -60,7 +53,7 @@ async fn stale_response_with_last_modified_is_revalidated_with_if_modified_since
         .is_none());
     edge.advance(20);
 
-    get_with(&edge, "/lm", &[]).await;
+    edge.get_with("/lm", &[]).await;
     assert_eq!(origin.hits("/lm"), 2);
     let sent = origin.last_request("/lm").unwrap();
     assert_eq!(
@@ -79,7 +72,7 @@ async fn not_modified_freshens_the_stored_response(topology: Topology) {
             .header("x-version", "1")
             .header("x-untouched", "kept"),
     );
-    get_with(&edge, "/fresh", &[]).await;
+    edge.get_with("/fresh", &[]).await;
     edge.advance(20);
     origin.on(
         "/fresh",
@@ -90,7 +83,7 @@ async fn not_modified_freshens_the_stored_response(topology: Topology) {
             .header("x-version", "2"),
     );
 
-    let revalidated = get_with(&edge, "/fresh", &[]).await;
+    let revalidated = edge.get_with("/fresh", &[]).await;
     assert_eq!(revalidated.status, 200);
     assert_eq!(revalidated.text(), "the stored body");
     let status = revalidated.cache_status_entry();
@@ -111,8 +104,8 @@ async fn not_modified_freshens_the_stored_response(topology: Topology) {
     assert_eq!(revalidated.header("x-untouched").as_deref(), Some("kept"));
 
     edge.advance(150);
-    let hit = get_with(&edge, "/fresh", &[]).await;
-    assert!(hit.cache_status_has("hit"), "{}", hit.cache_status());
+    let hit = edge.get_with("/fresh", &[]).await;
+    hit.assert_cache_status_has("hit", "");
     assert_eq!(hit.text(), "the stored body");
     assert_eq!(hit.header("x-version").as_deref(), Some("2"));
     assert_eq!(origin.hits("/fresh"), 2);
@@ -143,15 +136,11 @@ async fn not_modified_never_changes_the_content_length() {
         "HTTP/1.1 304 Not Modified\r\ncache-control: max-age=60\r\netag: \"v1\"\r\n\
          content-length: 7\r\n\r\n",
     );
-    get_with(&edge, "/len", &[]).await;
+    edge.get_with("/len", &[]).await;
     edge.advance(20);
 
-    let revalidated = get_with(&edge, "/len", &[]).await;
-    assert!(
-        revalidated.cache_status_has("fwd-status=304"),
-        "{}",
-        revalidated.cache_status()
-    );
+    let revalidated = edge.get_with("/len", &[]).await;
+    revalidated.assert_cache_status_has("fwd-status=304", "");
     let heads = origin.requests();
     assert_eq!(heads.len(), 2, "{heads:?}");
     assert!(
@@ -166,8 +155,8 @@ async fn not_modified_never_changes_the_content_length() {
         Some("1000")
     );
     assert_eq!(revalidated.text(), body, "the stored body, whole");
-    let hit = get_with(&edge, "/len", &[]).await;
-    assert!(hit.cache_status_has("hit"), "{}", hit.cache_status());
+    let hit = edge.get_with("/len", &[]).await;
+    hit.assert_cache_status_has("hit", "");
     assert_eq!(hit.header("content-length").as_deref(), Some("1000"));
     assert_eq!(hit.text(), body);
 }
@@ -180,7 +169,7 @@ async fn a_200_answer_to_revalidation_replaces_the_stored_response(topology: Top
             .cache_control("max-age=10")
             .header("etag", "\"v1\""),
     );
-    get_with(&edge, "/replace", &[]).await;
+    edge.get_with("/replace", &[]).await;
     edge.advance(20);
     origin.on(
         "/replace",
@@ -189,7 +178,7 @@ async fn a_200_answer_to_revalidation_replaces_the_stored_response(topology: Top
             .header("etag", "\"v2\""),
     );
 
-    let replaced = get_with(&edge, "/replace", &[]).await;
+    let replaced = edge.get_with("/replace", &[]).await;
     assert_eq!(replaced.text(), "new");
     assert!(
         replaced.cache_status_has("fwd=stale")
@@ -198,8 +187,8 @@ async fn a_200_answer_to_revalidation_replaces_the_stored_response(topology: Top
         "{}",
         replaced.cache_status()
     );
-    let hit = get_with(&edge, "/replace", &[]).await;
-    assert!(hit.cache_status_has("hit"), "{}", hit.cache_status());
+    let hit = edge.get_with("/replace", &[]).await;
+    hit.assert_cache_status_has("hit", "");
     assert_eq!(hit.text(), "new");
     assert_eq!(hit.header("etag").as_deref(), Some("\"v2\""));
     assert_eq!(origin.hits("/replace"), 2);
@@ -220,8 +209,8 @@ async fn conditional_against_fresh(
             .header("etag", "\"v1\"")
             .header("last-modified", &modified),
     );
-    get_with(&edge, "/c", &[]).await;
-    let response = get_with(&edge, "/c", conditions).await;
+    edge.get_with("/c", &[]).await;
+    let response = edge.get_with("/c", conditions).await;
     assert_eq!(origin.hits("/c"), 1, "answered from cache");
     response
 }
@@ -230,11 +219,7 @@ fn assert_not_modified(response: &TestResponse) {
     assert_eq!(response.status, 304, "{:?}", response.headers);
     assert!(response.body.is_empty(), "a 304 has no body");
     assert_eq!(response.header("etag").as_deref(), Some("\"v1\""));
-    assert!(
-        response.cache_status_has("hit"),
-        "{}",
-        response.cache_status()
-    );
+    response.assert_cache_status_has("hit", "");
 }
 
 async fn client_if_none_match_is_answered_304_from_a_fresh_response(topology: Topology) {
@@ -287,23 +272,19 @@ async fn client_conditionals_are_not_forwarded_on_a_miss(topology: Topology) {
             .cache_control("max-age=100")
             .header("etag", "\"v1\""),
     );
-    let response = get_with(&edge, "/cm", &[("if-none-match", "\"v1\"")]).await;
+    let response = edge.get_with("/cm", &[("if-none-match", "\"v1\"")]).await;
     let sent = origin.last_request("/cm").unwrap();
     assert_eq!(
         sent.header("if-none-match"),
         None,
         "the fill asks for the whole representation to store it"
     );
-    assert!(
-        response.cache_status_has("stored"),
-        "{}",
-        response.cache_status()
-    );
+    response.assert_cache_status_has("stored", "");
     assert_eq!(
         response.status, 304,
         "and the client's condition is then evaluated"
     );
-    let full = get_with(&edge, "/cm", &[]).await;
+    let full = edge.get_with("/cm", &[]).await;
     assert_eq!(full.text(), "full body");
     assert_eq!(origin.hits("/cm"), 1);
 }

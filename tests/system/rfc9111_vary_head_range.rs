@@ -9,12 +9,6 @@ use support::{
     patterned_body, start_origin_and_cdn, HttpClient, Reply, TestEdge, TestResponse, Topology,
 };
 
-async fn get_with(edge: &TestEdge, path: &str, headers: &[(&str, &str)]) -> TestResponse {
-    HttpClient::http1()
-        .request("GET", &edge.url(path), headers, "")
-        .await
-}
-
 async fn head(edge: &TestEdge, path: &str) -> TestResponse {
     HttpClient::http1()
         .request("HEAD", &edge.url(path), &[], "")
@@ -32,20 +26,20 @@ fn vary_reply(body: &str) -> Reply {
 async fn vary_keeps_one_stored_variant_per_request_header_value(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/v", vary_reply("hello"));
-    let en = get_with(&edge, "/v", &[("accept-language", "en")]).await;
-    assert!(en.cache_status_has("stored"), "{}", en.cache_status());
+    let en = edge.get_with("/v", &[("accept-language", "en")]).await;
+    en.assert_cache_status_has("stored", "");
     origin.on("/v", vary_reply("bonjour"));
-    let fr = get_with(&edge, "/v", &[("accept-language", "fr")]).await;
+    let fr = edge.get_with("/v", &[("accept-language", "fr")]).await;
     assert_eq!(fr.text(), "bonjour");
-    assert!(fr.cache_status_has("stored"), "{}", fr.cache_status());
+    fr.assert_cache_status_has("stored", "");
     assert_eq!(origin.hits("/v"), 2);
 
     for _ in 0..2 {
-        let en = get_with(&edge, "/v", &[("accept-language", "en")]).await;
-        assert!(en.cache_status_has("hit"), "{}", en.cache_status());
+        let en = edge.get_with("/v", &[("accept-language", "en")]).await;
+        en.assert_cache_status_has("hit", "");
         assert_eq!(en.text(), "hello", "the en variant");
-        let fr = get_with(&edge, "/v", &[("accept-language", "fr")]).await;
-        assert!(fr.cache_status_has("hit"), "{}", fr.cache_status());
+        let fr = edge.get_with("/v", &[("accept-language", "fr")]).await;
+        fr.assert_cache_status_has("hit", "");
         assert_eq!(fr.text(), "bonjour", "the fr variant");
     }
     assert_eq!(origin.hits("/v"), 2, "both variants served from cache");
@@ -60,12 +54,8 @@ async fn vary_star_is_never_stored(topology: Topology) {
             .header("vary", "*"),
     );
     for n in 1..=2 {
-        let response = get_with(&edge, "/star", &[]).await;
-        assert!(
-            !response.cache_status_has("stored"),
-            "{}",
-            response.cache_status()
-        );
+        let response = edge.get_with("/star", &[]).await;
+        response.assert_cache_status_lacks("stored", "");
         assert_eq!(origin.hits("/star"), n);
     }
 }
@@ -82,20 +72,12 @@ async fn vary_matching_normalises_whitespace_and_line_folding_in_request_values(
         .body(Default::default())
         .unwrap();
     let stored = HttpClient::http1().send(request).await;
-    assert!(
-        stored.cache_status_has("stored"),
-        "{}",
-        stored.cache_status()
-    );
+    stored.assert_cache_status_has("stored", "");
 
     // ...then asked for with the same values on one line, with surrounding whitespace.
     for value in ["en, fr", "  en, fr\t"] {
-        let response = get_with(&edge, "/norm", &[("accept-language", value)]).await;
-        assert!(
-            response.cache_status_has("hit"),
-            "{value:?}: {}",
-            response.cache_status()
-        );
+        let response = edge.get_with("/norm", &[("accept-language", value)]).await;
+        response.assert_cache_status_has("hit", &format!("{value:?}"));
         assert_eq!(response.text(), "en-fr");
     }
     assert_eq!(origin.hits("/norm"), 1);
@@ -104,19 +86,14 @@ async fn vary_matching_normalises_whitespace_and_line_folding_in_request_values(
 async fn vary_miss_is_reported_when_the_url_is_stored_but_no_variant_matches(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/vm", vary_reply("hello"));
-    get_with(&edge, "/vm", &[("accept-language", "en")]).await;
+    edge.get_with("/vm", &[("accept-language", "en")]).await;
 
-    let de = get_with(&edge, "/vm", &[("accept-language", "de")]).await;
-    assert!(
-        de.cache_status_has("fwd=vary-miss"),
-        "{}",
-        de.cache_status()
-    );
-    let none = get_with(&edge, "/vm", &[]).await;
-    assert!(
-        none.cache_status_has("fwd=vary-miss"),
-        "a request without the header is another variant: {}",
-        none.cache_status()
+    let de = edge.get_with("/vm", &[("accept-language", "de")]).await;
+    de.assert_cache_status_has("fwd=vary-miss", "");
+    let none = edge.get_with("/vm", &[]).await;
+    none.assert_cache_status_has(
+        "fwd=vary-miss",
+        "a request without the header is another variant",
     );
     assert_eq!(origin.hits("/vm"), 3);
 }
@@ -124,12 +101,8 @@ async fn vary_miss_is_reported_when_the_url_is_stored_but_no_variant_matches(top
 async fn uri_miss_is_reported_when_nothing_is_stored_for_the_url(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/um", vary_reply("hello"));
-    let first = get_with(&edge, "/um", &[("accept-language", "en")]).await;
-    assert!(
-        first.cache_status_has("fwd=uri-miss"),
-        "{}",
-        first.cache_status()
-    );
+    let first = edge.get_with("/um", &[("accept-language", "en")]).await;
+    first.assert_cache_status_has("fwd=uri-miss", "");
     assert!(!first.cache_status_has("fwd=vary-miss"));
 }
 
@@ -138,15 +111,11 @@ async fn uri_miss_is_reported_when_nothing_is_stored_for_the_url(topology: Topol
 async fn head_is_answered_from_a_stored_get_without_the_origin(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/h", Reply::ok("hello world").cache_control("max-age=60"));
-    get_with(&edge, "/h", &[]).await;
+    edge.get_with("/h", &[]).await;
 
     let response = head(&edge, "/h").await;
     assert_eq!(response.status, 200);
-    assert!(
-        response.cache_status_has("hit"),
-        "{}",
-        response.cache_status()
-    );
+    response.assert_cache_status_has("hit", "");
     assert_eq!(response.header("content-length").as_deref(), Some("11"));
     assert_eq!(
         response.header("cache-control").as_deref(),
@@ -166,7 +135,7 @@ async fn head_for_a_stale_get_is_checked_with_a_head_and_a_matching_etag_freshen
             .cache_control("max-age=10")
             .header("etag", "\"v1\""),
     );
-    get_with(&edge, "/hv", &[]).await;
+    edge.get_with("/hv", &[]).await;
     edge.advance(20);
     origin.on(
         "/hv",
@@ -180,20 +149,12 @@ async fn head_for_a_stale_get_is_checked_with_a_head_and_a_matching_etag_freshen
     assert!(response.body.is_empty());
     let sent = origin.last_request("/hv").unwrap();
     assert_eq!(sent.method, Method::HEAD, "checked upstream with a HEAD");
-    assert!(
-        response.cache_status_has("stored"),
-        "{}",
-        response.cache_status()
-    );
+    response.assert_cache_status_has("stored", "");
 
-    let get = get_with(&edge, "/hv", &[]).await;
-    assert!(
-        get.cache_status_has("hit"),
-        "the stored GET was freshened by the HEAD: {}",
-        get.cache_status()
-    );
+    let get = edge.get_with("/hv", &[]).await;
+    get.assert_cache_status_has("hit", "the stored GET was freshened by the HEAD");
     assert_eq!(get.text(), "hello");
-    assert!(get.cache_status_has("ttl=60"), "{}", get.cache_status());
+    get.assert_cache_status_has("ttl=60", "");
     assert_eq!(origin.hits("/hv"), 2);
 }
 
@@ -205,7 +166,7 @@ async fn head_for_a_stale_get_with_a_different_etag_drops_the_stored_get(topolog
             .cache_control("max-age=10")
             .header("etag", "\"v1\""),
     );
-    get_with(&edge, "/hd", &[]).await;
+    edge.get_with("/hd", &[]).await;
     edge.advance(20);
     origin.on(
         "/hd",
@@ -219,7 +180,7 @@ async fn head_for_a_stale_get_with_a_different_etag_drops_the_stored_get(topolog
     assert_eq!(response.header("etag").as_deref(), Some("\"v2\""));
     assert_eq!(origin.last_request("/hd").unwrap().method, Method::HEAD);
 
-    let get = get_with(&edge, "/hd", &[]).await;
+    let get = edge.get_with("/hd", &[]).await;
     assert!(
         !get.cache_status_has("hit") && !get.cache_status_has("fwd=stale"),
         "the stored GET no longer describes the resource: {}",
@@ -248,15 +209,11 @@ async fn a_single_range_is_served_206_from_a_stored_full_response(topology: Topo
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     let body = patterned_body(1000);
     origin.on("/r", range_reply(&body));
-    get_with(&edge, "/r", &[]).await;
+    edge.get_with("/r", &[]).await;
 
-    let partial = get_with(&edge, "/r", &[("range", "bytes=100-199")]).await;
+    let partial = edge.get_with("/r", &[("range", "bytes=100-199")]).await;
     assert_eq!(partial.status, 206);
-    assert!(
-        partial.cache_status_has("hit"),
-        "{}",
-        partial.cache_status()
-    );
+    partial.assert_cache_status_has("hit", "");
     assert_eq!(
         partial.header("content-range").as_deref(),
         Some("bytes 100-199/1000")
@@ -264,7 +221,7 @@ async fn a_single_range_is_served_206_from_a_stored_full_response(topology: Topo
     assert_eq!(partial.header("content-length").as_deref(), Some("100"));
     assert!(partial.body[..] == body[100..200], "the bytes of the range");
 
-    let suffix = get_with(&edge, "/r", &[("range", "bytes=-10")]).await;
+    let suffix = edge.get_with("/r", &[("range", "bytes=-10")]).await;
     assert_eq!(suffix.status, 206);
     assert_eq!(
         suffix.header("content-range").as_deref(),
@@ -279,20 +236,16 @@ async fn a_range_miss_fills_the_full_object_without_sending_range_upstream(topol
     let body = patterned_body(1000);
     origin.on("/rm", range_reply(&body));
 
-    let partial = get_with(&edge, "/rm", &[("range", "bytes=0-99")]).await;
+    let partial = edge.get_with("/rm", &[("range", "bytes=0-99")]).await;
     assert_eq!(partial.status, 206);
     assert!(partial.body[..] == body[..100]);
     let sent = origin.last_request("/rm").unwrap();
     assert_eq!(sent.header("range"), None, "the fill asks for everything");
-    assert!(
-        partial.cache_status_has("stored"),
-        "{}",
-        partial.cache_status()
-    );
+    partial.assert_cache_status_has("stored", "");
 
-    let full = get_with(&edge, "/rm", &[]).await;
+    let full = edge.get_with("/rm", &[]).await;
     assert_eq!(full.status, 200);
-    assert!(full.cache_status_has("hit"), "{}", full.cache_status());
+    full.assert_cache_status_has("hit", "");
     assert!(full.body == body, "the full object was stored");
     assert_eq!(origin.hits("/rm"), 1);
 }
@@ -333,9 +286,11 @@ async fn several_ranges_are_served_as_multipart_byteranges(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     let body = patterned_body(1000);
     origin.on("/mr", range_reply(&body));
-    get_with(&edge, "/mr", &[]).await;
+    edge.get_with("/mr", &[]).await;
 
-    let partial = get_with(&edge, "/mr", &[("range", "bytes=0-9,500-519")]).await;
+    let partial = edge
+        .get_with("/mr", &[("range", "bytes=0-9,500-519")])
+        .await;
     assert_eq!(partial.status, 206);
     assert_eq!(
         partial.header("content-range"),
@@ -371,9 +326,9 @@ async fn several_ranges_are_served_as_multipart_byteranges(topology: Topology) {
 async fn an_unsatisfiable_range_gets_416_with_the_length(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     origin.on("/ur", range_reply(&patterned_body(1000)));
-    get_with(&edge, "/ur", &[]).await;
+    edge.get_with("/ur", &[]).await;
 
-    let response = get_with(&edge, "/ur", &[("range", "bytes=5000-6000")]).await;
+    let response = edge.get_with("/ur", &[("range", "bytes=5000-6000")]).await;
     assert_eq!(response.status, 416);
     assert_eq!(
         response.header("content-range").as_deref(),
@@ -387,14 +342,18 @@ async fn more_ranges_than_max_ranges_get_the_full_response(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &["cache.max_ranges = 2"]).await;
     let body = patterned_body(1000);
     origin.on("/many", range_reply(&body));
-    get_with(&edge, "/many", &[]).await;
+    edge.get_with("/many", &[]).await;
 
-    let two = get_with(&edge, "/many", &[("range", "bytes=0-9,100-109")]).await;
+    let two = edge
+        .get_with("/many", &[("range", "bytes=0-9,100-109")])
+        .await;
     assert_eq!(
         two.status, 206,
         "two ranges are within cache.max_ranges = 2"
     );
-    let three = get_with(&edge, "/many", &[("range", "bytes=0-9,100-109,200-209")]).await;
+    let three = edge
+        .get_with("/many", &[("range", "bytes=0-9,100-109,200-209")])
+        .await;
     assert_eq!(
         three.status, 200,
         "three are more than cache.max_ranges = 2"

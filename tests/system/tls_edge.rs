@@ -130,11 +130,7 @@ async fn sni_chooses_the_certificate_exact_wildcard_or_default_and_https_shares_
         let secure = client.get(edge.tls(), "a.test", "/shared").await;
         assert_eq!(secure.status, 200, "{}", secure.text());
         assert_eq!(secure.text(), "object");
-        assert!(
-            secure.cache_status_has("hit"),
-            "HTTPS must be served from the object HTTP stored: {:?}",
-            secure.cache_status()
-        );
+        secure.assert_cache_status_has("hit", "HTTPS must be served from the object HTTP stored");
     }
     assert_eq!(
         origin.hits("/shared"),

@@ -313,10 +313,7 @@ impl TestEdge {
         .await
         .unwrap();
         let (data, admin) = (node.data_addr(), node.admin_addr());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let run = tokio::spawn(node.run(async move {
-            let _ = stopped.await;
-        }));
+        let (stop, run) = verge_testkit::spawn_until_stopped(|stopped| node.run(stopped));
         TestEdge {
             data,
             admin,

@@ -71,10 +71,7 @@ async fn bind_edge(toml: &str) -> Result<EdgeNode, StartError> {
 async fn start_edge(toml: &str) -> RunningEdge {
     let node = bind_edge(toml).await.unwrap();
     let data_addr = node.data_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(node.run(async move {
-        let _ = stopped.await;
-    }));
+    let (stop, run) = verge_testkit::spawn_until_stopped(|stopped| node.run(stopped));
     RunningEdge {
         data_addr,
         stop: Some(stop),

@@ -303,10 +303,7 @@ async fn a_shield_reaches_a_named_origin_at_the_address_dns_gives() {
     .unwrap();
     let data = node.data_addr();
     let admin = node.admin_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(node.run(async {
-        let _ = stopped.await;
-    }));
+    let (stop, running) = verge_testkit::spawn_until_stopped(|stopped| node.run(stopped));
 
     let (status, body) = http_get(data, "/object", "cdn.example").await;
     assert_eq!(status, 200);

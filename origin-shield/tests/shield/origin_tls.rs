@@ -74,10 +74,7 @@ async fn a_shield_fetches_from_an_https_origin_server_and_caches() {
     .await
     .unwrap();
     let data = node.data_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(node.run(async {
-        let _ = stopped.await;
-    }));
+    let (stop, running) = verge_testkit::spawn_until_stopped(|stopped| node.run(stopped));
 
     assert_eq!(http_get(data, "/obj").await, (StatusCode::OK, BODY.into()));
     assert_eq!(http_get(data, "/obj").await, (StatusCode::OK, BODY.into()));

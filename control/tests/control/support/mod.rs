@@ -213,10 +213,7 @@ impl TestControl {
     /// Runs bound control `node` in the test's runtime.
     pub fn spawn(node: ControlNode) -> TestControl {
         let (node_addr, admin_addr) = (node.node_addr, node.admin_addr);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(node.run(async move {
-            let _ = stopped.await;
-        }));
+        let (stop, task) = verge_testkit::spawn_until_stopped(|stopped| node.run(stopped));
         TestControl {
             node_addr,
             admin_addr,
