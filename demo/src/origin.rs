@@ -457,24 +457,21 @@ mod tests {
         assert!(samples.iter().all(|p| !p.starts_with("/account/")));
     }
 
+    /// The catalog's object at `path`.
+    fn sample(path: &str) -> SampleObject {
+        catalog().into_iter().find(|o| o.path == path).unwrap()
+    }
+
     #[test]
     fn surrogate_keys_name_the_kind_and_the_object() {
-        let objects = catalog();
-        let img = objects
-            .iter()
-            .find(|o| o.path == "/static/img/007.jpg")
-            .unwrap();
+        let img = sample("/static/img/007.jpg");
         assert_eq!(img.surrogate_key, "static img img-7");
         assert!(img.etag.is_some() && img.last_modified.is_some());
     }
 
     #[test]
     fn validators_match_as_rfc_9110_says() {
-        let objects = catalog();
-        let img = objects
-            .iter()
-            .find(|o| o.path == "/static/img/001.jpg")
-            .unwrap();
+        let img = &sample("/static/img/001.jpg");
         let etag = img.etag.clone().unwrap();
         let mut headers = http::HeaderMap::new();
         headers.insert(header::IF_NONE_MATCH, format!("W/{etag}").parse().unwrap());

@@ -444,45 +444,31 @@ fn reuse_table() {
 
 #[test]
 fn stale_if_error_windows() {
-    let s = Duration::from_secs;
     let none = RequestDirectives::default();
-    assert!(may_serve_stale_on_error(
-        &cc("max-age=1, stale-if-error=60"),
-        s(1),
-        s(30),
+    // Fresh for 1 s: `age` seconds old is `age - 1` seconds stale.
+    let on_error = |line: &str, age: u64, request: &RequestDirectives| {
+        may_serve_stale_on_error(
+            &cc(line),
+            Duration::from_secs(1),
+            Duration::from_secs(age),
+            request,
+        )
+    };
+    assert!(on_error("max-age=1, stale-if-error=60", 30, &none));
+    assert!(!on_error("max-age=1, stale-if-error=60", 90, &none));
+    assert!(!on_error(
+        "max-age=1, stale-if-error=60, must-revalidate",
+        30,
         &none
     ));
-    assert!(!may_serve_stale_on_error(
-        &cc("max-age=1, stale-if-error=60"),
-        s(1),
-        s(90),
+    assert!(!on_error(
+        "max-age=1, stale-if-error=60, no-cache",
+        30,
         &none
     ));
-    assert!(!may_serve_stale_on_error(
-        &cc("max-age=1, stale-if-error=60, must-revalidate"),
-        s(1),
-        s(30),
-        &none
-    ));
-    assert!(!may_serve_stale_on_error(
-        &cc("max-age=1, stale-if-error=60, no-cache"),
-        s(1),
-        s(30),
-        &none
-    ));
-    assert!(!may_serve_stale_on_error(
-        &cc("max-age=1"),
-        s(1),
-        s(30),
-        &none
-    ));
+    assert!(!on_error("max-age=1", 30, &none));
     let req = RequestDirectives::from_headers(&headers(&[("cache-control", "stale-if-error=100")]));
-    assert!(may_serve_stale_on_error(
-        &cc("max-age=1"),
-        s(1),
-        s(30),
-        &req
-    ));
+    assert!(on_error("max-age=1", 30, &req));
 }
 
 #[test]

@@ -172,14 +172,20 @@ async fn a_torn_tail_is_dropped_and_appends_continue() {
     }
 }
 
-#[tokio::test]
-async fn a_corrupt_line_in_the_middle_is_an_error_naming_it() {
-    let dir = TempDir::new().unwrap();
+/// Writes `records` records to a log in `dir` and closes it: the file's path and text.
+async fn closed_log_of(dir: &TempDir, records: usize) -> (std::path::PathBuf, String) {
     let log = PurgeLog::open(dir.path(), 100).await.unwrap();
-    append_n(&log, 3).await;
+    append_n(&log, records).await;
     drop(log);
     let path = dir.path().join(FILE_NAME);
     let text = fs::read_to_string(&path).unwrap();
+    (path, text)
+}
+
+#[tokio::test]
+async fn a_corrupt_line_in_the_middle_is_an_error_naming_it() {
+    let dir = TempDir::new().unwrap();
+    let (path, text) = closed_log_of(&dir, 3).await;
     let damaged = text.replacen("a.test/1", "a.test/X", 1);
     assert_ne!(damaged, text);
     fs::write(&path, damaged).unwrap();
@@ -198,11 +204,7 @@ async fn a_corrupt_line_in_the_middle_is_an_error_naming_it() {
 #[tokio::test]
 async fn records_out_of_sequence_are_an_error() {
     let dir = TempDir::new().unwrap();
-    let log = PurgeLog::open(dir.path(), 100).await.unwrap();
-    append_n(&log, 2).await;
-    drop(log);
-    let path = dir.path().join(FILE_NAME);
-    let text = fs::read_to_string(&path).unwrap();
+    let (path, text) = closed_log_of(&dir, 2).await;
     let second = text.lines().nth(1).unwrap().to_string();
     // Line 3 repeats line 2: intact, but not the next sequence number.
     fs::write(&path, format!("{text}{second}\n")).unwrap();

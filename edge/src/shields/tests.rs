@@ -24,7 +24,30 @@ struct TinyShield {
     hits: Arc<AtomicUsize>,
 }
 
+/// Paths of `http://site.test` that `a` owns in the ring {a, b}.
+fn owned_by_a() -> impl Iterator<Item = String> {
+    let ring = ShieldRing::new(&[
+        RingMember { id: "a", weight: 1 },
+        RingMember { id: "b", weight: 1 },
+    ])
+    .unwrap();
+    (0..1000)
+        .map(|i| format!("/k{i}"))
+        .filter(move |p| ring.owner(format!("http://site.test{p}").as_bytes()) == 0)
+}
+
 impl TinyShield {
+    /// Waits (up to 5 s) until a request's head has arrived.
+    async fn reached(&self) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while self.hits.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+    }
+
     async fn start(name: &'static str, status: u16, gate: Option<Arc<Notify>>) -> TinyShield {
         TinyShield::scripted(name, vec![(status, gate)]).await
     }
@@ -159,29 +182,14 @@ async fn a_request_in_flight_fails_over_along_the_ring_it_started_with() {
     let c = TinyShield::start("c", 200, None).await;
     let upstream = Arc::new(shield_upstream(vec![a.spec("a"), b.spec("b")]));
 
-    // A path `a` owns in the ring {a, b}.
-    let ring = ShieldRing::new(&[
-        RingMember { id: "a", weight: 1 },
-        RingMember { id: "b", weight: 1 },
-    ])
-    .unwrap();
-    let path = (0..1000)
-        .map(|i| format!("/k{i}"))
-        .find(|p| ring.owner(format!("http://site.test{p}").as_bytes()) == 0)
-        .unwrap();
+    let path = owned_by_a().next().unwrap();
 
     let in_flight = tokio::spawn({
         let upstream = Arc::clone(&upstream);
         async move { get(&upstream, &path).await }
     });
     // Once the request has reached `a`, swap the ring, then release `a`.
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while a.hits.load(Ordering::SeqCst) == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap();
+    a.reached().await;
     upstream.set_members(&[c.spec("c")]).unwrap();
     gate.notify_one();
     let (status, shield) = tokio::time::timeout(Duration::from_secs(5), in_flight)
@@ -245,28 +253,13 @@ async fn a_success_sent_before_an_ejection_does_not_end_it() {
     let a = TinyShield::scripted("a", vec![(200, Some(Arc::clone(&gate))), (503, None)]).await;
     let b = TinyShield::start("b", 200, None).await;
     let upstream = Arc::new(shield_upstream(vec![a.spec("a"), b.spec("b")]));
-    let ring = ShieldRing::new(&[
-        RingMember { id: "a", weight: 1 },
-        RingMember { id: "b", weight: 1 },
-    ])
-    .unwrap();
-    let owned_by_a: Vec<String> = (0..1000)
-        .map(|i| format!("/k{i}"))
-        .filter(|p| ring.owner(format!("http://site.test{p}").as_bytes()) == 0)
-        .take(3)
-        .collect();
+    let owned_by_a: Vec<String> = owned_by_a().take(3).collect();
 
     let slow = tokio::spawn({
         let (upstream, path) = (Arc::clone(&upstream), owned_by_a[0].clone());
         async move { get(&upstream, &path).await }
     });
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while a.hits.load(Ordering::SeqCst) == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap();
+    a.reached().await;
     // The second request fails at `a` (ejecting it) and is answered by `b`.
     assert_eq!(get(&upstream, &owned_by_a[1]).await.unwrap().1, "b");
     gate.notify_one();

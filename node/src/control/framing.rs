@@ -59,24 +59,20 @@ impl LineFramer {
 mod tests {
     use super::*;
 
+    /// What `next_line` returns for a whole line `text`.
+    fn line(text: &'static [u8]) -> Result<Option<Bytes>, LineTooLong> {
+        Ok(Some(Bytes::from_static(text)))
+    }
+
     #[test]
     fn lines_are_framed_across_chunks() {
         let mut framer = LineFramer::new(64);
         framer.push(b"{\"a\":1}\n{\"b\"");
-        assert_eq!(
-            framer.next_line(),
-            Ok(Some(Bytes::from_static(b"{\"a\":1}")))
-        );
+        assert_eq!(framer.next_line(), line(b"{\"a\":1}"));
         assert_eq!(framer.next_line(), Ok(None));
         framer.push(b":2}\r\n\n  \r\n{\"c\":3}\n");
-        assert_eq!(
-            framer.next_line(),
-            Ok(Some(Bytes::from_static(b"{\"b\":2}")))
-        );
-        assert_eq!(
-            framer.next_line(),
-            Ok(Some(Bytes::from_static(b"{\"c\":3}")))
-        );
+        assert_eq!(framer.next_line(), line(b"{\"b\":2}"));
+        assert_eq!(framer.next_line(), line(b"{\"c\":3}"));
         assert_eq!(framer.next_line(), Ok(None));
     }
 
@@ -84,10 +80,7 @@ mod tests {
     fn a_line_over_the_bound_is_refused_with_or_without_its_newline() {
         let mut framer = LineFramer::new(8);
         framer.push(b"12345678\n");
-        assert_eq!(
-            framer.next_line(),
-            Ok(Some(Bytes::from_static(b"12345678")))
-        );
+        assert_eq!(framer.next_line(), line(b"12345678"));
         framer.push(b"123456789\n");
         assert_eq!(framer.next_line(), Err(LineTooLong));
         let mut endless = LineFramer::new(8);

@@ -284,24 +284,27 @@ mod tests {
         assert!(!cert.covers("x.y.wild.test"));
     }
 
+    /// Why the files `make` writes cannot be loaded now, and that said in words.
+    fn refusal(make: impl FnOnce(&Pki) -> CertificateFiles) -> (TlsError, String) {
+        let error = load_certificate(&make(&Pki::new()), SystemTime::now()).unwrap_err();
+        let message = error.to_string();
+        (error, message)
+    }
+
     #[test]
     fn an_expired_certificate_is_refused_naming_the_date() {
-        let pki = Pki::new();
-        let files = pki.leaf_valid("old", &["old.test"], (2000, 1, 1), (2001, 2, 3));
-        let error = load_certificate(&files, SystemTime::now()).unwrap_err();
+        let (error, message) =
+            refusal(|pki| pki.leaf_valid("old", &["old.test"], (2000, 1, 1), (2001, 2, 3)));
         assert!(matches!(error, TlsError::Expired { .. }), "{error:?}");
-        let message = error.to_string();
         assert!(message.contains("expired on 2001-02-03"), "{message}");
         assert!(message.contains("old.pem"), "{message}");
     }
 
     #[test]
     fn a_certificate_not_yet_valid_is_refused_naming_the_date() {
-        let pki = Pki::new();
-        let files = pki.leaf_valid("new", &["new.test"], (2090, 5, 6), (2099, 1, 1));
-        let error = load_certificate(&files, SystemTime::now()).unwrap_err();
+        let (error, message) =
+            refusal(|pki| pki.leaf_valid("new", &["new.test"], (2090, 5, 6), (2099, 1, 1)));
         assert!(matches!(error, TlsError::NotYetValid { .. }), "{error:?}");
-        let message = error.to_string();
         assert!(message.contains("not valid before 2090-05-06"), "{message}");
     }
 

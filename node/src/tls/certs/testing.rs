@@ -170,24 +170,31 @@ pub(crate) fn client_config(
     Arc::new(config)
 }
 
-/// The sum of the counters of `metric` that have a label with value `label_value`.
-pub(crate) fn counter(registry: &prometheus::Registry, metric: &str, label_value: &str) -> f64 {
+/// The series of `metric` that have a label with value `label_value`.
+fn series(
+    registry: &prometheus::Registry,
+    metric: &str,
+    label_value: &str,
+) -> Vec<prometheus::proto::Metric> {
     registry
         .gather()
         .iter()
         .filter(|family| family.name() == metric)
         .flat_map(|family| family.get_metric().iter())
         .filter(|m| m.get_label().iter().any(|l| l.value() == label_value))
+        .cloned()
+        .collect()
+}
+
+/// The sum of the counters of `metric` that have a label with value `label_value`.
+pub(crate) fn counter(registry: &prometheus::Registry, metric: &str, label_value: &str) -> f64 {
+    series(registry, metric, label_value)
+        .iter()
         .map(|m| m.get_counter().get_value())
         .sum()
 }
 
 /// True when `metric` has a series with a label of value `label_value`.
 pub(crate) fn has_series(registry: &prometheus::Registry, metric: &str, label_value: &str) -> bool {
-    registry
-        .gather()
-        .iter()
-        .filter(|family| family.name() == metric)
-        .flat_map(|family| family.get_metric().iter())
-        .any(|m| m.get_label().iter().any(|l| l.value() == label_value))
+    !series(registry, metric, label_value).is_empty()
 }
