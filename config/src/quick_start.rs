@@ -67,10 +67,7 @@ impl EdgeConfig {
     /// same URLs agree on placement whatever their order.
     pub fn quick_start(start: &EdgeQuickStart<'_>) -> Result<EdgeConfig, ConfigErrors> {
         let raw = RawEdgeFile {
-            edge: Some(RawNode {
-                id: start.node_id.map(str::to_string),
-                region: start.region.map(str::to_string),
-            }),
+            edge: identity(start.node_id, start.region),
             server: Some(RawServer {
                 listen: Some(start.listen.to_string()),
                 admin_listen: Some(start.admin_listen.to_string()),
@@ -123,10 +120,7 @@ impl ShieldConfig {
     /// The configuration for a quick start without a file: defaults plus these values.
     pub fn quick_start(start: &ShieldQuickStart<'_>) -> Result<ShieldConfig, ConfigErrors> {
         crate::shield::validate(RawShieldFile {
-            shield: Some(RawNode {
-                id: start.node_id.map(str::to_string),
-                region: start.region.map(str::to_string),
-            }),
+            shield: identity(start.node_id, start.region),
             server: Some(RawServer {
                 listen: Some(start.listen.to_string()),
                 admin_listen: Some(start.admin_listen.to_string()),
@@ -158,6 +152,14 @@ impl ControlConfig {
             ..RawControlFile::default()
         })
     }
+}
+
+/// A node's role table (`[edge]`, `[shield]`) from its `--node-id` and `--region`.
+fn identity(node_id: Option<&str>, region: Option<&str>) -> Option<RawNode> {
+    Some(RawNode {
+        id: node_id.map(str::to_string),
+        region: region.map(str::to_string),
+    })
 }
 
 /// A node's `[control]` table from its `--control` URL.

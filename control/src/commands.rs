@@ -12,15 +12,21 @@ use crate::client::AdminClient;
 /// Exit code when the command could not be made or sent.
 const EXIT_UNUSABLE: u8 = 2;
 
+/// The admin API client of `base`; when there can be none, says why after `what` (the command,
+/// and the flag at fault) and gives the exit code.
+fn admin_client(base: &str, token: &str, what: &str) -> Result<AdminClient, ExitCode> {
+    AdminClient::new(base, token).map_err(|e| {
+        eprintln!("{what}: {e}");
+        ExitCode::from(EXIT_UNUSABLE)
+    })
+}
+
 /// `verge reload`: asks the node (edge, shield or control) behind `admin` to reload its
 /// configuration; prints what was applied, or every problem of a refused file.
 pub async fn reload(admin: &str, token: &str) -> ExitCode {
-    let client = match AdminClient::new(admin, token) {
+    let client = match admin_client(admin, token, "verge reload") {
         Ok(client) => client,
-        Err(e) => {
-            eprintln!("verge reload: {e}");
-            return ExitCode::from(EXIT_UNUSABLE);
-        }
+        Err(code) => return code,
     };
     match client.reload().await {
         Ok(Ok(report)) if report.changed.is_empty() => {
@@ -55,12 +61,9 @@ pub async fn reload(admin: &str, token: &str) -> ExitCode {
 /// `verge status`: control's view of the fleet, printed for a terminal — the same JSON the
 /// status page reads. Exits 0 when every node is up, 1 when some are down.
 pub async fn status(control: &str, token: &str) -> ExitCode {
-    let client = match AdminClient::new(control, token) {
+    let client = match admin_client(control, token, "verge status: --control") {
         Ok(client) => client,
-        Err(e) => {
-            eprintln!("verge status: --control: {e}");
-            return ExitCode::from(EXIT_UNUSABLE);
-        }
+        Err(code) => return code,
     };
     let fetched = async {
         Ok::<_, crate::client::ClientError>((
@@ -199,12 +202,9 @@ pub async fn purge(control: &str, token: &str, spec: &PurgeSpec, timeout: &str) 
             return ExitCode::from(EXIT_UNUSABLE);
         }
     };
-    let client = match AdminClient::new(control, token) {
+    let client = match admin_client(control, token, "verge purge: --control") {
         Ok(client) => client,
-        Err(e) => {
-            eprintln!("verge purge: --control: {e}");
-            return ExitCode::from(EXIT_UNUSABLE);
-        }
+        Err(code) => return code,
     };
     purge_and_wait(&client, spec, timeout).await
 }

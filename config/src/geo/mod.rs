@@ -439,6 +439,25 @@ pub(crate) fn validate(c: &mut Collector, raw: RawGeo) -> Option<GeoConfig> {
     })
 }
 
+/// Gives `code` (a block, country or continent) to region `id` and adds it to the region's
+/// `rule`, unless an earlier region has it in `taken`: then that is an error at `at`, and false.
+fn claim<K: Ord + Clone + fmt::Display>(
+    c: &mut Collector,
+    at: &str,
+    code: K,
+    id: &RegionId,
+    taken: &mut BTreeMap<K, String>,
+    rule: &mut Vec<K>,
+) -> bool {
+    if let Some(other) = taken.get(&code) {
+        c.push(at, format!("{code} is already in region {other}"));
+        return false;
+    }
+    taken.insert(code.clone(), id.to_string());
+    rule.push(code);
+    true
+}
+
 fn validate_regions(
     c: &mut Collector,
     raw: BTreeMap<String, RawGeoRegion>,
@@ -458,16 +477,7 @@ fn validate_regions(
         for (i, text) in region.cidrs.iter().enumerate() {
             let at = format!("{path}.cidrs[{i}]");
             match Cidr::parse(text) {
-                Ok(cidr) => match blocks.get(&cidr) {
-                    Some(other) => {
-                        ok = false;
-                        c.push(&at, format!("{cidr} is already in region {other}"));
-                    }
-                    None => {
-                        blocks.insert(cidr, id.to_string());
-                        rule.cidrs.push(cidr);
-                    }
-                },
+                Ok(cidr) => ok &= claim(c, &at, cidr, &id, &mut blocks, &mut rule.cidrs),
                 Err(e) => {
                     ok = false;
                     c.push(&at, e);
@@ -483,12 +493,8 @@ fn validate_regions(
                     &at,
                     format!("{text:?} is not a two-letter country code (ISO 3166-1, e.g. \"FR\")"),
                 );
-            } else if let Some(other) = countries.get(&code) {
-                ok = false;
-                c.push(&at, format!("{code} is already in region {other}"));
             } else {
-                countries.insert(code.clone(), id.to_string());
-                rule.countries.push(code);
+                ok &= claim(c, &at, code, &id, &mut countries, &mut rule.countries);
             }
         }
         for (i, text) in region.continents.iter().enumerate() {
@@ -503,12 +509,8 @@ fn validate_regions(
                         CONTINENTS.join(", ")
                     ),
                 );
-            } else if let Some(other) = continents.get(&code) {
-                ok = false;
-                c.push(&at, format!("{code} is already in region {other}"));
             } else {
-                continents.insert(code.clone(), id.to_string());
-                rule.continents.push(code);
+                ok &= claim(c, &at, code, &id, &mut continents, &mut rule.continents);
             }
         }
         regions.insert(id, rule);

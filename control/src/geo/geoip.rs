@@ -125,16 +125,21 @@ pub enum Reload {
 }
 
 impl GeoIp {
-    /// Loads the database at `path` if it can; a failure is logged and retried when the file
-    /// changes.
-    pub fn open(path: &Path, rules: GeoIpRules, metrics: GeoMetrics) -> GeoIp {
-        let geoip = GeoIp {
+    /// A reader of the database at `path` that has not tried to load it yet.
+    fn unloaded(path: &Path, rules: GeoIpRules, metrics: GeoMetrics) -> GeoIp {
+        GeoIp {
             path: path.to_path_buf(),
             rules,
             current: ArcSwapOption::empty(),
             tried: Mutex::new(None),
             metrics,
-        };
+        }
+    }
+
+    /// Loads the database at `path` if it can; a failure is logged and retried when the file
+    /// changes.
+    pub fn open(path: &Path, rules: GeoIpRules, metrics: GeoMetrics) -> GeoIp {
+        let geoip = GeoIp::unloaded(path, rules, metrics);
         geoip.check();
         geoip
     }
@@ -168,13 +173,7 @@ impl GeoIp {
     /// Opens the database at `path`, or fails saying why: for a reload that names a new file,
     /// which must not leave clients unplaced.
     pub fn try_open(path: &Path, rules: GeoIpRules, metrics: GeoMetrics) -> Result<GeoIp, String> {
-        let geoip = GeoIp {
-            path: path.to_path_buf(),
-            rules,
-            current: ArcSwapOption::empty(),
-            tried: Mutex::new(None),
-            metrics,
-        };
+        let geoip = GeoIp::unloaded(path, rules, metrics);
         match geoip.attempt() {
             Some(Err(e)) => {
                 geoip
