@@ -141,6 +141,20 @@ async fn serve(mut stream: TcpStream, state: Arc<RawState>) {
     }
 }
 
+/// Reads one request head (up to 8 KiB) from `stream`, for servers that answer without parsing:
+/// its text, or `None` when the peer closed or failed first.
+pub async fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut buffer = vec![0u8; 8192];
+    let mut read = 0;
+    while find_head_end(&buffer[..read]).is_none() {
+        match stream.read(&mut buffer[read..]).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => read += n,
+        }
+    }
+    Some(String::from_utf8_lossy(&buffer[..read]).into_owned())
+}
+
 fn find_head_end(buffer: &[u8]) -> Option<usize> {
     buffer.windows(4).position(|w| w == b"\r\n\r\n")
 }

@@ -414,12 +414,7 @@ async fn an_edge_naming_an_expired_certificate_refuses_to_start() {
     let expired = pki.server_cert_valid("old", &["a.test"], Validity::Expired);
     let toml = edge_toml(origin.addr(), &[], &[&expired], "");
 
-    let error = match verge_testkit::bind_with_clock::<EdgeRole>(
-        &edge_config(&toml),
-        std::sync::Arc::new(verge_cache::SystemClock),
-    )
-    .await
-    {
+    let error = match verge_testkit::bind::<EdgeRole>(&edge_config(&toml)).await {
         Ok(_) => panic!("an edge with an expired certificate started"),
         Err(error) => error.to_string(),
     };

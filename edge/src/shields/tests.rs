@@ -7,11 +7,12 @@ use std::time::Duration;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Either, Empty};
 use prometheus::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use verge_config::{NodeId, OriginUrl, ShieldSpec, ShieldsConfig, UpstreamConfig};
 use verge_node::failover::BUDGET_WINDOW_SECS;
+use verge_testkit::raw_origin::read_head;
 
 use super::*;
 
@@ -64,13 +65,8 @@ impl TinyShield {
                 let script = script.clone();
                 let counter = Arc::clone(&counter);
                 tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let mut read = 0;
-                    while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf[read..]).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => read += n,
-                        }
+                    if read_head(&mut stream).await.is_none() {
+                        return;
                     }
                     let n = counter.fetch_add(1, Ordering::SeqCst);
                     let (status, gate) = script[n.min(script.len() - 1)].clone();

@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -27,6 +27,7 @@ use verge_config::wire::{
 };
 use verge_config::{EdgeConfig, NodeId, RegionId};
 use verge_edge::shields::shield_specs;
+use verge_testkit::raw_origin::read_head;
 use verge_testkit::wait_until;
 
 fn entry(id: &str, url: &str, weight: u32, healthy: bool) -> NodeEntry {
@@ -254,15 +255,9 @@ impl TinyServer {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let log = Arc::clone(&log);
                 tokio::spawn(async move {
-                    let mut buf = vec![0u8; 8192];
-                    let mut read = 0;
-                    while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf[read..]).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => read += n,
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&buf[..read]).into_owned();
+                    let Some(head) = read_head(&mut stream).await else {
+                        return;
+                    };
                     let path = head.split(' ').nth(1).unwrap_or("").to_string();
                     log.lock().unwrap().push(path);
                     let reply = format!(
@@ -306,12 +301,9 @@ impl TestEdge {
             origin.addr, control.addr
         );
         let config = EdgeConfig::from_toml(&text).unwrap();
-        let node = verge_testkit::bind_with_clock::<verge_edge::EdgeRole>(
-            &config,
-            std::sync::Arc::new(verge_cache::SystemClock),
-        )
-        .await
-        .unwrap();
+        let node = verge_testkit::bind::<verge_edge::EdgeRole>(&config)
+            .await
+            .unwrap();
         let (data, admin) = (node.data_addr(), node.admin_addr());
         let (stop, run) = verge_testkit::spawn_until_stopped(|stopped| node.run(stopped));
         TestEdge {

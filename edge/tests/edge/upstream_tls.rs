@@ -61,11 +61,7 @@ fn edge_toml(origin: &str, extra: &str) -> String {
 async fn bind_edge(toml: &str) -> Result<EdgeNode, StartError> {
     let config = EdgeConfig::from_toml(toml)
         .unwrap_or_else(|errors| panic!("test config is invalid:\n{toml}\n{errors}"));
-    verge_testkit::bind_with_clock::<verge_edge::EdgeRole>(
-        &config,
-        std::sync::Arc::new(verge_cache::SystemClock),
-    )
-    .await
+    verge_testkit::bind::<verge_edge::EdgeRole>(&config).await
 }
 
 async fn start_edge(toml: &str) -> RunningEdge {

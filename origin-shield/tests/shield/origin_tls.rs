@@ -67,9 +67,8 @@ async fn a_shield_fetches_from_an_https_origin_server_and_caches() {
         &format!("https://{}", origin.addr),
         &format!("ca_file = {}\n", toml_path(&pki.ca_file)),
     );
-    let node = verge_testkit::bind_with_clock::<verge_origin_shield::ShieldRole>(
+    let node = verge_testkit::bind::<verge_origin_shield::ShieldRole>(
         &ShieldConfig::from_toml(&text).unwrap(),
-        std::sync::Arc::new(verge_cache::SystemClock),
     )
     .await
     .unwrap();
@@ -206,9 +205,8 @@ async fn an_unusable_origin_tls_file_stops_the_shield_naming_the_key() {
         "https://127.0.0.1:9",
         &format!("ca_file = {}\n", toml_path(&missing)),
     );
-    let error = verge_testkit::bind_with_clock::<verge_origin_shield::ShieldRole>(
+    let error = verge_testkit::bind::<verge_origin_shield::ShieldRole>(
         &ShieldConfig::from_toml(&text).unwrap(),
-        std::sync::Arc::new(verge_cache::SystemClock),
     )
     .await
     .err()
