@@ -43,6 +43,18 @@ impl Metrics {
         &self.text
     }
 
+    /// Asserts that [`value`](Self::value) of `name` and `labels` is `want`; on failure shows the
+    /// whole exposition.
+    #[track_caller]
+    pub fn assert_value(&self, name: &str, labels: &[(&str, &str)], want: f64) {
+        assert_eq!(
+            self.value(name, labels),
+            Some(want),
+            "{name} {labels:?}:\n{}",
+            self.text
+        );
+    }
+
     /// The value of the sample named `name` whose labels include all of `labels`; when several
     /// match, their sum. `None` when no sample matches.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {

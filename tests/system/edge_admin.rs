@@ -78,14 +78,10 @@ async fn metrics_count_errors_by_status() {
     assert_eq!(response.status, 405);
 
     let metrics = edge.metrics().await;
-    assert_eq!(
-        metrics.value(
-            "verge_requests_total",
-            &[("cache_status", "error"), ("code", "405")]
-        ),
-        Some(1.0),
-        "{}",
-        metrics.text()
+    metrics.assert_value(
+        "verge_requests_total",
+        &[("cache_status", "error"), ("code", "405")],
+        1.0,
     );
 }
 

@@ -337,12 +337,7 @@ async fn with_every_shield_down_misses_fall_back_to_the_origin() {
     }
     let metrics = front.metrics().await;
     for id in ["s1", "s2"] {
-        assert_eq!(
-            metrics.value(SHIELD_UP, &[("shield", id)]),
-            Some(0.0),
-            "{}",
-            metrics.text()
-        );
+        metrics.assert_value(SHIELD_UP, &[("shield", id)], 0.0);
         assert_eq!(
             metrics.value_or_zero(
                 SHIELD_REQUESTS,
@@ -639,10 +634,5 @@ async fn bounded_load_spills_a_hot_shields_extra_requests_to_the_next() {
         "some of s1's concurrent misses spill to s2, not all: {by_s2} of 10"
     );
     let metrics = front.metrics().await;
-    assert_eq!(
-        metrics.value("verge_shield_spills_total", &[]),
-        Some(by_s2 as f64),
-        "{}",
-        metrics.text()
-    );
+    metrics.assert_value("verge_shield_spills_total", &[], by_s2 as f64);
 }

@@ -7,7 +7,13 @@ use verge_testkit as support;
 
 use std::time::{Duration, Instant};
 
-use support::{start_edge, FakeOrigin, HttpClient, Reply};
+use support::{start_edge, FakeOrigin, HttpClient, Reply, TestEdge};
+
+/// Asserts the edge's count of upstream requests that ended in `result`.
+async fn assert_upstream_requests(edge: &TestEdge, result: &str, want: f64) {
+    let metrics = edge.metrics().await;
+    metrics.assert_value("verge_upstream_requests_total", &[("result", result)], want);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_refusing_connections_gets_502_connect_error() {
@@ -19,16 +25,7 @@ async fn origin_refusing_connections_gets_502_connect_error() {
     let status = response.cache_status();
     assert!(status.contains("detail=upstream-connect-error"), "{status}");
 
-    let metrics = edge.metrics().await;
-    assert_eq!(
-        metrics.value(
-            "verge_upstream_requests_total",
-            &[("result", "connect_error")]
-        ),
-        Some(1.0),
-        "{}",
-        metrics.text()
-    );
+    assert_upstream_requests(&edge, "connect_error", 1.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,13 +63,7 @@ async fn origin_slower_than_response_timeout_gets_504() {
         "the edge gave up after {took:?}, not after its 200ms response timeout"
     );
 
-    let metrics = edge.metrics().await;
-    assert_eq!(
-        metrics.value("verge_upstream_requests_total", &[("result", "timeout")]),
-        Some(1.0),
-        "{}",
-        metrics.text()
-    );
+    assert_upstream_requests(&edge, "timeout", 1.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,18 +150,11 @@ async fn requests_beyond_the_upstream_connection_limit_wait_then_get_503() {
     assert_eq!(third.status, 200, "{}", third.text());
 
     let metrics = edge.metrics().await;
-    assert_eq!(
-        metrics.value("verge_upstream_requests_total", &[("result", "saturated")]),
-        Some(1.0),
-        "{}",
-        metrics.text()
+    metrics.assert_value(
+        "verge_upstream_requests_total",
+        &[("result", "saturated")],
+        1.0,
     );
-    assert_eq!(
-        metrics.value("verge_upstream_connections_max", &[]),
-        Some(1.0)
-    );
-    assert_eq!(
-        metrics.value("verge_upstream_connections_in_use", &[]),
-        Some(0.0)
-    );
+    metrics.assert_value("verge_upstream_connections_max", &[], 1.0);
+    metrics.assert_value("verge_upstream_connections_in_use", &[], 0.0);
 }

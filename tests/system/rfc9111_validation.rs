@@ -111,11 +111,10 @@ async fn not_modified_freshens_the_stored_response(topology: Topology) {
     assert_eq!(origin.hits("/fresh"), 2);
 
     let metrics = edge.metrics().await;
-    assert_eq!(
-        metrics.value("verge_revalidations_total", &[("result", "not_modified")]),
-        Some(1.0),
-        "{}",
-        metrics.text()
+    metrics.assert_value(
+        "verge_revalidations_total",
+        &[("result", "not_modified")],
+        1.0,
     );
 }
 
