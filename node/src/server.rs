@@ -320,6 +320,15 @@ impl<H: Handler> Connection<H> {
                 result = connection.as_mut() => {
                     if let Err(error) = result {
                         tracing::debug!(%client, %error, "connection ended with an error");
+                        if is_timeout(&*error) {
+                            // hyper's own header timeout came first: the same shedding.
+                            let reason = if state.has_requested() {
+                                "idle_timeout"
+                            } else {
+                                "request_timeout"
+                            };
+                            shed(&metrics, reason);
+                        }
                     }
                     break None;
                 }
@@ -420,6 +429,13 @@ fn tls_version_name(version: Option<rustls::ProtocolVersion>) -> &'static str {
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
         _ => "TLS",
     }
+}
+
+/// Whether a connection ended because hyper timed it out (its header read timeout).
+fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    error
+        .downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_timeout)
 }
 
 /// Completes once the shutdown flag is raised (or its sender is gone).
