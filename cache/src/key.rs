@@ -72,6 +72,18 @@ impl CacheKey {
         Ok(CacheKey::from_parts(scheme, host, path))
     }
 
+    /// This key with what a cache rule adds to it (request fields, cookies, device class),
+    /// after a space: no URL has one, so `url + " "` begins exactly the keys a rule made of
+    /// this URL, and purging the URL purges them too ([`CacheKey::variants_prefix`]).
+    pub fn with_extras(&self, extras: &str) -> CacheKey {
+        CacheKey(format!("{} {extras}", self.0).into())
+    }
+
+    /// What every key a rule made of this URL begins with.
+    pub fn variants_prefix(&self) -> String {
+        format!("{} ", self.0)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -9,6 +9,8 @@
 //!   and the hit-for-miss memory of keys whose responses are not storable;
 //! - [`range`]: byte ranges served from a stored full representation;
 //! - [`purge`]: the index that finds keys by URL prefix and surrogate key;
+//! - [`rules`]: the operator's cache rules applied to a request and a response (match, query
+//!   and key normalisation, cookies, TTLs);
 //! - [`clock`]: the wall clock, injectable so tests drive time.
 
 pub mod clock;
@@ -18,6 +20,7 @@ pub mod object;
 pub mod policy;
 pub mod purge;
 pub mod range;
+pub mod rules;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -269,8 +269,17 @@ impl CacheStore {
     }
 
     /// Removes every variant of a URL. Returns whether anything was stored.
+    /// The keys a cache rule made of it go too.
     pub fn remove(&self, key: &CacheKey) -> bool {
-        self.purge_keys(std::slice::from_ref(key), Purged::Hard) > 0
+        self.purge_keys(&self.with_rule_variants(key), Purged::Hard) > 0
+    }
+
+    /// `key` and the keys cache rules made of its URL (with request fields, cookies or the
+    /// device class added).
+    fn with_rule_variants(&self, key: &CacheKey) -> Vec<CacheKey> {
+        let mut keys = vec![key.clone()];
+        keys.extend(self.shared.index.keys_with_prefix(&key.variants_prefix()));
+        keys
     }
 
     /// Purges what `target` names: hard (gone) or soft (kept but stale from `now`, so it is
@@ -279,7 +288,7 @@ impl CacheStore {
     pub fn purge(&self, target: &PurgeTarget, soft: bool, now: SystemTime) -> usize {
         let index = &self.shared.index;
         let keys = match target {
-            PurgeTarget::Url(key) => vec![key.clone()],
+            PurgeTarget::Url(key) => self.with_rule_variants(key),
             PurgeTarget::Prefix(prefix) => index.keys_with_prefix(prefix),
             PurgeTarget::Tags(tags) => index.keys_for_tags(tags),
             PurgeTarget::All if !soft => return self.clear(),

@@ -79,6 +79,11 @@ impl Collector {
         });
     }
 
+    /// Errors collected so far.
+    pub(crate) fn len(&self) -> usize {
+        self.errors.len()
+    }
+
     /// Keeps the value of a successful check, records the error of a failed one.
     pub(crate) fn take<T>(&mut self, path: &str, result: Result<T, String>) -> Option<T> {
         match result {

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::access_log::{validate_access_log, AccessLogConfig};
@@ -12,6 +13,7 @@ use crate::field::{count, duration, size, socket_addr};
 use crate::ids::{NodeId, RegionId};
 use crate::node_control::{validate_node_control, NodeControlConfig, RawNodeControl};
 use crate::raw::{RawAdmin, RawCache, RawNode, RawServer};
+use crate::rules::{validate_rules, RuleSet};
 use crate::tls::RawTls;
 use crate::tls::{validate_tls, TlsServerConfig};
 use crate::units::ByteSize;
@@ -131,6 +133,8 @@ pub struct CacheConfig {
     pub hit_for_miss_max_keys: u64,
     /// Ranges served per request; more are answered with the whole representation.
     pub max_ranges: usize,
+    /// The file's `[[rules]]`, tried in order.
+    pub rules: Arc<RuleSet>,
 }
 
 /// The admin API's protection and bounds.
@@ -479,6 +483,7 @@ fn validate_cache(c: &mut Collector, raw: RawCache) -> Option<CacheConfig> {
         (1, 100_000_000),
     );
     let max_ranges = count(c, "cache.max_ranges", raw.max_ranges, MAX_RANGES, (1, 1000));
+    let rules = validate_rules(c, raw.rules);
     let (max_bytes, max_object_bytes) = (max_bytes?, max_object_bytes?);
     if max_bytes.0 == 0 || max_object_bytes > max_bytes || max_object_bytes.0 >= u64::from(u32::MAX)
     {
@@ -490,6 +495,7 @@ fn validate_cache(c: &mut Collector, raw: RawCache) -> Option<CacheConfig> {
         hit_for_miss_ttl: hfm_ttl?,
         hit_for_miss_max_keys: hfm_keys?,
         max_ranges: usize::try_from(max_ranges?).ok()?,
+        rules: Arc::new(rules?),
     })
 }
 

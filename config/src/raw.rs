@@ -12,6 +12,7 @@ use serde_path_to_error::Segment;
 
 pub use crate::access_log::RawAccessLog;
 use crate::error::{ConfigError, ConfigErrors};
+use crate::rules::RawRule;
 use crate::tls::{RawClientTls, RawTls};
 pub use crate::units::RawSize;
 
@@ -201,6 +202,7 @@ struct EdgeFileText {
     control: Option<RawNodeControl>,
     tls: Option<RawTls>,
     access_log: Option<RawAccessLog>,
+    rules: Option<Vec<RawRule>>,
 }
 
 impl From<EdgeFileText> for RawEdgeFile {
@@ -208,13 +210,24 @@ impl From<EdgeFileText> for RawEdgeFile {
         RawEdgeFile {
             edge: text.edge,
             server: with_access_log(text.server, text.access_log),
-            cache: text.cache,
+            cache: with_rules(text.cache, text.rules),
             upstream: text.upstream,
             admin: text.admin,
             shields: text.shields,
             control: text.control,
             tls: text.tls,
         }
+    }
+}
+
+/// `[cache]` with the file's `[[rules]]` attached.
+fn with_rules(cache: Option<RawCache>, rules: Option<Vec<RawRule>>) -> Option<RawCache> {
+    match (cache, rules) {
+        (cache, None) => cache,
+        (cache, Some(rules)) => Some(RawCache {
+            rules: Some(rules),
+            ..cache.unwrap_or_default()
+        }),
     }
 }
 
@@ -302,6 +315,9 @@ pub struct RawCache {
     pub hit_for_miss_ttl: Option<String>,
     pub hit_for_miss_max_keys: Option<u64>,
     pub max_ranges: Option<u64>,
+    /// The file's `[[rules]]`, kept with the cache they tune.
+    #[serde(skip)]
+    pub rules: Option<Vec<RawRule>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -344,6 +360,7 @@ struct ShieldFileText {
     control: Option<RawNodeControl>,
     tls: Option<RawTls>,
     access_log: Option<RawAccessLog>,
+    rules: Option<Vec<RawRule>>,
 }
 
 impl From<ShieldFileText> for RawShieldFile {
@@ -351,7 +368,7 @@ impl From<ShieldFileText> for RawShieldFile {
         RawShieldFile {
             shield: text.shield,
             server: with_access_log(text.server, text.access_log),
-            cache: text.cache,
+            cache: with_rules(text.cache, text.rules),
             admin: text.admin,
             origin: text.origin,
             resolver: text.resolver,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, SET_COOKIE, VARY};
+use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, VARY};
 use http::{response, HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use verge_cache::policy::{self, AgeInputs};
@@ -18,6 +18,7 @@ use crate::failover::Hop;
 use crate::headers::{CacheStatus, TierEntry};
 use crate::metrics::{RequestOutcome, RevalidationResult};
 use crate::pipeline::{CachePipeline, RequestContext};
+use crate::rules;
 use crate::upstream::{Upstream, UpstreamResponseBody};
 use stored::stored_headers;
 
@@ -140,7 +141,8 @@ impl<U: Upstream> CachePipeline<U> {
         if let Some(answer) = self.refuse_unusable(ctx, &mut publisher, stored.as_ref(), &fetched) {
             return answer;
         }
-        let lifetime = match self.decide_storable(ctx, &fetched) {
+        let mut fetched = fetched;
+        let lifetime = match self.decide_storable(ctx, &mut fetched) {
             Ok(lifetime) => lifetime,
             Err(reason) => {
                 if stored.is_some() {
@@ -348,23 +350,22 @@ impl<U: Upstream> CachePipeline<U> {
     }
 
     /// How long the answer may be stored, or why it may not be.
+    /// A matching cache rule has its say (TTLs, `private`, `Set-Cookie`).
     fn decide_storable(
         &self,
         ctx: &RequestContext,
-        fetched: &Fetched,
+        fetched: &mut Fetched,
     ) -> Result<Duration, NotStorable> {
         let max_object = self.store.max_object_bytes();
-        let head = &fetched.head;
-        let lifetime = policy::storability(
-            &Method::GET,
-            &ctx.parts.headers,
-            &ctx.directives,
-            head.status,
-            &head.headers,
-            &fetched.cc,
+        let head = &mut fetched.head;
+        let lifetime = rules::storable_lifetime(
+            ctx.rule.as_deref(),
+            (&ctx.parts.headers, &ctx.directives),
+            (head.status, &head.headers),
+            &mut fetched.cc,
             fetched.response_time,
         )?;
-        if head.headers.contains_key(SET_COOKIE) {
+        if rules::set_cookie_blocks(ctx.rule.as_deref(), &mut head.headers) {
             return Err(NotStorable::SetCookie);
         }
         match content_length(&head.headers) {
@@ -451,7 +452,7 @@ impl<U: Upstream> CachePipeline<U> {
         let merged = policy::freshen_headers(&stale.headers, update.headers);
         // CDN-targeted directives are not kept in the stored headers (clients never see them), so
         // the ones in force carry over unless the 304 sent new ones.
-        let cc = if update.cc.from_cdn_field {
+        let mut cc = if update.cc.from_cdn_field {
             update.cc.clone()
         } else if stale.cc.from_cdn_field {
             stale.cc.clone()
@@ -460,13 +461,11 @@ impl<U: Upstream> CachePipeline<U> {
         };
         let tags = update.tags.unwrap_or_else(|| stale.surrogate_keys.clone());
         let update = update.headers;
-        let lifetime = policy::storability(
-            &Method::GET,
-            &ctx.parts.headers,
-            &ctx.directives,
-            stale.status,
-            &merged,
-            &cc,
+        let lifetime = rules::storable_lifetime(
+            ctx.rule.as_deref(),
+            (&ctx.parts.headers, &ctx.directives),
+            (stale.status, &merged),
+            &mut cc,
             response_time,
         );
         let object = Arc::new(CachedObject {

@@ -42,6 +42,7 @@ pub mod pipeline;
 pub mod process;
 pub mod reload;
 mod respond;
+mod rules;
 pub mod server;
 pub mod settings;
 pub mod tls;

@@ -106,6 +106,8 @@ pub struct NodeMetrics {
     pub purge_index_tags: IntGauge,
     pub upstream_connections_in_use: IntGauge,
     pub upstream_connections_max: IntGauge,
+    /// `verge_rule_requests_total{rule, cache_status}`.
+    rule_requests: IntCounterVec,
 }
 
 impl NodeMetrics {
@@ -218,6 +220,13 @@ impl NodeMetrics {
                 "verge_upstream_connections_max",
                 "Configured bound on upstream connection slots",
             )?,
+            rule_requests: IntCounterVec::new(
+                Opts::new(
+                    "verge_rule_requests_total",
+                    "Client requests that matched a cache rule, by rule and cache status",
+                ),
+                &["rule", "cache_status"],
+            )?,
             requests_ok: Vec::new(),
             durations: Vec::new(),
         };
@@ -238,7 +247,7 @@ impl NodeMetrics {
             m.hit_for_miss_keys, m.fills_in_flight, m.connections_open, m.connections_total,
             m.connections_max, m.connections_shed, m.revalidations, m.purge_requests, m.purged_urls,
             m.purge_index_keys, m.purge_index_tags, m.upstream_connections_in_use,
-            m.upstream_connections_max
+            m.upstream_connections_max, m.rule_requests
         );
         Ok(m)
     }
@@ -274,6 +283,12 @@ impl NodeMetrics {
     pub fn purge_request(&self, code: http::StatusCode) {
         self.purge_requests
             .with_label_values(&[code.as_str()])
+            .inc();
+    }
+
+    pub fn observe_rule(&self, rule: &str, outcome: RequestOutcome) {
+        self.rule_requests
+            .with_label_values(&[rule, outcome.as_str()])
             .inc();
     }
 

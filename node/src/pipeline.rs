@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use verge_cache::policy::{RequestDirectives, Reuse};
 use verge_cache::store::Lookup;
 use verge_cache::{CacheKey, CacheStore, CachedObject, Clock, FillOutcome, Flights, Join};
+use verge_config::rules::{Rule, RuleSet};
 use verge_config::{CacheConfig, OverrideHeaders, ServerConfig};
 
 use crate::access_log::request_id::X_REQUEST_ID;
@@ -27,6 +28,7 @@ use crate::error::{Fault, RequestError};
 use crate::guard::{self, AddressLimit};
 use crate::headers::{CacheStatus, CACHE_STATUS};
 use crate::metrics::{NodeMetrics, RequestOutcome};
+use crate::rules;
 use crate::server::Handler;
 use crate::upstream::Upstream;
 
@@ -41,6 +43,8 @@ pub(crate) struct RequestContext {
     pub(crate) parts: request::Parts,
     pub(crate) client: SocketAddr,
     pub(crate) directives: RequestDirectives,
+    /// The cache rule the request matched.
+    pub(crate) rule: Option<Arc<Rule>>,
 }
 
 /// Who this pipeline is, in the headers it adds.
@@ -81,6 +85,8 @@ pub struct PipelineLimits {
     pub upstream_per_address: usize,
     /// How long a client may take to accept the next part of a streamed response.
     pub send_timeout: std::time::Duration,
+    /// The operator's cache rules (`[[rules]]`).
+    pub rules: Arc<RuleSet>,
 }
 
 impl PipelineLimits {
@@ -97,6 +103,7 @@ impl PipelineLimits {
             },
             upstream_per_address: server.max_upstream_requests_per_address,
             send_timeout: server.send_timeout,
+            rules: Arc::clone(&cache.rules),
         }
     }
 }
@@ -176,9 +183,10 @@ impl<U: Upstream> CachePipeline<U> {
         let line = self
             .access_log
             .begin(&request, client, started, &request_id);
+        let rule = rules::rule_for(&self.limits.rules, &request);
         // Pinned here and lent out: the answer's future is large, and moving it into the
         // access log's scope would copy it on every request.
-        let answer = std::pin::pin!(self.try_handle(request, client));
+        let answer = std::pin::pin!(self.try_handle(request, client, rule.clone()));
         let (answer, upstream) = match line {
             None => (answer.await, None),
             Some(_) => access_log::noting_upstream(answer).await,
@@ -194,6 +202,10 @@ impl<U: Upstream> CachePipeline<U> {
         response
             .headers_mut()
             .insert(X_REQUEST_ID.clone(), request_id);
+        if let Some(rule) = &rule {
+            rules::mark_response(rule, &mut response);
+            self.metrics.observe_rule(&rule.name, outcome);
+        }
         self.metrics
             .observe_request(outcome, response.status(), started.elapsed());
         match line {
@@ -206,9 +218,15 @@ impl<U: Upstream> CachePipeline<U> {
         &self,
         request: Request<Incoming>,
         client: SocketAddr,
+        rule: Option<Arc<Rule>>,
     ) -> Result<(Response<ResponseBody>, RequestOutcome), RequestError> {
         let (mut parts, body) = request.into_parts();
         guard::check_request(&mut parts, self.limits.override_headers)?;
+        let cacheable = parts.method == Method::GET || parts.method == Method::HEAD;
+        let bypass = rule.as_ref().is_some_and(|r| r.actions.bypass);
+        if let (Some(rule), true, false) = (&rule, cacheable, bypass) {
+            rules::rewrite_request(&mut parts, rule);
+        }
         let request = Request::from_parts(parts, body);
         let method = request.method();
         if method == Method::CONNECT || method.as_str() == "PURGE" {
@@ -223,8 +241,11 @@ impl<U: Upstream> CachePipeline<U> {
                 node: self.node_id.clone(),
             });
         }
-        if method != Method::GET && method != Method::HEAD {
-            let is_unsafe = !matches!(*method, Method::OPTIONS | Method::TRACE);
+        if !cacheable || bypass {
+            let is_unsafe = !matches!(
+                *method,
+                Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+            );
             let site = site_of(request.uri(), request.headers());
             let response = self.pass(request, client, &key).await?;
             let status = response.status();
@@ -235,7 +256,8 @@ impl<U: Upstream> CachePipeline<U> {
         }
         let (parts, _body) = request.into_parts();
         let ctx = RequestContext {
-            key,
+            key: rules::key_for(key, rule.as_deref(), &parts.headers),
+            rule,
             head_only: parts.method == Method::HEAD,
             directives: RequestDirectives::from_headers(&parts.headers),
             parts,
@@ -349,6 +371,7 @@ impl<U: Upstream> CachePipeline<U> {
             directives: RequestDirectives::default(),
             parts,
             client: ctx.client,
+            rule: ctx.rule.clone(),
         };
         let stale = Arc::clone(stale);
         tokio::spawn(async move {

@@ -74,7 +74,7 @@ impl TestCdn {
 
 /// The TOML of the test shield in front of `origin`: loopback listeners on port 0, bounded
 /// timeouts, then the `tweaks` that mean something to a shield (`shield.*`, `cache.*`,
-/// `server.*`, `admin.*`; `upstream.*` becomes `origin.*`).
+/// `server.*`, `admin.*`, `rules`; `upstream.*` becomes `origin.*`).
 pub fn shield_toml(origin: SocketAddr, tweaks: &[&str]) -> String {
     let mut defaults = vec![("shield.id", format!("{SHIELD_ID:?}"))];
     defaults.extend(server_defaults());
@@ -87,6 +87,9 @@ pub fn shield_toml(origin: SocketAddr, tweaks: &[&str]) -> String {
         .iter()
         .filter_map(|tweak| {
             let key = tweak.split_once('=').map_or(*tweak, |(k, _)| k).trim();
+            if key == "rules" {
+                return Some(tweak.to_string());
+            }
             match key.split_once('.').map(|(table, _)| table) {
                 Some("shield" | "cache" | "server" | "admin") => Some(tweak.to_string()),
                 Some("upstream") if key != "upstream.origin" => {

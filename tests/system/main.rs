@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod access_log;
+mod cache_rules;
 mod cli_config;
 mod cli_control;
 mod cli_demo;

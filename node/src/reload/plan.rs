@@ -3,6 +3,7 @@
 //! listeners, a new upstream) and then applies it in one step.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use verge_config::AccessLogConfig;
 
@@ -23,6 +24,8 @@ pub(crate) struct ReloadPlan {
     /// The pipeline's own limits changed (`cache.max_ranges`, the request-body and
     /// per-address limits of `[server]`): the pipeline is rebuilt with them.
     pub(crate) pipeline_limits: bool,
+    /// The cache rules (`[[rules]]`) changed: the pipeline is rebuilt with them.
+    pub(crate) rules: bool,
     /// New protocol limits for every listener.
     pub(crate) limits: Option<ListenerLimits>,
     pub(crate) max_connections: Option<usize>,
@@ -69,8 +72,11 @@ impl ReloadPlan {
                 .copied()
                 .collect(),
             upstream,
-            pipeline_limits: PipelineLimits::new(before.cache, before.server)
-                != PipelineLimits::new(after.cache, after.server),
+            pipeline_limits: PipelineLimits {
+                rules: Arc::clone(&after.cache.rules),
+                ..PipelineLimits::new(before.cache, before.server)
+            } != PipelineLimits::new(after.cache, after.server),
+            rules: before.cache.rules != after.cache.rules,
             limits: changed(
                 listener_limits(before.server),
                 listener_limits(after.server),
@@ -109,7 +115,7 @@ impl ReloadPlan {
     /// Whether the pipeline (and so its upstream) is built anew: a pipeline owns its
     /// upstream, so new range limits alone also get a fresh upstream of the same settings.
     pub(crate) fn new_pipeline(&self) -> bool {
-        !self.upstream.is_empty() || self.pipeline_limits
+        !self.upstream.is_empty() || self.pipeline_limits || self.rules
     }
 
     /// What the plan changes, as the reload report names it, in the order it is applied
@@ -122,6 +128,7 @@ impl ReloadPlan {
         changed.extend(self.upstream.iter().cloned());
         let named = [
             (self.pipeline_limits, "request limits"),
+            (self.rules, "rules"),
             (self.limits.is_some(), "server limits"),
             (self.max_connections.is_some(), "server.max_connections"),
             (
