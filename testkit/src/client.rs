@@ -69,6 +69,17 @@ impl TestResponse {
         );
     }
 
+    /// Asserts that the answering cache's `Cache-Status` entry has every one of `params`; on
+    /// failure names `why` and the whole field.
+    #[track_caller]
+    pub fn assert_cache_status_has_all(&self, params: &[&str], why: &str) {
+        assert!(
+            params.iter().all(|param| self.cache_status_has(param)),
+            "{why}: expected {params:?} in Cache-Status {:?}",
+            self.cache_status()
+        );
+    }
+
     /// Asserts that the answering cache's `Cache-Status` entry lacks `param`; on failure names
     /// `why` and the whole field.
     #[track_caller]

@@ -119,6 +119,11 @@ impl TestEdge {
         format!("http://{}{path}", self.data_addr)
     }
 
+    /// GETs `path` over HTTP/1.1.
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.get_with(path, &[]).await
+    }
+
     /// GETs `path` over HTTP/1.1 with the extra request `headers`.
     pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> TestResponse {
         HttpClient::http1()

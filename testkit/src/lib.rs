@@ -13,7 +13,9 @@
 //! - [`node`]: nodes of any role bound as the command line binds them;
 //! - [`cdn`]: [`TestCdn`], the cache under test in either topology (edge → origin, or
 //!   edge → shield → origin), for tests that must hold in both;
-//! - [`control`], [`tier`]: control planes and shield tiers of real nodes.
+//! - [`control`], [`tier`]: control planes and shield tiers of real nodes;
+//! - [`scenario`]: the cache under test in front of an origin answering one path, the start
+//!   most cache tests share.
 //!
 //! Every network wait here is bounded by [`IO_TIMEOUT`]; conditions are awaited with
 //! [`wait_until`], never with a fixed sleep.
@@ -31,6 +33,7 @@ pub mod node;
 pub mod pki;
 pub mod pool;
 pub mod raw_origin;
+pub mod scenario;
 pub mod tier;
 pub mod tls_origin;
 

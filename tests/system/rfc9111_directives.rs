@@ -5,18 +5,38 @@
 
 use verge_testkit as support;
 
-use support::{
-    start_origin_and_cdn, FakeOrigin, HttpClient, Reply, TestEdge, TestResponse, Topology,
-};
+use support::scenario::{cdn_fetched_then, cdn_serving, get_directive, last_sent};
+use support::{FakeOrigin, Reply, TestCdn, TestEdge, TestResponse, Topology};
 
 fn assert_hit(response: &TestResponse, why: &str) {
     response.assert_cache_status_has("hit", why);
 }
 
+/// The CDN in front of an origin answering `path` with `x` under `cache_control`.
+async fn serving_x(topology: Topology, path: &str, cache_control: &str) -> (FakeOrigin, TestCdn) {
+    cdn_serving(topology, path, Reply::ok("x").cache_control(cache_control)).await
+}
+
+/// [`serving_x`] with `path` fetched once (and stored), then the clock moved on by `advance`.
+async fn stored_x_then(
+    topology: Topology,
+    path: &str,
+    cache_control: &str,
+    advance: u64,
+) -> (FakeOrigin, TestCdn) {
+    cdn_fetched_then(
+        topology,
+        path,
+        Reply::ok("x").cache_control(cache_control),
+        advance,
+    )
+    .await
+}
+
 /// Requests `path` three times; each must reach the origin (nothing is stored).
 async fn assert_never_stored(origin: &FakeOrigin, edge: &TestEdge, path: &str, detail: &str) {
     for n in 1..=3 {
-        let response = edge.get_with(path, &[]).await;
+        let response = edge.get(path).await;
         assert_eq!(response.status, 200);
         assert!(
             !response.cache_status_has("stored") && !response.cache_status_has("hit"),
@@ -28,116 +48,105 @@ async fn assert_never_stored(origin: &FakeOrigin, edge: &TestEdge, path: &str, d
     }
 }
 
+/// Fetches `path` twice: the first must be stored, the second a hit (for `why`) without
+/// `x-secret` but with `x-other: kept`, and the origin asked once.
+async fn assert_stored_without_x_secret(
+    origin: &FakeOrigin,
+    edge: &TestEdge,
+    path: &str,
+    why: &str,
+) {
+    edge.get(path).await.assert_cache_status_has("stored", "");
+    let hit = edge.get(path).await;
+    assert_hit(&hit, why);
+    assert_eq!(hit.text(), "body");
+    assert_eq!(hit.header("x-secret"), None, "{:?}", hit.headers);
+    assert_eq!(hit.header("x-other").as_deref(), Some("kept"));
+    assert_eq!(origin.hits(path), 1);
+}
+
+/// The origin's reply at `path` becomes a `304` with the same `cache_control` and `etag`.
+fn answer_304(origin: &FakeOrigin, path: &str, cache_control: &str, etag: &str) {
+    let not_modified = Reply::ok("").with_status(304);
+    origin.on(
+        path,
+        not_modified
+            .cache_control(cache_control)
+            .header("etag", etag),
+    );
+}
+
 // ---- response directives ----
 
 async fn response_no_store_is_not_stored(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/ns", Reply::ok("x").cache_control("no-store, max-age=60"));
+    let (origin, edge) = serving_x(topology, "/ns", "no-store, max-age=60").await;
     assert_never_stored(&origin, &edge, "/ns", "no-store").await;
 }
 
 async fn response_bare_private_is_not_stored(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/p", Reply::ok("x").cache_control("private, max-age=60"));
+    let (origin, edge) = serving_x(topology, "/p", "private, max-age=60").await;
     assert_never_stored(&origin, &edge, "/p", "private").await;
 }
 
 async fn response_private_with_a_field_name_is_stored_without_that_field(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/pf",
-        Reply::ok("body")
-            .cache_control("private=\"X-Secret\", max-age=60")
-            .header("x-secret", "for-one-user")
-            .header("x-other", "kept"),
-    );
-    let client = HttpClient::http1();
-    let miss = client.get(&edge.url("/pf")).await;
-    miss.assert_cache_status_has("stored", "");
-
-    let hit = client.get(&edge.url("/pf")).await;
-    assert_hit(&hit, "private=\"X-Secret\" allows storing the rest");
-    assert_eq!(hit.text(), "body");
-    assert_eq!(hit.header("x-secret"), None, "{:?}", hit.headers);
-    assert_eq!(hit.header("x-other").as_deref(), Some("kept"));
-    assert_eq!(origin.hits("/pf"), 1);
+    let reply = Reply::ok("body")
+        .cache_control("private=\"X-Secret\", max-age=60")
+        .header("x-secret", "for-one-user");
+    let (origin, edge) = cdn_serving(topology, "/pf", reply.header("x-other", "kept")).await;
+    let why = "private=\"X-Secret\" allows storing the rest";
+    assert_stored_without_x_secret(&origin, &edge, "/pf", why).await;
 }
 
 async fn response_no_cache_with_a_field_name_is_stored_without_that_field(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/ncf",
-        Reply::ok("body")
-            .cache_control("no-cache=\"X-Secret\", max-age=60")
-            .header("x-secret", "must-revalidate-to-send")
-            .header("x-other", "kept"),
-    );
-    let client = HttpClient::http1();
-    let miss = client.get(&edge.url("/ncf")).await;
-    miss.assert_cache_status_has("stored", "");
-
-    let hit = client.get(&edge.url("/ncf")).await;
-    assert_hit(&hit, "no-cache=\"X-Secret\" still allows reuse of the rest");
-    assert_eq!(hit.header("x-secret"), None, "{:?}", hit.headers);
-    assert_eq!(hit.header("x-other").as_deref(), Some("kept"));
-    assert_eq!(origin.hits("/ncf"), 1);
+    let reply = Reply::ok("body")
+        .cache_control("no-cache=\"X-Secret\", max-age=60")
+        .header("x-secret", "must-revalidate-to-send");
+    let (origin, edge) = cdn_serving(topology, "/ncf", reply.header("x-other", "kept")).await;
+    let why = "no-cache=\"X-Secret\" still allows reuse of the rest";
+    assert_stored_without_x_secret(&origin, &edge, "/ncf", why).await;
 }
 
 async fn response_bare_no_cache_is_stored_but_revalidated_on_every_use(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/nc",
-        Reply::ok("body")
-            .cache_control("no-cache, max-age=60")
-            .header("etag", "\"n1\""),
-    );
-    let client = HttpClient::http1();
-    let miss = client.get(&edge.url("/nc")).await;
-    miss.assert_cache_status_has("stored", "");
+    let cache_control = "no-cache, max-age=60";
+    let reply = Reply::ok("body").cache_control(cache_control);
+    let (origin, edge) = cdn_serving(topology, "/nc", reply.header("etag", "\"n1\"")).await;
+    edge.get("/nc").await.assert_cache_status_has("stored", "");
 
-    origin.on(
-        "/nc",
-        Reply::ok("")
-            .with_status(304)
-            .cache_control("no-cache, max-age=60")
-            .header("etag", "\"n1\""),
-    );
+    answer_304(&origin, "/nc", cache_control, "\"n1\"");
     for n in 2..=3 {
-        let response = client.get(&edge.url("/nc")).await;
+        let response = edge.get("/nc").await;
         assert_eq!(response.status, 200);
         assert_eq!(response.text(), "body", "the stored body, validated");
         response.assert_cache_status_lacks("hit", "");
         assert_eq!(origin.hits("/nc"), n, "use {n} must be validated upstream");
-        let sent = origin.last_request("/nc").unwrap();
-        assert_eq!(sent.header("if-none-match").as_deref(), Some("\"n1\""));
+        let sent = last_sent(&origin, "/nc", "if-none-match");
+        assert_eq!(sent.as_deref(), Some("\"n1\""));
     }
 }
 
+/// GETs `path` with `Authorization: Bearer u1`.
+async fn get_authorized(edge: &TestEdge, path: &str) -> TestResponse {
+    edge.get_with(path, &[("authorization", "Bearer u1")]).await
+}
+
 async fn authorized_request_response_is_not_stored_without_explicit_permission(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/auth", Reply::ok("x").cache_control("max-age=60"));
+    let (origin, edge) = serving_x(topology, "/auth", "max-age=60").await;
     for n in 1..=2 {
-        let response = edge
-            .get_with("/auth", &[("authorization", "Bearer u1")])
-            .await;
+        let response = get_authorized(&edge, "/auth").await;
         response.assert_cache_status_has("detail=authorization", "");
         assert_eq!(origin.hits("/auth"), n);
     }
-    edge.get_with("/auth", &[]).await;
+    edge.get("/auth").await;
     assert_eq!(origin.hits("/auth"), 3, "nothing was stored");
 }
 
 /// A response to a request with `Authorization` is stored when `cache_control` allows it.
 async fn assert_authorized_response_is_stored(topology: Topology, cache_control: &str) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/auth", Reply::ok("shared").cache_control(cache_control));
-    let miss = edge
-        .get_with("/auth", &[("authorization", "Bearer u1")])
-        .await;
+    let reply = Reply::ok("shared").cache_control(cache_control);
+    let (origin, edge) = cdn_serving(topology, "/auth", reply).await;
+    let miss = get_authorized(&edge, "/auth").await;
     miss.assert_cache_status_has("stored", cache_control);
-    let hit = edge
-        .get_with("/auth", &[("authorization", "Bearer u1")])
-        .await;
+    let hit = get_authorized(&edge, "/auth").await;
     assert_hit(&hit, cache_control);
     assert_eq!(hit.text(), "shared");
     assert_eq!(origin.hits("/auth"), 1, "{cache_control}");
@@ -158,163 +167,96 @@ async fn must_revalidate_allows_storing_a_response_to_an_authorized_request(topo
 // ---- request directives ----
 
 async fn request_max_age_refuses_a_stored_response_older_than_it(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/ma", Reply::ok("x").cache_control("max-age=100"));
-    edge.get_with("/ma", &[]).await;
-    edge.advance(30);
+    let (origin, edge) = stored_x_then(topology, "/ma", "max-age=100", 30).await;
 
-    let young_enough = edge
-        .get_with("/ma", &[("cache-control", "max-age=40")])
-        .await;
+    let young_enough = get_directive(&edge, "/ma", "max-age=40").await;
     assert_hit(&young_enough, "age 30 <= max-age=40");
     assert_eq!(origin.hits("/ma"), 1);
 
-    let too_old = edge
-        .get_with("/ma", &[("cache-control", "max-age=20")])
-        .await;
+    let too_old = get_directive(&edge, "/ma", "max-age=20").await;
     too_old.assert_cache_status_has("fwd=request", "age 30 > max-age=20");
     assert_eq!(origin.hits("/ma"), 2);
 }
 
 async fn request_max_stale_with_a_value_accepts_that_much_staleness(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/ms", Reply::ok("x").cache_control("max-age=10"));
-    edge.get_with("/ms", &[]).await;
-    edge.advance(25); // 15s stale
+    let (origin, edge) = stored_x_then(topology, "/ms", "max-age=10", 25).await; // 15s stale
 
-    let accepted = edge
-        .get_with("/ms", &[("cache-control", "max-stale=20")])
-        .await;
+    let accepted = get_directive(&edge, "/ms", "max-stale=20").await;
     assert_eq!(accepted.text(), "x");
-    assert!(
-        accepted.cache_status_has("hit") && accepted.cache_status_has("detail=max-stale"),
-        "{}",
-        accepted.cache_status()
-    );
+    accepted.assert_cache_status_has_all(&["hit", "detail=max-stale"], "");
     assert_eq!(origin.hits("/ms"), 1, "15s stale is within max-stale=20");
 
-    let refused = edge
-        .get_with("/ms", &[("cache-control", "max-stale=5")])
-        .await;
+    let refused = get_directive(&edge, "/ms", "max-stale=5").await;
     refused.assert_cache_status_lacks("hit", "");
     assert_eq!(origin.hits("/ms"), 2, "15s stale is beyond max-stale=5");
 }
 
 async fn request_max_stale_without_a_value_accepts_any_staleness(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/msa", Reply::ok("x").cache_control("max-age=10"));
-    edge.get_with("/msa", &[]).await;
-    edge.advance(100_000);
+    let (origin, edge) = stored_x_then(topology, "/msa", "max-age=10", 100_000).await;
 
-    let accepted = edge
-        .get_with("/msa", &[("cache-control", "max-stale")])
-        .await;
+    let accepted = get_directive(&edge, "/msa", "max-stale").await;
     assert_eq!(accepted.text(), "x");
     accepted.assert_cache_status_has("detail=max-stale", "");
     assert_eq!(origin.hits("/msa"), 1);
 }
 
 async fn request_min_fresh_requires_that_much_freshness_left(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/mf", Reply::ok("x").cache_control("max-age=100"));
-    edge.get_with("/mf", &[]).await;
-    edge.advance(50); // 50s left
+    let (origin, edge) = stored_x_then(topology, "/mf", "max-age=100", 50).await; // 50s left
 
-    let enough = edge
-        .get_with("/mf", &[("cache-control", "min-fresh=40")])
-        .await;
+    let enough = get_directive(&edge, "/mf", "min-fresh=40").await;
     assert_hit(&enough, "50s left >= min-fresh=40");
     assert_eq!(origin.hits("/mf"), 1);
 
-    let not_enough = edge
-        .get_with("/mf", &[("cache-control", "min-fresh=60")])
-        .await;
+    let not_enough = get_directive(&edge, "/mf", "min-fresh=60").await;
     not_enough.assert_cache_status_lacks("hit", "");
     assert_eq!(origin.hits("/mf"), 2, "50s left < min-fresh=60");
 }
 
 async fn request_no_cache_forces_revalidation_of_a_fresh_response(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/rnc",
-        Reply::ok("body")
-            .cache_control("max-age=100")
-            .header("etag", "\"r1\""),
-    );
-    edge.get_with("/rnc", &[]).await;
-    origin.on(
-        "/rnc",
-        Reply::ok("")
-            .with_status(304)
-            .cache_control("max-age=100")
-            .header("etag", "\"r1\""),
-    );
+    let reply = Reply::ok("body").cache_control("max-age=100");
+    let (origin, edge) =
+        cdn_fetched_then(topology, "/rnc", reply.header("etag", "\"r1\""), 0).await;
+    answer_304(&origin, "/rnc", "max-age=100", "\"r1\"");
 
-    let response = edge
-        .get_with("/rnc", &[("cache-control", "no-cache")])
-        .await;
+    let response = get_directive(&edge, "/rnc", "no-cache").await;
     assert_eq!(response.status, 200);
     assert_eq!(response.text(), "body");
-    assert!(
-        response.cache_status_has("fwd=request") && response.cache_status_has("fwd-status=304"),
-        "{}",
-        response.cache_status()
-    );
+    response.assert_cache_status_has_all(&["fwd=request", "fwd-status=304"], "");
     assert_eq!(origin.hits("/rnc"), 2);
-    assert_eq!(
-        origin
-            .last_request("/rnc")
-            .unwrap()
-            .header("if-none-match")
-            .as_deref(),
-        Some("\"r1\"")
-    );
+    let sent = last_sent(&origin, "/rnc", "if-none-match");
+    assert_eq!(sent.as_deref(), Some("\"r1\""));
 }
 
 async fn request_no_store_keeps_the_response_out_of_the_cache(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/rns", Reply::ok("x").cache_control("max-age=100"));
-    let first = edge
-        .get_with("/rns", &[("cache-control", "no-store")])
-        .await;
+    let (origin, edge) = serving_x(topology, "/rns", "max-age=100").await;
+    let first = get_directive(&edge, "/rns", "no-store").await;
     assert_eq!(first.status, 200);
     first.assert_cache_status_lacks("stored", "");
 
-    edge.get_with("/rns", &[]).await;
+    edge.get("/rns").await;
     assert_eq!(origin.hits("/rns"), 2, "the first response was not stored");
 }
 
 async fn only_if_cached_gets_504_when_nothing_is_stored(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/oic", Reply::ok("x").cache_control("max-age=100"));
-    let response = edge
-        .get_with("/oic", &[("cache-control", "only-if-cached")])
-        .await;
+    let (origin, edge) = serving_x(topology, "/oic", "max-age=100").await;
+    let response = get_directive(&edge, "/oic", "only-if-cached").await;
     assert_eq!(response.status, 504);
     response.assert_cache_status_has("detail=only-if-cached", "");
     assert_eq!(origin.hits("/oic"), 0, "only-if-cached never goes upstream");
 }
 
 async fn only_if_cached_gets_504_when_the_stored_response_is_stale(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/oics", Reply::ok("x").cache_control("max-age=10"));
-    edge.get_with("/oics", &[]).await;
-    edge.advance(20);
-    let response = edge
-        .get_with("/oics", &[("cache-control", "only-if-cached")])
-        .await;
+    let (origin, edge) = stored_x_then(topology, "/oics", "max-age=10", 20).await;
+    let response = get_directive(&edge, "/oics", "only-if-cached").await;
     assert_eq!(response.status, 504);
     response.assert_cache_status_has("detail=only-if-cached", "");
     assert_eq!(origin.hits("/oics"), 1);
 }
 
 async fn only_if_cached_is_served_from_a_fresh_response(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/oicf", Reply::ok("cached").cache_control("max-age=100"));
-    edge.get_with("/oicf", &[]).await;
-    let response = edge
-        .get_with("/oicf", &[("cache-control", "only-if-cached")])
-        .await;
+    let reply = Reply::ok("cached").cache_control("max-age=100");
+    let (origin, edge) = cdn_fetched_then(topology, "/oicf", reply, 0).await;
+    let response = get_directive(&edge, "/oicf", "only-if-cached").await;
     assert_eq!(response.status, 200);
     assert_eq!(response.text(), "cached");
     assert_hit(&response, "fresh and only-if-cached");
@@ -322,9 +264,7 @@ async fn only_if_cached_is_served_from_a_fresh_response(topology: Topology) {
 }
 
 async fn pragma_no_cache_forces_revalidation_without_cache_control(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/pr", Reply::ok("x").cache_control("max-age=100"));
-    edge.get_with("/pr", &[]).await;
+    let (origin, edge) = stored_x_then(topology, "/pr", "max-age=100", 0).await;
 
     let response = edge.get_with("/pr", &[("pragma", "no-cache")]).await;
     response.assert_cache_status_has("fwd=request", "");
@@ -332,130 +272,112 @@ async fn pragma_no_cache_forces_revalidation_without_cache_control(topology: Top
 }
 
 async fn pragma_no_cache_is_ignored_when_cache_control_is_present(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/pri", Reply::ok("x").cache_control("max-age=100"));
-    edge.get_with("/pri", &[]).await;
+    let (origin, edge) = stored_x_then(topology, "/pri", "max-age=100", 0).await;
 
-    let response = edge
-        .get_with(
-            "/pri",
-            &[("pragma", "no-cache"), ("cache-control", "max-age=50")],
-        )
-        .await;
+    let both = [("pragma", "no-cache"), ("cache-control", "max-age=50")];
+    let response = edge.get_with("/pri", &both).await;
     assert_hit(&response, "Cache-Control present: Pragma does not apply");
     assert_eq!(origin.hits("/pri"), 1);
 }
 
 // ---- CDN-Cache-Control, Surrogate-Control ----
 
+/// An origin reply `x` with `cache_control` and the CDN-only field `name: value`.
+fn x_with(cache_control: &str, name: &str, value: &str) -> Reply {
+    Reply::ok("x")
+        .cache_control(cache_control)
+        .header(name, value)
+}
+
+/// Fetches `path` twice: the first must be stored (with `params` too), the second a hit (for
+/// `why`), the origin asked once.
+async fn assert_stored_then_hit(
+    (origin, edge): (&FakeOrigin, &TestEdge),
+    path: &str,
+    params: &[&str],
+    why: &str,
+) {
+    let miss = edge.get(path).await;
+    miss.assert_cache_status_has_all(params, "");
+    assert_hit(&edge.get(path).await, why);
+    assert_eq!(origin.hits(path), 1);
+}
+
 async fn cdn_cache_control_overrides_a_cache_control_no_store(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
+    let reply = x_with("no-store", "cdn-cache-control", "max-age=60");
+    let (origin, edge) = cdn_serving(topology, "/cdn", reply).await;
+    let stored = ["stored", "ttl=60"];
+    assert_stored_then_hit(
+        (&origin, &edge),
         "/cdn",
-        Reply::ok("x")
-            .cache_control("no-store")
-            .header("cdn-cache-control", "max-age=60"),
-    );
-    let miss = edge.get_with("/cdn", &[]).await;
-    assert!(
-        miss.cache_status_has("stored") && miss.cache_status_has("ttl=60"),
-        "{}",
-        miss.cache_status()
-    );
-    assert_hit(
-        &edge.get_with("/cdn", &[]).await,
+        &stored,
         "stored by CDN-Cache-Control",
-    );
-    assert_eq!(origin.hits("/cdn"), 1);
+    )
+    .await;
 }
 
 async fn cdn_cache_control_no_store_overrides_a_cache_control_max_age(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/cdn-ns",
-        Reply::ok("x")
-            .cache_control("max-age=60")
-            .header("cdn-cache-control", "no-store"),
-    );
+    let reply = x_with("max-age=60", "cdn-cache-control", "no-store");
+    let (origin, edge) = cdn_serving(topology, "/cdn-ns", reply).await;
     assert_never_stored(&origin, &edge, "/cdn-ns", "no-store").await;
 }
 
 async fn cdn_cache_control_lifetime_replaces_the_cache_control_lifetime(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/cdn-short",
-        Reply::ok("x")
-            .cache_control("max-age=1000")
-            .header("cdn-cache-control", "max-age=10"),
-    );
-    let miss = edge.get_with("/cdn-short", &[]).await;
-    let entries = miss.cache_status_entries();
+    let reply = x_with("max-age=1000", "cdn-cache-control", "max-age=10");
+    let (origin, edge) = cdn_serving(topology, "/cdn-short", reply).await;
+    let entries = edge.get("/cdn-short").await.cache_status_entries();
     assert!(
         entries.iter().all(|entry| entry.contains("; ttl=10;")),
         "every tier applies CDN-Cache-Control: {entries:?}"
     );
     edge.advance(20);
-    edge.get_with("/cdn-short", &[]).await;
+    edge.get("/cdn-short").await;
     assert_eq!(origin.hits("/cdn-short"), 2, "stale by CDN-Cache-Control");
 }
 
 async fn surrogate_control_overrides_cache_control(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
+    let reply = x_with("private", "surrogate-control", "max-age=60");
+    let (origin, edge) = cdn_serving(topology, "/sc", reply).await;
+    assert_stored_then_hit(
+        (&origin, &edge),
         "/sc",
-        Reply::ok("x")
-            .cache_control("private")
-            .header("surrogate-control", "max-age=60"),
-    );
-    let miss = edge.get_with("/sc", &[]).await;
-    miss.assert_cache_status_has("stored", "");
-    assert_hit(
-        &edge.get_with("/sc", &[]).await,
+        &["stored"],
         "stored by Surrogate-Control",
-    );
-    assert_eq!(origin.hits("/sc"), 1);
+    )
+    .await;
 }
 
 async fn cdn_cache_control_still_governs_after_a_304_revalidation(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     let reply = |r: Reply| {
         r.cache_control("no-store")
             .header("cdn-cache-control", "max-age=60")
             .header("etag", "\"c1\"")
     };
-    origin.on("/cdn-304", reply(Reply::ok("body")));
-    edge.get_with("/cdn-304", &[]).await;
-    edge.advance(70);
+    let (origin, edge) = cdn_fetched_then(topology, "/cdn-304", reply(Reply::ok("body")), 70).await;
     origin.on("/cdn-304", reply(Reply::ok("").with_status(304)));
 
-    let revalidated = edge.get_with("/cdn-304", &[]).await;
+    let revalidated = edge.get("/cdn-304").await;
     assert_eq!(revalidated.status, 200);
     assert_eq!(revalidated.text(), "body");
-    assert!(
-        revalidated.cache_status_has("fwd-status=304") && revalidated.cache_status_has("stored"),
-        "the 304 freshens the stored response under CDN-Cache-Control: {}",
-        revalidated.cache_status()
+    revalidated.assert_cache_status_has_all(
+        &["fwd-status=304", "stored"],
+        "the 304 freshens the stored response under CDN-Cache-Control",
     );
     assert_hit(
-        &edge.get_with("/cdn-304", &[]).await,
+        &edge.get("/cdn-304").await,
         "fresh again for 60s after the 304",
     );
     assert_eq!(origin.hits("/cdn-304"), 2);
 }
 
 async fn cdn_only_fields_are_not_forwarded_to_clients_but_cdn_cache_control_is(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/fields",
-        Reply::ok("x")
-            .cache_control("max-age=30")
-            .header("cdn-cache-control", "max-age=60")
-            .header("surrogate-control", "max-age=60")
-            .header("surrogate-key", "k1 k2")
-            .header("cache-tag", "t1,t2"),
-    );
-    let miss = edge.get_with("/fields", &[]).await;
-    let hit = edge.get_with("/fields", &[]).await;
+    let reply = x_with("max-age=30", "cdn-cache-control", "max-age=60")
+        .header("surrogate-control", "max-age=60")
+        .header("surrogate-key", "k1 k2")
+        .header("cache-tag", "t1,t2");
+    let (_origin, edge) = cdn_serving(topology, "/fields", reply).await;
+    let miss = edge.get("/fields").await;
+    let hit = edge.get("/fields").await;
     assert_hit(&hit, "stored");
     for (what, response) in [("miss", &miss), ("hit", &hit)] {
         assert_eq!(
