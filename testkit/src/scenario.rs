@@ -4,6 +4,7 @@
 
 use crate::{start_origin_and_cdn, start_origin_and_edge, FakeOrigin, Reply, TestCdn, TestEdge};
 use crate::{TestResponse, Topology};
+use bytes::Bytes;
 
 /// Starts the CDN in `topology` (no tweaks) in front of a [`FakeOrigin`] answering `path` with
 /// `reply`.
@@ -46,4 +47,17 @@ pub fn last_sent(origin: &FakeOrigin, path: &str, name: &str) -> Option<String> 
 /// GETs `path` from `edge` with one `Cache-Control` request directive.
 pub async fn get_directive(edge: &TestEdge, path: &str, directive: &str) -> TestResponse {
     edge.get_with(path, &[("cache-control", directive)]).await
+}
+
+/// A `200` with `body`, `Cache-Control: cache_control` and `ETag: etag`.
+pub fn tagged(body: impl Into<Bytes>, cache_control: &str, etag: &str) -> Reply {
+    Reply::ok(body)
+        .cache_control(cache_control)
+        .header("etag", etag)
+}
+
+/// A `304` with `Cache-Control: cache_control` and `ETag: etag`, as an origin answers a
+/// revalidation.
+pub fn not_modified(cache_control: &str, etag: &str) -> Reply {
+    tagged("", cache_control, etag).with_status(304)
 }

@@ -6,7 +6,8 @@ use verge_testkit as support;
 
 use std::time::Duration;
 
-use support::{start_origin_and_cdn, HttpClient, Reply, TestResponse, Topology};
+use support::scenario::{cdn_fetched_then, cdn_serving, not_modified, tagged};
+use support::{HttpClient, Reply, TestResponse, Topology};
 use tokio::task::JoinSet;
 
 /// Asserts the whole `Cache-Status`: the edge's entry, after the shield's when there is one.
@@ -19,9 +20,9 @@ fn assert_cache_status(response: &TestResponse, topology: Topology, shield: &str
 }
 
 async fn a_stored_miss_reports_uri_miss_the_origin_status_the_ttl_and_stored(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/cs", Reply::ok("x").cache_control("max-age=60"));
-    let miss = HttpClient::http1().get(&edge.url("/cs")).await;
+    let reply = Reply::ok("x").cache_control("max-age=60");
+    let (_origin, edge) = cdn_serving(topology, "/cs", reply).await;
+    let miss = edge.get("/cs").await;
     assert_cache_status(
         &miss,
         topology,
@@ -31,12 +32,9 @@ async fn a_stored_miss_reports_uri_miss_the_origin_status_the_ttl_and_stored(top
 }
 
 async fn a_hit_reports_hit_and_the_freshness_left(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/cs", Reply::ok("x").cache_control("max-age=60"));
-    let client = HttpClient::http1();
-    client.get(&edge.url("/cs")).await;
-    edge.advance(15);
-    let hit = client.get(&edge.url("/cs")).await;
+    let reply = Reply::ok("x").cache_control("max-age=60");
+    let (_origin, edge) = cdn_fetched_then(topology, "/cs", reply, 15).await;
+    let hit = edge.get("/cs").await;
     // The shield's entry is the one the edge stored with the object.
     assert_cache_status(
         &hit,
@@ -47,24 +45,10 @@ async fn a_hit_reports_hit_and_the_freshness_left(topology: Topology) {
 }
 
 async fn a_stale_response_revalidated_with_304_reports_stale_304_and_stored(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/cs",
-        Reply::ok("x")
-            .cache_control("max-age=10")
-            .header("etag", "\"v1\""),
-    );
-    let client = HttpClient::http1();
-    client.get(&edge.url("/cs")).await;
-    edge.advance(20);
-    origin.on(
-        "/cs",
-        Reply::ok("")
-            .with_status(304)
-            .cache_control("max-age=60")
-            .header("etag", "\"v1\""),
-    );
-    let revalidated = client.get(&edge.url("/cs")).await;
+    let reply = tagged("x", "max-age=10", "\"v1\"");
+    let (origin, edge) = cdn_fetched_then(topology, "/cs", reply, 20).await;
+    origin.on("/cs", not_modified("max-age=60", "\"v1\""));
+    let revalidated = edge.get("/cs").await;
     assert_cache_status(
         &revalidated,
         topology,
@@ -74,8 +58,8 @@ async fn a_stale_response_revalidated_with_304_reports_stale_304_and_stored(topo
 }
 
 async fn methods_the_cache_does_not_handle_report_bypass_and_the_origin_status(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/form", Reply::ok("posted").with_status(201));
+    let reply = Reply::ok("posted").with_status(201);
+    let (_origin, edge) = cdn_serving(topology, "/form", reply).await;
     let response = HttpClient::http1()
         .request("POST", &edge.url("/form"), &[], "data")
         .await;
@@ -89,13 +73,9 @@ async fn methods_the_cache_does_not_handle_report_bypass_and_the_origin_status(t
 }
 
 async fn requests_answered_by_another_requests_fill_report_collapsed(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/slow",
-        Reply::ok("x")
-            .cache_control("max-age=60")
-            .delay(Duration::from_millis(300)),
-    );
+    let reply = Reply::ok("x").cache_control("max-age=60");
+    let slow = reply.delay(Duration::from_millis(300));
+    let (origin, edge) = cdn_serving(topology, "/slow", slow).await;
     let client = HttpClient::http1();
     let mut requests = JoinSet::new();
     for _ in 0..5 {

@@ -5,7 +5,9 @@
 
 use verge_testkit as support;
 
-use support::scenario::{cdn_fetched_then, cdn_serving, get_directive, last_sent};
+use support::scenario::{
+    cdn_fetched_then, cdn_serving, get_directive, last_sent, not_modified, tagged,
+};
 use support::{FakeOrigin, Reply, TestCdn, TestEdge, TestResponse, Topology};
 
 fn assert_hit(response: &TestResponse, why: &str) {
@@ -65,17 +67,6 @@ async fn assert_stored_without_x_secret(
     assert_eq!(origin.hits(path), 1);
 }
 
-/// The origin's reply at `path` becomes a `304` with the same `cache_control` and `etag`.
-fn answer_304(origin: &FakeOrigin, path: &str, cache_control: &str, etag: &str) {
-    let not_modified = Reply::ok("").with_status(304);
-    origin.on(
-        path,
-        not_modified
-            .cache_control(cache_control)
-            .header("etag", etag),
-    );
-}
-
 // ---- response directives ----
 
 async fn response_no_store_is_not_stored(topology: Topology) {
@@ -108,11 +99,11 @@ async fn response_no_cache_with_a_field_name_is_stored_without_that_field(topolo
 
 async fn response_bare_no_cache_is_stored_but_revalidated_on_every_use(topology: Topology) {
     let cache_control = "no-cache, max-age=60";
-    let reply = Reply::ok("body").cache_control(cache_control);
-    let (origin, edge) = cdn_serving(topology, "/nc", reply.header("etag", "\"n1\"")).await;
+    let reply = tagged("body", cache_control, "\"n1\"");
+    let (origin, edge) = cdn_serving(topology, "/nc", reply).await;
     edge.get("/nc").await.assert_cache_status_has("stored", "");
 
-    answer_304(&origin, "/nc", cache_control, "\"n1\"");
+    origin.on("/nc", not_modified(cache_control, "\"n1\""));
     for n in 2..=3 {
         let response = edge.get("/nc").await;
         assert_eq!(response.status, 200);
@@ -213,10 +204,9 @@ async fn request_min_fresh_requires_that_much_freshness_left(topology: Topology)
 }
 
 async fn request_no_cache_forces_revalidation_of_a_fresh_response(topology: Topology) {
-    let reply = Reply::ok("body").cache_control("max-age=100");
-    let (origin, edge) =
-        cdn_fetched_then(topology, "/rnc", reply.header("etag", "\"r1\""), 0).await;
-    answer_304(&origin, "/rnc", "max-age=100", "\"r1\"");
+    let reply = tagged("body", "max-age=100", "\"r1\"");
+    let (origin, edge) = cdn_fetched_then(topology, "/rnc", reply, 0).await;
+    origin.on("/rnc", not_modified("max-age=100", "\"r1\""));
 
     let response = get_directive(&edge, "/rnc", "no-cache").await;
     assert_eq!(response.status, 200);

@@ -6,9 +6,10 @@ use verge_testkit as support;
 
 use std::time::Duration;
 
+use support::scenario::{cdn_fetched_then, tagged};
 use support::{
-    start_origin_and_cdn, wait_until, FakeOrigin, HttpClient, Reply, TestEdge, TestResponse,
-    Topology,
+    start_origin_and_cdn, wait_until, FakeOrigin, HttpClient, Reply, TestCdn, TestEdge,
+    TestResponse, Topology,
 };
 use tokio::task::JoinSet;
 
@@ -16,7 +17,19 @@ use tokio::task::JoinSet;
 const REFRESH_DEADLINE: Duration = Duration::from_secs(5);
 
 async fn get(edge: &TestEdge, path: &str) -> TestResponse {
-    edge.get_with(path, &[]).await
+    edge.get(path).await
+}
+
+/// The CDN with `old` stored at `path` under `cache_control`, then the clock moved on by
+/// `advance` seconds.
+async fn old_then(
+    topology: Topology,
+    path: &str,
+    cache_control: &str,
+    advance: u64,
+) -> (FakeOrigin, TestCdn) {
+    let reply = Reply::ok("old").cache_control(cache_control);
+    cdn_fetched_then(topology, path, reply, advance).await
 }
 
 // ---- stale-while-revalidate ----
@@ -24,14 +37,10 @@ async fn get(edge: &TestEdge, path: &str) -> TestResponse {
 async fn stale_while_revalidate_serves_stale_at_once_and_refreshes_once_in_the_background(
     topology: Topology,
 ) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/swr",
-        Reply::ok("old").cache_control("max-age=10, stale-while-revalidate=60"),
-    );
-    get(&edge, "/swr").await;
-    edge.advance(30); // 20s stale, within the 60s window
-                      // The refresh is slow, so every request below is answered before it lands.
+    // 20s stale, within the 60s window.
+    let swr = "max-age=10, stale-while-revalidate=60";
+    let (origin, edge) = old_then(topology, "/swr", swr, 30).await;
+    // The refresh is slow, so every request below is answered before it lands.
     origin.on(
         "/swr",
         Reply::ok("new")
@@ -42,11 +51,7 @@ async fn stale_while_revalidate_serves_stale_at_once_and_refreshes_once_in_the_b
     let first = get(&edge, "/swr").await;
     assert_eq!(first.status, 200);
     assert_eq!(first.text(), "old", "served stale, not after the refresh");
-    assert!(
-        first.cache_status_has("hit") && first.cache_status_has("detail=stale-while-revalidate"),
-        "{}",
-        first.cache_status()
-    );
+    first.assert_cache_status_has_all(&["hit", "detail=stale-while-revalidate"], "");
 
     let client = HttpClient::http1();
     let mut requests = JoinSet::new();
@@ -101,13 +106,9 @@ async fn stale_while_revalidate_serves_stale_at_once_and_refreshes_once_in_the_b
 }
 
 async fn stale_while_revalidate_outside_its_window_waits_for_the_origin(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/swr-out",
-        Reply::ok("old").cache_control("max-age=10, stale-while-revalidate=30"),
-    );
-    get(&edge, "/swr-out").await;
-    edge.advance(50); // 40s stale, beyond the 30s window
+    // 40s stale, beyond the 30s window.
+    let swr = "max-age=10, stale-while-revalidate=30";
+    let (origin, edge) = old_then(topology, "/swr-out", swr, 50).await;
     origin.on("/swr-out", Reply::ok("new").cache_control("max-age=100"));
 
     let response = get(&edge, "/swr-out").await;
@@ -119,13 +120,8 @@ async fn stale_while_revalidate_outside_its_window_waits_for_the_origin(topology
 // ---- stale-if-error ----
 
 async fn stale_if_error_serves_stale_when_the_origin_resets(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/sie",
-        Reply::ok("old").cache_control("max-age=10, stale-if-error=60"),
-    );
-    get(&edge, "/sie").await;
-    edge.advance(30);
+    let sie = "max-age=10, stale-if-error=60";
+    let (origin, edge) = old_then(topology, "/sie", sie, 30).await;
     origin.on("/sie", Reply::reset());
 
     let response = get(&edge, "/sie").await;
@@ -138,13 +134,8 @@ async fn stale_if_error_serves_stale_when_the_origin_resets(topology: Topology) 
 async fn stale_if_error_serves_stale_when_the_origin_answers_500_502_503_or_504(
     topology: Topology,
 ) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/sie5",
-        Reply::ok("old").cache_control("max-age=10, stale-if-error=60"),
-    );
-    get(&edge, "/sie5").await;
-    edge.advance(30);
+    let sie = "max-age=10, stale-if-error=60";
+    let (origin, edge) = old_then(topology, "/sie5", sie, 30).await;
 
     for status in [500, 502, 503, 504] {
         origin.on(
@@ -161,13 +152,9 @@ async fn stale_if_error_serves_stale_when_the_origin_answers_500_502_503_or_504(
 }
 
 async fn stale_if_error_outside_its_window_returns_the_error(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/sie-out",
-        Reply::ok("old").cache_control("max-age=10, stale-if-error=60"),
-    );
-    get(&edge, "/sie-out").await;
-    edge.advance(100); // 90s stale, beyond the 60s window
+    // 90s stale, beyond the 60s window.
+    let sie = "max-age=10, stale-if-error=60";
+    let (origin, edge) = old_then(topology, "/sie-out", sie, 100).await;
 
     origin.on("/sie-out", Reply::reset());
     let reset = get(&edge, "/sie-out").await;
@@ -246,14 +233,9 @@ async fn s_maxage_is_never_served_stale(topology: Topology) {
 }
 
 async fn no_cache_is_never_served_on_error(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/nc-err",
-        Reply::ok("old")
-            .cache_control("no-cache, max-age=10, stale-if-error=600")
-            .header("etag", "\"n1\""),
-    );
-    get(&edge, "/nc-err").await;
+    let no_cache = "no-cache, max-age=10, stale-if-error=600";
+    let reply = tagged("old", no_cache, "\"n1\"");
+    let (origin, edge) = cdn_fetched_then(topology, "/nc-err", reply, 0).await;
 
     origin.on("/nc-err", Reply::reset());
     let fresh_but_no_cache = get(&edge, "/nc-err").await;

@@ -6,84 +6,56 @@ use verge_testkit as support;
 
 use std::time::Duration;
 
+use support::scenario::{cdn_fetched_then, cdn_serving, last_sent, not_modified, tagged};
 use support::{
     http_date, start_edge, start_origin_and_cdn, RawOrigin, Reply, TestResponse, Topology,
 };
 
+/// An hour before `now`, as an HTTP date: the `Last-Modified` of the stored responses here.
+fn an_hour_before(now: std::time::SystemTime) -> String {
+    http_date(now - Duration::from_secs(3600))
+}
+
 async fn stale_response_with_an_etag_is_revalidated_with_if_none_match(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/etag",
-        Reply::ok("body")
-            .cache_control("max-age=10")
-            .header("etag", "\"v1\""),
-    );
-    let first = edge.get_with("/etag", &[]).await;
-    assert!(origin
-        .last_request("/etag")
-        .unwrap()
-        .header("if-none-match")
-        .is_none());
+    let reply = tagged("body", "max-age=10", "\"v1\"");
+    let (origin, edge) = cdn_serving(topology, "/etag", reply).await;
+    let first = edge.get("/etag").await;
+    assert!(last_sent(&origin, "/etag", "if-none-match").is_none());
     first.assert_cache_status_has("stored", "");
     edge.advance(20);
 
-    let second = edge.get_with("/etag", &[]).await;
+    let second = edge.get("/etag").await;
     assert_eq!(second.status, 200);
     assert_eq!(origin.hits("/etag"), 2);
-    let sent = origin.last_request("/etag").unwrap();
-    assert_eq!(sent.header("if-none-match").as_deref(), Some("\"v1\""));
+    let sent = last_sent(&origin, "/etag", "if-none-match");
+    assert_eq!(sent.as_deref(), Some("\"v1\""));
 }
 
 async fn stale_response_with_last_modified_is_revalidated_with_if_modified_since(
     topology: Topology,
 ) {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    let modified = http_date(edge.now() - Duration::from_secs(3600));
-    origin.on(
-        "/lm",
-        Reply::ok("body")
-            .cache_control("max-age=10")
-            .header("last-modified", &modified),
-    );
-    edge.get_with("/lm", &[]).await;
-    assert!(origin
-        .last_request("/lm")
-        .unwrap()
-        .header("if-modified-since")
-        .is_none());
+    let modified = an_hour_before(edge.now());
+    let reply = Reply::ok("body").cache_control("max-age=10");
+    origin.on("/lm", reply.header("last-modified", &modified));
+    edge.get("/lm").await;
+    assert!(last_sent(&origin, "/lm", "if-modified-since").is_none());
     edge.advance(20);
 
-    edge.get_with("/lm", &[]).await;
+    edge.get("/lm").await;
     assert_eq!(origin.hits("/lm"), 2);
-    let sent = origin.last_request("/lm").unwrap();
-    assert_eq!(
-        sent.header("if-modified-since").as_deref(),
-        Some(modified.as_str())
-    );
+    let sent = last_sent(&origin, "/lm", "if-modified-since");
+    assert_eq!(sent.as_deref(), Some(modified.as_str()));
 }
 
 async fn not_modified_freshens_the_stored_response(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/fresh",
-        Reply::ok("the stored body")
-            .cache_control("max-age=10")
-            .header("etag", "\"v1\"")
-            .header("x-version", "1")
-            .header("x-untouched", "kept"),
-    );
-    edge.get_with("/fresh", &[]).await;
-    edge.advance(20);
-    origin.on(
-        "/fresh",
-        Reply::ok("")
-            .with_status(304)
-            .cache_control("max-age=200")
-            .header("etag", "\"v1\"")
-            .header("x-version", "2"),
-    );
+    let stored = tagged("the stored body", "max-age=10", "\"v1\"").header("x-version", "1");
+    let reply = stored.header("x-untouched", "kept");
+    let (origin, edge) = cdn_fetched_then(topology, "/fresh", reply, 20).await;
+    let answer = not_modified("max-age=200", "\"v1\"").header("x-version", "2");
+    origin.on("/fresh", answer);
 
-    let revalidated = edge.get_with("/fresh", &[]).await;
+    let revalidated = edge.get("/fresh").await;
     assert_eq!(revalidated.status, 200);
     assert_eq!(revalidated.text(), "the stored body");
     let status = revalidated.cache_status_entry();
@@ -91,11 +63,8 @@ async fn not_modified_freshens_the_stored_response(topology: Topology) {
         status.starts_with("verge-edge; fwd=stale; fwd-status=304;"),
         "{status}"
     );
-    assert!(revalidated.cache_status_has("stored"), "{status}");
-    assert!(
-        revalidated.cache_status_has("ttl=200"),
-        "the 304's Cache-Control applies: {status}"
-    );
+    revalidated.assert_cache_status_has("stored", "");
+    revalidated.assert_cache_status_has("ttl=200", "the 304's Cache-Control applies");
     assert_eq!(
         revalidated.header("cache-control").as_deref(),
         Some("max-age=200")
@@ -104,7 +73,7 @@ async fn not_modified_freshens_the_stored_response(topology: Topology) {
     assert_eq!(revalidated.header("x-untouched").as_deref(), Some("kept"));
 
     edge.advance(150);
-    let hit = edge.get_with("/fresh", &[]).await;
+    let hit = edge.get("/fresh").await;
     hit.assert_cache_status_has("hit", "");
     assert_eq!(hit.text(), "the stored body");
     assert_eq!(hit.header("x-version").as_deref(), Some("2"));
@@ -135,10 +104,10 @@ async fn not_modified_never_changes_the_content_length() {
         "HTTP/1.1 304 Not Modified\r\ncache-control: max-age=60\r\netag: \"v1\"\r\n\
          content-length: 7\r\n\r\n",
     );
-    edge.get_with("/len", &[]).await;
+    edge.get("/len").await;
     edge.advance(20);
 
-    let revalidated = edge.get_with("/len", &[]).await;
+    let revalidated = edge.get("/len").await;
     revalidated.assert_cache_status_has("fwd-status=304", "");
     let heads = origin.requests();
     assert_eq!(heads.len(), 2, "{heads:?}");
@@ -154,39 +123,21 @@ async fn not_modified_never_changes_the_content_length() {
         Some("1000")
     );
     assert_eq!(revalidated.text(), body, "the stored body, whole");
-    let hit = edge.get_with("/len", &[]).await;
+    let hit = edge.get("/len").await;
     hit.assert_cache_status_has("hit", "");
     assert_eq!(hit.header("content-length").as_deref(), Some("1000"));
     assert_eq!(hit.text(), body);
 }
 
 async fn a_200_answer_to_revalidation_replaces_the_stored_response(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/replace",
-        Reply::ok("old")
-            .cache_control("max-age=10")
-            .header("etag", "\"v1\""),
-    );
-    edge.get_with("/replace", &[]).await;
-    edge.advance(20);
-    origin.on(
-        "/replace",
-        Reply::ok("new")
-            .cache_control("max-age=60")
-            .header("etag", "\"v2\""),
-    );
+    let old = tagged("old", "max-age=10", "\"v1\"");
+    let (origin, edge) = cdn_fetched_then(topology, "/replace", old, 20).await;
+    origin.on("/replace", tagged("new", "max-age=60", "\"v2\""));
 
-    let replaced = edge.get_with("/replace", &[]).await;
+    let replaced = edge.get("/replace").await;
     assert_eq!(replaced.text(), "new");
-    assert!(
-        replaced.cache_status_has("fwd=stale")
-            && replaced.cache_status_has("fwd-status=200")
-            && replaced.cache_status_has("stored"),
-        "{}",
-        replaced.cache_status()
-    );
-    let hit = edge.get_with("/replace", &[]).await;
+    replaced.assert_cache_status_has_all(&["fwd=stale", "fwd-status=200", "stored"], "");
+    let hit = edge.get("/replace").await;
     hit.assert_cache_status_has("hit", "");
     assert_eq!(hit.text(), "new");
     assert_eq!(hit.header("etag").as_deref(), Some("\"v2\""));
@@ -200,15 +151,10 @@ async fn conditional_against_fresh(
     conditions: &[(&str, &str)],
 ) -> TestResponse {
     let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    let modified = http_date(edge.now() - Duration::from_secs(3600));
-    origin.on(
-        "/c",
-        Reply::ok("full body")
-            .cache_control("max-age=100")
-            .header("etag", "\"v1\"")
-            .header("last-modified", &modified),
-    );
-    edge.get_with("/c", &[]).await;
+    let modified = an_hour_before(edge.now());
+    let reply = tagged("full body", "max-age=100", "\"v1\"");
+    origin.on("/c", reply.header("last-modified", &modified));
+    edge.get("/c").await;
     let response = edge.get_with("/c", conditions).await;
     assert_eq!(origin.hits("/c"), 1, "answered from cache");
     response
@@ -264,17 +210,11 @@ async fn client_if_modified_since_before_last_modified_gets_the_full_response(to
 }
 
 async fn client_conditionals_are_not_forwarded_on_a_miss(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/cm",
-        Reply::ok("full body")
-            .cache_control("max-age=100")
-            .header("etag", "\"v1\""),
-    );
+    let reply = tagged("full body", "max-age=100", "\"v1\"");
+    let (origin, edge) = cdn_serving(topology, "/cm", reply).await;
     let response = edge.get_with("/cm", &[("if-none-match", "\"v1\"")]).await;
-    let sent = origin.last_request("/cm").unwrap();
     assert_eq!(
-        sent.header("if-none-match"),
+        last_sent(&origin, "/cm", "if-none-match"),
         None,
         "the fill asks for the whole representation to store it"
     );
@@ -283,7 +223,7 @@ async fn client_conditionals_are_not_forwarded_on_a_miss(topology: Topology) {
         response.status, 304,
         "and the client's condition is then evaluated"
     );
-    let full = edge.get_with("/cm", &[]).await;
+    let full = edge.get("/cm").await;
     assert_eq!(full.text(), "full body");
     assert_eq!(origin.hits("/cm"), 1);
 }

@@ -5,14 +5,26 @@
 use verge_testkit as support;
 
 use http::Method;
+use support::scenario::{cdn_fetched_then, cdn_serving, last_sent, tagged};
 use support::{
-    patterned_body, start_origin_and_cdn, HttpClient, Reply, TestEdge, TestResponse, Topology,
+    patterned_body, start_origin_and_cdn, FakeOrigin, HttpClient, Reply, TestCdn, TestEdge,
+    TestResponse, Topology,
 };
 
 async fn head(edge: &TestEdge, path: &str) -> TestResponse {
     HttpClient::http1()
         .request("HEAD", &edge.url(path), &[], "")
         .await
+}
+
+/// GETs `path` with `Accept-Language: language`.
+async fn get_in(edge: &TestEdge, path: &str, language: &str) -> TestResponse {
+    edge.get_with(path, &[("accept-language", language)]).await
+}
+
+/// GETs `path` asking for the byte `ranges` (`bytes=...`).
+async fn get_range(edge: &TestEdge, path: &str, ranges: &str) -> TestResponse {
+    edge.get_with(path, &[("range", ranges)]).await
 }
 
 fn vary_reply(body: &str) -> Reply {
@@ -24,21 +36,20 @@ fn vary_reply(body: &str) -> Reply {
 // ---- Vary ----
 
 async fn vary_keeps_one_stored_variant_per_request_header_value(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/v", vary_reply("hello"));
-    let en = edge.get_with("/v", &[("accept-language", "en")]).await;
+    let (origin, edge) = cdn_serving(topology, "/v", vary_reply("hello")).await;
+    let en = get_in(&edge, "/v", "en").await;
     en.assert_cache_status_has("stored", "");
     origin.on("/v", vary_reply("bonjour"));
-    let fr = edge.get_with("/v", &[("accept-language", "fr")]).await;
+    let fr = get_in(&edge, "/v", "fr").await;
     assert_eq!(fr.text(), "bonjour");
     fr.assert_cache_status_has("stored", "");
     assert_eq!(origin.hits("/v"), 2);
 
     for _ in 0..2 {
-        let en = edge.get_with("/v", &[("accept-language", "en")]).await;
+        let en = get_in(&edge, "/v", "en").await;
         en.assert_cache_status_has("hit", "");
         assert_eq!(en.text(), "hello", "the en variant");
-        let fr = edge.get_with("/v", &[("accept-language", "fr")]).await;
+        let fr = get_in(&edge, "/v", "fr").await;
         fr.assert_cache_status_has("hit", "");
         assert_eq!(fr.text(), "bonjour", "the fr variant");
     }
@@ -46,15 +57,10 @@ async fn vary_keeps_one_stored_variant_per_request_header_value(topology: Topolo
 }
 
 async fn vary_star_is_never_stored(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/star",
-        Reply::ok("x")
-            .cache_control("max-age=60")
-            .header("vary", "*"),
-    );
+    let reply = Reply::ok("x").cache_control("max-age=60");
+    let (origin, edge) = cdn_serving(topology, "/star", reply.header("vary", "*")).await;
     for n in 1..=2 {
-        let response = edge.get_with("/star", &[]).await;
+        let response = edge.get("/star").await;
         response.assert_cache_status_lacks("stored", "");
         assert_eq!(origin.hits("/star"), n);
     }
@@ -63,8 +69,7 @@ async fn vary_star_is_never_stored(topology: Topology) {
 async fn vary_matching_normalises_whitespace_and_line_folding_in_request_values(
     topology: Topology,
 ) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/norm", vary_reply("en-fr"));
+    let (origin, edge) = cdn_serving(topology, "/norm", vary_reply("en-fr")).await;
     // Stored for two field lines...
     let request = http::Request::get(edge.url("/norm"))
         .header("accept-language", "en")
@@ -84,13 +89,12 @@ async fn vary_matching_normalises_whitespace_and_line_folding_in_request_values(
 }
 
 async fn vary_miss_is_reported_when_the_url_is_stored_but_no_variant_matches(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/vm", vary_reply("hello"));
-    edge.get_with("/vm", &[("accept-language", "en")]).await;
+    let (origin, edge) = cdn_serving(topology, "/vm", vary_reply("hello")).await;
+    get_in(&edge, "/vm", "en").await;
 
-    let de = edge.get_with("/vm", &[("accept-language", "de")]).await;
+    let de = get_in(&edge, "/vm", "de").await;
     de.assert_cache_status_has("fwd=vary-miss", "");
-    let none = edge.get_with("/vm", &[]).await;
+    let none = edge.get("/vm").await;
     none.assert_cache_status_has(
         "fwd=vary-miss",
         "a request without the header is another variant",
@@ -99,19 +103,31 @@ async fn vary_miss_is_reported_when_the_url_is_stored_but_no_variant_matches(top
 }
 
 async fn uri_miss_is_reported_when_nothing_is_stored_for_the_url(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/um", vary_reply("hello"));
-    let first = edge.get_with("/um", &[("accept-language", "en")]).await;
+    let (_origin, edge) = cdn_serving(topology, "/um", vary_reply("hello")).await;
+    let first = get_in(&edge, "/um", "en").await;
     first.assert_cache_status_has("fwd=uri-miss", "");
     assert!(!first.cache_status_has("fwd=vary-miss"));
 }
 
 // ---- HEAD ----
 
+/// The CDN with `hello` (ETag `"v1"`, `max-age=10`) stored at `path` and 10s stale; the origin
+/// now answers `body` with `etag` and `max-age=60`.
+async fn stale_hello_then(
+    topology: Topology,
+    path: &str,
+    body: &'static str,
+    etag: &str,
+) -> (FakeOrigin, TestCdn) {
+    let stored = tagged("hello", "max-age=10", "\"v1\"");
+    let (origin, edge) = cdn_fetched_then(topology, path, stored, 20).await;
+    origin.on(path, tagged(body, "max-age=60", etag));
+    (origin, edge)
+}
+
 async fn head_is_answered_from_a_stored_get_without_the_origin(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/h", Reply::ok("hello world").cache_control("max-age=60"));
-    edge.get_with("/h", &[]).await;
+    let reply = Reply::ok("hello world").cache_control("max-age=60");
+    let (origin, edge) = cdn_fetched_then(topology, "/h", reply, 0).await;
 
     let response = head(&edge, "/h").await;
     assert_eq!(response.status, 200);
@@ -128,30 +144,16 @@ async fn head_is_answered_from_a_stored_get_without_the_origin(topology: Topolog
 async fn head_for_a_stale_get_is_checked_with_a_head_and_a_matching_etag_freshens_it(
     topology: Topology,
 ) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/hv",
-        Reply::ok("hello")
-            .cache_control("max-age=10")
-            .header("etag", "\"v1\""),
-    );
-    edge.get_with("/hv", &[]).await;
-    edge.advance(20);
-    origin.on(
-        "/hv",
-        Reply::ok("hello")
-            .cache_control("max-age=60")
-            .header("etag", "\"v1\""),
-    );
+    let (origin, edge) = stale_hello_then(topology, "/hv", "hello", "\"v1\"").await;
 
     let response = head(&edge, "/hv").await;
     assert_eq!(response.status, 200);
     assert!(response.body.is_empty());
-    let sent = origin.last_request("/hv").unwrap();
-    assert_eq!(sent.method, Method::HEAD, "checked upstream with a HEAD");
+    let sent = origin.last_request("/hv").unwrap().method;
+    assert_eq!(sent, Method::HEAD, "checked upstream with a HEAD");
     response.assert_cache_status_has("stored", "");
 
-    let get = edge.get_with("/hv", &[]).await;
+    let get = edge.get("/hv").await;
     get.assert_cache_status_has("hit", "the stored GET was freshened by the HEAD");
     assert_eq!(get.text(), "hello");
     get.assert_cache_status_has("ttl=60", "");
@@ -159,38 +161,21 @@ async fn head_for_a_stale_get_is_checked_with_a_head_and_a_matching_etag_freshen
 }
 
 async fn head_for_a_stale_get_with_a_different_etag_drops_the_stored_get(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on(
-        "/hd",
-        Reply::ok("hello")
-            .cache_control("max-age=10")
-            .header("etag", "\"v1\""),
-    );
-    edge.get_with("/hd", &[]).await;
-    edge.advance(20);
-    origin.on(
-        "/hd",
-        Reply::ok("world!")
-            .cache_control("max-age=60")
-            .header("etag", "\"v2\""),
-    );
+    let (origin, edge) = stale_hello_then(topology, "/hd", "world!", "\"v2\"").await;
 
     let response = head(&edge, "/hd").await;
     assert_eq!(response.status, 200);
     assert_eq!(response.header("etag").as_deref(), Some("\"v2\""));
     assert_eq!(origin.last_request("/hd").unwrap().method, Method::HEAD);
 
-    let get = edge.get_with("/hd", &[]).await;
-    assert!(
-        !get.cache_status_has("hit") && !get.cache_status_has("fwd=stale"),
-        "the stored GET no longer describes the resource: {}",
-        get.cache_status()
-    );
+    let get = edge.get("/hd").await;
+    let why = "the stored GET no longer describes the resource";
+    get.assert_cache_status_lacks("hit", why);
+    get.assert_cache_status_lacks("fwd=stale", why);
     assert_eq!(get.text(), "world!");
-    let last = origin.last_request("/hd").unwrap();
-    assert_eq!(last.method, Method::GET);
+    assert_eq!(origin.last_request("/hd").unwrap().method, Method::GET);
     assert_eq!(
-        last.header("if-none-match"),
+        last_sent(&origin, "/hd", "if-none-match"),
         None,
         "nothing stored is left to revalidate"
     );
@@ -206,12 +191,10 @@ fn range_reply(body: &[u8]) -> Reply {
 }
 
 async fn a_single_range_is_served_206_from_a_stored_full_response(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     let body = patterned_body(1000);
-    origin.on("/r", range_reply(&body));
-    edge.get_with("/r", &[]).await;
+    let (origin, edge) = cdn_fetched_then(topology, "/r", range_reply(&body), 0).await;
 
-    let partial = edge.get_with("/r", &[("range", "bytes=100-199")]).await;
+    let partial = get_range(&edge, "/r", "bytes=100-199").await;
     assert_eq!(partial.status, 206);
     partial.assert_cache_status_has("hit", "");
     assert_eq!(
@@ -221,7 +204,7 @@ async fn a_single_range_is_served_206_from_a_stored_full_response(topology: Topo
     assert_eq!(partial.header("content-length").as_deref(), Some("100"));
     assert!(partial.body[..] == body[100..200], "the bytes of the range");
 
-    let suffix = edge.get_with("/r", &[("range", "bytes=-10")]).await;
+    let suffix = get_range(&edge, "/r", "bytes=-10").await;
     assert_eq!(suffix.status, 206);
     assert_eq!(
         suffix.header("content-range").as_deref(),
@@ -232,18 +215,17 @@ async fn a_single_range_is_served_206_from_a_stored_full_response(topology: Topo
 }
 
 async fn a_range_miss_fills_the_full_object_without_sending_range_upstream(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     let body = patterned_body(1000);
-    origin.on("/rm", range_reply(&body));
+    let (origin, edge) = cdn_serving(topology, "/rm", range_reply(&body)).await;
 
-    let partial = edge.get_with("/rm", &[("range", "bytes=0-99")]).await;
+    let partial = get_range(&edge, "/rm", "bytes=0-99").await;
     assert_eq!(partial.status, 206);
     assert!(partial.body[..] == body[..100]);
-    let sent = origin.last_request("/rm").unwrap();
-    assert_eq!(sent.header("range"), None, "the fill asks for everything");
+    let sent = last_sent(&origin, "/rm", "range");
+    assert_eq!(sent, None, "the fill asks for everything");
     partial.assert_cache_status_has("stored", "");
 
-    let full = edge.get_with("/rm", &[]).await;
+    let full = edge.get("/rm").await;
     assert_eq!(full.status, 200);
     full.assert_cache_status_has("hit", "");
     assert!(full.body == body, "the full object was stored");
@@ -283,14 +265,10 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 async fn several_ranges_are_served_as_multipart_byteranges(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
     let body = patterned_body(1000);
-    origin.on("/mr", range_reply(&body));
-    edge.get_with("/mr", &[]).await;
+    let (origin, edge) = cdn_fetched_then(topology, "/mr", range_reply(&body), 0).await;
 
-    let partial = edge
-        .get_with("/mr", &[("range", "bytes=0-9,500-519")])
-        .await;
+    let partial = get_range(&edge, "/mr", "bytes=0-9,500-519").await;
     assert_eq!(partial.status, 206);
     assert_eq!(
         partial.header("content-range"),
@@ -324,11 +302,10 @@ async fn several_ranges_are_served_as_multipart_byteranges(topology: Topology) {
 }
 
 async fn an_unsatisfiable_range_gets_416_with_the_length(topology: Topology) {
-    let (origin, edge) = start_origin_and_cdn(topology, &[]).await;
-    origin.on("/ur", range_reply(&patterned_body(1000)));
-    edge.get_with("/ur", &[]).await;
+    let reply = range_reply(&patterned_body(1000));
+    let (origin, edge) = cdn_fetched_then(topology, "/ur", reply, 0).await;
 
-    let response = edge.get_with("/ur", &[("range", "bytes=5000-6000")]).await;
+    let response = get_range(&edge, "/ur", "bytes=5000-6000").await;
     assert_eq!(response.status, 416);
     assert_eq!(
         response.header("content-range").as_deref(),
@@ -342,18 +319,14 @@ async fn more_ranges_than_max_ranges_get_the_full_response(topology: Topology) {
     let (origin, edge) = start_origin_and_cdn(topology, &["cache.max_ranges = 2"]).await;
     let body = patterned_body(1000);
     origin.on("/many", range_reply(&body));
-    edge.get_with("/many", &[]).await;
+    edge.get("/many").await;
 
-    let two = edge
-        .get_with("/many", &[("range", "bytes=0-9,100-109")])
-        .await;
+    let two = get_range(&edge, "/many", "bytes=0-9,100-109").await;
     assert_eq!(
         two.status, 206,
         "two ranges are within cache.max_ranges = 2"
     );
-    let three = edge
-        .get_with("/many", &[("range", "bytes=0-9,100-109,200-209")])
-        .await;
+    let three = get_range(&edge, "/many", "bytes=0-9,100-109,200-209").await;
     assert_eq!(
         three.status, 200,
         "three are more than cache.max_ranges = 2"
