@@ -4,6 +4,7 @@
 
 use verge_testkit as support;
 
+use support::scenario::edge_serving;
 use support::{start_edge, FakeOrigin, HttpClient, Reply};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,9 +18,8 @@ async fn healthz_answers_200() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_hits_misses_and_upstream_requests() {
-    let origin = FakeOrigin::start().await;
-    origin.on("/m", Reply::ok("m").cache_control("max-age=60"));
-    let edge = start_edge(origin.addr(), &[]).await;
+    let reply = Reply::ok("m").cache_control("max-age=60");
+    let (_origin, edge) = edge_serving("/m", reply, &[]).await;
     let client = HttpClient::http1();
     client.get(&edge.url("/m")).await;
     client.get(&edge.url("/m")).await;
@@ -96,9 +96,8 @@ async fn unknown_admin_path_gets_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_listener_does_not_serve_client_traffic() {
-    let origin = FakeOrigin::start().await;
-    origin.on("/a", Reply::ok("a").cache_control("max-age=60"));
-    let edge = start_edge(origin.addr(), &[]).await;
+    let reply = Reply::ok("a").cache_control("max-age=60");
+    let (origin, edge) = edge_serving("/a", reply, &[]).await;
     let response = HttpClient::http1().get(&edge.admin_url("/a")).await;
     assert_eq!(response.status, 404);
     assert_eq!(origin.total_hits(), 0);

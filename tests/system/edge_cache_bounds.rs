@@ -60,11 +60,7 @@ async fn chunked_body_under_max_object_bytes_is_stored() {
     let edge = start_edge(origin.addr(), &["cache.max_object_bytes = \"64KiB\""]).await;
     let client = HttpClient::http1();
     let miss = client.get(&edge.url("/medium")).await;
-    assert!(
-        miss.cache_status().contains("stored"),
-        "{}",
-        miss.cache_status()
-    );
+    miss.assert_cache_status_has("stored", "");
     let hit = client.get(&edge.url("/medium")).await;
     assert!(hit.body == body);
     assert_eq!(hit.header("content-length"), Some(body.len().to_string()));

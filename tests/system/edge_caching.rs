@@ -8,14 +8,13 @@ use verge_testkit as support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use support::scenario::edge_serving;
 use support::{http_date, start_edge, FakeOrigin, HttpClient, Reply};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_request_is_a_hit_served_without_the_origin() {
-    let origin = FakeOrigin::start().await;
-    origin.on("/a", Reply::ok("hello").cache_control("max-age=60"));
-    let edge = start_edge(origin.addr(), &[]).await;
-    origin.follow_clock(edge.clock.clone());
+    let reply = Reply::ok("hello").cache_control("max-age=60");
+    let (origin, edge) = edge_serving("/a", reply, &[]).await;
     let client = HttpClient::http1();
 
     let miss = client.get(&edge.url("/a")).await;
@@ -44,10 +43,8 @@ async fn second_request_is_a_hit_served_without_the_origin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_store_responses_are_not_stored() {
-    let origin = FakeOrigin::start().await;
-    origin.on("/ns", Reply::ok("secret").cache_control("no-store"));
-    let edge = start_edge(origin.addr(), &[]).await;
-    origin.follow_clock(edge.clock.clone());
+    let reply = Reply::ok("secret").cache_control("no-store");
+    let (origin, edge) = edge_serving("/ns", reply, &[]).await;
     let client = HttpClient::http1();
 
     for n in 1..=3 {
@@ -64,13 +61,8 @@ async fn no_store_responses_are_not_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_responses_are_not_stored() {
-    let origin = FakeOrigin::start().await;
-    origin.on(
-        "/private",
-        Reply::ok("mine").cache_control("private, max-age=60"),
-    );
-    let edge = start_edge(origin.addr(), &[]).await;
-    origin.follow_clock(edge.clock.clone());
+    let reply = Reply::ok("mine").cache_control("private, max-age=60");
+    let (origin, edge) = edge_serving("/private", reply, &[]).await;
     let client = HttpClient::http1();
 
     for n in 1..=3 {
@@ -89,20 +81,14 @@ async fn private_responses_are_not_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_age_keeps_a_response_fresh_until_it_runs_out() {
-    let origin = FakeOrigin::start().await;
-    origin.on("/m", Reply::ok("m").cache_control("max-age=100"));
-    let edge = start_edge(origin.addr(), &[]).await;
-    origin.follow_clock(edge.clock.clone());
+    let reply = Reply::ok("m").cache_control("max-age=100");
+    let (origin, edge) = edge_serving("/m", reply, &[]).await;
     let client = HttpClient::http1();
 
     client.get(&edge.url("/m")).await;
     edge.advance(90);
     let fresh = client.get(&edge.url("/m")).await;
-    assert!(
-        fresh.cache_status().contains("; hit"),
-        "{}",
-        fresh.cache_status()
-    );
+    fresh.assert_cache_status_has("hit", "");
     assert_eq!(origin.hits("/m"), 1, "fresh at 90s of 100s");
 
     edge.advance(15);
@@ -121,38 +107,21 @@ async fn max_age_keeps_a_response_fresh_until_it_runs_out() {
 
     // The refetched copy is stored again and fresh from now on.
     let hit = client.get(&edge.url("/m")).await;
-    assert!(
-        hit.cache_status().contains("; hit"),
-        "{}",
-        hit.cache_status()
-    );
+    hit.assert_cache_status_has("hit", "");
     assert_eq!(origin.hits("/m"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s_maxage_outlives_a_shorter_max_age() {
-    let origin = FakeOrigin::start().await;
-    origin.on(
-        "/s",
-        Reply::ok("s").cache_control("max-age=10, s-maxage=100"),
-    );
-    let edge = start_edge(origin.addr(), &[]).await;
-    origin.follow_clock(edge.clock.clone());
+    let reply = Reply::ok("s").cache_control("max-age=10, s-maxage=100");
+    let (origin, edge) = edge_serving("/s", reply, &[]).await;
     let client = HttpClient::http1();
 
     let miss = client.get(&edge.url("/s")).await;
-    assert!(
-        miss.cache_status().contains("ttl=100"),
-        "{}",
-        miss.cache_status()
-    );
+    miss.assert_cache_status_has("ttl=100", "");
     edge.advance(50);
     let hit = client.get(&edge.url("/s")).await;
-    assert!(
-        hit.cache_status().contains("; hit"),
-        "fresh by s-maxage though stale by max-age: {}",
-        hit.cache_status()
-    );
+    hit.assert_cache_status_has("hit", "fresh by s-maxage though stale by max-age");
     assert_eq!(origin.hits("/s"), 1);
 
     edge.advance(55);
@@ -162,13 +131,8 @@ async fn s_maxage_outlives_a_shorter_max_age() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s_maxage_shortens_a_longer_max_age() {
-    let origin = FakeOrigin::start().await;
-    origin.on(
-        "/short",
-        Reply::ok("s").cache_control("max-age=1000, s-maxage=10"),
-    );
-    let edge = start_edge(origin.addr(), &[]).await;
-    origin.follow_clock(edge.clock.clone());
+    let reply = Reply::ok("s").cache_control("max-age=1000, s-maxage=10");
+    let (origin, edge) = edge_serving("/short", reply, &[]).await;
     let client = HttpClient::http1();
 
     client.get(&edge.url("/short")).await;
@@ -177,11 +141,7 @@ async fn s_maxage_shortens_a_longer_max_age() {
     assert_eq!(origin.hits("/short"), 1, "fresh at 5s of s-maxage=10");
     edge.advance(10);
     let refetched = client.get(&edge.url("/short")).await;
-    assert!(
-        refetched.cache_status().contains("fwd=stale"),
-        "{}",
-        refetched.cache_status()
-    );
+    refetched.assert_cache_status_has("fwd=stale", "");
     assert_eq!(
         origin.hits("/short"),
         2,
@@ -210,11 +170,7 @@ async fn expires_minus_date_is_the_freshness_lifetime() {
 
     edge.advance(90);
     let hit = client.get(&edge.url("/e")).await;
-    assert!(
-        hit.cache_status().contains("; hit"),
-        "{}",
-        hit.cache_status()
-    );
+    hit.assert_cache_status_has("hit", "");
     assert_eq!(origin.hits("/e"), 1, "fresh at 90s of 100s");
 
     edge.advance(15);
@@ -242,17 +198,11 @@ async fn expires_in_the_past_is_not_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_without_freshness_are_not_stored() {
-    let origin = FakeOrigin::start().await;
-    origin.on("/plain", Reply::ok("p"));
-    let edge = start_edge(origin.addr(), &[]).await;
-    origin.follow_clock(edge.clock.clone());
+    let reply = Reply::ok("p");
+    let (origin, edge) = edge_serving("/plain", reply, &[]).await;
     let client = HttpClient::http1();
     let first = client.get(&edge.url("/plain")).await;
-    assert!(
-        first.cache_status().contains("detail=no-freshness"),
-        "{}",
-        first.cache_status()
-    );
+    first.assert_cache_status_has("detail=no-freshness", "");
     client.get(&edge.url("/plain")).await;
     assert_eq!(origin.hits("/plain"), 2);
 }
@@ -273,9 +223,9 @@ fn edge_now(clock: &verge_cache::ManualClock) -> SystemTime {
 
 #[tokio::test]
 async fn origin_connections_come_from_the_configured_source_address() {
-    let origin = FakeOrigin::start().await;
-    origin.on("/x", Reply::ok("x"));
-    let edge = start_edge(origin.addr(), &["upstream.source_address = \"127.1.0.9\""]).await;
+    let reply = Reply::ok("x");
+    let (origin, edge) =
+        edge_serving("/x", reply, &["upstream.source_address = \"127.1.0.9\""]).await;
     let response = HttpClient::http1().get(&edge.url("/x")).await;
     assert_eq!(response.status, 200);
     let request = origin.last_request("/x").unwrap();

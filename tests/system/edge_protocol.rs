@@ -7,24 +7,20 @@ use verge_testkit as support;
 
 use http::Version;
 use support::edge::EDGE_ID;
-use support::{start_edge, FakeOrigin, HttpClient, Reply};
+use support::scenario::edge_serving;
+use support::{HttpClient, Reply};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_prior_knowledge_is_served_and_hits_after_a_miss() {
-    let origin = FakeOrigin::start().await;
-    origin.on("/h2", Reply::ok("over h2").cache_control("max-age=60"));
-    let edge = start_edge(origin.addr(), &[]).await;
+    let reply = Reply::ok("over h2").cache_control("max-age=60");
+    let (origin, edge) = edge_serving("/h2", reply, &[]).await;
     let client = HttpClient::http2();
 
     let miss = client.get(&edge.url("/h2")).await;
     assert_eq!(miss.version, Version::HTTP_2);
     assert_eq!(miss.status, 200);
     assert_eq!(miss.text(), "over h2");
-    assert!(
-        miss.cache_status().contains("fwd=uri-miss"),
-        "{}",
-        miss.cache_status()
-    );
+    miss.assert_cache_status_has("fwd=uri-miss", "");
 
     let hit = client.get(&edge.url("/h2")).await;
     assert_eq!(hit.version, Version::HTTP_2);
@@ -44,44 +40,31 @@ async fn http2_prior_knowledge_is_served_and_hits_after_a_miss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_and_http1_clients_share_the_cache() {
-    let origin = FakeOrigin::start().await;
-    origin.on("/shared", Reply::ok("one copy").cache_control("max-age=60"));
-    let edge = start_edge(origin.addr(), &[]).await;
+    let reply = Reply::ok("one copy").cache_control("max-age=60");
+    let (origin, edge) = edge_serving("/shared", reply, &[]).await;
 
     HttpClient::http1().get(&edge.url("/shared")).await;
     let hit = HttpClient::http2().get(&edge.url("/shared")).await;
-    assert!(
-        hit.cache_status().contains("; hit"),
-        "{}",
-        hit.cache_status()
-    );
+    hit.assert_cache_status_has("hit", "");
     assert_eq!(origin.hits("/shared"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_headers_are_stripped_and_via_added_both_ways() {
-    let origin = FakeOrigin::start().await;
-    origin.on(
-        "/hop",
-        Reply::ok("hop")
-            .cache_control("max-age=60")
-            .header("connection", "x-private-hop")
-            .header("x-private-hop", "1")
-            .header("keep-alive", "timeout=5")
-            .header("x-end-to-end", "kept"),
-    );
-    let edge = start_edge(origin.addr(), &[]).await;
+    let reply = Reply::ok("hop")
+        .cache_control("max-age=60")
+        .header("connection", "x-private-hop")
+        .header("x-private-hop", "1")
+        .header("keep-alive", "timeout=5")
+        .header("x-end-to-end", "kept");
+    let (origin, edge) = edge_serving("/hop", reply, &[]).await;
     let client = HttpClient::http1();
     let via = format!("1.1 {EDGE_ID}");
 
     let headers = [("connection", "x-client-hop"), ("x-client-hop", "1")];
     let miss = client.request("GET", &edge.url("/hop"), &headers, "").await;
     let hit = client.request("GET", &edge.url("/hop"), &headers, "").await;
-    assert!(
-        hit.cache_status().contains("; hit"),
-        "{}",
-        hit.cache_status()
-    );
+    hit.assert_cache_status_has("hit", "");
     for (which, response) in [("miss", &miss), ("hit", &hit)] {
         assert_eq!(response.status, 200);
         assert_eq!(
@@ -121,9 +104,8 @@ async fn hop_by_hop_headers_are_stripped_and_via_added_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn via_from_the_client_is_kept_and_extended() {
-    let origin = FakeOrigin::start().await;
-    origin.on("/via", Reply::ok("v").header("via", "1.1 origin-proxy"));
-    let edge = start_edge(origin.addr(), &[]).await;
+    let reply = Reply::ok("v").header("via", "1.1 origin-proxy");
+    let (origin, edge) = edge_serving("/via", reply, &[]).await;
     let response = HttpClient::http1()
         .request("GET", &edge.url("/via"), &[("via", "1.0 client-proxy")], "")
         .await;
@@ -139,14 +121,10 @@ async fn via_from_the_client_is_kept_and_extended() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_is_passed_through_with_its_body_and_not_cached() {
-    let origin = FakeOrigin::start().await;
-    origin.on(
-        "/form",
-        Reply::ok("created")
-            .with_status(201)
-            .cache_control("max-age=60"),
-    );
-    let edge = start_edge(origin.addr(), &[]).await;
+    let reply = Reply::ok("created")
+        .with_status(201)
+        .cache_control("max-age=60");
+    let (origin, edge) = edge_serving("/form", reply, &[]).await;
     let client = HttpClient::http1();
 
     for n in 1..=2 {
@@ -182,19 +160,14 @@ async fn post_is_passed_through_with_its_body_and_not_cached() {
 
     // The POST's response was not stored for GETs either.
     let get = client.get(&edge.url("/form?x=1")).await;
-    assert!(
-        get.cache_status().contains("fwd=uri-miss"),
-        "{}",
-        get.cache_status()
-    );
+    get.assert_cache_status_has("fwd=uri-miss", "");
     assert_eq!(origin.hits("/form"), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_already_passed_this_node_is_refused_with_508() {
-    let origin = FakeOrigin::start().await;
-    origin.on("/loop", Reply::ok("never").cache_control("max-age=60"));
-    let edge = start_edge(origin.addr(), &[]).await;
+    let reply = Reply::ok("never").cache_control("max-age=60");
+    let (origin, edge) = edge_serving("/loop", reply, &[]).await;
     let client = HttpClient::http1();
 
     let looped = client
@@ -209,11 +182,7 @@ async fn a_request_that_already_passed_this_node_is_refused_with_508() {
         )
         .await;
     assert_eq!(looped.status, 508, "{}", looped.text());
-    assert!(
-        looped.cache_status().contains("detail=loop-detected"),
-        "{}",
-        looped.cache_status()
-    );
+    looped.assert_cache_status_has("detail=loop-detected", "");
     assert_eq!(
         origin.hits("/loop"),
         0,

@@ -7,6 +7,7 @@ use verge_testkit as support;
 
 use std::time::{Duration, Instant};
 
+use support::scenario::edge_serving;
 use support::{start_edge, FakeOrigin, HttpClient, Reply, TestEdge};
 
 /// Asserts the edge's count of upstream requests that ended in `result`.
@@ -30,9 +31,7 @@ async fn origin_refusing_connections_gets_502_connect_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_resetting_the_connection_gets_502() {
-    let origin = FakeOrigin::start().await;
-    origin.on("/reset", Reply::reset());
-    let edge = start_edge(origin.addr(), &[]).await;
+    let (origin, edge) = edge_serving("/reset", Reply::reset(), &[]).await;
 
     let response = HttpClient::http1().get(&edge.url("/reset")).await;
     assert_eq!(response.status, 502, "{}", response.text());
@@ -43,14 +42,11 @@ async fn origin_resetting_the_connection_gets_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_slower_than_response_timeout_gets_504() {
-    let origin = FakeOrigin::start().await;
-    origin.on(
-        "/slow",
-        Reply::ok("late")
-            .cache_control("max-age=60")
-            .delay(Duration::from_secs(2)),
-    );
-    let edge = start_edge(origin.addr(), &["upstream.response_timeout = \"200ms\""]).await;
+    let reply = Reply::ok("late")
+        .cache_control("max-age=60")
+        .delay(Duration::from_secs(2));
+    let (_origin, edge) =
+        edge_serving("/slow", reply, &["upstream.response_timeout = \"200ms\""]).await;
 
     let started = Instant::now();
     let response = HttpClient::http1().get(&edge.url("/slow")).await;
@@ -68,9 +64,8 @@ async fn origin_slower_than_response_timeout_gets_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fill_is_shared_with_its_waiters_and_not_cached() {
-    let origin = FakeOrigin::start().await;
-    origin.on("/flaky", Reply::reset().delay(Duration::from_millis(200)));
-    let edge = start_edge(origin.addr(), &[]).await;
+    let reply = Reply::reset().delay(Duration::from_millis(200));
+    let (origin, edge) = edge_serving("/flaky", reply, &[]).await;
     let client = HttpClient::http1();
 
     let mut requests = tokio::task::JoinSet::new();
@@ -125,11 +120,7 @@ async fn requests_beyond_the_upstream_connection_limit_wait_then_get_503() {
     .await;
     let second = client.get(&edge.url("/busy?b")).await;
     assert_eq!(second.status, 503, "{}", second.text());
-    assert!(
-        second.cache_status().contains("detail=upstream-saturated"),
-        "{}",
-        second.cache_status()
-    );
+    second.assert_cache_status_has("detail=upstream-saturated", "");
     assert!(
         second
             .text()
