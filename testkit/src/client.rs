@@ -123,6 +123,21 @@ impl HttpClient {
             .await
     }
 
+    /// GETs `url` `count` times at once, each request on its own task sharing this client's
+    /// connections; the responses in the order they completed.
+    pub async fn get_concurrently(&self, url: &str, count: usize) -> Vec<TestResponse> {
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..count {
+            let (client, url) = (self.clone(), url.to_string());
+            requests.spawn(async move { client.get(&url).await });
+        }
+        let mut responses = Vec::with_capacity(count);
+        while let Some(response) = requests.join_next().await {
+            responses.push(response.unwrap());
+        }
+        responses
+    }
+
     /// A request with `method`, extra `headers` and `body`.
     pub async fn request(
         &self,

@@ -7,35 +7,25 @@ use verge_testkit as support;
 
 use std::time::{Duration, Instant};
 
-use support::{start_edge, FakeOrigin, HttpClient, Reply};
-use tokio::task::JoinSet;
+use support::scenario::edge_serving;
+use support::{HttpClient, Reply};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_for_one_key_make_one_origin_request() {
-    let origin = FakeOrigin::start().await;
     let body = support::patterned_body(4096);
-    origin.on(
-        "/cold",
-        Reply::ok(body.clone())
-            .cache_control("max-age=60")
-            .delay(Duration::from_millis(200)),
-    );
-    let edge = start_edge(origin.addr(), &[]).await;
+    let reply = Reply::ok(body.clone()).cache_control("max-age=60");
+    let slow = reply.delay(Duration::from_millis(200));
+    let (origin, edge) = edge_serving("/cold", slow, &[]).await;
     let coalesced_before = edge
         .metrics()
         .await
         .value_or_zero("verge_coalesced_requests_total", &[]);
 
-    let client = HttpClient::http1();
-    let mut requests = JoinSet::new();
-    for _ in 0..100 {
-        let client = client.clone();
-        let url = edge.url("/cold");
-        requests.spawn(async move { client.get(&url).await });
-    }
+    let responses = HttpClient::http1()
+        .get_concurrently(&edge.url("/cold"), 100)
+        .await;
     let mut answered = 0;
-    while let Some(response) = requests.join_next().await {
-        let response = response.unwrap();
+    for response in responses {
         assert_eq!(response.status, 200);
         assert!(response.body == body, "a waiter got a different body");
         answered += 1;
@@ -66,24 +56,16 @@ async fn concurrent_misses_for_one_key_make_one_origin_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_on_an_uncacheable_response_do_not_queue_behind_each_other() {
-    let origin = FakeOrigin::start().await;
     let delay = Duration::from_millis(300);
-    origin.on(
-        "/slow-private",
-        Reply::ok("per-user").cache_control("private").delay(delay),
-    );
-    let edge = start_edge(origin.addr(), &[]).await;
+    let reply = Reply::ok("per-user").cache_control("private").delay(delay);
+    let (origin, edge) = edge_serving("/slow-private", reply, &[]).await;
 
     let client = HttpClient::http1();
     let started = Instant::now();
-    let mut requests = JoinSet::new();
-    for _ in 0..10 {
-        let client = client.clone();
-        let url = edge.url("/slow-private");
-        requests.spawn(async move { client.get(&url).await });
-    }
-    while let Some(response) = requests.join_next().await {
-        let response = response.unwrap();
+    for response in client
+        .get_concurrently(&edge.url("/slow-private"), 10)
+        .await
+    {
         assert_eq!(response.status, 200);
         assert_eq!(response.text(), "per-user");
     }
@@ -110,14 +92,8 @@ async fn waiters_on_an_uncacheable_response_do_not_queue_behind_each_other() {
 
     // Remembered as hit-for-miss: later requests go straight upstream, in parallel.
     let started = Instant::now();
-    let mut requests = JoinSet::new();
-    for _ in 0..5 {
-        let client = client.clone();
-        let url = edge.url("/slow-private");
-        requests.spawn(async move { client.get(&url).await });
-    }
-    while let Some(response) = requests.join_next().await {
-        assert_eq!(response.unwrap().status, 200);
+    for response in client.get_concurrently(&edge.url("/slow-private"), 5).await {
+        assert_eq!(response.status, 200);
     }
     let took = started.elapsed();
     assert!(

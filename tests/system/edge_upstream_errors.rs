@@ -68,14 +68,8 @@ async fn a_failed_fill_is_shared_with_its_waiters_and_not_cached() {
     let (origin, edge) = edge_serving("/flaky", reply, &[]).await;
     let client = HttpClient::http1();
 
-    let mut requests = tokio::task::JoinSet::new();
-    for _ in 0..10 {
-        let client = client.clone();
-        let url = edge.url("/flaky");
-        requests.spawn(async move { client.get(&url).await });
-    }
-    while let Some(response) = requests.join_next().await {
-        assert_eq!(response.unwrap().status, 502);
+    for response in client.get_concurrently(&edge.url("/flaky"), 10).await {
+        assert_eq!(response.status, 502);
     }
     let during = origin.hits("/flaky");
     assert!(

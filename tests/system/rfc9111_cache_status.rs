@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use support::scenario::{cdn_fetched_then, cdn_serving, not_modified, tagged};
 use support::{HttpClient, Reply, TestResponse, Topology};
-use tokio::task::JoinSet;
 
 /// Asserts the whole `Cache-Status`: the edge's entry, after the shield's when there is one.
 fn assert_cache_status(response: &TestResponse, topology: Topology, shield: &str, edge: &str) {
@@ -76,17 +75,9 @@ async fn requests_answered_by_another_requests_fill_report_collapsed(topology: T
     let reply = Reply::ok("x").cache_control("max-age=60");
     let slow = reply.delay(Duration::from_millis(300));
     let (origin, edge) = cdn_serving(topology, "/slow", slow).await;
-    let client = HttpClient::http1();
-    let mut requests = JoinSet::new();
-    for _ in 0..5 {
-        let client = client.clone();
-        let url = edge.url("/slow");
-        requests.spawn(async move { client.get(&url).await });
-    }
-    let mut statuses = Vec::new();
-    while let Some(response) = requests.join_next().await {
-        statuses.push(response.unwrap());
-    }
+    let statuses = HttpClient::http1()
+        .get_concurrently(&edge.url("/slow"), 5)
+        .await;
     assert_eq!(origin.hits("/slow"), 1);
     let leaders = statuses
         .iter()

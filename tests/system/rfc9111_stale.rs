@@ -11,7 +11,6 @@ use support::{
     start_origin_and_cdn, wait_until, FakeOrigin, HttpClient, Reply, TestCdn, TestEdge,
     TestResponse, Topology,
 };
-use tokio::task::JoinSet;
 
 /// Bound on waiting for a background refresh to reach the origin and be stored.
 const REFRESH_DEADLINE: Duration = Duration::from_secs(5);
@@ -54,14 +53,7 @@ async fn stale_while_revalidate_serves_stale_at_once_and_refreshes_once_in_the_b
     first.assert_cache_status_has_all(&["hit", "detail=stale-while-revalidate"], "");
 
     let client = HttpClient::http1();
-    let mut requests = JoinSet::new();
-    for _ in 0..8 {
-        let client = client.clone();
-        let url = edge.url("/swr");
-        requests.spawn(async move { client.get(&url).await });
-    }
-    while let Some(response) = requests.join_next().await {
-        let response = response.unwrap();
+    for response in client.get_concurrently(&edge.url("/swr"), 8).await {
         assert_eq!(response.status, 200);
         let stale =
             response.text() == "old" && response.cache_status_has("detail=stale-while-revalidate");
