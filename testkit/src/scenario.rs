@@ -61,3 +61,18 @@ pub fn tagged(body: impl Into<Bytes>, cache_control: &str, etag: &str) -> Reply 
 pub fn not_modified(cache_control: &str, etag: &str) -> Reply {
     tagged("", cache_control, etag).with_status(304)
 }
+
+/// A `200` with `body` and `Cache-Control: cache_control` that the origin takes `millis`
+/// milliseconds to send: long enough for concurrent requests to meet it in flight.
+pub fn slow(body: impl Into<Bytes>, cache_control: &str, millis: u64) -> Reply {
+    Reply::ok(body)
+        .cache_control(cache_control)
+        .delay(std::time::Duration::from_millis(millis))
+}
+
+/// Starts a [`FakeOrigin`] answering every path under `prefix` with `reply`.
+pub async fn origin_answering(prefix: &str, reply: Reply) -> FakeOrigin {
+    let origin = FakeOrigin::start().await;
+    origin.on_prefix(prefix, reply);
+    origin
+}

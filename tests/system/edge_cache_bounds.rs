@@ -5,6 +5,7 @@
 
 use verge_testkit as support;
 
+use support::scenario::origin_answering;
 use support::{start_edge, FakeOrigin, HttpClient, Reply};
 use tokio::task::JoinSet;
 
@@ -69,11 +70,8 @@ async fn chunked_body_under_max_object_bytes_is_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_bytes_stay_within_max_bytes_after_many_inserts() {
-    let origin = FakeOrigin::start().await;
-    origin.on_prefix(
-        "/obj/",
-        Reply::ok(support::patterned_body(16 * 1024)).cache_control("max-age=600"),
-    );
+    let reply = Reply::ok(support::patterned_body(16 * 1024)).cache_control("max-age=600");
+    let origin = origin_answering("/obj/", reply).await;
     let edge = start_edge(
         origin.addr(),
         &[

@@ -7,15 +7,14 @@ use verge_testkit as support;
 
 use std::time::{Duration, Instant};
 
-use support::scenario::edge_serving;
+use support::scenario::{edge_serving, slow};
 use support::{HttpClient, Reply};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_for_one_key_make_one_origin_request() {
     let body = support::patterned_body(4096);
-    let reply = Reply::ok(body.clone()).cache_control("max-age=60");
-    let slow = reply.delay(Duration::from_millis(200));
-    let (origin, edge) = edge_serving("/cold", slow, &[]).await;
+    let reply = slow(body.clone(), "max-age=60", 200);
+    let (origin, edge) = edge_serving("/cold", reply, &[]).await;
     let coalesced_before = edge
         .metrics()
         .await

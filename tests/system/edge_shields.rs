@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use support::cdn::start_shield_node;
+use support::scenario::{origin_answering, slow};
 use support::tier::{
     cacheable_origin, fetched_by, get_site, last_fetcher, path_only, shield_up, start_front,
     start_shield, via_chain, Placement, SHIELD_REQUESTS, SHIELD_UP, SITE,
@@ -40,9 +41,7 @@ fn paths(from: usize, count: usize) -> Vec<String> {
 
 /// An origin (or fake shield) answering 503 to everything.
 async fn failing_origin() -> FakeOrigin {
-    let origin = FakeOrigin::start().await;
-    origin.on_prefix("/", Reply::ok("overloaded").with_status(503));
-    origin
+    origin_answering("/", Reply::ok("overloaded").with_status(503)).await
 }
 
 /// Whether one `Cache-Status` entry has exactly this parameter.
@@ -101,12 +100,7 @@ async fn each_object_is_fetched_once_for_the_whole_cdn() {
     }
     assert_eq!(origin.total_hits(), urls.len());
     let b_metrics = b.metrics().await;
-    assert_eq!(
-        b_metrics.value_or_zero(SHIELD_REQUESTS, &[("result", "ok")]),
-        urls.len() as f64,
-        "{}",
-        b_metrics.text()
-    );
+    b_metrics.assert_value(SHIELD_REQUESTS, &[("result", "ok")], urls.len() as f64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,14 +332,10 @@ async fn with_every_shield_down_misses_fall_back_to_the_origin() {
     let metrics = front.metrics().await;
     for id in ["s1", "s2"] {
         metrics.assert_value(SHIELD_UP, &[("shield", id)], 0.0);
-        assert_eq!(
-            metrics.value_or_zero(
-                SHIELD_REQUESTS,
-                &[("shield", id), ("result", "connect_error")]
-            ),
+        metrics.assert_value(
+            SHIELD_REQUESTS,
+            &[("shield", id), ("result", "connect_error")],
             2.0,
-            "{}",
-            metrics.text()
         );
     }
 }
@@ -584,13 +574,7 @@ async fn cache_status_lists_the_shield_entry_then_the_edge_entry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounded_load_spills_a_hot_shields_extra_requests_to_the_next() {
-    let origin = FakeOrigin::start().await;
-    origin.on_prefix(
-        "/",
-        Reply::ok("slow object")
-            .cache_control("max-age=60")
-            .delay(Duration::from_millis(300)),
-    );
+    let origin = origin_answering("/", slow("slow object", "max-age=60", 300)).await;
     let s1 = start_shield(&origin, "s1").await;
     let s2 = start_shield(&origin, "s2").await;
     let shields = [("s1", s1.data_addr, 1), ("s2", s2.data_addr, 1)];

@@ -6,19 +6,14 @@ use verge_testkit as support;
 
 use std::time::Duration;
 
+use support::scenario::{edge_serving, slow};
 use support::{start_edge, wait_until, within, FakeOrigin, HttpClient, Reply, IO_TIMEOUT};
 use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_request_completes_after_shutdown_and_new_connections_are_refused() {
-    let origin = FakeOrigin::start().await;
-    origin.on(
-        "/slow",
-        Reply::ok("finished")
-            .cache_control("max-age=60")
-            .delay(Duration::from_millis(300)),
-    );
-    let mut edge = start_edge(origin.addr(), &[]).await;
+    let reply = slow("finished", "max-age=60", 300);
+    let (origin, mut edge) = edge_serving("/slow", reply, &[]).await;
 
     let url = edge.url("/slow");
     let in_flight = tokio::spawn(async move { HttpClient::http1().get(&url).await });

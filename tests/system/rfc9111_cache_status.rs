@@ -4,9 +4,7 @@
 
 use verge_testkit as support;
 
-use std::time::Duration;
-
-use support::scenario::{cdn_fetched_then, cdn_serving, not_modified, tagged};
+use support::scenario::{cdn_fetched_then, cdn_serving, not_modified, slow, tagged};
 use support::{HttpClient, Reply, TestResponse, Topology};
 
 /// Asserts the whole `Cache-Status`: the edge's entry, after the shield's when there is one.
@@ -72,9 +70,8 @@ async fn methods_the_cache_does_not_handle_report_bypass_and_the_origin_status(t
 }
 
 async fn requests_answered_by_another_requests_fill_report_collapsed(topology: Topology) {
-    let reply = Reply::ok("x").cache_control("max-age=60");
-    let slow = reply.delay(Duration::from_millis(300));
-    let (origin, edge) = cdn_serving(topology, "/slow", slow).await;
+    let reply = slow("x", "max-age=60", 300);
+    let (origin, edge) = cdn_serving(topology, "/slow", reply).await;
     let statuses = HttpClient::http1()
         .get_concurrently(&edge.url("/slow"), 5)
         .await;

@@ -6,7 +6,7 @@ use verge_testkit as support;
 
 use std::time::Duration;
 
-use support::scenario::{cdn_fetched_then, tagged};
+use support::scenario::{cdn_fetched_then, slow, tagged};
 use support::{
     start_origin_and_cdn, wait_until, FakeOrigin, HttpClient, Reply, TestCdn, TestEdge,
     TestResponse, Topology,
@@ -40,12 +40,7 @@ async fn stale_while_revalidate_serves_stale_at_once_and_refreshes_once_in_the_b
     let swr = "max-age=10, stale-while-revalidate=60";
     let (origin, edge) = old_then(topology, "/swr", swr, 30).await;
     // The refresh is slow, so every request below is answered before it lands.
-    origin.on(
-        "/swr",
-        Reply::ok("new")
-            .cache_control("max-age=100")
-            .delay(Duration::from_millis(500)),
-    );
+    origin.on("/swr", slow("new", "max-age=100", 500));
 
     let first = get(&edge, "/swr").await;
     assert_eq!(first.status, 200);

@@ -138,12 +138,7 @@ async fn one_origin_request_per_object_across_both_edges() {
     // kept the origin's count at one per object.
     for front in [&a, &b] {
         let metrics = front.metrics().await;
-        assert_eq!(
-            metrics.value_or_zero(SHIELD_REQUESTS, &[("result", "ok")]),
-            objects.len() as f64,
-            "{}",
-            metrics.text()
-        );
+        metrics.assert_value(SHIELD_REQUESTS, &[("result", "ok")], objects.len() as f64);
     }
 }
 

@@ -7,6 +7,7 @@ use verge_testkit as support;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use support::scenario::{origin_answering, slow};
 use support::{start_edge, FakeOrigin, HttpClient, Reply};
 use verge_cache::ManualClock;
 use verge_config::ShieldConfig;
@@ -35,12 +36,8 @@ fn shield_tweak(shield: &RunningNode) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misses_of_many_edges_collapse_into_one_origin_fetch_at_the_shield() {
     let origin = FakeOrigin::start().await;
-    origin.on(
-        "/popular",
-        Reply::ok("everyone wants this")
-            .cache_control("max-age=60")
-            .delay(std::time::Duration::from_millis(200)),
-    );
+    let popular = slow("everyone wants this", "max-age=60", 200);
+    origin.on("/popular", popular);
     let shield = start_shield(&[origin.addr()], "").await;
     let tweak = shield_tweak(&shield);
     let mut edges = Vec::new();
@@ -87,11 +84,8 @@ async fn misses_of_many_edges_collapse_into_one_origin_fetch_at_the_shield() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shield_pool_rides_over_a_dead_origin_server() {
-    let live = FakeOrigin::start().await;
-    live.on_prefix(
-        "/",
-        Reply::ok("from the live server").cache_control("max-age=60"),
-    );
+    let reply = Reply::ok("from the live server").cache_control("max-age=60");
+    let live = origin_answering("/", reply).await;
     let dead = verge_testkit::DeadAddr::new();
     let shield = start_shield(
         &[dead.addr, live.addr()],
