@@ -136,6 +136,11 @@ impl TestEdge {
         format!("http://{}{path}", self.admin_addr)
     }
 
+    /// GETs `path` from the admin listener over HTTP/1.1.
+    pub async fn admin_get(&self, path: &str) -> TestResponse {
+        HttpClient::http1().get(&self.admin_url(path)).await
+    }
+
     /// Moves the node's clock forward by `seconds`.
     pub fn advance(&self, seconds: u64) {
         self.clock.advance(Duration::from_secs(seconds));

@@ -5,13 +5,12 @@
 use verge_testkit as support;
 
 use support::scenario::edge_serving;
-use support::{start_edge, FakeOrigin, HttpClient, Reply};
+use support::{start_origin_and_edge, HttpClient, Reply};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_answers_200() {
-    let origin = FakeOrigin::start().await;
-    let edge = start_edge(origin.addr(), &[]).await;
-    let response = HttpClient::http1().get(&edge.admin_url("/healthz")).await;
+    let (_origin, edge) = start_origin_and_edge(&[]).await;
+    let response = edge.admin_get("/healthz").await;
     assert_eq!(response.status, 200);
     assert_eq!(response.text().trim(), "ok");
 }
@@ -20,12 +19,11 @@ async fn healthz_answers_200() {
 async fn metrics_count_hits_misses_and_upstream_requests() {
     let reply = Reply::ok("m").cache_control("max-age=60");
     let (_origin, edge) = edge_serving("/m", reply, &[]).await;
-    let client = HttpClient::http1();
-    client.get(&edge.url("/m")).await;
-    client.get(&edge.url("/m")).await;
-    client.get(&edge.url("/m")).await;
+    edge.get("/m").await;
+    edge.get("/m").await;
+    edge.get("/m").await;
 
-    let response = client.get(&edge.admin_url("/metrics")).await;
+    let response = edge.admin_get("/metrics").await;
     assert_eq!(response.status, 200);
     let content_type = response.header("content-type").unwrap_or_default();
     assert!(content_type.starts_with("text/plain"), "{content_type}");
@@ -71,8 +69,7 @@ async fn metrics_count_hits_misses_and_upstream_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_errors_by_status() {
-    let origin = FakeOrigin::start().await;
-    let edge = start_edge(origin.addr(), &[]).await;
+    let (_origin, edge) = start_origin_and_edge(&[]).await;
     let client = HttpClient::http1();
     let response = client.request("PURGE", &edge.url("/x"), &[], "").await;
     assert_eq!(response.status, 405);
@@ -87,9 +84,8 @@ async fn metrics_count_errors_by_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_admin_path_gets_404() {
-    let origin = FakeOrigin::start().await;
-    let edge = start_edge(origin.addr(), &[]).await;
-    let response = HttpClient::http1().get(&edge.admin_url("/nope")).await;
+    let (_origin, edge) = start_origin_and_edge(&[]).await;
+    let response = edge.admin_get("/nope").await;
     assert_eq!(response.status, 404);
     assert!(response.text().contains("/metrics"), "{}", response.text());
 }
@@ -98,7 +94,7 @@ async fn unknown_admin_path_gets_404() {
 async fn admin_listener_does_not_serve_client_traffic() {
     let reply = Reply::ok("a").cache_control("max-age=60");
     let (origin, edge) = edge_serving("/a", reply, &[]).await;
-    let response = HttpClient::http1().get(&edge.admin_url("/a")).await;
+    let response = edge.admin_get("/a").await;
     assert_eq!(response.status, 404);
     assert_eq!(origin.total_hits(), 0);
 }

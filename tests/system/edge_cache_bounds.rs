@@ -17,10 +17,9 @@ async fn assert_large_body_streams_and_is_not_stored(chunked: bool) {
     let reply = Reply::ok(body.clone()).cache_control("max-age=600");
     origin.on("/big", if chunked { reply.chunked() } else { reply });
     let edge = start_edge(origin.addr(), &["cache.max_object_bytes = \"64KiB\""]).await;
-    let client = HttpClient::http1();
 
     for n in 1..=2 {
-        let response = client.get(&edge.url("/big")).await;
+        let response = edge.get("/big").await;
         assert_eq!(response.status, 200);
         assert_eq!(response.body.len(), body.len(), "request {n}: body length");
         assert!(response.body == body, "request {n}: body bytes differ");
@@ -59,10 +58,9 @@ async fn chunked_body_under_max_object_bytes_is_stored() {
             .chunked(),
     );
     let edge = start_edge(origin.addr(), &["cache.max_object_bytes = \"64KiB\""]).await;
-    let client = HttpClient::http1();
-    let miss = client.get(&edge.url("/medium")).await;
+    let miss = edge.get("/medium").await;
     miss.assert_cache_status_has("stored", "");
-    let hit = client.get(&edge.url("/medium")).await;
+    let hit = edge.get("/medium").await;
     assert!(hit.body == body);
     assert_eq!(hit.header("content-length"), Some(body.len().to_string()));
     assert_eq!(origin.hits("/medium"), 1);

@@ -6,18 +6,17 @@
 
 use verge_testkit as support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use support::scenario::edge_serving;
-use support::{http_date, start_edge, FakeOrigin, HttpClient, Reply};
+use support::{http_date, start_origin_and_edge, HttpClient, Reply};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_request_is_a_hit_served_without_the_origin() {
     let reply = Reply::ok("hello").cache_control("max-age=60");
     let (origin, edge) = edge_serving("/a", reply, &[]).await;
-    let client = HttpClient::http1();
 
-    let miss = client.get(&edge.url("/a")).await;
+    let miss = edge.get("/a").await;
     assert_eq!(miss.status, 200);
     assert_eq!(miss.text(), "hello");
     let status = miss.cache_status();
@@ -27,7 +26,7 @@ async fn second_request_is_a_hit_served_without_the_origin() {
     assert!(status.contains("fwd-status=200"), "{status}");
     assert_eq!(origin.hits("/a"), 1);
 
-    let hit = client.get(&edge.url("/a")).await;
+    let hit = edge.get("/a").await;
     assert_eq!(hit.status, 200);
     assert_eq!(hit.text(), "hello");
     assert_eq!(hit.cache_status(), "verge-edge; hit; ttl=60");
@@ -35,7 +34,7 @@ async fn second_request_is_a_hit_served_without_the_origin() {
     assert_eq!(origin.hits("/a"), 1, "a hit must not reach the origin");
 
     edge.advance(10);
-    let later = client.get(&edge.url("/a")).await;
+    let later = edge.get("/a").await;
     assert_eq!(later.cache_status(), "verge-edge; hit; ttl=50");
     assert_eq!(later.header("age").as_deref(), Some("10"));
     assert_eq!(origin.hits("/a"), 1);
@@ -45,10 +44,9 @@ async fn second_request_is_a_hit_served_without_the_origin() {
 async fn no_store_responses_are_not_stored() {
     let reply = Reply::ok("secret").cache_control("no-store");
     let (origin, edge) = edge_serving("/ns", reply, &[]).await;
-    let client = HttpClient::http1();
 
     for n in 1..=3 {
-        let response = client.get(&edge.url("/ns")).await;
+        let response = edge.get("/ns").await;
         assert_eq!(response.status, 200);
         assert_eq!(response.text(), "secret");
         let status = response.cache_status();
@@ -63,10 +61,9 @@ async fn no_store_responses_are_not_stored() {
 async fn private_responses_are_not_stored() {
     let reply = Reply::ok("mine").cache_control("private, max-age=60");
     let (origin, edge) = edge_serving("/private", reply, &[]).await;
-    let client = HttpClient::http1();
 
     for n in 1..=3 {
-        let response = client.get(&edge.url("/private")).await;
+        let response = edge.get("/private").await;
         assert_eq!(response.status, 200);
         assert_eq!(response.text(), "mine");
         let status = response.cache_status();
@@ -83,16 +80,15 @@ async fn private_responses_are_not_stored() {
 async fn max_age_keeps_a_response_fresh_until_it_runs_out() {
     let reply = Reply::ok("m").cache_control("max-age=100");
     let (origin, edge) = edge_serving("/m", reply, &[]).await;
-    let client = HttpClient::http1();
 
-    client.get(&edge.url("/m")).await;
+    edge.get("/m").await;
     edge.advance(90);
-    let fresh = client.get(&edge.url("/m")).await;
+    let fresh = edge.get("/m").await;
     fresh.assert_cache_status_has("hit", "");
     assert_eq!(origin.hits("/m"), 1, "fresh at 90s of 100s");
 
     edge.advance(15);
-    let refetched = client.get(&edge.url("/m")).await;
+    let refetched = edge.get("/m").await;
     let status = refetched.cache_status();
     assert!(
         status.contains("fwd=stale"),
@@ -106,7 +102,7 @@ async fn max_age_keeps_a_response_fresh_until_it_runs_out() {
     assert_eq!(refetched.text(), "m");
 
     // The refetched copy is stored again and fresh from now on.
-    let hit = client.get(&edge.url("/m")).await;
+    let hit = edge.get("/m").await;
     hit.assert_cache_status_has("hit", "");
     assert_eq!(origin.hits("/m"), 2);
 }
@@ -115,17 +111,16 @@ async fn max_age_keeps_a_response_fresh_until_it_runs_out() {
 async fn s_maxage_outlives_a_shorter_max_age() {
     let reply = Reply::ok("s").cache_control("max-age=10, s-maxage=100");
     let (origin, edge) = edge_serving("/s", reply, &[]).await;
-    let client = HttpClient::http1();
 
-    let miss = client.get(&edge.url("/s")).await;
+    let miss = edge.get("/s").await;
     miss.assert_cache_status_has("ttl=100", "");
     edge.advance(50);
-    let hit = client.get(&edge.url("/s")).await;
+    let hit = edge.get("/s").await;
     hit.assert_cache_status_has("hit", "fresh by s-maxage though stale by max-age");
     assert_eq!(origin.hits("/s"), 1);
 
     edge.advance(55);
-    client.get(&edge.url("/s")).await;
+    edge.get("/s").await;
     assert_eq!(origin.hits("/s"), 2, "stale at 105s of s-maxage=100");
 }
 
@@ -133,14 +128,13 @@ async fn s_maxage_outlives_a_shorter_max_age() {
 async fn s_maxage_shortens_a_longer_max_age() {
     let reply = Reply::ok("s").cache_control("max-age=1000, s-maxage=10");
     let (origin, edge) = edge_serving("/short", reply, &[]).await;
-    let client = HttpClient::http1();
 
-    client.get(&edge.url("/short")).await;
+    edge.get("/short").await;
     edge.advance(5);
-    client.get(&edge.url("/short")).await;
+    edge.get("/short").await;
     assert_eq!(origin.hits("/short"), 1, "fresh at 5s of s-maxage=10");
     edge.advance(10);
-    let refetched = client.get(&edge.url("/short")).await;
+    let refetched = edge.get("/short").await;
     refetched.assert_cache_status_has("fwd=stale", "");
     assert_eq!(
         origin.hits("/short"),
@@ -151,59 +145,49 @@ async fn s_maxage_shortens_a_longer_max_age() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expires_minus_date_is_the_freshness_lifetime() {
-    let origin = FakeOrigin::start().await;
-    let edge = start_edge(origin.addr(), &[]).await;
-    origin.follow_clock(edge.clock.clone());
-    let now = edge_now(&edge.clock);
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let now = edge.now();
     origin.on(
         "/e",
         Reply::ok("e")
             .header("date", &http_date(now))
             .header("expires", &http_date(now + Duration::from_secs(100))),
     );
-    let client = HttpClient::http1();
 
-    let miss = client.get(&edge.url("/e")).await;
-    let status = miss.cache_status();
-    assert!(status.contains("stored"), "{status}");
-    assert!(status.contains("ttl=100"), "{status}");
+    let miss = edge.get("/e").await;
+    miss.assert_cache_status_has_all(&["stored", "ttl=100"], "");
 
     edge.advance(90);
-    let hit = client.get(&edge.url("/e")).await;
+    let hit = edge.get("/e").await;
     hit.assert_cache_status_has("hit", "");
     assert_eq!(origin.hits("/e"), 1, "fresh at 90s of 100s");
 
     edge.advance(15);
-    client.get(&edge.url("/e")).await;
+    edge.get("/e").await;
     assert_eq!(origin.hits("/e"), 2, "expired at 105s of 100s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expires_in_the_past_is_not_stored() {
-    let origin = FakeOrigin::start().await;
-    let edge = start_edge(origin.addr(), &[]).await;
-    origin.follow_clock(edge.clock.clone());
-    let now = edge_now(&edge.clock);
+    let (origin, edge) = start_origin_and_edge(&[]).await;
+    let now = edge.now();
     origin.on(
         "/past",
         Reply::ok("p")
             .header("date", &http_date(now))
             .header("expires", &http_date(now - Duration::from_secs(60))),
     );
-    let client = HttpClient::http1();
-    client.get(&edge.url("/past")).await;
-    client.get(&edge.url("/past")).await;
+    edge.get("/past").await;
+    edge.get("/past").await;
     assert_eq!(origin.hits("/past"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_without_freshness_are_not_stored() {
-    let reply = Reply::ok("p");
-    let (origin, edge) = edge_serving("/plain", reply, &[]).await;
-    let client = HttpClient::http1();
-    let first = client.get(&edge.url("/plain")).await;
+    let (origin, edge) = edge_serving("/plain", Reply::ok("p"), &[]).await;
+    let first = edge.get("/plain").await;
     first.assert_cache_status_has("detail=no-freshness", "");
-    client.get(&edge.url("/plain")).await;
+    edge.get("/plain").await;
     assert_eq!(origin.hits("/plain"), 2);
 }
 
@@ -213,12 +197,6 @@ fn http_dates_are_imf_fixdate() {
     assert_eq!(http_date(t), "Sun, 06 Nov 1994 08:49:37 GMT");
     let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
     assert_eq!(http_date(leap), "Tue, 29 Feb 2000 00:00:00 GMT");
-}
-
-/// The edge's current time, from its clock.
-fn edge_now(clock: &verge_cache::ManualClock) -> SystemTime {
-    use verge_cache::Clock;
-    clock.now()
 }
 
 #[tokio::test]

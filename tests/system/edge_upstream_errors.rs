@@ -78,7 +78,7 @@ async fn a_failed_fill_is_shared_with_its_waiters_and_not_cached() {
     );
 
     origin.on("/flaky", Reply::ok("back").cache_control("max-age=60"));
-    let response = client.get(&edge.url("/flaky")).await;
+    let response = edge.get("/flaky").await;
     assert_eq!(response.status, 200, "an error is not cached");
     assert_eq!(response.text(), "back");
 }
@@ -112,7 +112,7 @@ async fn requests_beyond_the_upstream_connection_limit_wait_then_get_503() {
         },
     )
     .await;
-    let second = client.get(&edge.url("/busy?b")).await;
+    let second = edge.get("/busy?b").await;
     assert_eq!(second.status, 503, "{}", second.text());
     second.assert_cache_status_has("detail=upstream-saturated", "");
     assert!(
@@ -131,7 +131,7 @@ async fn requests_beyond_the_upstream_connection_limit_wait_then_get_503() {
     let first = first.await.unwrap();
     assert_eq!(first.status, 200);
     // The slot is free again once the first response has been delivered.
-    let third = client.get(&edge.url("/busy?c")).await;
+    let third = edge.get("/busy?c").await;
     assert_eq!(third.status, 200, "{}", third.text());
 
     let metrics = edge.metrics().await;
