@@ -11,9 +11,11 @@
 //! - [`purge`]: the index that finds keys by URL prefix and surrogate key;
 //! - [`rules`]: the operator's cache rules applied to a request and a response (match, query
 //!   and key normalisation, cookies, TTLs);
+//! - [`compress`]: which encoding a request gets, which objects are compressed, and how;
 //! - [`clock`]: the wall clock, injectable so tests drive time.
 
 pub mod clock;
+pub mod compress;
 pub mod flight;
 pub mod key;
 pub mod object;

@@ -14,6 +14,7 @@
 //!   - [`shields`]: the origin shields an edge sends misses to;
 //!   - [`node_control`]: the optional `[control]` table of an edge or shield;
 //!   - [`access_log`]: the `[access_log]` table of an edge or shield;
+//!   - [`compression`]: an edge's `[compression]` table (encodings, types, levels);
 //!   - [`rules`]: the `[[rules]]` of an edge or shield (per host and path TTLs, key, cookies);
 //!   - [`geo`]: control's `[geo]` table (GeoDNS and HTTP steering);
 //!   - [`tls`]: HTTPS listeners and certificates (`[tls]`), and TLS towards upstreams;
@@ -28,6 +29,7 @@
 //! ([`ConfigFile::from_file`]).
 
 pub mod access_log;
+pub mod compression;
 pub mod control;
 pub mod edge;
 mod error;

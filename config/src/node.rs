@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::access_log::{validate_access_log, AccessLogConfig};
+use crate::compression::{validate_compression, CompressionConfig};
 use crate::error::Collector;
 use crate::field::{count, duration, size, socket_addr};
 use crate::ids::{NodeId, RegionId};
@@ -135,6 +136,8 @@ pub struct CacheConfig {
     pub max_ranges: usize,
     /// The file's `[[rules]]`, tried in order.
     pub rules: Arc<RuleSet>,
+    /// `[compression]` (edges; a shield never compresses).
+    pub compression: Arc<CompressionConfig>,
 }
 
 /// The admin API's protection and bounds.
@@ -229,7 +232,7 @@ pub(crate) fn validate_node(
         RegionId::new(identity.region.as_deref().unwrap_or(defaults::REGION)),
     );
     let server = validate_server(c, role, raw.server.unwrap_or_default());
-    let cache = validate_cache(c, raw.cache.unwrap_or_default());
+    let cache = validate_cache(c, role, raw.cache.unwrap_or_default());
     let admin = validate_admin(c, raw.admin.unwrap_or_default());
     let control = validate_node_control(c, raw.control);
     let tls = validate_tls(c, raw.tls);
@@ -440,7 +443,7 @@ fn validate_server(c: &mut Collector, role: NodeRole, raw: RawServer) -> Option<
     })
 }
 
-fn validate_cache(c: &mut Collector, raw: RawCache) -> Option<CacheConfig> {
+fn validate_cache(c: &mut Collector, role: NodeRole, raw: RawCache) -> Option<CacheConfig> {
     use defaults::*;
     let max_bytes = size(c, "cache.max_bytes", raw.max_bytes.as_ref(), MAX_BYTES);
     let max_object_bytes = size(
@@ -484,6 +487,11 @@ fn validate_cache(c: &mut Collector, raw: RawCache) -> Option<CacheConfig> {
     );
     let max_ranges = count(c, "cache.max_ranges", raw.max_ranges, MAX_RANGES, (1, 1000));
     let rules = validate_rules(c, raw.rules);
+    // Only edges compress: a shield's file has no `[compression]` table.
+    let compression = match role {
+        NodeRole::Edge => validate_compression(c, raw.compression),
+        NodeRole::Shield => Some(CompressionConfig::off()),
+    };
     let (max_bytes, max_object_bytes) = (max_bytes?, max_object_bytes?);
     if max_bytes.0 == 0 || max_object_bytes > max_bytes || max_object_bytes.0 >= u64::from(u32::MAX)
     {
@@ -496,6 +504,7 @@ fn validate_cache(c: &mut Collector, raw: RawCache) -> Option<CacheConfig> {
         hit_for_miss_max_keys: hfm_keys?,
         max_ranges: usize::try_from(max_ranges?).ok()?,
         rules: Arc::new(rules?),
+        compression: Arc::new(compression?),
     })
 }
 

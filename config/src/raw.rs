@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_path_to_error::Segment;
 
 pub use crate::access_log::RawAccessLog;
+use crate::compression::RawCompression;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::rules::RawRule;
 use crate::tls::{RawClientTls, RawTls};
@@ -203,6 +204,7 @@ struct EdgeFileText {
     tls: Option<RawTls>,
     access_log: Option<RawAccessLog>,
     rules: Option<Vec<RawRule>>,
+    compression: Option<RawCompression>,
 }
 
 impl From<EdgeFileText> for RawEdgeFile {
@@ -210,7 +212,7 @@ impl From<EdgeFileText> for RawEdgeFile {
         RawEdgeFile {
             edge: text.edge,
             server: with_access_log(text.server, text.access_log),
-            cache: with_rules(text.cache, text.rules),
+            cache: with_compression(with_rules(text.cache, text.rules), text.compression),
             upstream: text.upstream,
             admin: text.admin,
             shields: text.shields,
@@ -226,6 +228,17 @@ fn with_rules(cache: Option<RawCache>, rules: Option<Vec<RawRule>>) -> Option<Ra
         (cache, None) => cache,
         (cache, Some(rules)) => Some(RawCache {
             rules: Some(rules),
+            ..cache.unwrap_or_default()
+        }),
+    }
+}
+
+/// `[cache]` with an edge file's `[compression]` attached.
+fn with_compression(cache: Option<RawCache>, table: Option<RawCompression>) -> Option<RawCache> {
+    match (cache, table) {
+        (cache, None) => cache,
+        (cache, Some(table)) => Some(RawCache {
+            compression: Some(table),
             ..cache.unwrap_or_default()
         }),
     }
@@ -318,6 +331,9 @@ pub struct RawCache {
     /// The file's `[[rules]]`, kept with the cache they tune.
     #[serde(skip)]
     pub rules: Option<Vec<RawRule>>,
+    /// An edge file's `[compression]`, kept with the cache whose objects it compresses.
+    #[serde(skip)]
+    pub compression: Option<RawCompression>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, VARY};
+use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH};
 use http::{response, HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use verge_cache::policy::{self, AgeInputs};
@@ -572,15 +572,8 @@ fn vary_on_encoding(headers: &mut HeaderMap) {
         .get_all(CONTENT_ENCODING)
         .iter()
         .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    let varies = headers.get_all(VARY).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .map(str::trim)
-                .any(|name| name == "*" || name.eq_ignore_ascii_case("accept-encoding"))
-        })
-    });
-    if encoded && !varies {
-        headers.append(VARY, HeaderValue::from_static("Accept-Encoding"));
+    if encoded {
+        verge_cache::compress::vary_on_accept_encoding(headers);
     }
 }
 

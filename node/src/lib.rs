@@ -27,6 +27,7 @@ pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod client_body;
+mod compress;
 pub mod control;
 pub mod error;
 pub mod failover;

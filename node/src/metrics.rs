@@ -108,6 +108,8 @@ pub struct NodeMetrics {
     pub upstream_connections_max: IntGauge,
     /// `verge_rule_requests_total{rule, cache_status}`.
     rule_requests: IntCounterVec,
+    /// `verge_compressions_total{encoding, result}`.
+    compressions: IntCounterVec,
 }
 
 impl NodeMetrics {
@@ -227,6 +229,14 @@ impl NodeMetrics {
                 ),
                 &["rule", "cache_status"],
             )?,
+            compressions: IntCounterVec::new(
+                Opts::new(
+                    "verge_compressions_total",
+                    "Compressed variants made of stored objects, by encoding and result: \
+                     stored, not_smaller (kept as identity), error (identity served)",
+                ),
+                &["encoding", "result"],
+            )?,
             requests_ok: Vec::new(),
             durations: Vec::new(),
         };
@@ -247,7 +257,7 @@ impl NodeMetrics {
             m.hit_for_miss_keys, m.fills_in_flight, m.connections_open, m.connections_total,
             m.connections_max, m.connections_shed, m.revalidations, m.purge_requests, m.purged_urls,
             m.purge_index_keys, m.purge_index_tags, m.upstream_connections_in_use,
-            m.upstream_connections_max, m.rule_requests
+            m.upstream_connections_max, m.rule_requests, m.compressions
         );
         Ok(m)
     }
@@ -289,6 +299,12 @@ impl NodeMetrics {
     pub fn observe_rule(&self, rule: &str, outcome: RequestOutcome) {
         self.rule_requests
             .with_label_values(&[rule, outcome.as_str()])
+            .inc();
+    }
+
+    pub fn compression(&self, encoding: &str, result: &str) {
+        self.compressions
+            .with_label_values(&[encoding, result])
             .inc();
     }
 

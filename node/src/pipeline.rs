@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use verge_cache::policy::{RequestDirectives, Reuse};
 use verge_cache::store::Lookup;
 use verge_cache::{CacheKey, CacheStore, CachedObject, Clock, FillOutcome, Flights, Join};
+use verge_config::compression::CompressionConfig;
 use verge_config::rules::{Rule, RuleSet};
 use verge_config::{CacheConfig, OverrideHeaders, ServerConfig};
 
@@ -24,6 +25,7 @@ use crate::access_log::request_id::X_REQUEST_ID;
 use crate::access_log::{self, AccessLog};
 use crate::body::ResponseBody;
 use crate::client_body::BodyLimits;
+use crate::compress::Compressor;
 use crate::error::{Fault, RequestError};
 use crate::guard::{self, AddressLimit};
 use crate::headers::{CacheStatus, CACHE_STATUS};
@@ -87,6 +89,8 @@ pub struct PipelineLimits {
     pub send_timeout: std::time::Duration,
     /// The operator's cache rules (`[[rules]]`).
     pub rules: Arc<RuleSet>,
+    /// `[compression]` (served to clients only).
+    pub compression: Arc<CompressionConfig>,
 }
 
 impl PipelineLimits {
@@ -104,6 +108,7 @@ impl PipelineLimits {
             upstream_per_address: server.max_upstream_requests_per_address,
             send_timeout: server.send_timeout,
             rules: Arc::clone(&cache.rules),
+            compression: Arc::clone(&cache.compression),
         }
     }
 }
@@ -129,6 +134,8 @@ pub struct CachePipeline<U> {
     pub(crate) access_log: Arc<AccessLog>,
     /// A handle on this pipeline for background refreshes (stale-while-revalidate).
     pub(crate) me: Weak<CachePipeline<U>>,
+    /// Compressed variants of stored objects (an edge's clients only).
+    pub(crate) compressor: Compressor,
 }
 
 impl<U: Upstream> CachePipeline<U> {
@@ -149,7 +156,13 @@ impl<U: Upstream> CachePipeline<U> {
         } = identity;
         let via = HeaderValue::from_str(&format!("1.1 {node_id}"))
             .unwrap_or_else(|_| HeaderValue::from_static("1.1 verge"));
+        let compression = match downstream {
+            Downstream::Clients => Arc::clone(&limits.compression),
+            Downstream::Caches => Arc::new(CompressionConfig::off()),
+        };
+        let compressor = Compressor::new(compression, store.clone(), metrics.clone());
         Arc::new_cyclic(|me| CachePipeline {
+            compressor,
             store,
             flights,
             upstream,
@@ -226,6 +239,9 @@ impl<U: Upstream> CachePipeline<U> {
         let bypass = rule.as_ref().is_some_and(|r| r.actions.bypass);
         if let (Some(rule), true, false) = (&rule, cacheable, bypass) {
             rules::rewrite_request(&mut parts, rule);
+        }
+        if cacheable && !bypass && self.compressor.enabled() {
+            self.compressor.normalise_request(&mut parts.headers);
         }
         let request = Request::from_parts(parts, body);
         let method = request.method();

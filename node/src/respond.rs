@@ -9,7 +9,7 @@ use http::header::{
 };
 use http::{response, HeaderMap, Method, Response, StatusCode};
 use verge_cache::range::{self, RangePlan};
-use verge_cache::{policy, CachedObject};
+use verge_cache::{compress, policy, CachedObject};
 
 use crate::body::ResponseBody;
 use crate::headers::{CacheStatus, CACHE_STATUS};
@@ -17,9 +17,29 @@ use crate::pipeline::{CachePipeline, Downstream, RequestContext};
 use crate::upstream::Upstream;
 
 impl<U: Upstream> CachePipeline<U> {
-    /// Answers from a stored object. The stored headers already hold `Age` and `Cache-Status`
-    /// placeholders, so replacing them does not grow the cloned map.
+    /// Answers from a stored object, or from its compressed variant when the client accepts
+    /// one; the answer for a compressible object varies on `Accept-Encoding`.
     pub(crate) fn respond_from_cache(
+        &self,
+        ctx: &RequestContext,
+        object: &CachedObject,
+        status: CacheStatus,
+        now: SystemTime,
+    ) -> Response<ResponseBody> {
+        let compressed = self
+            .compressor
+            .for_request(&ctx.key, &ctx.parts.headers, object);
+        let object = compressed.variant.as_deref().unwrap_or(object);
+        let mut response = self.respond_from_object(ctx, object, status, now);
+        if compressed.varies {
+            compress::vary_on_accept_encoding(response.headers_mut());
+        }
+        response
+    }
+
+    /// Answers from `object`. The stored headers already hold `Age` and `Cache-Status`
+    /// placeholders, so replacing them does not grow the cloned map.
+    fn respond_from_object(
         &self,
         ctx: &RequestContext,
         object: &CachedObject,

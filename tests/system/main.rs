@@ -10,6 +10,7 @@ mod cli_control;
 mod cli_demo;
 mod cli_reload;
 mod cli_upgrade;
+mod compression;
 mod control_plane;
 mod edge_admin;
 mod edge_bad_input;
