@@ -27,7 +27,8 @@ const RULES: &str = concat!(
     "{ name = \"negative\", path = \"/neg/\", negative_ttl = \"30s\", error_ttl = \"5s\" }, ",
     "{ name = \"keyed\", path = \"/keyed/\", default_ttl = \"1h\", ignore_cookies = true, ",
     "key = { cookies = [\"lang\"], device = true } }, ",
-    "{ name = \"swr\", path = \"/swr/\", stale_while_revalidate = \"30s\" }",
+    "{ name = \"swr\", path = \"/swr/\", stale_while_revalidate = \"30s\" }, ",
+    "{ name = \"sie\", path = \"/sie/\", stale_if_error = \"1h\" }",
     "]"
 );
 
@@ -254,6 +255,23 @@ async fn stale_while_revalidate_comes_from_the_rule(topology: Topology) {
     );
 }
 
+async fn stale_if_error_comes_from_the_rule(topology: Topology) {
+    let (origin, cdn) = start(topology).await;
+    origin.on("/sie/s", Reply::ok("kept").cache_control("max-age=10"));
+    origin.on("/plain/s", Reply::ok("kept").cache_control("max-age=10"));
+    cdn.get_with("/sie/s", &[]).await;
+    cdn.get_with("/plain/s", &[]).await;
+    cdn.advance(15);
+    origin.on("/sie/s", Reply::ok("down").with_status(503));
+    origin.on("/plain/s", Reply::ok("down").with_status(503));
+    let stale = cdn.get_with("/sie/s", &[]).await;
+    assert_eq!(stale.status, 200);
+    assert_eq!(stale.text(), "kept");
+    stale.assert_cache_status_has("detail=stale-if-error", "the rule's window");
+    let failed = cdn.get_with("/plain/s", &[]).await;
+    assert_eq!(failed.status, 503, "no rule, no window: the origin's error");
+}
+
 async fn hits_are_counted_per_rule(topology: Topology) {
     let (origin, cdn) = start(topology).await;
     origin.on("/static/m", Reply::ok("m").cache_control("max-age=60"));
@@ -282,6 +300,7 @@ support::in_both_topologies!(
     keyed_cookies_and_device_class_select_variants_and_a_url_purge_takes_them_all,
     response_fields_are_added_and_removed,
     stale_while_revalidate_comes_from_the_rule,
+    stale_if_error_comes_from_the_rule,
     hits_are_counted_per_rule,
 );
 
