@@ -26,8 +26,20 @@ async fn store(origin: &FakeOrigin, edge: &TestCdn, path: &str, reply: Reply) {
     assert!(is_cached(edge, path).await, "{path} was not stored");
 }
 
+/// Stores `path` with `reply`, then soft-purges that one URL.
+async fn store_then_soft_purge(origin: &FakeOrigin, edge: &TestCdn, path: &str, reply: Reply) {
+    store(origin, edge, path, reply).await;
+    let body = format!(r#"{{"urls":["{}"],"soft":true}}"#, edge.url(path));
+    assert_eq!(purged(&edge.purge(&body, Some(TOKEN)).await), 1);
+}
+
 fn plain(path: &str) -> Reply {
     Reply::ok(format!("{path} body")).cache_control("max-age=600")
+}
+
+/// [`plain`], tagged for purges by tag through `field` (`Surrogate-Key` or `Cache-Tag`).
+fn tagged(path: &str, field: &str, tags: &str) -> Reply {
+    plain(path).header(field, tags)
 }
 
 /// A successful purge answers `{"purged":N}`; returns N.
@@ -181,39 +193,29 @@ async fn purge_by_prefix_removes_the_urls_under_it(topology: Topology) {
     assert!(is_cached(&edge, "/img").await, "not under /img/");
 }
 
-async fn purge_by_tag_removes_urls_tagged_by_surrogate_key(topology: Topology) {
+/// Stores `/tagged` with `tags` in `field` and `/x` tagged `x`; a purge of `tag` removes only
+/// `/tagged`.
+async fn assert_purge_by_tag(topology: Topology, field: &str, tags: &str, tag: &str) {
     let (origin, edge) = start(topology).await;
-    store(
-        &origin,
-        &edge,
-        "/a",
-        plain("/a").header("surrogate-key", "a b"),
-    )
-    .await;
-    store(
-        &origin,
-        &edge,
-        "/x",
-        plain("/x").header("surrogate-key", "x"),
-    )
-    .await;
-    let response = edge.purge(r#"{"tags":["b"]}"#, Some(TOKEN)).await;
+    store(&origin, &edge, "/tagged", tagged("/tagged", field, tags)).await;
+    store(&origin, &edge, "/x", tagged("/x", field, "x")).await;
+    let response = edge
+        .purge(&format!(r#"{{"tags":["{tag}"]}}"#), Some(TOKEN))
+        .await;
     assert_eq!(purged(&response), 1);
     assert!(
-        !is_cached(&edge, "/a").await,
-        "tagged b by Surrogate-Key: a b"
+        !is_cached(&edge, "/tagged").await,
+        "tagged {tag} by {field}: {tags}"
     );
     assert!(is_cached(&edge, "/x").await);
 }
 
+async fn purge_by_tag_removes_urls_tagged_by_surrogate_key(topology: Topology) {
+    assert_purge_by_tag(topology, "surrogate-key", "a b", "b").await;
+}
+
 async fn purge_by_tag_removes_urls_tagged_by_cache_tag(topology: Topology) {
-    let (origin, edge) = start(topology).await;
-    store(&origin, &edge, "/c", plain("/c").header("cache-tag", "c,d")).await;
-    store(&origin, &edge, "/x", plain("/x").header("cache-tag", "x")).await;
-    let response = edge.purge(r#"{"tags":["d"]}"#, Some(TOKEN)).await;
-    assert_eq!(purged(&response), 1);
-    assert!(!is_cached(&edge, "/c").await, "tagged d by Cache-Tag: c,d");
-    assert!(is_cached(&edge, "/x").await);
+    assert_purge_by_tag(topology, "cache-tag", "c,d", "d").await;
 }
 
 async fn purge_all_removes_everything(topology: Topology) {
@@ -230,22 +232,10 @@ async fn purge_all_removes_everything(topology: Topology) {
 
 async fn soft_purge_keeps_the_object_but_makes_the_next_request_revalidate(topology: Topology) {
     let (origin, edge) = start(topology).await;
-    store(
-        &origin,
-        &edge,
-        "/soft",
-        Reply::ok("kept body")
-            .cache_control("max-age=600")
-            .header("etag", "\"s1\""),
-    )
-    .await;
-    let response = edge
-        .purge(
-            &format!(r#"{{"urls":["{}"],"soft":true}}"#, edge.url("/soft")),
-            Some(TOKEN),
-        )
-        .await;
-    assert_eq!(purged(&response), 1);
+    let kept = Reply::ok("kept body")
+        .cache_control("max-age=600")
+        .header("etag", "\"s1\"");
+    store_then_soft_purge(&origin, &edge, "/soft", kept).await;
     origin.on(
         "/soft",
         Reply::ok("")
@@ -274,20 +264,8 @@ async fn soft_purge_keeps_the_object_but_makes_the_next_request_revalidate(topol
 
 async fn soft_purged_object_is_still_served_under_stale_if_error(topology: Topology) {
     let (origin, edge) = start(topology).await;
-    store(
-        &origin,
-        &edge,
-        "/soft-err",
-        Reply::ok("kept body").cache_control("max-age=600, stale-if-error=600"),
-    )
-    .await;
-    let response = edge
-        .purge(
-            &format!(r#"{{"urls":["{}"],"soft":true}}"#, edge.url("/soft-err")),
-            Some(TOKEN),
-        )
-        .await;
-    assert_eq!(purged(&response), 1);
+    let kept = Reply::ok("kept body").cache_control("max-age=600, stale-if-error=600");
+    store_then_soft_purge(&origin, &edge, "/soft-err", kept).await;
     origin.on("/soft-err", Reply::reset());
 
     let served = edge.get_with("/soft-err", &[]).await;
