@@ -123,6 +123,11 @@ impl HttpClient {
             .await
     }
 
+    /// GETs `url` with the extra request `headers`.
+    pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> TestResponse {
+        self.request("GET", url, headers, "").await
+    }
+
     /// GETs `url` `count` times at once, each request on its own task sharing this client's
     /// connections; the responses in the order they completed.
     pub async fn get_concurrently(&self, url: &str, count: usize) -> Vec<TestResponse> {

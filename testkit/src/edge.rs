@@ -126,9 +126,7 @@ impl TestEdge {
 
     /// GETs `path` over HTTP/1.1 with the extra request `headers`.
     pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> TestResponse {
-        HttpClient::http1()
-            .request("GET", &self.url(path), headers, "")
-            .await
+        HttpClient::http1().get_with(&self.url(path), headers).await
     }
 
     /// `http://<admin addr><path>`.

@@ -66,14 +66,12 @@ async fn a_miss_and_a_hit_are_logged_with_their_fields() {
     let edge = start_edge(origin.addr(), &[&path_tweak(&path), "edge.region = \"us\""]).await;
     let client = HttpClient::http1();
     let miss = client
-        .request(
-            "GET",
+        .get_with(
             &edge.url("/obj?x=1"),
             &[
                 ("x-request-id", "chosen-by-client"),
                 ("user-agent", "tester/1"),
             ],
-            "",
         )
         .await;
     let hit = client.get(&edge.url("/obj?x=1")).await;

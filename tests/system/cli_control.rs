@@ -121,12 +121,7 @@ async fn verge_purge_waits_until_the_edge_has_applied_it_and_reports_it() {
     .await;
     let get = || async {
         HttpClient::http1()
-            .request(
-                "GET",
-                &edge.url("/obj"),
-                &[("host", "www.example.test")],
-                String::new(),
-            )
+            .get_with(&edge.url("/obj"), &[("host", "www.example.test")])
             .await
             .text()
     };

@@ -171,14 +171,12 @@ async fn a_request_that_already_passed_this_node_is_refused_with_508() {
     let client = HttpClient::http1();
 
     let looped = client
-        .request(
-            "GET",
+        .get_with(
             &edge.url("/loop"),
             &[(
                 "via",
                 &format!("1.1 shield-a, 1.1 {}", support::edge::EDGE_ID),
             )],
-            "",
         )
         .await;
     assert_eq!(looped.status, 508, "{}", looped.text());
@@ -191,12 +189,7 @@ async fn a_request_that_already_passed_this_node_is_refused_with_508() {
 
     // Another node's id in Via is an ordinary hop.
     let passed = client
-        .request(
-            "GET",
-            &edge.url("/loop"),
-            &[("via", "1.1 edge-test-other")],
-            "",
-        )
+        .get_with(&edge.url("/loop"), &[("via", "1.1 edge-test-other")])
         .await;
     assert_eq!(passed.status, 200, "{}", passed.text());
 }

@@ -88,12 +88,7 @@ async fn every_dashboard_query_names_metrics_the_nodes_export() {
     let client = HttpClient::http1();
     for _ in 0..2 {
         let response = client
-            .request(
-                "GET",
-                &edge.url("/obj"),
-                &[("host", "www.example.test")],
-                String::new(),
-            )
+            .get_with(&edge.url("/obj"), &[("host", "www.example.test")])
             .await;
         assert_eq!(response.status, 200);
     }

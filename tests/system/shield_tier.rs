@@ -67,11 +67,9 @@ async fn misses_of_many_edges_collapse_into_one_origin_fetch_at_the_shield() {
     );
 
     let via_shield = HttpClient::http1()
-        .request(
-            "GET",
+        .get_with(
             &start_edge(origin.addr(), &[&tweak]).await.url("/popular"),
             &[("host", "www.example.test")],
-            "",
         )
         .await;
     let status = via_shield.cache_status();

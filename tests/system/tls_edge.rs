@@ -483,12 +483,7 @@ async fn an_edge_fetches_through_a_shield_over_mutual_tls_and_fails_without_a_cl
     let client = HttpClient::http1();
     for _ in 0..2 {
         let response = client
-            .request(
-                "GET",
-                &edge.url("/tiered"),
-                &[("host", "www.example.test")],
-                "",
-            )
+            .get_with(&edge.url("/tiered"), &[("host", "www.example.test")])
             .await;
         assert_eq!(response.status, 200, "{}", response.text());
         assert_eq!(response.text(), "object");
@@ -510,11 +505,9 @@ async fn an_edge_fetches_through_a_shield_over_mutual_tls_and_fails_without_a_cl
 
     let without_cert = start_shielded_edge(&origin, &shield_url, &ca).await;
     let response = client
-        .request(
-            "GET",
+        .get_with(
             &without_cert.url("/refused"),
             &[("host", "www.example.test")],
-            "",
         )
         .await;
     assert_eq!(
