@@ -14,6 +14,7 @@
 //! - [`cdn`]: [`TestCdn`], the cache under test in either topology (edge → origin, or
 //!   edge → shield → origin), for tests that must hold in both;
 //! - [`control`], [`tier`]: control planes and shield tiers of real nodes;
+//! - [`upstream`]: requests sent straight through an upstream, without a node;
 //! - [`scenario`]: the cache under test in front of an origin answering one path, the start
 //!   most cache tests share.
 //!
@@ -36,6 +37,7 @@ pub mod raw_origin;
 pub mod scenario;
 pub mod tier;
 pub mod tls_origin;
+pub mod upstream;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

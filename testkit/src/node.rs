@@ -27,6 +27,14 @@ pub async fn bind_with_clock<R: Role>(
     Node::<R>::bind(config, ConfigSource::CommandLine, clock).await
 }
 
+/// The message of the TLS error that stopped a node's start; `why` says what should have.
+pub fn tls_start_error<T>(started: Result<T, StartError>, why: &str) -> String {
+    match started.err().expect(why) {
+        StartError::Tls(message) => message,
+        other => panic!("not a TLS error: {other}"),
+    }
+}
+
 /// A node of any role serving in the test's runtime; it stops (and drains) when dropped.
 pub struct RunningNode {
     pub data_addr: SocketAddr,

@@ -1,10 +1,11 @@
 //! An origin pool's configuration as the shield's pool tests use it: short timeouts and
-//! ejections, one retry, no health checks; and the resolver's settings at their defaults.
+//! ejections, one retry, no health checks; the upstream of one origin with those timeouts; and
+//! the resolver's settings at their defaults.
 
 use std::time::Duration;
 
 use verge_config::shield::ResolverConfig;
-use verge_config::{OriginPoolConfig, OriginUrl, UpstreamConfig};
+use verge_config::{ClientTlsConfig, OriginPoolConfig, OriginUrl, UpstreamConfig};
 
 /// A pool over `servers` (at least one) with test timings; `health_interval` is the only one
 /// the tests set differently.
@@ -12,14 +13,8 @@ pub fn pool_config(servers: &[OriginUrl], health_interval: Duration) -> OriginPo
     OriginPoolConfig {
         servers: servers.to_vec(),
         upstream: UpstreamConfig {
-            origin: servers[0].clone(),
-            connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(2),
-            max_idle_per_host: 4,
-            idle_timeout: Duration::from_secs(30),
-            max_connections: 8,
-            source_address: None,
-            tls: Default::default(),
+            ..upstream_config(servers[0].clone(), ClientTlsConfig::default())
         },
         health_path: None,
         health_interval,
@@ -29,6 +24,20 @@ pub fn pool_config(servers: &[OriginUrl], health_interval: Duration) -> OriginPo
         max_eject_for: Duration::from_secs(2),
         retries: 1,
         retry_budget_percent: 20,
+    }
+}
+
+/// An upstream to `origin` with test timings (1s to connect, 5s to answer) and `tls`.
+pub fn upstream_config(origin: OriginUrl, tls: ClientTlsConfig) -> UpstreamConfig {
+    UpstreamConfig {
+        origin,
+        connect_timeout: Duration::from_secs(1),
+        response_timeout: Duration::from_secs(5),
+        max_idle_per_host: 4,
+        idle_timeout: Duration::from_secs(30),
+        max_connections: 8,
+        source_address: None,
+        tls,
     }
 }
 

@@ -75,6 +75,11 @@ pub struct TlsOrigin {
 }
 
 impl TlsOrigin {
+    /// Serves with `cert` and the other settings at [`OriginSettings::new`]'s.
+    pub async fn with_cert(cert: CertFiles) -> TlsOrigin {
+        TlsOrigin::start(OriginSettings::new(cert)).await
+    }
+
     pub async fn start(settings: OriginSettings) -> TlsOrigin {
         let acceptor = TlsAcceptor::from(server_config(&settings));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

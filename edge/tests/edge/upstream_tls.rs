@@ -7,12 +7,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::HOST;
 use http::{Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Either, Empty, Full};
+use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use prometheus::{IntGauge, Registry};
@@ -22,14 +20,15 @@ use tokio::task::JoinHandle;
 use verge_config::{ClientTlsConfig, EdgeConfig, NodeId, OriginUrl, ShieldSpec, UpstreamConfig};
 use verge_edge::shields::{ShieldMetrics, ShieldUpstream};
 use verge_edge::EdgeNode;
-use verge_node::failover::Hop;
 use verge_node::tls::client::client_config;
 use verge_node::upstream::Upstream;
 use verge_node::{OriginUpstream, RequestError, StartError};
 
 use verge_testkit::eventually;
+use verge_testkit::node::tls_start_error;
 use verge_testkit::pki::{toml_path, CertFiles, TestPki};
 use verge_testkit::tls_origin::{OriginSettings, TlsOrigin, BODY};
+use verge_testkit::upstream::get_through;
 use verge_testkit::HttpClient;
 
 /// A running edge; stopped when dropped.
@@ -102,16 +101,7 @@ async fn get(edge: &RunningEdge, path: &str) -> (StatusCode, String) {
 }
 
 fn upstream_config(origin: &str, tls: ClientTlsConfig) -> UpstreamConfig {
-    UpstreamConfig {
-        origin: OriginUrl::parse(origin).unwrap(),
-        connect_timeout: Duration::from_secs(1),
-        response_timeout: Duration::from_secs(5),
-        max_idle_per_host: 4,
-        idle_timeout: Duration::from_secs(30),
-        max_connections: 8,
-        source_address: None,
-        tls,
-    }
+    verge_testkit::pool::upstream_config(OriginUrl::parse(origin).unwrap(), tls)
 }
 
 fn trusting(ca: &Path) -> ClientTlsConfig {
@@ -123,18 +113,13 @@ fn trusting(ca: &Path) -> ClientTlsConfig {
 
 /// Sends one GET through `upstream`; the status and body, or the error.
 async fn send(upstream: &impl Upstream) -> Result<(StatusCode, String), RequestError> {
-    let request = Request::builder()
-        .uri("/direct")
-        .header(HOST, "cdn.example")
-        .body(Either::Left(Empty::new()))
-        .unwrap();
-    let hop = Hop::fill(request.uri(), request.headers()).unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(10), upstream.send(request, &hop))
-        .await
-        .expect("the upstream answers within 10 s")?;
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    get_through(
+        upstream,
+        "cdn.example",
+        "/direct",
+        &[("host", "cdn.example")],
+    )
+    .await
 }
 
 /// An origin client over TLS configured by `tls`, built the way a node builds one.
@@ -150,10 +135,7 @@ fn tls_upstream(origin: &str, tls: ClientTlsConfig) -> OriginUpstream {
 #[tokio::test]
 async fn an_edge_fetches_from_an_https_origin_and_caches_the_answer() {
     let pki = TestPki::new("main");
-    let origin = TlsOrigin::start(OriginSettings::new(
-        pki.server_cert("server", &["localhost", "127.0.0.1"]),
-    ))
-    .await;
+    let origin = TlsOrigin::with_cert(pki.server_cert("server", &["localhost", "127.0.0.1"])).await;
     let edge = start_edge(&edge_toml(
         &format!("https://{}", origin.addr),
         &tls_table("upstream.tls", &pki.ca_file, &[]),
@@ -175,10 +157,7 @@ async fn an_edge_fetches_from_an_https_origin_and_caches_the_answer() {
 async fn an_origin_signed_by_an_unknown_ca_gets_a_502_naming_the_certificate_problem() {
     let pki = TestPki::new("real");
     let stranger = TestPki::new("stranger");
-    let origin = TlsOrigin::start(OriginSettings::new(
-        pki.server_cert("server", &["127.0.0.1"]),
-    ))
-    .await;
+    let origin = TlsOrigin::with_cert(pki.server_cert("server", &["127.0.0.1"])).await;
     let url = format!("https://{}", origin.addr);
     let edge = start_edge(&edge_toml(
         &url,
@@ -208,10 +187,7 @@ async fn an_origin_signed_by_an_unknown_ca_gets_a_502_naming_the_certificate_pro
 #[tokio::test]
 async fn server_name_sets_the_name_sent_and_verified() {
     let pki = TestPki::new("sni");
-    let origin = TlsOrigin::start(OriginSettings::new(
-        pki.server_cert("server", &["origin.test"]),
-    ))
-    .await;
+    let origin = TlsOrigin::with_cert(pki.server_cert("server", &["origin.test"])).await;
     let url = format!("https://{}", origin.addr);
 
     let error = send(&tls_upstream(&url, trusting(&pki.ca_file)))
@@ -303,10 +279,7 @@ async fn mutual_tls_needs_the_configured_client_certificate() {
 #[tokio::test]
 async fn http2_is_negotiated_by_alpn_when_the_upstream_offers_it() {
     let pki = TestPki::new("h2");
-    let origin = TlsOrigin::start(OriginSettings::new(
-        pki.server_cert("server", &["127.0.0.1"]),
-    ))
-    .await;
+    let origin = TlsOrigin::with_cert(pki.server_cert("server", &["127.0.0.1"])).await;
     let edge = start_edge(&edge_toml(
         &format!("https://{}", origin.addr),
         &tls_table("upstream.tls", &pki.ca_file, &[]),
@@ -374,10 +347,7 @@ async fn an_https_shield_is_reached_with_the_shields_tls_settings() {
 #[tokio::test]
 async fn https_shields_that_join_later_use_the_shields_tls_settings() {
     let pki = TestPki::new("later");
-    let shield = TlsOrigin::start(OriginSettings::new(
-        pki.server_cert("shield", &["127.0.0.1"]),
-    ))
-    .await;
+    let shield = TlsOrigin::with_cert(pki.server_cert("shield", &["127.0.0.1"])).await;
     let config = EdgeConfig::from_toml(&edge_toml(
         "http://127.0.0.1:9",
         &format!(
@@ -456,17 +426,11 @@ async fn an_https_origin_without_a_tls_configuration_gets_a_502_saying_so() {
 async fn unusable_tls_files_stop_the_edge_at_start_naming_the_key() {
     let pki = TestPki::new("bad");
     let missing = pki.ca_file.with_file_name("missing-ca.pem");
-    let error = bind_edge(&edge_toml(
+    let toml = edge_toml(
         "https://127.0.0.1:9",
         &tls_table("upstream.tls", &missing, &[]),
-    ))
-    .await
-    .err()
-    .expect("a missing CA file stops the start");
-    let message = match error {
-        StartError::Tls(message) => message,
-        other => panic!("not a TLS error: {other}"),
-    };
+    );
+    let message = tls_start_error(bind_edge(&toml).await, "a missing CA file stops the start");
     assert!(message.starts_with("upstream.tls.ca_file: "), "{message}");
     assert!(message.contains("missing-ca.pem"), "{message}");
 
@@ -483,14 +447,10 @@ async fn unusable_tls_files_stop_the_edge_at_start_naming_the_key() {
             ],
         )
     );
-    let error = bind_edge(&edge_toml("http://127.0.0.1:9", &shields))
-        .await
-        .err()
-        .expect("an empty client certificate file stops the start");
-    let message = match error {
-        StartError::Tls(message) => message,
-        other => panic!("not a TLS error: {other}"),
-    };
+    let message = tls_start_error(
+        bind_edge(&edge_toml("http://127.0.0.1:9", &shields)).await,
+        "an empty client certificate file stops the start",
+    );
     assert!(
         message.starts_with("shields.tls.client_cert: "),
         "{message}"

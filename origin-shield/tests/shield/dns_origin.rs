@@ -13,8 +13,8 @@ use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
 use http::header::HOST;
-use http::{Method, Request, Response};
-use http_body_util::{BodyExt, Either, Empty, Full};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -23,9 +23,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 use verge_config::shield::ResolverConfig;
 use verge_config::{OriginPoolConfig, OriginUrl, ShieldConfig};
-use verge_node::failover::Hop;
-use verge_node::upstream::Upstream;
 use verge_origin_shield::pool::OriginPool;
+use verge_testkit::upstream::get_through;
 use verge_testkit::{eventually, Metrics};
 
 const NAME: &str = "origin.verge.test";
@@ -256,19 +255,8 @@ impl Harness {
 
     /// Sends a GET; returns the status and the body (the address of the origin that answered).
     async fn get(&self) -> Result<(u16, String), verge_node::RequestError> {
-        let request = Request::builder()
-            .method(Method::GET)
-            .uri("/object")
-            .body(Either::Left(Empty::new()))
-            .unwrap();
-        let hop = Hop {
-            key: verge_cache::CacheKey::from_parts("http", "origin.test", "/object"),
-            replayable: true,
-        };
-        let response = self.pool.send(request, &hop).await?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Ok((status, String::from_utf8(body.to_vec()).unwrap()))
+        let (status, body) = get_through(&*self.pool, "origin.test", "/object", &[]).await?;
+        Ok((status.as_u16(), body))
     }
 
     /// A metric's value by name and labels, 0 when absent.

@@ -7,19 +7,18 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, StatusCode, Version};
-use http_body_util::{Either, Empty};
+use http::{StatusCode, Version};
 use prometheus::{IntGauge, Registry};
-use verge_config::shield::ResolverConfig;
-use verge_config::{ClientTlsConfig, OriginPoolConfig, OriginUrl, ShieldConfig, UpstreamConfig};
-use verge_node::failover::Hop;
-use verge_node::upstream::Upstream;
-use verge_node::{RequestError, StartError};
+use verge_config::{ClientTlsConfig, OriginPoolConfig, OriginUrl, ShieldConfig};
+use verge_node::RequestError;
 use verge_origin_shield::dns::{Answer, LookupFuture, NameLookup};
 use verge_origin_shield::pool::OriginPool;
 
+use verge_testkit::node::tls_start_error;
 use verge_testkit::pki::{toml_path, TestPki};
+use verge_testkit::pool::upstream_config;
 use verge_testkit::tls_origin::{OriginSettings, TlsOrigin, BODY};
+use verge_testkit::upstream::get_through;
 use verge_testkit::HttpClient;
 
 /// The name the fake DNS gives `127.0.0.1` for.
@@ -59,10 +58,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
 #[tokio::test]
 async fn a_shield_fetches_from_an_https_origin_server_and_caches() {
     let pki = TestPki::new("shield");
-    let origin = TlsOrigin::start(OriginSettings::new(
-        pki.server_cert("origin", &["127.0.0.1"]),
-    ))
-    .await;
+    let origin = TlsOrigin::with_cert(pki.server_cert("origin", &["127.0.0.1"])).await;
     let text = shield_toml(
         &format!("https://{}", origin.addr),
         &format!("ca_file = {}\n", toml_path(&pki.ca_file)),
@@ -91,36 +87,14 @@ async fn a_shield_fetches_from_an_https_origin_server_and_caches() {
 fn pool_config(server: &str, tls: ClientTlsConfig) -> OriginPoolConfig {
     let url = OriginUrl::parse(server).unwrap();
     OriginPoolConfig {
-        servers: vec![url.clone()],
-        upstream: UpstreamConfig {
-            origin: url,
-            connect_timeout: Duration::from_secs(1),
-            response_timeout: Duration::from_secs(5),
-            max_idle_per_host: 4,
-            idle_timeout: Duration::from_secs(30),
-            max_connections: 8,
-            source_address: None,
-            tls,
-        },
-        health_path: None,
-        health_interval: Duration::from_secs(1),
-        healthy_after: 1,
-        unhealthy_after: 2,
-        eject_for: Duration::from_millis(300),
-        max_eject_for: Duration::from_secs(2),
+        upstream: upstream_config(url.clone(), tls),
         retries: 0,
-        retry_budget_percent: 20,
+        ..verge_testkit::pool::pool_config(&[url], Duration::from_secs(1))
     }
 }
 
 async fn named_pool(server: &str, tls: ClientTlsConfig) -> OriginPool {
-    let resolver = ResolverConfig {
-        nameservers: None,
-        min_ttl: Duration::from_secs(1),
-        max_ttl: Duration::from_secs(300),
-        negative_retry: Duration::from_secs(5),
-        timeout: Duration::from_secs(2),
-    };
+    let resolver = verge_testkit::pool::resolver_config();
     let pool = OriginPool::with_lookup(
         &pool_config(server, tls),
         &resolver,
@@ -134,18 +108,8 @@ async fn named_pool(server: &str, tls: ClientTlsConfig) -> OriginPool {
 }
 
 async fn send(pool: &OriginPool) -> Result<StatusCode, RequestError> {
-    let request = Request::builder()
-        .uri("/named")
-        .body(Either::Left(Empty::new()))
-        .unwrap();
-    let hop = Hop {
-        key: verge_cache::CacheKey::from_parts("http", "origin.test", "/named"),
-        replayable: true,
-    };
-    let response = tokio::time::timeout(Duration::from_secs(10), pool.send(request, &hop))
-        .await
-        .expect("the pool answers within 10 s")?;
-    Ok(response.status())
+    let (status, _body) = get_through(pool, NAME, "/named", &[]).await?;
+    Ok(status)
 }
 
 #[tokio::test]
@@ -205,16 +169,11 @@ async fn an_unusable_origin_tls_file_stops_the_shield_naming_the_key() {
         "https://127.0.0.1:9",
         &format!("ca_file = {}\n", toml_path(&missing)),
     );
-    let error = verge_testkit::bind::<verge_origin_shield::ShieldRole>(
-        &ShieldConfig::from_toml(&text).unwrap(),
-    )
-    .await
-    .err()
-    .expect("a missing CA file stops the start");
-    let message = match error {
-        StartError::Tls(message) => message,
-        other => panic!("not a TLS error: {other}"),
-    };
+    let config = ShieldConfig::from_toml(&text).unwrap();
+    let message = tls_start_error(
+        verge_testkit::bind::<verge_origin_shield::ShieldRole>(&config).await,
+        "a missing CA file stops the start",
+    );
     assert!(message.starts_with("origin.tls.ca_file: "), "{message}");
     assert!(message.contains("nowhere.pem"), "{message}");
 }
