@@ -56,11 +56,18 @@ async fn shield_failures(front: &TestEdge, id: &str) -> f64 {
         - metrics.value_or_zero(SHIELD_REQUESTS, &[("shield", id), ("result", "ok")])
 }
 
+/// Shields `s1` and `s2` in front of `origin`.
+async fn start_s1_and_s2(origin: &FakeOrigin) -> (TestEdge, TestEdge) {
+    (
+        start_shield(origin, "s1").await,
+        start_shield(origin, "s2").await,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_object_is_fetched_once_for_the_whole_cdn() {
     let origin = cacheable_origin().await;
-    let s1 = start_shield(&origin, "s1").await;
-    let s2 = start_shield(&origin, "s2").await;
+    let (s1, s2) = start_s1_and_s2(&origin).await;
     let shields = [("s1", s1.data_addr, 1), ("s2", s2.data_addr, 1)];
     let a = start_front(origin.addr(), "a", &shields, &[]).await;
     let b = start_front(origin.addr(), "b", &shields, &[]).await;
@@ -106,8 +113,7 @@ async fn each_object_is_fetched_once_for_the_whole_cdn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misses_go_to_the_shield_that_owns_the_key() {
     let origin = cacheable_origin().await;
-    let s1 = start_shield(&origin, "s1").await;
-    let s2 = start_shield(&origin, "s2").await;
+    let (s1, s2) = start_s1_and_s2(&origin).await;
     let shields = [("s1", s1.data_addr, 1), ("s2", s2.data_addr, 2)];
     let front = start_front(origin.addr(), "front", &shields, &[]).await;
     let placement = Placement::new(&[("s1", 1), ("s2", 2)]);
@@ -143,8 +149,7 @@ async fn misses_go_to_the_shield_that_owns_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_shields_keys_fail_over_to_the_next_shield_and_only_its_keys_move() {
     let origin = cacheable_origin().await;
-    let mut s1 = start_shield(&origin, "s1").await;
-    let s2 = start_shield(&origin, "s2").await;
+    let (mut s1, s2) = start_s1_and_s2(&origin).await;
     let shields = [("s1", s1.data_addr, 1), ("s2", s2.data_addr, 1)];
     let health = [
         "shields.failures_to_eject = 2",
@@ -233,8 +238,7 @@ async fn a_dead_shields_keys_fail_over_to_the_next_shield_and_only_its_keys_move
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ejected_shield_is_probed_and_taken_back() {
     let origin = cacheable_origin().await;
-    let mut s1 = start_shield(&origin, "s1").await;
-    let s2 = start_shield(&origin, "s2").await;
+    let (mut s1, s2) = start_s1_and_s2(&origin).await;
     let s1_addr = s1.data_addr;
     let shields = [("s1", s1_addr, 1), ("s2", s2.data_addr, 1)];
     let health = [
@@ -575,8 +579,7 @@ async fn cache_status_lists_the_shield_entry_then_the_edge_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounded_load_spills_a_hot_shields_extra_requests_to_the_next() {
     let origin = origin_answering("/", slow("slow object", "max-age=60", 300)).await;
-    let s1 = start_shield(&origin, "s1").await;
-    let s2 = start_shield(&origin, "s2").await;
+    let (s1, s2) = start_s1_and_s2(&origin).await;
     let shields = [("s1", s1.data_addr, 1), ("s2", s2.data_addr, 1)];
     let placement = Placement::new(&[("s1", 1), ("s2", 1)]);
     // Ten objects that all belong to s1, requested at once.
