@@ -77,11 +77,12 @@ pub(crate) fn validate(raw: RawEdgeFile) -> Result<EdgeConfig, ConfigErrors> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ByteSize;
 
-    const MINIMAL: &str = r#"
+    /// An edge file with only what has no default; other tables' tests start from it too.
+    pub(crate) const MINIMAL: &str = r#"
         [edge]
         id = "edge-1"
         [upstream]

@@ -162,14 +162,8 @@ pub(crate) fn validate_upstream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::edge::tests::MINIMAL;
     use crate::EdgeConfig;
-
-    const MINIMAL: &str = r#"
-        [edge]
-        id = "edge-1"
-        [upstream]
-        origin = "http://127.0.0.1:8000"
-    "#;
 
     #[test]
     fn the_upstream_source_address_must_be_an_ip() {
