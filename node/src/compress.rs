@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use http::header::RANGE;
+use http::header::{HeaderValue, CONTENT_ENCODING, ETAG, LAST_MODIFIED, RANGE};
 use http::{HeaderMap, StatusCode};
 use verge_cache::compress;
 use verge_cache::store::Lookup;
@@ -103,9 +103,21 @@ impl Compressor {
         };
         let variant_key = key.with_extras(&format!("enc:{}", encoding.as_str()));
         if let Lookup::Found(variant) = self.store.lookup(&variant_key, request) {
-            if made_from(&variant, object) {
+            let variant = if made_from(&variant, object) {
+                Some(variant)
+            } else if same_content(&variant, object) {
+                // The object was revalidated (a 304): its bytes are the variant's source still;
+                // the variant takes the object's new headers and freshness.
+                let refreshed = refreshed(&variant, object, encoding);
+                self.store
+                    .insert(variant_key.clone(), Arc::clone(&refreshed));
+                Some(refreshed)
+            } else {
+                None
+            };
+            if variant.is_some() {
                 return Compressed {
-                    variant: Some(variant),
+                    variant,
                     varies: true,
                 };
             }
@@ -147,6 +159,46 @@ fn made_from(variant: &CachedObject, object: &CachedObject) -> bool {
     variant.response_time == object.response_time
         && variant.corrected_initial_age == object.corrected_initial_age
         && variant.freshness_lifetime == object.freshness_lifetime
+}
+
+/// Whether `variant` was made from the same bytes as `object`, by the object's validator: its
+/// `ETag` (the variant's is the weak form of it), else its `Last-Modified`. Without either the
+/// object is never revalidated, only replaced, and this is never asked.
+fn same_content(variant: &CachedObject, object: &CachedObject) -> bool {
+    let field = |o: &CachedObject, name| {
+        o.headers
+            .get(name)
+            .map(|v: &HeaderValue| v.as_bytes().to_vec())
+    };
+    match field(object, ETAG) {
+        Some(tag) => {
+            let weak = if tag.starts_with(b"W/") {
+                tag
+            } else {
+                [b"W/".as_slice(), &tag].concat()
+            };
+            field(variant, ETAG).is_some_and(|v| v == weak)
+        }
+        None => {
+            field(object, LAST_MODIFIED).is_some_and(|lm| field(variant, LAST_MODIFIED) == Some(lm))
+        }
+    }
+}
+
+/// `variant` with `object`'s current headers and freshness.
+fn refreshed(
+    variant: &CachedObject,
+    object: &CachedObject,
+    encoding: Encoding,
+) -> Arc<CachedObject> {
+    let headers = if variant.headers.contains_key(CONTENT_ENCODING) {
+        compress::encoded_headers(&object.headers, encoding, variant.body.len())
+    } else {
+        let mut headers = object.headers.clone();
+        compress::vary_on_accept_encoding(&mut headers);
+        headers
+    };
+    variant_of(object, headers, variant.body.clone())
 }
 
 /// One compression, claimed in the running set until it ends.

@@ -136,6 +136,40 @@ async fn each_encoding_is_made_once_per_object(topology: Topology) {
     assert_eq!(origin.hits("/page.html"), 1);
 }
 
+async fn a_revalidated_object_keeps_its_variant(topology: Topology) {
+    let (origin, cdn) = start(topology, &[]).await;
+    origin.on("/short.html", html(page()).cache_control("max-age=10"));
+    let first = cdn
+        .get_with("/short.html", &[("accept-encoding", "br")])
+        .await;
+    assert_eq!(first.header("content-encoding").as_deref(), Some("br"));
+    cdn.advance(15);
+    origin.on(
+        "/short.html",
+        Reply::ok("")
+            .with_status(304)
+            .cache_control("max-age=10")
+            .header("etag", "\"v1\""),
+    );
+    let again = cdn
+        .get_with("/short.html", &[("accept-encoding", "br")])
+        .await;
+    again.assert_cache_status_has("fwd-status=304", "revalidated");
+    assert_eq!(again.header("content-encoding").as_deref(), Some("br"));
+    assert_eq!(decoded(&again), page().as_bytes());
+    let age: u64 = again.header("age").unwrap().parse().unwrap();
+    assert!(
+        age < 5,
+        "the variant takes the revalidated freshness: age {age}"
+    );
+    let metrics = cdn.metrics().await;
+    metrics.assert_value(
+        "verge_compressions_total",
+        &[("encoding", "br"), ("result", "stored")],
+        1.0,
+    );
+}
+
 async fn ranges_are_served_from_the_identity_object(topology: Topology) {
     let (_origin, cdn) = start(topology, &[]).await;
     cdn.get_with("/page.html", &[("accept-encoding", "br")])
@@ -204,6 +238,7 @@ support::in_both_topologies!(
     each_encoding_is_served_to_the_clients_that_accept_it,
     a_client_that_accepts_no_encoding_gets_the_identity_body,
     each_encoding_is_made_once_per_object,
+    a_revalidated_object_keeps_its_variant,
     ranges_are_served_from_the_identity_object,
     what_does_not_qualify_is_served_as_it_is,
 );
