@@ -22,7 +22,7 @@ use crate::body::ResponseBody;
 use crate::error::RequestError;
 use crate::metrics::NodeMetrics;
 use crate::reload::Reload;
-use crate::server::Handler;
+use crate::server::{AmbiguousLength, Handler, AMBIGUOUS_LENGTH};
 use crate::settings::AdminAccess;
 
 /// How purges and reloads check the admin token, and the words of their refusals.
@@ -163,6 +163,9 @@ impl Handler for AdminService {
 
 impl AdminService {
     async fn route(&self, request: Request<Incoming>) -> Response<Bytes> {
+        if request.extensions().get::<AmbiguousLength>().is_some() {
+            return plain(StatusCode::BAD_REQUEST, AMBIGUOUS_LENGTH);
+        }
         let path = request.uri().path();
         let method = request.method().clone();
         match (path, method) {

@@ -19,7 +19,7 @@ use http::request;
 use verge_config::OverrideHeaders;
 
 use crate::error::RequestError;
-use crate::server::AmbiguousLength;
+use crate::server::{AmbiguousLength, AMBIGUOUS_LENGTH};
 
 /// Refuses an ambiguous body length and a request target with user info, and strips (or refuses) the override fields.
 pub(crate) fn check_request(
@@ -27,9 +27,7 @@ pub(crate) fn check_request(
     overrides: OverrideHeaders,
 ) -> Result<(), RequestError> {
     if parts.extensions.get::<AmbiguousLength>().is_some() {
-        return Err(RequestError::BadRequest(
-            "the request has both Content-Length and Transfer-Encoding; it is not accepted",
-        ));
+        return Err(RequestError::BadRequest(AMBIGUOUS_LENGTH));
     }
     if parts
         .uri

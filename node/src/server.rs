@@ -467,5 +467,5 @@ mod connections;
 mod framing;
 
 pub use connections::{ConnectionLimit, ConnectionSlot, Refused, RequestInFlight};
-pub use framing::AmbiguousLength;
+pub use framing::{AmbiguousLength, AMBIGUOUS_LENGTH};
 use framing::{HeadWatch, Watched};

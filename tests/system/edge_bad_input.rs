@@ -146,3 +146,23 @@ async fn an_ambiguous_body_length_is_refused_and_nothing_is_smuggled_after_it() 
     assert_eq!(origin.hits("/before"), 2);
     assert_eq!(origin.hits("/up"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_refuses_an_ambiguous_body_length_too() {
+    let origin = FakeOrigin::start().await;
+    let edge = start_edge(origin.addr(), &[]).await;
+    let reply = raw_exchange(
+        edge.admin_addr,
+        b"POST /v1/purge HTTP/1.1\r\nHost: admin\r\nContent-Length: 4\r\n\
+          Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status(), 400, "{}", reply.text());
+    assert!(
+        reply
+            .text()
+            .contains("both Content-Length and Transfer-Encoding"),
+        "{}",
+        reply.text()
+    );
+}

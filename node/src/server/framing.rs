@@ -22,6 +22,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AmbiguousLength;
 
+/// Why such a request is refused, as clients are told (after `bad request: ` on the data plane).
+pub const AMBIGUOUS_LENGTH: &str =
+    "the request has both Content-Length and Transfer-Encoding; it is not accepted";
+
 /// What the reader found, shared with the connection's service.
 #[derive(Debug)]
 pub(super) struct HeadWatch {
