@@ -15,7 +15,8 @@ use verge_cache::ManualClock;
 use verge_config::ShieldConfig;
 use verge_origin_shield::ShieldRole;
 
-use crate::edge::{node_toml, purge_at, server_defaults, start_edge_with_clock, timeout_defaults};
+use crate::edge::{node_defaults, node_toml, purge_at, start_edge_with_clock};
+use crate::node::test_config;
 use crate::{FakeOrigin, RunningNode, TestEdge, TestResponse};
 
 /// The shield's id in two-tier tests; it names the shield in `Via`.
@@ -76,13 +77,11 @@ impl TestCdn {
 /// timeouts, then the `tweaks` that mean something to a shield (`shield.*`, `cache.*`,
 /// `server.*`, `admin.*`, `rules`; `upstream.*` becomes `origin.*`).
 pub fn shield_toml(origin: SocketAddr, tweaks: &[&str]) -> String {
-    let mut defaults = vec![("shield.id", format!("{SHIELD_ID:?}"))];
-    defaults.extend(server_defaults());
-    defaults.extend(timeout_defaults(
-        "origin.connect_timeout",
-        "origin.response_timeout",
-    ));
-    defaults.push(("origin.servers", format!("[\"http://{origin}\"]")));
+    let defaults = node_defaults(
+        ("shield.id", format!("{SHIELD_ID:?}")),
+        ["origin.connect_timeout", "origin.response_timeout"],
+        ("origin.servers", format!("[\"http://{origin}\"]")),
+    );
     let translated: Vec<String> = tweaks
         .iter()
         .filter_map(|tweak| {
@@ -110,9 +109,7 @@ pub async fn start_shield_node(
     tweaks: &[&str],
     clock: Arc<ManualClock>,
 ) -> RunningNode {
-    let toml = shield_toml(origin, tweaks);
-    let config = ShieldConfig::from_toml(&toml)
-        .unwrap_or_else(|errors| panic!("test config is invalid:\n{toml}\n{errors}"));
+    let config: ShieldConfig = test_config(&shield_toml(origin, tweaks));
     RunningNode::start_with_clock::<ShieldRole>(&config, clock).await
 }
 

@@ -11,6 +11,7 @@ use verge_config::EdgeConfig;
 
 use crate::client::{HttpClient, TestResponse};
 use crate::metrics::Metrics;
+use crate::node::test_config;
 use crate::within;
 
 /// The node's id in tests; it names the node in `Via` (`1.1 edge-test`).
@@ -31,33 +32,30 @@ pub struct TestEdge {
 /// timeouts, then `tweaks` — dotted-key lines such as `cache.max_bytes = "1MiB"` — which
 /// replace a default of the same key or add to them.
 pub fn edge_toml(origin: SocketAddr, tweaks: &[&str]) -> String {
-    let mut defaults = vec![("edge.id", format!("{EDGE_ID:?}"))];
-    defaults.extend(server_defaults());
-    defaults.extend(timeout_defaults(
-        "upstream.connect_timeout",
-        "upstream.response_timeout",
-    ));
-    defaults.push(("upstream.origin", format!("\"http://{origin}\"")));
+    let defaults = node_defaults(
+        ("edge.id", format!("{EDGE_ID:?}")),
+        ["upstream.connect_timeout", "upstream.response_timeout"],
+        ("upstream.origin", format!("\"http://{origin}\"")),
+    );
     node_toml(&defaults, tweaks)
 }
 
-/// Every test node's `[server]`: loopback listeners on port 0, a short shutdown grace.
-pub(crate) fn server_defaults() -> [(&'static str, String); 3] {
-    [
+/// Every test node's defaults: its `id` (key and value), loopback listeners on port 0, a short
+/// shutdown grace, bounded upstream `timeouts` (connect, response) under the keys the role keeps
+/// them at, and its `origin` (key and value).
+pub(crate) fn node_defaults(
+    id: (&'static str, String),
+    timeouts: [&'static str; 2],
+    origin: (&'static str, String),
+) -> Vec<(&'static str, String)> {
+    vec![
+        id,
         ("server.listen", "\"127.0.0.1:0\"".to_string()),
         ("server.admin_listen", "\"127.0.0.1:0\"".to_string()),
         ("server.shutdown_grace", "\"2s\"".to_string()),
-    ]
-}
-
-/// Bounded upstream timeouts, under the keys the role keeps them at.
-pub(crate) fn timeout_defaults(
-    connect: &'static str,
-    response: &'static str,
-) -> [(&'static str, String); 2] {
-    [
-        (connect, "\"1s\"".to_string()),
-        (response, "\"5s\"".to_string()),
+        (timeouts[0], "\"1s\"".to_string()),
+        (timeouts[1], "\"5s\"".to_string()),
+        origin,
     ]
 }
 
@@ -95,9 +93,7 @@ pub async fn start_edge_with_clock(
     tweaks: &[&str],
     clock: Arc<ManualClock>,
 ) -> TestEdge {
-    let toml = edge_toml(origin, tweaks);
-    let config = EdgeConfig::from_toml(&toml)
-        .unwrap_or_else(|errors| panic!("test config is invalid:\n{toml}\n{errors}"));
+    let config: EdgeConfig = test_config(&edge_toml(origin, tweaks));
     let node = crate::bind_with_clock::<verge_edge::EdgeRole>(&config, clock.clone())
         .await
         .unwrap();

@@ -35,6 +35,11 @@ pub fn tls_start_error<T>(started: Result<T, StartError>, why: &str) -> String {
     }
 }
 
+/// `toml` read as a configuration of type `C`; panics showing the file and what is wrong in it.
+pub fn test_config<C: ConfigFile>(toml: &str) -> C {
+    C::from_toml(toml).unwrap_or_else(|errors| panic!("test config is invalid:\n{toml}\n{errors}"))
+}
+
 /// A node of any role serving in the test's runtime; it stops (and drains) when dropped.
 pub struct RunningNode {
     pub data_addr: SocketAddr,
@@ -95,9 +100,7 @@ impl RunningNode {
     /// Parses `toml` as role `R`'s configuration and runs the node (real clock); panics naming
     /// what is wrong with the file or why the node could not start.
     pub async fn from_toml<R: Role>(toml: &str) -> RunningNode {
-        let config = <R::Config as ConfigFile>::from_toml(toml)
-            .unwrap_or_else(|errors| panic!("test config is invalid:\n{toml}\n{errors}"));
-        RunningNode::start::<R>(&config).await
+        RunningNode::start::<R>(&test_config(toml)).await
     }
 
     /// Keeps the node serving for as long as the runtime lives (benches' nodes).

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::{StatusCode, Version};
+use support::node::test_config;
 use support::pki::{toml_path, CertFiles, TestPki, TlsClient, Validity};
 use support::{raw_exchange, wait_until, within, FakeOrigin, HttpClient, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -48,7 +49,7 @@ fn edge_toml(origin: SocketAddr, tls_keys: &[&str], certs: &[&CertFiles], extra:
 }
 
 fn edge_config(toml: &str) -> EdgeConfig {
-    EdgeConfig::from_toml(toml).unwrap_or_else(|e| panic!("test config is invalid:\n{toml}\n{e}"))
+    test_config(toml)
 }
 
 async fn start_edge_toml(toml: &str) -> RunningNode {

@@ -25,7 +25,7 @@ use verge_node::upstream::Upstream;
 use verge_node::{OriginUpstream, RequestError, StartError};
 
 use verge_testkit::eventually;
-use verge_testkit::node::tls_start_error;
+use verge_testkit::node::{test_config, tls_start_error};
 use verge_testkit::pki::{toml_path, CertFiles, TestPki};
 use verge_testkit::tls_origin::{OriginSettings, TlsOrigin, BODY};
 use verge_testkit::upstream::get_through;
@@ -58,8 +58,7 @@ fn edge_toml(origin: &str, extra: &str) -> String {
 }
 
 async fn bind_edge(toml: &str) -> Result<EdgeNode, StartError> {
-    let config = EdgeConfig::from_toml(toml)
-        .unwrap_or_else(|errors| panic!("test config is invalid:\n{toml}\n{errors}"));
+    let config: EdgeConfig = test_config(toml);
     verge_testkit::bind::<verge_edge::EdgeRole>(&config).await
 }
 
