@@ -104,18 +104,22 @@ pub fn compressible(headers: &HeaderMap, len: usize, config: &CompressionConfig)
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
+        .map(str::trim)
     else {
         return false;
     };
     let Some((kind, sub)) = media.split_once('/') else {
         return false;
     };
-    sub.ends_with("+json")
-        || sub.ends_with("+xml")
+    let ends_with = |suffix: &str| {
+        sub.len() >= suffix.len()
+            && sub.as_bytes()[sub.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+    };
+    ends_with("+json")
+        || ends_with("+xml")
         || config.types.iter().any(|t| match t.split_once('/') {
-            Some((k, "*")) => k == kind,
-            _ => *t == media,
+            Some((k, "*")) => k.eq_ignore_ascii_case(kind),
+            _ => t.eq_ignore_ascii_case(media),
         })
 }
 
