@@ -5,12 +5,11 @@
 
 use verge_testkit as support;
 
-use support::{raw_exchange, start_edge, FakeOrigin, HttpClient, Reply};
+use support::{raw_exchange, start_origin_and_edge, HttpClient, RawReply, Reply};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_request_line_gets_400_and_the_connection_closed() {
-    let origin = FakeOrigin::start().await;
-    let edge = start_edge(origin.addr(), &[]).await;
+    let (origin, edge) = start_origin_and_edge(&[]).await;
 
     // `raw_exchange` reads until the server closes the connection, and fails if it does not.
     let reply = raw_exchange(edge.data_addr, b"THIS IS NOT HTTP\x01\r\n\r\n").await;
@@ -20,9 +19,8 @@ async fn malformed_request_line_gets_400_and_the_connection_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_head_over_max_header_bytes_gets_431() {
-    let origin = FakeOrigin::start().await;
+    let (origin, edge) = start_origin_and_edge(&["server.max_header_bytes = \"16KiB\""]).await;
     origin.on("/", Reply::ok("root"));
-    let edge = start_edge(origin.addr(), &["server.max_header_bytes = \"16KiB\""]).await;
 
     let big = "a".repeat(20_000);
     let request = format!("GET / HTTP/1.1\r\nHost: example.test\r\nX-Big: {big}\r\n\r\n");
@@ -41,9 +39,8 @@ async fn request_head_over_max_header_bytes_gets_431() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http11_request_without_host_gets_400_and_the_connection_closed() {
-    let origin = FakeOrigin::start().await;
+    let (origin, edge) = start_origin_and_edge(&[]).await;
     origin.on("/", Reply::ok("root"));
-    let edge = start_edge(origin.addr(), &[]).await;
 
     let reply = raw_exchange(edge.data_addr, b"GET / HTTP/1.1\r\n\r\n").await;
     assert_eq!(reply.status(), 400, "{}", reply.text());
@@ -57,9 +54,8 @@ async fn http11_request_without_host_gets_400_and_the_connection_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_is_refused_with_405() {
-    let origin = FakeOrigin::start().await;
+    let (origin, edge) = start_origin_and_edge(&[]).await;
     origin.on("/a", Reply::ok("a").cache_control("max-age=60"));
-    let edge = start_edge(origin.addr(), &[]).await;
     let client = HttpClient::http1();
 
     let response = client.request("PURGE", &edge.url("/a"), &[], "").await;
@@ -74,8 +70,7 @@ async fn purge_is_refused_with_405() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_is_refused_with_405() {
-    let origin = FakeOrigin::start().await;
-    let edge = start_edge(origin.addr(), &[]).await;
+    let (origin, edge) = start_origin_and_edge(&[]).await;
 
     let reply = raw_exchange(
         edge.data_addr,
@@ -88,11 +83,10 @@ async fn connect_is_refused_with_405() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ambiguous_body_length_is_refused_and_nothing_is_smuggled_after_it() {
-    let origin = FakeOrigin::start().await;
+    let (origin, edge) = start_origin_and_edge(&[]).await;
     origin.on("/up", Reply::ok("up"));
     origin.on("/before", Reply::ok("before"));
     origin.on("/smuggled", Reply::ok("smuggled"));
-    let edge = start_edge(origin.addr(), &[]).await;
 
     // Read by Content-Length, the body would end after "5\r\nh" and "GET /smuggled" would follow
     // as a second request on this connection; read as chunked, the origin would be sent a body
@@ -107,14 +101,7 @@ async fn an_ambiguous_body_length_is_refused_and_nothing_is_smuggled_after_it() 
              GET /smuggled HTTP/1.1\r\nHost: a.test\r\n\r\n"
         );
         let reply = raw_exchange(edge.data_addr, request.as_bytes()).await;
-        assert_eq!(reply.status(), 400, "{}", reply.text());
-        assert!(
-            reply
-                .text()
-                .contains("both Content-Length and Transfer-Encoding"),
-            "{}",
-            reply.text()
-        );
+        assert_refused_as_ambiguous(&reply);
         assert!(
             reply.text().contains("detail=bad-request"),
             "{}",
@@ -149,20 +136,22 @@ async fn an_ambiguous_body_length_is_refused_and_nothing_is_smuggled_after_it() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_listener_refuses_an_ambiguous_body_length_too() {
-    let origin = FakeOrigin::start().await;
-    let edge = start_edge(origin.addr(), &[]).await;
+    let (_origin, edge) = start_origin_and_edge(&[]).await;
     let reply = raw_exchange(
         edge.admin_addr,
         b"POST /v1/purge HTTP/1.1\r\nHost: admin\r\nContent-Length: 4\r\n\
           Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
     )
     .await;
+    assert_refused_as_ambiguous(&reply);
+}
+
+/// A 400 that names both length fields.
+fn assert_refused_as_ambiguous(reply: &RawReply) {
     assert_eq!(reply.status(), 400, "{}", reply.text());
+    let text = reply.text();
     assert!(
-        reply
-            .text()
-            .contains("both Content-Length and Transfer-Encoding"),
-        "{}",
-        reply.text()
+        text.contains("both Content-Length and Transfer-Encoding"),
+        "{text}"
     );
 }
