@@ -6,6 +6,7 @@
 //! - [`client`]: an HTTP/1.1 and HTTP/2 client returning whole responses, and raw TCP exchanges
 //!   for input no well-behaved client would send;
 //! - [`metrics`]: reading values out of the admin `/metrics` text;
+//! - [`http1`]: a bare HTTP/1.1 server for origins a test writes by hand;
 //! - [`raw_origin`]: [`RawOrigin`], an origin answering with scripted bytes, for responses a
 //!   server library would rewrite;
 //! - [`pki`]: a test CA and the certificates it signs, and a TLS client;
@@ -29,6 +30,7 @@ pub mod client;
 pub mod control;
 pub mod edge;
 pub mod fake_origin;
+pub mod http1;
 pub mod metrics;
 pub mod node;
 pub mod pki;

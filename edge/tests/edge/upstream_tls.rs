@@ -2,17 +2,14 @@
 //! with certificates from a test CA. Checks verification (CA, name, `server_name`), mutual
 //! TLS, HTTP/2 by ALPN, and that unusable TLS files stop a node at start.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, Version};
+use http::{Response, StatusCode, Version};
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use prometheus::{IntGauge, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -382,19 +379,9 @@ async fn a_tls_client_still_reaches_plain_http_upstreams() {
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let counted = hits.clone();
-    let server = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let counted = counted.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |_: Request<hyper::body::Incoming>| {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("plain")))) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+    let server = verge_testkit::http1::serve(listener, move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { Response::new(Full::new(Bytes::from("plain"))) }
     });
     let pki = TestPki::new("plain");
     let upstream = tls_upstream(&format!("http://{addr}"), trusting(&pki.ca_file));

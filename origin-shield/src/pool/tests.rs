@@ -1,15 +1,11 @@
 //! The pool's pure cores (ejection back-off, probe verdicts) with given times, and
 //! the pool itself against tiny origin servers on `127.0.0.1:0`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use verge_config::OriginUrl;
@@ -102,40 +98,26 @@ impl TinyOrigin {
         let hits = Arc::new(AtomicUsize::new(0));
         let probes = Arc::new(AtomicUsize::new(0));
         let (b, h, p) = (behaviour.clone(), hits.clone(), probes.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
+        let task = verge_testkit::http1::serve(listener, move |request| {
+            let (b, h, p) = (b.clone(), h.clone(), p.clone());
+            async move {
+                if request.uri().path() == HEALTH_PATH {
+                    p.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    h.fetch_add(1, Ordering::SeqCst);
+                }
+                let behaviour = *b.lock().unwrap();
+                let status = match behaviour {
+                    Behaviour::Status(status) => status,
+                    Behaviour::Delay(delay) => {
+                        tokio::time::sleep(delay).await;
+                        200
+                    }
                 };
-                let (b, h, p) = (b.clone(), h.clone(), p.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let (b, h, p) = (b.clone(), h.clone(), p.clone());
-                        async move {
-                            if request.uri().path() == HEALTH_PATH {
-                                p.fetch_add(1, Ordering::SeqCst);
-                            } else {
-                                h.fetch_add(1, Ordering::SeqCst);
-                            }
-                            let behaviour = *b.lock().unwrap();
-                            let status = match behaviour {
-                                Behaviour::Status(status) => status,
-                                Behaviour::Delay(delay) => {
-                                    tokio::time::sleep(delay).await;
-                                    200
-                                }
-                            };
-                            let response = Response::builder()
-                                .status(status)
-                                .body(Full::new(Bytes::from_static(b"answer")))
-                                .unwrap();
-                            Ok::<_, Infallible>(response)
-                        }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                Response::builder()
+                    .status(status)
+                    .body(Full::new(Bytes::from_static(b"answer")))
+                    .unwrap()
             }
         });
         TinyOrigin {

@@ -2,7 +2,6 @@
 //! answers changed by the test) sends the shield to fake origins listening on other 127.x
 //! addresses. Real sockets throughout; TTLs of 1 s, so each test takes a second or two.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,8 +14,6 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use http::header::HOST;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use prometheus::{IntGauge, Registry};
 use tokio::net::{TcpListener, UdpSocket};
@@ -153,30 +150,17 @@ impl FakeOrigin {
         let hits = Arc::new(AtomicUsize::new(0));
         let hosts = Arc::new(Mutex::new(Vec::new()));
         let (h, seen) = (hits.clone(), hosts.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (h, seen) = (h.clone(), seen.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let host = request
-                            .headers()
-                            .get(HOST)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
-                        seen.lock().unwrap().push(host);
-                        let body = Full::new(Bytes::from(addr.ip().to_string()));
-                        async move { Ok::<_, Infallible>(Response::new(body)) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let task = verge_testkit::http1::serve(listener, move |request| {
+            h.fetch_add(1, Ordering::SeqCst);
+            let host = request
+                .headers()
+                .get(HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            seen.lock().unwrap().push(host);
+            let body = Full::new(Bytes::from(addr.ip().to_string()));
+            async move { Response::new(body) }
         });
         FakeOrigin {
             ip: *addr.ip(),
