@@ -101,6 +101,7 @@ mod tests {
     use rustls::pki_types::ServerName;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
+    use tokio_rustls::client::TlsStream;
     use tokio_rustls::{TlsAcceptor, TlsConnector};
     use verge_config::UnknownSni;
 
@@ -150,11 +151,57 @@ mod tests {
         (addr, rx)
     }
 
-    fn setup(tls: &TlsServerConfig) -> (Arc<ServerConfig>, Registry) {
+    /// A handshake with the server at `addr` as `client`, naming `name` by SNI; `Err` when it
+    /// takes longer than [`BOUND`].
+    async fn handshake(
+        client: Arc<rustls::ClientConfig>,
+        addr: std::net::SocketAddr,
+        name: &str,
+    ) -> Result<std::io::Result<TlsStream<TcpStream>>, tokio::time::error::Elapsed> {
+        let socket = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from(name.to_string()).unwrap();
+        tokio::time::timeout(BOUND, TlsConnector::from(client).connect(name, socket)).await
+    }
+
+    /// Sends `x` over `stream` and reads what the server echoes, within [`BOUND`].
+    async fn echo(stream: &mut TlsStream<TcpStream>) -> [u8; 1] {
+        stream.write_all(b"x").await.unwrap();
+        let mut echo = [0u8; 1];
+        tokio::time::timeout(BOUND, stream.read_exact(&mut echo))
+            .await
+            .unwrap()
+            .unwrap();
+        echo
+    }
+
+    /// What the server reported for its next handshake.
+    async fn next_served(
+        results: &mut tokio::sync::mpsc::UnboundedReceiver<std::io::Result<usize>>,
+    ) -> std::io::Result<usize> {
+        tokio::time::timeout(BOUND, results.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// [`serve`] with the server configuration made of `tls`; the registry it counts on.
+    async fn serving(
+        tls: &TlsServerConfig,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::mpsc::UnboundedReceiver<std::io::Result<usize>>,
+        Registry,
+    ) {
         let registry = Registry::new();
         let metrics = TlsMetrics::register(&registry).unwrap();
         let resolver = Arc::new(CertResolver::new(tls, metrics, SystemTime::now()).unwrap());
-        (server_config(tls, resolver).unwrap(), registry)
+        let (addr, results) = serve(server_config(tls, resolver).unwrap()).await;
+        (addr, results, registry)
+    }
+
+    /// One site, `a.test`, with a certificate from `pki`.
+    fn site_a(pki: &Pki) -> TlsServerConfig {
+        tls_config(vec![pki.leaf("a", &["a.test"])])
     }
 
     #[tokio::test]
@@ -164,17 +211,11 @@ mod tests {
         let b = pki.leaf("b", &["b.test"]);
         let c = pki.leaf("c", &["*.c.test"]);
         let tls = tls_config(vec![a, b.clone(), c]);
-        let (config, _registry) = setup(&tls);
-        let (addr, mut results) = serve(config).await;
+        let (addr, mut results, _registry) = serving(&tls).await;
         let expected = read_chain(&b.cert).unwrap();
 
-        let connector = TlsConnector::from(client_config(&pki, None));
-        let socket = TcpStream::connect(addr).await.unwrap();
-        let name = ServerName::try_from("b.test").unwrap();
-        let mut stream = tokio::time::timeout(BOUND, connector.connect(name, socket))
-            .await
-            .unwrap()
-            .unwrap();
+        let client = client_config(&pki, None);
+        let mut stream = handshake(client, addr, "b.test").await.unwrap().unwrap();
         let (_, connection) = stream.get_ref();
         assert_eq!(connection.peer_certificates().unwrap()[0], expected[0]);
         assert_eq!(connection.alpn_protocol(), Some(&b"h2"[..]));
@@ -182,29 +223,19 @@ mod tests {
             connection.protocol_version(),
             Some(rustls::ProtocolVersion::TLSv1_3)
         );
-        stream.write_all(b"x").await.unwrap();
-        let mut echo = [0u8; 1];
-        tokio::time::timeout(BOUND, stream.read_exact(&mut echo))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&echo, b"x");
-        let served = tokio::time::timeout(BOUND, results.recv()).await.unwrap();
-        assert_eq!(served.unwrap().unwrap(), 0, "no client certificate");
+        assert_eq!(&echo(&mut stream).await, b"x");
+        let served = next_served(&mut results).await;
+        assert_eq!(served.unwrap(), 0, "no client certificate");
     }
 
     #[tokio::test]
     async fn http1_is_negotiated_for_a_client_that_offers_only_http1() {
         let pki = Pki::new();
-        let tls = tls_config(vec![pki.leaf("a", &["a.test"])]);
-        let (config, _registry) = setup(&tls);
-        let (addr, _results) = serve(config).await;
+        let tls = site_a(&pki);
+        let (addr, _results, _registry) = serving(&tls).await;
         let mut client = (*client_config(&pki, None)).clone();
         client.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let connector = TlsConnector::from(Arc::new(client));
-        let socket = TcpStream::connect(addr).await.unwrap();
-        let name = ServerName::try_from("a.test").unwrap();
-        let stream = tokio::time::timeout(BOUND, connector.connect(name, socket))
+        let stream = handshake(Arc::new(client), addr, "a.test")
             .await
             .unwrap()
             .unwrap();
@@ -214,19 +245,14 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_sni_is_refused_and_counted_when_so_configured() {
         let pki = Pki::new();
-        let mut tls = tls_config(vec![pki.leaf("a", &["a.test"])]);
+        let mut tls = site_a(&pki);
         tls.unknown_sni = UnknownSni::Refuse;
-        let (config, registry) = setup(&tls);
-        let (addr, mut results) = serve(config).await;
-        let connector = TlsConnector::from(client_config(&pki, None));
-        let socket = TcpStream::connect(addr).await.unwrap();
-        let name = ServerName::try_from("other.test").unwrap();
-        let outcome = tokio::time::timeout(BOUND, connector.connect(name, socket))
-            .await
-            .unwrap();
+        let (addr, mut results, registry) = serving(&tls).await;
+        let client = client_config(&pki, None);
+        let outcome = handshake(client, addr, "other.test").await.unwrap();
         assert!(outcome.is_err());
-        let served = tokio::time::timeout(BOUND, results.recv()).await.unwrap();
-        let error = served.unwrap().unwrap_err();
+        let served = next_served(&mut results).await;
+        let error = served.unwrap_err();
         assert!(is_unknown_sni_refusal(&error), "{error:?}");
         let refused = counter(&registry, "verge_tls_handshakes_total", "unknown_sni");
         assert_eq!(refused, 1.0);
@@ -235,19 +261,13 @@ mod tests {
     #[tokio::test]
     async fn with_a_client_ca_only_clients_with_a_certificate_it_signed_get_through() {
         let pki = Pki::new();
-        let mut tls = tls_config(vec![pki.leaf("a", &["a.test"])]);
+        let mut tls = site_a(&pki);
         tls.client_ca = Some(pki.ca_path());
-        let (config, _registry) = setup(&tls);
-        let (addr, mut results) = serve(config).await;
-        let name = ServerName::try_from("a.test").unwrap();
+        let (addr, mut results, _registry) = serving(&tls).await;
 
         // Without a certificate: the server refuses the handshake. (In TLS 1.3 the client may
         // believe it finished before the refusal arrives; the server's side decides.)
-        let connector = TlsConnector::from(client_config(&pki, None));
-        let socket = TcpStream::connect(addr).await.unwrap();
-        if let Ok(Ok(mut stream)) =
-            tokio::time::timeout(BOUND, connector.connect(name.clone(), socket)).await
-        {
+        if let Ok(Ok(mut stream)) = handshake(client_config(&pki, None), addr, "a.test").await {
             let _ = stream.write_all(b"x").await;
             let mut echo = [0u8; 1];
             let read = tokio::time::timeout(BOUND, stream.read_exact(&mut echo))
@@ -255,43 +275,30 @@ mod tests {
                 .unwrap();
             assert!(read.is_err(), "no echo without a client certificate");
         }
-        let served = tokio::time::timeout(BOUND, results.recv()).await.unwrap();
-        assert!(served.unwrap().is_err());
+        let served = next_served(&mut results).await;
+        assert!(served.is_err());
 
         // With one the CA signed: through, and the server sees it.
-        let connector = TlsConnector::from(client_config(&pki, Some(pki.client("client.test"))));
-        let socket = TcpStream::connect(addr).await.unwrap();
-        let mut stream = tokio::time::timeout(BOUND, connector.connect(name, socket))
-            .await
-            .unwrap()
-            .unwrap();
-        stream.write_all(b"x").await.unwrap();
-        let mut echo = [0u8; 1];
-        tokio::time::timeout(BOUND, stream.read_exact(&mut echo))
-            .await
-            .unwrap()
-            .unwrap();
-        let served = tokio::time::timeout(BOUND, results.recv()).await.unwrap();
-        assert_eq!(served.unwrap().unwrap(), 1, "the client certificate");
+        let client = client_config(&pki, Some(pki.client("client.test")));
+        let mut stream = handshake(client, addr, "a.test").await.unwrap().unwrap();
+        assert_eq!(&echo(&mut stream).await, b"x");
+        let served = next_served(&mut results).await;
+        assert_eq!(served.unwrap(), 1, "the client certificate");
 
         // A certificate from another CA is refused too.
         let stranger = Pki::new();
-        let connector =
-            TlsConnector::from(client_config(&pki, Some(stranger.client("client.test"))));
-        let socket = TcpStream::connect(addr).await.unwrap();
-        let name = ServerName::try_from("a.test").unwrap();
-        let _ = tokio::time::timeout(BOUND, connector.connect(name, socket)).await;
-        let served = tokio::time::timeout(BOUND, results.recv()).await.unwrap();
-        assert!(served.unwrap().is_err());
+        let client = client_config(&pki, Some(stranger.client("client.test")));
+        let _ = handshake(client, addr, "a.test").await;
+        let served = next_served(&mut results).await;
+        assert!(served.is_err());
     }
 
     #[tokio::test]
     async fn min_version_1_3_refuses_a_tls_1_2_client() {
         let pki = Pki::new();
-        let mut tls = tls_config(vec![pki.leaf("a", &["a.test"])]);
+        let mut tls = site_a(&pki);
         tls.min_version = TlsVersion::V1_3;
-        let (config, _registry) = setup(&tls);
-        let (addr, mut results) = serve(config).await;
+        let (addr, mut results, _registry) = serving(&tls).await;
         let mut roots = RootCertStore::empty();
         roots.add(pki.ca_der()).unwrap();
         let client = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -301,21 +308,16 @@ mod tests {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let connector = TlsConnector::from(Arc::new(client));
-        let socket = TcpStream::connect(addr).await.unwrap();
-        let name = ServerName::try_from("a.test").unwrap();
-        let outcome = tokio::time::timeout(BOUND, connector.connect(name, socket))
-            .await
-            .unwrap();
+        let outcome = handshake(Arc::new(client), addr, "a.test").await.unwrap();
         assert!(outcome.is_err());
-        let served = tokio::time::timeout(BOUND, results.recv()).await.unwrap();
-        assert!(served.unwrap().is_err());
+        let served = next_served(&mut results).await;
+        assert!(served.is_err());
     }
 
     #[test]
     fn a_bad_client_ca_file_is_named_in_the_error() {
         let pki = Pki::new();
-        let mut tls = tls_config(vec![pki.leaf("a", &["a.test"])]);
+        let mut tls = site_a(&pki);
         tls.client_ca = Some(pki.write_file("ca-garbage.pem", "nothing here"));
         let registry = Registry::new();
         let metrics = TlsMetrics::register(&registry).unwrap();
