@@ -20,6 +20,37 @@ fn temp_dir() -> TempDir {
     TempDir::new().unwrap()
 }
 
+/// Control with `extra` configuration, its data in a directory that lives as long as the
+/// test keeps it.
+async fn control_in_temp_dir(extra: &str) -> (TempDir, TestControl) {
+    let dir = temp_dir();
+    let control = start_control(dir.path(), extra).await;
+    (dir, control)
+}
+
+/// Purges URLs 1 to `count`, each getting the next sequence number, and reads each from
+/// `stream` in order.
+async fn purge_and_see_in_order(control: &TestControl, stream: &mut EventReader, count: u64) {
+    for n in 1..=count {
+        assert_eq!(control.purge_url(n).await, n);
+    }
+    for n in 1..=count {
+        stream.expect_purge(n).await;
+    }
+}
+
+/// Registers shield `s1` and edge `edge` (their admin listeners closed) and opens the edge's
+/// live stream; the closed address is held for as long as the test keeps it.
+async fn shield_and_live_edge(
+    control: &TestControl,
+    edge: &str,
+) -> (EventReader, verge_testkit::DeadAddr) {
+    let (admin_url, held) = closed_admin_url();
+    control.register("s1", "shield", &admin_url).await;
+    control.register(edge, "edge", &admin_url).await;
+    (control.live_events(edge).await, held)
+}
+
 /// Registers shield `s1` and edge `e1` and opens both streams; checks their first table.
 async fn shield_and_edge(control: &TestControl) -> (EventReader, EventReader) {
     let (admin_url, _held) = closed_admin_url();
@@ -43,8 +74,7 @@ async fn shield_and_edge(control: &TestControl) -> (EventReader, EventReader) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edges_get_a_purge_once_the_shields_have_acknowledged_it() {
-    let dir = temp_dir();
-    let control = start_control(dir.path(), "[purge]\nshield_ack_timeout = \"2s\"\n").await;
+    let (_dir, control) = control_in_temp_dir("[purge]\nshield_ack_timeout = \"2s\"\n").await;
     let (mut shield, mut edge) = shield_and_edge(&control).await;
 
     let posted = Instant::now();
@@ -106,8 +136,7 @@ fn node_states(status: &serde_json::Value) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edges_get_a_purge_after_the_ack_timeout_when_a_shield_stays_silent() {
-    let dir = temp_dir();
-    let control = start_control(dir.path(), "[purge]\nshield_ack_timeout = \"300ms\"\n").await;
+    let (_dir, control) = control_in_temp_dir("[purge]\nshield_ack_timeout = \"300ms\"\n").await;
     let (mut shield, mut edge) = shield_and_edge(&control).await;
 
     let posted = Instant::now();
@@ -126,13 +155,8 @@ async fn edges_get_a_purge_after_the_ack_timeout_when_a_shield_stays_silent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shield_without_a_stream_does_not_hold_purges_back_from_edges() {
-    let dir = temp_dir();
-    let control = start_control(dir.path(), "[purge]\nshield_ack_timeout = \"2s\"\n").await;
-    let (admin_url, _held) = closed_admin_url();
-    control.register("s1", "shield", &admin_url).await;
-    control.register("e1", "edge", &admin_url).await;
-    let mut edge = control.events("e1", None).await;
-    edge.expect_routing().await;
+    let (_dir, control) = control_in_temp_dir("[purge]\nshield_ack_timeout = \"2s\"\n").await;
+    let (mut edge, _held) = shield_and_live_edge(&control, "e1").await;
     let posted = Instant::now();
     control.purge_url(1).await;
     edge.expect_purge(1).await;
@@ -145,20 +169,10 @@ async fn a_shield_without_a_stream_does_not_hold_purges_back_from_edges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnecting_node_gets_exactly_the_purges_after_since_then_a_table() {
-    let dir = temp_dir();
-    let control = start_control(dir.path(), "").await;
-    let (admin_url, _held) = closed_admin_url();
-    control.register("s1", "shield", &admin_url).await;
-    control.register("e1", "edge", &admin_url).await;
-    let mut edge = control.events("e1", None).await;
-    edge.expect_routing().await;
-    for n in 1..=5 {
-        assert_eq!(control.purge_url(n).await, n);
-    }
+    let (_dir, control) = control_in_temp_dir("").await;
+    let (mut edge, _held) = shield_and_live_edge(&control, "e1").await;
     // Live, in order (s1 has no stream, so edges need not wait for it).
-    for n in 1..=5 {
-        edge.expect_purge(n).await;
-    }
+    purge_and_see_in_order(&control, &mut edge, 5).await;
     drop(edge);
 
     for (node, since) in [("e1", 2), ("s1", 2), ("s1", 0), ("e1", 4)] {
@@ -188,20 +202,10 @@ async fn a_reconnecting_node_gets_exactly_the_purges_after_since_then_a_table() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_behind_the_retained_log_or_ahead_of_it_is_told_to_resync() {
-    let dir = temp_dir();
-    let control = start_control(dir.path(), "[purge]\nlog_retain = 3\n").await;
-    let (admin_url, _held) = closed_admin_url();
-    control.register("s1", "shield", &admin_url).await;
-    control.register("e0", "edge", &admin_url).await;
+    let (_dir, control) = control_in_temp_dir("[purge]\nlog_retain = 3\n").await;
     // The edge's live stream tells when every purge has been dispatched.
-    let mut sentinel = control.events("e0", None).await;
-    sentinel.expect_routing().await;
-    for n in 1..=10 {
-        assert_eq!(control.purge_url(n).await, n);
-    }
-    for n in 1..=10 {
-        sentinel.expect_purge(n).await;
-    }
+    let (mut sentinel, _held) = shield_and_live_edge(&control, "e0").await;
+    purge_and_see_in_order(&control, &mut sentinel, 10).await;
 
     // Still held: 8, 9 and 10.
     let mut held = control.events("s1", Some(7)).await;
@@ -305,8 +309,7 @@ async fn a_node_that_does_not_read_its_stream_is_cut_off_and_the_others_carry_on
     let (admin_url, _held) = closed_admin_url();
     control.register("fast", "edge", &admin_url).await;
     control.register("slow", "edge", &admin_url).await;
-    let mut fast = control.events("fast", None).await;
-    fast.expect_routing().await;
+    let mut fast = control.live_events("fast").await;
 
     // The slow node asks for its stream on a socket with a small receive buffer, then reads
     // nothing.

@@ -338,6 +338,13 @@ impl TestControl {
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     }
 
+    /// Opens node `id`'s live push stream and reads past the routing table it starts with.
+    pub async fn live_events(&self, id: &str) -> EventReader {
+        let mut stream = self.events(id, None).await;
+        stream.expect_routing().await;
+        stream
+    }
+
     /// Opens node `id`'s push stream (resuming after `since`).
     pub async fn events(&self, id: &str, since: Option<u64>) -> EventReader {
         let path = match since {
