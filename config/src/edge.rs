@@ -3,7 +3,7 @@
 
 use crate::error::{Collector, ConfigErrors};
 use crate::ids::{NodeId, RegionId};
-use crate::node::{validate_node, RawNodeSection};
+use crate::node::{validate_node, NodeConfig, NodeView, RawNodeSection};
 use crate::node_control::NodeControlConfig;
 use crate::raw::RawEdgeFile;
 use crate::shields::{validate_shields, ShieldsConfig};
@@ -28,6 +28,22 @@ pub struct EdgeConfig {
     pub control: Option<NodeControlConfig>,
     /// HTTPS listeners and their certificates; `None`: plain HTTP only.
     pub tls: Option<TlsServerConfig>,
+}
+
+impl NodeConfig for EdgeConfig {
+    fn node(&self) -> NodeView<'_> {
+        NodeView {
+            role: crate::wire::NodeRole::Edge,
+            tls: self.tls.as_ref(),
+            control: self.control.as_ref(),
+            id: &self.id,
+            region: &self.region,
+            server: &self.server,
+            cache: &self.cache,
+            admin: &self.admin,
+            upstream: &self.upstream,
+        }
+    }
 }
 
 /// Defaults of an edge's tables, in one place so the README and examples can name them.

@@ -57,7 +57,7 @@ pub use edge::EdgeConfig;
 pub use error::{ConfigError, ConfigErrors};
 pub use geo::GeoConfig;
 pub use ids::{NodeId, RegionId};
-pub use node::{AdminConfig, CacheConfig, OverrideHeaders, ServerConfig};
+pub use node::{AdminConfig, CacheConfig, NodeConfig, NodeView, OverrideHeaders, ServerConfig};
 pub use node_control::NodeControlConfig;
 pub use quick_start::{ControlQuickStart, EdgeQuickStart, ShieldQuickStart};
 pub use reload::{ConfigFile, ConfigSource, FileWatch, ReloadError, ReloadReport};

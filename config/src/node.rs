@@ -18,6 +18,7 @@ use crate::rules::{validate_rules, RuleSet};
 use crate::tls::RawTls;
 use crate::tls::{validate_tls, TlsServerConfig};
 use crate::units::ByteSize;
+use crate::upstream::UpstreamConfig;
 use crate::wire::NodeRole;
 
 /// Listeners and per-connection limits shared by every cache node.
@@ -188,6 +189,26 @@ pub mod defaults {
     pub const ADMIN_MAX_BODY_BYTES: &str = "1MiB";
     /// The region of a node that names none.
     pub const REGION: &str = "local";
+}
+
+/// A cache node's configuration as the node runtime reads it, whatever the role: what it is,
+/// its node tables, and the upstream whose connections it bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeView<'a> {
+    pub role: NodeRole,
+    pub tls: Option<&'a TlsServerConfig>,
+    pub control: Option<&'a NodeControlConfig>,
+    pub id: &'a NodeId,
+    pub region: &'a RegionId,
+    pub server: &'a ServerConfig,
+    pub cache: &'a CacheConfig,
+    pub admin: &'a AdminConfig,
+    pub upstream: &'a UpstreamConfig,
+}
+
+/// The configuration of a cache role (edge, shield): it has the tables every node has.
+pub trait NodeConfig {
+    fn node(&self) -> NodeView<'_>;
 }
 
 /// The node tables of a role's file, as written.

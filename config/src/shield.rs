@@ -8,7 +8,9 @@ use std::time::Duration;
 use crate::error::{Collector, ConfigErrors};
 use crate::field::{bounded_duration, count, duration};
 use crate::ids::{NodeId, RegionId};
-use crate::node::{validate_node, AdminConfig, CacheConfig, RawNodeSection, ServerConfig};
+use crate::node::{
+    validate_node, AdminConfig, CacheConfig, NodeConfig, NodeView, RawNodeSection, ServerConfig,
+};
 use crate::node_control::NodeControlConfig;
 use crate::raw::{RawOriginPool, RawResolver, RawShieldFile, RawUpstream};
 use crate::tls::TlsServerConfig;
@@ -35,6 +37,22 @@ pub struct ShieldConfig {
     pub control: Option<NodeControlConfig>,
     /// HTTPS listeners (e.g. mutual TLS from edges); `None`: plain HTTP only.
     pub tls: Option<TlsServerConfig>,
+}
+
+impl NodeConfig for ShieldConfig {
+    fn node(&self) -> NodeView<'_> {
+        NodeView {
+            role: crate::wire::NodeRole::Shield,
+            tls: self.tls.as_ref(),
+            control: self.control.as_ref(),
+            id: &self.id,
+            region: &self.region,
+            server: &self.server,
+            cache: &self.cache,
+            admin: &self.admin,
+            upstream: &self.origin.upstream,
+        }
+    }
 }
 
 /// The origin servers a shield fetches from, and how it judges and retries them.

@@ -4,33 +4,12 @@
 use std::sync::{Mutex, PoisonError};
 
 use prometheus::{IntGauge, Registry};
-use verge_config::wire::NodeRole;
 use verge_config::EdgeConfig;
 
 use verge_node::metrics::NodeMetrics;
-use verge_node::{Downstream, NodeControl, NodeSettings, OriginUpstream, Role, StartError};
+use verge_node::{OriginUpstream, Role, StartError};
 
 use crate::shields::{EdgeUpstream, ShieldMetrics, ShieldUpstream};
-
-/// The node settings of an edge configuration.
-fn edge_settings(config: &EdgeConfig) -> NodeSettings<'_> {
-    NodeSettings {
-        id: &config.id,
-        region: &config.region,
-        server: &config.server,
-        cache: &config.cache,
-        admin: &config.admin,
-        tls: config.tls.as_ref(),
-        cache_name: "verge-edge",
-        downstream: Downstream::Clients,
-        upstream_max_connections: config.upstream.max_connections,
-        control: config.control.as_ref().map(|control| NodeControl {
-            config: control,
-            role: NodeRole::Edge,
-            region: &config.region,
-        }),
-    }
-}
 
 /// Builds an edge's upstream: the origin alone, or the shield ring in front of it.
 /// `shield_metrics` is registered on first need and reused by every upstream built after.
@@ -85,10 +64,6 @@ impl Role for EdgeRole {
     type Config = EdgeConfig;
     type Upstream = EdgeUpstream;
     const TABLE: &'static str = "edge";
-
-    fn settings(config: &EdgeConfig) -> NodeSettings<'_> {
-        edge_settings(config)
-    }
 
     fn start(
         config: &EdgeConfig,

@@ -15,7 +15,7 @@
 //! If any preparation fails, nothing changes and the error says what.
 
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
-use verge_config::{ConfigFile, ReloadError, ReloadReport};
+use verge_config::{ConfigFile, NodeConfig, ReloadError, ReloadReport};
 
 use crate::metrics::NodeMetrics;
 use crate::settings::NodeSettings;
@@ -41,14 +41,16 @@ pub trait Reload: Send + Sync {
 /// how both are built, and what of them a reload may change. Everything else a node does is
 /// the runtime's, the same for every role.
 pub trait Role: Sized + Send + Sync + 'static {
-    type Config: ConfigFile + Clone + PartialEq + Send + Sync + 'static;
+    type Config: ConfigFile + NodeConfig + Clone + PartialEq + Send + Sync + 'static;
     type Upstream: Upstream;
 
     /// The role's table in configuration files (`edge`, `shield`), for key paths.
     const TABLE: &'static str;
 
     /// The settings every cache node has.
-    fn settings(config: &Self::Config) -> NodeSettings<'_>;
+    fn settings(config: &Self::Config) -> NodeSettings<'_> {
+        NodeSettings::new(config.node())
+    }
 
     /// Builds the role and its first upstream, with the node's registry and metrics.
     fn start(

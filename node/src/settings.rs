@@ -4,9 +4,11 @@
 
 use verge_config::wire::NodeRole;
 use verge_config::{
-    AdminConfig, CacheConfig, NodeControlConfig, NodeId, RegionId, ServerConfig, TlsServerConfig,
+    AdminConfig, CacheConfig, NodeControlConfig, NodeId, NodeView, RegionId, ServerConfig,
+    TlsServerConfig,
 };
 
+use crate::pipeline::Downstream;
 use crate::server::ListenerLimits;
 
 /// What every cache node is configured with, whatever its role.
@@ -26,6 +28,33 @@ pub struct NodeSettings<'a> {
     pub upstream_max_connections: usize,
     /// The control plane to register with, and as what; `None`: static configuration only.
     pub control: Option<NodeControl<'a>>,
+}
+
+impl<'a> NodeSettings<'a> {
+    /// The settings of the node `node` configures. Its role names its cache in `Cache-Status`
+    /// and says whom it answers: an edge answers clients, a shield the caches below it.
+    pub fn new(node: NodeView<'a>) -> NodeSettings<'a> {
+        let (cache_name, downstream) = match node.role {
+            NodeRole::Edge => ("verge-edge", Downstream::Clients),
+            NodeRole::Shield => ("verge-shield", Downstream::Caches),
+        };
+        NodeSettings {
+            id: node.id,
+            region: node.region,
+            server: node.server,
+            cache: node.cache,
+            admin: node.admin,
+            tls: node.tls,
+            cache_name,
+            downstream,
+            upstream_max_connections: node.upstream.max_connections,
+            control: node.control.map(|config| NodeControl {
+                config,
+                role: node.role,
+                region: node.region,
+            }),
+        }
+    }
 }
 
 /// How a node takes part in the control plane: the `[control]` table and what it registers as.

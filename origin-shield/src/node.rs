@@ -12,10 +12,9 @@ use arc_swap::ArcSwap;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntGauge, Registry};
-use verge_config::wire::NodeRole;
 use verge_config::ShieldConfig;
 use verge_node::metrics::NodeMetrics;
-use verge_node::{Downstream, Node, NodeControl, NodeSettings, Role, StartError};
+use verge_node::{Node, Role, StartError};
 
 use crate::pool::{HealthChecks, OriginPool, PoolError};
 
@@ -24,26 +23,6 @@ const RELOAD_LOOKUP_WAIT: Duration = Duration::from_secs(5);
 
 /// A bound, ready-to-run shield.
 pub type ShieldNode = Node<ShieldRole>;
-
-/// The node settings of a shield configuration.
-fn shield_settings(config: &ShieldConfig) -> NodeSettings<'_> {
-    NodeSettings {
-        id: &config.id,
-        region: &config.region,
-        server: &config.server,
-        cache: &config.cache,
-        admin: &config.admin,
-        tls: config.tls.as_ref(),
-        cache_name: "verge-shield",
-        downstream: Downstream::Caches,
-        upstream_max_connections: config.origin.upstream.max_connections,
-        control: config.control.as_ref().map(|control| NodeControl {
-            config: control,
-            role: NodeRole::Shield,
-            region: &config.region,
-        }),
-    }
-}
 
 /// The metrics of the pool serving now, gathered through the node's registry.
 #[derive(Clone)]
@@ -95,10 +74,6 @@ impl Role for ShieldRole {
     type Config = ShieldConfig;
     type Upstream = Arc<OriginPool>;
     const TABLE: &'static str = "shield";
-
-    fn settings(config: &ShieldConfig) -> NodeSettings<'_> {
-        shield_settings(config)
-    }
 
     fn start(
         config: &ShieldConfig,

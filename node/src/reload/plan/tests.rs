@@ -1,6 +1,6 @@
 //! The reload plan from pairs of configurations: pure, no node needed.
 
-use verge_config::EdgeConfig;
+use verge_config::{EdgeConfig, NodeConfig};
 
 use super::*;
 
@@ -12,18 +12,7 @@ fn edge(extra: &str) -> EdgeConfig {
 }
 
 fn settings(config: &EdgeConfig) -> NodeSettings<'_> {
-    NodeSettings {
-        id: &config.id,
-        region: &config.region,
-        server: &config.server,
-        cache: &config.cache,
-        admin: &config.admin,
-        tls: config.tls.as_ref(),
-        cache_name: "verge-edge",
-        downstream: crate::Downstream::Clients,
-        upstream_max_connections: config.upstream.max_connections,
-        control: None,
-    }
+    NodeSettings::new(config.node())
 }
 
 fn plan(before: &EdgeConfig, after: &EdgeConfig, upstream: &[&str]) -> ReloadPlan {
