@@ -7,6 +7,7 @@ use prometheus::{IntGauge, Registry};
 use verge_config::EdgeConfig;
 
 use verge_node::metrics::NodeMetrics;
+use verge_node::reload::differing;
 use verge_node::{OriginUpstream, Role, StartError};
 
 use crate::shields::{EdgeUpstream, ShieldMetrics, ShieldUpstream};
@@ -80,14 +81,10 @@ impl Role for EdgeRole {
     }
 
     fn upstream_changes(&self, old: &EdgeConfig, new: &EdgeConfig) -> Vec<String> {
-        let mut changed = Vec::new();
-        if old.upstream != new.upstream {
-            changed.push("upstream".to_string());
-        }
-        if old.shields != new.shields {
-            changed.push("shields".to_string());
-        }
-        changed
+        differing(&[
+            ("upstream", old.upstream != new.upstream),
+            ("shields", old.shields != new.shields),
+        ])
     }
 
     fn build_upstream(&self, config: &EdgeConfig) -> Result<EdgeUpstream, String> {

@@ -71,6 +71,16 @@ pub trait Role: Sized + Send + Sync + 'static {
     fn build_upstream(&self, config: &Self::Config) -> Result<Self::Upstream, String>;
 }
 
+/// The names, in the order given, of the settings whose old and new values differ: each is
+/// given with whether they do (for [`Role::upstream_changes`]).
+pub fn differing(settings: &[(&str, bool)]) -> Vec<String> {
+    settings
+        .iter()
+        .filter(|(_, differs)| *differs)
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
 /// `verge_config_reloads_total{result}` and `verge_config_version`.
 #[derive(Clone)]
 pub struct ReloadMetrics {

@@ -14,6 +14,7 @@ use prometheus::proto::MetricFamily;
 use prometheus::{IntGauge, Registry};
 use verge_config::ShieldConfig;
 use verge_node::metrics::NodeMetrics;
+use verge_node::reload::differing;
 use verge_node::{Node, Role, StartError};
 
 use crate::pool::{HealthChecks, OriginPool, PoolError};
@@ -102,14 +103,10 @@ impl Role for ShieldRole {
     }
 
     fn upstream_changes(&self, old: &ShieldConfig, new: &ShieldConfig) -> Vec<String> {
-        let mut changed = Vec::new();
-        if old.origin != new.origin {
-            changed.push("origin".to_string());
-        }
-        if old.resolver != new.resolver {
-            changed.push("resolver".to_string());
-        }
-        changed
+        differing(&[
+            ("origin", old.origin != new.origin),
+            ("resolver", old.resolver != new.resolver),
+        ])
     }
 
     fn build_upstream(&self, config: &ShieldConfig) -> Result<Arc<OriginPool>, String> {
