@@ -90,15 +90,40 @@ fn all_output(output: &Output) -> String {
     )
 }
 
+/// Runs `verge` with `args` and then `file`: its exit code and everything it printed.
+fn verge_on(args: &[&str], file: &Path) -> (Option<i32>, String) {
+    let mut all: Vec<&std::ffi::OsStr> = args.iter().map(|arg| arg.as_ref()).collect();
+    all.push(file.as_os_str());
+    let output = verge(&all);
+    (output.status.code(), all_output(&output))
+}
+
+/// Asserts that `text` names every one of `keys`.
+fn assert_names_every(text: &str, keys: &[&str]) {
+    for key in keys {
+        assert!(text.contains(key), "{key} is not named in:\n{text}");
+    }
+}
+
+/// Asserts that `check-config` finds the example shipped for `role` in `config/examples`
+/// valid.
+fn assert_shipped_example_is_valid(role: &str) {
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/examples/{role}.toml"));
+    let (code, text) = verge_on(&["check-config"], &example);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("valid {role} configuration")),
+        "{text}"
+    );
+}
+
 #[test]
 fn check_config_on_a_bad_file_exits_2_and_names_every_key() {
     let file = TempFile::new("bad.toml", BAD_CONFIG);
-    let output = verge(&["check-config".as_ref(), file.path().as_os_str()]);
-    let text = all_output(&output);
-    assert_eq!(output.status.code(), Some(2), "{text}");
-    for key in BAD_KEYS {
-        assert!(text.contains(key), "{key} is not named in:\n{text}");
-    }
+    let (code, text) = verge_on(&["check-config"], file.path());
+    assert_eq!(code, Some(2), "{text}");
+    assert_names_every(&text, &BAD_KEYS);
     assert!(
         text.contains(&file.path().display().to_string()),
         "the file is named: {text}"
@@ -111,19 +136,14 @@ fn check_config_names_an_unknown_key() {
         "unknown.toml",
         "[edge]\nid = \"e\"\n[cache]\nmax_byte = \"1MiB\"\n[upstream]\norigin = \"http://127.0.0.1:8000\"\n",
     );
-    let output = verge(&["check-config".as_ref(), file.path().as_os_str()]);
-    let text = all_output(&output);
-    assert_eq!(output.status.code(), Some(2), "{text}");
+    let (code, text) = verge_on(&["check-config"], file.path());
+    assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("max_byte"), "{text}");
 }
 
 #[test]
 fn check_config_accepts_the_shipped_example() {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/edge.toml");
-    let output = verge(&["check-config".as_ref(), example.as_os_str()]);
-    let text = all_output(&output);
-    assert_eq!(output.status.code(), Some(0), "{text}");
-    assert!(text.contains("valid edge configuration"), "{text}");
+    assert_shipped_example_is_valid("edge");
 }
 
 #[test]
@@ -132,32 +152,21 @@ fn check_config_on_a_missing_file_exits_2() {
         "verge-test-{}-does-not-exist.toml",
         std::process::id()
     ));
-    let output = verge(&["check-config".as_ref(), missing.as_os_str()]);
-    assert_eq!(output.status.code(), Some(2), "{}", all_output(&output));
+    let (code, text) = verge_on(&["check-config"], &missing);
+    assert_eq!(code, Some(2), "{text}");
 }
 
 #[test]
 fn edge_with_a_bad_config_exits_2_without_serving() {
     let file = TempFile::new("bad-edge.toml", BAD_CONFIG);
-    let output = verge(&[
-        "edge".as_ref(),
-        "--config".as_ref(),
-        file.path().as_os_str(),
-    ]);
-    let text = all_output(&output);
-    assert_eq!(output.status.code(), Some(2), "{text}");
-    for key in BAD_KEYS {
-        assert!(text.contains(key), "{key} is not named in:\n{text}");
-    }
+    let (code, text) = verge_on(&["edge", "--config"], file.path());
+    assert_eq!(code, Some(2), "{text}");
+    assert_names_every(&text, &BAD_KEYS);
 }
 
 #[test]
 fn check_config_accepts_the_shipped_shield_example() {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/shield.toml");
-    let output = verge(&["check-config".as_ref(), example.as_os_str()]);
-    let text = all_output(&output);
-    assert_eq!(output.status.code(), Some(0), "{text}");
-    assert!(text.contains("valid shield configuration"), "{text}");
+    assert_shipped_example_is_valid("shield");
 }
 
 #[test]
@@ -166,14 +175,7 @@ fn shield_with_a_bad_config_exits_2_and_names_every_key() {
         "bad-shield.toml",
         "[shield]\nid = \"bad id\"\n[origin]\nservers = [\"ftp://x\"]\nretries = 99\n",
     );
-    let output = verge(&[
-        "shield".as_ref(),
-        "--config".as_ref(),
-        file.path().as_os_str(),
-    ]);
-    let text = all_output(&output);
-    assert_eq!(output.status.code(), Some(2), "{text}");
-    for key in ["shield.id", "origin.servers[0]", "origin.retries"] {
-        assert!(text.contains(key), "{key} is not named in:\n{text}");
-    }
+    let (code, text) = verge_on(&["shield", "--config"], file.path());
+    assert_eq!(code, Some(2), "{text}");
+    assert_names_every(&text, &["shield.id", "origin.servers[0]", "origin.retries"]);
 }
