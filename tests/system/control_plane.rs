@@ -7,7 +7,8 @@ use verge_testkit as support;
 use std::time::Duration;
 
 use support::control::{node_control_tweaks, start_control, start_shield_node, Relay, TestControl};
-use support::{start_edge, wait_until, FakeOrigin, HttpClient, Reply, TestEdge};
+use support::scenario::origin_answering;
+use support::{start_edge, wait_until, FakeOrigin, HttpClient, Reply, RunningNode, TestEdge};
 use verge_config::wire::PurgeSpec;
 
 const SITE: &str = "www.example.test";
@@ -21,7 +22,7 @@ async fn edge_with_control(origin: &FakeOrigin, id: &str, control_url: &str) -> 
 
 async fn get(edge: &TestEdge, path: &str) -> (u16, String) {
     let response = HttpClient::http1()
-        .request("GET", &edge.url(path), &[("host", SITE)], String::new())
+        .get_with(&edge.url(path), &[("host", SITE)])
         .await;
     (response.status.as_u16(), response.text())
 }
@@ -53,6 +54,22 @@ async fn fresh_control() -> (tempfile::TempDir, TestControl) {
     (dir, control)
 }
 
+/// An origin answering `path` with `body`, cacheable for an hour.
+async fn origin_serving(path: &str, body: &'static str) -> FakeOrigin {
+    let origin = FakeOrigin::start().await;
+    origin.on(path, Reply::ok(body).cache_control("max-age=3600"));
+    origin
+}
+
+/// Shields `s1` and `s2` in front of `origin`, registered with `control`.
+async fn start_s1_and_s2(origin: &FakeOrigin, control: &TestControl) -> (RunningNode, RunningNode) {
+    let control_url = control.url();
+    (
+        start_shield_node(origin, "s1", &control_url).await,
+        start_shield_node(origin, "s2", &control_url).await,
+    )
+}
+
 /// Waits until an edge's ring holds `n` shields (from control's routing table).
 async fn wait_ring(edge: &TestEdge, n: f64) {
     wait_until(
@@ -66,10 +83,8 @@ async fn wait_ring(edge: &TestEdge, n: f64) {
 #[tokio::test]
 async fn a_purge_reaches_two_shields_and_three_edges_and_the_object_is_fetched_again() {
     let (_dir, control) = fresh_control().await;
-    let origin = FakeOrigin::start().await;
-    origin.on("/obj", Reply::ok("v1").cache_control("max-age=3600"));
-    let s1 = start_shield_node(&origin, "s1", &control.url()).await;
-    let s2 = start_shield_node(&origin, "s2", &control.url()).await;
+    let origin = origin_serving("/obj", "v1").await;
+    let (s1, s2) = start_s1_and_s2(&origin, &control).await;
     let mut edges = Vec::new();
     for id in ["e1", "e2", "e3"] {
         edges.push(edge_with_control(&origin, id, &control.url()).await);
@@ -107,8 +122,7 @@ async fn a_purge_reaches_two_shields_and_three_edges_and_the_object_is_fetched_a
 async fn a_node_cut_off_during_a_purge_applies_it_on_reconnect_before_serving_it() {
     let (_dir, control) = fresh_control().await;
     let relay = Relay::start(control.node_addr).await;
-    let origin = FakeOrigin::start().await;
-    origin.on("/obj", Reply::ok("v1").cache_control("max-age=3600"));
+    let origin = origin_serving("/obj", "v1").await;
     let edge = edge_with_control(&origin, "e1", &relay.url()).await;
     control.wait_connected(&["e1"]).await;
     assert_eq!(get(&edge, "/obj").await.1, "v1");
@@ -202,8 +216,7 @@ async fn a_node_that_missed_more_than_the_log_holds_flushes_its_cache() {
     )
     .await;
     let relay = Relay::start(control.node_addr).await;
-    let origin = FakeOrigin::start().await;
-    origin.on("/keep", Reply::ok("cached").cache_control("max-age=3600"));
+    let origin = origin_serving("/keep", "cached").await;
     let edge = edge_with_control(&origin, "e1", &relay.url()).await;
     control.wait_connected(&["e1"]).await;
     assert_eq!(get(&edge, "/keep").await.1, "cached");
@@ -238,10 +251,8 @@ async fn a_node_that_missed_more_than_the_log_holds_flushes_its_cache() {
 #[tokio::test]
 async fn a_dead_shield_leaves_the_table_and_edges_stop_sending_to_it() {
     let (_dir, control) = fresh_control().await;
-    let origin = FakeOrigin::start().await;
-    origin.on_prefix("/k/", Reply::ok("x").cache_control("max-age=3600"));
-    let s1 = start_shield_node(&origin, "s1", &control.url()).await;
-    let s2 = start_shield_node(&origin, "s2", &control.url()).await;
+    let origin = origin_answering("/k/", Reply::ok("x").cache_control("max-age=3600")).await;
+    let (s1, s2) = start_s1_and_s2(&origin, &control).await;
     let edge = edge_with_control(&origin, "e1", &control.url()).await;
     control.wait_connected(&["e1", "s1", "s2"]).await;
     wait_ring(&edge, 2.0).await;
