@@ -175,12 +175,7 @@ impl Setup {
             edge.log()
         );
         drop(listeners);
-        wait_until(
-            "the first process to offer its listeners",
-            DEADLINE,
-            || async { socket_id(&self.socket_path()).is_some_and(|id| Some(id) != ours) },
-        )
-        .await;
+        wait_for_a_new_offer(&self.socket_path(), ours, "the first process").await;
         edge
     }
 }
@@ -219,6 +214,16 @@ impl Setup {
 /// inode) once it offers its listeners for the next upgrade.
 fn socket_id(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Waits until `who` offers its listeners on the upgrade socket at `path`: a socket is there
+/// and is not the one `before` named.
+async fn wait_for_a_new_offer(path: &Path, before: Option<(u64, u64)>, who: &str) {
+    let what = format!("{who} to offer its listeners for the next upgrade");
+    wait_until(&what, DEADLINE, || async {
+        socket_id(path).is_some_and(|id| Some(id) != before)
+    })
+    .await;
 }
 
 async fn metrics(ports: Ports) -> Metrics {
@@ -530,12 +535,7 @@ async fn upgrade(setup: &Setup, old: &mut VergeProcess, load: Option<&Load>) -> 
             "requests were served while the listeners changed hands"
         );
     }
-    wait_until(
-        "the new process to offer the listeners for the next upgrade",
-        DEADLINE,
-        || async { socket_id(&setup.socket_path()).is_some_and(|id| Some(id) != old_socket) },
-    )
-    .await;
+    wait_for_a_new_offer(&setup.socket_path(), old_socket, "the new process").await;
     new
 }
 
