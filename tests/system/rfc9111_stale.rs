@@ -106,15 +106,21 @@ async fn stale_while_revalidate_outside_its_window_waits_for_the_origin(topology
 
 // ---- stale-if-error ----
 
+/// Asserts that `response` is the stored `old` object served under stale-if-error, after `why`
+/// from the origin.
+fn assert_stale_if_error(response: &TestResponse, why: &str) {
+    assert_eq!(response.status, 200, "{why}: {}", response.text());
+    assert_eq!(response.text(), "old", "{why}");
+    response.assert_cache_status_has("detail=stale-if-error", why);
+}
+
 async fn stale_if_error_serves_stale_when_the_origin_resets(topology: Topology) {
     let sie = "max-age=10, stale-if-error=60";
     let (origin, edge) = old_then(topology, "/sie", sie, 30).await;
     origin.on("/sie", Reply::reset());
 
     let response = get(&edge, "/sie").await;
-    assert_eq!(response.status, 200, "{}", response.text());
-    assert_eq!(response.text(), "old");
-    response.assert_cache_status_has("detail=stale-if-error", "");
+    assert_stale_if_error(&response, "a reset");
     assert!(origin.hits("/sie") >= 2, "the origin was tried");
 }
 
@@ -132,9 +138,7 @@ async fn stale_if_error_serves_stale_when_the_origin_answers_500_502_503_or_504(
         let before = origin.hits("/sie5");
         let response = get(&edge, "/sie5").await;
         assert_eq!(origin.hits("/sie5"), before + 1, "{status}: origin asked");
-        assert_eq!(response.status, 200, "{status}: {}", response.text());
-        assert_eq!(response.text(), "old", "{status}");
-        response.assert_cache_status_has("detail=stale-if-error", &format!("{status}"));
+        assert_stale_if_error(&response, &format!("{status}"));
     }
 }
 
