@@ -6,10 +6,38 @@
 
 use verge_testkit as support;
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::scenario::edge_serving;
-use support::{http_date, start_origin_and_edge, HttpClient, Reply};
+use support::{http_date, start_origin_and_edge, FakeOrigin, HttpClient, Reply, TestEdge};
+
+/// Requests `path` three times: each is answered `body` by the origin, a miss not stored, for
+/// `detail`.
+async fn assert_never_stored(
+    origin: &FakeOrigin,
+    edge: &TestEdge,
+    path: &str,
+    body: &str,
+    detail: &str,
+) {
+    for n in 1..=3 {
+        let response = edge.get(path).await;
+        assert_eq!(response.status, 200);
+        assert_eq!(response.text(), body);
+        let status = response.cache_status();
+        assert!(status.contains("fwd=uri-miss"), "{status}");
+        assert!(status.contains(&format!("detail={detail}")), "{status}");
+        assert!(!status.contains("stored"), "{status}");
+        assert_eq!(origin.hits(path), n, "request {n} must reach the origin");
+    }
+}
+
+/// A `200` with `body`, `Date: now` and `Expires: expires`.
+fn dated(body: &'static str, now: SystemTime, expires: SystemTime) -> Reply {
+    Reply::ok(body)
+        .header("date", &http_date(now))
+        .header("expires", &http_date(expires))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_request_is_a_hit_served_without_the_origin() {
@@ -45,16 +73,7 @@ async fn no_store_responses_are_not_stored() {
     let reply = Reply::ok("secret").cache_control("no-store");
     let (origin, edge) = edge_serving("/ns", reply, &[]).await;
 
-    for n in 1..=3 {
-        let response = edge.get("/ns").await;
-        assert_eq!(response.status, 200);
-        assert_eq!(response.text(), "secret");
-        let status = response.cache_status();
-        assert!(status.contains("fwd=uri-miss"), "{status}");
-        assert!(status.contains("detail=no-store"), "{status}");
-        assert!(!status.contains("stored"), "{status}");
-        assert_eq!(origin.hits("/ns"), n, "request {n} must reach the origin");
-    }
+    assert_never_stored(&origin, &edge, "/ns", "secret", "no-store").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,18 +81,7 @@ async fn private_responses_are_not_stored() {
     let reply = Reply::ok("mine").cache_control("private, max-age=60");
     let (origin, edge) = edge_serving("/private", reply, &[]).await;
 
-    for n in 1..=3 {
-        let response = edge.get("/private").await;
-        assert_eq!(response.status, 200);
-        assert_eq!(response.text(), "mine");
-        let status = response.cache_status();
-        assert!(status.contains("detail=private"), "{status}");
-        assert_eq!(
-            origin.hits("/private"),
-            n,
-            "request {n} must reach the origin"
-        );
-    }
+    assert_never_stored(&origin, &edge, "/private", "mine", "private").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,12 +155,7 @@ async fn s_maxage_shortens_a_longer_max_age() {
 async fn expires_minus_date_is_the_freshness_lifetime() {
     let (origin, edge) = start_origin_and_edge(&[]).await;
     let now = edge.now();
-    origin.on(
-        "/e",
-        Reply::ok("e")
-            .header("date", &http_date(now))
-            .header("expires", &http_date(now + Duration::from_secs(100))),
-    );
+    origin.on("/e", dated("e", now, now + Duration::from_secs(100)));
 
     let miss = edge.get("/e").await;
     miss.assert_cache_status_has_all(&["stored", "ttl=100"], "");
@@ -171,12 +174,7 @@ async fn expires_minus_date_is_the_freshness_lifetime() {
 async fn expires_in_the_past_is_not_stored() {
     let (origin, edge) = start_origin_and_edge(&[]).await;
     let now = edge.now();
-    origin.on(
-        "/past",
-        Reply::ok("p")
-            .header("date", &http_date(now))
-            .header("expires", &http_date(now - Duration::from_secs(60))),
-    );
+    origin.on("/past", dated("p", now, now - Duration::from_secs(60)));
     edge.get("/past").await;
     edge.get("/past").await;
     assert_eq!(origin.hits("/past"), 2);
