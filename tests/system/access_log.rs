@@ -58,6 +58,11 @@ async fn cacheable_origin() -> FakeOrigin {
     origin
 }
 
+/// A logged line's `cache_status`.
+fn cache_status(line: &Value) -> &str {
+    line["cache_status"].as_str().unwrap()
+}
+
 #[tokio::test]
 async fn a_miss_and_a_hit_are_logged_with_their_fields() {
     let origin = cacheable_origin().await;
@@ -97,10 +102,7 @@ async fn a_miss_and_a_hit_are_logged_with_their_fields() {
     assert_eq!(m["bytes_sent"], 12);
     assert_eq!(m["outcome"], "miss");
     assert!(
-        m["cache_status"]
-            .as_str()
-            .unwrap()
-            .starts_with("verge-edge; fwd=uri-miss"),
+        cache_status(m).starts_with("verge-edge; fwd=uri-miss"),
         "{m}"
     );
     assert_eq!(m["upstream"], format!("http://{}", origin.addr()));
@@ -120,13 +122,7 @@ async fn a_miss_and_a_hit_are_logged_with_their_fields() {
     assert!(m["time"].as_str().unwrap().ends_with('Z'), "{m}");
 
     assert_eq!(h["outcome"], "hit");
-    assert!(
-        h["cache_status"]
-            .as_str()
-            .unwrap()
-            .starts_with("verge-edge; hit"),
-        "{h}"
-    );
+    assert!(cache_status(h).starts_with("verge-edge; hit"), "{h}");
     assert_eq!(h["bytes_sent"], 12);
     assert_eq!(h["upstream"], Value::Null);
     assert_eq!(h["upstream_status"], Value::Null);
@@ -191,17 +187,11 @@ async fn a_miss_through_a_shield_shows_one_request_id_at_both_tiers() {
     assert_eq!(at_shield["upstream"], format!("http://{}", origin.addr()));
     assert_eq!(at_shield["node"], SHIELD_ID);
     assert!(
-        at_edge["cache_status"]
-            .as_str()
-            .unwrap()
-            .starts_with("verge-edge;"),
+        cache_status(at_edge).starts_with("verge-edge;"),
         "{at_edge}"
     );
     assert!(
-        at_shield["cache_status"]
-            .as_str()
-            .unwrap()
-            .starts_with("verge-shield;"),
+        cache_status(at_shield).starts_with("verge-shield;"),
         "{at_shield}"
     );
 }
@@ -219,10 +209,7 @@ async fn an_upstream_error_is_logged_even_when_nothing_is_sampled() {
     assert_eq!(line["outcome"], "error");
     assert_eq!(line["upstream"], Value::Null, "nobody answered");
     assert!(
-        line["cache_status"]
-            .as_str()
-            .unwrap()
-            .contains("detail=upstream-connect-error"),
+        cache_status(line).contains("detail=upstream-connect-error"),
         "{line}"
     );
     assert_eq!(
