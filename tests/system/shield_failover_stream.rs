@@ -419,15 +419,17 @@ async fn killing_a_shield_under_load_fails_over_its_keys_and_it_rejoins() {
     // one more probe of the dead victim, so that it is known to keep the victim out for
     // EJECT_FOR from then; only after that do the victim's new keys go to it again.
     let client = &client;
-    let (probed_a, probed_b) = tokio::join!(
-        await_failed_probe(client, &a, "a", &placement, &origin),
-        await_failed_probe(client, &b, "b", &placement, &origin),
-    );
+    let [front_a, front_b] = [("a", &a), ("b", &b)].map(|(id, edge)| Front {
+        id,
+        edge,
+        client,
+        placement: &placement,
+        origin: &origin,
+    });
+    let (probed_a, probed_b) =
+        tokio::join!(await_failed_probe(front_a), await_failed_probe(front_b),);
     let _restarted = restart_shield_at(&origin, VICTIM, victim_addr, PHASE_LIMIT).await;
-    let (back_a, back_b) = tokio::join!(
-        await_rejoin(client, &a, "a", &placement, &origin),
-        await_rejoin(client, &b, "b", &placement, &origin),
-    );
+    let (back_a, back_b) = tokio::join!(await_rejoin(front_a), await_rejoin(front_b));
     for (id, front, probed, back) in [("a", &a, probed_a, back_a), ("b", &b, probed_b, back_b)] {
         assert!(
             back - probed >= EJECT_FOR,
@@ -466,26 +468,32 @@ async fn shield_failures(front: &TestEdge, id: &str) -> f64 {
         - metrics.value_or_zero(SHIELD_REQUESTS, &[("shield", id), ("result", "ok")])
 }
 
+/// A front edge as the rejoin phase drives it: its id, the client sending to it, where the
+/// ring places each key, and the origin that records which shield fetched it.
+#[derive(Clone, Copy)]
+struct Front<'a> {
+    id: &'a str,
+    edge: &'a TestEdge,
+    client: &'a HttpClient,
+    placement: &'a Placement,
+    origin: &'a FakeOrigin,
+}
+
 /// Sends `front` fresh objects of the dead victim until one probes it, which the front edge
 /// counts as one more failure of the victim; returns when that request was sent. Each of them is
 /// fetched through the next shield.
-async fn await_failed_probe(
-    client: &HttpClient,
-    front: &TestEdge,
-    id: &str,
-    placement: &Placement,
-    origin: &FakeOrigin,
-) -> Instant {
-    let mut keys = fresh_paths(placement, format!("/probe/{id}/"), true);
-    let failures = shield_failures(front, VICTIM).await;
+async fn await_failed_probe(front: Front<'_>) -> Instant {
+    let id = front.id;
+    let mut keys = fresh_paths(front.placement, format!("/probe/{id}/"), true);
+    let failures = shield_failures(front.edge, VICTIM).await;
     for _ in 0..REJOIN_ATTEMPTS {
         let path = keys.next().unwrap();
         let sent = Instant::now();
-        let response = get_bounded(client, front, &path).await;
+        let response = get_bounded(front.client, front.edge, &path).await;
         assert_eq!(response.status, 200, "front {id} {path}");
-        let next = placement.candidates_of(SITE, &path)[1];
-        assert_eq!(last_fetcher(origin, &path), next, "front {id} {path}");
-        if shield_failures(front, VICTIM).await > failures {
+        let next = front.placement.candidates_of(SITE, &path)[1];
+        assert_eq!(last_fetcher(front.origin, &path), next, "front {id} {path}");
+        if shield_failures(front.edge, VICTIM).await > failures {
             return sent;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -495,24 +503,19 @@ async fn await_failed_probe(
 
 /// Sends `front` fresh objects of the restarted victim until one is fetched through it, each
 /// before that through the next shield; returns when the victim's fetch was answered.
-async fn await_rejoin(
-    client: &HttpClient,
-    front: &TestEdge,
-    id: &str,
-    placement: &Placement,
-    origin: &FakeOrigin,
-) -> Instant {
-    let mut keys = fresh_paths(placement, format!("/rejoin/{id}/"), true);
+async fn await_rejoin(front: Front<'_>) -> Instant {
+    let id = front.id;
+    let mut keys = fresh_paths(front.placement, format!("/rejoin/{id}/"), true);
     for _ in 0..REJOIN_ATTEMPTS {
         let path = keys.next().unwrap();
-        let response = get_bounded(client, front, &path).await;
+        let response = get_bounded(front.client, front.edge, &path).await;
         let answered = Instant::now();
         assert_eq!(response.status, 200, "front {id} {path}");
-        let fetcher = last_fetcher(origin, &path);
+        let fetcher = last_fetcher(front.origin, &path);
         if fetcher == VICTIM {
             return answered;
         }
-        let next = placement.candidates_of(SITE, &path)[1];
+        let next = front.placement.candidates_of(SITE, &path)[1];
         assert_eq!(fetcher, next, "front {id} {path}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
