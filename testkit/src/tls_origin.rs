@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -78,6 +78,13 @@ impl TlsOrigin {
     /// Serves with `cert` and the other settings at [`OriginSettings::new`]'s.
     pub async fn with_cert(cert: CertFiles) -> TlsOrigin {
         TlsOrigin::start(OriginSettings::new(cert)).await
+    }
+
+    /// Serves with `cert`, asking every client for a certificate `client_ca` signed.
+    pub async fn with_client_ca(cert: CertFiles, client_ca: &Path) -> TlsOrigin {
+        let mut settings = OriginSettings::new(cert);
+        settings.client_ca = Some(client_ca.to_path_buf());
+        TlsOrigin::start(settings).await
     }
 
     pub async fn start(settings: OriginSettings) -> TlsOrigin {

@@ -71,6 +71,18 @@ async fn start_edge(toml: &str) -> RunningEdge {
 }
 
 /// `[upstream.tls]` (or another table) trusting `ca`, plus `lines`.
+/// Asserts that `error` says `expected`.
+fn assert_mentions(error: &RequestError, expected: &str) {
+    let text = error.to_string();
+    assert!(text.contains(expected), "{text}");
+}
+
+/// An edge whose origin is `url`, reached over TLS trusting `ca`, with the other
+/// `[upstream.tls]` `lines`.
+async fn edge_to_tls_origin(url: &str, ca: &Path, lines: &[String]) -> RunningEdge {
+    start_edge(&edge_toml(url, &tls_table("upstream.tls", ca, lines))).await
+}
+
 fn tls_table(table: &str, ca: &Path, lines: &[String]) -> String {
     let mut text = format!("[{table}]\nca_file = {}\n", toml_path(ca));
     for line in lines {
@@ -132,11 +144,7 @@ fn tls_upstream(origin: &str, tls: ClientTlsConfig) -> OriginUpstream {
 async fn an_edge_fetches_from_an_https_origin_and_caches_the_answer() {
     let pki = TestPki::new("main");
     let origin = TlsOrigin::with_cert(pki.server_cert("server", &["localhost", "127.0.0.1"])).await;
-    let edge = start_edge(&edge_toml(
-        &format!("https://{}", origin.addr),
-        &tls_table("upstream.tls", &pki.ca_file, &[]),
-    ))
-    .await;
+    let edge = edge_to_tls_origin(&format!("https://{}", origin.addr), &pki.ca_file, &[]).await;
 
     assert_eq!(
         get(&edge, "/page").await,
@@ -155,11 +163,7 @@ async fn an_origin_signed_by_an_unknown_ca_gets_a_502_naming_the_certificate_pro
     let stranger = TestPki::new("stranger");
     let origin = TlsOrigin::with_cert(pki.server_cert("server", &["127.0.0.1"])).await;
     let url = format!("https://{}", origin.addr);
-    let edge = start_edge(&edge_toml(
-        &url,
-        &tls_table("upstream.tls", &stranger.ca_file, &[]),
-    ))
-    .await;
+    let edge = edge_to_tls_origin(&url, &stranger.ca_file, &[]).await;
 
     let (status, _) = get(&edge, "/page").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
@@ -173,11 +177,7 @@ async fn an_origin_signed_by_an_unknown_ca_gets_a_502_naming_the_certificate_pro
         .await
         .expect_err("an unknown issuer is refused");
     assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
-    let text = error.to_string();
-    assert!(
-        text.contains("TLS: invalid peer certificate: UnknownIssuer"),
-        "{text}"
-    );
+    assert_mentions(&error, "TLS: invalid peer certificate: UnknownIssuer");
 }
 
 #[tokio::test]
@@ -189,28 +189,16 @@ async fn server_name_sets_the_name_sent_and_verified() {
     let error = send(&tls_upstream(&url, trusting(&pki.ca_file)))
         .await
         .expect_err("the certificate does not name the IP");
-    assert!(
-        error
-            .to_string()
-            .contains("not valid for name \"127.0.0.1\""),
-        "{error}"
-    );
+    assert_mentions(&error, "not valid for name \"127.0.0.1\"");
 
-    let without = start_edge(&edge_toml(
-        &url,
-        &tls_table("upstream.tls", &pki.ca_file, &[]),
-    ))
-    .await;
+    let without = edge_to_tls_origin(&url, &pki.ca_file, &[]).await;
     assert_eq!(get(&without, "/a").await.0, StatusCode::BAD_GATEWAY);
 
-    let with = start_edge(&edge_toml(
+    let with = edge_to_tls_origin(
         &url,
-        &tls_table(
-            "upstream.tls",
-            &pki.ca_file,
-            &["server_name = \"origin.test\"".to_string()],
-        ),
-    ))
+        &pki.ca_file,
+        &["server_name = \"origin.test\"".to_string()],
+    )
     .await;
     assert_eq!(get(&with, "/a").await, (StatusCode::OK, BODY.to_string()));
     assert_eq!(origin.requests(), 1);
@@ -219,9 +207,8 @@ async fn server_name_sets_the_name_sent_and_verified() {
 #[tokio::test]
 async fn mutual_tls_needs_the_configured_client_certificate() {
     let pki = TestPki::new("mtls");
-    let mut settings = OriginSettings::new(pki.server_cert("server", &["127.0.0.1"]));
-    settings.client_ca = Some(pki.ca_file.clone());
-    let origin = TlsOrigin::start(settings).await;
+    let origin =
+        TlsOrigin::with_client_ca(pki.server_cert("server", &["127.0.0.1"]), &pki.ca_file).await;
     let url = format!("https://{}", origin.addr);
 
     // TLS 1.3: the server refuses the missing certificate after the client's handshake is
@@ -230,42 +217,27 @@ async fn mutual_tls_needs_the_configured_client_certificate() {
         .await
         .expect_err("no client certificate");
     assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
-    assert!(
-        error
-            .to_string()
-            .contains("received fatal alert: CertificateRequired"),
-        "{error}"
-    );
+    assert_mentions(&error, "received fatal alert: CertificateRequired");
 
-    let anonymous = start_edge(&edge_toml(
-        &url,
-        &tls_table("upstream.tls", &pki.ca_file, &[]),
-    ))
-    .await;
+    let anonymous = edge_to_tls_origin(&url, &pki.ca_file, &[]).await;
     assert_eq!(get(&anonymous, "/a").await.0, StatusCode::BAD_GATEWAY);
     assert_eq!(origin.requests(), 0);
 
     let stranger = TestPki::new("mtls-stranger");
-    let impostor = start_edge(&edge_toml(
+    let impostor = edge_to_tls_origin(
         &url,
-        &tls_table(
-            "upstream.tls",
-            &pki.ca_file,
-            &client_cert_lines(&stranger.client_cert("impostor", "edge.test")),
-        ),
-    ))
+        &pki.ca_file,
+        &client_cert_lines(&stranger.client_cert("impostor", "edge.test")),
+    )
     .await;
     assert_eq!(get(&impostor, "/a").await.0, StatusCode::BAD_GATEWAY);
     assert_eq!(origin.requests(), 0);
 
-    let known = start_edge(&edge_toml(
+    let known = edge_to_tls_origin(
         &url,
-        &tls_table(
-            "upstream.tls",
-            &pki.ca_file,
-            &client_cert_lines(&pki.client_cert("edge", "edge.test")),
-        ),
-    ))
+        &pki.ca_file,
+        &client_cert_lines(&pki.client_cert("edge", "edge.test")),
+    )
     .await;
     assert_eq!(get(&known, "/a").await, (StatusCode::OK, BODY.to_string()));
     assert_eq!(origin.requests(), 1);
@@ -276,11 +248,7 @@ async fn mutual_tls_needs_the_configured_client_certificate() {
 async fn http2_is_negotiated_by_alpn_when_the_upstream_offers_it() {
     let pki = TestPki::new("h2");
     let origin = TlsOrigin::with_cert(pki.server_cert("server", &["127.0.0.1"])).await;
-    let edge = start_edge(&edge_toml(
-        &format!("https://{}", origin.addr),
-        &tls_table("upstream.tls", &pki.ca_file, &[]),
-    ))
-    .await;
+    let edge = edge_to_tls_origin(&format!("https://{}", origin.addr), &pki.ca_file, &[]).await;
 
     assert_eq!(get(&edge, "/one").await.0, StatusCode::OK);
     assert_eq!(get(&edge, "/two").await.0, StatusCode::OK);
@@ -317,9 +285,8 @@ async fn http1_is_used_when_the_upstream_offers_only_http1() {
 #[tokio::test]
 async fn an_https_shield_is_reached_with_the_shields_tls_settings() {
     let pki = TestPki::new("shield");
-    let mut settings = OriginSettings::new(pki.server_cert("shield", &["127.0.0.1"]));
-    settings.client_ca = Some(pki.ca_file.clone());
-    let shield = TlsOrigin::start(settings).await;
+    let shield =
+        TlsOrigin::with_client_ca(pki.server_cert("shield", &["127.0.0.1"]), &pki.ca_file).await;
     // The origin is never asked: fallback is off, and its TLS table trusts nobody we use.
     let shields = format!(
         "[shields]\norigin_fallback = false\n\
@@ -402,10 +369,7 @@ async fn an_https_origin_without_a_tls_configuration_gets_a_502_saying_so() {
     );
     let error = send(&upstream).await.expect_err("no TLS configured");
     assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
-    assert!(
-        error.to_string().contains("no TLS client configuration"),
-        "{error}"
-    );
+    assert_mentions(&error, "no TLS client configuration");
 }
 
 #[tokio::test]
