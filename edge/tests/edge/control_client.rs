@@ -345,6 +345,15 @@ impl TestEdge {
         .await;
     }
 
+    /// Asserts that the metric line beginning `line_start` has `value`.
+    async fn assert_metric(&self, line_start: &str, value: &str) {
+        assert_eq!(
+            self.metric(line_start).await.as_deref(),
+            Some(value),
+            "{line_start}"
+        );
+    }
+
     async fn metric(&self, line_start: &str) -> Option<String> {
         let uri: Uri = format!("http://{}/metrics", self.admin).parse().unwrap();
         let response = self.client.get(uri).await.unwrap();
@@ -366,6 +375,22 @@ impl TestEdge {
     }
 }
 
+/// A routing table event: table `version` with `shields`, at purge sequence `seq`.
+fn routing(seq: u64, version: u64, shields: Vec<NodeEntry>) -> Event {
+    Event::Routing {
+        seq,
+        table: table(version, shields),
+    }
+}
+
+/// A fake control, an origin, and an edge following that control in front of that origin.
+async fn edge_under_control() -> (TestControl, TinyServer, TestEdge) {
+    let control = TestControl::start().await;
+    let origin = TinyServer::start("origin").await;
+    let edge = TestEdge::start(&control, &origin).await;
+    (control, origin, edge)
+}
+
 fn purge(seq: u64, urls: Vec<String>) -> Event {
     Event::Purge {
         seq,
@@ -378,9 +403,7 @@ fn purge(seq: u64, urls: Vec<String>) -> Event {
 
 #[tokio::test]
 async fn a_pushed_purge_removes_the_cached_object_and_is_acked() {
-    let control = TestControl::start().await;
-    let origin = TinyServer::start("origin").await;
-    let edge = TestEdge::start(&control, &origin).await;
+    let (control, origin, edge) = edge_under_control().await;
     // A node that just started asks for no backlog.
     assert_eq!(control.stream(0).await, None);
     let registration = control.seen(|s| s.registrations[0].clone());
@@ -406,47 +429,28 @@ async fn a_pushed_purge_removes_the_cached_object_and_is_acked() {
     control
         .wait_for_heartbeat("a heartbeat with applied_seq 1", |h| h.applied_seq == 1)
         .await;
-    assert_eq!(
-        edge.metric("verge_control_applied_seq ").await.unwrap(),
-        "1"
-    );
-    assert_eq!(edge.metric("verge_control_connected ").await.unwrap(), "1");
-    assert_eq!(
-        edge.metric("verge_control_events_total{type=\"purge\"} ")
-            .await
-            .unwrap(),
-        "1"
-    );
-    assert_eq!(edge.metric("verge_purged_urls_total ").await.unwrap(), "1");
+    edge.assert_metric("verge_control_applied_seq ", "1").await;
+    edge.assert_metric("verge_control_connected ", "1").await;
+    edge.assert_metric("verge_control_events_total{type=\"purge\"} ", "1")
+        .await;
+    edge.assert_metric("verge_purged_urls_total ", "1").await;
     edge.stop().await;
 }
 
 #[tokio::test]
 async fn a_routing_table_sets_the_shields_and_survives_control_going_away() {
-    let control = TestControl::start().await;
-    let origin = TinyServer::start("origin").await;
+    let (control, _origin, edge) = edge_under_control().await;
     let shield = TinyServer::start("shield").await;
-    let edge = TestEdge::start(&control, &origin).await;
     control.stream(0).await;
     assert_eq!(edge.get("/before").await, "origin", "no shields yet");
 
     let shields = vec![entry("s1", &format!("http://{}", shield.addr), 1, true)];
-    control
-        .send(
-            0,
-            &Event::Routing {
-                seq: 3,
-                table: table(7, shields),
-            },
-        )
-        .await;
+    control.send(0, &routing(3, 7, shields)).await;
     // The first stream starts at the head the table names.
     control.wait_for_ack(3).await;
     assert_eq!(edge.get("/one").await, "shield");
-    assert_eq!(
-        edge.metric("verge_routing_table_version ").await.unwrap(),
-        "7"
-    );
+    edge.assert_metric("verge_routing_table_version ", "7")
+        .await;
     control
         .wait_for_heartbeat("a heartbeat with the table and shield health", |h| {
             h.table_version == 7
@@ -461,21 +465,11 @@ async fn a_routing_table_sets_the_shields_and_survives_control_going_away() {
 
     // An unusable table is refused whole; the last good one stays.
     let bad = vec![entry("s1", "ftp://nowhere", 1, true)];
-    control
-        .send(
-            0,
-            &Event::Routing {
-                seq: 3,
-                table: table(8, bad),
-            },
-        )
-        .await;
+    control.send(0, &routing(3, 8, bad)).await;
     control.send(0, &purge(4, vec![edge.url("/x")])).await;
     control.wait_for_ack(4).await;
-    assert_eq!(
-        edge.metric("verge_routing_table_version ").await.unwrap(),
-        "7"
-    );
+    edge.assert_metric("verge_routing_table_version ", "7")
+        .await;
     assert_eq!(edge.get("/two").await, "shield");
 
     // Control goes away: the node keeps serving with the table it has.
@@ -488,23 +482,13 @@ async fn a_routing_table_sets_the_shields_and_survives_control_going_away() {
 
 #[tokio::test]
 async fn an_unhealthy_shield_leaves_the_ring() {
-    let control = TestControl::start().await;
-    let origin = TinyServer::start("origin").await;
+    let (control, _origin, edge) = edge_under_control().await;
     let shield = TinyServer::start("shield").await;
-    let edge = TestEdge::start(&control, &origin).await;
     control.stream(0).await;
     let url = format!("http://{}", shield.addr);
     for (version, healthy, expected) in [(1, true, "shield"), (2, false, "origin")] {
         let shields = vec![entry("s1", &url, 1, healthy)];
-        control
-            .send(
-                0,
-                &Event::Routing {
-                    seq: 0,
-                    table: table(version, shields),
-                },
-            )
-            .await;
+        control.send(0, &routing(0, version, shields)).await;
         edge.wait_for_metric("verge_routing_table_version ", &version.to_string())
             .await;
         assert_eq!(
@@ -518,9 +502,7 @@ async fn an_unhealthy_shield_leaves_the_ring() {
 
 #[tokio::test]
 async fn a_resync_drops_the_whole_cache() {
-    let control = TestControl::start().await;
-    let origin = TinyServer::start("origin").await;
-    let edge = TestEdge::start(&control, &origin).await;
+    let (control, origin, edge) = edge_under_control().await;
     control.stream(0).await;
     edge.get("/r").await;
     edge.get("/s").await;
@@ -540,18 +522,13 @@ async fn a_resync_drops_the_whole_cache() {
     edge.get("/s").await;
     assert_eq!(origin.hits("/r"), 2);
     assert_eq!(origin.hits("/s"), 2);
-    assert_eq!(
-        edge.metric("verge_control_applied_seq ").await.unwrap(),
-        "10"
-    );
+    edge.assert_metric("verge_control_applied_seq ", "10").await;
     edge.stop().await;
 }
 
 #[tokio::test]
 async fn garbage_and_gaps_reconnect_from_the_last_applied_purge() {
-    let control = TestControl::start().await;
-    let origin = TinyServer::start("origin").await;
-    let edge = TestEdge::start(&control, &origin).await;
+    let (control, _origin, edge) = edge_under_control().await;
     assert_eq!(control.stream(0).await, None);
     control.send(0, &purge(1, vec![edge.url("/a")])).await;
     control.wait_for_ack(1).await;
@@ -565,7 +542,7 @@ async fn garbage_and_gaps_reconnect_from_the_last_applied_purge() {
             .unwrap(),
         "3"
     );
-    assert_eq!(edge.metric("verge_purged_urls_total ").await.unwrap(), "0");
+    edge.assert_metric("verge_purged_urls_total ", "0").await;
 
     control.send_raw(0, b"this is not an event\n").await;
     assert_eq!(control.stream(1).await, Some(2), "resumes after garbage");
@@ -579,17 +556,14 @@ async fn garbage_and_gaps_reconnect_from_the_last_applied_purge() {
     // Purge 5 without 3 and 4: they were lost, so the node asks again from 2.
     control.send(1, &purge(5, vec![edge.url("/a")])).await;
     assert_eq!(control.stream(2).await, Some(2), "resumes after a gap");
-    assert_eq!(
-        edge.metric("verge_control_applied_seq ").await.unwrap(),
-        "2"
-    );
-    assert_eq!(edge.metric("verge_control_head_seq ").await.unwrap(), "5");
-    assert_eq!(edge.metric("verge_control_lag ").await.unwrap(), "3");
+    edge.assert_metric("verge_control_applied_seq ", "2").await;
+    edge.assert_metric("verge_control_head_seq ", "5").await;
+    edge.assert_metric("verge_control_lag ", "3").await;
     for seq in 3..=5 {
         control.send(2, &purge(seq, vec![edge.url("/a")])).await;
     }
     control.wait_for_ack(5).await;
-    assert_eq!(edge.metric("verge_control_lag ").await.unwrap(), "0");
+    edge.assert_metric("verge_control_lag ", "0").await;
 
     // A line over the bound is garbage too, even before its newline.
     let long = vec![b'x'; MAX_EVENT_LINE_BYTES + 1];
