@@ -9,6 +9,24 @@ const POLICY: EjectionPolicy = EjectionPolicy {
     max: Duration::from_secs(30),
 };
 
+/// A target's health after the two failures at `t0` that make [`POLICY`] eject it.
+fn ejected_at(t0: Instant) -> PassiveHealth {
+    let mut health = PassiveHealth::default();
+    health.failed(t0, &POLICY);
+    health.failed(t0, &POLICY);
+    health
+}
+
+/// A target ejected at a time `t0` that admitted a probe `after` seconds later: its health and
+/// the probe's time.
+fn probe_admitted_after(after: u64) -> (PassiveHealth, Instant) {
+    let t0 = Instant::now();
+    let mut health = ejected_at(t0);
+    let probe = t0 + Duration::from_secs(after);
+    assert!(health.admit(probe, &POLICY));
+    (health, probe)
+}
+
 #[test]
 fn ejection_periods_double_up_to_the_bound() {
     assert_eq!(POLICY.period(1), Duration::from_secs(10));
@@ -38,12 +56,7 @@ fn failures_in_a_row_eject_and_one_probe_is_admitted_after_the_period() {
 
 #[test]
 fn a_failed_probe_ejects_again_for_longer() {
-    let t0 = Instant::now();
-    let mut health = PassiveHealth::default();
-    health.failed(t0, &POLICY);
-    health.failed(t0, &POLICY);
-    let probe = t0 + Duration::from_secs(11);
-    assert!(health.admit(probe, &POLICY));
+    let (mut health, probe) = probe_admitted_after(11);
     assert_eq!(health.failed(probe, &POLICY), Some(Duration::from_secs(20)));
     assert!(!health.admit(probe + Duration::from_secs(19), &POLICY));
     assert!(health.admit(probe + Duration::from_secs(20), &POLICY));
@@ -52,9 +65,7 @@ fn a_failed_probe_ejects_again_for_longer() {
 #[test]
 fn failures_during_an_ejection_do_not_lengthen_or_recount_it() {
     let t0 = Instant::now();
-    let mut health = PassiveHealth::default();
-    health.failed(t0, &POLICY);
-    health.failed(t0, &POLICY);
+    let mut health = ejected_at(t0);
     assert_eq!(health.failed(t0 + Duration::from_secs(1), &POLICY), None);
     assert_eq!(health.ejections(), 1);
     assert!(health.admit(t0 + Duration::from_secs(10), &POLICY));
@@ -62,12 +73,9 @@ fn failures_during_an_ejection_do_not_lengthen_or_recount_it() {
 
 #[test]
 fn a_success_sent_before_the_ejection_does_not_end_it() {
-    let t0 = Instant::now();
-    let mut health = PassiveHealth::default();
-    let sent_before = t0;
-    let t1 = t0 + Duration::from_millis(5);
-    health.failed(t1, &POLICY);
-    health.failed(t1, &POLICY);
+    let sent_before = Instant::now();
+    let t1 = sent_before + Duration::from_millis(5);
+    let mut health = ejected_at(t1);
     assert!(!health.succeeded(sent_before));
     assert!(!health.is_up());
     assert!(health.succeeded(t1));
@@ -76,12 +84,7 @@ fn a_success_sent_before_the_ejection_does_not_end_it() {
 
 #[test]
 fn a_probe_that_never_reached_the_target_frees_the_probe_slot() {
-    let t0 = Instant::now();
-    let mut health = PassiveHealth::default();
-    health.failed(t0, &POLICY);
-    health.failed(t0, &POLICY);
-    let probe = t0 + Duration::from_secs(10);
-    assert!(health.admit(probe, &POLICY));
+    let (mut health, probe) = probe_admitted_after(10);
     health.release_probe(probe);
     assert!(health.admit(probe, &POLICY));
 }
