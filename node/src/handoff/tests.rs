@@ -54,6 +54,14 @@ async fn complete(inherited: Inherited, run: JoinHandle<HandoffEvent>) {
     assert_eq!(within(run).await.unwrap(), HandoffEvent::SuccessorReady);
 }
 
+/// A successor takes the listener bound to `addr` and completes the hand-off `run` serves.
+async fn hand_off(path: &Path, addr: SocketAddr, run: JoinHandle<HandoffEvent>) -> TcpListener {
+    let mut inherited = successor(path).await;
+    let listener = inherited.take(addr).expect("the listener bound to addr");
+    complete(inherited, run).await;
+    listener
+}
+
 /// An old process's hand-off server holding `listeners`, running until a successor is ready.
 fn serve(path: &Path, listeners: &[(&str, &TcpListener)]) -> JoinHandle<HandoffEvent> {
     let mut server = HandoffServer::bind(path).unwrap();
@@ -141,9 +149,7 @@ async fn successor_inherits_the_listener_bound_to_the_same_address_and_accepts_o
 async fn ready_completes_the_old_side_with_successor_ready() {
     let (_dir, old, path, addr, run) = old_process();
 
-    let mut inherited = successor(&path).await;
-    let new = tokio_listener(inherited.take(addr).unwrap());
-    complete(inherited, run).await;
+    let new = tokio_listener(hand_off(&path, addr, run).await);
 
     // The old process stops; the socket lives on in the new one.
     drop(old);
@@ -167,9 +173,7 @@ async fn successor_disconnecting_before_ready_leaves_the_server_waiting_for_the_
     assert_eq!(byte, [3]);
 
     // ...and a second successor gets the listeners.
-    let mut second = successor(&path).await;
-    assert!(second.take(addr).is_some());
-    complete(second, run).await;
+    hand_off(&path, addr, run).await;
 }
 
 #[tokio::test]
@@ -245,9 +249,7 @@ async fn garbage_from_a_client_is_logged_and_the_server_keeps_working() {
     let _ = within(client.read_to_end(&mut rest)).await;
     assert!(rest.is_empty(), "no ACK for garbage");
 
-    let mut inherited = successor(&path).await;
-    assert!(inherited.take(addr).is_some());
-    complete(inherited, run).await;
+    hand_off(&path, addr, run).await;
 }
 
 #[tokio::test]
@@ -352,9 +354,7 @@ async fn connections_queued_before_the_hand_off_are_accepted_by_the_successor() 
     // Nobody accepts: these wait in the kernel's accept queue.
     let clients: Vec<TcpStream> = (0..8).map(|i| client_sending(addr, i)).collect();
 
-    let mut inherited = successor(&path).await;
-    let new = tokio_listener(inherited.take(addr).unwrap());
-    complete(inherited, run).await;
+    let new = tokio_listener(hand_off(&path, addr, run).await);
     drop(old);
 
     let mut received = Vec::new();
@@ -367,11 +367,7 @@ async fn connections_queued_before_the_hand_off_are_accepted_by_the_successor() 
 
 #[tokio::test]
 async fn successor_serves_the_next_upgrade_on_the_same_path() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = socket_path(&dir);
-    let old = loopback_listener();
-    let addr = old.local_addr().unwrap();
-    let first_run = serve(&path, &[("data", &old)]);
+    let (_dir, old, path, addr, first_run) = old_process();
 
     let mut inherited = successor(&path).await;
     let new = bind_or_inherit(addr, Some(&mut inherited)).unwrap();
@@ -380,9 +376,8 @@ async fn successor_serves_the_next_upgrade_on_the_same_path() {
 
     // The new process replaces the old one's socket file and hands over in turn.
     let second_run = serve(&path, &[("data", &new)]);
-    let mut third = successor(&path).await;
-    assert_eq!(third.take(addr).unwrap().local_addr().unwrap(), addr);
-    complete(third, second_run).await;
+    let third = hand_off(&path, addr, second_run).await;
+    assert_eq!(third.local_addr().unwrap(), addr);
 }
 
 #[tokio::test]
