@@ -13,7 +13,7 @@ use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 /// Most connections one listener serves at once.
@@ -24,6 +24,28 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Pause after a failed accept (out of file descriptors, say), so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// The next connection accepted on `listener`, or `None` once `shutdown` changes. A failed
+/// accept is given to `log_error` and tried again after a pause.
+pub(crate) async fn next_connection(
+    listener: &TcpListener,
+    shutdown: &mut watch::Receiver<bool>,
+    log_error: impl Fn(std::io::Error),
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return None,
+        };
+        match accepted {
+            Ok(accepted) => return Some(accepted),
+            Err(error) => {
+                log_error(error);
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+            }
+        }
+    }
+}
 
 /// Serves the connections accepted on `listener` until `shutdown` changes; `handle` answers
 /// each request, given the connection's peer. `what` names the listener in logs.
@@ -41,19 +63,9 @@ pub async fn serve_http1<H, F, B>(
 {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, listener = what, "accept failed");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                continue;
-            }
-        };
+    let log_error =
+        |error: std::io::Error| tracing::warn!(%error, listener = what, "accept failed");
+    while let Some((stream, peer)) = next_connection(&listener, &mut shutdown, log_error).await {
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             tracing::warn!(
                 listener = what,

@@ -13,12 +13,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use super::udp::{UdpAnswer, UdpLimit};
+use crate::accept::next_connection;
 
 /// How long a connection may wait for its next message (or take to take a reply).
 pub const IDLE: Duration = Duration::from_secs(10);
-
-/// Pause after an accept error (usually out of file descriptors), so the loop does not spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Answers the connections arriving on `listener` with `handler` until `shutdown` changes.
 pub async fn serve<H: UdpAnswer>(
@@ -29,19 +27,9 @@ pub async fn serve<H: UdpAnswer>(
 ) {
     let slots = Arc::new(Semaphore::new(limit.max_concurrent.max(1)));
     let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-        };
-        let (stream, src) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "DNS: accepting over TCP failed");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                continue;
-            }
-        };
+    let log_error =
+        |error: std::io::Error| tracing::warn!(%error, "DNS: accepting over TCP failed");
+    while let Some((stream, src)) = next_connection(&listener, &mut shutdown, log_error).await {
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             limit.dropped.inc();
             drop(stream);
