@@ -283,6 +283,11 @@ mod tests {
         ControlConfig::from_toml(&edit(BASE)).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// What changes from [`BASE`] to `BASE` edited by `edit`.
+    fn changes_from_base(edit: impl FnOnce(&str) -> String) -> Changes {
+        changes(&config(str::to_string), &config(edit))
+    }
+
     #[test]
     fn the_same_configuration_has_no_changes() {
         let base = config(str::to_string);
@@ -291,8 +296,7 @@ mod tests {
 
     #[test]
     fn runtime_settings_are_grouped_by_table() {
-        let base = config(str::to_string);
-        let new = config(|t| {
+        let found = changes_from_base(|t| {
             t.replace("0123456789abcdef", "fedcba9876543210")
                 .replace("fallback = [\"eu\"]", "fallback = [\"ap\"]")
                 .replace(
@@ -301,7 +305,6 @@ mod tests {
                 )
                 + "[health]\nrise = 5\n[purge]\nburst = 7\n[streams]\nmax_nodes = 3\n"
         });
-        let found = changes(&base, &new);
         assert_eq!(
             found.applied,
             [
@@ -318,8 +321,7 @@ mod tests {
 
     #[test]
     fn listeners_the_data_directory_and_the_log_retention_need_a_restart() {
-        let base = config(str::to_string);
-        let new = config(|t| {
+        let found = changes_from_base(|t| {
             t.replace("127.0.0.1:7070", "127.0.0.1:7170")
                 .replace("/tmp/verge-control", "/tmp/elsewhere")
                 .replace(
@@ -328,7 +330,6 @@ mod tests {
                 )
                 + "[purge]\nlog_retain = 5\n"
         });
-        let found = changes(&base, &new);
         assert_eq!(
             found.restart,
             [
