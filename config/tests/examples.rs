@@ -1,12 +1,16 @@
 //! The annotated examples under `config/examples/` parse and validate.
 
-use verge_config::{detect_role, EdgeConfig, Role, ShieldConfig};
+use verge_config::{detect_role, ConfigFile, EdgeConfig, Role, ShieldConfig};
+
+/// An example's `text`, checked to be `role`'s file, parsed and validated.
+fn example<C: ConfigFile>(text: &str, role: Role) -> C {
+    assert_eq!(detect_role(text), Ok(role));
+    C::from_toml(text).expect("example must be valid")
+}
 
 #[test]
 fn edge_example_parses_and_is_an_edge_config() {
-    let text = include_str!("../examples/edge.toml");
-    assert_eq!(detect_role(text), Ok(Role::Edge));
-    let cfg = EdgeConfig::from_toml(text).expect("example must be valid");
+    let cfg: EdgeConfig = example(include_str!("../examples/edge.toml"), Role::Edge);
     assert_eq!(cfg.id.as_str(), "edge-1");
     assert_eq!(cfg.upstream.origin.to_string(), "http://127.0.0.1:8000");
 }
@@ -19,9 +23,7 @@ fn a_file_without_a_role_table_is_refused() {
 
 #[test]
 fn shield_example_parses_and_is_a_shield_config() {
-    let text = include_str!("../examples/shield.toml");
-    assert_eq!(detect_role(text), Ok(Role::Shield));
-    let cfg = ShieldConfig::from_toml(text).expect("example must be valid");
+    let cfg: ShieldConfig = example(include_str!("../examples/shield.toml"), Role::Shield);
     assert_eq!(cfg.id.as_str(), "shield-1");
     assert_eq!(cfg.origin.servers.len(), 1);
     assert_eq!(cfg.origin.retries, 1);
@@ -29,9 +31,8 @@ fn shield_example_parses_and_is_a_shield_config() {
 
 #[test]
 fn control_example_parses_and_shows_the_defaults() {
-    let text = include_str!("../examples/control.toml");
-    assert_eq!(detect_role(text), Ok(Role::Control));
-    let cfg = verge_config::ControlConfig::from_toml(text).expect("example must be valid");
+    let cfg: verge_config::ControlConfig =
+        example(include_str!("../examples/control.toml"), Role::Control);
     let defaults = verge_config::ControlConfig::from_toml(
         "[controller]\ndata_dir = \"/d\"\ntoken = \"0123456789abcdef\"\n",
     )
