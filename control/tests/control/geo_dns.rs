@@ -13,6 +13,14 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::opt::ClientSubnet;
 use hickory_proto::rr::RecordType;
 
+use crate::support::TestControl;
+
+/// Asserts that `control` has counted at least one `series`.
+async fn assert_counted(control: &TestControl, series: &str) {
+    let counted = control.metric(series).await;
+    assert!(counted >= 1.0, "{series} is {counted}");
+}
+
 fn sorted(mut list: Vec<std::net::IpAddr>) -> Vec<std::net::IpAddr> {
     list.sort();
     list
@@ -144,19 +152,12 @@ async fn killing_a_regions_edges_moves_its_clients_to_the_nearest_region_in_the_
     assert!(version > version_before);
     let after = us.addresses("cdn.verge.test.", RecordType::A).await;
     assert_eq!(sorted(after), [ip("127.2.0.1"), ip("127.2.0.2")]);
-    assert!(
-        control
-            .metric("verge_geo_failovers_total{region=\"us\"}")
-            .await
-            >= 1.0,
-        "failovers counted"
-    );
-    assert!(
-        control
-            .metric("verge_geo_answers_total{region=\"eu\",step=\"failover\"}")
-            .await
-            >= 1.0
-    );
+    assert_counted(control, "verge_geo_failovers_total{region=\"us\"}").await;
+    assert_counted(
+        control,
+        "verge_geo_answers_total{region=\"eu\",step=\"failover\"}",
+    )
+    .await;
     // eu and ap clients are unaffected.
     let ap = DnsClient::bind("127.3.0.10", control.dns_addr).await;
     let ap_answer = ap.addresses("cdn.verge.test.", RecordType::A).await;
@@ -185,12 +186,11 @@ async fn with_every_edge_down_dns_answers_with_all_rather_than_none() {
     let eu = DnsClient::bind("127.2.0.10", control.dns_addr).await;
     let answer = eu.addresses("cdn.verge.test.", RecordType::A).await;
     assert_eq!(sorted(answer), [ip("127.2.0.1"), ip("127.2.0.2")]);
-    assert!(
-        control
-            .metric("verge_geo_answers_total{region=\"eu\",step=\"panic\"}")
-            .await
-            >= 1.0
-    );
+    assert_counted(
+        control,
+        "verge_geo_answers_total{region=\"eu\",step=\"panic\"}",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
