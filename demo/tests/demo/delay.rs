@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::Instant;
 use verge_demo::delay::{DelayLink, LinkSettings};
@@ -82,6 +82,29 @@ async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
     stream
 }
 
+/// A delay link listening on `ip` (port 0) in front of `to`, delaying as `settings` says.
+async fn link_on(ip: &str, to: SocketAddr, settings: LinkSettings) -> DelayLink {
+    let ip: IpAddr = ip.parse().expect("an IP address");
+    DelayLink::start(SocketAddr::new(ip, 0), to, settings)
+        .await
+        .unwrap()
+}
+
+/// Everything `stream` sends until it ends, which must be within `limit` (`what` says why it
+/// ends).
+async fn read_to_end_within(
+    stream: &mut (impl AsyncRead + Unpin),
+    limit: Duration,
+    what: &str,
+) -> Vec<u8> {
+    let mut received = Vec::new();
+    tokio::time::timeout(limit, stream.read_to_end(&mut received))
+        .await
+        .expect(what)
+        .unwrap();
+    received
+}
+
 fn us_link() -> LinkSettings {
     LinkSettings::new("us", &default_regions(), &LatencyMatrix::default_demo())
 }
@@ -114,9 +137,7 @@ fn assert_about(what: &str, got: Duration, want: Duration) {
 #[tokio::test(start_paused = true)]
 async fn a_peer_in_another_region_waits_the_one_way_delay_in_each_direction() {
     let server = ping_server("127.1.0.50").await;
-    let link = DelayLink::start("127.1.0.50:0".parse().unwrap(), server.addr, us_link())
-        .await
-        .unwrap();
+    let link = link_on("127.1.0.50", server.addr, us_link()).await;
     for (client, one_way) in [("127.2.200.1", 40 * MS), ("127.3.200.1", 80 * MS)] {
         let mut stream = connect_from(client, link.addr()).await;
         for _ in 0..3 {
@@ -131,9 +152,7 @@ async fn a_peer_in_another_region_waits_the_one_way_delay_in_each_direction() {
 #[tokio::test(start_paused = true)]
 async fn peers_in_the_same_region_wait_the_local_delay_and_outsiders_none() {
     let server = ping_server("127.1.0.51").await;
-    let link = DelayLink::start("127.1.0.51:0".parse().unwrap(), server.addr, us_link())
-        .await
-        .unwrap();
+    let link = link_on("127.1.0.51", server.addr, us_link()).await;
     let mut local = connect_from("127.1.200.1", link.addr()).await;
     let (there, back) = ping(&mut local, &server).await;
     assert_about("local, there", there, MS);
@@ -153,9 +172,7 @@ async fn bytes_arrive_intact_and_in_order_under_backpressure_and_jitter() {
         max_buffered: 16 * 1024,
         ..us_link()
     };
-    let link = DelayLink::start("127.1.0.52:0".parse().unwrap(), echo, settings)
-        .await
-        .unwrap();
+    let link = link_on("127.1.0.52", echo, settings).await;
     let stream = connect_from("127.1.200.2", link.addr()).await;
     let (mut r, mut w) = stream.into_split();
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -180,11 +197,7 @@ async fn bytes_arrive_intact_and_in_order_under_backpressure_and_jitter() {
         }
         w.shutdown().await.unwrap();
     });
-    let mut received = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut received))
-        .await
-        .expect("the echo ends")
-        .unwrap();
+    let received = read_to_end_within(&mut r, Duration::from_secs(20), "the echo ends").await;
     writer.await.unwrap();
     assert_eq!(received.len(), data.len());
     assert!(received == data, "bytes changed or reordered");
@@ -194,24 +207,17 @@ async fn bytes_arrive_intact_and_in_order_under_backpressure_and_jitter() {
 async fn a_side_that_closes_closes_the_other() {
     // The client half-closes: the echo server sees the end, closes, and the client sees that.
     let echo = echo_server("127.1.0.53").await;
-    let link = DelayLink::start("127.1.0.53:0".parse().unwrap(), echo, us_link())
-        .await
-        .unwrap();
+    let link = link_on("127.1.0.53", echo, us_link()).await;
     let mut stream = connect_from("127.2.200.3", link.addr()).await;
     stream.write_all(b"bye").await.unwrap();
     stream.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut back))
-        .await
-        .expect("the close comes back")
-        .unwrap();
+    let back =
+        read_to_end_within(&mut stream, Duration::from_secs(5), "the close comes back").await;
     assert_eq!(back, b"bye");
 
     // The server closes: the client sees the end.
     let (listener, server_addr) = listen("127.1.0.54").await;
-    let link = DelayLink::start("127.1.0.54:0".parse().unwrap(), server_addr, us_link())
-        .await
-        .unwrap();
+    let link = link_on("127.1.0.54", server_addr, us_link()).await;
     let mut stream = connect_from("127.3.200.3", link.addr()).await;
     let (accepted, _) = listener.accept().await.unwrap();
     drop(accepted);
@@ -238,9 +244,7 @@ async fn connections_beyond_the_bound_wait_for_a_slot() {
         max_connections: 1,
         ..us_link()
     };
-    let link = DelayLink::start("127.1.0.55:0".parse().unwrap(), server.addr, settings)
-        .await
-        .unwrap();
+    let link = link_on("127.1.0.55", server.addr, settings).await;
     let mut first = connect_from("127.0.0.1", link.addr()).await;
     ping(&mut first, &server).await;
     let mut second = connect_from("127.0.0.1", link.addr()).await;
