@@ -11,13 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Frame;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -27,7 +26,6 @@ use verge_config::wire::{
 };
 use verge_config::{EdgeConfig, NodeId, RegionId};
 use verge_edge::shields::shield_specs;
-use verge_testkit::raw_origin::read_head;
 use verge_testkit::wait_until;
 
 fn entry(id: &str, url: &str, weight: u32, healthy: bool) -> NodeEntry {
@@ -251,22 +249,15 @@ impl TinyServer {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&hits);
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let log = Arc::clone(&log);
-                tokio::spawn(async move {
-                    let Some(head) = read_head(&mut stream).await else {
-                        return;
-                    };
-                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                    log.lock().unwrap().push(path);
-                    let reply = format!(
-                        "HTTP/1.1 200 OK\r\nx-served-by: {name}\r\ncache-control: max-age=300\r\n\
-                         content-length: 2\r\nconnection: close\r\n\r\nok"
-                    );
-                    let _ = stream.write_all(reply.as_bytes()).await;
-                });
-            }
+        verge_testkit::http1::serve(listener, move |request| {
+            let path = request.uri().path_and_query().map_or("", |p| p.as_str());
+            log.lock().unwrap().push(path.to_string());
+            let reply = Response::builder()
+                .header("x-served-by", name)
+                .header("cache-control", "max-age=300")
+                .body(Full::new(Bytes::from_static(b"ok")))
+                .unwrap();
+            async move { reply }
         });
         TinyServer { addr, hits }
     }
