@@ -18,15 +18,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use verge_config::wire::{
     Ack, Event, Heartbeat, NodeEntry, NodeRole, PurgeSpec, Registered, Registration, RoutingTable,
     UpstreamHealth, MAX_EVENT_LINE_BYTES,
 };
-use verge_config::{EdgeConfig, NodeId, RegionId};
+use verge_config::{NodeId, RegionId};
 use verge_edge::shields::shield_specs;
-use verge_testkit::wait_until;
+use verge_testkit::{wait_until, RunningNode};
 
 fn entry(id: &str, url: &str, weight: u32, healthy: bool) -> NodeEntry {
     NodeEntry {
@@ -274,10 +274,9 @@ impl TinyServer {
 
 /// A running edge node with a control plane configured.
 struct TestEdge {
+    node: RunningNode,
     data: SocketAddr,
     admin: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    run: Option<JoinHandle<()>>,
     client: Client<HttpConnector, Empty<Bytes>>,
 }
 
@@ -291,17 +290,11 @@ impl TestEdge {
              reconnect_min = \"5ms\"\nreconnect_max = \"50ms\"\n",
             origin.addr, control.addr
         );
-        let config = EdgeConfig::from_toml(&text).unwrap();
-        let node = verge_testkit::bind::<verge_edge::EdgeRole>(&config)
-            .await
-            .unwrap();
-        let (data, admin) = (node.data_addr(), node.admin_addr());
-        let (stop, run) = verge_testkit::spawn_until_stopped(|stopped| node.run(stopped));
+        let node = RunningNode::from_toml::<verge_edge::EdgeRole>(&text).await;
         TestEdge {
-            data,
-            admin,
-            stop: Some(stop),
-            run: Some(run),
+            data: node.data_addr,
+            admin: node.admin_addr,
+            node,
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
@@ -356,13 +349,8 @@ impl TestEdge {
     }
 
     /// Shuts the node down; every task it started must end promptly.
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let run = self.run.take().unwrap();
-        tokio::time::timeout(DEADLINE, run)
-            .await
-            .expect("node stops with its control tasks")
-            .unwrap();
+    async fn stop(self) {
+        self.node.stop().await;
     }
 }
 
