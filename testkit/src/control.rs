@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use verge_config::wire::{PurgeSpec, PurgeStatus};
 use verge_config::{ControlConfig, ShieldConfig};
 use verge_control::client::AdminClient;
 use verge_control::ControlNode;
@@ -96,6 +97,16 @@ pub async fn start_control(data_dir: &Path, listen: SocketAddr, tweaks: &[&str])
         stop: Some(tx),
         run: Some(run),
     }
+}
+
+/// Submits the purge `spec` through `admin` and waits (up to 10 s) until every live node has
+/// applied it; the final status.
+pub async fn purge_everywhere(admin: &AdminClient, spec: &PurgeSpec) -> PurgeStatus {
+    let accepted = admin.purge(spec).await.expect("purge accepted");
+    admin
+        .wait(accepted.id, Duration::from_secs(10))
+        .await
+        .expect("purge complete everywhere")
 }
 
 impl TestControl {

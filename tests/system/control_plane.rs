@@ -6,7 +6,9 @@ use verge_testkit as support;
 
 use std::time::Duration;
 
-use support::control::{node_control_tweaks, start_control, start_shield_node, Relay, TestControl};
+use support::control::{
+    node_control_tweaks, purge_everywhere, start_control, start_shield_node, Relay, TestControl,
+};
 use support::scenario::origin_answering;
 use support::{start_edge, wait_until, FakeOrigin, HttpClient, Reply, RunningNode, TestEdge};
 use verge_config::wire::PurgeSpec;
@@ -32,12 +34,7 @@ fn url(path: &str) -> String {
 }
 
 async fn purge_and_wait(control: &TestControl, spec: PurgeSpec) -> verge_config::wire::PurgeStatus {
-    let accepted = control.admin.purge(&spec).await.expect("purge accepted");
-    control
-        .admin
-        .wait(accepted.id, Duration::from_secs(10))
-        .await
-        .expect("purge complete everywhere")
+    purge_everywhere(&control.admin, &spec).await
 }
 
 fn purge_url(path: &str) -> PurgeSpec {

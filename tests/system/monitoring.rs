@@ -7,7 +7,7 @@ use verge_testkit as support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use support::control::{node_control_tweaks, start_control, start_shield_node};
+use support::control::{node_control_tweaks, purge_everywhere, start_control, start_shield_node};
 use support::{start_edge, wait_until, FakeOrigin, HttpClient, Reply};
 use verge_config::wire::PurgeSpec;
 
@@ -92,19 +92,11 @@ async fn every_dashboard_query_names_metrics_the_nodes_export() {
             .await;
         assert_eq!(response.status, 200);
     }
-    let accepted = control
-        .admin
-        .purge(&PurgeSpec {
-            urls: vec!["http://www.example.test/obj".into()],
-            ..PurgeSpec::default()
-        })
-        .await
-        .unwrap();
-    control
-        .admin
-        .wait(accepted.id, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let spec = PurgeSpec {
+        urls: vec!["http://www.example.test/obj".into()],
+        ..PurgeSpec::default()
+    };
+    purge_everywhere(&control.admin, &spec).await;
 
     let mut names = BTreeSet::new();
     for url in [

@@ -12,6 +12,7 @@ use tokio::net::TcpSocket;
 use tokio::time::{timeout, Instant};
 use verge_config::wire::PurgeSpec;
 use verge_control::client::AdminClient;
+use verge_testkit::control::purge_everywhere;
 
 /// One answer: status, the edge's `Cache-Status` entry, body length, time taken.
 #[derive(Debug)]
@@ -110,17 +111,11 @@ async fn the_demo_caches_in_every_region_purges_everywhere_and_stops_cleanly() {
     }
 
     let admin = AdminClient::new(&state.control.admin, &state.control.token).unwrap();
-    let accepted = admin
-        .purge(&PurgeSpec {
-            urls: vec![format!("http://{}{path}", state.hostname)],
-            ..PurgeSpec::default()
-        })
-        .await
-        .unwrap();
-    let status = admin
-        .wait(accepted.id, Duration::from_secs(10))
-        .await
-        .expect("the purge reaches every node");
+    let spec = PurgeSpec {
+        urls: vec![format!("http://{}{path}", state.hostname)],
+        ..PurgeSpec::default()
+    };
+    let status = purge_everywhere(&admin, &spec).await;
     assert_eq!(status.nodes.len(), state.nodes.len(), "{status:?}");
     assert!(
         status.nodes.iter().all(|n| n.state == "applied"),

@@ -5,10 +5,10 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use verge_config::wire::PurgeSpec;
 use verge_control::client::AdminClient;
+use verge_testkit::control::purge_everywhere;
 
 /// Headless Chromium as a sandboxed root process on a closed network can run it.
 fn chromium(binary: &Path, profile: &Path) -> Command {
@@ -49,17 +49,11 @@ async fn the_status_page_renders_every_node_and_a_purges_completion_in_chromium(
     let demo = crate::small_demo().await;
     let state = demo.state.clone();
     let admin = AdminClient::new(&state.control.admin, &state.control.token).unwrap();
-    let accepted = admin
-        .purge(&PurgeSpec {
-            tags: vec!["img".into()],
-            ..PurgeSpec::default()
-        })
-        .await
-        .unwrap();
-    admin
-        .wait(accepted.id, Duration::from_secs(10))
-        .await
-        .expect("the purge completes everywhere");
+    let spec = PurgeSpec {
+        tags: vec!["img".into()],
+        ..PurgeSpec::default()
+    };
+    let purged = purge_everywhere(&admin, &spec).await;
 
     let profile = tempfile::tempdir().unwrap();
     // The token link opens a session and redirects to the page, as for an operator.
@@ -91,11 +85,11 @@ async fn the_status_page_renders_every_node_and_a_purges_completion_in_chromium(
             node.id
         );
     }
-    let purge_row = format!("<td>{}</td>", accepted.id);
+    let purge_row = format!("<td>{}</td>", purged.id);
     assert!(
         dom.contains(&purge_row),
         "purge {} is not listed:\n{dom}",
-        accepted.id
+        purged.id
     );
     assert!(dom.contains("class=\"complete\">complete in "), "{dom}");
     for node in &state.nodes {
