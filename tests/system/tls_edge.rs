@@ -71,6 +71,16 @@ async fn cacheable_origin() -> FakeOrigin {
     origin
 }
 
+/// Waits until `node` has counted a `result` in `metric` (`verge_tls_*_total{result}`), within
+/// [`CONDITION_LIMIT`].
+async fn wait_counted(node: &RunningNode, metric: &str, result: &str) {
+    let what = format!("{metric}{{result=\"{result}\"}} counted");
+    wait_until(&what, CONDITION_LIMIT, || async {
+        node.counter(metric, &[("result", result)]).await >= 1.0
+    })
+    .await;
+}
+
 /// Certificates for `a.test` (the default: listed first), `b.test` and `*.c.test`.
 struct SiteCerts {
     pki: TestPki,
@@ -95,31 +105,22 @@ async fn sni_chooses_the_certificate_exact_wildcard_or_default_and_https_shares_
     let client = TlsClient::new(&certs.pki);
     let any_name = TlsClient::builder(&certs.pki.ca_file).ignore_name().build();
 
-    assert_eq!(
-        client.presented(edge.tls(), "a.test").await,
-        certs.a.leaf(),
-        "SNI a.test"
-    );
-    assert_eq!(
-        client.presented(edge.tls(), "b.test").await,
-        certs.b.leaf(),
-        "SNI b.test"
-    );
-    assert_eq!(
-        client.presented(edge.tls(), "x.c.test").await,
-        certs.c.leaf(),
-        "SNI x.c.test is covered by *.c.test"
-    );
-    assert_eq!(
-        any_name.presented(edge.tls(), "unknown.test").await,
-        certs.a.leaf(),
-        "an unknown SNI gets the default (first) certificate"
-    );
-    assert_eq!(
-        client.presented(edge.tls(), "127.0.0.1").await,
-        certs.a.leaf(),
-        "no SNI at all gets the default certificate"
-    );
+    let wildcard = "SNI x.c.test is covered by *.c.test";
+    let unknown = "an unknown SNI gets the default (first) certificate";
+    let no_sni = "no SNI at all gets the default certificate";
+    for (client, sni, cert, why) in [
+        (&client, "a.test", &certs.a, "SNI a.test"),
+        (&client, "b.test", &certs.b, "SNI b.test"),
+        (&client, "x.c.test", &certs.c, wildcard),
+        (&any_name, "unknown.test", &certs.a, unknown),
+        (&client, "127.0.0.1", &certs.a, no_sni),
+    ] {
+        assert_eq!(
+            client.presented(edge.tls(), sni).await,
+            cert.leaf(),
+            "{why}"
+        );
+    }
 
     // The same object over HTTP then HTTPS: one fetch, one cache.
     let plain = HttpClient::http1()
@@ -180,12 +181,7 @@ async fn an_unknown_sni_is_refused_when_configured_and_counted() {
 
     let refused = any_name.handshake(edge.tls(), "unknown.test").await;
     assert!(refused.is_err(), "the handshake for unknown.test must fail");
-    wait_until(
-        "the refusal counted as unknown_sni",
-        CONDITION_LIMIT,
-        || async { edge.counter(HANDSHAKES, &[("result", "unknown_sni")]).await >= 1.0 },
-    )
-    .await;
+    wait_counted(&edge, HANDSHAKES, "unknown_sni").await;
 
     // Known names are still served.
     let response = TlsClient::new(&certs.pki)
@@ -287,12 +283,7 @@ async fn a_bad_certificate_written_over_the_file_is_refused_and_the_old_one_keep
 
     // Not PEM at all.
     std::fs::write(&certs.a.cert, "-----BEGIN CERTIFICATE-----\ngarbage\n").unwrap();
-    wait_until(
-        "the garbage certificate refused",
-        CONDITION_LIMIT,
-        || async { edge.counter(CERT_RELOADS, &[("result", "failed")]).await >= 1.0 },
-    )
-    .await;
+    wait_counted(&edge, CERT_RELOADS, "failed").await;
     assert_eq!(client.presented(edge.tls(), "a.test").await, old);
     assert_eq!(client.get(edge.tls(), "a.test", "/x").await.status, 200);
 
@@ -331,10 +322,7 @@ async fn plain_http_on_the_tls_port_gets_a_400_saying_it_speaks_https() {
         "the body says the port speaks HTTPS: {body:?}"
     );
     assert_eq!(origin.total_hits(), 0);
-    wait_until("the plaintext request counted", CONDITION_LIMIT, || async {
-        edge.counter(HANDSHAKES, &[("result", "plaintext")]).await >= 1.0
-    })
-    .await;
+    wait_counted(&edge, HANDSHAKES, "plaintext").await;
 }
 
 #[tokio::test]
@@ -400,12 +388,7 @@ async fn a_stalled_handshake_is_disconnected_after_the_timeout_and_counted() {
         closed >= Duration::from_millis(150),
         "disconnected after the handshake timeout, not before: {closed:?}"
     );
-    wait_until(
-        "the stall counted as a timeout",
-        CONDITION_LIMIT,
-        || async { edge.counter(HANDSHAKES, &[("result", "timeout")]).await >= 1.0 },
-    )
-    .await;
+    wait_counted(&edge, HANDSHAKES, "timeout").await;
 }
 
 #[tokio::test]
@@ -519,12 +502,7 @@ async fn an_edge_fetches_through_a_shield_over_mutual_tls_and_fails_without_a_cl
     );
     assert_ne!(response.text(), "object");
     assert_eq!(origin.hits("/refused"), 0, "the shield never fetched it");
-    wait_until(
-        "the shield counting the refused handshakes",
-        CONDITION_LIMIT,
-        || async { shield.counter(HANDSHAKES, &[("result", "error")]).await >= 1.0 },
-    )
-    .await;
+    wait_counted(&shield, HANDSHAKES, "error").await;
 }
 
 #[tokio::test]
