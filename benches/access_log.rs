@@ -14,13 +14,12 @@
 use std::net::SocketAddr;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
 #[path = "support/hits.rs"]
 mod hits;
 
-use hits::{handshake, round, time_rounds, Edges, Sender, CONNECTIONS, REQUESTS};
+use hits::{interleaved, time_rounds, warm_pair, Edges, Sender, REQUESTS};
 
 /// The site the GETs ask for.
 const HOST: &str = "bench.test";
@@ -59,12 +58,6 @@ impl LogEdges {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Sender {
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    tcp.set_nodelay(true).expect("nodelay");
-    handshake(tcp).await
-}
-
 fn benches(c: &mut Criterion) {
     let edges = LogEdges::start();
     let client = tokio::runtime::Builder::new_current_thread()
@@ -72,15 +65,7 @@ fn benches(c: &mut Criterion) {
         .build()
         .expect("client runtime");
     // Open the keep-alive connections and fill both caches: every GET below is a hit.
-    let (mut off, mut json) = client.block_on(async {
-        let mut off = Vec::new();
-        let mut json = Vec::new();
-        for _ in 0..CONNECTIONS {
-            off.push(connect(edges.off).await);
-            json.push(connect(edges.json).await);
-        }
-        (round(off, HOST).await, round(json, HOST).await)
-    });
+    let (mut off, mut json) = warm_pair(&client, (edges.off, edges.json), HOST);
     let mut hit = c.benchmark_group("hit");
     hit.throughput(Throughput::Elements(REQUESTS as u64));
     hit.bench_function("log_off", |b| {
@@ -90,29 +75,15 @@ fn benches(c: &mut Criterion) {
         b.iter_custom(|iters| time_rounds(&client, &mut json, HOST, iters))
     });
     hit.finish();
-    interleaved(&client, &mut off, &mut json);
+    compare(&client, &mut off, &mut json);
     let written = std::fs::metadata(&edges.log).map_or(0, |m| m.len());
     assert!(written > 0, "the access log was written");
 }
 
-/// Rounds timed in turn on the two edges, so that whatever else the machine does in the
-/// meantime weighs on both alike; prints the median round of each and their ratio.
-fn interleaved(client: &Runtime, off: &mut Vec<Sender>, json: &mut Vec<Sender>) {
+/// Rounds timed in turn on the two edges; prints the median round of each and their ratio.
+fn compare(client: &Runtime, off: &mut Vec<Sender>, json: &mut Vec<Sender>) {
     const ROUNDS: usize = 2000;
-    let (mut t_off, mut t_json) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
-    for i in 0..ROUNDS {
-        // Alternate which goes first, so neither always follows the other.
-        if i % 2 == 0 {
-            t_off.push(time_rounds(client, off, HOST, 1));
-            t_json.push(time_rounds(client, json, HOST, 1));
-        } else {
-            t_json.push(time_rounds(client, json, HOST, 1));
-            t_off.push(time_rounds(client, off, HOST, 1));
-        }
-    }
-    t_off.sort_unstable();
-    t_json.sort_unstable();
-    let (median_off, median_json) = (t_off[ROUNDS / 2], t_json[ROUNDS / 2]);
+    let (median_off, median_json) = interleaved(client, (off, json), HOST, ROUNDS);
     println!(
         "interleaved, {ROUNDS} rounds of {REQUESTS} hits each: median round {median_off:?} with \
          the access log off, {median_json:?} with JSON lines; throughput with the log is {:.2} \

@@ -13,10 +13,7 @@
 //!
 //! Run with `cargo bench --bench compression -- --warm-up-time 1 --measurement-time 3`.
 
-use std::net::SocketAddr;
-
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 use verge_cache::compress;
 use verge_config::compression::{CompressionConfig, Encoding};
@@ -25,7 +22,7 @@ use verge_testkit::Reply;
 #[path = "support/hits.rs"]
 mod hits;
 
-use hits::{handshake, round, time_rounds, Ask, Edges, Sender, CONNECTIONS, REQUESTS};
+use hits::{interleaved, time_rounds, warm_pair, Ask, Edges, Sender, REQUESTS};
 
 const PAGE: &str = "/page.html";
 
@@ -38,12 +35,6 @@ const ASK: Ask = Ask {
 fn page(bytes: usize) -> String {
     let line = "<li><a href=\"/articles/verge\">Verge serves this from its cache</a></li>\n";
     line.repeat(bytes / line.len() + 1)[..bytes].to_string()
-}
-
-async fn connect(addr: SocketAddr) -> Sender {
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    tcp.set_nodelay(true).expect("nodelay");
-    handshake(tcp).await
 }
 
 fn hit_path(c: &mut Criterion) {
@@ -66,14 +57,7 @@ fn hit_path(c: &mut Criterion) {
         .build()
         .expect("client runtime");
     // Open the connections and fill both caches (and the variant): every GET below is a hit.
-    let (mut off, mut on) = client.block_on(async {
-        let (mut off, mut on) = (Vec::new(), Vec::new());
-        for _ in 0..CONNECTIONS {
-            off.push(connect(off_addr).await);
-            on.push(connect(on_addr).await);
-        }
-        (round(off, ASK).await, round(on, ASK).await)
-    });
+    let (mut off, mut on) = warm_pair(&client, (off_addr, on_addr), ASK);
     let mut hit = c.benchmark_group("hit");
     hit.throughput(Throughput::Elements(REQUESTS as u64));
     hit.bench_function("compression_off", |b| {
@@ -83,25 +67,13 @@ fn hit_path(c: &mut Criterion) {
         b.iter_custom(|iters| time_rounds(&client, &mut on, ASK, iters))
     });
     hit.finish();
-    interleaved(&client, &mut off, &mut on);
+    compare(&client, &mut off, &mut on);
 }
 
 /// Rounds timed in turn on the two edges; prints the median round of each and their ratio.
-fn interleaved(client: &Runtime, off: &mut Vec<Sender>, on: &mut Vec<Sender>) {
+fn compare(client: &Runtime, off: &mut Vec<Sender>, on: &mut Vec<Sender>) {
     const ROUNDS: usize = 2000;
-    let (mut t_off, mut t_on) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
-    for i in 0..ROUNDS {
-        if i % 2 == 0 {
-            t_off.push(time_rounds(client, off, ASK, 1));
-            t_on.push(time_rounds(client, on, ASK, 1));
-        } else {
-            t_on.push(time_rounds(client, on, ASK, 1));
-            t_off.push(time_rounds(client, off, ASK, 1));
-        }
-    }
-    t_off.sort_unstable();
-    t_on.sort_unstable();
-    let (median_off, median_on) = (t_off[ROUNDS / 2], t_on[ROUNDS / 2]);
+    let (median_off, median_on) = interleaved(client, (off, on), ASK, ROUNDS);
     println!(
         "interleaved, {ROUNDS} rounds of {REQUESTS} hits each: median round {median_off:?} with \
          compression off, {median_on:?} serving the stored brotli variant; throughput with \

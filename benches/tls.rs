@@ -31,7 +31,7 @@ use tokio_rustls::TlsConnector;
 #[path = "support/hits.rs"]
 mod hits;
 
-use hits::{get, handshake, round, time_rounds, Edges, Sender, CONNECTIONS, REQUESTS};
+use hits::{connect, get, handshake, round, time_rounds, Edges, Sender, CONNECTIONS, REQUESTS};
 
 /// The name the edge's certificate is for, and the site the GETs ask for.
 const HOST: &str = "localhost";
@@ -123,12 +123,6 @@ async fn open(addr: SocketAddr) -> TcpStream {
     tcp
 }
 
-/// A keep-alive HTTP/1.1 connection over clear TCP.
-async fn connect_clear(addr: SocketAddr) -> Sender {
-    let tcp = open(addr).await;
-    handshake(tcp).await
-}
-
 /// A keep-alive HTTP/1.1 connection over TLS, and how its handshake went.
 async fn connect_tls(addr: SocketAddr, connector: &TlsConnector) -> (Sender, HandshakeKind) {
     let tcp = open(addr).await;
@@ -156,7 +150,7 @@ fn benches(c: &mut Criterion) {
         let mut clear = Vec::new();
         let mut secure = Vec::new();
         for _ in 0..CONNECTIONS {
-            clear.push(connect_clear(edge.http).await);
+            clear.push(connect(edge.http).await);
             secure.push(connect_tls(edge.https, &full).await.0);
         }
         get(&mut clear[0], HOST).await;
@@ -187,7 +181,7 @@ fn benches(c: &mut Criterion) {
     handshake.bench_function("tcp", |b| {
         b.iter(|| {
             client.block_on(async {
-                let mut sender = connect_clear(edge.http).await;
+                let mut sender = connect(edge.http).await;
                 get(&mut sender, HOST).await;
             })
         })

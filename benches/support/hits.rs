@@ -129,6 +129,58 @@ pub fn time_rounds(
     })
 }
 
+/// A keep-alive HTTP/1.1 connection to `addr`.
+pub async fn connect(addr: SocketAddr) -> Sender {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    handshake(tcp).await
+}
+
+/// [`CONNECTIONS`] connections to each of two edges, after one round on each (which fills
+/// their caches: every GET after it is a hit).
+#[allow(dead_code)] // not every bench including this file compares two edges
+pub fn warm_pair(
+    client: &Runtime,
+    (a, b): (SocketAddr, SocketAddr),
+    ask: impl Into<Ask>,
+) -> (Vec<Sender>, Vec<Sender>) {
+    let ask = ask.into();
+    client.block_on(async {
+        let (mut on_a, mut on_b) = (Vec::new(), Vec::new());
+        for _ in 0..CONNECTIONS {
+            on_a.push(connect(a).await);
+            on_b.push(connect(b).await);
+        }
+        (round(on_a, ask).await, round(on_b, ask).await)
+    })
+}
+
+/// Rounds timed in turn on two edges, `rounds` each, so that whatever else the machine does
+/// in the meantime weighs on both alike (the first to go alternates); the median round of
+/// each.
+#[allow(dead_code)] // not every bench including this file compares two edges
+pub fn interleaved(
+    client: &Runtime,
+    (a, b): (&mut Vec<Sender>, &mut Vec<Sender>),
+    ask: impl Into<Ask>,
+    rounds: usize,
+) -> (Duration, Duration) {
+    let ask = ask.into();
+    let (mut t_a, mut t_b) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for i in 0..rounds {
+        if i % 2 == 0 {
+            t_a.push(time_rounds(client, a, ask, 1));
+            t_b.push(time_rounds(client, b, ask, 1));
+        } else {
+            t_b.push(time_rounds(client, b, ask, 1));
+            t_a.push(time_rounds(client, a, ask, 1));
+        }
+    }
+    t_a.sort_unstable();
+    t_b.sort_unstable();
+    (t_a[rounds / 2], t_b[rounds / 2])
+}
+
 /// Edges in front of one [`origin`], on a runtime of one worker thread, serving until dropped.
 pub struct Edges {
     /// The edges serving, in the order of their configurations.

@@ -57,7 +57,10 @@ fn only_compressible_objects_qualify() {
     let yes = |pairs: &[(&str, &str)], len| compressible(&headers(pairs), len, &c);
     assert!(yes(&[("content-type", "text/html; charset=utf-8")], 4096));
     assert!(yes(&[("content-type", "application/json")], 4096));
-    assert!(yes(&[("content-type", "Text/HTML")], 4096), "types are case-insensitive");
+    assert!(
+        yes(&[("content-type", "Text/HTML")], 4096),
+        "types are case-insensitive"
+    );
     assert!(yes(&[("content-type", "application/LD+JSON")], 4096));
     assert!(yes(&[("content-type", "application/ld+json")], 4096));
     assert!(yes(&[("content-type", "image/svg+xml")], 4096));
