@@ -11,7 +11,7 @@ use verge_cache::{Clock, SystemClock};
 use verge_config::{ConfigFile, ConfigSource};
 use verge_node::{ListenerAddrs, Node, Reload, Role, StartError};
 
-use crate::{HttpClient, Metrics};
+use crate::{HttpClient, Metrics, TestResponse};
 
 /// Binds a node of role `R` from `config` given on the command line, with the real clock.
 pub async fn bind<R: Role>(config: &R::Config) -> Result<Node<R>, StartError> {
@@ -119,6 +119,19 @@ impl RunningNode {
     /// `http://<admin addr><path>`.
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin_addr)
+    }
+
+    /// `POST /v1/reload` on the admin listener with this bearer token.
+    pub async fn reload(&self, token: &str) -> TestResponse {
+        let authorization = format!("Bearer {token}");
+        HttpClient::http1()
+            .request(
+                "POST",
+                &self.admin_url("/v1/reload"),
+                &[("authorization", authorization.as_str())],
+                "",
+            )
+            .await
     }
 
     /// The first HTTPS listener.

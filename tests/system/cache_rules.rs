@@ -346,15 +346,7 @@ async fn rules_reloaded_under_traffic_apply_without_failing_a_request() {
 
     let rules = "[[rules]]\nname = \"reloaded\"\npath = \"/r/\"\ndefault_ttl = \"1h\"\n";
     std::fs::write(&path, edge_file(&origin, rules)).unwrap();
-    let authorization = format!("Bearer {TOKEN}");
-    let reload = HttpClient::http1()
-        .request(
-            "POST",
-            &node.admin_url("/v1/reload"),
-            &[("authorization", authorization.as_str())],
-            "",
-        )
-        .await;
+    let reload = node.reload(TOKEN).await;
     assert_eq!(reload.status, 200, "{}", reload.text());
     assert!(reload.text().contains("rules"), "{}", reload.text());
 

@@ -37,15 +37,7 @@ const NEW_TOKEN: &str = "new-admin-token-9876543210";
 /// `POST /v1/reload` on `node` with this bearer token: the status and the JSON body (`Null`
 /// when the body is not JSON).
 async fn reload(node: &RunningNode, token: &str) -> (u16, Value) {
-    let authorization = format!("Bearer {token}");
-    let response = HttpClient::http1()
-        .request(
-            "POST",
-            &node.admin_url("/v1/reload"),
-            &[("authorization", authorization.as_str())],
-            "",
-        )
-        .await;
+    let response = node.reload(token).await;
     let body = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
     (response.status.as_u16(), body)
 }
