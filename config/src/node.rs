@@ -68,6 +68,9 @@ pub struct ServerConfig {
     /// Request bodies up to this size are read whole before an upstream connection is taken;
     /// larger ones stream once this much has arrived.
     pub request_body_buffer: ByteSize,
+    /// What every request body being buffered may hold together; past it, bodies stream on
+    /// from what they have read.
+    pub request_body_buffer_total: ByteSize,
     /// Largest request body accepted; larger ones are answered 413.
     pub max_request_body: ByteSize,
     /// How long a request body may go without a byte arriving before it is given up (408).
@@ -177,6 +180,7 @@ pub mod defaults {
     pub const PER_ADDRESS_UNBOUNDED: u64 = 1_000_000;
     pub const OVERRIDE_HEADERS: &str = "strip";
     pub const REQUEST_BODY_BUFFER: &str = "64KiB";
+    pub const REQUEST_BODY_BUFFER_TOTAL: &str = "64MiB";
     pub const MAX_REQUEST_BODY: &str = "100MiB";
     pub const REQUEST_BODY_TIMEOUT: &str = "10s";
     pub const REQUEST_BODY_MIN_RATE: &str = "1KiB";
@@ -401,6 +405,20 @@ fn validate_server(c: &mut Collector, role: NodeRole, raw: RawServer) -> Option<
         raw.request_body_buffer.as_ref(),
         REQUEST_BODY_BUFFER,
     );
+    let body_total = size(
+        c,
+        "server.request_body_buffer_total",
+        raw.request_body_buffer_total.as_ref(),
+        REQUEST_BODY_BUFFER_TOTAL,
+    );
+    if let (Some(buffer), Some(total)) = (body_buffer, body_total) {
+        if total < buffer || total.0 > 4 << 30 {
+            c.push(
+                "server.request_body_buffer_total",
+                format!("{total} must be at least server.request_body_buffer ({buffer}) and at most 4GiB"),
+            );
+        }
+    }
     let max_body = size(
         c,
         "server.max_request_body",
@@ -445,6 +463,7 @@ fn validate_server(c: &mut Collector, role: NodeRole, raw: RawServer) -> Option<
         max_upstream_requests_per_address: usize::try_from(upstream_per_address?).ok()?,
         override_headers: override_headers?,
         request_body_buffer: body_buffer?,
+        request_body_buffer_total: body_total?,
         max_request_body: max_body?,
         request_body_timeout: body_timeout?,
         request_body_min_rate: min_rate?,

@@ -310,6 +310,7 @@ pub struct RawServer {
     pub max_upstream_requests_per_address: Option<u64>,
     pub override_headers: Option<String>,
     pub request_body_buffer: Option<RawSize>,
+    pub request_body_buffer_total: Option<RawSize>,
     pub max_request_body: Option<RawSize>,
     pub request_body_timeout: Option<String>,
     pub request_body_min_rate: Option<RawSize>,

@@ -6,6 +6,10 @@
 //! beyond that allowance. Whatever goes wrong reading it is the client's fault
 //! ([`ClientBodyError`]), and a streaming body tells the upstream so through
 //! [`ClientBody::failure`], so that a broken upload is never counted against the upstream.
+//!
+//! What all bodies being read hold in memory together is bounded too
+//! (`server.request_body_buffer_total`, a [`BodyBudget`]): once it is spent, a body streams on
+//! from what it has read instead of buffering more, so many slow uploads cannot fill memory.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +23,8 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use prometheus::{IntCounter, IntGauge};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 use crate::error::ClientBodyError;
@@ -34,6 +40,8 @@ pub struct BodyLimits {
     pub timeout: Duration,
     /// Bytes a second the body must average beyond `timeout`'s allowance; 0: no minimum.
     pub min_rate: u64,
+    /// What all bodies being buffered may hold together ([`BodyBudget`]).
+    pub total: u64,
 }
 
 impl std::error::Error for ClientBodyError {}
@@ -41,10 +49,69 @@ impl std::error::Error for ClientBodyError {}
 /// Where a streaming body records why it failed, for the upstream that sent it to read.
 pub type BodyFailure = Arc<OnceLock<ClientBodyError>>;
 
+/// The bytes every body being buffered may hold together, shared by a pipeline's requests;
+/// `in_use` shows what they hold (`verge_request_body_buffered_bytes`), `spent` counts the
+/// bodies that found it spent (`verge_request_body_over_budget_total`).
+#[derive(Debug, Clone)]
+pub struct BodyBudget {
+    bytes: Arc<Semaphore>,
+    in_use: IntGauge,
+    spent: IntCounter,
+}
+
+/// A body's share of the [`BodyBudget`], given back when dropped.
+#[derive(Debug)]
+pub struct Held {
+    permit: OwnedSemaphorePermit,
+    in_use: IntGauge,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.in_use.sub(self.permit.num_permits() as i64);
+    }
+}
+
+impl BodyBudget {
+    pub fn new(bytes: u64, (in_use, spent): (IntGauge, IntCounter)) -> BodyBudget {
+        let bytes = usize::try_from(bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        BodyBudget {
+            bytes: Arc::new(Semaphore::new(bytes)),
+            in_use,
+            spent,
+        }
+    }
+
+    /// Takes `bytes` more into `held`; `false` when the budget has not that much left.
+    fn take(&self, bytes: usize, held: &mut Option<Held>) -> bool {
+        let permit = u32::try_from(bytes)
+            .ok()
+            .and_then(|n| Arc::clone(&self.bytes).try_acquire_many_owned(n).ok());
+        let Some(permit) = permit else {
+            self.spent.inc();
+            return false;
+        };
+        let n = permit.num_permits();
+        self.in_use.add(n as i64);
+        match held {
+            Some(held) => held.permit.merge(permit),
+            None => {
+                *held = Some(Held {
+                    permit,
+                    in_use: self.in_use.clone(),
+                })
+            }
+        }
+        true
+    }
+}
+
 /// A request body as it is sent upstream.
 pub enum ClientBody {
-    /// Read whole (`None`: empty, or already sent).
-    Buffered(Option<Bytes>),
+    /// Read whole (`None`: empty, or already sent), with its share of the budget.
+    Buffered(Option<Bytes>, Option<Held>),
     /// What was read first, then the rest as it arrives.
     Streaming(Box<Streaming>),
 }
@@ -56,6 +123,8 @@ pub struct Streaming {
     pace: Pace,
     timer: Pin<Box<Sleep>>,
     failure: BodyFailure,
+    /// The budget the prefix holds, until the body is sent or dropped.
+    _held: Option<Held>,
 }
 
 /// The body's progress against its limits.
@@ -104,12 +173,13 @@ impl Pace {
 
 impl ClientBody {
     /// Reads `body` (with its request's `headers`) up to the buffer: whole when it fits, else
-    /// what arrived so far and the rest to stream. Bodies announced larger than the maximum
-    /// are refused before a byte is read.
+    /// what arrived so far and the rest to stream — also when `budget` runs out. Bodies
+    /// announced larger than the maximum are refused before a byte is read.
     pub async fn read(
         mut body: Incoming,
         headers: &HeaderMap,
         limits: BodyLimits,
+        budget: &BodyBudget,
     ) -> Result<ClientBody, ClientBodyError> {
         if let Some(length) = declared_length(headers) {
             if length > limits.max {
@@ -117,28 +187,31 @@ impl ClientBody {
             }
         }
         if body.is_end_stream() {
-            return Ok(ClientBody::Buffered(None));
+            return Ok(ClientBody::Buffered(None, None));
         }
         let mut pace = Pace::new(limits);
         let mut read = BytesMut::new();
+        let mut held = None;
         loop {
             let frame = tokio::time::timeout_at(pace.deadline(), body.frame()).await;
+            let mut over_budget = false;
             match frame {
                 Err(_) => return Err(ClientBodyError::TooSlow),
-                Ok(None) => return Ok(ClientBody::Buffered(Some(read.freeze()))),
+                Ok(None) => return Ok(ClientBody::Buffered(Some(read.freeze()), held)),
                 Ok(Some(Err(_))) => return Err(ClientBodyError::Malformed),
                 Ok(Some(Ok(frame))) => {
                     // Trailers of a buffered body are not sent on: few origins read them.
                     if let Ok(data) = frame.into_data() {
                         pace.add(data.len())?;
+                        over_budget = !budget.take(data.len(), &mut held);
                         read.extend_from_slice(&data);
                     }
                 }
             }
             if body.is_end_stream() {
-                return Ok(ClientBody::Buffered(Some(read.freeze())));
+                return Ok(ClientBody::Buffered(Some(read.freeze()), held));
             }
-            if read.len() >= limits.buffer {
+            if read.len() >= limits.buffer || over_budget {
                 let timer = Box::pin(tokio::time::sleep_until(pace.deadline()));
                 return Ok(ClientBody::Streaming(Box::new(Streaming {
                     prefix: Some(read.freeze()),
@@ -146,6 +219,7 @@ impl ClientBody {
                     pace,
                     timer,
                     failure: BodyFailure::default(),
+                    _held: held,
                 })));
             }
         }
@@ -154,7 +228,7 @@ impl ClientBody {
     /// Where a streaming body records its failure; `None` for a buffered one (it cannot fail).
     pub fn failure(&self) -> Option<BodyFailure> {
         match self {
-            ClientBody::Buffered(_) => None,
+            ClientBody::Buffered(..) => None,
             ClientBody::Streaming(s) => Some(Arc::clone(&s.failure)),
         }
     }
@@ -184,7 +258,7 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         let streaming = match self.get_mut() {
-            ClientBody::Buffered(bytes) => {
+            ClientBody::Buffered(bytes, _) => {
                 return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))));
             }
             ClientBody::Streaming(streaming) => streaming,
@@ -217,14 +291,14 @@ impl Body for ClientBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ClientBody::Buffered(bytes) => bytes.is_none(),
+            ClientBody::Buffered(bytes, _) => bytes.is_none(),
             ClientBody::Streaming(s) => s.prefix.is_none() && s.rest.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ClientBody::Buffered(bytes) => {
+            ClientBody::Buffered(bytes, _) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             ClientBody::Streaming(s) => {
@@ -251,6 +325,7 @@ mod tests {
             max: 1 << 20,
             timeout: Duration::from_secs(10),
             min_rate: 1000,
+            total: 1 << 20,
         }
     }
 
@@ -273,6 +348,25 @@ mod tests {
             ..pace
         };
         assert_eq!(no_rate.deadline(), no_rate.last + Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_budget_is_shared_and_given_back() {
+        let in_use = IntGauge::new("in_use", "bytes held").unwrap();
+        let spent = IntCounter::new("spent", "budget spent").unwrap();
+        let budget = BodyBudget::new(100, (in_use.clone(), spent.clone()));
+        let (mut a, mut b) = (None, None);
+        assert!(budget.take(60, &mut a));
+        assert!(budget.take(30, &mut a));
+        assert!(!budget.take(20, &mut b), "only 10 left");
+        assert_eq!(spent.get(), 1);
+        assert!(budget.take(10, &mut b));
+        assert_eq!(in_use.get(), 100);
+        drop(a);
+        assert_eq!(in_use.get(), 10);
+        assert!(budget.take(90, &mut b), "a's 90 came back");
+        drop(b);
+        assert_eq!(in_use.get(), 0);
     }
 
     #[test]

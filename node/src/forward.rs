@@ -34,7 +34,7 @@ impl<U: Upstream> CachePipeline<U> {
         let (mut parts, body) = request.into_parts();
         // Read (up to the buffer) before anything upstream is taken: a slow or broken upload
         // holds no upstream connection, and a malformed one never reaches the upstream.
-        let body = ClientBody::read(body, &parts.headers, self.limits.body)
+        let body = ClientBody::read(body, &parts.headers, self.limits.body, &self.body_budget)
             .await
             .map_err(RequestError::ClientBody)?;
         let waiting = self.per_address.enter(client.ip())?;

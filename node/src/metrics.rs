@@ -110,6 +110,10 @@ pub struct NodeMetrics {
     rule_requests: IntCounterVec,
     /// `verge_compressions_total{encoding, result}`.
     compressions: IntCounterVec,
+    /// `verge_request_body_over_budget_total`.
+    pub request_body_over_budget: IntCounter,
+    /// `verge_request_body_buffered_bytes`.
+    pub request_body_buffered: IntGauge,
 }
 
 impl NodeMetrics {
@@ -237,6 +241,15 @@ impl NodeMetrics {
                 ),
                 &["encoding", "result"],
             )?,
+            request_body_over_budget: IntCounter::new(
+                "verge_request_body_over_budget_total",
+                "Request bodies that found server.request_body_buffer_total spent by the \
+                 bodies being buffered: they stream on from what they read",
+            )?,
+            request_body_buffered: IntGauge::new(
+                "verge_request_body_buffered_bytes",
+                "Bytes of request bodies held in buffers before going upstream",
+            )?,
             requests_ok: Vec::new(),
             durations: Vec::new(),
         };
@@ -257,7 +270,8 @@ impl NodeMetrics {
             m.hit_for_miss_keys, m.fills_in_flight, m.connections_open, m.connections_total,
             m.connections_max, m.connections_shed, m.revalidations, m.purge_requests, m.purged_urls,
             m.purge_index_keys, m.purge_index_tags, m.upstream_connections_in_use,
-            m.upstream_connections_max, m.rule_requests, m.compressions
+            m.upstream_connections_max, m.rule_requests, m.compressions,
+            m.request_body_over_budget, m.request_body_buffered
         );
         Ok(m)
     }

@@ -24,7 +24,7 @@ use verge_config::{CacheConfig, OverrideHeaders, ServerConfig};
 use crate::access_log::request_id::X_REQUEST_ID;
 use crate::access_log::{self, AccessLog};
 use crate::body::ResponseBody;
-use crate::client_body::BodyLimits;
+use crate::client_body::{BodyBudget, BodyLimits};
 use crate::compress::Compressor;
 use crate::error::{Fault, RequestError};
 use crate::guard::{self, AddressLimit};
@@ -104,6 +104,7 @@ impl PipelineLimits {
                 max: server.max_request_body.bytes(),
                 timeout: server.request_body_timeout,
                 min_rate: server.request_body_min_rate.bytes(),
+                total: server.request_body_buffer_total.bytes(),
             },
             upstream_per_address: server.max_upstream_requests_per_address,
             send_timeout: server.send_timeout,
@@ -136,6 +137,8 @@ pub struct CachePipeline<U> {
     pub(crate) me: Weak<CachePipeline<U>>,
     /// Compressed variants of stored objects (an edge's clients only).
     pub(crate) compressor: Compressor,
+    /// What buffered request bodies may hold together.
+    pub(crate) body_budget: BodyBudget,
 }
 
 impl<U: Upstream> CachePipeline<U> {
@@ -162,6 +165,13 @@ impl<U: Upstream> CachePipeline<U> {
         };
         let compressor = Compressor::new(compression, store.clone(), metrics.clone());
         Arc::new_cyclic(|me| CachePipeline {
+            body_budget: BodyBudget::new(
+                limits.body.total,
+                (
+                    metrics.request_body_buffered.clone(),
+                    metrics.request_body_over_budget.clone(),
+                ),
+            ),
             compressor,
             store,
             flights,

@@ -152,3 +152,56 @@ async fn a_stalled_body_gets_408_and_an_oversized_one_413() {
     assert_eq!(reply.status(), 413, "{}", reply.text());
     assert_eq!(origin.hits("/upload"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_buffered_bodies_hold_the_whole_budget_the_next_body_streams_and_is_served() {
+    let (origin, edge) = support::start_origin_and_edge(&[
+        "server.request_body_buffer = \"8KiB\"",
+        "server.request_body_buffer_total = \"8KiB\"",
+    ])
+    .await;
+    origin.on("/upload", Reply::ok("stored"));
+    // A stalled upload holds 6,000 of the 8 KiB.
+    let mut stalled = TcpStream::connect(edge.data_addr).await.unwrap();
+    stalled
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: up.test\r\nContent-Length: 8000\r\n\r\n")
+        .await
+        .unwrap();
+    stalled.write_all(&[b'a'; 6000]).await.unwrap();
+    support::eventually("the stalled body's 6,000 bytes held", || async {
+        edge.metrics()
+            .await
+            .value_or_zero("verge_request_body_buffered_bytes", &[])
+            == 6000.0
+    })
+    .await;
+
+    // 3,000 more do not fit: this body streams on from what it read, and is served whole.
+    let mut streaming = TcpStream::connect(edge.data_addr).await.unwrap();
+    streaming
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: up.test\r\nContent-Length: 4000\r\n\r\n")
+        .await
+        .unwrap();
+    streaming.write_all(&[b'b'; 3000]).await.unwrap();
+    support::eventually("the second body finding the budget spent", || async {
+        edge.metrics()
+            .await
+            .value_or_zero("verge_request_body_over_budget_total", &[])
+            == 1.0
+    })
+    .await;
+    streaming.write_all(&[b'b'; 1000]).await.unwrap();
+    let mut head = [0u8; 12];
+    streaming.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    assert_eq!(origin.last_request("/upload").unwrap().body.len(), 4000);
+
+    drop(stalled);
+    support::eventually("the budget given back", || async {
+        edge.metrics()
+            .await
+            .value_or_zero("verge_request_body_buffered_bytes", &[])
+            == 0.0
+    })
+    .await;
+}

@@ -98,3 +98,16 @@ fn per_address_shares_bound_an_edge_s_clients_but_not_a_shield_s_edges() {
             .mentions("server.max_upstream_requests_per_address"));
     }
 }
+
+#[test]
+fn the_buffers_budget_holds_at_least_one_buffer() {
+    for result in both_roles(
+        "[server]\nrequest_body_buffer = \"1MiB\"\nrequest_body_buffer_total = \"512KiB\"\n",
+    ) {
+        assert!(result
+            .unwrap_err()
+            .mentions("server.request_body_buffer_total"));
+    }
+    let config = EdgeConfig::from_toml(EDGE).unwrap();
+    assert_eq!(config.server.request_body_buffer_total.bytes(), 64 << 20);
+}
