@@ -26,12 +26,33 @@ pub struct RequestView<'a> {
     pub headers: &'a HeaderMap,
 }
 
+/// Rule sets up to this size are tried in order; larger ones through their host index.
+const LINEAR_MAX: usize = 8;
+
 /// The first rule of `rules` that matches the request.
 pub fn find(rules: &RuleSet, request: RequestView<'_>) -> Option<Arc<Rule>> {
     if rules.rules.is_empty() {
         return None;
     }
     let host = bare_host(request.host);
+    if rules.rules.len() <= LINEAR_MAX {
+        return linear(rules, host, request);
+    }
+    let lower = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    };
+    rules
+        .index
+        .candidates(&lower)
+        .map(|position| &rules.rules[position])
+        .find(|rule| matches(rule, host, request))
+        .cloned()
+}
+
+/// The first matching rule, trying each in turn.
+fn linear(rules: &RuleSet, host: &str, request: RequestView<'_>) -> Option<Arc<Rule>> {
     rules
         .rules
         .iter()

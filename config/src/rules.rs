@@ -77,6 +77,8 @@ pub struct RawResponseHeaders {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleSet {
     pub rules: Vec<Arc<Rule>>,
+    /// Which rules each host can match.
+    pub index: RuleIndex,
 }
 
 impl RuleSet {
@@ -272,6 +274,7 @@ pub(crate) fn validate_rules(c: &mut Collector, raw: Option<Vec<RawRule>>) -> Op
         }
     }
     ok.then(|| RuleSet {
+        index: RuleIndex::new(rules.iter()),
         rules: rules.into_iter().map(Arc::new).collect(),
     })
 }
@@ -588,5 +591,8 @@ fn cookie_name(text: String) -> Result<String, String> {
     Ok(text)
 }
 
+mod index;
 #[cfg(test)]
 mod tests;
+
+pub use index::RuleIndex;

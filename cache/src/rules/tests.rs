@@ -263,6 +263,41 @@ proptest! {
     }
 
     #[test]
+    fn the_host_index_finds_the_rule_trying_every_rule_would(
+        picks in proptest::collection::vec((0usize..6, 0usize..3), 9..30),
+        host in "(www|img|a\\.b)\\.(Example|example)\\.(com|net)(:8080)?\\.?",
+        path in "/(static|img|x)/[a-z]{0,3}",
+        sent in proptest::collection::vec((0usize..5, 0usize..30), 0..6),
+    ) {
+        let hosts = [None, Some("www.example.com"), Some("img.example.net"), Some("*.example.com"),
+            Some("*.b.example.net"), Some("*.net")];
+        let paths = ["/", "/static/", "/img/*"];
+        let mut toml = String::new();
+        for (i, (h, p)) in picks.iter().enumerate() {
+            toml.push_str("[[rules]]\n");
+            if let Some(h) = hosts[*h] {
+                toml.push_str(&format!("host = \"{h}\"\n"));
+            }
+            // A field of its own, so that no rule makes a later one dead.
+            toml.push_str(&format!(
+                "path = \"{}\"\nrequest_header = {{ name = \"x-r{}\", value = \"v{i}\" }}\n",
+                paths[*p],
+                i % 5
+            ));
+        }
+        let set = rules(&toml);
+        let fields: Vec<(String, String)> =
+            sent.iter().map(|(n, v)| (format!("x-r{n}"), format!("v{v}"))).collect();
+        let fields: Vec<(&str, &str)> =
+            fields.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let sent = headers(&fields);
+        let view = RequestView { host: &host, path: &path, method: "GET", headers: &sent };
+        let indexed = find(&set, view).map(|r| r.name.clone());
+        let linear = linear(&set, bare_host(&host), view).map(|r| r.name.clone());
+        prop_assert_eq!(indexed, linear);
+    }
+
+    #[test]
     fn any_request_is_matched_without_panic(host in "\\PC{0,30}", path in "\\PC{0,30}") {
         let set = rules("[[rules]]\nhost = \"*.a.test\"\npath = \"/x/*/y?\"\n");
         let _ = found(&set, &host, &path, "GET", &HeaderMap::new());
