@@ -34,6 +34,9 @@ pub struct ControlConfig {
     pub regions: BTreeMap<RegionId, Vec<RegionId>>,
     /// Geo load balancing (GeoDNS and HTTP steering), when configured.
     pub geo: Option<crate::geo::GeoConfig>,
+    /// Cache rules (`[[rules]]`, checked like a node's) sent to every node in the routing
+    /// tables; nodes try them before their own.
+    pub rules: Vec<crate::rules::RawRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +111,7 @@ pub struct RawControlFile {
     #[serde(default)]
     pub regions: BTreeMap<String, RawRegion>,
     pub geo: Option<crate::geo::RawGeo>,
+    pub rules: Option<Vec<crate::rules::RawRule>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -368,6 +372,9 @@ pub(crate) fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigError
     }
 
     let geo = raw.geo.map(|g| crate::geo::validate(&mut c, g));
+    // Checked as a node would check them; sent as written.
+    let rules = raw.rules.unwrap_or_default();
+    let rules_valid = crate::rules::validate_rules(&mut c, Some(rules.clone())).is_some();
 
     let health = (|| {
         Some(HealthConfig {
@@ -412,6 +419,7 @@ pub(crate) fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigError
                 Some(g) => Some(g?),
                 None => None,
             },
+            rules: rules_valid.then_some(rules)?,
         })
     })();
     c.finish(value)

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wildmatch::WildMatch;
 
 use crate::error::Collector;
@@ -18,7 +18,7 @@ use crate::error::Collector;
 pub const MAX_RULES: usize = 10_000;
 
 /// A `[[rules]]` entry as written.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     pub name: Option<String>,
@@ -42,14 +42,14 @@ pub struct RawRule {
     pub response_headers: Option<RawResponseHeaders>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHeaderMatch {
     pub name: String,
     pub value: Option<String>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawQueryRule {
     pub drop: Option<Vec<String>>,
@@ -57,7 +57,7 @@ pub struct RawQueryRule {
     pub sort: Option<bool>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKeyRule {
     pub headers: Option<Vec<String>>,
@@ -65,10 +65,10 @@ pub struct RawKeyRule {
     pub device: Option<bool>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawResponseHeaders {
-    pub add: Option<toml::Table>,
+    pub add: Option<std::collections::BTreeMap<String, String>>,
     pub remove: Option<Vec<String>>,
 }
 
@@ -83,6 +83,22 @@ pub struct RuleSet {
 impl RuleSet {
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// `first`'s rules, then `then`'s: control's rules before a node's own.
+    pub fn chain(first: &RuleSet, then: &RuleSet) -> RuleSet {
+        let rules: Vec<Arc<Rule>> = first.rules.iter().chain(&then.rules).cloned().collect();
+        RuleSet {
+            index: RuleIndex::new(rules.iter().map(|rule| &**rule)),
+            rules,
+        }
+    }
+
+    /// Checks rules as they came from control (the `[[rules]]` of its file).
+    pub fn from_raw(raw: Vec<RawRule>) -> Result<RuleSet, crate::ConfigErrors> {
+        let mut c = Collector::default();
+        let rules = validate_rules(&mut c, Some(raw));
+        c.finish(rules)
     }
 }
 

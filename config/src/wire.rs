@@ -234,6 +234,10 @@ pub struct RoutingTable {
     pub regions: Vec<RegionRoute>,
     /// Every shield with its health and weight: edges build their ring from the healthy ones.
     pub shields: Vec<NodeEntry>,
+    /// Control's cache rules (the `[[rules]]` of its file): every node tries them before its
+    /// own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<crate::rules::RawRule>,
 }
 
 impl RoutingTable {

@@ -11,6 +11,7 @@
 //!   registration;
 //! - `streams`: streams opened and nodes registered from now on (open streams keep theirs);
 //! - `regions`: a new routing table version, pushed to every node, if the routes change;
+//! - `rules`: a new routing table version carrying them, pushed to every node;
 //! - `geo`: a new steering plan and zone, swapped atomically (answers in flight finish on the
 //!   old one).
 //!
@@ -105,6 +106,7 @@ pub fn changes(old: &ControlConfig, new: &ControlConfig) -> Changes {
     applied(runtime_purge(old) != runtime_purge(new), "purge");
     applied(old.streams != new.streams, "streams");
     applied(old.regions != new.regions, "regions");
+    applied(old.rules != new.rules, "rules");
     if let (Some(old), Some(new)) = (&old.geo, &new.geo) {
         let steering = |g: &verge_config::geo::GeoConfig| verge_config::geo::GeoConfig {
             dns_listen: None,
@@ -317,6 +319,17 @@ mod tests {
             ]
         );
         assert!(found.restart.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn new_cache_rules_are_applied_and_bad_ones_refused_by_rule_and_key() {
+        let rule = "[[rules]]\nname = \"api\"\npath = \"/api/\"\nbypass = true\n";
+        let found = changes_from_base(|t| format!("{t}\n{rule}"));
+        assert_eq!(found.applied, ["rules"]);
+        assert!(found.restart.is_empty(), "{found:?}");
+        let bad =
+            ControlConfig::from_toml(&format!("{BASE}\n[[rules]]\npath = \"api\"\n")).unwrap_err();
+        assert!(bad.mentions("rules[0].path"), "{bad}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use verge_config::rules::RawRule;
 use verge_config::wire::{NodeEntry, NodeRole, RegionRoute, RoutingTable};
 use verge_config::RegionId;
 
@@ -11,6 +12,7 @@ use verge_config::RegionId;
 pub fn compute(
     nodes: impl Iterator<Item = NodeEntry>,
     proximity: &BTreeMap<RegionId, Vec<RegionId>>,
+    rules: &[RawRule],
 ) -> RoutingTable {
     let mut edges: BTreeMap<RegionId, Vec<NodeEntry>> =
         proximity.keys().map(|r| (r.clone(), Vec::new())).collect();
@@ -42,12 +44,13 @@ pub fn compute(
         version: 0,
         regions,
         shields,
+        rules: rules.to_vec(),
     }
 }
 
 /// Whether two tables route alike (everything but the version).
 pub fn same_routes(a: &RoutingTable, b: &RoutingTable) -> bool {
-    a.regions == b.regions && a.shields == b.shields
+    a.regions == b.regions && a.shields == b.shields && a.rules == b.rules
 }
 
 #[cfg(test)]
@@ -83,6 +86,7 @@ mod tests {
             ]
             .into_iter(),
             &proximity,
+            &[],
         );
         let ids: Vec<&str> = table.regions.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["ap", "eu", "us"]);
@@ -101,6 +105,7 @@ mod tests {
         let a = compute(
             [node("s1", NodeRole::Shield, "us", true)].into_iter(),
             &proximity,
+            &[],
         );
         let mut b = a.clone();
         b.version = 9;
@@ -108,7 +113,18 @@ mod tests {
         let c = compute(
             [node("s1", NodeRole::Shield, "us", false)].into_iter(),
             &proximity,
+            &[],
         );
         assert!(!same_routes(&a, &c));
+        let rules = [RawRule {
+            path: Some("/".into()),
+            ..RawRule::default()
+        }];
+        let d = compute(
+            [node("s1", NodeRole::Shield, "us", true)].into_iter(),
+            &proximity,
+            &rules,
+        );
+        assert!(!same_routes(&a, &d), "new rules are a new table");
     }
 }

@@ -96,11 +96,13 @@ impl Control {
                 version: 0,
                 regions: Vec::new(),
                 shields: Vec::new(),
+                rules: Vec::new(),
             }),
             tables: watch::channel(Arc::new(RoutingTable {
                 version: 0,
                 regions: Vec::new(),
                 shields: Vec::new(),
+                rules: Vec::new(),
             }))
             .0,
             tracker: Mutex::new(Tracker::new(config.purge.status_retain)),
@@ -165,7 +167,7 @@ impl Control {
         if old.streams.max_nodes != new.streams.max_nodes {
             lock(&self.registry).set_max_nodes(new.streams.max_nodes);
         }
-        if old.regions != new.regions {
+        if old.regions != new.regions || old.rules != new.rules {
             self.republish();
         }
     }
@@ -412,7 +414,8 @@ impl Control {
                     .with_label_values(&[&role.to_string(), state])
                     .set(n);
             }
-            routing::compute(registry.entries(), &self.config.load().regions)
+            let config = self.config.load();
+            routing::compute(registry.entries(), &config.regions, &config.rules)
         };
         let mut table = lock(&self.table);
         if table.version > 0 && routing::same_routes(&table, &fresh) {

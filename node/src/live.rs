@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arc_swap::{ArcSwap, Guard};
 use http::{Request, Response};
 use hyper::body::Incoming;
+use verge_config::rules::RuleSet;
 use verge_config::wire::{RoutingTable, UpstreamHealth};
 
 use crate::body::ResponseBody;
@@ -23,6 +24,9 @@ pub struct LivePipeline<U> {
     current: ArcSwap<CachePipeline<U>>,
     /// The newest routing table applied, re-applied to every pipeline swapped in.
     table: Mutex<Option<RoutingTable>>,
+    /// Control's cache rules from the newest table that carried valid ones, tried before the
+    /// node's own by every pipeline swapped in.
+    control_rules: Mutex<Arc<RuleSet>>,
 }
 
 impl<U: Upstream> LivePipeline<U> {
@@ -30,6 +34,7 @@ impl<U: Upstream> LivePipeline<U> {
         Arc::new(LivePipeline {
             current: ArcSwap::new(pipeline),
             table: Mutex::new(None),
+            control_rules: Mutex::default(),
         })
     }
 
@@ -45,14 +50,40 @@ impl<U: Upstream> LivePipeline<U> {
         if let Some(table) = table.as_ref() {
             next.upstream.apply_routing(table)?;
         }
+        let control = Arc::clone(
+            &self
+                .control_rules
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        in_force(&next, &control);
         self.current.store(next);
         Ok(())
     }
 
-    /// Applies a routing table to the pipeline serving now and remembers it.
+    /// Applies a routing table to the pipeline serving now and remembers it. Its cache rules
+    /// replace control's earlier ones when they are valid; invalid ones are logged and the
+    /// earlier ones stay (the rest of the table still applies).
     pub fn apply_routing(&self, table: &RoutingTable) -> Result<(), String> {
         let mut kept = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        self.current.load().upstream.apply_routing(table)?;
+        let current = self.current.load();
+        current.upstream.apply_routing(table)?;
+        let rules_changed = kept.as_ref().is_none_or(|old| old.rules != table.rules);
+        if rules_changed {
+            match RuleSet::from_raw(table.rules.clone()) {
+                Ok(control) => {
+                    let control = Arc::new(control);
+                    in_force(&current, &control);
+                    *self
+                        .control_rules
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = control;
+                }
+                Err(errors) => {
+                    tracing::warn!(version = table.version, %errors, "control's cache rules refused; the earlier ones stay");
+                }
+            }
+        }
         *kept = Some(table.clone());
         Ok(())
     }
@@ -61,6 +92,16 @@ impl<U: Upstream> LivePipeline<U> {
     pub fn health(&self) -> Vec<UpstreamHealth> {
         self.current.load().upstream.health()
     }
+}
+
+/// Puts `control`'s rules, then the pipeline's own, in force in `pipeline`.
+fn in_force<U: Upstream>(pipeline: &CachePipeline<U>, control: &RuleSet) {
+    let rules = if control.is_empty() {
+        Arc::clone(&pipeline.limits.rules)
+    } else {
+        Arc::new(RuleSet::chain(control, &pipeline.limits.rules))
+    };
+    pipeline.rules.store(rules);
 }
 
 impl<U: Upstream> Handler for LivePipeline<U> {

@@ -9,6 +9,8 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
+
+use arc_swap::ArcSwap;
 use std::time::Instant;
 
 use http::header::{HeaderValue, CONNECTION, CONTENT_LOCATION, CONTENT_TYPE, HOST, LOCATION};
@@ -139,6 +141,8 @@ pub struct CachePipeline<U> {
     pub(crate) compressor: Compressor,
     /// What buffered request bodies may hold together.
     pub(crate) body_budget: BodyBudget,
+    /// The rules in force: control's (from its routing tables), then the node's own.
+    pub(crate) rules: ArcSwap<RuleSet>,
 }
 
 impl<U: Upstream> CachePipeline<U> {
@@ -165,6 +169,7 @@ impl<U: Upstream> CachePipeline<U> {
         };
         let compressor = Compressor::new(compression, store.clone(), metrics.clone());
         Arc::new_cyclic(|me| CachePipeline {
+            rules: ArcSwap::new(Arc::clone(&limits.rules)),
             body_budget: BodyBudget::new(
                 limits.body.total,
                 (
@@ -206,7 +211,7 @@ impl<U: Upstream> CachePipeline<U> {
         let line = self
             .access_log
             .begin(&request, client, started, &request_id);
-        let rule = rules::rule_for(&self.limits.rules, &request);
+        let rule = rules::rule_for(&self.rules.load(), &request);
         // Pinned here and lent out: the answer's future is large, and moving it into the
         // access log's scope would copy it on every request.
         let answer = std::pin::pin!(self.try_handle(request, client, rule.clone()));

@@ -53,15 +53,17 @@ pub struct TestControl {
 }
 
 /// Starts control with its data in `data_dir`, listening on `listen` (port 0: any), with the
-/// [`FAST`] settings plus `tweaks` (dotted `section.key = value` lines).
+/// [`FAST`] settings plus `tweaks` (dotted `section.key = value` lines, or top-level
+/// `key = value` ones such as `rules = [...]`).
 pub async fn start_control(data_dir: &Path, listen: SocketAddr, tweaks: &[&str]) -> TestControl {
+    let mut top: Vec<String> = Vec::new();
     let mut sections: Vec<(String, Vec<String>)> = Vec::new();
     let mut put = |line: &str| {
         let (key, value) = line.split_once('=').expect("tweak is key = value");
-        let (section, key) = key
-            .trim()
-            .split_once('.')
-            .expect("tweak key is section.key");
+        let Some((section, key)) = key.trim().split_once('.') else {
+            top.push(line.to_string());
+            return;
+        };
         let entry = format!("{key} = {}", value.trim());
         match sections.iter_mut().find(|(s, _)| s == section) {
             Some((_, lines)) => {
@@ -81,9 +83,14 @@ pub async fn start_control(data_dir: &Path, listen: SocketAddr, tweaks: &[&str])
     for tweak in FAST.iter().chain(tweaks) {
         put(tweak);
     }
-    let toml: String = sections
+    let toml: String = top
         .iter()
-        .map(|(s, lines)| format!("[{s}]\n{}\n", lines.join("\n")))
+        .map(|line| format!("{line}\n"))
+        .chain(
+            sections
+                .iter()
+                .map(|(s, lines)| format!("[{s}]\n{}\n", lines.join("\n"))),
+        )
         .collect();
     let config = ControlConfig::from_toml(&toml)
         .unwrap_or_else(|e| panic!("test control config is invalid:\n{toml}\n{e}"));

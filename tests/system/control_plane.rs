@@ -309,3 +309,33 @@ async fn a_node_registers_the_url_it_is_told_to_advertise() {
     assert_eq!(nodes[0]["data_url"], "http://127.1.0.77:8080");
     assert_eq!(nodes[0]["admin_url"], format!("http://{}", edge.admin_addr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_s_cache_rules_reach_every_edge_through_the_routing_tables() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let rules = "rules = [{ name = \"from-control\", path = \"/api/\", bypass = true }]";
+    let control = start_control(dir.path(), "127.0.0.1:0".parse().unwrap(), &[rules]).await;
+    let origin = origin_serving("/api/x", "api").await;
+    let edge = edge_with_control(&origin, "e1", &control.url()).await;
+    wait_until(
+        "the edge to apply control's rules",
+        Duration::from_secs(10),
+        || async {
+            let response = HttpClient::http1()
+                .get_with(&edge.url("/api/x"), &[("host", SITE)])
+                .await;
+            response.cache_status().contains("rule=from-control")
+        },
+    )
+    .await;
+    let hits = origin.hits("/api/x");
+    get(&edge, "/api/x").await;
+    get(&edge, "/api/x").await;
+    assert_eq!(
+        origin.hits("/api/x"),
+        hits + 2,
+        "control's bypass rule: never stored"
+    );
+    let table = control.admin.get_json("/v1/routing").await.unwrap();
+    assert_eq!(table["rules"][0]["name"], "from-control", "{table}");
+}

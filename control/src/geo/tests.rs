@@ -74,6 +74,7 @@ fn table(edges: Vec<NodeEntry>) -> RoutingTable {
         version: 7,
         regions,
         shields: Vec::new(),
+        rules: Vec::new(),
     }
 }
 

@@ -83,6 +83,7 @@ fn routing_table() -> impl Strategy<Value = RoutingTable> {
             version,
             regions,
             shields,
+            rules: Vec::new(),
         })
 }
 

@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use verge_config::rules::RawRule;
 use verge_config::wire::{
     Ack, Event, Heartbeat, NodeEntry, NodeRole, PurgeSpec, Registered, Registration, RoutingTable,
     UpstreamHealth, MAX_EVENT_LINE_BYTES,
@@ -45,6 +46,7 @@ fn table(version: u64, shields: Vec<NodeEntry>) -> RoutingTable {
         version,
         regions: Vec::new(),
         shields,
+        rules: Vec::new(),
     }
 }
 
@@ -555,5 +557,73 @@ async fn garbage_and_gaps_reconnect_from_the_last_applied_purge() {
         .parse()
         .unwrap();
     assert!(reconnects >= 3, "{reconnects}");
+    edge.stop().await;
+}
+
+/// A routing table carrying control's cache rules.
+fn routing_with_rules(seq: u64, version: u64, rules: Vec<RawRule>) -> Event {
+    Event::Routing {
+        seq,
+        table: RoutingTable {
+            rules,
+            ..table(version, Vec::new())
+        },
+    }
+}
+
+fn bypass(name: &str, path: &str) -> RawRule {
+    RawRule {
+        name: Some(name.to_string()),
+        path: Some(path.to_string()),
+        bypass: Some(true),
+        ..RawRule::default()
+    }
+}
+
+#[tokio::test]
+async fn control_s_rules_apply_before_the_node_s_own_until_it_sends_others() {
+    let (control, origin, edge) = edge_under_control().await;
+    control.stream(0).await;
+    control
+        .send(
+            0,
+            &routing_with_rules(0, 1, vec![bypass("from-control", "/api/")]),
+        )
+        .await;
+    edge.wait_for_metric("verge_routing_table_version ", "1")
+        .await;
+    edge.get("/api/a").await;
+    edge.get("/api/a").await;
+    assert_eq!(origin.hits("/api/a"), 2, "control's bypass rule applies");
+    edge.assert_metric(
+        "verge_rule_requests_total{cache_status=\"pass\",rule=\"from-control\"} ",
+        "2",
+    )
+    .await;
+
+    // Invalid rules are refused; the earlier ones stay.
+    control
+        .send(
+            0,
+            &routing_with_rules(0, 2, vec![bypass("broken", "no-slash")]),
+        )
+        .await;
+    edge.wait_for_metric("verge_routing_table_version ", "2")
+        .await;
+    edge.get("/api/b").await;
+    edge.get("/api/b").await;
+    assert_eq!(origin.hits("/api/b"), 2, "the earlier rules stay in force");
+
+    // A table without rules takes control's away.
+    control.send(0, &routing(0, 3, Vec::new())).await;
+    edge.wait_for_metric("verge_routing_table_version ", "3")
+        .await;
+    edge.get("/api/c").await;
+    edge.get("/api/c").await;
+    assert_eq!(
+        origin.hits("/api/c"),
+        1,
+        "cached again without control's rule"
+    );
     edge.stop().await;
 }
