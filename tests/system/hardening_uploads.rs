@@ -22,16 +22,31 @@ fn broken_chunked_upload(good: usize) -> Vec<u8> {
     request
 }
 
-/// Sends the head of a POST announcing `length` bytes and the first `sent` of them, then
-/// closes the connection without the rest.
-async fn abandoned_upload(addr: std::net::SocketAddr, length: usize, sent: usize) {
+/// A connection that has sent the head of a POST announcing `length` bytes and the first
+/// `sent` of them.
+async fn upload_begun(addr: std::net::SocketAddr, length: usize, sent: usize) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let head =
         format!("POST /upload HTTP/1.1\r\nHost: up.test\r\nContent-Length: {length}\r\n\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&vec![b'a'; sent]).await.unwrap();
+    stream
+}
+
+/// Sends the head of a POST announcing `length` bytes and the first `sent` of them, then
+/// closes the connection without the rest.
+async fn abandoned_upload(addr: std::net::SocketAddr, length: usize, sent: usize) {
+    let stream = upload_begun(addr, length, sent).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     drop(stream);
+}
+
+/// Waits until the edge's `metric` (no labels) reads `value`.
+async fn metric_reads(edge: &support::TestEdge, metric: &str, value: f64) {
+    support::eventually(&format!("{metric} to read {value}"), || async {
+        edge.metrics().await.value_or_zero(metric, &[]) == value
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,34 +177,12 @@ async fn once_buffered_bodies_hold_the_whole_budget_the_next_body_streams_and_is
     .await;
     origin.on("/upload", Reply::ok("stored"));
     // A stalled upload holds 6,000 of the 8 KiB.
-    let mut stalled = TcpStream::connect(edge.data_addr).await.unwrap();
-    stalled
-        .write_all(b"POST /upload HTTP/1.1\r\nHost: up.test\r\nContent-Length: 8000\r\n\r\n")
-        .await
-        .unwrap();
-    stalled.write_all(&[b'a'; 6000]).await.unwrap();
-    support::eventually("the stalled body's 6,000 bytes held", || async {
-        edge.metrics()
-            .await
-            .value_or_zero("verge_request_body_buffered_bytes", &[])
-            == 6000.0
-    })
-    .await;
+    let stalled = upload_begun(edge.data_addr, 8000, 6000).await;
+    metric_reads(&edge, "verge_request_body_buffered_bytes", 6000.0).await;
 
     // 3,000 more do not fit: this body streams on from what it read, and is served whole.
-    let mut streaming = TcpStream::connect(edge.data_addr).await.unwrap();
-    streaming
-        .write_all(b"POST /upload HTTP/1.1\r\nHost: up.test\r\nContent-Length: 4000\r\n\r\n")
-        .await
-        .unwrap();
-    streaming.write_all(&[b'b'; 3000]).await.unwrap();
-    support::eventually("the second body finding the budget spent", || async {
-        edge.metrics()
-            .await
-            .value_or_zero("verge_request_body_over_budget_total", &[])
-            == 1.0
-    })
-    .await;
+    let mut streaming = upload_begun(edge.data_addr, 4000, 3000).await;
+    metric_reads(&edge, "verge_request_body_over_budget_total", 1.0).await;
     streaming.write_all(&[b'b'; 1000]).await.unwrap();
     let mut head = [0u8; 12];
     streaming.read_exact(&mut head).await.unwrap();
@@ -197,11 +190,5 @@ async fn once_buffered_bodies_hold_the_whole_budget_the_next_body_streams_and_is
     assert_eq!(origin.last_request("/upload").unwrap().body.len(), 4000);
 
     drop(stalled);
-    support::eventually("the budget given back", || async {
-        edge.metrics()
-            .await
-            .value_or_zero("verge_request_body_buffered_bytes", &[])
-            == 0.0
-    })
-    .await;
+    metric_reads(&edge, "verge_request_body_buffered_bytes", 0.0).await;
 }
