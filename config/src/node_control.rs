@@ -25,6 +25,9 @@ pub struct NodeControlConfig {
     /// The data-plane URL announced to control (what clients and edges should use), when it is
     /// not the listener's own address: behind a load balancer, NAT or a relay.
     pub advertise_url: Option<OriginUrl>,
+    /// The local address the node's connections to control leave from (default: the
+    /// system's choice), for a host with several addresses or a firewall that allows one.
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 pub use crate::raw::RawNodeControl;
@@ -103,6 +106,16 @@ pub(crate) fn validate_node_control(
             .take("control.advertise_url", OriginUrl::parse(text))
             .map(Some),
     };
+    let source_address = match raw.source_address.as_deref() {
+        None => Some(None),
+        Some(text) => c
+            .take(
+                "control.source_address",
+                text.parse::<std::net::IpAddr>()
+                    .map_err(|_| format!("{text:?} is not an IP address (e.g. \"127.1.0.1\")")),
+            )
+            .map(Some),
+    };
     let (reconnect_min, reconnect_max) = (reconnect_min?, reconnect_max?);
     if reconnect_max < reconnect_min {
         c.push(
@@ -118,6 +131,7 @@ pub(crate) fn validate_node_control(
         reconnect_min,
         reconnect_max,
         advertise_url: advertise_url?,
+        source_address: source_address?,
     }))
 }
 
@@ -158,10 +172,18 @@ mod tests {
             control.advertise_url.unwrap().to_string(),
             "http://127.1.0.1:8080"
         );
-        let bad =
-            format!("{EDGE}[control]\nurl = \"http://127.0.0.1:7000\"\nadvertise_url = \"here\"\n");
+        let bad = format!(
+            "{EDGE}[control]\nurl = \"http://127.0.0.1:7000\"\nadvertise_url = \"here\"\n\
+             source_address = \"nowhere\"\n"
+        );
         let errs = EdgeConfig::from_toml(&bad).unwrap_err();
         assert!(errs.mentions("control.advertise_url"), "{errs}");
+        assert!(errs.mentions("control.source_address"), "{errs}");
+        let sourced = format!(
+            "{EDGE}[control]\nurl = \"http://127.0.0.1:7000\"\nsource_address = \"127.3.0.1\"\n"
+        );
+        let control = EdgeConfig::from_toml(&sourced).unwrap().control.unwrap();
+        assert_eq!(control.source_address, Some([127, 3, 0, 1].into()));
     }
 
     #[test]

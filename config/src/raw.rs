@@ -173,6 +173,7 @@ pub struct RawNodeControl {
     pub reconnect_min: Option<String>,
     pub reconnect_max: Option<String>,
     pub advertise_url: Option<String>,
+    pub source_address: Option<String>,
 }
 
 /// An edge's file. Its `[access_log]` table is kept with `[server]` (see
