@@ -112,32 +112,52 @@ impl Drop for Running {
     }
 }
 
+/// A cache node of the demo: where it is, the link in front of it, and the node itself
+/// while it runs (`None` once killed).
+struct NodePart {
+    plan: NodePlan,
+    link: DelayLink,
+    running: Option<Running>,
+}
+
+/// Control while it runs: the task and the handle readiness reads.
+struct ControlPart {
+    running: Running,
+    control: Arc<Control>,
+}
+
 /// A running demo. [`Demo::shutdown`] stops it cleanly; dropping it (say, on a start error)
-/// tells every part to stop without waiting.
+/// tells every part to stop without waiting. Parts can be killed and restored
+/// ([`Demo::kill`], [`Demo::restore`]) behind their links, which keep their addresses.
 pub struct Demo {
     /// Every endpoint, as `--state FILE` writes it.
     pub state: DemoState,
-    control: Option<Running>,
-    nodes: Vec<Running>,
-    links: Vec<DelayLink>,
+    options: DemoOptions,
+    /// Control's purge log, kept across a control restart.
+    data_dir: PathBuf,
+    token: String,
+    control: Option<ControlPart>,
+    /// In front of control's node listener, in the origin's region.
+    control_link: DelayLink,
+    nodes: Vec<NodePart>,
+    origin_link: DelayLink,
     origin: Option<SampleOrigin>,
     /// Control's data directory when the demo made it; removed when the demo ends.
     _data_dir: Option<tempfile::TempDir>,
 }
 
+/// Who a name given to [`Demo::kill`] / [`Demo::restore`] is.
+enum Part {
+    Origin,
+    Control,
+    Node(usize),
+}
+
 impl Demo {
-    /// Starts everything the options describe and waits until every node is up in control,
-    /// connected to its stream, and every edge routes to every shield.
+    /// Starts everything the options describe and waits until it is ready (see
+    /// [`not_ready`]).
     pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
         options.validate().map_err(DemoError::Options)?;
-        let link_settings = |region: &str| LinkSettings {
-            jitter: options.jitter,
-            ..LinkSettings::new(region, &options.regions, &options.latency)
-        };
-        let bind_error = |what: &str, addr: SocketAddr| {
-            let what = what.to_string();
-            move |source| DemoError::Bind { what, addr, source }
-        };
         let region = |id: &str| options.regions.iter().find(|r| r.id == id).cloned();
         let origin_region = region(&options.origin_region)
             .ok_or_else(|| DemoError::Options("no origin region".into()))?;
@@ -145,19 +165,44 @@ impl Demo {
         let origin = SampleOrigin::start(origin_addr)
             .await
             .map_err(bind_error("the sample origin", origin_addr))?;
-        let origin_link =
-            DelayLink::start(origin_addr, origin.addr(), link_settings(&origin_region.id))
+        let origin_link = DelayLink::start(
+            origin_addr,
+            origin.addr(),
+            link_settings(&options, &origin_region.id),
+        )
+        .await
+        .map_err(bind_error("the origin's delay link", origin_addr))?;
+        let control_addr = SocketAddr::new(topology::control_ip(&origin_region), 0);
+        let control_link =
+            DelayLink::bind(control_addr, link_settings(&options, &origin_region.id))
                 .await
-                .map_err(bind_error("the origin's delay link", origin_addr))?;
+                .map_err(bind_error("control's delay link", control_addr))?;
+
+        let mut owned_dir = None;
+        let data_dir = match &options.data_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("verge-demo-")
+                    .tempdir()
+                    .map_err(DemoError::DataDir)?;
+                let path = dir.path().to_path_buf();
+                owned_dir = Some(dir);
+                path
+            }
+        };
+        let token = options.token.clone().unwrap_or_else(random_token);
+        let (node, control) = bind_control(&options, &data_dir, &token).await?;
+        let control_link = control_link.relay_to(node.node_addr);
         let mut demo = Demo {
             state: DemoState {
                 hostname: HOSTNAME.to_string(),
                 dns: String::new(),
                 steering: String::new(),
                 control: ControlEndpoints {
-                    api: String::new(),
+                    api: control_link.url(),
                     admin: String::new(),
-                    token: String::new(),
+                    token: token.clone(),
                 },
                 origin: origin_link.url(),
                 nodes: Vec::new(),
@@ -173,43 +218,37 @@ impl Demo {
                 samples: origin::samples(),
                 latency: latency_table(&options),
             },
+            options: options.clone(),
+            data_dir,
+            token,
             control: None,
+            control_link,
             nodes: Vec::new(),
-            links: vec![origin_link],
+            origin_link,
             origin: Some(origin),
-            _data_dir: None,
+            _data_dir: owned_dir,
         };
-
-        let data_dir = match &options.data_dir {
-            Some(dir) => dir.clone(),
-            None => {
-                let dir = tempfile::Builder::new()
-                    .prefix("verge-demo-")
-                    .tempdir()
-                    .map_err(DemoError::DataDir)?;
-                let path = dir.path().to_path_buf();
-                demo._data_dir = Some(dir);
-                path
-            }
-        };
-        let token = options.token.clone().unwrap_or_else(random_token);
-        let control = demo.start_control(&options, data_dir, &token).await?;
+        demo.run_control(node, control);
 
         let plans = topology::nodes(&options);
-        let control_url = demo.state.control.api.clone();
-        let origin_url = demo.state.origin.clone();
         for plan in &plans {
-            let link = DelayLink::bind(SocketAddr::new(plan.ip, 0), link_settings(&plan.region.id))
+            let listen = SocketAddr::new(plan.ip, 0);
+            let link = DelayLink::bind(listen, link_settings(&options, &plan.region.id))
                 .await
-                .map_err(bind_error(
-                    &format!("{}'s delay link", plan.id),
-                    SocketAddr::new(plan.ip, 0),
-                ))?;
+                .map_err(bind_error(&format!("{}'s delay link", plan.id), listen))?;
             let advertise = format!("http://{}", link.addr());
-            let (data, admin, running) =
-                start_node(plan, &origin_url, &control_url, &advertise).await?;
-            demo.links.push(link.relay_to(data));
-            demo.nodes.push(running);
+            let (data, admin, running) = start_node(
+                plan,
+                &demo.state.origin,
+                &demo.state.control.api,
+                &advertise,
+            )
+            .await?;
+            demo.nodes.push(NodePart {
+                plan: plan.clone(),
+                link: link.relay_to(data),
+                running: Some(running),
+            });
             demo.state.nodes.push(NodeEndpoints {
                 role: plan.role.as_str().to_string(),
                 id: plan.id.clone(),
@@ -219,54 +258,197 @@ impl Demo {
                 admin: format!("http://{admin}"),
             });
         }
+        let control = demo.control_handle()?;
         wait_ready(&control, &plans, options.ready_timeout).await?;
         Ok(demo)
     }
 
-    async fn start_control(
-        &mut self,
-        options: &DemoOptions,
-        data_dir: PathBuf,
-        token: &str,
-    ) -> Result<Arc<Control>, DemoError> {
-        let toml = topology::control_toml(options, &data_dir, token);
-        let config = topology::control_config(&toml).map_err(DemoError::Config)?;
-        let node = ControlNode::bind(config).await?;
+    fn control_handle(&self) -> Result<Arc<Control>, DemoError> {
+        self.control
+            .as_ref()
+            .map(|c| Arc::clone(&c.control))
+            .ok_or_else(|| DemoError::Options("control is not running".into()))
+    }
+
+    /// Spawns a bound control and notes its endpoints (its node listener is reached through
+    /// the control link, whose address does not change).
+    fn run_control(&mut self, node: ControlNode, control: Arc<Control>) {
         let shown = |addr: Option<SocketAddr>, scheme: &str| {
             addr.map_or_else(String::new, |a| format!("{scheme}{a}"))
         };
         self.state.dns = shown(node.dns_addr, "");
         self.state.steering = shown(node.steering_addr, "http://");
-        self.state.control = ControlEndpoints {
-            api: format!("http://{}", node.node_addr),
-            admin: format!("http://{}", node.admin_addr),
-            token: token.to_string(),
-        };
-        let control = Arc::clone(node.control());
-        self.control = Some(Running::spawn("control", |stop| node.run(stop)));
-        Ok(control)
+        self.state.control.admin = format!("http://{}", node.admin_addr);
+        self.control_link.retarget(node.node_addr);
+        let running = Running::spawn("control", |stop| node.run(stop));
+        self.control = Some(ControlPart { running, control });
+    }
+
+    /// The names [`Demo::kill`] and [`Demo::restore`] take: `origin`, `control`, every node id.
+    pub fn part_names(&self) -> Vec<String> {
+        ["origin", "control"]
+            .into_iter()
+            .map(String::from)
+            .chain(self.nodes.iter().map(|n| n.plan.id.clone()))
+            .collect()
+    }
+
+    fn part(&self, name: &str) -> Result<Part, String> {
+        match name {
+            "origin" => Ok(Part::Origin),
+            "control" => Ok(Part::Control),
+            _ => self
+                .nodes
+                .iter()
+                .position(|n| n.plan.id == name)
+                .map(Part::Node)
+                .ok_or_else(|| {
+                    format!(
+                        "no part {name:?} in the demo; it has {}",
+                        self.part_names().join(", ")
+                    )
+                }),
+        }
+    }
+
+    /// Stops `name` (a node id, `control` or `origin`) for real; its delay link stays, so
+    /// peers get connection errors from it until [`Demo::restore`].
+    pub async fn kill(&mut self, name: &str) -> Result<(), String> {
+        let deadline = Instant::now() + STOP_LIMIT;
+        let killed = || format!("{name} is already killed");
+        match self.part(name)? {
+            Part::Origin => self.origin.take().ok_or_else(killed)?.stop().await,
+            Part::Control => {
+                self.control
+                    .take()
+                    .ok_or_else(killed)?
+                    .running
+                    .stop(deadline)
+                    .await
+            }
+            Part::Node(i) => {
+                self.nodes[i]
+                    .running
+                    .take()
+                    .ok_or_else(killed)?
+                    .stop(deadline)
+                    .await
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a fresh `name` with the configuration it had (same id; control with the same
+    /// data directory, so its purge log survives) and puts it behind its link.
+    pub async fn restore(&mut self, name: &str) -> Result<(), String> {
+        let live = || format!("{name} is running: only a killed part can be restored");
+        match self.part(name)? {
+            Part::Origin => {
+                if self.origin.is_some() {
+                    return Err(live());
+                }
+                let listen = SocketAddr::new(self.origin_link.addr().ip(), 0);
+                let origin = SampleOrigin::start(listen)
+                    .await
+                    .map_err(|e| format!("cannot restart the sample origin: {e}"))?;
+                self.origin_link.retarget(origin.addr());
+                self.origin = Some(origin);
+            }
+            Part::Control => {
+                if self.control.is_some() {
+                    return Err(live());
+                }
+                let (node, control) = bind_control(&self.options, &self.data_dir, &self.token)
+                    .await
+                    .map_err(|e| format!("cannot restart control: {e}"))?;
+                self.run_control(node, control);
+            }
+            Part::Node(i) => {
+                if self.nodes[i].running.is_some() {
+                    return Err(live());
+                }
+                let part = &self.nodes[i];
+                let advertise = part.link.url();
+                let (data, admin, running) = start_node(
+                    &part.plan,
+                    &self.state.origin,
+                    &self.state.control.api,
+                    &advertise,
+                )
+                .await
+                .map_err(|e| format!("cannot restart {name}: {e}"))?;
+                let part = &mut self.nodes[i];
+                part.link.retarget(data);
+                part.running = Some(running);
+                if let Some(node) = self.state.nodes.iter_mut().find(|n| n.id == name) {
+                    node.admin = format!("http://{admin}");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stops everything and waits until it has: the nodes drain together, then control stops,
     /// then the links and the origin behind them.
     pub async fn shutdown(mut self) {
         let deadline = Instant::now() + STOP_LIMIT;
-        for node in &mut self.nodes {
+        let mut running: Vec<Running> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.running.take())
+            .collect();
+        for node in &mut running {
             node.signal();
         }
-        for node in self.nodes.drain(..) {
+        for node in running {
             node.stop(deadline).await;
         }
         if let Some(control) = self.control.take() {
-            control.stop(Instant::now() + STOP_LIMIT).await;
+            control.running.stop(Instant::now() + STOP_LIMIT).await;
         }
-        for link in self.links.drain(..) {
-            link.stop().await;
+        for node in self.nodes.drain(..) {
+            node.link.stop().await;
         }
+        self.control_link.stop().await;
+        self.origin_link.stop().await;
         if let Some(origin) = self.origin.take() {
             origin.stop().await;
         }
     }
+}
+
+/// A link in `region` with the demo's latency and jitter.
+fn link_settings(options: &DemoOptions, region: &str) -> LinkSettings {
+    LinkSettings {
+        jitter: options.jitter,
+        ..LinkSettings::new(region, &options.regions, &options.latency)
+    }
+}
+
+fn bind_error(what: &str, addr: SocketAddr) -> impl FnOnce(io::Error) -> DemoError {
+    let what = what.to_string();
+    move |source| DemoError::Bind { what, addr, source }
+}
+
+/// Binds control as the demo configures it; its node listener on its region's control
+/// address (behind the control link there).
+async fn bind_control(
+    options: &DemoOptions,
+    data_dir: &std::path::Path,
+    token: &str,
+) -> Result<(ControlNode, Arc<Control>), DemoError> {
+    let toml = topology::control_toml(options, data_dir, token);
+    let mut config = topology::control_config(&toml).map_err(DemoError::Config)?;
+    if let Some(region) = options
+        .regions
+        .iter()
+        .find(|r| r.id == options.origin_region)
+    {
+        config.listen = SocketAddr::new(topology::control_ip(region), 0);
+    }
+    let node = ControlNode::bind(config).await?;
+    let control = Arc::clone(node.control());
+    Ok((node, control))
 }
 
 /// Binds and spawns one cache node: (data address, admin address, the running node).

@@ -81,9 +81,10 @@ impl BoundLink {
     /// Starts relaying every connection to `target`.
     pub fn relay_to(self, target: SocketAddr) -> DelayLink {
         let (stop, stop_rx) = watch::channel(false);
+        let (target, target_rx) = watch::channel(target);
         let accept = tokio::spawn(accept_loop(
             self.listener,
-            target,
+            target_rx,
             Arc::new(self.settings),
             stop_rx,
         ));
@@ -99,7 +100,9 @@ impl BoundLink {
 /// A running delay link; stops (closing every relayed connection) when stopped or dropped.
 pub struct DelayLink {
     addr: SocketAddr,
-    target: SocketAddr,
+    /// The node behind the link, read for each accepted connection: a node restarted on
+    /// another port is put behind the same link (peers keep the link's address).
+    target: watch::Sender<SocketAddr>,
     stop: watch::Sender<bool>,
     accept: Option<JoinHandle<()>>,
 }
@@ -137,7 +140,13 @@ impl DelayLink {
 
     /// The node behind the link.
     pub fn target(&self) -> SocketAddr {
-        self.target
+        *self.target.borrow()
+    }
+
+    /// Relays connections accepted from now on to `target`; those already relayed keep
+    /// theirs.
+    pub fn retarget(&self, target: SocketAddr) {
+        self.target.send_replace(target);
     }
 
     /// Stops accepting, closes every relayed connection and waits until that is done.
@@ -162,7 +171,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 async fn accept_loop(
     listener: TcpListener,
-    target: SocketAddr,
+    target: watch::Receiver<SocketAddr>,
     settings: Arc<LinkSettings>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -181,7 +190,8 @@ async fn accept_loop(
                 Ok(pair) => pair,
                 Err(error) => {
                     // Usually out of file descriptors: back off rather than spin.
-                    tracing::warn!(%error, link = %target, "delay link: accept failed");
+                    let link = *target.borrow();
+                    tracing::warn!(%error, %link, "delay link: accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -190,6 +200,7 @@ async fn accept_loop(
         };
         while connections.try_join_next().is_some() {}
         let delay = settings.delay_for(peer.ip());
+        let target = *target.borrow();
         let settings = Arc::clone(&settings);
         connections.spawn(async move {
             let _slot = slot;

@@ -190,6 +190,11 @@ pub fn origin_ip(region: &Region) -> IpAddr {
     region.addr(0, 200)
 }
 
+/// Control's address for nodes (its delay link), in `region` (the origin's).
+pub fn control_ip(region: &Region) -> IpAddr {
+    region.addr(0, 250)
+}
+
 /// The source address of a client in `region`.
 pub fn client_ip(region: &Region) -> IpAddr {
     region.addr(200, 1)

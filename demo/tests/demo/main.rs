@@ -7,6 +7,7 @@ mod bench;
 mod delay;
 mod demo;
 mod origin;
+mod parts;
 mod status_page;
 
 use std::time::Duration;
