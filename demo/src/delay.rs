@@ -7,10 +7,20 @@
 //! so the delay adds latency without throttling throughput, and order is kept. A direction stops
 //! reading once `max_buffered` bytes are held (the slow side pushes back, memory stays bounded).
 //! A peer outside every region block (`127.0.0.1`: control, tools) gets no delay.
+//!
+//! Release times are kept by a [`PreciseTimer`] (a thread per link sleeping on the OS clock)
+//! rather than tokio's timer alone: tokio rounds every deadline up to its next millisecond tick
+//! and its driver sleeps in whole milliseconds, so a 1 ms delay took 1 to 3 ms and a local hit
+//! (two crossings) measured about 5 ms instead of 2.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -176,6 +186,7 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let timer = PreciseTimer::start();
     let mut connections = JoinSet::new();
     loop {
         let slot = tokio::select! {
@@ -202,9 +213,10 @@ async fn accept_loop(
         let delay = settings.delay_for(peer.ip());
         let target = *target.borrow();
         let settings = Arc::clone(&settings);
+        let timer = timer.clone();
         connections.spawn(async move {
             let _slot = slot;
-            if let Err(error) = relay(inbound, peer, target, delay, &settings).await {
+            if let Err(error) = relay(inbound, peer, target, delay, &settings, &timer).await {
                 tracing::debug!(%error, %peer, %target, "delay link: connection ended");
             }
         });
@@ -219,6 +231,7 @@ async fn relay(
     target: SocketAddr,
     delay: Duration,
     settings: &LinkSettings,
+    timer: &PreciseTimer,
 ) -> io::Result<()> {
     let outbound = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target))
         .await
@@ -232,8 +245,15 @@ async fn relay(
         .unwrap_or_default();
     let seed = u64::from(peer.port()) ^ u64::from(now.subsec_nanos()) ^ now.as_secs();
     tokio::try_join!(
-        pump(from_peer, to_node, delay, settings, seed),
-        pump(from_node, to_peer, delay, settings, seed.rotate_left(32)),
+        pump(from_peer, to_node, delay, settings, timer, seed),
+        pump(
+            from_node,
+            to_peer,
+            delay,
+            settings,
+            timer,
+            seed.rotate_left(32)
+        ),
     )?;
     Ok(())
 }
@@ -258,6 +278,7 @@ async fn pump(
     mut to: OwnedWriteHalf,
     delay: Duration,
     settings: &LinkSettings,
+    timer: &PreciseTimer,
     seed: u64,
 ) -> io::Result<()> {
     let max_buffered = settings.max_buffered.clamp(1, u32::MAX as usize);
@@ -303,11 +324,11 @@ async fn pump(
         while let Some(held) = rx.recv().await {
             match held {
                 Held::Data { release, bytes, .. } => {
-                    tokio::time::sleep_until(release).await;
+                    timer.sleep_until(release).await;
                     to.write_all(&bytes).await?;
                 }
                 Held::End { release } => {
-                    tokio::time::sleep_until(release).await;
+                    timer.sleep_until(release).await;
                     to.shutdown().await?;
                     return Ok(());
                 }
@@ -317,6 +338,171 @@ async fn pump(
     };
     tokio::try_join!(read, write)?;
     Ok(())
+}
+
+/// Wakes tasks at their deadlines within tens of microseconds: one thread sleeping on a
+/// condition variable until the earliest deadline. Memory is one entry per pending sleep (a
+/// link's writers hold at most one each).
+#[derive(Clone)]
+struct PreciseTimer {
+    shared: Arc<TimerShared>,
+    /// Ends the thread once the link's last handle is gone.
+    _owner: Arc<TimerOwner>,
+}
+
+struct TimerShared {
+    queue: Mutex<TimerQueue>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct TimerQueue {
+    due: BinaryHeap<Reverse<(std::time::Instant, u64)>>,
+    wakers: std::collections::HashMap<u64, Waker>,
+    next: u64,
+    closed: bool,
+}
+
+struct TimerOwner(Arc<TimerShared>);
+
+impl Drop for TimerOwner {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.changed.notify_one();
+    }
+}
+
+impl TimerShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TimerQueue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The thread: wakes what is due, then sleeps until the next deadline or a new entry.
+    fn run(&self) {
+        let mut queue = self.lock();
+        loop {
+            if queue.closed {
+                return;
+            }
+            let now = std::time::Instant::now();
+            let mut woken = Vec::new();
+            while let Some(Reverse((at, id))) = queue.due.peek().copied() {
+                if at > now {
+                    break;
+                }
+                queue.due.pop();
+                woken.extend(queue.wakers.remove(&id));
+            }
+            if !woken.is_empty() {
+                drop(queue);
+                woken.into_iter().for_each(Waker::wake);
+                queue = self.lock();
+                continue;
+            }
+            queue = match queue.due.peek() {
+                Some(Reverse((at, _))) => {
+                    let wait = at.saturating_duration_since(now);
+                    self.changed
+                        .wait_timeout(queue, wait)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                None => self
+                    .changed
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
+        }
+    }
+}
+
+impl PreciseTimer {
+    fn start() -> PreciseTimer {
+        let shared = Arc::new(TimerShared {
+            queue: Mutex::new(TimerQueue::default()),
+            changed: Condvar::new(),
+        });
+        let thread = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("delay-link-timer".into())
+            .spawn(move || thread.run());
+        if let Err(error) = spawned {
+            // Sleeps still end: `sleep_until` races tokio's timer.
+            tracing::warn!(%error, "delay link: no precise timer thread; delays are rounded up to whole milliseconds");
+        }
+        PreciseTimer {
+            _owner: Arc::new(TimerOwner(Arc::clone(&shared))),
+            shared,
+        }
+    }
+
+    /// Completes at `release`: on the precise timer, or on tokio's (which is the one that ends
+    /// it when tokio's clock is paused, as in tests).
+    async fn sleep_until(&self, release: Instant) {
+        let now = Instant::now();
+        if release <= now {
+            return;
+        }
+        let sleep = PreciseSleep {
+            shared: &self.shared,
+            at: std::time::Instant::now() + (release - now),
+            id: None,
+        };
+        tokio::select! {
+            biased;
+            () = sleep => {}
+            () = tokio::time::sleep_until(release) => {}
+        }
+    }
+}
+
+/// One pending sleep on a [`PreciseTimer`]; its entry goes when it completes or is dropped.
+struct PreciseSleep<'a> {
+    shared: &'a TimerShared,
+    at: std::time::Instant,
+    id: Option<u64>,
+}
+
+impl Future for PreciseSleep<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if std::time::Instant::now() >= self.at {
+            return Poll::Ready(());
+        }
+        let mut queue = self.shared.lock();
+        match self.id {
+            Some(id) => {
+                queue.wakers.insert(id, cx.waker().clone());
+            }
+            None => {
+                let id = queue.next;
+                queue.next += 1;
+                let earliest = queue
+                    .due
+                    .peek()
+                    .is_none_or(|Reverse((at, _))| self.at < *at);
+                queue.due.push(Reverse((self.at, id)));
+                queue.wakers.insert(id, cx.waker().clone());
+                drop(queue);
+                self.id = Some(id);
+                if earliest {
+                    self.shared.changed.notify_one();
+                }
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for PreciseSleep<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            // The heap entry stays until its time (then finds no waker): bounded by the sleeps
+            // started within one delay.
+            self.shared.lock().wakers.remove(&id);
+        }
+    }
 }
 
 /// Uniform jitter in `[0, max]` from a xorshift generator: cheap, and random enough to spread

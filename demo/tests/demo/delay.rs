@@ -262,3 +262,44 @@ async fn connections_beyond_the_bound_wait_for_a_slot() {
         .expect("relayed once the slot is free")
         .unwrap();
 }
+
+/// The median of `samples`.
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+// The real clock: what a round trip through the link costs beyond the configured delay (timer
+// rounding, relaying). Never less than configured; the median bound is loose enough for a
+// loaded machine yet below what whole-millisecond timer rounding used to add.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_trip_takes_the_configured_delay_and_little_more() {
+    const SLACK: Duration = Duration::from_millis(4);
+    let server = ping_server("127.1.0.56").await;
+    let link = link_on("127.1.0.56", server.addr, us_link()).await;
+    for (client, one_way, rounds) in [("127.1.200.5", MS, 41), ("127.2.200.5", 40 * MS, 9)] {
+        let mut stream = connect_from(client, link.addr()).await;
+        let mut trips = Vec::new();
+        for _ in 0..rounds {
+            let sent = Instant::now();
+            stream.write_all(b"p").await.unwrap();
+            let mut byte = [0u8; 1];
+            tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut byte))
+                .await
+                .expect("the echo comes back")
+                .unwrap();
+            let trip = sent.elapsed();
+            assert!(
+                trip >= 2 * one_way,
+                "{client}: a round trip took {trip:?}, less than 2 × {one_way:?}"
+            );
+            trips.push(trip);
+        }
+        let median = median(trips);
+        assert!(
+            median <= 2 * one_way + SLACK,
+            "{client}: median round trip {median:?} for 2 × {one_way:?}"
+        );
+    }
+    link.stop().await;
+}
