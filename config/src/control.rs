@@ -37,6 +37,8 @@ pub struct ControlConfig {
     /// Cache rules (`[[rules]]`, checked like a node's) sent to every node in the routing
     /// tables; nodes try them before their own.
     pub rules: Vec<crate::rules::RawRule>,
+    /// Which shields each region's edges use (`[tiers]`).
+    pub tiers: crate::tiers::TiersConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +114,7 @@ pub struct RawControlFile {
     pub regions: BTreeMap<String, RawRegion>,
     pub geo: Option<crate::geo::RawGeo>,
     pub rules: Option<Vec<crate::rules::RawRule>>,
+    pub tiers: Option<crate::tiers::RawTiers>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -375,6 +378,7 @@ pub(crate) fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigError
     // Checked as a node would check them; sent as written.
     let rules = raw.rules.unwrap_or_default();
     let rules_valid = crate::rules::validate_rules(&mut c, Some(rules.clone())).is_some();
+    let tiers = crate::tiers::validate_tiers(&mut c, raw.tiers);
 
     let health = (|| {
         Some(HealthConfig {
@@ -420,6 +424,7 @@ pub(crate) fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigError
                 None => None,
             },
             rules: rules_valid.then_some(rules)?,
+            tiers: tiers?,
         })
     })();
     c.finish(value)

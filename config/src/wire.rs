@@ -60,7 +60,7 @@ pub struct Registered {
 }
 
 /// `POST /v1/heartbeat`: a node's view of itself, sent every heartbeat interval.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     pub id: NodeId,
@@ -89,11 +89,15 @@ pub struct Traffic {
     pub upstream_requests: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamHealth {
     pub id: String,
     pub up: bool,
+    /// The smallest recent round-trip time to it in milliseconds (probes and requests), when
+    /// measured: control's latency matrix is built from these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
 }
 
 /// `POST /v1/ack`: a node confirming it has applied purges up to `applied_seq`.
@@ -228,7 +232,7 @@ pub struct RegionRoute {
 }
 
 /// A versioned snapshot of who routes where. A new version exists only when something changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoutingTable {
     pub version: u64,
     pub regions: Vec<RegionRoute>,
@@ -238,12 +242,23 @@ pub struct RoutingTable {
     /// own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<crate::rules::RawRule>,
+    /// Which shields each region's edges hash over; `None`: every healthy shield.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<crate::tiers::TierPlan>,
 }
 
 impl RoutingTable {
-    /// The shields edges should send misses to.
+    /// Every healthy shield: those an edge measures, and hashes over without a plan.
     pub fn healthy_shields(&self) -> impl Iterator<Item = &NodeEntry> {
         self.shields.iter().filter(|s| s.healthy)
+    }
+
+    /// The healthy shields the edges of `region` send misses to: the plan's set for the
+    /// region, else every healthy shield.
+    pub fn shields_for<'a>(&'a self, region: &RegionId) -> impl Iterator<Item = &'a NodeEntry> {
+        let planned = self.tiers.as_ref().and_then(|t| t.shields_for(region));
+        self.healthy_shields()
+            .filter(move |s| planned.is_none_or(|ids| ids.contains(&s.id)))
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! - [`log`]: the durable purge log;
 //! - [`registry`]: registered nodes and their health;
-//! - [`routing`]: routing tables from the registry;
+//! - [`routing`]: routing tables from the registry, with the tier plan;
+//! - [`latency`]: the round trips nodes report, combined into the latency matrix;
 //! - [`hub`]: the per-node push streams;
 //! - [`purges`]: where each purge has been applied;
 //! - [`service`]: the shared state and background tasks;
@@ -19,6 +20,7 @@ pub mod client;
 pub mod commands;
 pub mod geo;
 pub mod hub;
+pub mod latency;
 pub mod log;
 pub mod metrics;
 pub mod purges;

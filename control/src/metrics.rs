@@ -1,7 +1,8 @@
 //! Control's metrics, on its own registry.
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 #[derive(Clone)]
@@ -24,6 +25,10 @@ pub struct ControlMetrics {
     pub config_reloads: IntCounterVec,
     /// The configuration version in force: 1 at start, one more per applied change.
     pub config_version: IntGauge,
+    /// The latency matrix: `from` an edge region or a shield, `to` a shield or `origin`.
+    pub latency: GaugeVec,
+    pub latency_ignored: IntCounterVec,
+    pub replans: IntCounter,
 }
 
 /// Every `result` of `verge_config_reloads_total`, so each series exists from the start.
@@ -100,8 +105,29 @@ impl ControlMetrics {
                 "verge_config_version",
                 "Version of the configuration in force (1 at start, one more per applied change)",
             )?,
+            latency: GaugeVec::new(
+                Opts::new(
+                    "verge_control_latency_seconds",
+                    "Smoothed round trip from an edge region (or shield) to a shield (or the origin)",
+                ),
+                &["from", "to"],
+            )?,
+            latency_ignored: IntCounterVec::new(
+                Opts::new(
+                    "verge_control_latency_reports_ignored_total",
+                    "Round trips reported by nodes and not used, by reason",
+                ),
+                &["reason"],
+            )?,
+            replans: IntCounter::new(
+                "verge_control_tier_replans_total",
+                "Tier plans recomputed because the measured latency moved",
+            )?,
             registry,
         };
+        for ignored in crate::latency::Ignored::ALL {
+            m.latency_ignored.with_label_values(&[ignored.as_str()]);
+        }
         for result in RELOAD_RESULTS {
             m.config_reloads.with_label_values(&[result]);
         }
@@ -110,8 +136,27 @@ impl ControlMetrics {
         verge_serve::register_metrics!(
             r; m.propagation, m.completion, m.nodes, m.table_version, m.events_pushed,
             m.stream_connects, m.stream_drops, m.purges, m.log_head, m.resyncs, m.config_reloads,
-            m.config_version
+            m.config_version, m.latency, m.latency_ignored, m.replans
         );
         Ok(m)
+    }
+}
+
+impl ControlMetrics {
+    /// Shows `matrix` as the latency gauges, dropping pairs no longer in it.
+    pub fn show_latency(&self, matrix: &verge_config::tiers::LatencyMatrix) {
+        self.latency.reset();
+        for (region, row) in &matrix.edge_to_shield {
+            for (shield, ms) in row {
+                self.latency
+                    .with_label_values(&[region.as_str(), shield.as_str()])
+                    .set(ms / 1000.0);
+            }
+        }
+        for (shield, ms) in &matrix.shield_to_origin {
+            self.latency
+                .with_label_values(&[shield.as_str(), "origin"])
+                .set(ms / 1000.0);
+        }
     }
 }

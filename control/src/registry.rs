@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use verge_config::control::HealthConfig;
+use verge_config::tiers::LatencyMatrix;
 use verge_config::wire::{Heartbeat, NodeEntry, NodeRole, Registration, Traffic, UpstreamHealth};
 use verge_config::NodeId;
+
+use crate::latency::{self, Ignored, NodeLatency, Reporter};
 
 /// One registered node.
 #[derive(Debug)]
@@ -26,6 +29,8 @@ pub struct NodeState {
     pub table_version: u64,
     pub in_flight: u64,
     pub upstreams: Vec<UpstreamHealth>,
+    /// Smoothed round trips to its upstreams, from its reports.
+    pub latency: NodeLatency,
     /// Whether the node's event stream is open.
     pub connected: bool,
     /// The two latest traffic reports, newest last, for rates between them.
@@ -152,6 +157,7 @@ impl Registry {
                 table_version: 0,
                 in_flight: 0,
                 upstreams: Vec::new(),
+                latency: NodeLatency::default(),
                 connected: false,
                 traffic: [None, None],
             },
@@ -162,21 +168,50 @@ impl Registry {
         })
     }
 
-    pub fn heartbeat(&mut self, beat: Heartbeat, now: Instant) -> Result<(), Refused> {
+    /// Records a heartbeat; returns the latency reports it ignored.
+    pub fn heartbeat(&mut self, beat: Heartbeat, now: Instant) -> Result<Vec<Ignored>, Refused> {
+        let mut upstreams = beat.upstreams;
+        upstreams.truncate(1024);
+        // Which reported targets are shields control knows (an edge's only valid targets).
+        let shields: Vec<String> = upstreams
+            .iter()
+            .filter(|u| {
+                NodeId::new(&u.id)
+                    .ok()
+                    .and_then(|id| self.nodes.get(&id))
+                    .is_some_and(|n| n.registration.role == NodeRole::Shield)
+            })
+            .map(|u| u.id.clone())
+            .collect();
         let node = self
             .nodes
             .get_mut(&beat.id)
             .ok_or_else(|| Refused::Unknown(beat.id.clone()))?;
+        let ignored = node
+            .latency
+            .report(node.registration.role, &upstreams, |id| {
+                shields.iter().any(|s| s == id)
+            });
         node.last_heartbeat = now;
         node.applied_seq = node.applied_seq.max(beat.applied_seq);
         node.table_version = beat.table_version;
         node.in_flight = beat.in_flight;
-        node.upstreams = beat.upstreams;
-        node.upstreams.truncate(1024);
+        node.upstreams = upstreams;
         if let Some(traffic) = beat.traffic {
             node.traffic = [node.traffic[1], Some((now, traffic))];
         }
-        Ok(())
+        Ok(ignored)
+    }
+
+    /// The healthy nodes' round trips, combined.
+    pub fn latency_matrix(&self) -> LatencyMatrix {
+        latency::matrix(self.nodes.values().filter(|n| n.healthy).map(|n| Reporter {
+            id: &n.registration.id,
+            role: n.registration.role,
+            region: &n.registration.region,
+            latency: &n.latency,
+            upstreams: &n.upstreams,
+        }))
     }
 
     /// Records an acknowledgement; returns the node's role and previous applied sequence.

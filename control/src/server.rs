@@ -476,7 +476,13 @@ async fn admin_api(reloader: &ControlReloader, request: Request<Incoming>) -> Re
                 ),
             }
         }
-        (Method::GET, "/v1/routing") => json(StatusCode::OK, &control.routing()),
+        (Method::GET, "/v1/routing") => json(
+            StatusCode::OK,
+            &RoutingView {
+                table: control.routing(),
+                latency: control.planned_latency(),
+            },
+        ),
         (
             _,
             "/v1/purge" | "/v1/purges" | "/v1/nodes" | "/v1/routing" | "/v1/reload"
@@ -524,3 +530,11 @@ mod tests {
 
 #[cfg(test)]
 mod properties;
+
+/// `GET /v1/routing`: the table in force and the latency matrix its tier plan was made from.
+#[derive(serde::Serialize)]
+struct RoutingView {
+    #[serde(flatten)]
+    table: verge_config::wire::RoutingTable,
+    latency: verge_config::tiers::LatencyMatrix,
+}

@@ -25,6 +25,7 @@ use crate::registry::{NodeView, Refused, Registry};
 use crate::routing;
 use crate::session::Sessions;
 use crate::token_bucket::TokenBucket;
+use verge_config::tiers::LatencyMatrix;
 
 /// Purges a node may replay on one reconnect; a node further behind must resync.
 const MAX_REPLAY: usize = 1_000_000;
@@ -39,6 +40,9 @@ pub struct Control {
     table: Mutex<RoutingTable>,
     /// Every published table, for in-process readers (geo steering).
     tables: watch::Sender<Arc<RoutingTable>>,
+    /// The latency matrix the tier plan in force was made from; replaced when the measured
+    /// one moves past `tiers.replan_percent`.
+    planned: Mutex<LatencyMatrix>,
     hub: Hub,
     tracker: Mutex<Tracker>,
     /// Bumped on every acknowledgement, so the dispatcher can wait for shields.
@@ -92,19 +96,9 @@ impl Control {
         let control = Arc::new(Control {
             hub: Hub::new(config.streams.node_buffer, head, metrics.clone()),
             registry: Mutex::new(Registry::new(config.streams.max_nodes)),
-            table: Mutex::new(RoutingTable {
-                version: 0,
-                regions: Vec::new(),
-                shields: Vec::new(),
-                rules: Vec::new(),
-            }),
-            tables: watch::channel(Arc::new(RoutingTable {
-                version: 0,
-                regions: Vec::new(),
-                shields: Vec::new(),
-                rules: Vec::new(),
-            }))
-            .0,
+            table: Mutex::new(RoutingTable::default()),
+            tables: watch::channel(Arc::new(RoutingTable::default())).0,
+            planned: Mutex::new(LatencyMatrix::default()),
             tracker: Mutex::new(Tracker::new(config.purge.status_retain)),
             acks,
             dispatch,
@@ -167,7 +161,7 @@ impl Control {
         if old.streams.max_nodes != new.streams.max_nodes {
             lock(&self.registry).set_max_nodes(new.streams.max_nodes);
         }
-        if old.regions != new.regions || old.rules != new.rules {
+        if old.regions != new.regions || old.rules != new.rules || old.tiers != new.tiers {
             self.republish();
         }
     }
@@ -192,7 +186,12 @@ impl Control {
         let before = {
             let mut registry = lock(&self.registry);
             let before = registry.get(&id).map(|n| n.applied_seq);
-            registry.heartbeat(beat, Instant::now())?;
+            for ignored in registry.heartbeat(beat, Instant::now())? {
+                self.metrics
+                    .latency_ignored
+                    .with_label_values(&[ignored.as_str()])
+                    .inc();
+            }
             before.unwrap_or(0)
         };
         self.acknowledged(&id, before, applied);
@@ -415,7 +414,16 @@ impl Control {
                     .set(n);
             }
             let config = self.config.load();
-            routing::compute(registry.entries(), &config.regions, &config.rules)
+            let latency = lock(&self.planned);
+            routing::compute(
+                registry.entries(),
+                &routing::Inputs {
+                    proximity: &config.regions,
+                    rules: &config.rules,
+                    tiers: &config.tiers,
+                    latency: &latency,
+                },
+            )
         };
         let mut table = lock(&self.table);
         if table.version > 0 && routing::same_routes(&table, &fresh) {
@@ -439,6 +447,29 @@ impl Control {
         drop(table);
         self.tables.send_replace(snapshot);
         self.hub.publish(None, &[event]);
+    }
+
+    /// Takes in the measured latency: exported as metrics, and the tier plan recomputed when it
+    /// moved past `tiers.replan_percent` from the one planned with (damped: once per probe
+    /// round, and small moves never count).
+    fn follow_latency(&self) {
+        let measured = lock(&self.registry).latency_matrix();
+        self.metrics.show_latency(&measured);
+        let percent = self.config.load().tiers.replan_percent;
+        {
+            let mut planned = lock(&self.planned);
+            if !planned.differs(&measured, percent) {
+                return;
+            }
+            *planned = measured;
+        }
+        self.metrics.replans.inc();
+        self.republish();
+    }
+
+    /// The latency matrix in force: what the tier plan was made from.
+    pub fn planned_latency(&self) -> LatencyMatrix {
+        lock(&self.planned).clone()
     }
 
     /// Whether every live, connected shield has applied purges up to `seq`.
@@ -557,6 +588,7 @@ async fn health_rounds(control: std::sync::Weak<Control>, mut shutdown: watch::R
         }
         let Some(c) = control.upgrade() else { return };
         let changed = lock(&c.registry).observe(&results, &health, Instant::now());
+        c.follow_latency();
         if changed {
             c.republish();
         } else {

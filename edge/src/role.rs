@@ -45,13 +45,10 @@ fn build_edge_upstream(
             }
         }
     };
-    Ok(EdgeUpstream::Shields(ShieldUpstream::new(
-        &config.shields,
-        &config.upstream,
-        origin,
-        metrics,
-        in_use,
-    )?))
+    Ok(EdgeUpstream::Shields(
+        ShieldUpstream::new(&config.shields, &config.upstream, origin, metrics, in_use)?
+            .in_region(config.region.clone()),
+    ))
 }
 
 /// The edge role: what it keeps to build a new upstream on reload.

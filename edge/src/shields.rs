@@ -16,6 +16,10 @@
 //! control plane's routing tables): the new ring is built aside and swapped in atomically.
 //! A request keeps the ring it started with; shields present before and after keep their
 //! connections and health.
+//!
+//! A table's tier plan names the shields of the edge's region: those make the ring. The other
+//! healthy shields are kept beside it, out of the ring, so that the edge measures its round
+//! trip to every shield ([`verge_node::rtt`]) and control can plan from all of them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -27,7 +31,8 @@ use tokio::time::Instant;
 
 use http::{Request, Response};
 use http_body_util::{Either, Empty};
-use verge_config::wire::{RoutingTable, UpstreamHealth};
+use verge_config::wire::{NodeEntry, RoutingTable, UpstreamHealth};
+use verge_config::RegionId;
 use verge_config::{OriginUrl, ShieldSpec, ShieldsConfig, UpstreamConfig};
 
 pub use metrics::ShieldMetrics;
@@ -40,6 +45,7 @@ use verge_node::failover::{
     MIN_RETRIES_PER_SECOND,
 };
 use verge_node::headers::TierEntry;
+use verge_node::rtt::{self, RttWindow};
 use verge_node::tls::client;
 use verge_node::upstream::{OriginUpstream, Upstream, UpstreamBody, UpstreamResponseBody};
 
@@ -51,6 +57,8 @@ struct Shield {
     health: Mutex<PassiveHealth>,
     /// Requests sent to this shield and not yet answered (bounded-load mode).
     in_flight: AtomicUsize,
+    /// Round trips seen: probes, and the time to response head of real requests.
+    rtt: RttWindow,
 }
 
 /// Counts a request in flight to a shield for as long as it lives.
@@ -66,7 +74,16 @@ impl Drop for InFlight<'_> {
 struct ShieldSet {
     /// `None` when the list is empty: every miss goes to the fallback (or is refused).
     ring: Option<ShieldRing>,
+    /// The ring's members first (`..in_ring`, in the ring's order), then the shields only
+    /// measured.
     shields: Vec<Arc<Shield>>,
+    in_ring: usize,
+}
+
+impl ShieldSet {
+    fn ring_members(&self) -> &[Arc<Shield>] {
+        &self.shields[..self.in_ring]
+    }
 }
 
 /// Misses routed over origin shields by consistent hashing, with failover.
@@ -88,6 +105,8 @@ pub struct ShieldUpstream {
     bounded_load_percent: Option<u32>,
     metrics: ShieldMetrics,
     name: String,
+    /// The edge's region: its tier plan's set is read from routing tables.
+    region: Option<Box<RegionId>>,
 }
 
 impl ShieldUpstream {
@@ -116,6 +135,7 @@ impl ShieldUpstream {
             set: ArcSwap::from_pointee(ShieldSet {
                 ring: None,
                 shields: Vec::new(),
+                in_ring: 0,
             }),
             change: Mutex::new(()),
             upstream: Box::new(UpstreamConfig {
@@ -139,11 +159,19 @@ impl ShieldUpstream {
             bounded_load_percent: shields.bounded_load_percent,
             metrics,
             name: "shields".to_string(),
+            region: None,
         };
         this.set_members(&shields.members).map_err(|e| {
             verge_node::StartError::Role(format!("cannot build the shield ring: {e}"))
         })?;
         Ok(this)
+    }
+
+    /// The edge's region, for the tier plan of routing tables (without it: every healthy
+    /// shield).
+    pub fn in_region(mut self, region: RegionId) -> ShieldUpstream {
+        self.region = Some(Box::new(region));
+        self
     }
 
     /// A client for one shield; an `https://` one shares the shields' TLS configuration.
@@ -176,6 +204,16 @@ impl ShieldUpstream {
     /// URL keeps its connections and health; one that leaves is dropped when its last request
     /// ends. On error nothing changes.
     pub fn set_members(&self, members: &[ShieldSpec]) -> Result<(), crate::ring::RingError> {
+        self.set_shields(members, &[])
+    }
+
+    /// [`ShieldUpstream::set_members`] with `measured`: shields kept out of the ring, only
+    /// probed.
+    fn set_shields(
+        &self,
+        members: &[ShieldSpec],
+        measured: &[ShieldSpec],
+    ) -> Result<(), crate::ring::RingError> {
         let _serial = self
             .change
             .lock()
@@ -193,8 +231,8 @@ impl ShieldUpstream {
             Some(ShieldRing::new(&ring_members)?)
         };
         let old = self.set.load_full();
-        let shields: Vec<Arc<Shield>> = members
-            .iter()
+        let all = || members.iter().chain(measured);
+        let shields: Vec<Arc<Shield>> = all()
             .map(|spec| {
                 let url = spec.url.to_string();
                 if let Some(kept) = old
@@ -214,20 +252,25 @@ impl ShieldUpstream {
                     client: self.shield_client(&spec.url),
                     health: Mutex::new(PassiveHealth::default()),
                     in_flight: AtomicUsize::new(0),
+                    rtt: RttWindow::default(),
                 })
             })
             .collect();
         for gone in old
             .shields
             .iter()
-            .filter(|s| !members.iter().any(|m| m.id.as_str() == s.id))
+            .filter(|s| !all().any(|m| m.id.as_str() == s.id))
         {
             let _ = self.metrics.up.remove_label_values(&[&gone.id]);
         }
         self.metrics
             .members
-            .set(i64::try_from(shields.len()).unwrap_or(i64::MAX));
-        self.set.store(Arc::new(ShieldSet { ring, shields }));
+            .set(i64::try_from(members.len()).unwrap_or(i64::MAX));
+        self.set.store(Arc::new(ShieldSet {
+            ring,
+            shields,
+            in_ring: members.len(),
+        }));
         Ok(())
     }
 
@@ -235,7 +278,7 @@ impl ShieldUpstream {
     pub fn member_ids(&self) -> Vec<String> {
         self.set
             .load()
-            .shields
+            .ring_members()
             .iter()
             .map(|s| s.id.clone())
             .collect()
@@ -248,13 +291,13 @@ impl ShieldUpstream {
             return false;
         };
         let total: usize = set
-            .shields
+            .ring_members()
             .iter()
             .map(|s| s.in_flight.load(Ordering::Relaxed))
             .sum();
         let mine = shield.in_flight.load(Ordering::Relaxed);
         // Capacity per shield: ceil((1 + p/100) × (total + 1) / n), counting the new request.
-        let n = set.shields.len();
+        let n = set.in_ring;
         let capacity = ((100 + percent as usize) * (total + 1)).div_ceil(100 * n);
         mine + 1 > capacity
     }
@@ -294,12 +337,26 @@ impl Shield {
     }
 }
 
-/// The members a routing table gives an edge: its healthy shields, each reached at its data
-/// URL. One unusable entry refuses the whole table, so a half-read table never replaces a
-/// good one.
-pub fn shield_specs(table: &RoutingTable) -> Result<Vec<ShieldSpec>, String> {
-    table
+/// The members a routing table gives an edge in `region`: the healthy shields of its tier
+/// plan (every healthy shield without a plan or a region), each reached at its data URL, and
+/// the other healthy shields, to measure. One unusable entry refuses the whole table, so a
+/// half-read table never replaces a good one.
+pub fn shield_specs(
+    table: &RoutingTable,
+    region: Option<&RegionId>,
+) -> Result<(Vec<ShieldSpec>, Vec<ShieldSpec>), String> {
+    let ring: Vec<ShieldSpec> = match region {
+        Some(region) => specs(table.shields_for(region))?,
+        None => specs(table.healthy_shields())?,
+    };
+    let rest = table
         .healthy_shields()
+        .filter(|s| !ring.iter().any(|r| r.id == s.id));
+    Ok((ring.clone(), specs(rest)?))
+}
+
+fn specs<'a>(entries: impl Iterator<Item = &'a NodeEntry>) -> Result<Vec<ShieldSpec>, String> {
+    entries
         .map(|entry| {
             let url = OriginUrl::parse(&entry.data_url)
                 .map_err(|e| format!("shield {}: data_url: {e}", entry.id))?;
@@ -347,9 +404,7 @@ impl<'a> Candidates for RingCandidates<'a> {
         while let Some(&index) = self.order.get(self.next) {
             self.next += 1;
             let shield = &*self.set.shields[index];
-            if self.spilled + 1 < self.set.shields.len()
-                && self.upstream.overloaded(self.set, shield)
-            {
+            if self.spilled + 1 < self.set.in_ring && self.upstream.overloaded(self.set, shield) {
                 self.spilled += 1;
                 self.upstream.metrics.spills.inc();
                 continue;
@@ -418,7 +473,10 @@ impl Target for ShieldAttempt<'_> {
             .inc();
         match attempt {
             // A relayed error status is the shield working: it answered.
-            Attempt::Ok | Attempt::ErrorStatus => upstream.succeeded(shield, sent),
+            Attempt::Ok | Attempt::ErrorStatus => {
+                shield.rtt.record(sent.elapsed());
+                upstream.succeeded(shield, sent)
+            }
             // Our own connection bound, not the shield's fault: eject nobody.
             // Our own connection bound, or the client's body failing: not the shield's fault.
             Attempt::Saturated | Attempt::Unresolved | Attempt::ClientError => {
@@ -490,13 +548,15 @@ impl Upstream for ShieldUpstream {
         &self.name
     }
 
-    /// The table's healthy shields become the member list; on error the ring stays as it was.
+    /// The table's shields for this edge's region become the ring, the other healthy ones are
+    /// measured; on error the ring stays as it was.
     fn apply_routing(&self, table: &RoutingTable) -> Result<(), String> {
-        let members = shield_specs(table)?;
-        self.set_members(&members).map_err(|e| e.to_string())
+        let (ring, measured) = shield_specs(table, self.region.as_deref())?;
+        self.set_shields(&ring, &measured)
+            .map_err(|e| e.to_string())
     }
 
-    /// Each shield of the ring, up unless ejected.
+    /// Each shield known (in the ring or measured), up unless ejected, with its round trip.
     fn health(&self) -> Vec<UpstreamHealth> {
         self.set
             .load()
@@ -505,8 +565,24 @@ impl Upstream for ShieldUpstream {
             .map(|shield| UpstreamHealth {
                 id: shield.id.clone(),
                 up: shield.health().is_up(),
+                rtt_ms: shield.rtt.rtt_ms(),
             })
             .collect()
+    }
+
+    /// One `OPTIONS` probe to every shield known, at once.
+    async fn probe(&self) {
+        let mut probes = tokio::task::JoinSet::new();
+        for shield in &self.set.load().shields {
+            let shield = Arc::clone(shield);
+            probes.spawn(async move {
+                let sent = Instant::now();
+                if shield.client.request(rtt::probe_request()).await.is_ok() {
+                    shield.rtt.record(sent.elapsed());
+                }
+            });
+        }
+        while probes.join_next().await.is_some() {}
     }
 }
 
@@ -553,6 +629,13 @@ impl Upstream for EdgeUpstream {
         match self {
             EdgeUpstream::Origin(origin) => origin.health(),
             EdgeUpstream::Shields(shields) => shields.health(),
+        }
+    }
+
+    async fn probe(&self) {
+        match self {
+            EdgeUpstream::Origin(origin) => origin.probe().await,
+            EdgeUpstream::Shields(shields) => shields.probe().await,
         }
     }
 }

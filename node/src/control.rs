@@ -218,6 +218,7 @@ impl<U: Upstream> ControlClient<U> {
         let shared = self.shared;
         let heartbeats = tokio::spawn(Arc::clone(&shared).heartbeats(stop.clone()));
         let acks = tokio::spawn(Arc::clone(&shared).acks(stop.clone()));
+        let probes = tokio::spawn(Arc::clone(&shared).probes(stop.clone()));
         let mut backoff = Backoff::new(
             shared.config.reconnect_min,
             shared.config.reconnect_max,
@@ -264,6 +265,7 @@ impl<U: Upstream> ControlClient<U> {
         }
         let _ = heartbeats.await;
         let _ = acks.await;
+        let _ = probes.await;
     }
 }
 
@@ -464,6 +466,25 @@ impl<U: Upstream> Shared<U> {
                     tracing::debug!(%reason, "heartbeat not delivered");
                 }
                 Some(Err(_)) => {}
+            }
+        }
+    }
+
+    /// Measures the round trips to the upstreams once per heartbeat interval (each round
+    /// bounded by the interval), for the next heartbeats to report.
+    async fn probes(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let every = self.heartbeat_every.subscribe();
+        loop {
+            let period = *every.borrow();
+            let round = tokio::time::timeout(period, self.pipeline.probe());
+            if or_stop(&mut stop, round).await.is_none() {
+                return;
+            }
+            if or_stop(&mut stop, tokio::time::sleep(period))
+                .await
+                .is_none()
+            {
+                return;
             }
         }
     }

@@ -10,13 +10,20 @@
 //!   ([`OverrideHeaders::NAMES`]) are stripped (or refused, or kept, as configured): the key
 //!   is the request's own host, path and method, so an origin that honoured one would answer
 //!   another request than the one stored.
+//!
+//! `OPTIONS` and `TRACE` carry a hop count (`Max-Forwards`): at 0 the node is the final
+//! recipient and answers `OPTIONS` itself (the tiers' latency probe); above it, it goes on one
+//! lower (RFC 9110 §7.6.2).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use http::request;
+use http::header::{HeaderValue, ALLOW, MAX_FORWARDS};
+use http::{request, Method, Response, StatusCode};
 use verge_config::OverrideHeaders;
+
+use crate::body::ResponseBody;
 
 use crate::error::RequestError;
 use crate::server::{AmbiguousLength, AMBIGUOUS_LENGTH};
@@ -55,6 +62,45 @@ pub(crate) fn check_request(
         }
     }
     Ok(())
+}
+
+/// `OPTIONS` at `Max-Forwards: 0`: the answer, given here (200, `Allow`, no body); `TRACE`
+/// there gets 405. Above 0,
+/// `OPTIONS` and `TRACE` go on with the count one lower. A value that is not a number is left
+/// alone for the upstream to judge.
+pub(crate) fn final_recipient(parts: &mut request::Parts) -> Option<Response<ResponseBody>> {
+    if parts.method != Method::OPTIONS && parts.method != Method::TRACE {
+        return None;
+    }
+    let hops: u64 = parts
+        .headers
+        .get(MAX_FORWARDS)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    if hops > 0 {
+        parts
+            .headers
+            .insert(MAX_FORWARDS, HeaderValue::from(hops - 1));
+        return None;
+    }
+    let mut response = Response::new(ResponseBody::empty());
+    // TRACE would echo the request back: a node never reflects what it was sent.
+    *response.status_mut() = if parts.method == Method::OPTIONS {
+        StatusCode::OK
+    } else {
+        StatusCode::METHOD_NOT_ALLOWED
+    };
+    response.headers_mut().insert(
+        ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+    );
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    Some(response)
 }
 
 /// Requests waiting on the upstream, per client address, under a bound.

@@ -15,6 +15,7 @@
 //! - [`control`]: the node's link to the control plane — registration, heartbeats, and the
 //!   push stream of purges and routing tables;
 //! - [`metrics`]: the node's Prometheus metrics on a registry passed in;
+//! - [`rtt`]: round trips to upstreams (for control's tier plan) and the probe that measures them;
 //! - [`headers`]: hop-by-hop handling, `Via`, `Cache-Status`;
 //! - [`access_log`]: one line per request through a bounded queue and a writer thread, and
 //!   the request id (`X-Request-Id`) carried across the tiers;
@@ -43,6 +44,7 @@ pub mod pipeline;
 pub mod process;
 pub mod reload;
 mod respond;
+pub mod rtt;
 mod rules;
 pub mod server;
 pub mod settings;

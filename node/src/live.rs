@@ -92,6 +92,12 @@ impl<U: Upstream> LivePipeline<U> {
     pub fn health(&self) -> Vec<UpstreamHealth> {
         self.current.load().upstream.health()
     }
+
+    /// Probes the round trips of the pipeline serving now.
+    pub async fn probe(&self) {
+        let pipeline = self.current.load_full();
+        pipeline.upstream.probe().await;
+    }
 }
 
 /// Puts `control`'s rules, then the pipeline's own, in force in `pipeline`.

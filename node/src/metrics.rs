@@ -23,10 +23,12 @@ pub enum RequestOutcome {
     Stale,
     /// A stored object confirmed by upstream (304) and served.
     Revalidated,
+    /// Answered by the node itself, as the final recipient (`OPTIONS` with `Max-Forwards: 0`).
+    Local,
 }
 
 impl RequestOutcome {
-    const ALL: [RequestOutcome; 7] = [
+    const ALL: [RequestOutcome; 8] = [
         RequestOutcome::Hit,
         RequestOutcome::Miss,
         RequestOutcome::Coalesced,
@@ -34,6 +36,7 @@ impl RequestOutcome {
         RequestOutcome::Error,
         RequestOutcome::Stale,
         RequestOutcome::Revalidated,
+        RequestOutcome::Local,
     ];
 
     fn index(self) -> usize {
@@ -49,6 +52,7 @@ impl RequestOutcome {
             RequestOutcome::Error => "error",
             RequestOutcome::Stale => "stale",
             RequestOutcome::Revalidated => "revalidated",
+            RequestOutcome::Local => "local",
         }
     }
 }

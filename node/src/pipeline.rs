@@ -250,6 +250,9 @@ impl<U: Upstream> CachePipeline<U> {
     ) -> Result<(Response<ResponseBody>, RequestOutcome), RequestError> {
         let (mut parts, body) = request.into_parts();
         guard::check_request(&mut parts, self.limits.override_headers)?;
+        if let Some(response) = guard::final_recipient(&mut parts) {
+            return Ok((response, RequestOutcome::Local));
+        }
         let cacheable = parts.method == Method::GET || parts.method == Method::HEAD;
         let bypass = rule.as_ref().is_some_and(|r| r.actions.bypass);
         if let (Some(rule), true, false) = (&rule, cacheable, bypass) {

@@ -143,6 +143,12 @@ pub trait Upstream: Send + Sync + 'static {
     fn health(&self) -> Vec<UpstreamHealth> {
         Vec::new()
     }
+
+    /// Measures the round trip to each server it may send to ([`crate::rtt`]); the results
+    /// show in [`Upstream::health`]. Called once per heartbeat interval by the control client.
+    fn probe(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// A single origin server (or shield) reached over a pooled client: HTTP/1.1 in the clear for
@@ -424,5 +430,9 @@ impl<T: Upstream> Upstream for Arc<T> {
 
     fn health(&self) -> Vec<UpstreamHealth> {
         T::health(self)
+    }
+
+    fn probe(&self) -> impl Future<Output = ()> + Send {
+        T::probe(self)
     }
 }

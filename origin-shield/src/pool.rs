@@ -45,10 +45,12 @@ use prometheus::{
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use verge_config::shield::ResolverConfig;
+use verge_config::wire::UpstreamHealth;
 use verge_config::{OriginPoolConfig, UpstreamConfig};
 use verge_node::failover::{
     self, Attempt, EjectionPolicy, Failover, Hop, RetryBudget, MIN_RETRIES_PER_SECOND,
 };
+use verge_node::rtt::{self, RttWindow};
 use verge_node::tls::client::upstream_client_config;
 use verge_node::upstream::{Upstream, UpstreamBody, UpstreamResponseBody};
 use verge_node::RequestError;
@@ -85,6 +87,8 @@ struct Server {
     results: Vec<IntCounter>,
     /// `verge_origin_duration_seconds{server}`: request sent to response head.
     latency: Histogram,
+    /// Round trips seen: probes, and the time to response head of real requests.
+    rtt: RttWindow,
 }
 
 impl Server {
@@ -247,6 +251,7 @@ impl OriginPool {
                     up: gauge,
                     results,
                     latency,
+                    rtt: RttWindow::default(),
                 }
             })
             .collect();
@@ -390,7 +395,7 @@ impl OriginPool {
         true
     }
 
-    async fn probe(&self, index: usize, path: &PathAndQuery) {
+    async fn check(&self, index: usize, path: &PathAndQuery) {
         let server = &self.servers[index];
         // A name that has not resolved: nothing to probe, and no verdict.
         let Ok(route) = server.client.route() else {
@@ -441,7 +446,7 @@ async fn probe_loop(pool: Weak<OriginPool>, index: usize, probe: ProbeSettings) 
         let Some(pool) = pool.upgrade() else {
             return;
         };
-        pool.probe(index, &probe.path).await;
+        pool.check(index, &probe.path).await;
     }
 }
 
@@ -493,6 +498,33 @@ impl Upstream for OriginPool {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Each server, available or not, with its round trip.
+    fn health(&self) -> Vec<UpstreamHealth> {
+        let now = Instant::now();
+        self.servers
+            .iter()
+            .map(|server| UpstreamHealth {
+                id: server.label.clone(),
+                up: server.health().available(now) && server.client.is_usable(),
+                rtt_ms: server.rtt.rtt_ms(),
+            })
+            .collect()
+    }
+
+    /// One `OPTIONS` probe (`Max-Forwards: 0`) to every server, at once.
+    async fn probe(&self) {
+        let probes = self.servers.iter().map(|server| async move {
+            let Ok(route) = server.client.route() else {
+                return;
+            };
+            let sent = Instant::now();
+            if route.send(rtt::probe_request()).await.is_ok() {
+                server.rtt.record(sent.elapsed());
+            }
+        });
+        futures_util::future::join_all(probes).await;
     }
 }
 

@@ -75,6 +75,7 @@ fn table(edges: Vec<NodeEntry>) -> RoutingTable {
         regions,
         shields: Vec::new(),
         rules: Vec::new(),
+        tiers: None,
     }
 }
 

@@ -84,6 +84,7 @@ fn routing_table() -> impl Strategy<Value = RoutingTable> {
             regions,
             shields,
             rules: Vec::new(),
+            tiers: None,
         })
 }
 

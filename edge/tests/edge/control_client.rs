@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use verge_config::rules::RawRule;
 use verge_config::wire::{
     Ack, Event, Heartbeat, NodeEntry, NodeRole, PurgeSpec, Registered, Registration, RoutingTable,
-    UpstreamHealth, MAX_EVENT_LINE_BYTES,
+    MAX_EVENT_LINE_BYTES,
 };
 use verge_config::{NodeId, RegionId};
 use verge_edge::shields::shield_specs;
@@ -46,7 +46,7 @@ fn table(version: u64, shields: Vec<NodeEntry>) -> RoutingTable {
         version,
         regions: Vec::new(),
         shields,
-        rules: Vec::new(),
+        ..RoutingTable::default()
     }
 }
 
@@ -59,13 +59,53 @@ fn a_routing_table_gives_its_healthy_shields_or_nothing() {
             entry("s2", "http://10.0.0.2:8081", 1, false),
         ],
     );
-    let specs = shield_specs(&t).unwrap();
+    let (specs, measured) = shield_specs(&t, None).unwrap();
     assert_eq!(specs.len(), 1);
+    assert!(measured.is_empty());
     assert_eq!(specs[0].id.as_str(), "s1");
     assert_eq!(specs[0].url.to_string(), "http://10.0.0.1:8081");
     assert_eq!(specs[0].weight, 2);
     let bad = table(4, vec![entry("s1", "ftp://10.0.0.1", 1, true)]);
-    assert!(shield_specs(&bad).unwrap_err().contains("s1"));
+    assert!(shield_specs(&bad, None).unwrap_err().contains("s1"));
+}
+
+#[test]
+fn the_tier_plan_picks_the_ring_of_the_edges_region_and_the_rest_is_measured() {
+    use verge_config::tiers::{RegionTier, TierPlan, Topology};
+    let mut t = table(
+        5,
+        vec![
+            entry("s1", "http://10.0.0.1:8081", 1, true),
+            entry("s2", "http://10.0.0.2:8081", 1, true),
+            entry("s3", "http://10.0.0.3:8081", 1, false),
+        ],
+    );
+    let tier = |region: &str, shields: &[&str]| RegionTier {
+        region: RegionId::new(region).unwrap(),
+        shields: shields.iter().map(|s| NodeId::new(s).unwrap()).collect(),
+        basis: "measured".into(),
+        cost: 1.0,
+    };
+    t.tiers = Some(TierPlan {
+        topology: Topology::Auto,
+        regions: vec![tier("ap", &["s2"]), tier("eu", &[])],
+    });
+    let ids = |specs: &[verge_config::ShieldSpec]| -> Vec<String> {
+        specs.iter().map(|s| s.id.to_string()).collect()
+    };
+    let region = |r: &str| RegionId::new(r).unwrap();
+    let (ring, measured) = shield_specs(&t, Some(&region("ap"))).unwrap();
+    assert_eq!(
+        (ids(&ring), ids(&measured)),
+        (vec!["s2".into()], vec!["s1".into()])
+    );
+    // A region the plan leaves without shields sends its misses to the origin.
+    let (ring, measured) = shield_specs(&t, Some(&region("eu"))).unwrap();
+    assert!(ring.is_empty());
+    assert_eq!(ids(&measured), ["s1", "s2"]);
+    // A region the plan does not name, or no region: every healthy shield.
+    let (ring, _) = shield_specs(&t, Some(&region("us"))).unwrap();
+    assert_eq!(ids(&ring), ["s1", "s2"]);
 }
 
 /// Bound on every wait below.
@@ -436,11 +476,9 @@ async fn a_routing_table_sets_the_shields_and_survives_control_going_away() {
         .wait_for_heartbeat("a heartbeat with the table and shield health", |h| {
             h.table_version == 7
                 && h.applied_seq == 3
-                && h.upstreams
-                    == [UpstreamHealth {
-                        id: "s1".to_string(),
-                        up: true,
-                    }]
+                && h.upstreams.len() == 1
+                && h.upstreams[0].id == "s1"
+                && h.upstreams[0].up
         })
         .await;
 

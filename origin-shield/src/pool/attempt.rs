@@ -89,6 +89,9 @@ impl Target for ServerAttempt<'_> {
         let server = self.server;
         server.latency.observe(sent.elapsed().as_secs_f64());
         server.count(attempt);
+        if matches!(attempt, Attempt::Ok | Attempt::ErrorStatus) {
+            server.rtt.record(sent.elapsed());
+        }
         match attempt {
             Attempt::Ok => self.pool.succeeded(server, sent),
             // Our own connection bound: the server was not asked, so it is not at fault.

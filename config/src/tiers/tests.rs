@@ -1,0 +1,234 @@
+use super::*;
+
+fn region(id: &str) -> RegionId {
+    RegionId::new(id).unwrap()
+}
+
+fn node(id: &str) -> NodeId {
+    NodeId::new(id).unwrap()
+}
+
+/// The demo's world: us, eu, ap; fallbacks by distance; shields in us and eu.
+fn proximity() -> BTreeMap<RegionId, Vec<RegionId>> {
+    BTreeMap::from([
+        (region("us"), vec![region("eu"), region("ap")]),
+        (region("eu"), vec![region("us"), region("ap")]),
+        (region("ap"), vec![region("us"), region("eu")]),
+    ])
+}
+
+fn shields(list: &[(&str, &str)]) -> Vec<PlanShield> {
+    list.iter()
+        .map(|(id, r)| PlanShield {
+            id: node(id),
+            region: region(r),
+        })
+        .collect()
+}
+
+/// One-way demo latencies (ms) doubled into round trips: us–eu 40, us–ap 80, eu–ap 110,
+/// 1 within a region; the origin in us.
+fn demo_matrix() -> LatencyMatrix {
+    let one_way = |a: &str, b: &str| -> f64 {
+        match (a.min(b), a.max(b)) {
+            (x, y) if x == y => 1.0,
+            ("eu", "us") => 40.0,
+            ("ap", "us") => 80.0,
+            ("ap", "eu") => 110.0,
+            _ => unreachable!(),
+        }
+    };
+    let shields = [("shield-us-1", "us"), ("shield-eu-1", "eu")];
+    let mut m = LatencyMatrix::default();
+    for edge in ["us", "eu", "ap"] {
+        let row = m.edge_to_shield.entry(region(edge)).or_default();
+        for (id, r) in shields {
+            row.insert(node(id), 2.0 * one_way(edge, r));
+        }
+    }
+    for (id, r) in shields {
+        m.shield_to_origin.insert(node(id), 2.0 * one_way(r, "us"));
+    }
+    m
+}
+
+fn planned(topology: Topology, latency: &LatencyMatrix, origin: Option<&str>) -> Vec<String> {
+    let tiers = TiersConfig {
+        topology,
+        origin_region: origin.map(region),
+        ..TiersConfig::default()
+    };
+    let regions = [region("us"), region("eu"), region("ap")];
+    let list = shields(&[("shield-us-1", "us"), ("shield-eu-1", "eu")]);
+    let proximity = proximity();
+    let plan = plan(&PlanInput {
+        tiers: &tiers,
+        regions: &regions,
+        shields: &list,
+        proximity: &proximity,
+        latency,
+    });
+    plan.regions
+        .iter()
+        .map(|r| {
+            let ids: Vec<&str> = r.shields.iter().map(NodeId::as_str).collect();
+            format!("{}:{}:{}", r.region, r.basis, ids.join("+"))
+        })
+        .collect()
+}
+
+#[test]
+fn each_topology_picks_its_shields_from_a_measured_matrix() {
+    let m = demo_matrix();
+    let table = [
+        (
+            Topology::Global,
+            [
+                "us:measured:shield-us-1+shield-eu-1",
+                "eu:measured:shield-us-1+shield-eu-1",
+                "ap:measured:shield-us-1+shield-eu-1",
+            ],
+        ),
+        (
+            Topology::Regional,
+            [
+                "us:measured:shield-us-1",
+                "eu:measured:shield-eu-1",
+                // ap has none: the nearest region with shields.
+                "ap:measured:shield-us-1",
+            ],
+        ),
+        (
+            Topology::OriginNear,
+            [
+                "us:measured:shield-us-1",
+                "eu:measured:shield-us-1",
+                "ap:measured:shield-us-1",
+            ],
+        ),
+        (
+            // ap: us shield 160 + 2 against eu shield 220 + 80. eu: 2 + 80 against 80 + 2,
+            // a tie, so the shield nearer the origin, shared with the other regions.
+            Topology::Auto,
+            [
+                "us:measured:shield-us-1",
+                "eu:measured:shield-us-1",
+                "ap:measured:shield-us-1",
+            ],
+        ),
+    ];
+    for (topology, expected) in table {
+        assert_eq!(planned(topology, &m, None), expected, "{topology}");
+    }
+}
+
+#[test]
+fn auto_follows_the_measured_costs_not_the_configured_regions() {
+    // The origin moves next to eu: eu's shield is now 2 ms from it, us's 80.
+    let mut m = demo_matrix();
+    m.shield_to_origin.insert(node("shield-us-1"), 80.0);
+    m.shield_to_origin.insert(node("shield-eu-1"), 2.0);
+    assert_eq!(
+        planned(Topology::Auto, &m, Some("us")),
+        [
+            // us: 2 + 80 against 80 + 2: a tie, and eu's shield is nearer the origin.
+            "us:measured:shield-eu-1",
+            "eu:measured:shield-eu-1",
+            // ap: 160 + 80 = 240 against 220 + 2 = 222.
+            "ap:measured:shield-eu-1",
+        ]
+    );
+    // A far origin behind both, ap close to us: ap keeps to the us shield, eu to its own.
+    let mut m = demo_matrix();
+    m.shield_to_origin.insert(node("shield-us-1"), 300.0);
+    m.shield_to_origin.insert(node("shield-eu-1"), 300.0);
+    assert_eq!(
+        planned(Topology::Auto, &m, None),
+        [
+            "us:measured:shield-us-1",
+            "eu:measured:shield-eu-1",
+            "ap:measured:shield-us-1",
+        ]
+    );
+}
+
+#[test]
+fn without_measurements_the_regions_fallback_order_decides() {
+    let none = LatencyMatrix::default();
+    assert_eq!(
+        planned(Topology::Auto, &none, Some("us")),
+        [
+            "us:proximity:shield-us-1",
+            // eu shield: rank 0 + eu→us rank 1; us shield: rank 1 + 0. Tie: nearer the origin.
+            "eu:proximity:shield-us-1",
+            "ap:proximity:shield-us-1",
+        ]
+    );
+    // No origin region: every shield is as near the origin, so each region its nearest.
+    assert_eq!(
+        planned(Topology::Auto, &none, None),
+        [
+            "us:proximity:shield-us-1",
+            "eu:proximity:shield-eu-1",
+            "ap:proximity:shield-us-1",
+        ]
+    );
+    // One missing measurement is as good as none for that region.
+    let mut partial = demo_matrix();
+    partial
+        .edge_to_shield
+        .get_mut(&region("ap"))
+        .unwrap()
+        .remove(&node("shield-eu-1"));
+    assert!(planned(Topology::Auto, &partial, None)[2].starts_with("ap:proximity:"));
+}
+
+#[test]
+fn no_healthy_shield_leaves_every_region_on_the_origin() {
+    let tiers = TiersConfig::default();
+    let regions = [region("ap")];
+    let plan = plan(&PlanInput {
+        tiers: &tiers,
+        regions: &regions,
+        shields: &[],
+        proximity: &proximity(),
+        latency: &demo_matrix(),
+    });
+    assert_eq!(plan.shields_for(&region("ap")), Some(&[][..]));
+    assert_eq!(plan.shields_for(&region("mars")), None);
+}
+
+#[test]
+fn small_latency_changes_do_not_count_and_large_ones_do() {
+    let m = demo_matrix();
+    let mut small = m.clone();
+    *small
+        .edge_to_shield
+        .get_mut(&region("ap"))
+        .unwrap()
+        .get_mut(&node("shield-us-1"))
+        .unwrap() += 10.0;
+    assert!(!m.differs(&small, 20), "10 ms on 160 is under 20%");
+    let mut large = m.clone();
+    large.shield_to_origin.insert(node("shield-eu-1"), 200.0);
+    assert!(m.differs(&large, 20));
+    let mut fewer = m.clone();
+    fewer.shield_to_origin.remove(&node("shield-eu-1"));
+    assert!(m.differs(&fewer, 20) && fewer.differs(&m, 20));
+    // Under REPLAN_MIN_MS never counts, whatever the share.
+    let mut tiny = m.clone();
+    tiny.shield_to_origin.insert(node("shield-us-1"), 3.5);
+    assert!(!m.differs(&tiny, 1));
+}
+
+#[test]
+fn topology_names_are_checked() {
+    for t in Topology::ALL {
+        assert_eq!(t.as_str().parse::<Topology>().unwrap(), t);
+    }
+    let error = "nearest".parse::<Topology>().unwrap_err();
+    assert!(
+        error.contains("\"nearest\"") && error.contains("origin-near"),
+        "{error}"
+    );
+}

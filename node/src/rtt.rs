@@ -1,0 +1,84 @@
+//! Round-trip times to an upstream: the least of the recent samples (probes and real
+//! requests), which filters out the time the upstream spent working on a request. Reported in
+//! heartbeats; control builds its latency matrix from them.
+//!
+//! A probe is `OPTIONS /` with `Max-Forwards: 0`: a Verge node answers it itself (never
+//! forwarding it, RFC 9110 §7.6.2), and any origin answers it somehow, so its round trip is the
+//! network's plus next to nothing.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use http::header::{HeaderValue, MAX_FORWARDS};
+use http::{Method, Request};
+use http_body_util::{Either, Empty};
+
+use crate::upstream::UpstreamBody;
+
+/// Samples kept per upstream: a window of this many, oldest out first.
+const WINDOW: usize = 8;
+
+/// The recent samples of one upstream.
+#[derive(Debug, Default)]
+pub struct RttWindow {
+    samples: Mutex<([Duration; WINDOW], usize)>,
+}
+
+impl RttWindow {
+    /// Adds one sample, displacing the oldest once the window is full.
+    pub fn record(&self, rtt: Duration) {
+        let mut guard = self
+            .samples
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (samples, count) = &mut *guard;
+        samples[*count % WINDOW] = rtt;
+        *count = count.wrapping_add(1);
+    }
+
+    /// The least recent sample in milliseconds; `None` before the first.
+    pub fn rtt_ms(&self) -> Option<f64> {
+        let guard = self
+            .samples
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (samples, count) = &*guard;
+        samples[..(*count).min(WINDOW)]
+            .iter()
+            .min()
+            .map(|d| d.as_secs_f64() * 1000.0)
+    }
+}
+
+/// The probe request: `OPTIONS /` with `Max-Forwards: 0`, no body (the client names the
+/// server in `Host`).
+pub fn probe_request() -> Request<UpstreamBody> {
+    let mut request = Request::new(Either::Left(Empty::new()));
+    *request.method_mut() = Method::OPTIONS;
+    *request.uri_mut() = http::Uri::from_static("/");
+    request
+        .headers_mut()
+        .insert(MAX_FORWARDS, HeaderValue::from_static("0"));
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_of_the_last_samples_is_the_round_trip() {
+        let w = RttWindow::default();
+        assert_eq!(w.rtt_ms(), None);
+        let ms = Duration::from_millis;
+        w.record(ms(30));
+        w.record(ms(10));
+        w.record(ms(50));
+        assert_eq!(w.rtt_ms(), Some(10.0));
+        // Once WINDOW newer samples came, the old minimum is gone: a path that got slower shows.
+        for _ in 0..WINDOW {
+            w.record(ms(80));
+        }
+        assert_eq!(w.rtt_ms(), Some(80.0));
+    }
+}
