@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use verge_config::tiers::Topology;
 use verge_config::{ConfigErrors, ControlConfig, EdgeConfig, ShieldConfig};
 
 use crate::regions::{default_regions, LatencyMatrix, Region};
@@ -38,6 +39,8 @@ pub struct DemoOptions {
     pub token: Option<String>,
     /// How long to wait for every node to be up and routed before giving up.
     pub ready_timeout: Duration,
+    /// How edges pick their shields (control's `[tiers] topology`).
+    pub topology: Topology,
 }
 
 impl DemoOptions {
@@ -68,6 +71,7 @@ impl DemoOptions {
             data_dir: None,
             token: None,
             ready_timeout: Duration::from_secs(30),
+            topology: Topology::default(),
         }
     }
 
@@ -208,7 +212,7 @@ pub fn fallback_order(region: &Region, regions: &[Region], matrix: &LatencyMatri
 }
 
 /// Control's file: quick health and heartbeats, purge rate high enough for benchmarks, the
-/// regions' fallback order by latency, and geo steering of [`HOSTNAME`] over every region's
+/// tier topology with the origin's region, the regions' fallback order by latency, and geo steering of [`HOSTNAME`] over every region's
 /// block, with DNS and HTTP steering on ports the OS picks.
 pub fn control_toml(options: &DemoOptions, data_dir: &Path, token: &str) -> String {
     let mut toml = format!(
@@ -218,6 +222,10 @@ pub fn control_toml(options: &DemoOptions, data_dir: &Path, token: &str) -> Stri
          probe_interval = \"200ms\"\nprobe_timeout = \"500ms\"\nrise = 2\nfall = 3\n\n\
          [purge]\nrate_per_second = 1000\nburst = 1000\nshield_ack_timeout = \"1s\"\n\n",
         data_dir.display().to_string()
+    );
+    toml += &format!(
+        "[tiers]\ntopology = \"{}\"\norigin_region = {:?}\n\n",
+        options.topology, options.origin_region
     );
     for region in &options.regions {
         let fallback = fallback_order(region, &options.regions, &options.latency);
@@ -380,6 +388,8 @@ mod tests {
             "0123456789abcdef",
         ))
         .unwrap();
+        assert_eq!(control.tiers.topology, Topology::Auto);
+        assert_eq!(control.tiers.origin_region.unwrap().as_str(), "us");
         let geo = control.geo.unwrap();
         assert_eq!(geo.regions.len(), 3);
         assert_eq!(control.regions.len(), 3);
