@@ -131,6 +131,12 @@ pub struct BenchArgs {
     /// shields), and report what each buys.
     #[arg(long)]
     pub baseline: bool,
+    /// Kill and restore parts of the in-process demo during the measured part: a comma-separated
+    /// list of kill:PART@TIME and restore:PART@TIME (PART: a node id such as shield-us-1 or
+    /// us-1, control, origin; TIME from the start of the measured part, such as 3s or 500ms).
+    /// Repeatable. Example: --fault kill:shield-us-1@3s,restore:shield-us-1@8s
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<String>,
     /// No progress bar (it is drawn only on a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,

@@ -310,8 +310,17 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         timeout: args.timeout,
         seed: args.seed,
     };
-    if let Err(errors) = workload.validate() {
-        eprintln!("verge bench: {errors}");
+    let checked = match workload.validate() {
+        Ok(checked) => checked,
+        Err(errors) => {
+            eprintln!("verge bench: {errors}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    if let Err(error) =
+        verge_demo::bench::fault_plan(&args.faults, args.state.as_deref(), args.baseline, &checked)
+    {
+        eprintln!("verge bench: {error}");
         return ExitCode::from(EXIT_INVALID_CONFIG);
     }
     let command = BenchCommand {
@@ -320,6 +329,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         out: args.out,
         baseline: args.baseline,
         progress: !args.no_progress,
+        faults: args.faults,
     };
     verge_demo::command::bench(command)
 }

@@ -121,6 +121,7 @@ pub async fn baseline(
         setup,
         route,
         progress,
+        faults: None,
     };
     let stopped = |rx: &watch::Receiver<bool>| *rx.borrow();
 
@@ -203,6 +204,7 @@ async fn shields_off_run(
         ),
         route: Route::Steered,
         progress,
+        faults: None,
     };
     let result = flushed_run(spec, stop).await;
     demo.shutdown().await;

@@ -110,6 +110,128 @@ pub fn latency_svg(title: &str, lines: &[Line<'_>]) -> Result<String, String> {
     Ok(svg)
 }
 
+/// The per-second timeline of `run` as an SVG document: requests (solid) and errors (dashed)
+/// per region on top, p99 per region below (log scale), each fault a grey vertical line.
+pub fn timeline_svg(title: &str, run: &RunReport) -> Result<String, String> {
+    let fail = |e: &dyn std::fmt::Display| format!("drawing the timeline: {e}");
+    let seconds = run
+        .regions
+        .iter()
+        .map(|r| r.timeline.len())
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let most = run
+        .regions
+        .iter()
+        .flat_map(|r| r.timeline.iter().map(|s| s.requests))
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let p99s = run
+        .regions
+        .iter()
+        .flat_map(|r| r.timeline.iter().filter_map(|s| s.p99_ms));
+    let (low, high) = p99s.fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let (low, high) = if low <= high {
+        ((low * 0.8).max(0.01), (high * 1.25).max(low * 2.0))
+    } else {
+        (0.1, 1000.0)
+    };
+    let faults: Vec<f64> = run.faults.iter().map(|f| f.at_s).collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(&e))?;
+        let root = root
+            .titled(title, ("sans-serif", 20))
+            .map_err(|e| fail(&e))?;
+        let (top, bottom) = root.split_vertically(HEIGHT / 2 - 10);
+        let mut counts = ChartBuilder::on(&top)
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..seconds, 0.0..most * 1.1)
+            .map_err(|e| fail(&e))?;
+        counts
+            .configure_mesh()
+            .x_desc("second of the measured part")
+            .y_desc("requests (errors dashed)")
+            .draw()
+            .map_err(|e| fail(&e))?;
+        let mut p99 = ChartBuilder::on(&bottom)
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..seconds, (low..high).log_scale())
+            .map_err(|e| fail(&e))?;
+        p99.configure_mesh()
+            .x_desc("second of the measured part")
+            .y_desc("p99 ms (log)")
+            .draw()
+            .map_err(|e| fail(&e))?;
+        let grey = RGBColor(150, 150, 150);
+        for &at in &faults {
+            counts
+                .draw_series(LineSeries::new(
+                    [(at, 0.0), (at, most * 1.1)],
+                    grey.stroke_width(1),
+                ))
+                .map_err(|e| fail(&e))?;
+            p99.draw_series(LineSeries::new(
+                [(at, low), (at, high)],
+                grey.stroke_width(1),
+            ))
+            .map_err(|e| fail(&e))?;
+        }
+        for (i, row) in run.regions.iter().enumerate() {
+            let color = color(i);
+            let mid = |s: usize| s as f64 + 0.5;
+            counts
+                .draw_series(LineSeries::new(
+                    row.timeline
+                        .iter()
+                        .enumerate()
+                        .map(|(s, t)| (mid(s), t.requests as f64)),
+                    color.stroke_width(2),
+                ))
+                .map_err(|e| fail(&e))?
+                .label(row.region.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            counts
+                .draw_series(DashedLineSeries::new(
+                    row.timeline
+                        .iter()
+                        .enumerate()
+                        .map(|(s, t)| (mid(s), t.errors as f64)),
+                    6,
+                    4,
+                    color.stroke_width(1),
+                ))
+                .map_err(|e| fail(&e))?;
+            p99.draw_series(LineSeries::new(
+                row.timeline
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(s, t)| t.p99_ms.map(|v| (mid(s), v))),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| fail(&e))?;
+        }
+        counts
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| fail(&e))?;
+        root.present().map_err(|e| fail(&e))?;
+    }
+    Ok(svg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 //! `--state FILE`) or one the bench starts in-process.
 //!
 //! - [`workload`]: the command line's workload, checked whole before anything starts;
+//! - [`fault`]: `--fault`, parts of the demo killed and restored at set times;
 //! - [`zipf`]: object popularity (a Zipf law) from a small seeded generator;
 //! - [`steer`]: a region's edges through GeoDNS, HTTP steering, or the state's list;
 //! - [`client`]: HTTP clients bound to a region's source address; `Cache-Status` read;
@@ -16,6 +17,7 @@
 pub mod baseline;
 pub mod chart;
 pub mod client;
+pub mod fault;
 pub mod histogram;
 pub mod offload;
 pub mod report;
@@ -39,6 +41,8 @@ use crate::state::DemoState;
 pub const RESULTS_FILE: &str = "results.json";
 /// The latency picture in `--out`.
 pub const CHART_FILE: &str = "latency.svg";
+/// The per-second timeline picture in `--out`.
+pub const TIMELINE_FILE: &str = "timeline.svg";
 
 /// `verge bench` as the command line gives it.
 #[derive(Debug, Clone)]
@@ -52,6 +56,8 @@ pub struct BenchCommand {
     pub baseline: bool,
     /// Progress bar on stderr (drawn only on a terminal).
     pub progress: bool,
+    /// `--fault` values: parts of the in-process demo killed and restored during the run.
+    pub faults: Vec<String>,
 }
 
 /// How a bench ended.
@@ -122,6 +128,7 @@ pub async fn bench_state(
             setup: setup.to_string(),
             route: Route::Steered,
             progress,
+            faults: None,
         },
         stop,
     )
@@ -132,7 +139,18 @@ pub async fn bench_state(
 pub fn finish_run(report: &RunReport, out: &Path) -> Result<Outcome, String> {
     println!("{}", report::markdown(report));
     let chart = run_chart(report)?;
-    let written = write_results(out, report, &[(CHART_FILE.to_string(), chart)])?;
+    let timeline = chart::timeline_svg(
+        &format!("verge bench: per second ({})", report.label),
+        report,
+    )?;
+    let written = write_results(
+        out,
+        report,
+        &[
+            (CHART_FILE.to_string(), chart),
+            (TIMELINE_FILE.to_string(), timeline),
+        ],
+    )?;
     for path in written {
         eprintln!("wrote {}", path.display());
     }
@@ -152,11 +170,42 @@ fn outcome<'a>(runs: impl Iterator<Item = &'a RunReport>) -> Outcome {
     result
 }
 
+/// Checks `--fault` against what the bench will run, before anything starts: only with the
+/// in-process demo (default options), without `--baseline`; every spec against the demo's
+/// parts and the measured duration. No faults: an empty plan.
+pub fn fault_plan(
+    faults: &[String],
+    state: Option<&Path>,
+    baseline: bool,
+    workload: &Workload,
+) -> Result<fault::FaultPlan, String> {
+    if faults.is_empty() {
+        return Ok(fault::FaultPlan::default());
+    }
+    if state.is_some() {
+        return Err("--fault needs the in-process demo: it cannot be used with --state".into());
+    }
+    if baseline {
+        return Err("--fault cannot be used with --baseline".into());
+    }
+    let parts: Vec<String> = ["origin", "control"]
+        .into_iter()
+        .map(String::from)
+        .chain(
+            crate::topology::nodes(&crate::DemoOptions::default())
+                .into_iter()
+                .map(|n| n.id),
+        )
+        .collect();
+    fault::plan(faults, &parts, workload.duration)
+}
+
 /// `verge bench`: checks the workload and the target before anything starts, runs (once, or
 /// three ways with `--baseline`), prints the tables on stdout and writes `--out`. Without a
 /// state file it starts a demo in-process (default options) and stops it afterwards.
 pub async fn command(cmd: BenchCommand, stop: watch::Receiver<bool>) -> Result<Outcome, String> {
     let workload = cmd.workload.validate().map_err(|e| e.to_string())?;
+    let faults = fault_plan(&cmd.faults, cmd.state.as_deref(), cmd.baseline, &workload)?;
     let given = match &cmd.state {
         Some(path) => {
             let state = read_state(path)?;
@@ -201,14 +250,32 @@ pub async fn command(cmd: BenchCommand, stop: watch::Receiver<bool>) -> Result<O
         }
         None => {
             let mut stop_rx = stop.clone();
-            let Some(demo) =
+            let Some(mut demo) =
                 baseline::start_demo(crate::DemoOptions::default(), &mut stop_rx).await?
             else {
                 return Ok(Outcome::Interrupted);
             };
             let name = format!("in-process demo ({})", baseline::describe(&demo.state));
-            let result = match run::check(&demo.state, &workload) {
-                Ok(()) => bench_state(&demo.state, &workload, &name, cmd.progress, stop).await,
+            let state = demo.state.clone();
+            let result = match run::check(&state, &workload) {
+                Ok(()) if faults.is_empty() => {
+                    bench_state(&state, &workload, &name, cmd.progress, stop).await
+                }
+                Ok(()) => {
+                    let spec = RunSpec {
+                        state: &state,
+                        workload: &workload,
+                        label: "configured".to_string(),
+                        setup: name,
+                        route: Route::Steered,
+                        progress: cmd.progress,
+                        faults: Some(run::FaultRun {
+                            plan: faults,
+                            target: &mut demo,
+                        }),
+                    };
+                    run::run(spec, stop).await
+                }
                 Err(e) => Err(e),
             };
             demo.shutdown().await;

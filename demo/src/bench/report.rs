@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::fault::{FaultAction, Phase};
 use super::histogram::LatencySummary;
 use super::offload::CountSource;
 use super::workload::Workload;
@@ -49,6 +50,67 @@ pub struct RegionReport {
     pub silent_edges: Vec<String>,
     /// Why the region could not run (steering failed), if so.
     pub failure: Option<String>,
+    /// Per second of the measured part.
+    pub timeline: Vec<SecondReport>,
+    /// Before the first fault, during (first kill to last restore), after; empty without
+    /// faults.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseReport>,
+    /// Per killed edge of this region: how soon its clients stopped sending to it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub moved_away: Vec<MovedAway>,
+}
+
+/// One second of the measured part.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SecondReport {
+    /// From the start of the measured part: requests started in `[second, second + 1)`.
+    pub second: u64,
+    /// Answered and failed.
+    pub requests: u64,
+    pub errors: u64,
+    /// Of the answered ones.
+    pub p99_ms: Option<f64>,
+}
+
+/// One phase of a run with faults.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseReport {
+    pub phase: Phase,
+    /// Answered and failed.
+    pub requests: u64,
+    pub errors: u64,
+    /// Errors on objects this region had already fetched successfully (a cache somewhere
+    /// held them).
+    pub errors_on_hits: u64,
+    /// The other errors.
+    pub errors_on_misses: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// How soon a region's clients stopped sending to an edge that was killed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MovedAway {
+    pub edge: String,
+    /// When it was killed (planned), from the start of the measured part.
+    pub killed_at_s: f64,
+    /// From the kill to the last regular request its clients sent it while it was down (probes
+    /// of it aside); 0 when none was sent after the kill.
+    pub stopped_after_ms: f64,
+}
+
+/// A fault as it was applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FaultEvent {
+    pub action: FaultAction,
+    pub part: String,
+    /// When the plan said, and when it was applied, from the start of the measured part.
+    pub planned_s: f64,
+    pub at_s: f64,
+    /// How long the kill (draining) or the restart took.
+    pub took_ms: f64,
+    pub error: Option<String>,
 }
 
 /// Purges sent through control during the run.
@@ -88,6 +150,9 @@ pub struct RunReport {
     pub regions_equal_ms: Option<LatencySummary>,
     pub origin: Option<OriginReport>,
     pub purges: PurgeReport,
+    /// The faults applied (`--fault`), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultEvent>,
 }
 
 impl RunReport {
@@ -229,6 +294,10 @@ pub fn markdown(report: &RunReport) -> String {
             let _ = writeln!(out, "  first purge failure: {example}");
         }
     }
+    if !report.faults.is_empty() {
+        out.push('\n');
+        out.push_str(&faults_markdown(report));
+    }
     for region in &report.regions {
         if let Some(failure) = &region.failure {
             let _ = writeln!(out, "{}: did not run: {failure}", region.region);
@@ -243,6 +312,93 @@ pub fn markdown(report: &RunReport) -> String {
                 region.region, e.count, e.kind, e.example
             );
         }
+    }
+    out
+}
+
+/// With `--fault`: the faults as applied, the phases per region, how soon clients left each
+/// killed edge, and the per-second timeline.
+pub fn faults_markdown(report: &RunReport) -> String {
+    let mut out = String::from("#### faults\n\n");
+    for f in &report.faults {
+        let _ = writeln!(
+            out,
+            "- {} {} at {:.2} s (planned {:.2} s), took {} ms{}",
+            f.action.as_str(),
+            f.part,
+            f.at_s,
+            f.planned_s,
+            ms(f.took_ms),
+            f.error
+                .as_ref()
+                .map_or_else(String::new, |e| format!(": FAILED: {e}"))
+        );
+    }
+    out.push_str(
+        "\n| region | phase | requests | errors | on hits | on misses | p50 ms | p99 ms |\n",
+    );
+    out.push_str("|---|---|--:|--:|--:|--:|--:|--:|\n");
+    let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), ms);
+    for row in report.regions.iter().chain(std::iter::once(&report.total)) {
+        for p in &row.phases {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                row.region,
+                p.phase.as_str(),
+                p.requests,
+                p.errors,
+                p.errors_on_hits,
+                p.errors_on_misses,
+                opt(p.p50_ms),
+                opt(p.p99_ms),
+            );
+        }
+    }
+    for row in &report.regions {
+        for m in &row.moved_away {
+            let _ = writeln!(
+                out,
+                "{}: clients stopped sending to {} {} ms after its kill at {:.2} s",
+                row.region,
+                m.edge,
+                ms(m.stopped_after_ms),
+                m.killed_at_s
+            );
+        }
+    }
+    out.push_str(&timeline_markdown(report));
+    out
+}
+
+/// Per second: requests, errors and p99 of each region.
+pub fn timeline_markdown(report: &RunReport) -> String {
+    let mut out = String::from("\n| second |");
+    let mut rule = String::from("|--:|");
+    for row in &report.regions {
+        let r = &row.region;
+        let _ = write!(out, " {r} req | {r} err | {r} p99 ms |");
+        rule.push_str("--:|--:|--:|");
+    }
+    let _ = writeln!(out, "\n{rule}");
+    let seconds = report
+        .regions
+        .iter()
+        .map(|r| r.timeline.len())
+        .max()
+        .unwrap_or(0);
+    for second in 0..seconds {
+        let _ = write!(out, "| {second} |");
+        for row in &report.regions {
+            match row.timeline.get(second) {
+                Some(s) => {
+                    let p99 = s.p99_ms.map_or_else(|| "-".to_string(), ms);
+                    let _ = write!(out, " {} | {} | {p99} |", s.requests, s.errors);
+                }
+                None => out.push_str(" 0 | 0 | - |"),
+            }
+        }
+        out.push('\n');
     }
     out
 }
@@ -432,6 +588,9 @@ mod tests {
             cdf: Vec::new(),
             silent_edges: Vec::new(),
             failure: None,
+            timeline: Vec::new(),
+            phases: Vec::new(),
+            moved_away: Vec::new(),
         }
     }
 
@@ -457,6 +616,7 @@ mod tests {
                 to_everywhere_ms: None,
                 failure_example: None,
             },
+            faults: Vec::new(),
         }
     }
 

@@ -3,7 +3,9 @@
 //! warm-up and then the measured duration, or until stopped.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -15,9 +17,13 @@ use verge_config::wire::PurgeSpec;
 use verge_control::client::AdminClient;
 
 use super::client::{Answer, EdgeTarget, RegionClient, RequestError};
+use super::fault::{Fault, FaultAction, FaultPlan, Phase, PhaseBounds};
 use super::histogram::{self, LatencyHistogram};
 use super::offload;
-use super::report::{ErrorCount, OriginReport, PurgeReport, RegionReport, RunReport};
+use super::report::{
+    ErrorCount, FaultEvent, MovedAway, OriginReport, PhaseReport, PurgeReport, RegionReport,
+    RunReport, SecondReport,
+};
 use super::steer;
 use super::workload::{Steering, Workload};
 use super::zipf::{XorShift, Zipf};
@@ -28,6 +34,39 @@ use crate::state::DemoState;
 const ERROR_PAUSE: Duration = Duration::from_millis(25);
 /// How long a purge may take to reach every live node before it counts as failed.
 const PURGE_LIMIT: Duration = Duration::from_secs(30);
+/// How long a region's clients keep away from an edge that failed; then one request (a probe)
+/// tries it again, and a success brings them all back.
+const AVOID_FOR: Duration = Duration::from_secs(1);
+/// Seconds of the measured part the per-second timeline covers (memory stays bounded).
+const MAX_TIMELINE_SECONDS: usize = 900;
+
+/// Who applies a run's faults: kills and restores a part by name.
+pub trait FaultTarget: Send {
+    fn apply<'s>(
+        &'s mut self,
+        fault: &'s Fault,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 's>>;
+}
+
+impl FaultTarget for crate::cluster::Demo {
+    fn apply<'s>(
+        &'s mut self,
+        fault: &'s Fault,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 's>> {
+        Box::pin(async move {
+            match fault.action {
+                FaultAction::Kill => self.kill(&fault.part).await,
+                FaultAction::Restore => self.restore(&fault.part).await,
+            }
+        })
+    }
+}
+
+/// Faults to apply during a run, and to what.
+pub struct FaultRun<'a> {
+    pub plan: FaultPlan,
+    pub target: &'a mut dyn FaultTarget,
+}
 
 /// Where each region's clients are sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +88,8 @@ pub struct RunSpec<'a> {
     pub route: Route,
     /// Draw a progress bar on stderr (only on a terminal).
     pub progress: bool,
+    /// Parts killed and restored during the measured part (an in-process demo only).
+    pub faults: Option<FaultRun<'a>>,
 }
 
 /// A region's clients, prepared.
@@ -116,6 +157,35 @@ struct RegionStats {
     errors: BTreeMap<String, (u64, String)>,
     /// Per edge (as shown in errors): whether it ever answered, warm-up included.
     edges_heard: BTreeMap<String, bool>,
+    /// Per second of the measured part.
+    timeline: Vec<SecondStats>,
+    /// Before, during and after the faults (when there are any).
+    phases: [PhaseStats; 3],
+    /// Per edge id: the latest regular (not probe) request to it while it was killed, from
+    /// the start of the measured part.
+    last_sent_while_down: BTreeMap<String, Duration>,
+}
+
+#[derive(Default)]
+struct SecondStats {
+    answered: LatencyHistogram,
+    errors: u64,
+}
+
+#[derive(Default)]
+struct PhaseStats {
+    answered: LatencyHistogram,
+    errors_on_hits: u64,
+    errors_on_misses: u64,
+}
+
+/// What one measured request was, for the timeline and the phases.
+struct Measured {
+    /// Its start, from the start of the measured part.
+    at: Duration,
+    phase: Option<Phase>,
+    /// The region had fetched this object successfully before.
+    known: bool,
 }
 
 impl RegionStats {
@@ -152,6 +222,29 @@ impl RegionStats {
             .or_insert_with(|| (0, error.to_string()));
         entry.0 += 1;
     }
+
+    /// Files a measured request in its second and its phase.
+    fn place(&mut self, request: &Measured, answered_us: Option<u64>) {
+        let second = usize::try_from(request.at.as_secs()).unwrap_or(usize::MAX);
+        if second < MAX_TIMELINE_SECONDS {
+            if self.timeline.len() <= second {
+                self.timeline.resize_with(second + 1, SecondStats::default);
+            }
+            let slot = &mut self.timeline[second];
+            match answered_us {
+                Some(us) => slot.answered.record(us),
+                None => slot.errors += 1,
+            }
+        }
+        if let Some(phase) = request.phase {
+            let stats = &mut self.phases[phase.index()];
+            match answered_us {
+                Some(us) => stats.answered.record(us),
+                None if request.known => stats.errors_on_hits += 1,
+                None => stats.errors_on_misses += 1,
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -176,6 +269,9 @@ struct Shared {
     /// For the progress bar: answers and errors so far, warm-up included.
     requests: AtomicU64,
     errors: AtomicU64,
+    /// The faults' plan (empty without faults) and its phases.
+    faults: FaultPlan,
+    phases: Option<PhaseBounds>,
 }
 
 impl Shared {
@@ -191,11 +287,59 @@ struct RegionRun {
     stats: Mutex<RegionStats>,
     /// Next send time, with `--rate`: the region's clients share one schedule.
     pacer: Option<(Mutex<Instant>, Duration)>,
+    /// Per edge (as in `edges`): kept away from until then, after a failure.
+    avoid: Mutex<Vec<Option<Instant>>>,
+    /// Per object: fetched successfully by this region (warm-up included).
+    fetched: Mutex<Vec<bool>>,
 }
 
 impl RegionRun {
     fn stats(&self) -> std::sync::MutexGuard<'_, RegionStats> {
         self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The edge a client whose own edge is `home` sends to now, and whether that request is
+    /// a probe of an edge that failed: its own edge unless avoided, else the next edge not
+    /// avoided. Once an edge's avoidance runs out, one request probes it.
+    fn pick(&self, home: usize) -> (usize, bool) {
+        let now = Instant::now();
+        let mut avoid = self.avoid.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = avoid.len();
+        let order = (0..n).map(|k| (home + k) % n);
+        if let Some(i) = order.clone().find(|&i| avoid[i].is_none()) {
+            return (i, false);
+        }
+        if let Some(i) = order
+            .clone()
+            .find(|&i| avoid[i].is_some_and(|until| until <= now))
+        {
+            avoid[i] = Some(now + AVOID_FOR);
+            return (i, true);
+        }
+        (home, true)
+    }
+
+    /// Notes how a request to edge `i` went: a failure keeps the region's clients away from it
+    /// for a while, an answer brings them back.
+    fn outcome(&self, i: usize, answered: bool) {
+        let mut avoid = self.avoid.lock().unwrap_or_else(PoisonError::into_inner);
+        avoid[i] = if answered {
+            None
+        } else {
+            Some(Instant::now() + AVOID_FOR)
+        };
+    }
+
+    /// Whether this region fetched object `k` successfully before; notes it if `fetched`.
+    fn known(&self, k: usize, fetched: bool) -> bool {
+        let mut seen = self.fetched.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = seen.get(k).copied().unwrap_or(false);
+        if fetched {
+            if let Some(slot) = seen.get_mut(k) {
+                *slot = true;
+            }
+        }
+        known
     }
 
     /// When this client may send next, per `--rate`.
@@ -218,7 +362,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 async fn client_loop(
     shared: Arc<Shared>,
     region: Arc<RegionRun>,
-    edge: EdgeTarget,
+    home: usize,
     seed: u64,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -236,7 +380,8 @@ async fn client_loop(
                 () = stopped(&mut stop) => return,
             }
         }
-        let path = &shared.paths[shared.zipf.sample(&mut rng)];
+        let object = shared.zipf.sample(&mut rng);
+        let path = &shared.paths[object];
         let measuring = Instant::now() >= shared.measure_from;
         if measuring && shared.purge_share > 0.0 && rng.next_f64() < shared.purge_share {
             tokio::select! {
@@ -245,32 +390,100 @@ async fn client_loop(
             }
             continue;
         }
+        let (index, probe) = region.pick(home);
+        let edge = &region.edges[index];
         let started = Instant::now();
+        let measured = started
+            .checked_duration_since(shared.measure_from)
+            .map(|at| Measured {
+                at,
+                phase: shared.phases.map(|p| p.phase(at)),
+                known: false,
+            });
+        if let (Some(m), false) = (&measured, probe) {
+            if shared
+                .faults
+                .outages(&edge.id)
+                .iter()
+                .any(|(from, to)| m.at >= *from && to.is_none_or(|to| m.at < to))
+            {
+                let mut stats = region.stats();
+                let last = stats
+                    .last_sent_while_down
+                    .entry(edge.id.clone())
+                    .or_default();
+                *last = (*last).max(m.at);
+            }
+        }
         let result = tokio::select! {
-            r = region.client.get(&edge, path, &shared.hostname) => r,
+            r = region.client.get(edge, path, &shared.hostname) => r,
             () = stopped(&mut stop) => return,
         };
         let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let counted = started >= shared.measure_from;
-        region.stats().tried(&edge, result.is_ok());
-        match result {
-            Ok(answer) => {
-                shared.requests.fetch_add(1, Ordering::Relaxed);
-                if counted {
-                    region.stats().answered(us, &answer);
+        region.outcome(index, result.is_ok());
+        let known = region.known(object, result.is_ok());
+        let failed = {
+            let mut stats = region.stats();
+            stats.tried(edge, result.is_ok());
+            match result {
+                Ok(answer) => {
+                    shared.requests.fetch_add(1, Ordering::Relaxed);
+                    if let Some(m) = measured {
+                        stats.answered(us, &answer);
+                        stats.place(&Measured { known, ..m }, Some(us));
+                    }
+                    false
+                }
+                Err(error) => {
+                    shared.errors.fetch_add(1, Ordering::Relaxed);
+                    if let Some(m) = measured {
+                        stats.failed(&error);
+                        stats.place(&Measured { known, ..m }, None);
+                    }
+                    true
                 }
             }
-            Err(error) => {
-                shared.errors.fetch_add(1, Ordering::Relaxed);
-                if counted {
-                    region.stats().failed(&error);
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(ERROR_PAUSE) => {}
-                    () = stopped(&mut stop) => return,
-                }
+        };
+        if failed {
+            tokio::select! {
+                () = tokio::time::sleep(ERROR_PAUSE) => {}
+                () = stopped(&mut stop) => return,
             }
         }
+    }
+}
+
+/// Applies `plan`'s faults at their times from `measure_from`, noting each in `events` as it
+/// completes (so a run that ends first keeps those applied).
+async fn drive_faults(
+    plan: FaultPlan,
+    target: &mut dyn FaultTarget,
+    measure_from: Instant,
+    events: &Mutex<Vec<FaultEvent>>,
+) {
+    for fault in &plan.faults {
+        tokio::time::sleep_until(measure_from + fault.at).await;
+        let started = Instant::now();
+        let result = target.apply(fault).await;
+        let event = FaultEvent {
+            action: fault.action,
+            part: fault.part.clone(),
+            planned_s: fault.at.as_secs_f64(),
+            at_s: (started - measure_from).as_secs_f64(),
+            took_ms: started.elapsed().as_secs_f64() * 1000.0,
+            error: result.err(),
+        };
+        if let Some(error) = &event.error {
+            eprintln!(
+                "verge bench: {} of {} failed: {error}",
+                event.action.as_str(),
+                event.part
+            );
+        }
+        events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(event);
     }
 }
 
@@ -330,7 +543,12 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
         setup,
         route,
         progress,
+        faults,
     } = spec;
+    let (plan, mut fault_target) = match faults {
+        Some(FaultRun { plan, target }) => (plan, Some(target)),
+        None => (FaultPlan::default(), None),
+    };
     let Prepared {
         paths,
         regions: plans,
@@ -377,6 +595,8 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
                         workload.timeout,
                         workload.concurrency,
                     ),
+                    avoid: Mutex::new(vec![None; steered.edges.len()]),
+                    fetched: Mutex::new(vec![false; paths.len()]),
                     edges: steered.edges,
                     stats: Mutex::new(RegionStats::default()),
                     pacer,
@@ -404,18 +624,28 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
         purges: Mutex::new(PurgeStats::default()),
         requests: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        phases: plan.phases(),
+        faults: plan.clone(),
+    });
+    let fault_events = Mutex::new(Vec::new());
+    let mut injector = fault_target.take().map(|target| {
+        Box::pin(drive_faults(
+            plan.clone(),
+            target,
+            measure_from,
+            &fault_events,
+        ))
     });
 
     let mut tasks = tokio::task::JoinSet::new();
     for (r, region) in regions.iter().enumerate() {
         let Some(region) = region else { continue };
         for c in 0..workload.concurrency {
-            let edge = region.edges[c % region.edges.len()].clone();
             let seed = workload.seed ^ ((r as u64) << 32) ^ c as u64;
             tasks.spawn(client_loop(
                 shared.clone(),
                 region.clone(),
-                edge,
+                c % region.edges.len(),
                 seed,
                 stop.clone(),
             ));
@@ -437,6 +667,9 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
                     break;
                 }
             }
+            () = async { if let Some(faults) = injector.as_mut() { faults.await } }, if injector.is_some() => {
+                injector = None;
+            }
             _ = tick.tick() => {
                 let now = Instant::now();
                 bar.set_position(u64::try_from((now - start).as_millis()).unwrap_or(u64::MAX));
@@ -457,6 +690,10 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
         }
     }
     bar.finish_and_clear();
+    drop(injector);
+    let fault_events = fault_events
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
     let interrupted = *stop.borrow();
     let stopped_at = Instant::now().min(end);
     let measured = stopped_at.saturating_duration_since(measure_from);
@@ -500,16 +737,33 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
                 total_edges.push(edge.clone());
             }
         }
-        rows.push(region_report(
+        if total_stats.timeline.len() < stats.timeline.len() {
+            total_stats
+                .timeline
+                .resize_with(stats.timeline.len(), SecondStats::default);
+        }
+        for (total, second) in total_stats.timeline.iter_mut().zip(&stats.timeline) {
+            total.answered.merge(&second.answered);
+            total.errors += second.errors;
+        }
+        for (total, phase) in total_stats.phases.iter_mut().zip(&stats.phases) {
+            total.answered.merge(&phase.answered);
+            total.errors_on_hits += phase.errors_on_hits;
+            total.errors_on_misses += phase.errors_on_misses;
+        }
+        let mut row = region_report(
             &plan.id,
             &plan.source.to_string(),
             edges,
             &stats,
             measured,
             failure,
-        ));
+        );
+        fault_figures(&mut row, &stats, &shared, measured);
+        rows.push(row);
     }
-    let total = region_report("all", "", total_edges, &total_stats, measured, None);
+    let mut total = region_report("all", "", total_edges, &total_stats, measured, None);
+    fault_figures(&mut total, &total_stats, &shared, measured);
     let regions_equal_ms = histogram::equal_weight_summary(&per_region.iter().collect::<Vec<_>>());
     let origin = match (origin_before, origin_after) {
         (Some((before, source)), Some((after, _))) => Some(OriginReport {
@@ -541,7 +795,59 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
         regions_equal_ms,
         origin,
         purges,
+        faults: fault_events,
     })
+}
+
+/// A row's per-second timeline, and with faults its phases and how soon its clients left each
+/// killed edge of theirs.
+fn fault_figures(row: &mut RegionReport, stats: &RegionStats, shared: &Shared, measured: Duration) {
+    let seconds = usize::try_from(measured.as_secs_f64().ceil() as u64)
+        .unwrap_or(usize::MAX)
+        .min(MAX_TIMELINE_SECONDS);
+    row.timeline = (0..seconds.max(stats.timeline.len()))
+        .map(|second| {
+            let slot = stats.timeline.get(second);
+            SecondReport {
+                second: second as u64,
+                requests: slot.map_or(0, |s| s.answered.count() + s.errors),
+                errors: slot.map_or(0, |s| s.errors),
+                p99_ms: slot.and_then(|s| s.answered.summary()).map(|l| l.p99),
+            }
+        })
+        .collect();
+    if shared.phases.is_none() {
+        return;
+    }
+    row.phases = Phase::ALL
+        .iter()
+        .map(|&phase| {
+            let p = &stats.phases[phase.index()];
+            let summary = p.answered.summary();
+            PhaseReport {
+                phase,
+                requests: p.answered.count() + p.errors_on_hits + p.errors_on_misses,
+                errors: p.errors_on_hits + p.errors_on_misses,
+                errors_on_hits: p.errors_on_hits,
+                errors_on_misses: p.errors_on_misses,
+                p50_ms: summary.as_ref().map(|l| l.p50),
+                p99_ms: summary.as_ref().map(|l| l.p99),
+            }
+        })
+        .collect();
+    for fault in &shared.faults.faults {
+        if fault.action != FaultAction::Kill || !row.edges.contains(&fault.part) {
+            continue;
+        }
+        let last = stats.last_sent_while_down.get(&fault.part).copied();
+        row.moved_away.push(MovedAway {
+            edge: fault.part.clone(),
+            killed_at_s: fault.at.as_secs_f64(),
+            stopped_after_ms: last.map_or(0.0, |last| {
+                last.saturating_sub(fault.at).as_secs_f64() * 1000.0
+            }),
+        });
+    }
 }
 
 fn region_report(
@@ -586,5 +892,8 @@ fn region_report(
         cdf: stats.all.cdf(),
         silent_edges: stats.silent_edges(),
         failure,
+        timeline: Vec::new(),
+        phases: Vec::new(),
+        moved_away: Vec::new(),
     }
 }

@@ -46,6 +46,7 @@ async fn bench_against_the_demo_reports_hits_in_every_region_and_local_hits_beat
         out: out.clone(),
         baseline: false,
         progress: false,
+        faults: Vec::new(),
     };
     let (_stop_tx, stop) = watch::channel(false);
     let outcome = timeout(Duration::from_secs(20), bench::command(command, stop))
@@ -125,6 +126,7 @@ fn dead_command(dir: &Path, duration: &str) -> BenchCommand {
         out: dir.join("out"),
         baseline: false,
         progress: false,
+        faults: Vec::new(),
     }
 }
 

@@ -6,6 +6,7 @@
 mod bench;
 mod delay;
 mod demo;
+mod faults;
 mod origin;
 mod parts;
 mod status_page;
