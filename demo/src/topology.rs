@@ -6,7 +6,7 @@
 //! `127.R.0.(100+k)`, the origin at `127.R.0.200`, clients at `127.R.200.1`. Each node's
 //! listener and its delay link share the address, on ports the OS picks.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -247,11 +247,19 @@ pub fn control_toml(options: &DemoOptions, data_dir: &Path, token: &str) -> Stri
     toml
 }
 
-/// The `[control]` table of a node reached through `advertise_url`.
+/// The `[control]` table of a node reached through `advertise_url`, its delay link, which
+/// shares the node's address: its connections to control leave from that address, so control's
+/// link delays them by the node's distance from control.
 fn node_control(control_url: &str, advertise_url: &str) -> String {
+    let source = advertise_url
+        .strip_prefix("http://")
+        .and_then(|authority| authority.trim_end_matches('/').parse::<SocketAddr>().ok())
+        .map_or_else(String::new, |link| {
+            format!("source_address = \"{}\"\n", link.ip())
+        });
     format!(
         "[control]\nurl = {control_url:?}\nheartbeat_interval = \"200ms\"\n\
-         reconnect_min = \"50ms\"\nreconnect_max = \"1s\"\nadvertise_url = {advertise_url:?}\n"
+         reconnect_min = \"50ms\"\nreconnect_max = \"1s\"\nadvertise_url = {advertise_url:?}\n{source}"
     )
 }
 

@@ -117,6 +117,15 @@ async fn the_demo_caches_in_every_region_purges_everywhere_and_stops_cleanly() {
     };
     let status = purge_everywhere(&admin, &spec).await;
     assert_eq!(status.nodes.len(), state.nodes.len(), "{status:?}");
+    // Control sits in the origin's region (us) behind its link, and nodes reach it from their
+    // own addresses: the purge reaches ap's edge no sooner than ap is from us (80 ms).
+    assert!(
+        state.control.api.starts_with("http://127.1.0.250:"),
+        "{}",
+        state.control.api
+    );
+    let took = status.completed_after_ms.unwrap();
+    assert!(took >= 80, "purge complete everywhere after {took} ms");
     assert!(
         status.nodes.iter().all(|n| n.state == "applied"),
         "{status:?}"
