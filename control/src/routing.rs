@@ -78,13 +78,14 @@ pub fn compute(nodes: impl Iterator<Item = NodeEntry>, inputs: &Inputs<'_>) -> R
 
 /// Whether two tables route alike (everything but the version).
 pub fn same_routes(a: &RoutingTable, b: &RoutingTable) -> bool {
-    type Sets<'a> = Vec<(&'a RegionId, &'a Vec<NodeId>)>;
+    // The plan's sets and what they were chosen from; its costs alone do not make a table.
+    type Sets<'a> = Vec<(&'a RegionId, &'a Vec<NodeId>, &'a str)>;
     fn sets(t: &RoutingTable) -> Option<(Topology, Sets<'_>)> {
         t.tiers.as_ref().map(|plan| {
             let sets = plan
                 .regions
                 .iter()
-                .map(|r| (&r.region, &r.shields))
+                .map(|r| (&r.region, &r.shields, r.basis.as_str()))
                 .collect();
             (plan.topology, sets)
         })

@@ -1,0 +1,243 @@
+//! Tiers placed by latency: control plans each region's shields from the round trips nodes
+//! report, follows a change in them, ignores nonsense; nodes answer the latency probe
+//! (`OPTIONS` at `Max-Forwards: 0`) themselves; and in the demo's three regions an ap miss goes
+//! to the shield near the origin, not across the world.
+
+use verge_testkit as support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::cdn::{start_origin_and_cdn, Topology};
+use support::control::{start_control, TestControl};
+use support::metrics::Metrics;
+use support::{wait_until, HttpClient, Reply};
+
+/// Round trips one fake node reports, by target; changed by the test while it heartbeats.
+type Reports = Arc<Mutex<Vec<(String, f64)>>>;
+
+/// Registers a node that never serves (its admin URL is dead, so only its heartbeats keep it
+/// up) and heartbeats every 100 ms with whatever `reports` holds.
+async fn fake_node(control: &TestControl, id: &str, role: &str, region: &str) -> Reports {
+    let client = HttpClient::http1();
+    let registration = json!({
+        "id": id, "role": role, "region": region,
+        "data_url": "http://127.0.0.1:9", "admin_url": "http://127.0.0.1:9", "weight": 1,
+    });
+    let base = control.url();
+    let response = client
+        .request(
+            "POST",
+            &format!("{base}/v1/register"),
+            &[("content-type", "application/json")],
+            registration.to_string(),
+        )
+        .await;
+    assert_eq!(response.status.as_u16(), 200, "{}", response.text());
+    let reports: Reports = Arc::default();
+    let (id, shared) = (id.to_string(), Arc::clone(&reports));
+    tokio::spawn(async move {
+        loop {
+            let upstreams: Vec<Value> = shared
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(target, rtt)| json!({"id": target, "up": true, "rtt_ms": rtt}))
+                .collect();
+            let beat = json!({
+                "id": id, "applied_seq": 0, "table_version": 0, "in_flight": 0,
+                "upstreams": upstreams,
+            });
+            let response = client
+                .request(
+                    "POST",
+                    &format!("{base}/v1/heartbeat"),
+                    &[("content-type", "application/json")],
+                    beat.to_string(),
+                )
+                .await;
+            if response.status.as_u16() == 404 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    reports
+}
+
+fn set(reports: &Reports, values: &[(&str, f64)]) {
+    *reports.lock().unwrap() = values.iter().map(|(t, v)| (t.to_string(), *v)).collect();
+}
+
+/// The shields the routing table gives `region`'s edges, and the plan's basis there.
+async fn planned(control: &TestControl, region: &str) -> (Vec<String>, String) {
+    let table = control.admin.get_json("/v1/routing").await.unwrap();
+    let Some(tier) = table["tiers"]["regions"]
+        .as_array()
+        .and_then(|r| r.iter().find(|t| t["region"] == region))
+    else {
+        return (Vec::new(), String::new());
+    };
+    let shields = tier["shields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    (
+        shields,
+        tier["basis"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+async fn control_metrics(control: &TestControl) -> Metrics {
+    let response = HttpClient::http1()
+        .get_with(
+            &format!("http://{}/metrics", control.admin_addr),
+            &[(
+                "authorization",
+                &format!("Bearer {}", support::control::TOKEN),
+            )],
+        )
+        .await;
+    Metrics::parse(&response.text())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plans_tiers_from_reported_round_trips_and_follows_a_change() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let control = start_control(
+        dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        &[
+            "tiers.topology = \"auto\"",
+            "tiers.origin_region = \"us\"",
+            "regions.ap = { fallback = [\"us\", \"eu\"] }",
+            "regions.eu = { fallback = [\"us\", \"ap\"] }",
+            "regions.us = { fallback = [\"eu\", \"ap\"] }",
+        ],
+    )
+    .await;
+    let edge = fake_node(&control, "ap-1", "edge", "ap").await;
+    let us = fake_node(&control, "shield-us", "shield", "us").await;
+    let eu = fake_node(&control, "shield-eu", "shield", "eu").await;
+
+    // Before any measurement: the regions' proximity, with the origin in us.
+    wait_until(
+        "a proximity plan for ap",
+        Duration::from_secs(10),
+        || async {
+            planned(&control, "ap").await == (vec!["shield-us".to_string()], "proximity".into())
+        },
+    )
+    .await;
+
+    // Measured: ap → us shield 160 + 2 to the origin, ap → eu shield 220 + 80.
+    set(&edge, &[("shield-us", 160.0), ("shield-eu", 220.0)]);
+    set(&us, &[("http://origin:80", 2.0)]);
+    set(&eu, &[("http://origin:80", 80.0)]);
+    wait_until(
+        "a measured plan for ap",
+        Duration::from_secs(10),
+        || async {
+            planned(&control, "ap").await == (vec!["shield-us".to_string()], "measured".into())
+        },
+    )
+    .await;
+    let version = control.admin.get_json("/v1/routing").await.unwrap()["version"].clone();
+
+    // The us shield's way to the origin becomes slow: ap's misses are better off through eu.
+    set(&us, &[("http://origin:80", 500.0)]);
+    wait_until(
+        "the plan to follow the change",
+        Duration::from_secs(10),
+        || async { planned(&control, "ap").await.0 == ["shield-eu"] },
+    )
+    .await;
+    let table = control.admin.get_json("/v1/routing").await.unwrap();
+    assert!(
+        table["version"].as_u64() > version.as_u64(),
+        "a new table version: {table}"
+    );
+    let row = &table["latency"]["edge_to_shield"]["ap"];
+    assert_eq!(row["shield-eu"], 220.0, "the matrix is shown: {table}");
+    let metrics = control_metrics(&control).await;
+    assert!(metrics.value_or_zero("verge_control_tier_replans_total", &[]) >= 2.0);
+    assert_eq!(
+        metrics.value(
+            "verge_control_latency_seconds",
+            &[("from", "ap"), ("to", "shield-eu")]
+        ),
+        Some(0.22)
+    );
+
+    // Nonsense is counted and changes nothing: a negative time, an absurd one, a stranger.
+    let before = planned(&control, "ap").await;
+    set(
+        &edge,
+        &[("shield-us", -5.0), ("shield-eu", 1e9), ("ghost", 1.0)],
+    );
+    wait_until(
+        "nonsense to be counted",
+        Duration::from_secs(10),
+        || async {
+            let m = control_metrics(&control).await;
+            let ignored = |reason| {
+                m.value_or_zero(
+                    "verge_control_latency_reports_ignored_total",
+                    &[("reason", reason)],
+                )
+            };
+            ignored("out_of_range") >= 4.0 && ignored("unknown_target") >= 2.0
+        },
+    )
+    .await;
+    assert_eq!(planned(&control, "ap").await, before);
+    let table = control.admin.get_json("/v1/routing").await.unwrap();
+    assert!(table["latency"]["edge_to_shield"]["ap"]["ghost"].is_null());
+}
+
+#[tokio::test]
+async fn options_at_max_forwards_zero_is_answered_by_the_node_itself() {
+    let (origin, cdn) = start_origin_and_cdn(Topology::Shielded, &[]).await;
+    origin.on("/", Reply::ok("origin"));
+    let options = |hops: &'static str| {
+        let url = cdn.url("/");
+        async move {
+            HttpClient::http1()
+                .request(
+                    "OPTIONS",
+                    &url,
+                    &[("host", "site.test"), ("max-forwards", hops)],
+                    "",
+                )
+                .await
+        }
+    };
+    // 0: the edge answers. 1: the edge passes it on at 0 and the shield answers.
+    for hops in ["0", "1"] {
+        let response = options(hops).await;
+        assert_eq!(response.status.as_u16(), 200, "Max-Forwards {hops}");
+        assert!(response.header("allow").unwrap().contains("OPTIONS"));
+        assert_eq!(
+            origin.total_hits(),
+            0,
+            "Max-Forwards {hops} reached the origin"
+        );
+    }
+    // 5: the origin gets it, one lower per node on the way.
+    options("5").await;
+    let request = origin.last_request("/").expect("forwarded to the origin");
+    assert_eq!(request.header("max-forwards").as_deref(), Some("3"));
+    // TRACE at 0 is never echoed back.
+    let trace = HttpClient::http1()
+        .request(
+            "TRACE",
+            &cdn.url("/"),
+            &[("host", "site.test"), ("max-forwards", "0")],
+            "",
+        )
+        .await;
+    assert_eq!(trace.status.as_u16(), 405);
+}
