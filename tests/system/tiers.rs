@@ -241,3 +241,74 @@ async fn options_at_max_forwards_zero_is_answered_by_the_node_itself() {
         .await;
     assert_eq!(trace.status.as_u16(), 405);
 }
+
+/// Requests sent by an edge to each shield, from its metrics.
+async fn shield_requests(admin: &str) -> (f64, f64) {
+    let text = HttpClient::http1()
+        .get(&format!("{admin}/metrics"))
+        .await
+        .text();
+    let metrics = Metrics::parse(&text);
+    let sent = |shield| {
+        ["ok", "error_status"]
+            .iter()
+            .map(|result| {
+                metrics.value_or_zero(
+                    "verge_shield_requests_total",
+                    &[("shield", shield), ("result", result)],
+                )
+            })
+            .sum::<f64>()
+    };
+    (sent("shield-us-1"), sent("shield-eu-1"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_default_topology_an_ap_miss_goes_to_the_shield_near_the_origin() {
+    // The demo: shields in us and eu, the origin in us, ap 80 ms from us and 110 from eu.
+    let demo = verge_demo::Demo::start(verge_demo::DemoOptions::default())
+        .await
+        .unwrap();
+    let ap = demo
+        .state
+        .nodes
+        .iter()
+        .find(|n| n.id == "ap-1")
+        .unwrap()
+        .clone();
+    let client = HttpClient::http1();
+    let before = shield_requests(&ap.admin).await;
+    // Eight objects: on one ring over both shields, about half would be owned by eu's.
+    let samples: Vec<String> = demo.state.samples.iter().take(8).cloned().collect();
+    assert_eq!(samples.len(), 8);
+    for path in &samples {
+        let response = client
+            .get_with(
+                &format!("{}{path}", ap.http),
+                &[("host", verge_demo::topology::HOSTNAME)],
+            )
+            .await;
+        assert_eq!(response.status.as_u16(), 200, "{path}");
+    }
+    let after = shield_requests(&ap.admin).await;
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (8.0, 0.0),
+        "ap's misses: (to shield-us-1, to shield-eu-1)"
+    );
+    let table = demo.state.control.admin.clone();
+    let routing = verge_control::client::AdminClient::new(&table, &demo.state.control.token)
+        .unwrap()
+        .get_json("/v1/routing")
+        .await
+        .unwrap();
+    let ap_tier = routing["tiers"]["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["region"] == "ap")
+        .unwrap()
+        .clone();
+    assert_eq!(ap_tier["shields"], json!(["shield-us-1"]), "{routing}");
+    demo.shutdown().await;
+}
