@@ -315,28 +315,55 @@ impl Demo {
     /// Stops `name` (a node id, `control` or `origin`) for real; its delay link stays, so
     /// peers get connection errors from it until [`Demo::restore`].
     pub async fn kill(&mut self, name: &str) -> Result<(), String> {
-        let deadline = Instant::now() + STOP_LIMIT;
-        let killed = || format!("{name} is already killed");
-        match self.part(name)? {
-            Part::Origin => self.origin.take().ok_or_else(killed)?.stop().await,
-            Part::Control => {
-                self.control
+        self.kill_all(&[name])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err("nothing to kill".into()))
+    }
+
+    /// Kills every part named at once: all are told to stop before any is waited for, so
+    /// their draining overlaps. One result per name, in order.
+    pub async fn kill_all(&mut self, names: &[&str]) -> Vec<Result<(), String>> {
+        enum Stopping {
+            Role(Running),
+            Origin(SampleOrigin),
+        }
+        let mut stopping = Vec::new();
+        let mut results = Vec::new();
+        for name in names {
+            let killed = || format!("{name} is already killed");
+            let taken = self.part(name).and_then(|part| match part {
+                Part::Origin => self.origin.take().map(Stopping::Origin).ok_or_else(killed),
+                Part::Control => self
+                    .control
                     .take()
-                    .ok_or_else(killed)?
-                    .running
-                    .stop(deadline)
-                    .await
-            }
-            Part::Node(i) => {
-                self.nodes[i]
+                    .map(|c| Stopping::Role(c.running))
+                    .ok_or_else(killed),
+                Part::Node(i) => self.nodes[i]
                     .running
                     .take()
-                    .ok_or_else(killed)?
-                    .stop(deadline)
-                    .await
+                    .map(Stopping::Role)
+                    .ok_or_else(killed),
+            });
+            match taken {
+                Ok(mut part) => {
+                    if let Stopping::Role(role) = &mut part {
+                        role.signal();
+                    }
+                    stopping.push(part);
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
             }
         }
-        Ok(())
+        let deadline = Instant::now() + STOP_LIMIT;
+        for part in stopping {
+            match part {
+                Stopping::Role(role) => role.stop(deadline).await,
+                Stopping::Origin(origin) => origin.stop().await,
+            }
+        }
+        results
     }
 
     /// Starts a fresh `name` with the configuration it had (same id; control with the same

@@ -3,7 +3,9 @@
 //! `--state FILE`) or one the bench starts in-process.
 //!
 //! - [`workload`]: the command line's workload, checked whole before anything starts;
-//! - [`fault`]: `--fault`, parts of the demo killed and restored at set times;
+//! - [`fault`]: `--fault`, parts of the demo killed and restored at set times, checked whole;
+//! - [`injector`]: applying those faults to the in-process demo during a run;
+//! - [`timeline`]: per second and per phase (before, during, after the faults) figures;
 //! - [`zipf`]: object popularity (a Zipf law) from a small seeded generator;
 //! - [`steer`]: a region's edges through GeoDNS, HTTP steering, or the state's list;
 //! - [`client`]: HTTP clients bound to a region's source address; `Cache-Status` read;
@@ -19,10 +21,12 @@ pub mod chart;
 pub mod client;
 pub mod fault;
 pub mod histogram;
+pub mod injector;
 pub mod offload;
 pub mod report;
 pub mod run;
 pub mod steer;
+pub mod timeline;
 pub mod workload;
 pub mod zipf;
 
@@ -269,7 +273,7 @@ pub async fn command(cmd: BenchCommand, stop: watch::Receiver<bool>) -> Result<O
                         setup: name,
                         route: Route::Steered,
                         progress: cmd.progress,
-                        faults: Some(run::FaultRun {
+                        faults: Some(injector::FaultRun {
                             plan: faults,
                             target: &mut demo,
                         }),

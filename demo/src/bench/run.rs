@@ -3,9 +3,7 @@
 //! warm-up and then the measured duration, or until stopped.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -17,14 +15,13 @@ use verge_config::wire::PurgeSpec;
 use verge_control::client::AdminClient;
 
 use super::client::{Answer, EdgeTarget, RegionClient, RequestError};
-use super::fault::{Fault, FaultAction, FaultPlan, Phase, PhaseBounds};
+use super::fault::{FaultPlan, PhaseBounds};
 use super::histogram::{self, LatencyHistogram};
+use super::injector::{self, Down, FaultRun};
 use super::offload;
-use super::report::{
-    ErrorCount, FaultEvent, MovedAway, OriginReport, PhaseReport, PurgeReport, RegionReport,
-    RunReport, SecondReport,
-};
+use super::report::{ErrorCount, OriginReport, PurgeReport, RegionReport, RunReport};
 use super::steer;
+use super::timeline::{Measured, Timeline};
 use super::workload::{Steering, Workload};
 use super::zipf::{XorShift, Zipf};
 use crate::state::DemoState;
@@ -37,36 +34,6 @@ const PURGE_LIMIT: Duration = Duration::from_secs(30);
 /// How long a region's clients keep away from an edge that failed; then one request (a probe)
 /// tries it again, and a success brings them all back.
 const AVOID_FOR: Duration = Duration::from_secs(1);
-/// Seconds of the measured part the per-second timeline covers (memory stays bounded).
-const MAX_TIMELINE_SECONDS: usize = 900;
-
-/// Who applies a run's faults: kills and restores a part by name.
-pub trait FaultTarget: Send {
-    fn apply<'s>(
-        &'s mut self,
-        fault: &'s Fault,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 's>>;
-}
-
-impl FaultTarget for crate::cluster::Demo {
-    fn apply<'s>(
-        &'s mut self,
-        fault: &'s Fault,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 's>> {
-        Box::pin(async move {
-            match fault.action {
-                FaultAction::Kill => self.kill(&fault.part).await,
-                FaultAction::Restore => self.restore(&fault.part).await,
-            }
-        })
-    }
-}
-
-/// Faults to apply during a run, and to what.
-pub struct FaultRun<'a> {
-    pub plan: FaultPlan,
-    pub target: &'a mut dyn FaultTarget,
-}
 
 /// Where each region's clients are sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,35 +124,8 @@ struct RegionStats {
     errors: BTreeMap<String, (u64, String)>,
     /// Per edge (as shown in errors): whether it ever answered, warm-up included.
     edges_heard: BTreeMap<String, bool>,
-    /// Per second of the measured part.
-    timeline: Vec<SecondStats>,
-    /// Before, during and after the faults (when there are any).
-    phases: [PhaseStats; 3],
-    /// Per edge id: the latest regular (not probe) request to it while it was killed, from
-    /// the start of the measured part.
-    last_sent_while_down: BTreeMap<String, Duration>,
-}
-
-#[derive(Default)]
-struct SecondStats {
-    answered: LatencyHistogram,
-    errors: u64,
-}
-
-#[derive(Default)]
-struct PhaseStats {
-    answered: LatencyHistogram,
-    errors_on_hits: u64,
-    errors_on_misses: u64,
-}
-
-/// What one measured request was, for the timeline and the phases.
-struct Measured {
-    /// Its start, from the start of the measured part.
-    at: Duration,
-    phase: Option<Phase>,
-    /// The region had fetched this object successfully before.
-    known: bool,
+    /// Per second, and per phase with faults.
+    timeline: Timeline,
 }
 
 impl RegionStats {
@@ -222,29 +162,6 @@ impl RegionStats {
             .or_insert_with(|| (0, error.to_string()));
         entry.0 += 1;
     }
-
-    /// Files a measured request in its second and its phase.
-    fn place(&mut self, request: &Measured, answered_us: Option<u64>) {
-        let second = usize::try_from(request.at.as_secs()).unwrap_or(usize::MAX);
-        if second < MAX_TIMELINE_SECONDS {
-            if self.timeline.len() <= second {
-                self.timeline.resize_with(second + 1, SecondStats::default);
-            }
-            let slot = &mut self.timeline[second];
-            match answered_us {
-                Some(us) => slot.answered.record(us),
-                None => slot.errors += 1,
-            }
-        }
-        if let Some(phase) = request.phase {
-            let stats = &mut self.phases[phase.index()];
-            match answered_us {
-                Some(us) => stats.answered.record(us),
-                None if request.known => stats.errors_on_hits += 1,
-                None => stats.errors_on_misses += 1,
-            }
-        }
-    }
 }
 
 #[derive(Default)]
@@ -269,9 +186,10 @@ struct Shared {
     /// For the progress bar: answers and errors so far, warm-up included.
     requests: AtomicU64,
     errors: AtomicU64,
-    /// The faults' plan (empty without faults) and its phases.
-    faults: FaultPlan,
+    /// The phases around the faults, if any.
     phases: Option<PhaseBounds>,
+    /// Parts down now.
+    down: Down,
 }
 
 impl Shared {
@@ -401,18 +319,11 @@ async fn client_loop(
                 known: false,
             });
         if let (Some(m), false) = (&measured, probe) {
-            if shared
-                .faults
-                .outages(&edge.id)
-                .iter()
-                .any(|(from, to)| m.at >= *from && to.is_none_or(|to| m.at < to))
-            {
-                let mut stats = region.stats();
-                let last = stats
-                    .last_sent_while_down
-                    .entry(edge.id.clone())
-                    .or_default();
-                *last = (*last).max(m.at);
+            if let Some(killed) = shared.down.since(&edge.id) {
+                region
+                    .stats()
+                    .timeline
+                    .sent_while_down(&edge.id, killed, m.at);
             }
         }
         let result = tokio::select! {
@@ -430,7 +341,7 @@ async fn client_loop(
                     shared.requests.fetch_add(1, Ordering::Relaxed);
                     if let Some(m) = measured {
                         stats.answered(us, &answer);
-                        stats.place(&Measured { known, ..m }, Some(us));
+                        stats.timeline.place(&Measured { known, ..m }, Some(us));
                     }
                     false
                 }
@@ -438,7 +349,7 @@ async fn client_loop(
                     shared.errors.fetch_add(1, Ordering::Relaxed);
                     if let Some(m) = measured {
                         stats.failed(&error);
-                        stats.place(&Measured { known, ..m }, None);
+                        stats.timeline.place(&Measured { known, ..m }, None);
                     }
                     true
                 }
@@ -450,40 +361,6 @@ async fn client_loop(
                 () = stopped(&mut stop) => return,
             }
         }
-    }
-}
-
-/// Applies `plan`'s faults at their times from `measure_from`, noting each in `events` as it
-/// completes (so a run that ends first keeps those applied).
-async fn drive_faults(
-    plan: FaultPlan,
-    target: &mut dyn FaultTarget,
-    measure_from: Instant,
-    events: &Mutex<Vec<FaultEvent>>,
-) {
-    for fault in &plan.faults {
-        tokio::time::sleep_until(measure_from + fault.at).await;
-        let started = Instant::now();
-        let result = target.apply(fault).await;
-        let event = FaultEvent {
-            action: fault.action,
-            part: fault.part.clone(),
-            planned_s: fault.at.as_secs_f64(),
-            at_s: (started - measure_from).as_secs_f64(),
-            took_ms: started.elapsed().as_secs_f64() * 1000.0,
-            error: result.err(),
-        };
-        if let Some(error) = &event.error {
-            eprintln!(
-                "verge bench: {} of {} failed: {error}",
-                event.action.as_str(),
-                event.part
-            );
-        }
-        events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(event);
     }
 }
 
@@ -625,15 +502,16 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
         requests: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         phases: plan.phases(),
-        faults: plan.clone(),
+        down: Down::default(),
     });
     let fault_events = Mutex::new(Vec::new());
-    let mut injector = fault_target.take().map(|target| {
-        Box::pin(drive_faults(
+    let mut applying = fault_target.take().map(|target| {
+        Box::pin(injector::drive(
             plan.clone(),
             target,
             measure_from,
             &fault_events,
+            &shared.down,
         ))
     });
 
@@ -667,8 +545,8 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
                     break;
                 }
             }
-            () = async { if let Some(faults) = injector.as_mut() { faults.await } }, if injector.is_some() => {
-                injector = None;
+            () = async { if let Some(faults) = applying.as_mut() { faults.await } }, if applying.is_some() => {
+                applying = None;
             }
             _ = tick.tick() => {
                 let now = Instant::now();
@@ -690,7 +568,7 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
         }
     }
     bar.finish_and_clear();
-    drop(injector);
+    drop(applying);
     let fault_events = fault_events
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner);
@@ -737,20 +615,7 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
                 total_edges.push(edge.clone());
             }
         }
-        if total_stats.timeline.len() < stats.timeline.len() {
-            total_stats
-                .timeline
-                .resize_with(stats.timeline.len(), SecondStats::default);
-        }
-        for (total, second) in total_stats.timeline.iter_mut().zip(&stats.timeline) {
-            total.answered.merge(&second.answered);
-            total.errors += second.errors;
-        }
-        for (total, phase) in total_stats.phases.iter_mut().zip(&stats.phases) {
-            total.answered.merge(&phase.answered);
-            total.errors_on_hits += phase.errors_on_hits;
-            total.errors_on_misses += phase.errors_on_misses;
-        }
+        total_stats.timeline.merge(&stats.timeline);
         let mut row = region_report(
             &plan.id,
             &plan.source.to_string(),
@@ -759,11 +624,15 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
             measured,
             failure,
         );
-        fault_figures(&mut row, &stats, &shared, measured);
+        stats
+            .timeline
+            .report(&mut row, measured, shared.phases, &fault_events);
         rows.push(row);
     }
     let mut total = region_report("all", "", total_edges, &total_stats, measured, None);
-    fault_figures(&mut total, &total_stats, &shared, measured);
+    total_stats
+        .timeline
+        .report(&mut total, measured, shared.phases, &fault_events);
     let regions_equal_ms = histogram::equal_weight_summary(&per_region.iter().collect::<Vec<_>>());
     let origin = match (origin_before, origin_after) {
         (Some((before, source)), Some((after, _))) => Some(OriginReport {
@@ -797,57 +666,6 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
         purges,
         faults: fault_events,
     })
-}
-
-/// A row's per-second timeline, and with faults its phases and how soon its clients left each
-/// killed edge of theirs.
-fn fault_figures(row: &mut RegionReport, stats: &RegionStats, shared: &Shared, measured: Duration) {
-    let seconds = usize::try_from(measured.as_secs_f64().ceil() as u64)
-        .unwrap_or(usize::MAX)
-        .min(MAX_TIMELINE_SECONDS);
-    row.timeline = (0..seconds.max(stats.timeline.len()))
-        .map(|second| {
-            let slot = stats.timeline.get(second);
-            SecondReport {
-                second: second as u64,
-                requests: slot.map_or(0, |s| s.answered.count() + s.errors),
-                errors: slot.map_or(0, |s| s.errors),
-                p99_ms: slot.and_then(|s| s.answered.summary()).map(|l| l.p99),
-            }
-        })
-        .collect();
-    if shared.phases.is_none() {
-        return;
-    }
-    row.phases = Phase::ALL
-        .iter()
-        .map(|&phase| {
-            let p = &stats.phases[phase.index()];
-            let summary = p.answered.summary();
-            PhaseReport {
-                phase,
-                requests: p.answered.count() + p.errors_on_hits + p.errors_on_misses,
-                errors: p.errors_on_hits + p.errors_on_misses,
-                errors_on_hits: p.errors_on_hits,
-                errors_on_misses: p.errors_on_misses,
-                p50_ms: summary.as_ref().map(|l| l.p50),
-                p99_ms: summary.as_ref().map(|l| l.p99),
-            }
-        })
-        .collect();
-    for fault in &shared.faults.faults {
-        if fault.action != FaultAction::Kill || !row.edges.contains(&fault.part) {
-            continue;
-        }
-        let last = stats.last_sent_while_down.get(&fault.part).copied();
-        row.moved_away.push(MovedAway {
-            edge: fault.part.clone(),
-            killed_at_s: fault.at.as_secs_f64(),
-            stopped_after_ms: last.map_or(0.0, |last| {
-                last.saturating_sub(fault.at).as_secs_f64() * 1000.0
-            }),
-        });
-    }
 }
 
 fn region_report(
