@@ -5,7 +5,9 @@
 //! - [`delay`]: the delay link, a TCP relay that adds the latency between regions;
 //! - [`origin`]: the sample origin, objects of mixed sizes and cache headers;
 //! - [`topology`]: which nodes a demo runs, where, with what configuration;
-//! - [`cluster`]: the running demo ([`Demo`]), started and stopped as one;
+//! - [`cluster`]: the running demo ([`Demo`]), started and stopped as one; parts killed and
+//!   restored;
+//! - [`readiness`]: when a started demo counts as ready (a pure rule over control's views);
 //! - [`report`]: what `verge demo` prints (status table, Prometheus scrape config, commands);
 //! - [`bench`]: `verge bench`, the client-side benchmark (latency, hit ratio, offload, purges);
 //! - [`command`]: `verge demo` and `verge bench` as the command line runs them.
@@ -15,6 +17,7 @@ pub mod cluster;
 pub mod command;
 pub mod delay;
 pub mod origin;
+pub mod readiness;
 pub mod regions;
 pub mod report;
 pub mod state;
