@@ -140,6 +140,8 @@ pub struct Demo {
     control: Option<ControlPart>,
     /// In front of control's node listener, in the origin's region.
     control_link: DelayLink,
+    /// In front of control's admin listener, on 127.0.0.1.
+    admin_link: DelayLink,
     nodes: Vec<NodePart>,
     origin_link: DelayLink,
     origin: Option<SampleOrigin>,
@@ -179,6 +181,12 @@ impl Demo {
             DelayLink::bind(control_addr, link_settings(&options, &origin_region.id))
                 .await
                 .map_err(bind_error("control's delay link", control_addr))?;
+        // Operators' address for control's admin API, stable across a control restart: a
+        // link on 127.0.0.1 (no delay for peers there).
+        let admin_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let admin_link = DelayLink::bind(admin_addr, link_settings(&options, &origin_region.id))
+            .await
+            .map_err(bind_error("control's admin link", admin_addr))?;
 
         let mut owned_dir = None;
         let data_dir = match &options.data_dir {
@@ -196,6 +204,7 @@ impl Demo {
         let token = options.token.clone().unwrap_or_else(random_token);
         let (node, control) = bind_control(&options, &data_dir, &token).await?;
         let control_link = control_link.relay_to(node.node_addr);
+        let admin_link = admin_link.relay_to(node.admin_addr);
         let mut demo = Demo {
             state: DemoState {
                 hostname: HOSTNAME.to_string(),
@@ -203,7 +212,7 @@ impl Demo {
                 steering: String::new(),
                 control: ControlEndpoints {
                     api: control_link.url(),
-                    admin: String::new(),
+                    admin: admin_link.url(),
                     token: token.clone(),
                 },
                 origin: origin_link.url(),
@@ -225,6 +234,7 @@ impl Demo {
             token,
             control: None,
             control_link,
+            admin_link,
             nodes: Vec::new(),
             origin_link,
             origin: Some(origin),
@@ -272,16 +282,16 @@ impl Demo {
             .ok_or_else(|| DemoError::Options("control is not running".into()))
     }
 
-    /// Spawns a bound control and notes its endpoints (its node listener is reached through
-    /// the control link, whose address does not change).
+    /// Spawns a bound control and notes its endpoints; its node and admin listeners are
+    /// reached through links whose addresses do not change (DNS and HTTP steering do).
     fn run_control(&mut self, node: ControlNode, control: Arc<Control>) {
         let shown = |addr: Option<SocketAddr>, scheme: &str| {
             addr.map_or_else(String::new, |a| format!("{scheme}{a}"))
         };
         self.state.dns = shown(node.dns_addr, "");
         self.state.steering = shown(node.steering_addr, "http://");
-        self.state.control.admin = format!("http://{}", node.admin_addr);
         self.control_link.retarget(node.node_addr);
+        self.admin_link.retarget(node.admin_addr);
         let running = Running::spawn("control", |stop| node.run(stop));
         self.control = Some(ControlPart { running, control });
     }
@@ -439,6 +449,7 @@ impl Demo {
             node.link.stop().await;
         }
         self.control_link.stop().await;
+        self.admin_link.stop().await;
         self.origin_link.stop().await;
         if let Some(origin) = self.origin.take() {
             origin.stop().await;

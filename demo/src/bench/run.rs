@@ -634,7 +634,10 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
         .timeline
         .report(&mut total, measured, shared.phases, &fault_events);
     let regions_equal_ms = histogram::equal_weight_summary(&per_region.iter().collect::<Vec<_>>());
+    // A restarted origin counts from zero again: no figure rather than a wrong one.
+    let origin_restarted = plan.faults.iter().any(|f| f.part == "origin");
     let origin = match (origin_before, origin_after) {
+        _ if origin_restarted => None,
         (Some((before, source)), Some((after, _))) => Some(OriginReport {
             requests: after.saturating_sub(before),
             per_client_request: (total.requests > 0)

@@ -303,3 +303,27 @@ async fn a_round_trip_takes_the_configured_delay_and_little_more() {
     }
     link.stop().await;
 }
+
+#[tokio::test]
+async fn a_retargeted_link_sends_new_connections_to_the_new_target_and_keeps_the_old_ones() {
+    let old = echo_server("127.1.0.57").await;
+    let (new_listener, new) = listen("127.1.0.57").await;
+    let link = link_on("127.1.0.57", old, us_link()).await;
+    let mut kept = connect_from("127.0.0.1", link.addr()).await;
+    kept.write_all(b"a").await.unwrap();
+    let mut byte = [0u8; 1];
+    kept.read_exact(&mut byte).await.unwrap();
+    link.retarget(new);
+    assert_eq!(link.target(), new);
+    let _fresh = connect_from("127.0.0.1", link.addr()).await;
+    tokio::time::timeout(Duration::from_secs(5), new_listener.accept())
+        .await
+        .expect("the new target gets the new connection")
+        .unwrap();
+    kept.write_all(b"b").await.unwrap();
+    kept.read_exact(&mut byte).await.unwrap();
+    assert_eq!(
+        &byte, b"b",
+        "the old connection still reaches the old target"
+    );
+}

@@ -116,6 +116,10 @@ async fn killed_parts_fail_behind_their_links_and_restored_ones_serve_again() {
 
     // Control: the nodes reconnect through its link, and its purge log goes on.
     let before = purge_all(&demo).await;
+    let (api, admin) = (
+        demo.state.control.api.clone(),
+        demo.state.control.admin.clone(),
+    );
     demo.kill("control").await.unwrap();
     let edge = node_url(&demo, "eu-1");
     assert_eq!(
@@ -124,6 +128,11 @@ async fn killed_parts_fail_behind_their_links_and_restored_ones_serve_again() {
         "nodes serve without control"
     );
     demo.restore("control").await.unwrap();
+    assert_eq!(
+        (&demo.state.control.api, &demo.state.control.admin),
+        (&api, &admin),
+        "control is reached at the same addresses"
+    );
     assert!(purge_all(&demo).await > before, "the purge log survived");
 
     timeout(Duration::from_secs(10), demo.shutdown())
