@@ -105,6 +105,7 @@ impl EdgeConfig {
                         id: Some(shield_id(url)),
                         url: Some(url.clone()),
                         weight: None,
+                        region: None,
                     })
                     .collect(),
                 ..RawShields::default()

@@ -264,6 +264,8 @@ pub struct RawShields {
     pub eject_for: Option<String>,
     pub retry_budget_percent: Option<u64>,
     pub bounded_load_percent: Option<u64>,
+    pub topology: Option<String>,
+    pub origin_region: Option<String>,
     #[serde(default)]
     pub members: Vec<RawShieldMember>,
     pub tls: Option<RawClientTls>,
@@ -275,6 +277,7 @@ pub struct RawShieldMember {
     pub id: Option<String>,
     pub url: Option<String>,
     pub weight: Option<u64>,
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

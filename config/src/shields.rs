@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use crate::error::Collector;
 use crate::field::{count, duration};
-use crate::ids::NodeId;
+use std::collections::BTreeMap;
+
+use crate::ids::{NodeId, RegionId};
 use crate::raw::RawShields;
+use crate::tiers::{self, LatencyMatrix, PlanInput, PlanShield, TiersConfig};
 use crate::tls::ClientTlsConfig;
 use crate::upstream::OriginUrl;
 
@@ -31,6 +34,9 @@ pub struct ShieldsConfig {
     pub bounded_load_percent: Option<u32>,
     /// How `https://` shields are verified, and the client certificate shown to them.
     pub tls: ClientTlsConfig,
+    /// Which members make this edge's ring (`topology`, `origin_region`; every member has a
+    /// region then). `None`: all of them. A control plane's routing tables replace it.
+    pub tiers: Option<TiersConfig>,
 }
 
 /// One shield: its id (stable: ring placement is computed from it), address and weight.
@@ -41,6 +47,58 @@ pub struct ShieldSpec {
     /// Share of the ring, relative to the other shields (1..=10): a bound that keeps the ring
     /// (1024 points per unit of weight) small.
     pub weight: u32,
+    /// The shield's region, for `shields.topology`.
+    pub region: Option<RegionId>,
+}
+
+impl ShieldsConfig {
+    /// The members that make the ring of an edge in `region`, and the others (measured only):
+    /// all in the ring without `topology`, else the [`tiers::plan`] of the members' regions
+    /// (by proximity: the edge's own region first, the others in the order members name
+    /// them).
+    pub fn ring_for(&self, region: &RegionId) -> (Vec<ShieldSpec>, Vec<ShieldSpec>) {
+        let Some(config) = &self.tiers else {
+            return (self.members.clone(), Vec::new());
+        };
+        let mut order: Vec<RegionId> = Vec::new();
+        for r in self.members.iter().filter_map(|m| m.region.as_ref()) {
+            if !order.contains(r) {
+                order.push(r.clone());
+            }
+        }
+        let mut everywhere = order.clone();
+        everywhere.extend(config.origin_region.iter().cloned());
+        everywhere.push(region.clone());
+        let proximity: BTreeMap<RegionId, Vec<RegionId>> = everywhere
+            .iter()
+            .map(|from| {
+                let others = order.iter().filter(|r| *r != from).cloned().collect();
+                (from.clone(), others)
+            })
+            .collect();
+        let shields: Vec<PlanShield> = self
+            .members
+            .iter()
+            .filter_map(|m| {
+                Some(PlanShield {
+                    id: m.id.clone(),
+                    region: m.region.clone()?,
+                })
+            })
+            .collect();
+        let plan = tiers::plan(&PlanInput {
+            tiers: config,
+            regions: std::slice::from_ref(region),
+            shields: &shields,
+            proximity: &proximity,
+            latency: &LatencyMatrix::default(),
+        });
+        let chosen = plan.shields_for(region).unwrap_or_default();
+        self.members
+            .iter()
+            .cloned()
+            .partition(|m| chosen.contains(&m.id))
+    }
 }
 
 pub mod defaults {
@@ -86,11 +144,23 @@ pub(crate) fn validate_shields(c: &mut Collector, raw: RawShields) -> Option<Shi
             }
         };
         let weight = count(c, &at("weight"), member.weight, defaults::WEIGHT, (1, 10));
-        match (id, url, weight) {
-            (Some(id), Some(url), Some(weight)) => members.push(ShieldSpec {
+        let region = match member.region.as_deref() {
+            Some(text) => c.take(&at("region"), RegionId::new(text)).map(Some),
+            None if raw.topology.is_some() => {
+                c.push(
+                    &at("region"),
+                    "missing: shields.topology places shields by their region",
+                );
+                None
+            }
+            None => Some(None),
+        };
+        match (id, url, weight, region) {
+            (Some(id), Some(url), Some(weight), Some(region)) => members.push(ShieldSpec {
                 id,
                 url,
                 weight: u32::try_from(weight).ok()?,
+                region,
             }),
             _ => complete = false,
         }
@@ -121,6 +191,24 @@ pub(crate) fn validate_shields(c: &mut Collector, raw: RawShields) -> Option<Shi
         Some(p) => count(c, "shields.bounded_load_percent", Some(p), 0, (1, 1000)).map(Some),
     };
     let tls = crate::tls::validate_client_tls(c, raw.tls, "shields.tls");
+    let tiers = match raw.topology.as_deref() {
+        None => Some(None),
+        Some(text) => {
+            let topology = c.take("shields.topology", text.parse());
+            let origin_region = match raw.origin_region.as_deref() {
+                None => Some(None),
+                Some(r) => c.take("shields.origin_region", RegionId::new(r)).map(Some),
+            };
+            Some(Some(TiersConfig {
+                topology: topology?,
+                origin_region: origin_region?,
+                ..TiersConfig::default()
+            }))
+        }
+    };
+    if raw.topology.is_none() && raw.origin_region.is_some() {
+        c.push("shields.origin_region", "only used with shields.topology");
+    }
     if !complete || members.len() > MAX_SHIELDS {
         return None;
     }
@@ -132,6 +220,7 @@ pub(crate) fn validate_shields(c: &mut Collector, raw: RawShields) -> Option<Shi
         retry_budget_percent: u32::try_from(budget?).ok()?,
         bounded_load_percent: bounded?.map(|p| u32::try_from(p).unwrap_or(u32::MAX)),
         tls: tls?,
+        tiers: tiers?,
     })
 }
 
@@ -140,6 +229,66 @@ mod tests {
     use crate::EdgeConfig;
 
     const BASE: &str = "[upstream]\norigin = \"http://127.0.0.1:8000\"\n";
+
+    #[test]
+    fn a_topology_picks_this_edges_ring_from_the_members_regions() {
+        let members = "[[shields.members]]\nid = \"s-us\"\nurl = \"http://127.1.0.101:8080\"\nregion = \"us\"\n\
+             [[shields.members]]\nid = \"s-eu\"\nurl = \"http://127.2.0.101:8080\"\nregion = \"eu\"\n";
+        let ring = |topology: &str, origin: &str, edge: &str| -> (Vec<String>, Vec<String>) {
+            let text = format!("{BASE}[shields]\ntopology = {topology:?}\n{origin}{members}");
+            let cfg = EdgeConfig::from_toml(&text).unwrap();
+            let (ring, rest) = cfg.shields.ring_for(&crate::RegionId::new(edge).unwrap());
+            let ids = |v: Vec<super::ShieldSpec>| v.into_iter().map(|s| s.id.to_string()).collect();
+            (ids(ring), ids(rest))
+        };
+        let us_origin = "origin_region = \"us\"\n";
+        assert_eq!(ring("regional", "", "eu").0, ["s-eu"]);
+        assert_eq!(
+            ring("regional", "", "ap").0,
+            ["s-us"],
+            "no ap shield: the first listed"
+        );
+        assert_eq!(
+            ring("origin-near", us_origin, "eu"),
+            (vec!["s-us".into()], vec!["s-eu".into()])
+        );
+        assert_eq!(
+            ring("auto", us_origin, "eu").0,
+            ["s-us"],
+            "a tie: the one nearer the origin"
+        );
+        assert_eq!(ring("global", "", "eu").0, ["s-us", "s-eu"]);
+        // Without a topology every member is in the ring, region or not.
+        let plain = EdgeConfig::from_toml(&format!("{BASE}{members}")).unwrap();
+        assert_eq!(
+            plain
+                .shields
+                .ring_for(&crate::RegionId::new("ap").unwrap())
+                .0
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_topology_needs_every_members_region_and_a_known_name() {
+        let text = format!(
+            "{BASE}[shields]\ntopology = \"nearest\"\norigin_region = \"u s\"\n\
+             [[shields.members]]\nid = \"s1\"\nurl = \"http://127.0.0.1:9001\"\n"
+        );
+        let errs = EdgeConfig::from_toml(&text).unwrap_err();
+        for path in [
+            "shields.topology",
+            "shields.origin_region",
+            "shields.members[0].region",
+        ] {
+            assert!(errs.mentions(path), "{path} not reported in:\n{errs}");
+        }
+        let stray = format!("{BASE}[shields]\norigin_region = \"us\"\n");
+        assert!(EdgeConfig::from_toml(&stray)
+            .unwrap_err()
+            .mentions("shields.origin_region"));
+    }
 
     #[test]
     fn no_shields_by_default() {

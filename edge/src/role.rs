@@ -45,10 +45,10 @@ fn build_edge_upstream(
             }
         }
     };
-    Ok(EdgeUpstream::Shields(
-        ShieldUpstream::new(&config.shields, &config.upstream, origin, metrics, in_use)?
-            .in_region(config.region.clone()),
-    ))
+    let shields = ShieldUpstream::new(&config.shields, &config.upstream, origin, metrics, in_use)?
+        .in_region(config.region.clone(), &config.shields)
+        .map_err(|e| StartError::Role(format!("cannot build the shield ring: {e}")))?;
+    Ok(EdgeUpstream::Shields(shields))
 }
 
 /// The edge role: what it keeps to build a new upstream on reload.

@@ -167,11 +167,20 @@ impl ShieldUpstream {
         Ok(this)
     }
 
-    /// The edge's region, for the tier plan of routing tables (without it: every healthy
-    /// shield).
-    pub fn in_region(mut self, region: RegionId) -> ShieldUpstream {
+    /// Places the edge in `region`: its ring becomes the members `shields.topology` picks
+    /// for the region (all of them without one), the others are only measured; routing tables
+    /// from control are read for the region from then on.
+    pub fn in_region(
+        mut self,
+        region: RegionId,
+        shields: &ShieldsConfig,
+    ) -> Result<ShieldUpstream, crate::ring::RingError> {
+        if shields.tiers.is_some() {
+            let (ring, measured) = shields.ring_for(&region);
+            self.set_shields(&ring, &measured)?;
+        }
         self.region = Some(Box::new(region));
-        self
+        Ok(self)
     }
 
     /// A client for one shield; an `https://` one shares the shields' TLS configuration.
@@ -364,6 +373,7 @@ fn specs<'a>(entries: impl Iterator<Item = &'a NodeEntry>) -> Result<Vec<ShieldS
                 id: entry.id.clone(),
                 url,
                 weight: entry.weight,
+                region: Some(entry.region.clone()),
             })
         })
         .collect()

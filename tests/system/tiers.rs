@@ -312,3 +312,33 @@ async fn with_the_default_topology_an_ap_miss_goes_to_the_shield_near_the_origin
     assert_eq!(ap_tier["shields"], json!(["shield-us-1"]), "{routing}");
     demo.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_edge_without_control_places_its_ring_by_its_own_topology() {
+    use support::tier::{cacheable_origin, get_site, last_fetcher, start_shield};
+    let origin = cacheable_origin().await;
+    let us = start_shield(&origin, "s-us").await;
+    let eu = start_shield(&origin, "s-eu").await;
+    let members = format!(
+        "shields.members = [{{ id = \"s-us\", url = \"{}\", region = \"us\" }}, \
+         {{ id = \"s-eu\", url = \"{}\", region = \"eu\" }}]",
+        us.url(""),
+        eu.url("")
+    );
+    let edge = support::start_edge(
+        origin.addr(),
+        &[
+            "edge.id = \"eu-1\"",
+            "edge.region = \"eu\"",
+            "shields.topology = \"regional\"",
+            &members,
+        ],
+    )
+    .await;
+    let client = HttpClient::http1();
+    for i in 0..8 {
+        let path = format!("/object-{i}");
+        assert_eq!(get_site(&client, &edge, &path).await.status.as_u16(), 200);
+        assert_eq!(last_fetcher(&origin, &path), "s-eu", "{path}");
+    }
+}

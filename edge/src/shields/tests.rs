@@ -93,6 +93,7 @@ impl TinyShield {
             id: NodeId::new(id).unwrap(),
             url: OriginUrl::parse(&format!("http://{}", self.addr)).unwrap(),
             weight: 1,
+            region: None,
         }
     }
 }
@@ -120,6 +121,7 @@ fn shields_config(members: Vec<ShieldSpec>) -> ShieldsConfig {
         retry_budget_percent: 20,
         bounded_load_percent: None,
         tls: Default::default(),
+        tiers: None,
     }
 }
 

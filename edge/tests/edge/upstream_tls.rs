@@ -331,6 +331,7 @@ async fn https_shields_that_join_later_use_the_shields_tls_settings() {
             id: NodeId::new("late").unwrap(),
             url: OriginUrl::parse(&format!("https://{}", shield.addr)).unwrap(),
             weight: 1,
+            region: None,
         }])
         .unwrap();
     assert_eq!(
