@@ -1,19 +1,20 @@
 //! The edge role: a cache node (the [`verge_node`] runtime) whose upstream is the origin, or
 //! a ring of origin shields in front of it.
 //!
-//! - [`ring`]: the consistent-hashing ring that picks the origin shield owning a cache key;
-//! - [`shields`]: the edge's upstream over origin shields, with failover and ejection;
-//! - [`role`]: the edge as the runtime sees it — settings, upstream, what a reload may change.
+//! - [`ring`], [`shields`]: the consistent-hashing ring and the upstream over origin shields,
+//!   with failover and ejection (from the node runtime, which a shield's upper tier shares);
+//! - [`role`]: the edge as the runtime sees it — settings, upstream ([`EdgeUpstream`]), what a
+//!   reload may change.
 //!
 //! [`EdgeNode`] is what `verge edge` runs.
 
-pub mod ring;
 mod role;
-pub mod shields;
+
+pub use verge_node::{ring, shields};
 
 use verge_node::Node;
 
-pub use role::EdgeRole;
+pub use role::{EdgeRole, EdgeUpstream};
 
 /// An edge node: a cache node whose upstream is the origin or origin shields.
 pub type EdgeNode = Node<EdgeRole>;

@@ -10,7 +10,13 @@ use verge_node::metrics::NodeMetrics;
 use verge_node::reload::differing;
 use verge_node::{OriginUpstream, Role, StartError};
 
-use crate::shields::{EdgeUpstream, ShieldMetrics, ShieldUpstream};
+use std::time::Duration;
+
+use http::{Request, Response};
+use verge_config::wire::{RoutingTable, UpstreamHealth};
+use verge_node::error::RequestError;
+use verge_node::shields::{ShieldMetrics, ShieldUpstream};
+use verge_node::upstream::{Hop, Upstream, UpstreamBody, UpstreamResponseBody};
 
 /// Builds an edge's upstream: the origin alone, or the shield ring in front of it.
 /// `shield_metrics` is registered on first need and reused by every upstream built after.
@@ -87,5 +93,59 @@ impl Role for EdgeRole {
     fn build_upstream(&self, config: &EdgeConfig) -> Result<EdgeUpstream, String> {
         build_edge_upstream(config, &self.registry, &self.shield_metrics, &self.in_use)
             .map_err(|e| e.to_string())
+    }
+}
+
+/// The edge's upstream: the origin directly, or origin shields.
+pub enum EdgeUpstream {
+    Origin(OriginUpstream),
+    Shields(ShieldUpstream),
+}
+
+impl Upstream for EdgeUpstream {
+    async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+        hop: &Hop,
+    ) -> Result<Response<UpstreamResponseBody>, RequestError> {
+        match self {
+            EdgeUpstream::Origin(origin) => origin.send(request, hop).await,
+            EdgeUpstream::Shields(shields) => shields.send(request, hop).await,
+        }
+    }
+
+    fn body_idle_timeout(&self) -> Duration {
+        match self {
+            EdgeUpstream::Origin(origin) => origin.body_idle_timeout(),
+            EdgeUpstream::Shields(shields) => shields.body_idle_timeout(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            EdgeUpstream::Origin(origin) => origin.name(),
+            EdgeUpstream::Shields(shields) => shields.name(),
+        }
+    }
+
+    fn apply_routing(&self, table: &RoutingTable) -> Result<(), String> {
+        match self {
+            EdgeUpstream::Origin(origin) => origin.apply_routing(table),
+            EdgeUpstream::Shields(shields) => shields.apply_routing(table),
+        }
+    }
+
+    fn health(&self) -> Vec<UpstreamHealth> {
+        match self {
+            EdgeUpstream::Origin(origin) => origin.health(),
+            EdgeUpstream::Shields(shields) => shields.health(),
+        }
+    }
+
+    async fn probe(&self) {
+        match self {
+            EdgeUpstream::Origin(origin) => origin.probe().await,
+            EdgeUpstream::Shields(shields) => shields.probe().await,
+        }
     }
 }

@@ -15,6 +15,8 @@
 //! - [`control`]: the node's link to the control plane — registration, heartbeats, and the
 //!   push stream of purges and routing tables;
 //! - [`metrics`]: the node's Prometheus metrics on a registry passed in;
+//! - [`ring`], [`shields`]: the consistent-hashing ring over origin shields and the upstream
+//!   that sends misses over it (an edge's, and a shield's upper tier);
 //! - [`rtt`]: round trips to upstreams (for control's tier plan) and the probe that measures them;
 //! - [`headers`]: hop-by-hop handling, `Via`, `Cache-Status`;
 //! - [`access_log`]: one line per request through a bounded queue and a writer thread, and
@@ -44,10 +46,12 @@ pub mod pipeline;
 pub mod process;
 pub mod reload;
 mod respond;
+pub mod ring;
 pub mod rtt;
 mod rules;
 pub mod server;
 pub mod settings;
+pub mod shields;
 pub mod tls;
 pub mod upstream;
 

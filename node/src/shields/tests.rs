@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::failover::BUDGET_WINDOW_SECS;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Either, Empty};
 use prometheus::Registry;
@@ -11,8 +12,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use verge_config::{NodeId, OriginUrl, ShieldSpec, ShieldsConfig, UpstreamConfig};
-use verge_node::failover::BUDGET_WINDOW_SECS;
-use verge_testkit::raw_origin::read_head;
 
 use super::*;
 
@@ -294,4 +293,18 @@ async fn failovers_stay_within_the_retry_budget() {
     );
     assert_eq!(upstream.metrics.retries.get(), floor as u64);
     assert_eq!(upstream.metrics.budget_exhausted.get(), 10);
+}
+
+/// Reads one request head (through the blank line); `None` if the peer closed first.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = vec![0u8; 8192];
+    let mut read = 0;
+    while !buffer[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buffer[read..]).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => read += n,
+        }
+    }
+    Some(String::from_utf8_lossy(&buffer[..read]).into_owned())
 }

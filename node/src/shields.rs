@@ -19,7 +19,7 @@
 //!
 //! A table's tier plan names the shields of the edge's region: those make the ring. The other
 //! healthy shields are kept beside it, out of the ring, so that the edge measures its round
-//! trip to every shield ([`verge_node::rtt`]) and control can plan from all of them.
+//! trip to every shield ([`crate::rtt`]) and control can plan from all of them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -37,17 +37,17 @@ use verge_config::{OriginUrl, ShieldSpec, ShieldsConfig, UpstreamConfig};
 
 pub use metrics::ShieldMetrics;
 
-use crate::ring::{RingMember, ShieldRing};
-use verge_node::access_log::AnsweredBy;
-use verge_node::error::RequestError;
-use verge_node::failover::{
+use crate::access_log::AnsweredBy;
+use crate::error::RequestError;
+use crate::failover::{
     self, Attempt, Candidates, EjectionPolicy, Failover, Hop, PassiveHealth, RetryBudget, Target,
     MIN_RETRIES_PER_SECOND,
 };
-use verge_node::headers::TierEntry;
-use verge_node::rtt::{self, RttWindow};
-use verge_node::tls::client;
-use verge_node::upstream::{OriginUpstream, Upstream, UpstreamBody, UpstreamResponseBody};
+use crate::headers::TierEntry;
+use crate::ring::{RingMember, ShieldRing};
+use crate::rtt::{self, RttWindow};
+use crate::tls::client;
+use crate::upstream::{OriginUpstream, Upstream, UpstreamBody, UpstreamResponseBody};
 
 /// One shield: its client and what the edge has seen of its health.
 struct Shield {
@@ -87,7 +87,7 @@ impl ShieldSet {
 }
 
 /// Misses routed over origin shields by consistent hashing, with failover.
-pub struct ShieldUpstream {
+pub struct ShieldUpstream<F = OriginUpstream> {
     set: ArcSwap<ShieldSet>,
     /// Serialises membership changes, so two updates cannot interleave their reuse of shields.
     change: Mutex<()>,
@@ -98,7 +98,7 @@ pub struct ShieldUpstream {
     tls: OnceLock<Option<Arc<client::ClientConfig>>>,
     in_use: prometheus::IntGauge,
     /// The origin, when misses may go there directly once no shield can answer.
-    fallback: Option<OriginUpstream>,
+    fallback: Option<F>,
     ejection: EjectionPolicy,
     /// Failovers after a shield failed stay under a share of requests.
     budget: Box<RetryBudget>,
@@ -109,7 +109,7 @@ pub struct ShieldUpstream {
     region: Option<Box<RegionId>>,
 }
 
-impl ShieldUpstream {
+impl<F: Upstream> ShieldUpstream<F> {
     /// One client per shield, each with the upstream timeouts and connection bound of `upstream`
     /// and the TLS settings of `shields.tls`; `origin` is the fallback client. An empty member
     /// list is allowed (misses go to the fallback) so that a control plane can fill it in later.
@@ -120,14 +120,14 @@ impl ShieldUpstream {
     pub fn new(
         shields: &ShieldsConfig,
         upstream: &UpstreamConfig,
-        origin: OriginUpstream,
+        origin: F,
         metrics: ShieldMetrics,
         in_use: &prometheus::IntGauge,
-    ) -> Result<ShieldUpstream, verge_node::StartError> {
+    ) -> Result<ShieldUpstream<F>, crate::StartError> {
         let tls = OnceLock::new();
         let members = shields.members.iter().map(|m| &m.url);
         if let Some(config) = client::upstream_client_config(&shields.tls, members, "shields.tls")
-            .map_err(verge_node::StartError::Tls)?
+            .map_err(crate::StartError::Tls)?
         {
             let _ = tls.set(Some(config));
         }
@@ -161,9 +161,8 @@ impl ShieldUpstream {
             name: "shields".to_string(),
             region: None,
         };
-        this.set_members(&shields.members).map_err(|e| {
-            verge_node::StartError::Role(format!("cannot build the shield ring: {e}"))
-        })?;
+        this.set_members(&shields.members)
+            .map_err(|e| crate::StartError::Role(format!("cannot build the shield ring: {e}")))?;
         Ok(this)
     }
 
@@ -174,7 +173,7 @@ impl ShieldUpstream {
         mut self,
         region: RegionId,
         shields: &ShieldsConfig,
-    ) -> Result<ShieldUpstream, crate::ring::RingError> {
+    ) -> Result<ShieldUpstream<F>, crate::ring::RingError> {
         if shields.tiers.is_some() {
             let (ring, measured) = shields.ring_for(&region);
             self.set_shields(&ring, &measured)?;
@@ -381,8 +380,8 @@ fn specs<'a>(entries: impl Iterator<Item = &'a NodeEntry>) -> Result<Vec<ShieldS
 
 /// The shields one request may go to: ring order from the owner of its key, past overloaded
 /// shields (bounded-load mode, never past all of them) and ejected ones.
-struct RingCandidates<'a> {
-    upstream: &'a ShieldUpstream,
+struct RingCandidates<'a, F> {
+    upstream: &'a ShieldUpstream<F>,
     /// This request's ring, kept to the end even if the member list changes meanwhile.
     set: &'a ShieldSet,
     order: Vec<usize>,
@@ -393,7 +392,7 @@ struct RingCandidates<'a> {
     out_of_budget: bool,
 }
 
-impl RingCandidates<'_> {
+impl<F: Upstream> RingCandidates<'_, F> {
     /// Whether another attempt may follow a failure; takes it from the budget if so.
     fn may_retry(&mut self) -> bool {
         let upstream = self.upstream;
@@ -407,10 +406,10 @@ impl RingCandidates<'_> {
     }
 }
 
-impl<'a> Candidates for RingCandidates<'a> {
-    type Target = ShieldAttempt<'a>;
+impl<'a, F: Upstream> Candidates for RingCandidates<'a, F> {
+    type Target = ShieldAttempt<'a, F>;
 
-    fn next(&mut self, retry: bool) -> Option<Result<ShieldAttempt<'a>, RequestError>> {
+    fn next(&mut self, retry: bool) -> Option<Result<ShieldAttempt<'a, F>, RequestError>> {
         while let Some(&index) = self.order.get(self.next) {
             self.next += 1;
             let shield = &*self.set.shields[index];
@@ -438,12 +437,12 @@ impl<'a> Candidates for RingCandidates<'a> {
 }
 
 /// One attempt at one shield.
-struct ShieldAttempt<'a> {
-    upstream: &'a ShieldUpstream,
+struct ShieldAttempt<'a, F> {
+    upstream: &'a ShieldUpstream<F>,
     shield: &'a Shield,
 }
 
-impl Target for ShieldAttempt<'_> {
+impl<F: Upstream> Target for ShieldAttempt<'_, F> {
     async fn send(
         &self,
         request: Request<UpstreamBody>,
@@ -499,7 +498,7 @@ impl Target for ShieldAttempt<'_> {
     }
 }
 
-impl Upstream for ShieldUpstream {
+impl<F: Upstream> Upstream for ShieldUpstream<F> {
     async fn send(
         &self,
         request: Request<UpstreamBody>,
@@ -538,7 +537,7 @@ impl Upstream for ShieldUpstream {
             fallback => fallback.as_ref(),
         };
         match (fallback, body) {
-            (Some(origin), Some(body)) => origin.request(Request::from_parts(parts, body)).await,
+            (Some(origin), Some(body)) => origin.send(Request::from_parts(parts, body), hop).await,
             _ => match last {
                 Some(Ok(response)) => Ok(response),
                 Some(Err(error)) => {
@@ -593,60 +592,6 @@ impl Upstream for ShieldUpstream {
             });
         }
         while probes.join_next().await.is_some() {}
-    }
-}
-
-/// The edge's upstream: the origin directly, or origin shields.
-pub enum EdgeUpstream {
-    Origin(OriginUpstream),
-    Shields(ShieldUpstream),
-}
-
-impl Upstream for EdgeUpstream {
-    async fn send(
-        &self,
-        request: Request<UpstreamBody>,
-        hop: &Hop,
-    ) -> Result<Response<UpstreamResponseBody>, RequestError> {
-        match self {
-            EdgeUpstream::Origin(origin) => origin.send(request, hop).await,
-            EdgeUpstream::Shields(shields) => shields.send(request, hop).await,
-        }
-    }
-
-    fn body_idle_timeout(&self) -> Duration {
-        match self {
-            EdgeUpstream::Origin(origin) => origin.body_idle_timeout(),
-            EdgeUpstream::Shields(shields) => shields.body_idle_timeout(),
-        }
-    }
-
-    fn name(&self) -> &str {
-        match self {
-            EdgeUpstream::Origin(origin) => origin.name(),
-            EdgeUpstream::Shields(shields) => shields.name(),
-        }
-    }
-
-    fn apply_routing(&self, table: &RoutingTable) -> Result<(), String> {
-        match self {
-            EdgeUpstream::Origin(origin) => origin.apply_routing(table),
-            EdgeUpstream::Shields(shields) => shields.apply_routing(table),
-        }
-    }
-
-    fn health(&self) -> Vec<UpstreamHealth> {
-        match self {
-            EdgeUpstream::Origin(origin) => origin.health(),
-            EdgeUpstream::Shields(shields) => shields.health(),
-        }
-    }
-
-    async fn probe(&self) {
-        match self {
-            EdgeUpstream::Origin(origin) => origin.probe().await,
-            EdgeUpstream::Shields(shields) => shields.probe().await,
-        }
     }
 }
 

@@ -70,7 +70,7 @@ impl ShieldMetrics {
                 &["shield"],
             )?,
         };
-        verge_node::register_metrics!(
+        verge_serve::register_metrics!(
             registry; m.requests, m.up, m.duration, m.ejections, m.members, m.spills, m.retries,
             m.budget_exhausted
         );
