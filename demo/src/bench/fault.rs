@@ -41,13 +41,12 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}@{}ms",
-            self.action.as_str(),
-            self.part,
-            self.at.as_millis()
-        )
+        let (action, part) = (self.action.as_str(), &self.part);
+        if self.at.subsec_nanos() == 0 {
+            write!(f, "{action}:{part}@{}s", self.at.as_secs())
+        } else {
+            write!(f, "{action}:{part}@{}ms", self.at.as_millis())
+        }
     }
 }
 
@@ -251,11 +250,7 @@ mod tests {
         let shown: Vec<String> = plan.faults.iter().map(|f| f.to_string()).collect();
         assert_eq!(
             shown,
-            [
-                "kill:control@500ms",
-                "kill:us-1@3000ms",
-                "restore:us-1@8000ms"
-            ]
+            ["kill:control@500ms", "kill:us-1@3s", "restore:us-1@8s"]
         );
         let phases = plan.phases().unwrap();
         assert_eq!(phases.first_kill, Duration::from_millis(500));
