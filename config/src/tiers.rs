@@ -7,6 +7,11 @@
 //!   shield → origin latency; among those within a tolerance of the best, the ones nearest the
 //!   origin, so that regions share one upper tier whenever it costs them next to nothing.
 //!
+//! With `levels = 2` (`regional` and `auto`), each region's edges use their nearest shields, and
+//! those shields send their own misses to the shields nearest the origin ([`TierPlan::upper`]),
+//! by consistent hashing again; the upper shields go to the origin. A shield never has itself
+//! or a lower shield as a parent, and a node's `Via` check refuses any loop (508).
+//!
 //! Costs are measured round-trip times when every candidate has them (edges report their
 //! shields, shields their origin servers: [`LatencyMatrix`]), else proximity ranks from the
 //! regions' fallback lists (own region 0, the n-th listed n). Consistent hashing stays within the
@@ -80,6 +85,9 @@ pub struct TiersConfig {
     /// A latency change smaller than this share (percent) of the planned value, or than
     /// `REPLAN_MIN_MS`, does not recompute the plan.
     pub replan_percent: u32,
+    /// 1: edges → shields → origin. 2: edges → nearest shields → shields nearest the origin →
+    /// origin (`regional` and `auto` only).
+    pub levels: u8,
 }
 
 impl Default for TiersConfig {
@@ -88,6 +96,7 @@ impl Default for TiersConfig {
             topology: Topology::Auto,
             origin_region: None,
             replan_percent: defaults::REPLAN_PERCENT,
+            levels: 1,
         }
     }
 }
@@ -108,6 +117,7 @@ pub struct RawTiers {
     pub topology: Option<String>,
     pub origin_region: Option<String>,
     pub replan_percent: Option<u64>,
+    pub levels: Option<u64>,
 }
 
 pub(crate) fn validate_tiers(c: &mut Collector, raw: Option<RawTiers>) -> Option<TiersConfig> {
@@ -127,10 +137,20 @@ pub(crate) fn validate_tiers(c: &mut Collector, raw: Option<RawTiers>) -> Option
         u64::from(defaults::REPLAN_PERCENT),
         (1, 1000),
     );
+    let levels = crate::field::count(c, "tiers.levels", raw.levels, 1, (1, 2));
+    let (topology, levels) = (topology?, levels?);
+    if levels == 2 && !matches!(topology, Topology::Regional | Topology::Auto) {
+        c.push(
+            "tiers.levels",
+            format!("2 levels need topology regional or auto, not {topology}"),
+        );
+        return None;
+    }
     Some(TiersConfig {
-        topology: topology?,
+        topology,
         origin_region: origin_region?,
         replan_percent: u32::try_from(replan_percent?).ok()?,
+        levels: u8::try_from(levels).ok()?,
     })
 }
 
@@ -203,6 +223,10 @@ pub struct RegionTier {
 pub struct TierPlan {
     pub topology: Topology,
     pub regions: Vec<RegionTier>,
+    /// With two levels: the shields every other shield sends its misses to (theirs go to the
+    /// origin). Empty: one level.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upper: Vec<NodeId>,
 }
 
 impl TierPlan {
@@ -213,6 +237,15 @@ impl TierPlan {
             .iter()
             .find(|r| &r.region == region)
             .map(|r| r.shields.as_slice())
+    }
+
+    /// Where `shield` sends its misses: the upper shields, unless it is one of them (or there
+    /// are none), then nowhere but the origin.
+    pub fn parents_of(&self, shield: &NodeId) -> &[NodeId] {
+        if self.upper.contains(shield) {
+            return &[];
+        }
+        &self.upper
     }
 }
 
@@ -294,16 +327,55 @@ fn least<'a, 'b>(
         .collect()
 }
 
+/// The shields nearest the origin: by measured round trips when every shield has one, else
+/// by the rank of the origin's region from theirs.
+fn upper_tier(input: &PlanInput<'_>) -> Vec<NodeId> {
+    let measured: Option<Vec<f64>> = input
+        .shields
+        .iter()
+        .map(|s| input.latency.shield_to_origin.get(&s.id).copied())
+        .collect();
+    let costs = match &measured {
+        Some(costs) => costs.clone(),
+        None => input
+            .shields
+            .iter()
+            .map(|s| match &input.tiers.origin_region {
+                Some(origin) => rank(input.proximity, &s.region, origin),
+                None => 0.0,
+            })
+            .collect(),
+    };
+    let best = costs.iter().copied().fold(f64::INFINITY, f64::min);
+    input
+        .shields
+        .iter()
+        .zip(&costs)
+        .filter(|(_, cost)| near(best, **cost, measured.is_some()))
+        .map(|(s, _)| s.id.clone())
+        .collect()
+}
+
 /// Computes the plan: for each region, the shields its edges hash over. With no healthy
 /// shield every region gets an empty set (misses go to the origin, as without shields).
 pub fn plan(input: &PlanInput<'_>) -> TierPlan {
-    let regions = input
+    let two_levels = input.tiers.levels == 2
+        && matches!(input.tiers.topology, Topology::Regional | Topology::Auto);
+    // The upper tier: the shields nearest the origin (measured once every shield has it).
+    let upper: Vec<NodeId> = if two_levels {
+        upper_tier(input)
+    } else {
+        Vec::new()
+    };
+    let regions: Vec<RegionTier> = input
         .regions
         .iter()
         .map(|region| {
             let (legs, basis) = legs(input, region);
             let measured = basis == "measured";
             let chosen: Vec<&Leg<'_>> = match input.tiers.topology {
+                // Two levels: the nearest shields; their misses go on to the upper tier.
+                Topology::Auto if two_levels => least(&legs, |l| l.to_shield, measured),
                 Topology::Global => legs.iter().collect(),
                 Topology::Regional => {
                     // The region of the nearest shield: the edges' own when it has any.
@@ -336,9 +408,15 @@ pub fn plan(input: &PlanInput<'_>) -> TierPlan {
             }
         })
         .collect();
+    // One level after all when every region's shields are upper ones.
+    let lower_used = regions
+        .iter()
+        .flat_map(|r| &r.shields)
+        .any(|s| !upper.contains(s));
     TierPlan {
         topology: input.tiers.topology,
         regions,
+        upper: if lower_used { upper } else { Vec::new() },
     }
 }
 

@@ -6,7 +6,7 @@
 //! (negative, not finite, over [`MAX_RTT_MS`]) or when an edge names a shield control does not
 //! know. Each node's value per target is an exponentially weighted mean of its reports; a
 //! region's value to a shield is the median over the region's healthy edges, and a shield's
-//! value to the origin the least over its origin servers that are up.
+//! value to the origin the least over its origin servers (named by URL) that are up.
 
 use std::collections::BTreeMap;
 
@@ -122,10 +122,12 @@ pub fn matrix<'a>(nodes: impl Iterator<Item = Reporter<'a>>) -> LatencyMatrix {
                 }
             }
             NodeRole::Shield => {
+                // Origin servers are named by their URL; a lower shield's upper shields (two
+                // levels) by their node id, and are not the origin.
                 let best = node
                     .upstreams
                     .iter()
-                    .filter(|u| u.up)
+                    .filter(|u| u.up && u.id.contains("://"))
                     .filter_map(|u| node.latency.get(&u.id))
                     .fold(None, |best: Option<f64>, v| {
                         Some(best.map_or(v, |b| b.min(v)))
@@ -210,15 +212,20 @@ mod tests {
         let mut shield = NodeLatency::default();
         shield.report(
             NodeRole::Shield,
-            &[up("o1", Some(3.0)), up("o2", Some(1.0))],
+            &[
+                up("http://o1", Some(3.0)),
+                up("http://o2", Some(1.0)),
+                up("upper-shield", Some(0.5)),
+            ],
             |_| false,
         );
         let shield_upstreams = [
-            up("o1", None),
+            up("http://o1", None),
             UpstreamHealth {
                 up: false,
-                ..up("o2", None)
+                ..up("http://o2", None)
             },
+            up("upper-shield", None),
         ];
         let reporters = edges
             .iter()
@@ -239,7 +246,7 @@ mod tests {
             }));
         let m = matrix(reporters);
         assert_eq!(m.edge_to_shield[&region][&ids[3]], 160.0);
-        // o2 is nearer but down.
+        // o2 is nearer but down; the upper shield is not the origin.
         assert_eq!(m.shield_to_origin[&ids[3]], 3.0);
     }
 }

@@ -80,14 +80,14 @@ pub fn compute(nodes: impl Iterator<Item = NodeEntry>, inputs: &Inputs<'_>) -> R
 pub fn same_routes(a: &RoutingTable, b: &RoutingTable) -> bool {
     // The plan's sets and what they were chosen from; its costs alone do not make a table.
     type Sets<'a> = Vec<(&'a RegionId, &'a Vec<NodeId>, &'a str)>;
-    fn sets(t: &RoutingTable) -> Option<(Topology, Sets<'_>)> {
+    fn sets(t: &RoutingTable) -> Option<(Topology, Sets<'_>, &[NodeId])> {
         t.tiers.as_ref().map(|plan| {
             let sets = plan
                 .regions
                 .iter()
                 .map(|r| (&r.region, &r.shields, r.basis.as_str()))
                 .collect();
-            (plan.topology, sets)
+            (plan.topology, sets, plan.upper.as_slice())
         })
     }
     a.regions == b.regions && a.shields == b.shields && a.rules == b.rules && sets(a) == sets(b)

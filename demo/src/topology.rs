@@ -41,6 +41,8 @@ pub struct DemoOptions {
     pub ready_timeout: Duration,
     /// How edges pick their shields (control's `[tiers] topology`).
     pub topology: Topology,
+    /// 2: regional shields send their misses to the shields near the origin (`[tiers] levels`).
+    pub tier_levels: u8,
 }
 
 impl DemoOptions {
@@ -72,6 +74,7 @@ impl DemoOptions {
             token: None,
             ready_timeout: Duration::from_secs(30),
             topology: Topology::default(),
+            tier_levels: 1,
         }
     }
 
@@ -224,8 +227,8 @@ pub fn control_toml(options: &DemoOptions, data_dir: &Path, token: &str) -> Stri
         data_dir.display().to_string()
     );
     toml += &format!(
-        "[tiers]\ntopology = \"{}\"\norigin_region = {:?}\n\n",
-        options.topology, options.origin_region
+        "[tiers]\ntopology = \"{}\"\norigin_region = {:?}\nlevels = {}\n\n",
+        options.topology, options.origin_region, options.tier_levels
     );
     for region in &options.regions {
         let fallback = fallback_order(region, &options.regions, &options.latency);

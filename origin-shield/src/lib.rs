@@ -4,10 +4,12 @@
 //!
 //! - [`pool`]: the origin pool — healthy servers only, retries within a budget, health checks;
 //! - [`dns`]: the origin servers' host names, resolved and refreshed as their TTLs say;
+//! - [`tier`]: the pool, or the upper shields in front of it when control's plan has two levels;
 //! - [`node`]: [`ShieldNode`], what `verge shield` runs.
 
 pub mod dns;
 pub mod node;
 pub mod pool;
+pub mod tier;
 
 pub use node::{ShieldNode, ShieldRole};

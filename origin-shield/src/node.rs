@@ -18,6 +18,8 @@ use verge_node::reload::differing;
 use verge_node::{Node, Role, StartError};
 
 use crate::pool::{HealthChecks, OriginPool, PoolError};
+use crate::tier::ShieldTier;
+use verge_node::shields::ShieldMetrics;
 
 /// How long a reload waits for the new pool's first name lookups.
 const RELOAD_LOOKUP_WAIT: Duration = Duration::from_secs(5);
@@ -44,12 +46,25 @@ impl Collector for PoolRegistry {
 /// The shield role: what it keeps to build a new pool on reload.
 pub struct ShieldRole {
     metrics: PoolRegistry,
+    /// The upper tier's metrics, on the node's registry once, shared by every upstream built.
+    tier_metrics: ShieldMetrics,
     in_use: IntGauge,
     /// Active health checks of the serving pool; replaced with it.
     checks: Mutex<Option<HealthChecks>>,
 }
 
 impl ShieldRole {
+    /// The pool with the upper tier in front of it (empty until a routing table fills it).
+    fn tier(&self, config: &ShieldConfig, pool: Arc<OriginPool>) -> Result<ShieldTier, StartError> {
+        ShieldTier::new(
+            &config.id,
+            pool,
+            &config.origin.upstream,
+            self.tier_metrics.clone(),
+            &self.in_use,
+        )
+    }
+
     /// A pool for `config` on a registry of its own, with its health checks started.
     fn pool(
         &self,
@@ -73,33 +88,35 @@ impl ShieldRole {
 
 impl Role for ShieldRole {
     type Config = ShieldConfig;
-    type Upstream = Arc<OriginPool>;
+    type Upstream = ShieldTier;
     const TABLE: &'static str = "shield";
 
     fn start(
         config: &ShieldConfig,
         registry: &Registry,
         metrics: &NodeMetrics,
-    ) -> Result<(ShieldRole, Arc<OriginPool>), StartError> {
+    ) -> Result<(ShieldRole, ShieldTier), StartError> {
         let pools = PoolRegistry {
             current: Arc::new(ArcSwap::from_pointee(Registry::new())),
         };
         registry.register(Box::new(pools.clone()))?;
         let shield = ShieldRole {
             metrics: pools,
+            tier_metrics: ShieldMetrics::register(registry)?,
             in_use: metrics.upstream_connections_in_use.clone(),
             checks: Mutex::new(None),
         };
         let (pool, pool_registry, checks) = shield.pool(config).map_err(start_error)?;
         shield.metrics.current.store(Arc::new(pool_registry));
         *shield.checks.lock().unwrap_or_else(PoisonError::into_inner) = checks;
-        Ok((shield, pool))
+        let tier = shield.tier(config, pool)?;
+        Ok((shield, tier))
     }
 
     /// Every origin host name has been looked up once (a name that did not resolve is
     /// logged, not fatal).
-    async fn ready(&self, pool: &Arc<OriginPool>) {
-        pool.first_lookups().await;
+    async fn ready(&self, tier: &ShieldTier) {
+        tier.pool().first_lookups().await;
     }
 
     fn upstream_changes(&self, old: &ShieldConfig, new: &ShieldConfig) -> Vec<String> {
@@ -109,7 +126,7 @@ impl Role for ShieldRole {
         ])
     }
 
-    fn build_upstream(&self, config: &ShieldConfig) -> Result<Arc<OriginPool>, String> {
+    fn build_upstream(&self, config: &ShieldConfig) -> Result<ShieldTier, String> {
         let (pool, registry, checks) = self.pool(config).map_err(|e| e.to_string())?;
         // Reloads run off the async workers, so waiting here blocks no request.
         let lookups = Arc::clone(&pool);
@@ -123,7 +140,7 @@ impl Role for ShieldRole {
         }
         self.metrics.current.store(Arc::new(registry));
         *self.checks.lock().unwrap_or_else(PoisonError::into_inner) = checks;
-        Ok(pool)
+        self.tier(config, pool).map_err(|e| e.to_string())
     }
 }
 

@@ -342,3 +342,67 @@ async fn an_edge_without_control_places_its_ring_by_its_own_topology() {
         assert_eq!(last_fetcher(&origin, &path), "s-eu", "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_levels_an_eu_miss_goes_through_its_own_shield_to_the_one_near_the_origin() {
+    let demo = verge_demo::Demo::start(verge_demo::DemoOptions {
+        tier_levels: 2,
+        ..verge_demo::DemoOptions::default()
+    })
+    .await
+    .unwrap();
+    let node = |id: &str| {
+        demo.state
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap()
+            .clone()
+    };
+    let (eu, shield_eu) = (node("eu-1"), node("shield-eu-1"));
+    // The shields apply the table with its upper tier shortly after the edges are ready.
+    let upper = shield_eu.admin.clone();
+    wait_until(
+        "shield-eu-1 to have its parent",
+        Duration::from_secs(10),
+        || async {
+            let text = HttpClient::http1()
+                .get(&format!("{upper}/metrics"))
+                .await
+                .text();
+            Metrics::parse(&text).value("verge_shield_up", &[("shield", "shield-us-1")])
+                == Some(1.0)
+        },
+    )
+    .await;
+    let client = HttpClient::http1();
+    let edge_before = shield_requests(&eu.admin).await;
+    let shield_before = shield_requests(&shield_eu.admin).await;
+    for path in demo.state.samples.iter().take(6) {
+        let response = client
+            .get_with(
+                &format!("{}{path}", eu.http),
+                &[("host", verge_demo::topology::HOSTNAME)],
+            )
+            .await;
+        assert_eq!(response.status.as_u16(), 200, "{path}");
+        let status = response.cache_status();
+        assert!(
+            status.matches("fwd=").count() >= 2,
+            "three tiers: edge, eu shield, us shield: {status}"
+        );
+    }
+    let edge_after = shield_requests(&eu.admin).await;
+    let shield_after = shield_requests(&shield_eu.admin).await;
+    assert_eq!(
+        (edge_after.0 - edge_before.0, edge_after.1 - edge_before.1),
+        (0.0, 6.0),
+        "eu's edge asks its own shield"
+    );
+    assert_eq!(
+        shield_after.0 - shield_before.0,
+        6.0,
+        "eu's shield asks the shield near the origin"
+    );
+    demo.shutdown().await;
+}

@@ -53,9 +53,20 @@ fn demo_matrix() -> LatencyMatrix {
 }
 
 fn planned(topology: Topology, latency: &LatencyMatrix, origin: Option<&str>) -> Vec<String> {
+    planned_with(topology, 1, latency, origin).0
+}
+
+/// Each region's line, and the upper tier.
+fn planned_with(
+    topology: Topology,
+    levels: u8,
+    latency: &LatencyMatrix,
+    origin: Option<&str>,
+) -> (Vec<String>, Vec<String>) {
     let tiers = TiersConfig {
         topology,
         origin_region: origin.map(region),
+        levels,
         ..TiersConfig::default()
     };
     let regions = [region("us"), region("eu"), region("ap")];
@@ -68,13 +79,15 @@ fn planned(topology: Topology, latency: &LatencyMatrix, origin: Option<&str>) ->
         proximity: &proximity,
         latency,
     });
-    plan.regions
+    let lines = plan
+        .regions
         .iter()
         .map(|r| {
             let ids: Vec<&str> = r.shields.iter().map(NodeId::as_str).collect();
             format!("{}:{}:{}", r.region, r.basis, ids.join("+"))
         })
-        .collect()
+        .collect();
+    (lines, plan.upper.iter().map(NodeId::to_string).collect())
 }
 
 #[test]
@@ -231,4 +244,54 @@ fn topology_names_are_checked() {
         error.contains("\"nearest\"") && error.contains("origin-near"),
         "{error}"
     );
+}
+
+#[test]
+fn two_levels_send_regional_shields_misses_to_the_shields_near_the_origin() {
+    let m = demo_matrix();
+    let (lines, upper) = planned_with(Topology::Auto, 2, &m, None);
+    assert_eq!(
+        lines,
+        [
+            "us:measured:shield-us-1",
+            // eu's edges keep to their own shield, whose misses go on to us's.
+            "eu:measured:shield-eu-1",
+            "ap:measured:shield-us-1",
+        ]
+    );
+    assert_eq!(upper, ["shield-us-1"]);
+    let tiers = TierPlan {
+        topology: Topology::Auto,
+        regions: Vec::new(),
+        upper: vec![node("shield-us-1")],
+    };
+    // Loop protection: the upper shield goes to the origin, never to a lower one or itself.
+    assert!(tiers.parents_of(&node("shield-us-1")).is_empty());
+    assert_eq!(
+        tiers.parents_of(&node("shield-eu-1")),
+        [node("shield-us-1")]
+    );
+    // Regional with two levels, by proximity: the same shape.
+    let (lines, upper) = planned_with(Topology::Regional, 2, &LatencyMatrix::default(), Some("us"));
+    assert_eq!(lines[1], "eu:proximity:shield-eu-1");
+    assert_eq!(upper, ["shield-us-1"]);
+    // When every region already uses an upper shield there is one level.
+    let only_us = planned_with(Topology::Auto, 2, &m, None);
+    assert!(!only_us.1.is_empty());
+    let mut near = demo_matrix();
+    near.shield_to_origin.insert(node("shield-eu-1"), 2.0);
+    let (_, upper) = planned_with(Topology::Auto, 2, &near, None);
+    assert!(upper.is_empty(), "both shields are upper ones: {upper:?}");
+}
+
+#[test]
+fn two_levels_need_a_topology_that_has_a_lower_tier() {
+    use crate::ControlConfig;
+    let base = "[controller]\ntoken = \"0123456789abcdef0\"\ndata_dir = \"/tmp/x\"\n";
+    let ok = format!("{base}[tiers]\ntopology = \"auto\"\nlevels = 2\n");
+    assert_eq!(ControlConfig::from_toml(&ok).unwrap().tiers.levels, 2);
+    for bad in ["topology = \"global\"\nlevels = 2", "levels = 3"] {
+        let errs = ControlConfig::from_toml(&format!("{base}[tiers]\n{bad}\n")).unwrap_err();
+        assert!(errs.mentions("tiers.levels"), "{errs}");
+    }
 }

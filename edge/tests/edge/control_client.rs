@@ -89,6 +89,7 @@ fn the_tier_plan_picks_the_ring_of_the_edges_region_and_the_rest_is_measured() {
     t.tiers = Some(TierPlan {
         topology: Topology::Auto,
         regions: vec![tier("ap", &["s2"]), tier("eu", &[])],
+        upper: Vec::new(),
     });
     let ids = |specs: &[verge_config::ShieldSpec]| -> Vec<String> {
         specs.iter().map(|s| s.id.to_string()).collect()
