@@ -1,6 +1,7 @@
 //! `--baseline`, and benching a demo started in-process: the same workload run as configured,
-//! with geo steering off (every client sent to the first region's edges), and with the shield
-//! tier off (edges straight to the origin, in a demo started without shields).
+//! with geo steering off (every client sent to the first region's edges), with the shield
+//! tier off (edges straight to the origin, in a demo started without shields), and with the
+//! shields on one global ring (a demo started with `[tiers] topology = "global"`).
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::cluster::Demo;
 use crate::regions::LatencyMatrix;
 use crate::state::DemoState;
 use crate::topology::DemoOptions;
+use verge_config::tiers::Topology;
 
 /// How long a purge of everything between runs may take.
 const FLUSH_LIMIT: Duration = Duration::from_secs(30);
@@ -168,40 +170,69 @@ pub async fn baseline(
     }
     let (configured, geo_off) = first_two?;
 
-    // (c) in a demo without shields; without it, the comparison still has (a) and (b).
-    let shields_off = if stopped(&stop) {
-        None
-    } else {
-        match shields_off_run(&target, workload, progress, &stop).await {
-            Ok(run) => run,
-            Err(e) => {
-                eprintln!("verge bench: no shields-off run: {e}");
-                None
+    // (c) in a demo without shields, (d) in one whose edges share one global ring over every
+    // shield; without them, the comparison still has (a) and (b).
+    let shaped = |options: Result<DemoOptions, String>, label: &'static str, words| {
+        let stop = stop.clone();
+        async move {
+            if stopped(&stop) {
+                return None;
             }
+            let run = match options {
+                Ok(options) => shaped_run(options, workload, progress, &stop, label, words).await,
+                Err(e) => Err(e),
+            };
+            run.unwrap_or_else(|e| {
+                eprintln!("verge bench: no {label} run: {e}");
+                None
+            })
         }
     };
-    Ok(Comparison::new(configured, geo_off, shields_off))
+    let shields_off = shaped(
+        options_like(&target, Vec::new()),
+        "shields-off",
+        "without shields",
+    )
+    .await;
+    let global = shaped(
+        options_like(&target, shield_regions(&target)).map(|o| DemoOptions {
+            topology: Topology::Global,
+            ..o
+        }),
+        "global",
+        "with one global shield ring",
+    )
+    .await;
+    Ok(Comparison::new(configured, geo_off, shields_off).with_global(global))
 }
 
-/// The workload on an in-process demo shaped like `like`, without shields.
-async fn shields_off_run(
-    like: &DemoState,
+/// The region of each shield of `state`, in its order.
+fn shield_regions(state: &DemoState) -> Vec<String> {
+    state
+        .nodes
+        .iter()
+        .filter(|n| n.role == "shield")
+        .map(|n| n.region.clone())
+        .collect()
+}
+
+/// The workload on an in-process demo started with `options` (shaped like the target).
+async fn shaped_run(
+    options: DemoOptions,
     workload: &Workload,
     progress: bool,
     stop: &watch::Receiver<bool>,
+    label: &str,
+    words: &str,
 ) -> Result<Option<RunReport>, String> {
-    let options = options_like(like, Vec::new())?;
     let Some(demo) = start_demo(options, &mut stop.clone()).await? else {
         return Ok(None);
     };
     let spec = RunSpec {
         state: &demo.state,
         workload,
-        label: "shields-off".to_string(),
-        setup: format!(
-            "in-process demo without shields ({})",
-            describe(&demo.state)
-        ),
+        label: label.to_string(),
+        setup: format!("in-process demo {words} ({})", describe(&demo.state)),
         route: Route::Steered,
         progress,
         faults: None,

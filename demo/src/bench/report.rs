@@ -404,6 +404,15 @@ pub fn timeline_markdown(report: &RunReport) -> String {
 }
 
 impl RunReport {
+    /// p99 of one region's answered requests.
+    pub fn region_p99(&self, region: &str) -> Option<f64> {
+        self.regions
+            .iter()
+            .find(|r| r.region == region)
+            .and_then(|r| r.latency_ms.as_ref())
+            .map(|l| l.p99)
+    }
+
     /// p50 of one region's answered requests.
     pub fn region_p50(&self, region: &str) -> Option<f64> {
         self.regions
@@ -434,6 +443,12 @@ pub struct Ratios {
     /// p50 (p99) latency without shields ÷ with them, every region weighing the same.
     pub shield_p50_latency: Option<f64>,
     pub shield_p99_latency: Option<f64>,
+    /// p99 without shields ÷ with them, region by region (at least 1: the tier costs no tail).
+    pub shield_p99_by_region: Vec<(String, Option<f64>)>,
+    /// Origin requests per client request with one global ring ÷ as configured.
+    pub global_origin_requests: Option<f64>,
+    /// p99 with one global ring ÷ as configured, region by region.
+    pub global_p99_by_region: Vec<(String, Option<f64>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -441,6 +456,8 @@ pub struct Comparison {
     pub configured: RunReport,
     pub geo_off: Option<RunReport>,
     pub shields_off: Option<RunReport>,
+    /// The shields on one global ring (topology `global`).
+    pub global: Option<RunReport>,
     pub ratios: Ratios,
 }
 
@@ -474,19 +491,35 @@ impl Comparison {
             ),
             shield_p50_latency: ratio(p(shields_off.as_ref(), |s| s.p50), p(base, |s| s.p50)),
             shield_p99_latency: ratio(p(shields_off.as_ref(), |s| s.p99), p(base, |s| s.p99)),
+            shield_p99_by_region: p99_by_region(&configured, shields_off.as_ref()),
+            global_origin_requests: None,
+            global_p99_by_region: Vec::new(),
         };
         Comparison {
             configured,
             geo_off,
             shields_off,
+            global: None,
             ratios,
         }
+    }
+
+    /// Adds the run with one global shield ring.
+    pub fn with_global(mut self, global: Option<RunReport>) -> Comparison {
+        self.ratios.global_origin_requests = ratio(
+            global.as_ref().and_then(RunReport::origin_per_request),
+            self.configured.origin_per_request(),
+        );
+        self.ratios.global_p99_by_region = p99_by_region(&self.configured, global.as_ref());
+        self.global = global;
+        self
     }
 
     pub fn runs(&self) -> impl Iterator<Item = &RunReport> {
         std::iter::once(&self.configured)
             .chain(self.geo_off.as_ref())
             .chain(self.shields_off.as_ref())
+            .chain(self.global.as_ref())
     }
 
     /// One row per run (latency with every region weighing the same, then each region's
@@ -500,10 +533,10 @@ impl Comparison {
             .collect();
         let mut out = String::from("### baseline\n\n| run | setup | requests | p50 ms | p99 ms |");
         for region in &regions {
-            let _ = write!(out, " {region} p50 ms |");
+            let _ = write!(out, " {region} p50 ms | {region} p99 ms |");
         }
         out.push_str(" hit ratio | origin req/client req |\n|---|---|--:|--:|--:|");
-        out.push_str(&"--:|".repeat(regions.len()));
+        out.push_str(&"--:|--:|".repeat(regions.len()));
         out.push_str("--:|--:|\n");
         for run in self.runs() {
             let l = run.regions_equal_ms.as_ref();
@@ -517,8 +550,13 @@ impl Comparison {
                 opt_ms(l, |s| s.p99),
             );
             for region in &regions {
-                let p50 = run.region_p50(region);
-                let _ = write!(out, " {} |", p50.map_or_else(|| "-".to_string(), ms));
+                let shown = |v: Option<f64>| v.map_or_else(|| "-".to_string(), ms);
+                let _ = write!(
+                    out,
+                    " {} | {} |",
+                    shown(run.region_p50(region)),
+                    shown(run.region_p99(region))
+                );
             }
             let _ = writeln!(
                 out,
@@ -548,8 +586,43 @@ impl Comparison {
             times(r.shield_p50_latency),
             times(r.shield_p99_latency),
         );
+        let in_words = |ratios: &[(String, Option<f64>)]| -> String {
+            ratios
+                .iter()
+                .map(|(region, x)| format!("{region} {}", times(*x)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "p99 by region without shields ÷ as configured (1 or more: the tier costs no tail): {}",
+            in_words(&r.shield_p99_by_region)
+        );
+        if self.global.is_some() {
+            let _ = writeln!(
+                out,
+                "one global shield ring: the origin gets {} the requests per client request; p99 by region {}",
+                times(r.global_origin_requests),
+                in_words(&r.global_p99_by_region)
+            );
+        }
         out
     }
+}
+
+/// `other`'s p99 ÷ `configured`'s, for each of `configured`'s regions.
+fn p99_by_region(configured: &RunReport, other: Option<&RunReport>) -> Vec<(String, Option<f64>)> {
+    configured
+        .regions
+        .iter()
+        .map(|r| {
+            let theirs = other.and_then(|o| o.region_p99(&r.region));
+            (
+                r.region.clone(),
+                ratio(theirs, configured.region_p99(&r.region)),
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -663,7 +736,24 @@ mod tests {
         );
         assert!(text.contains("the origin gets ×5.00"), "{text}");
         assert!(
-            text.contains("| geo-off | demo | 100 | 100 | 1000 | 100 | 50.0% | 0.010 |"),
+            text.contains("| geo-off | demo | 100 | 100 | 1000 | 100 | 1000 | 50.0% | 0.010 |"),
+            "{text}"
+        );
+        assert_eq!(
+            c.ratios.shield_p99_by_region,
+            [("us".to_string(), Some(2.0))]
+        );
+        assert!(!text.contains("global shield ring"), "{text}");
+        let with_global = c.with_global(Some(report("global", 3.0, 0.02)));
+        assert_eq!(with_global.runs().count(), 4);
+        assert_eq!(
+            with_global.ratios.global_p99_by_region,
+            [("us".to_string(), Some(1.5))]
+        );
+        assert!((with_global.ratios.global_origin_requests.unwrap() - 2.0).abs() < 1e-9);
+        let text = with_global.markdown();
+        assert!(
+            text.contains("one global shield ring: the origin gets ×2.00 the requests per client request; p99 by region us ×1.50"),
             "{text}"
         );
         let partial = Comparison::new(report("configured", 2.0, 0.0), None, None);
