@@ -4,7 +4,8 @@
 //! tags to purge by. Bodies are slices of one generated buffer, so serving costs no copies.
 //!
 //! Besides the objects: `/` lists sample paths, `/healthz` answers `ok`, and `/_origin/stats`
-//! reports how many requests reached the origin (`{"requests": N}`), to measure offload.
+//! reports how many requests reached the origin (`{"requests": N, "probes": M}`), to measure
+//! offload. `OPTIONS` (the shields' latency probe) is answered and counted apart, as `probes`.
 
 use std::convert::Infallible;
 use std::io;
@@ -217,6 +218,8 @@ struct OriginState {
     listing: Bytes,
     pattern: Bytes,
     requests: AtomicU64,
+    /// `OPTIONS` requests: latency probes, not fetches.
+    probes: AtomicU64,
 }
 
 /// A running sample origin; stops when stopped or dropped.
@@ -251,6 +254,7 @@ impl SampleOrigin {
             listing: Bytes::from(listing),
             pattern: Bytes::from(pattern),
             requests: AtomicU64::new(0),
+            probes: AtomicU64::new(0),
         });
         let (stop, stop_rx) = watch::channel(false);
         let serve = tokio::spawn(serve(listener, Arc::clone(&state), stop_rx));
@@ -266,9 +270,14 @@ impl SampleOrigin {
         self.addr
     }
 
-    /// Requests that reached the origin (health checks and stats not counted).
+    /// Requests that reached the origin (health checks, stats and probes not counted).
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::Relaxed)
+    }
+
+    /// `OPTIONS` requests (latency probes) that reached the origin.
+    pub fn probes(&self) -> u64 {
+        self.state.probes.load(Ordering::Relaxed)
     }
 
     /// Stops accepting; open connections get [`SHUTDOWN_GRACE`] to finish.
@@ -337,12 +346,22 @@ fn answer(state: &OriginState, request: &Request<Incoming>) -> Response<Body> {
         "/healthz" => return text(StatusCode::OK, "no-store", Bytes::from_static(b"ok\n")),
         "/_origin/stats" => {
             let body = format!(
-                "{{\"requests\": {}}}\n",
-                state.requests.load(Ordering::Relaxed)
+                "{{\"requests\": {}, \"probes\": {}}}\n",
+                state.requests.load(Ordering::Relaxed),
+                state.probes.load(Ordering::Relaxed)
             );
             return text(StatusCode::OK, "no-store", Bytes::from(body));
         }
         _ => {}
+    }
+    if request.method() == Method::OPTIONS {
+        state.probes.fetch_add(1, Ordering::Relaxed);
+        let mut response = text(StatusCode::OK, "no-store", Bytes::new());
+        response.headers_mut().insert(
+            http::header::ALLOW,
+            http::HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
+        return response;
     }
     state.requests.fetch_add(1, Ordering::Relaxed);
     if request.method() != Method::GET && request.method() != Method::HEAD {

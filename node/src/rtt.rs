@@ -4,7 +4,8 @@
 //!
 //! A probe is `OPTIONS /` with `Max-Forwards: 0`: a Verge node answers it itself (never
 //! forwarding it, RFC 9110 §7.6.2), and any origin answers it somehow, so its round trip is the
-//! network's plus next to nothing.
+//! network's plus next to nothing. An upstream that real requests reached within
+//! [`QUIET`] is not probed: its traffic measures it already.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -12,16 +13,22 @@ use std::time::Duration;
 use http::header::{HeaderValue, MAX_FORWARDS};
 use http::{Method, Request};
 use http_body_util::{Either, Empty};
+use tokio::time::Instant;
 
 use crate::upstream::UpstreamBody;
 
 /// Samples kept per upstream: a window of this many, oldest out first.
 const WINDOW: usize = 8;
 
+/// An upstream without a real request for this long is probed.
+pub const QUIET: Duration = Duration::from_secs(1);
+
 /// The recent samples of one upstream.
 #[derive(Debug, Default)]
 pub struct RttWindow {
     samples: Mutex<([Duration; WINDOW], usize)>,
+    /// When a real request last gave a sample.
+    last_request: Mutex<Option<Instant>>,
 }
 
 impl RttWindow {
@@ -34,6 +41,24 @@ impl RttWindow {
         let (samples, count) = &mut *guard;
         samples[*count % WINDOW] = rtt;
         *count = count.wrapping_add(1);
+    }
+
+    /// A sample from a real request's round trip (to its response head).
+    pub fn record_request(&self, rtt: Duration) {
+        self.record(rtt);
+        *self
+            .last_request
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether no real request gave a sample within [`QUIET`].
+    pub fn wants_probe(&self) -> bool {
+        let last = *self
+            .last_request
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        last.is_none_or(|at| at.elapsed() >= QUIET)
     }
 
     /// The least recent sample in milliseconds; `None` before the first.
@@ -80,5 +105,17 @@ mod tests {
             w.record(ms(80));
         }
         assert_eq!(w.rtt_ms(), Some(80.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upstream_real_requests_reach_is_not_probed() {
+        let w = RttWindow::default();
+        assert!(w.wants_probe());
+        w.record(Duration::from_millis(5));
+        assert!(w.wants_probe(), "a probe's own sample does not count");
+        w.record_request(Duration::from_millis(7));
+        assert!(!w.wants_probe());
+        tokio::time::advance(QUIET).await;
+        assert!(w.wants_probe());
     }
 }

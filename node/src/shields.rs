@@ -483,7 +483,7 @@ impl<F: Upstream> Target for ShieldAttempt<'_, F> {
         match attempt {
             // A relayed error status is the shield working: it answered.
             Attempt::Ok | Attempt::ErrorStatus => {
-                shield.rtt.record(sent.elapsed());
+                shield.rtt.record_request(sent.elapsed());
                 upstream.succeeded(shield, sent)
             }
             // Our own connection bound, not the shield's fault: eject nobody.
@@ -579,10 +579,17 @@ impl<F: Upstream> Upstream for ShieldUpstream<F> {
             .collect()
     }
 
-    /// One `OPTIONS` probe to every shield known, at once.
+    /// One `OPTIONS` probe to every shield known that real requests did not reach lately, at
+    /// once.
     async fn probe(&self) {
         let mut probes = tokio::task::JoinSet::new();
-        for shield in &self.set.load().shields {
+        for shield in self
+            .set
+            .load()
+            .shields
+            .iter()
+            .filter(|s| s.rtt.wants_probe())
+        {
             let shield = Arc::clone(shield);
             probes.spawn(async move {
                 let sent = Instant::now();

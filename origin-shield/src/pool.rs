@@ -513,9 +513,11 @@ impl Upstream for OriginPool {
             .collect()
     }
 
-    /// One `OPTIONS` probe (`Max-Forwards: 0`) to every server, at once.
+    /// One `OPTIONS` probe (`Max-Forwards: 0`) to every server that real requests did not reach
+    /// lately, at once.
     async fn probe(&self) {
-        let probes = self.servers.iter().map(|server| async move {
+        let quiet = self.servers.iter().filter(|s| s.rtt.wants_probe());
+        let probes = quiet.map(|server| async move {
             let Ok(route) = server.client.route() else {
                 return;
             };

@@ -16,6 +16,16 @@ async fn get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (StatusCode, HeaderMap, usize) {
+    send(origin, "GET", path, headers).await
+}
+
+/// `METHOD path` with `headers`: status, response headers, body length.
+async fn send(
+    origin: &SampleOrigin,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, usize) {
     let stream = TcpStream::connect(origin.addr())
         .await
         .expect("the origin accepts");
@@ -23,7 +33,10 @@ async fn get(
         .await
         .expect("HTTP/1.1 handshake");
     tokio::spawn(connection);
-    let mut request = Request::get(path).header("host", "cdn.verge.test");
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "cdn.verge.test");
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -84,6 +97,11 @@ async fn objects_carry_their_cache_headers_and_validators_get_304() {
     let stats = get(&origin, "/_origin/stats", &[]).await;
     assert_eq!(stats.0, StatusCode::OK);
     assert_eq!(origin.requests(), 5);
+    // Nor are the shields' latency probes: they are counted apart.
+    let probe = send(&origin, "OPTIONS", "/", &[("max-forwards", "0")]).await;
+    assert_eq!(probe.0, StatusCode::OK);
+    assert_eq!(origin.requests(), 5);
+    assert_eq!(origin.probes(), 1);
     tokio::time::timeout(Duration::from_secs(5), origin.stop())
         .await
         .expect("the origin stops");

@@ -90,7 +90,7 @@ impl Target for ServerAttempt<'_> {
         server.latency.observe(sent.elapsed().as_secs_f64());
         server.count(attempt);
         if matches!(attempt, Attempt::Ok | Attempt::ErrorStatus) {
-            server.rtt.record(sent.elapsed());
+            server.rtt.record_request(sent.elapsed());
         }
         match attempt {
             Attempt::Ok => self.pool.succeeded(server, sent),
