@@ -86,6 +86,20 @@ pub struct DemoArgs {
     /// Write the nodes' logs to this file (default: no logs).
     #[arg(long)]
     pub log: Option<PathBuf>,
+    #[command(flatten)]
+    pub tiers: TierArgs,
+}
+
+/// The shield tiers of an in-process demo (control's `[tiers]`).
+#[derive(Args)]
+pub struct TierArgs {
+    /// Which shields each region's edges use: global, regional, origin-near or auto.
+    #[arg(long, default_value = "auto")]
+    pub topology: String,
+    /// 2: regional shields send their misses on to the shields near the origin (with regional
+    /// or auto).
+    #[arg(long, default_value_t = 1)]
+    pub tier_levels: u8,
 }
 
 #[derive(Args)]
@@ -137,6 +151,10 @@ pub struct BenchArgs {
     /// Repeatable. Example: --fault kill:shield-us-1@3s,restore:shield-us-1@8s
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<String>,
+    /// The in-process demo's tiers (with --baseline, the configured run's; a running demo's
+    /// are its control's [tiers]).
+    #[command(flatten)]
+    pub tiers: TierArgs,
     /// No progress bar (it is drawn only on a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,

@@ -23,7 +23,9 @@ use verge_edge::EdgeRole;
 use verge_node::process;
 use verge_origin_shield::ShieldRole;
 
-use cli::{BenchArgs, Cli, Command, ControlArgs, DemoArgs, EdgeArgs, PurgeArgs, ShieldArgs};
+use cli::{
+    BenchArgs, Cli, Command, ControlArgs, DemoArgs, EdgeArgs, PurgeArgs, ShieldArgs, TierArgs,
+};
 
 /// Quick-start listeners of a shield: beside an edge's defaults, not on them.
 const SHIELD_LISTEN: &str = "127.0.0.1:8081";
@@ -261,13 +263,31 @@ fn run_purge(args: PurgeArgs) -> ExitCode {
     block_on("purge", command)
 }
 
+/// `options` with the tiers the command line asks for; a bad topology name is refused.
+fn with_tiers(
+    options: verge_demo::DemoOptions,
+    tiers: &TierArgs,
+) -> Result<verge_demo::DemoOptions, String> {
+    let topology = tiers
+        .topology
+        .parse()
+        .map_err(|e| format!("--topology: {e}"))?;
+    let options = verge_demo::DemoOptions {
+        topology,
+        tier_levels: tiers.tier_levels,
+        ..options
+    };
+    options.validate()?;
+    Ok(options)
+}
+
 fn run_demo(args: DemoArgs) -> ExitCode {
-    let options = verge_demo::DemoOptions::for_regions(&args.regions).map(|options| {
-        verge_demo::DemoOptions {
+    let options = verge_demo::DemoOptions::for_regions(&args.regions)
+        .map(|options| verge_demo::DemoOptions {
             edges_per_region: args.edges_per_region,
             ..options
-        }
-    });
+        })
+        .and_then(|options| with_tiers(options, &args.tiers));
     let options = match options.and_then(|o| o.validate().map(|()| o)) {
         Ok(options) => options,
         Err(e) => {
@@ -323,6 +343,13 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         eprintln!("verge bench: {error}");
         return ExitCode::from(EXIT_INVALID_CONFIG);
     }
+    let demo = match with_tiers(verge_demo::DemoOptions::default(), &args.tiers) {
+        Ok(demo) => demo,
+        Err(error) => {
+            eprintln!("verge bench: {error}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
     let command = BenchCommand {
         state: args.state,
         workload,
@@ -330,6 +357,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         baseline: args.baseline,
         progress: !args.no_progress,
         faults: args.faults,
+        demo,
     };
     verge_demo::command::bench(command)
 }

@@ -126,6 +126,18 @@ impl DemoOptions {
                 self.origin_region
             ));
         }
+        if !(1..=2).contains(&self.tier_levels) {
+            return Err(format!(
+                "tier levels must be 1 or 2, not {}",
+                self.tier_levels
+            ));
+        }
+        if self.tier_levels == 2 && !matches!(self.topology, Topology::Regional | Topology::Auto) {
+            return Err(format!(
+                "2 tier levels need topology regional or auto, not {}",
+                self.topology
+            ));
+        }
         if self.token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err("the admin token must have at least 16 characters".into());
         }

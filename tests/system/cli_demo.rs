@@ -150,3 +150,34 @@ fn verge_demo_refuses_unknown_regions() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("mars") && err.contains("us, eu, ap"), "{err}");
 }
+
+#[test]
+fn verge_demo_and_bench_refuse_unknown_topologies_and_impossible_levels() {
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["demo", "--topology", "nearest"],
+            "--topology: \"nearest\"",
+        ),
+        (
+            &["bench", "--topology", "fastest"],
+            "--topology: \"fastest\"",
+        ),
+        (
+            &["demo", "--topology", "global", "--tier-levels", "2"],
+            "2 tier levels need topology regional or auto",
+        ),
+        (
+            &["bench", "--tier-levels", "3"],
+            "tier levels must be 1 or 2",
+        ),
+    ];
+    for (args, want) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_verge"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}

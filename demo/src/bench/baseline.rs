@@ -111,6 +111,7 @@ async fn flushed_run(spec: RunSpec<'_>, stop: &watch::Receiver<bool>) -> Result<
 /// A Ctrl-C ends the current run and skips the rest.
 pub async fn baseline(
     given: Option<(&DemoState, String)>,
+    own: &DemoOptions,
     workload: &Workload,
     progress: bool,
     stop: watch::Receiver<bool>,
@@ -132,7 +133,7 @@ pub async fn baseline(
     let (target, name) = match given {
         Some((state, name)) => (state.clone(), name),
         None => {
-            let Some(demo) = start_demo(DemoOptions::default(), &mut stop_rx).await? else {
+            let Some(demo) = start_demo(own.clone(), &mut stop_rx).await? else {
                 return Err("interrupted before the first run".to_string());
             };
             let name = format!("in-process demo ({})", describe(&demo.state));

@@ -62,6 +62,8 @@ pub struct BenchCommand {
     pub progress: bool,
     /// `--fault` values: parts of the in-process demo killed and restored during the run.
     pub faults: Vec<String>,
+    /// The in-process demo's options (its tier topology and levels; unused with `state`).
+    pub demo: crate::DemoOptions,
 }
 
 /// How a bench ended.
@@ -224,7 +226,8 @@ pub async fn command(cmd: BenchCommand, stop: watch::Receiver<bool>) -> Result<O
 
     if cmd.baseline {
         let target = given.as_ref().map(|(s, name)| (s, name.clone()));
-        let comparison = baseline::baseline(target, &workload, cmd.progress, stop).await?;
+        let comparison =
+            baseline::baseline(target, &cmd.demo, &workload, cmd.progress, stop).await?;
         for run in comparison.runs() {
             println!("{}", report::markdown(run));
         }
@@ -254,9 +257,7 @@ pub async fn command(cmd: BenchCommand, stop: watch::Receiver<bool>) -> Result<O
         }
         None => {
             let mut stop_rx = stop.clone();
-            let Some(mut demo) =
-                baseline::start_demo(crate::DemoOptions::default(), &mut stop_rx).await?
-            else {
+            let Some(mut demo) = baseline::start_demo(cmd.demo.clone(), &mut stop_rx).await? else {
                 return Ok(Outcome::Interrupted);
             };
             let name = format!("in-process demo ({})", baseline::describe(&demo.state));

@@ -47,6 +47,7 @@ async fn bench_against_the_demo_reports_hits_in_every_region_and_local_hits_beat
         baseline: false,
         progress: false,
         faults: Vec::new(),
+        demo: verge_demo::DemoOptions::default(),
     };
     let (_stop_tx, stop) = watch::channel(false);
     let outcome = timeout(Duration::from_secs(20), bench::command(command, stop))
@@ -127,6 +128,7 @@ fn dead_command(dir: &Path, duration: &str) -> BenchCommand {
         baseline: false,
         progress: false,
         faults: Vec::new(),
+        demo: verge_demo::DemoOptions::default(),
     }
 }
 

@@ -23,6 +23,7 @@ fn command(out: &Path, faults: &[&str]) -> BenchCommand {
         baseline: false,
         progress: false,
         faults: faults.iter().map(|f| f.to_string()).collect(),
+        demo: verge_demo::DemoOptions::default(),
     }
 }
 
