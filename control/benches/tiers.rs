@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
 use verge_config::tiers::{LatencyMatrix, TiersConfig, Topology};
 use verge_config::wire::{NodeEntry, NodeRole};
 use verge_config::{NodeId, RegionId};
