@@ -5,7 +5,8 @@
 //! A probe is `OPTIONS /` with `Max-Forwards: 0`: a Verge node answers it itself (never
 //! forwarding it, RFC 9110 §7.6.2), and any origin answers it somehow, so its round trip is the
 //! network's plus next to nothing. An upstream that real requests reached within
-//! [`QUIET`] is not probed: its traffic measures it already.
+//! [`QUIET`] is not probed: its traffic measures it already; one only measured (a shield
+//! outside the edge's ring) is probed every [`SPARE_EVERY`], so that a fleet's probes stay few.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -22,13 +23,15 @@ const WINDOW: usize = 8;
 
 /// An upstream without a real request for this long is probed.
 pub const QUIET: Duration = Duration::from_secs(1);
+/// How often an upstream the node does not send traffic to is probed.
+pub const SPARE_EVERY: Duration = Duration::from_secs(10);
 
 /// The recent samples of one upstream.
 #[derive(Debug, Default)]
 pub struct RttWindow {
     samples: Mutex<([Duration; WINDOW], usize)>,
-    /// When a real request last gave a sample.
-    last_request: Mutex<Option<Instant>>,
+    /// When a real request last gave a sample, and when any sample came.
+    last: Mutex<(Option<Instant>, Option<Instant>)>,
 }
 
 impl RttWindow {
@@ -41,24 +44,28 @@ impl RttWindow {
         let (samples, count) = &mut *guard;
         samples[*count % WINDOW] = rtt;
         *count = count.wrapping_add(1);
+        drop(guard);
+        self.last().1 = Some(Instant::now());
     }
 
     /// A sample from a real request's round trip (to its response head).
     pub fn record_request(&self, rtt: Duration) {
         self.record(rtt);
-        *self
-            .last_request
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
+        self.last().0 = Some(Instant::now());
     }
 
-    /// Whether no real request gave a sample within [`QUIET`].
-    pub fn wants_probe(&self) -> bool {
-        let last = *self
-            .last_request
+    fn last(&self) -> std::sync::MutexGuard<'_, (Option<Instant>, Option<Instant>)> {
+        self.last
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        last.is_none_or(|at| at.elapsed() >= QUIET)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether to probe now: no real request gave a sample within [`QUIET`], and no sample at
+    /// all came within `every`.
+    pub fn wants_probe(&self, every: Duration) -> bool {
+        let (request, any) = *self.last();
+        let older = |at: Option<Instant>, than: Duration| at.is_none_or(|at| at.elapsed() >= than);
+        older(request, QUIET) && older(any, every)
     }
 
     /// The least recent sample in milliseconds; `None` before the first.
@@ -110,12 +117,20 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_upstream_real_requests_reach_is_not_probed() {
         let w = RttWindow::default();
-        assert!(w.wants_probe());
+        assert!(w.wants_probe(QUIET));
         w.record(Duration::from_millis(5));
-        assert!(w.wants_probe(), "a probe's own sample does not count");
-        w.record_request(Duration::from_millis(7));
-        assert!(!w.wants_probe());
+        assert!(!w.wants_probe(QUIET), "just probed");
         tokio::time::advance(QUIET).await;
-        assert!(w.wants_probe());
+        assert!(w.wants_probe(QUIET));
+        w.record_request(Duration::from_millis(7));
+        assert!(!w.wants_probe(QUIET), "real traffic measures it");
+        tokio::time::advance(QUIET).await;
+        assert!(w.wants_probe(QUIET));
+        // A spare upstream: probed once per SPARE_EVERY.
+        w.record(Duration::from_millis(5));
+        tokio::time::advance(QUIET).await;
+        assert!(!w.wants_probe(SPARE_EVERY));
+        tokio::time::advance(SPARE_EVERY).await;
+        assert!(w.wants_probe(SPARE_EVERY));
     }
 }

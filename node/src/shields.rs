@@ -580,16 +580,20 @@ impl<F: Upstream> Upstream for ShieldUpstream<F> {
     }
 
     /// One `OPTIONS` probe to every shield known that real requests did not reach lately, at
-    /// once.
+    /// once: those of the ring after a second without traffic, the others every
+    /// [`rtt::SPARE_EVERY`].
     async fn probe(&self) {
         let mut probes = tokio::task::JoinSet::new();
-        for shield in self
-            .set
-            .load()
-            .shields
-            .iter()
-            .filter(|s| s.rtt.wants_probe())
-        {
+        let set = self.set.load();
+        let due = set.shields.iter().enumerate().filter(|(i, s)| {
+            let every = if *i < set.in_ring {
+                rtt::QUIET
+            } else {
+                rtt::SPARE_EVERY
+            };
+            s.rtt.wants_probe(every)
+        });
+        for (_, shield) in due {
             let shield = Arc::clone(shield);
             probes.spawn(async move {
                 let sent = Instant::now();

@@ -516,7 +516,10 @@ impl Upstream for OriginPool {
     /// One `OPTIONS` probe (`Max-Forwards: 0`) to every server that real requests did not reach
     /// lately, at once.
     async fn probe(&self) {
-        let quiet = self.servers.iter().filter(|s| s.rtt.wants_probe());
+        let quiet = self
+            .servers
+            .iter()
+            .filter(|s| s.rtt.wants_probe(rtt::QUIET));
         let probes = quiet.map(|server| async move {
             let Ok(route) = server.client.route() else {
                 return;
