@@ -17,24 +17,31 @@ use support::{wait_until, HttpClient, Reply};
 /// Round trips one fake node reports, by target; changed by the test while it heartbeats.
 type Reports = Arc<Mutex<Vec<(String, f64)>>>;
 
+/// `POST url` with a JSON body; the status.
+async fn post_json(url: &str, body: &Value) -> u16 {
+    let response = HttpClient::http1()
+        .request(
+            "POST",
+            url,
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await;
+    response.status.as_u16()
+}
+
 /// Registers a node that never serves (its admin URL is dead, so only its heartbeats keep it
 /// up) and heartbeats every 100 ms with whatever `reports` holds.
 async fn fake_node(control: &TestControl, id: &str, role: &str, region: &str) -> Reports {
-    let client = HttpClient::http1();
     let registration = json!({
         "id": id, "role": role, "region": region,
         "data_url": "http://127.0.0.1:9", "admin_url": "http://127.0.0.1:9", "weight": 1,
     });
     let base = control.url();
-    let response = client
-        .request(
-            "POST",
-            &format!("{base}/v1/register"),
-            &[("content-type", "application/json")],
-            registration.to_string(),
-        )
-        .await;
-    assert_eq!(response.status.as_u16(), 200, "{}", response.text());
+    assert_eq!(
+        post_json(&format!("{base}/v1/register"), &registration).await,
+        200
+    );
     let reports: Reports = Arc::default();
     let (id, shared) = (id.to_string(), Arc::clone(&reports));
     tokio::spawn(async move {
@@ -49,15 +56,7 @@ async fn fake_node(control: &TestControl, id: &str, role: &str, region: &str) ->
                 "id": id, "applied_seq": 0, "table_version": 0, "in_flight": 0,
                 "upstreams": upstreams,
             });
-            let response = client
-                .request(
-                    "POST",
-                    &format!("{base}/v1/heartbeat"),
-                    &[("content-type", "application/json")],
-                    beat.to_string(),
-                )
-                .await;
-            if response.status.as_u16() == 404 {
+            if post_json(&format!("{base}/v1/heartbeat"), &beat).await == 404 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
