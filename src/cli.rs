@@ -45,7 +45,7 @@ pub enum Command {
 #[derive(Args)]
 pub struct ControlArgs {
     /// Configuration file (see config/examples/control.toml).
-    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "token_file", "data_dir"])]
+    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "token_file", "data_dir", "node_token_file"])]
     pub config: Option<PathBuf>,
     /// Quick start: the nodes' listener (register, heartbeat, event streams).
     #[arg(long, requires = "token_file")]
@@ -59,6 +59,10 @@ pub struct ControlArgs {
     /// Quick start: directory of the durable purge log.
     #[arg(long, requires = "token_file")]
     pub data_dir: Option<String>,
+    /// Quick start: file holding the token every node must present (16+ characters, not the
+    /// admin token); without it the node listener is open to whoever reaches it.
+    #[arg(long, requires = "token_file")]
+    pub node_token_file: Option<String>,
 }
 
 #[derive(Args)]
@@ -222,6 +226,9 @@ pub struct NodeArgs {
     /// Quick start: base URL of control's node listener, e.g. http://127.0.0.1:7000.
     #[arg(long)]
     pub control: Option<String>,
+    /// Quick start: a file holding the token control's node listener asks for.
+    #[arg(long, requires = "control")]
+    pub control_token_file: Option<String>,
     /// Quick start: this node's id, unique in the deployment.
     #[arg(long)]
     pub node_id: Option<String>,

@@ -143,6 +143,7 @@ fn run_edge(args: EdgeArgs) -> ExitCode {
                 node_id: args.node.node_id.as_deref(),
                 region: args.node.region.as_deref(),
                 control: args.node.control.as_deref(),
+                control_token_file: args.node.control_token_file.as_deref(),
                 tls_listen: &args.tls_listen,
                 tls_certificates: &tls_certificates,
                 upgrade_socket: args.upgrade_socket.as_deref(),
@@ -174,6 +175,7 @@ fn run_shield(args: ShieldArgs) -> ExitCode {
                 node_id: args.node.node_id.as_deref(),
                 region: args.node.region.as_deref(),
                 control: args.node.control.as_deref(),
+                control_token_file: args.node.control_token_file.as_deref(),
                 access_log: args.node.access_log.as_deref(),
             }),
         ),
@@ -209,6 +211,7 @@ fn run_control(args: ControlArgs) -> ExitCode {
                     .unwrap_or(control_defaults::ADMIN_LISTEN),
                 token_file,
                 data_dir: args.data_dir.as_deref().unwrap_or(""),
+                node_token_file: args.node_token_file.as_deref(),
             }),
         ),
         (None, None) => {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -26,6 +26,11 @@ pub struct ControlConfig {
     pub token: String,
     /// Where `token` was read from, if from a file: read again on every reload.
     pub token_file: Option<PathBuf>,
+    /// Bearer token every node must present on the node listener (register, heartbeat, ack,
+    /// events); `None`: the listener is open to anyone who reaches it.
+    pub node_token: Option<String>,
+    /// Where `node_token` was read from, if from a file: read again on every reload.
+    pub node_token_file: Option<PathBuf>,
     pub health: HealthConfig,
     pub purge: PurgeConfig,
     pub streams: StreamsConfig,
@@ -125,6 +130,8 @@ pub struct RawController {
     pub data_dir: Option<String>,
     pub token: Option<String>,
     pub token_file: Option<String>,
+    pub node_token: Option<String>,
+    pub node_token_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,24 +179,26 @@ impl ControlConfig {
         validate(crate::raw::parse(text)?)
     }
 
-    /// This configuration with its token read again from `token_file` (unchanged without one).
+    /// This configuration with its tokens read again from `token_file` and `node_token_file`
+    /// (each unchanged without one).
     pub fn reread_token_file(&self) -> Result<ControlConfig, ConfigErrors> {
-        let Some(file) = &self.token_file else {
-            return Ok(self.clone());
-        };
         let mut c = Collector::default();
-        let path = "controller.token_file";
-        let token = match std::fs::read_to_string(file) {
-            Ok(text) => check_token(&mut c, path, text.trim().to_string()),
-            Err(e) => {
-                c.push(path, format!("cannot read {}: {e}", file.display()));
-                None
-            }
+        let token = match &self.token_file {
+            Some(file) => token_from_file(&mut c, "controller.token_file", file),
+            None => Some(self.token.clone()),
         };
-        c.finish(token.map(|token| ControlConfig {
-            token,
-            ..self.clone()
-        }))
+        let node_token = match &self.node_token_file {
+            Some(file) => token_from_file(&mut c, "controller.node_token_file", file).map(Some),
+            None => Some(self.node_token.clone()),
+        };
+        let value = (|| {
+            Some(ControlConfig {
+                token: token?,
+                node_token: node_token?,
+                ..self.clone()
+            })
+        })();
+        c.finish(value)
     }
 }
 
@@ -230,14 +239,30 @@ pub(crate) fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigError
             None
         }
         (Some(token), None) => check_token(&mut c, "controller.token", token),
-        (None, Some(file)) => match std::fs::read_to_string(file) {
-            Ok(text) => check_token(&mut c, "controller.token_file", text.trim().to_string()),
-            Err(e) => {
-                c.push("controller.token_file", format!("cannot read {file}: {e}"));
-                None
-            }
-        },
+        (None, Some(file)) => token_from_file(&mut c, "controller.token_file", Path::new(file)),
     };
+    let node_token = match (ctl.node_token, ctl.node_token_file.as_deref()) {
+        (Some(_), Some(_)) => {
+            c.push(
+                "controller.node_token",
+                "give node_token or node_token_file, not both",
+            );
+            None
+        }
+        (None, None) => Some(None),
+        (Some(token), None) => check_token(&mut c, "controller.node_token", token).map(Some),
+        (None, Some(file)) => {
+            token_from_file(&mut c, "controller.node_token_file", Path::new(file)).map(Some)
+        }
+    };
+    if let (Some(Some(node)), Some(admin)) = (&node_token, &token) {
+        if node == admin {
+            c.push(
+                "controller.node_token",
+                "must differ from the admin token: a node's token must not purge",
+            );
+        }
+    }
 
     let h = raw.health.unwrap_or_default();
     let ms = Duration::from_millis;
@@ -415,6 +440,8 @@ pub(crate) fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigError
             data_dir: data_dir?,
             token: token?,
             token_file: ctl.token_file.as_deref().map(PathBuf::from),
+            node_token: node_token?,
+            node_token_file: ctl.node_token_file.as_deref().map(PathBuf::from),
             health: health?,
             purge: purge?,
             streams: streams?,
@@ -428,6 +455,17 @@ pub(crate) fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigError
         })
     })();
     c.finish(value)
+}
+
+/// A token read from `file` (surrounding whitespace dropped) and checked.
+fn token_from_file(c: &mut Collector, path: &str, file: &Path) -> Option<String> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => check_token(c, path, text.trim().to_string()),
+        Err(e) => {
+            c.push(path, format!("cannot read {}: {e}", file.display()));
+            None
+        }
+    }
 }
 
 fn check_token(c: &mut Collector, path: &str, token: String) -> Option<String> {
@@ -510,19 +548,39 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("token");
         std::fs::write(&file, "abcdefghijklmnopqrstuvwxyz\n").unwrap();
+        let node_file = dir.join("node-token");
+        std::fs::write(&node_file, "node-token-0123456789\n").unwrap();
         let config = ControlConfig::quick_start(&ControlQuickStart {
             listen: "127.0.0.1:0",
             admin_listen: "127.0.0.1:0",
             token_file: file.to_str().unwrap(),
             data_dir: dir.to_str().unwrap(),
+            node_token_file: Some(node_file.to_str().unwrap()),
         })
         .unwrap();
         assert_eq!(config.token, "abcdefghijklmnopqrstuvwxyz");
+        assert_eq!(config.node_token.as_deref(), Some("node-token-0123456789"));
+        // A changed file is read again on reload.
+        std::fs::write(&node_file, "node-token-abcdefghij\n").unwrap();
+        let reread = config.reread_token_file().unwrap();
+        assert_eq!(reread.node_token.as_deref(), Some("node-token-abcdefghij"));
+        // The node token cannot be the admin token.
+        std::fs::write(&node_file, "abcdefghijklmnopqrstuvwxyz\n").unwrap();
+        let same = ControlConfig::quick_start(&ControlQuickStart {
+            listen: "127.0.0.1:0",
+            admin_listen: "127.0.0.1:0",
+            token_file: file.to_str().unwrap(),
+            data_dir: dir.to_str().unwrap(),
+            node_token_file: Some(node_file.to_str().unwrap()),
+        })
+        .unwrap_err();
+        assert!(same.mentions("controller.node_token"), "{same}");
         let missing = ControlConfig::quick_start(&ControlQuickStart {
             listen: "127.0.0.1:0",
             admin_listen: "127.0.0.1:0",
             token_file: "/nonexistent/token",
             data_dir: "/tmp",
+            node_token_file: None,
         })
         .unwrap_err();
         assert!(missing.mentions("controller.token_file"), "{missing}");

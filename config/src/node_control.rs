@@ -28,6 +28,9 @@ pub struct NodeControlConfig {
     /// The local address the node's connections to control leave from (default: the
     /// system's choice), for a host with several addresses or a firewall that allows one.
     pub source_address: Option<std::net::IpAddr>,
+    /// The bearer token control's node listener asks for (`token`, or read from
+    /// `token_file`); `None`: none sent.
+    pub token: Option<String>,
 }
 
 pub use crate::raw::RawNodeControl;
@@ -116,6 +119,21 @@ pub(crate) fn validate_node_control(
             )
             .map(Some),
     };
+    let token = match (raw.token, raw.token_file.as_deref()) {
+        (Some(_), Some(_)) => {
+            c.push("control.token", "give token or token_file, not both");
+            None
+        }
+        (None, None) => Some(None),
+        (Some(token), None) => node_token(c, "control.token", token).map(Some),
+        (None, Some(file)) => match std::fs::read_to_string(file) {
+            Ok(text) => node_token(c, "control.token_file", text.trim().to_string()).map(Some),
+            Err(e) => {
+                c.push("control.token_file", format!("cannot read {file}: {e}"));
+                None
+            }
+        },
+    };
     let (reconnect_min, reconnect_max) = (reconnect_min?, reconnect_max?);
     if reconnect_max < reconnect_min {
         c.push(
@@ -132,7 +150,24 @@ pub(crate) fn validate_node_control(
         reconnect_max,
         advertise_url: advertise_url?,
         source_address: source_address?,
+        token: token?,
     }))
+}
+
+/// A token that can go in an `Authorization` header as it is.
+fn node_token(c: &mut Collector, path: &str, token: String) -> Option<String> {
+    if token.is_empty()
+        || token
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control())
+    {
+        c.push(
+            path,
+            "the token must be non-empty, without whitespace or control characters",
+        );
+        return None;
+    }
+    Some(token)
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub struct EdgeQuickStart<'a> {
     pub region: Option<&'a str>,
     /// Base URL of control's node listener; `None`: no control plane.
     pub control: Option<&'a str>,
+    /// The file holding the token control's node listener asks for (`control.token_file`).
+    pub control_token_file: Option<&'a str>,
     /// HTTPS listeners; with any, `tls_certificates` must name at least one pair.
     pub tls_listen: &'a [String],
     /// (certificate PEM, key PEM) file pairs; SNI picks among them, the first is the default.
@@ -49,6 +51,8 @@ pub struct ShieldQuickStart<'a> {
     pub region: Option<&'a str>,
     /// Base URL of control's node listener; `None`: no control plane.
     pub control: Option<&'a str>,
+    /// The file holding the token control's node listener asks for (`control.token_file`).
+    pub control_token_file: Option<&'a str>,
     /// `--access-log PATH` (`-`: stdout); `None`: no access log.
     pub access_log: Option<&'a str>,
 }
@@ -59,6 +63,8 @@ pub struct ControlQuickStart<'a> {
     pub admin_listen: &'a str,
     pub token_file: &'a str,
     pub data_dir: &'a str,
+    /// The file holding the token nodes must present (`controller.node_token_file`).
+    pub node_token_file: Option<&'a str>,
 }
 
 impl EdgeConfig {
@@ -110,7 +116,7 @@ impl EdgeConfig {
                     .collect(),
                 ..RawShields::default()
             }),
-            control: control(start.control),
+            control: control(start.control, start.control_token_file),
             ..RawEdgeFile::default()
         };
         crate::edge::validate(raw)
@@ -132,7 +138,7 @@ impl ShieldConfig {
                 servers: start.origins.to_vec(),
                 ..RawOriginPool::default()
             }),
-            control: control(start.control),
+            control: control(start.control, start.control_token_file),
             ..RawShieldFile::default()
         })
     }
@@ -149,6 +155,8 @@ impl ControlConfig {
                 data_dir: Some(start.data_dir.to_string()),
                 token: None,
                 token_file: Some(start.token_file.to_string()),
+                node_token: None,
+                node_token_file: start.node_token_file.map(str::to_string),
             }),
             ..RawControlFile::default()
         })
@@ -164,9 +172,10 @@ fn identity(node_id: Option<&str>, region: Option<&str>) -> Option<RawNode> {
 }
 
 /// A node's `[control]` table from its `--control` URL.
-fn control(url: Option<&str>) -> Option<RawNodeControl> {
+fn control(url: Option<&str>, token_file: Option<&str>) -> Option<RawNodeControl> {
     url.map(|url| RawNodeControl {
         url: Some(url.to_string()),
+        token_file: token_file.map(str::to_string),
         ..RawNodeControl::default()
     })
 }

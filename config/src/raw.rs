@@ -174,6 +174,8 @@ pub struct RawNodeControl {
     pub reconnect_max: Option<String>,
     pub advertise_url: Option<String>,
     pub source_address: Option<String>,
+    pub token: Option<String>,
+    pub token_file: Option<String>,
 }
 
 /// An edge's file. Its `[access_log]` table is kept with `[server]` (see

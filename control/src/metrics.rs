@@ -29,6 +29,8 @@ pub struct ControlMetrics {
     pub latency: GaugeVec,
     pub latency_ignored: IntCounterVec,
     pub replans: IntCounter,
+    /// Requests on the node listener refused for a missing or wrong node token.
+    pub node_auth_refused: IntCounterVec,
 }
 
 /// Every `result` of `verge_config_reloads_total`, so each series exists from the start.
@@ -123,8 +125,18 @@ impl ControlMetrics {
                 "verge_control_tier_replans_total",
                 "Tier plans recomputed because the measured latency moved",
             )?,
+            node_auth_refused: IntCounterVec::new(
+                Opts::new(
+                    "verge_control_node_auth_refused_total",
+                    "Node listener requests refused for a missing or wrong node token",
+                ),
+                &["reason"],
+            )?,
             registry,
         };
+        for reason in ["missing", "wrong"] {
+            m.node_auth_refused.with_label_values(&[reason]);
+        }
         for ignored in crate::latency::Ignored::ALL {
             m.latency_ignored.with_label_values(&[ignored.as_str()]);
         }
@@ -136,7 +148,8 @@ impl ControlMetrics {
         verge_serve::register_metrics!(
             r; m.propagation, m.completion, m.nodes, m.table_version, m.events_pushed,
             m.stream_connects, m.stream_drops, m.purges, m.log_head, m.resyncs, m.config_reloads,
-            m.config_version, m.latency, m.latency_ignored, m.replans
+            m.config_version, m.latency, m.latency_ignored, m.replans,
+            m.node_auth_refused
         );
         Ok(m)
     }

@@ -44,6 +44,14 @@ const ADMIN_AUTH: BearerAuth = BearerAuth {
     reading: Reading::Exact,
 };
 
+/// How the node listener checks the node token (`controller.node_token`).
+const NODE_AUTH: BearerAuth = BearerAuth {
+    realm: "verge-control-nodes",
+    missing: "missing Authorization: Bearer <node token>",
+    wrong: "wrong node token",
+    reading: Reading::Exact,
+};
+
 /// Whether the request carries the admin token as `Authorization: Bearer`.
 pub(crate) fn admin_token_ok(token: &str, headers: &http::HeaderMap) -> bool {
     ADMIN_AUTH.check(token, headers).is_ok()
@@ -77,6 +85,11 @@ impl ControlNode {
         config: ControlConfig,
         source: ConfigSource,
     ) -> Result<ControlNode, StartError> {
+        if config.node_token.is_none() {
+            tracing::warn!(
+                "controller.node_token is not set: whoever reaches the node listener can register a node and read the event stream"
+            );
+        }
         let bind = |addr: SocketAddr, what: &'static str| async move {
             let listener = TcpListener::bind(addr)
                 .await
@@ -254,6 +267,23 @@ async fn parse<T: serde::de::DeserializeOwned>(
 
 async fn node_api(control: &Arc<Control>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_string();
+    if path != "/healthz" {
+        if let Some(token) = &control.config().node_token {
+            if let Err(refusal) = NODE_AUTH.check(token, request.headers()) {
+                let reason = if refusal.status == StatusCode::UNAUTHORIZED {
+                    "missing"
+                } else {
+                    "wrong"
+                };
+                control
+                    .metrics
+                    .node_auth_refused
+                    .with_label_values(&[reason])
+                    .inc();
+                return refusal.into_response(error);
+            }
+        }
+    }
     match (request.method().clone(), path.as_str()) {
         (Method::POST, "/v1/register") => {
             match parse::<Registration>(request, MAX_NODE_BODY, "registration").await {

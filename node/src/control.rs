@@ -270,6 +270,19 @@ impl<U: Upstream> ControlClient<U> {
 }
 
 impl<U: Upstream> Shared<U> {
+    /// Presents the node token (`control.token`), when there is one.
+    fn authorize<B>(&self, request: &mut Request<B>) {
+        let Some(token) = &self.config.token else {
+            return;
+        };
+        if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {token}")) {
+            value.set_sensitive(true);
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, value);
+        }
+    }
+
     fn uri(&self, path_and_query: &str) -> Result<Uri, String> {
         format!("{}{path_and_query}", self.base)
             .parse()
@@ -285,6 +298,7 @@ impl<U: Upstream> Shared<U> {
         request
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        self.authorize(&mut request);
         let exchange = async {
             let response = self
                 .http
@@ -345,6 +359,7 @@ impl<U: Upstream> Shared<U> {
         };
         let mut request = Request::new(Full::new(Bytes::new()));
         *request.uri_mut() = uri;
+        self.authorize(&mut request);
         let opened = or_stop(
             stop,
             tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request)),

@@ -339,3 +339,90 @@ async fn control_s_cache_rules_reach_every_edge_through_the_routing_tables() {
     let table = control.admin.get_json("/v1/routing").await.unwrap();
     assert_eq!(table["rules"][0]["name"], "from-control", "{table}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_node_token_only_nodes_that_present_it_are_registered() {
+    const NODE_TOKEN: &str = "node-token-0123456789";
+    let dir = tempfile::TempDir::new().unwrap();
+    let control = start_control(
+        dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        &[&format!("controller.node_token = {NODE_TOKEN:?}")],
+    )
+    .await;
+    let registration = serde_json::json!({
+        "id": "intruder", "role": "shield", "region": "us",
+        "data_url": "http://127.0.0.1:9", "admin_url": "http://127.0.0.1:9", "weight": 1,
+    })
+    .to_string();
+    let client = HttpClient::http1();
+    let register = |auth: Option<String>| {
+        let (client, url, body) = (
+            &client,
+            format!("{}/v1/register", control.url()),
+            registration.clone(),
+        );
+        async move {
+            let mut headers = vec![("content-type", "application/json".to_string())];
+            if let Some(auth) = auth {
+                headers.push(("authorization", auth));
+            }
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            client.request("POST", &url, &headers, body).await
+        }
+    };
+    let missing = register(None).await;
+    assert_eq!(missing.status.as_u16(), 401, "{}", missing.text());
+    assert!(missing.header("www-authenticate").is_some());
+    let wrong = register(Some("Bearer not-the-node-token".into())).await;
+    assert_eq!(wrong.status.as_u16(), 403, "{}", wrong.text());
+    // The admin token is not a node token either.
+    let admin = register(Some(format!("Bearer {}", support::control::TOKEN))).await;
+    assert_eq!(admin.status.as_u16(), 403);
+    let events = client
+        .get(&format!("{}/v1/events?node=intruder", control.url()))
+        .await;
+    assert_eq!(
+        events.status.as_u16(),
+        401,
+        "the event stream is closed to strangers"
+    );
+    let nodes = control.admin.get_json("/v1/nodes").await.unwrap();
+    assert_eq!(nodes, serde_json::json!([]), "nothing registered: {nodes}");
+
+    // A real edge with the token joins, follows the stream and gets purges.
+    let origin = origin_serving("/a", "a").await;
+    let mut tweaks = node_control_tweaks(&control.url());
+    tweaks.push("edge.id = \"e1\"".to_string());
+    tweaks.push(format!("control.token = {NODE_TOKEN:?}"));
+    let tweaks: Vec<&str> = tweaks.iter().map(String::as_str).collect();
+    let edge = start_edge(origin.addr(), &tweaks).await;
+    control.wait_connected(&["e1"]).await;
+    assert_eq!(get(&edge, "/a").await, (200, "a".to_string()));
+    let status = purge_and_wait(&control, purge_url("/a")).await;
+    assert!(status.complete);
+    let metrics = HttpClient::http1()
+        .get_with(
+            &format!("http://{}/metrics", control.admin_addr),
+            &[(
+                "authorization",
+                &format!("Bearer {}", support::control::TOKEN),
+            )],
+        )
+        .await
+        .text();
+    let refused = support::metrics::Metrics::parse(&metrics);
+    assert!(
+        refused.value_or_zero(
+            "verge_control_node_auth_refused_total",
+            &[("reason", "missing")]
+        ) >= 2.0
+    );
+    assert!(
+        refused.value_or_zero(
+            "verge_control_node_auth_refused_total",
+            &[("reason", "wrong")]
+        ) >= 2.0
+    );
+}

@@ -231,6 +231,7 @@ async fn from_the_command_line_a_reload_reads_only_the_token_file_again() {
         admin_listen: "127.0.0.1:0",
         token_file: token_file.to_str().unwrap(),
         data_dir: data.to_str().unwrap(),
+        node_token_file: None,
     })
     .unwrap();
     let node = ControlNode::bind(config).await.unwrap();
