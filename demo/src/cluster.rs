@@ -254,6 +254,7 @@ impl Demo {
                 &demo.state.origin,
                 &demo.state.control.api,
                 &advertise,
+                &topology::node_token(&demo.state.control.token),
             )
             .await?;
             demo.nodes.push(NodePart {
@@ -413,6 +414,7 @@ impl Demo {
                     &self.state.origin,
                     &self.state.control.api,
                     &advertise,
+                    &topology::node_token(&self.state.control.token),
                 )
                 .await
                 .map_err(|e| format!("cannot restart {name}: {e}"))?;
@@ -497,6 +499,7 @@ async fn start_node(
     origin_url: &str,
     control_url: &str,
     advertise: &str,
+    node_token: &str,
 ) -> Result<(SocketAddr, SocketAddr, Running), DemoError> {
     let failed = |source| DemoError::Node {
         node: plan.id.clone(),
@@ -504,14 +507,14 @@ async fn start_node(
     };
     match plan.role {
         Role::Edge => {
-            let toml = topology::edge_toml(plan, origin_url, control_url, advertise);
+            let toml = topology::edge_toml(plan, origin_url, control_url, advertise, node_token);
             let config = topology::edge_config(&toml).map_err(DemoError::Config)?;
             run_node::<EdgeRole>(&plan.id, &config)
                 .await
                 .map_err(failed)
         }
         Role::Shield => {
-            let toml = topology::shield_toml(plan, origin_url, control_url, advertise);
+            let toml = topology::shield_toml(plan, origin_url, control_url, advertise, node_token);
             let config = topology::shield_config(&toml).map_err(DemoError::Config)?;
             run_node::<ShieldRole>(&plan.id, &config)
                 .await

@@ -232,11 +232,12 @@ pub fn fallback_order(region: &Region, regions: &[Region], matrix: &LatencyMatri
 pub fn control_toml(options: &DemoOptions, data_dir: &Path, token: &str) -> String {
     let mut toml = format!(
         "[controller]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-         data_dir = {:?}\ntoken = {token:?}\n\n\
+         data_dir = {:?}\ntoken = {token:?}\nnode_token = {:?}\n\n\
          [health]\nheartbeat_interval = \"200ms\"\nheartbeat_timeout = \"1s\"\n\
          probe_interval = \"200ms\"\nprobe_timeout = \"500ms\"\nrise = 2\nfall = 3\n\n\
          [purge]\nrate_per_second = 1000\nburst = 1000\nshield_ack_timeout = \"1s\"\n\n",
-        data_dir.display().to_string()
+        data_dir.display().to_string(),
+        node_token(token)
     );
     toml += &format!(
         "[tiers]\ntopology = \"{}\"\norigin_region = {:?}\nlevels = {}\n\n",
@@ -262,10 +263,15 @@ pub fn control_toml(options: &DemoOptions, data_dir: &Path, token: &str) -> Stri
     toml
 }
 
+/// The token the demo's nodes present to control, from its admin token (never equal to it).
+pub fn node_token(admin_token: &str) -> String {
+    format!("{admin_token}-nodes")
+}
+
 /// The `[control]` table of a node reached through `advertise_url`, its delay link, which
 /// shares the node's address: its connections to control leave from that address, so control's
 /// link delays them by the node's distance from control.
-fn node_control(control_url: &str, advertise_url: &str) -> String {
+fn node_control(control_url: &str, advertise_url: &str, node_token: &str) -> String {
     let source = advertise_url
         .strip_prefix("http://")
         .and_then(|authority| authority.trim_end_matches('/').parse::<SocketAddr>().ok())
@@ -274,7 +280,8 @@ fn node_control(control_url: &str, advertise_url: &str) -> String {
         });
     format!(
         "[control]\nurl = {control_url:?}\nheartbeat_interval = \"200ms\"\n\
-         reconnect_min = \"50ms\"\nreconnect_max = \"1s\"\nadvertise_url = {advertise_url:?}\n{source}"
+         reconnect_min = \"50ms\"\nreconnect_max = \"1s\"\nadvertise_url = {advertise_url:?}\n\
+         token = {node_token:?}\n{source}"
     )
 }
 
@@ -292,7 +299,13 @@ fn server(ip: IpAddr) -> String {
 /// An edge: its shields come from control's routing tables; the origin (through its link) is
 /// the fallback; upstream connections leave from the edge's own address, so links see its
 /// region.
-pub fn edge_toml(node: &NodePlan, origin_url: &str, control_url: &str, advertise: &str) -> String {
+pub fn edge_toml(
+    node: &NodePlan,
+    origin_url: &str,
+    control_url: &str,
+    advertise: &str,
+    node_token: &str,
+) -> String {
     format!(
         "[edge]\nid = {:?}\nregion = {:?}\n{}\
          [cache]\nmax_bytes = \"64MiB\"\nmax_object_bytes = \"4MiB\"\n\
@@ -302,7 +315,7 @@ pub fn edge_toml(node: &NodePlan, origin_url: &str, control_url: &str, advertise
         node.region.id,
         server(node.ip),
         node.ip,
-        node_control(control_url, advertise)
+        node_control(control_url, advertise, node_token)
     )
 }
 
@@ -312,6 +325,7 @@ pub fn shield_toml(
     origin_url: &str,
     control_url: &str,
     advertise: &str,
+    node_token: &str,
 ) -> String {
     format!(
         "[shield]\nid = {:?}\nregion = {:?}\n{}\
@@ -321,7 +335,7 @@ pub fn shield_toml(
         node.region.id,
         server(node.ip),
         node.ip,
-        node_control(control_url, advertise)
+        node_control(control_url, advertise, node_token)
     )
 }
 
@@ -413,6 +427,10 @@ mod tests {
         .unwrap();
         assert_eq!(control.tiers.topology, Topology::Auto);
         assert_eq!(control.tiers.origin_region.unwrap().as_str(), "us");
+        assert_eq!(
+            control.node_token.as_deref(),
+            Some("0123456789abcdef-nodes")
+        );
         let geo = control.geo.unwrap();
         assert_eq!(geo.regions.len(), 3);
         assert_eq!(control.regions.len(), 3);
@@ -424,13 +442,19 @@ mod tests {
             );
             match node.role {
                 Role::Edge => {
-                    let c = edge_config(&edge_toml(&node, origin, control, &link)).unwrap();
+                    let c =
+                        edge_config(&edge_toml(&node, origin, control, &link, "t-nodes")).unwrap();
+                    assert_eq!(
+                        c.control.as_ref().unwrap().token.as_deref(),
+                        Some("t-nodes")
+                    );
                     assert_eq!(c.upstream.source_address, Some(node.ip));
                     let advertised = c.control.unwrap().advertise_url.unwrap();
                     assert_eq!(advertised.to_string(), link);
                 }
                 Role::Shield => {
-                    let c = shield_config(&shield_toml(&node, origin, control, &link)).unwrap();
+                    let c = shield_config(&shield_toml(&node, origin, control, &link, "t-nodes"))
+                        .unwrap();
                     assert_eq!(c.origin.servers.len(), 1);
                 }
             }
