@@ -165,6 +165,28 @@ pub fn render_status(
             in_ring.join(", ")
         }
     );
+    let tiers = &routing["tiers"];
+    if !tiers.is_null() {
+        let _ = writeln!(out, "tiers ({}):", text(&tiers["topology"]));
+        for tier in list(&tiers["regions"]) {
+            let ids: Vec<String> = list(&tier["shields"]).iter().map(text).collect();
+            let _ = writeln!(
+                out,
+                "  {} -> {} ({})",
+                text(&tier["region"]),
+                if ids.is_empty() {
+                    "the origin".to_string()
+                } else {
+                    ids.join(", ")
+                },
+                text(&tier["basis"])
+            );
+        }
+        let upper: Vec<String> = list(&tiers["upper"]).iter().map(text).collect();
+        if !upper.is_empty() {
+            let _ = writeln!(out, "  other shields -> {}", upper.join(", "));
+        }
+    }
     let purges = list(purges);
     if !purges.is_empty() {
         let _ = writeln!(out, "\nrecent purges");
@@ -274,7 +296,10 @@ mod tests {
         let routing = json!({"version": 7, "shields": [
             {"id": "s1", "weight": 2, "healthy": false},
             {"id": "s2", "weight": 1, "healthy": true}
-        ]});
+        ], "tiers": {"topology": "auto", "upper": ["s2"], "regions": [
+            {"region": "eu", "shields": ["s2"], "basis": "measured", "cost": 4.0},
+            {"region": "us", "shields": [], "basis": "proximity", "cost": 0.0}
+        ]}});
         let purges = json!([{"id": 3, "complete": false,
             "nodes": [{"id": "e1", "state": "applied"}, {"id": "s1", "state": "down"}]}]);
         let (text, all_up) = render_status(&nodes, &routing, &purges);
@@ -292,6 +317,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("shield ring: s2 (weight 1)\n"), "{text}");
+        assert!(
+            text.contains(
+                "tiers (auto):\n  eu -> s2 (measured)\n  us -> the origin (proximity)\n  other shields -> s2\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("in progress  1/2 nodes applied"), "{text}");
 
         let (_, all_up) = render_status(&json!([]), &json!({}), &json!(null));

@@ -92,6 +92,12 @@ async fn the_status_page_renders_every_node_and_a_purges_completion_in_chromium(
         purged.id
     );
     assert!(dom.contains("class=\"complete\">complete in "), "{dom}");
+    // The tier plan: ap's edges send their misses to the shield near the origin.
+    assert!(dom.contains("Tiers (auto)"), "{dom}");
+    assert!(
+        dom.contains("<td>ap</td><td>shield-us-1</td>"),
+        "ap's tier is not shown:\n{dom}"
+    );
     for node in &state.nodes {
         let applied = format!("{}: applied", node.id);
         assert!(dom.contains(&applied), "{applied} is not shown:\n{dom}");
