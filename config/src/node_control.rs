@@ -11,8 +11,13 @@ use crate::upstream::OriginUrl;
 /// How a node registers with control, heartbeats, and holds the push stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeControlConfig {
-    /// Base URL of control's node listener (`/v1/register`, `/v1/heartbeat`, `/v1/events`).
+    /// Base URL of control's node listener (`/v1/register`, `/v1/heartbeat`, `/v1/events`):
+    /// the first of `urls`.
     pub url: OriginUrl,
+    /// Every control replica the node may follow (`url`, or `urls`), in the order given; the
+    /// node starts at one picked by its id (so a fleet spreads) and moves to the next when
+    /// it loses the one it follows.
+    pub urls: Vec<OriginUrl>,
     /// This node's share of traffic relative to its peers (1..=10), announced at registration.
     pub weight: u32,
     /// How often the node reports its applied purge sequence, table version and health; the
@@ -45,6 +50,8 @@ pub mod defaults {
 /// Longest heartbeat interval or reconnect delay accepted: beyond it control would take the
 /// node for dead, or a node would sit out of touch for too long.
 const MAX_INTERVAL: Duration = Duration::from_secs(600);
+/// Most control replicas a node knows.
+const MAX_URLS: usize = 16;
 
 pub(crate) fn validate_node_control(
     c: &mut Collector,
@@ -54,9 +61,9 @@ pub(crate) fn validate_node_control(
         return Some(None);
     };
     use defaults::*;
-    let url = match raw.url.as_deref() {
-        Some(text) => c.take(
-            "control.url",
+    let parse = |c: &mut Collector, path: &str, text: &str| {
+        c.take(
+            path,
             OriginUrl::parse(text).and_then(|url| {
                 if url.scheme == http::uri::Scheme::HTTP {
                     Ok(url)
@@ -66,8 +73,35 @@ pub(crate) fn validate_node_control(
                     ))
                 }
             }),
-        ),
-        None => {
+        )
+    };
+    let urls: Option<Vec<OriginUrl>> = match (raw.url.as_deref(), raw.urls) {
+        (Some(_), Some(_)) => {
+            c.push("control.urls", "give url or urls, not both");
+            None
+        }
+        (Some(text), None) => parse(c, "control.url", text).map(|url| vec![url]),
+        (None, Some(list)) if list.is_empty() || list.len() > MAX_URLS => {
+            c.push(
+                "control.urls",
+                format!("give 1 to {MAX_URLS} URLs, not {}", list.len()),
+            );
+            None
+        }
+        (None, Some(list)) => {
+            let mut urls = Vec::new();
+            for (i, text) in list.iter().enumerate() {
+                let path = format!("control.urls[{i}]");
+                if let Some(url) = parse(c, &path, text) {
+                    if urls.contains(&url) {
+                        c.push(&path, format!("{text:?} is listed twice"));
+                    }
+                    urls.push(url);
+                }
+            }
+            (urls.len() == list.len()).then_some(urls)
+        }
+        (None, None) => {
             c.push(
                 "control.url",
                 "missing: the base URL of control's node listener, e.g. \"http://127.0.0.1:7000\"",
@@ -142,8 +176,10 @@ pub(crate) fn validate_node_control(
         );
         return None;
     }
+    let urls = urls?;
     Some(Some(NodeControlConfig {
-        url: url?,
+        url: urls.first()?.clone(),
+        urls,
         weight: u32::try_from(weight?).ok()?,
         heartbeat_interval: heartbeat_interval?,
         reconnect_min,
@@ -222,6 +258,22 @@ mod tests {
     }
 
     #[test]
+    fn several_control_replicas_are_listed_once_each() {
+        let text = format!(
+            "{EDGE}[control]\nurls = [\"http://10.0.0.1:7000\", \"http://10.0.0.2:7000\"]\n"
+        );
+        let control = EdgeConfig::from_toml(&text).unwrap().control.unwrap();
+        assert_eq!(control.urls.len(), 2);
+        assert_eq!(control.url.to_string(), "http://10.0.0.1:7000");
+        let errs =
+            |body: &str| EdgeConfig::from_toml(&format!("{EDGE}[control]\n{body}\n")).unwrap_err();
+        assert!(errs("url = \"http://a:1\"\nurls = [\"http://b:1\"]").mentions("control.urls"));
+        assert!(errs("urls = []").mentions("control.urls"));
+        assert!(errs("urls = [\"http://a:1\", \"http://a:1\"]").mentions("control.urls[1]"));
+        assert!(errs("urls = [\"http://a:1\", \"https://b:1\"]").mentions("control.urls[1]"));
+    }
+
+    #[test]
     fn a_shield_takes_the_same_control_table() {
         let text = format!(
             "{SHIELD}[control]\nurl = \"http://10.0.0.1:7000\"\nweight = 3\n\
@@ -262,10 +314,14 @@ mod tests {
         );
         let errs = ShieldConfig::from_toml(&text).unwrap_err();
         assert!(errs.mentions("control.reconnect_max"), "{errs}");
-        let unknown = format!("{EDGE}[control]\nurl = \"http://127.0.0.1:7000\"\ntoken = \"x\"\n");
+        let unknown = format!("{EDGE}[control]\nurl = \"http://127.0.0.1:7000\"\nsecret = \"x\"\n");
         assert!(EdgeConfig::from_toml(&unknown)
             .unwrap_err()
             .to_string()
-            .contains("token"));
+            .contains("secret"));
+        let spaced = format!("{EDGE}[control]\nurl = \"http://127.0.0.1:7000\"\ntoken = \"a b\"\n");
+        assert!(EdgeConfig::from_toml(&spaced)
+            .unwrap_err()
+            .mentions("control.token"));
     }
 }

@@ -172,11 +172,20 @@ fn identity(node_id: Option<&str>, region: Option<&str>) -> Option<RawNode> {
 }
 
 /// A node's `[control]` table from its `--control` URL.
+/// The `[control]` table of `--control URL[,URL…]` (several: control's replicas).
 fn control(url: Option<&str>, token_file: Option<&str>) -> Option<RawNodeControl> {
-    url.map(|url| RawNodeControl {
-        url: Some(url.to_string()),
-        token_file: token_file.map(str::to_string),
-        ..RawNodeControl::default()
+    url.map(|url| {
+        let urls: Vec<String> = url.split(',').map(|u| u.trim().to_string()).collect();
+        let (url, urls) = match urls.len() {
+            1 => (urls.into_iter().next(), None),
+            _ => (None, Some(urls)),
+        };
+        RawNodeControl {
+            url,
+            urls,
+            token_file: token_file.map(str::to_string),
+            ..RawNodeControl::default()
+        }
     })
 }
 

@@ -176,6 +176,7 @@ pub struct RawNodeControl {
     pub source_address: Option<String>,
     pub token: Option<String>,
     pub token_file: Option<String>,
+    pub urls: Option<Vec<String>>,
 }
 
 /// An edge's file. Its `[access_log]` table is kept with `[server]` (see

@@ -21,7 +21,7 @@
 //! reconnects with exponential backoff and jitter, resuming from its last applied purge.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,8 +145,10 @@ pub struct ControlClient<U> {
 struct Shared<U> {
     pipeline: Arc<LivePipeline<U>>,
     http: Client<HttpConnector, Full<Bytes>>,
-    /// `http://host:port` of control's node listener.
-    base: String,
+    /// `http://host:port` of each control replica's node listener.
+    bases: Vec<String>,
+    /// Which of `bases` the node follows now.
+    current: AtomicUsize,
     registration: Registration,
     config: NodeControlConfig,
     metrics: ControlMetrics,
@@ -187,7 +189,10 @@ impl<U: Upstream> ControlClient<U> {
             shared: Arc::new(Shared {
                 pipeline,
                 http,
-                base: config.url.to_string(),
+                current: AtomicUsize::new(
+                    usize::try_from(jitter_seed(id)).unwrap_or(0) % config.urls.len().max(1),
+                ),
+                bases: config.urls.iter().map(ToString::to_string).collect(),
                 registration: Registration {
                     id: id.clone(),
                     role: control.role,
@@ -241,7 +246,8 @@ impl<U: Upstream> ControlClient<U> {
             match &end {
                 StreamEnd::Shutdown => break,
                 StreamEnd::Unreachable(reason) | StreamEnd::Lost(reason) => {
-                    tracing::warn!(control = %shared.base, %reason, "control unreachable; serving with the last routing table");
+                    tracing::warn!(control = %shared.base(), %reason, "control unreachable; serving with the last routing table");
+                    shared.move_on();
                 }
                 StreamEnd::Gap { applied, seq } => {
                     tracing::warn!(
@@ -251,7 +257,8 @@ impl<U: Upstream> ControlClient<U> {
                     );
                 }
                 StreamEnd::Garbage(reason) => {
-                    tracing::warn!(control = %shared.base, %reason, "invalid line on the push stream; reconnecting");
+                    tracing::warn!(control = %shared.base(), %reason, "invalid line on the push stream; reconnecting");
+                    shared.move_on();
                 }
             }
             shared.metrics.reconnects.inc();
@@ -270,6 +277,22 @@ impl<U: Upstream> ControlClient<U> {
 }
 
 impl<U: Upstream> Shared<U> {
+    /// The node listener of the control replica followed now.
+    fn base(&self) -> &str {
+        let i = self.current.load(Ordering::Relaxed);
+        self.bases.get(i).map_or("", String::as_str)
+    }
+
+    /// After losing the replica followed: the next one, if there are several (the backoff
+    /// and its jitter apply before trying it, as before any reconnect).
+    fn move_on(&self) {
+        if self.bases.len() > 1 {
+            let next = (self.current.load(Ordering::Relaxed) + 1) % self.bases.len();
+            self.current.store(next, Ordering::Relaxed);
+            tracing::info!(control = %self.base(), "moving to another control replica");
+        }
+    }
+
     /// Presents the node token (`control.token`), when there is one.
     fn authorize<B>(&self, request: &mut Request<B>) {
         let Some(token) = &self.config.token else {
@@ -284,7 +307,7 @@ impl<U: Upstream> Shared<U> {
     }
 
     fn uri(&self, path_and_query: &str) -> Result<Uri, String> {
-        format!("{}{path_and_query}", self.base)
+        format!("{}{path_and_query}", self.base())
             .parse()
             .map_err(|e| format!("bad control URL: {e}"))
     }
@@ -336,7 +359,7 @@ impl<U: Upstream> Shared<U> {
                 changed
             });
         }
-        tracing::info!(control = %self.base, head = registered.head, "registered with control");
+        tracing::info!(control = %self.base(), head = registered.head, "registered with control");
         Ok(registered)
     }
 
@@ -381,7 +404,7 @@ impl<U: Upstream> Shared<U> {
             return StreamEnd::Unreachable(format!("GET /v1/events: {}", response.status()));
         }
         self.metrics.connected.set(1);
-        tracing::info!(control = %self.base, since = ?since, "following control's push stream");
+        tracing::info!(control = %self.base(), since = ?since, "following control's push stream");
         // A stream opened without `since` starts at the head, which its first routing table
         // (or purge) names; until then there is no point to resume from.
         let mut at_head = since.is_none();

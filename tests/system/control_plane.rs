@@ -426,3 +426,48 @@ async fn with_a_node_token_only_nodes_that_present_it_are_registered() {
         ) >= 2.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_knows_several_control_replicas_moves_to_another_when_it_loses_its_own() {
+    let (_a_dir, a) = fresh_control().await;
+    let (_b_dir, b) = fresh_control().await;
+    let origin = origin_serving("/a", "a").await;
+    let tweaks = [
+        "edge.id = \"e1\"".to_string(),
+        format!("control.urls = [\"{}\", \"{}\"]", a.url(), b.url()),
+        "control.heartbeat_interval = \"100ms\"".to_string(),
+        "control.reconnect_min = \"20ms\"".to_string(),
+        "control.reconnect_max = \"200ms\"".to_string(),
+    ];
+    let tweaks: Vec<&str> = tweaks.iter().map(String::as_str).collect();
+    let edge = start_edge(origin.addr(), &tweaks).await;
+    let connected = |control: &TestControl| {
+        let control = control.admin.clone();
+        async move {
+            let nodes = control.get_json("/v1/nodes").await.unwrap();
+            nodes
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["id"] == "e1" && n["state"] == "up" && n["connected"] == true)
+        }
+    };
+    wait_until(
+        "e1 to follow one replica",
+        Duration::from_secs(10),
+        || async { connected(&a).await || connected(&b).await },
+    )
+    .await;
+    // Whichever it picked goes away; the other gets it.
+    let (gone, other) = if connected(&a).await { (a, b) } else { (b, a) };
+    gone.stop().await;
+    wait_until(
+        "e1 to follow the other replica",
+        Duration::from_secs(10),
+        || connected(&other),
+    )
+    .await;
+    assert_eq!(get(&edge, "/a").await, (200, "a".to_string()));
+    let status = purge_and_wait(&other, purge_url("/a")).await;
+    assert!(status.complete, "purges from the new replica reach it");
+}
