@@ -49,8 +49,8 @@ struct Inner {
 /// What differs between two configurations, by setting group.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Changes {
-    /// Groups a reload puts in force (`controller.token`, `health`, `purge`, `streams`,
-    /// `regions`, `geo`), in that order.
+    /// Groups a reload puts in force (`controller.token`, `controller.node_token`, `health`,
+    /// `purge`, `streams`, `regions`, `rules`, `tiers`, `geo`), in that order.
     pub applied: Vec<&'static str>,
     /// Settings only a restart can change, with their key paths.
     pub restart: Vec<&'static str>,
@@ -98,6 +98,10 @@ pub fn changes(old: &ControlConfig, new: &ControlConfig) -> Changes {
         (&old.token, &old.token_file) != (&new.token, &new.token_file),
         "controller.token",
     );
+    applied(
+        (&old.node_token, &old.node_token_file) != (&new.node_token, &new.node_token_file),
+        "controller.node_token",
+    );
     applied(old.health != new.health, "health");
     let runtime_purge = |c: &ControlConfig| verge_config::control::PurgeConfig {
         log_retain: 0,
@@ -107,6 +111,7 @@ pub fn changes(old: &ControlConfig, new: &ControlConfig) -> Changes {
     applied(old.streams != new.streams, "streams");
     applied(old.regions != new.regions, "regions");
     applied(old.rules != new.rules, "rules");
+    applied(old.tiers != new.tiers, "tiers");
     if let (Some(old), Some(new)) = (&old.geo, &new.geo) {
         let steering = |g: &verge_config::geo::GeoConfig| verge_config::geo::GeoConfig {
             dns_listen: None,
@@ -318,6 +323,18 @@ mod tests {
                 "geo"
             ]
         );
+        assert!(found.restart.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn a_new_node_token_and_tier_settings_are_applied() {
+        let found = changes_from_base(|t| {
+            t.replace(
+                "token = \"0123456789abcdef\"",
+                "token = \"0123456789abcdef\"\nnode_token = \"nodes-0123456789abcdef\"",
+            ) + "[tiers]\ntopology = \"regional\"\n"
+        });
+        assert_eq!(found.applied, ["controller.node_token", "tiers"]);
         assert!(found.restart.is_empty(), "{found:?}");
     }
 
