@@ -3,6 +3,11 @@
 //!
 //! A node too slow to keep up (its queue full) is disconnected rather than waited for, so it
 //! cannot slow the others; it reconnects with `since=SEQ` and catches up from the log.
+//!
+//! Only the newest routing table matters: a stream skips a queued table once a newer one has
+//! been published (the newer one is queued behind it, in its own place among the purges). A
+//! fleet connecting at once publishes a table per registration; without this, every node would
+//! read every one of them before anything else.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -25,7 +30,13 @@ use crate::metrics::ControlMetrics;
 struct Subscriber {
     role: NodeRole,
     conn: u64,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Queued>,
+}
+
+/// One queued line, and the version of the routing table it carries (0: not a table).
+pub struct Queued {
+    table: u64,
+    line: Bytes,
 }
 
 /// Subscribers and the watermark of purges released to edges, under one lock so a new stream's
@@ -41,6 +52,8 @@ pub struct Hub {
     /// Queue length of streams opened from now on (a reload may change it).
     buffer: AtomicUsize,
     next_conn: AtomicU64,
+    /// The version of the newest routing table published.
+    latest_table: Arc<AtomicU64>,
     metrics: ControlMetrics,
 }
 
@@ -69,6 +82,7 @@ impl Hub {
             }),
             buffer: AtomicUsize::new(buffer),
             next_conn: AtomicU64::new(1),
+            latest_table: Arc::new(AtomicU64::new(0)),
             metrics,
         }
     }
@@ -91,7 +105,7 @@ impl Hub {
         id: NodeId,
         role: NodeRole,
         initial: impl FnOnce(&Subscribers) -> Vec<Event>,
-    ) -> (u64, mpsc::Receiver<Bytes>, VecDeque<Bytes>) {
+    ) -> (u64, Queue, VecDeque<Bytes>) {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.buffer.load(Ordering::Relaxed).max(1));
         let mut guard = self.lock();
@@ -104,7 +118,11 @@ impl Hub {
         }
         let lines = events.iter().map(line).collect();
         guard.subs.insert(id, Subscriber { role, conn, tx });
-        (conn, rx, lines)
+        let queue = Queue {
+            rx,
+            latest_table: Arc::clone(&self.latest_table),
+        };
+        (conn, queue, lines)
     }
 
     /// Removes a node's stream if it is still the one numbered `conn`. Returns whether the node
@@ -138,13 +156,27 @@ impl Hub {
             return;
         }
         let lines: Vec<Bytes> = events.iter().map(line).collect();
+        let tables: Vec<u64> = events
+            .iter()
+            .map(|event| match event {
+                Event::Routing { table, .. } => table.version,
+                _ => 0,
+            })
+            .collect();
+        if let Some(newest) = tables.iter().max() {
+            self.latest_table.fetch_max(*newest, Ordering::Relaxed);
+        }
         let mut slow = Vec::new();
         for (id, sub) in &guard.subs {
             if role.is_some_and(|r| r != sub.role) {
                 continue;
             }
-            for (event, line) in events.iter().zip(&lines) {
-                match sub.tx.try_send(line.clone()) {
+            for ((event, line), table) in events.iter().zip(&lines).zip(&tables) {
+                let queued = Queued {
+                    table: *table,
+                    line: line.clone(),
+                };
+                match sub.tx.try_send(queued) {
                     Ok(()) => self
                         .metrics
                         .events_pushed
@@ -175,9 +207,15 @@ impl Hub {
 /// A node's event stream as an HTTP response body: the initial events, then live ones, with a
 /// keepalive line whenever it has been quiet for the keepalive period. Ends when control drops
 /// the node (too slow, replaced by a newer stream) or shuts down.
+/// A stream's queue of live events, and what tells a superseded table.
+pub struct Queue {
+    rx: mpsc::Receiver<Queued>,
+    latest_table: Arc<AtomicU64>,
+}
+
 pub struct EventStream {
     initial: VecDeque<Bytes>,
-    rx: mpsc::Receiver<Bytes>,
+    rx: Queue,
     keepalive: Pin<Box<Sleep>>,
     period: Duration,
     head: Arc<AtomicU64>,
@@ -187,7 +225,7 @@ pub struct EventStream {
 impl EventStream {
     pub fn new(
         initial: VecDeque<Bytes>,
-        rx: mpsc::Receiver<Bytes>,
+        rx: Queue,
         period: Duration,
         head: Arc<AtomicU64>,
         on_close: Box<dyn FnOnce() + Send + Sync>,
@@ -215,14 +253,21 @@ impl Body for EventStream {
         if let Some(first) = this.initial.pop_front() {
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
-        match this.rx.poll_recv(cx) {
-            Poll::Ready(Some(data)) => {
-                let next = Instant::now() + this.period;
-                this.keepalive.as_mut().reset(next);
-                return Poll::Ready(Some(Ok(Frame::data(data))));
+        loop {
+            match this.rx.rx.poll_recv(cx) {
+                Poll::Ready(Some(queued)) => {
+                    let latest = this.rx.latest_table.load(Ordering::Relaxed);
+                    if queued.table != 0 && queued.table < latest {
+                        // A newer table is queued behind this one.
+                        continue;
+                    }
+                    let next = Instant::now() + this.period;
+                    this.keepalive.as_mut().reset(next);
+                    return Poll::Ready(Some(Ok(Frame::data(queued.line))));
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => break,
             }
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => {}
         }
         if this.keepalive.as_mut().poll(cx).is_ready() {
             let next = Instant::now() + this.period;
@@ -244,3 +289,52 @@ impl Drop for EventStream {
 
 #[cfg(test)]
 pub(crate) mod properties;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use verge_config::wire::{PurgeSpec, RoutingTable};
+
+    fn table(version: u64) -> Event {
+        Event::Routing {
+            seq: 0,
+            table: RoutingTable {
+                version,
+                ..RoutingTable::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_skips_the_tables_a_newer_one_follows_and_keeps_every_purge() {
+        let hub = Hub::new(64, 0, ControlMetrics::new().unwrap());
+        let id = NodeId::new("n1").unwrap();
+        let (_, queue, initial) = hub.subscribe(id, NodeRole::Edge, |_| Vec::new());
+        let purge = Event::Purge {
+            seq: 1,
+            spec: PurgeSpec {
+                all: true,
+                ..PurgeSpec::default()
+            },
+        };
+        hub.publish(None, &[table(1)]);
+        hub.publish(None, &[table(2), purge.clone()]);
+        hub.publish(None, &[table(3)]);
+        let mut stream = EventStream::new(
+            initial,
+            queue,
+            Duration::from_secs(60),
+            Arc::new(AtomicU64::new(0)),
+            Box::new(|| {}),
+        );
+        let mut read = Vec::new();
+        for _ in 0..2 {
+            let frame = stream.frame().await.unwrap().unwrap();
+            let data = frame.into_data().unwrap();
+            read.push(serde_json::from_slice::<Event>(&data).unwrap());
+        }
+        // Tables 1 and 2 are skipped; the purge keeps its place before table 3.
+        assert_eq!(read, [purge, table(3)]);
+    }
+}
