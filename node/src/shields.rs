@@ -282,6 +282,11 @@ impl<F: Upstream> ShieldUpstream<F> {
         Ok(())
     }
 
+    /// Whether the ring has any shield now (without one, misses go to the fallback).
+    pub fn has_members(&self) -> bool {
+        self.set.load().in_ring > 0
+    }
+
     /// The ids of the shields in the ring now, in configuration order (or table order).
     pub fn member_ids(&self) -> Vec<String> {
         self.set

@@ -59,11 +59,6 @@ impl ShieldTier {
     pub fn pool(&self) -> &Arc<OriginPool> {
         &self.pool
     }
-
-    /// The ids of the upper shields this shield sends its misses to now.
-    pub fn parent_ids(&self) -> Vec<String> {
-        self.parents.member_ids()
-    }
 }
 
 /// The healthy upper shields `table` gives shield `me`, never `me` itself.
@@ -85,10 +80,10 @@ impl Upstream for ShieldTier {
         request: Request<UpstreamBody>,
         hop: &Hop,
     ) -> Result<Response<UpstreamResponseBody>, RequestError> {
-        if self.parents.member_ids().is_empty() {
-            self.pool.send(request, hop).await
-        } else {
+        if self.parents.has_members() {
             self.parents.send(request, hop).await
+        } else {
+            self.pool.send(request, hop).await
         }
     }
 
