@@ -45,7 +45,7 @@ pub enum Command {
 #[derive(Args)]
 pub struct ControlArgs {
     /// Configuration file (see config/examples/control.toml).
-    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "token_file", "data_dir", "node_token_file"])]
+    #[arg(long, conflicts_with_all = ["listen", "admin_listen", "token_file", "data_dir", "node_token_file", "etcd"])]
     pub config: Option<PathBuf>,
     /// Quick start: the nodes' listener (register, heartbeat, event streams).
     #[arg(long, requires = "token_file")]
@@ -54,11 +54,16 @@ pub struct ControlArgs {
     #[arg(long, requires = "token_file")]
     pub admin_listen: Option<String>,
     /// Quick start: file holding the admin API's bearer token (16+ characters).
-    #[arg(long, requires = "data_dir")]
+    #[arg(long)]
     pub token_file: Option<String>,
     /// Quick start: directory of the durable purge log.
-    #[arg(long, requires = "token_file")]
+    #[arg(long, requires = "token_file", conflicts_with = "etcd")]
     pub data_dir: Option<String>,
+    /// Quick start: keep purges, registrations and routing tables in this etcd cluster (client
+    /// URLs, comma-separated), shared with the other control replicas, instead of a data
+    /// directory.
+    #[arg(long, requires = "token_file", value_delimiter = ',')]
+    pub etcd: Option<Vec<String>>,
     /// Quick start: file holding the token every node must present (16+ characters, not the
     /// admin token); without it the node listener is open to whoever reaches it.
     #[arg(long, requires = "token_file")]

@@ -212,10 +212,11 @@ fn run_control(args: ControlArgs) -> ExitCode {
                 token_file,
                 data_dir: args.data_dir.as_deref().unwrap_or(""),
                 node_token_file: args.node_token_file.as_deref(),
+                etcd: args.etcd.as_deref(),
             }),
         ),
         (None, None) => {
-            eprintln!("verge control: give --config FILE, or --token-file FILE --data-dir DIR (with optional --listen and --admin-listen)");
+            eprintln!("verge control: give --config FILE, or --token-file FILE with --data-dir DIR or --etcd URL,URL… (and optional --listen and --admin-listen)");
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };

@@ -44,6 +44,9 @@ pub struct ControlConfig {
     pub rules: Vec<crate::rules::RawRule>,
     /// Which shields each region's edges use (`[tiers]`).
     pub tiers: crate::tiers::TiersConfig,
+    /// Where purges, registrations and tables are kept (`[store]`): the embedded log in
+    /// `data_dir`, or etcd shared by several replicas.
+    pub store: crate::store::StoreConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +123,7 @@ pub struct RawControlFile {
     pub geo: Option<crate::geo::RawGeo>,
     pub rules: Option<Vec<crate::rules::RawRule>>,
     pub tiers: Option<crate::tiers::RawTiers>,
+    pub store: Option<crate::store::RawStore>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,11 +220,15 @@ pub(crate) fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigError
         ctl.admin_listen.as_deref(),
         ADMIN_LISTEN,
     );
+    let store = crate::store::validate_store(&mut c, raw.store);
+    let with_etcd = store.as_ref().is_some_and(|s| s.etcd.is_some());
     let data_dir = match ctl.data_dir.as_deref() {
+        // With etcd the purge log is in etcd: the directory is not needed.
+        Some("") | None if with_etcd => Some(PathBuf::new()),
         Some("") | None => {
             c.push(
                 "controller.data_dir",
-                "missing: a directory for the durable purge log, e.g. \"/var/lib/verge/control\"",
+                "missing: a directory for the durable purge log, e.g. \"/var/lib/verge/control\" (or keep it in etcd: store.etcd, --etcd)",
             );
             None
         }
@@ -452,6 +460,7 @@ pub(crate) fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigError
             },
             rules: rules_valid.then_some(rules)?,
             tiers: tiers?,
+            store: store?,
         })
     })();
     c.finish(value)
@@ -556,6 +565,7 @@ mod tests {
             token_file: file.to_str().unwrap(),
             data_dir: dir.to_str().unwrap(),
             node_token_file: Some(node_file.to_str().unwrap()),
+            etcd: None,
         })
         .unwrap();
         assert_eq!(config.token, "abcdefghijklmnopqrstuvwxyz");
@@ -572,6 +582,7 @@ mod tests {
             token_file: file.to_str().unwrap(),
             data_dir: dir.to_str().unwrap(),
             node_token_file: Some(node_file.to_str().unwrap()),
+            etcd: None,
         })
         .unwrap_err();
         assert!(same.mentions("controller.node_token"), "{same}");
@@ -581,6 +592,7 @@ mod tests {
             token_file: "/nonexistent/token",
             data_dir: "/tmp",
             node_token_file: None,
+            etcd: None,
         })
         .unwrap_err();
         assert!(missing.mentions("controller.token_file"), "{missing}");

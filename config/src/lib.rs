@@ -46,6 +46,7 @@ pub mod reload;
 pub mod rules;
 pub mod shield;
 pub mod shields;
+pub mod store;
 pub mod tiers;
 pub mod tls;
 pub mod units;

@@ -65,6 +65,8 @@ pub struct ControlQuickStart<'a> {
     pub data_dir: &'a str,
     /// The file holding the token nodes must present (`controller.node_token_file`).
     pub node_token_file: Option<&'a str>,
+    /// `--etcd URL,URL…`: replicas sharing this etcd cluster instead of the embedded log.
+    pub etcd: Option<&'a [String]>,
 }
 
 impl EdgeConfig {
@@ -157,6 +159,10 @@ impl ControlConfig {
                 token_file: Some(start.token_file.to_string()),
                 node_token: None,
                 node_token_file: start.node_token_file.map(str::to_string),
+            }),
+            store: start.etcd.map(|urls| crate::store::RawStore {
+                etcd: Some(urls.to_vec()),
+                ..crate::store::RawStore::default()
             }),
             ..RawControlFile::default()
         })

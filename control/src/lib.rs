@@ -26,11 +26,13 @@ pub mod metrics;
 pub mod purges;
 pub mod registry;
 pub mod reload;
+pub mod replica;
 pub mod routing;
 pub mod server;
 pub mod service;
 pub mod session;
 pub mod status;
+pub mod store;
 pub mod token_bucket;
 
 use std::net::SocketAddr;
@@ -55,6 +57,11 @@ pub enum StartError {
     },
     #[error(transparent)]
     Log(#[from] log::LogError),
+    #[error("cannot read the store in etcd ({endpoints}): {source}")]
+    Etcd {
+        endpoints: String,
+        source: store::etcd::EtcdError,
+    },
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }

@@ -1,8 +1,8 @@
 //! Control's metrics, on its own registry.
 
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 #[derive(Clone)]
@@ -31,6 +31,22 @@ pub struct ControlMetrics {
     pub replans: IntCounter,
     /// Requests on the node listener refused for a missing or wrong node token.
     pub node_auth_refused: IntCounterVec,
+    /// With etcd: 1 while this replica is the leader (writes the routing tables).
+    pub replica_leader: IntGauge,
+    /// Leaderships won and lost, by outcome (`won`, `lost`).
+    pub elections: IntCounterVec,
+    /// With etcd: 1 while the last request to etcd succeeded.
+    pub store_up: IntGauge,
+    /// Time of each etcd request, by operation.
+    pub store_seconds: HistogramVec,
+    /// etcd requests that failed, by operation.
+    pub store_errors: IntCounterVec,
+    /// Accepted (at any replica) → seen by this replica's watch, per purge.
+    pub watch_delay: Histogram,
+    /// Watches started again, by reason (`error`, `compacted`, `gap`).
+    pub watch_restarts: IntCounterVec,
+    /// Lease renewals by outcome (`ok`, `failed`, `expired`).
+    pub lease_renewals: IntCounterVec,
 }
 
 /// Every `result` of `verge_config_reloads_total`, so each series exists from the start.
@@ -132,8 +148,69 @@ impl ControlMetrics {
                 ),
                 &["reason"],
             )?,
+            replica_leader: IntGauge::new(
+                "verge_control_replica_leader",
+                "1 while this replica is the leader that writes routing tables (etcd store)",
+            )?,
+            elections: IntCounterVec::new(
+                Opts::new(
+                    "verge_control_elections_total",
+                    "Leaderships this replica won or lost, by outcome",
+                ),
+                &["outcome"],
+            )?,
+            store_up: IntGauge::new(
+                "verge_control_store_up",
+                "1 while the last request to the store (etcd) succeeded; always 1 embedded",
+            )?,
+            store_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "verge_control_store_request_seconds",
+                    "Time of each request to etcd, by operation",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["op"],
+            )?,
+            store_errors: IntCounterVec::new(
+                Opts::new(
+                    "verge_control_store_errors_total",
+                    "Requests to etcd that failed, by operation",
+                ),
+                &["op"],
+            )?,
+            watch_delay: Histogram::with_opts(
+                HistogramOpts::new(
+                    "verge_control_watch_delay_seconds",
+                    "Time from a purge's acceptance at any replica to this replica's watch seeing it",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+            watch_restarts: IntCounterVec::new(
+                Opts::new(
+                    "verge_control_watch_restarts_total",
+                    "Watches on etcd started again, by reason",
+                ),
+                &["reason"],
+            )?,
+            lease_renewals: IntCounterVec::new(
+                Opts::new(
+                    "verge_control_lease_renewals_total",
+                    "Renewals of this replica's etcd lease, by outcome",
+                ),
+                &["outcome"],
+            )?,
             registry,
         };
+        for outcome in ["won", "lost"] {
+            m.elections.with_label_values(&[outcome]);
+        }
+        for outcome in ["ok", "failed", "expired"] {
+            m.lease_renewals.with_label_values(&[outcome]);
+        }
+        for reason in ["error", "compacted", "gap"] {
+            m.watch_restarts.with_label_values(&[reason]);
+        }
+        m.store_up.set(1);
         for reason in ["missing", "wrong"] {
             m.node_auth_refused.with_label_values(&[reason]);
         }
@@ -149,7 +226,8 @@ impl ControlMetrics {
             r; m.propagation, m.completion, m.nodes, m.table_version, m.events_pushed,
             m.stream_connects, m.stream_drops, m.purges, m.log_head, m.resyncs, m.config_reloads,
             m.config_version, m.latency, m.latency_ignored, m.replans,
-            m.node_auth_refused
+            m.node_auth_refused, m.replica_leader, m.elections, m.store_up, m.store_seconds,
+            m.store_errors, m.watch_delay, m.watch_restarts, m.lease_renewals
         );
         Ok(m)
     }

@@ -64,6 +64,10 @@ impl Tracker {
         targets: impl Iterator<Item = (NodeId, NodeRole, u64)>,
         now: Instant,
     ) {
+        // A replica may hear of its own purge from its watch before its commit returns.
+        if self.tracks.contains_key(&seq) {
+            return;
+        }
         let targets = targets
             .map(|(id, role, applied)| {
                 let done = (applied >= seq).then_some(Duration::ZERO);

@@ -225,6 +225,34 @@ impl Registry {
         Ok((node.registration.role, before))
     }
 
+    /// Drops a node (its registration vanished from the shared store); returns whether it was
+    /// registered.
+    pub fn forget(&mut self, id: &NodeId) -> bool {
+        self.nodes.remove(id).is_some()
+    }
+
+    /// A node's latest report as a heartbeat, for other replicas to take in as if they had
+    /// received it; `None` for a node without a heartbeat within `fresh`.
+    pub fn beat_of(&self, id: &NodeId, now: Instant, fresh: Duration) -> Option<Heartbeat> {
+        let node = self.nodes.get(id)?;
+        if now.duration_since(node.last_heartbeat) >= fresh {
+            return None;
+        }
+        Some(Heartbeat {
+            id: id.clone(),
+            applied_seq: node.applied_seq,
+            table_version: node.table_version,
+            in_flight: node.in_flight,
+            upstreams: node.upstreams.clone(),
+            traffic: node.traffic[1].map(|(_, t)| t),
+        })
+    }
+
+    /// The registered nodes' ids.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().cloned().collect()
+    }
+
     pub fn set_connected(&mut self, id: &NodeId, connected: bool) {
         if let Some(node) = self.nodes.get_mut(id) {
             node.connected = connected;

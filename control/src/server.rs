@@ -21,7 +21,6 @@ use verge_serve::reply;
 use verge_serve::{BearerAuth, Reading};
 
 use crate::accept;
-use crate::log::LogError;
 use crate::registry::Refused;
 use crate::reload::ControlReloader;
 use crate::service::{Control, PurgeRefused};
@@ -457,16 +456,17 @@ async fn admin_api(reloader: &ControlReloader, request: Request<Incoming>) -> Re
                     control.metrics.purges.with_label_values(&["invalid"]).inc();
                     error(StatusCode::BAD_REQUEST, &e)
                 }
-                Err(PurgeRefused::Log(e)) => {
+                Err(PurgeRefused::Store(e)) => {
                     control
                         .metrics
                         .purges
                         .with_label_values(&["log_error"])
                         .inc();
                     tracing::error!(error = %e, "purge not logged");
-                    let status = match e {
-                        LogError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                        _ => StatusCode::INTERNAL_SERVER_ERROR,
+                    let status = if e.is_unavailable() {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::INTERNAL_SERVER_ERROR
                     };
                     error(status, &format!("purge not accepted: {e}"))
                 }
@@ -489,6 +489,13 @@ async fn admin_api(reloader: &ControlReloader, request: Request<Incoming>) -> Re
             }
         }
         (Method::GET, "/v1/nodes") => json(StatusCode::OK, &control.nodes()),
+        (Method::GET, "/v1/replica") => match control.replica() {
+            Some(view) => json(StatusCode::OK, &view),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "this control keeps its own log (no [store] etcd): it has no replicas",
+            ),
+        },
         (Method::GET, "/v1/purges") => {
             let limit = request
                 .uri()
@@ -516,7 +523,7 @@ async fn admin_api(reloader: &ControlReloader, request: Request<Incoming>) -> Re
         (
             _,
             "/v1/purge" | "/v1/purges" | "/v1/nodes" | "/v1/routing" | "/v1/reload"
-            | "/v1/config/version",
+            | "/v1/config/version" | "/v1/replica",
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed on this path",

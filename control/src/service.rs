@@ -18,12 +18,14 @@ use verge_config::wire::{
 use verge_config::{ControlConfig, NodeId};
 
 use crate::hub::{EventStream, Hub};
-use crate::log::{LogError, PurgeLog, Since};
+use crate::log::{PurgeLog, Since};
 use crate::metrics::ControlMetrics;
 use crate::purges::Tracker;
 use crate::registry::{NodeView, Refused, Registry};
+use crate::replica::Replica;
 use crate::routing;
 use crate::session::Sessions;
+use crate::store::{Store, StoreError};
 use crate::token_bucket::TokenBucket;
 use verge_config::tiers::LatencyMatrix;
 
@@ -35,7 +37,9 @@ pub struct Control {
     /// The configuration in force; a reload swaps it whole (see [`Control::apply`]).
     config: ArcSwap<ControlConfig>,
     pub metrics: ControlMetrics,
-    log: PurgeLog,
+    log: Store,
+    /// With `[store] etcd`: this replica's part in the replica set.
+    replica: Option<Arc<Replica>>,
     registry: Mutex<Registry>,
     table: Mutex<RoutingTable>,
     /// Every published table, for in-process readers (geo steering).
@@ -61,14 +65,14 @@ pub struct Control {
 #[derive(Debug)]
 pub enum PurgeRefused {
     Invalid(String),
-    Log(LogError),
+    Store(StoreError),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -81,12 +85,29 @@ impl Control {
         config: ControlConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Control>, crate::StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| crate::StartError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
-        let log = PurgeLog::open(&config.data_dir, config.purge.log_retain).await?;
         let metrics = ControlMetrics::new()?;
+        let (log, replica) = match &config.store.etcd {
+            None => {
+                std::fs::create_dir_all(&config.data_dir).map_err(|source| {
+                    crate::StartError::DataDir {
+                        path: config.data_dir.clone(),
+                        source,
+                    }
+                })?;
+                let log = PurgeLog::open(&config.data_dir, config.purge.log_retain).await?;
+                (Store::Embedded(log), None)
+            }
+            Some(etcd) => {
+                let (replica, snapshot) = Replica::connect(etcd, config.purge.log_retain, &metrics)
+                    .await
+                    .map_err(|source| crate::StartError::Etcd {
+                        endpoints: etcd.endpoints.join(", "),
+                        source,
+                    })?;
+                let log = Store::Shared(Arc::clone(&replica.log));
+                (log, Some((replica, snapshot)))
+            }
+        };
         let head = log.head();
         metrics
             .log_head
@@ -110,9 +131,15 @@ impl Control {
             sessions: Sessions::default(),
             background: Mutex::new(Vec::new()),
             log,
+            replica: replica.as_ref().map(|(r, _)| Arc::clone(r)),
             metrics,
             config: ArcSwap::from_pointee(config),
         });
+        let mut tasks = Vec::new();
+        if let Some((replica, snapshot)) = &replica {
+            crate::replica::take_snapshot(&control, replica, snapshot);
+            tasks = crate::replica::spawn(&control, replica, snapshot.revision, shutdown.clone());
+        }
         control.republish();
         let dispatcher = tokio::spawn(dispatcher(
             Arc::downgrade(&control),
@@ -123,6 +150,7 @@ impl Control {
         ));
         let health = tokio::spawn(health_rounds(Arc::downgrade(&control), shutdown));
         lock(&control.background).extend([dispatcher, health]);
+        lock(&control.background).extend(tasks);
         Ok(control)
     }
 
@@ -169,6 +197,11 @@ impl Control {
     pub fn register(&self, registration: Registration) -> Result<Registered, Refused> {
         let changed = lock(&self.registry).register(registration.clone(), Instant::now())?;
         tracing::info!(node = %registration.id, role = %registration.role, region = %registration.region, "node registered");
+        if let Some(replica) = &self.replica {
+            let replica = Arc::clone(replica);
+            let registration = registration.clone();
+            tokio::spawn(async move { replica.put_node(&registration).await });
+        }
         if changed {
             self.republish();
         }
@@ -207,6 +240,11 @@ impl Control {
     fn acknowledged(&self, id: &NodeId, before: u64, applied: u64) {
         if applied <= before {
             return;
+        }
+        if let Some(replica) = &self.replica {
+            if self.hub.is_connected(id) {
+                replica.report_soon();
+            }
         }
         let outcome = {
             let registry = lock(&self.registry);
@@ -313,30 +351,14 @@ impl Control {
             .log
             .append(spec, now_ms())
             .await
-            .map_err(PurgeRefused::Log)?;
+            .map_err(PurgeRefused::Store)?;
         let seq = record.seq;
-        self.head.fetch_max(seq, Ordering::Relaxed);
+        // With etcd the mirror may still be behind the commit: the head is what it holds.
+        self.head.fetch_max(self.log.head(), Ordering::Relaxed);
         self.metrics
             .log_head
             .set(i64::try_from(self.log.head()).unwrap_or(i64::MAX));
-        {
-            let registry = lock(&self.registry);
-            let targets: Vec<_> = registry
-                .entries()
-                .filter(|e| e.healthy)
-                .map(|e| {
-                    let applied = registry.get(&e.id).map_or(0, |n| n.applied_seq);
-                    (e.id, e.role, applied)
-                })
-                .collect();
-            lock(&self.tracker).insert(
-                seq,
-                record.spec,
-                record.accepted_at_ms,
-                targets.into_iter(),
-                Instant::now(),
-            );
-        }
+        self.track(&record);
         // The dispatcher reads the log itself; a full queue only delays the wake-up.
         let _ = self.dispatch.try_send(seq);
         Ok(PurgeAccepted { id: seq, seq })
@@ -404,7 +426,7 @@ impl Control {
     }
 
     /// Recomputes the routing table; publishes a new version to every node if routes changed.
-    fn republish(&self) {
+    pub(crate) fn republish(&self) {
         let fresh = {
             let registry = lock(&self.registry);
             for (role, state, n) in registry.counts() {
@@ -430,7 +452,30 @@ impl Control {
             return;
         }
         let version = table.version + 1;
+        if let Some(replica) = &self.replica {
+            // Replicas put in force only the tables they read from etcd; the leader writes them.
+            if replica.is_leader() {
+                replica.want_table(RoutingTable { version, ..fresh });
+            }
+            return;
+        }
         *table = RoutingTable { version, ..fresh };
+        self.in_force(table);
+    }
+
+    /// Puts a table written by the leader replica in force, unless a newer one already is.
+    pub(crate) fn adopt_table(&self, new: RoutingTable) {
+        let mut table = lock(&self.table);
+        if new.version <= table.version {
+            return;
+        }
+        *table = new;
+        self.in_force(table);
+    }
+
+    /// Publishes the table just put in `table` to every node and in-process reader.
+    fn in_force(&self, table: MutexGuard<'_, RoutingTable>) {
+        let version = table.version;
         self.metrics
             .table_version
             .set(i64::try_from(version).unwrap_or(i64::MAX));
@@ -472,6 +517,128 @@ impl Control {
         lock(&self.planned).clone()
     }
 
+    /// Purges this replica's watch delivered (with etcd): tracked and dispatched to its nodes.
+    pub(crate) fn new_purges(&self, records: Vec<crate::log::LogRecord>) {
+        let Some(last) = records.last().map(|r| r.seq) else {
+            return;
+        };
+        self.head.fetch_max(last, Ordering::Relaxed);
+        self.metrics
+            .log_head
+            .set(i64::try_from(self.log.head()).unwrap_or(i64::MAX));
+        for record in records {
+            self.track(&record);
+        }
+        let _ = self.dispatch.try_send(last);
+    }
+
+    /// Starts tracking where a purge has been applied, over the healthy nodes.
+    fn track(&self, record: &crate::log::LogRecord) {
+        let registry = lock(&self.registry);
+        let targets: Vec<_> = registry
+            .entries()
+            .filter(|e| e.healthy)
+            .map(|e| {
+                let applied = registry.get(&e.id).map_or(0, |n| n.applied_seq);
+                (e.id, e.role, applied)
+            })
+            .collect();
+        lock(&self.tracker).insert(
+            record.seq,
+            record.spec.clone(),
+            record.accepted_at_ms,
+            targets.into_iter(),
+            Instant::now(),
+        );
+    }
+
+    /// A node registered at another replica.
+    pub(crate) fn remote_registration(&self, registration: Registration) {
+        if self.hub.is_connected(&registration.id) {
+            return;
+        }
+        let changed = {
+            let mut registry = lock(&self.registry);
+            if registry
+                .get(&registration.id)
+                .is_some_and(|n| n.registration == registration)
+            {
+                return;
+            }
+            registry.register(registration, Instant::now())
+        };
+        match changed {
+            Ok(true) => self.republish(),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "node registered at another replica not taken in"),
+        }
+    }
+
+    /// A node's registration vanished from etcd (its replica stopped, or forgot it).
+    pub(crate) fn remote_gone(&self, id: &NodeId) {
+        if self.hub.is_connected(id) {
+            // Ours now: it was written again under this replica's lease.
+            return;
+        }
+        if lock(&self.registry).forget(id) {
+            tracing::info!(node = %id, "node's registration gone from etcd");
+            self.republish();
+        }
+    }
+
+    /// The latest heartbeats of the nodes connected to another replica, taken in as if they
+    /// had been sent here.
+    pub(crate) fn remote_beats(&self, beats: Vec<Heartbeat>) {
+        for beat in beats {
+            if self.hub.is_connected(&beat.id) {
+                continue;
+            }
+            let id = beat.id.clone();
+            let applied = beat.applied_seq;
+            let before = {
+                let mut registry = lock(&self.registry);
+                let Some(before) = registry.get(&id).map(|n| n.applied_seq) else {
+                    continue;
+                };
+                if registry.heartbeat(beat, Instant::now()).is_err() {
+                    continue;
+                }
+                before
+            };
+            self.acknowledged(&id, before, applied);
+        }
+    }
+
+    /// The latest heartbeats of the nodes connected to this replica.
+    pub(crate) fn local_beats(&self) -> Vec<Heartbeat> {
+        let fresh = self.config.load().health.heartbeat_timeout;
+        let registry = lock(&self.registry);
+        let now = Instant::now();
+        registry
+            .ids()
+            .into_iter()
+            .filter(|id| self.hub.is_connected(id))
+            .filter_map(|id| registry.beat_of(&id, now, fresh))
+            .collect()
+    }
+
+    /// The registrations of the nodes connected to this replica.
+    pub(crate) fn local_registrations(&self) -> Vec<Registration> {
+        let registry = lock(&self.registry);
+        registry
+            .ids()
+            .into_iter()
+            .filter(|id| self.hub.is_connected(id))
+            .filter_map(|id| registry.get(&id).map(|n| n.registration.clone()))
+            .collect()
+    }
+
+    /// With etcd: this replica's view of the replica set.
+    pub fn replica(&self) -> Option<crate::replica::ReplicaView> {
+        let version = lock(&self.table).version;
+        self.replica.as_ref().map(|r| r.view(version))
+    }
+
     /// Whether every live, connected shield has applied purges up to `seq`.
     fn shields_applied(&self, seq: u64) -> bool {
         let registry = lock(&self.registry);
@@ -480,8 +647,15 @@ impl Control {
             .map(|(id, applied)| (id.clone(), applied))
             .collect();
         drop(registry);
+        let connected = |id: &NodeId| {
+            self.hub.is_connected(id)
+                || self
+                    .replica
+                    .as_ref()
+                    .is_some_and(|r| r.connected_elsewhere(id))
+        };
         live.iter()
-            .all(|(id, applied)| *applied >= seq || !self.hub.is_connected(id))
+            .all(|(id, applied)| *applied >= seq || !connected(id))
     }
 }
 

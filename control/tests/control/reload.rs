@@ -232,6 +232,7 @@ async fn from_the_command_line_a_reload_reads_only_the_token_file_again() {
         token_file: token_file.to_str().unwrap(),
         data_dir: data.to_str().unwrap(),
         node_token_file: None,
+        etcd: None,
     })
     .unwrap();
     let node = ControlNode::bind(config).await.unwrap();
