@@ -29,6 +29,7 @@ pub mod cdn;
 pub mod client;
 pub mod control;
 pub mod edge;
+pub mod etcd;
 pub mod fake_origin;
 pub mod http1;
 pub mod metrics;
