@@ -140,6 +140,19 @@ impl Hub {
         }
     }
 
+    /// Closes every stream (their nodes reconnect, to another replica if they know one).
+    pub fn disconnect_all(&self, reason: &'static str) {
+        let mut guard = self.lock();
+        let n = guard.subs.len();
+        guard.subs.clear();
+        if n > 0 {
+            self.metrics
+                .stream_drops
+                .with_label_values(&[reason])
+                .inc_by(n as u64);
+        }
+    }
+
     pub fn is_connected(&self, id: &NodeId) -> bool {
         self.lock().subs.contains_key(id)
     }

@@ -97,6 +97,8 @@ const MAX_VERSION_LEN: usize = 64;
 pub enum Refused {
     Full(usize),
     Unknown(NodeId),
+    /// This replica holds no etcd lease (cut off from etcd): the node should use another.
+    Detached,
 }
 
 impl std::fmt::Display for Refused {
@@ -104,6 +106,10 @@ impl std::fmt::Display for Refused {
         match self {
             Refused::Full(max) => write!(f, "control already has {max} nodes registered"),
             Refused::Unknown(id) => write!(f, "node {id} is not registered; register first"),
+            Refused::Detached => write!(
+                f,
+                "this control replica is cut off from etcd; use another replica"
+            ),
         }
     }
 }

@@ -144,13 +144,19 @@ impl Replica {
         );
         let snapshot = log.load().await?;
         log.reset(&snapshot);
+        // Granted now, so that nodes are taken in from the first request.
+        let lease = etcd.grant(config.lease_ttl.as_secs()).await?;
         let replica = Arc::new(Replica {
             name: config.replica.clone(),
             log,
             etcd,
             keys,
             lease_ttl: config.lease_ttl,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                lease,
+                renewed: Some(Instant::now()),
+                ..State::default()
+            }),
             wanted: watch::channel(None).0,
             report: Notify::new(),
             metrics: metrics.clone(),
@@ -160,6 +166,10 @@ impl Replica {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn holds_lease(&self) -> bool {
+        self.lock().lease != 0
     }
 
     pub fn is_leader(&self) -> bool {
@@ -507,6 +517,9 @@ async fn leasing(
                     tracing::warn!(replica = %replica.name, "etcd lease expired; getting another");
                     replica.lock().lease = 0;
                     replica.step_down("its lease expired");
+                    if let Some(c) = control.upgrade() {
+                        c.detach_nodes();
+                    }
                     Duration::ZERO
                 }
                 Err(e) => {
@@ -520,6 +533,9 @@ async fn leasing(
                         tracing::warn!(error = %e, "etcd lease not renewed within its time to live; taking it as lost");
                         replica.lock().lease = 0;
                         replica.step_down("its lease could not be renewed");
+                        if let Some(c) = control.upgrade() {
+                            c.detach_nodes();
+                        }
                     }
                     Duration::from_millis(200)
                 }

@@ -230,7 +230,9 @@ fn garbage(message: &str) -> Response<Body> {
 
 fn refused(r: Refused) -> Response<Body> {
     match r {
-        Refused::Full(_) => error(StatusCode::SERVICE_UNAVAILABLE, &r.to_string()),
+        Refused::Full(_) | Refused::Detached => {
+            error(StatusCode::SERVICE_UNAVAILABLE, &r.to_string())
+        }
         Refused::Unknown(_) => error(StatusCode::NOT_FOUND, &r.to_string()),
     }
 }

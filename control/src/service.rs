@@ -195,6 +195,7 @@ impl Control {
     }
 
     pub fn register(&self, registration: Registration) -> Result<Registered, Refused> {
+        self.attached()?;
         let changed = lock(&self.registry).register(registration.clone(), Instant::now())?;
         tracing::info!(node = %registration.id, role = %registration.role, region = %registration.region, "node registered");
         if let Some(replica) = &self.replica {
@@ -265,6 +266,7 @@ impl Control {
         id: NodeId,
         since: Option<u64>,
     ) -> Result<EventStream, Refused> {
+        self.attached()?;
         let role = {
             let mut registry = lock(&self.registry);
             let node = registry
@@ -631,6 +633,20 @@ impl Control {
             .filter(|id| self.hub.is_connected(id))
             .filter_map(|id| registry.get(&id).map(|n| n.registration.clone()))
             .collect()
+    }
+
+    /// With etcd: refuses nodes while this replica holds no lease (it cannot tell them what
+    /// the other replicas accept, nor vouch for them in etcd).
+    fn attached(&self) -> Result<(), Refused> {
+        match &self.replica {
+            Some(replica) if !replica.holds_lease() => Err(Refused::Detached),
+            _ => Ok(()),
+        }
+    }
+
+    /// With etcd, when the lease is lost: every node is sent to another replica.
+    pub(crate) fn detach_nodes(&self) {
+        self.hub.disconnect_all("detached");
     }
 
     /// With etcd: this replica's view of the replica set.

@@ -9,6 +9,7 @@ mod geo_geoip;
 mod geo_http;
 mod geo_support;
 mod reload;
+mod replicas;
 mod status_page;
 mod streams;
 mod support;
