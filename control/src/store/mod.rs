@@ -9,6 +9,8 @@
 
 pub mod etcd;
 pub mod keys;
+#[cfg(test)]
+mod properties;
 pub mod shared;
 
 use crate::log::{LogError, LogRecord, PurgeLog, Since};

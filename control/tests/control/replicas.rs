@@ -535,3 +535,105 @@ async fn without_an_etcd_quorum_purges_are_refused_nodes_serve_on_and_all_resume
     all_applied(&a, &["s1", "s2"], head).await;
     all_applied(&b, &["s1", "s2"], head).await;
 }
+
+/// One call of etcd's JSON gateway, as an operator's tool would make it.
+async fn etcd_call(url: &str, path: &str, body: Value, token: Option<&str>) -> Value {
+    let headers: Vec<(&str, &str)> = token.map(|t| ("authorization", t)).into_iter().collect();
+    let reply =
+        support::request(addr_of(url), Method::POST, path, &headers, body.to_string()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text());
+    reply.json()
+}
+
+fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_auth_a_replica_signs_in_and_a_wrong_password_is_named_at_start() {
+    let test = "with_etcd_auth_a_replica_signs_in_and_a_wrong_password_is_named_at_start";
+    let Some(etcd) = EtcdCluster::start(3, test).await else {
+        return;
+    };
+    let url = etcd.client_url(0);
+    // A root user, and a `verge` user allowed only under the replicas' prefix.
+    for (path, body) in [
+        ("/v3/auth/role/add", json!({"name": "root"})),
+        (
+            "/v3/auth/user/add",
+            json!({"name": "root", "password": "root-secret"}),
+        ),
+        (
+            "/v3/auth/user/grant",
+            json!({"user": "root", "role": "root"}),
+        ),
+        ("/v3/auth/role/add", json!({"name": "verge"})),
+        (
+            "/v3/auth/role/grant",
+            json!({"name": "verge", "perm": {"permType": "READWRITE",
+                "key": b64("/verge-test/"), "range_end": b64("/verge-test0")}}),
+        ),
+        (
+            "/v3/auth/user/add",
+            json!({"name": "verge", "password": "verge-secret"}),
+        ),
+        (
+            "/v3/auth/user/grant",
+            json!({"user": "verge", "role": "verge"}),
+        ),
+        ("/v3/auth/enable", json!({})),
+    ] {
+        etcd_call(&url, path, body, None).await;
+    }
+
+    let endpoints = etcd.client_urls();
+    let dir = TempDir::new().unwrap();
+    let signed_in = replica_toml("a", &endpoints, "/verge-test").replacen(
+        "[store]\n",
+        "[store]\nusername = \"verge\"\npassword = \"verge-secret\"\n",
+        1,
+    );
+    let a = Replica {
+        name: "a".into(),
+        control: start_control(dir.path(), &signed_in).await,
+        _dir: dir,
+    };
+    wait_until("a to lead", Duration::from_secs(5), || a.is_leader()).await;
+    assert_eq!(a.purge(1).await.unwrap(), 1);
+
+    // The purge is in etcd, readable with the user's own token, not without one.
+    let token = etcd_call(
+        &url,
+        "/v3/auth/authenticate",
+        json!({"name": "verge", "password": "verge-secret"}),
+        None,
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let head = etcd_call(
+        &url,
+        "/v3/kv/range",
+        json!({"key": b64("/verge-test/purge/head")}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(head["kvs"][0]["value"], json!(b64("1")), "{head}");
+
+    // A wrong password: control does not start, and says why.
+    let dir = TempDir::new().unwrap();
+    let wrong = signed_in.replace("verge-secret", "not-the-password");
+    let config = verge_config::ControlConfig::from_toml(&support::control_toml(
+        dir.path(),
+        support::TOKEN,
+        &wrong,
+    ))
+    .unwrap();
+    let error = match verge_control::ControlNode::bind(config).await {
+        Ok(_) => panic!("control started with a wrong etcd password"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("authentication as \"verge\""), "{error}");
+}
