@@ -117,6 +117,8 @@ impl std::fmt::Display for Refused {
 pub struct Registry {
     nodes: BTreeMap<NodeId, NodeState>,
     max_nodes: usize,
+    /// Registrations of the nodes forgotten since [`Registry::take_forgotten`] was last called.
+    forgotten: Vec<Registration>,
 }
 
 impl Registry {
@@ -124,6 +126,7 @@ impl Registry {
         Registry {
             nodes: BTreeMap::new(),
             max_nodes,
+            forgotten: Vec::new(),
         }
     }
 
@@ -254,6 +257,11 @@ impl Registry {
         })
     }
 
+    /// The registrations forgotten since the last call.
+    pub fn take_forgotten(&mut self) -> Vec<Registration> {
+        std::mem::take(&mut self.forgotten)
+    }
+
     /// The registered nodes' ids.
     pub fn ids(&self) -> Vec<NodeId> {
         self.nodes.keys().cloned().collect()
@@ -311,14 +319,20 @@ impl Registry {
             }
         }
         let before = self.nodes.len();
+        let mut forgotten = Vec::new();
         self.nodes.retain(|id, node| {
             let keep =
                 node.healthy || now.duration_since(node.last_heartbeat) < health.forget_after;
             if !keep {
                 tracing::info!(node = %id, "node forgotten");
+                forgotten.push(node.registration.clone());
             }
             keep
         });
+        self.forgotten.extend(forgotten);
+        // Bounded whoever takes them: at most one per registered node at a time.
+        let excess = self.forgotten.len().saturating_sub(self.max_nodes);
+        self.forgotten.drain(..excess);
         changed || self.nodes.len() != before
     }
 

@@ -238,6 +238,24 @@ impl Replica {
         }
     }
 
+    /// Deletes a forgotten node's registration, if this replica wrote it (another replica's
+    /// record of the node is that replica's to delete).
+    pub async fn forget_node(&self, registration: &Registration) {
+        let record = NodeRecord {
+            registration: registration.clone(),
+            replica: self.name.clone(),
+        };
+        let value = serde_json::to_vec(&record).unwrap_or_default();
+        let key = self.keys.node(registration.id.as_str());
+        if let Err(e) = self
+            .etcd
+            .txn(&[Cmp::Value(&key, &value)], &[Op::Delete(&key)], &[])
+            .await
+        {
+            tracing::warn!(node = %registration.id, error = %e, "cannot delete the forgotten node's registration from etcd");
+        }
+    }
+
     fn step_down(&self, why: &str) {
         let mut state = self.lock();
         if state.leading != 0 {

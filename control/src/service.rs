@@ -777,7 +777,17 @@ async fn health_rounds(control: std::sync::Weak<Control>, mut shutdown: watch::R
             _ = shutdown.changed() => return,
         }
         let Some(c) = control.upgrade() else { return };
-        let changed = lock(&c.registry).observe(&results, &health, Instant::now());
+        let (changed, forgotten) = {
+            let mut registry = lock(&c.registry);
+            let changed = registry.observe(&results, &health, Instant::now());
+            (changed, registry.take_forgotten())
+        };
+        if let Some(replica) = &c.replica {
+            for registration in forgotten {
+                let replica = Arc::clone(replica);
+                tokio::spawn(async move { replica.forget_node(&registration).await });
+            }
+        }
         c.follow_latency();
         if changed {
             c.republish();

@@ -637,3 +637,67 @@ async fn with_etcd_auth_a_replica_signs_in_and_a_wrong_password_is_named_at_star
     };
     assert!(error.contains("authentication as \"verge\""), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_heartbeating_vanishes_from_every_replica() {
+    let test = "a_node_that_stops_heartbeating_vanishes_from_every_replica";
+    let Some(etcd) = EtcdCluster::start(3, test).await else {
+        return;
+    };
+    let endpoints = etcd.client_urls();
+    let forget = |name: &str| {
+        replica_toml(name, &endpoints, "/verge-test")
+            .replace("[health]\n", "[health]\nforget_after = \"1s\"\n")
+    };
+    let dirs = [TempDir::new().unwrap(), TempDir::new().unwrap()];
+    let a = start_control(dirs[0].path(), &forget("a")).await;
+    let b = start_control(dirs[1].path(), &forget("b")).await;
+    let (a, b) = (
+        Replica {
+            name: "a".into(),
+            control: a,
+            _dir: TempDir::new().unwrap(),
+        },
+        Replica {
+            name: "b".into(),
+            control: b,
+            _dir: TempDir::new().unwrap(),
+        },
+    );
+    let origin = FakeOrigin::start().await;
+    let _s1 = shield(&origin, "s1", &[a.url()]).await;
+    let s2 = shield(&origin, "s2", &[a.url()]).await;
+    all_applied(&b, &["s1", "s2"], 0).await;
+
+    // s2 stops: a marks it down, then forgets it and deletes its registration; b follows.
+    s2.stop().await;
+    wait_until(
+        "s2 gone from both replicas",
+        Duration::from_secs(8),
+        || async { !a.nodes().await.contains_key("s2") && !b.nodes().await.contains_key("s2") },
+    )
+    .await;
+    assert!(b.nodes().await.contains_key("s1"));
+    // Its registration is gone from etcd too, so no replica started later takes it in.
+    let url = etcd.client_url(0);
+    wait_until("s2's key deleted", Duration::from_secs(5), || async {
+        let nodes = etcd_call(
+            &url,
+            "/v3/kv/range",
+            json!({"key": b64("/verge-test/nodes/"), "range_end": b64("/verge-test/nodes0")}),
+            None,
+        )
+        .await;
+        let keys: Vec<String> = nodes["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| kv["key"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        keys == [b64("/verge-test/nodes/s1")]
+    })
+    .await;
+    drop(dirs);
+}
