@@ -39,6 +39,9 @@ pub struct EtcdConfig {
     /// Time to live of the replica's lease: its leadership and its nodes' registrations vanish
     /// this long after it stops renewing.
     pub lease_ttl: Duration,
+    /// TLS towards `https://` endpoints (`[store.tls]`): the CA etcd's certificate must chain
+    /// to (else the system store) and the client certificate etcd may ask for.
+    pub tls: crate::tls::ClientTlsConfig,
 }
 
 pub mod defaults {
@@ -58,6 +61,7 @@ pub struct RawStore {
     pub password_file: Option<String>,
     pub timeout: Option<String>,
     pub lease_ttl: Option<String>,
+    pub tls: Option<crate::tls::RawClientTls>,
 }
 
 /// Checks one etcd endpoint: an absolute `http://` URL with a host and nothing after it.
@@ -67,14 +71,8 @@ pub fn check_endpoint(url: &str) -> Result<String, String> {
         .parse()
         .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "{url:?}: https endpoints are not supported yet; reach etcd over http on a \
-                 private network or through a local TLS proxy"
-            ))
-        }
-        _ => return Err(format!("{url:?} must start with http://")),
+        Some("http" | "https") => {}
+        _ => return Err(format!("{url:?} must start with http:// or https://")),
     }
     if uri.authority().is_none() {
         return Err(format!("{url:?} has no host"));
@@ -117,6 +115,7 @@ pub(crate) fn validate_store(c: &mut Collector, raw: Option<RawStore>) -> Option
             ("store.username", raw.username.is_some()),
             ("store.password", raw.password.is_some()),
             ("store.password_file", raw.password_file.is_some()),
+            ("store.tls", raw.tls.is_some()),
         ] {
             if set {
                 c.push(key, "only used with store.etcd");
@@ -183,6 +182,7 @@ pub(crate) fn validate_store(c: &mut Collector, raw: Option<RawStore>) -> Option
             "must be whole seconds (etcd leases count seconds)",
         );
     }
+    let tls = crate::tls::validate_client_tls(c, raw.tls, "store.tls");
     if c.len() > before {
         return None;
     }
@@ -196,6 +196,7 @@ pub(crate) fn validate_store(c: &mut Collector, raw: Option<RawStore>) -> Option
             password_file: raw.password_file.map(PathBuf::from),
             timeout: timeout?,
             lease_ttl: lease_ttl?,
+            tls: tls?,
         }),
     })
 }
@@ -288,7 +289,7 @@ mod tests {
         assert_eq!(etcd.lease_ttl, Duration::from_secs(3));
 
         let errors = check(RawStore {
-            etcd: Some(vec!["ftp://x".into(), "http://h:1/path".into()]),
+            etcd: Some(vec!["ftp://x".into(), "https://h:1/path".into()]),
             prefix: Some("verge".into()),
             replica: Some("a b".into()),
             username: Some("root".into()),

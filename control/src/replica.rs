@@ -129,10 +129,20 @@ impl Replica {
             observed.store_up.set(i64::from(ok));
         });
         let credentials = config.username.clone().zip(config.password.clone());
+        let wants_tls = config.tls != verge_config::ClientTlsConfig::default()
+            || config.endpoints.iter().any(|e| e.starts_with("https://"));
+        let tls = if wants_tls {
+            let tls = verge_serve::tls_client::client_config(&config.tls)
+                .map_err(|e| EtcdError::Refused(format!("store.tls.{}: {e}", e.key())))?;
+            Some(tls)
+        } else {
+            None
+        };
         let etcd = Arc::new(Etcd::new(
             config.endpoints.clone(),
             config.timeout,
             credentials,
+            tls,
             observer,
         ));
         let keys = Keys::new(&config.prefix);

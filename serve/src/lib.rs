@@ -1,8 +1,11 @@
-//! What Verge's HTTP servers share, for the cache nodes' admin listener and the control plane
-//! alike. It links nothing of Verge's, so control can use it without linking node code.
+//! What Verge's HTTP servers and clients share, for the cache nodes and the control plane
+//! alike. It links nothing of Verge's but its configuration types, so control can use it
+//! without linking node code.
 //!
 //! - [`auth`]: the admin bearer-token check, compared in constant time;
 //! - [`reply`]: text, plain-message and JSON replies, and [`Refusal`], a refused request;
+//! - [`tls_client`]: TLS towards `https://` upstreams (a node's shields and origins, control's
+//!   etcd);
 //! - [`register_metrics!`]: a server's metrics registered on the registry its `/metrics` renders.
 //!
 //! The accept loops stay with their servers: a node's (`verge_node::server`) waits for room
@@ -13,6 +16,7 @@
 
 pub mod auth;
 pub mod reply;
+pub mod tls_client;
 
 pub use auth::{BearerAuth, Reading};
 pub use reply::Refusal;

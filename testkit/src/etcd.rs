@@ -45,6 +45,20 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(20);
 const LOG_TAIL_LINES: usize = 20;
 const CLIENT_PORT: u16 = 2379;
 const PEER_PORT: u16 = 2380;
+/// The HTTPS client listener of a cluster started with [`EtcdCluster::start_tls`].
+const TLS_CLIENT_PORT: u16 = 2381;
+
+/// Files of a cluster's HTTPS client listener: its certificate and key, and the CA its
+/// clients' certificates must chain to (etcd's `--client-cert-auth`).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+/// Issues a cluster's TLS files for its members' addresses.
+pub type IssueTls<'a> = dyn Fn(&[Ipv4Addr]) -> EtcdTls + 'a;
 
 /// HTTP/1.1 to members' client URLs (health, version, the v3 JSON gateway).
 type EtcdHttp = Client<HttpConnector, Full<Bytes>>;
@@ -58,6 +72,8 @@ pub struct EtcdCluster {
     program: PathBuf,
     members: Vec<Member>,
     client: EtcdHttp,
+    /// With [`EtcdCluster::start_tls`]: the HTTPS client listener's files.
+    tls: Option<EtcdTls>,
     /// Holds every member's data directory and log; removed on drop, after the members die.
     dir: TempDir,
 }
@@ -83,6 +99,26 @@ impl EtcdCluster {
     /// itself healthy. `None` when `etcd` is not installed, after saying that `test` is
     /// skipped. Panics, with the members' log tails, when the cluster does not come up.
     pub async fn start(members: usize, test: &str) -> Option<EtcdCluster> {
+        EtcdCluster::start_with(members, test, None).await
+    }
+
+    /// [`EtcdCluster::start`], each member also serving clients over HTTPS on
+    /// [`EtcdCluster::tls_client_url`], where it asks for a client certificate signed by the
+    /// CA of the files `issue` gives for the members' addresses (the certificate must name
+    /// them).
+    pub async fn start_tls(
+        members: usize,
+        test: &str,
+        issue: &IssueTls<'_>,
+    ) -> Option<EtcdCluster> {
+        EtcdCluster::start_with(members, test, Some(issue)).await
+    }
+
+    async fn start_with(
+        members: usize,
+        test: &str,
+        issue: Option<&IssueTls<'_>>,
+    ) -> Option<EtcdCluster> {
         let program = crate::installed("etcd", "etcd-server", test)?;
         assert!(
             (1..=MAX_MEMBERS).contains(&members),
@@ -92,6 +128,10 @@ impl EtcdCluster {
         for _ in 0..START_ATTEMPTS {
             let block = NEXT_BLOCK.fetch_add(1, Ordering::Relaxed);
             let mut cluster = EtcdCluster::new(program.clone(), members, block);
+            if let Some(issue) = issue {
+                let ips: Vec<Ipv4Addr> = cluster.members.iter().map(|m| m.ip).collect();
+                cluster.tls = Some(issue(&ips));
+            }
             match cluster.launch().await {
                 Ok(()) => return Some(cluster),
                 // Dropping `cluster` kills the members that did start.
@@ -117,6 +157,11 @@ impl EtcdCluster {
     /// Member `i`'s client URL.
     pub fn client_url(&self, i: usize) -> String {
         format!("http://{}:{CLIENT_PORT}", self.members[i].ip)
+    }
+
+    /// Member `i`'s HTTPS client URL (clusters from [`EtcdCluster::start_tls`]).
+    pub fn tls_client_url(&self, i: usize) -> String {
+        format!("https://{}:{TLS_CLIENT_PORT}", self.members[i].ip)
     }
 
     /// Whether member `i`'s process is alive: not killed, and not exited on its own.
@@ -182,6 +227,7 @@ impl EtcdCluster {
                 })
                 .collect(),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            tls: None,
             dir: tempfile::Builder::new()
                 .prefix("verge-etcd-")
                 .tempdir()
@@ -230,13 +276,25 @@ impl EtcdCluster {
             .open(self.log_path(i))
             .unwrap();
         let client_url = self.client_url(i);
+        let mut listen = client_url.clone();
         let mut command = Command::new(&self.program);
+        if let Some(tls) = &self.tls {
+            listen = format!("{client_url},{}", self.tls_client_url(i));
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.client_ca)
+                .arg("--client-cert-auth");
+        }
         command
             .arg("--name")
             .arg(&member.name)
             .arg("--data-dir")
             .arg(self.dir.path().join(&member.name))
-            .args(["--listen-client-urls", &client_url])
+            .args(["--listen-client-urls", &listen])
             .args(["--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url(member)])
             .args(["--initial-advertise-peer-urls", &peer_url(member)])

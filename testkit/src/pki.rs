@@ -165,6 +165,34 @@ impl TestPki {
         self.write_issued(file, &issued)
     }
 
+    /// A certificate for an etcd member at `names`: etcd's JSON gateway presents its server
+    /// certificate as a client one to etcd itself, so it is for both uses.
+    pub fn etcd_member_cert(&self, file: &str, names: &[&str]) -> CertFiles {
+        let issued = self.issue_with(
+            names,
+            Validity::Current,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            names.first().copied(),
+        );
+        self.write_issued(file, &issued)
+    }
+
+    /// A client certificate without a subject name: what etcd's JSON gateway accepts from its
+    /// clients when it checks client certificates (a common name there means a user name, which
+    /// the gateway refuses).
+    pub fn anonymous_client_cert(&self, file: &str) -> CertFiles {
+        let issued = self.issue_with(
+            &[],
+            Validity::Current,
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+            None,
+        );
+        self.write_issued(file, &issued)
+    }
+
     /// A server certificate for `names`, in memory (a fresh key and serial each time).
     pub fn issue_server(&self, names: &[&str], validity: Validity) -> Issued {
         self.issue(names, validity, ExtendedKeyUsagePurpose::ServerAuth)
@@ -180,13 +208,24 @@ impl TestPki {
     }
 
     fn issue(&self, names: &[&str], validity: Validity, usage: ExtendedKeyUsagePurpose) -> Issued {
+        let common_name = Some(names.first().copied().unwrap_or("leaf"));
+        self.issue_with(names, validity, vec![usage], common_name)
+    }
+
+    fn issue_with(
+        &self,
+        names: &[&str],
+        validity: Validity,
+        usages: Vec<ExtendedKeyUsagePurpose>,
+        common_name: Option<&str>,
+    ) -> Issued {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
-        params.extended_key_usages = vec![usage];
+        if let Some(name) = common_name {
+            params.distinguished_name.push(DnType::CommonName, name);
+        }
+        params.extended_key_usages = usages;
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(SerialNumber::from(
             self.next_serial.fetch_add(1, Ordering::SeqCst),

@@ -17,11 +17,13 @@ use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{connect::HttpConnector, Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
+use verge_serve::tls_client::ClientConfig;
 
 /// Longest line of a watch stream (one response: a batch of events).
 const MAX_WATCH_LINE: usize = 16 * 1024 * 1024;
@@ -46,12 +48,27 @@ pub enum EtcdError {
 /// succeeded.
 pub type Observer = Arc<dyn Fn(&'static str, Duration, bool) + Send + Sync>;
 
+/// HTTP/1.1 to the members: in the clear, or able to speak TLS to `https://` ones.
+enum Http {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
+impl Http {
+    fn request(&self, request: http::Request<Full<Bytes>>) -> ResponseFuture {
+        match self {
+            Http::Plain(client) => client.request(request),
+            Http::Tls(client) => client.request(request),
+        }
+    }
+}
+
 /// A client of one etcd cluster; cheap to share behind an `Arc`.
 pub struct Etcd {
     endpoints: Vec<String>,
     /// The member tried first: the last one that answered.
     preferred: AtomicUsize,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Http,
     /// Longest wait for one request, across members.
     pub timeout: Duration,
     credentials: Option<(String, String)>,
@@ -203,19 +220,33 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 impl Etcd {
+    /// A client of the members at `endpoints`; with `tls`, `https://` ones are reached over
+    /// TLS (HTTP/1.1 only: the gateway shares its port with gRPC, which HTTP/2 would reach).
     pub fn new(
         endpoints: Vec<String>,
         timeout: Duration,
         credentials: Option<(String, String)>,
+        tls: Option<Arc<ClientConfig>>,
         observer: Observer,
     ) -> Etcd {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
+        let builder = Client::builder(TokioExecutor::new());
+        let client = match tls {
+            None => Http::Plain(builder.build(connector)),
+            Some(tls) => {
+                let mut tls = (*tls).clone();
+                tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+                let https =
+                    verge_serve::tls_client::connector_by_uri(connector, Arc::new(tls), None);
+                Http::Tls(builder.build(https))
+            }
+        };
         Etcd {
             endpoints,
             preferred: AtomicUsize::new(0),
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client,
             timeout,
             credentials,
             token: Mutex::new(None),

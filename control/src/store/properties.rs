@@ -61,6 +61,7 @@ fn log() -> Arc<SharedLog> {
         vec!["http://127.0.0.1:1".into()],
         Duration::from_millis(100),
         None,
+        None,
         Arc::new(|_, _, _| {}),
     ));
     SharedLog::new(etcd, Keys::new("/p"), "r".into(), 4)

@@ -506,6 +506,7 @@ mod tests {
             vec!["http://127.0.0.1:1".into()],
             Duration::from_millis(100),
             None,
+            None,
             Arc::new(|_, _, _| {}),
         ));
         SharedLog::new(etcd, Keys::new("/v"), "r1".into(), 2)

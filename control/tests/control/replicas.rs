@@ -701,3 +701,76 @@ async fn a_node_that_stops_heartbeating_vanishes_from_every_replica() {
     .await;
     drop(dirs);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_replica_verifies_etcd_and_shows_its_client_certificate() {
+    let test = "over_tls_a_replica_verifies_etcd_and_shows_its_client_certificate";
+    let pki = verge_testkit::pki::TestPki::new("etcd");
+    let issue = |ips: &[std::net::Ipv4Addr]| {
+        let names: Vec<String> = ips.iter().map(ToString::to_string).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let server = pki.etcd_member_cert("etcd", &names);
+        verge_testkit::etcd::EtcdTls {
+            cert: server.cert,
+            key: server.key,
+            client_ca: pki.ca_file.clone(),
+        }
+    };
+    let Some(etcd) = EtcdCluster::start_tls(3, test, &issue).await else {
+        return;
+    };
+    let endpoints: Vec<String> = (0..3).map(|i| etcd.tls_client_url(i)).collect();
+    let client = pki.anonymous_client_cert("control");
+    let tls = |with_client: bool| {
+        let mut table = format!(
+            "[store.tls]\nca_file = {}\n",
+            verge_testkit::pki::toml_path(&pki.ca_file)
+        );
+        if with_client {
+            table.push_str(&format!(
+                "client_cert = {}\nclient_key = {}\n",
+                verge_testkit::pki::toml_path(&client.cert),
+                verge_testkit::pki::toml_path(&client.key)
+            ));
+        }
+        table
+    };
+    let dir = TempDir::new().unwrap();
+    let config = format!(
+        "{}{}",
+        replica_toml("a", &endpoints, "/verge-test"),
+        tls(true)
+    );
+    let a = Replica {
+        name: "a".into(),
+        control: start_control(dir.path(), &config).await,
+        _dir: dir,
+    };
+    wait_until("a to lead", Duration::from_secs(5), || a.is_leader()).await;
+    assert_eq!(a.purge(1).await.unwrap(), 1);
+
+    // Without the client certificate etcd does not let it in: control says so and stops.
+    let dir = TempDir::new().unwrap();
+    let config = format!(
+        "{}{}",
+        replica_toml("b", &endpoints, "/verge-test"),
+        tls(false)
+    );
+    let config = verge_config::ControlConfig::from_toml(&support::control_toml(
+        dir.path(),
+        support::TOKEN,
+        &config,
+    ))
+    .unwrap();
+    let started = Instant::now();
+    let error = match verge_control::ControlNode::bind(config).await {
+        Ok(_) => panic!("control started without the client certificate etcd asks for"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("etcd"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -8,5 +8,6 @@
 //!   system store, SNI and optional client certificates.
 pub mod acceptor;
 pub mod certs;
-pub mod client;
+/// TLS towards `https://` upstreams; shared with control (its etcd client).
+pub use verge_serve::tls_client as client;
 mod der;

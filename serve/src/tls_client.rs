@@ -1,5 +1,5 @@
 //! TLS towards `https://` upstreams: the edge to its shields or origin, a shield to its origin
-//! servers.
+//! servers, a control replica to etcd.
 //!
 //! One rustls [`ClientConfig`] is built per upstream table (`[upstream.tls]`, `[shields.tls]`,
 //! `[origin.tls]`) when the node starts, and shared by every client of that table: its roots
@@ -166,18 +166,7 @@ pub fn connector(
 ) -> UpstreamConnector {
     // The TLS layer hands `https` URIs to the TCP connector, which must accept them.
     http.enforce_http(false);
-    let resolver: Arc<dyn hyper_rustls::ResolveServerName + Send + Sync> = match server_name {
-        None => Arc::new(hyper_rustls::DefaultServerNameResolver::default()),
-        Some(name) => match self::server_name(name) {
-            Ok(name) => Arc::new(FixedServerNameResolver::new(name)),
-            Err(error) => {
-                // Only a name that escaped validation gets here; each connection then fails
-                // with the reason rather than the node refusing to start.
-                let reason = error.to_string();
-                Arc::new(move |_: &Uri| Err::<ServerName<'static>, _>(reason.clone()))
-            }
-        },
-    };
+    let resolver = resolver(server_name);
     // A scheme and an authority that parsed as a URL make a URI; were it not so, the empty URI
     // would fail each connection ("missing scheme") instead of the node.
     let target = Uri::builder()
@@ -189,6 +178,35 @@ pub fn connector(
     FixedTarget {
         inner: HttpsConnector::new(http, tls, false, resolver),
         target,
+    }
+}
+
+/// A connector to whatever each request URI names: TCP with `http`'s settings for `http://`,
+/// and a TLS handshake with `tls` for `https://`, whose SNI (and the name the certificate must
+/// carry) is `server_name`, else the URI's host. For clients of several servers, such as
+/// control's of the members of an etcd cluster.
+pub fn connector_by_uri(
+    mut http: HttpConnector,
+    tls: Arc<ClientConfig>,
+    server_name: Option<&str>,
+) -> HttpsConnector<HttpConnector> {
+    http.enforce_http(false);
+    HttpsConnector::new(http, tls, false, resolver(server_name))
+}
+
+/// The SNI name of each connection: `server_name`, else the URI's host.
+fn resolver(server_name: Option<&str>) -> Arc<dyn hyper_rustls::ResolveServerName + Send + Sync> {
+    match server_name {
+        None => Arc::new(hyper_rustls::DefaultServerNameResolver::default()),
+        Some(name) => match self::server_name(name) {
+            Ok(name) => Arc::new(FixedServerNameResolver::new(name)),
+            Err(error) => {
+                // Only a name that escaped validation gets here; each connection then fails
+                // with the reason rather than the node refusing to start.
+                let reason = error.to_string();
+                Arc::new(move |_: &Uri| Err::<ServerName<'static>, _>(reason.clone()))
+            }
+        },
     }
 }
 
