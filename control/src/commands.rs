@@ -75,6 +75,10 @@ pub async fn status(control: &str, token: &str) -> ExitCode {
     match fetched.await {
         Ok((nodes, routing, purges)) => {
             let (text, all_up) = render_status(&nodes, &routing, &purges);
+            // Only a replica on etcd has one (404 otherwise).
+            if let Ok(replica) = client.get_json("/v1/replica").await {
+                print!("{}", render_replica(&replica));
+            }
             print!("{text}");
             if all_up {
                 ExitCode::SUCCESS
@@ -87,6 +91,41 @@ pub async fn status(control: &str, token: &str) -> ExitCode {
             ExitCode::from(EXIT_UNUSABLE)
         }
     }
+}
+
+/// The line `verge status` prints about the replica asked, when control runs on etcd.
+pub fn render_replica(replica: &serde_json::Value) -> String {
+    let name = replica["name"].as_str().unwrap_or("-");
+    let leader = replica["leader"].as_str().unwrap_or("none");
+    let role = if replica["is_leader"] == true {
+        "the leader"
+    } else {
+        "a follower"
+    };
+    let store = if replica["store_up"] == true {
+        "etcd up"
+    } else {
+        "etcd unreachable"
+    };
+    let peers: Vec<String> = replica["peers"]
+        .as_array()
+        .map(|peers| {
+            peers
+                .iter()
+                .map(|p| {
+                    let nodes = p["nodes"].as_u64().unwrap_or(0);
+                    let noun = if nodes == 1 { "node" } else { "nodes" };
+                    format!("{} ({nodes} {noun})", p["name"].as_str().unwrap_or("-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let peers = if peers.is_empty() {
+        "none".to_string()
+    } else {
+        peers.join(", ")
+    };
+    format!("replica {name}, {role} (leader: {leader}), {store}; other replicas: {peers}\n")
 }
 
 /// The text `verge status` prints for control's nodes, routing table and recent purges, and
@@ -282,7 +321,7 @@ async fn purge_and_wait(client: &AdminClient, spec: &PurgeSpec, timeout: Duratio
 mod tests {
     use serde_json::json;
 
-    use super::render_status;
+    use super::{render_replica, render_status};
 
     #[test]
     fn status_lists_each_region_s_nodes_the_ring_and_purges_and_says_whether_all_are_up() {
@@ -326,6 +365,13 @@ mod tests {
         assert!(text.contains("in progress  1/2 nodes applied"), "{text}");
 
         let (_, all_up) = render_status(&json!([]), &json!({}), &json!(null));
+        let line = render_replica(&json!({"name": "b", "leader": "a", "is_leader": false,
+            "store_up": true, "peers": [{"name": "a", "nodes": 3}]}));
+        assert_eq!(
+            line,
+            "replica b, a follower (leader: a), etcd up; other replicas: a (3 nodes)\n"
+        );
+        assert!(render_replica(&json!({})).contains("leader: none"));
         assert!(all_up, "no node is down");
     }
 }
