@@ -39,6 +39,9 @@ pub struct EtcdConfig {
     /// Time to live of the replica's lease: its leadership and its nodes' registrations vanish
     /// this long after it stops renewing.
     pub lease_ttl: Duration,
+    /// How much of etcd's history the leader keeps: it compacts to the revision it saw this
+    /// long ago. A replica whose watch broke for longer reads everything again.
+    pub history: Duration,
     /// TLS towards `https://` endpoints (`[store.tls]`): the CA etcd's certificate must chain
     /// to (else the system store) and the client certificate etcd may ask for.
     pub tls: crate::tls::ClientTlsConfig,
@@ -48,6 +51,7 @@ pub mod defaults {
     pub const PREFIX: &str = "/verge";
     pub const TIMEOUT: &str = "2s";
     pub const LEASE_TTL: &str = "3s";
+    pub const HISTORY: &str = "1m";
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +65,7 @@ pub struct RawStore {
     pub password_file: Option<String>,
     pub timeout: Option<String>,
     pub lease_ttl: Option<String>,
+    pub history: Option<String>,
     pub tls: Option<crate::tls::RawClientTls>,
 }
 
@@ -182,6 +187,13 @@ pub(crate) fn validate_store(c: &mut Collector, raw: Option<RawStore>) -> Option
             "must be whole seconds (etcd leases count seconds)",
         );
     }
+    let history = bounded_duration(
+        c,
+        "store.history",
+        raw.history.as_deref(),
+        defaults::HISTORY,
+        (Duration::from_secs(1), Duration::from_secs(24 * 3600)),
+    );
     let tls = crate::tls::validate_client_tls(c, raw.tls, "store.tls");
     if c.len() > before {
         return None;
@@ -196,6 +208,7 @@ pub(crate) fn validate_store(c: &mut Collector, raw: Option<RawStore>) -> Option
             password_file: raw.password_file.map(PathBuf::from),
             timeout: timeout?,
             lease_ttl: lease_ttl?,
+            history: history?,
             tls: tls?,
         }),
     })

@@ -101,6 +101,8 @@ pub struct Replica {
     etcd: Arc<Etcd>,
     keys: Keys,
     lease_ttl: Duration,
+    /// `store.history`: the leader compacts etcd's history to the revision it saw this long ago.
+    history: Duration,
     state: Mutex<State>,
     /// The table the leader wants written next.
     wanted: watch::Sender<Option<RoutingTable>>,
@@ -162,6 +164,7 @@ impl Replica {
             etcd,
             keys,
             lease_ttl: config.lease_ttl,
+            history: config.history,
             state: Mutex::new(State {
                 lease,
                 renewed: Some(Instant::now()),
@@ -594,6 +597,8 @@ async fn leading(
     let table_key = replica.keys.table();
     let mut wanted = replica.wanted.subscribe();
     let mut last_check = Instant::now();
+    // Revisions seen while leading, oldest first: what the next compaction may drop up to.
+    let mut seen: std::collections::VecDeque<(Instant, i64)> = std::collections::VecDeque::new();
     loop {
         let (lease, leading) = {
             let state = replica.lock();
@@ -699,6 +704,10 @@ async fn leading(
                         .is_some_and(|kv| kv.create_revision == leading);
                     if !ours {
                         replica.step_down("the leader key is no longer this replica's");
+                        seen.clear();
+                    } else {
+                        seen.push_back((Instant::now(), r.header.revision));
+                        compact_history(&replica, &mut seen).await;
                     }
                 }
             }
@@ -708,6 +717,25 @@ async fn leading(
             _ = wanted.changed() => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// Compacts etcd's history up to the newest revision seen at least `store.history` ago, so a
+/// replica whose watch broke for less resumes where it was (longer: it reads everything again).
+async fn compact_history(replica: &Replica, seen: &mut std::collections::VecDeque<(Instant, i64)>) {
+    let mut upto = None;
+    while seen
+        .front()
+        .is_some_and(|(at, _)| at.elapsed() >= replica.history)
+    {
+        upto = seen.pop_front().map(|(_, revision)| revision);
+    }
+    let Some(revision) = upto else { return };
+    match replica.etcd.compact(revision).await {
+        Ok(()) => tracing::debug!(revision, "etcd history compacted"),
+        // Already compacted further (by an operator, or etcd's own auto-compaction): fine.
+        Err(EtcdError::Refused(reason)) if reason.contains("compacted") => {}
+        Err(e) => tracing::warn!(error = %e, revision, "cannot compact etcd's history"),
     }
 }
 

@@ -321,6 +321,9 @@ async fn node_api(control: &Arc<Control>, request: Request<Incoming>) -> Respons
                 Ok(q) => q,
                 Err(e) => return error(StatusCode::BAD_REQUEST, &e),
             };
+            if let Some(after) = since {
+                control.catch_up(after).await;
+            }
             match control.stream(node, since) {
                 Ok(stream) => Response::builder()
                     .header(header::CONTENT_TYPE, "application/x-ndjson")

@@ -635,6 +635,21 @@ impl Control {
             .collect()
     }
 
+    /// With etcd: waits (up to the store's timeout) until this replica's mirror holds purge
+    /// `seq`, so that a node which applied it at another replica resumes here instead of being
+    /// told to resync because this replica's watch is a few milliseconds behind.
+    pub async fn catch_up(&self, seq: u64) {
+        let Some(log) = self.log.shared() else {
+            return;
+        };
+        if log.head() >= seq {
+            return;
+        }
+        let mut advanced = log.advanced();
+        let _ =
+            tokio::time::timeout(log.etcd.timeout, advanced.wait_for(|head| *head >= seq)).await;
+    }
+
     /// With etcd: refuses nodes while this replica holds no lease (it cannot tell them what
     /// the other replicas accept, nor vouch for them in etcd).
     fn attached(&self) -> Result<(), Refused> {

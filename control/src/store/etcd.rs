@@ -308,6 +308,19 @@ impl Etcd {
         Ok(response)
     }
 
+    /// Drops the history of every key before `revision` (the current values stay): etcd keeps
+    /// every old value until told so.
+    pub async fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+        let _: Value = self
+            .call(
+                "compaction",
+                "/v3/kv/compaction",
+                &json!({"revision": revision.to_string()}),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Grants a lease of `ttl` seconds; returns its id.
     pub async fn grant(&self, ttl: u64) -> Result<i64, EtcdError> {
         #[derive(Deserialize)]

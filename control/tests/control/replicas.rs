@@ -774,3 +774,57 @@ async fn over_tls_a_replica_verifies_etcd_and_shows_its_client_certificate() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_compacts_etcd_history_and_a_replica_started_later_reads_the_log() {
+    let test = "the_leader_compacts_etcd_history_and_a_replica_started_later_reads_the_log";
+    let Some(etcd) = EtcdCluster::start(3, test).await else {
+        return;
+    };
+    let endpoints = etcd.client_urls();
+    let toml = |name: &str| {
+        replica_toml(name, &endpoints, "/verge-test").replacen(
+            "[store]\n",
+            "[store]\nhistory = \"1s\"\n",
+            1,
+        )
+    };
+    let dir = TempDir::new().unwrap();
+    let a = Replica {
+        name: "a".into(),
+        control: start_control(dir.path(), &toml("a")).await,
+        _dir: dir,
+    };
+    wait_until("a to lead", Duration::from_secs(5), || a.is_leader()).await;
+    for n in 1..=3 {
+        assert_eq!(a.purge(n).await.unwrap(), n);
+    }
+    // Revision 2 (the first write) is dropped from etcd's history within a few seconds.
+    let url = etcd.client_url(0);
+    wait_until("history compacted", Duration::from_secs(8), || async {
+        let reply = support::request(
+            addr_of(&url),
+            Method::POST,
+            "/v3/kv/range",
+            &[],
+            json!({"key": b64("/verge-test/purge/head"), "revision": "2"}).to_string(),
+        )
+        .await;
+        reply.text().contains("compacted")
+    })
+    .await;
+    // The purges themselves stay, and a replica started now has them all.
+    let dir = TempDir::new().unwrap();
+    let b = Replica {
+        name: "b".into(),
+        control: start_control(dir.path(), &toml("b")).await,
+        _dir: dir,
+    };
+    let status = b.control.admin(Method::GET, "/v1/purge/1", "").await.json();
+    assert_eq!(
+        status["spec"]["urls"],
+        json!(["http://example.test/1"]),
+        "{status}"
+    );
+    assert_eq!(b.view().await["purge_head"], json!(3));
+}
