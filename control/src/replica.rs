@@ -410,8 +410,13 @@ async fn watching(
                     _ = shutdown.changed() => return,
                 };
                 let batch = match batch {
-                    Ok(Some(batch)) => batch,
-                    Ok(None) | Err(_) => {
+                    Ok(Some(batch)) if batch.compacted.is_some() => {
+                        reload = Some("compacted");
+                        break;
+                    }
+                    Ok(Some(batch)) if batch.cancelled.is_none() => batch,
+                    // Ended, failed, or cancelled for another reason: watch again.
+                    _ => {
                         replica
                             .metrics
                             .watch_restarts
@@ -421,18 +426,6 @@ async fn watching(
                     }
                 };
                 failures = 0;
-                if batch.compacted.is_some() {
-                    reload = Some("compacted");
-                    break;
-                }
-                if batch.cancelled.is_some() {
-                    replica
-                        .metrics
-                        .watch_restarts
-                        .with_label_values(&["error"])
-                        .inc();
-                    break;
-                }
                 let Some(c) = control.upgrade() else { return };
                 for change in &batch.changes {
                     let kv = match change {

@@ -3,12 +3,11 @@
 //! a replica panic, a purge record reads back as written, and the mirror never holds a gap.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
 use proptest::prelude::*;
 
-use super::etcd::{parse_watch_line, Etcd};
+use super::etcd::parse_watch_line;
 use super::keys::{Key, Keys};
 use super::shared::{Applied, SharedLog, StoredPurge};
 use crate::hub::properties::{purge_spec, text};
@@ -57,14 +56,7 @@ fn watch_line() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn log() -> Arc<SharedLog> {
-    let etcd = Arc::new(Etcd::new(
-        vec!["http://127.0.0.1:1".into()],
-        Duration::from_millis(100),
-        None,
-        None,
-        Arc::new(|_, _, _| {}),
-    ));
-    SharedLog::new(etcd, Keys::new("/p"), "r".into(), 4)
+    super::shared::offline_log("/p")
 }
 
 proptest! {

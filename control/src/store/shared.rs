@@ -497,19 +497,25 @@ async fn appender(log: std::sync::Weak<SharedLog>, mut queue: mpsc::Receiver<Req
     }
 }
 
+/// A log over an etcd that is never reached, for tests of the mirror.
+#[cfg(test)]
+pub(crate) fn offline_log(prefix: &str) -> Arc<SharedLog> {
+    let etcd = Arc::new(Etcd::new(
+        vec!["http://127.0.0.1:1".into()],
+        Duration::from_millis(100),
+        None,
+        None,
+        Arc::new(|_, _, _| {}),
+    ));
+    SharedLog::new(etcd, Keys::new(prefix), "r1".into(), 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn log() -> Arc<SharedLog> {
-        let etcd = Arc::new(Etcd::new(
-            vec!["http://127.0.0.1:1".into()],
-            Duration::from_millis(100),
-            None,
-            None,
-            Arc::new(|_, _, _| {}),
-        ));
-        SharedLog::new(etcd, Keys::new("/v"), "r1".into(), 2)
+        offline_log("/v")
     }
 
     fn value(seq: u64) -> Vec<u8> {

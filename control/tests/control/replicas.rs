@@ -43,13 +43,31 @@ struct Replica {
 }
 
 async fn replica(name: &str, endpoints: &[String]) -> Replica {
+    replica_with(name, &replica_toml(name, endpoints, "/verge-test")).await
+}
+
+/// A replica started with the configuration `toml` (`[store]` and all).
+async fn replica_with(name: &str, toml: &str) -> Replica {
     let dir = TempDir::new().unwrap();
-    let control = start_control(dir.path(), &replica_toml(name, endpoints, "/verge-test")).await;
+    let control = start_control(dir.path(), toml).await;
     Replica {
         name: name.to_string(),
         control,
         _dir: dir,
     }
+}
+
+/// Replica `a`, leading, which reaches etcd through relays: cutting them cuts it off from etcd
+/// (its lease is neither renewed nor revoked) while its nodes still reach it.
+async fn relayed_leader(endpoints: &[String]) -> (Vec<Relay>, Replica) {
+    let mut relays = Vec::new();
+    for url in endpoints {
+        relays.push(Relay::start(addr_of(url)).await);
+    }
+    let relayed: Vec<String> = relays.iter().map(Relay::url).collect();
+    let a = replica("a", &relayed).await;
+    wait_until("a to lead", Duration::from_secs(5), || a.is_leader()).await;
+    (relays, a)
 }
 
 impl Replica {
@@ -289,15 +307,8 @@ async fn when_the_leader_crashes_no_acknowledged_purge_is_lost_and_another_repli
         return;
     };
     let endpoints = etcd.client_urls();
-    // The first replica reaches etcd through relays, so that it can crash for etcd (its lease
-    // is neither renewed nor revoked) as well as for its nodes.
-    let mut relays = Vec::new();
-    for url in &endpoints {
-        relays.push(Relay::start(addr_of(url)).await);
-    }
-    let relayed: Vec<String> = relays.iter().map(Relay::url).collect();
-    let a = replica("a", &relayed).await;
-    wait_until("a to lead", Duration::from_secs(5), || a.is_leader()).await;
+    // a can crash for etcd as well as for its nodes.
+    let (relays, a) = relayed_leader(&endpoints).await;
     let b = replica("b", &endpoints).await;
     let c = replica("c", &endpoints).await;
     let origin = FakeOrigin::start().await;
@@ -420,13 +431,7 @@ async fn a_replica_cut_off_from_etcd_refuses_purges_cannot_publish_and_sends_its
         return;
     };
     let endpoints = etcd.client_urls();
-    let mut relays = Vec::new();
-    for url in &endpoints {
-        relays.push(Relay::start(addr_of(url)).await);
-    }
-    let relayed: Vec<String> = relays.iter().map(Relay::url).collect();
-    let a = replica("a", &relayed).await;
-    wait_until("a to lead", Duration::from_secs(5), || a.is_leader()).await;
+    let (relays, a) = relayed_leader(&endpoints).await;
     let b = replica("b", &endpoints).await;
     let origin = FakeOrigin::start().await;
     let _s1 = shield(&origin, "s1", &[a.url(), b.url()]).await;
@@ -649,21 +654,8 @@ async fn a_node_that_stops_heartbeating_vanishes_from_every_replica() {
         replica_toml(name, &endpoints, "/verge-test")
             .replace("[health]\n", "[health]\nforget_after = \"1s\"\n")
     };
-    let dirs = [TempDir::new().unwrap(), TempDir::new().unwrap()];
-    let a = start_control(dirs[0].path(), &forget("a")).await;
-    let b = start_control(dirs[1].path(), &forget("b")).await;
-    let (a, b) = (
-        Replica {
-            name: "a".into(),
-            control: a,
-            _dir: TempDir::new().unwrap(),
-        },
-        Replica {
-            name: "b".into(),
-            control: b,
-            _dir: TempDir::new().unwrap(),
-        },
-    );
+    let a = replica_with("a", &forget("a")).await;
+    let b = replica_with("b", &forget("b")).await;
     let origin = FakeOrigin::start().await;
     let _s1 = shield(&origin, "s1", &[a.url()]).await;
     let s2 = shield(&origin, "s2", &[a.url()]).await;
@@ -699,7 +691,6 @@ async fn a_node_that_stops_heartbeating_vanishes_from_every_replica() {
         keys == [b64("/verge-test/nodes/s1")]
     })
     .await;
-    drop(dirs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -735,17 +726,12 @@ async fn over_tls_a_replica_verifies_etcd_and_shows_its_client_certificate() {
         }
         table
     };
-    let dir = TempDir::new().unwrap();
     let config = format!(
         "{}{}",
         replica_toml("a", &endpoints, "/verge-test"),
         tls(true)
     );
-    let a = Replica {
-        name: "a".into(),
-        control: start_control(dir.path(), &config).await,
-        _dir: dir,
-    };
+    let a = replica_with("a", &config).await;
     wait_until("a to lead", Duration::from_secs(5), || a.is_leader()).await;
     assert_eq!(a.purge(1).await.unwrap(), 1);
 
@@ -789,12 +775,7 @@ async fn the_leader_compacts_etcd_history_and_a_replica_started_later_reads_the_
             1,
         )
     };
-    let dir = TempDir::new().unwrap();
-    let a = Replica {
-        name: "a".into(),
-        control: start_control(dir.path(), &toml("a")).await,
-        _dir: dir,
-    };
+    let a = replica_with("a", &toml("a")).await;
     wait_until("a to lead", Duration::from_secs(5), || a.is_leader()).await;
     for n in 1..=3 {
         assert_eq!(a.purge(n).await.unwrap(), n);
@@ -814,12 +795,7 @@ async fn the_leader_compacts_etcd_history_and_a_replica_started_later_reads_the_
     })
     .await;
     // The purges themselves stay, and a replica started now has them all.
-    let dir = TempDir::new().unwrap();
-    let b = Replica {
-        name: "b".into(),
-        control: start_control(dir.path(), &toml("b")).await,
-        _dir: dir,
-    };
+    let b = replica_with("b", &toml("b")).await;
     let status = b.control.admin(Method::GET, "/v1/purge/1", "").await.json();
     assert_eq!(
         status["spec"]["urls"],
