@@ -1,6 +1,7 @@
 //! A running demo: the sample origin, control and every cache node in this process, each node
 //! behind a delay link in its region, started from the [`topology`](crate::topology) and
-//! stopped together.
+//! stopped together. With `--ha`, control is replicas on etcd in processes of their own
+//! ([`crate::replicas`]).
 //!
 //! Latency is not configured per path: it emerges from who connects to whom. A client in eu
 //! reaching an eu edge crosses the edge's link from an eu address (local delay); the edge's
@@ -10,29 +11,27 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
-use verge_control::service::Control;
-use verge_control::ControlNode;
 use verge_edge::EdgeRole;
 use verge_node::Node;
 use verge_origin_shield::ShieldRole;
 
+use crate::control::ControlPlane;
 use crate::delay::{DelayLink, LinkSettings};
 use crate::origin::{self, SampleOrigin};
-use crate::readiness::{NodeSeen, Observed, Readiness};
-use crate::state::{ControlEndpoints, DemoState, NodeEndpoints, PathLatency, RegionInfo};
+use crate::readiness::Readiness;
+use crate::replicas::Replicas;
+use crate::state::{DemoState, NodeEndpoints, PathLatency, RegionInfo};
 use crate::topology::{self, DemoOptions, NodePlan, Role, HOSTNAME};
 
 /// How long stopping may take, all nodes draining at once (their grace is 2 s).
-const STOP_LIMIT: Duration = Duration::from_secs(5);
+pub(crate) const STOP_LIMIT: Duration = Duration::from_secs(5);
 
 /// Why a demo could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +54,15 @@ pub enum DemoError {
     },
     #[error("control did not start: {0}")]
     Control(#[from] verge_control::StartError),
-    #[error("cannot create control's data directory: {0}")]
+    #[error("cannot create control's directory: {0}")]
     DataDir(io::Error),
+    /// The HA demo's etcd cluster did not start; the message quotes its logs.
+    #[error("{0}")]
+    Etcd(String),
+    #[error("control replica {name} did not start: {why}")]
+    Replica { name: String, why: String },
+    #[error("every address block for the HA demo's replicas and etcd (127.0.10.0/24 to 127.0.19.0/24) has an address in use ({0}): is another `verge demo --ha` running?")]
+    HaAddresses(String),
     #[error("not ready after {after:?}, still waiting for {waiting}")]
     NotReady { after: Duration, waiting: String },
 }
@@ -65,14 +71,14 @@ pub enum DemoError {
 type Stop = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A spawned role; told to stop when stopped or dropped.
-struct Running {
+pub(crate) struct Running {
     name: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl Running {
-    fn spawn<F>(name: &str, run: impl FnOnce(Stop) -> F) -> Running
+    pub(crate) fn spawn<F>(name: &str, run: impl FnOnce(Stop) -> F) -> Running
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -89,14 +95,14 @@ impl Running {
         }
     }
 
-    fn signal(&mut self) {
+    pub(crate) fn signal(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
     }
 
     /// Signals, then waits until `deadline` for the role to finish; past it, aborts it.
-    async fn stop(mut self, deadline: Instant) {
+    pub(crate) async fn stop(mut self, deadline: Instant) {
         self.signal();
         if let Some(mut task) = self.task.take() {
             if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
@@ -121,37 +127,24 @@ struct NodePart {
     running: Option<Running>,
 }
 
-/// Control while it runs: the task and the handle readiness reads.
-struct ControlPart {
-    running: Running,
-    control: Arc<Control>,
-}
-
 /// A running demo. [`Demo::shutdown`] stops it cleanly; dropping it (say, on a start error)
 /// tells every part to stop without waiting. Parts can be killed and restored
 /// ([`Demo::kill`], [`Demo::restore`]) behind their links, which keep their addresses.
 pub struct Demo {
     /// Every endpoint, as `--state FILE` writes it.
     pub state: DemoState,
-    options: DemoOptions,
-    /// Control's purge log, kept across a control restart.
-    data_dir: PathBuf,
-    token: String,
-    control: Option<ControlPart>,
-    /// In front of control's node listener, in the origin's region.
-    control_link: DelayLink,
-    /// In front of control's admin listener, on 127.0.0.1.
-    admin_link: DelayLink,
+    control: ControlPlane,
+    /// What nodes put in `control.urls`: control's link, or every replica's.
+    control_urls: Vec<String>,
     nodes: Vec<NodePart>,
     origin_link: DelayLink,
     origin: Option<SampleOrigin>,
-    /// Control's data directory when the demo made it; removed when the demo ends.
-    _data_dir: Option<tempfile::TempDir>,
 }
 
 /// Who a name given to [`Demo::kill`] / [`Demo::restore`] is.
 enum Part {
     Origin,
+    /// `control`, or a replica with `--ha`.
     Control,
     Node(usize),
 }
@@ -159,7 +152,8 @@ enum Part {
 impl Demo {
     /// Starts everything the options describe and waits until it is ready: every node seen
     /// up and connected in control, every edge routing with a table that names every shield
-    /// healthy (see [`Readiness`]).
+    /// healthy (see [`Readiness`]); with replicas, each of them knowing a leader, and nodes
+    /// seen at whichever replica they follow.
     pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
         options.validate().map_err(DemoError::Options)?;
         let region = |id: &str| options.regions.iter().find(|r| r.id == id).cloned();
@@ -176,45 +170,14 @@ impl Demo {
         )
         .await
         .map_err(bind_error("the origin's delay link", origin_addr))?;
-        let control_addr = SocketAddr::new(topology::control_ip(&origin_region), 0);
-        let control_link =
-            DelayLink::bind(control_addr, link_settings(&options, &origin_region.id))
-                .await
-                .map_err(bind_error("control's delay link", control_addr))?;
-        // Operators' address for control's admin API, stable across a control restart: a
-        // link on 127.0.0.1 (no delay for peers there).
-        let admin_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let admin_link = DelayLink::bind(admin_addr, link_settings(&options, &origin_region.id))
-            .await
-            .map_err(bind_error("control's admin link", admin_addr))?;
-
-        let mut owned_dir = None;
-        let data_dir = match &options.data_dir {
-            Some(dir) => dir.clone(),
-            None => {
-                let dir = tempfile::Builder::new()
-                    .prefix("verge-demo-")
-                    .tempdir()
-                    .map_err(DemoError::DataDir)?;
-                let path = dir.path().to_path_buf();
-                owned_dir = Some(dir);
-                path
-            }
-        };
         let token = options.token.clone().unwrap_or_else(random_token);
-        let (node, control) = bind_control(&options, &data_dir, &token).await?;
-        let control_link = control_link.relay_to(node.node_addr);
-        let admin_link = admin_link.relay_to(node.admin_addr);
+        let (control, started) = ControlPlane::start(&options, &token).await?;
         let mut demo = Demo {
             state: DemoState {
                 hostname: HOSTNAME.to_string(),
-                dns: String::new(),
-                steering: String::new(),
-                control: ControlEndpoints {
-                    api: control_link.url(),
-                    admin: admin_link.url(),
-                    token: token.clone(),
-                },
+                dns: started.dns,
+                steering: started.steering,
+                control: started.endpoints,
                 origin: origin_link.url(),
                 nodes: Vec::new(),
                 regions: options
@@ -229,18 +192,12 @@ impl Demo {
                 samples: origin::samples(),
                 latency: latency_table(&options),
             },
-            options: options.clone(),
-            data_dir,
-            token,
-            control: None,
-            control_link,
-            admin_link,
+            control,
+            control_urls: started.node_urls,
             nodes: Vec::new(),
             origin_link,
             origin: Some(origin),
-            _data_dir: owned_dir,
         };
-        demo.run_control(node, control);
 
         let plans = topology::nodes(&options);
         for plan in &plans {
@@ -252,7 +209,7 @@ impl Demo {
             let (data, admin, running) = start_node(
                 plan,
                 &demo.state.origin,
-                &demo.state.control.api,
+                &demo.control_urls,
                 &advertise,
                 &topology::node_token(&demo.state.control.token),
             )
@@ -271,45 +228,30 @@ impl Demo {
                 admin: format!("http://{admin}"),
             });
         }
-        let control = demo.control_handle()?;
-        wait_ready(&control, &plans, options.ready_timeout).await?;
+        wait_ready(&demo.control, &plans, options.ready_timeout).await?;
         Ok(demo)
     }
 
-    fn control_handle(&self) -> Result<Arc<Control>, DemoError> {
-        self.control
-            .as_ref()
-            .map(|c| Arc::clone(&c.control))
-            .ok_or_else(|| DemoError::Options("control is not running".into()))
+    /// The control replicas and their etcd cluster, in an HA demo (`DemoOptions::ha`).
+    pub fn replicas(&self) -> Option<&Replicas> {
+        self.control.replicas()
     }
 
-    /// Spawns a bound control and notes its endpoints; its node and admin listeners are
-    /// reached through links whose addresses do not change (DNS and HTTP steering do).
-    fn run_control(&mut self, node: ControlNode, control: Arc<Control>) {
-        let shown = |addr: Option<SocketAddr>, scheme: &str| {
-            addr.map_or_else(String::new, |a| format!("{scheme}{a}"))
-        };
-        self.state.dns = shown(node.dns_addr, "");
-        self.state.steering = shown(node.steering_addr, "http://");
-        self.control_link.retarget(node.node_addr);
-        self.admin_link.retarget(node.admin_addr);
-        let running = Running::spawn("control", |stop| node.run(stop));
-        self.control = Some(ControlPart { running, control });
-    }
-
-    /// The names [`Demo::kill`] and [`Demo::restore`] take: `origin`, `control`, every node id.
+    /// The names [`Demo::kill`] and [`Demo::restore`] take: `origin`, `control` (with `--ha`
+    /// each replica's: `control-1`, …), every node id.
     pub fn part_names(&self) -> Vec<String> {
-        ["origin", "control"]
-            .into_iter()
-            .map(String::from)
+        std::iter::once("origin".to_string())
+            .chain(self.control.names())
             .chain(self.nodes.iter().map(|n| n.plan.id.clone()))
             .collect()
     }
 
     fn part(&self, name: &str) -> Result<Part, String> {
+        if self.control.names().iter().any(|n| n == name) {
+            return Ok(Part::Control);
+        }
         match name {
             "origin" => Ok(Part::Origin),
-            "control" => Ok(Part::Control),
             _ => self
                 .nodes
                 .iter()
@@ -325,7 +267,8 @@ impl Demo {
     }
 
     /// Stops `name` (a node id, `control` or `origin`) for real; its delay link stays, so
-    /// peers get connection errors from it until [`Demo::restore`].
+    /// peers get connection errors from it until [`Demo::restore`]. A replica of an HA demo
+    /// is killed with SIGKILL, as `kill -9` would.
     pub async fn kill(&mut self, name: &str) -> Result<(), String> {
         self.kill_all(&[name])
             .await
@@ -344,25 +287,28 @@ impl Demo {
         let mut results = Vec::new();
         for name in names {
             let killed = || format!("{name} is already killed");
+            // `None`: killed already (a replica, which dies at once).
             let taken = self.part(name).and_then(|part| match part {
-                Part::Origin => self.origin.take().map(Stopping::Origin).ok_or_else(killed),
-                Part::Control => self
-                    .control
+                Part::Origin => self
+                    .origin
                     .take()
-                    .map(|c| Stopping::Role(c.running))
+                    .map(|o| Some(Stopping::Origin(o)))
                     .ok_or_else(killed),
+                Part::Control => self.control.kill(name).map(|r| r.map(Stopping::Role)),
                 Part::Node(i) => self.nodes[i]
                     .running
                     .take()
-                    .map(Stopping::Role)
+                    .map(|r| Some(Stopping::Role(r)))
                     .ok_or_else(killed),
             });
             match taken {
-                Ok(mut part) => {
-                    if let Stopping::Role(role) = &mut part {
-                        role.signal();
+                Ok(part) => {
+                    if let Some(mut part) = part {
+                        if let Stopping::Role(role) = &mut part {
+                            role.signal();
+                        }
+                        stopping.push(part);
                     }
-                    stopping.push(part);
                     results.push(Ok(()));
                 }
                 Err(e) => results.push(Err(e)),
@@ -379,7 +325,8 @@ impl Demo {
     }
 
     /// Starts a fresh `name` with the configuration it had (same id; control with the same
-    /// data directory, so its purge log survives) and puts it behind its link.
+    /// data directory, so its purge log survives; a replica with the same file) and puts it
+    /// behind its link.
     pub async fn restore(&mut self, name: &str) -> Result<(), String> {
         let live = || format!("{name} is running: only a killed part can be restored");
         match self.part(name)? {
@@ -394,15 +341,7 @@ impl Demo {
                 self.origin_link.retarget(origin.addr());
                 self.origin = Some(origin);
             }
-            Part::Control => {
-                if self.control.is_some() {
-                    return Err(live());
-                }
-                let (node, control) = bind_control(&self.options, &self.data_dir, &self.token)
-                    .await
-                    .map_err(|e| format!("cannot restart control: {e}"))?;
-                self.run_control(node, control);
-            }
+            Part::Control => self.control.restore(name, &mut self.state).await?,
             Part::Node(i) => {
                 if self.nodes[i].running.is_some() {
                     return Err(live());
@@ -412,7 +351,7 @@ impl Demo {
                 let (data, admin, running) = start_node(
                     &part.plan,
                     &self.state.origin,
-                    &self.state.control.api,
+                    &self.control_urls,
                     &advertise,
                     &topology::node_token(&self.state.control.token),
                 )
@@ -444,14 +383,10 @@ impl Demo {
         for node in running {
             node.stop(deadline).await;
         }
-        if let Some(control) = self.control.take() {
-            control.running.stop(Instant::now() + STOP_LIMIT).await;
-        }
+        self.control.shutdown().await;
         for node in self.nodes.drain(..) {
             node.link.stop().await;
         }
-        self.control_link.stop().await;
-        self.admin_link.stop().await;
         self.origin_link.stop().await;
         if let Some(origin) = self.origin.take() {
             origin.stop().await;
@@ -460,44 +395,23 @@ impl Demo {
 }
 
 /// A link in `region` with the demo's latency and jitter.
-fn link_settings(options: &DemoOptions, region: &str) -> LinkSettings {
+pub(crate) fn link_settings(options: &DemoOptions, region: &str) -> LinkSettings {
     LinkSettings {
         jitter: options.jitter,
         ..LinkSettings::new(region, &options.regions, &options.latency)
     }
 }
 
-fn bind_error(what: &str, addr: SocketAddr) -> impl FnOnce(io::Error) -> DemoError {
+pub(crate) fn bind_error(what: &str, addr: SocketAddr) -> impl FnOnce(io::Error) -> DemoError {
     let what = what.to_string();
     move |source| DemoError::Bind { what, addr, source }
-}
-
-/// Binds control as the demo configures it; its node listener on its region's control
-/// address (behind the control link there).
-async fn bind_control(
-    options: &DemoOptions,
-    data_dir: &std::path::Path,
-    token: &str,
-) -> Result<(ControlNode, Arc<Control>), DemoError> {
-    let toml = topology::control_toml(options, data_dir, token);
-    let mut config = topology::control_config(&toml).map_err(DemoError::Config)?;
-    if let Some(region) = options
-        .regions
-        .iter()
-        .find(|r| r.id == options.origin_region)
-    {
-        config.listen = SocketAddr::new(topology::control_ip(region), 0);
-    }
-    let node = ControlNode::bind(config).await?;
-    let control = Arc::clone(node.control());
-    Ok((node, control))
 }
 
 /// Binds and spawns one cache node: (data address, admin address, the running node).
 async fn start_node(
     plan: &NodePlan,
     origin_url: &str,
-    control_url: &str,
+    control_urls: &[String],
     advertise: &str,
     node_token: &str,
 ) -> Result<(SocketAddr, SocketAddr, Running), DemoError> {
@@ -507,14 +421,14 @@ async fn start_node(
     };
     match plan.role {
         Role::Edge => {
-            let toml = topology::edge_toml(plan, origin_url, control_url, advertise, node_token);
+            let toml = topology::edge_toml(plan, origin_url, control_urls, advertise, node_token);
             let config = topology::edge_config(&toml).map_err(DemoError::Config)?;
             run_node::<EdgeRole>(&plan.id, &config)
                 .await
                 .map_err(failed)
         }
         Role::Shield => {
-            let toml = topology::shield_toml(plan, origin_url, control_url, advertise, node_token);
+            let toml = topology::shield_toml(plan, origin_url, control_urls, advertise, node_token);
             let config = topology::shield_config(&toml).map_err(DemoError::Config)?;
             run_node::<ShieldRole>(&plan.id, &config)
                 .await
@@ -534,16 +448,18 @@ async fn run_node<R: verge_node::Role>(
     Ok((data, admin, Running::spawn(id, |stop| node.run(stop))))
 }
 
-/// Polls control until [`Readiness::waiting`] is empty, or `limit` has passed.
+/// Polls control until [`Readiness::waiting`] is empty (and, with replicas, each knows a
+/// leader), or `limit` has passed.
 async fn wait_ready(
-    control: &Control,
+    control: &ControlPlane,
     plans: &[NodePlan],
     limit: Duration,
 ) -> Result<(), DemoError> {
     let deadline = Instant::now() + limit;
     let mut readiness = Readiness::default();
     loop {
-        let waiting = readiness.waiting(plans, &observe(control));
+        let mut waiting = control.waiting().await;
+        waiting.extend(readiness.waiting(plans, &control.observe().await?));
         if waiting.is_empty() {
             return Ok(());
         }
@@ -554,23 +470,6 @@ async fn wait_ready(
             });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn observe(control: &Control) -> Observed {
-    let table = control.routing();
-    Observed {
-        table_version: table.version,
-        healthy_shields: table.healthy_shields().count(),
-        nodes: control
-            .nodes()
-            .iter()
-            .map(|v| NodeSeen {
-                id: v.entry.id.as_str().to_string(),
-                up: v.state == "up" && v.connected,
-                table_version: v.table_version,
-            })
-            .collect(),
     }
 }
 

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use verge_node::process::{runtime, shutdown_signal};
 
 use crate::bench::{BenchCommand, Outcome};
+use crate::failover::{self, Failover};
+use crate::topology::{ETCD_MEMBERS, REPLICAS};
 use crate::{Demo, DemoOptions};
 
 /// Exit code of a bench stopped by Ctrl-C (after reporting what it measured).
@@ -21,7 +23,7 @@ pub struct DemoCommand {
     pub state: Option<PathBuf>,
 }
 
-/// Runs a demo until Ctrl-C or SIGTERM, printing its endpoints once it is ready.
+/// Runs a demo until Ctrl-C, SIGTERM or SIGHUP, printing its endpoints once it is ready.
 pub fn demo(command: DemoCommand) -> ExitCode {
     let DemoCommand {
         options,
@@ -34,8 +36,14 @@ pub fn demo(command: DemoCommand) -> ExitCode {
     };
     runtime.block_on(async {
         let nodes = options.regions.len() * options.edges_per_region;
+        let control = match options.ha {
+            None => "control".to_string(),
+            Some(_) => format!(
+                "{ETCD_MEMBERS} etcd members, {REPLICAS} control replicas (processes)"
+            ),
+        };
         println!(
-            "Starting a Verge CDN on loopback: a sample origin, control, {} shield(s) and {nodes} edge(s) in {}…\n",
+            "Starting a Verge CDN on loopback: a sample origin, {control}, {} shield(s) and {nodes} edge(s) in {}…\n",
             options.shields.len(),
             regions.join(", ")
         );
@@ -47,7 +55,7 @@ pub fn demo(command: DemoCommand) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             },
-            () = shutdown_signal() => return ExitCode::SUCCESS,
+            () = stop_signal() => return ExitCode::SUCCESS,
         };
         if let Some(path) = &state {
             if let Err(e) = demo.state.write_to(path) {
@@ -64,7 +72,11 @@ pub fn demo(command: DemoCommand) -> ExitCode {
             "{}",
             crate::report::summary(&demo.state, state.as_deref(), &verge)
         );
-        shutdown_signal().await;
+        if let Some(replicas) = demo.replicas() {
+            let failover = Failover::observe(replicas).await;
+            println!("{}", failover::summary(&failover, &demo.state, &verge));
+        }
+        stop_signal().await;
         println!("Stopping…");
         demo.shutdown().await;
         if let Some(path) = &state {
@@ -73,6 +85,28 @@ pub fn demo(command: DemoCommand) -> ExitCode {
         println!("Stopped.");
         ExitCode::SUCCESS
     })
+}
+
+/// Completes on Ctrl-C, SIGTERM or SIGHUP: a demo whose terminal closes stops as if it were
+/// interrupted, rather than dying without killing its child processes (with `--ha`, the
+/// replicas, which take SIGHUP as a reload, would outlive it).
+async fn stop_signal() {
+    #[cfg(unix)]
+    let hangup = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let hangup = std::future::pending::<()>();
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = hangup => {}
+    }
 }
 
 /// Runs a bench; Ctrl-C ends it early, and what was measured is still printed and written.

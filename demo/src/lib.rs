@@ -7,6 +7,10 @@
 //! - [`topology`]: which nodes a demo runs, where, with what configuration;
 //! - [`cluster`]: the running demo ([`Demo`]), started and stopped as one; parts killed and
 //!   restored;
+//! - [`control`]: the demo's control plane: one control in-process, or replicas on etcd;
+//! - [`replicas`]: `verge demo --ha`: control replicas as child processes sharing etcd;
+//! - [`etcd`]: the HA demo's etcd cluster, members started from the `etcd` binary;
+//! - [`failover`]: what `verge demo --ha` prints: the replicas, the leader, the drill;
 //! - [`readiness`]: when a started demo counts as ready (a pure rule over control's views);
 //! - [`report`]: what `verge demo` prints (status table, Prometheus scrape config, commands);
 //! - [`bench`]: `verge bench`, the client-side benchmark (latency, hit ratio, offload, purges);
@@ -15,13 +19,17 @@
 pub mod bench;
 pub mod cluster;
 pub mod command;
+pub mod control;
 pub mod delay;
+pub mod etcd;
+pub mod failover;
 pub mod origin;
 pub mod readiness;
 pub mod regions;
+pub mod replicas;
 pub mod report;
 pub mod state;
 pub mod topology;
 
 pub use cluster::{Demo, DemoError};
-pub use topology::DemoOptions;
+pub use topology::{DemoOptions, HaOptions};

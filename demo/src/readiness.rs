@@ -1,5 +1,6 @@
 //! When a demo is ready: a pure rule over what control reports (its latest routing table and
-//! its view of each node), looked at again and again until it holds. See [`Readiness`].
+//! its view of each node), looked at again and again until it holds. See [`Readiness`]. With
+//! control replicas, what each replica reports is merged first ([`merge`]).
 
 use crate::topology::{NodePlan, Role};
 
@@ -12,13 +13,36 @@ pub struct Observed {
     pub nodes: Vec<NodeSeen>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeSeen {
     pub id: String,
     /// Up in control's health checks and holding its event stream.
     pub up: bool,
     /// The routing table version the node last applied.
     pub table_version: u64,
+}
+
+/// One look at every control replica as one look: the newest table any replica has; a node up
+/// and connected when a replica sees it so (a replica sees connected only the nodes it
+/// streams to), with the newest table version any replica has from it.
+pub fn merge(looks: &[Observed]) -> Observed {
+    let mut merged = Observed::default();
+    for look in looks {
+        if look.table_version >= merged.table_version {
+            merged.table_version = look.table_version;
+            merged.healthy_shields = look.healthy_shields;
+        }
+        for node in &look.nodes {
+            match merged.nodes.iter_mut().find(|n| n.id == node.id) {
+                Some(known) => {
+                    known.up |= node.up;
+                    known.table_version = known.table_version.max(node.table_version);
+                }
+                None => merged.nodes.push(node.clone()),
+            }
+        }
+    }
+    merged
 }
 
 /// What "ready" means for a demo: every node has been seen registered, up and connected to
@@ -112,6 +136,40 @@ mod tests {
             readiness.waiting(&plans, &seen(11, 2, 10)),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn replicas_looks_merge_into_the_newest_table_and_nodes_up_at_any_replica() {
+        let node = |id: &str, up: bool, version: u64| NodeSeen {
+            id: id.into(),
+            up,
+            table_version: version,
+        };
+        let first = Observed {
+            table_version: 7,
+            healthy_shields: 1,
+            nodes: vec![node("us-1", true, 7), node("eu-1", false, 5)],
+        };
+        let second = Observed {
+            table_version: 8,
+            healthy_shields: 2,
+            nodes: vec![
+                node("us-1", false, 6),
+                node("eu-1", true, 8),
+                node("ap-1", false, 0),
+            ],
+        };
+        let merged = merge(&[first, second]);
+        assert_eq!((merged.table_version, merged.healthy_shields), (8, 2));
+        assert_eq!(
+            merged.nodes,
+            [
+                node("us-1", true, 7),
+                node("eu-1", true, 8),
+                node("ap-1", false, 0)
+            ]
+        );
+        assert_eq!(merge(&[]).nodes, []);
     }
 
     #[test]

@@ -3,10 +3,16 @@
 //! demo runs exactly what a user's files would). Pure: no sockets.
 //!
 //! Addresses, in region R's block `127.R.0.0/16`: edge `i` at `127.R.0.i`, shield `k` at
-//! `127.R.0.(100+k)`, the origin at `127.R.0.200`, clients at `127.R.200.1`. Each node's
-//! listener and its delay link share the address, on ports the OS picks.
+//! `127.R.0.(100+k)`, the origin at `127.R.0.200`, control's delay links at `127.R.0.250`,
+//! clients at `127.R.200.1`. Each node's listener and its delay link share the address, on
+//! ports the OS picks.
+//!
+//! With `--ha` ([`HaPlan`]), the control replicas and the etcd members are processes of their
+//! own on fixed ports, each on an address of a block `127.0.B.0/24` clear of the regions:
+//! replica `i` at `127.0.B.i`, etcd member `i` at `127.0.B.(10+i)`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,6 +49,18 @@ pub struct DemoOptions {
     pub topology: Topology,
     /// 2: regional shields send their misses to the shields near the origin (`[tiers] levels`).
     pub tier_levels: u8,
+    /// Control as replicas on an etcd cluster, each a process of its own, instead of one
+    /// control in this process (`verge demo --ha`).
+    pub ha: Option<HaOptions>,
+}
+
+/// The programs an HA demo runs as child processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaOptions {
+    /// The `verge` binary: each replica runs as `verge control --config FILE`.
+    pub verge: PathBuf,
+    /// The `etcd` binary (3.4 or newer).
+    pub etcd: PathBuf,
 }
 
 impl DemoOptions {
@@ -75,6 +93,7 @@ impl DemoOptions {
             ready_timeout: Duration::from_secs(30),
             topology: Topology::default(),
             tier_levels: 1,
+            ha: None,
         }
     }
 
@@ -140,6 +159,12 @@ impl DemoOptions {
         }
         if self.token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err("the admin token must have at least 16 characters".into());
+        }
+        if self.ha.is_some() && self.data_dir.is_some() {
+            return Err(
+                "a data directory is for the one control; the HA demo's replicas keep their state in etcd"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -209,7 +234,8 @@ pub fn origin_ip(region: &Region) -> IpAddr {
     region.addr(0, 200)
 }
 
-/// Control's address for nodes (its delay link), in `region` (the origin's).
+/// Control's address for nodes (its delay link; with `--ha`, every replica's), in `region`
+/// (the origin's).
 pub fn control_ip(region: &Region) -> IpAddr {
     region.addr(0, 250)
 }
@@ -226,17 +252,127 @@ pub fn fallback_order(region: &Region, regions: &[Region], matrix: &LatencyMatri
     others.into_iter().map(|r| r.id.clone()).collect()
 }
 
-/// Control's file: quick health and heartbeats, purge rate high enough for benchmarks, the
-/// tier topology with the origin's region, the regions' fallback order by latency, and geo steering of [`HOSTNAME`] over every region's
-/// block, with DNS and HTTP steering on ports the OS picks.
+/// Control replicas of an HA demo.
+pub const REPLICAS: usize = 3;
+/// Members of an HA demo's etcd cluster.
+pub const ETCD_MEMBERS: usize = 3;
+/// The blocks `127.0.B.0/24` an HA demo may take: the first with every address free, so that
+/// two HA demos can run side by side. Clear of the regions (`127.1–3.0.0/16`) and of the
+/// test harness's etcd clusters (`127.200.0.0` and up).
+pub const HA_BLOCKS: RangeInclusive<u8> = 10..=19;
+/// A replica's lease: how long after it is killed another replica leads (etcd's minimum is 2 s).
+pub const REPLICA_LEASE: Duration = Duration::from_secs(2);
+/// A replica's ports on its own address: nodes, admin API, HTTP steering, GeoDNS.
+const REPLICA_PORTS: [u16; 4] = [7000, 7071, 7072, 5300];
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+pub const ETCD_PEER_PORT: u16 = 2380;
+
+/// Where an HA demo's replicas and etcd members are: block `127.0.B.0/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HaPlan {
+    pub block: u8,
+}
+
+/// One control replica: its name and the addresses it listens on itself (nodes reach its node
+/// listener through a delay link in the origin's region).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaPlan {
+    /// `control-1`, `control-2`, …: its `store.replica`.
+    pub name: String,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub steering: SocketAddr,
+    pub dns: SocketAddr,
+}
+
+impl HaPlan {
+    fn ip(&self, last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(127, 0, self.block, last)
+    }
+
+    pub fn replicas(&self) -> Vec<ReplicaPlan> {
+        (1..=REPLICAS as u8)
+            .map(|i| {
+                let [listen, admin, steering, dns] =
+                    REPLICA_PORTS.map(|port| SocketAddr::new(IpAddr::V4(self.ip(i)), port));
+                ReplicaPlan {
+                    name: format!("control-{i}"),
+                    listen,
+                    admin,
+                    steering,
+                    dns,
+                }
+            })
+            .collect()
+    }
+
+    /// The etcd members' addresses, each listening for clients on [`ETCD_CLIENT_PORT`] and
+    /// for its peers on [`ETCD_PEER_PORT`].
+    pub fn etcd_members(&self) -> Vec<Ipv4Addr> {
+        (1..=ETCD_MEMBERS as u8).map(|i| self.ip(10 + i)).collect()
+    }
+
+    /// Every TCP address the plan's processes listen on (the replicas' DNS listens on UDP too).
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        let replicas = self
+            .replicas()
+            .into_iter()
+            .flat_map(|r| [r.listen, r.admin, r.steering, r.dns]);
+        let etcd = self.etcd_members().into_iter().flat_map(|ip| {
+            [ETCD_CLIENT_PORT, ETCD_PEER_PORT].map(|port| SocketAddr::new(IpAddr::V4(ip), port))
+        });
+        replicas.chain(etcd).collect()
+    }
+}
+
+/// The in-process control's file: its listeners and DNS and HTTP steering on ports the OS
+/// picks, its purge log in `data_dir`; the rest as [`control_body`] has it.
 pub fn control_toml(options: &DemoOptions, data_dir: &Path, token: &str) -> String {
+    let any = "127.0.0.1:0";
+    let controller = format!(
+        "listen = \"{any}\"\nadmin_listen = \"{any}\"\ndata_dir = {:?}\n",
+        data_dir.display().to_string()
+    );
+    control_body(options, token, &controller, (any, any))
+}
+
+/// A control replica's file (`verge demo --ha`): its own fixed addresses, its state in the
+/// `etcd` cluster with the other replicas, a short lease so that another replica leads soon
+/// after it is killed; the rest as [`control_body`] has it, the same for every replica.
+pub fn replica_toml(
+    options: &DemoOptions,
+    replica: &ReplicaPlan,
+    etcd: &[String],
+    token: &str,
+) -> String {
+    let controller = format!(
+        "listen = \"{}\"\nadmin_listen = \"{}\"\n",
+        replica.listen, replica.admin
+    );
+    let mut toml = control_body(
+        options,
+        token,
+        &controller,
+        (&replica.dns.to_string(), &replica.steering.to_string()),
+    );
+    toml += &format!(
+        "\n[store]\netcd = {etcd:?}\nreplica = {:?}\nlease_ttl = \"{}s\"\ntimeout = \"1s\"\n",
+        replica.name,
+        REPLICA_LEASE.as_secs()
+    );
+    toml
+}
+
+/// Control's file after the `[controller]` lines of its listeners and store: quick health and
+/// heartbeats, purge rate high enough for benchmarks, the tier topology with the origin's
+/// region, the regions' fallback order by latency, and geo steering of [`HOSTNAME`] over every
+/// region's block, DNS and HTTP steering on `(dns, http)`.
+fn control_body(options: &DemoOptions, token: &str, controller: &str, geo: (&str, &str)) -> String {
     let mut toml = format!(
-        "[controller]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-         data_dir = {:?}\ntoken = {token:?}\nnode_token = {:?}\n\n\
+        "[controller]\n{controller}token = {token:?}\nnode_token = {:?}\n\n\
          [health]\nheartbeat_interval = \"200ms\"\nheartbeat_timeout = \"1s\"\n\
          probe_interval = \"200ms\"\nprobe_timeout = \"500ms\"\nrise = 2\nfall = 3\n\n\
          [purge]\nrate_per_second = 1000\nburst = 1000\nshield_ack_timeout = \"1s\"\n\n",
-        data_dir.display().to_string(),
         node_token(token)
     );
     toml += &format!(
@@ -247,8 +383,9 @@ pub fn control_toml(options: &DemoOptions, data_dir: &Path, token: &str) -> Stri
         let fallback = fallback_order(region, &options.regions, &options.latency);
         toml += &format!("[regions.{}]\nfallback = {fallback:?}\n", region.id);
     }
+    let (dns, http) = geo;
     toml += &format!(
-        "\n[geo]\nzone = \"{ZONE}\"\ndns_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
+        "\n[geo]\nzone = \"{ZONE}\"\ndns_listen = \"{dns}\"\nhttp_listen = \"{http}\"\n\
          ttl = \"5s\"\ndefault_region = {:?}\n",
         options.regions.first().map_or("us", |r| r.id.as_str())
     );
@@ -268,10 +405,11 @@ pub fn node_token(admin_token: &str) -> String {
     format!("{admin_token}-nodes")
 }
 
-/// The `[control]` table of a node reached through `advertise_url`, its delay link, which
+/// The `[control]` table of a node that follows the control (replicas) at `control_urls`,
+/// reached through `advertise_url`, its delay link, which
 /// shares the node's address: its connections to control leave from that address, so control's
 /// link delays them by the node's distance from control.
-fn node_control(control_url: &str, advertise_url: &str, node_token: &str) -> String {
+fn node_control(control_urls: &[String], advertise_url: &str, node_token: &str) -> String {
     let source = advertise_url
         .strip_prefix("http://")
         .and_then(|authority| authority.trim_end_matches('/').parse::<SocketAddr>().ok())
@@ -279,7 +417,7 @@ fn node_control(control_url: &str, advertise_url: &str, node_token: &str) -> Str
             format!("source_address = \"{}\"\n", link.ip())
         });
     format!(
-        "[control]\nurl = {control_url:?}\nheartbeat_interval = \"200ms\"\n\
+        "[control]\nurls = {control_urls:?}\nheartbeat_interval = \"200ms\"\n\
          reconnect_min = \"50ms\"\nreconnect_max = \"1s\"\nadvertise_url = {advertise_url:?}\n\
          token = {node_token:?}\n{source}"
     )
@@ -302,7 +440,7 @@ fn server(ip: IpAddr) -> String {
 pub fn edge_toml(
     node: &NodePlan,
     origin_url: &str,
-    control_url: &str,
+    control_urls: &[String],
     advertise: &str,
     node_token: &str,
 ) -> String {
@@ -315,7 +453,7 @@ pub fn edge_toml(
         node.region.id,
         server(node.ip),
         node.ip,
-        node_control(control_url, advertise, node_token)
+        node_control(control_urls, advertise, node_token)
     )
 }
 
@@ -323,7 +461,7 @@ pub fn edge_toml(
 pub fn shield_toml(
     node: &NodePlan,
     origin_url: &str,
-    control_url: &str,
+    control_urls: &[String],
     advertise: &str,
     node_token: &str,
 ) -> String {
@@ -335,7 +473,7 @@ pub fn shield_toml(
         node.region.id,
         server(node.ip),
         node.ip,
-        node_control(control_url, advertise, node_token)
+        node_control(control_urls, advertise, node_token)
     )
 }
 
@@ -435,11 +573,11 @@ mod tests {
         assert_eq!(geo.regions.len(), 3);
         assert_eq!(control.regions.len(), 3);
         for node in nodes(&options) {
-            let (origin, control, link) = (
+            let (origin, link) = (
                 "http://127.1.0.200:8000",
-                "http://127.0.0.1:7000",
                 format!("http://{}:9999", node.ip),
             );
+            let control = &["http://127.0.0.1:7000".to_string()];
             match node.role {
                 Role::Edge => {
                     let c =
@@ -449,8 +587,9 @@ mod tests {
                         Some("t-nodes")
                     );
                     assert_eq!(c.upstream.source_address, Some(node.ip));
-                    let advertised = c.control.unwrap().advertise_url.unwrap();
-                    assert_eq!(advertised.to_string(), link);
+                    let control = c.control.unwrap();
+                    assert_eq!(control.urls.len(), 1);
+                    assert_eq!(control.advertise_url.unwrap().to_string(), link);
                 }
                 Role::Shield => {
                     let c = shield_config(&shield_toml(&node, origin, control, &link, "t-nodes"))
@@ -459,5 +598,62 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn ha_replicas_and_etcd_members_have_addresses_of_their_own_in_the_block() {
+        let plan = HaPlan { block: 10 };
+        let replicas = plan.replicas();
+        let names: Vec<&str> = replicas.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["control-1", "control-2", "control-3"]);
+        assert_eq!(replicas[1].admin.to_string(), "127.0.10.2:7071");
+        assert_eq!(replicas[2].listen.to_string(), "127.0.10.3:7000");
+        let members: Vec<String> = plan
+            .etcd_members()
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect();
+        assert_eq!(members, ["127.0.10.11", "127.0.10.12", "127.0.10.13"]);
+        let addrs = plan.tcp_addrs();
+        assert_eq!(addrs.len(), REPLICAS * 4 + ETCD_MEMBERS * 2);
+        let distinct: std::collections::HashSet<_> = addrs.iter().collect();
+        assert_eq!(distinct.len(), addrs.len());
+        assert!(HA_BLOCKS.clone().all(|b| b != 1 && b != 2 && b != 3));
+    }
+
+    #[test]
+    fn a_replica_keeps_its_state_in_etcd_with_the_settings_of_the_one_control() {
+        let options = DemoOptions::default();
+        let replica = &HaPlan { block: 10 }.replicas()[1];
+        let etcd = ["http://127.0.10.11:2379".to_string()];
+        let config =
+            control_config(&replica_toml(&options, replica, &etcd, "0123456789abcdef")).unwrap();
+        let store = config.store.etcd.unwrap();
+        assert_eq!(store.replica, "control-2");
+        assert_eq!(store.endpoints, etcd);
+        assert_eq!(store.lease_ttl, REPLICA_LEASE);
+        assert_eq!(config.listen, replica.listen);
+        assert_eq!(config.admin_listen, replica.admin);
+        let geo = config.geo.unwrap();
+        assert_eq!(geo.dns_listen, Some(replica.dns));
+        let one = control_config(&control_toml(
+            &options,
+            Path::new("/tmp/x"),
+            "0123456789abcdef",
+        ))
+        .unwrap();
+        assert_eq!(
+            (config.health, config.tiers, config.regions),
+            (one.health, one.tiers, one.regions)
+        );
+        let with_dir = DemoOptions {
+            data_dir: Some(PathBuf::from("/tmp/x")),
+            ha: Some(HaOptions {
+                verge: PathBuf::from("verge"),
+                etcd: PathBuf::from("etcd"),
+            }),
+            ..DemoOptions::default()
+        };
+        assert!(with_dir.validate().unwrap_err().contains("etcd"));
     }
 }
