@@ -29,7 +29,8 @@ pub enum Command {
     /// the new file is validated whole and applied, or refused with every problem.
     Reload(ReloadArgs),
     /// Run a whole CDN on loopback in this process: a sample origin, control, shields and
-    /// edges in simulated regions with latency between them. Ctrl-C stops it.
+    /// edges in simulated regions with latency between them (--ha: control replicas on etcd).
+    /// Ctrl-C stops it.
     Demo(DemoArgs),
     /// Measure a CDN from its clients' side: latency per region, hit ratio, origin offload,
     /// purge propagation. Against a running demo (--state FILE) or one started in-process.
@@ -95,6 +96,11 @@ pub struct DemoArgs {
     /// Write the nodes' logs to this file (default: no logs).
     #[arg(long)]
     pub log: Option<PathBuf>,
+    /// Control as 3 replicas on a 3-member etcd cluster (needs `etcd` on PATH: Debian's
+    /// etcd-server), each replica a process of its own: kill the leader with `kill -9` and
+    /// watch purges still reach every node.
+    #[arg(long)]
+    pub ha: bool,
     #[command(flatten)]
     pub tiers: TierArgs,
 }

@@ -299,6 +299,28 @@ fn run_demo(args: DemoArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
+    let options = if args.ha {
+        // Before anything starts: the replicas are this binary, etcd comes from PATH.
+        let Some(etcd) = verge_demo::etcd::find() else {
+            eprintln!("verge demo --ha: {}", verge_demo::etcd::MISSING);
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        };
+        let verge = match std::env::current_exe() {
+            Ok(verge) => verge,
+            Err(e) => {
+                eprintln!(
+                    "verge demo --ha: cannot tell where this binary is, to run the replicas: {e}"
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        verge_demo::DemoOptions {
+            ha: Some(verge_demo::HaOptions { verge, etcd }),
+            ..options
+        }
+    } else {
+        options
+    };
     if let Some(path) = &args.log {
         match std::fs::File::create(path) {
             Ok(file) => tracing_subscriber::fmt()

@@ -12,6 +12,7 @@ mod cli_reload;
 mod cli_upgrade;
 mod compression;
 mod control_plane;
+mod demo_replicas;
 mod edge_admin;
 mod edge_bad_input;
 mod edge_cache_bounds;
