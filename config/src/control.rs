@@ -31,6 +31,9 @@ pub struct ControlConfig {
     pub node_token: Option<String>,
     /// Where `node_token` was read from, if from a file: read again on every reload.
     pub node_token_file: Option<PathBuf>,
+    /// TLS on the node listener (`[controller.node_tls]`), with client certificates required
+    /// when it names a `client_ca`; `None`: plain HTTP.
+    pub node_tls: Option<NodeListenerTls>,
     pub health: HealthConfig,
     pub purge: PurgeConfig,
     pub streams: StreamsConfig,
@@ -47,6 +50,23 @@ pub struct ControlConfig {
     /// Where purges, registrations and tables are kept (`[store]`): the embedded log in
     /// `data_dir`, or etcd shared by several replicas.
     pub store: crate::store::StoreConfig,
+}
+
+/// The node listener's certificate, and the CA its nodes' certificates must chain to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Nodes must present a certificate signed by this CA (mutual TLS); `None`: any client.
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNodeListenerTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub client_ca: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +156,7 @@ pub struct RawController {
     pub token_file: Option<String>,
     pub node_token: Option<String>,
     pub node_token_file: Option<String>,
+    pub node_tls: Option<RawNodeListenerTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -271,6 +292,31 @@ pub(crate) fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigError
             );
         }
     }
+
+    let node_tls = match ctl.node_tls {
+        None => Some(None),
+        Some(t) => {
+            let mut file = |key: &str, value: Option<String>| match value {
+                Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+                _ => {
+                    c.push(
+                        &format!("controller.node_tls.{key}"),
+                        "missing: a path to a PEM file",
+                    );
+                    None
+                }
+            };
+            let (cert, key) = (file("cert", t.cert), file("key", t.key));
+            let client_ca = t.client_ca.filter(|v| !v.is_empty()).map(PathBuf::from);
+            cert.zip(key).map(|(cert, key)| {
+                Some(NodeListenerTls {
+                    cert,
+                    key,
+                    client_ca,
+                })
+            })
+        }
+    };
 
     let h = raw.health.unwrap_or_default();
     let ms = Duration::from_millis;
@@ -450,6 +496,7 @@ pub(crate) fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigError
             token_file: ctl.token_file.as_deref().map(PathBuf::from),
             node_token: node_token?,
             node_token_file: ctl.node_token_file.as_deref().map(PathBuf::from),
+            node_tls: node_tls?,
             health: health?,
             purge: purge?,
             streams: streams?,

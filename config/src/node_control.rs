@@ -36,6 +36,10 @@ pub struct NodeControlConfig {
     /// The bearer token control's node listener asks for (`token`, or read from
     /// `token_file`); `None`: none sent.
     pub token: Option<String>,
+    /// TLS towards `https://` control URLs (`[control.tls]`): the CA control's certificate
+    /// chains to (else the system store), and the node's client certificate when control's
+    /// node listener asks for one (`controller.node_tls.client_ca`).
+    pub tls: crate::tls::ClientTlsConfig,
 }
 
 pub use crate::raw::RawNodeControl;
@@ -65,12 +69,10 @@ pub(crate) fn validate_node_control(
         c.take(
             path,
             OriginUrl::parse(text).and_then(|url| {
-                if url.scheme == http::uri::Scheme::HTTP {
+                if url.scheme == http::uri::Scheme::HTTP || url.scheme == http::uri::Scheme::HTTPS {
                     Ok(url)
                 } else {
-                    Err(format!(
-                        "{text:?}: control's node listener speaks plain http:// (keep it on a private network)"
-                    ))
+                    Err(format!("{text:?} must be an http:// or https:// URL"))
                 }
             }),
         )
@@ -176,7 +178,13 @@ pub(crate) fn validate_node_control(
         );
         return None;
     }
+    let tls_set = raw.tls.is_some();
+    let tls = crate::tls::validate_client_tls(c, raw.tls, "control.tls");
     let urls = urls?;
+    if tls_set && !urls.iter().any(|u| u.scheme == http::uri::Scheme::HTTPS) {
+        c.push("control.tls", "only used with https:// control URLs");
+        return None;
+    }
     Some(Some(NodeControlConfig {
         url: urls.first()?.clone(),
         urls,
@@ -187,6 +195,7 @@ pub(crate) fn validate_node_control(
         advertise_url: advertise_url?,
         source_address: source_address?,
         token: token?,
+        tls: tls?,
     }))
 }
 
@@ -270,7 +279,7 @@ mod tests {
         assert!(errs("url = \"http://a:1\"\nurls = [\"http://b:1\"]").mentions("control.urls"));
         assert!(errs("urls = []").mentions("control.urls"));
         assert!(errs("urls = [\"http://a:1\", \"http://a:1\"]").mentions("control.urls[1]"));
-        assert!(errs("urls = [\"http://a:1\", \"https://b:1\"]").mentions("control.urls[1]"));
+        assert!(errs("urls = [\"http://a:1\", \"ftp://b:1\"]").mentions("control.urls[1]"));
     }
 
     #[test]

@@ -159,6 +159,7 @@ impl ControlConfig {
                 token_file: Some(start.token_file.to_string()),
                 node_token: None,
                 node_token_file: start.node_token_file.map(str::to_string),
+                node_tls: None,
             }),
             store: start.etcd.map(|urls| crate::store::RawStore {
                 etcd: Some(urls.to_vec()),

@@ -177,6 +177,7 @@ pub struct RawNodeControl {
     pub token: Option<String>,
     pub token_file: Option<String>,
     pub urls: Option<Vec<String>>,
+    pub tls: Option<crate::tls::RawClientTls>,
 }
 
 /// An edge's file. Its `[access_log]` table is kept with `[server]` (see

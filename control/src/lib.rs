@@ -64,4 +64,6 @@ pub enum StartError {
     },
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("controller.node_tls: {0}")]
+    Tls(String),
 }

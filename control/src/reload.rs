@@ -70,6 +70,7 @@ pub fn changes(old: &ControlConfig, new: &ControlConfig) -> Changes {
         "controller.admin_listen",
     );
     restart(old.data_dir != new.data_dir, "controller.data_dir");
+    restart(old.node_tls != new.node_tls, "controller.node_tls");
     // The replica's connection to etcd and its name in the replica set.
     restart(old.store != new.store, "store");
     // The purge log keeps what it was opened with.

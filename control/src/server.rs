@@ -60,6 +60,8 @@ pub(crate) fn admin_token_ok(token: &str, headers: &http::HeaderMap) -> bool {
 pub struct ControlNode {
     node_listener: TcpListener,
     admin_listener: TcpListener,
+    /// With `controller.node_tls`: the node listener's TLS.
+    node_tls: Option<tokio_rustls::TlsAcceptor>,
     pub node_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     /// Where geo steering answers DNS (UDP and TCP) and HTTP, when `[geo]` configures them.
@@ -84,7 +86,11 @@ impl ControlNode {
         config: ControlConfig,
         source: ConfigSource,
     ) -> Result<ControlNode, StartError> {
-        if config.node_token.is_none() {
+        let mutual_tls = config
+            .node_tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca.is_some());
+        if config.node_token.is_none() && !mutual_tls {
             tracing::warn!(
                 "controller.node_token is not set: whoever reaches the node listener can register a node and read the event stream"
             );
@@ -98,6 +104,17 @@ impl ControlNode {
                     .local_addr()
                     .map_err(|source| StartError::Bind { addr, what, source })?;
             Ok::<_, StartError>((listener, local))
+        };
+        let node_tls = match &config.node_tls {
+            None => None,
+            Some(tls) => Some(tokio_rustls::TlsAcceptor::from(
+                verge_serve::tls_server::server_config(
+                    &tls.cert,
+                    &tls.key,
+                    tls.client_ca.as_deref(),
+                )
+                .map_err(StartError::Tls)?,
+            )),
         };
         let (node_listener, node_addr) = bind(config.listen, "controller.listen").await?;
         let (admin_listener, admin_addr) =
@@ -116,6 +133,7 @@ impl ControlNode {
         Ok(ControlNode {
             node_listener,
             admin_listener,
+            node_tls,
             node_addr,
             admin_addr,
             dns_addr: geo.as_ref().and_then(|g| g.dns_addr),
@@ -144,6 +162,7 @@ impl ControlNode {
         let ControlNode {
             node_listener,
             admin_listener,
+            node_tls,
             reloader,
             shutdown,
             geo,
@@ -157,8 +176,9 @@ impl ControlNode {
             reloader.clone(),
             rx.clone(),
             Api::Node,
+            node_tls,
         ));
-        let admin = tokio::spawn(serve(admin_listener, reloader, rx, Api::Admin));
+        let admin = tokio::spawn(serve(admin_listener, reloader, rx, Api::Admin, None));
         stop.await;
         let _ = shutdown.send(true);
         let _ = nodes.await;
@@ -184,12 +204,13 @@ async fn serve(
     reloader: ControlReloader,
     shutdown: watch::Receiver<bool>,
     api: Api,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let what = match api {
         Api::Node => "node API",
         Api::Admin => "admin API",
     };
-    accept::serve_http1(listener, what, shutdown, move |request, _peer| {
+    accept::serve_http1(listener, what, shutdown, tls, move |request, _peer| {
         let reloader = reloader.clone();
         async move {
             match api {

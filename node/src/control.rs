@@ -38,6 +38,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use verge_config::wire::{Ack, Heartbeat, Registered, Registration, Traffic, MAX_EVENT_LINE_BYTES};
 use verge_config::{NodeControlConfig, NodeId};
+use verge_serve::tls_client::Http1Client;
 
 mod backoff;
 mod events;
@@ -144,8 +145,8 @@ pub struct ControlClient<U> {
 
 struct Shared<U> {
     pipeline: Arc<LivePipeline<U>>,
-    http: Client<HttpConnector, Full<Bytes>>,
-    /// `http://host:port` of each control replica's node listener.
+    http: Http1Client,
+    /// `http://host:port` (or `https://`) of each control replica's node listener.
     bases: Vec<String>,
     /// Which of `bases` the node follows now.
     current: AtomicUsize,
@@ -174,16 +175,30 @@ impl<U: Upstream> ControlClient<U> {
         admin_addr: SocketAddr,
         pipeline: Arc<LivePipeline<U>>,
         registry: &Registry,
-    ) -> Result<ControlClient<U>, prometheus::Error> {
+    ) -> Result<ControlClient<U>, crate::StartError> {
         let metrics = ControlMetrics::register(registry)?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
         connector.set_local_address(control.config.source_address);
-        let http = Client::builder(TokioExecutor::new())
+        let wants_tls = control.config.tls != verge_config::ClientTlsConfig::default()
+            || control
+                .config
+                .urls
+                .iter()
+                .any(|u| u.scheme == http::uri::Scheme::HTTPS);
+        let tls = if wants_tls {
+            let tls = verge_serve::tls_client::client_config(&control.config.tls)
+                .map_err(|e| crate::StartError::Tls(format!("control.tls.{}: {e}", e.key())))?;
+            Some(tls)
+        } else {
+            None
+        };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+            .pool_idle_timeout(Duration::from_secs(30));
+        let http = Http1Client::new(&builder, connector, tls);
         let config = control.config.clone();
         Ok(ControlClient {
             shared: Arc::new(Shared {

@@ -5,7 +5,8 @@
 //! - [`auth`]: the admin bearer-token check, compared in constant time;
 //! - [`reply`]: text, plain-message and JSON replies, and [`Refusal`], a refused request;
 //! - [`tls_client`]: TLS towards `https://` upstreams (a node's shields and origins, control's
-//!   etcd);
+//!   etcd, a node's control);
+//! - [`tls_server`]: TLS, mutual when asked, on control's node listener;
 //! - [`register_metrics!`]: a server's metrics registered on the registry its `/metrics` renders.
 //!
 //! The accept loops stay with their servers: a node's (`verge_node::server`) waits for room
@@ -17,6 +18,7 @@
 pub mod auth;
 pub mod reply;
 pub mod tls_client;
+pub mod tls_server;
 
 pub use auth::{BearerAuth, Reading};
 pub use reply::Refusal;

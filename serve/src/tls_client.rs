@@ -17,9 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::uri::{Scheme, Uri};
+use http_body_util::Full;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use rustls::crypto::ring;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -194,6 +197,40 @@ pub fn connector_by_uri(
     HttpsConnector::new(http, tls, false, resolver(server_name))
 }
 
+/// An HTTP/1.1 client of several servers, some of which may be `https://`: in the clear when
+/// there is no TLS configuration, else able to speak TLS (offering only `http/1.1` by ALPN) to
+/// the `https://` ones. Control's etcd client and a node's control client.
+#[derive(Clone)]
+pub enum Http1Client {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
+impl Http1Client {
+    /// A client from `builder` over `http`, with `tls` for `https://` URIs when given.
+    pub fn new(
+        builder: &hyper_util::client::legacy::Builder,
+        http: HttpConnector,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> Http1Client {
+        match tls {
+            None => Http1Client::Plain(builder.build(http)),
+            Some(tls) => {
+                let mut tls = (*tls).clone();
+                tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Http1Client::Tls(builder.build(connector_by_uri(http, Arc::new(tls), None)))
+            }
+        }
+    }
+
+    pub fn request(&self, request: http::Request<Full<Bytes>>) -> ResponseFuture {
+        match self {
+            Http1Client::Plain(client) => client.request(request),
+            Http1Client::Tls(client) => client.request(request),
+        }
+    }
+}
+
 /// The SNI name of each connection: `server_name`, else the URI's host.
 fn resolver(server_name: Option<&str>) -> Arc<dyn hyper_rustls::ResolveServerName + Send + Sync> {
     match server_name {
@@ -264,7 +301,7 @@ fn server_name(name: &str) -> Result<ServerName<'static>, ClientTlsError> {
     })
 }
 
-fn roots_from_file(path: &Path) -> Result<RootCertStore, ClientTlsError> {
+pub(crate) fn roots_from_file(path: &Path) -> Result<RootCertStore, ClientTlsError> {
     let unreadable = |e: &rustls::pki_types::pem::Error| ClientTlsError::CaUnreadable {
         path: path.to_path_buf(),
         reason: pem_reason(e, "no PEM certificate found"),
@@ -313,7 +350,7 @@ fn system_roots() -> Result<RootCertStore, ClientTlsError> {
     Ok(roots)
 }
 
-fn client_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientTlsError> {
+pub(crate) fn client_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientTlsError> {
     let unreadable = |e: &rustls::pki_types::pem::Error| ClientTlsError::ClientCertUnreadable {
         path: path.to_path_buf(),
         reason: pem_reason(e, "no PEM certificate found"),
@@ -331,7 +368,7 @@ fn client_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientTlsEr
 }
 
 /// A PEM reading error in words; `none_found` replaces the library's "no items found".
-fn pem_reason(error: &rustls::pki_types::pem::Error, none_found: &str) -> String {
+pub(crate) fn pem_reason(error: &rustls::pki_types::pem::Error, none_found: &str) -> String {
     match error {
         rustls::pki_types::pem::Error::Io(io) => io.to_string(),
         rustls::pki_types::pem::Error::NoItemsFound => none_found.to_string(),

@@ -24,10 +24,16 @@ type Body = Full<Bytes>;
 /// Serves steering on `listener` until `shutdown`, each request from the geo state in force
 /// when it arrives.
 pub async fn serve(listener: TcpListener, live: Arc<LiveGeo>, shutdown: watch::Receiver<bool>) {
-    crate::accept::serve_http1(listener, "steering", shutdown, move |request, peer| {
-        let response = handle(&live.load().steering, peer, &request);
-        async move { response }
-    })
+    crate::accept::serve_http1(
+        listener,
+        "steering",
+        shutdown,
+        None,
+        move |request, peer| {
+            let response = handle(&live.load().steering, peer, &request);
+            async move { response }
+        },
+    )
     .await;
 }
 

@@ -17,13 +17,12 @@ use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::{connect::HttpConnector, Client, ResponseFuture};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
-use verge_serve::tls_client::ClientConfig;
+use verge_serve::tls_client::{ClientConfig, Http1Client};
 
 /// Longest line of a watch stream (one response: a batch of events).
 const MAX_WATCH_LINE: usize = 16 * 1024 * 1024;
@@ -48,27 +47,12 @@ pub enum EtcdError {
 /// succeeded.
 pub type Observer = Arc<dyn Fn(&'static str, Duration, bool) + Send + Sync>;
 
-/// HTTP/1.1 to the members: in the clear, or able to speak TLS to `https://` ones.
-enum Http {
-    Plain(Client<HttpConnector, Full<Bytes>>),
-    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
-}
-
-impl Http {
-    fn request(&self, request: http::Request<Full<Bytes>>) -> ResponseFuture {
-        match self {
-            Http::Plain(client) => client.request(request),
-            Http::Tls(client) => client.request(request),
-        }
-    }
-}
-
 /// A client of one etcd cluster; cheap to share behind an `Arc`.
 pub struct Etcd {
     endpoints: Vec<String>,
     /// The member tried first: the last one that answered.
     preferred: AtomicUsize,
-    client: Http,
+    client: Http1Client,
     /// Longest wait for one request, across members.
     pub timeout: Duration,
     credentials: Option<(String, String)>,
@@ -232,17 +216,7 @@ impl Etcd {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
-        let builder = Client::builder(TokioExecutor::new());
-        let client = match tls {
-            None => Http::Plain(builder.build(connector)),
-            Some(tls) => {
-                let mut tls = (*tls).clone();
-                tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-                let https =
-                    verge_serve::tls_client::connector_by_uri(connector, Arc::new(tls), None);
-                Http::Tls(builder.build(https))
-            }
-        };
+        let client = Http1Client::new(&Client::builder(TokioExecutor::new()), connector, tls);
         Etcd {
             endpoints,
             preferred: AtomicUsize::new(0),

@@ -8,6 +8,7 @@ mod geo_dns;
 mod geo_geoip;
 mod geo_http;
 mod geo_support;
+mod node_tls;
 mod reload;
 mod replicas;
 mod status_page;
