@@ -69,16 +69,29 @@ impl ControlPlane {
                 .map(|(single, started)| (ControlPlane::Single(Box::new(single)), started)),
             Some(ha) => {
                 let replicas = Replicas::start(options, ha, token).await?;
-                let first = replicas.infos().into_iter().next();
+                // The one the demo's summary points at (control's row, the status page,
+                // GeoDNS, the commands): not the leader, the one the drill kills.
+                let leader = replicas
+                    .views()
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .find_map(|v| v.leader);
+                let infos = replicas.infos();
+                let shown = infos
+                    .iter()
+                    .position(|r| Some(&r.name) != leader.as_ref())
+                    .unwrap_or(0);
+                let replica = infos.into_iter().nth(shown);
                 let (dns, steering) = replicas
-                    .geo(0)
+                    .geo(shown)
                     .map_or_else(Default::default, |(dns, http)| {
                         (dns.to_string(), format!("http://{http}"))
                     });
                 let started = Started {
                     endpoints: ControlEndpoints {
-                        api: first.as_ref().map_or_else(String::new, |r| r.api.clone()),
-                        admin: first.map_or_else(String::new, |r| r.admin),
+                        api: replica.as_ref().map_or_else(String::new, |r| r.api.clone()),
+                        admin: replica.map_or_else(String::new, |r| r.admin),
                         token: token.to_string(),
                     },
                     dns,
