@@ -103,6 +103,34 @@ async fn the_ha_demo_purges_every_node_and_another_replica_leads_after_the_leade
         "another replica led after {after:?}"
     );
 
+    // Back on its addresses, the killed replica follows the new leader.
+    demo.restore(&leader).await.unwrap();
+    let restored = demo.replicas().unwrap().infos();
+    let restored = restored.iter().find(|r| r.name == leader).unwrap();
+    let back = AdminClient::new(&restored.admin, &token).unwrap();
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = back.get_json("/v1/replica").await;
+        if let Ok(view) = &view {
+            if view["leader"] == new_leader.as_str() && view["is_leader"] == false {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < give_up,
+            "restored {leader} does not follow {new_leader}: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pids: Vec<u32> = demo
+        .replicas()
+        .unwrap()
+        .infos()
+        .iter()
+        .filter_map(|r| r.pid)
+        .chain(pids)
+        .collect();
+
     timeout(Duration::from_secs(15), demo.shutdown())
         .await
         .expect("the HA demo stops within 15 s");
