@@ -8,7 +8,7 @@ use verge_node::process::{runtime, shutdown_signal};
 
 use crate::bench::{BenchCommand, Outcome};
 use crate::failover::{self, Failover};
-use crate::topology::{ETCD_MEMBERS, REPLICAS};
+use crate::replica_plan::{ETCD_MEMBERS, REPLICAS};
 use crate::{Demo, DemoOptions};
 
 /// Exit code of a bench stopped by Ctrl-C (after reporting what it measured).

@@ -21,7 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
-use crate::topology::{ETCD_CLIENT_PORT, ETCD_PEER_PORT};
+use crate::replica_plan::{ETCD_CLIENT_PORT, ETCD_PEER_PORT};
 
 /// Bound on one readiness probe: a member that does not answer within it is not ready yet.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);

@@ -6,9 +6,9 @@
 use std::fmt::Write;
 use std::path::PathBuf;
 
+use crate::replica_plan::REPLICA_LEASE;
 use crate::replicas::{ReplicaInfo, Replicas};
 use crate::state::DemoState;
-use crate::topology::REPLICA_LEASE;
 
 /// What the drill is printed from.
 #[derive(Debug, Clone)]

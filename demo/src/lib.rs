@@ -8,6 +8,7 @@
 //! - [`cluster`]: the running demo ([`Demo`]), started and stopped as one; parts killed and
 //!   restored;
 //! - [`control`]: the demo's control plane: one control in-process, or replicas on etcd;
+//! - [`replica_plan`]: where an HA demo's replicas and etcd members listen;
 //! - [`replicas`]: `verge demo --ha`: control replicas as child processes sharing etcd;
 //! - [`etcd`]: the HA demo's etcd cluster, members started from the `etcd` binary;
 //! - [`failover`]: what `verge demo --ha` prints: the replicas, the leader, the drill;
@@ -26,6 +27,7 @@ pub mod failover;
 pub mod origin;
 pub mod readiness;
 pub mod regions;
+pub mod replica_plan;
 pub mod replicas;
 pub mod report;
 pub mod state;

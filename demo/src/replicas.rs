@@ -20,11 +20,12 @@ use tokio::time::Instant;
 use verge_config::wire::RoutingTable;
 use verge_control::client::AdminClient;
 
-use crate::cluster::DemoError;
-use crate::delay::{DelayLink, LinkSettings};
+use crate::cluster::{link_settings, DemoError};
+use crate::delay::DelayLink;
 use crate::etcd::EtcdCluster;
 use crate::readiness::{self, NodeSeen, Observed};
-use crate::topology::{self, DemoOptions, HaOptions, HaPlan, ReplicaPlan, HA_BLOCKS};
+use crate::replica_plan::{HaPlan, ReplicaPlan, HA_BLOCKS};
+use crate::topology::{self, DemoOptions, HaOptions};
 
 /// Bound on one question to a replica's admin API: a killed replica answers nothing.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -116,10 +117,7 @@ impl Replicas {
             verge: ha.verge.clone(),
             dir,
         };
-        let settings = LinkSettings {
-            jitter: options.jitter,
-            ..LinkSettings::new(&region.id, &options.regions, &options.latency)
-        };
+        let settings = link_settings(options, &region.id);
         for replica in plan.replicas() {
             let listen = SocketAddr::new(topology::control_ip(region), 0);
             let link = DelayLink::start(listen, replica.listen, settings.clone())
@@ -147,15 +145,13 @@ impl Replicas {
                 admin,
                 process: None,
             };
-            replica.process =
-                Some(
-                    replica
-                        .spawn(&replicas.verge)
-                        .map_err(|e| DemoError::Replica {
-                            name: replica.plan.name.clone(),
-                            why: format!("cannot run {}: {e}", replicas.verge.display()),
-                        })?,
-                );
+            let child = replica
+                .spawn(&replicas.verge)
+                .map_err(|e| DemoError::Replica {
+                    name: replica.plan.name.clone(),
+                    why: format!("cannot run {}: {e}", replicas.verge.display()),
+                })?;
+            replica.process = Some(child);
             replicas.replicas.push(replica);
         }
         replicas.wait_led(give_up, options.ready_timeout).await?;
