@@ -230,6 +230,17 @@ impl TableWatch {
         }
     }
 
+    /// Waits until the table `replica` shows now has been seen too.
+    async fn caught_up(&self, replica: &Replica) {
+        let version = replica.table().await["version"].as_u64().unwrap();
+        wait_until(
+            "the table watch to see the latest table",
+            Duration::from_secs(5),
+            || async { self.seen.lock().unwrap().contains_key(&version) },
+        )
+        .await;
+    }
+
     /// How many versions were seen; fails if two replicas ever showed different tables under
     /// one version.
     fn versions(&self) -> usize {
@@ -416,6 +427,7 @@ async fn when_the_leader_crashes_no_acknowledged_purge_is_lost_and_another_repli
         crashed_at.elapsed()
     );
     assert_eq!(b.table().await["version"], c.table().await["version"]);
+    tables.caught_up(&b).await;
     let seen = tables.versions();
     assert!(
         seen >= 2,
@@ -484,6 +496,7 @@ async fn a_replica_cut_off_from_etcd_refuses_purges_cannot_publish_and_sends_its
         a.table().await == b_table
     })
     .await;
+    tables.caught_up(&b).await;
     assert!(tables.versions() >= 2);
 }
 
