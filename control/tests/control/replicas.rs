@@ -817,3 +817,56 @@ async fn the_leader_compacts_etcd_history_and_a_replica_started_later_reads_the_
     );
     assert_eq!(b.view().await["purge_head"], json!(3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purges_sent_at_once_to_three_replicas_get_every_number_once() {
+    let test = "purges_sent_at_once_to_three_replicas_get_every_number_once";
+    let Some(etcd) = EtcdCluster::start(3, test).await else {
+        return;
+    };
+    let endpoints = etcd.client_urls();
+    let replicas = [
+        replica("a", &endpoints).await,
+        replica("b", &endpoints).await,
+        replica("c", &endpoints).await,
+    ];
+    // 3 × 40 purges in flight together: the replicas race for the same counter.
+    let mut sent = tokio::task::JoinSet::new();
+    for (r, replica) in replicas.iter().enumerate() {
+        for n in 0..40u64 {
+            let admin = verge_control::client::AdminClient::new(
+                &format!("http://{}", replica.control.admin_addr),
+                support::TOKEN,
+            )
+            .unwrap();
+            let spec: verge_config::wire::PurgeSpec =
+                serde_json::from_value(json!({"urls": [format!("http://example.test/{r}/{n}")]}))
+                    .unwrap();
+            sent.spawn(async move { admin.purge(&spec).await.map(|a| a.seq) });
+        }
+    }
+    let mut seqs = Vec::new();
+    while let Some(joined) = sent.join_next().await {
+        seqs.push(joined.unwrap().expect("purge accepted"));
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=120).collect::<Vec<u64>>());
+    // And every replica holds all of them, each with the URL it was accepted for.
+    for replica in &replicas {
+        wait_until(
+            "the replica to hold every purge",
+            Duration::from_secs(5),
+            || async { replica.view().await["purge_head"] == json!(120) },
+        )
+        .await;
+        let status = replica
+            .control
+            .admin(Method::GET, "/v1/purge/120", "")
+            .await
+            .json();
+        assert!(status["spec"]["urls"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("http://example.test/"));
+    }
+}
