@@ -690,67 +690,77 @@ impl Control {
     }
 }
 
-/// Delivers purges in log order: first to shields, then — once the live shields have applied
-/// them, or `shield_ack_timeout` has passed — to edges.
+/// Delivers purges in log order: to shields as soon as they are in the log, and to edges once
+/// the live shields have applied them, or `shield_ack_timeout` after they went to the shields.
+/// A purge waiting for the shields never holds back the next one's way to the shields.
 async fn dispatcher(
     control: std::sync::Weak<Control>,
     mut queue: mpsc::Receiver<u64>,
     mut acks: watch::Receiver<u64>,
-    mut published: u64,
+    published: u64,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Sent to shields, not yet to edges, oldest first, each with when it goes to edges anyway.
+    let mut waiting: std::collections::VecDeque<(Event, tokio::time::Instant)> =
+        std::collections::VecDeque::new();
+    let mut to_shields = published;
     loop {
-        let woken = tokio::select! {
-            seq = queue.recv() => seq,
-            _ = shutdown.changed() => None,
-        };
-        if woken.is_none() {
-            return;
-        }
-        while queue.try_recv().is_ok() {}
         let Some(c) = control.upgrade() else { return };
         let head = c.log.head();
-        if head <= published {
-            continue;
+        if head > to_shields {
+            let records = match c.log.since(to_shields, MAX_REPLAY) {
+                Since::Records(records) => records,
+                Since::Gone { .. } => Vec::new(),
+            };
+            let events: Vec<Event> = records
+                .into_iter()
+                .filter(|r| r.seq <= head)
+                .map(|r| Event::Purge {
+                    seq: r.seq,
+                    spec: r.spec,
+                })
+                .collect();
+            c.hub.publish(Some(NodeRole::Shield), &events);
+            let deadline = tokio::time::Instant::now() + c.config.load().purge.shield_ack_timeout;
+            waiting.extend(events.into_iter().map(|event| (event, deadline)));
+            to_shields = head;
         }
-        let records = match c.log.since(published, MAX_REPLAY) {
-            Since::Records(records) => records,
-            Since::Gone { .. } => Vec::new(),
-        };
-        let events: Vec<Event> = records
-            .into_iter()
-            .filter(|r| r.seq <= head)
-            .map(|r| Event::Purge {
-                seq: r.seq,
-                spec: r.spec,
-            })
-            .collect();
-        c.hub.publish(Some(NodeRole::Shield), &events);
-        let deadline = tokio::time::Instant::now() + c.config.load().purge.shield_ack_timeout;
-        drop(c);
-        loop {
-            let Some(c) = control.upgrade() else { return };
-            if c.shields_applied(head) {
+        let now = tokio::time::Instant::now();
+        let mut release = Vec::new();
+        while let Some((event, deadline)) = waiting.front() {
+            let applied = c.shields_applied(event.seq());
+            if !applied && now < *deadline {
                 break;
             }
-            drop(c);
-            tokio::select! {
-                changed = acks.changed() => if changed.is_err() { return },
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(seq = head, "shields did not all apply the purge in time; releasing it to edges");
-                    break;
-                }
+            if !applied {
+                tracing::warn!(
+                    seq = event.seq(),
+                    "shields did not all apply the purge in time; releasing it to edges"
+                );
+            }
+            if let Some((event, _)) = waiting.pop_front() {
+                release.push(event);
             }
         }
-        let Some(c) = control.upgrade() else { return };
-        {
+        if let Some(last) = release.last().map(Event::seq) {
             let mut subs = c.hub.lock();
-            subs.edge_released = head;
+            subs.edge_released = last;
             c.hub
-                .publish_locked(&mut subs, Some(NodeRole::Edge), &events);
+                .publish_locked(&mut subs, Some(NodeRole::Edge), &release);
         }
-        published = head;
+        let next_deadline = waiting.front().map(|(_, deadline)| *deadline);
+        drop(c);
+        tokio::select! {
+            seq = queue.recv() => {
+                if seq.is_none() {
+                    return;
+                }
+                while queue.try_recv().is_ok() {}
+            }
+            changed = acks.changed(), if !waiting.is_empty() => if changed.is_err() { return },
+            _ = tokio::time::sleep_until(next_deadline.unwrap_or(now)), if next_deadline.is_some() => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 
