@@ -13,10 +13,11 @@
 //!   still the one this replica created and `P/table` is still the version it last saw: a
 //!   former leader that stalled past its lease cannot publish, and no two tables ever share a
 //!   version. Replicas push only tables they read from etcd, so all nodes see the same ones.
-//! - **Nodes**: a node registers at one replica, which writes `P/nodes/{id}`. Every 25 ms at
-//!   most (and at least every heartbeat interval) each replica writes `P/replicas/{name}`: the
-//!   latest heartbeat of each node connected to it. Others take those in as heartbeats, so each
-//!   replica — and the leader's routing — knows every node's health, applied purges and
+//! - **Nodes**: a node registers at one replica, which writes `P/nodes/{id}`. Every heartbeat
+//!   interval each replica writes `P/replicas/{name}`: the latest heartbeat of each node
+//!   connected to it; and while purges are being applied, every 25 ms at most, `P/acks/{name}`:
+//!   just the purge each of its nodes has applied. Others take those in as heartbeats and acks,
+//!   so each replica — and the leader's routing — knows every node's health, applied purges and
 //!   latency, and `GET /v1/purge/{id}` is complete at any replica.
 
 use std::collections::{HashMap, HashSet};
@@ -55,6 +56,9 @@ struct NodeRecord {
 struct Report {
     beats: Vec<Heartbeat>,
 }
+
+/// `P/acks/{name}`: node → highest purge applied.
+type Acks = std::collections::BTreeMap<NodeId, u64>;
 
 #[derive(Debug, Default)]
 struct State {
@@ -262,7 +266,12 @@ impl Replica {
         let key = self.keys.node(registration.id.as_str());
         if let Err(e) = self
             .etcd
-            .txn(&[Cmp::Value(&key, &value)], &[Op::Delete(&key)], &[])
+            .txn(
+                "node_delete",
+                &[Cmp::Value(&key, &value)],
+                &[Op::Delete(&key)],
+                &[],
+            )
             .await
         {
             tracing::warn!(node = %registration.id, error = %e, "cannot delete the forgotten node's registration from etcd");
@@ -353,6 +362,11 @@ fn take_change(control: &Control, replica: &Replica, change: &Change) {
                 None => control.remote_gone(&id),
             }
         }
+        Key::Acks(name) if name != replica.name => {
+            if let Some(Ok(acks)) = value.map(serde_json::from_slice::<Acks>) {
+                control.remote_acks(acks);
+            }
+        }
         Key::Replica(name) if name != replica.name => match value {
             Some(value) => match serde_json::from_slice::<Report>(value) {
                 Ok(report) => {
@@ -437,11 +451,13 @@ async fn watching(
                         Change::Delete(_) => None,
                     };
                     match replica.log.apply(&kv.key, value) {
-                        Applied::New(record) => {
-                            let age =
-                                crate::service::now_ms().saturating_sub(record.accepted_at_ms);
-                            replica.metrics.watch_delay.observe(age as f64 / 1000.0);
-                            c.new_purges(vec![record]);
+                        Applied::New(records) => {
+                            if let Some(seen) = records.first() {
+                                let age =
+                                    crate::service::now_ms().saturating_sub(seen.accepted_at_ms);
+                                replica.metrics.watch_delay.observe(age as f64 / 1000.0);
+                            }
+                            c.new_purges(records);
                         }
                         Applied::Gap { head, seq } => {
                             tracing::warn!(
@@ -607,6 +623,7 @@ async fn leading(
             match replica
                 .etcd
                 .txn(
+                    "campaign",
                     &[Cmp::Created(&leader_key, 0)],
                     &put,
                     &[Op::Get(&leader_key)],
@@ -654,7 +671,7 @@ async fn leading(
                 }];
                 match replica
                     .etcd
-                    .txn(&fence, &put, &[Op::Get(&leader_key)])
+                    .txn("table_write", &fence, &put, &[Op::Get(&leader_key)])
                     .await
                 {
                     Ok(r) if r.succeeded => {
@@ -732,25 +749,37 @@ async fn compact_history(replica: &Replica, seen: &mut std::collections::VecDequ
     }
 }
 
-/// Writes this replica's nodes' latest heartbeats when they change (at most every
-/// [`REPORT_GAP`]) and at least every heartbeat interval.
+/// Writes this replica's nodes' latest heartbeats every heartbeat interval, and — when they
+/// have applied purges, at most every [`REPORT_GAP`] — the purges they have applied.
 async fn reporting(
     control: Weak<Control>,
     replica: Arc<Replica>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let key = replica.keys.replica(&replica.name);
+    let report_key = replica.keys.replica(&replica.name);
+    let acks_key = replica.keys.acks(&replica.name);
+    let mut next_report = tokio::time::Instant::now();
     loop {
         let Some(c) = control.upgrade() else { return };
         let every = c.config().health.heartbeat_interval;
-        let report = Report {
-            beats: c.local_beats(),
+        let full = tokio::time::Instant::now() >= next_report;
+        let value = if full {
+            next_report = tokio::time::Instant::now() + every;
+            serde_json::to_vec(&Report {
+                beats: c.local_beats(),
+            })
+        } else {
+            serde_json::to_vec(&c.local_acks())
         };
         drop(c);
         let lease = replica.lock().lease;
         if lease != 0 {
-            let value = serde_json::to_vec(&report).unwrap_or_default();
-            if let Err(e) = replica.etcd.put(&key, &value, lease).await {
+            let key = if full { &report_key } else { &acks_key };
+            if let Err(e) = replica
+                .etcd
+                .put(key, &value.unwrap_or_default(), lease)
+                .await
+            {
                 tracing::debug!(error = %e, "cannot write this replica's report");
             }
         }
@@ -760,7 +789,7 @@ async fn reporting(
         }
         tokio::select! {
             () = replica.report.notified() => {}
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep_until(next_report) => {}
             _ = shutdown.changed() => return,
         }
     }

@@ -355,6 +355,11 @@ impl Control {
             .await
             .map_err(PurgeRefused::Store)?;
         let seq = record.seq;
+        if let Some(shared) = self.log.shared() {
+            // Committed: into the mirror and on its way to the nodes now, unless another
+            // replica's purges come first (then the watch brings them all).
+            self.new_purges(shared.adopt(vec![record.clone()]));
+        }
         // With etcd the mirror may still be behind the commit: the head is what it holds.
         self.head.fetch_max(self.log.head(), Ordering::Relaxed);
         self.metrics
@@ -609,6 +614,31 @@ impl Control {
             };
             self.acknowledged(&id, before, applied);
         }
+    }
+
+    /// The purges applied by the nodes connected to another replica, as that replica reported
+    /// them.
+    pub(crate) fn remote_acks(&self, acks: std::collections::BTreeMap<NodeId, u64>) {
+        for (id, applied) in acks {
+            if self.hub.is_connected(&id) {
+                continue;
+            }
+            let Ok((_, before)) = lock(&self.registry).ack(&id, applied) else {
+                continue;
+            };
+            self.acknowledged(&id, before, applied);
+        }
+    }
+
+    /// The purges applied by the nodes connected to this replica.
+    pub(crate) fn local_acks(&self) -> std::collections::BTreeMap<NodeId, u64> {
+        let registry = lock(&self.registry);
+        registry
+            .ids()
+            .into_iter()
+            .filter(|id| self.hub.is_connected(id))
+            .filter_map(|id| registry.get(&id).map(|n| (id, n.applied_seq)))
+            .collect()
     }
 
     /// The latest heartbeats of the nodes connected to this replica.

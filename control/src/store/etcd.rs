@@ -258,13 +258,17 @@ impl Etcd {
 
     /// Writes one key (attached to `lease` unless it is 0).
     pub async fn put(&self, key: &[u8], value: &[u8], lease: i64) -> Result<i64, EtcdError> {
-        let response = self.txn(&[], &[Op::Put { key, value, lease }], &[]).await?;
+        let response = self
+            .txn("put", &[], &[Op::Put { key, value, lease }], &[])
+            .await?;
         Ok(response.header.revision)
     }
 
-    /// Runs `success` when every comparison holds, else `failure`, atomically.
+    /// Runs `success` when every comparison holds, else `failure`, atomically; `what` names
+    /// it in the metrics (`op`).
     pub async fn txn(
         &self,
+        what: &'static str,
         compare: &[Cmp<'_>],
         success: &[Op<'_>],
         failure: &[Op<'_>],
@@ -274,7 +278,7 @@ impl Etcd {
             "success": success.iter().map(Op::to_json).collect::<Vec<_>>(),
             "failure": failure.iter().map(Op::to_json).collect::<Vec<_>>(),
         });
-        let mut response: TxnResponse = self.call("txn", "/v3/kv/txn", &body).await?;
+        let mut response: TxnResponse = self.call(what, "/v3/kv/txn", &body).await?;
         // Without comparisons the success branch always runs (the field is left out as false).
         if compare.is_empty() {
             response.succeeded = true;

@@ -8,6 +8,7 @@
 //! | `P/table` | the routing table in force (JSON) | none |
 //! | `P/nodes/{id}` | a node's registration and the replica it is connected to (JSON) | that replica's |
 //! | `P/replicas/{name}` | a replica's report: its nodes' latest heartbeats (JSON) | its own |
+//! | `P/acks/{name}` | the purges its nodes have applied, by node (JSON) | its own |
 
 /// What one key under the prefix is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,7 @@ pub enum Key {
     Table,
     Node(String),
     Replica(String),
+    Acks(String),
     Other,
 }
 
@@ -67,6 +69,10 @@ impl Keys {
         format!("{}/replicas/{name}", self.prefix).into_bytes()
     }
 
+    pub fn acks(&self, name: &str) -> Vec<u8> {
+        format!("{}/acks/{name}", self.prefix).into_bytes()
+    }
+
     /// What `key` is; [`Key::Other`] for keys outside the layout (never acted on).
     pub fn parse(&self, key: &[u8]) -> Key {
         let Ok(key) = std::str::from_utf8(key) else {
@@ -95,6 +101,9 @@ impl Keys {
                 if let Some(name) = rest.strip_prefix("replicas/") {
                     return Key::Replica(name.to_string());
                 }
+                if let Some(name) = rest.strip_prefix("acks/") {
+                    return Key::Acks(name.to_string());
+                }
                 Key::Other
             }
         }
@@ -114,6 +123,7 @@ mod tests {
         assert_eq!(keys.parse(&keys.table()), Key::Table);
         assert_eq!(keys.parse(&keys.node("e1")), Key::Node("e1".into()));
         assert_eq!(keys.parse(&keys.replica("r1")), Key::Replica("r1".into()));
+        assert_eq!(keys.parse(&keys.acks("r1")), Key::Acks("r1".into()));
         assert_eq!(keys.parse(b"/verge/purge/log/42"), Key::Other);
         assert_eq!(keys.parse(b"/vergex/table"), Key::Other);
         assert_eq!(keys.parse(b"\xff"), Key::Other);

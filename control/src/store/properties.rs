@@ -99,7 +99,9 @@ proptest! {
                 };
                 let head = log.head();
                 match log.apply(&keys.purge(seq), Some(&value)) {
-                    Applied::New(record) => {
+                    Applied::New(records) => {
+                        prop_assert_eq!(records.len(), 1);
+                        let record = records[0].clone();
                         prop_assert_eq!(record.seq, head + 1);
                         match (spec, garbage) {
                             (Some(spec), false) => prop_assert_eq!(record.spec, spec),

@@ -26,7 +26,7 @@
 //! the newest `retain`; each replica's mirror drops them as it sees the deletion, and a node
 //! asking for what was dropped is told to resync.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -65,6 +65,9 @@ struct Mirror {
     /// The newest `retain` (or a few more) purges, oldest first, without gaps.
     records: VecDeque<LogRecord>,
     head: u64,
+    /// Purges this replica committed that do not follow the head yet (another replica's come
+    /// first): they join once the watch has filled the gap.
+    committed: BTreeMap<u64, LogRecord>,
 }
 
 impl Mirror {
@@ -84,8 +87,9 @@ struct Request {
 pub enum Applied {
     /// Not a purge record, or one already held.
     Nothing,
-    /// A new purge, now the head.
-    New(LogRecord),
+    /// New purges, in order, the last now the head: the one seen, and this replica's own that
+    /// followed it.
+    New(Vec<LogRecord>),
     /// A purge that does not follow the head: the mirror must be loaded again.
     Gap { head: u64, seq: u64 },
 }
@@ -186,6 +190,8 @@ impl SharedLog {
             .collect();
         mirror.records = records;
         mirror.head = head.max(old_head);
+        let kept = mirror.head;
+        mirror.committed.retain(|seq, _| *seq > kept);
         drop(mirror);
         self.advanced.send_replace(head.max(old_head));
         fresh
@@ -213,20 +219,53 @@ impl SharedLog {
                 seq,
             };
         }
-        let record = record(seq, value);
-        mirror.records.push_back(record.clone());
-        mirror.head = seq;
+        mirror.committed.insert(seq, record(seq, value));
+        Applied::New(self.advance(mirror))
+    }
+
+    /// Takes purges this replica has just committed into the mirror, at once where they follow
+    /// the head (the watch then brings nothing new); returns those that joined, in order.
+    pub fn adopt(&self, records: Vec<LogRecord>) -> Vec<LogRecord> {
+        let mut mirror = self.write();
+        for record in records {
+            if record.seq > mirror.head {
+                mirror.committed.insert(record.seq, record);
+            }
+        }
+        // Bounded: past this, the watch brings them instead.
+        while mirror.committed.len() > QUEUE_CAPACITY {
+            mirror.committed.pop_last();
+        }
+        self.advance(mirror)
+    }
+
+    /// Moves the committed purges that follow the head into the log; returns them.
+    fn advance(&self, mut mirror: std::sync::RwLockWriteGuard<'_, Mirror>) -> Vec<LogRecord> {
+        let mut fresh = Vec::new();
+        loop {
+            let next = mirror.head + 1;
+            let Some(record) = mirror.committed.remove(&next) else {
+                break;
+            };
+            mirror.records.push_back(record.clone());
+            mirror.head = next;
+            fresh.push(record);
+        }
+        let head = mirror.head;
+        mirror.committed.retain(|seq, _| *seq > head);
         // Held a little past `retain` until the deletion arrives; bounded regardless.
         while mirror.records.len() > self.retain.saturating_mul(2).saturating_add(MAX_BATCH) {
             mirror.records.pop_front();
         }
         drop(mirror);
-        self.advanced.send_replace(seq);
-        Applied::New(record)
+        if !fresh.is_empty() {
+            self.advanced.send_replace(head);
+        }
+        fresh
     }
 
-    /// Commits one purge; returns once etcd has it and this replica's mirror holds it (or the
-    /// store's timeout has passed since the commit).
+    /// Commits one purge; returns once etcd has it (a quorum of members). The caller takes it
+    /// into the mirror with [`SharedLog::adopt`].
     pub async fn append(
         &self,
         spec: PurgeSpec,
@@ -249,9 +288,6 @@ impl SharedLog {
                 "this replica is shutting down".to_string(),
             ))
         })??;
-        let mut advanced = self.advanced.subscribe();
-        let arrived = advanced.wait_for(|head| *head >= record.seq);
-        let _ = tokio::time::timeout(self.etcd.timeout, arrived).await;
         Ok(record)
     }
 
@@ -347,7 +383,7 @@ impl SharedLog {
             }));
             match self
                 .etcd
-                .txn(&[compare], &success, &[Op::Get(&head_key)])
+                .txn("purge_commit", &[compare], &success, &[Op::Get(&head_key)])
                 .await
             {
                 Ok(r) if r.succeeded => {
@@ -416,6 +452,7 @@ impl SharedLog {
         if let Err(e) = self
             .etcd
             .txn(
+                "purge_compact",
                 &[],
                 &[Op::DeleteRange {
                     key: &from,
@@ -563,8 +600,44 @@ mod tests {
         let Applied::New(r) = log.apply(&keys.purge(4), Some(b"garbage")) else {
             panic!()
         };
-        assert!(r.spec.all);
+        assert!(r[0].spec.all);
         assert_eq!(log.apply(b"/v/table", Some(b"{}")), Applied::Nothing);
+    }
+
+    fn committed(seq: u64) -> LogRecord {
+        LogRecord {
+            seq,
+            accepted_at_ms: seq,
+            spec: PurgeSpec {
+                urls: vec![format!("/{seq}")],
+                ..PurgeSpec::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn purges_this_replica_committed_join_the_log_at_once_unless_others_come_first() {
+        let log = log();
+        let keys = Keys::new("/v");
+        let seqs = |records: Vec<LogRecord>| records.iter().map(|r| r.seq).collect::<Vec<_>>();
+        // Ours, following the head: in at once; the watch then brings nothing new.
+        assert_eq!(seqs(log.adopt(vec![committed(1)])), [1]);
+        assert_eq!(log.apply(&keys.purge(1), Some(&value(1))), Applied::Nothing);
+        // Ours at 3 and 4, while another replica's 2 has not arrived: they wait for it...
+        assert_eq!(
+            seqs(log.adopt(vec![committed(4), committed(3)])),
+            Vec::<u64>::new()
+        );
+        assert_eq!(log.head(), 1);
+        // ...and join with it, in order, when the watch brings 2.
+        let Applied::New(joined) = log.apply(&keys.purge(2), Some(&value(2))) else {
+            panic!()
+        };
+        assert_eq!(seqs(joined), [2, 3, 4]);
+        assert_eq!(log.head(), 4);
+        assert_eq!(log.apply(&keys.purge(3), Some(&value(3))), Applied::Nothing);
+        // Already held: nothing again.
+        assert!(log.adopt(vec![committed(2)]).is_empty());
     }
 
     #[tokio::test]
