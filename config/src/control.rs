@@ -241,8 +241,9 @@ pub(crate) fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigError
         ctl.admin_listen.as_deref(),
         ADMIN_LISTEN,
     );
+    // Given, even if invalid: its own errors say what is wrong with it.
+    let with_etcd = raw.store.as_ref().is_some_and(|s| s.etcd.is_some());
     let store = crate::store::validate_store(&mut c, raw.store);
-    let with_etcd = store.as_ref().is_some_and(|s| s.etcd.is_some());
     let data_dir = match ctl.data_dir.as_deref() {
         // With etcd the purge log is in etcd: the directory is not needed.
         Some("") | None if with_etcd => Some(PathBuf::new()),
