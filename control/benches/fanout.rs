@@ -86,13 +86,7 @@ fn bench(c: &mut Criterion) {
                             urls: vec![format!("http://site.test/{i}")],
                             ..PurgeSpec::default()
                         };
-                        let started = Instant::now();
-                        let accepted = admin.purge(&spec).await.expect("purge accepted");
-                        let seen = fleet
-                            .wait_all_saw(accepted.seq, Duration::from_secs(30))
-                            .await;
-                        assert!(seen, "purge {} not read by every node", accepted.seq);
-                        let took = started.elapsed();
+                        let took = fleet.timed_purge(&admin, &spec).await;
                         samples.push(took);
                         total += took;
                     }
