@@ -607,42 +607,29 @@ mod tests {
         std::fs::write(&file, "abcdefghijklmnopqrstuvwxyz\n").unwrap();
         let node_file = dir.join("node-token");
         std::fs::write(&node_file, "node-token-0123456789\n").unwrap();
-        let config = ControlConfig::quick_start(&ControlQuickStart {
-            listen: "127.0.0.1:0",
-            admin_listen: "127.0.0.1:0",
-            token_file: file.to_str().unwrap(),
-            data_dir: dir.to_str().unwrap(),
-            node_token_file: Some(node_file.to_str().unwrap()),
-            etcd: None,
-        })
-        .unwrap();
+        let start = |token_file: &str, node_token_file: Option<&str>| {
+            ControlConfig::quick_start(&ControlQuickStart {
+                listen: "127.0.0.1:0",
+                admin_listen: "127.0.0.1:0",
+                token_file,
+                data_dir: dir.to_str().unwrap(),
+                node_token_file,
+                etcd: None,
+            })
+        };
+        let (file, node_file) = (file.to_str().unwrap(), node_file.to_str().unwrap());
+        let config = start(file, Some(node_file)).unwrap();
         assert_eq!(config.token, "abcdefghijklmnopqrstuvwxyz");
         assert_eq!(config.node_token.as_deref(), Some("node-token-0123456789"));
         // A changed file is read again on reload.
-        std::fs::write(&node_file, "node-token-abcdefghij\n").unwrap();
+        std::fs::write(node_file, "node-token-abcdefghij\n").unwrap();
         let reread = config.reread_token_file().unwrap();
         assert_eq!(reread.node_token.as_deref(), Some("node-token-abcdefghij"));
         // The node token cannot be the admin token.
-        std::fs::write(&node_file, "abcdefghijklmnopqrstuvwxyz\n").unwrap();
-        let same = ControlConfig::quick_start(&ControlQuickStart {
-            listen: "127.0.0.1:0",
-            admin_listen: "127.0.0.1:0",
-            token_file: file.to_str().unwrap(),
-            data_dir: dir.to_str().unwrap(),
-            node_token_file: Some(node_file.to_str().unwrap()),
-            etcd: None,
-        })
-        .unwrap_err();
+        std::fs::write(node_file, "abcdefghijklmnopqrstuvwxyz\n").unwrap();
+        let same = start(file, Some(node_file)).unwrap_err();
         assert!(same.mentions("controller.node_token"), "{same}");
-        let missing = ControlConfig::quick_start(&ControlQuickStart {
-            listen: "127.0.0.1:0",
-            admin_listen: "127.0.0.1:0",
-            token_file: "/nonexistent/token",
-            data_dir: "/tmp",
-            node_token_file: None,
-            etcd: None,
-        })
-        .unwrap_err();
+        let missing = start("/nonexistent/token", None).unwrap_err();
         assert!(missing.mentions("controller.token_file"), "{missing}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
