@@ -59,6 +59,10 @@ pub struct NodeListenerTls {
     pub key: PathBuf,
     /// Nodes must present a certificate signed by this CA (mutual TLS); `None`: any client.
     pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: a node may speak only for the node id its certificate names (as a
+    /// DNS subject alternative name), so one node's certificate cannot register, heartbeat,
+    /// ack or stream as another. On by default.
+    pub bind_node_id: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +71,7 @@ pub struct RawNodeListenerTls {
     pub cert: Option<String>,
     pub key: Option<String>,
     pub client_ca: Option<String>,
+    pub bind_node_id: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,11 +314,19 @@ pub(crate) fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigError
             };
             let (cert, key) = (file("cert", t.cert), file("key", t.key));
             let client_ca = t.client_ca.filter(|v| !v.is_empty()).map(PathBuf::from);
+            if t.bind_node_id.is_some() && client_ca.is_none() {
+                c.push(
+                    "controller.node_tls.bind_node_id",
+                    "needs controller.node_tls.client_ca: without client certificates there is no name to bind",
+                );
+            }
+            let bind_node_id = t.bind_node_id.unwrap_or(true);
             cert.zip(key).map(|(cert, key)| {
                 Some(NodeListenerTls {
                     cert,
                     key,
                     client_ca,
+                    bind_node_id,
                 })
             })
         }
@@ -597,6 +610,26 @@ mod tests {
         ] {
             assert!(errors.mentions(key), "{key} not in {errors}");
         }
+    }
+
+    #[test]
+    fn a_node_certificate_is_bound_to_its_node_id_unless_turned_off() {
+        let with =
+            |tls: &str| ControlConfig::from_toml(&format!("{MINIMAL}[controller.node_tls]\n{tls}"));
+        let files = "cert = \"c.pem\"\nkey = \"k.pem\"\n";
+        let bound = with(&format!("{files}client_ca = \"ca.pem\"\n")).unwrap();
+        assert!(bound.node_tls.unwrap().bind_node_id);
+        let open = with(&format!(
+            "{files}client_ca = \"ca.pem\"\nbind_node_id = false\n"
+        ))
+        .unwrap();
+        assert!(!open.node_tls.unwrap().bind_node_id);
+        // Without client certificates there is nothing to bind to.
+        let errors = with(&format!("{files}bind_node_id = true\n")).unwrap_err();
+        assert!(
+            errors.mentions("controller.node_tls.bind_node_id"),
+            "{errors}"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use verge_serve::tls_server::PeerCertificate;
 
 /// Most connections one listener serves at once.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -52,7 +53,8 @@ pub(crate) async fn next_connection(
 
 /// Serves the connections accepted on `listener` until `shutdown` changes; `handle` answers
 /// each request, given the connection's peer. `what` names the listener in logs. With `tls`,
-/// each connection is a TLS one (a failed or slow handshake ends it, logged).
+/// each connection is a TLS one (a failed or slow handshake ends it, logged), and the client's
+/// certificate, if it sent one, is in each request's extensions as a [`PeerCertificate`].
 pub async fn serve_http1<H, F, B>(
     listener: TcpListener,
     what: &'static str,
@@ -84,10 +86,16 @@ pub async fn serve_http1<H, F, B>(
         let tls = tls.clone();
         connections.spawn(async move {
             let _permit = permit;
-            let service = service_fn(move |request| {
-                let answer = handle(request, peer);
-                async move { Ok::<_, Infallible>(answer.await) }
-            });
+            // Each request carries the client's certificate, when the handshake had one.
+            let service = move |certificate: Option<PeerCertificate>| {
+                service_fn(move |mut request: Request<Incoming>| {
+                    if let Some(certificate) = &certificate {
+                        request.extensions_mut().insert(certificate.clone());
+                    }
+                    let answer = handle(request, peer);
+                    async move { Ok::<_, Infallible>(answer.await) }
+                })
+            };
             let builder = {
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
@@ -97,7 +105,7 @@ pub async fn serve_http1<H, F, B>(
             };
             match tls {
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let conn = builder.serve_connection(TokioIo::new(stream), service(None));
                     tokio::pin!(conn);
                     tokio::select! {
                         _ = conn.as_mut() => {}
@@ -117,7 +125,9 @@ pub async fn serve_http1<H, F, B>(
                         },
                         _ = conn_shutdown.changed() => return,
                     };
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let certificate = PeerCertificate::of(stream.get_ref().1);
+                    let conn =
+                        builder.serve_connection(TokioIo::new(stream), service(certificate));
                     tokio::pin!(conn);
                     tokio::select! {
                         _ = conn.as_mut() => {}

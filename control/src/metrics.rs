@@ -144,7 +144,7 @@ impl ControlMetrics {
             node_auth_refused: IntCounterVec::new(
                 Opts::new(
                     "verge_control_node_auth_refused_total",
-                    "Node listener requests refused for a missing or wrong node token",
+                    "Node listener requests refused: a missing or wrong node token, or a client certificate that does not name the node",
                 ),
                 &["reason"],
             )?,
@@ -211,7 +211,7 @@ impl ControlMetrics {
             m.watch_restarts.with_label_values(&[reason]);
         }
         m.store_up.set(1);
-        for reason in ["missing", "wrong"] {
+        for reason in ["missing", "wrong", "certificate"] {
             m.node_auth_refused.with_label_values(&[reason]);
         }
         for ignored in crate::latency::Ignored::ALL {

@@ -18,6 +18,7 @@ use verge_config::reload::ConfigSource;
 use verge_config::wire::{Ack, Heartbeat, PurgeSpec, Registration};
 use verge_config::{ControlConfig, NodeId};
 use verge_serve::reply;
+use verge_serve::tls_server::PeerCertificate;
 use verge_serve::{BearerAuth, Reading};
 
 use crate::accept;
@@ -306,12 +307,17 @@ async fn node_api(control: &Arc<Control>, request: Request<Incoming>) -> Respons
             }
         }
     }
+    let certificate = request.extensions().get::<PeerCertificate>().cloned();
+    let impostor = |id: &NodeId| identity_refusal(control, certificate.as_ref(), id);
     match (request.method().clone(), path.as_str()) {
         (Method::POST, "/v1/register") => {
             match parse::<Registration>(request, MAX_NODE_BODY, "registration").await {
                 Ok(registration) => {
                     if let Err(e) = check_registration(&registration) {
                         return garbage(&e);
+                    }
+                    if let Some(refusal) = impostor(&registration.id) {
+                        return refusal;
                     }
                     match control.register(registration) {
                         Ok(registered) => json(StatusCode::OK, &registered),
@@ -323,17 +329,23 @@ async fn node_api(control: &Arc<Control>, request: Request<Incoming>) -> Respons
         }
         (Method::POST, "/v1/heartbeat") => {
             match parse::<Heartbeat>(request, MAX_NODE_BODY, "heartbeat").await {
-                Ok(beat) => match control.heartbeat(beat) {
-                    Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
-                    Err(r) => refused(r),
+                Ok(beat) => match impostor(&beat.id) {
+                    Some(refusal) => refusal,
+                    None => match control.heartbeat(beat) {
+                        Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
+                        Err(r) => refused(r),
+                    },
                 },
                 Err(response) => response,
             }
         }
         (Method::POST, "/v1/ack") => match parse::<Ack>(request, MAX_NODE_BODY, "ack").await {
-            Ok(ack) => match control.ack(ack) {
-                Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
-                Err(r) => refused(r),
+            Ok(ack) => match impostor(&ack.id) {
+                Some(refusal) => refusal,
+                None => match control.ack(ack) {
+                    Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
+                    Err(r) => refused(r),
+                },
             },
             Err(response) => response,
         },
@@ -342,6 +354,9 @@ async fn node_api(control: &Arc<Control>, request: Request<Incoming>) -> Respons
                 Ok(q) => q,
                 Err(e) => return error(StatusCode::BAD_REQUEST, &e),
             };
+            if let Some(refusal) = impostor(&node) {
+                return refusal;
+            }
             if let Some(after) = since {
                 control.catch_up(after).await;
             }
@@ -361,6 +376,35 @@ async fn node_api(control: &Arc<Control>, request: Request<Incoming>) -> Respons
         ),
         _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
     }
+}
+
+/// With mutual TLS and `controller.node_tls.bind_node_id`: a node speaks only for the id its
+/// client certificate names: the refusal (403, counted) for a request speaking for another id.
+fn identity_refusal(
+    control: &Control,
+    certificate: Option<&PeerCertificate>,
+    id: &NodeId,
+) -> Option<Response<Body>> {
+    let binding = control
+        .config()
+        .node_tls
+        .as_ref()
+        .is_some_and(|tls| tls.client_ca.is_some() && tls.bind_node_id);
+    if !binding || certificate.is_some_and(|c| c.names(id.as_str())) {
+        return None;
+    }
+    control
+        .metrics
+        .node_auth_refused
+        .with_label_values(&["certificate"])
+        .inc();
+    Some(error(
+        StatusCode::FORBIDDEN,
+        &format!(
+            "the client certificate does not name node {id}: a node speaks only for the id \
+             its certificate names (controller.node_tls.bind_node_id)"
+        ),
+    ))
 }
 
 fn check_registration(r: &Registration) -> Result<(), String> {

@@ -53,3 +53,64 @@ pub fn server_config(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// The certificate a client presented in the TLS handshake (its leaf), put into each of the
+/// connection's requests by servers that ask for one.
+#[derive(Debug, Clone)]
+pub struct PeerCertificate(pub rustls::pki_types::CertificateDer<'static>);
+
+impl PeerCertificate {
+    /// The leaf of a finished handshake's client chain, if the client sent one.
+    pub fn of(connection: &rustls::ServerConnection) -> Option<PeerCertificate> {
+        connection
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| PeerCertificate(leaf.clone().into_owned()))
+    }
+
+    /// Whether the certificate names `name` as a DNS subject alternative name (the subject's
+    /// common name does not count). A certificate that cannot be parsed names nothing.
+    pub fn names(&self, name: &str) -> bool {
+        let Ok(dns) = rustls::pki_types::ServerName::try_from(name) else {
+            return false;
+        };
+        webpki::EndEntityCert::try_from(&self.0)
+            .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&dns).is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for `names`, with `common_name` as its subject.
+    fn cert(names: &[&str], common_name: &str) -> PeerCertificate {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        let key = rcgen::KeyPair::generate().expect("key");
+        PeerCertificate(params.self_signed(&key).expect("cert").der().clone())
+    }
+
+    #[test]
+    fn a_certificate_names_only_its_dns_alternative_names() {
+        let s1 = cert(&["s1", "node_7"], "s1");
+        assert!(s1.names("s1"));
+        assert!(s1.names("node_7"));
+        assert!(!s1.names("s2"));
+        assert!(!s1.names("s1.example"));
+        assert!(!s1.names(""));
+        // The common name alone names nothing.
+        assert!(!cert(&[], "s1").names("s1"));
+        // A wildcard does not cover a one-label node id.
+        let wildcard = cert(&["*.nodes.example"], "w");
+        assert!(!wildcard.names("s1"));
+        assert!(wildcard.names("s1.nodes.example"));
+        // Bytes that are no certificate name nothing (and do not panic).
+        let garbage = PeerCertificate(rustls::pki_types::CertificateDer::from(vec![0x30, 0x03, 1]));
+        assert!(!garbage.names("s1"));
+    }
+}

@@ -1,6 +1,7 @@
 //! Mutual TLS on control's node listener (`controller.node_tls`): a real shield with a client
 //! certificate from the nodes' CA registers over `https://` and applies purges; a client
-//! without one, or with one from another CA, or speaking plain HTTP, gets nothing.
+//! without one, or with one from another CA, or speaking plain HTTP, gets nothing; a
+//! certificate from the nodes' CA speaks only for the node id it names.
 
 use crate::support;
 
@@ -18,12 +19,32 @@ use verge_testkit::{FakeOrigin, RunningNode};
 /// What a client sees of `GET /healthz` over TLS: the status line, or the error that ended
 /// the connection first.
 async fn healthz(client: &TlsClient, addr: std::net::SocketAddr) -> Result<String, String> {
+    exchange(client, addr, "GET", "/healthz", "")
+        .await
+        .map(|answer| answer.lines().next().unwrap_or_default().to_string())
+}
+
+/// One request over TLS: the whole answer, or the error that ended the connection first.
+async fn exchange(
+    client: &TlsClient,
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<String, String> {
     let mut stream = client
         .handshake(addr, "127.0.0.1")
         .await
         .map_err(|e| e.to_string())?;
-    let request = b"GET /healthz HTTP/1.1\r\nhost: control\r\nconnection: close\r\n\r\n";
-    stream.write_all(request).await.map_err(|e| e.to_string())?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: control\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut answer = Vec::new();
     stream
         .read_to_end(&mut answer)
@@ -31,7 +52,7 @@ async fn healthz(client: &TlsClient, addr: std::net::SocketAddr) -> Result<Strin
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&answer).into_owned();
     match text.lines().next() {
-        Some(line) if !line.is_empty() => Ok(line.to_string()),
+        Some(line) if !line.is_empty() => Ok(text),
         _ => Err("closed without an answer".to_string()),
     }
 }
@@ -92,6 +113,48 @@ async fn nodes_register_over_mutual_tls_and_clients_without_a_node_certificate_g
         s1().await.is_some_and(|(_, applied)| applied == json!(seq))
     })
     .await;
+
+    // Another node's certificate from the same CA speaks for that node only: as s1 it is
+    // refused everything, and s1 keeps its registration and applied purges.
+    let s2 = TlsClient::builder(&pki.ca_file)
+        .alpn(&["http/1.1"])
+        .client_cert(&pki.client_cert("s2", "s2"))
+        .build();
+    let registration = json!({
+        "id": "s1", "role": "shield", "region": "us", "data_url": "http://127.0.0.1:9",
+        "admin_url": "http://127.0.0.1:9", "weight": 1
+    });
+    let attempts = [
+        ("POST", "/v1/register", registration.to_string()),
+        (
+            "POST",
+            "/v1/heartbeat",
+            json!({"id": "s1", "applied_seq": 0, "table_version": 0, "in_flight": 0}).to_string(),
+        ),
+        (
+            "POST",
+            "/v1/ack",
+            json!({"id": "s1", "applied_seq": 0}).to_string(),
+        ),
+        ("GET", "/v1/events?node=s1", String::new()),
+    ];
+    for (method, path, body) in &attempts {
+        let answer = exchange(&s2, control.node_addr, method, path, body)
+            .await
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 403"), "{path}: {answer}");
+        assert!(answer.contains("does not name node s1"), "{path}: {answer}");
+    }
+    let refused = control.admin(Method::GET, "/metrics", "").await.text();
+    assert!(
+        refused.contains("verge_control_node_auth_refused_total{reason=\"certificate\"} 4"),
+        "{refused}"
+    );
+    let (state, applied) = s1().await.unwrap();
+    assert_eq!((state, applied), (json!("up"), json!(seq)));
+    // For its own id it is answered.
+    let own = exchange(&s2, control.node_addr, "GET", "/v1/events?node=s2", "").await;
+    assert!(!own.unwrap_or_default().contains("does not name"));
 
     // The nodes' CA and a node certificate: answered.
     let node = TlsClient::builder(&pki.ca_file)
