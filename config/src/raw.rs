@@ -275,6 +275,18 @@ pub struct RawShields {
     pub tls: Option<RawClientTls>,
 }
 
+/// How a node uses the shields above it, as written: a shield's `[parents]` table, and the
+/// same keys of an edge's `[shields]` (taken from [`RawShields`] for validation).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpperTier {
+    pub failures_to_eject: Option<u64>,
+    pub eject_for: Option<String>,
+    pub retry_budget_percent: Option<u64>,
+    pub bounded_load_percent: Option<u64>,
+    pub tls: Option<RawClientTls>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawShieldMember {
@@ -368,6 +380,7 @@ pub struct RawShieldFile {
     pub admin: Option<RawAdmin>,
     pub origin: Option<RawOriginPool>,
     pub resolver: Option<RawResolver>,
+    pub parents: Option<RawUpperTier>,
     pub control: Option<RawNodeControl>,
     pub tls: Option<RawTls>,
 }
@@ -382,6 +395,7 @@ struct ShieldFileText {
     admin: Option<RawAdmin>,
     origin: Option<RawOriginPool>,
     resolver: Option<RawResolver>,
+    parents: Option<RawUpperTier>,
     control: Option<RawNodeControl>,
     tls: Option<RawTls>,
     access_log: Option<RawAccessLog>,
@@ -397,6 +411,7 @@ impl From<ShieldFileText> for RawShieldFile {
             admin: text.admin,
             origin: text.origin,
             resolver: text.resolver,
+            parents: text.parents,
             control: text.control,
             tls: text.tls,
         }

@@ -1,6 +1,7 @@
 //! The shield role's configuration: the node tables every cache node has ([`crate::node`]),
-//! with a pool of origin servers (`[origin]`) as the upstream and a `[resolver]` for their
-//! host names.
+//! with a pool of origin servers (`[origin]`) as the upstream, a `[resolver]` for their
+//! host names, and `[parents]`: how a lower shield uses the upper shields of control's
+//! two-level plan (the keys of an edge's `[shields]` that say so, [`UpperTierConfig`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use crate::node::{
 };
 use crate::node_control::NodeControlConfig;
 use crate::raw::{RawOriginPool, RawResolver, RawShieldFile, RawUpstream};
+use crate::shields::{validate_upper_tier, UpperTierConfig};
 use crate::tls::TlsServerConfig;
 use crate::upstream::{validate_upstream, OriginUrl, UpstreamConfig};
 
@@ -33,6 +35,9 @@ pub struct ShieldConfig {
     pub origin: OriginPoolConfig,
     /// How host names in `origin.servers` are resolved; unused when every server is an IP.
     pub resolver: ResolverConfig,
+    /// How misses go to the upper shields when control's plan has two levels and makes this
+    /// shield a lower one: ejection, failover budget, bounded load, TLS (`[parents]`).
+    pub parents: UpperTierConfig,
     /// The control plane this shield registers with; `None`: static configuration only.
     pub control: Option<NodeControlConfig>,
     /// HTTPS listeners (e.g. mutual TLS from edges); `None`: plain HTTP only.
@@ -135,8 +140,9 @@ pub(crate) fn validate(raw: RawShieldFile) -> Result<ShieldConfig, ConfigErrors>
     );
     let origin = validate_pool(&mut c, raw.origin.unwrap_or_default());
     let resolver = validate_resolver(&mut c, raw.resolver.unwrap_or_default());
-    let value = match (node, origin, resolver) {
-        (Some(node), Some(origin), Some(resolver)) => Some(ShieldConfig {
+    let parents = validate_upper_tier(&mut c, "parents", raw.parents.unwrap_or_default());
+    let value = match (node, origin, resolver, parents) {
+        (Some(node), Some(origin), Some(resolver), Some(parents)) => Some(ShieldConfig {
             id: node.id,
             region: node.region,
             server: node.server,
@@ -144,6 +150,7 @@ pub(crate) fn validate(raw: RawShieldFile) -> Result<ShieldConfig, ConfigErrors>
             admin: node.admin,
             origin,
             resolver,
+            parents,
             control: node.control,
             tls: node.tls,
         }),

@@ -1,4 +1,7 @@
 //! Origin shields an edge sends its misses to: which, how heavily, and when one is taken out.
+//! How a node uses the shields above it ([`UpperTierConfig`]: ejection, failover budget,
+//! bounded load, TLS) is validated here once, for an edge's `[shields]` and a shield's
+//! `[parents]` alike.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -8,7 +11,7 @@ use crate::field::{count, duration};
 use std::collections::BTreeMap;
 
 use crate::ids::{NodeId, RegionId};
-use crate::raw::RawShields;
+use crate::raw::{RawShields, RawUpperTier};
 use crate::tiers::{self, LatencyMatrix, PlanInput, PlanShield, TiersConfig};
 use crate::tls::ClientTlsConfig;
 use crate::upstream::OriginUrl;
@@ -39,6 +42,24 @@ pub struct ShieldsConfig {
     pub tiers: Option<TiersConfig>,
 }
 
+/// How a node uses the shields above it, whichever its role: an edge's `[shields]`, a
+/// shield's `[parents]` (the upper shields control's two-level plan gives it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpperTierConfig {
+    /// Consecutive failures (connect error, timeout, broken exchange, an error the shield
+    /// generated) that take a shield out of the ring.
+    pub failures_to_eject: u32,
+    /// How long an ejected shield stays out before one request probes it again.
+    pub eject_for: Duration,
+    /// Failovers to the next shield (or the origin) stay under this share of requests.
+    pub retry_budget_percent: u32,
+    /// Bounded-load mode: a shield with more than (1 + this/100) × the mean in-flight requests
+    /// spills new ones to the next shield in ring order. `None`: off.
+    pub bounded_load_percent: Option<u32>,
+    /// How `https://` shields are verified, and the client certificate shown to them.
+    pub tls: ClientTlsConfig,
+}
+
 /// One shield: its id (stable: ring placement is computed from it), address and weight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShieldSpec {
@@ -52,6 +73,25 @@ pub struct ShieldSpec {
 }
 
 impl ShieldsConfig {
+    /// Shields used as `upper` says, with these members, without a topology of their own;
+    /// `origin_fallback`: misses go to the origin when no shield can answer.
+    pub fn with_upper_tier(
+        upper: UpperTierConfig,
+        members: Vec<ShieldSpec>,
+        origin_fallback: bool,
+    ) -> ShieldsConfig {
+        ShieldsConfig {
+            members,
+            origin_fallback,
+            failures_to_eject: upper.failures_to_eject,
+            eject_for: upper.eject_for,
+            retry_budget_percent: upper.retry_budget_percent,
+            bounded_load_percent: upper.bounded_load_percent,
+            tls: upper.tls,
+            tiers: None,
+        }
+    }
+
     /// The members that make the ring of an edge in `region`, and the others (measured only):
     /// all in the ring without `topology`, else the [`tiers::plan`] of the members' regions
     /// (by proximity: the edge's own region first, the others in the order members name
@@ -165,32 +205,17 @@ pub(crate) fn validate_shields(c: &mut Collector, raw: RawShields) -> Option<Shi
             _ => complete = false,
         }
     }
-    let failures = count(
+    let upper = validate_upper_tier(
         c,
-        "shields.failures_to_eject",
-        raw.failures_to_eject,
-        defaults::FAILURES_TO_EJECT,
-        (1, 1000),
+        "shields",
+        RawUpperTier {
+            failures_to_eject: raw.failures_to_eject,
+            eject_for: raw.eject_for,
+            retry_budget_percent: raw.retry_budget_percent,
+            bounded_load_percent: raw.bounded_load_percent,
+            tls: raw.tls,
+        },
     );
-    let eject_for = duration(
-        c,
-        "shields.eject_for",
-        raw.eject_for.as_deref(),
-        defaults::EJECT_FOR,
-        Duration::from_millis(1),
-    );
-    let budget = count(
-        c,
-        "shields.retry_budget_percent",
-        raw.retry_budget_percent,
-        defaults::RETRY_BUDGET_PERCENT,
-        (0, 100),
-    );
-    let bounded = match raw.bounded_load_percent {
-        None => Some(None),
-        Some(p) => count(c, "shields.bounded_load_percent", Some(p), 0, (1, 1000)).map(Some),
-    };
-    let tls = crate::tls::validate_client_tls(c, raw.tls, "shields.tls");
     let tiers = match raw.topology.as_deref() {
         None => Some(None),
         Some(text) => {
@@ -212,23 +237,64 @@ pub(crate) fn validate_shields(c: &mut Collector, raw: RawShields) -> Option<Shi
     if !complete || members.len() > MAX_SHIELDS {
         return None;
     }
+    let origin_fallback = raw.origin_fallback.unwrap_or(defaults::ORIGIN_FALLBACK);
     Some(ShieldsConfig {
-        members,
-        origin_fallback: raw.origin_fallback.unwrap_or(defaults::ORIGIN_FALLBACK),
+        tiers: tiers?,
+        ..ShieldsConfig::with_upper_tier(upper?, members, origin_fallback)
+    })
+}
+
+/// Validates how a node uses the shields above it, each key under `table` (`shields`,
+/// `parents`); every key is optional, with the defaults of [`defaults`].
+pub(crate) fn validate_upper_tier(
+    c: &mut Collector,
+    table: &str,
+    raw: RawUpperTier,
+) -> Option<UpperTierConfig> {
+    let at = |key: &str| format!("{table}.{key}");
+    let failures = count(
+        c,
+        &at("failures_to_eject"),
+        raw.failures_to_eject,
+        defaults::FAILURES_TO_EJECT,
+        (1, 1000),
+    );
+    let eject_for = duration(
+        c,
+        &at("eject_for"),
+        raw.eject_for.as_deref(),
+        defaults::EJECT_FOR,
+        Duration::from_millis(1),
+    );
+    let budget = count(
+        c,
+        &at("retry_budget_percent"),
+        raw.retry_budget_percent,
+        defaults::RETRY_BUDGET_PERCENT,
+        (0, 100),
+    );
+    let bounded = match raw.bounded_load_percent {
+        None => Some(None),
+        Some(p) => count(c, &at("bounded_load_percent"), Some(p), 0, (1, 1000)).map(Some),
+    };
+    let tls = crate::tls::validate_client_tls(c, raw.tls, &at("tls"));
+    Some(UpperTierConfig {
         failures_to_eject: u32::try_from(failures?).ok()?,
         eject_for: eject_for?,
         retry_budget_percent: u32::try_from(budget?).ok()?,
         bounded_load_percent: bounded?.map(|p| u32::try_from(p).unwrap_or(u32::MAX)),
         tls: tls?,
-        tiers: tiers?,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::EdgeConfig;
+    use std::time::Duration;
+
+    use crate::{ConfigErrors, EdgeConfig, ShieldConfig};
 
     const BASE: &str = "[upstream]\norigin = \"http://127.0.0.1:8000\"\n";
+    const SHIELD: &str = "[origin]\nservers = [\"http://127.0.0.1:8000\"]\n";
 
     #[test]
     fn a_topology_picks_this_edges_ring_from_the_members_regions() {
@@ -348,5 +414,161 @@ mod tests {
         ] {
             assert!(errs.mentions(path), "{path} not reported in:\n{errs}");
         }
+    }
+
+    #[test]
+    fn a_shields_parents_default_to_what_an_edge_gives_its_shields() {
+        let parents = ShieldConfig::from_toml(SHIELD).unwrap().parents;
+        assert_eq!(parents.failures_to_eject, 3);
+        assert_eq!(parents.eject_for, Duration::from_secs(5));
+        assert_eq!(parents.retry_budget_percent, 20);
+        assert_eq!(parents.bounded_load_percent, None);
+        assert_eq!(parents.tls, crate::ClientTlsConfig::default());
+        let edge = EdgeConfig::from_toml(BASE).unwrap().shields;
+        assert_eq!(
+            super::ShieldsConfig::with_upper_tier(parents, Vec::new(), true),
+            edge
+        );
+        let empty = ShieldConfig::from_toml(&format!("{SHIELD}[parents]\n")).unwrap();
+        assert_eq!(empty, ShieldConfig::from_toml(SHIELD).unwrap());
+    }
+
+    #[test]
+    fn every_parents_key_is_read() {
+        let text = format!(
+            "{SHIELD}[parents]\nfailures_to_eject = 1\neject_for = \"1m\"\n\
+             retry_budget_percent = 0\nbounded_load_percent = 50\n\
+             [parents.tls]\nca_file = \"/etc/verge/ca.pem\"\nclient_cert = \"/etc/verge/s.pem\"\n\
+             client_key = \"/etc/verge/s.key\"\nserver_name = \"shields.internal\"\n"
+        );
+        let parents = ShieldConfig::from_toml(&text).unwrap().parents;
+        assert_eq!(parents.failures_to_eject, 1);
+        assert_eq!(parents.eject_for, Duration::from_secs(60));
+        assert_eq!(parents.retry_budget_percent, 0);
+        assert_eq!(parents.bounded_load_percent, Some(50));
+        let tls = parents.tls;
+        assert_eq!(tls.ca_file, Some("/etc/verge/ca.pem".into()));
+        let client = tls.client_cert.unwrap();
+        assert_eq!(
+            (client.cert, client.key),
+            ("/etc/verge/s.pem".into(), "/etc/verge/s.key".into())
+        );
+        assert_eq!(tls.server_name.as_deref(), Some("shields.internal"));
+    }
+
+    #[test]
+    fn every_bad_parents_value_is_named() {
+        let text = format!(
+            "{SHIELD}[parents]\nfailures_to_eject = 0\neject_for = \"soon\"\n\
+             retry_budget_percent = 101\nbounded_load_percent = 0\n\
+             [parents.tls]\nca_file = \"\"\nclient_cert = \"/etc/verge/s.pem\"\nserver_name = \"a b\"\n"
+        );
+        let errs = ShieldConfig::from_toml(&text).unwrap_err();
+        for path in [
+            "parents.failures_to_eject",
+            "parents.eject_for",
+            "parents.retry_budget_percent",
+            "parents.bounded_load_percent",
+            "parents.tls.ca_file",
+            "parents.tls.client_key",
+            "parents.tls.server_name",
+        ] {
+            assert!(errs.mentions(path), "{path} not reported in:\n{errs}");
+        }
+        assert_eq!(errs.errors.len(), 7, "{errs}");
+        let keyless = format!("{SHIELD}[parents.tls]\nclient_key = \"/etc/verge/s.key\"\n");
+        let errs = ShieldConfig::from_toml(&keyless).unwrap_err();
+        assert!(errs.mentions("parents.tls.client_cert"), "{errs}");
+    }
+
+    #[test]
+    fn parents_take_no_key_of_their_own_beyond_the_shared_ones() {
+        for (table, key) in [
+            ("parents", "origin_fallback = false"),
+            ("parents", "members = []"),
+            ("parents", "topology = \"regional\""),
+            ("parents", "failure_to_eject = 1"),
+            ("parents.tls", "ca = \"/etc/verge/ca.pem\""),
+        ] {
+            let text = format!("{SHIELD}[{table}]\n{key}\n");
+            let errs = ShieldConfig::from_toml(&text).unwrap_err();
+            let name = key.split(' ').next().unwrap();
+            let path = format!("{table}.{name}");
+            assert!(errs.mentions(&path), "{path} not reported in:\n{errs}");
+        }
+    }
+
+    /// The (path, message) of every error, with `from.` paths written `to.`.
+    fn renamed(errs: ConfigErrors, from: &str, to: &str) -> Vec<(String, String)> {
+        errs.errors
+            .into_iter()
+            .map(|e| {
+                let path = match e.path.strip_prefix(&format!("{from}.")) {
+                    Some(rest) => format!("{to}.{rest}"),
+                    None => e.path,
+                };
+                (path, e.message)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parents_are_checked_exactly_as_an_edges_shields() {
+        for body in [
+            "failures_to_eject = 1001\n",
+            "eject_for = \"0s\"\n",
+            "eject_for = \"5 parsecs\"\n",
+            "retry_budget_percent = 150\n",
+            "bounded_load_percent = 1001\n",
+            "[TABLE.tls]\nclient_cert = \"\"\nclient_key = \"\"\n",
+            "[TABLE.tls]\nca_file = \"\"\nserver_name = \"x/y\"\n",
+            "[TABLE.tls]\nclient_cert = \"/etc/verge/s.pem\"\n",
+        ] {
+            let edge = format!("{BASE}[shields]\n{}", body.replace("TABLE", "shields"));
+            let shield = format!("{SHIELD}[parents]\n{}", body.replace("TABLE", "parents"));
+            let edge = EdgeConfig::from_toml(&edge).unwrap_err();
+            let shield = ShieldConfig::from_toml(&shield).unwrap_err();
+            assert_eq!(
+                renamed(edge, "shields", "parents"),
+                renamed(shield, "parents", "parents"),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_shield_example_shows_the_parents_defaults() {
+        let example = include_str!("../examples/shield.toml");
+        // The example's [parents] block is commented out; its keys, uncommented, are the defaults.
+        let keys = [
+            "[parents]",
+            "failures_to_eject =",
+            "eject_for =",
+            "retry_budget_percent =",
+        ];
+        let mut in_block = false;
+        let mut uncommented = 0;
+        let text: String = example
+            .lines()
+            .map(|line| {
+                let bare = line.strip_prefix("# ").unwrap_or(line);
+                if line.starts_with('[') || line.starts_with("# [") {
+                    in_block = bare == "[parents]";
+                }
+                if in_block && line.starts_with("# ") && keys.iter().any(|k| bare.starts_with(k)) {
+                    uncommented += 1;
+                    format!("{bare}\n")
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        assert_eq!(
+            uncommented,
+            keys.len(),
+            "the example's [parents] block:\n{text}"
+        );
+        let shown = ShieldConfig::from_toml(&text).unwrap().parents;
+        assert_eq!(shown, ShieldConfig::from_toml(SHIELD).unwrap().parents);
     }
 }

@@ -1,8 +1,9 @@
 //! `verge shield`: the node runtime of `verge_node` with an [`OriginPool`] as its upstream.
 //!
-//! A reload that changes `[origin]` or `[resolver]` builds a new pool beside the running one
-//! (its names looked up first), and the node swaps it in; requests in flight finish on the old
-//! pool, whose probes and lookups stop once it is no longer used. The pool's metrics live on a
+//! A reload that changes `[origin]`, `[resolver]` or `[parents]` builds a new pool and upper
+//! tier beside the running ones (its names looked up first), and the node swaps them in, the
+//! routing table in force applied to the new tier first; requests in flight finish on the old
+//! ones, whose probes and lookups stop once they are no longer used. The pool's metrics live on a
 //! registry of their own, swapped with it, so the new pool's series replace the old ones.
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -60,6 +61,7 @@ impl ShieldRole {
             &config.id,
             pool,
             &config.origin.upstream,
+            &config.parents,
             self.tier_metrics.clone(),
             &self.in_use,
         )
@@ -123,6 +125,7 @@ impl Role for ShieldRole {
         differing(&[
             ("origin", old.origin != new.origin),
             ("resolver", old.resolver != new.resolver),
+            ("parents", old.parents != new.parents),
         ])
     }
 

@@ -5,17 +5,20 @@
 //! The parents come from routing tables only ([`verge_config::tiers::TierPlan::parents_of`]):
 //! an upper shield, or one without a plan, goes to its origin as always. A shield never takes
 //! itself as a parent; a loop that tables in transition could still form is refused by every
-//! node's `Via` check (508).
+//! node's `Via` check (508). How the parents are used — when one is ejected and for how long,
+//! the failover budget, bounded load, TLS to `https://` parents — is the shield's `[parents]`
+//! table, which means what the same keys of an edge's `[shields]` mean.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use verge_config::shields::{defaults, ShieldsConfig};
+use verge_config::shields::{ShieldsConfig, UpperTierConfig};
 use verge_config::wire::{RoutingTable, UpstreamHealth};
 use verge_config::{NodeId, ShieldSpec, UpstreamConfig};
 use verge_node::error::RequestError;
 use verge_node::shields::{shield_specs, ShieldMetrics, ShieldUpstream};
+use verge_node::tls::client::upstream_client_config;
 use verge_node::upstream::{Hop, Upstream, UpstreamBody, UpstreamResponseBody};
 use verge_node::StartError;
 
@@ -29,24 +32,20 @@ pub struct ShieldTier {
 }
 
 impl ShieldTier {
-    /// Starts with no parents (misses to the pool) until a routing table names some.
+    /// Starts with no parents (misses to the pool) until a routing table names some; they are
+    /// used as `settings` (`[parents]`) says, each reached with the timeouts and connection
+    /// bound of `upstream`. An unusable `[parents.tls]` stops the start, named by its key.
     pub fn new(
         me: &NodeId,
         pool: Arc<OriginPool>,
         upstream: &UpstreamConfig,
+        settings: &UpperTierConfig,
         metrics: ShieldMetrics,
         in_use: &prometheus::IntGauge,
     ) -> Result<ShieldTier, StartError> {
-        let settings = ShieldsConfig {
-            members: Vec::new(),
-            origin_fallback: true,
-            failures_to_eject: defaults::FAILURES_TO_EJECT as u32,
-            eject_for: Duration::from_secs(5),
-            retry_budget_percent: defaults::RETRY_BUDGET_PERCENT as u32,
-            bounded_load_percent: None,
-            tls: Default::default(),
-            tiers: None,
-        };
+        // Checked here so that a file that cannot be used is named under `parents.tls`.
+        upstream_client_config(&settings.tls, [], "parents.tls").map_err(StartError::Tls)?;
+        let settings = ShieldsConfig::with_upper_tier(settings.clone(), Vec::new(), true);
         let parents = ShieldUpstream::new(&settings, upstream, Arc::clone(&pool), metrics, in_use)?;
         Ok(ShieldTier {
             pool,
