@@ -5,7 +5,10 @@
 //! - `origin-near`: the shields nearest the origin, for every region;
 //! - `auto` (the default): per edge region, the shields with the least edge → shield +
 //!   shield → origin latency; among those within a tolerance of the best, the ones nearest the
-//!   origin, so that regions share one upper tier whenever it costs them next to nothing.
+//!   origin, so that regions share one upper tier whenever it costs them next to nothing. When
+//!   even the best shields would add more than `max_detour` to the region's measured round trip
+//!   straight to the origin (its near shields down, say, leaving only far ones), the region's
+//!   misses go straight to the origin instead (basis `direct`).
 //!
 //! With `levels = 2` (`regional` and `auto`), each region's edges use their nearest shields, and
 //! those shields send their own misses to the shields nearest the origin ([`TierPlan::upper`]),
@@ -21,6 +24,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +92,9 @@ pub struct TiersConfig {
     /// 1: edges → shields → origin. 2: edges → nearest shields → shields nearest the origin →
     /// origin (`regional` and `auto` only).
     pub levels: u8,
+    /// `auto`: the most its shields may add to a region's measured round trip straight to the
+    /// origin; past it the region goes straight to the origin. `None` (`"off"`): never.
+    pub max_detour: Option<Duration>,
 }
 
 impl Default for TiersConfig {
@@ -97,12 +104,19 @@ impl Default for TiersConfig {
             origin_region: None,
             replan_percent: defaults::REPLAN_PERCENT,
             levels: 1,
+            max_detour: Some(defaults::MAX_DETOUR),
         }
     }
 }
 
 pub mod defaults {
+    use std::time::Duration;
+
     pub const REPLAN_PERCENT: u32 = 20;
+    /// What a region's shields may add to its round trip straight to the origin: a local
+    /// shield costs a few milliseconds for the offload, a far one (its near shields down) far
+    /// more.
+    pub const MAX_DETOUR: Duration = Duration::from_millis(20);
     /// Changes under this many milliseconds never recompute the plan.
     pub const REPLAN_MIN_MS: f64 = 2.0;
     /// `auto` takes shields costing at most this share (percent) over the best, plus
@@ -118,6 +132,7 @@ pub struct RawTiers {
     pub origin_region: Option<String>,
     pub replan_percent: Option<u64>,
     pub levels: Option<u64>,
+    pub max_detour: Option<String>,
 }
 
 pub(crate) fn validate_tiers(c: &mut Collector, raw: Option<RawTiers>) -> Option<TiersConfig> {
@@ -138,7 +153,24 @@ pub(crate) fn validate_tiers(c: &mut Collector, raw: Option<RawTiers>) -> Option
         (1, 1000),
     );
     let levels = crate::field::count(c, "tiers.levels", raw.levels, 1, (1, 2));
-    let (topology, levels) = (topology?, levels?);
+    let max_detour = match raw.max_detour.as_deref() {
+        Some("off") => Some(None),
+        text => crate::field::bounded_duration(
+            c,
+            "tiers.max_detour",
+            text,
+            "20ms",
+            (Duration::ZERO, Duration::from_secs(60)),
+        )
+        .map(Some),
+    };
+    if raw.max_detour.is_some() && topology.is_some_and(|t| t != Topology::Auto) {
+        c.push(
+            "tiers.max_detour",
+            "applies to topology auto only: the other topologies never send a region straight to the origin",
+        );
+    }
+    let (topology, levels, max_detour) = (topology?, levels?, max_detour?);
     if levels == 2 && !matches!(topology, Topology::Regional | Topology::Auto) {
         c.push(
             "tiers.levels",
@@ -151,15 +183,19 @@ pub(crate) fn validate_tiers(c: &mut Collector, raw: Option<RawTiers>) -> Option
         origin_region: origin_region?,
         replan_percent: u32::try_from(replan_percent?).ok()?,
         levels: u8::try_from(levels).ok()?,
+        max_detour,
     })
 }
 
 /// Smoothed round-trip times in milliseconds: from each edge region to each shield (the
-/// region's edges together), and from each shield to the origin.
+/// region's edges together), from each shield to the origin, and from each edge region straight
+/// to the origin (when every edge there may fetch from it).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencyMatrix {
     pub edge_to_shield: BTreeMap<RegionId, BTreeMap<NodeId, f64>>,
     pub shield_to_origin: BTreeMap<NodeId, f64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub edge_to_origin: BTreeMap<RegionId, f64>,
 }
 
 impl LatencyMatrix {
@@ -170,19 +206,24 @@ impl LatencyMatrix {
             let change = (a - b).abs();
             change > defaults::REPLAN_MIN_MS && change > a.abs() * f64::from(percent) / 100.0
         };
-        let maps_differ = |a: &BTreeMap<NodeId, f64>, b: &BTreeMap<NodeId, f64>| {
+        fn maps_differ<K: Ord>(
+            a: &BTreeMap<K, f64>,
+            b: &BTreeMap<K, f64>,
+            far: impl Fn(f64, f64) -> bool,
+        ) -> bool {
             a.len() != b.len()
                 || a.iter()
                     .any(|(k, v)| b.get(k).is_none_or(|other| far(*v, *other)))
-        };
+        }
         self.edge_to_shield.len() != other.edge_to_shield.len()
             || self.edge_to_shield.iter().any(|(region, row)| {
                 other
                     .edge_to_shield
                     .get(region)
-                    .is_none_or(|o| maps_differ(row, o))
+                    .is_none_or(|o| maps_differ(row, o, far))
             })
-            || maps_differ(&self.shield_to_origin, &other.shield_to_origin)
+            || maps_differ(&self.shield_to_origin, &other.shield_to_origin, far)
+            || maps_differ(&self.edge_to_origin, &other.edge_to_origin, far)
     }
 }
 
@@ -212,7 +253,9 @@ pub struct RegionTier {
     pub region: RegionId,
     /// Empty: no shield (misses go to the origin).
     pub shields: Vec<NodeId>,
-    /// `measured` (round-trip times) or `proximity` (the regions' fallback order).
+    /// `measured` (round-trip times), `proximity` (the regions' fallback order), or `direct`
+    /// (no shields: they would add more than `max_detour` to the measured round trip straight
+    /// to the origin).
     pub basis: String,
     /// The chosen set's cost: milliseconds when measured, a rank otherwise.
     pub cost: f64,
@@ -356,6 +399,23 @@ fn upper_tier(input: &PlanInput<'_>) -> Vec<NodeId> {
         .collect()
 }
 
+/// With `auto` and measured costs: the region's round trip straight to the origin, when its
+/// chosen shields (costing `cost`) would add more than `max_detour` to it. Never without a
+/// measurement of that direct path: edges report one only when they may fetch from the origin.
+fn detour_too_long(
+    input: &PlanInput<'_>,
+    region: &RegionId,
+    measured: bool,
+    cost: f64,
+) -> Option<f64> {
+    let allowed = input.tiers.max_detour?;
+    if input.tiers.topology != Topology::Auto || !measured {
+        return None;
+    }
+    let direct = *input.latency.edge_to_origin.get(region)?;
+    (cost > direct + allowed.as_secs_f64() * 1000.0).then_some(direct)
+}
+
 /// Computes the plan: for each region, the shields its edges hash over. With no healthy
 /// shield every region gets an empty set (misses go to the origin, as without shields).
 pub fn plan(input: &PlanInput<'_>) -> TierPlan {
@@ -400,6 +460,14 @@ pub fn plan(input: &PlanInput<'_>) -> TierPlan {
                 }
             };
             let cost = chosen.iter().map(|l| l.total()).fold(0.0, f64::max);
+            if let Some(direct) = detour_too_long(input, region, measured, cost) {
+                return RegionTier {
+                    region: region.clone(),
+                    shields: Vec::new(),
+                    basis: "direct".to_string(),
+                    cost: direct,
+                };
+            }
             RegionTier {
                 region: region.clone(),
                 shields: chosen.iter().map(|l| l.shield.id.clone()).collect(),

@@ -1,12 +1,15 @@
 //! The latency matrix: round-trip times the nodes report in their heartbeats (edges to their
-//! shields, shields to their origin servers), smoothed per node and target, checked, and
-//! combined into one [`LatencyMatrix`] for the tier plan.
+//! shields and to the origin they may fall back to, shields to their origin servers), smoothed
+//! per node and target, checked, and combined into one [`LatencyMatrix`] for the tier plan.
 //!
 //! A report is ignored (and counted by reason) when its value is not a plausible round trip
 //! (negative, not finite, over [`MAX_RTT_MS`]) or when an edge names a shield control does not
 //! know. Each node's value per target is an exponentially weighted mean of its reports; a
 //! region's value to a shield is the median over the region's healthy edges, and a shield's
-//! value to the origin the least over its origin servers (named by URL) that are up.
+//! value to the origin the least over its origin servers (named by URL) that are up. A region's
+//! value straight to the origin is the median over its edges, and only when every healthy edge
+//! there reports one: an edge that may not fetch from the origin reports none, and then the plan
+//! must not send the region there.
 
 use std::collections::BTreeMap;
 
@@ -71,7 +74,7 @@ impl NodeLatency {
                 ignored.push(Ignored::OutOfRange);
                 continue;
             }
-            if role == NodeRole::Edge && !is_shield(&upstream.id) {
+            if role == NodeRole::Edge && !is_origin(&upstream.id) && !is_shield(&upstream.id) {
                 ignored.push(Ignored::UnknownTarget);
                 continue;
             }
@@ -92,6 +95,12 @@ impl NodeLatency {
     }
 }
 
+/// Whether an upstream id names an origin server (by URL) rather than a node (by id, which
+/// never holds `:`).
+fn is_origin(id: &str) -> bool {
+    id.contains("://")
+}
+
 /// What the matrix is built from: one healthy node, its latency and the upstreams it last
 /// reported up.
 pub struct Reporter<'a> {
@@ -105,10 +114,23 @@ pub struct Reporter<'a> {
 /// Combines the healthy nodes' smoothed values into one matrix.
 pub fn matrix<'a>(nodes: impl Iterator<Item = Reporter<'a>>) -> LatencyMatrix {
     let mut per_region: BTreeMap<RegionId, BTreeMap<NodeId, Vec<f64>>> = BTreeMap::new();
+    // Per region: its edges' values straight to the origin, and whether an edge had none.
+    let mut direct: BTreeMap<RegionId, (Vec<f64>, bool)> = BTreeMap::new();
     let mut out = LatencyMatrix::default();
     for node in nodes {
         match node.role {
             NodeRole::Edge => {
+                let origin = node
+                    .upstreams
+                    .iter()
+                    .filter(|u| u.up && is_origin(&u.id))
+                    .filter_map(|u| node.latency.get(&u.id))
+                    .reduce(f64::min);
+                let entry = direct.entry(node.region.clone()).or_default();
+                match origin {
+                    Some(value) => entry.0.push(value),
+                    None => entry.1 = true,
+                }
                 for (target, value) in &node.latency.smoothed {
                     let Ok(shield) = NodeId::new(target) else {
                         continue;
@@ -127,7 +149,7 @@ pub fn matrix<'a>(nodes: impl Iterator<Item = Reporter<'a>>) -> LatencyMatrix {
                 let best = node
                     .upstreams
                     .iter()
-                    .filter(|u| u.up && u.id.contains("://"))
+                    .filter(|u| u.up && is_origin(&u.id))
                     .filter_map(|u| node.latency.get(&u.id))
                     .fold(None, |best: Option<f64>, v| {
                         Some(best.map_or(v, |b| b.min(v)))
@@ -144,6 +166,13 @@ pub fn matrix<'a>(nodes: impl Iterator<Item = Reporter<'a>>) -> LatencyMatrix {
             values.sort_by(f64::total_cmp);
             row.insert(shield, values[values.len() / 2]);
         }
+    }
+    for (region, (mut values, some_without)) in direct {
+        if some_without || values.is_empty() {
+            continue;
+        }
+        values.sort_by(f64::total_cmp);
+        out.edge_to_origin.insert(region, values[values.len() / 2]);
     }
     out
 }
@@ -189,6 +218,11 @@ mod tests {
         // Smoothed, not replaced.
         node.report(NodeRole::Edge, &[up("s1", Some(20.0))], |_| true);
         assert_eq!(node.get("s1"), Some(13.0));
+        // An edge's origin (named by URL) is no unknown shield.
+        assert!(node
+            .report(NodeRole::Edge, &[up("http://o:80", Some(4.0))], |_| false)
+            .is_empty());
+        assert_eq!(node.get("http://o:80"), Some(4.0));
         // A shield's targets are its origin servers: any id.
         let mut shield = NodeLatency::default();
         assert!(shield
@@ -248,5 +282,46 @@ mod tests {
         assert_eq!(m.edge_to_shield[&region][&ids[3]], 160.0);
         // o2 is nearer but down; the upper shield is not the origin.
         assert_eq!(m.shield_to_origin[&ids[3]], 3.0);
+    }
+
+    #[test]
+    fn a_region_goes_straight_to_the_origin_only_when_every_edge_there_measured_it() {
+        let (us, ap) = (RegionId::new("us").unwrap(), RegionId::new("ap").unwrap());
+        let ids: Vec<NodeId> = ["us-1", "us-2", "us-3", "ap-1", "ap-2"]
+            .iter()
+            .map(|i| NodeId::new(i).unwrap())
+            .collect();
+        // us: three edges measured the origin; ap: one did, the other may not fetch from it.
+        let reports: [(f64, bool); 5] = [
+            (2.0, true),
+            (9.0, true),
+            (3.0, true),
+            (160.0, true),
+            (150.0, false),
+        ];
+        let mut latencies = Vec::new();
+        let mut upstreams = Vec::new();
+        for (value, reports_origin) in reports {
+            let mut n = NodeLatency::default();
+            let list = if reports_origin {
+                vec![up("s1", Some(1.0)), up("http://origin:80", Some(value))]
+            } else {
+                vec![up("s1", Some(1.0))]
+            };
+            n.report(NodeRole::Edge, &list, |id| id == "s1");
+            latencies.push(n);
+            upstreams.push(list);
+        }
+        let m = matrix(ids.iter().enumerate().map(|(i, id)| Reporter {
+            id,
+            role: NodeRole::Edge,
+            region: if i < 3 { &us } else { &ap },
+            latency: &latencies[i],
+            upstreams: &upstreams[i],
+        }));
+        assert_eq!(m.edge_to_origin.get(&us), Some(&3.0));
+        assert_eq!(m.edge_to_origin.get(&ap), None);
+        // The origin is not taken for a shield.
+        assert_eq!(m.edge_to_shield[&us].len(), 1);
     }
 }

@@ -126,7 +126,7 @@ impl ControlMetrics {
             latency: GaugeVec::new(
                 Opts::new(
                     "verge_control_latency_seconds",
-                    "Smoothed round trip from an edge region (or shield) to a shield (or the origin)",
+                    "Smoothed round trip from an edge region to a shield or straight to the origin, or from a shield to the origin",
                 ),
                 &["from", "to"],
             )?,
@@ -244,9 +244,20 @@ impl ControlMetrics {
                     .set(ms / 1000.0);
             }
         }
-        for (shield, ms) in &matrix.shield_to_origin {
+        // A shield to the origin, and an edge region straight to it: both `to="origin"`.
+        let to_origin = matrix
+            .shield_to_origin
+            .iter()
+            .map(|(shield, ms)| (shield.as_str(), ms))
+            .chain(
+                matrix
+                    .edge_to_origin
+                    .iter()
+                    .map(|(region, ms)| (region.as_str(), ms)),
+            );
+        for (from, ms) in to_origin {
             self.latency
-                .with_label_values(&[shield.as_str(), "origin"])
+                .with_label_values(&[from, "origin"])
                 .set(ms / 1000.0);
         }
     }

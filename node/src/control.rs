@@ -53,6 +53,10 @@ use crate::live::LivePipeline;
 use crate::settings::NodeControl;
 use crate::upstream::Upstream;
 
+/// Longest a round of latency probes may take, whatever the heartbeat interval: round trips
+/// up to this long can be measured.
+const PROBE_ROUND_MAX: Duration = Duration::from_secs(3);
+
 /// Bound on each register, heartbeat and ack call, and on the push stream's response head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -523,13 +527,14 @@ impl<U: Upstream> Shared<U> {
         }
     }
 
-    /// Measures the round trips to the upstreams once per heartbeat interval (each round
-    /// bounded by the interval), for the next heartbeats to report.
+    /// Measures the round trips to the upstreams once per heartbeat interval, for the next
+    /// heartbeats to report. A round may take longer than a short interval (a shield across
+    /// the world is 200 ms or more away), up to [`PROBE_ROUND_MAX`].
     async fn probes(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let every = self.heartbeat_every.subscribe();
         loop {
             let period = *every.borrow();
-            let round = tokio::time::timeout(period, self.pipeline.probe());
+            let round = tokio::time::timeout(period.max(PROBE_ROUND_MAX), self.pipeline.probe());
             if or_stop(&mut stop, round).await.is_none() {
                 return;
             }

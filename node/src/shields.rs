@@ -105,7 +105,9 @@ pub struct ShieldUpstream<F = OriginUpstream> {
     bounded_load_percent: Option<u32>,
     metrics: ShieldMetrics,
     name: String,
-    /// The edge's region: its tier plan's set is read from routing tables.
+    /// The edge's region: its tier plan's set is read from routing tables. An edge placed in
+    /// a region also measures and reports its origin fallback, so that control knows the
+    /// region's round trip straight to the origin.
     region: Option<Box<RegionId>>,
 }
 
@@ -180,6 +182,11 @@ impl<F: Upstream> ShieldUpstream<F> {
         }
         self.region = Some(Box::new(region));
         Ok(self)
+    }
+
+    /// The origin fallback, when this is an edge's upstream placed in a region.
+    fn measured_fallback(&self) -> Option<&F> {
+        self.region.as_ref().and(self.fallback.as_ref())
     }
 
     /// A client for one shield; an `https://` one shares the shields' TLS configuration.
@@ -570,9 +577,11 @@ impl<F: Upstream> Upstream for ShieldUpstream<F> {
             .map_err(|e| e.to_string())
     }
 
-    /// Each shield known (in the ring or measured), up unless ejected, with its round trip.
+    /// Each shield known (in the ring or measured), up unless ejected, with its round trip;
+    /// on an edge placed in a region, its origin fallback too.
     fn health(&self) -> Vec<UpstreamHealth> {
-        self.set
+        let mut health: Vec<UpstreamHealth> = self
+            .set
             .load()
             .shields
             .iter()
@@ -581,7 +590,11 @@ impl<F: Upstream> Upstream for ShieldUpstream<F> {
                 up: shield.health().is_up(),
                 rtt_ms: shield.rtt.rtt_ms(),
             })
-            .collect()
+            .collect();
+        if let Some(origin) = self.measured_fallback() {
+            health.extend(origin.health());
+        }
+        health
     }
 
     /// One `OPTIONS` probe to every shield known that real requests did not reach lately, at
@@ -607,7 +620,13 @@ impl<F: Upstream> Upstream for ShieldUpstream<F> {
                 }
             });
         }
-        while probes.join_next().await.is_some() {}
+        let origin = async {
+            if let Some(origin) = self.measured_fallback() {
+                origin.probe().await;
+            }
+        };
+        let shields = async { while probes.join_next().await.is_some() {} };
+        tokio::join!(origin, shields);
     }
 }
 

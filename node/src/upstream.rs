@@ -28,6 +28,7 @@ use crate::access_log::AnsweredBy;
 use crate::client_body::ClientBody;
 use crate::error::RequestError;
 use crate::guard::AddressGuard;
+use crate::rtt::{self, RttWindow};
 use crate::tls::client::{self, UpstreamConnector};
 
 /// A request body sent upstream: nothing (cache fills) or the client's body, read whole or
@@ -165,6 +166,8 @@ pub struct OriginUpstream {
     slots: Arc<Semaphore>,
     max_connections: usize,
     in_use: IntGauge,
+    /// Round trips of requests sent through [`Upstream::send`] and of probes.
+    rtt: RttWindow,
 }
 
 /// The pooled client: plain TCP when no TLS is configured, else TCP plus TLS for `https` URIs
@@ -243,6 +246,7 @@ impl OriginUpstream {
             slots: Arc::new(Semaphore::new(config.max_connections)),
             max_connections: config.max_connections,
             in_use,
+            rtt: RttWindow::default(),
         }
     }
 
@@ -289,7 +293,12 @@ impl Upstream for OriginUpstream {
         request: Request<UpstreamBody>,
         _hop: &Hop,
     ) -> Result<Response<UpstreamResponseBody>, RequestError> {
-        self.request(request).await
+        let sent = tokio::time::Instant::now();
+        let response = self.request(request).await;
+        if response.is_ok() {
+            self.rtt.record_request(sent.elapsed());
+        }
+        response
     }
 
     fn body_idle_timeout(&self) -> Duration {
@@ -298,6 +307,27 @@ impl Upstream for OriginUpstream {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The server, named by its URL, with the round trip measured to it (once there is one).
+    fn health(&self) -> Vec<UpstreamHealth> {
+        vec![UpstreamHealth {
+            id: self.name.clone(),
+            up: true,
+            rtt_ms: self.rtt.rtt_ms(),
+        }]
+    }
+
+    /// An `OPTIONS` probe when no request gave a round trip within [`rtt::QUIET`] and none
+    /// came at all within [`rtt::SPARE_EVERY`].
+    async fn probe(&self) {
+        if !self.rtt.wants_probe(rtt::SPARE_EVERY) {
+            return;
+        }
+        let sent = tokio::time::Instant::now();
+        if self.request(rtt::probe_request()).await.is_ok() {
+            self.rtt.record(sent.elapsed());
+        }
     }
 }
 

@@ -211,6 +211,203 @@ fn no_healthy_shield_leaves_every_region_on_the_origin() {
     assert_eq!(plan.shields_for(&region("mars")), None);
 }
 
+/// Each region's line under `auto` with only `healthy` shields up, `max_detour` as given, and
+/// the demo's matrix plus, for `direct` regions, their round trip straight to the origin.
+fn planned_direct(
+    topology: Topology,
+    healthy: &[(&str, &str)],
+    max_detour: Option<Duration>,
+    direct: &[(&str, f64)],
+    measured: bool,
+) -> Vec<String> {
+    let tiers = TiersConfig {
+        topology,
+        origin_region: Some(region("us")),
+        max_detour,
+        ..TiersConfig::default()
+    };
+    let mut latency = if measured {
+        demo_matrix()
+    } else {
+        LatencyMatrix::default()
+    };
+    for (r, ms) in direct {
+        latency.edge_to_origin.insert(region(r), *ms);
+    }
+    let regions = [region("us"), region("eu"), region("ap")];
+    let plan = plan(&PlanInput {
+        tiers: &tiers,
+        regions: &regions,
+        shields: &shields(healthy),
+        proximity: &proximity(),
+        latency: &latency,
+    });
+    plan.regions
+        .iter()
+        .map(|r| {
+            let ids: Vec<&str> = r.shields.iter().map(NodeId::as_str).collect();
+            format!("{}:{}:{}", r.region, r.basis, ids.join("+"))
+        })
+        .collect()
+}
+
+/// One planning case: the healthy shields, `max_detour`, the regions' direct round trips, and
+/// whether the shields' costs are measured; each region's expected line.
+struct Case<'a> {
+    name: &'a str,
+    topology: Topology,
+    healthy: &'a [(&'a str, &'a str)],
+    max_detour: Option<Duration>,
+    direct: &'a [(&'a str, f64)],
+    measured: bool,
+    expected: [&'a str; 3],
+}
+
+#[test]
+fn auto_sends_a_region_straight_to_the_origin_only_when_its_shields_are_a_long_detour() {
+    let both = [("shield-us-1", "us"), ("shield-eu-1", "eu")];
+    let eu_only = [("shield-eu-1", "eu")];
+    // Round trips straight to the origin (in us), as the demo's edges measure them.
+    let direct = [("us", 2.0), ("eu", 80.0), ("ap", 160.0)];
+    let ms = |n| Some(Duration::from_millis(n));
+    let default = TiersConfig::default().max_detour;
+    assert_eq!(default, ms(20));
+    let table = [
+        // Every region's shield path is within 2 ms of its direct one: the offload stays.
+        Case {
+            name: "both shields up",
+            topology: Topology::Auto,
+            healthy: &both,
+            max_detour: default,
+            direct: &direct,
+            measured: true,
+            expected: [
+                "us:measured:shield-us-1",
+                "eu:measured:shield-us-1",
+                "ap:measured:shield-us-1",
+            ],
+        },
+        // us would go 160 ms through eu instead of 2 ms, ap 300 instead of 160; eu's own
+        // shield costs it 2 ms.
+        Case {
+            name: "the shield near the origin down",
+            topology: Topology::Auto,
+            healthy: &eu_only,
+            max_detour: default,
+            direct: &direct,
+            measured: true,
+            expected: ["us:direct:", "eu:measured:shield-eu-1", "ap:direct:"],
+        },
+        Case {
+            name: "no detour allowed",
+            topology: Topology::Auto,
+            healthy: &both,
+            max_detour: ms(0),
+            direct: &direct,
+            measured: true,
+            expected: ["us:direct:", "eu:direct:", "ap:direct:"],
+        },
+        Case {
+            name: "max_detour off",
+            topology: Topology::Auto,
+            healthy: &eu_only,
+            max_detour: None,
+            direct: &direct,
+            measured: true,
+            expected: [
+                "us:measured:shield-eu-1",
+                "eu:measured:shield-eu-1",
+                "ap:measured:shield-eu-1",
+            ],
+        },
+        // ap's edges reported no direct round trip (they may not fetch from the origin).
+        Case {
+            name: "no direct measurement",
+            topology: Topology::Auto,
+            healthy: &eu_only,
+            max_detour: default,
+            direct: &direct[..2],
+            measured: true,
+            expected: [
+                "us:direct:",
+                "eu:measured:shield-eu-1",
+                "ap:measured:shield-eu-1",
+            ],
+        },
+        Case {
+            name: "another topology",
+            topology: Topology::Regional,
+            healthy: &eu_only,
+            max_detour: default,
+            direct: &direct,
+            measured: true,
+            expected: [
+                "us:measured:shield-eu-1",
+                "eu:measured:shield-eu-1",
+                "ap:measured:shield-eu-1",
+            ],
+        },
+        Case {
+            name: "proximity only",
+            topology: Topology::Auto,
+            healthy: &eu_only,
+            max_detour: default,
+            direct: &direct,
+            measured: false,
+            expected: [
+                "us:proximity:shield-eu-1",
+                "eu:proximity:shield-eu-1",
+                "ap:proximity:shield-eu-1",
+            ],
+        },
+    ];
+    for case in table {
+        let line = planned_direct(
+            case.topology,
+            case.healthy,
+            case.max_detour,
+            case.direct,
+            case.measured,
+        );
+        assert_eq!(line, case.expected, "{}", case.name);
+    }
+}
+
+#[test]
+fn max_detour_is_checked() {
+    let parse = |text: &str| {
+        let mut c = Collector::default();
+        let raw: RawTiers = toml::from_str(text).unwrap();
+        let tiers = validate_tiers(&mut c, Some(raw));
+        c.finish(tiers).map_err(|e| e.to_string())
+    };
+    let detour = |text: &str| parse(text).unwrap().max_detour;
+    assert_eq!(
+        detour("max_detour = \"5ms\""),
+        Some(Duration::from_millis(5))
+    );
+    assert_eq!(detour("max_detour = \"off\""), None);
+    assert_eq!(detour(""), Some(defaults::MAX_DETOUR));
+    for bad in ["max_detour = \"soon\"", "max_detour = \"2m\""] {
+        let errors = parse(bad).unwrap_err();
+        assert!(errors.contains("tiers.max_detour"), "{bad}: {errors}");
+    }
+    let errors = parse("topology = \"regional\"\nmax_detour = \"5ms\"").unwrap_err();
+    assert!(errors.contains("auto only"), "{errors}");
+}
+
+#[test]
+fn a_change_in_the_direct_round_trip_counts_like_any_other() {
+    let mut m = demo_matrix();
+    m.edge_to_origin.insert(region("us"), 2.0);
+    let mut moved = m.clone();
+    moved.edge_to_origin.insert(region("us"), 40.0);
+    assert!(m.differs(&moved, 20));
+    let mut gone = m.clone();
+    gone.edge_to_origin.clear();
+    assert!(m.differs(&gone, 20));
+}
+
 #[test]
 fn small_latency_changes_do_not_count_and_large_ones_do() {
     let m = demo_matrix();

@@ -6,6 +6,7 @@
 mod bench;
 mod delay;
 mod demo;
+mod detour;
 mod faults;
 mod origin;
 mod parts;

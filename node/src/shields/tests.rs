@@ -308,3 +308,57 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
     }
     Some(String::from_utf8_lossy(&buffer[..read]).into_owned())
 }
+
+#[tokio::test]
+async fn an_edge_in_a_region_measures_and_reports_its_origin_fallback() {
+    let origin = TinyShield::start("origin", 200, None).await;
+    let edge = |placed: bool| {
+        let config = ShieldsConfig {
+            origin_fallback: true,
+            ..shields_config(Vec::new())
+        };
+        let registry = Registry::new();
+        let metrics = ShieldMetrics::register(&registry).unwrap();
+        let in_use = prometheus::IntGauge::new("in_use", "in use").unwrap();
+        let upstream = UpstreamConfig {
+            origin: OriginUrl::parse(&format!("http://{}", origin.addr)).unwrap(),
+            ..upstream_config()
+        };
+        let fallback = OriginUpstream::new(&upstream, in_use.clone());
+        let shields = ShieldUpstream::new(&config, &upstream, fallback, metrics, &in_use).unwrap();
+        if placed {
+            shields
+                .in_region(RegionId::new("us").unwrap(), &config)
+                .unwrap()
+        } else {
+            shields
+        }
+    };
+    let origin_entry = |upstream: &ShieldUpstream| {
+        upstream
+            .health()
+            .into_iter()
+            .find(|h| h.id.contains(&origin.addr.to_string()))
+    };
+
+    // Not placed in a region (a shield's own parents, say): the fallback is not reported.
+    let unplaced = edge(false);
+    unplaced.probe().await;
+    assert!(origin_entry(&unplaced).is_none());
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 0, "nothing probed");
+
+    // An edge: reported without a round trip until measured, then probed once.
+    let placed = edge(true);
+    let entry = origin_entry(&placed).expect("the origin is reported");
+    assert!(entry.up && entry.rtt_ms.is_none());
+    placed.probe().await;
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 1);
+    let rtt = origin_entry(&placed).unwrap().rtt_ms.expect("measured");
+    assert!(rtt > 0.0 && rtt < 5_000.0, "{rtt}");
+    // Just measured: the next round sends no probe, and a real miss (no shields: the
+    // fallback) measures it too.
+    placed.probe().await;
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(get(&placed, "/k").await.unwrap().0, StatusCode::OK);
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 2);
+}
