@@ -475,11 +475,13 @@ async fn a_routing_table_sets_the_shields_and_survives_control_going_away() {
         .await;
     control
         .wait_for_heartbeat("a heartbeat with the table and shield health", |h| {
+            // The shield, then the origin it falls back to (named by its URL).
             h.table_version == 7
                 && h.applied_seq == 3
-                && h.upstreams.len() == 1
+                && h.upstreams.len() == 2
                 && h.upstreams[0].id == "s1"
                 && h.upstreams[0].up
+                && h.upstreams[1].id.starts_with("http://")
         })
         .await;
 
