@@ -42,6 +42,10 @@ pub struct EtcdConfig {
     /// How much of etcd's history the leader keeps: it compacts to the revision it saw this
     /// long ago. A replica whose watch broke for longer reads everything again.
     pub history: Duration,
+    /// How long a starting replica waits for etcd to answer (retrying, with back-off) before it
+    /// gives up: replicas started beside their cluster, or before it, come up once it does.
+    /// An answer that refuses (a wrong password, say) ends the start at once.
+    pub start_wait: Duration,
     /// TLS towards `https://` endpoints (`[store.tls]`): the CA etcd's certificate must chain
     /// to (else the system store) and the client certificate etcd may ask for.
     pub tls: crate::tls::ClientTlsConfig,
@@ -52,6 +56,7 @@ pub mod defaults {
     pub const TIMEOUT: &str = "2s";
     pub const LEASE_TTL: &str = "3s";
     pub const HISTORY: &str = "1m";
+    pub const START_WAIT: &str = "1m";
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +71,7 @@ pub struct RawStore {
     pub timeout: Option<String>,
     pub lease_ttl: Option<String>,
     pub history: Option<String>,
+    pub start_wait: Option<String>,
     pub tls: Option<crate::tls::RawClientTls>,
 }
 
@@ -194,6 +200,13 @@ pub(crate) fn validate_store(c: &mut Collector, raw: Option<RawStore>) -> Option
         defaults::HISTORY,
         (Duration::from_secs(1), Duration::from_secs(24 * 3600)),
     );
+    let start_wait = bounded_duration(
+        c,
+        "store.start_wait",
+        raw.start_wait.as_deref(),
+        defaults::START_WAIT,
+        (Duration::ZERO, Duration::from_secs(3600)),
+    );
     let tls = crate::tls::validate_client_tls(c, raw.tls, "store.tls");
     if c.len() > before {
         return None;
@@ -209,6 +222,7 @@ pub(crate) fn validate_store(c: &mut Collector, raw: Option<RawStore>) -> Option
             timeout: timeout?,
             lease_ttl: lease_ttl?,
             history: history?,
+            start_wait: start_wait?,
             tls: tls?,
         }),
     })
@@ -300,6 +314,7 @@ mod tests {
             ("/verge", "ctl-a")
         );
         assert_eq!(etcd.lease_ttl, Duration::from_secs(3));
+        assert_eq!(etcd.start_wait, Duration::from_secs(60));
 
         let errors = check(RawStore {
             etcd: Some(vec!["ftp://x".into(), "https://h:1/path".into()]),
@@ -307,6 +322,7 @@ mod tests {
             replica: Some("a b".into()),
             username: Some("root".into()),
             lease_ttl: Some("1500ms".into()),
+            start_wait: Some("2h".into()),
             ..RawStore::default()
         })
         .unwrap_err();
@@ -318,6 +334,7 @@ mod tests {
             "store.replica",
             "store.username",
             "store.lease_ttl",
+            "store.start_wait",
         ] {
             assert!(text.contains(key), "{key} not named in {text}");
         }

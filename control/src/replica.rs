@@ -98,6 +98,30 @@ pub struct Peer {
     pub nodes: usize,
 }
 
+/// First pause between attempts to read the store at start; doubled up to [`MAX_BACKOFF`].
+const START_RETRY: Duration = Duration::from_millis(200);
+
+/// Reads the whole store, trying again while etcd does not answer (not started yet, or no
+/// quorum yet) for up to `wait`. A refusal or an unreadable answer ends it at once.
+async fn load_when_answered(log: &SharedLog, wait: Duration) -> Result<Snapshot, EtcdError> {
+    let deadline = Instant::now() + wait;
+    let mut pause = START_RETRY;
+    loop {
+        match log.load().await {
+            Err(EtcdError::Timeout { .. }) if Instant::now() + pause < deadline => {
+                tracing::warn!(
+                    retry_in = ?pause,
+                    left = ?deadline.saturating_duration_since(Instant::now()),
+                    "etcd does not answer yet; waiting for it (store.start_wait)"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_BACKOFF);
+            }
+            done => return done,
+        }
+    }
+}
+
 /// A replica's shared state; see the module documentation.
 pub struct Replica {
     pub name: String,
@@ -116,8 +140,9 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Connects to etcd and reads everything under the prefix. Fails when etcd does not answer:
-    /// a replica that cannot read the store has nothing to serve.
+    /// Connects to etcd and reads everything under the prefix, waiting up to `store.start_wait`
+    /// for etcd to answer. Fails past it, or at once when etcd answers with a refusal: a
+    /// replica that cannot read the store has nothing to serve.
     pub async fn connect(
         config: &EtcdConfig,
         retain: usize,
@@ -158,7 +183,7 @@ impl Replica {
             config.replica.clone(),
             retain,
         );
-        let snapshot = log.load().await?;
+        let snapshot = load_when_answered(&log, config.start_wait).await?;
         log.reset(&snapshot);
         // Granted now, so that nodes are taken in from the first request.
         let lease = etcd.grant(config.lease_ttl.as_secs()).await?;

@@ -430,6 +430,8 @@ impl Etcd {
             let endpoint = &self.endpoints[i];
             let token = match self.token(endpoint, deadline).await {
                 Ok(token) => token,
+                // Credentials refused: every member would say the same.
+                Err(e @ EtcdError::Refused(_)) => return Err(e),
                 Err(e) => {
                     last = e.to_string();
                     continue;

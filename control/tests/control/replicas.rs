@@ -542,8 +542,47 @@ async fn without_an_etcd_quorum_purges_are_refused_nodes_serve_on_and_all_resume
     );
     let _ = &s2;
 
+    // A replica starting now waits for the quorum (store.start_wait) rather than giving up;
+    // one that may not wait says why.
+    let bind = |name: &str, start_wait: &str| {
+        let dir = TempDir::new().unwrap();
+        let toml = replica_toml(name, &endpoints, "/verge-test").replacen(
+            "[store]\n",
+            &format!("[store]\nstart_wait = {start_wait:?}\n"),
+            1,
+        );
+        let config = verge_config::ControlConfig::from_toml(&support::control_toml(
+            dir.path(),
+            support::TOKEN,
+            &toml,
+        ))
+        .unwrap();
+        async move {
+            let bound = verge_control::ControlNode::bind(config).await;
+            drop(dir);
+            bound
+        }
+    };
+    let error = match bind("impatient", "0s").await {
+        Ok(_) => panic!("a replica started without an etcd quorum"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("no quorum"), "{error}");
+    let waiting = tokio::spawn(bind("c", "30s"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!waiting.is_finished(), "c gave up while etcd had no quorum");
+
     // Quorum back: purges are accepted and reach the nodes again.
     etcd.restart(1).await;
+    let started = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("c starts once the quorum is back")
+        .unwrap();
+    assert!(
+        started.is_ok(),
+        "c: {:?}",
+        started.err().map(|e| e.to_string())
+    );
     wait_until("purges accepted again", Duration::from_secs(15), || async {
         a.purge(4).await.is_ok()
     })
