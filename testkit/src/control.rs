@@ -200,22 +200,37 @@ pub async fn start_shield_node(origin: &FakeOrigin, id: &str, control_url: &str)
 }
 
 /// A TCP relay to `target` that can be cut (every connection dropped, new ones refused) and
-/// restored, to partition a node from control.
+/// restored, to partition a node from control. It can also be bound before its target is
+/// known ([`Relay::bind`], then [`Relay::relay_to`]): a node's advertised URL may name the
+/// relay before the node, on port 0, has an address; connections before then are dropped.
 pub struct Relay {
     pub addr: SocketAddr,
     cut: watch::Sender<bool>,
     open: Arc<AtomicBool>,
+    target: Arc<std::sync::OnceLock<SocketAddr>>,
 }
 
 impl Relay {
     pub async fn start(target: SocketAddr) -> Relay {
+        let relay = Relay::bind().await;
+        relay.relay_to(target);
+        relay
+    }
+
+    /// A relay with no target yet: it drops what it accepts until [`Relay::relay_to`].
+    pub async fn bind() -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, cut_rx) = watch::channel(false);
         let open = Arc::new(AtomicBool::new(true));
         let accepting = Arc::clone(&open);
+        let target = Arc::new(std::sync::OnceLock::new());
+        let relayed = Arc::clone(&target);
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                let Some(&target) = relayed.get() else {
+                    continue;
+                };
                 if !accepting.load(Ordering::SeqCst) {
                     continue;
                 }
@@ -231,7 +246,17 @@ impl Relay {
                 });
             }
         });
-        Relay { addr, cut, open }
+        Relay {
+            addr,
+            cut,
+            open,
+            target,
+        }
+    }
+
+    /// Sets the target of a relay made by [`Relay::bind`] (once).
+    pub fn relay_to(&self, target: SocketAddr) {
+        assert!(self.target.set(target).is_ok(), "the relay has a target");
     }
 
     pub fn url(&self) -> String {

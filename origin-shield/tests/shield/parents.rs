@@ -7,16 +7,13 @@
 //! one from a far one (every answer late), so that control, measuring both, keeps the us shield
 //! as the only upper one. Who fetched an object is the last `Via` entry the origin received.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 use verge_config::{ConfigFile, ShieldConfig};
 use verge_origin_shield::ShieldRole;
-use verge_testkit::control::{node_control_tweaks, start_control, TestControl};
+use verge_testkit::control::{node_control_tweaks, start_control, Relay, TestControl};
 use verge_testkit::node::tls_start_error;
 use verge_testkit::pki::{toml_path, TestPki};
 use verge_testkit::tier::{cacheable_origin, last_fetcher, SHIELD_REQUESTS, SHIELD_UP, SITE};
@@ -170,58 +167,13 @@ async fn a_lower_shield_ejects_a_stopped_parent_after_the_failures_its_parents_t
     assert_eq!(metrics.value(SHIELD_UP, &[("shield", UPPER)]), Some(0.0));
 }
 
-/// A TCP relay bound before the address it relays to is known: a node's advertised URL names
-/// the relay before the node, on port 0, has an address of its own. Connections accepted
-/// before the target is set are dropped.
-struct LateRelay {
-    addr: SocketAddr,
-    target: Arc<OnceLock<SocketAddr>>,
-    accept: JoinHandle<()>,
-}
-
-impl LateRelay {
-    async fn bind() -> LateRelay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let target = Arc::new(OnceLock::new());
-        let relayed = Arc::clone(&target);
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let Some(&to) = relayed.get() else {
-                    continue;
-                };
-                tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(to).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        LateRelay {
-            addr,
-            target,
-            accept,
-        }
-    }
-
-    fn relay_to(&self, target: SocketAddr) {
-        self.target.set(target).unwrap();
-    }
-}
-
-impl Drop for LateRelay {
-    fn drop(&mut self) {
-        self.accept.abort();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lower_shield_reaches_an_https_only_parent_with_its_parents_tls() {
     let tiers = TwoLevels::start().await;
     let pki = TestPki::new("parents");
     // The upper shield is known to control only by its HTTPS address, and asks for a client
     // certificate from the test CA.
-    let relay = LateRelay::bind().await;
+    let relay = Relay::bind().await;
     let upper_tls = format!(
         "[tls]\nlisten = [\"127.0.0.1:0\"]\nclient_ca = {}\n{}",
         toml_path(&pki.ca_file),
