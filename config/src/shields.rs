@@ -25,18 +25,8 @@ pub struct ShieldsConfig {
     pub members: Vec<ShieldSpec>,
     /// When no shield can answer, go to `upstream.origin` directly (else 503).
     pub origin_fallback: bool,
-    /// Consecutive failures (connect error, timeout, broken exchange, an error the shield
-    /// generated) that take a shield out of the ring.
-    pub failures_to_eject: u32,
-    /// Failovers to the next shield (or the origin) stay under this share of requests.
-    pub retry_budget_percent: u32,
-    /// How long an ejected shield stays out before one request probes it again.
-    pub eject_for: Duration,
-    /// Bounded-load mode: a shield with more than (1 + this/100) × the mean in-flight requests
-    /// spills new ones to the next shield in ring order. `None`: off.
-    pub bounded_load_percent: Option<u32>,
-    /// How `https://` shields are verified, and the client certificate shown to them.
-    pub tls: ClientTlsConfig,
+    /// Ejection, failover budget, bounded load and TLS towards the shields.
+    pub upper: UpperTierConfig,
     /// Which members make this edge's ring (`topology`, `origin_region`; every member has a
     /// region then). `None`: all of them. A control plane's routing tables replace it.
     pub tiers: Option<TiersConfig>,
@@ -83,11 +73,7 @@ impl ShieldsConfig {
         ShieldsConfig {
             members,
             origin_fallback,
-            failures_to_eject: upper.failures_to_eject,
-            eject_for: upper.eject_for,
-            retry_budget_percent: upper.retry_budget_percent,
-            bounded_load_percent: upper.bounded_load_percent,
-            tls: upper.tls,
+            upper,
             tiers: None,
         }
     }
@@ -377,15 +363,16 @@ mod tests {
         assert_eq!(s.members[1].weight, 3);
         assert_eq!(s.members[1].url.to_string(), "http://127.0.0.1:9002");
         assert!(!s.origin_fallback);
-        assert_eq!(s.failures_to_eject, 2);
-        assert_eq!(s.retry_budget_percent, 50);
-        assert_eq!(s.eject_for, std::time::Duration::from_millis(250));
-        assert_eq!(s.bounded_load_percent, None);
+        assert_eq!(s.upper.failures_to_eject, 2);
+        assert_eq!(s.upper.retry_budget_percent, 50);
+        assert_eq!(s.upper.eject_for, std::time::Duration::from_millis(250));
+        assert_eq!(s.upper.bounded_load_percent, None);
         let on = text.replace("[shields]\n", "[shields]\nbounded_load_percent = 25\n");
         assert_eq!(
             EdgeConfig::from_toml(&on)
                 .unwrap()
                 .shields
+                .upper
                 .bounded_load_percent,
             Some(25)
         );

@@ -128,8 +128,9 @@ impl<F: Upstream> ShieldUpstream<F> {
     ) -> Result<ShieldUpstream<F>, crate::StartError> {
         let tls = OnceLock::new();
         let members = shields.members.iter().map(|m| &m.url);
-        if let Some(config) = client::upstream_client_config(&shields.tls, members, "shields.tls")
-            .map_err(crate::StartError::Tls)?
+        if let Some(config) =
+            client::upstream_client_config(&shields.upper.tls, members, "shields.tls")
+                .map_err(crate::StartError::Tls)?
         {
             let _ = tls.set(Some(config));
         }
@@ -141,7 +142,7 @@ impl<F: Upstream> ShieldUpstream<F> {
             }),
             change: Mutex::new(()),
             upstream: Box::new(UpstreamConfig {
-                tls: shields.tls.clone(),
+                tls: shields.upper.tls.clone(),
                 ..upstream.clone()
             }),
             tls,
@@ -149,16 +150,16 @@ impl<F: Upstream> ShieldUpstream<F> {
             fallback: shields.origin_fallback.then_some(origin),
             // A shield stays out for `eject_for` each time: no back-off.
             ejection: EjectionPolicy {
-                failures: shields.failures_to_eject,
-                base: shields.eject_for,
-                max: shields.eject_for,
+                failures: shields.upper.failures_to_eject,
+                base: shields.upper.eject_for,
+                max: shields.upper.eject_for,
             },
             budget: Box::new(RetryBudget::new(
-                shields.retry_budget_percent,
+                shields.upper.retry_budget_percent,
                 MIN_RETRIES_PER_SECOND,
                 Instant::now(),
             )),
-            bounded_load_percent: shields.bounded_load_percent,
+            bounded_load_percent: shields.upper.bounded_load_percent,
             metrics,
             name: "shields".to_string(),
             region: None,

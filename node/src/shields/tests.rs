@@ -11,6 +11,7 @@ use prometheus::Registry;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use verge_config::shields::UpperTierConfig;
 use verge_config::{NodeId, OriginUrl, ShieldSpec, ShieldsConfig, UpstreamConfig};
 
 use super::*;
@@ -115,11 +116,13 @@ fn shields_config(members: Vec<ShieldSpec>) -> ShieldsConfig {
     ShieldsConfig {
         members,
         origin_fallback: false,
-        failures_to_eject: 1,
-        eject_for: Duration::from_secs(60),
-        retry_budget_percent: 20,
-        bounded_load_percent: None,
-        tls: Default::default(),
+        upper: UpperTierConfig {
+            failures_to_eject: 1,
+            eject_for: Duration::from_secs(60),
+            retry_budget_percent: 20,
+            bounded_load_percent: None,
+            tls: Default::default(),
+        },
         tiers: None,
     }
 }
@@ -274,8 +277,8 @@ async fn failovers_stay_within_the_retry_budget() {
     let a = TinyShield::start("a", 503, None).await;
     let b = TinyShield::start("b", 503, None).await;
     let mut config = shields_config(vec![a.spec("a"), b.spec("b")]);
-    config.failures_to_eject = 1000;
-    config.retry_budget_percent = 0;
+    config.upper.failures_to_eject = 1000;
+    config.upper.retry_budget_percent = 0;
     let upstream = shield_upstream_with(&config);
     // With no share of requests, only the floor is left over the window.
     let floor = usize::try_from(u64::from(MIN_RETRIES_PER_SECOND) * BUDGET_WINDOW_SECS).unwrap();
