@@ -333,8 +333,12 @@ impl SharedLog {
     }
 
     /// Commits a batch: the records with their sequence numbers, in order.
-    async fn commit(&self, batch: &[(PurgeSpec, u64)]) -> Result<Vec<LogRecord>, EtcdError> {
-        let nonces: Vec<u64> = batch.iter().map(|_| fastrand::u64(..)).collect();
+    async fn commit(
+        &self,
+        batch: &mut Vec<Request>,
+        queue: &mut mpsc::Receiver<Request>,
+    ) -> Result<Vec<LogRecord>, EtcdError> {
+        let mut nonces: Vec<u64> = batch.iter().map(|_| fastrand::u64(..)).collect();
         let mut done: Vec<Option<LogRecord>> = vec![None; batch.len()];
         let mut head = self.head();
         let head_key = self.keys.head();
@@ -348,8 +352,8 @@ impl SharedLog {
                 .zip(1u64..)
                 .map(|(&i, offset)| StoredPurge {
                     seq: head + offset,
-                    accepted_at_ms: batch[i].1,
-                    spec: batch[i].0.clone(),
+                    accepted_at_ms: batch[i].accepted_at_ms,
+                    spec: batch[i].spec.clone(),
                     replica: self.replica.clone(),
                     nonce: nonces[i],
                 })
@@ -403,6 +407,15 @@ impl SharedLog {
                         .and_then(|op| op.response_range.as_ref())
                         .and_then(|range| range.kvs.first())
                         .map_or(0, |kv| parse_head(&kv.value));
+                    // Another replica moved the counter first. What queued here meanwhile
+                    // rides along on the next try: under contention batches grow instead of
+                    // every purge racing on its own.
+                    while batch.len() < MAX_BATCH {
+                        let Ok(request) = queue.try_recv() else { break };
+                        batch.push(request);
+                        nonces.push(fastrand::u64(..));
+                        done.push(None);
+                    }
                 }
                 Err(EtcdError::Timeout { .. }) => {
                     // Unknown outcome: find which of ours made it before trying again.
@@ -512,11 +525,7 @@ async fn appender(log: std::sync::Weak<SharedLog>, mut queue: mpsc::Receiver<Req
             }
         }
         let Some(log) = log.upgrade() else { return };
-        let batch: Vec<(PurgeSpec, u64)> = requests
-            .iter()
-            .map(|r| (r.spec.clone(), r.accepted_at_ms))
-            .collect();
-        match log.commit(&batch).await {
+        match log.commit(&mut requests, &mut queue).await {
             Ok(records) => {
                 for (request, record) in requests.into_iter().zip(records) {
                     let _ = request.reply.send(Ok(record));
