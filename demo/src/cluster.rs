@@ -139,6 +139,8 @@ pub struct Demo {
     nodes: Vec<NodePart>,
     origin_link: DelayLink,
     origin: Option<SampleOrigin>,
+    /// What a killed origin had counted: a restored one counts on from there.
+    origin_counted: origin::OriginCounts,
 }
 
 /// Who a name given to [`Demo::kill`] / [`Demo::restore`] is.
@@ -197,6 +199,7 @@ impl Demo {
             nodes: Vec::new(),
             origin_link,
             origin: Some(origin),
+            origin_counted: origin::OriginCounts::default(),
         };
 
         let plans = topology::nodes(&options);
@@ -318,7 +321,7 @@ impl Demo {
         for part in stopping {
             match part {
                 Stopping::Role(role) => role.stop(deadline).await,
-                Stopping::Origin(origin) => origin.stop().await,
+                Stopping::Origin(origin) => self.origin_counted = origin.stop().await,
             }
         }
         results
@@ -335,7 +338,7 @@ impl Demo {
                     return Err(live());
                 }
                 let listen = SocketAddr::new(self.origin_link.addr().ip(), 0);
-                let origin = SampleOrigin::start(listen)
+                let origin = SampleOrigin::start_counting_from(listen, self.origin_counted)
                     .await
                     .map_err(|e| format!("cannot restart the sample origin: {e}"))?;
                 self.origin_link.retarget(origin.addr());

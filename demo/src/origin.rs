@@ -212,6 +212,13 @@ fn log_uniform(min: usize, max: usize, hash: u64) -> usize {
     (size as usize).clamp(min, max)
 }
 
+/// What a sample origin counted: fetches, and `OPTIONS` probes apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OriginCounts {
+    pub requests: u64,
+    pub probes: u64,
+}
+
 /// What the request handler shares.
 struct OriginState {
     objects: std::collections::HashMap<String, SampleObject>,
@@ -233,6 +240,15 @@ pub struct SampleOrigin {
 impl SampleOrigin {
     /// Binds `listen` (port 0 picks a free port) and serves the [`catalog`].
     pub async fn start(listen: SocketAddr) -> io::Result<SampleOrigin> {
+        SampleOrigin::start_counting_from(listen, OriginCounts::default()).await
+    }
+
+    /// Like [`SampleOrigin::start`], its counters going on from `counts` (those of the origin
+    /// it replaces, so that a run's count spans a restart).
+    pub async fn start_counting_from(
+        listen: SocketAddr,
+        counts: OriginCounts,
+    ) -> io::Result<SampleOrigin> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let objects = catalog();
@@ -253,8 +269,8 @@ impl SampleOrigin {
             objects: objects.into_iter().map(|o| (o.path.clone(), o)).collect(),
             listing: Bytes::from(listing),
             pattern: Bytes::from(pattern),
-            requests: AtomicU64::new(0),
-            probes: AtomicU64::new(0),
+            requests: AtomicU64::new(counts.requests),
+            probes: AtomicU64::new(counts.probes),
         });
         let (stop, stop_rx) = watch::channel(false);
         let serve = tokio::spawn(serve(listener, Arc::clone(&state), stop_rx));
@@ -280,11 +296,16 @@ impl SampleOrigin {
         self.state.probes.load(Ordering::Relaxed)
     }
 
-    /// Stops accepting; open connections get [`SHUTDOWN_GRACE`] to finish.
-    pub async fn stop(mut self) {
+    /// Stops accepting; open connections get [`SHUTDOWN_GRACE`] to finish. Returns what it
+    /// counted in all.
+    pub async fn stop(mut self) -> OriginCounts {
         let _ = self.stop.send(true);
         if let Some(serve) = self.serve.take() {
             let _ = serve.await;
+        }
+        OriginCounts {
+            requests: self.requests(),
+            probes: self.probes(),
         }
     }
 }

@@ -634,16 +634,17 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
         .timeline
         .report(&mut total, measured, shared.phases, &fault_events);
     let regions_equal_ms = histogram::equal_weight_summary(&per_region.iter().collect::<Vec<_>>());
-    // A restarted origin counts from zero again: no figure rather than a wrong one.
-    let origin_restarted = plan.faults.iter().any(|f| f.part == "origin");
+    // A restored origin counts on from the killed one's count; a count read from the origin at
+    // one end and from the nodes at the other (the origin down then) is no figure.
     let origin = match (origin_before, origin_after) {
-        _ if origin_restarted => None,
-        (Some((before, source)), Some((after, _))) => Some(OriginReport {
-            requests: after.saturating_sub(before),
-            per_client_request: (total.requests > 0)
-                .then(|| after.saturating_sub(before) as f64 / total.requests as f64),
-            source,
-        }),
+        (Some((before, source)), Some((after, source_after))) if source == source_after => {
+            Some(OriginReport {
+                requests: after.saturating_sub(before),
+                per_client_request: (total.requests > 0)
+                    .then(|| after.saturating_sub(before) as f64 / total.requests as f64),
+                source,
+            })
+        }
         _ => None,
     };
     let purges = {

@@ -123,6 +123,13 @@ async fn killed_and_restored_parts_are_reported_by_phase_and_by_second() {
     );
     assert!(us["phases"][2]["requests"].as_u64().unwrap() > 0);
 
+    // The origin was restored, counting on from the killed one's count: the run still has one.
+    assert!(
+        report["origin"]["requests"].is_u64(),
+        "{}",
+        report["origin"]
+    );
+
     let timeline = std::fs::read_to_string(out.join(bench::TIMELINE_FILE)).unwrap();
     assert!(timeline.starts_with("<svg"), "{timeline}");
 }

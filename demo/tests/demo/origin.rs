@@ -102,7 +102,15 @@ async fn objects_carry_their_cache_headers_and_validators_get_304() {
     assert_eq!(probe.0, StatusCode::OK);
     assert_eq!(origin.requests(), 5);
     assert_eq!(origin.probes(), 1);
-    tokio::time::timeout(Duration::from_secs(5), origin.stop())
+    let counted = tokio::time::timeout(Duration::from_secs(5), origin.stop())
         .await
         .expect("the origin stops");
+    assert_eq!((counted.requests, counted.probes), (5, 1));
+
+    // One started in its place counts on from there.
+    let again = SampleOrigin::start_counting_from("127.0.0.1:0".parse().unwrap(), counted)
+        .await
+        .unwrap();
+    assert_eq!(get(&again, &video.path, &[]).await.0, StatusCode::OK);
+    assert_eq!((again.requests(), again.probes()), (6, 1));
 }

@@ -107,12 +107,25 @@ async fn killed_parts_fail_behind_their_links_and_restored_ones_serve_again() {
     );
     assert_eq!(get(&demo.state, "us", &shield).await, Ok(200));
 
-    // The origin.
+    // The origin: a restored one counts on from the killed one's count.
     let origin = demo.state.origin.clone();
+    let counted = || async {
+        let stats = verge_testkit::HttpClient::http1()
+            .get(&format!("{origin}/_origin/stats"))
+            .await
+            .text();
+        serde_json::from_str::<serde_json::Value>(&stats).unwrap()["requests"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(get(&demo.state, "us", &origin).await, Ok(200));
+    let before = counted().await;
+    assert!(before >= 1);
     demo.kill("origin").await.unwrap();
     assert!(get(&demo.state, "us", &origin).await.is_err());
     demo.restore("origin").await.unwrap();
     assert_eq!(get(&demo.state, "us", &origin).await, Ok(200));
+    assert_eq!(counted().await, before + 1);
 
     // Control: the nodes reconnect through its link, and its purge log goes on.
     let before = purge_all(&demo).await;
