@@ -107,14 +107,17 @@ async fn load_when_answered(log: &SharedLog, wait: Duration) -> Result<Snapshot,
     let deadline = Instant::now() + wait;
     let mut pause = START_RETRY;
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
         match log.load().await {
-            Err(EtcdError::Timeout { .. }) if Instant::now() + pause < deadline => {
+            Err(e @ EtcdError::Timeout { .. }) if !left.is_zero() => {
+                let pause_now = pause.min(left);
                 tracing::warn!(
-                    retry_in = ?pause,
-                    left = ?deadline.saturating_duration_since(Instant::now()),
+                    error = %e,
+                    retry_in = ?pause_now,
+                    ?left,
                     "etcd does not answer yet; waiting for it (store.start_wait)"
                 );
-                tokio::time::sleep(pause).await;
+                tokio::time::sleep(pause_now).await;
                 pause = (pause * 2).min(MAX_BACKOFF);
             }
             done => return done,
