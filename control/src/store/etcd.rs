@@ -420,6 +420,9 @@ impl Etcd {
         let mut last = String::from("no endpoint");
         let mut reauthenticated = false;
         let mut attempt = 0;
+        // Exchanges tried, and those a TLS handshake refused (a certificate etcd does not
+        // accept, or one it does not present as asked): waiting will not change those.
+        let (mut tried, mut tls_refused) = (0, 0);
         while attempt < n * 2 {
             let i = (first + attempt) % n;
             attempt += 1;
@@ -448,6 +451,7 @@ impl Etcd {
                 )));
             };
             let until = (now + share).min(deadline);
+            tried += 1;
             match tokio::time::timeout_at(until, self.client.request(request)).await {
                 Ok(Ok(response)) => {
                     if response.status() == http::StatusCode::UNAUTHORIZED
@@ -467,9 +471,20 @@ impl Etcd {
                     self.preferred.store(i, Ordering::Relaxed);
                     return Ok((response, endpoint.clone()));
                 }
-                Ok(Err(e)) => last = format!("{endpoint}: {e}"),
+                Ok(Err(e)) => match verge_serve::tls_client::tls_failure(&e) {
+                    Some(tls) => {
+                        tls_refused += 1;
+                        last = format!("{endpoint}: TLS: {tls}");
+                    }
+                    None => last = format!("{endpoint}: {e}"),
+                },
                 Err(_) => last = format!("{endpoint}: no answer within {}ms", share.as_millis()),
             }
+        }
+        if tried > 0 && tls_refused == tried {
+            return Err(EtcdError::Refused(format!(
+                "every member refused TLS ({last})"
+            )));
         }
         Err(EtcdError::Timeout {
             timeout: self.timeout,

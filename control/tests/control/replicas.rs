@@ -805,7 +805,8 @@ async fn over_tls_a_replica_verifies_etcd_and_shows_its_client_certificate() {
         Ok(_) => panic!("control started without the client certificate etcd asks for"),
         Err(e) => e.to_string(),
     };
-    assert!(error.contains("etcd"), "{error}");
+    // Refused at once (not waited out for store.start_wait), naming TLS.
+    assert!(error.contains("etcd") && error.contains("TLS"), "{error}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
