@@ -25,6 +25,9 @@ const WINDOW: usize = 8;
 pub const QUIET: Duration = Duration::from_secs(1);
 /// How often an upstream the node does not send traffic to is probed.
 pub const SPARE_EVERY: Duration = Duration::from_secs(10);
+/// How often an edge probes the origin it falls back to when no real request went there: every
+/// edge of a fleet does, so the origin sees one probe per edge per minute at most.
+pub const ORIGIN_EVERY: Duration = Duration::from_secs(60);
 
 /// The recent samples of one upstream.
 #[derive(Debug, Default)]

@@ -319,9 +319,9 @@ impl Upstream for OriginUpstream {
     }
 
     /// An `OPTIONS` probe when no request gave a round trip within [`rtt::QUIET`] and none
-    /// came at all within [`rtt::SPARE_EVERY`].
+    /// came at all within [`rtt::ORIGIN_EVERY`].
     async fn probe(&self) {
-        if !self.rtt.wants_probe(rtt::SPARE_EVERY) {
+        if !self.rtt.wants_probe(rtt::ORIGIN_EVERY) {
             return;
         }
         let sent = tokio::time::Instant::now();
