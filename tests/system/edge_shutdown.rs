@@ -23,12 +23,9 @@ async fn in_flight_request_completes_after_shutdown_and_new_connections_are_refu
     .await;
 
     edge.begin_shutdown();
-    let response = within("the in-flight request", IO_TIMEOUT, in_flight)
-        .await
-        .unwrap();
-    assert_eq!(response.status, 200, "{}", response.text());
-    assert_eq!(response.text(), "finished");
-
+    // New connections are refused at once, while the request is still in flight: a client
+    // (or an edge in front of a shield) is not left waiting in the kernel's queue of a node
+    // that will never accept it.
     let data_addr = edge.data_addr;
     wait_until(
         "new connections to the data listener to be refused",
@@ -36,6 +33,15 @@ async fn in_flight_request_completes_after_shutdown_and_new_connections_are_refu
         || async move { TcpStream::connect(data_addr).await.is_err() },
     )
     .await;
+    assert!(
+        !in_flight.is_finished(),
+        "new connections were refused only once the drain had ended"
+    );
+    let response = within("the in-flight request", IO_TIMEOUT, in_flight)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.text(), "finished");
     edge.stopped(Duration::from_secs(3)).await;
     let refused = TcpStream::connect(edge.data_addr).await;
     assert!(refused.is_err(), "a stopped edge still accepts connections");

@@ -212,11 +212,18 @@ impl Listeners {
             state.pending.clear();
             std::mem::take(&mut state.running)
         };
-        for r in &running {
-            let _ = r.stop.send(true);
-        }
-        for r in running {
-            let _ = r.task.await;
+        // Each listening socket closes as its accept loop ends: this node's second handle on it
+        // goes now, so connections that come during the drain are refused at once rather than
+        // queued by the kernel for nobody to accept.
+        let tasks: Vec<JoinHandle<()>> = running
+            .into_iter()
+            .map(|r| {
+                let _ = r.stop.send(true);
+                r.task
+            })
+            .collect();
+        for task in tasks {
+            let _ = task.await;
         }
     }
 }
