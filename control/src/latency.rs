@@ -111,6 +111,17 @@ pub struct Reporter<'a> {
     pub upstreams: &'a [UpstreamHealth],
 }
 
+impl Reporter<'_> {
+    /// The least smoothed round trip to an origin server (named by URL) the node reported up.
+    fn nearest_live_origin(&self) -> Option<f64> {
+        self.upstreams
+            .iter()
+            .filter(|u| u.up && is_origin(&u.id))
+            .filter_map(|u| self.latency.get(&u.id))
+            .reduce(f64::min)
+    }
+}
+
 /// Combines the healthy nodes' smoothed values into one matrix.
 pub fn matrix<'a>(nodes: impl Iterator<Item = Reporter<'a>>) -> LatencyMatrix {
     let mut per_region: BTreeMap<RegionId, BTreeMap<NodeId, Vec<f64>>> = BTreeMap::new();
@@ -120,14 +131,8 @@ pub fn matrix<'a>(nodes: impl Iterator<Item = Reporter<'a>>) -> LatencyMatrix {
     for node in nodes {
         match node.role {
             NodeRole::Edge => {
-                let origin = node
-                    .upstreams
-                    .iter()
-                    .filter(|u| u.up && is_origin(&u.id))
-                    .filter_map(|u| node.latency.get(&u.id))
-                    .reduce(f64::min);
                 let entry = direct.entry(node.region.clone()).or_default();
-                match origin {
+                match node.nearest_live_origin() {
                     Some(value) => entry.0.push(value),
                     None => entry.1 = true,
                 }
@@ -146,15 +151,7 @@ pub fn matrix<'a>(nodes: impl Iterator<Item = Reporter<'a>>) -> LatencyMatrix {
             NodeRole::Shield => {
                 // Origin servers are named by their URL; a lower shield's upper shields (two
                 // levels) by their node id, and are not the origin.
-                let best = node
-                    .upstreams
-                    .iter()
-                    .filter(|u| u.up && is_origin(&u.id))
-                    .filter_map(|u| node.latency.get(&u.id))
-                    .fold(None, |best: Option<f64>, v| {
-                        Some(best.map_or(v, |b| b.min(v)))
-                    });
-                if let Some(best) = best {
+                if let Some(best) = node.nearest_live_origin() {
                     out.shield_to_origin.insert(node.id.clone(), best);
                 }
             }
