@@ -11,7 +11,8 @@
 //!   - [`node`]: the tables every cache node has (identity, `[server]`, `[cache]`, `[admin]`,
 //!     `[tls]`, `[control]`), validated once for edges and shields;
 //!   - [`upstream`]: where misses go (`[upstream]`, a shield's pool), and origin URLs;
-//!   - [`shields`]: the origin shields an edge sends misses to;
+//!   - [`shields`]: the origin shields an edge sends misses to, and how a node uses the
+//!     shields above it (an edge's `[shields]`, a shield's `[parents]`);
 //!   - [`node_control`]: the optional `[control]` table of an edge or shield;
 //!   - [`access_log`]: the `[access_log]` table of an edge or shield;
 //!   - [`compression`]: an edge's `[compression]` table (encodings, types, levels);
