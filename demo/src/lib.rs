@@ -25,6 +25,7 @@ pub mod delay;
 pub mod etcd;
 pub mod failover;
 pub mod origin;
+pub mod orphans;
 pub mod readiness;
 pub mod regions;
 pub mod replica_plan;

@@ -92,6 +92,16 @@ impl Replicas {
         ha: &HaOptions,
         token: &str,
     ) -> Result<Replicas, DemoError> {
+        // An HA demo killed with SIGKILL could not stop its etcd members and replicas: they go
+        // now, before their addresses are looked at.
+        let reaped = crate::orphans::reap(&std::env::temp_dir());
+        if !reaped.processes.is_empty() {
+            tracing::warn!(
+                processes = ?reaped.processes,
+                dirs = ?reaped.dirs,
+                "stopped processes an HA demo that did not exit cleanly left behind"
+            );
+        }
         let plan = free_block()?;
         let region = options
             .regions
@@ -99,9 +109,10 @@ impl Replicas {
             .find(|r| r.id == options.origin_region)
             .ok_or_else(|| DemoError::Options("no origin region".into()))?;
         let dir = tempfile::Builder::new()
-            .prefix("verge-demo-ha-")
+            .prefix(crate::orphans::DIR_PREFIX)
             .tempdir()
             .map_err(DemoError::DataDir)?;
+        crate::orphans::record_demo(dir.path()).map_err(DemoError::DataDir)?;
         let give_up = Instant::now() + options.ready_timeout;
         let etcd = EtcdCluster::start(
             &ha.etcd,

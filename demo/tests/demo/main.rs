@@ -9,6 +9,7 @@ mod demo;
 mod detour;
 mod faults;
 mod origin;
+mod orphans;
 mod parts;
 mod status_page;
 
