@@ -38,7 +38,7 @@ fn processes_of_a_demo_that_is_gone_are_killed_and_a_running_demos_are_not() {
 
     let reaped = reap(root.path());
     assert_eq!(reaped.processes, [orphan.id()]);
-    assert_eq!(reaped.dirs, [gone.clone()]);
+    assert_eq!(reaped.dirs, std::slice::from_ref(&gone));
     assert_eq!(orphan.wait().unwrap().signal(), Some(9));
     assert!(!gone.exists());
     for (child, dir) in [(&mut kept, &running), (&mut young, &starting)] {
