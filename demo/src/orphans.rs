@@ -68,9 +68,17 @@ pub fn reap(tmp: &Path) -> Reaped {
     reaped
 }
 
-/// Whether process `pid` exists.
+/// Whether process `pid` exists and has not exited: a demo killed a moment ago may still be a
+/// zombie, not yet waited for by its parent.
 fn alive(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
+    let Ok(stat) = fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")) else {
+        return false;
+    };
+    // `pid (comm) state …`: the state follows the last parenthesis (comm may hold any).
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next());
+    !matches!(state, Some("Z" | "X") | None)
 }
 
 /// Every process's id and command line (arguments joined by spaces).

@@ -26,11 +26,12 @@ fn processes_of_a_demo_that_is_gone_are_killed_and_a_running_demos_are_not() {
     for dir in [&gone, &running, &starting] {
         std::fs::create_dir(dir).unwrap();
     }
-    // A demo that has exited, one still running (this test), one not yet recorded.
-    let mut exited = Command::new("true").spawn().unwrap();
-    let exited_pid = exited.id();
-    exited.wait().unwrap();
-    std::fs::write(gone.join(PID_FILE), exited_pid.to_string()).unwrap();
+    // A demo that was killed but not waited for yet (a zombie, as a SIGKILLed demo is until
+    // its parent reaps it), one still running (this test), one not yet recorded.
+    let mut killed = Command::new("sleep").arg("300").spawn().unwrap();
+    killed.kill().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::fs::write(gone.join(PID_FILE), killed.id().to_string()).unwrap();
     std::fs::write(running.join(PID_FILE), std::process::id().to_string()).unwrap();
     let mut orphan = naming(&gone);
     let mut kept = naming(&running);
@@ -53,4 +54,5 @@ fn processes_of_a_demo_that_is_gone_are_killed_and_a_running_demos_are_not() {
     }
     // Nothing abandoned: nothing done.
     assert_eq!(reap(root.path()), Default::default());
+    killed.wait().unwrap();
 }
