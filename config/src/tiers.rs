@@ -155,6 +155,13 @@ pub(crate) fn validate_tiers(c: &mut Collector, raw: Option<RawTiers>) -> Option
     let levels = crate::field::count(c, "tiers.levels", raw.levels, 1, (1, 2));
     let max_detour = match raw.max_detour.as_deref() {
         Some("off") => Some(None),
+        Some(text) if crate::units::parse_duration(text).is_err() => {
+            c.push(
+                "tiers.max_detour",
+                format!("{text:?} is neither a duration (like \"20ms\") nor \"off\""),
+            );
+            None
+        }
         text => crate::field::bounded_duration(
             c,
             "tiers.max_detour",

@@ -392,6 +392,8 @@ fn max_detour_is_checked() {
         let errors = parse(bad).unwrap_err();
         assert!(errors.contains("tiers.max_detour"), "{bad}: {errors}");
     }
+    let errors = parse("max_detour = \"soon\"").unwrap_err();
+    assert!(errors.contains("nor \"off\""), "{errors}");
     let errors = parse("topology = \"regional\"\nmax_detour = \"5ms\"").unwrap_err();
     assert!(errors.contains("auto only"), "{errors}");
 }
