@@ -135,20 +135,7 @@ impl TestControl {
 
     /// `GET /v1/nodes`: (id, state, connected, applied_seq) per node.
     pub async fn nodes(&self) -> Vec<(String, String, bool, u64)> {
-        let nodes = self.admin.get_json("/v1/nodes").await.unwrap();
-        nodes
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| {
-                (
-                    n["id"].as_str().unwrap().to_string(),
-                    n["state"].as_str().unwrap().to_string(),
-                    n["connected"].as_bool().unwrap(),
-                    n["applied_seq"].as_u64().unwrap(),
-                )
-            })
-            .collect()
+        node_rows(&self.admin.get_json("/v1/nodes").await.unwrap())
     }
 
     /// Waits until exactly these nodes are registered, up and holding their streams.
@@ -274,4 +261,21 @@ impl Relay {
         let _ = self.cut.send(false);
         self.open.store(true, Ordering::SeqCst);
     }
+}
+
+/// The body of control's `GET /v1/nodes`, as (id, state, connected, applied_seq) per node.
+pub fn node_rows(nodes: &serde_json::Value) -> Vec<(String, String, bool, u64)> {
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap().to_string(),
+                n["state"].as_str().unwrap().to_string(),
+                n["connected"].as_bool().unwrap(),
+                n["applied_seq"].as_u64().unwrap(),
+            )
+        })
+        .collect()
 }

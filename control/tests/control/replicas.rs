@@ -93,19 +93,9 @@ impl Replica {
             .admin(Method::GET, "/v1/nodes", "")
             .await
             .json();
-        nodes
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| {
-                (
-                    n["id"].as_str().unwrap().to_string(),
-                    (
-                        n["state"].as_str().unwrap().to_string(),
-                        n["applied_seq"].as_u64().unwrap(),
-                    ),
-                )
-            })
+        verge_testkit::control::node_rows(&nodes)
+            .into_iter()
+            .map(|(id, state, _, applied)| (id, (state, applied)))
             .collect()
     }
 
