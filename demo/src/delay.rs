@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -37,6 +37,11 @@ use crate::regions::{region_of, LatencyMatrix, Region};
 const CHUNK_BYTES: usize = 64 * 1024;
 /// Time to connect to the node behind the link; past it the peer's connection is closed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The largest TCP segment on both sides of the link, as on an Ethernet path. Loopback's own
+/// (about 64 KiB) against a connection's small starting receive window made bodies of a few
+/// hundred KiB stall for a delayed acknowledgement (40 ms and more) now and then: a tail no
+/// real network has.
+const SEGMENT_BYTES: u32 = 1460;
 
 /// Where a link is and how it delays.
 #[derive(Debug, Clone)]
@@ -120,7 +125,11 @@ pub struct DelayLink {
 impl DelayLink {
     /// Binds `listen` (port 0 picks a free port) without relaying yet.
     pub async fn bind(listen: SocketAddr, settings: LinkSettings) -> io::Result<BoundLink> {
-        let listener = TcpListener::bind(listen).await?;
+        let socket = link_socket(listen)?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&listen.into())?;
+        socket.listen(1024)?;
+        let listener = TcpListener::from_std(socket.into())?;
         let addr = listener.local_addr()?;
         Ok(BoundLink {
             listener,
@@ -224,6 +233,19 @@ async fn accept_loop(
     connections.shutdown().await;
 }
 
+/// A non-blocking TCP socket for `addr`'s family whose segments are at most [`SEGMENT_BYTES`];
+/// a listener's accepted connections inherit it.
+fn link_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_mss(SEGMENT_BYTES)?;
+    Ok(socket)
+}
+
 /// Relays one connection until both directions have ended; an error in either ends both.
 async fn relay(
     inbound: TcpStream,
@@ -233,7 +255,8 @@ async fn relay(
     settings: &LinkSettings,
     timer: &PreciseTimer,
 ) -> io::Result<()> {
-    let outbound = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target))
+    let socket = TcpSocket::from_std_stream(link_socket(target)?.into());
+    let outbound = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(target))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting to the node"))??;
     inbound.set_nodelay(true)?;

@@ -327,3 +327,27 @@ async fn a_retargeted_link_sends_new_connections_to_the_new_target_and_keeps_the
         "the old connection still reaches the old target"
     );
 }
+
+#[tokio::test]
+async fn segments_on_both_sides_of_the_link_are_ethernet_sized() {
+    // Loopback's 64 KiB segments stall multi-segment bodies for a delayed acknowledgement
+    // now and then; the link uses a WAN-sized segment on both of its connections.
+    let (listener, server) = listen("127.1.0.58").await;
+    let link = link_on("127.1.0.59", server, us_link()).await;
+    let mut client = connect_from("127.2.0.58", link.addr()).await;
+    let (mut behind, _) = listener.accept().await.expect("the link connects");
+    client.write_all(b"x").await.expect("sent");
+    let mut byte = [0u8; 1];
+    behind.read_exact(&mut byte).await.expect("relayed");
+    let segment = |stream: &TcpStream| socket2::SockRef::from(stream).tcp_mss().expect("MSS");
+    assert!(
+        segment(&client) <= 1460,
+        "the peer's side: {}",
+        segment(&client)
+    );
+    assert!(
+        segment(&behind) <= 1460,
+        "the node's side: {}",
+        segment(&behind)
+    );
+}
