@@ -4,19 +4,22 @@
 //!
 //! A probe is `OPTIONS /` with `Max-Forwards: 0`: a Verge node answers it itself (never
 //! forwarding it, RFC 9110 §7.6.2), and any origin answers it somehow, so its round trip is the
-//! network's plus next to nothing. An upstream that real requests reached within
+//! network's plus next to nothing. Each probe is two requests in a row, so that one goes over
+//! an open connection: a new connection's handshakes are no part of the round trip. An upstream that real requests reached within
 //! [`QUIET`] is not probed: its traffic measures it already; one only measured (a shield
 //! outside the edge's ring) is probed every [`SPARE_EVERY`], so that a fleet's probes stay few.
 
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use http::header::{HeaderValue, MAX_FORWARDS};
-use http::{Method, Request};
-use http_body_util::{Either, Empty};
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Either, Empty, Limited};
 use tokio::time::Instant;
 
-use crate::upstream::UpstreamBody;
+use crate::error::RequestError;
+use crate::upstream::{UpstreamBody, UpstreamResponseBody};
 
 /// Samples kept per upstream: a window of this many, oldest out first.
 const WINDOW: usize = 8;
@@ -26,8 +29,12 @@ pub const QUIET: Duration = Duration::from_secs(1);
 /// How often an upstream the node does not send traffic to is probed.
 pub const SPARE_EVERY: Duration = Duration::from_secs(10);
 /// How often an edge probes the origin it falls back to when no real request went there: every
-/// edge of a fleet does, so the origin sees one probe per edge per minute at most.
+/// edge of a fleet does, so the origin sees one probe (two requests) per edge per minute at most.
 pub const ORIGIN_EVERY: Duration = Duration::from_secs(60);
+
+/// The most of a probe's answer read (to put its connection back in the pool); an answer
+/// with more leaves its connection to be closed.
+pub const PROBE_BODY_MAX: usize = 16 * 1024;
 
 /// The recent samples of one upstream.
 #[derive(Debug, Default)]
@@ -82,6 +89,33 @@ impl RttWindow {
             .iter()
             .min()
             .map(|d| d.as_secs_f64() * 1000.0)
+    }
+}
+
+/// Measures a round trip into `window` with two probes (`send` sends [`probe_request`]), one
+/// after the other: the first may have to open a connection (its TCP and TLS handshakes are
+/// round trips of their own, which would make a rarely probed upstream look two or three times
+/// as far as it is), the second goes over the connection the first left open. Both are
+/// recorded; the window keeps the least.
+pub async fn probe<F, Fut>(window: &RttWindow, send: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Response<UpstreamResponseBody>, RequestError>>,
+{
+    for _ in 0..2 {
+        let sent = Instant::now();
+        let Ok(response) = send().await else {
+            return;
+        };
+        window.record(sent.elapsed());
+        // Read to the end (bounded), so that the connection goes back to the pool.
+        if Limited::new(response.into_body(), PROBE_BODY_MAX)
+            .collect()
+            .await
+            .is_err()
+        {
+            return;
+        }
     }
 }
 

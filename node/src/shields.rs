@@ -614,12 +614,7 @@ impl<F: Upstream> Upstream for ShieldUpstream<F> {
         });
         for (_, shield) in due {
             let shield = Arc::clone(shield);
-            probes.spawn(async move {
-                let sent = Instant::now();
-                if shield.client.request(rtt::probe_request()).await.is_ok() {
-                    shield.rtt.record(sent.elapsed());
-                }
-            });
+            probes.spawn(async move { shield.client.probe_into(&shield.rtt).await });
         }
         let origin = async {
             if let Some(origin) = self.measured_fallback() {

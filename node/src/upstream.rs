@@ -324,14 +324,16 @@ impl Upstream for OriginUpstream {
         if !self.rtt.wants_probe(rtt::ORIGIN_EVERY) {
             return;
         }
-        let sent = tokio::time::Instant::now();
-        if self.request(rtt::probe_request()).await.is_ok() {
-            self.rtt.record(sent.elapsed());
-        }
+        self.probe_into(&self.rtt).await;
     }
 }
 
 impl OriginUpstream {
+    /// Measures the round trip to this server into `window` ([`rtt::probe`]).
+    pub async fn probe_into(&self, window: &RttWindow) {
+        rtt::probe(window, || self.request(rtt::probe_request())).await;
+    }
+
     /// Sends one request to this server: one attempt, no failover.
     pub async fn request(
         &self,

@@ -513,8 +513,8 @@ impl Upstream for OriginPool {
             .collect()
     }
 
-    /// One `OPTIONS` probe (`Max-Forwards: 0`) to every server that real requests did not reach
-    /// lately, at once.
+    /// One probe ([`rtt::probe`]: `OPTIONS`, `Max-Forwards: 0`) to every server that real
+    /// requests did not reach lately, at once.
     async fn probe(&self) {
         let quiet = self
             .servers
@@ -524,10 +524,7 @@ impl Upstream for OriginPool {
             let Ok(route) = server.client.route() else {
                 return;
             };
-            let sent = Instant::now();
-            if route.send(rtt::probe_request()).await.is_ok() {
-                server.rtt.record(sent.elapsed());
-            }
+            rtt::probe(&server.rtt, || route.send(rtt::probe_request())).await;
         });
         futures_util::future::join_all(probes).await;
     }

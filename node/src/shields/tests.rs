@@ -312,56 +312,106 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
     Some(String::from_utf8_lossy(&buffer[..read]).into_owned())
 }
 
+/// An edge's shields (none yet) with `origin` as its fallback; `placed` in region us or not
+/// (a shield's own parents, say).
+fn edge_falling_back_to(origin: SocketAddr, placed: bool) -> ShieldUpstream {
+    let config = ShieldsConfig {
+        origin_fallback: true,
+        ..shields_config(Vec::new())
+    };
+    let registry = Registry::new();
+    let metrics = ShieldMetrics::register(&registry).unwrap();
+    let in_use = prometheus::IntGauge::new("in_use", "in use").unwrap();
+    let upstream = UpstreamConfig {
+        origin: OriginUrl::parse(&format!("http://{origin}")).unwrap(),
+        ..upstream_config()
+    };
+    let fallback = OriginUpstream::new(&upstream, in_use.clone());
+    let shields = ShieldUpstream::new(&config, &upstream, fallback, metrics, &in_use).unwrap();
+    if placed {
+        shields
+            .in_region(RegionId::new("us").unwrap(), &config)
+            .unwrap()
+    } else {
+        shields
+    }
+}
+
+/// The origin's entry in what `upstream` reports, if any.
+fn origin_entry(upstream: &ShieldUpstream, origin: SocketAddr) -> Option<UpstreamHealth> {
+    upstream
+        .health()
+        .into_iter()
+        .find(|h| h.id.contains(&origin.to_string()))
+}
+
 #[tokio::test]
 async fn an_edge_in_a_region_measures_and_reports_its_origin_fallback() {
     let origin = TinyShield::start("origin", 200, None).await;
-    let edge = |placed: bool| {
-        let config = ShieldsConfig {
-            origin_fallback: true,
-            ..shields_config(Vec::new())
-        };
-        let registry = Registry::new();
-        let metrics = ShieldMetrics::register(&registry).unwrap();
-        let in_use = prometheus::IntGauge::new("in_use", "in use").unwrap();
-        let upstream = UpstreamConfig {
-            origin: OriginUrl::parse(&format!("http://{}", origin.addr)).unwrap(),
-            ..upstream_config()
-        };
-        let fallback = OriginUpstream::new(&upstream, in_use.clone());
-        let shields = ShieldUpstream::new(&config, &upstream, fallback, metrics, &in_use).unwrap();
-        if placed {
-            shields
-                .in_region(RegionId::new("us").unwrap(), &config)
-                .unwrap()
-        } else {
-            shields
-        }
-    };
-    let origin_entry = |upstream: &ShieldUpstream| {
-        upstream
-            .health()
-            .into_iter()
-            .find(|h| h.id.contains(&origin.addr.to_string()))
-    };
 
     // Not placed in a region (a shield's own parents, say): the fallback is not reported.
-    let unplaced = edge(false);
+    let unplaced = edge_falling_back_to(origin.addr, false);
     unplaced.probe().await;
-    assert!(origin_entry(&unplaced).is_none());
+    assert!(origin_entry(&unplaced, origin.addr).is_none());
     assert_eq!(origin.hits.load(Ordering::SeqCst), 0, "nothing probed");
 
-    // An edge: reported without a round trip until measured, then probed once.
-    let placed = edge(true);
-    let entry = origin_entry(&placed).expect("the origin is reported");
+    // An edge: reported without a round trip until measured, then probed once (two requests:
+    // this origin closes every connection, so both open one).
+    let placed = edge_falling_back_to(origin.addr, true);
+    let entry = origin_entry(&placed, origin.addr).expect("the origin is reported");
     assert!(entry.up && entry.rtt_ms.is_none());
     placed.probe().await;
-    assert_eq!(origin.hits.load(Ordering::SeqCst), 1);
-    let rtt = origin_entry(&placed).unwrap().rtt_ms.expect("measured");
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 2);
+    let rtt = origin_entry(&placed, origin.addr)
+        .unwrap()
+        .rtt_ms
+        .expect("measured");
     assert!(rtt > 0.0 && rtt < 5_000.0, "{rtt}");
     // Just measured: the next round sends no probe, and a real miss (no shields: the
     // fallback) measures it too.
     placed.probe().await;
-    assert_eq!(origin.hits.load(Ordering::SeqCst), 1);
-    assert_eq!(get(&placed, "/k").await.unwrap().0, StatusCode::OK);
     assert_eq!(origin.hits.load(Ordering::SeqCst), 2);
+    assert_eq!(get(&placed, "/k").await.unwrap().0, StatusCode::OK);
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_probe_round_trip_leaves_out_the_time_to_open_a_connection() {
+    // An origin that takes SETUP to take up each new connection (as handshakes across the
+    // world do) and then answers at once, keeping the connection open.
+    const SETUP: Duration = Duration::from_millis(300);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let opened = Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            opened.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                tokio::time::sleep(SETUP).await;
+                while read_head(&mut stream).await.is_some() {
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    if stream.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+
+    let edge = edge_falling_back_to(origin, true);
+    edge.probe().await;
+    let rtt = origin_entry(&edge, origin)
+        .unwrap()
+        .rtt_ms
+        .expect("measured");
+    assert!(
+        rtt < SETUP.as_secs_f64() * 1000.0 / 2.0,
+        "the round trip counts the connection's setup: {rtt} ms"
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "one connection, reused"
+    );
 }
