@@ -175,6 +175,12 @@ impl TierEntry {
         self.detail.is_some() && !self.hit && !self.fwd_status
     }
 
+    /// The tier answered from its cache with no upstream involved: its time to answer is the
+    /// way there and back, not its own fetch.
+    pub fn answered_from_cache(&self) -> bool {
+        self.hit && self.detail.is_none()
+    }
+
     /// The tier answered with a stale object because its upstream failed.
     pub fn served_stale_on_error(&self) -> bool {
         self.hit && self.detail.as_deref() == Some("stale-if-error")

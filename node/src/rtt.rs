@@ -5,9 +5,13 @@
 //! A probe is `OPTIONS /` with `Max-Forwards: 0`: a Verge node answers it itself (never
 //! forwarding it, RFC 9110 §7.6.2), and any origin answers it somehow, so its round trip is the
 //! network's plus next to nothing. Each probe is two requests in a row, so that one goes over
-//! an open connection: a new connection's handshakes are no part of the round trip. An upstream that real requests reached within
-//! [`QUIET`] is not probed: its traffic measures it already; one only measured (a shield
-//! outside the edge's ring) is probed every [`SPARE_EVERY`], so that a fleet's probes stay few.
+//! an open connection: a new connection's handshakes are no part of the round trip.
+//!
+//! A real request to a shield counts only when the shield answered from its cache: a miss
+//! there adds the shield's own fetch, and a cold shield (all misses) would look as far away as
+//! its origin. An upstream that real requests measured within [`QUIET`] is not probed; one
+//! only measured (a shield outside the edge's ring) is probed every [`SPARE_EVERY`], so that a
+//! fleet's probes stay few.
 
 use std::future::Future;
 use std::sync::Mutex;

@@ -462,7 +462,13 @@ impl<F: Upstream> Target for ShieldAttempt<'_, F> {
     ) -> Result<Response<UpstreamResponseBody>, RequestError> {
         self.shield.in_flight.fetch_add(1, Ordering::Relaxed);
         let _counted = InFlight(&self.shield.in_flight);
+        let sent = Instant::now();
         let mut response = self.shield.client.request(request).await?;
+        // Only an answer from the shield's cache measures the way there: a miss adds the
+        // shield's own fetch (a cold shield would look as far as its origin).
+        if TierEntry::of(response.headers()).is_some_and(|tier| tier.answered_from_cache()) {
+            self.shield.rtt.record_request(sent.elapsed());
+        }
         // The access log names the shield by its id, not its URL.
         response
             .extensions_mut()
@@ -495,10 +501,7 @@ impl<F: Upstream> Target for ShieldAttempt<'_, F> {
             .inc();
         match attempt {
             // A relayed error status is the shield working: it answered.
-            Attempt::Ok | Attempt::ErrorStatus => {
-                shield.rtt.record_request(sent.elapsed());
-                upstream.succeeded(shield, sent)
-            }
+            Attempt::Ok | Attempt::ErrorStatus => upstream.succeeded(shield, sent),
             // Our own connection bound, not the shield's fault: eject nobody.
             // Our own connection bound, or the client's body failing: not the shield's fault.
             Attempt::Saturated | Attempt::Unresolved | Attempt::ClientError => {

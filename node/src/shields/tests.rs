@@ -415,3 +415,74 @@ async fn a_probe_round_trip_leaves_out_the_time_to_open_a_connection() {
         "one connection, reused"
     );
 }
+
+#[tokio::test]
+async fn only_answers_from_a_shields_cache_measure_the_way_to_it() {
+    // A shield that answers `/hit` from its cache at once, `/miss` after fetching for FETCH,
+    // and the latency probe at once; it counts the probes.
+    const FETCH: Duration = Duration::from_millis(300);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let probes = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&probes);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                while let Some(head) = read_head(&mut stream).await {
+                    let status = if head.starts_with("OPTIONS") {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        ""
+                    } else if head.starts_with("GET /miss") {
+                        tokio::time::sleep(FETCH).await;
+                        "cache-status: verge-shield; fwd=uri-miss; fwd-status=200; stored\r\n"
+                    } else {
+                        "cache-status: verge-shield; hit; ttl=60\r\n"
+                    };
+                    let reply = format!("HTTP/1.1 200 OK\r\n{status}content-length: 0\r\n\r\n");
+                    if stream.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let shield = TinyShield {
+        addr,
+        hits: Arc::default(),
+    };
+    let upstream = shield_upstream(vec![shield.spec("s")]);
+    let measured = |upstream: &ShieldUpstream| {
+        upstream
+            .health()
+            .into_iter()
+            .find(|h| h.id == "s")
+            .expect("the shield is reported")
+            .rtt_ms
+    };
+
+    // Misses take the shield's fetch: no round trip from them, and the shield is still probed.
+    for _ in 0..3 {
+        assert_eq!(get(&upstream, "/miss").await.unwrap().0, StatusCode::OK);
+    }
+    assert_eq!(
+        measured(&upstream),
+        None,
+        "a miss measured the way to the shield"
+    );
+    upstream.probe().await;
+    assert_eq!(probes.load(Ordering::SeqCst), 2, "one probe: two requests");
+    let rtt = measured(&upstream).expect("probed");
+    assert!(rtt < FETCH.as_secs_f64() * 1000.0 / 2.0, "{rtt} ms");
+
+    // A hit measures it: the next round sends no probe.
+    let upstream = shield_upstream(vec![shield.spec("s")]);
+    assert_eq!(get(&upstream, "/hit").await.unwrap().0, StatusCode::OK);
+    assert!(measured(&upstream).is_some(), "a hit measures the way");
+    upstream.probe().await;
+    assert_eq!(
+        probes.load(Ordering::SeqCst),
+        2,
+        "a hit measured it already"
+    );
+}
