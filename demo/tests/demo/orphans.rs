@@ -10,11 +10,23 @@ use verge_demo::orphans::{reap, DIR_PREFIX, PID_FILE};
 /// A long-running process whose command line names `dir`, as an etcd member's or a replica's
 /// does.
 fn naming(dir: &Path) -> Child {
-    Command::new("sh")
+    let child = Command::new("sh")
         .args(["-c", "sleep 300"])
         .arg(dir.join("member"))
         .spawn()
-        .unwrap()
+        .unwrap();
+    // Until it has executed, the child's command line is still this test's.
+    let cmdline = format!("/proc/{}/cmdline", child.id());
+    let named = |c: &[u8]| String::from_utf8_lossy(c).contains(&*dir.to_string_lossy());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read(&cmdline).is_ok_and(|c| named(&c)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{cmdline} never named {dir:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child
 }
 
 #[test]
