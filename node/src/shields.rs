@@ -109,6 +109,8 @@ pub struct ShieldUpstream<F = OriginUpstream> {
     /// a region also measures and reports its origin fallback, so that control knows the
     /// region's round trip straight to the origin.
     region: Option<Box<RegionId>>,
+    /// The configuration table its TLS settings come from, to name them in errors.
+    tls_key: &'static str,
 }
 
 impl<F: Upstream> ShieldUpstream<F> {
@@ -163,10 +165,18 @@ impl<F: Upstream> ShieldUpstream<F> {
             metrics,
             name: "shields".to_string(),
             region: None,
+            tls_key: "shields.tls",
         };
         this.set_members(&shields.members)
             .map_err(|e| crate::StartError::Role(format!("cannot build the shield ring: {e}")))?;
         Ok(this)
+    }
+
+    /// Names `key` (`parents.tls` for a shield's upper tier) instead of `shields.tls` where
+    /// the TLS settings are found wanting.
+    pub fn with_tls_key(mut self, key: &'static str) -> ShieldUpstream<F> {
+        self.tls_key = key;
+        self
     }
 
     /// Places the edge in `region`: its ring becomes the members `shields.topology` picks
@@ -202,7 +212,8 @@ impl<F: Upstream> ShieldUpstream<F> {
                     Ok(config) => Some(config),
                     Err(error) => {
                         tracing::error!(
-                            "shields.tls.{}: {error}; https shields cannot be reached",
+                            "{}.{}: {error}; https shields cannot be reached",
+                            self.tls_key,
                             error.key()
                         );
                         None

@@ -46,7 +46,8 @@ impl ShieldTier {
         // Checked here so that a file that cannot be used is named under `parents.tls`.
         upstream_client_config(&settings.tls, [], "parents.tls").map_err(StartError::Tls)?;
         let settings = ShieldsConfig::with_upper_tier(settings.clone(), Vec::new(), true);
-        let parents = ShieldUpstream::new(&settings, upstream, Arc::clone(&pool), metrics, in_use)?;
+        let parents = ShieldUpstream::new(&settings, upstream, Arc::clone(&pool), metrics, in_use)?
+            .with_tls_key("parents.tls");
         Ok(ShieldTier {
             pool,
             parents,
