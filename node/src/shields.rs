@@ -104,13 +104,14 @@ pub struct ShieldUpstream<F = OriginUpstream> {
     budget: Box<RetryBudget>,
     bounded_load_percent: Option<u32>,
     metrics: ShieldMetrics,
-    name: String,
+    name: &'static str,
     /// The edge's region: its tier plan's set is read from routing tables. An edge placed in
     /// a region also measures and reports its origin fallback, so that control knows the
     /// region's round trip straight to the origin.
     region: Option<Box<RegionId>>,
-    /// The configuration table its TLS settings come from, to name them in errors.
-    tls_key: &'static str,
+    /// Where its TLS settings come from, to name them in errors: `parents.tls` for a
+    /// shield's upper tier, else `shields.tls`.
+    parents: bool,
 }
 
 impl<F: Upstream> ShieldUpstream<F> {
@@ -163,19 +164,18 @@ impl<F: Upstream> ShieldUpstream<F> {
             )),
             bounded_load_percent: shields.upper.bounded_load_percent,
             metrics,
-            name: "shields".to_string(),
+            name: "shields",
             region: None,
-            tls_key: "shields.tls",
+            parents: false,
         };
         this.set_members(&shields.members)
             .map_err(|e| crate::StartError::Role(format!("cannot build the shield ring: {e}")))?;
         Ok(this)
     }
 
-    /// Names `key` (`parents.tls` for a shield's upper tier) instead of `shields.tls` where
-    /// the TLS settings are found wanting.
-    pub fn with_tls_key(mut self, key: &'static str) -> ShieldUpstream<F> {
-        self.tls_key = key;
+    /// A shield's upper tier: its TLS settings are named `parents.tls` where found wanting.
+    pub fn as_parents(mut self) -> ShieldUpstream<F> {
+        self.parents = true;
         self
     }
 
@@ -211,9 +211,9 @@ impl<F: Upstream> ShieldUpstream<F> {
                 .get_or_init(|| match client::client_config(&self.upstream.tls) {
                     Ok(config) => Some(config),
                     Err(error) => {
+                        let table = if self.parents { "parents" } else { "shields" };
                         tracing::error!(
-                            "{}.{}: {error}; https shields cannot be reached",
-                            self.tls_key,
+                            "{table}.tls.{}: {error}; https shields cannot be reached",
                             error.key()
                         );
                         None
@@ -581,7 +581,7 @@ impl<F: Upstream> Upstream for ShieldUpstream<F> {
     }
 
     fn name(&self) -> &str {
-        &self.name
+        self.name
     }
 
     /// The table's shields for this edge's region become the ring, the other healthy ones are

@@ -47,7 +47,7 @@ impl ShieldTier {
         upstream_client_config(&settings.tls, [], "parents.tls").map_err(StartError::Tls)?;
         let settings = ShieldsConfig::with_upper_tier(settings.clone(), Vec::new(), true);
         let parents = ShieldUpstream::new(&settings, upstream, Arc::clone(&pool), metrics, in_use)?
-            .with_tls_key("parents.tls");
+            .as_parents();
         Ok(ShieldTier {
             pool,
             parents,
