@@ -1,10 +1,12 @@
 //! `verge shield`: the node runtime of `verge_node` with an [`OriginPool`] as its upstream.
 //!
-//! A reload that changes `[origin]`, `[resolver]` or `[parents]` builds a new pool and upper
-//! tier beside the running ones (its names looked up first), and the node swaps them in, the
-//! routing table in force applied to the new tier first; requests in flight finish on the old
-//! ones, whose probes and lookups stop once they are no longer used. The pool's metrics live on a
-//! registry of their own, swapped with it, so the new pool's series replace the old ones.
+//! A reload that changes `[origin]` or `[resolver]` builds a new pool and upper tier beside the
+//! running ones (its names looked up first), and the node swaps them in, the routing table in
+//! force applied to the new tier first; requests in flight finish on the old ones, whose probes
+//! and lookups stop once they are no longer used. The pool's metrics live on a registry of
+//! their own, swapped with it, so the new pool's series replace the old ones. A reload that
+//! changes only `[parents]` builds a new upper tier in front of the pool serving now, which
+//! keeps its servers' health, round trips, names and metrics.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -13,7 +15,8 @@ use arc_swap::ArcSwap;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntGauge, Registry};
-use verge_config::ShieldConfig;
+use verge_config::shield::ResolverConfig;
+use verge_config::{OriginPoolConfig, ShieldConfig};
 use verge_node::metrics::NodeMetrics;
 use verge_node::reload::differing;
 use verge_node::{Node, Role, StartError};
@@ -52,6 +55,25 @@ pub struct ShieldRole {
     in_use: IntGauge,
     /// Active health checks of the serving pool; replaced with it.
     checks: Mutex<Option<HealthChecks>>,
+    /// The pool last built and what it was built from, for a reload that changes neither.
+    built: Mutex<Option<BuiltPool>>,
+}
+
+/// A pool and the settings it was built from.
+struct BuiltPool {
+    origin: OriginPoolConfig,
+    resolver: ResolverConfig,
+    pool: Arc<OriginPool>,
+}
+
+impl BuiltPool {
+    fn of(config: &ShieldConfig, pool: &Arc<OriginPool>) -> BuiltPool {
+        BuiltPool {
+            origin: config.origin.clone(),
+            resolver: config.resolver.clone(),
+            pool: Arc::clone(pool),
+        }
+    }
 }
 
 impl ShieldRole {
@@ -107,10 +129,13 @@ impl Role for ShieldRole {
             tier_metrics: ShieldMetrics::register(registry)?,
             in_use: metrics.upstream_connections_in_use.clone(),
             checks: Mutex::new(None),
+            built: Mutex::new(None),
         };
         let (pool, pool_registry, checks) = shield.pool(config).map_err(start_error)?;
         shield.metrics.current.store(Arc::new(pool_registry));
         *shield.checks.lock().unwrap_or_else(PoisonError::into_inner) = checks;
+        *shield.built.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(BuiltPool::of(config, &pool));
         let tier = shield.tier(config, pool)?;
         Ok((shield, tier))
     }
@@ -130,6 +155,16 @@ impl Role for ShieldRole {
     }
 
     fn build_upstream(&self, config: &ShieldConfig) -> Result<ShieldTier, String> {
+        let kept = self
+            .built
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|b| b.origin == config.origin && b.resolver == config.resolver)
+            .map(|b| Arc::clone(&b.pool));
+        if let Some(pool) = kept {
+            return self.tier(config, pool).map_err(|e| e.to_string());
+        }
         let (pool, registry, checks) = self.pool(config).map_err(|e| e.to_string())?;
         // Reloads run off the async workers, so waiting here blocks no request.
         let lookups = Arc::clone(&pool);
@@ -143,6 +178,8 @@ impl Role for ShieldRole {
         }
         self.metrics.current.store(Arc::new(registry));
         *self.checks.lock().unwrap_or_else(PoisonError::into_inner) = checks;
+        *self.built.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(BuiltPool::of(config, &pool));
         self.tier(config, pool).map_err(|e| e.to_string())
     }
 }

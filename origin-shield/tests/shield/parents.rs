@@ -230,19 +230,20 @@ fn write_file(path: &Path, text: &str) {
     std::fs::rename(&part, path).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_that_changes_parents_applies_them_live_and_keeps_the_parents_in_the_table() {
-    let tiers = TwoLevels::start().await;
-    let upper = tiers.start_upper().await;
-    let dir = tempfile::TempDir::new().unwrap();
-    let path = dir.path().join("lower.toml");
-    write_file(&path, &tiers.shield_toml(LOWER, "", ""));
-    let config = ShieldConfig::from_file(&path).unwrap();
-    let lower = RunningNode::start_from::<ShieldRole>(&config, &path).await;
+/// The lower shield started from a file (so that it can reload), with its parent.
+async fn lower_from_file(tiers: &TwoLevels, path: &Path) -> RunningNode {
+    write_file(path, &tiers.shield_toml(LOWER, "", ""));
+    let config = ShieldConfig::from_file(path).unwrap();
+    let lower = RunningNode::start_from::<ShieldRole>(&config, path).await;
     has_parent(&lower).await;
+    lower
+}
 
+/// Rewrites the lower shield's file with a `[parents]` table that ejects at the first failure
+/// and reloads it: only `parents` changed.
+async fn reload_with_strict_parents(tiers: &TwoLevels, lower: &RunningNode, path: &Path) {
     write_file(
-        &path,
+        path,
         &tiers.shield_toml(
             LOWER,
             "",
@@ -256,10 +257,41 @@ async fn a_reload_that_changes_parents_applies_them_live_and_keeps_the_parents_i
         .unwrap_or_else(|e| panic!("the reload was refused: {e}"));
     assert_eq!(report.changed, ["parents"]);
     assert_eq!(report.version, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_parents_applies_them_live_and_keeps_the_parents_in_the_table() {
+    let tiers = TwoLevels::start().await;
+    let upper = tiers.start_upper().await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = dir.path().join("lower.toml");
+    let lower = lower_from_file(&tiers, &path).await;
+    reload_with_strict_parents(&tiers, &lower, &path).await;
 
     // The new tier has the table's parent at once, and its settings.
     assert_eq!(get(&lower, "/after-reload").await, 200);
     assert_eq!(last_fetcher(&tiers.near, "/after-reload"), UPPER);
     let metrics = misses_with_the_upper_stopped(&tiers, upper, &lower).await;
     assert_eq!(failures(&metrics), 1.0, "ejected at its first failure");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_only_parents_keeps_the_origin_pool_as_it_is() {
+    let tiers = TwoLevels::start().await;
+    let upper = tiers.start_upper().await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = dir.path().join("lower.toml");
+    let lower = lower_from_file(&tiers, &path).await;
+    // The lower shield's own pool fetches three objects while the upper one is stopped.
+    let fetched = |metrics: &Metrics| {
+        metrics.value_or_zero("verge_origin_requests_total", &[("result", "ok")])
+    };
+    let before = misses_with_the_upper_stopped(&tiers, upper, &lower).await;
+    assert_eq!(fetched(&before), 3.0);
+
+    reload_with_strict_parents(&tiers, &lower, &path).await;
+    // The same pool serves on: its servers' state and counts were not started over.
+    assert_eq!(fetched(&lower.metrics().await), 3.0, "a new pool");
+    assert_eq!(get(&lower, "/after-reload").await, 200);
+    assert_eq!(fetched(&lower.metrics().await), 4.0);
 }
