@@ -375,29 +375,56 @@ async fn an_edge_in_a_region_measures_and_reports_its_origin_fallback() {
     assert_eq!(origin.hits.load(Ordering::SeqCst), 3);
 }
 
+/// A keep-alive server on loopback: each new connection is taken up after `setup`, then each
+/// request gets an empty 200 with the header lines `answer` gives for its head, after the delay
+/// it gives. It counts connections and `OPTIONS` requests (probes).
+struct KeepAlive {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    probes: Arc<AtomicUsize>,
+}
+
+impl KeepAlive {
+    async fn start(setup: Duration, answer: fn(&str) -> (Duration, &'static str)) -> KeepAlive {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (connections, probes): (Arc<AtomicUsize>, Arc<AtomicUsize>) = Default::default();
+        let (opened, probed) = (Arc::clone(&connections), Arc::clone(&probes));
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                opened.fetch_add(1, Ordering::SeqCst);
+                let probed = Arc::clone(&probed);
+                tokio::spawn(async move {
+                    tokio::time::sleep(setup).await;
+                    while let Some(head) = read_head(&mut stream).await {
+                        if head.starts_with("OPTIONS") {
+                            probed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let (delay, lines) = answer(&head);
+                        tokio::time::sleep(delay).await;
+                        let reply = format!("HTTP/1.1 200 OK\r\n{lines}content-length: 0\r\n\r\n");
+                        if stream.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        KeepAlive {
+            addr,
+            connections,
+            probes,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_probe_round_trip_leaves_out_the_time_to_open_a_connection() {
     // An origin that takes SETUP to take up each new connection (as handshakes across the
-    // world do) and then answers at once, keeping the connection open.
+    // world do) and then answers at once.
     const SETUP: Duration = Duration::from_millis(300);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let opened = Arc::clone(&connections);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            opened.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                tokio::time::sleep(SETUP).await;
-                while read_head(&mut stream).await.is_some() {
-                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-                    if stream.write_all(reply).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let server = KeepAlive::start(SETUP, |_| (Duration::ZERO, "")).await;
+    let (origin, connections) = (server.addr, server.connections);
 
     let edge = edge_falling_back_to(origin, true);
     edge.probe().await;
@@ -418,37 +445,26 @@ async fn a_probe_round_trip_leaves_out_the_time_to_open_a_connection() {
 
 #[tokio::test]
 async fn only_answers_from_a_shields_cache_measure_the_way_to_it() {
-    // A shield that answers `/hit` from its cache at once, `/miss` after fetching for FETCH,
-    // and the latency probe at once; it counts the probes.
+    // A shield that answers `/hit` from its cache at once, `/miss` after fetching for
+    // FETCH, and the latency probe at once.
     const FETCH: Duration = Duration::from_millis(300);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let probes = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&probes);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let counted = Arc::clone(&counted);
-            tokio::spawn(async move {
-                while let Some(head) = read_head(&mut stream).await {
-                    let status = if head.starts_with("OPTIONS") {
-                        counted.fetch_add(1, Ordering::SeqCst);
-                        ""
-                    } else if head.starts_with("GET /miss") {
-                        tokio::time::sleep(FETCH).await;
-                        "cache-status: verge-shield; fwd=uri-miss; fwd-status=200; stored\r\n"
-                    } else {
-                        "cache-status: verge-shield; hit; ttl=60\r\n"
-                    };
-                    let reply = format!("HTTP/1.1 200 OK\r\n{status}content-length: 0\r\n\r\n");
-                    if stream.write_all(reply.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    let server = KeepAlive::start(Duration::ZERO, |head| {
+        if head.starts_with("GET /miss") {
+            let miss = "cache-status: verge-shield; fwd=uri-miss; fwd-status=200; stored\r\n";
+            (FETCH, miss)
+        } else if head.starts_with("GET") {
+            (
+                Duration::ZERO,
+                "cache-status: verge-shield; hit; ttl=60\r\n",
+            )
+        } else {
+            (Duration::ZERO, "")
         }
-    });
+    })
+    .await;
+    let probes = server.probes;
     let shield = TinyShield {
-        addr,
+        addr: server.addr,
         hits: Arc::default(),
     };
     let upstream = shield_upstream(vec![shield.spec("s")]);

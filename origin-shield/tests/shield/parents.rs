@@ -7,7 +7,7 @@
 //! one from a far one (every answer late), so that control, measuring both, keeps the us shield
 //! as the only upper one. Who fetched an object is the last `Via` entry the origin received.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -230,13 +230,16 @@ fn write_file(path: &Path, text: &str) {
     std::fs::rename(&part, path).unwrap();
 }
 
-/// The lower shield started from a file (so that it can reload), with its parent.
-async fn lower_from_file(tiers: &TwoLevels, path: &Path) -> RunningNode {
-    write_file(path, &tiers.shield_toml(LOWER, "", ""));
-    let config = ShieldConfig::from_file(path).unwrap();
-    let lower = RunningNode::start_from::<ShieldRole>(&config, path).await;
+/// The lower shield started from a file (so that it can reload), with its parent; the file's
+/// directory and path.
+async fn reloadable_lower(tiers: &TwoLevels) -> (RunningNode, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = dir.path().join("lower.toml");
+    write_file(&path, &tiers.shield_toml(LOWER, "", ""));
+    let config = ShieldConfig::from_file(&path).unwrap();
+    let lower = RunningNode::start_from::<ShieldRole>(&config, &path).await;
     has_parent(&lower).await;
-    lower
+    (lower, dir, path)
 }
 
 /// Rewrites the lower shield's file with a `[parents]` table that ejects at the first failure
@@ -263,9 +266,7 @@ async fn reload_with_strict_parents(tiers: &TwoLevels, lower: &RunningNode, path
 async fn a_reload_that_changes_parents_applies_them_live_and_keeps_the_parents_in_the_table() {
     let tiers = TwoLevels::start().await;
     let upper = tiers.start_upper().await;
-    let dir = tempfile::TempDir::new().unwrap();
-    let path = dir.path().join("lower.toml");
-    let lower = lower_from_file(&tiers, &path).await;
+    let (lower, _dir, path) = reloadable_lower(&tiers).await;
     reload_with_strict_parents(&tiers, &lower, &path).await;
 
     // The new tier has the table's parent at once, and its settings.
@@ -279,9 +280,7 @@ async fn a_reload_that_changes_parents_applies_them_live_and_keeps_the_parents_i
 async fn a_reload_that_changes_only_parents_keeps_the_origin_pool_as_it_is() {
     let tiers = TwoLevels::start().await;
     let upper = tiers.start_upper().await;
-    let dir = tempfile::TempDir::new().unwrap();
-    let path = dir.path().join("lower.toml");
-    let lower = lower_from_file(&tiers, &path).await;
+    let (lower, _dir, path) = reloadable_lower(&tiers).await;
     // The lower shield's own pool fetches three objects while the upper one is stopped.
     let fetched = |metrics: &Metrics| {
         metrics.value_or_zero("verge_origin_requests_total", &[("result", "ok")])
