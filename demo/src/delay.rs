@@ -60,7 +60,9 @@ pub struct LinkSettings {
 }
 
 impl LinkSettings {
-    /// A link in `region` with no jitter, 4096 connections and 1 MiB held per direction.
+    /// A link in `region` with no jitter, 4096 connections and 4 MiB held per direction: more
+    /// than the largest sample object, so that the bound never holds back part of an answer
+    /// for one more crossing.
     pub fn new(region: &str, regions: &[Region], matrix: &LatencyMatrix) -> LinkSettings {
         LinkSettings {
             region: region.to_string(),
@@ -68,7 +70,7 @@ impl LinkSettings {
             matrix: matrix.clone(),
             jitter: Duration::ZERO,
             max_connections: 4096,
-            max_buffered: 1024 * 1024,
+            max_buffered: 4 * 1024 * 1024,
         }
     }
 

@@ -351,3 +351,29 @@ async fn segments_on_both_sides_of_the_link_are_ethernet_sized() {
         segment(&behind)
     );
 }
+
+// The real clock: a link's bound on bytes held must not hold back part of an answer as large
+// as the largest sample object for a second crossing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_as_large_as_the_largest_sample_crosses_in_one_delay() {
+    const BODY: usize = 2 * 1024 * 1024;
+    let one_way = 110 * MS;
+    let (listener, server) = listen("127.3.0.60").await;
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        stream.write_all(&vec![7u8; BODY]).await.unwrap();
+        stream.shutdown().await.unwrap();
+    });
+    let settings = LinkSettings::new("ap", &default_regions(), &LatencyMatrix::default_demo());
+    let link = link_on("127.3.0.61", server, settings).await;
+    let started = Instant::now();
+    let mut client = connect_from("127.2.0.60", link.addr()).await;
+    let received = read_to_end_within(&mut client, Duration::from_secs(5), "the answer ends").await;
+    let took = started.elapsed();
+    assert_eq!(received.len(), BODY);
+    assert!(
+        took < one_way * 8 / 5,
+        "{BODY} bytes took {took:?} for a one-way delay of {one_way:?}"
+    );
+    link.stop().await;
+}
