@@ -4,8 +4,8 @@
 //!
 //! A probe is `OPTIONS /` with `Max-Forwards: 0`: a Verge node answers it itself (never
 //! forwarding it, RFC 9110 §7.6.2), and any origin answers it somehow, so its round trip is the
-//! network's plus next to nothing. Each probe is two requests in a row, so that one goes over
-//! an open connection: a new connection's handshakes are no part of the round trip.
+//! network's plus next to nothing. A probe that may have opened a connection is followed by a
+//! second one over it: a new connection's handshakes are no part of the round trip.
 //!
 //! A real request to a shield counts only when the shield answered from its cache: a miss
 //! there adds the shield's own fetch, and a cold shield (all misses) would look as far away as
@@ -33,7 +33,7 @@ pub const QUIET: Duration = Duration::from_secs(1);
 /// How often an upstream the node does not send traffic to is probed.
 pub const SPARE_EVERY: Duration = Duration::from_secs(10);
 /// How often an edge probes the origin it falls back to when no real request went there: every
-/// edge of a fleet does, so the origin sees one probe (two requests) per edge per minute at most.
+/// edge of a fleet does, so the origin sees one probe (at most two requests) per edge per minute.
 pub const ORIGIN_EVERY: Duration = Duration::from_secs(60);
 
 /// The most of a probe's answer read (to put its connection back in the pool); an answer
@@ -96,28 +96,35 @@ impl RttWindow {
     }
 }
 
-/// Measures a round trip into `window` with two probes (`send` sends [`probe_request`]), one
-/// after the other: the first may have to open a connection (its TCP and TLS handshakes are
-/// round trips of their own, which would make a rarely probed upstream look two or three times
-/// as far as it is), the second goes over the connection the first left open. Both are
-/// recorded; the window keeps the least.
+/// Measures a round trip into `window` with a probe (`send` sends [`probe_request`]), and a
+/// second one right after when the first may have had to open a connection: no sample yet, or
+/// one well above the least so far. A new connection's TCP and TLS handshakes are round trips
+/// of their own, which would make a rarely probed upstream look two or three times as far as
+/// it is; the second probe goes over the connection the first left open. Both are recorded;
+/// the window keeps the least. An upstream probed over a warm connection gets one request.
 pub async fn probe<F, Fut>(window: &RttWindow, send: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Response<UpstreamResponseBody>, RequestError>>,
 {
     for _ in 0..2 {
+        let least = window.rtt_ms();
         let sent = Instant::now();
         let Ok(response) = send().await else {
             return;
         };
-        window.record(sent.elapsed());
+        let took = sent.elapsed();
+        window.record(took);
         // Read to the end (bounded), so that the connection goes back to the pool.
         if Limited::new(response.into_body(), PROBE_BODY_MAX)
             .collect()
             .await
             .is_err()
         {
+            return;
+        }
+        let near_least = least.is_some_and(|least| took.as_secs_f64() * 1000.0 <= least * 1.5);
+        if near_least {
             return;
         }
     }

@@ -356,7 +356,7 @@ async fn an_edge_in_a_region_measures_and_reports_its_origin_fallback() {
     assert_eq!(origin.hits.load(Ordering::SeqCst), 0, "nothing probed");
 
     // An edge: reported without a round trip until measured, then probed once (two requests:
-    // this origin closes every connection, so both open one).
+    // with no sample before it, the first may have opened a connection).
     let placed = edge_falling_back_to(origin.addr, true);
     let entry = origin_entry(&placed, origin.addr).expect("the origin is reported");
     assert!(entry.up && entry.rtt_ms.is_none());
@@ -424,7 +424,7 @@ async fn a_probe_round_trip_leaves_out_the_time_to_open_a_connection() {
     // world do) and then answers at once.
     const SETUP: Duration = Duration::from_millis(300);
     let server = KeepAlive::start(SETUP, |_| (Duration::ZERO, "")).await;
-    let (origin, connections) = (server.addr, server.connections);
+    let (origin, connections) = (server.addr, Arc::clone(&server.connections));
 
     let edge = edge_falling_back_to(origin, true);
     edge.probe().await;
@@ -441,6 +441,19 @@ async fn a_probe_round_trip_leaves_out_the_time_to_open_a_connection() {
         1,
         "one connection, reused"
     );
+    assert_eq!(server.probes.load(Ordering::SeqCst), 2);
+
+    // Over a warm connection, a round trip near the least so far needs no second request.
+    let config = UpstreamConfig {
+        origin: OriginUrl::parse(&format!("http://{origin}")).unwrap(),
+        ..upstream_config()
+    };
+    let client = OriginUpstream::new(&config, prometheus::IntGauge::new("u", "u").unwrap());
+    let window = RttWindow::default();
+    client.probe_into(&window).await;
+    assert_eq!(server.probes.load(Ordering::SeqCst), 4, "a new connection");
+    client.probe_into(&window).await;
+    assert_eq!(server.probes.load(Ordering::SeqCst), 5, "a warm one");
 }
 
 #[tokio::test]
@@ -487,7 +500,11 @@ async fn only_answers_from_a_shields_cache_measure_the_way_to_it() {
         "a miss measured the way to the shield"
     );
     upstream.probe().await;
-    assert_eq!(probes.load(Ordering::SeqCst), 2, "one probe: two requests");
+    assert_eq!(
+        probes.load(Ordering::SeqCst),
+        2,
+        "the first probe: two requests"
+    );
     let rtt = measured(&upstream).expect("probed");
     assert!(rtt < FETCH.as_secs_f64() * 1000.0 / 2.0, "{rtt} ms");
 
