@@ -66,6 +66,11 @@ pub struct RegionInfo {
 }
 
 impl DemoState {
+    /// The node named `id`, if the demo has one.
+    pub fn node(&self, id: &str) -> Option<&NodeEndpoints> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
     pub fn edges(&self) -> impl Iterator<Item = &NodeEndpoints> {
         self.nodes.iter().filter(|n| n.role == "edge")
     }

@@ -268,13 +268,7 @@ async fn with_the_default_topology_an_ap_miss_goes_to_the_shield_near_the_origin
     let demo = verge_demo::Demo::start(verge_demo::DemoOptions::default())
         .await
         .unwrap();
-    let ap = demo
-        .state
-        .nodes
-        .iter()
-        .find(|n| n.id == "ap-1")
-        .unwrap()
-        .clone();
+    let ap = demo.state.node("ap-1").unwrap().clone();
     let client = HttpClient::http1();
     let before = shield_requests(&ap.admin).await;
     // Eight objects: on one ring over both shields, about half would be owned by eu's.
@@ -350,14 +344,7 @@ async fn with_two_levels_an_eu_miss_goes_through_its_own_shield_to_the_one_near_
     })
     .await
     .unwrap();
-    let node = |id: &str| {
-        demo.state
-            .nodes
-            .iter()
-            .find(|n| n.id == id)
-            .unwrap()
-            .clone()
-    };
+    let node = |id: &str| demo.state.node(id).unwrap().clone();
     let (eu, shield_eu) = (node("eu-1"), node("shield-eu-1"));
     // The shields apply the table with its upper tier shortly after the edges are ready.
     let upper = shield_eu.admin.clone();

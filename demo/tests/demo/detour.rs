@@ -100,13 +100,7 @@ async fn with_the_shield_near_the_origin_down_a_far_region_goes_straight_to_the_
     .await;
 
     // A us miss now reaches the origin without crossing to eu.
-    let us = demo
-        .state
-        .nodes
-        .iter()
-        .find(|n| n.id == "us-1")
-        .unwrap()
-        .clone();
+    let us = demo.state.node("us-1").unwrap().clone();
     let path = demo.state.samples.last().unwrap().clone();
     wait_until("us-1 applied the plan", Duration::from_secs(10), || async {
         let text = HttpClient::http1()

@@ -38,13 +38,7 @@ async fn get(state: &DemoState, region: &str, url: &str) -> Result<u16, String> 
 }
 
 fn node_url(demo: &Demo, id: &str) -> String {
-    demo.state
-        .nodes
-        .iter()
-        .find(|n| n.id == id)
-        .unwrap()
-        .http
-        .clone()
+    demo.state.node(id).unwrap().http.clone()
 }
 
 async fn purge_all(demo: &Demo) -> u64 {
