@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use crate::delay::{DelayLink, LinkSettings};
 use crate::origin::{self, SampleOrigin};
 use crate::readiness::Readiness;
 use crate::replicas::Replicas;
-use crate::state::{DemoState, NodeEndpoints, PathLatency, RegionInfo};
+use crate::state::{DemoState, NodeEndpoints, PathLatency, RegionInfo, SiteLatency};
 use crate::topology::{self, DemoOptions, NodePlan, Role, HOSTNAME};
 
 /// How long stopping may take, all nodes draining at once (their grace is 2 s).
@@ -168,7 +168,7 @@ impl Demo {
         let origin_link = DelayLink::start(
             origin_addr,
             origin.addr(),
-            link_settings(&options, &origin_region.id),
+            link_settings(&options, &origin_region.id, origin_addr.ip()),
         )
         .await
         .map_err(bind_error("the origin's delay link", origin_addr))?;
@@ -193,6 +193,7 @@ impl Demo {
                     .collect(),
                 samples: origin::samples(),
                 latency: latency_table(&options),
+                origin_site: origin_site(&options),
             },
             control,
             control_urls: started.node_urls,
@@ -205,7 +206,7 @@ impl Demo {
         let plans = topology::nodes(&options);
         for plan in &plans {
             let listen = SocketAddr::new(plan.ip, 0);
-            let link = DelayLink::bind(listen, link_settings(&options, &plan.region.id))
+            let link = DelayLink::bind(listen, link_settings(&options, &plan.region.id, plan.ip))
                 .await
                 .map_err(bind_error(&format!("{}'s delay link", plan.id), listen))?;
             let advertise = format!("http://{}", link.addr());
@@ -397,10 +398,11 @@ impl Demo {
     }
 }
 
-/// A link in `region` with the demo's latency and jitter.
-pub(crate) fn link_settings(options: &DemoOptions, region: &str) -> LinkSettings {
+/// A link in `region` at address `ip` with the demo's latency and jitter.
+pub(crate) fn link_settings(options: &DemoOptions, region: &str, ip: IpAddr) -> LinkSettings {
     LinkSettings {
         jitter: options.jitter,
+        site: topology::site_of(options, ip),
         ..LinkSettings::new(region, &options.regions, &options.latency)
     }
 }
@@ -489,6 +491,23 @@ fn latency_table(options: &DemoOptions) -> Vec<PathLatency> {
         }
     }
     table
+}
+
+/// Who is at the origin's site, when any shield is.
+fn origin_site(options: &DemoOptions) -> Option<SiteLatency> {
+    let site = topology::origin_site(options);
+    let shields: Vec<String> = topology::nodes(options)
+        .into_iter()
+        .filter(|n| site.contains(&n.ip))
+        .map(|n| n.id)
+        .collect();
+    if shields.is_empty() {
+        return None;
+    }
+    Some(SiteLatency {
+        members: std::iter::once("origin".to_string()).chain(shields).collect(),
+        one_way_ms: options.latency.site.as_secs_f64() * 1000.0,
+    })
 }
 
 /// A token no one guesses: 128 bits from the standard library's randomly keyed hasher.

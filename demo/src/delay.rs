@@ -51,6 +51,9 @@ pub struct LinkSettings {
     /// The simulated regions, to place peers by their source address.
     pub regions: Vec<Region>,
     pub matrix: LatencyMatrix,
+    /// The addresses at the link's own site, the link's included (empty: a site of its own):
+    /// peers from them are `matrix.site` away.
+    pub site: Vec<IpAddr>,
     /// Up to this much extra delay per chunk, drawn uniformly (never reordering bytes).
     pub jitter: Duration,
     /// Connections relayed at once; more wait in the listener's backlog.
@@ -68,15 +71,20 @@ impl LinkSettings {
             region: region.to_string(),
             regions: regions.to_vec(),
             matrix: matrix.clone(),
+            site: Vec::new(),
             jitter: Duration::ZERO,
             max_connections: 4096,
             max_buffered: 4 * 1024 * 1024,
         }
     }
 
-    /// The one-way delay for a connection from `peer`: the latency between the peer's region
-    /// and the link's; none for a peer outside every region.
+    /// The one-way delay for a connection from `peer`: the site's latency for a peer at the
+    /// link's site, else the latency between the peer's region and the link's; none for a peer
+    /// outside every region.
     pub fn delay_for(&self, peer: IpAddr) -> Duration {
+        if self.site.contains(&peer) {
+            return self.matrix.site;
+        }
         region_of(&self.regions, peer)
             .map_or(Duration::ZERO, |r| self.matrix.one_way(&r.id, &self.region))
     }
@@ -571,6 +579,21 @@ mod tests {
         assert_eq!(link.delay_for("127.1.0.5".parse().unwrap()), ms(1));
         assert_eq!(link.delay_for("127.0.0.1".parse().unwrap()), ms(0));
         assert_eq!(link.delay_for("::1".parse().unwrap()), ms(0));
+    }
+
+    #[test]
+    fn peers_at_the_links_site_are_the_sites_latency_away() {
+        let regions = default_regions();
+        let matrix = LatencyMatrix::default_demo();
+        let link = LinkSettings {
+            site: vec!["127.1.0.200".parse().unwrap(), "127.1.0.101".parse().unwrap()],
+            ..LinkSettings::new("us", &regions, &matrix)
+        };
+        assert_eq!(link.delay_for("127.1.0.101".parse().unwrap()), matrix.site);
+        assert_eq!(
+            link.delay_for("127.1.0.1".parse().unwrap()),
+            Duration::from_millis(1)
+        );
     }
 
     #[test]

@@ -139,6 +139,7 @@ mod tests {
             regions: Vec::new(),
             samples: vec!["/static/img/000.jpg".into()],
             latency: Vec::new(),
+            origin_site: None,
         }
     }
 

@@ -33,20 +33,25 @@ pub fn region_of(regions: &[Region], ip: IpAddr) -> Option<&Region> {
     }
 }
 
-/// One-way latency between regions, symmetric; `local` within a region.
+/// One-way latency between regions, symmetric; `local` within a region, `site` within the
+/// origin's site (the origin and the shields of its region, in one data centre, as a CDN places
+/// the shields that guard an origin).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatencyMatrix {
     pub local: Duration,
+    pub site: Duration,
     /// `(a, b, one-way)`, in either order.
     pub pairs: Vec<(String, String, Duration)>,
 }
 
 impl LatencyMatrix {
-    /// The demo's default: us–eu 40 ms, us–ap 80 ms, eu–ap 110 ms one way; 1 ms within a region.
+    /// The demo's default: us–eu 40 ms, us–ap 80 ms, eu–ap 110 ms one way; 1 ms within a region,
+    /// 0.1 ms within the origin's site.
     pub fn default_demo() -> LatencyMatrix {
         let ms = Duration::from_millis;
         LatencyMatrix {
             local: ms(1),
+            site: Duration::from_micros(100),
             pairs: vec![
                 ("us".into(), "eu".into(), ms(40)),
                 ("us".into(), "ap".into(), ms(80)),

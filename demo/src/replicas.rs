@@ -128,7 +128,7 @@ impl Replicas {
             verge: ha.verge.clone(),
             dir,
         };
-        let settings = link_settings(options, &region.id);
+        let settings = link_settings(options, &region.id, topology::control_ip(region));
         for replica in plan.replicas() {
             let listen = SocketAddr::new(topology::control_ip(region), 0);
             let link = DelayLink::start(listen, replica.listen, settings.clone())

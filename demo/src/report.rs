@@ -127,6 +127,14 @@ fn latency_line(state: &DemoState) -> String {
     if let Some(local) = local {
         let _ = write!(line, "; within a region {local} ms");
     }
+    if let Some(site) = &state.origin_site {
+        let _ = write!(
+            line,
+            "; within the origin's site ({}) {} ms",
+            site.members.join(", "),
+            site.one_way_ms
+        );
+    }
     line + "\n"
 }
 
@@ -246,7 +254,7 @@ pub fn command_name(exe: &Path, cwd: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{ControlEndpoints, NodeEndpoints, PathLatency, RegionInfo};
+    use crate::state::{ControlEndpoints, NodeEndpoints, PathLatency, RegionInfo, SiteLatency};
 
     fn state() -> DemoState {
         DemoState {
@@ -292,6 +300,7 @@ mod tests {
                     one_way_ms: 1.0,
                 },
             ],
+            origin_site: None,
         }
     }
 
@@ -331,6 +340,15 @@ mod tests {
         );
         assert!(text.contains("dig @127.0.0.1 -p 5300 -b 127.2.200.1 cdn.verge.test"));
         assert!(latency_line(&state()).contains("us–eu 40 ms; within a region 1 ms"));
+        let with_site = DemoState {
+            origin_site: Some(SiteLatency {
+                members: vec!["origin".into(), "shield-us-1".into()],
+                one_way_ms: 0.1,
+            }),
+            ..state()
+        };
+        assert!(latency_line(&with_site)
+            .ends_with("; within the origin's site (origin, shield-us-1) 0.1 ms\n"));
     }
 
     #[test]

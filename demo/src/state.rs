@@ -22,6 +22,16 @@ pub struct DemoState {
     /// The simulated one-way latency between every two regions (and within each).
     #[serde(default)]
     pub latency: Vec<PathLatency>,
+    /// The origin's site: the origin and the shields beside it, and the latency between them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_site: Option<SiteLatency>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteLatency {
+    /// `origin` and the ids of the shields at its site.
+    pub members: Vec<String>,
+    pub one_way_ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -233,6 +233,32 @@ pub fn origin_ip(region: &Region) -> IpAddr {
     region.addr(0, 200)
 }
 
+/// The addresses at the origin's site: the origin and the shields of its region.
+pub fn origin_site(options: &DemoOptions) -> Vec<IpAddr> {
+    let Some(region) = options
+        .regions
+        .iter()
+        .find(|r| r.id == options.origin_region)
+    else {
+        return Vec::new();
+    };
+    let shields = nodes(options)
+        .into_iter()
+        .filter(|n| n.role == Role::Shield && n.region == *region)
+        .map(|n| n.ip);
+    std::iter::once(origin_ip(region)).chain(shields).collect()
+}
+
+/// The addresses at the site of `ip` (with it): the origin's site when `ip` is there, else none.
+pub fn site_of(options: &DemoOptions, ip: IpAddr) -> Vec<IpAddr> {
+    let site = origin_site(options);
+    if site.contains(&ip) {
+        site
+    } else {
+        Vec::new()
+    }
+}
+
 /// Control's address for nodes (its delay link; with `--ha`, every replica's), in `region`
 /// (the origin's).
 pub fn control_ip(region: &Region) -> IpAddr {
@@ -453,6 +479,23 @@ mod tests {
         assert_eq!(ip("shield-eu-1"), "127.2.0.101");
         assert_eq!(origin_ip(&options.regions[0]).to_string(), "127.1.0.200");
         assert_eq!(client_ip(&options.regions[2]).to_string(), "127.3.200.1");
+    }
+
+    #[test]
+    fn the_origins_site_holds_the_origin_and_the_shields_of_its_region() {
+        let options = DemoOptions::default();
+        let at = |s: &str| s.parse::<IpAddr>().unwrap();
+        let site = vec![at("127.1.0.200"), at("127.1.0.101")];
+        assert_eq!(origin_site(&options), site);
+        assert_eq!(site_of(&options, at("127.1.0.101")), site);
+        for elsewhere in ["127.2.0.101", "127.1.0.1", "127.1.0.250"] {
+            assert!(site_of(&options, at(elsewhere)).is_empty(), "{elsewhere}");
+        }
+        let no_shield_there = DemoOptions {
+            shields: vec!["eu".into()],
+            ..DemoOptions::default()
+        };
+        assert_eq!(origin_site(&no_shield_there), vec![at("127.1.0.200")]);
     }
 
     #[test]

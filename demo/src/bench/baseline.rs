@@ -67,8 +67,15 @@ pub fn options_like(state: &DemoState, shields: Vec<String>) -> Result<DemoOptio
             .iter()
             .find(|p| p.from == p.to)
             .map_or(options.latency.local, |p| ms(p.one_way_ms));
+        // A state without a site is from a demo whose shields were a region's latency from
+        // the origin.
+        let site = state
+            .origin_site
+            .as_ref()
+            .map_or(local, |s| ms(s.one_way_ms));
         options.latency = LatencyMatrix {
             local,
+            site,
             pairs: state
                 .latency
                 .iter()
