@@ -505,7 +505,9 @@ fn origin_site(options: &DemoOptions) -> Option<SiteLatency> {
         return None;
     }
     Some(SiteLatency {
-        members: std::iter::once("origin".to_string()).chain(shields).collect(),
+        members: std::iter::once("origin".to_string())
+            .chain(shields)
+            .collect(),
         one_way_ms: options.latency.site.as_secs_f64() * 1000.0,
     })
 }

@@ -205,15 +205,21 @@ impl SingleControl {
             .find(|r| r.id == options.origin_region)
             .ok_or_else(|| DemoError::Options("no origin region".into()))?;
         let control_addr = SocketAddr::new(topology::control_ip(origin_region), 0);
-        let link = DelayLink::bind(control_addr, link_settings(options, &origin_region.id, control_addr.ip()))
-            .await
-            .map_err(bind_error("control's delay link", control_addr))?;
+        let link = DelayLink::bind(
+            control_addr,
+            link_settings(options, &origin_region.id, control_addr.ip()),
+        )
+        .await
+        .map_err(bind_error("control's delay link", control_addr))?;
         // Operators' address for control's admin API, stable across a control restart: a
         // link on 127.0.0.1 (no delay for peers there).
         let admin_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let admin_link = DelayLink::bind(admin_addr, link_settings(options, &origin_region.id, admin_addr.ip()))
-            .await
-            .map_err(bind_error("control's admin link", admin_addr))?;
+        let admin_link = DelayLink::bind(
+            admin_addr,
+            link_settings(options, &origin_region.id, admin_addr.ip()),
+        )
+        .await
+        .map_err(bind_error("control's admin link", admin_addr))?;
         let mut owned = None;
         let data_dir = match &options.data_dir {
             Some(dir) => dir.clone(),

@@ -586,7 +586,10 @@ mod tests {
         let regions = default_regions();
         let matrix = LatencyMatrix::default_demo();
         let link = LinkSettings {
-            site: vec!["127.1.0.200".parse().unwrap(), "127.1.0.101".parse().unwrap()],
+            site: vec![
+                "127.1.0.200".parse().unwrap(),
+                "127.1.0.101".parse().unwrap(),
+            ],
             ..LinkSettings::new("us", &regions, &matrix)
         };
         assert_eq!(link.delay_for("127.1.0.101".parse().unwrap()), matrix.site);

@@ -6,6 +6,10 @@
 //! An upstream body streams through a relay task and a small channel: when the client stops
 //! taking the body for `server.send_timeout`, the relay gives up and drops the upstream body,
 //! so a client that does not read never holds an upstream connection for longer.
+//!
+//! A body being stored comes from its fill ([`ResponseBody::filling`]): the fill reads the
+//! upstream at its own pace (its followers wait on it, not on this client) and hands each part
+//! over as it reads it, or ends the body with an error when the upstream fails part way.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -21,6 +25,10 @@ use tokio::sync::mpsc::error::SendTimeoutError;
 use crate::access_log::OpenLine;
 use crate::upstream::UpstreamResponseBody;
 
+/// Why a body ended before all of it was sent; the server then closes the connection, so the
+/// client sees a short answer, never a complete-looking one.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 pub enum ResponseBody {
     Full(Option<Bytes>),
     Stream {
@@ -29,8 +37,15 @@ pub enum ResponseBody {
     },
     /// An upstream body relayed by a task of its own ([`ResponseBody::stream`]).
     Relayed {
-        frames: mpsc::Receiver<Result<Frame<Bytes>, hyper::Error>>,
+        frames: mpsc::Receiver<Result<Frame<Bytes>, BodyError>>,
         hint: SizeHint,
+        done: bool,
+    },
+    /// A body handed over by the fill that stores it ([`ResponseBody::filling`]).
+    Filling {
+        parts: mpsc::UnboundedReceiver<Result<Bytes, BodyError>>,
+        /// Bytes still to come.
+        remaining: u64,
         done: bool,
     },
     /// A body whose request has an access log line.
@@ -81,23 +96,80 @@ impl ResponseBody {
             done: false,
         }
     }
+
+    /// A body of `length` bytes that a fill hands over as it reads them, through the returned
+    /// [`FillFeed`]. The parts are those the fill keeps for storing (shared, not copied), so
+    /// what waits for a slow client is bounded by the object's size.
+    pub(crate) fn filling(length: u64) -> (FillFeed, ResponseBody) {
+        let (sender, parts) = mpsc::unbounded_channel();
+        let body = ResponseBody::Filling {
+            parts,
+            remaining: length,
+            done: length == 0,
+        };
+        (FillFeed(sender), body)
+    }
+}
+
+/// The fill's end of a [`ResponseBody::filling`] body. Sending to a client that went away does
+/// nothing: the fill goes on for its followers.
+pub(crate) struct FillFeed(mpsc::UnboundedSender<Result<Bytes, BodyError>>);
+
+impl FillFeed {
+    pub(crate) fn send(&self, part: Bytes) {
+        let _ = self.0.send(Ok(part));
+    }
+
+    /// Ends the body short with `error`.
+    pub(crate) fn fail(self, error: BodyError) {
+        let _ = self.0.send(Err(error));
+    }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResponseBody::Stream { prefix, rest } => {
                 if let Some(p) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
-                Pin::new(rest).poll_frame(cx)
+                Pin::new(rest)
+                    .poll_frame(cx)
+                    .map(|frame| frame.map(|f| f.map_err(BodyError::from)))
+            }
+            ResponseBody::Filling {
+                parts,
+                remaining,
+                done,
+            } => {
+                if *done {
+                    return Poll::Ready(None);
+                }
+                match parts.poll_recv(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(Ok(part))) => {
+                        *remaining = remaining.saturating_sub(part.len() as u64);
+                        *done = *remaining == 0;
+                        Poll::Ready(Some(Ok(Frame::data(part))))
+                    }
+                    Poll::Ready(Some(Err(error))) => {
+                        *done = true;
+                        Poll::Ready(Some(Err(error)))
+                    }
+                    // The fill went away without finishing (its task ended): never a
+                    // complete-looking answer.
+                    Poll::Ready(None) => {
+                        *done = true;
+                        Poll::Ready(Some(Err("the fill ended before the body did".into())))
+                    }
+                }
             }
             ResponseBody::Relayed { frames, done, .. } => {
                 let polled = frames.poll_recv(cx);
@@ -129,7 +201,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(bytes) => bytes.is_none(),
             ResponseBody::Stream { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
-            ResponseBody::Relayed { done, .. } => *done,
+            ResponseBody::Relayed { done, .. } | ResponseBody::Filling { done, .. } => *done,
             ResponseBody::Logged(logged) => logged.inner.is_end_stream(),
         }
     }
@@ -150,6 +222,7 @@ impl Body for ResponseBody {
                 hint
             }
             ResponseBody::Relayed { hint, .. } => *hint,
+            ResponseBody::Filling { remaining, .. } => SizeHint::with_exact(*remaining),
             ResponseBody::Logged(logged) => logged.inner.size_hint(),
         }
     }
@@ -162,7 +235,7 @@ const RELAY_FRAMES: usize = 2;
 /// takes no frame for `send_timeout`.
 async fn relay(
     mut body: ResponseBody,
-    sender: mpsc::Sender<Result<Frame<Bytes>, hyper::Error>>,
+    sender: mpsc::Sender<Result<Frame<Bytes>, BodyError>>,
     send_timeout: Duration,
 ) {
     while let Some(frame) = body.frame().await {

@@ -77,6 +77,12 @@ impl Compressor {
         }
     }
 
+    /// Whether an object with these headers and length may be sent compressed (whatever the
+    /// client accepts): answers from it are then made from the whole of it.
+    pub(crate) fn applies(&self, headers: &HeaderMap, len: usize) -> bool {
+        compress::compressible(headers, len, &self.config)
+    }
+
     /// The compressed variant of `object` for a request under `key`, when there is one (or it
     /// can be made now).
     pub(crate) fn for_request(

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH};
 use http::{response, HeaderMap, Method, Response, StatusCode};
+use http_body::Frame;
 use http_body_util::BodyExt;
 use verge_cache::policy::{self, AgeInputs};
 use verge_cache::purge::surrogate_keys;
@@ -153,6 +154,9 @@ impl<U: Upstream> CachePipeline<U> {
                 return Ok(self.pass_through(ctx, &mut publisher, fetched.head, body, reason, fwd));
             }
         };
+        if let Some(length) = self.streams_while_filling(ctx, &fetched.head, stored.is_some()) {
+            return Ok(self.stream_and_store(ctx, &mut publisher, fetched, length, lifetime, fwd));
+        }
         let Fetched {
             head,
             body,
@@ -384,31 +388,11 @@ impl<U: Upstream> CachePipeline<U> {
         lifetime: Duration,
         fwd: &'static str,
     ) -> (Response<ResponseBody>, RequestOutcome) {
-        let Fetched {
-            mut head,
-            cc,
-            tags,
-            request_time,
-            response_time,
-            ..
-        } = read;
-        let fwd_status = Some(head.status.as_u16());
-        let corrected_initial_age =
-            AgeInputs::from_headers(&head.headers, request_time, response_time)
-                .corrected_initial_age();
-        head.headers
-            .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        vary_on_encoding(&mut head.headers);
+        let fwd_status = Some(read.head.status.as_u16());
+        let length = bytes.len();
         let object = Arc::new(CachedObject {
-            status: head.status,
-            vary: VaryKey::new(&head.headers, &ctx.parts.headers),
-            headers: stored_headers(&head.headers, &cc),
             body: bytes,
-            response_time,
-            corrected_initial_age,
-            freshness_lifetime: lifetime,
-            cc,
-            surrogate_keys: tags,
+            ..new_object(ctx, read, length, lifetime)
         });
         let stored = self.store.insert(ctx.key.clone(), Arc::clone(&object));
         if !publisher.is_leading() && stored {
@@ -532,23 +516,7 @@ impl<U: Upstream> CachePipeline<U> {
         let capacity = expected.map_or(0, |n| n.min(max as u64) as usize);
         let mut buffer = BytesMut::with_capacity(capacity);
         let idle = self.upstream.body_idle_timeout();
-        loop {
-            let frame = match tokio::time::timeout(idle, body.frame()).await {
-                Err(_) => {
-                    return Err(RequestError::UpstreamTimeout {
-                        upstream: self.upstream.name().to_string(),
-                        after: idle,
-                    })
-                }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    return Err(RequestError::UpstreamBroken {
-                        upstream: self.upstream.name().to_string(),
-                        reason: format!("response body: {e}"),
-                    })
-                }
-                Ok(Some(Ok(frame))) => frame,
-            };
+        while let Some(frame) = next_frame(&mut body, idle, self.upstream.name()).await? {
             if let Ok(data) = frame.into_data() {
                 buffer.extend_from_slice(&data);
                 if buffer.len() > max {
@@ -581,6 +549,60 @@ fn is_error_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 500 | 502 | 503 | 504)
 }
 
+/// The next frame of an upstream body, or its end; an error when none comes within `idle` or
+/// the body breaks.
+async fn next_frame(
+    body: &mut UpstreamResponseBody,
+    idle: Duration,
+    upstream: &str,
+) -> Result<Option<Frame<Bytes>>, RequestError> {
+    match tokio::time::timeout(idle, body.frame()).await {
+        Err(_) => Err(RequestError::UpstreamTimeout {
+            upstream: upstream.to_string(),
+            after: idle,
+        }),
+        Ok(None) => Ok(None),
+        Ok(Some(Err(e))) => Err(RequestError::UpstreamBroken {
+            upstream: upstream.to_string(),
+            reason: format!("response body: {e}"),
+        }),
+        Ok(Some(Ok(frame))) => Ok(Some(frame)),
+    }
+}
+
+/// The object a read answer of `length` bytes makes, its body still to be set.
+fn new_object(
+    ctx: &RequestContext,
+    read: Fetched<()>,
+    length: usize,
+    lifetime: Duration,
+) -> CachedObject {
+    let Fetched {
+        mut head,
+        cc,
+        tags,
+        request_time,
+        response_time,
+        ..
+    } = read;
+    let corrected_initial_age =
+        AgeInputs::from_headers(&head.headers, request_time, response_time).corrected_initial_age();
+    head.headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    vary_on_encoding(&mut head.headers);
+    CachedObject {
+        status: head.status,
+        vary: VaryKey::new(&head.headers, &ctx.parts.headers),
+        headers: stored_headers(&head.headers, &cc),
+        body: Bytes::new(),
+        response_time,
+        corrected_initial_age,
+        freshness_lifetime: lifetime,
+        cc,
+        surrogate_keys: tags,
+    }
+}
+
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(CONTENT_LENGTH)
@@ -589,3 +611,4 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 mod stored;
+pub(crate) mod streamed;

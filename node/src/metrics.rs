@@ -97,6 +97,7 @@ pub struct NodeMetrics {
     not_stored: IntCounterVec,
     pub hit_for_miss_keys: IntGauge,
     pub fills_in_flight: IntGauge,
+    pub fills_cut_short: IntCounter,
     pub connections_open: IntGauge,
     pub connections_total: IntCounter,
     pub connections_max: IntGauge,
@@ -177,6 +178,10 @@ impl NodeMetrics {
                 "Keys remembered as not storable",
             )?,
             fills_in_flight: IntGauge::new("verge_fills_in_flight", "Cache fills in progress")?,
+            fills_cut_short: IntCounter::new(
+                "verge_fills_cut_short_total",
+                "Fills whose upstream body failed after their answer had begun to stream: the client's answer ended short and nothing was stored",
+            )?,
             connections_open: IntGauge::new(
                 "verge_connections_open",
                 "Client connections open on the data plane",
@@ -271,7 +276,7 @@ impl NodeMetrics {
         verge_serve::register_metrics!(
             registry; m.requests, m.request_duration, m.cache_objects, m.cache_bytes,
             m.cache_max_bytes, m.upstream_requests, m.upstream_duration, m.coalesced, m.not_stored,
-            m.hit_for_miss_keys, m.fills_in_flight, m.connections_open, m.connections_total,
+            m.hit_for_miss_keys, m.fills_in_flight, m.fills_cut_short, m.connections_open, m.connections_total,
             m.connections_max, m.connections_shed, m.revalidations, m.purge_requests, m.purged_urls,
             m.purge_index_keys, m.purge_index_tags, m.upstream_connections_in_use,
             m.upstream_connections_max, m.rule_requests, m.compressions,

@@ -46,9 +46,7 @@ impl<U: Upstream> CachePipeline<U> {
         mut status: CacheStatus,
         now: SystemTime,
     ) -> Response<ResponseBody> {
-        status.ttl = Some(object.ttl_seconds(now));
-        let age = HeaderValue::from(object.current_age(now).as_secs());
-        let cache_status = status.render_after(self.cache_name, object.headers.get(&CACHE_STATUS));
+        let (age, cache_status) = self.age_and_status(object, &mut status, now);
         if object.status == StatusCode::OK {
             if policy::not_modified(&ctx.parts.headers, &object.headers) {
                 return match self.downstream {
@@ -69,13 +67,33 @@ impl<U: Upstream> CachePipeline<U> {
         } else {
             ResponseBody::full(object.body.clone())
         };
-        let mut response = Response::new(body);
-        *response.status_mut() = object.status;
-        let headers = response.headers_mut();
-        *headers = object.headers.clone();
-        headers.insert(AGE, age);
-        headers.insert(CACHE_STATUS.clone(), cache_status);
-        response
+        whole(object, body, age, cache_status)
+    }
+
+    /// The whole of `object`, whose body a fill is still reading: it arrives in `body`. Only
+    /// for a request answered with the whole object, as it is (see `streams_while_filling`).
+    pub(crate) fn respond_while_filling(
+        &self,
+        object: &CachedObject,
+        mut status: CacheStatus,
+        now: SystemTime,
+        body: ResponseBody,
+    ) -> Response<ResponseBody> {
+        let (age, cache_status) = self.age_and_status(object, &mut status, now);
+        whole(object, body, age, cache_status)
+    }
+
+    /// The `Age` and `Cache-Status` of an answer from `object`.
+    fn age_and_status(
+        &self,
+        object: &CachedObject,
+        status: &mut CacheStatus,
+        now: SystemTime,
+    ) -> (HeaderValue, HeaderValue) {
+        status.ttl = Some(object.ttl_seconds(now));
+        let age = HeaderValue::from(object.current_age(now).as_secs());
+        let cache_status = status.render_after(self.cache_name, object.headers.get(&CACHE_STATUS));
+        (age, cache_status)
     }
 
     /// A 206 or 416 for the request's `Range`, or `None` to send the whole object.
@@ -198,5 +216,21 @@ fn not_modified_with(
     let mut response = Response::new(ResponseBody::empty());
     *response.status_mut() = StatusCode::NOT_MODIFIED;
     *response.headers_mut() = headers;
+    response
+}
+
+/// `object`'s status and headers with `age` and `cache_status`, and `body`.
+fn whole(
+    object: &CachedObject,
+    body: ResponseBody,
+    age: HeaderValue,
+    cache_status: HeaderValue,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = object.status;
+    let headers = response.headers_mut();
+    *headers = object.headers.clone();
+    headers.insert(AGE, age);
+    headers.insert(CACHE_STATUS.clone(), cache_status);
     response
 }

@@ -404,12 +404,12 @@ struct Tracked {
 
 impl http_body::Body for Tracked {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = crate::body::BodyError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
         std::pin::Pin::new(&mut self.body).poll_frame(cx)
     }
 

@@ -119,13 +119,29 @@ pub async fn start_origin_and_cdn(topology: Topology, tweaks: &[&str]) -> (FakeO
     let origin = FakeOrigin::start().await;
     let clock = Arc::new(ManualClock::new());
     origin.follow_clock(clock.clone());
-    let cdn = match topology {
+    let cdn = start_cdn_with_clock(origin.addr(), topology, tweaks, clock).await;
+    (origin, cdn)
+}
+
+/// The CDN in `topology` in front of the origin at `origin` (any server: a [`crate::RawOrigin`],
+/// say), each node with `tweaks`.
+pub async fn start_cdn(origin: SocketAddr, topology: Topology, tweaks: &[&str]) -> TestCdn {
+    start_cdn_with_clock(origin, topology, tweaks, Arc::new(ManualClock::new())).await
+}
+
+async fn start_cdn_with_clock(
+    origin: SocketAddr,
+    topology: Topology,
+    tweaks: &[&str],
+    clock: Arc<ManualClock>,
+) -> TestCdn {
+    match topology {
         Topology::Direct => TestCdn {
-            edge: start_edge_with_clock(origin.addr(), tweaks, clock).await,
+            edge: start_edge_with_clock(origin, tweaks, clock).await,
             shield: None,
         },
         Topology::Shielded => {
-            let shield = start_shield_node(origin.addr(), tweaks, clock.clone()).await;
+            let shield = start_shield_node(origin, tweaks, clock.clone()).await;
             let members = format!(
                 "shields.members = [{{ id = {SHIELD_ID:?}, url = \"http://{}\" }}]",
                 shield.data_addr
@@ -133,12 +149,11 @@ pub async fn start_origin_and_cdn(topology: Topology, tweaks: &[&str]) -> (FakeO
             let mut edge_tweaks = vec![members.as_str(), "shields.origin_fallback = false"];
             edge_tweaks.extend_from_slice(tweaks);
             TestCdn {
-                edge: start_edge_with_clock(origin.addr(), &edge_tweaks, clock).await,
+                edge: start_edge_with_clock(origin, &edge_tweaks, clock).await,
                 shield: Some(shield),
             }
         }
-    };
-    (origin, cdn)
+    }
 }
 
 /// Makes each named `async fn(Topology)` in scope a test in both topologies: `direct::NAME`

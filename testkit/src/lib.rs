@@ -45,13 +45,13 @@ pub mod upstream;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use cdn::{start_origin_and_cdn, TestCdn, Topology};
+pub use cdn::{start_cdn, start_origin_and_cdn, TestCdn, Topology};
 pub use client::{raw_exchange, HttpClient, RawReply, TestResponse};
 pub use edge::{edge_toml, start_edge, start_edge_with_clock, TestEdge};
 pub use fake_origin::{FakeOrigin, RecordedRequest, Reply};
 pub use metrics::Metrics;
 pub use node::{bind, bind_with_clock, RunningNode};
-pub use raw_origin::RawOrigin;
+pub use raw_origin::{cacheable_head_with_body, RawOrigin};
 
 /// Bound on any single network wait in a test (a request, a connect, a read to the end).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// Answers requests, in arrival order, with scripted responses; stops accepting when dropped.
@@ -18,7 +19,7 @@ pub struct RawOrigin {
 }
 
 /// What the origin does on a connection once a scripted response is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum After {
     /// Keeps the connection open for the next request.
     KeepOpen,
@@ -27,6 +28,8 @@ enum After {
     /// Sends nothing more and answers nothing more (what arrives is read and dropped) until the
     /// peer closes the connection.
     Stall,
+    /// Sends these bytes once notified, then keeps the connection open.
+    Hold(Arc<Notify>, Vec<u8>),
 }
 
 #[derive(Default)]
@@ -73,6 +76,14 @@ impl RawOrigin {
     /// peer closes it.
     pub fn push_then_stall(&self, response: impl Into<Vec<u8>>) {
         self.enqueue(response.into(), After::Stall);
+    }
+
+    /// Like [`RawOrigin::push`] with `first`, then sends `rest` once the returned `Notify` is
+    /// notified: an answer the test holds part way.
+    pub fn push_held(&self, first: impl Into<Vec<u8>>, rest: impl Into<Vec<u8>>) -> Arc<Notify> {
+        let release = Arc::new(Notify::new());
+        self.enqueue(first.into(), After::Hold(Arc::clone(&release), rest.into()));
+        release
     }
 
     fn enqueue(&self, response: Vec<u8>, after: After) {
@@ -123,6 +134,12 @@ async fn serve(mut stream: TcpStream, state: Arc<RawState>) {
             match after {
                 After::KeepOpen => {}
                 After::Close => return,
+                After::Hold(release, rest) => {
+                    release.notified().await;
+                    if stream.write_all(&rest).await.is_err() {
+                        return;
+                    }
+                }
                 After::Stall => {
                     // Ends when the peer closes (read returns 0) or resets the connection.
                     while let Ok(n) = stream.read(&mut chunk).await {
@@ -139,6 +156,17 @@ async fn serve(mut stream: TcpStream, state: Arc<RawState>) {
             Ok(n) => buffer.extend_from_slice(&chunk[..n]),
         }
     }
+}
+
+/// A cacheable head (`max-age=60`) promising `content_length` bytes, followed by the first
+/// `sent` of them (see [`crate::patterned_body`]).
+pub fn cacheable_head_with_body(content_length: usize, sent: usize) -> Vec<u8> {
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: {content_length}\r\n\r\n"
+    )
+    .into_bytes();
+    response.extend(crate::patterned_body(sent));
+    response
 }
 
 /// Reads one request head (up to 8 KiB) from `stream`, for servers that answer without parsing:

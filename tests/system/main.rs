@@ -39,6 +39,7 @@ mod rfc9111_validation;
 mod rfc9111_vary_head_range;
 mod shield_failover_stream;
 mod shield_tier;
+mod streamed_fill;
 mod tiers;
 mod tls_edge;
 mod upstream_garbage;

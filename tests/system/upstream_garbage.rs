@@ -14,7 +14,9 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use support::{start_edge, within, HttpClient, RawOrigin, TestResponse, IO_TIMEOUT};
+use support::{
+    cacheable_head_with_body, start_edge, within, HttpClient, RawOrigin, TestResponse, IO_TIMEOUT,
+};
 use verge_cache::ManualClock;
 use verge_config::ShieldConfig;
 use verge_origin_shield::ShieldRole;
@@ -22,16 +24,6 @@ use verge_testkit::RunningNode;
 
 /// Not HTTP at all.
 const GARBAGE: &[u8] = b"hello there\r\n\r\n";
-
-/// A cacheable head promising `content_length` bytes, followed by `sent` body bytes.
-fn cacheable_head_with_body(content_length: usize, sent: usize) -> Vec<u8> {
-    let mut response = format!(
-        "HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: {content_length}\r\n\r\n"
-    )
-    .into_bytes();
-    response.extend(support::patterned_body(sent));
-    response
-}
 
 /// A whole, cacheable 200 with this body.
 fn cacheable(body: &str) -> Vec<u8> {

@@ -1,0 +1,163 @@
+//! A fill of a long body answers as it reads: the client's first bytes do not wait for the
+//! upstream's last, at either tier. Clients asking for the same object meanwhile wait for the
+//! whole of it; it is stored once whole. A long body cut short ends the client's answer short
+//! and is stored nowhere. (Bodies up to `STREAM_ABOVE_BYTES` are read whole first: cut short,
+//! they get a clean 502, as `upstream_garbage` checks.)
+
+use verge_testkit as support;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use support::{
+    cacheable_head_with_body, patterned_body, start_cdn, within, HttpClient, RawOrigin, TestCdn,
+    Topology, IO_TIMEOUT,
+};
+use verge_node::STREAM_ABOVE_BYTES;
+
+const LONG: usize = 4 * STREAM_ABOVE_BYTES as usize;
+const FIRST: usize = LONG / 2;
+
+/// The head of a GET for `url`, its body still to be read.
+async fn get_head(url: &str) -> http::Response<Incoming> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request = Request::get(url).body(Full::default()).unwrap();
+    within("the answer's head", IO_TIMEOUT, client.request(request))
+        .await
+        .unwrap()
+}
+
+/// Reads `body` until at least `n` bytes have come.
+async fn read_at_least(body: &mut Incoming, n: usize) -> Vec<u8> {
+    let mut read = Vec::new();
+    while read.len() < n {
+        let frame = within("the body's first part", IO_TIMEOUT, body.frame())
+            .await
+            .expect("the body ended early")
+            .expect("the body broke");
+        if let Ok(data) = frame.into_data() {
+            read.extend_from_slice(&data);
+        }
+    }
+    read
+}
+
+/// `verge_fills_cut_short_total` of every tier, the edge's first.
+async fn cut_short(cdn: &TestCdn) -> Vec<f64> {
+    const NAME: &str = "verge_fills_cut_short_total";
+    let mut counts = vec![cdn.metrics().await.value_or_zero(NAME, &[])];
+    if let Some(shield) = &cdn.shield {
+        counts.push(shield.metrics().await.value_or_zero(NAME, &[]));
+    }
+    counts
+}
+
+async fn a_long_body_reaches_the_client_while_the_upstream_still_sends_it(topology: Topology) {
+    let origin = RawOrigin::start().await;
+    let whole = patterned_body(LONG);
+    let release = origin.push_held(cacheable_head_with_body(LONG, FIRST), &whole[FIRST..]);
+    let cdn = start_cdn(origin.addr(), topology, &[]).await;
+
+    let response = get_head(&cdn.url("/long")).await;
+    assert_eq!(response.status(), 200);
+    let cache_status = response.headers()["cache-status"].to_str().unwrap();
+    assert!(cache_status.contains("fwd="), "{cache_status}");
+    let mut body = response.into_body();
+    // The origin holds the rest back: these bytes came through every tier while it did.
+    let mut read = read_at_least(&mut body, FIRST).await;
+
+    // A client asking meanwhile waits for the fill, and gets the whole object from it.
+    let follower = tokio::spawn({
+        let url = cdn.url("/long");
+        async move { HttpClient::http1().get(&url).await }
+    });
+    release.notify_one();
+    let rest = within("the rest of the body", IO_TIMEOUT, body.collect())
+        .await
+        .expect("the body broke")
+        .to_bytes();
+    read.extend_from_slice(&rest);
+    assert!(
+        read == whole,
+        "the client got {} bytes, not the object",
+        read.len()
+    );
+    let follower = follower.await.unwrap();
+    assert_eq!(follower.status, 200);
+    assert!(
+        follower.body == whole,
+        "the follower got {} bytes",
+        follower.body.len()
+    );
+
+    let again = cdn.get("/long").await;
+    again.assert_cache_status_has("hit", "");
+    assert!(again.body == whole);
+    assert_eq!(origin.requests().len(), 1, "one fetch for all three");
+    assert!(cut_short(&cdn).await.iter().all(|n| *n == 0.0));
+}
+
+async fn a_client_leaving_part_way_leaves_the_fill_going(topology: Topology) {
+    let origin = RawOrigin::start().await;
+    let whole = patterned_body(LONG);
+    let release = origin.push_held(cacheable_head_with_body(LONG, FIRST), &whole[FIRST..]);
+    let cdn = start_cdn(origin.addr(), topology, &[]).await;
+
+    let mut body = get_head(&cdn.url("/left")).await.into_body();
+    read_at_least(&mut body, FIRST).await;
+    drop(body);
+    release.notify_one();
+
+    // The fill read on for the cache: the next client gets the stored object.
+    let url = cdn.url("/left");
+    support::eventually("the object stored", || async {
+        HttpClient::http1()
+            .get(&url)
+            .await
+            .cache_status()
+            .contains("hit")
+    })
+    .await;
+    assert!(cdn.get("/left").await.body == whole);
+    assert_eq!(origin.requests().len(), 1);
+}
+
+async fn a_long_body_cut_short_ends_the_answer_short_and_is_stored_nowhere(topology: Topology) {
+    let origin = RawOrigin::start().await;
+    origin.push_then_close(cacheable_head_with_body(LONG, FIRST));
+    let cdn = start_cdn(origin.addr(), topology, &[]).await;
+
+    let response = get_head(&cdn.url("/cut")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-length"], LONG.to_string());
+    match within("the body", IO_TIMEOUT, response.into_body().collect()).await {
+        Err(_) => {}
+        Ok(body) => panic!(
+            "a complete-looking {}-byte body of the promised {LONG}",
+            body.to_bytes().len()
+        ),
+    }
+    // Every tier saw its upstream fail part way (the edge's upstream is the shield, if any).
+    assert_eq!(
+        cut_short(&cdn).await,
+        vec![1.0; cdn.shield.iter().count() + 1]
+    );
+
+    // Nothing was stored: the next request is fetched again, and that answer is kept.
+    let whole = patterned_body(LONG);
+    origin.push(cacheable_head_with_body(LONG, LONG));
+    let second = cdn.get("/cut").await;
+    assert_eq!(second.status, 200);
+    assert!(second.body == whole, "{} bytes", second.body.len());
+    assert_eq!(origin.requests().len(), 2);
+    cdn.get("/cut").await.assert_cache_status_has("hit", "");
+}
+
+support::in_both_topologies!(
+    a_long_body_reaches_the_client_while_the_upstream_still_sends_it,
+    a_client_leaving_part_way_leaves_the_fill_going,
+    a_long_body_cut_short_ends_the_answer_short_and_is_stored_nowhere,
+);
