@@ -132,6 +132,8 @@ pub struct CacheConfig {
     pub max_bytes: ByteSize,
     /// Larger responses stream through without being stored.
     pub max_object_bytes: ByteSize,
+    /// A fill of a longer body answers as it reads; a shorter one is read whole first.
+    pub stream_above_bytes: ByteSize,
     /// How long a key whose response was not storable skips request coalescing.
     pub hit_for_miss_ttl: Duration,
     /// Bound on the number of keys remembered as not storable.
@@ -187,6 +189,7 @@ pub mod defaults {
     pub const SEND_TIMEOUT: &str = "60s";
     pub const MAX_BYTES: &str = "256MiB";
     pub const MAX_OBJECT_BYTES: &str = "8MiB";
+    pub const STREAM_ABOVE_BYTES: &str = "64KiB";
     pub const HIT_FOR_MISS_TTL: &str = "30s";
     pub const HIT_FOR_MISS_MAX_KEYS: u64 = 100_000;
     pub const MAX_RANGES: u64 = 16;
@@ -492,6 +495,12 @@ fn validate_cache(c: &mut Collector, role: NodeRole, raw: RawCache) -> Option<Ca
         raw.max_object_bytes.as_ref(),
         MAX_OBJECT_BYTES,
     );
+    let stream_above_bytes = size(
+        c,
+        "cache.stream_above_bytes",
+        raw.stream_above_bytes.as_ref(),
+        STREAM_ABOVE_BYTES,
+    );
     if let Some(m) = max_bytes {
         if m.0 == 0 {
             c.push("cache.max_bytes", "must be greater than 0");
@@ -540,6 +549,7 @@ fn validate_cache(c: &mut Collector, role: NodeRole, raw: RawCache) -> Option<Ca
     Some(CacheConfig {
         max_bytes,
         max_object_bytes,
+        stream_above_bytes: stream_above_bytes?,
         hit_for_miss_ttl: hfm_ttl?,
         hit_for_miss_max_keys: hfm_keys?,
         max_ranges: usize::try_from(max_ranges?).ok()?,

@@ -222,6 +222,7 @@ const KEYS: &[(Role, &str, &str, Kind)] = &[
     (Role::Edge, "cache", "max_ranges", Kind::Count),
     (Role::Edge, "server", "listen", Kind::Address),
     (Role::Shield, "cache", "max_bytes", Kind::Size),
+    (Role::Shield, "cache", "stream_above_bytes", Kind::Size),
     (Role::Shield, "origin", "health_interval", Kind::Duration),
     (Role::Shield, "origin", "retries", Kind::Count),
     (Role::Shield, "server", "admin_listen", Kind::Address),

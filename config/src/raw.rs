@@ -346,6 +346,7 @@ pub struct RawServer {
 pub struct RawCache {
     pub max_bytes: Option<RawSize>,
     pub max_object_bytes: Option<RawSize>,
+    pub stream_above_bytes: Option<RawSize>,
     pub hit_for_miss_ttl: Option<String>,
     pub hit_for_miss_max_keys: Option<u64>,
     pub max_ranges: Option<u64>,

@@ -611,4 +611,4 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 mod stored;
-pub(crate) mod streamed;
+mod streamed;

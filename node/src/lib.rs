@@ -59,7 +59,6 @@ use std::net::SocketAddr;
 
 pub use control::ControlClient;
 pub use error::{Fault, RequestError};
-pub use fill::streamed::STREAM_ABOVE_BYTES;
 pub use node::{ListenerAddrs, Node};
 pub use pipeline::{CachePipeline, Downstream, PipelineIdentity, PipelineLimits};
 pub use reload::{Reload, ReloadMetrics, Role};

@@ -81,6 +81,8 @@ pub enum Downstream {
 pub struct PipelineLimits {
     /// Byte ranges served in one 206; more are answered with the whole object.
     pub max_ranges: usize,
+    /// A fill of a longer body answers as it reads (`cache.stream_above_bytes`).
+    pub stream_above: u64,
     /// What happens to the fields that override host, URL or method.
     pub override_headers: OverrideHeaders,
     /// How request bodies are read.
@@ -100,6 +102,7 @@ impl PipelineLimits {
     pub fn new(cache: &CacheConfig, server: &ServerConfig) -> PipelineLimits {
         PipelineLimits {
             max_ranges: cache.max_ranges,
+            stream_above: cache.stream_above_bytes.bytes(),
             override_headers: server.override_headers,
             body: BodyLimits {
                 buffer: usize::try_from(server.request_body_buffer.bytes()).unwrap_or(usize::MAX),

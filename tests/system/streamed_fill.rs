@@ -1,8 +1,8 @@
-//! A fill of a long body answers as it reads: the client's first bytes do not wait for the
-//! upstream's last, at either tier. Clients asking for the same object meanwhile wait for the
-//! whole of it; it is stored once whole. A long body cut short ends the client's answer short
-//! and is stored nowhere. (Bodies up to `STREAM_ABOVE_BYTES` are read whole first: cut short,
-//! they get a clean 502, as `upstream_garbage` checks.)
+//! A fill of a body longer than `cache.stream_above_bytes` answers as it reads: the client's
+//! first bytes do not wait for the upstream's last, at either tier. Clients asking for the same
+//! object meanwhile wait for the whole of it; it is stored once whole. A long body cut short
+//! ends the client's answer short and is stored nowhere. Shorter bodies are read whole first:
+//! cut short, they get a clean 502 (as `upstream_garbage` checks for the default bound).
 
 use verge_testkit as support;
 
@@ -16,9 +16,9 @@ use support::{
     cacheable_head_with_body, patterned_body, start_cdn, within, HttpClient, RawOrigin, TestCdn,
     Topology, IO_TIMEOUT,
 };
-use verge_node::STREAM_ABOVE_BYTES;
-
-const LONG: usize = 4 * STREAM_ABOVE_BYTES as usize;
+/// Over the default `cache.stream_above_bytes` (64 KiB), which the tests set all the same.
+const STREAMS: &str = "cache.stream_above_bytes = \"64KiB\"";
+const LONG: usize = 256 * 1024;
 const FIRST: usize = LONG / 2;
 
 /// The head of a GET for `url`, its body still to be read.
@@ -59,7 +59,7 @@ async fn a_long_body_reaches_the_client_while_the_upstream_still_sends_it(topolo
     let origin = RawOrigin::start().await;
     let whole = patterned_body(LONG);
     let release = origin.push_held(cacheable_head_with_body(LONG, FIRST), &whole[FIRST..]);
-    let cdn = start_cdn(origin.addr(), topology, &[]).await;
+    let cdn = start_cdn(origin.addr(), topology, &[STREAMS]).await;
 
     let response = get_head(&cdn.url("/long")).await;
     assert_eq!(response.status(), 200);
@@ -104,7 +104,7 @@ async fn a_client_leaving_part_way_leaves_the_fill_going(topology: Topology) {
     let origin = RawOrigin::start().await;
     let whole = patterned_body(LONG);
     let release = origin.push_held(cacheable_head_with_body(LONG, FIRST), &whole[FIRST..]);
-    let cdn = start_cdn(origin.addr(), topology, &[]).await;
+    let cdn = start_cdn(origin.addr(), topology, &[STREAMS]).await;
 
     let mut body = get_head(&cdn.url("/left")).await.into_body();
     read_at_least(&mut body, FIRST).await;
@@ -128,7 +128,7 @@ async fn a_client_leaving_part_way_leaves_the_fill_going(topology: Topology) {
 async fn a_long_body_cut_short_ends_the_answer_short_and_is_stored_nowhere(topology: Topology) {
     let origin = RawOrigin::start().await;
     origin.push_then_close(cacheable_head_with_body(LONG, FIRST));
-    let cdn = start_cdn(origin.addr(), topology, &[]).await;
+    let cdn = start_cdn(origin.addr(), topology, &[STREAMS]).await;
 
     let response = get_head(&cdn.url("/cut")).await;
     assert_eq!(response.status(), 200);
@@ -156,8 +156,20 @@ async fn a_long_body_cut_short_ends_the_answer_short_and_is_stored_nowhere(topol
     cdn.get("/cut").await.assert_cache_status_has("hit", "");
 }
 
+async fn a_body_within_the_streaming_bound_cut_short_gets_a_clean_502(topology: Topology) {
+    let origin = RawOrigin::start().await;
+    origin.push_then_close(cacheable_head_with_body(LONG, FIRST));
+    let bound = "cache.stream_above_bytes = \"1MiB\"";
+    let cdn = start_cdn(origin.addr(), topology, &[bound]).await;
+
+    let response = HttpClient::http1().get(&cdn.url("/whole-first")).await;
+    assert_eq!(response.status, 502, "{}", response.cache_status());
+    assert!(cut_short(&cdn).await.iter().all(|n| *n == 0.0));
+}
+
 support::in_both_topologies!(
     a_long_body_reaches_the_client_while_the_upstream_still_sends_it,
     a_client_leaving_part_way_leaves_the_fill_going,
     a_long_body_cut_short_ends_the_answer_short_and_is_stored_nowhere,
+    a_body_within_the_streaming_bound_cut_short_gets_a_clean_502,
 );

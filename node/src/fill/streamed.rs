@@ -3,9 +3,9 @@
 //! followers wait on it) and stores the object once the whole of it has come; an upstream that
 //! fails part way ends the client's answer short and stores nothing.
 //!
-//! Only bodies longer than [`STREAM_ABOVE_BYTES`] stream: a shorter one comes in a read or two
-//! anyway, and is read whole first, so that an upstream failing part way through it still gets
-//! the client a clean 502.
+//! Only bodies longer than `cache.stream_above_bytes` (64 KiB unless set) stream: a shorter
+//! one comes in a read or two anyway, and is read whole first, so that an upstream failing part
+//! way through it still gets the client a clean 502.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,12 +23,9 @@ use crate::metrics::{NodeMetrics, RequestOutcome};
 use crate::pipeline::{CachePipeline, RequestContext};
 use crate::upstream::{Upstream, UpstreamResponseBody};
 
-/// Bodies up to this long are read whole before the answer starts.
-pub const STREAM_ABOVE_BYTES: u64 = 64 * 1024;
-
 impl<U: Upstream> CachePipeline<U> {
     /// The length of an answer that may go to the client as the fill reads it: a 200 of known
-    /// length over [`STREAM_ABOVE_BYTES`] that fits the store, for a GET answered with the whole of it as it is (no range,
+    /// length over `cache.stream_above_bytes` that fits the store, for a GET answered with the whole of it as it is (no range,
     /// no 304, no compressed variant to make from it first), with no stored object that an
     /// upstream failing part way would have to be answered from instead.
     pub(super) fn streams_while_filling(
@@ -49,7 +46,7 @@ impl<U: Upstream> CachePipeline<U> {
         let length = content_length(&head.headers)?;
         let fits = usize::try_from(length).is_ok_and(|n| n <= self.store.max_object_bytes());
         (fits
-            && length > STREAM_ABOVE_BYTES
+            && length > self.limits.stream_above
             && !self.compressor.applies(&head.headers, length as usize))
         .then_some(length)
     }
