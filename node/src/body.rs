@@ -84,6 +84,12 @@ impl ResponseBody {
             prefix: (!prefix.is_empty()).then_some(prefix),
             rest,
         };
+        ResponseBody::relayed(direct, send_timeout)
+    }
+
+    /// `direct` relayed by a task that gives up once the client has not taken a part for
+    /// `send_timeout`.
+    fn relayed(direct: ResponseBody, send_timeout: Duration) -> ResponseBody {
         let hint = direct.size_hint();
         if direct.is_end_stream() {
             return direct;
@@ -98,16 +104,20 @@ impl ResponseBody {
     }
 
     /// A body of `length` bytes that a fill hands over as it reads them, through the returned
-    /// [`FillFeed`]. The parts are those the fill keeps for storing (shared, not copied), so
-    /// what waits for a slow client is bounded by the object's size.
-    pub(crate) fn filling(length: u64) -> (FillFeed, ResponseBody) {
+    /// [`FillFeed`]. The fill never waits for the client: what waits for a slow client is
+    /// bounded by the object's size, and dropped (the answer ends short) once the client has
+    /// not taken a part for `send_timeout`.
+    pub(crate) fn filling(length: u64, send_timeout: Duration) -> (FillFeed, ResponseBody) {
         let (sender, parts) = mpsc::unbounded_channel();
-        let body = ResponseBody::Filling {
+        let direct = ResponseBody::Filling {
             parts,
             remaining: length,
             done: length == 0,
         };
-        (FillFeed(sender), body)
+        (
+            FillFeed(sender),
+            ResponseBody::relayed(direct, send_timeout),
+        )
     }
 }
 

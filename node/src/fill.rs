@@ -56,6 +56,31 @@ struct Fetched<B = UpstreamResponseBody> {
     response_time: SystemTime,
 }
 
+impl<B> Fetched<B> {
+    /// The answer without its body, and the body.
+    fn split_body(self) -> (Fetched<()>, B) {
+        let Fetched {
+            head,
+            body,
+            cc,
+            tags,
+            carried_tags,
+            request_time,
+            response_time,
+        } = self;
+        let read = Fetched {
+            head,
+            body: (),
+            cc,
+            tags,
+            carried_tags,
+            request_time,
+            response_time,
+        };
+        (read, body)
+    }
+}
+
 /// What revalidation made of a conditional fill's answer.
 enum Revalidation {
     /// The request is answered (the stored object freshened, or dropped).
@@ -157,36 +182,19 @@ impl<U: Upstream> CachePipeline<U> {
         if let Some(length) = self.streams_while_filling(ctx, &fetched.head, stored.is_some()) {
             return Ok(self.stream_and_store(ctx, &mut publisher, fetched, length, lifetime, fwd));
         }
-        let Fetched {
-            head,
-            body,
-            cc,
-            tags,
-            carried_tags,
-            request_time,
-            response_time,
-        } = fetched;
-        let length = content_length(&head.headers);
+        let (read, body) = fetched.split_body();
+        let length = content_length(&read.head.headers);
         let body = match self.read_bounded(body, length).await {
             Ok(BodyRead::Complete(bytes)) => bytes,
             Ok(BodyRead::TooLarge { prefix, rest }) => {
                 let body = ResponseBody::stream(prefix, rest, self.limits.send_timeout);
                 let reason = NotStorable::TooLarge;
-                return Ok(self.pass_through(ctx, &mut publisher, head, body, reason, fwd));
+                return Ok(self.pass_through(ctx, &mut publisher, read.head, body, reason, fwd));
             }
             Err(error) => {
                 publisher.publish(FillOutcome::Failed(error.clone()));
                 return self.stale_or_error(ctx, stored, error);
             }
-        };
-        let read = Fetched {
-            head,
-            body: (),
-            cc,
-            tags,
-            carried_tags,
-            request_time,
-            response_time,
         };
         Ok(self.store_and_answer(ctx, &mut publisher, read, body, lifetime, fwd))
     }

@@ -156,6 +156,61 @@ async fn a_long_body_cut_short_ends_the_answer_short_and_is_stored_nowhere(topol
     cdn.get("/cut").await.assert_cache_status_has("hit", "");
 }
 
+/// A client that stops reading is not waited on past `server.send_timeout`: what the fill had
+/// handed it is dropped and its answer ends short, while the fill, which never waited on it,
+/// has stored the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_answer_the_client_stops_reading_is_abandoned_after_the_send_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // More than the socket buffers hold (the client's is kept small), so the edge must wait
+    // for the reader.
+    const HUGE: usize = 16 << 20;
+    let origin = RawOrigin::start().await;
+    origin.push(cacheable_head_with_body(HUGE, HUGE));
+    let tweaks = [
+        STREAMS,
+        "server.send_timeout = \"300ms\"",
+        "cache.max_object_bytes = \"32MiB\"",
+    ];
+    let cdn = start_cdn(origin.addr(), Topology::Direct, &tweaks).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(cdn.data_addr).await.unwrap();
+    // The host the follow-up requests name, so they ask for the same object.
+    let request = format!("GET /unread HTTP/1.1\r\nHost: {}\r\n\r\n", cdn.data_addr);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    // Stops reading for longer than the send timeout, and meanwhile the fill completes.
+    let url = cdn.url("/unread");
+
+    support::eventually("the object stored", || async {
+        HttpClient::http1()
+            .get(&url)
+            .await
+            .cache_status()
+            .contains("hit")
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    // Reads on until the connection closes or the whole body is in.
+    let mut rest = 0;
+    let mut buffer = vec![0u8; 1 << 16];
+    while rest < HUGE {
+        match within("the rest", IO_TIMEOUT, stream.read(&mut buffer)).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => rest += n,
+        }
+    }
+    assert!(
+        rest < HUGE,
+        "the client got the whole body after stopping past the send timeout"
+    );
+    assert_eq!(origin.requests().len(), 1);
+}
+
 async fn a_body_within_the_streaming_bound_cut_short_gets_a_clean_502(topology: Topology) {
     let origin = RawOrigin::start().await;
     origin.push_then_close(cacheable_head_with_body(LONG, FIRST));

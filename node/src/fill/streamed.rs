@@ -61,27 +61,10 @@ impl<U: Upstream> CachePipeline<U> {
         lifetime: Duration,
         fwd: &'static str,
     ) -> (Response<ResponseBody>, RequestOutcome) {
-        let Fetched {
-            head,
-            body,
-            cc,
-            tags,
-            carried_tags,
-            request_time,
-            response_time,
-        } = fetched;
-        let fwd_status = Some(head.status.as_u16());
-        let read = Fetched {
-            head,
-            body: (),
-            cc,
-            tags,
-            carried_tags,
-            request_time,
-            response_time,
-        };
+        let fwd_status = Some(fetched.head.status.as_u16());
+        let (read, body) = fetched.split_body();
         let object = new_object(ctx, read, length as usize, lifetime);
-        let (feed, streamed) = ResponseBody::filling(length);
+        let (feed, streamed) = ResponseBody::filling(length, self.limits.send_timeout);
         let status = CacheStatus {
             fwd_status,
             stored: true,
