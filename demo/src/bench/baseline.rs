@@ -249,3 +249,50 @@ async fn shaped_run(
     demo.shutdown().await;
     result.map(Some)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{ControlEndpoints, PathLatency, RegionInfo, SiteLatency};
+
+    fn state(origin_site: Option<SiteLatency>) -> DemoState {
+        DemoState {
+            hostname: "cdn.verge.test".into(),
+            dns: String::new(),
+            steering: String::new(),
+            control: ControlEndpoints {
+                api: String::new(),
+                admin: String::new(),
+                token: String::new(),
+            },
+            origin: String::new(),
+            nodes: Vec::new(),
+            regions: vec![RegionInfo {
+                id: "us".into(),
+                block: "127.1.0.0/16".into(),
+                client_addr: "127.1.200.1".into(),
+            }],
+            samples: Vec::new(),
+            latency: vec![PathLatency {
+                from: "us".into(),
+                to: "us".into(),
+                one_way_ms: 2.0,
+            }],
+            origin_site,
+        }
+    }
+
+    #[test]
+    fn a_demo_like_a_state_keeps_its_latency_and_its_origins_site() {
+        let site = SiteLatency {
+            members: vec!["origin".into(), "shield-us-1".into()],
+            one_way_ms: 0.5,
+        };
+        let like = options_like(&state(Some(site)), vec!["us".into()]).unwrap();
+        assert_eq!(like.latency.local, Duration::from_millis(2));
+        assert_eq!(like.latency.site, Duration::from_micros(500));
+        // A state written before demos had a site: its shields were a region's latency away.
+        let older = options_like(&state(None), vec!["us".into()]).unwrap();
+        assert_eq!(older.latency.site, Duration::from_millis(2));
+    }
+}
