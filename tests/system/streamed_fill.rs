@@ -45,6 +45,19 @@ async fn read_at_least(body: &mut Incoming, n: usize) -> Vec<u8> {
     read
 }
 
+/// Waits until `path` is a hit at the edge.
+async fn until_stored(cdn: &TestCdn, path: &str) {
+    let url = cdn.url(path);
+    support::eventually("the object stored", || async {
+        HttpClient::http1()
+            .get(&url)
+            .await
+            .cache_status()
+            .contains("hit")
+    })
+    .await;
+}
+
 /// `verge_fills_cut_short_total` of every tier, the edge's first.
 async fn cut_short(cdn: &TestCdn) -> Vec<f64> {
     const NAME: &str = "verge_fills_cut_short_total";
@@ -112,15 +125,7 @@ async fn a_client_leaving_part_way_leaves_the_fill_going(topology: Topology) {
     release.notify_one();
 
     // The fill read on for the cache: the next client gets the stored object.
-    let url = cdn.url("/left");
-    support::eventually("the object stored", || async {
-        HttpClient::http1()
-            .get(&url)
-            .await
-            .cache_status()
-            .contains("hit")
-    })
-    .await;
+    until_stored(&cdn, "/left").await;
     assert!(cdn.get("/left").await.body == whole);
     assert_eq!(origin.requests().len(), 1);
 }
@@ -184,16 +189,7 @@ async fn a_streamed_answer_the_client_stops_reading_is_abandoned_after_the_send_
     assert_eq!(&head, b"HTTP/1.1 200");
 
     // Stops reading for longer than the send timeout, and meanwhile the fill completes.
-    let url = cdn.url("/unread");
-
-    support::eventually("the object stored", || async {
-        HttpClient::http1()
-            .get(&url)
-            .await
-            .cache_status()
-            .contains("hit")
-    })
-    .await;
+    until_stored(&cdn, "/unread").await;
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     // Reads on until the connection closes or the whole body is in.
     let mut rest = 0;
