@@ -25,9 +25,10 @@ use crate::upstream::{Upstream, UpstreamResponseBody};
 
 impl<U: Upstream> CachePipeline<U> {
     /// The length of an answer that may go to the client as the fill reads it: a 200 of known
-    /// length over `cache.stream_above_bytes` that fits the store, for a GET answered with the whole of it as it is (no range,
-    /// no 304, no compressed variant to make from it first), with no stored object that an
-    /// upstream failing part way would have to be answered from instead.
+    /// length over `cache.stream_above_bytes` that fits the store, for a GET answered with the
+    /// whole of it as it is (no range, no 304, no compressed variant to make from it first),
+    /// with no stored object that an upstream failing part way would have to be answered from
+    /// instead.
     pub(super) fn streams_while_filling(
         &self,
         ctx: &RequestContext,
@@ -82,6 +83,8 @@ impl<U: Upstream> CachePipeline<U> {
             upstream: self.upstream.name().to_string(),
             idle: self.upstream.body_idle_timeout(),
         };
+        // Counted from here until the task ends, with no gap after this fill's own count.
+        self.metrics.fills_in_flight.inc();
         tokio::spawn(fill.run(body, feed));
         (response, RequestOutcome::Miss)
     }
@@ -104,7 +107,6 @@ struct StreamedFill {
 impl StreamedFill {
     async fn run(mut self, mut body: UpstreamResponseBody, feed: FillFeed) {
         let metrics = self.metrics.clone();
-        metrics.fills_in_flight.inc();
         match self.read(&mut body, &feed).await {
             Ok(bytes) => {
                 drop(body);
