@@ -132,31 +132,26 @@ impl StreamedFill {
             upstream: self.upstream.clone(),
             reason,
         };
-        let mut parts = Vec::new();
-        let mut read = 0;
+        let mut whole = BytesMut::with_capacity(self.length);
         while let Some(frame) = next_frame(body, self.idle, &self.upstream).await? {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            read += data.len();
-            if read > self.length {
+            if whole.len() + data.len() > self.length {
                 return Err(broken(format!(
                     "response body longer than its Content-Length {}",
                     self.length
                 )));
             }
-            feed.send(data.clone());
-            parts.push(data);
+            whole.extend_from_slice(&data);
+            feed.send(data);
         }
-        if read < self.length {
+        if whole.len() < self.length {
             return Err(broken(format!(
-                "response body ended after {read} of its {} bytes",
+                "response body ended after {} of its {} bytes",
+                whole.len(),
                 self.length
             )));
-        }
-        let mut whole = BytesMut::with_capacity(self.length);
-        for part in parts {
-            whole.extend_from_slice(&part);
         }
         Ok(whole.freeze())
     }
