@@ -23,7 +23,7 @@ use crate::metrics::NodeMetrics;
 
 /// Objects up to this size are compressed on the request that asks (about a millisecond at
 /// the default levels); larger ones off the request path.
-const INLINE_MAX_BYTES: usize = 64 * 1024;
+pub(crate) const INLINE_MAX_BYTES: usize = 64 * 1024;
 
 /// What compression makes of one answer from a stored object.
 pub(crate) struct Compressed {
@@ -41,6 +41,7 @@ impl Compressed {
 }
 
 /// The compressions of one pipeline: the configuration and the ones running.
+#[derive(Clone)]
 pub(crate) struct Compressor {
     config: Arc<CompressionConfig>,
     store: CacheStore,

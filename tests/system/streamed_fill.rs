@@ -21,13 +21,21 @@ const STREAMS: &str = "cache.stream_above_bytes = \"64KiB\"";
 const LONG: usize = 256 * 1024;
 const FIRST: usize = LONG / 2;
 
-/// The head of a GET for `url`, its body still to be read.
-async fn get_head(url: &str) -> http::Response<Incoming> {
+/// The head of a GET for `url` with `headers`, its body still to be read.
+async fn get_head_with(url: &str, headers: &[(&str, &str)]) -> http::Response<Incoming> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let request = Request::get(url).body(Full::default()).unwrap();
+    let mut request = Request::get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::default()).unwrap();
     within("the answer's head", IO_TIMEOUT, client.request(request))
         .await
         .unwrap()
+}
+
+async fn get_head(url: &str) -> http::Response<Incoming> {
+    get_head_with(url, &[]).await
 }
 
 /// Reads `body` until at least `n` bytes have come.
@@ -204,6 +212,55 @@ async fn a_streamed_answer_the_client_stops_reading_is_abandoned_after_the_send_
         rest < HUGE,
         "the client got the whole body after stopping past the send timeout"
     );
+    assert_eq!(origin.requests().len(), 1);
+}
+
+/// An object the edge compresses streams as it is once it is too large to compress on the
+/// request (as an answer from the cache would be), and its compressed variant follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_compressible_body_streams_as_it_is_and_is_compressed_once_stored() {
+    let origin = RawOrigin::start().await;
+    let whole = patterned_body(LONG);
+    let mut first = format!(
+        "HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-type: text/html\r\n\
+         content-length: {LONG}\r\n\r\n"
+    )
+    .into_bytes();
+    first.extend_from_slice(&whole[..FIRST]);
+    let release = origin.push_held(first, &whole[FIRST..]);
+    let cdn = start_cdn(origin.addr(), Topology::Direct, &[STREAMS]).await;
+    let gzip = [("accept-encoding", "gzip")];
+
+    let response = get_head_with(&cdn.url("/page.html"), &gzip).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("content-encoding").is_none());
+    let vary = response.headers()["vary"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(vary.contains("accept-encoding"), "{vary}");
+    let mut body = response.into_body();
+    let mut read = read_at_least(&mut body, FIRST).await;
+    release.notify_one();
+    let rest = within("the rest of the body", IO_TIMEOUT, body.collect())
+        .await
+        .expect("the body broke")
+        .to_bytes();
+    read.extend_from_slice(&rest);
+    assert!(
+        read == whole,
+        "the client got {} bytes, not the object",
+        read.len()
+    );
+
+    support::eventually("the compressed variant", || async {
+        let answer = cdn.get_with("/page.html", &gzip).await;
+        answer
+            .headers
+            .get("content-encoding")
+            .is_some_and(|e| e == "gzip")
+    })
+    .await;
     assert_eq!(origin.requests().len(), 1);
 }
 

@@ -6,17 +6,23 @@
 //! Only bodies longer than `cache.stream_above_bytes` (64 KiB unless set) stream: a shorter
 //! one comes in a read or two anyway, and is read whole first, so that an upstream failing part
 //! way through it still gets the client a clean 502.
+//!
+//! An object an edge compresses streams too once it is too large to compress on the request
+//! that asks ([`INLINE_MAX_BYTES`]): such a first answer is the identity anyway, varying on
+//! `Accept-Encoding`, and the compressed variant is made off the request path once the object
+//! is stored, as for an answer from the cache.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, RANGE};
-use http::{response, Method, Response, StatusCode};
-use verge_cache::{CacheKey, CacheStore, CachedObject, FillOutcome, Flights};
+use http::{response, HeaderMap, Method, Response, StatusCode};
+use verge_cache::{compress, CacheKey, CacheStore, CachedObject, FillOutcome, Flights};
 
 use super::{content_length, new_object, next_frame, Fetched, Publisher};
 use crate::body::{FillFeed, ResponseBody};
+use crate::compress::{Compressor, INLINE_MAX_BYTES};
 use crate::error::RequestError;
 use crate::headers::CacheStatus;
 use crate::metrics::{NodeMetrics, RequestOutcome};
@@ -26,9 +32,9 @@ use crate::upstream::{Upstream, UpstreamResponseBody};
 impl<U: Upstream> CachePipeline<U> {
     /// The length of an answer that may go to the client as the fill reads it: a 200 of known
     /// length over `cache.stream_above_bytes` that fits the store, for a GET answered with the
-    /// whole of it as it is (no range, no 304, no compressed variant to make from it first),
-    /// with no stored object that an upstream failing part way would have to be answered from
-    /// instead.
+    /// whole of it as it is (no range, no 304, no compressed variant to make from it on the
+    /// request), with no stored object that an upstream failing part way would have to be
+    /// answered from instead.
     pub(super) fn streams_while_filling(
         &self,
         ctx: &RequestContext,
@@ -46,10 +52,9 @@ impl<U: Upstream> CachePipeline<U> {
         }
         let length = content_length(&head.headers)?;
         let fits = usize::try_from(length).is_ok_and(|n| n <= self.store.max_object_bytes());
-        (fits
-            && length > self.limits.stream_above
-            && !self.compressor.applies(&head.headers, length as usize))
-        .then_some(length)
+        let compressed_on_request = self.compressor.applies(&head.headers, length as usize)
+            && length <= INLINE_MAX_BYTES as u64;
+        (fits && length > self.limits.stream_above && !compressed_on_request).then_some(length)
     }
 
     /// Answers with the body as the fill reads it, and stores the object once it is whole.
@@ -71,7 +76,14 @@ impl<U: Upstream> CachePipeline<U> {
             stored: true,
             ..CacheStatus::forwarded(fwd)
         };
-        let response = self.respond_while_filling(&object, status, self.clock.now(), streamed);
+        let mut response = self.respond_while_filling(&object, status, self.clock.now(), streamed);
+        let compress = self
+            .compressor
+            .applies(&object.headers, length as usize)
+            .then(|| {
+                compress::vary_on_accept_encoding(response.headers_mut());
+                (self.compressor.clone(), ctx.parts.headers.clone())
+            });
         let fill = StreamedFill {
             key: ctx.key.clone(),
             object,
@@ -82,6 +94,7 @@ impl<U: Upstream> CachePipeline<U> {
             metrics: self.metrics.clone(),
             upstream: self.upstream.name().to_string(),
             idle: self.upstream.body_idle_timeout(),
+            compress,
         };
         // Counted from here until the task ends, with no gap after this fill's own count.
         self.metrics.fills_in_flight.inc();
@@ -102,6 +115,9 @@ struct StreamedFill {
     metrics: NodeMetrics,
     upstream: String,
     idle: Duration,
+    /// For an object an edge compresses: the compressor and the request's headers, to make the
+    /// variant it asks for once the object is stored.
+    compress: Option<(Compressor, HeaderMap)>,
 }
 
 impl StreamedFill {
@@ -166,6 +182,11 @@ impl StreamedFill {
         if !self.publisher.is_leading() && stored {
             self.flights.forget(&self.key);
         }
-        self.publisher.publish(FillOutcome::Stored(object));
+        self.publisher
+            .publish(FillOutcome::Stored(Arc::clone(&object)));
+        if let Some((compressor, request)) = &self.compress {
+            // Starts the variant off the request path (the object is over the inline bound).
+            compressor.for_request(&self.key, request, &object);
+        }
     }
 }
