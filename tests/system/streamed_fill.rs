@@ -53,6 +53,20 @@ async fn read_at_least(body: &mut Incoming, n: usize) -> Vec<u8> {
     read
 }
 
+/// Reads the rest of `body` after `read`: together, `whole`.
+async fn assert_the_rest_completes(body: Incoming, mut read: Vec<u8>, whole: &[u8]) {
+    let rest = within("the rest of the body", IO_TIMEOUT, body.collect())
+        .await
+        .expect("the body broke")
+        .to_bytes();
+    read.extend_from_slice(&rest);
+    assert!(
+        read == whole,
+        "the client got {} bytes, not the object",
+        read.len()
+    );
+}
+
 /// Waits until `path` is a hit at the edge.
 async fn until_stored(cdn: &TestCdn, path: &str) {
     let url = cdn.url(path);
@@ -88,7 +102,7 @@ async fn a_long_body_reaches_the_client_while_the_upstream_still_sends_it(topolo
     assert!(cache_status.contains("fwd="), "{cache_status}");
     let mut body = response.into_body();
     // The origin holds the rest back: these bytes came through every tier while it did.
-    let mut read = read_at_least(&mut body, FIRST).await;
+    let read = read_at_least(&mut body, FIRST).await;
 
     // A client asking meanwhile waits for the fill, and gets the whole object from it.
     let follower = tokio::spawn({
@@ -96,16 +110,7 @@ async fn a_long_body_reaches_the_client_while_the_upstream_still_sends_it(topolo
         async move { HttpClient::http1().get(&url).await }
     });
     release.notify_one();
-    let rest = within("the rest of the body", IO_TIMEOUT, body.collect())
-        .await
-        .expect("the body broke")
-        .to_bytes();
-    read.extend_from_slice(&rest);
-    assert!(
-        read == whole,
-        "the client got {} bytes, not the object",
-        read.len()
-    );
+    assert_the_rest_completes(body, read, &whole).await;
     let follower = follower.await.unwrap();
     assert_eq!(follower.status, 200);
     assert!(
@@ -240,18 +245,9 @@ async fn a_long_compressible_body_streams_as_it_is_and_is_compressed_once_stored
         .to_ascii_lowercase();
     assert!(vary.contains("accept-encoding"), "{vary}");
     let mut body = response.into_body();
-    let mut read = read_at_least(&mut body, FIRST).await;
+    let read = read_at_least(&mut body, FIRST).await;
     release.notify_one();
-    let rest = within("the rest of the body", IO_TIMEOUT, body.collect())
-        .await
-        .expect("the body broke")
-        .to_bytes();
-    read.extend_from_slice(&rest);
-    assert!(
-        read == whole,
-        "the client got {} bytes, not the object",
-        read.len()
-    );
+    assert_the_rest_completes(body, read, &whole).await;
 
     support::eventually("the compressed variant", || async {
         let answer = cdn.get_with("/page.html", &gzip).await;
