@@ -174,6 +174,34 @@ async fn a_long_body_cut_short_ends_the_answer_short_and_is_stored_nowhere(topol
     cdn.get("/cut").await.assert_cache_status_has("hit", "");
 }
 
+/// Over HTTP/2 as over HTTP/1.1: a long body cut short upstream never reaches the client as a
+/// complete-looking answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_a_long_body_cut_short_ends_the_stream_short() {
+    let origin = RawOrigin::start().await;
+    origin.push_then_close(cacheable_head_with_body(LONG, FIRST));
+    let cdn = start_cdn(origin.addr(), Topology::Direct, &[STREAMS]).await;
+
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let request = Request::get(cdn.url("/cut-h2"))
+        .body(Full::default())
+        .unwrap();
+    let response = within("the answer's head", IO_TIMEOUT, client.request(request))
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let body = within("the body", IO_TIMEOUT, response.into_body().collect()).await;
+    assert!(
+        body.is_err(),
+        "a complete-looking {}-byte body of the promised {LONG}",
+        body.map(|b| b.to_bytes().len()).unwrap_or_default()
+    );
+    assert_eq!(cut_short(&cdn).await, vec![1.0]);
+}
+
 /// A client that stops reading is not waited on past `server.send_timeout`: what the fill had
 /// handed it is dropped and its answer ends short, while the fill, which never waited on it,
 /// has stored the object.
