@@ -179,8 +179,15 @@ impl<U: Upstream> CachePipeline<U> {
                 return Ok(self.pass_through(ctx, &mut publisher, fetched.head, body, reason, fwd));
             }
         };
-        if let Some(length) = self.streams_while_filling(ctx, &fetched.head, stored.is_some()) {
-            return Ok(self.stream_and_store(ctx, &mut publisher, fetched, length, lifetime, fwd));
+        if let Some(streamable) = self.streams_while_filling(ctx, &fetched.head, stored.is_some()) {
+            return Ok(self.stream_and_store(
+                ctx,
+                &mut publisher,
+                fetched,
+                streamable,
+                lifetime,
+                fwd,
+            ));
         }
         let (read, body) = fetched.split_body();
         let length = content_length(&read.head.headers);

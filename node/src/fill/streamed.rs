@@ -29,8 +29,15 @@ use crate::metrics::{NodeMetrics, RequestOutcome};
 use crate::pipeline::{CachePipeline, RequestContext};
 use crate::upstream::{Upstream, UpstreamResponseBody};
 
+/// An answer that may stream: its length, and whether an edge compresses it (off the request
+/// path, once it is stored).
+pub(super) struct Streamable {
+    length: u64,
+    compressed: bool,
+}
+
 impl<U: Upstream> CachePipeline<U> {
-    /// The length of an answer that may go to the client as the fill reads it: a 200 of known
+    /// An answer that may go to the client as the fill reads it: a 200 of known
     /// length over `cache.stream_above_bytes` that fits the store, for a GET answered with the
     /// whole of it as it is (no range, no 304, no compressed variant to make from it on the
     /// request), with no stored object that an upstream failing part way would have to be
@@ -40,7 +47,7 @@ impl<U: Upstream> CachePipeline<U> {
         ctx: &RequestContext,
         head: &response::Parts,
         stored: bool,
-    ) -> Option<u64> {
+    ) -> Option<Streamable> {
         let request = &ctx.parts.headers;
         let whole_object = ctx.parts.method == Method::GET
             && !ctx.head_only
@@ -52,9 +59,10 @@ impl<U: Upstream> CachePipeline<U> {
         }
         let length = content_length(&head.headers)?;
         let fits = usize::try_from(length).is_ok_and(|n| n <= self.store.max_object_bytes());
-        let compressed_on_request = self.compressor.applies(&head.headers, length as usize)
-            && length <= INLINE_MAX_BYTES as u64;
-        (fits && length > self.limits.stream_above && !compressed_on_request).then_some(length)
+        let compressed = self.compressor.applies(&head.headers, length as usize);
+        let compressed_on_request = compressed && length <= INLINE_MAX_BYTES as u64;
+        (fits && length > self.limits.stream_above && !compressed_on_request)
+            .then_some(Streamable { length, compressed })
     }
 
     /// Answers with the body as the fill reads it, and stores the object once it is whole.
@@ -63,7 +71,7 @@ impl<U: Upstream> CachePipeline<U> {
         ctx: &RequestContext,
         publisher: &mut Publisher,
         fetched: Fetched,
-        length: u64,
+        Streamable { length, compressed }: Streamable,
         lifetime: Duration,
         fwd: &'static str,
     ) -> (Response<ResponseBody>, RequestOutcome) {
@@ -77,13 +85,10 @@ impl<U: Upstream> CachePipeline<U> {
             ..CacheStatus::forwarded(fwd)
         };
         let mut response = self.respond_while_filling(&object, status, self.clock.now(), streamed);
-        let compress = self
-            .compressor
-            .applies(&object.headers, length as usize)
-            .then(|| {
-                compress::vary_on_accept_encoding(response.headers_mut());
-                (self.compressor.clone(), ctx.parts.headers.clone())
-            });
+        let compress = compressed.then(|| {
+            compress::vary_on_accept_encoding(response.headers_mut());
+            (self.compressor.clone(), ctx.parts.headers.clone())
+        });
         let fill = StreamedFill {
             key: ctx.key.clone(),
             object,
