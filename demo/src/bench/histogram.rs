@@ -14,7 +14,7 @@ const BUCKETS: usize = (SUB + (MAX_EXP - SUB_BITS + 1) as u64 * SUB) as usize;
 /// Buckets come in blocks of [`SUB`], one per power of two (the first: the exact values).
 const BLOCKS: usize = BUCKETS / SUB as usize;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LatencyHistogram {
     /// Per block, its counts once a value has fallen in it.
     blocks: Vec<Option<Box<[u64]>>>,
@@ -148,6 +148,44 @@ impl LatencyHistogram {
         })
     }
 
+    /// `rounds` bootstrap replicates of [`quantile_us`](Self::quantile_us) at `q`: each reads
+    /// the quantile off as many values as the histogram holds, drawn from it with replacement.
+    /// Their spread is how far the quantile could have landed from this one run's sampling
+    /// alone. Empty when the histogram is.
+    pub fn resampled_quantiles(&self, q: f64, rounds: usize, seed: u64) -> Vec<u64> {
+        let n = usize::try_from(self.count).unwrap_or(usize::MAX);
+        if n == 0 {
+            return Vec::new();
+        }
+        // Per non-empty bucket: values up to and including it, and the value quantile_us reads.
+        let mut below = Vec::new();
+        let mut value = Vec::new();
+        let mut seen = 0;
+        for (i, c) in self.buckets() {
+            seen += c;
+            let (low, high) = bounds(i);
+            below.push(seen);
+            value.push((low + (high - low) / 2).min(self.max_us));
+        }
+        if let Some(last) = value.last_mut() {
+            *last = self.max_us;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as usize).clamp(1, n);
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut drawn = vec![0usize; n];
+        (0..rounds)
+            .map(|_| {
+                for d in drawn.iter_mut() {
+                    let r = rng.u64(0..self.count);
+                    *d = below.partition_point(|&b| b <= r);
+                }
+                // Buckets are in value order: the rank-th smallest bucket holds the quantile.
+                let (_, nth, _) = drawn.select_nth_unstable(rank - 1);
+                value[*nth]
+            })
+            .collect()
+    }
+
     /// The cumulative distribution as `(latency ms, share of values ≤ it)` at each non-empty
     /// bucket's upper bound: what the latency chart draws.
     pub fn cdf(&self) -> Vec<(f64, f64)> {
@@ -216,6 +254,37 @@ mod tests {
         for i in 0..BUCKETS - 1 {
             assert_eq!(bounds(i).1 + 1, bounds(i + 1).0, "bucket {i}");
         }
+    }
+
+    #[test]
+    fn resampled_quantiles_spread_around_the_quantile_and_repeat_with_the_seed() {
+        let mut h = LatencyHistogram::default();
+        for us in 1..=400u64 {
+            h.record(us * 100);
+        }
+        let p99 = h.quantile_us(0.99).unwrap();
+        let replicates = h.resampled_quantiles(0.99, 500, 7);
+        assert_eq!(replicates.len(), 500);
+        assert_eq!(replicates, h.resampled_quantiles(0.99, 500, 7));
+        assert_ne!(replicates, h.resampled_quantiles(0.99, 500, 8));
+        // Every replicate is one of the recorded values, and they spread on both sides of
+        // the quantile (the 4th largest of 400 moves by several ranks between resamples).
+        assert!(replicates.iter().all(|v| (100..=40_000).contains(v)));
+        let under = replicates.iter().filter(|v| **v < p99).count();
+        let over = replicates.iter().filter(|v| **v > p99).count();
+        assert!(under > 50 && over > 50, "{under} under, {over} over {p99}");
+        // One value only: no spread at all.
+        let mut one = LatencyHistogram::default();
+        for _ in 0..100 {
+            one.record(5_000);
+        }
+        assert!(one
+            .resampled_quantiles(0.99, 50, 1)
+            .iter()
+            .all(|v| *v == 5_000));
+        assert!(LatencyHistogram::default()
+            .resampled_quantiles(0.99, 50, 1)
+            .is_empty());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::fault::{FaultAction, Phase};
-use super::histogram::LatencySummary;
+use super::histogram::{LatencyHistogram, LatencySummary};
 use super::offload::CountSource;
 use super::workload::Workload;
 
@@ -46,6 +46,9 @@ pub struct RegionReport {
     pub miss_latency_ms: Option<LatencySummary>,
     /// `(ms, share ≤ ms)`: the distribution the chart draws.
     pub cdf: Vec<(f64, f64)>,
+    /// Every answered request's latency, for the intervals of the baseline's ratios.
+    #[serde(skip)]
+    pub latency: LatencyHistogram,
     /// Edges this region's clients were sent to that never answered.
     pub silent_edges: Vec<String>,
     /// Why the region could not run (steering failed), if so.
@@ -444,11 +447,42 @@ pub struct Ratios {
     pub shield_p50_latency: Option<f64>,
     pub shield_p99_latency: Option<f64>,
     /// p99 without shields ÷ with them, region by region (at least 1: the tier costs no tail).
-    pub shield_p99_by_region: Vec<(String, Option<f64>)>,
+    pub shield_p99_by_region: Vec<RegionRatio>,
     /// Origin requests per client request with one global ring ÷ as configured.
     pub global_origin_requests: Option<f64>,
     /// p99 with one global ring ÷ as configured, region by region.
-    pub global_p99_by_region: Vec<(String, Option<f64>)>,
+    pub global_p99_by_region: Vec<RegionRatio>,
+}
+
+/// One region's p99 in another run ÷ as configured, with the range it could have taken from
+/// the two runs' sampling alone.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegionRatio {
+    pub region: String,
+    pub ratio: Option<f64>,
+    /// The middle 95% of the ratio over [`RESAMPLES`] resamples of both runs' answers (each
+    /// run's requests drawn again, with replacement, from its own latencies). A ratio whose
+    /// interval holds 1 is no difference these runs can tell from chance.
+    pub interval_95: Option<(f64, f64)>,
+}
+
+/// Resamples behind each interval.
+pub const RESAMPLES: usize = 1000;
+/// Most values drawn for one run's resamples: fewer resamples for runs of very many requests.
+const MAX_DRAWS: usize = 20_000_000;
+
+impl RegionRatio {
+    fn in_words(&self) -> String {
+        match (self.ratio, self.interval_95) {
+            (Some(x), Some((low, high))) => format!(
+                "{} {} ({}–{high:.2})",
+                self.region,
+                times(Some(x)),
+                times(Some(low)),
+            ),
+            (x, _) => format!("{} {}", self.region, times(x)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -586,16 +620,16 @@ impl Comparison {
             times(r.shield_p50_latency),
             times(r.shield_p99_latency),
         );
-        let in_words = |ratios: &[(String, Option<f64>)]| -> String {
+        let in_words = |ratios: &[RegionRatio]| -> String {
             ratios
                 .iter()
-                .map(|(region, x)| format!("{region} {}", times(*x)))
+                .map(RegionRatio::in_words)
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         let _ = writeln!(
             out,
-            "p99 by region without shields ÷ as configured (1 or more: the tier costs no tail): {}",
+            "p99 by region without shields ÷ as configured (1 or more: the tier costs no tail; in brackets the middle 95% over {RESAMPLES} resamples of both runs): {}",
             in_words(&r.shield_p99_by_region)
         );
         if self.global.is_some() {
@@ -610,19 +644,50 @@ impl Comparison {
     }
 }
 
-/// `other`'s p99 ÷ `configured`'s, for each of `configured`'s regions.
-fn p99_by_region(configured: &RunReport, other: Option<&RunReport>) -> Vec<(String, Option<f64>)> {
+/// `other`'s p99 ÷ `configured`'s, for each of `configured`'s regions, with its interval.
+fn p99_by_region(configured: &RunReport, other: Option<&RunReport>) -> Vec<RegionRatio> {
     configured
         .regions
         .iter()
-        .map(|r| {
-            let theirs = other.and_then(|o| o.region_p99(&r.region));
-            (
-                r.region.clone(),
-                ratio(theirs, configured.region_p99(&r.region)),
-            )
+        .enumerate()
+        .map(|(i, r)| {
+            let theirs = other.and_then(|o| o.regions.iter().find(|o| o.region == r.region));
+            let seed = configured.workload.seed.wrapping_add(i as u64 * 2);
+            RegionRatio {
+                region: r.region.clone(),
+                ratio: ratio(
+                    theirs.and_then(|t| t.latency_ms.as_ref()).map(|l| l.p99),
+                    configured.region_p99(&r.region),
+                ),
+                interval_95: theirs.and_then(|t| p99_ratio_interval(&t.latency, &r.latency, seed)),
+            }
         })
         .collect()
+}
+
+/// The middle 95% of `numerator`'s p99 ÷ `denominator`'s over resamples of both; `None` when
+/// either is empty.
+fn p99_ratio_interval(
+    numerator: &LatencyHistogram,
+    denominator: &LatencyHistogram,
+    seed: u64,
+) -> Option<(f64, f64)> {
+    let most = numerator.count().max(denominator.count()).max(1);
+    let rounds = (MAX_DRAWS as u64 / most).clamp(100, RESAMPLES as u64) as usize;
+    let top = numerator.resampled_quantiles(0.99, rounds, seed);
+    let bottom = denominator.resampled_quantiles(0.99, rounds, seed.wrapping_add(1));
+    let mut ratios: Vec<f64> = top
+        .iter()
+        .zip(&bottom)
+        .filter(|(_, b)| **b > 0)
+        .map(|(t, b)| *t as f64 / *b as f64)
+        .collect();
+    if ratios.is_empty() {
+        return None;
+    }
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: f64| ratios[((q * ratios.len() as f64) as usize).min(ratios.len() - 1)];
+    Some((at(0.025), at(0.975)))
 }
 
 #[cfg(test)]
@@ -659,6 +724,7 @@ mod tests {
             hit_latency_ms: None,
             miss_latency_ms: None,
             cdf: Vec::new(),
+            latency: LatencyHistogram::default(),
             silent_edges: Vec::new(),
             failure: None,
             timeline: Vec::new(),
@@ -718,6 +784,55 @@ mod tests {
         assert!(text.contains("origin: 2 requests for 100 client requests (0.020 per client request; counted by the origin)"), "{text}");
     }
 
+    /// A run whose `us` clients saw 400 latencies spread evenly over `from_us..from_us + 4 ms`.
+    fn spread_run(label: &str, from_us: u64) -> RunReport {
+        let mut run = report(label, 2.0, 0.01);
+        let mut latency = LatencyHistogram::default();
+        for i in 0..400 {
+            latency.record(from_us + i * 10);
+        }
+        let row = &mut run.regions[0];
+        row.latency_ms = latency.summary();
+        row.latency = latency;
+        run
+    }
+
+    #[test]
+    fn a_p99_ratio_comes_with_the_range_its_sampling_allows() {
+        // Same distribution: the interval holds 1, and is narrow (one run's p99 moves by a few
+        // ranks of 400).
+        let same = Comparison::new(
+            spread_run("configured", 2_000),
+            None,
+            Some(spread_run("shields-off", 2_000)),
+        );
+        let us = &same.ratios.shield_p99_by_region[0];
+        let (low, high) = us.interval_95.unwrap();
+        assert!(low < 1.0 && 1.0 < high && high - low < 0.05, "{us:?}");
+        // 10% slower without shields: the interval is above 1.
+        let slower = Comparison::new(
+            spread_run("configured", 2_000),
+            None,
+            Some(spread_run("shields-off", 2_600)),
+        );
+        let us = &slower.ratios.shield_p99_by_region[0];
+        let (low, high) = us.interval_95.unwrap();
+        assert!(
+            1.0 < low && low <= us.ratio.unwrap() && us.ratio.unwrap() <= high,
+            "{us:?}"
+        );
+        let text = slower.markdown();
+        let words = format!("us ×{:.2} (×{low:.2}–{high:.2})", us.ratio.unwrap());
+        assert!(text.contains(&words), "{words} in {text}");
+        // Nothing measured in one run: a ratio of nothing has no interval.
+        let empty = Comparison::new(
+            report("configured", 2.0, 0.0),
+            None,
+            Some(spread_run("off", 1)),
+        );
+        assert_eq!(empty.ratios.shield_p99_by_region[0].interval_95, None);
+    }
+
     #[test]
     fn baseline_ratios_divide_the_degraded_run_by_the_configured_one() {
         let c = Comparison::new(
@@ -739,17 +854,13 @@ mod tests {
             text.contains("| geo-off | demo | 100 | 100 | 1000 | 100 | 1000 | 50.0% | 0.010 |"),
             "{text}"
         );
-        assert_eq!(
-            c.ratios.shield_p99_by_region,
-            [("us".to_string(), Some(2.0))]
-        );
+        let us = &c.ratios.shield_p99_by_region[0];
+        assert_eq!((us.region.as_str(), us.ratio), ("us", Some(2.0)));
         assert!(!text.contains("global shield ring"), "{text}");
         let with_global = c.with_global(Some(report("global", 3.0, 0.02)));
         assert_eq!(with_global.runs().count(), 4);
-        assert_eq!(
-            with_global.ratios.global_p99_by_region,
-            [("us".to_string(), Some(1.5))]
-        );
+        let us = &with_global.ratios.global_p99_by_region[0];
+        assert_eq!((us.region.as_str(), us.ratio), ("us", Some(1.5)));
         assert!((with_global.ratios.global_origin_requests.unwrap() - 2.0).abs() < 1e-9);
         let text = with_global.markdown();
         assert!(

@@ -716,6 +716,7 @@ fn region_report(
         hit_latency_ms: stats.hits.summary(),
         miss_latency_ms: stats.misses.summary(),
         cdf: stats.all.cdf(),
+        latency: stats.all.clone(),
         silent_edges: stats.silent_edges(),
         failure,
         timeline: Vec::new(),
