@@ -27,7 +27,7 @@ use crate::delay::{DelayLink, LinkSettings};
 use crate::origin::{self, SampleOrigin};
 use crate::readiness::Readiness;
 use crate::replicas::Replicas;
-use crate::state::{DemoState, NodeEndpoints, PathLatency, RegionInfo, SiteLatency};
+use crate::state::{DemoState, HaEndpoints, NodeEndpoints, PathLatency, RegionInfo, SiteLatency};
 use crate::topology::{self, DemoOptions, NodePlan, Role, HOSTNAME};
 
 /// How long stopping may take, all nodes draining at once (their grace is 2 s).
@@ -194,6 +194,10 @@ impl Demo {
                 samples: origin::samples(),
                 latency: latency_table(&options),
                 origin_site: origin_site(&options),
+                ha: control.replicas().map(|replicas| HaEndpoints {
+                    etcd: replicas.etcd_urls(),
+                    replicas: replicas.infos(),
+                }),
             },
             control,
             control_urls: started.node_urls,

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
 use tokio::time::Instant;
 use verge_config::wire::RoutingTable;
@@ -42,8 +42,8 @@ pub struct ReplicaSeen {
     pub purge_head: u64,
 }
 
-/// A replica as the demo shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A replica as the demo shows it (and writes it in its state file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaInfo {
     pub name: String,
     /// `None` once killed through the demo (a `kill -9` from outside leaves the pid).

@@ -301,6 +301,7 @@ mod tests {
                 },
             ],
             origin_site: None,
+            ha: None,
         }
     }
 

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::replicas::ReplicaInfo;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DemoState {
     /// The CDN's host name, answered by the GeoDNS server.
@@ -25,6 +27,19 @@ pub struct DemoState {
     /// The origin's site: the origin and the shields beside it, and the latency between them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin_site: Option<SiteLatency>,
+    /// With `--ha`: etcd and the control replicas, as started (`control` is one of them, one
+    /// that did not lead then); `None` with control in the demo's process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaEndpoints>,
+}
+
+/// An HA demo's control plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HaEndpoints {
+    /// The etcd members' client URLs.
+    pub etcd: Vec<String>,
+    /// Each replica's name, process id, admin API and node listener (through its delay link).
+    pub replicas: Vec<ReplicaInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -39,6 +39,29 @@ async fn the_ha_demo_purges_every_node_and_another_replica_leads_after_the_leade
     assert_eq!(infos.len(), 3, "{infos:?}");
     let pids: Vec<u32> = infos.iter().filter_map(|r| r.pid).collect();
     assert_eq!(pids.len(), 3, "{infos:?}");
+    // The state file names them too, for scripts (`verge demo --ha --state FILE`).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state.json");
+    demo.state.write_to(&file).unwrap();
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let ha = &written["ha"];
+    assert_eq!(ha["etcd"].as_array().map(Vec::len), Some(3), "{written}");
+    let named: Vec<(&str, u64)> = ha["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["pid"].as_u64().unwrap()))
+        .collect();
+    let expected: Vec<(&str, u64)> = infos
+        .iter()
+        .map(|r| (r.name.as_str(), u64::from(r.pid.unwrap())))
+        .collect();
+    assert_eq!(named, expected);
+    assert!(
+        infos.iter().any(|r| r.admin == demo.state.control.admin),
+        "control's endpoints are one replica's"
+    );
     let leader = replicas
         .views()
         .await

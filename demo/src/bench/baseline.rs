@@ -279,6 +279,7 @@ mod tests {
                 one_way_ms: 2.0,
             }],
             origin_site,
+            ha: None,
         }
     }
 
