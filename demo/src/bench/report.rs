@@ -799,22 +799,22 @@ mod tests {
 
     #[test]
     fn a_p99_ratio_comes_with_the_range_its_sampling_allows() {
+        // The us ratio of a configured run from 2 ms against one without shields from `off_us`.
+        let against = |off_us: u64| {
+            Comparison::new(
+                spread_run("configured", 2_000),
+                None,
+                Some(spread_run("shields-off", off_us)),
+            )
+        };
         // Same distribution: the interval holds 1, and is narrow (one run's p99 moves by a few
         // ranks of 400).
-        let same = Comparison::new(
-            spread_run("configured", 2_000),
-            None,
-            Some(spread_run("shields-off", 2_000)),
-        );
+        let same = against(2_000);
         let us = &same.ratios.shield_p99_by_region[0];
         let (low, high) = us.interval_95.unwrap();
         assert!(low < 1.0 && 1.0 < high && high - low < 0.05, "{us:?}");
         // 10% slower without shields: the interval is above 1.
-        let slower = Comparison::new(
-            spread_run("configured", 2_000),
-            None,
-            Some(spread_run("shields-off", 2_600)),
-        );
+        let slower = against(2_600);
         let us = &slower.ratios.shield_p99_by_region[0];
         let (low, high) = us.interval_95.unwrap();
         assert!(
