@@ -13,6 +13,8 @@ const MAX_EXP: u32 = 40;
 const BUCKETS: usize = (SUB + (MAX_EXP - SUB_BITS + 1) as u64 * SUB) as usize;
 /// Buckets come in blocks of [`SUB`], one per power of two (the first: the exact values).
 const BLOCKS: usize = BUCKETS / SUB as usize;
+/// Most values a resample draws one by one; larger histograms resample the quantile's rank.
+pub const EXACT_RESAMPLE_MAX: usize = 5_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatencyHistogram {
@@ -152,6 +154,11 @@ impl LatencyHistogram {
     /// the quantile off as many values as the histogram holds, drawn from it with replacement.
     /// Their spread is how far the quantile could have landed from this one run's sampling
     /// alone. Empty when the histogram is.
+    ///
+    /// Up to [`EXACT_RESAMPLE_MAX`] values, each replicate draws them all; past it, the rank
+    /// the quantile lands on is drawn instead, from its normal approximation (the share of
+    /// drawn values at or below the quantile varies by `√(q(1−q)/n)`), so the work stays
+    /// bounded whatever the run's length.
     pub fn resampled_quantiles(&self, q: f64, rounds: usize, seed: u64) -> Vec<u64> {
         let n = usize::try_from(self.count).unwrap_or(usize::MAX);
         if n == 0 {
@@ -170,8 +177,23 @@ impl LatencyHistogram {
         if let Some(last) = value.last_mut() {
             *last = self.max_us;
         }
-        let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as usize).clamp(1, n);
+        let q = q.clamp(0.0, 1.0);
+        let rank_of = |share: f64| ((share * n as f64).ceil() as usize).clamp(1, n);
+        // The bucket holding the value of rank `rank` (1-based) among `below`'s counts.
+        let at_rank = |rank: u64| value[below.partition_point(|&b| b < rank).min(value.len() - 1)];
         let mut rng = fastrand::Rng::with_seed(seed);
+        if n > EXACT_RESAMPLE_MAX {
+            let spread = (q * (1.0 - q) / n as f64).sqrt();
+            return (0..rounds)
+                .map(|_| {
+                    // Box–Muller: one standard normal draw from two uniform ones.
+                    let z = (-2.0 * (1.0 - rng.f64()).ln()).sqrt()
+                        * (std::f64::consts::TAU * rng.f64()).cos();
+                    at_rank(rank_of((q + z * spread).clamp(0.0, 1.0)) as u64)
+                })
+                .collect();
+        }
+        let rank = rank_of(q);
         let mut drawn = vec![0usize; n];
         (0..rounds)
             .map(|_| {
@@ -267,12 +289,30 @@ mod tests {
         assert_eq!(replicates.len(), 500);
         assert_eq!(replicates, h.resampled_quantiles(0.99, 500, 7));
         assert_ne!(replicates, h.resampled_quantiles(0.99, 500, 8));
-        // Every replicate is one of the recorded values, and they spread on both sides of
+        // Every replicate lies within the recorded values, and they spread on both sides of
         // the quantile (the 4th largest of 400 moves by several ranks between resamples).
         assert!(replicates.iter().all(|v| (100..=40_000).contains(v)));
         let under = replicates.iter().filter(|v| **v < p99).count();
         let over = replicates.iter().filter(|v| **v > p99).count();
         assert!(under > 50 && over > 50, "{under} under, {over} over {p99}");
+        // At the p99 rank sits the last of `fast` values of 100 µs, then come 200 µs ones:
+        // each resample lands on 200 about half the time (fewer 100s drawn than `fast`). With
+        // the border 3.2 standard deviations of the count above the rank, almost never. Both
+        // for a run short enough to draw every value and for one whose rank is drawn instead.
+        for (n, sigmas_3) in [(4_000u64, 20u64), (100_000, 100)] {
+            let share_of_200 = |fast: u64| {
+                let mut h = LatencyHistogram::default();
+                for i in 0..n {
+                    h.record(if i < fast { 100 } else { 200 });
+                }
+                let replicates = h.resampled_quantiles(0.99, 1000, 5);
+                replicates.iter().filter(|v| **v == 200).count() as f64 / 1000.0
+            };
+            let at_border = share_of_200(n * 99 / 100);
+            assert!((0.4..0.6).contains(&at_border), "n {n}: {at_border}");
+            let above = share_of_200(n * 99 / 100 + sigmas_3);
+            assert!(above < 0.02, "n {n}: {above}");
+        }
         // One value only: no spread at all.
         let mut one = LatencyHistogram::default();
         for _ in 0..100 {

@@ -468,8 +468,6 @@ pub struct RegionRatio {
 
 /// Resamples behind each interval.
 pub const RESAMPLES: usize = 1000;
-/// Most values drawn for one run's resamples: fewer resamples for runs of very many requests.
-const MAX_DRAWS: usize = 20_000_000;
 
 impl RegionRatio {
     fn in_words(&self) -> String {
@@ -672,10 +670,8 @@ fn p99_ratio_interval(
     denominator: &LatencyHistogram,
     seed: u64,
 ) -> Option<(f64, f64)> {
-    let most = numerator.count().max(denominator.count()).max(1);
-    let rounds = (MAX_DRAWS as u64 / most).clamp(100, RESAMPLES as u64) as usize;
-    let top = numerator.resampled_quantiles(0.99, rounds, seed);
-    let bottom = denominator.resampled_quantiles(0.99, rounds, seed.wrapping_add(1));
+    let top = numerator.resampled_quantiles(0.99, RESAMPLES, seed);
+    let bottom = denominator.resampled_quantiles(0.99, RESAMPLES, seed.wrapping_add(1));
     let mut ratios: Vec<f64> = top
         .iter()
         .zip(&bottom)
