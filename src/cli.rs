@@ -173,6 +173,9 @@ pub struct BenchArgs {
     /// No progress bar (it is drawn only on a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+    /// Write the in-process demos' logs to this file (default: no logs).
+    #[arg(long)]
+    pub log: Option<PathBuf>,
 }
 
 #[derive(Args)]

@@ -322,18 +322,9 @@ fn run_demo(args: DemoArgs) -> ExitCode {
         options
     };
     if let Some(path) = &args.log {
-        match std::fs::File::create(path) {
-            Ok(file) => tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(
-                    "info,hickory_server=warn",
-                ))
-                .with_writer(std::sync::Mutex::new(file))
-                .with_ansi(false)
-                .init(),
-            Err(e) => {
-                eprintln!("verge demo: --log {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
+        if let Err(e) = log_to_file(path) {
+            eprintln!("verge demo: --log {}: {e}", path.display());
+            return ExitCode::FAILURE;
         }
     }
     verge_demo::command::demo(DemoCommand {
@@ -341,6 +332,21 @@ fn run_demo(args: DemoArgs) -> ExitCode {
         regions: args.regions,
         state: args.state,
     })
+}
+
+/// Sends the in-process nodes' logs to `path`, created or emptied: `info` and up, or what
+/// `RUST_LOG` says.
+fn log_to_file(path: &std::path::Path) -> std::io::Result<()> {
+    let file = std::fs::File::create(path)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn")),
+        )
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .init();
+    Ok(())
 }
 
 fn run_bench(args: BenchArgs) -> ExitCode {
@@ -376,6 +382,12 @@ fn run_bench(args: BenchArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
+    if let Some(path) = &args.log {
+        if let Err(e) = log_to_file(path) {
+            eprintln!("verge bench: --log {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
     let command = BenchCommand {
         state: args.state,
         workload,

@@ -14,6 +14,10 @@ use hyper_util::rt::TokioExecutor;
 
 /// Most bytes read of a small answer (steering, stats, metrics).
 const MAX_SMALL_ANSWER: usize = 8 << 20;
+/// Most of an error answer's body kept, to say what went wrong.
+const ERROR_BODY_KEPT: usize = 1024;
+/// Most of it shown: its first line, cut here.
+const ERROR_DETAIL_CHARS: usize = 160;
 
 /// An edge the clients of a region send their requests to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,10 +101,25 @@ pub struct Answer {
 /// Why a request got no usable answer, naming the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestError {
-    Connect { target: String, reason: String },
-    Timeout { target: String, after: Duration },
-    Status { target: String, status: StatusCode },
-    Broken { target: String, reason: String },
+    Connect {
+        target: String,
+        reason: String,
+    },
+    Timeout {
+        target: String,
+        after: Duration,
+    },
+    /// `detail`: the path, and what the answer said of itself (its body's first line, its
+    /// `Cache-Status`).
+    Status {
+        target: String,
+        status: StatusCode,
+        detail: String,
+    },
+    Broken {
+        target: String,
+        reason: String,
+    },
 }
 
 impl RequestError {
@@ -127,12 +146,37 @@ impl fmt::Display for RequestError {
                     "{target} does not answer: no complete response within {after:?}"
                 )
             }
-            RequestError::Status { target, status } => write!(f, "{target} answered {status}"),
+            RequestError::Status {
+                target,
+                status,
+                detail,
+            } => write!(f, "{target} answered {status} to {detail}"),
             RequestError::Broken { target, reason } => {
                 write!(f, "{target}: the exchange broke: {reason}")
             }
         }
     }
+}
+
+/// `GET path`, then the first line of an error answer's body and its `Cache-Status`, each cut
+/// short: enough to tell a node's own error from one it relayed.
+fn error_detail(path: &str, body: &[u8], cache_status: &str) -> String {
+    let cut = |text: &str| -> String {
+        let text = text.trim();
+        match text.char_indices().nth(ERROR_DETAIL_CHARS) {
+            Some((at, _)) => format!("{}…", &text[..at]),
+            None => text.to_string(),
+        }
+    };
+    let body = String::from_utf8_lossy(body);
+    let mut detail = format!("GET {}", cut(path));
+    if let Some(line) = body.lines().map(str::trim).find(|l| !l.is_empty()) {
+        detail += &format!(": {:?}", cut(line));
+    }
+    if !cache_status.is_empty() {
+        detail += &format!(" (Cache-Status: {})", cut(cache_status));
+    }
+    detail
 }
 
 /// An error with its chain of causes, where hyper keeps the useful part ("connection refused").
@@ -203,6 +247,13 @@ impl RegionClient {
                 }
             })?;
             let (parts, mut body) = response.into_parts();
+            // An error's body says what went wrong: keep its start even when the body is
+            // otherwise only counted.
+            let keep_up_to = match (keep_body, parts.status.as_u16() >= 400) {
+                (true, _) => MAX_SMALL_ANSWER,
+                (false, true) => ERROR_BODY_KEPT,
+                (false, false) => 0,
+            };
             let mut kept = Vec::new();
             let mut bytes = 0u64;
             while let Some(frame) = body.frame().await {
@@ -212,8 +263,11 @@ impl RegionClient {
                 })?;
                 if let Ok(data) = frame.into_data() {
                     bytes += data.len() as u64;
-                    if keep_body && kept.len() + data.len() <= MAX_SMALL_ANSWER {
+                    if kept.len() + data.len() <= keep_up_to {
                         kept.extend_from_slice(&data);
+                    } else if keep_up_to == ERROR_BODY_KEPT {
+                        let room = keep_up_to.saturating_sub(kept.len());
+                        kept.extend_from_slice(&data[..room.min(data.len())]);
                     }
                 }
             }
@@ -237,15 +291,19 @@ impl RegionClient {
     ) -> Result<Answer, RequestError> {
         let url = format!("{}{path}", edge.url);
         let target = edge.to_string();
-        let (status, headers, _, bytes) = self.send(&url, Some(host), &target, false).await?;
-        if status.as_u16() >= 400 {
-            return Err(RequestError::Status { target, status });
-        }
+        let (status, headers, body, bytes) = self.send(&url, Some(host), &target, false).await?;
         let cache_status: Vec<&str> = headers
             .get_all("cache-status")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
+        if status.as_u16() >= 400 {
+            return Err(RequestError::Status {
+                target,
+                status,
+                detail: error_detail(path, &body, &cache_status.join(", ")),
+            });
+        }
         Ok(Answer {
             status,
             cache: classify(&cache_status.join(", ")),
@@ -267,6 +325,23 @@ impl RegionClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_answer_says_what_it_was_asked_and_what_it_said() {
+        let detail = error_detail(
+            "/a.jpg",
+            b"\n502 Bad Gateway: no answer from shield-us-1 (reset)\nmore\n",
+            "verge-edge; fwd=uri-miss; fwd-status=502",
+        );
+        assert_eq!(
+            detail,
+            "GET /a.jpg: \"502 Bad Gateway: no answer from shield-us-1 (reset)\" (Cache-Status: verge-edge; fwd=uri-miss; fwd-status=502)"
+        );
+        assert_eq!(error_detail("/b", b"", ""), "GET /b");
+        let long = "x".repeat(500);
+        let cut = error_detail("/c", long.as_bytes(), "");
+        assert!(cut.ends_with("x…\"") && cut.len() < 200, "{cut}");
+    }
 
     #[test]
     fn cache_status_tells_edge_hits_shield_hits_and_origin_fetches() {
