@@ -138,6 +138,9 @@ fn verge_demo_writes_its_state_serves_and_stops_on_sigterm() {
     assert!(out.contains("scrape_configs:"), "{out}");
     assert!(out.contains("Stopped."), "{out}");
     assert!(!state_path.exists(), "the state file outlived the demo");
+    // `--log` (shared with `verge bench --log`): the nodes' own lines.
+    let log = std::fs::read_to_string(dir.path().join("demo.log")).unwrap();
+    assert!(log.contains("registered with control"), "{log}");
 }
 
 #[test]
