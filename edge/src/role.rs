@@ -3,7 +3,7 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use prometheus::{IntGauge, Registry};
+use prometheus::{IntCounter, IntGauge, Registry};
 use verge_config::EdgeConfig;
 
 use verge_node::metrics::NodeMetrics;
@@ -25,6 +25,7 @@ fn build_edge_upstream(
     registry: &Registry,
     shield_metrics: &Mutex<Option<ShieldMetrics>>,
     in_use: &IntGauge,
+    resends: &IntCounter,
 ) -> Result<EdgeUpstream, StartError> {
     let origin_tls = verge_node::tls::client::upstream_client_config(
         &config.upstream.tls,
@@ -32,7 +33,8 @@ fn build_edge_upstream(
         "upstream.tls",
     )
     .map_err(StartError::Tls)?;
-    let origin = OriginUpstream::with_tls(&config.upstream, origin_tls, in_use.clone());
+    let origin = OriginUpstream::with_tls(&config.upstream, origin_tls, in_use.clone())
+        .counting_resends(resends.clone());
     // With a control plane, shields may arrive in a routing table: start on an empty
     // ring (misses to the origin) rather than on a plain origin upstream.
     if config.shields.members.is_empty() && config.control.is_none() {
@@ -62,6 +64,7 @@ pub struct EdgeRole {
     registry: Registry,
     shield_metrics: Mutex<Option<ShieldMetrics>>,
     in_use: IntGauge,
+    resends: IntCounter,
 }
 
 impl Role for EdgeRole {
@@ -78,8 +81,15 @@ impl Role for EdgeRole {
             registry: registry.clone(),
             shield_metrics: Mutex::new(None),
             in_use: metrics.upstream_connections_in_use.clone(),
+            resends: metrics.upstream_resends.clone(),
         };
-        let upstream = build_edge_upstream(config, registry, &role.shield_metrics, &role.in_use)?;
+        let upstream = build_edge_upstream(
+            config,
+            registry,
+            &role.shield_metrics,
+            &role.in_use,
+            &role.resends,
+        )?;
         Ok((role, upstream))
     }
 
@@ -91,8 +101,14 @@ impl Role for EdgeRole {
     }
 
     fn build_upstream(&self, config: &EdgeConfig) -> Result<EdgeUpstream, String> {
-        build_edge_upstream(config, &self.registry, &self.shield_metrics, &self.in_use)
-            .map_err(|e| e.to_string())
+        build_edge_upstream(
+            config,
+            &self.registry,
+            &self.shield_metrics,
+            &self.in_use,
+            &self.resends,
+        )
+        .map_err(|e| e.to_string())
     }
 }
 

@@ -111,6 +111,9 @@ pub struct NodeMetrics {
     pub purge_index_tags: IntGauge,
     pub upstream_connections_in_use: IntGauge,
     pub upstream_connections_max: IntGauge,
+    /// `verge_upstream_resends_total`: requests sent once more to the origin (an edge's) that
+    /// closed its kept-alive connection before answering.
+    pub upstream_resends: IntCounter,
     /// `verge_rule_requests_total{rule, cache_status}`.
     rule_requests: IntCounterVec,
     /// `verge_compressions_total{encoding, result}`.
@@ -235,6 +238,11 @@ impl NodeMetrics {
                 "verge_upstream_connections_max",
                 "Configured bound on upstream connection slots",
             )?,
+            upstream_resends: IntCounter::new(
+                "verge_upstream_resends_total",
+                "Bodiless GET, HEAD and OPTIONS requests sent once more to the origin that \
+                 closed its kept-alive connection before answering",
+            )?,
             rule_requests: IntCounterVec::new(
                 Opts::new(
                     "verge_rule_requests_total",
@@ -279,7 +287,7 @@ impl NodeMetrics {
             m.hit_for_miss_keys, m.fills_in_flight, m.fills_cut_short, m.connections_open, m.connections_total,
             m.connections_max, m.connections_shed, m.revalidations, m.purge_requests, m.purged_urls,
             m.purge_index_keys, m.purge_index_tags, m.upstream_connections_in_use,
-            m.upstream_connections_max, m.rule_requests, m.compressions,
+            m.upstream_connections_max, m.upstream_resends, m.rule_requests, m.compressions,
             m.request_body_over_budget, m.request_body_buffered
         );
         Ok(m)

@@ -103,7 +103,8 @@ pub struct ShieldUpstream<F = OriginUpstream> {
     /// Failovers after a shield failed stay under a share of requests.
     budget: Box<RetryBudget>,
     bounded_load_percent: Option<u32>,
-    metrics: ShieldMetrics,
+    /// Boxed: kept inline it made an edge's upstream enum lopsided.
+    metrics: Box<ShieldMetrics>,
     name: &'static str,
     /// The edge's region: its tier plan's set is read from routing tables. An edge placed in
     /// a region also measures and reports its origin fallback, so that control knows the
@@ -163,7 +164,7 @@ impl<F: Upstream> ShieldUpstream<F> {
                 Instant::now(),
             )),
             bounded_load_percent: shields.upper.bounded_load_percent,
-            metrics,
+            metrics: Box::new(metrics),
             name: "shields",
             region: None,
             parents: false,
@@ -224,6 +225,7 @@ impl<F: Upstream> ShieldUpstream<F> {
             self.tls.get().cloned().flatten()
         };
         OriginUpstream::with_tls(&config, tls, self.in_use.clone())
+            .counting_resends(self.metrics.resends.clone())
     }
 
     /// Replaces the member list: builds the new ring aside, then swaps it in atomically.

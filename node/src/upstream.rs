@@ -11,14 +11,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use verge_cache::CacheKey;
 use verge_config::wire::{RoutingTable, UpstreamHealth};
@@ -168,6 +168,9 @@ pub struct OriginUpstream {
     in_use: IntGauge,
     /// Round trips of requests sent through [`Upstream::send`] and of probes.
     rtt: RttWindow,
+    /// Bodiless idempotent requests sent again because the server closed a kept-alive
+    /// connection as they went out on it ([`closed_before_answering`]).
+    resent: IntCounter,
 }
 
 /// The pooled client: plain TCP when no TLS is configured, else TCP plus TLS for `https` URIs
@@ -247,7 +250,16 @@ impl OriginUpstream {
             max_connections: config.max_connections,
             in_use,
             rtt: RttWindow::default(),
+            resent: IntCounter::new("unregistered", "resends of an upstream without metrics")
+                .expect("a valid counter"),
         }
+    }
+
+    /// Counts the requests sent again after their kept-alive connection closed in `resent`
+    /// (registered by the caller).
+    pub fn counting_resends(mut self, resent: IntCounter) -> OriginUpstream {
+        self.resent = resent;
+        self
     }
 
     /// Waits up to the connect timeout for a free connection slot.
@@ -381,8 +393,35 @@ impl OriginUpstream {
                 upstream: self.name.clone(),
                 reason: format!("cannot build request URI: {e}"),
             })?;
+        // A bodiless GET, HEAD or OPTIONS may go out again once (RFC 9110 §9.2.2): a pooled
+        // connection the server closed while idle looks open until its FIN arrives, so a
+        // request sent on it then gets no answer through nobody's fault.
+        let again = match (&body, &parts.method) {
+            (Either::Left(_), &Method::GET | &Method::HEAD | &Method::OPTIONS) => Some((
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.version,
+                parts.headers.clone(),
+            )),
+            _ => None,
+        };
         let request = Request::from_parts(parts, body);
-        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+        let exchange = async {
+            match (self.client.request(request).await, again) {
+                (Err(e), Some((method, uri, version, headers))) if closed_before_answering(&e) => {
+                    self.resent.inc();
+                    tracing::debug!(upstream = %self.name, error = %root_cause(&e), "sending again: the connection closed before any answer");
+                    let mut request = Request::new(Either::Left(Empty::new()));
+                    *request.method_mut() = method;
+                    *request.uri_mut() = uri;
+                    *request.version_mut() = version;
+                    *request.headers_mut() = headers;
+                    self.client.request(request).await
+                }
+                (result, _) => result,
+            }
+        };
+        match tokio::time::timeout(self.response_timeout, exchange).await {
             Err(_) => Err(
                 client_fault().unwrap_or_else(|| RequestError::UpstreamTimeout {
                     upstream: self.name.clone(),
@@ -414,6 +453,29 @@ fn host_authority(headers: &http::HeaderMap) -> Option<Authority> {
         return None;
     }
     host.parse().ok()
+}
+
+/// Whether the server closed (or reset) the connection before answering at all: what a
+/// request sent on a kept-alive connection the server was closing meets.
+fn closed_before_answering(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ) {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
 }
 
 fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {

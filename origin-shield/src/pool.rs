@@ -214,8 +214,13 @@ impl OriginPool {
             "verge_origin_retry_budget_exhausted_total",
             "Retries not made because the retry budget was spent",
         )?;
+        let resends = IntCounter::new(
+            "verge_origin_resends_total",
+            "Bodiless GET, HEAD and OPTIONS requests sent once more to an origin server that \
+             closed its kept-alive connection before answering",
+        )?;
         verge_node::register_metrics!(
-            registry; requests, up, durations, retries_total, budget_exhausted
+            registry; requests, up, durations, retries_total, budget_exhausted, resends
         );
         let dns_metrics = DnsMetrics::register(registry)?;
         let names = host_names(config);
@@ -245,7 +250,7 @@ impl OriginPool {
                 let host = dns::host_name(&url.authority)
                     .and_then(|name| dns.as_ref().and_then(|dns| dns.host(name)));
                 Server {
-                    client: ServerClient::new(upstream, host, tls.clone(), in_use),
+                    client: ServerClient::new(upstream, host, tls.clone(), in_use, &resends),
                     label,
                     health: Mutex::new(ServerHealth::default()),
                     up: gauge,

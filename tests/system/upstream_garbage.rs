@@ -213,3 +213,36 @@ async fn a_body_cut_short_behind_a_shield_gets_502_and_neither_tier_stores_it() 
 
     assert_nothing_stored(&origin, &edge.url("/short")).await;
 }
+
+/// A kept-alive connection the origin closes as the next request goes out on it (an origin's
+/// idle timeout, met at the wrong moment): the origin read the request and answered nothing.
+/// A GET is sent once more, on another connection, and the client never sees the race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_on_a_connection_the_origin_closes_unanswered_is_sent_once_more() {
+    let origin = RawOrigin::start().await;
+    origin.push(cacheable("first"));
+    origin.push_then_close(Vec::new());
+    origin.push(cacheable("second"));
+    let edge = start_edge(origin.addr(), &[]).await;
+    let client = HttpClient::http1();
+
+    assert_eq!(client.get(&edge.url("/first")).await.text(), "first");
+    let response = client.get(&edge.url("/second")).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.text(), "second");
+    assert_eq!(origin.requests().len(), 3, "{:?}", origin.requests());
+    assert_eq!(
+        edge.metrics()
+            .await
+            .value_or_zero("verge_upstream_resends_total", &[]),
+        1.0
+    );
+
+    // Once only: an origin that closes unanswered twice gets the client a 502.
+    origin.push_then_close(Vec::new());
+    origin.push_then_close(Vec::new());
+    origin.push(cacheable("never asked"));
+    let response = client.get(&edge.url("/third")).await;
+    assert_gateway_error(&response, 502, "upstream-error");
+    assert_eq!(origin.requests().len(), 5, "{:?}", origin.requests());
+}

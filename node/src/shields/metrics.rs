@@ -16,6 +16,7 @@ pub struct ShieldMetrics {
     pub(super) spills: IntCounter,
     pub(super) retries: IntCounter,
     pub(super) budget_exhausted: IntCounter,
+    pub(super) resends: IntCounter,
 }
 
 impl ShieldMetrics {
@@ -55,6 +56,11 @@ impl ShieldMetrics {
                 "verge_shield_retry_budget_exhausted_total",
                 "Failovers not made because the retry budget was spent",
             )?,
+            resends: IntCounter::new(
+                "verge_shield_resends_total",
+                "Bodiless GET, HEAD and OPTIONS requests sent once more to a shield that closed \
+                 its kept-alive connection before answering",
+            )?,
             requests: IntCounterVec::new(
                 Opts::new(
                     "verge_shield_requests_total",
@@ -72,7 +78,7 @@ impl ShieldMetrics {
         };
         verge_serve::register_metrics!(
             registry; m.requests, m.up, m.duration, m.ejections, m.members, m.spills, m.retries,
-            m.budget_exhausted
+            m.budget_exhausted, m.resends
         );
         Ok(m)
     }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use http::header::{HeaderValue, HOST};
 use http::uri::Scheme;
 use http::{Request, Response};
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use verge_config::{OriginUrl, UpstreamConfig};
 use verge_node::tls::client::ClientConfig;
 use verge_node::upstream::{OriginUpstream, UpstreamBody, UpstreamResponseBody};
@@ -41,13 +41,13 @@ impl ServerClient {
         host: Option<ResolvedHost>,
         tls: Option<Arc<ClientConfig>>,
         in_use: &IntGauge,
+        resends: &IntCounter,
     ) -> ServerClient {
         let Some(host) = host else {
-            return ServerClient::Direct(Arc::new(OriginUpstream::with_tls(
-                &upstream,
-                tls,
-                in_use.clone(),
-            )));
+            return ServerClient::Direct(Arc::new(
+                OriginUpstream::with_tls(&upstream, tls, in_use.clone())
+                    .counting_resends(resends.clone()),
+            ));
         };
         let authority = &upstream.origin.authority;
         let host_header = HeaderValue::from_str(authority.as_str()).ok();
@@ -65,6 +65,7 @@ impl ServerClient {
             template: upstream,
             tls,
             in_use: in_use.clone(),
+            resends: resends.clone(),
             cursor: AtomicUsize::new(0),
             clients: Mutex::new(AddressClients::default()),
         }))
@@ -104,6 +105,7 @@ pub(super) struct NamedClient {
     template: UpstreamConfig,
     tls: Option<Arc<ClientConfig>>,
     in_use: IntGauge,
+    resends: IntCounter,
     /// Rotates over the addresses; wraps harmlessly.
     cursor: AtomicUsize,
     clients: Mutex<AddressClients>,
@@ -182,6 +184,7 @@ impl NamedClient {
             ..self.template.clone()
         };
         OriginUpstream::with_tls(&config, self.tls.clone(), self.in_use.clone())
+            .counting_resends(self.resends.clone())
     }
 }
 
