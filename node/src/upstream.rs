@@ -458,37 +458,34 @@ fn host_authority(headers: &http::HeaderMap) -> Option<Authority> {
 /// Whether the server closed (or reset) the connection before answering at all: what a
 /// request sent on a kept-alive connection the server was closing meets.
 fn closed_before_answering(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if e.downcast_ref::<hyper::Error>()
+    any_cause(error, |e| {
+        e.downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_incomplete_message)
-        {
-            return true;
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-            ) {
-                return true;
-            }
-        }
-        current = e.source();
-    }
-    false
+            || io_kind(e).is_some_and(|kind| {
+                matches!(
+                    kind,
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                )
+            })
+    })
 }
 
 fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        current = e.source();
-    }
-    false
+    any_cause(error, |e| io_kind(e) == Some(std::io::ErrorKind::TimedOut))
+}
+
+/// Whether `error` or any error behind it (its `source` chain) satisfies `test`.
+fn any_cause(
+    error: &(dyn std::error::Error + 'static),
+    test: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(test)
+}
+
+fn io_kind(error: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    error
+        .downcast_ref::<std::io::Error>()
+        .map(std::io::Error::kind)
 }
 
 fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
