@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Collector, ConfigErrors};
-use crate::field::{count, duration, socket_addr};
+use crate::field::{bounded_duration, count, duration, socket_addr};
 use crate::ids::RegionId;
 use crate::units::ByteSize;
 
@@ -89,6 +89,10 @@ pub struct HealthConfig {
     pub fall: u32,
     /// A node unseen (no heartbeat, failed probes) for this long is forgotten.
     pub forget_after: Duration,
+    /// For this long after control starts, a routing table that leaves out a shield its
+    /// registered nodes route through is held back while that shield registers again
+    /// (zero: never held).
+    pub settle: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +129,7 @@ pub mod defaults {
     pub const RISE: u64 = 2;
     pub const FALL: u64 = 2;
     pub const FORGET_AFTER: &str = "1h";
+    pub const SETTLE: &str = "10s";
     pub const LOG_RETAIN: u64 = 100_000;
     pub const MAX_BODY_BYTES: &str = "1MiB";
     pub const RATE_PER_SECOND: u64 = 100;
@@ -174,6 +179,7 @@ pub struct RawHealth {
     pub rise: Option<u64>,
     pub fall: Option<u64>,
     pub forget_after: Option<String>,
+    pub settle: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -379,6 +385,13 @@ pub(crate) fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigError
         FORGET_AFTER,
         ms(100),
     );
+    let settle = bounded_duration(
+        &mut c,
+        "health.settle",
+        h.settle.as_deref(),
+        SETTLE,
+        (Duration::ZERO, Duration::from_secs(600)),
+    );
 
     let p = raw.purge.unwrap_or_default();
     let log_retain = count(
@@ -482,6 +495,7 @@ pub(crate) fn validate(raw: RawControlFile) -> Result<ControlConfig, ConfigError
             rise: u32::try_from(rise?).ok()?,
             fall: u32::try_from(fall?).ok()?,
             forget_after: forget_after?,
+            settle: settle?,
         })
     })();
     let purge = (|| {

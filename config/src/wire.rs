@@ -48,6 +48,11 @@ pub struct Registration {
     /// The Verge version the node runs (shown on control's status page; empty if unknown).
     #[serde(default)]
     pub version: String,
+    /// The healthy shields of the routing table the node follows (none before its first
+    /// table). A control that has just started holds back tables that leave any of them out,
+    /// for `health.settle`, while they register again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shields: Vec<NodeId>,
 }
 
 /// Control's answer to a registration.

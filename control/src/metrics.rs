@@ -14,6 +14,9 @@ pub struct ControlMetrics {
     pub completion: Histogram,
     pub nodes: IntGaugeVec,
     pub table_version: IntGauge,
+    /// Shields that nodes route through and control waits for, after its start, before it
+    /// publishes a table without them (`health.settle`); 0 when nothing is held.
+    pub awaited_shields: IntGauge,
     pub events_pushed: IntCounterVec,
     pub stream_connects: IntCounter,
     pub stream_drops: IntCounterVec,
@@ -81,6 +84,10 @@ impl ControlMetrics {
             table_version: IntGauge::new(
                 "verge_routing_table_version",
                 "Version of the routing table in force",
+            )?,
+            awaited_shields: IntGauge::new(
+                "verge_routing_awaited_shields",
+                "Shields that registered nodes route through and that have not registered since control started: routing tables are held back for them until health.settle has passed",
             )?,
             events_pushed: IntCounterVec::new(
                 Opts::new(
@@ -223,7 +230,7 @@ impl ControlMetrics {
         m.config_version.set(1);
         let r = &m.registry;
         verge_serve::register_metrics!(
-            r; m.propagation, m.completion, m.nodes, m.table_version, m.events_pushed,
+            r; m.propagation, m.completion, m.nodes, m.table_version, m.awaited_shields, m.events_pushed,
             m.stream_connects, m.stream_drops, m.purges, m.log_head, m.resyncs, m.config_reloads,
             m.config_version, m.latency, m.latency_ignored, m.replans,
             m.node_auth_refused, m.replica_leader, m.elections, m.store_up, m.store_seconds,

@@ -91,6 +91,8 @@ impl TrafficRates {
 
 /// Longest node version kept; a longer one is cut.
 const MAX_VERSION_LEN: usize = 64;
+/// Most shields a registration may say its node routes through; the rest are dropped.
+const MAX_ROUTED_SHIELDS: usize = 1024;
 
 /// Why a registration or report was refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -152,6 +154,7 @@ impl Registry {
             }
             registration.version.truncate(end);
         }
+        registration.shields.truncate(MAX_ROUTED_SHIELDS);
         let id = registration.id.clone();
         let previous = self.nodes.insert(
             id,
@@ -260,6 +263,25 @@ impl Registry {
     /// The registrations forgotten since the last call.
     pub fn take_forgotten(&mut self) -> Vec<Registration> {
         std::mem::take(&mut self.forgotten)
+    }
+
+    /// The shields some registered node routes through (the healthy shields of its last
+    /// table, as it said when it registered) that are not registered as shields themselves.
+    pub fn awaited_shields(&self) -> Vec<NodeId> {
+        let mut awaited: Vec<NodeId> = self
+            .nodes
+            .values()
+            .flat_map(|n| &n.registration.shields)
+            .filter(|id| {
+                self.nodes
+                    .get(id)
+                    .is_none_or(|n| n.registration.role != NodeRole::Shield)
+            })
+            .cloned()
+            .collect();
+        awaited.sort();
+        awaited.dedup();
+        awaited
     }
 
     /// The registered nodes' ids.
@@ -424,6 +446,7 @@ mod tests {
             rise: 2,
             fall: 2,
             forget_after: Duration::from_secs(60),
+            settle: Duration::from_secs(10),
         }
     }
 
@@ -436,6 +459,7 @@ mod tests {
             admin_url: "http://127.0.0.1:2".into(),
             weight: 1,
             version: String::new(),
+            shields: Vec::new(),
         }
     }
 
@@ -479,6 +503,39 @@ mod tests {
             registry.ack(&unknown, 3),
             Err(Refused::Unknown(unknown.clone()))
         );
+    }
+
+    #[test]
+    fn awaited_shields_are_those_nodes_route_through_that_have_not_registered_as_shields() {
+        let mut registry = Registry::new(8);
+        let now = Instant::now();
+        let ids = |names: &[&str]| -> Vec<NodeId> {
+            names.iter().map(|n| NodeId::new(n).unwrap()).collect()
+        };
+        let routing = |id: &str, shields: &[&str]| Registration {
+            shields: ids(shields),
+            ..registration(id)
+        };
+        assert!(registry.awaited_shields().is_empty());
+        registry
+            .register(routing("e1", &["s1", "s2"]), now)
+            .unwrap();
+        registry
+            .register(routing("e2", &["s2", "s3"]), now)
+            .unwrap();
+        assert_eq!(registry.awaited_shields(), ids(&["s1", "s2", "s3"]));
+        // A node of that name that is not a shield does not count.
+        registry.register(registration("s1"), now).unwrap();
+        assert_eq!(registry.awaited_shields(), ids(&["s1", "s2", "s3"]));
+        let shield = |id: &str| Registration {
+            role: NodeRole::Shield,
+            ..registration(id)
+        };
+        registry.register(shield("s1"), now).unwrap();
+        registry.register(shield("s2"), now).unwrap();
+        assert_eq!(registry.awaited_shields(), ids(&["s3"]));
+        registry.forget(&NodeId::new("e2").unwrap());
+        assert!(registry.awaited_shields().is_empty());
     }
 
     #[test]

@@ -588,6 +588,7 @@ async fn admin_api(reloader: &ControlReloader, request: Request<Incoming>) -> Re
             &RoutingView {
                 table: control.routing(),
                 latency: control.planned_latency(),
+                awaiting_shields: control.awaited_shields(),
             },
         ),
         (
@@ -644,4 +645,7 @@ struct RoutingView {
     #[serde(flatten)]
     table: verge_config::wire::RoutingTable,
     latency: verge_config::tiers::LatencyMatrix,
+    /// Shields nodes route through that the next table waits for (after control's start).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    awaiting_shields: Vec<verge_config::NodeId>,
 }

@@ -42,6 +42,10 @@ pub struct Control {
     replica: Option<Arc<Replica>>,
     registry: Mutex<Registry>,
     table: Mutex<RoutingTable>,
+    /// When this process started, from which `health.settle` counts.
+    started: Instant,
+    /// The shields a table is held back for now (see [`Control::republish`]); empty: none.
+    awaited: Mutex<Vec<NodeId>>,
     /// Every published table, for in-process readers (geo steering).
     tables: watch::Sender<Arc<RoutingTable>>,
     /// The latency matrix the tier plan in force was made from; replaced when the measured
@@ -118,6 +122,8 @@ impl Control {
             hub: Hub::new(config.streams.node_buffer, head, metrics.clone()),
             registry: Mutex::new(Registry::new(config.streams.max_nodes)),
             table: Mutex::new(RoutingTable::default()),
+            started: Instant::now(),
+            awaited: Mutex::new(Vec::new()),
             tables: watch::channel(Arc::new(RoutingTable::default())).0,
             planned: Mutex::new(LatencyMatrix::default()),
             tracker: Mutex::new(Tracker::new(config.purge.status_retain)),
@@ -277,7 +283,13 @@ impl Control {
             role
         };
         self.metrics.stream_connects.inc();
-        let table = lock(&self.table).clone();
+        // While a table is held back, a node keeps the one it follows: it gets no table
+        // (version 0) rather than one without the shields it is waiting for.
+        let table = if self.holding() {
+            RoutingTable::default()
+        } else {
+            lock(&self.table).clone()
+        };
         let log = &self.log;
         let metrics = &self.metrics;
         let (conn, rx, initial) = self.hub.subscribe(id.clone(), role, |subs| {
@@ -433,9 +445,17 @@ impl Control {
     }
 
     /// Recomputes the routing table; publishes a new version to every node if routes changed.
+    ///
+    /// For `health.settle` after control starts, a table is held back while registered nodes
+    /// route through shields that have not registered again: after a restart the edges come
+    /// back before (or without) their shields, and a table without those shields would send
+    /// every miss to the origin for a moment.
     pub(crate) fn republish(&self) {
         let fresh = {
             let registry = lock(&self.registry);
+            if !self.hold(&registry) {
+                return;
+            }
             for (role, state, n) in registry.counts() {
                 self.metrics
                     .nodes
@@ -468,6 +488,45 @@ impl Control {
         }
         *table = RoutingTable { version, ..fresh };
         self.in_force(table);
+    }
+
+    /// Whether a table may be published now; else records (and logs, once per change) the
+    /// shields it is held back for.
+    fn hold(&self, registry: &Registry) -> bool {
+        let settle = self.config.load().health.settle;
+        let awaited = if self.started.elapsed() < settle {
+            registry.awaited_shields()
+        } else {
+            Vec::new()
+        };
+        let mut held = lock(&self.awaited);
+        if *held != awaited {
+            if awaited.is_empty() {
+                tracing::info!("routing table released: the shields nodes route through are back, or health.settle has passed");
+            } else {
+                let names: Vec<&str> = awaited.iter().map(NodeId::as_str).collect();
+                tracing::info!(
+                    awaiting = %names.join(", "),
+                    settle_left_ms = settle.saturating_sub(self.started.elapsed()).as_millis(),
+                    "routing table held back: nodes route through shields that have not registered since control started"
+                );
+            }
+            self.metrics
+                .awaited_shields
+                .set(i64::try_from(awaited.len()).unwrap_or(i64::MAX));
+            *held = awaited;
+        }
+        held.is_empty()
+    }
+
+    /// Whether a routing table is held back for shields to register (see [`Control::hold`]).
+    pub fn holding(&self) -> bool {
+        !lock(&self.awaited).is_empty()
+    }
+
+    /// The shields a routing table is held back for now.
+    pub fn awaited_shields(&self) -> Vec<NodeId> {
+        lock(&self.awaited).clone()
     }
 
     /// Puts a table written by the leader replica in force, unless a newer one already is.
@@ -844,7 +903,9 @@ async fn health_rounds(control: std::sync::Weak<Control>, mut shutdown: watch::R
             }
         }
         c.follow_latency();
-        if changed {
+        // A held table is looked at again every round: it is published once its shields are
+        // back or `health.settle` has passed.
+        if changed || c.holding() {
             c.republish();
         } else {
             for (role, state, n) in lock(&c.registry).counts() {

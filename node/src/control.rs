@@ -223,6 +223,7 @@ impl<U: Upstream> ControlClient<U> {
                     admin_url: format!("http://{admin_addr}"),
                     weight: config.weight,
                     version: env!("CARGO_PKG_VERSION").to_string(),
+                    shields: Vec::new(),
                 },
                 metrics,
                 applied: watch::Sender::new(0),
@@ -365,7 +366,11 @@ impl<U: Upstream> Shared<U> {
     }
 
     async fn register(&self) -> Result<Registered, String> {
-        let body = self.post("/v1/register", &self.registration).await?;
+        let registration = Registration {
+            shields: self.pipeline.table_shields(),
+            ..self.registration.clone()
+        };
+        let body = self.post("/v1/register", &registration).await?;
         let registered: Registered = serde_json::from_slice(&body)
             .map_err(|e| format!("POST /v1/register: invalid answer: {e}"))?;
         self.registered.store(true, Ordering::Relaxed);

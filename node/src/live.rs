@@ -13,6 +13,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use verge_config::rules::RuleSet;
 use verge_config::wire::{RoutingTable, UpstreamHealth};
+use verge_config::NodeId;
 
 use crate::body::ResponseBody;
 use crate::pipeline::CachePipeline;
@@ -59,6 +60,14 @@ impl<U: Upstream> LivePipeline<U> {
         in_force(&next, &control);
         self.current.store(next);
         Ok(())
+    }
+
+    /// The healthy shields of the last routing table applied (none before the first).
+    pub fn table_shields(&self) -> Vec<NodeId> {
+        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        table.as_ref().map_or_else(Vec::new, |t| {
+            t.healthy_shields().map(|s| s.id.clone()).collect()
+        })
     }
 
     /// Applies a routing table to the pipeline serving now and remembers it. Its cache rules

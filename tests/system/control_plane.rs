@@ -471,3 +471,61 @@ async fn a_node_that_knows_several_control_replicas_moves_to_another_when_it_los
     let status = purge_and_wait(&other, purge_url("/a")).await;
     assert!(status.complete, "purges from the new replica reach it");
 }
+
+#[tokio::test]
+async fn after_a_control_restart_an_edge_keeps_its_shield_until_the_shield_is_back() {
+    let (dir, control) = fresh_control().await;
+    let control_addr = control.node_addr;
+    let origin = FakeOrigin::start().await;
+    for path in ["/while-away", "/after"] {
+        origin.on(path, Reply::ok("x").cache_control("max-age=3600"));
+    }
+    let shield_link = Relay::start(control_addr).await;
+    let _shield = start_shield_node(&origin, "s1", &shield_link.url()).await;
+    let edge = edge_with_control(&origin, "e1", &control.url()).await;
+    control.wait_connected(&["s1", "e1"]).await;
+    wait_ring(&edge, 1.0).await;
+
+    // Control restarts; the edge is back before its shield.
+    shield_link.cut();
+    let tables_before = routing_events(&edge).await;
+    control.stop().await;
+    let control = start_control(dir.path(), control_addr, &[]).await;
+    control.wait_connected(&["e1"]).await;
+    wait_until(
+        "the edge to read its new stream's first event",
+        Duration::from_secs(10),
+        || async { routing_events(&edge).await > tables_before },
+    )
+    .await;
+    assert_eq!(
+        edge.metrics().await.value("verge_shield_ring_members", &[]),
+        Some(1.0),
+        "the edge dropped its shield before the shield could register again"
+    );
+    assert_eq!(get(&edge, "/while-away").await.0, 200);
+    assert_eq!(support::tier::last_fetcher(&origin, "/while-away"), "s1");
+
+    shield_link.restore();
+    control.wait_connected(&["e1", "s1"]).await;
+    wait_until(
+        "control to publish a table with s1",
+        Duration::from_secs(10),
+        || async {
+            let table = control.admin.get_json("/v1/routing").await.unwrap();
+            table["shields"][0]["id"] == "s1" && table.get("awaiting_shields").is_none()
+        },
+    )
+    .await;
+    wait_ring(&edge, 1.0).await;
+    assert_eq!(get(&edge, "/after").await.0, 200);
+    assert_eq!(support::tier::last_fetcher(&origin, "/after"), "s1");
+}
+
+/// Routing events the edge has read from control's streams.
+async fn routing_events(edge: &TestEdge) -> f64 {
+    edge.metrics()
+        .await
+        .value("verge_control_events_total", &[("type", "routing")])
+        .unwrap_or(0.0)
+}

@@ -401,3 +401,73 @@ async fn a_node_that_does_not_read_its_stream_is_cut_off_and_the_others_carry_on
     }
     assert!(matches!(resumed.next().await, Event::Routing { .. }));
 }
+
+/// Registers `id` (admin listener closed) saying it routes through `shields`.
+async fn register_routing(control: &TestControl, id: &str, role: &str, shields: &[&str]) {
+    let (admin_url, _held) = closed_admin_url();
+    let mut body = support::registration(id, role, &admin_url);
+    body["shields"] = json!(shields);
+    let registered = control
+        .node(Method::POST, "/v1/register", &body.to_string())
+        .await;
+    assert_eq!(registered.status, StatusCode::OK, "{}", registered.text());
+}
+
+fn shield_ids(table: &verge_config::wire::RoutingTable) -> Vec<&str> {
+    table.healthy_shields().map(|s| s.id.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_start_no_table_leaves_out_a_shield_the_nodes_route_through_until_it_is_back() {
+    // As after a restart: the edge comes back first, still routing through s1 and s2.
+    let (_dir, control) = control_in_temp_dir("").await;
+    register_routing(&control, "e1", "edge", &["s1", "s2"]).await;
+    let mut edge = control.events("e1", None).await;
+    let held = edge.expect_routing().await;
+    assert_eq!(
+        held.version, 0,
+        "no table while s1 and s2 are away: {held:?}"
+    );
+    assert_eq!(control.metric("verge_routing_awaited_shields").await, 2.0);
+    let routing = control.admin(Method::GET, "/v1/routing", "").await;
+    assert_eq!(routing.json()["awaiting_shields"], json!(["s1", "s2"]));
+
+    // One shield back is not enough; both are.
+    register_routing(&control, "s1", "shield", &[]).await;
+    edge.expect_quiet(Duration::from_millis(100)).await;
+    register_routing(&control, "s2", "shield", &[]).await;
+    let table = edge.expect_routing().await;
+    assert!(table.version > 0, "{table:?}");
+    assert_eq!(shield_ids(&table), ["s1", "s2"]);
+    assert_eq!(control.metric("verge_routing_awaited_shields").await, 0.0);
+    let routing = control.admin(Method::GET, "/v1/routing", "").await;
+    assert!(routing.json().get("awaiting_shields").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shield_that_does_not_come_back_holds_the_table_only_until_health_settle() {
+    let before_start = Instant::now();
+    let (_dir, control) = control_in_temp_dir(
+        "[health]\nheartbeat_timeout = \"60s\"\nprobe_interval = \"20ms\"\nsettle = \"300ms\"",
+    )
+    .await;
+    register_routing(&control, "e1", "edge", &["gone"]).await;
+    let mut edge = control.events("e1", None).await;
+    assert_eq!(edge.expect_routing().await.version, 0);
+    let table = edge.expect_routing().await;
+    assert!(table.version > 0, "{table:?}");
+    assert!(shield_ids(&table).is_empty(), "{table:?}");
+    assert!(before_start.elapsed() >= Duration::from_millis(300));
+    assert_eq!(control.metric("verge_routing_awaited_shields").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_health_settle_zero_nothing_is_held() {
+    let (_dir, control) =
+        control_in_temp_dir("[health]\nheartbeat_timeout = \"60s\"\nsettle = \"0s\"").await;
+    register_routing(&control, "e1", "edge", &["s1"]).await;
+    let mut edge = control.events("e1", None).await;
+    let table = edge.expect_routing().await;
+    assert!(table.version > 0, "{table:?}");
+    assert!(shield_ids(&table).is_empty(), "{table:?}");
+}

@@ -83,8 +83,10 @@ impl<U: Upstream> Shared<U> {
                         *applied != before
                     });
                 }
+                // Version 0 is no table: control has none to give yet (it is waiting for the
+                // shields to register after its start), so the one in force stays.
                 let version = table.version;
-                if version != self.table_version.load(Ordering::Relaxed) {
+                if version != 0 && version != self.table_version.load(Ordering::Relaxed) {
                     match self.pipeline.apply_routing(&table) {
                         Ok(()) => {
                             self.table_version.store(version, Ordering::Relaxed);
