@@ -79,7 +79,7 @@ pub mod defaults {
     pub const RESPONSE_TIMEOUT: &str = "30s";
     pub const MAX_IDLE_PER_HOST: u64 = 256;
     pub const UPSTREAM_MAX_CONNECTIONS: u64 = 1024;
-    pub const IDLE_TIMEOUT: &str = "90s";
+    pub const IDLE_TIMEOUT: &str = "50s";
 }
 
 /// Validates an upstream table found at `section` (`upstream`, or `origin` for a shield's pool).
@@ -164,6 +164,12 @@ mod tests {
     use super::*;
     use crate::edge::tests::MINIMAL;
     use crate::EdgeConfig;
+
+    #[test]
+    fn idle_upstream_connections_are_closed_before_a_verge_server_closes_them() {
+        let config = EdgeConfig::from_toml(MINIMAL).unwrap();
+        assert!(config.upstream.idle_timeout < config.server.idle_timeout);
+    }
 
     #[test]
     fn the_upstream_source_address_must_be_an_ip() {
