@@ -8,8 +8,8 @@
 //! - `edge_hit`: the edge has it (asked once before, outside the timing): the client's own
 //!   round trip to a node, for scale.
 //!
-//! Objects of 4 KiB and 48 KiB (read whole at each tier before answering) and 256 KiB (answered
-//! as read, past `cache.stream_above_bytes`). Everything runs in this process on loopback, with
+//! Objects of 4 KiB and 48 KiB (read whole at each tier before answering), 256 KiB and 1 MiB
+//! (answered as read, past `cache.stream_above_bytes`; the demo's largest objects are 1 MiB). Everything runs in this process on loopback, with
 //! no latency added, so the figures are the nodes' own work: compare ratios.
 //!
 //! Run with `cargo bench --bench shield_hop -- --warm-up-time 1 --measurement-time 5`.
@@ -30,10 +30,11 @@ use verge_edge::EdgeRole;
 use verge_origin_shield::ShieldRole;
 use verge_testkit::{FakeOrigin, Reply, RunningNode};
 
-const SIZES: [(&str, usize); 3] = [
+const SIZES: [(&str, usize); 4] = [
     ("4KiB", 4 << 10),
     ("48KiB", 48 << 10),
     ("256KiB", 256 << 10),
+    ("1MiB", 1 << 20),
 ];
 
 /// An edge in front of `origin`, through the shield at `shield` if any; its data address.
