@@ -44,7 +44,7 @@ fn start_control_process() -> ControlProcess {
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
+        .env_remove("NO_COLOR")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -61,6 +61,8 @@ fn start_control_process() -> ControlProcess {
     let line = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("verge control logs its addresses");
+    // Its stderr is a pipe, not a terminal: plain text, no colour codes.
+    assert!(!line.contains('\x1b'), "{line:?}");
     let field = |name: &str| {
         let start = line.find(&format!("{name}=")).expect("test setup") + name.len() + 1;
         line[start..]
