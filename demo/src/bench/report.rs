@@ -62,6 +62,54 @@ pub struct RegionReport {
     /// Per killed edge of this region: how soon its clients stopped sending to it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub moved_away: Vec<MovedAway>,
+    /// The slowest answered requests of the measured part, slowest first: what the tail is
+    /// made of.
+    pub slowest: Vec<SlowRequest>,
+}
+
+/// One of the slowest answered requests.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlowRequest {
+    pub ms: f64,
+    pub path: String,
+    pub edge: String,
+    pub bytes: u64,
+    /// Who had the object: `edge` (a hit), `shield` (a shield's hit), `origin` (fetched from
+    /// it on the way), `upstream` (the edge missed; no `Cache-Status` says more).
+    pub served_by: &'static str,
+}
+
+/// Requests kept in [`RegionReport::slowest`].
+pub const SLOWEST: usize = 5;
+
+/// The [`SLOWEST`] slowest requests offered, slowest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Slowest(Vec<SlowRequest>);
+
+impl Slowest {
+    /// Whether a request of `ms` would be kept (so that one is built only then).
+    pub fn wants(&self, ms: f64) -> bool {
+        self.0.len() < SLOWEST || self.0.last().is_some_and(|last| ms > last.ms)
+    }
+
+    pub fn offer(&mut self, request: SlowRequest) {
+        if !self.wants(request.ms) {
+            return;
+        }
+        let at = self.0.partition_point(|kept| kept.ms >= request.ms);
+        self.0.insert(at, request);
+        self.0.truncate(SLOWEST);
+    }
+
+    pub fn merge(&mut self, other: &Slowest) {
+        for request in &other.0 {
+            self.offer(request.clone());
+        }
+    }
+
+    pub fn requests(&self) -> Vec<SlowRequest> {
+        self.0.clone()
+    }
 }
 
 /// One second of the measured part.
@@ -300,6 +348,25 @@ pub fn markdown(report: &RunReport) -> String {
     if !report.faults.is_empty() {
         out.push('\n');
         out.push_str(&faults_markdown(report));
+    }
+    for region in &report.regions {
+        if !region.slowest.is_empty() {
+            let shown: Vec<String> = region
+                .slowest
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} ms {} ({} KiB, {} via {})",
+                        ms(r.ms),
+                        r.path,
+                        r.bytes.div_ceil(1024),
+                        r.served_by,
+                        r.edge
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "{} slowest: {}", region.region, shown.join("; "));
+        }
     }
     for region in &report.regions {
         if let Some(failure) = &region.failure {
@@ -726,6 +793,7 @@ mod tests {
             timeline: Vec::new(),
             phases: Vec::new(),
             moved_away: Vec::new(),
+            slowest: Vec::new(),
         }
     }
 
@@ -778,6 +846,41 @@ mod tests {
         );
         assert!(rows[2].starts_with("| all |"));
         assert!(text.contains("origin: 2 requests for 100 client requests (0.020 per client request; counted by the origin)"), "{text}");
+    }
+
+    fn slow(ms: f64, path: &str) -> SlowRequest {
+        SlowRequest {
+            ms,
+            path: path.into(),
+            edge: "us-1".into(),
+            bytes: 300 * 1024,
+            served_by: "origin",
+        }
+    }
+
+    #[test]
+    fn the_slowest_requests_are_kept_slowest_first_and_shown_per_region() {
+        let mut slowest = Slowest::default();
+        for (i, ms) in [3.0, 9.0, 1.0, 7.0, 5.0, 8.0, 2.0].into_iter().enumerate() {
+            slowest.offer(slow(ms, &format!("/{i}")));
+        }
+        let kept: Vec<f64> = slowest.requests().iter().map(|r| r.ms).collect();
+        assert_eq!(kept, [9.0, 8.0, 7.0, 5.0, 3.0]);
+        assert!(!slowest.wants(3.0));
+        assert!(slowest.wants(3.5));
+        let mut other = Slowest::default();
+        other.offer(slow(10.0, "/other"));
+        slowest.merge(&other);
+        assert_eq!(slowest.requests()[0].path, "/other");
+        assert_eq!(slowest.requests().len(), SLOWEST);
+
+        let mut run = report("configured", 2.5, 0.02);
+        run.regions[0].slowest = slowest.requests();
+        let text = markdown(&run);
+        assert!(
+            text.contains("us slowest: 10.0 ms /other (300 KiB, origin via us-1); 9.00 ms /1 "),
+            "{text}"
+        );
     }
 
     /// A run whose `us` clients saw 400 latencies spread evenly over `from_us..from_us + 4 ms`.

@@ -19,7 +19,9 @@ use super::fault::{FaultPlan, PhaseBounds};
 use super::histogram::{self, LatencyHistogram};
 use super::injector::{self, Down, FaultRun};
 use super::offload;
-use super::report::{ErrorCount, OriginReport, PurgeReport, RegionReport, RunReport};
+use super::report::{
+    ErrorCount, OriginReport, PurgeReport, RegionReport, RunReport, SlowRequest, Slowest,
+};
 use super::steer;
 use super::timeline::{Measured, Timeline};
 use super::workload::{Steering, Workload};
@@ -126,6 +128,7 @@ struct RegionStats {
     edges_heard: BTreeMap<String, bool>,
     /// Per second, and per phase with faults.
     timeline: Timeline,
+    slowest: Slowest,
 }
 
 impl RegionStats {
@@ -143,7 +146,26 @@ impl RegionStats {
             .collect()
     }
 
-    fn answered(&mut self, us: u64, answer: &Answer) {
+    fn answered(&mut self, us: u64, answer: &Answer, path: &str, edge: &EdgeTarget) {
+        let ms = us as f64 / 1000.0;
+        if self.slowest.wants(ms) {
+            let cache = &answer.cache;
+            self.slowest.offer(SlowRequest {
+                ms,
+                path: path.to_string(),
+                edge: edge.id.clone(),
+                bytes: answer.bytes,
+                served_by: if cache.edge_hit {
+                    "edge"
+                } else if cache.shield_hit {
+                    "shield"
+                } else if cache.origin_fetch {
+                    "origin"
+                } else {
+                    "upstream"
+                },
+            });
+        }
         self.all.record(us);
         if answer.cache.edge_hit {
             self.hits.record(us);
@@ -344,7 +366,7 @@ async fn client_loop(
                 Ok(answer) => {
                     shared.requests.fetch_add(1, Ordering::Relaxed);
                     if let Some(m) = measured {
-                        stats.answered(us, &answer);
+                        stats.answered(us, &answer, path, edge);
                         stats.timeline.place(&Measured { known, ..m }, Some(us));
                     }
                     false
@@ -598,6 +620,7 @@ pub async fn run(spec: RunSpec<'_>, stop: watch::Receiver<bool>) -> Result<RunRe
             None => (RegionStats::default(), Vec::new()),
         };
         total_stats.all.merge(&stats.all);
+        total_stats.slowest.merge(&stats.slowest);
         per_region.push(stats.all.clone());
         total_stats.hits.merge(&stats.hits);
         total_stats.misses.merge(&stats.misses);
@@ -722,5 +745,6 @@ fn region_report(
         timeline: Vec::new(),
         phases: Vec::new(),
         moved_away: Vec::new(),
+        slowest: stats.slowest.requests(),
     }
 }

@@ -80,6 +80,26 @@ async fn bench_against_the_demo_reports_hits_in_every_region_and_local_hits_beat
     let ap = regions.iter().find(|r| r["region"] == "ap").unwrap();
     let ap_miss = summary(ap, "miss_latency_ms", "p50");
     assert!(ap_miss >= 160.0, "ap miss p50 {ap_miss} ms");
+    // Its tail is those misses: its slowest requests, slowest first, are the max, each with
+    // the path asked and who had the object.
+    let slowest = ap["slowest"].as_array().unwrap();
+    assert!(!slowest.is_empty(), "{ap}");
+    assert_eq!(slowest[0]["ms"], ap["latency_ms"]["max"], "{ap}");
+    assert!(slowest
+        .windows(2)
+        .all(|w| w[0]["ms"].as_f64() >= w[1]["ms"].as_f64()));
+    for request in slowest {
+        assert!(
+            request["path"].as_str().unwrap().starts_with('/'),
+            "{request}"
+        );
+        assert!(
+            ["edge", "shield", "origin", "upstream"]
+                .contains(&request["served_by"].as_str().unwrap()),
+            "{request}"
+        );
+    }
+    assert_ne!(slowest[0]["served_by"], "edge", "{ap}");
     for region in regions {
         let hit = summary(region, "hit_latency_ms", "p50");
         assert!(
