@@ -189,6 +189,17 @@ pub fn render_status(
             );
         }
     }
+    let awaited: Vec<String> = list(&routing["awaiting_shields"])
+        .iter()
+        .map(text)
+        .collect();
+    if !awaited.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nrouting held back until {} register again (control has just started; the nodes keep the tables they have)",
+            awaited.join(", ")
+        );
+    }
     let shields = list(&routing["shields"]);
     let in_ring: Vec<String> = shields
         .iter()
@@ -363,6 +374,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("in progress  1/2 nodes applied"), "{text}");
+
+        assert!(!text.contains("held back"), "{text}");
+        let held = json!({"version": 1, "shields": [], "awaiting_shields": ["s1", "s2"]});
+        let (text, _) = render_status(&nodes, &held, &purges);
+        assert!(
+            text.contains("\nrouting held back until s1, s2 register again (control has just started; the nodes keep the tables they have)\n"),
+            "{text}"
+        );
 
         let (_, all_up) = render_status(&json!([]), &json!({}), &json!(null));
         let line = render_replica(&json!({"name": "b", "leader": "a", "is_leader": false,
