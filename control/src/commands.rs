@@ -209,7 +209,9 @@ pub fn render_status(
     let _ = writeln!(
         out,
         "\nshield ring: {}",
-        if in_ring.is_empty() {
+        if !awaited.is_empty() && in_ring.is_empty() {
+            "none published since the start".to_string()
+        } else if in_ring.is_empty() {
             "empty (edges go to the origin)".to_string()
         } else {
             in_ring.join(", ")
@@ -380,6 +382,10 @@ mod tests {
         let (text, _) = render_status(&nodes, &held, &purges);
         assert!(
             text.contains("\nrouting held back until s1, s2 register again (control has just started; the nodes keep the tables they have)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shield ring: none published since the start\n"),
             "{text}"
         );
 
