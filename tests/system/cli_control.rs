@@ -50,6 +50,13 @@ fn start_control_process() -> ControlProcess {
         .spawn()
         .expect("test setup");
     let stderr = child.stderr.take().expect("test setup");
+    // Owned from here, so the process is stopped however this function ends.
+    let mut process = ControlProcess {
+        nodes: String::new(),
+        admin: String::new(),
+        child,
+        _dir: dir,
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -71,12 +78,9 @@ fn start_control_process() -> ControlProcess {
             .expect("address after the field name")
             .to_string()
     };
-    ControlProcess {
-        nodes: format!("http://{}", field("nodes")),
-        admin: format!("http://{}", field("admin")),
-        child,
-        _dir: dir,
-    }
+    process.nodes = format!("http://{}", field("nodes"));
+    process.admin = format!("http://{}", field("admin"));
+    process
 }
 
 fn verge(args: &[&str]) -> Output {
@@ -89,10 +93,11 @@ fn verge(args: &[&str]) -> Output {
         .expect("test setup");
     let started = Instant::now();
     while child.try_wait().expect("test setup").is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "verge {args:?} still running after 20s"
-        );
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("verge {args:?} still running after 20s");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().expect("test setup")

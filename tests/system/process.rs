@@ -35,7 +35,7 @@ impl VergeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_verge"))
             .args(args)
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
+            .env_remove("NO_COLOR")
             .env_remove("VERGE_TOKEN")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
