@@ -27,6 +27,13 @@ pub struct NodeControlConfig {
     pub reconnect_min: Duration,
     /// ...doubling (with jitter) up to this.
     pub reconnect_max: Duration,
+    /// How often the node measures the round trip to an upstream it sends no traffic to: a
+    /// shield outside its ring (the others are measured by real requests, or probed after a
+    /// second without them).
+    pub probe_spare_every: Duration,
+    /// How often an edge measures the origin it falls back to, when no real request went
+    /// there: every edge of a fleet does, so the origin sees one probe per edge per this.
+    pub probe_origin_every: Duration,
     /// The data-plane URL announced to control (what clients and edges should use), when it is
     /// not the listener's own address: behind a load balancer, NAT or a relay.
     pub advertise_url: Option<OriginUrl>,
@@ -49,6 +56,8 @@ pub mod defaults {
     pub const HEARTBEAT_INTERVAL: &str = "1s";
     pub const RECONNECT_MIN: &str = "100ms";
     pub const RECONNECT_MAX: &str = "5s";
+    pub const PROBE_SPARE_EVERY: &str = "10s";
+    pub const PROBE_ORIGIN_EVERY: &str = "60s";
 }
 
 /// Longest heartbeat interval or reconnect delay accepted: beyond it control would take the
@@ -139,6 +148,18 @@ pub(crate) fn validate_node_control(
         RECONNECT_MAX,
         ms,
     );
+    let probe_spare_every = timing(
+        "control.probe_spare_every",
+        raw.probe_spare_every,
+        PROBE_SPARE_EVERY,
+        Duration::from_secs(1),
+    );
+    let probe_origin_every = timing(
+        "control.probe_origin_every",
+        raw.probe_origin_every,
+        PROBE_ORIGIN_EVERY,
+        Duration::from_secs(1),
+    );
     let advertise_url = match raw.advertise_url.as_deref() {
         None => Some(None),
         Some(text) => c
@@ -192,6 +213,8 @@ pub(crate) fn validate_node_control(
         heartbeat_interval: heartbeat_interval?,
         reconnect_min,
         reconnect_max,
+        probe_spare_every: probe_spare_every?,
+        probe_origin_every: probe_origin_every?,
         advertise_url: advertise_url?,
         source_address: source_address?,
         token: token?,
@@ -239,6 +262,8 @@ mod tests {
         assert_eq!(control.heartbeat_interval, Duration::from_secs(1));
         assert_eq!(control.reconnect_min, Duration::from_millis(100));
         assert_eq!(control.reconnect_max, Duration::from_secs(5));
+        assert_eq!(control.probe_spare_every, Duration::from_secs(10));
+        assert_eq!(control.probe_origin_every, Duration::from_secs(60));
         assert_eq!(control.advertise_url, None);
     }
 
@@ -286,9 +311,12 @@ mod tests {
     fn a_shield_takes_the_same_control_table() {
         let text = format!(
             "{SHIELD}[control]\nurl = \"http://10.0.0.1:7000\"\nweight = 3\n\
-             heartbeat_interval = \"500ms\"\nreconnect_min = \"50ms\"\nreconnect_max = \"2s\"\n"
+             heartbeat_interval = \"500ms\"\nreconnect_min = \"50ms\"\nreconnect_max = \"2s\"\n\
+             probe_spare_every = \"30s\"\nprobe_origin_every = \"5m\"\n"
         );
         let control = ShieldConfig::from_toml(&text).unwrap().control.unwrap();
+        assert_eq!(control.probe_spare_every, Duration::from_secs(30));
+        assert_eq!(control.probe_origin_every, Duration::from_secs(300));
         assert_eq!(control.weight, 3);
         assert_eq!(control.heartbeat_interval, Duration::from_millis(500));
         assert_eq!(control.reconnect_min, Duration::from_millis(50));
@@ -299,7 +327,8 @@ mod tests {
     fn every_bad_control_field_is_named() {
         let text = format!(
             "{EDGE}[control]\nurl = \"http://127.0.0.1:7000/v1\"\nweight = 11\n\
-             heartbeat_interval = \"1ms\"\nreconnect_min = \"soon\"\nreconnect_max = \"1h\"\n"
+             heartbeat_interval = \"1ms\"\nreconnect_min = \"soon\"\nreconnect_max = \"1h\"\n\
+             probe_spare_every = \"100ms\"\nprobe_origin_every = \"2h\"\n"
         );
         let errs = EdgeConfig::from_toml(&text).unwrap_err();
         for path in [
@@ -308,6 +337,8 @@ mod tests {
             "control.heartbeat_interval",
             "control.reconnect_min",
             "control.reconnect_max",
+            "control.probe_spare_every",
+            "control.probe_origin_every",
         ] {
             assert!(errs.mentions(path), "{path} not reported in:\n{errs}");
         }

@@ -172,6 +172,8 @@ pub struct RawNodeControl {
     pub heartbeat_interval: Option<String>,
     pub reconnect_min: Option<String>,
     pub reconnect_max: Option<String>,
+    pub probe_spare_every: Option<String>,
+    pub probe_origin_every: Option<String>,
     pub advertise_url: Option<String>,
     pub source_address: Option<String>,
     pub token: Option<String>,

@@ -8,6 +8,7 @@ use verge_config::EdgeConfig;
 
 use verge_node::metrics::NodeMetrics;
 use verge_node::reload::differing;
+use verge_node::rtt::ProbeCadence;
 use verge_node::{OriginUpstream, Role, StartError};
 
 use std::time::Duration;
@@ -158,10 +159,10 @@ impl Upstream for EdgeUpstream {
         }
     }
 
-    async fn probe(&self) {
+    async fn probe(&self, cadence: ProbeCadence) {
         match self {
-            EdgeUpstream::Origin(origin) => origin.probe().await,
-            EdgeUpstream::Shields(shields) => shields.probe().await,
+            EdgeUpstream::Origin(origin) => origin.probe(cadence).await,
+            EdgeUpstream::Shields(shields) => shields.probe(cadence).await,
         }
     }
 }

@@ -539,7 +539,9 @@ impl<U: Upstream> Shared<U> {
         let every = self.heartbeat_every.subscribe();
         loop {
             let period = *every.borrow();
-            let round = tokio::time::timeout(period.max(PROBE_ROUND_MAX), self.pipeline.probe());
+            let cadence = crate::rtt::ProbeCadence::from(&self.config);
+            let round =
+                tokio::time::timeout(period.max(PROBE_ROUND_MAX), self.pipeline.probe(cadence));
             if or_stop(&mut stop, round).await.is_none() {
                 return;
             }

@@ -103,9 +103,9 @@ impl<U: Upstream> LivePipeline<U> {
     }
 
     /// Probes the round trips of the pipeline serving now.
-    pub async fn probe(&self) {
+    pub async fn probe(&self, cadence: crate::rtt::ProbeCadence) {
         let pipeline = self.current.load_full();
-        pipeline.upstream.probe().await;
+        pipeline.upstream.probe(cadence).await;
     }
 }
 

@@ -10,8 +10,9 @@
 //! A real request to a shield counts only when the shield answered from its cache: a miss
 //! there adds the shield's own fetch, and a cold shield (all misses) would look as far away as
 //! its origin. An upstream that real requests measured within [`QUIET`] is not probed; one
-//! only measured (a shield outside the edge's ring) is probed every [`SPARE_EVERY`], so that a
-//! fleet's probes stay few.
+//! only measured (a shield outside the edge's ring) is probed every
+//! [`ProbeCadence::spare_every`] (`control.probe_spare_every`), so that a fleet's probes stay
+//! few.
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -30,11 +31,26 @@ const WINDOW: usize = 8;
 
 /// An upstream without a real request for this long is probed.
 pub const QUIET: Duration = Duration::from_secs(1);
-/// How often an upstream the node does not send traffic to is probed.
-pub const SPARE_EVERY: Duration = Duration::from_secs(10);
-/// How often an edge probes the origin it falls back to when no real request went there: every
-/// edge of a fleet does, so the origin sees one probe (at most two requests) per edge per minute.
-pub const ORIGIN_EVERY: Duration = Duration::from_secs(60);
+
+/// How often upstreams that get no real requests are probed (the node's `[control]`
+/// `probe_spare_every` and `probe_origin_every`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeCadence {
+    /// An upstream the node does not send traffic to: a shield outside its ring.
+    pub spare_every: Duration,
+    /// The origin an edge falls back to: every edge of a fleet probes it, so the origin sees
+    /// one probe (at most two requests) per edge per this.
+    pub origin_every: Duration,
+}
+
+impl From<&verge_config::NodeControlConfig> for ProbeCadence {
+    fn from(config: &verge_config::NodeControlConfig) -> ProbeCadence {
+        ProbeCadence {
+            spare_every: config.probe_spare_every,
+            origin_every: config.probe_origin_every,
+        }
+    }
+}
 
 /// The most of a probe's answer read (to put its connection back in the pool); an answer
 /// with more leaves its connection to be closed.
@@ -174,11 +190,12 @@ mod tests {
         assert!(!w.wants_probe(QUIET), "real traffic measures it");
         tokio::time::advance(QUIET).await;
         assert!(w.wants_probe(QUIET));
-        // A spare upstream: probed once per SPARE_EVERY.
+        // A spare upstream: probed once per its cadence.
+        let every = Duration::from_secs(10);
         w.record(Duration::from_millis(5));
         tokio::time::advance(QUIET).await;
-        assert!(!w.wants_probe(SPARE_EVERY));
-        tokio::time::advance(SPARE_EVERY).await;
-        assert!(w.wants_probe(SPARE_EVERY));
+        assert!(!w.wants_probe(every));
+        tokio::time::advance(every).await;
+        assert!(w.wants_probe(every));
     }
 }

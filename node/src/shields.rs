@@ -616,15 +616,15 @@ impl<F: Upstream> Upstream for ShieldUpstream<F> {
 
     /// One `OPTIONS` probe to every shield known that real requests did not reach lately, at
     /// once: those of the ring after a second without traffic, the others every
-    /// [`rtt::SPARE_EVERY`].
-    async fn probe(&self) {
+    /// `cadence.spare_every`.
+    async fn probe(&self, cadence: rtt::ProbeCadence) {
         let mut probes = tokio::task::JoinSet::new();
         let set = self.set.load();
         let due = set.shields.iter().enumerate().filter(|(i, s)| {
             let every = if *i < set.in_ring {
                 rtt::QUIET
             } else {
-                rtt::SPARE_EVERY
+                cadence.spare_every
             };
             s.rtt.wants_probe(every)
         });
@@ -634,7 +634,7 @@ impl<F: Upstream> Upstream for ShieldUpstream<F> {
         }
         let origin = async {
             if let Some(origin) = self.measured_fallback() {
-                origin.probe().await;
+                origin.probe(cadence).await;
             }
         };
         let shields = async { while probes.join_next().await.is_some() {} };

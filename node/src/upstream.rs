@@ -145,9 +145,11 @@ pub trait Upstream: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// Measures the round trip to each server it may send to ([`crate::rtt`]); the results
-    /// show in [`Upstream::health`]. Called once per heartbeat interval by the control client.
-    fn probe(&self) -> impl Future<Output = ()> + Send {
+    /// Measures the round trip to each server it may send to ([`crate::rtt`]), those without
+    /// real traffic as often as `cadence` says; the results show in [`Upstream::health`].
+    /// Called once per heartbeat interval by the control client.
+    fn probe(&self, cadence: rtt::ProbeCadence) -> impl Future<Output = ()> + Send {
+        let _ = cadence;
         async {}
     }
 }
@@ -331,9 +333,9 @@ impl Upstream for OriginUpstream {
     }
 
     /// An `OPTIONS` probe when no request gave a round trip within [`rtt::QUIET`] and none
-    /// came at all within [`rtt::ORIGIN_EVERY`].
-    async fn probe(&self) {
-        if !self.rtt.wants_probe(rtt::ORIGIN_EVERY) {
+    /// came at all within the cadence's `origin_every`.
+    async fn probe(&self, cadence: rtt::ProbeCadence) {
+        if !self.rtt.wants_probe(cadence.origin_every) {
             return;
         }
         self.probe_into(&self.rtt).await;
@@ -523,7 +525,7 @@ impl<T: Upstream> Upstream for Arc<T> {
         T::health(self)
     }
 
-    fn probe(&self) -> impl Future<Output = ()> + Send {
-        T::probe(self)
+    fn probe(&self, cadence: rtt::ProbeCadence) -> impl Future<Output = ()> + Send {
+        T::probe(self, cadence)
     }
 }

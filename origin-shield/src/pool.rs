@@ -519,8 +519,9 @@ impl Upstream for OriginPool {
     }
 
     /// One probe ([`rtt::probe`]: `OPTIONS`, `Max-Forwards: 0`) to every server that real
-    /// requests did not reach lately, at once.
-    async fn probe(&self) {
+    /// requests did not reach lately, at once: a shield sends its origin servers traffic, so
+    /// only the ring's cadence applies.
+    async fn probe(&self, _cadence: rtt::ProbeCadence) {
         let quiet = self
             .servers
             .iter()

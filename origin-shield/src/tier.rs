@@ -17,6 +17,7 @@ use verge_config::shields::{ShieldsConfig, UpperTierConfig};
 use verge_config::wire::{RoutingTable, UpstreamHealth};
 use verge_config::{NodeId, ShieldSpec, UpstreamConfig};
 use verge_node::error::RequestError;
+use verge_node::rtt::ProbeCadence;
 use verge_node::shields::{shield_specs, ShieldMetrics, ShieldUpstream};
 use verge_node::tls::client::upstream_client_config;
 use verge_node::upstream::{Hop, Upstream, UpstreamBody, UpstreamResponseBody};
@@ -109,8 +110,8 @@ impl Upstream for ShieldTier {
         health
     }
 
-    async fn probe(&self) {
-        tokio::join!(self.pool.probe(), self.parents.probe());
+    async fn probe(&self, cadence: ProbeCadence) {
+        tokio::join!(self.pool.probe(cadence), self.parents.probe(cadence));
     }
 }
 

@@ -337,6 +337,41 @@ fn edge_falling_back_to(origin: SocketAddr, placed: bool) -> ShieldUpstream {
     }
 }
 
+/// `control.probe_spare_every` and `probe_origin_every` at their defaults.
+const DEFAULT_CADENCE: rtt::ProbeCadence = rtt::ProbeCadence {
+    spare_every: Duration::from_secs(10),
+    origin_every: Duration::from_secs(60),
+};
+
+/// A cadence that probes every upstream without real traffic on every round.
+const EVERY_ROUND: rtt::ProbeCadence = rtt::ProbeCadence {
+    spare_every: Duration::ZERO,
+    origin_every: Duration::ZERO,
+};
+
+#[tokio::test]
+async fn a_shield_outside_the_ring_is_probed_as_often_as_the_cadence_says() {
+    let ringed = TinyShield::start("ringed", 200, None).await;
+    let spare = TinyShield::start("spare", 200, None).await;
+    let upstream = shield_upstream(vec![ringed.spec("ringed")]);
+    upstream
+        .set_shields(&[ringed.spec("ringed")], &[spare.spec("spare")])
+        .unwrap();
+    upstream.probe(DEFAULT_CADENCE).await;
+    let (ringed_hits, spare_hits) = (
+        ringed.hits.load(Ordering::SeqCst),
+        spare.hits.load(Ordering::SeqCst),
+    );
+    assert!(ringed_hits > 0 && spare_hits > 0, "both measured first");
+    // At once again: the ring's shield waits out a quiet second, the spare its 10 s.
+    upstream.probe(DEFAULT_CADENCE).await;
+    assert_eq!(spare.hits.load(Ordering::SeqCst), spare_hits);
+    // A cadence of zero probes the spare on every round; the ring's shield still waits.
+    upstream.probe(EVERY_ROUND).await;
+    assert!(spare.hits.load(Ordering::SeqCst) > spare_hits);
+    assert_eq!(ringed.hits.load(Ordering::SeqCst), ringed_hits);
+}
+
 /// The origin's entry in what `upstream` reports, if any.
 fn origin_entry(upstream: &ShieldUpstream, origin: SocketAddr) -> Option<UpstreamHealth> {
     upstream
@@ -351,7 +386,7 @@ async fn an_edge_in_a_region_measures_and_reports_its_origin_fallback() {
 
     // Not placed in a region (a shield's own parents, say): the fallback is not reported.
     let unplaced = edge_falling_back_to(origin.addr, false);
-    unplaced.probe().await;
+    unplaced.probe(DEFAULT_CADENCE).await;
     assert!(origin_entry(&unplaced, origin.addr).is_none());
     assert_eq!(origin.hits.load(Ordering::SeqCst), 0, "nothing probed");
 
@@ -360,7 +395,7 @@ async fn an_edge_in_a_region_measures_and_reports_its_origin_fallback() {
     let placed = edge_falling_back_to(origin.addr, true);
     let entry = origin_entry(&placed, origin.addr).expect("the origin is reported");
     assert!(entry.up && entry.rtt_ms.is_none());
-    placed.probe().await;
+    placed.probe(DEFAULT_CADENCE).await;
     assert_eq!(origin.hits.load(Ordering::SeqCst), 2);
     let rtt = origin_entry(&placed, origin.addr)
         .unwrap()
@@ -369,10 +404,14 @@ async fn an_edge_in_a_region_measures_and_reports_its_origin_fallback() {
     assert!(rtt > 0.0 && rtt < 5_000.0, "{rtt}");
     // Just measured: the next round sends no probe, and a real miss (no shields: the
     // fallback) measures it too.
-    placed.probe().await;
+    placed.probe(DEFAULT_CADENCE).await;
     assert_eq!(origin.hits.load(Ordering::SeqCst), 2);
+    // As often as the cadence's `origin_every` says.
+    placed.probe(EVERY_ROUND).await;
+    let probed = origin.hits.load(Ordering::SeqCst);
+    assert!(probed > 2, "probed again");
     assert_eq!(get(&placed, "/k").await.unwrap().0, StatusCode::OK);
-    assert_eq!(origin.hits.load(Ordering::SeqCst), 3);
+    assert_eq!(origin.hits.load(Ordering::SeqCst), probed + 1);
 }
 
 /// A keep-alive server on loopback: each new connection is taken up after `setup`, then each
@@ -427,7 +466,7 @@ async fn a_probe_round_trip_leaves_out_the_time_to_open_a_connection() {
     let (origin, connections) = (server.addr, Arc::clone(&server.connections));
 
     let edge = edge_falling_back_to(origin, true);
-    edge.probe().await;
+    edge.probe(DEFAULT_CADENCE).await;
     let rtt = origin_entry(&edge, origin)
         .unwrap()
         .rtt_ms
@@ -499,7 +538,7 @@ async fn only_answers_from_a_shields_cache_measure_the_way_to_it() {
         None,
         "a miss measured the way to the shield"
     );
-    upstream.probe().await;
+    upstream.probe(DEFAULT_CADENCE).await;
     assert_eq!(
         probes.load(Ordering::SeqCst),
         2,
@@ -512,7 +551,7 @@ async fn only_answers_from_a_shields_cache_measure_the_way_to_it() {
     let upstream = shield_upstream(vec![shield.spec("s")]);
     assert_eq!(get(&upstream, "/hit").await.unwrap().0, StatusCode::OK);
     assert!(measured(&upstream).is_some(), "a hit measures the way");
-    upstream.probe().await;
+    upstream.probe(DEFAULT_CADENCE).await;
     assert_eq!(
         probes.load(Ordering::SeqCst),
         2,
