@@ -16,15 +16,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::runtime::Runtime;
-use verge_edge::EdgeRole;
-use verge_origin_shield::ShieldRole;
-use verge_testkit::{FakeOrigin, Reply, RunningNode};
+use verge_testkit::{FakeOrigin, Reply};
+
+#[path = "support/tiers.rs"]
+mod tiers;
 
 const OBJECT_BYTES: usize = 4 * 1024 * 1024;
 
@@ -32,23 +32,8 @@ const OBJECT_BYTES: usize = 4 * 1024 * 1024;
 /// data address.
 async fn tiers(origin: SocketAddr, stream_above: &str) -> SocketAddr {
     let cache = format!("[cache]\nstream_above_bytes = {stream_above:?}\n");
-    let shield = RunningNode::from_toml::<ShieldRole>(&format!(
-        "[shield]\nid = \"shield-1\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
-         admin_listen = \"127.0.0.1:0\"\n[origin]\nservers = [\"http://{origin}\"]\n{cache}"
-    ))
-    .await;
-    let edge = RunningNode::from_toml::<EdgeRole>(&format!(
-        "[edge]\nid = \"edge-1\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
-         admin_listen = \"127.0.0.1:0\"\n[upstream]\norigin = \"http://{origin}\"\n\
-         [shields]\norigin_fallback = false\n\
-         members = [{{ id = \"shield-1\", url = \"http://{}\" }}]\n{cache}",
-        shield.data_addr
-    ))
-    .await;
-    let addr = edge.data_addr;
-    shield.keep_serving();
-    edge.keep_serving();
-    addr
+    let shield = tiers::shield(origin, &cache).await;
+    tiers::edge(origin, Some(shield), 1, &cache).await
 }
 
 /// Asks `edge` for a new object: (time to the first body byte, time to the last).
@@ -58,12 +43,11 @@ async fn miss(
 ) -> (Duration, Duration) {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let request = Request::get(format!("http://{edge}/large/{n}"))
-        .header("host", "www.example.test")
-        .body(Empty::new())
-        .expect("request");
     let started = Instant::now();
-    let response = client.request(request).await.expect("the edge answers");
+    let response = client
+        .request(tiers::get(edge, &format!("/large/{n}")))
+        .await
+        .expect("the edge answers");
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
     let mut first = None;

@@ -20,15 +20,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::runtime::Runtime;
-use verge_edge::EdgeRole;
-use verge_origin_shield::ShieldRole;
-use verge_testkit::{FakeOrigin, Reply, RunningNode};
+use verge_testkit::{FakeOrigin, Reply};
+
+#[path = "support/tiers.rs"]
+mod tiers;
 
 const SIZES: [(&str, usize); 4] = [
     ("4KiB", 4 << 10),
@@ -37,47 +37,17 @@ const SIZES: [(&str, usize); 4] = [
     ("1MiB", 1 << 20),
 ];
 
-/// An edge in front of `origin`, through the shield at `shield` if any; its data address.
-async fn edge(origin: SocketAddr, shield: Option<SocketAddr>, n: usize) -> SocketAddr {
-    let shields = shield.map_or(String::new(), |s| {
-        format!(
-            "[shields]\norigin_fallback = false\n\
-             members = [{{ id = \"shield-1\", url = \"http://{s}\" }}]\n"
-        )
-    });
-    let node = RunningNode::from_toml::<EdgeRole>(&format!(
-        "[edge]\nid = \"edge-{n}\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
-         admin_listen = \"127.0.0.1:0\"\n[upstream]\norigin = \"http://{origin}\"\n{shields}"
-    ))
-    .await;
-    let addr = node.data_addr;
-    node.keep_serving();
-    addr
-}
-
-async fn shield(origin: SocketAddr) -> SocketAddr {
-    let node = RunningNode::from_toml::<ShieldRole>(&format!(
-        "[shield]\nid = \"shield-1\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
-         admin_listen = \"127.0.0.1:0\"\n[origin]\nservers = [\"http://{origin}\"]\n"
-    ))
-    .await;
-    let addr = node.data_addr;
-    node.keep_serving();
-    addr
-}
-
 /// GETs `path` from `edge` and reads the whole body; the time to its last byte.
 async fn fetch(
     client: &Client<HttpConnector, Empty<Bytes>>,
     edge: SocketAddr,
     path: &str,
 ) -> Duration {
-    let request = Request::get(format!("http://{edge}{path}"))
-        .header("host", "www.example.test")
-        .body(Empty::new())
-        .expect("request");
     let started = Instant::now();
-    let response = client.request(request).await.expect("the edge answers");
+    let response = client
+        .request(tiers::get(edge, path))
+        .await
+        .expect("the edge answers");
     assert_eq!(response.status(), 200);
     let body = response.into_body().collect().await.expect("the body");
     assert!(!body.to_bytes().is_empty());
@@ -100,10 +70,10 @@ fn shield_hop(c: &mut Criterion) {
                 Reply::ok(vec![b'x'; bytes]).cache_control("max-age=3600"),
             );
         }
-        let shield = shield(origin.addr()).await;
-        let direct = edge(origin.addr(), None, 1).await;
-        let tiered = edge(origin.addr(), Some(shield), 2).await;
-        let warmer = edge(origin.addr(), Some(shield), 3).await;
+        let shield = tiers::shield(origin.addr(), "").await;
+        let direct = tiers::edge(origin.addr(), None, 1, "").await;
+        let tiered = tiers::edge(origin.addr(), Some(shield), 2, "").await;
+        let warmer = tiers::edge(origin.addr(), Some(shield), 3, "").await;
         (origin, direct, tiered, warmer)
     });
     let client = Client::builder(TokioExecutor::new()).build_http();

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
-use verge_edge::EdgeRole;
-use verge_origin_shield::ShieldRole;
-use verge_testkit::{FakeOrigin, Reply, RunningNode};
+use verge_testkit::{FakeOrigin, Reply};
+
+#[path = "support/tiers.rs"]
+mod tiers;
 
 const EDGES: usize = 8;
 const OBJECTS: usize = 1_000;
@@ -32,31 +32,6 @@ async fn origin() -> FakeOrigin {
     origin
 }
 
-async fn edge(origin: SocketAddr, shield: Option<SocketAddr>, n: usize) -> SocketAddr {
-    let shields = shield.map_or(String::new(), |s| {
-        format!("[shields]\norigin_fallback = false\nmembers = [{{ id = \"shield-1\", url = \"http://{s}\" }}]\n")
-    });
-    let toml = format!(
-        "[edge]\nid = \"edge-{n}\"\n[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-         [upstream]\norigin = \"http://{origin}\"\n{shields}"
-    );
-    let node = RunningNode::from_toml::<EdgeRole>(&toml).await;
-    let addr = node.data_addr;
-    node.keep_serving();
-    addr
-}
-
-async fn shield(origin: SocketAddr) -> SocketAddr {
-    let toml = format!(
-        "[shield]\nid = \"shield-1\"\n[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-         [origin]\nservers = [\"http://{origin}\"]\n"
-    );
-    let node = RunningNode::from_toml::<ShieldRole>(&toml).await;
-    let addr = node.data_addr;
-    node.keep_serving();
-    addr
-}
-
 /// Every edge asks for every object once, `CONCURRENCY` at a time; returns the elapsed time.
 async fn drive(edges: &[SocketAddr]) -> Duration {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
@@ -70,13 +45,8 @@ async fn drive(edges: &[SocketAddr]) -> Duration {
                 .await
                 .expect("semaphore open");
             let client = client.clone();
-            let uri = format!("http://{edge}/object/{object}");
+            let request = tiers::get(*edge, &format!("/object/{object}"));
             tasks.push(tokio::spawn(async move {
-                let request = Request::builder()
-                    .uri(uri)
-                    .header("host", "www.example.test")
-                    .body(Empty::new())
-                    .expect("request");
                 let response = client.request(request).await.expect("edge answers");
                 assert_eq!(response.status(), 200);
                 response.into_body().collect().await.expect("body");
@@ -99,16 +69,16 @@ fn main() {
         let direct_origin = origin().await;
         let mut direct_edges = Vec::new();
         for n in 0..EDGES {
-            direct_edges.push(edge(direct_origin.addr(), None, n).await);
+            direct_edges.push(tiers::edge(direct_origin.addr(), None, n, "").await);
         }
         let direct = drive(&direct_edges).await;
         let direct_requests = direct_origin.total_hits();
 
         let tier_origin = origin().await;
-        let shield = shield(tier_origin.addr()).await;
+        let shield = tiers::shield(tier_origin.addr(), "").await;
         let mut tier_edges = Vec::new();
         for n in 0..EDGES {
-            tier_edges.push(edge(tier_origin.addr(), Some(shield), n).await);
+            tier_edges.push(tiers::edge(tier_origin.addr(), Some(shield), n, "").await);
         }
         let tiered = drive(&tier_edges).await;
         let tier_requests = tier_origin.total_hits();
