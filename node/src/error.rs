@@ -33,6 +33,10 @@ pub enum RequestError {
     NoShield,
     #[error("upstream {upstream} failed: {reason}")]
     UpstreamBroken { upstream: String, reason: String },
+    /// Control took the upstream (a shield) out of the routing table while the request waited
+    /// for its answer.
+    #[error("upstream {upstream} was taken out of the routing table before it answered")]
+    UpstreamWithdrawn { upstream: String },
     /// The client's request body could not be read: the client's fault, never the upstream's.
     #[error("{0}")]
     ClientBody(ClientBodyError),
@@ -87,9 +91,9 @@ impl RequestError {
             RequestError::TooManyUpstreamRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::LoopDetected { .. } => StatusCode::LOOP_DETECTED,
-            RequestError::UpstreamConnect { .. } | RequestError::UpstreamBroken { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            RequestError::UpstreamConnect { .. }
+            | RequestError::UpstreamBroken { .. }
+            | RequestError::UpstreamWithdrawn { .. } => StatusCode::BAD_GATEWAY,
             RequestError::UpstreamTimeout { .. } | RequestError::NotCached => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -112,7 +116,8 @@ impl RequestError {
             | RequestError::UpstreamTimeout { .. }
             | RequestError::UpstreamSaturated { .. }
             | RequestError::NoShield
-            | RequestError::UpstreamBroken { .. } => Fault::Upstream,
+            | RequestError::UpstreamBroken { .. }
+            | RequestError::UpstreamWithdrawn { .. } => Fault::Upstream,
         }
     }
 
@@ -140,6 +145,9 @@ impl RequestError {
             RequestError::UpstreamBroken { .. } => {
                 "bad gateway: the upstream's response was broken or incomplete".into()
             }
+            RequestError::UpstreamWithdrawn { .. } => {
+                "bad gateway: the upstream was taken out of service before it answered".into()
+            }
             other => other.to_string(),
         }
     }
@@ -152,6 +160,7 @@ impl RequestError {
             RequestError::UpstreamConnect { .. } => "upstream-connect-error",
             RequestError::UpstreamTimeout { .. } => "upstream-timeout",
             RequestError::UpstreamBroken { .. } => "upstream-error",
+            RequestError::UpstreamWithdrawn { .. } => "upstream-withdrawn",
             RequestError::NotCached => "only-if-cached",
             RequestError::LoopDetected { .. } => "loop-detected",
             RequestError::UpstreamSaturated { .. } => "upstream-saturated",

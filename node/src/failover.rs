@@ -49,10 +49,13 @@ pub enum Attempt {
     /// The client's request body failed (malformed, abandoned, too slow) while it streamed to
     /// the target: the client's fault, never counted against the target.
     ClientError,
+    /// Control took the target out of the routing table while the attempt waited for its
+    /// answer: another may be tried; not counted against the target, which is gone.
+    Withdrawn,
 }
 
 impl Attempt {
-    pub const ALL: [Attempt; 9] = [
+    pub const ALL: [Attempt; 10] = [
         Attempt::Ok,
         Attempt::ErrorStatus,
         Attempt::Generated,
@@ -62,6 +65,7 @@ impl Attempt {
         Attempt::Error,
         Attempt::Unresolved,
         Attempt::ClientError,
+        Attempt::Withdrawn,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +79,7 @@ impl Attempt {
             Attempt::Error => "error",
             Attempt::Unresolved => "unresolved",
             Attempt::ClientError => "client_error",
+            Attempt::Withdrawn => "withdrawn",
         }
     }
 
@@ -94,6 +99,7 @@ impl Attempt {
             RequestError::UpstreamTimeout { .. } => Attempt::Timeout,
             RequestError::UpstreamSaturated { .. } => Attempt::Saturated,
             RequestError::ClientBody(_) => Attempt::ClientError,
+            RequestError::UpstreamWithdrawn { .. } => Attempt::Withdrawn,
             _ => Attempt::Error,
         }
     }

@@ -59,6 +59,10 @@ struct Shield {
     in_flight: AtomicUsize,
     /// Round trips seen: probes, and the time to response head of real requests.
     rtt: RttWindow,
+    /// Turns true when a routing table says the shield is down (control hears neither its
+    /// heartbeats nor its health checks): a replayable request still waiting for its answer
+    /// goes to the next owner instead.
+    withdrawn: tokio::sync::watch::Sender<bool>,
 }
 
 /// Counts a request in flight to a shield for as long as it lives.
@@ -236,6 +240,36 @@ impl<F: Upstream> ShieldUpstream<F> {
         self.set_shields(members, &[])
     }
 
+    /// [`ShieldUpstream::set_members`] from a routing table: `members` (the table's shields for
+    /// this node) become the ring, and requests waiting on a shield the table says is down go
+    /// to the next owner.
+    pub fn follow_table(
+        &self,
+        members: &[ShieldSpec],
+        table: &RoutingTable,
+    ) -> Result<(), crate::ring::RingError> {
+        let before = self.set.load_full();
+        self.set_members(members)?;
+        self.withdraw_down(&before, table);
+        Ok(())
+    }
+
+    /// Tells the requests waiting on a shield of `set` that `table` says is down to go to the
+    /// next owner (replayable ones; see [`Shield::withdrawn`]). A shield a table or a reload
+    /// merely leaves out is still working: what it has been asked, it answers.
+    fn withdraw_down(&self, set: &ShieldSet, table: &RoutingTable) {
+        for shield in set.shields.iter().filter(|s| {
+            table
+                .shields
+                .iter()
+                .any(|t| !t.healthy && t.id.as_str() == s.id)
+        }) {
+            if !shield.withdrawn.send_replace(true) {
+                tracing::info!(shield = %shield.id, "shield down in control's table: requests waiting on it go to the next owner");
+            }
+        }
+    }
+
     /// [`ShieldUpstream::set_members`] with `measured`: shields kept out of the ring, only
     /// probed.
     fn set_shields(
@@ -282,6 +316,7 @@ impl<F: Upstream> ShieldUpstream<F> {
                     health: Mutex::new(PassiveHealth::default()),
                     in_flight: AtomicUsize::new(0),
                     rtt: RttWindow::default(),
+                    withdrawn: tokio::sync::watch::Sender::new(false),
                 })
             })
             .collect();
@@ -416,6 +451,8 @@ struct RingCandidates<'a, F> {
     now: Instant,
     /// Set when a failover was refused for want of budget: nothing more is tried.
     out_of_budget: bool,
+    /// Whether the request may be sent again (see [`Hop::replayable`]).
+    replayable: bool,
 }
 
 impl<F: Upstream> RingCandidates<'_, F> {
@@ -455,6 +492,7 @@ impl<'a, F: Upstream> Candidates for RingCandidates<'a, F> {
                 return Some(Ok(ShieldAttempt {
                     upstream: self.upstream,
                     shield,
+                    replayable: self.replayable,
                 }));
             }
         }
@@ -466,6 +504,7 @@ impl<'a, F: Upstream> Candidates for RingCandidates<'a, F> {
 struct ShieldAttempt<'a, F> {
     upstream: &'a ShieldUpstream<F>,
     shield: &'a Shield,
+    replayable: bool,
 }
 
 impl<F: Upstream> Target for ShieldAttempt<'_, F> {
@@ -476,7 +515,22 @@ impl<F: Upstream> Target for ShieldAttempt<'_, F> {
         self.shield.in_flight.fetch_add(1, Ordering::Relaxed);
         let _counted = InFlight(&self.shield.in_flight);
         let sent = Instant::now();
-        let mut response = self.shield.client.request(request).await?;
+        let answer = self.shield.client.request(request);
+        let mut response = if self.replayable {
+            // A shield taken out of the table (down for control: no heartbeat, no probe) is
+            // not waited for: the next owner is asked instead.
+            let mut withdrawn = self.shield.withdrawn.subscribe();
+            tokio::select! {
+                answer = answer => answer?,
+                _ = withdrawn.wait_for(|gone| *gone) => {
+                    return Err(RequestError::UpstreamWithdrawn {
+                        upstream: self.shield.id.clone(),
+                    });
+                }
+            }
+        } else {
+            answer.await?
+        };
         // Only an answer from the shield's cache measures the way there: a miss adds the
         // shield's own fetch (a cold shield would look as far as its origin).
         if TierEntry::of(response.headers()).is_some_and(|tier| tier.answered_from_cache()) {
@@ -515,11 +569,12 @@ impl<F: Upstream> Target for ShieldAttempt<'_, F> {
         match attempt {
             // A relayed error status is the shield working: it answered.
             Attempt::Ok | Attempt::ErrorStatus => upstream.succeeded(shield, sent),
-            // Our own connection bound, not the shield's fault: eject nobody.
-            // Our own connection bound, or the client's body failing: not the shield's fault.
-            Attempt::Saturated | Attempt::Unresolved | Attempt::ClientError => {
-                shield.health().release_probe(Instant::now())
-            }
+            // Our own connection bound, the client's body failing, or a shield control took
+            // out: not the shield's fault, eject nobody.
+            Attempt::Saturated
+            | Attempt::Unresolved
+            | Attempt::ClientError
+            | Attempt::Withdrawn => shield.health().release_probe(Instant::now()),
             Attempt::Generated | Attempt::ConnectError | Attempt::Timeout | Attempt::Error => {
                 upstream.failed(shield)
             }
@@ -548,6 +603,7 @@ impl<F: Upstream> Upstream for ShieldUpstream<F> {
             spilled: 0,
             now: Instant::now(),
             out_of_budget: false,
+            replayable: hop.replayable,
         };
         let (last, body) = match failover::attempt(&mut candidates, hop, &parts, body).await {
             Failover::Answered(response) => return Ok(response),
@@ -590,8 +646,11 @@ impl<F: Upstream> Upstream for ShieldUpstream<F> {
     /// measured; on error the ring stays as it was.
     fn apply_routing(&self, table: &RoutingTable) -> Result<(), String> {
         let (ring, measured) = shield_specs(table, self.region.as_deref())?;
+        let before = self.set.load_full();
         self.set_shields(&ring, &measured)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.withdraw_down(&before, table);
+        Ok(())
     }
 
     /// Each shield known (in the ring or measured), up unless ejected, with its round trip;

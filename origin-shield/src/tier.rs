@@ -100,7 +100,7 @@ impl Upstream for ShieldTier {
     fn apply_routing(&self, table: &RoutingTable) -> Result<(), String> {
         let parents = parents(table, &self.me)?;
         self.parents
-            .set_members(&parents)
+            .follow_table(&parents, table)
             .map_err(|e| e.to_string())
     }
 

@@ -103,7 +103,8 @@ fn attempts_have_one_label_each() {
             "saturated",
             "error",
             "unresolved",
-            "client_error"
+            "client_error",
+            "withdrawn"
         ]
     );
     for (i, attempt) in Attempt::ALL.iter().enumerate() {

@@ -201,6 +201,138 @@ async fn a_request_in_flight_fails_over_along_the_ring_it_started_with() {
     assert_eq!(get(&upstream, "/other").await.unwrap().1, "c");
 }
 
+/// A routing table naming `a` and `b` (healthy as given) at their addresses; `version`.
+fn table_of(version: u64, shields: &[(&TinyShield, &str, bool)]) -> RoutingTable {
+    use verge_config::wire::{NodeEntry, NodeRole};
+    RoutingTable {
+        version,
+        shields: shields
+            .iter()
+            .map(|(shield, id, healthy)| NodeEntry {
+                id: NodeId::new(id).unwrap(),
+                role: NodeRole::Shield,
+                region: verge_config::RegionId::new("us").unwrap(),
+                data_url: format!("http://{}", shield.addr),
+                admin_url: "http://127.0.0.1:1".into(),
+                weight: 1,
+                healthy: *healthy,
+            })
+            .collect(),
+        ..RoutingTable::default()
+    }
+}
+
+/// Sends `request` on its way through `upstream` in a task of its own, once `a` has it.
+async fn waiting_on_a(
+    upstream: &Arc<ShieldUpstream>,
+    a: &TinyShield,
+    request: Request<UpstreamBody>,
+) -> tokio::task::JoinHandle<Result<(StatusCode, String), RequestError>> {
+    let hop = Hop::fill(request.uri(), request.headers()).unwrap();
+    let hop = Hop {
+        replayable: request.method() == http::Method::GET,
+        ..hop
+    };
+    let upstream = Arc::clone(upstream);
+    let before = a.hits.load(Ordering::SeqCst);
+    let task = tokio::spawn(async move {
+        let response = upstream.send(request, &hop).await?;
+        let status = response.status();
+        let shield = response.headers()["x-shield"].to_str().unwrap().to_string();
+        Ok((status, shield))
+    });
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while a.hits.load(Ordering::SeqCst) == before {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the request reaches a");
+    task
+}
+
+fn get_request(path: &str) -> Request<UpstreamBody> {
+    Request::get(format!("http://site.test{path}"))
+        .header("host", "site.test")
+        .body(Either::Left(Empty::new()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_get_waiting_on_a_shield_control_declares_down_goes_to_the_next_owner() {
+    // `a` takes its requests and never answers (a hung machine); `b` answers at once.
+    let gate = Arc::new(Notify::new());
+    let a = TinyShield::start("a", 200, Some(Arc::clone(&gate))).await;
+    let b = TinyShield::start("b", 200, None).await;
+    let upstream = Arc::new(shield_upstream(Vec::new()));
+    upstream
+        .apply_routing(&table_of(1, &[(&a, "a", true), (&b, "b", true)]))
+        .unwrap();
+    let path = owned_by_a().next().unwrap();
+    let waiting = waiting_on_a(&upstream, &a, get_request(&path)).await;
+
+    upstream
+        .apply_routing(&table_of(2, &[(&a, "a", false), (&b, "b", true)]))
+        .unwrap();
+    // Well before the 5 s response timeout would have moved it on.
+    let answer = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("not left waiting on the shield control declared down")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer, (StatusCode::OK, "b".to_string()));
+    let counted = |result: &str| {
+        upstream
+            .metrics
+            .requests
+            .with_label_values(&["a", result])
+            .get()
+    };
+    assert_eq!(counted("withdrawn"), 1);
+    assert_eq!(counted("timeout") + counted("error"), 0);
+}
+
+#[tokio::test]
+async fn what_waits_on_a_shield_a_table_only_leaves_out_or_that_cannot_be_sent_again_waits() {
+    let gate = Arc::new(Notify::new());
+    let a = TinyShield::start("a", 200, Some(Arc::clone(&gate))).await;
+    let b = TinyShield::start("b", 200, None).await;
+    let upstream = Arc::new(shield_upstream(Vec::new()));
+    upstream
+        .apply_routing(&table_of(1, &[(&a, "a", true), (&b, "b", true)]))
+        .unwrap();
+    let path = owned_by_a().next().unwrap();
+
+    // Left out of the table (a plan change, say), not down: the GET gets `a`'s answer.
+    let waiting = waiting_on_a(&upstream, &a, get_request(&path)).await;
+    upstream
+        .apply_routing(&table_of(2, &[(&b, "b", true)]))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished());
+    gate.notify_one();
+    let answer = waiting.await.unwrap().unwrap();
+    assert_eq!(answer, (StatusCode::OK, "a".to_string()));
+
+    // A POST (its body sent, not to be sent twice) keeps waiting even when `a` is down.
+    upstream
+        .apply_routing(&table_of(3, &[(&a, "a", true), (&b, "b", true)]))
+        .unwrap();
+    let post = Request::post(format!("http://site.test{path}"))
+        .header("host", "site.test")
+        .body(Either::Left(Empty::new()))
+        .unwrap();
+    let waiting = waiting_on_a(&upstream, &a, post).await;
+    upstream
+        .apply_routing(&table_of(4, &[(&a, "a", false), (&b, "b", true)]))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished());
+    gate.notify_one();
+    let answer = waiting.await.unwrap().unwrap();
+    assert_eq!(answer, (StatusCode::OK, "a".to_string()));
+}
+
 #[tokio::test]
 async fn a_shield_kept_across_a_change_keeps_its_health() {
     let a = TinyShield::start("a", 503, None).await;

@@ -95,8 +95,12 @@ impl Target for ServerAttempt<'_> {
         match attempt {
             Attempt::Ok => self.pool.succeeded(server, sent),
             // Our own connection bound: the server was not asked, so it is not at fault.
-            // Nor is the client's body failing on the way.
-            Attempt::Saturated | Attempt::Unresolved | Attempt::ClientError => {
+            // Nor is the client's body failing on the way. (Origin servers are never
+            // withdrawn by a routing table.)
+            Attempt::Saturated
+            | Attempt::Unresolved
+            | Attempt::ClientError
+            | Attempt::Withdrawn => {
                 server.health().passive.release_probe(Instant::now());
             }
             Attempt::ErrorStatus
