@@ -201,79 +201,106 @@ async fn a_request_in_flight_fails_over_along_the_ring_it_started_with() {
     assert_eq!(get(&upstream, "/other").await.unwrap().1, "c");
 }
 
-/// A routing table naming `a` and `b` (healthy as given) at their addresses; `version`.
-fn table_of(version: u64, shields: &[(&TinyShield, &str, bool)]) -> RoutingTable {
-    use verge_config::wire::{NodeEntry, NodeRole};
-    RoutingTable {
-        version,
-        shields: shields
-            .iter()
-            .map(|(shield, id, healthy)| NodeEntry {
-                id: NodeId::new(id).unwrap(),
-                role: NodeRole::Shield,
-                region: verge_config::RegionId::new("us").unwrap(),
-                data_url: format!("http://{}", shield.addr),
-                admin_url: "http://127.0.0.1:1".into(),
-                weight: 1,
-                healthy: *healthy,
-            })
-            .collect(),
-        ..RoutingTable::default()
+/// Shield `a`, which takes its requests and answers only when `gate` is released (a hung
+/// machine), and `b`, which answers at once, both in the ring by a routing table; `path` is
+/// owned by `a`.
+struct HungA {
+    gate: Arc<Notify>,
+    a: TinyShield,
+    b: TinyShield,
+    upstream: Arc<ShieldUpstream>,
+    path: String,
+}
+
+impl HungA {
+    async fn start() -> HungA {
+        let gate = Arc::new(Notify::new());
+        let hung = HungA {
+            a: TinyShield::start("a", 200, Some(Arc::clone(&gate))).await,
+            b: TinyShield::start("b", 200, None).await,
+            gate,
+            upstream: Arc::new(shield_upstream(Vec::new())),
+            path: owned_by_a().next().unwrap(),
+        };
+        hung.table(Some(true));
+        hung
     }
-}
 
-/// Sends `request` on its way through `upstream` in a task of its own, once `a` has it.
-async fn waiting_on_a(
-    upstream: &Arc<ShieldUpstream>,
-    a: &TinyShield,
-    request: Request<UpstreamBody>,
-) -> tokio::task::JoinHandle<Result<(StatusCode, String), RequestError>> {
-    let hop = Hop::fill(request.uri(), request.headers()).unwrap();
-    let hop = Hop {
-        replayable: request.method() == http::Method::GET,
-        ..hop
-    };
-    let upstream = Arc::clone(upstream);
-    let before = a.hits.load(Ordering::SeqCst);
-    let task = tokio::spawn(async move {
-        let response = upstream.send(request, &hop).await?;
-        let status = response.status();
-        let shield = response.headers()["x-shield"].to_str().unwrap().to_string();
-        Ok((status, shield))
-    });
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while a.hits.load(Ordering::SeqCst) == before {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the request reaches a");
-    task
-}
+    /// Applies a table with `b` healthy and `a` as given (`None`: not listed).
+    fn table(&self, a: Option<bool>) {
+        use verge_config::wire::{NodeEntry, NodeRole};
+        static VERSION: AtomicUsize = AtomicUsize::new(1);
+        let entry = |shield: &TinyShield, id: &str, healthy: bool| NodeEntry {
+            id: NodeId::new(id).unwrap(),
+            role: NodeRole::Shield,
+            region: verge_config::RegionId::new("us").unwrap(),
+            data_url: format!("http://{}", shield.addr),
+            admin_url: "http://127.0.0.1:1".into(),
+            weight: 1,
+            healthy,
+        };
+        let mut shields = vec![entry(&self.b, "b", true)];
+        shields.extend(a.map(|healthy| entry(&self.a, "a", healthy)));
+        let table = RoutingTable {
+            version: VERSION.fetch_add(1, Ordering::Relaxed) as u64,
+            shields,
+            ..RoutingTable::default()
+        };
+        self.upstream.apply_routing(&table).unwrap();
+    }
 
-fn get_request(path: &str) -> Request<UpstreamBody> {
-    Request::get(format!("http://site.test{path}"))
-        .header("host", "site.test")
-        .body(Either::Left(Empty::new()))
-        .unwrap()
+    /// Sends `method` for `path` on its way in a task of its own, once `a` has it: a GET is a
+    /// fill (replayable), anything else a pass.
+    async fn waiting_on_a(
+        &self,
+        method: http::Method,
+    ) -> tokio::task::JoinHandle<Result<(StatusCode, String), RequestError>> {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://site.test{}", self.path))
+            .header("host", "site.test")
+            .body(Either::Left(Empty::new()))
+            .unwrap();
+        let hop = Hop {
+            replayable: request.method() == http::Method::GET,
+            ..Hop::fill(request.uri(), request.headers()).unwrap()
+        };
+        let upstream = Arc::clone(&self.upstream);
+        let before = self.a.hits.load(Ordering::SeqCst);
+        let task = tokio::spawn(async move {
+            let response = upstream.send(request, &hop).await?;
+            let status = response.status();
+            let shield = response.headers()["x-shield"].to_str().unwrap().to_string();
+            Ok((status, shield))
+        });
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while self.a.hits.load(Ordering::SeqCst) == before {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the request reaches a");
+        task
+    }
+
+    /// `waiting` is still waiting on `a`, and gets `a`'s answer once it is released.
+    async fn still_waits_for_a(
+        &self,
+        waiting: tokio::task::JoinHandle<Result<(StatusCode, String), RequestError>>,
+    ) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        self.gate.notify_one();
+        let answer = waiting.await.unwrap().unwrap();
+        assert_eq!(answer, (StatusCode::OK, "a".to_string()));
+    }
 }
 
 #[tokio::test]
 async fn a_get_waiting_on_a_shield_control_declares_down_goes_to_the_next_owner() {
-    // `a` takes its requests and never answers (a hung machine); `b` answers at once.
-    let gate = Arc::new(Notify::new());
-    let a = TinyShield::start("a", 200, Some(Arc::clone(&gate))).await;
-    let b = TinyShield::start("b", 200, None).await;
-    let upstream = Arc::new(shield_upstream(Vec::new()));
-    upstream
-        .apply_routing(&table_of(1, &[(&a, "a", true), (&b, "b", true)]))
-        .unwrap();
-    let path = owned_by_a().next().unwrap();
-    let waiting = waiting_on_a(&upstream, &a, get_request(&path)).await;
-
-    upstream
-        .apply_routing(&table_of(2, &[(&a, "a", false), (&b, "b", true)]))
-        .unwrap();
+    let hung = HungA::start().await;
+    let waiting = hung.waiting_on_a(http::Method::GET).await;
+    hung.table(Some(false));
     // Well before the 5 s response timeout would have moved it on.
     let answer = tokio::time::timeout(Duration::from_secs(2), waiting)
         .await
@@ -282,7 +309,7 @@ async fn a_get_waiting_on_a_shield_control_declares_down_goes_to_the_next_owner(
         .unwrap();
     assert_eq!(answer, (StatusCode::OK, "b".to_string()));
     let counted = |result: &str| {
-        upstream
+        hung.upstream
             .metrics
             .requests
             .with_label_values(&["a", result])
@@ -294,43 +321,17 @@ async fn a_get_waiting_on_a_shield_control_declares_down_goes_to_the_next_owner(
 
 #[tokio::test]
 async fn what_waits_on_a_shield_a_table_only_leaves_out_or_that_cannot_be_sent_again_waits() {
-    let gate = Arc::new(Notify::new());
-    let a = TinyShield::start("a", 200, Some(Arc::clone(&gate))).await;
-    let b = TinyShield::start("b", 200, None).await;
-    let upstream = Arc::new(shield_upstream(Vec::new()));
-    upstream
-        .apply_routing(&table_of(1, &[(&a, "a", true), (&b, "b", true)]))
-        .unwrap();
-    let path = owned_by_a().next().unwrap();
-
+    let hung = HungA::start().await;
     // Left out of the table (a plan change, say), not down: the GET gets `a`'s answer.
-    let waiting = waiting_on_a(&upstream, &a, get_request(&path)).await;
-    upstream
-        .apply_routing(&table_of(2, &[(&b, "b", true)]))
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!waiting.is_finished());
-    gate.notify_one();
-    let answer = waiting.await.unwrap().unwrap();
-    assert_eq!(answer, (StatusCode::OK, "a".to_string()));
+    let waiting = hung.waiting_on_a(http::Method::GET).await;
+    hung.table(None);
+    hung.still_waits_for_a(waiting).await;
 
-    // A POST (its body sent, not to be sent twice) keeps waiting even when `a` is down.
-    upstream
-        .apply_routing(&table_of(3, &[(&a, "a", true), (&b, "b", true)]))
-        .unwrap();
-    let post = Request::post(format!("http://site.test{path}"))
-        .header("host", "site.test")
-        .body(Either::Left(Empty::new()))
-        .unwrap();
-    let waiting = waiting_on_a(&upstream, &a, post).await;
-    upstream
-        .apply_routing(&table_of(4, &[(&a, "a", false), (&b, "b", true)]))
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!waiting.is_finished());
-    gate.notify_one();
-    let answer = waiting.await.unwrap().unwrap();
-    assert_eq!(answer, (StatusCode::OK, "a".to_string()));
+    // A pass (a POST: its body is read once) keeps waiting even when `a` is down.
+    hung.table(Some(true));
+    let waiting = hung.waiting_on_a(http::Method::POST).await;
+    hung.table(Some(false));
+    hung.still_waits_for_a(waiting).await;
 }
 
 #[tokio::test]
