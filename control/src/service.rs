@@ -453,7 +453,7 @@ impl Control {
     pub(crate) fn republish(&self) {
         let fresh = {
             let registry = lock(&self.registry);
-            if !self.hold(&registry) {
+            if !self.may_publish(&registry) {
                 return;
             }
             for (role, state, n) in registry.counts() {
@@ -492,7 +492,7 @@ impl Control {
 
     /// Whether a table may be published now; else records (and logs, once per change) the
     /// shields it is held back for.
-    fn hold(&self, registry: &Registry) -> bool {
+    fn may_publish(&self, registry: &Registry) -> bool {
         let settle = self.config.load().health.settle;
         let awaited = if self.started.elapsed() < settle {
             registry.awaited_shields()
@@ -519,7 +519,8 @@ impl Control {
         held.is_empty()
     }
 
-    /// Whether a routing table is held back for shields to register (see [`Control::hold`]).
+    /// Whether a routing table is held back for shields to register (see
+    /// [`Control::republish`]).
     pub fn holding(&self) -> bool {
         !lock(&self.awaited).is_empty()
     }
