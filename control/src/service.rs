@@ -453,14 +453,14 @@ impl Control {
     pub(crate) fn republish(&self) {
         let fresh = {
             let registry = lock(&self.registry);
-            if !self.may_publish(&registry) {
-                return;
-            }
             for (role, state, n) in registry.counts() {
                 self.metrics
                     .nodes
                     .with_label_values(&[&role.to_string(), state])
                     .set(n);
+            }
+            if !self.may_publish(&registry) {
+                return;
             }
             let config = self.config.load();
             let latency = lock(&self.planned);
