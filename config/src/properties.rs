@@ -228,6 +228,7 @@ const KEYS: &[(Role, &str, &str, Kind)] = &[
     (Role::Shield, "server", "admin_listen", Kind::Address),
     (Role::Control, "purge", "max_body_bytes", Kind::Size),
     (Role::Control, "health", "probe_timeout", Kind::Duration),
+    (Role::Control, "health", "settle", Kind::Duration),
     (Role::Control, "streams", "keepalive", Kind::Duration),
     (Role::Control, "geo", "ttl", Kind::Duration),
     (Role::Control, "purge", "log_retain", Kind::Count),

@@ -1,8 +1,11 @@
-//! Property tests of what the admin and node APIs read: purge bodies (`POST /v1/purge`) and the
-//! push stream's query (`GET /v1/events?node=ID&since=SEQ`).
+//! Property tests of what the admin and node APIs read: purge bodies (`POST /v1/purge`),
+//! registrations (`POST /v1/register`) and the push stream's query
+//! (`GET /v1/events?node=ID&since=SEQ`).
 
 use proptest::prelude::*;
-use verge_config::wire::PurgeSpec;
+use std::time::Instant;
+
+use verge_config::wire::{PurgeSpec, Registration};
 
 use super::events_query;
 use crate::hub::properties::{id_text, json_ish, purge_spec, text};
@@ -26,7 +29,61 @@ fn purge_body() -> impl Strategy<Value = Vec<u8>> {
     ])
 }
 
+/// Bodies made of the pieces of a registration, and arbitrary bytes.
+fn registration_body() -> impl Strategy<Value = Vec<u8>> {
+    json_ish(&[
+        "\"id\"",
+        "\"role\"",
+        "\"edge\"",
+        "\"shield\"",
+        "\"region\"",
+        "\"us\"",
+        "\"data_url\"",
+        "\"admin_url\"",
+        "\"http://a.test:1\"",
+        "\"weight\"",
+        "\"version\"",
+        "\"shields\"",
+        "\"s1\"",
+        "\"a b\"",
+        "1",
+        "null",
+        "\"\\ud800\"",
+    ])
+}
+
 proptest! {
+    #[test]
+    fn any_registration_body_is_read_checked_and_registered_without_panic(
+        body in registration_body()
+    ) {
+        if let Ok(registration) = serde_json::from_slice::<Registration>(&body) {
+            let _ = super::check_registration(&registration);
+            let mut registry = crate::registry::Registry::new(4);
+            let _ = registry.register(registration, Instant::now());
+            let _ = registry.awaited_shields();
+        }
+    }
+
+    #[test]
+    fn the_shields_a_registration_names_are_bounded_and_awaited_until_they_register(
+        ids in prop::collection::vec((0..3000u32).prop_map(|n| format!("s{n}")), 0..1100)
+    ) {
+        let body = serde_json::json!({
+            "id": "e1", "role": "edge", "region": "us", "data_url": "http://a.test:1",
+            "admin_url": "http://a.test:2", "weight": 1, "shields": ids,
+        });
+        let registration: Registration = serde_json::from_value(body).unwrap();
+        let mut registry = crate::registry::Registry::new(4);
+        registry.register(registration, Instant::now()).unwrap();
+        let awaited = registry.awaited_shields();
+        prop_assert!(awaited.len() <= 1024);
+        prop_assert!(awaited.windows(2).all(|w| w[0] < w[1]), "sorted, each once");
+        let kept: std::collections::HashSet<&str> =
+            ids.iter().take(1024).map(String::as_str).collect();
+        prop_assert!(awaited.iter().all(|id| kept.contains(id.as_str())));
+    }
+
     #[test]
     fn any_purge_body_is_read_and_checked_without_panic(body in purge_body()) {
         if let Ok(spec) = serde_json::from_slice::<PurgeSpec>(&body) {
