@@ -569,12 +569,14 @@ impl<F: Upstream> Target for ShieldAttempt<'_, F> {
         match attempt {
             // A relayed error status is the shield working: it answered.
             Attempt::Ok | Attempt::ErrorStatus => upstream.succeeded(shield, sent),
-            // Our own connection bound, the client's body failing, or a shield control took
-            // out: not the shield's fault, eject nobody.
-            Attempt::Saturated
-            | Attempt::Unresolved
-            | Attempt::ClientError
-            | Attempt::Withdrawn => shield.health().release_probe(Instant::now()),
+            // Our own connection bound, or the client's body failing: not the shield's fault,
+            // eject nobody.
+            Attempt::Saturated | Attempt::Unresolved | Attempt::ClientError => {
+                shield.health().release_probe(Instant::now())
+            }
+            // Control took the shield out while the request waited: it has left the ring,
+            // and its health is as it was.
+            Attempt::Withdrawn => {}
             Attempt::Generated | Attempt::ConnectError | Attempt::Timeout | Attempt::Error => {
                 upstream.failed(shield)
             }
