@@ -47,6 +47,22 @@ pub struct CacheOutcome {
     pub unknown: bool,
 }
 
+impl CacheOutcome {
+    /// Who had the object: `edge` (a hit), `shield` (a shield's hit), `origin` (a cache on the
+    /// way fetched it), `upstream` (the edge missed; no `Cache-Status` says more).
+    pub fn served_by(&self) -> &'static str {
+        if self.edge_hit {
+            "edge"
+        } else if self.shield_hit {
+            "shield"
+        } else if self.origin_fetch {
+            "origin"
+        } else {
+            "upstream"
+        }
+    }
+}
+
 /// Classifies a (possibly combined) `Cache-Status` value. Each cache appends its entry, so the
 /// last is the edge's and the one before it the shield's. A request fetched from the origin
 /// when the cache that missed nearest the origin forwarded it (`fwd=`) on its own rather than
@@ -365,5 +381,10 @@ mod tests {
         assert!(stale.edge_hit);
         assert!(classify("").unknown);
         assert!(!classify("verge-edge; detail=only-if-cached").origin_fetch);
+        let served: Vec<&str> = [&hit, &shield_hit, &both_missed, &edge_collapsed]
+            .iter()
+            .map(|o| o.served_by())
+            .collect();
+        assert_eq!(served, ["edge", "shield", "origin", "upstream"]);
     }
 }

@@ -149,21 +149,12 @@ impl RegionStats {
     fn answered(&mut self, us: u64, answer: &Answer, path: &str, edge: &EdgeTarget) {
         let ms = us as f64 / 1000.0;
         if self.slowest.wants(ms) {
-            let cache = &answer.cache;
             self.slowest.offer(SlowRequest {
                 ms,
                 path: path.to_string(),
                 edge: edge.id.clone(),
                 bytes: answer.bytes,
-                served_by: if cache.edge_hit {
-                    "edge"
-                } else if cache.shield_hit {
-                    "shield"
-                } else if cache.origin_fetch {
-                    "origin"
-                } else {
-                    "upstream"
-                },
+                served_by: answer.cache.served_by(),
             });
         }
         self.all.record(us);
