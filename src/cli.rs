@@ -102,12 +102,12 @@ pub struct DemoArgs {
     #[arg(long)]
     pub ha: bool,
     #[command(flatten)]
-    pub tiers: TierArgs,
+    pub shape: ShapeArgs,
 }
 
-/// The shield tiers of an in-process demo (control's `[tiers]`).
+/// How an in-process demo is shaped: its shield tiers (control's `[tiers]`) and its origin.
 #[derive(Args)]
-pub struct TierArgs {
+pub struct ShapeArgs {
     /// Which shields each region's edges use: global, regional, origin-near or auto.
     #[arg(long, default_value = "auto")]
     pub topology: String,
@@ -115,6 +115,10 @@ pub struct TierArgs {
     /// or auto).
     #[arg(long, default_value_t = 1)]
     pub tier_levels: u8,
+    /// How long the sample origin takes to answer each fetch: MEDIAN/P99 (log-normal, e.g.
+    /// 2ms/20ms), one TIME for always that long, or 0 for at once [default: 2ms/20ms].
+    #[arg(long)]
+    pub origin_time: Option<String>,
 }
 
 #[derive(Args)]
@@ -166,10 +170,10 @@ pub struct BenchArgs {
     /// Repeatable. Example: --fault kill:shield-us-1@3s,restore:shield-us-1@8s
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<String>,
-    /// The in-process demo's tiers (with --baseline, the configured run's; a running demo's
-    /// are its control's [tiers]).
+    /// The in-process demo's tiers and origin (with --baseline, the tiers of the configured
+    /// run; a running demo's are its control's [tiers] and its own origin).
     #[command(flatten)]
-    pub tiers: TierArgs,
+    pub shape: ShapeArgs,
     /// No progress bar (it is drawn only on a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,

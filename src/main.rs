@@ -24,7 +24,7 @@ use verge_node::process;
 use verge_origin_shield::ShieldRole;
 
 use cli::{
-    BenchArgs, Cli, Command, ControlArgs, DemoArgs, EdgeArgs, PurgeArgs, ShieldArgs, TierArgs,
+    BenchArgs, Cli, Command, ControlArgs, DemoArgs, EdgeArgs, PurgeArgs, ShapeArgs, ShieldArgs,
 };
 
 /// Quick-start listeners of a shield: beside an edge's defaults, not on them.
@@ -271,18 +271,26 @@ fn run_purge(args: PurgeArgs) -> ExitCode {
     block_on("purge", command)
 }
 
-/// `options` with the tiers the command line asks for; a bad topology name is refused.
-fn with_tiers(
+/// `options` with the tiers and origin the command line asks for; a bad topology name or
+/// origin time is refused.
+fn shaped(
     options: verge_demo::DemoOptions,
-    tiers: &TierArgs,
+    shape: &ShapeArgs,
 ) -> Result<verge_demo::DemoOptions, String> {
-    let topology = tiers
+    let topology = shape
         .topology
         .parse()
         .map_err(|e| format!("--topology: {e}"))?;
+    let origin_time = match &shape.origin_time {
+        Some(text) => text
+            .parse()
+            .map_err(|e| format!("--origin-time {text:?}: {e}"))?,
+        None => options.origin_time,
+    };
     let options = verge_demo::DemoOptions {
         topology,
-        tier_levels: tiers.tier_levels,
+        tier_levels: shape.tier_levels,
+        origin_time,
         ..options
     };
     options.validate()?;
@@ -295,7 +303,7 @@ fn run_demo(args: DemoArgs) -> ExitCode {
             edges_per_region: args.edges_per_region,
             ..options
         })
-        .and_then(|options| with_tiers(options, &args.tiers));
+        .and_then(|options| shaped(options, &args.shape));
     let options = match options.and_then(|o| o.validate().map(|()| o)) {
         Ok(options) => options,
         Err(e) => {
@@ -379,7 +387,14 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         eprintln!("verge bench: {error}");
         return ExitCode::from(EXIT_INVALID_CONFIG);
     }
-    let demo = match with_tiers(verge_demo::DemoOptions::default(), &args.tiers) {
+    if args.state.is_some() && args.shape.origin_time.is_some() {
+        eprintln!(
+            "verge bench: --origin-time shapes the in-process demo; a running demo's origin is \
+             the one it was started with (verge demo --origin-time)"
+        );
+        return ExitCode::from(EXIT_INVALID_CONFIG);
+    }
+    let demo = match shaped(verge_demo::DemoOptions::default(), &args.shape) {
         Ok(demo) => demo,
         Err(error) => {
             eprintln!("verge bench: {error}");

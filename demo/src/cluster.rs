@@ -27,7 +27,9 @@ use crate::delay::{DelayLink, LinkSettings};
 use crate::origin::{self, SampleOrigin};
 use crate::readiness::Readiness;
 use crate::replicas::Replicas;
-use crate::state::{DemoState, HaEndpoints, NodeEndpoints, PathLatency, RegionInfo, SiteLatency};
+use crate::state::{
+    DemoState, HaEndpoints, NodeEndpoints, OriginTime, PathLatency, RegionInfo, SiteLatency,
+};
 use crate::topology::{self, DemoOptions, NodePlan, Role, HOSTNAME};
 
 /// How long stopping may take, all nodes draining at once (their grace is 2 s).
@@ -139,6 +141,8 @@ pub struct Demo {
     nodes: Vec<NodePart>,
     origin_link: DelayLink,
     origin: Option<SampleOrigin>,
+    /// How long the origin takes per fetch (again after a restore).
+    origin_time: origin::ServiceTime,
     /// What a killed origin had counted: a restored one counts on from there.
     origin_counted: origin::OriginCounts,
 }
@@ -162,7 +166,7 @@ impl Demo {
         let origin_region = region(&options.origin_region)
             .ok_or_else(|| DemoError::Options("no origin region".into()))?;
         let origin_addr = SocketAddr::new(topology::origin_ip(&origin_region), 0);
-        let origin = SampleOrigin::start(origin_addr)
+        let origin = SampleOrigin::start(origin_addr, options.origin_time)
             .await
             .map_err(bind_error("the sample origin", origin_addr))?;
         let origin_link = DelayLink::start(
@@ -194,6 +198,7 @@ impl Demo {
                 samples: origin::samples(),
                 latency: latency_table(&options),
                 origin_site: origin_site(&options),
+                origin_time: Some(OriginTime::of(options.origin_time)),
                 ha: control.replicas().map(|replicas| HaEndpoints {
                     etcd: replicas.etcd_urls(),
                     replicas: replicas.infos(),
@@ -204,6 +209,7 @@ impl Demo {
             nodes: Vec::new(),
             origin_link,
             origin: Some(origin),
+            origin_time: options.origin_time,
             origin_counted: origin::OriginCounts::default(),
         };
 
@@ -343,9 +349,13 @@ impl Demo {
                     return Err(live());
                 }
                 let listen = SocketAddr::new(self.origin_link.addr().ip(), 0);
-                let origin = SampleOrigin::start_counting_from(listen, self.origin_counted)
-                    .await
-                    .map_err(|e| format!("cannot restart the sample origin: {e}"))?;
+                let origin = SampleOrigin::start_counting_from(
+                    listen,
+                    self.origin_time,
+                    self.origin_counted,
+                )
+                .await
+                .map_err(|e| format!("cannot restart the sample origin: {e}"))?;
                 self.origin_link.retarget(origin.addr());
                 self.origin = Some(origin);
             }

@@ -205,7 +205,7 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
-    let timer = PreciseTimer::start();
+    let timer = PreciseTimer::start("delay-link-timer");
     let mut connections = JoinSet::new();
     loop {
         let slot = tokio::select! {
@@ -377,7 +377,7 @@ async fn pump(
 /// condition variable until the earliest deadline. Memory is one entry per pending sleep (a
 /// link's writers hold at most one each).
 #[derive(Clone)]
-struct PreciseTimer {
+pub(crate) struct PreciseTimer {
     shared: Arc<TimerShared>,
     /// Ends the thread once the link's last handle is gone.
     _owner: Arc<TimerOwner>,
@@ -450,18 +450,19 @@ impl TimerShared {
 }
 
 impl PreciseTimer {
-    fn start() -> PreciseTimer {
+    /// A timer whose thread is called `name`.
+    pub(crate) fn start(name: &str) -> PreciseTimer {
         let shared = Arc::new(TimerShared {
             queue: Mutex::new(TimerQueue::default()),
             changed: Condvar::new(),
         });
         let thread = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
-            .name("delay-link-timer".into())
+            .name(name.to_string())
             .spawn(move || thread.run());
         if let Err(error) = spawned {
             // Sleeps still end: `sleep_until` races tokio's timer.
-            tracing::warn!(%error, "delay link: no precise timer thread; delays are rounded up to whole milliseconds");
+            tracing::warn!(%error, timer = name, "no precise timer thread; delays are rounded up to whole milliseconds");
         }
         PreciseTimer {
             _owner: Arc::new(TimerOwner(Arc::clone(&shared))),
@@ -471,7 +472,7 @@ impl PreciseTimer {
 
     /// Completes at `release`: on the precise timer, or on tokio's (which is the one that ends
     /// it when tokio's clock is paused, as in tests).
-    async fn sleep_until(&self, release: Instant) {
+    pub(crate) async fn sleep_until(&self, release: Instant) {
         let now = Instant::now();
         if release <= now {
             return;

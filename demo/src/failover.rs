@@ -140,6 +140,7 @@ mod tests {
             samples: vec!["/static/img/000.jpg".into()],
             latency: Vec::new(),
             origin_site: None,
+            origin_time: None,
             ha: None,
         }
     }

@@ -6,6 +6,13 @@
 //! Besides the objects: `/` lists sample paths, `/healthz` answers `ok`, and `/_origin/stats`
 //! reports how many requests reached the origin (`{"requests": N, "probes": M}`), to measure
 //! offload. `OPTIONS` (the shields' latency probe) is answered and counted apart, as `probes`.
+//!
+//! Each fetch takes the origin's [`ServiceTime`] before it is answered (health checks, stats
+//! and probes do not wait), so that a miss costs what it costs at a real origin.
+
+mod time;
+
+pub use time::{ServiceTime, MAX_SERVICE_TIME};
 
 use std::convert::Infallible;
 use std::io;
@@ -25,6 +32,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::delay::PreciseTimer;
 
 /// How long open connections may finish their requests once the origin is stopped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -227,6 +237,10 @@ struct OriginState {
     requests: AtomicU64,
     /// `OPTIONS` requests: latency probes, not fetches.
     probes: AtomicU64,
+    /// How long each fetch takes before it is answered.
+    service_time: ServiceTime,
+    /// Ends service times on time (tokio's own timer rounds up to whole milliseconds).
+    timer: PreciseTimer,
 }
 
 /// A running sample origin; stops when stopped or dropped.
@@ -238,15 +252,17 @@ pub struct SampleOrigin {
 }
 
 impl SampleOrigin {
-    /// Binds `listen` (port 0 picks a free port) and serves the [`catalog`].
-    pub async fn start(listen: SocketAddr) -> io::Result<SampleOrigin> {
-        SampleOrigin::start_counting_from(listen, OriginCounts::default()).await
+    /// Binds `listen` (port 0 picks a free port) and serves the [`catalog`], each fetch
+    /// taking `service_time`.
+    pub async fn start(listen: SocketAddr, service_time: ServiceTime) -> io::Result<SampleOrigin> {
+        SampleOrigin::start_counting_from(listen, service_time, OriginCounts::default()).await
     }
 
     /// Like [`SampleOrigin::start`], its counters going on from `counts` (those of the origin
     /// it replaces, so that a run's count spans a restart).
     pub async fn start_counting_from(
         listen: SocketAddr,
+        service_time: ServiceTime,
         counts: OriginCounts,
     ) -> io::Result<SampleOrigin> {
         let listener = TcpListener::bind(listen).await?;
@@ -271,6 +287,8 @@ impl SampleOrigin {
             pattern: Bytes::from(pattern),
             requests: AtomicU64::new(counts.requests),
             probes: AtomicU64::new(counts.probes),
+            service_time,
+            timer: PreciseTimer::start("origin-timer"),
         });
         let (stop, stop_rx) = watch::channel(false);
         let serve = tokio::spawn(serve(listener, Arc::clone(&state), stop_rx));
@@ -338,8 +356,15 @@ async fn serve(listener: TcpListener, state: Arc<OriginState>, mut stop: watch::
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
         let service = service_fn(move |request| {
-            let response = answer(&state, &request);
-            async move { Ok::<_, Infallible>(response) }
+            let (response, fetch) = answer(&state, &request);
+            let state = Arc::clone(&state);
+            async move {
+                if fetch && !state.service_time.is_instant() {
+                    let took = state.service_time.sample(&mut fastrand::Rng::new());
+                    state.timer.sleep_until(Instant::now() + took).await;
+                }
+                Ok::<_, Infallible>(response)
+            }
         });
         let connection = graceful.watch(
             builder
@@ -361,17 +386,21 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 type Body = Full<Bytes>;
 
-fn answer(state: &OriginState, request: &Request<Incoming>) -> Response<Body> {
+/// The answer to `request`, and whether it is a fetch (counted, and taking the service time).
+fn answer(state: &OriginState, request: &Request<Incoming>) -> (Response<Body>, bool) {
     let path = request.uri().path();
     match path {
-        "/healthz" => return text(StatusCode::OK, "no-store", Bytes::from_static(b"ok\n")),
+        "/healthz" => {
+            let ok = text(StatusCode::OK, "no-store", Bytes::from_static(b"ok\n"));
+            return (ok, false);
+        }
         "/_origin/stats" => {
             let body = format!(
                 "{{\"requests\": {}, \"probes\": {}}}\n",
                 state.requests.load(Ordering::Relaxed),
                 state.probes.load(Ordering::Relaxed)
             );
-            return text(StatusCode::OK, "no-store", Bytes::from(body));
+            return (text(StatusCode::OK, "no-store", Bytes::from(body)), false);
         }
         _ => {}
     }
@@ -382,9 +411,14 @@ fn answer(state: &OriginState, request: &Request<Incoming>) -> Response<Body> {
             http::header::ALLOW,
             http::HeaderValue::from_static("GET, HEAD, OPTIONS"),
         );
-        return response;
+        return (response, false);
     }
     state.requests.fetch_add(1, Ordering::Relaxed);
+    (fetch(state, request, path), true)
+}
+
+/// The answer to a counted request.
+fn fetch(state: &OriginState, request: &Request<Incoming>, path: &str) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,

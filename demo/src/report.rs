@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::state::DemoState;
+use crate::state::{DemoState, OriginTime};
 
 /// Everything, in the order a user reads it.
 pub fn summary(state: &DemoState, state_file: Option<&Path>, verge: &str) -> String {
@@ -13,6 +13,7 @@ pub fn summary(state: &DemoState, state_file: Option<&Path>, verge: &str) -> Str
     out += &status_table(state);
     out += "\n";
     out += &latency_line(state);
+    out += &origin_time_line(state);
     out += &status_page_line(state);
     if let Some(path) = state_file {
         let _ = writeln!(out, "State (JSON, every endpoint): {}", path.display());
@@ -100,6 +101,16 @@ fn origin_region(state: &DemoState) -> String {
         .iter()
         .find(|r| r.block.split('.').nth(1) == Some(octet))
         .map_or_else(|| "-".to_string(), |r| r.id.clone())
+}
+
+/// `Origin: each fetch takes 2 ms median, 20 ms p99`, when the origin takes time.
+fn origin_time_line(state: &DemoState) -> String {
+    match state.origin_time.as_ref().map(OriginTime::service_time) {
+        Some(time) if !time.is_instant() => {
+            format!("Origin: each fetch takes {time} (--origin-time)\n")
+        }
+        _ => String::new(),
+    }
 }
 
 /// `Latency (one way): us–eu 40 ms, …; within a region 1 ms`, regions in their order.
@@ -301,6 +312,7 @@ mod tests {
                 },
             ],
             origin_site: None,
+            origin_time: None,
             ha: None,
         }
     }
@@ -350,6 +362,15 @@ mod tests {
         };
         assert!(latency_line(&with_site)
             .ends_with("; within the origin's site (origin, shield-us-1) 0 ms\n"));
+        assert_eq!(origin_time_line(&state()), "");
+        let slow_origin = DemoState {
+            origin_time: Some(OriginTime::of(crate::origin::ServiceTime::DEFAULT)),
+            ..state()
+        };
+        assert_eq!(
+            origin_time_line(&slow_origin),
+            "Origin: each fetch takes 2 ms median, 20 ms p99 (--origin-time)\n"
+        );
     }
 
     #[test]

@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::time::Duration;
+
+use crate::origin::ServiceTime;
 use crate::replicas::ReplicaInfo;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +30,10 @@ pub struct DemoState {
     /// The origin's site: the origin and the shields beside it, and the latency between them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin_site: Option<SiteLatency>,
+    /// How long the sample origin takes per fetch; `None` from a demo whose origin answered at
+    /// once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_time: Option<OriginTime>,
     /// With `--ha`: etcd and the control replicas, as started (`control` is one of them, one
     /// that did not lead then); `None` with control in the demo's process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,6 +54,29 @@ pub struct SiteLatency {
     /// `origin` and the ids of the shields at its site.
     pub members: Vec<String>,
     pub one_way_ms: f64,
+}
+
+/// The sample origin's time per fetch (`verge demo --origin-time`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OriginTime {
+    pub median_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl OriginTime {
+    pub fn of(time: ServiceTime) -> OriginTime {
+        OriginTime {
+            median_ms: time.median().as_secs_f64() * 1000.0,
+            p99_ms: time.p99().as_secs_f64() * 1000.0,
+        }
+    }
+
+    /// The service time this describes; values a demo could not have written read as an
+    /// origin that answers at once.
+    pub fn service_time(&self) -> ServiceTime {
+        let ms = |v: f64| Duration::try_from_secs_f64(v / 1000.0).unwrap_or(Duration::ZERO);
+        ServiceTime::new(ms(self.median_ms), ms(self.p99_ms)).unwrap_or(ServiceTime::INSTANT)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -17,6 +17,7 @@ use std::time::Duration;
 use verge_config::tiers::Topology;
 use verge_config::{ConfigErrors, ControlConfig, EdgeConfig, ShieldConfig};
 
+use crate::origin::ServiceTime;
 use crate::regions::{default_regions, LatencyMatrix, Region};
 use crate::replica_plan::{ReplicaPlan, REPLICA_LEASE};
 
@@ -38,6 +39,8 @@ pub struct DemoOptions {
     pub latency: LatencyMatrix,
     /// Extra delay per chunk on every link, up to this (0: none).
     pub jitter: Duration,
+    /// How long the sample origin takes per fetch.
+    pub origin_time: ServiceTime,
     /// Control's purge log; a temporary directory, removed at shutdown, when `None`.
     pub data_dir: Option<PathBuf>,
     /// Control's admin token (16+ characters); a random one when `None`.
@@ -87,6 +90,7 @@ impl DemoOptions {
             origin_region,
             latency: LatencyMatrix::default_demo(),
             jitter: Duration::ZERO,
+            origin_time: ServiceTime::DEFAULT,
             data_dir: None,
             token: None,
             ready_timeout: Duration::from_secs(30),

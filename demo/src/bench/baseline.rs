@@ -13,8 +13,9 @@ use super::report::{Comparison, RunReport};
 use super::run::{self, Route, RunSpec};
 use super::workload::Workload;
 use crate::cluster::Demo;
+use crate::origin::ServiceTime;
 use crate::regions::LatencyMatrix;
-use crate::state::DemoState;
+use crate::state::{DemoState, OriginTime};
 use crate::topology::DemoOptions;
 use verge_config::tiers::Topology;
 
@@ -24,11 +25,16 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(30);
 /// The nodes of a state, in words.
 pub fn describe(state: &DemoState) -> String {
     let count = |role: &str| state.nodes.iter().filter(|n| n.role == role).count();
+    let origin = state
+        .origin_time
+        .as_ref()
+        .map_or(ServiceTime::INSTANT, OriginTime::service_time);
     format!(
-        "{} regions, {} edges, {} shields",
+        "{} regions, {} edges, {} shields; origin {}",
         state.regions.len(),
         count("edge"),
-        count("shield")
+        count("shield"),
+        origin
     )
 }
 
@@ -84,6 +90,10 @@ pub fn options_like(state: &DemoState, shields: Vec<String>) -> Result<DemoOptio
                 .collect(),
         };
     }
+    options.origin_time = state
+        .origin_time
+        .as_ref()
+        .map_or(ServiceTime::INSTANT, OriginTime::service_time);
     options.shields = shields;
     Ok(options)
 }
@@ -279,6 +289,7 @@ mod tests {
                 one_way_ms: 2.0,
             }],
             origin_site,
+            origin_time: None,
             ha: None,
         }
     }

@@ -1,5 +1,5 @@
 //! The sample origin over a real socket: cache headers per kind of object, validators answered
-//! with 304, and a count of the requests that reached it.
+//! with 304, a count of the requests that reached it, and the time each fetch takes.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use verge_demo::origin::{catalog, SampleOrigin};
+use verge_demo::origin::{catalog, SampleOrigin, ServiceTime};
 
 /// `GET path` with `headers`: status, response headers, body length.
 async fn get(
@@ -59,7 +59,7 @@ async fn send(
 
 #[tokio::test]
 async fn objects_carry_their_cache_headers_and_validators_get_304() {
-    let origin = SampleOrigin::start("127.0.0.1:0".parse().unwrap())
+    let origin = SampleOrigin::start("127.0.0.1:0".parse().unwrap(), ServiceTime::INSTANT)
         .await
         .unwrap();
     let objects = catalog();
@@ -108,9 +108,46 @@ async fn objects_carry_their_cache_headers_and_validators_get_304() {
     assert_eq!((counted.requests, counted.probes), (5, 1));
 
     // One started in its place counts on from there.
-    let again = SampleOrigin::start_counting_from("127.0.0.1:0".parse().unwrap(), counted)
-        .await
-        .unwrap();
+    let again = SampleOrigin::start_counting_from(
+        "127.0.0.1:0".parse().unwrap(),
+        ServiceTime::INSTANT,
+        counted,
+    )
+    .await
+    .unwrap();
     assert_eq!(get(&again, &video.path, &[]).await.0, StatusCode::OK);
     assert_eq!((again.requests(), again.probes()), (6, 1));
+}
+
+#[tokio::test]
+async fn each_fetch_takes_the_service_time_and_nothing_else_waits() {
+    let loopback = "127.0.0.1:0".parse().unwrap();
+    let slow = SampleOrigin::start(loopback, "300ms".parse().unwrap())
+        .await
+        .unwrap();
+    for (method, path) in [("GET", "/static/js/001.js"), ("HEAD", "/nothing-here")] {
+        let started = std::time::Instant::now();
+        let (status, _, _) = send(&slow, method, path, &[]).await;
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300),
+            "{method} {path} ({status}): {took:?}"
+        );
+    }
+    assert_eq!(slow.requests(), 2);
+
+    let very_slow = SampleOrigin::start(loopback, "10s".parse().unwrap())
+        .await
+        .unwrap();
+    for (method, path) in [
+        ("GET", "/healthz"),
+        ("GET", "/_origin/stats"),
+        ("OPTIONS", "/"),
+    ] {
+        let asked =
+            tokio::time::timeout(Duration::from_secs(5), send(&very_slow, method, path, &[]));
+        let (status, _, _) = asked.await.expect("answered without the service time");
+        assert_eq!(status, StatusCode::OK, "{method} {path}");
+    }
+    assert_eq!(very_slow.requests(), 0);
 }
