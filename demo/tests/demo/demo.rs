@@ -12,6 +12,8 @@ use tokio::net::TcpSocket;
 use tokio::time::{timeout, Instant};
 use verge_config::wire::PurgeSpec;
 use verge_control::client::AdminClient;
+use verge_demo::origin::ServiceTime;
+use verge_demo::DemoOptions;
 use verge_testkit::control::purge_everywhere;
 
 /// One answer: status, the edge's `Cache-Status` entry, body length, time taken.
@@ -76,8 +78,14 @@ async fn get(from: IpAddr, url: &str, host: &str) -> Answer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_caches_in_every_region_purges_everywhere_and_stops_cleanly() {
-    let demo = crate::small_demo().await;
+    let origin_time = Duration::from_millis(100);
+    let demo = crate::small_demo_with(DemoOptions {
+        origin_time: ServiceTime::new(origin_time, origin_time).unwrap(),
+        ..DemoOptions::default()
+    })
+    .await;
     let state = demo.state.clone();
+    assert_eq!(state.origin_time.as_ref().map(|t| t.p99_ms), Some(100.0));
     assert_eq!(state.nodes.len(), 5, "{:?}", state.nodes);
     let path = state.samples[0].clone();
     let size = verge_demo::origin::catalog()
@@ -94,10 +102,14 @@ async fn the_demo_caches_in_every_region_purges_everywhere_and_stops_cleanly() {
         let edge = state.edges().find(|e| e.region == region).unwrap();
         format!("{}{path}", edge.http)
     };
-    for region in &state.regions {
+    for (i, region) in state.regions.iter().enumerate() {
         let (from, url) = (client(&region.id), edge_url(&region.id));
         let first = get(from, &url, &state.hostname).await;
         assert_eq!((first.status, first.len), (200, size), "{first:?}");
+        if i == 0 {
+            // Nothing holds the object yet: the origin takes its time.
+            assert!(first.took >= origin_time, "{first:?}");
+        }
         assert!(first.edge_status.contains("fwd="), "{first:?}");
         let second = get(from, &url, &state.hostname).await;
         assert_eq!((second.status, second.len), (200, size), "{second:?}");

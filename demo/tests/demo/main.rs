@@ -20,9 +20,14 @@ use verge_demo::{Demo, DemoOptions};
 /// A demo with one edge per region; the bound on its start is generous, as a loaded CI machine
 /// may run the demo tests side by side with a browser.
 async fn small_demo() -> Demo {
+    small_demo_with(DemoOptions::default()).await
+}
+
+/// [`small_demo`] from `options`.
+async fn small_demo_with(options: DemoOptions) -> Demo {
     let options = DemoOptions {
         edges_per_region: 1,
-        ..DemoOptions::default()
+        ..options
     };
     tokio::time::timeout(Duration::from_secs(60), Demo::start(options))
         .await
