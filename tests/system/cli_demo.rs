@@ -155,8 +155,8 @@ fn verge_demo_refuses_unknown_regions() {
 }
 
 #[test]
-fn verge_demo_and_bench_refuse_unknown_topologies_and_impossible_levels() {
-    let cases: [(&[&str], &str); 4] = [
+fn verge_demo_and_bench_refuse_unknown_topologies_impossible_levels_and_bad_origin_times() {
+    let cases: [(&[&str], &str); 7] = [
         (
             &["demo", "--topology", "nearest"],
             "--topology: \"nearest\"",
@@ -172,6 +172,18 @@ fn verge_demo_and_bench_refuse_unknown_topologies_and_impossible_levels() {
         (
             &["bench", "--tier-levels", "3"],
             "tier levels must be 1 or 2",
+        ),
+        (
+            &["demo", "--origin-time", "20ms/2ms"],
+            "--origin-time \"20ms/2ms\": the median (20 ms) must not exceed",
+        ),
+        (
+            &["bench", "--origin-time", "soon"],
+            "--origin-time \"soon\": time: invalid value",
+        ),
+        (
+            &["bench", "--state", "demo.json", "--origin-time", "5ms"],
+            "--origin-time shapes the in-process demo",
         ),
     ];
     for (args, want) in cases {
