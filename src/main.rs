@@ -280,12 +280,22 @@ fn shaped(
     let topology = shape
         .topology
         .parse()
-        .map_err(|e| format!("--topology: {e}"))?;
+        .map_err(|e| format!("--topology: {e}"));
     let origin_time = match &shape.origin_time {
         Some(text) => text
             .parse()
-            .map_err(|e| format!("--origin-time {text:?}: {e}"))?,
-        None => options.origin_time,
+            .map_err(|e| format!("--origin-time {text:?}: {e}")),
+        None => Ok(options.origin_time),
+    };
+    let (topology, origin_time) = match (topology, origin_time) {
+        (Ok(topology), Ok(origin_time)) => (topology, origin_time),
+        (topology, origin_time) => {
+            let problems: Vec<String> = [topology.err(), origin_time.err()]
+                .into_iter()
+                .flatten()
+                .collect();
+            return Err(problems.join("\n  "));
+        }
     };
     let options = verge_demo::DemoOptions {
         topology,
@@ -307,7 +317,7 @@ fn run_demo(args: DemoArgs) -> ExitCode {
     let options = match options.and_then(|o| o.validate().map(|()| o)) {
         Ok(options) => options,
         Err(e) => {
-            eprintln!("verge demo: {e}");
+            eprintln!("verge demo: invalid flags:\n  {e}");
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
@@ -374,32 +384,31 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         timeout: args.timeout,
         seed: args.seed,
     };
-    let checked = match workload.validate() {
-        Ok(checked) => checked,
-        Err(errors) => {
-            eprintln!("verge bench: {errors}");
-            return ExitCode::from(EXIT_INVALID_CONFIG);
-        }
-    };
-    if let Err(error) =
-        verge_demo::bench::fault_plan(&args.faults, args.state.as_deref(), args.baseline, &checked)
+    // Every problem with the flags, listed at once before anything starts.
+    let mut problems = Vec::new();
+    let checked = workload.validate().map_err(|e| problems.extend(e.0)).ok();
+    // Against a bad --duration (reported above), faults are checked against the longest one.
+    let duration = checked
+        .as_ref()
+        .map_or(verge_demo::bench::workload::MAX_DURATION, |w| w.duration);
+    let state = args.state.as_deref();
+    if let Err(error) = verge_demo::bench::fault_plan(&args.faults, state, args.baseline, duration)
     {
-        eprintln!("verge bench: {error}");
-        return ExitCode::from(EXIT_INVALID_CONFIG);
+        problems.push(error);
     }
     if args.state.is_some() && args.shape.origin_time.is_some() {
-        eprintln!(
-            "verge bench: --origin-time shapes the in-process demo; a running demo's origin is \
-             the one it was started with (verge demo --origin-time)"
+        problems.push(
+            "--origin-time shapes the in-process demo; a running demo's origin is the one it \
+             was started with (verge demo --origin-time)"
+                .to_string(),
         );
-        return ExitCode::from(EXIT_INVALID_CONFIG);
     }
-    let demo = match shaped(verge_demo::DemoOptions::default(), &args.shape) {
-        Ok(demo) => demo,
-        Err(error) => {
-            eprintln!("verge bench: {error}");
-            return ExitCode::from(EXIT_INVALID_CONFIG);
-        }
+    let demo = shaped(verge_demo::DemoOptions::default(), &args.shape)
+        .map_err(|error| problems.push(error))
+        .ok();
+    let Some(demo) = demo.filter(|_| problems.is_empty()) else {
+        eprintln!("verge bench: invalid flags:\n  {}", problems.join("\n  "));
+        return ExitCode::from(EXIT_INVALID_CONFIG);
     };
     if let Some(path) = &args.log {
         if let Err(e) = log_to_file(path) {

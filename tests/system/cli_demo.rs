@@ -196,3 +196,30 @@ fn verge_demo_and_bench_refuse_unknown_topologies_impossible_levels_and_bad_orig
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn verge_bench_lists_every_bad_flag_at_once() {
+    let output = Command::new(env!("CARGO_BIN_EXE_verge"))
+        .args([
+            "bench",
+            "--rate=-3",
+            "--fault",
+            "kill:nowhere@1s",
+            "--origin-time",
+            "soon",
+            "--topology",
+            "fastest",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    for want in [
+        "--rate -3",
+        "unknown part \"nowhere\"",
+        "--origin-time \"soon\"",
+        "--topology: \"fastest\"",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}

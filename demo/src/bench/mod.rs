@@ -178,12 +178,12 @@ fn outcome<'a>(runs: impl Iterator<Item = &'a RunReport>) -> Outcome {
 
 /// Checks `--fault` against what the bench will run, before anything starts: only with the
 /// in-process demo (default options), without `--baseline`; every spec against the demo's
-/// parts and the measured duration. No faults: an empty plan.
+/// parts and the measured `duration`. No faults: an empty plan.
 pub fn fault_plan(
     faults: &[String],
     state: Option<&Path>,
     baseline: bool,
-    workload: &Workload,
+    duration: std::time::Duration,
 ) -> Result<fault::FaultPlan, String> {
     if faults.is_empty() {
         return Ok(fault::FaultPlan::default());
@@ -203,7 +203,7 @@ pub fn fault_plan(
                 .map(|n| n.id),
         )
         .collect();
-    fault::plan(faults, &parts, workload.duration)
+    fault::plan(faults, &parts, duration)
 }
 
 /// `verge bench`: checks the workload and the target before anything starts, runs (once, or
@@ -211,7 +211,12 @@ pub fn fault_plan(
 /// state file it starts a demo in-process (default options) and stops it afterwards.
 pub async fn command(cmd: BenchCommand, stop: watch::Receiver<bool>) -> Result<Outcome, String> {
     let workload = cmd.workload.validate().map_err(|e| e.to_string())?;
-    let faults = fault_plan(&cmd.faults, cmd.state.as_deref(), cmd.baseline, &workload)?;
+    let faults = fault_plan(
+        &cmd.faults,
+        cmd.state.as_deref(),
+        cmd.baseline,
+        workload.duration,
+    )?;
     let given = match &cmd.state {
         Some(path) => {
             let state = read_state(path)?;

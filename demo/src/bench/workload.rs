@@ -109,6 +109,9 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_f64(d.as_secs_f64())
 }
 
+/// The longest `--duration`, `--warmup` or `--timeout`.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// Every problem with a workload, one per line, each naming its flag.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkloadErrors(pub Vec<String>);
@@ -134,7 +137,7 @@ impl WorkloadArgs {
                     errors.push(format!("--{flag} {text}: at least {min:?}"));
                     min
                 }
-                Ok(d) if d > Duration::from_secs(24 * 3600) => {
+                Ok(d) if d > MAX_DURATION => {
                     errors.push(format!("--{flag} {text}: at most 24h"));
                     d
                 }
