@@ -50,6 +50,7 @@ use events::{purge_order, PurgeOrder};
 use framing::{LineFramer, LineTooLong};
 
 use crate::live::LivePipeline;
+use crate::metrics::RequestOutcome;
 use crate::settings::NodeControl;
 use crate::upstream::Upstream;
 
@@ -603,24 +604,30 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     current.to_string()
 }
 
-/// The node's traffic so far, read from its metrics: client requests (`verge_requests_total`),
-/// those that were hits, and requests sent upstream (`verge_upstream_requests_total`).
+/// The node's traffic so far, read from its metrics: client requests (`verge_requests_total`,
+/// leaving out what the node answered itself: the latency probes of the edges below a shield,
+/// which would otherwise make an idle shield look busy and never hit), those that were hits,
+/// and requests sent upstream (`verge_upstream_requests_total`).
 fn traffic(registry: &Registry) -> Traffic {
     let mut traffic = Traffic::default();
     for family in registry.gather() {
         let counters = family.get_metric().iter().map(|metric| {
-            let hit = metric
+            let status = metric
                 .get_label()
                 .iter()
-                .any(|l| l.name() == "cache_status" && l.value() == "hit");
+                .find(|l| l.name() == "cache_status")
+                .map(|l| l.value());
             // Counters hold whole numbers.
-            (hit, metric.get_counter().get_value() as u64)
+            (status, metric.get_counter().get_value() as u64)
         });
         match family.name() {
             "verge_requests_total" => {
-                for (hit, count) in counters {
-                    traffic.requests += count;
-                    if hit {
+                for (status, count) in counters {
+                    let local = status == Some(RequestOutcome::Local.as_str());
+                    if !local {
+                        traffic.requests += count;
+                    }
+                    if status == Some(RequestOutcome::Hit.as_str()) {
                         traffic.hits += count;
                     }
                 }

@@ -27,3 +27,28 @@ fn a_stream_is_dead_after_three_heartbeats_and_five_seconds_of_silence() {
         Duration::from_millis(5150)
     );
 }
+
+#[test]
+fn traffic_counts_client_requests_not_what_the_node_answers_itself() {
+    use crate::metrics::{NodeMetrics, RequestOutcome};
+    let registry = Registry::new();
+    let metrics = NodeMetrics::register(&registry).unwrap();
+    let ok = http::StatusCode::OK;
+    let took = Duration::from_millis(1);
+    metrics.observe_request(RequestOutcome::Hit, ok, took);
+    metrics.observe_request(RequestOutcome::Hit, http::StatusCode::NOT_FOUND, took);
+    metrics.observe_request(RequestOutcome::Miss, ok, took);
+    metrics.observe_upstream(crate::failover::Attempt::Ok, took);
+    for _ in 0..10 {
+        // Latency probes from the edges below.
+        metrics.observe_request(RequestOutcome::Local, ok, took);
+    }
+    assert_eq!(
+        traffic(&registry),
+        Traffic {
+            requests: 3,
+            hits: 2,
+            upstream_requests: 1,
+        }
+    );
+}
