@@ -1,6 +1,7 @@
 //! Control's status page in a real browser: headless Chromium (Debian package `chromium`)
 //! opens it against a running demo with the token link, as an operator would, and the rendered
-//! page must show every node with its health and a purge with each node's completion. A
+//! page must show every node with its health and a purge with each node's completion, and a
+//! routing table held back after a control start for what it is. A
 //! screenshot is left in the target directory. Without Chromium the test says it did not run.
 
 use std::path::Path;
@@ -121,4 +122,72 @@ async fn the_status_page_renders_every_node_and_a_purges_completion_in_chromium(
         String::from_utf8_lossy(&shot.stderr)
     );
     println!("status page screenshot: {}", screenshot.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_says_when_routing_is_held_back_for_shields_in_chromium() {
+    let test =
+        "status_page::the_status_page_says_when_routing_is_held_back_for_shields_in_chromium";
+    let Some(binary) = verge_testkit::installed("chromium", "chromium", test) else {
+        return;
+    };
+    use verge_testkit::control::{start_control, TOKEN};
+    let dir = tempfile::tempdir().unwrap();
+    let control = start_control(
+        dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        &[
+            "health.settle = \"60s\"",
+            "health.heartbeat_timeout = \"60s\"",
+        ],
+    )
+    .await;
+    // As after a control restart: an edge comes back still routing through a shield that has
+    // not registered again.
+    let registration = serde_json::json!({
+        "id": "us-1",
+        "role": "edge",
+        "region": "us",
+        "data_url": "http://127.0.0.1:9",
+        "admin_url": "http://127.0.0.1:9",
+        "weight": 1,
+        "shields": ["shield-away"],
+    });
+    let registered = verge_testkit::client::HttpClient::http1()
+        .request(
+            "POST",
+            &format!("{}/v1/register", control.url()),
+            &[("content-type", "application/json")],
+            registration.to_string(),
+        )
+        .await;
+    assert_eq!(registered.status, 200, "{}", registered.text());
+
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/?token={TOKEN}", control.admin_addr);
+    let dump = {
+        let mut command = chromium(&binary, profile.path());
+        command.arg("--dump-dom").arg(&url);
+        tokio::task::spawn_blocking(move || command.output())
+            .await
+            .unwrap()
+            .expect("chromium runs")
+    };
+    let dom = String::from_utf8_lossy(&dump.stdout).into_owned();
+    assert!(
+        dump.status.success() && dom.contains("Verge status"),
+        "chromium did not render the page: {}\n{dom}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    assert!(
+        dom.contains("Held back until shield-away register again"),
+        "the held table is not shown:\n{dom}"
+    );
+    // (The page's own script holds both sentences: what counts is what it rendered.)
+    assert!(
+        !dom.contains(">No shields: edges go to the origin.<")
+            && dom.contains(">None yet: the nodes route with the tables they have.<"),
+        "while held, the page must not say the edges go to the origin:\n{dom}"
+    );
+    control.stop().await;
 }
