@@ -31,6 +31,24 @@ fn chromium(binary: &Path, profile: &Path) -> Command {
     command
 }
 
+/// The page at `url` as Chromium rendered it (its DOM once its scripts ran); fails unless it
+/// rendered the status page.
+async fn rendered(binary: &Path, profile: &Path, url: &str) -> String {
+    let mut command = chromium(binary, profile);
+    command.arg("--dump-dom").arg(url);
+    let dump = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&dump.stdout).into_owned();
+    assert!(
+        dump.status.success() && dom.contains("Verge status"),
+        "chromium did not render the page: {}\n{dom}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    dom
+}
+
 /// The `<tr>` of the rendered page that names `id` in a node cell.
 fn node_row<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
     let cell = format!("<span class=\"node-id\">{id}</span>");
@@ -59,20 +77,7 @@ async fn the_status_page_renders_every_node_and_a_purges_completion_in_chromium(
     let profile = tempfile::tempdir().unwrap();
     // The token link opens a session and redirects to the page, as for an operator.
     let url = format!("{}/?token={}", state.control.admin, state.control.token);
-    let dump = {
-        let mut command = chromium(&binary, profile.path());
-        command.arg("--dump-dom").arg(&url);
-        tokio::task::spawn_blocking(move || command.output())
-            .await
-            .unwrap()
-            .expect("chromium runs")
-    };
-    let dom = String::from_utf8_lossy(&dump.stdout).into_owned();
-    assert!(
-        dump.status.success() && dom.contains("Verge status"),
-        "chromium did not render the page: {}\n{dom}",
-        String::from_utf8_lossy(&dump.stderr)
-    );
+    let dom = rendered(&binary, profile.path(), &url).await;
     assert!(
         dom.contains("<div id=\"error\"></div>"),
         "the page could not refresh:\n{dom}"
@@ -165,20 +170,7 @@ async fn the_status_page_says_when_routing_is_held_back_for_shields_in_chromium(
 
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://{}/?token={TOKEN}", control.admin_addr);
-    let dump = {
-        let mut command = chromium(&binary, profile.path());
-        command.arg("--dump-dom").arg(&url);
-        tokio::task::spawn_blocking(move || command.output())
-            .await
-            .unwrap()
-            .expect("chromium runs")
-    };
-    let dom = String::from_utf8_lossy(&dump.stdout).into_owned();
-    assert!(
-        dump.status.success() && dom.contains("Verge status"),
-        "chromium did not render the page: {}\n{dom}",
-        String::from_utf8_lossy(&dump.stderr)
-    );
+    let dom = rendered(&binary, profile.path(), &url).await;
     assert!(
         dom.contains("Held back until shield-away register again"),
         "the held table is not shown:\n{dom}"
