@@ -33,7 +33,7 @@ impl std::fmt::Display for NodeRole {
 }
 
 /// `POST /v1/register`: a node announcing itself (again after every restart).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Registration {
     pub id: NodeId,
@@ -53,6 +53,11 @@ pub struct Registration {
     /// for `health.settle`, while they register again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shields: Vec<NodeId>,
+    /// The node's upstreams and their measured round trips, as in a heartbeat (none before it
+    /// has measured any): a control that has just started plans the tiers from them at once,
+    /// instead of from configured proximity until the first heartbeats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<UpstreamHealth>,
 }
 
 /// Control's answer to a registration.

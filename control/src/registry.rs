@@ -93,6 +93,8 @@ impl TrafficRates {
 const MAX_VERSION_LEN: usize = 64;
 /// Most shields a registration may say its node routes through; the rest are dropped.
 const MAX_ROUTED_SHIELDS: usize = 1024;
+/// Most upstreams taken in from one report.
+const MAX_REPORTED_UPSTREAMS: usize = 1024;
 
 /// Why a registration or report was refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -155,6 +157,8 @@ impl Registry {
             registration.version.truncate(end);
         }
         registration.shields.truncate(MAX_ROUTED_SHIELDS);
+        // Taken in apart (`report_upstreams`): round trips are no part of who the node is.
+        registration.upstreams.clear();
         let id = registration.id.clone();
         let previous = self.nodes.insert(
             id,
@@ -180,35 +184,59 @@ impl Registry {
         })
     }
 
-    /// Records a heartbeat; returns the latency reports it ignored.
-    pub fn heartbeat(&mut self, beat: Heartbeat, now: Instant) -> Result<Vec<Ignored>, Refused> {
-        let mut upstreams = beat.upstreams;
-        upstreams.truncate(1024);
-        // Which reported targets are shields control knows (an edge's only valid targets).
+    /// Takes in a node's view of its upstreams (from a heartbeat, or from its registration,
+    /// so that a control that has just started plans from measurements at once); returns the
+    /// latency reports it ignored. An edge's valid targets are the shields control knows and
+    /// those its own table routes through (named in its registration: after a control start
+    /// they may not have registered again yet).
+    pub fn report_upstreams(
+        &mut self,
+        id: &NodeId,
+        mut upstreams: Vec<UpstreamHealth>,
+    ) -> Result<Vec<Ignored>, Refused> {
+        upstreams.truncate(MAX_REPORTED_UPSTREAMS);
+        let named = self
+            .nodes
+            .get(id)
+            .map(|n| n.registration.shields.clone())
+            .unwrap_or_default();
         let shields: Vec<String> = upstreams
             .iter()
             .filter(|u| {
-                NodeId::new(&u.id)
-                    .ok()
-                    .and_then(|id| self.nodes.get(&id))
-                    .is_some_and(|n| n.registration.role == NodeRole::Shield)
+                NodeId::new(&u.id).ok().is_some_and(|shield| {
+                    named.contains(&shield)
+                        || self
+                            .nodes
+                            .get(&shield)
+                            .is_some_and(|n| n.registration.role == NodeRole::Shield)
+                })
             })
             .map(|u| u.id.clone())
             .collect();
         let node = self
             .nodes
-            .get_mut(&beat.id)
-            .ok_or_else(|| Refused::Unknown(beat.id.clone()))?;
+            .get_mut(id)
+            .ok_or_else(|| Refused::Unknown(id.clone()))?;
         let ignored = node
             .latency
             .report(node.registration.role, &upstreams, |id| {
                 shields.iter().any(|s| s == id)
             });
+        node.upstreams = upstreams;
+        Ok(ignored)
+    }
+
+    /// Records a heartbeat; returns the latency reports it ignored.
+    pub fn heartbeat(&mut self, beat: Heartbeat, now: Instant) -> Result<Vec<Ignored>, Refused> {
+        let ignored = self.report_upstreams(&beat.id, beat.upstreams)?;
+        let node = self
+            .nodes
+            .get_mut(&beat.id)
+            .ok_or_else(|| Refused::Unknown(beat.id.clone()))?;
         node.last_heartbeat = now;
         node.applied_seq = node.applied_seq.max(beat.applied_seq);
         node.table_version = beat.table_version;
         node.in_flight = beat.in_flight;
-        node.upstreams = upstreams;
         if let Some(traffic) = beat.traffic {
             node.traffic = [node.traffic[1], Some((now, traffic))];
         }
@@ -460,6 +488,7 @@ mod tests {
             weight: 1,
             version: String::new(),
             shields: Vec::new(),
+            upstreams: Vec::new(),
         }
     }
 
@@ -536,6 +565,55 @@ mod tests {
         assert_eq!(registry.awaited_shields(), ids(&["s3"]));
         registry.forget(&NodeId::new("e2").unwrap());
         assert!(registry.awaited_shields().is_empty());
+    }
+
+    #[test]
+    fn round_trips_in_registrations_count_at_once_even_to_shields_not_back_yet() {
+        let mut registry = Registry::new(8);
+        let now = Instant::now();
+        let rtt = |id: &str, ms: f64| UpstreamHealth {
+            id: id.into(),
+            up: true,
+            rtt_ms: Some(ms),
+        };
+        // An edge back before its shield: it still routes through s1, and has measured it.
+        let edge = Registration {
+            shields: vec![NodeId::new("s1").unwrap()],
+            ..registration("e1")
+        };
+        registry.register(edge, now).unwrap();
+        let e1 = NodeId::new("e1").unwrap();
+        let ignored = registry
+            .report_upstreams(&e1, vec![rtt("s1", 12.0), rtt("stranger", 5.0)])
+            .unwrap();
+        assert_eq!(ignored, [Ignored::UnknownTarget], "stranger is no shield");
+        let shield = Registration {
+            role: NodeRole::Shield,
+            ..registration("s1")
+        };
+        registry.register(shield, now).unwrap();
+        let s1 = NodeId::new("s1").unwrap();
+        let origin = rtt("http://origin.test", 3.0);
+        assert!(registry
+            .report_upstreams(&s1, vec![origin])
+            .unwrap()
+            .is_empty());
+
+        let matrix = registry.latency_matrix();
+        let us = RegionId::new("us").unwrap();
+        assert_eq!(matrix.edge_to_shield[&us][&s1], 12.0);
+        assert_eq!(matrix.shield_to_origin[&s1], 3.0);
+        // Round trips are not part of who a node is: registering again with new ones is no
+        // change to routing.
+        let again = Registration {
+            upstreams: vec![rtt("s1", 40.0)],
+            shields: vec![s1.clone()],
+            ..registration("e1")
+        };
+        assert!(!registry.register(again, now).unwrap());
+        assert!(registry
+            .report_upstreams(&NodeId::new("nobody").unwrap(), vec![])
+            .is_err());
     }
 
     #[test]

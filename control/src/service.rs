@@ -202,12 +202,27 @@ impl Control {
 
     pub fn register(&self, registration: Registration) -> Result<Registered, Refused> {
         self.attached()?;
-        let changed = lock(&self.registry).register(registration.clone(), Instant::now())?;
+        let mut registration = registration;
+        let upstreams = std::mem::take(&mut registration.upstreams);
+        let measured = upstreams.iter().any(|u| u.rtt_ms.is_some());
+        let changed = {
+            let mut registry = lock(&self.registry);
+            let changed = registry.register(registration.clone(), Instant::now())?;
+            // The round trips it has measured: the tier plan need not wait for a heartbeat.
+            self.count_ignored(&registry.report_upstreams(&registration.id, upstreams)?);
+            changed
+        };
         tracing::info!(node = %registration.id, role = %registration.role, region = %registration.region, "node registered");
         if let Some(replica) = &self.replica {
             let replica = Arc::clone(replica);
             let registration = registration.clone();
             tokio::spawn(async move { replica.put_node(&registration).await });
+        }
+        if measured {
+            // A node coming back (after a control start, say) brings the round trips it has
+            // measured: the plan follows them now rather than from the next probe round, so
+            // the first table is not planned from proximity only to move keys again after.
+            self.follow_latency();
         }
         if changed {
             self.republish();
@@ -226,16 +241,21 @@ impl Control {
         let before = {
             let mut registry = lock(&self.registry);
             let before = registry.get(&id).map(|n| n.applied_seq);
-            for ignored in registry.heartbeat(beat, Instant::now())? {
-                self.metrics
-                    .latency_ignored
-                    .with_label_values(&[ignored.as_str()])
-                    .inc();
-            }
+            self.count_ignored(&registry.heartbeat(beat, Instant::now())?);
             before.unwrap_or(0)
         };
         self.acknowledged(&id, before, applied);
         Ok(())
+    }
+
+    /// Counts latency reports a node sent that were not used, by reason.
+    fn count_ignored(&self, ignored: &[crate::latency::Ignored]) {
+        for reason in ignored {
+            self.metrics
+                .latency_ignored
+                .with_label_values(&[reason.as_str()])
+                .inc();
+        }
     }
 
     pub fn ack(&self, ack: Ack) -> Result<(), Refused> {

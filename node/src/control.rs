@@ -225,6 +225,7 @@ impl<U: Upstream> ControlClient<U> {
                     weight: config.weight,
                     version: env!("CARGO_PKG_VERSION").to_string(),
                     shields: Vec::new(),
+                    upstreams: Vec::new(),
                 },
                 metrics,
                 applied: watch::Sender::new(0),
@@ -369,6 +370,7 @@ impl<U: Upstream> Shared<U> {
     async fn register(&self) -> Result<Registered, String> {
         let registration = Registration {
             shields: self.pipeline.table_shields(),
+            upstreams: self.pipeline.health(),
             ..self.registration.clone()
         };
         let body = self.post("/v1/register", &registration).await?;

@@ -46,6 +46,12 @@ fn registration_body() -> impl Strategy<Value = Vec<u8>> {
         "\"shields\"",
         "\"s1\"",
         "\"a b\"",
+        "\"upstreams\"",
+        "\"up\"",
+        "\"rtt_ms\"",
+        "\"http://o.test\"",
+        "-1",
+        "1e308",
         "1",
         "null",
         "\"\\ud800\"",
@@ -57,12 +63,63 @@ proptest! {
     fn any_registration_body_is_read_checked_and_registered_without_panic(
         body in registration_body()
     ) {
-        if let Ok(registration) = serde_json::from_slice::<Registration>(&body) {
+        if let Ok(mut registration) = serde_json::from_slice::<Registration>(&body) {
             let _ = super::check_registration(&registration);
             let mut registry = crate::registry::Registry::new(4);
-            let _ = registry.register(registration, Instant::now());
+            let upstreams = std::mem::take(&mut registration.upstreams);
+            let id = registration.id.clone();
+            if registry.register(registration, Instant::now()).is_ok() {
+                registry.report_upstreams(&id, upstreams).unwrap();
+            }
             let _ = registry.awaited_shields();
+            let matrix = registry.latency_matrix();
+            let values = matrix
+                .edge_to_shield
+                .values()
+                .flat_map(|m| m.values())
+                .chain(matrix.shield_to_origin.values())
+                .chain(matrix.edge_to_origin.values());
+            for value in values {
+                prop_assert!((0.0..=crate::latency::MAX_RTT_MS).contains(value));
+            }
         }
+    }
+
+    #[test]
+    fn round_trips_a_registration_brings_are_bounded_and_checked(
+        reports in prop::collection::vec(
+            (prop::sample::select(vec!["s1", "s2", "stranger", "http://o.test"]), -5.0e4f64..1.0e5),
+            0..40,
+        )
+    ) {
+        let upstreams: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|(id, rtt)| serde_json::json!({"id": id, "up": true, "rtt_ms": rtt}))
+            .collect();
+        let body = serde_json::json!({
+            "id": "e1", "role": "edge", "region": "us", "data_url": "http://a.test:1",
+            "admin_url": "http://a.test:2", "weight": 1, "shields": ["s1"],
+            "upstreams": upstreams,
+        });
+        let mut registration: Registration = serde_json::from_value(body).unwrap();
+        let mut registry = crate::registry::Registry::new(4);
+        let upstreams = std::mem::take(&mut registration.upstreams);
+        registry.register(registration, Instant::now()).unwrap();
+        let id = verge_config::NodeId::new("e1").unwrap();
+        let ignored = registry.report_upstreams(&id, upstreams).unwrap();
+        // Out of range, or about a shield the edge neither routes through nor control knows.
+        let bad = reports
+            .iter()
+            .filter(|(id, rtt)| {
+                !(0.0..=crate::latency::MAX_RTT_MS).contains(rtt) || *id == "s2" || *id == "stranger"
+            })
+            .count();
+        prop_assert_eq!(ignored.len(), bad);
+        let matrix = registry.latency_matrix();
+        let us = verge_config::RegionId::new("us").unwrap();
+        let to_shields = matrix.edge_to_shield.get(&us).cloned().unwrap_or_default();
+        prop_assert!(to_shields.keys().all(|s| s.as_str() == "s1"));
+        prop_assert!(to_shields.values().all(|v| (0.0..=crate::latency::MAX_RTT_MS).contains(v)));
     }
 
     #[test]

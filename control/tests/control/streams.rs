@@ -445,6 +445,40 @@ async fn after_a_start_no_table_leaves_out_a_shield_the_nodes_route_through_unti
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_start_the_first_table_is_planned_from_the_round_trips_nodes_register_with() {
+    let (_dir, control) = control_in_temp_dir("").await;
+    // As after a restart: the edge comes back first, with what it measured before.
+    let (admin_url, _held) = closed_admin_url();
+    let mut edge = support::registration("e1", "edge", &admin_url);
+    edge["shields"] = json!(["s1"]);
+    edge["upstreams"] = json!([{"id": "s1", "up": true, "rtt_ms": 12.0}]);
+    let mut shield = support::registration("s1", "shield", &admin_url);
+    shield["upstreams"] = json!([{"id": "http://origin.test", "up": true, "rtt_ms": 3.0}]);
+    for body in [edge, shield] {
+        let registered = control
+            .node(Method::POST, "/v1/register", &body.to_string())
+            .await;
+        assert_eq!(registered.status, StatusCode::OK, "{}", registered.text());
+    }
+    let mut events = control.events("e1", None).await;
+    let table = events.expect_routing().await;
+    assert_eq!(shield_ids(&table), ["s1"]);
+    // No heartbeat yet: the plan rests on the registrations' round trips, not on proximity.
+    let plan = table.tiers.expect("a tier plan");
+    let us = plan
+        .regions
+        .iter()
+        .find(|r| r.region.as_str() == "us")
+        .unwrap();
+    assert_eq!((us.basis.as_str(), us.cost), ("measured", 15.0), "{plan:?}");
+    let routing = control.admin(Method::GET, "/v1/routing", "").await.json();
+    assert_eq!(
+        routing["latency"]["edge_to_shield"]["us"]["s1"],
+        json!(12.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shield_that_does_not_come_back_holds_the_table_only_until_health_settle() {
     let before_start = Instant::now();
     let (_dir, control) = control_in_temp_dir(
