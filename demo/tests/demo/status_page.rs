@@ -9,7 +9,7 @@ use std::process::Command;
 
 use verge_config::wire::PurgeSpec;
 use verge_control::client::AdminClient;
-use verge_testkit::control::purge_everywhere;
+use verge_testkit::control::{purge_everywhere, start_control, TOKEN};
 
 /// Headless Chromium as a sandboxed root process on a closed network can run it.
 fn chromium(binary: &Path, profile: &Path) -> Command {
@@ -136,7 +136,6 @@ async fn the_status_page_says_when_routing_is_held_back_for_shields_in_chromium(
     let Some(binary) = verge_testkit::installed("chromium", "chromium", test) else {
         return;
     };
-    use verge_testkit::control::{start_control, TOKEN};
     let dir = tempfile::tempdir().unwrap();
     let control = start_control(
         dir.path(),
